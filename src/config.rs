@@ -1,0 +1,916 @@
+//! `cfgsync.toml`: parsing, validation and the typed configuration.
+//!
+//! Loading happens in two steps, as in Vector and ripgrep: serde structs that
+//! mirror the file (`deny_unknown_fields`, spans kept) are turned by
+//! [`load`] into a typed [`Config`], collecting *every* semantic problem with
+//! its `file:line:column` instead of stopping at the first. Nothing here opens
+//! a connection; templates are compiled by [`crate::render::Templates`].
+//!
+//! Precedence for connection settings is environment > file > default, using
+//! the variables the etcd and Vault CLIs already use (`ETCDCTL_ENDPOINTS`,
+//! `ETCDCTL_USER`, `VAULT_ADDR`, `VAULT_TOKEN`). They only override a section
+//! that exists: a developer's shell with `VAULT_ADDR` set does not turn a
+//! file-source demo into a Vault one.
+//!
+//! Relative paths (`files.dir`, `templates/`, file targets) are relative to
+//! the directory holding the config file, like docker compose, so a config
+//! behaves the same from any working directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use toml::Spanned;
+
+use crate::format::Format;
+use crate::secret::SecretString;
+
+/// Default reconcile period of `cfgsync run`.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where a problem is: a file and, when known, a 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// The location of byte `offset` in `source`.
+    pub fn at(file: &Path, source: &str, offset: usize) -> Self {
+        let before = &source[..offset.min(source.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Self { file: file.to_path_buf(), line, column }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// One problem in the configuration or a template, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub location: Option<Location>,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn at(location: Location, message: impl Into<String>) -> Self {
+        Self { location: Some(location), message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(at) => write!(f, "{at}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Every problem found while loading, reported together so a user fixes
+/// them in one round.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Problem> for ConfigError {
+    fn from(p: Problem) -> Self {
+        Self { problems: vec![p] }
+    }
+}
+
+/// Reads process environment variables. A trait so tests pass a map
+/// instead of mutating the process environment (as linkerd2-proxy does).
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Environment for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    interval: Option<Spanned<String>>,
+    etcd: Option<RawEtcd>,
+    vault: Option<RawVault>,
+    files: Option<RawFiles>,
+    #[serde(default)]
+    envs: BTreeMap<String, RawEnv>,
+    #[serde(default, rename = "output")]
+    outputs: Vec<RawOutput>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnv {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    endpoints: Option<Vec<String>>,
+    prefix: Option<Spanned<String>>,
+    /// User name; the password comes from `password_file` or `ETCDCTL_USER`.
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    address: Option<String>,
+    mount: Option<String>,
+    auth: Option<RawVaultAuth>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+enum RawVaultAuth {
+    Token {
+        token_file: Option<PathBuf>,
+    },
+    Approle {
+        mount: Option<String>,
+        role_id: Option<String>,
+        role_id_file: Option<PathBuf>,
+        secret_id_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFiles {
+    dir: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    name: Spanned<String>,
+    envs: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    entries: BTreeMap<Spanned<String>, Spanned<RawEntry>>,
+    #[serde(default, rename = "target")]
+    targets: Vec<Spanned<RawTarget>>,
+}
+
+/// An entry is an inline template string, or `{ template = "file.tera" }`.
+enum RawEntry {
+    Inline(String),
+    File(String),
+}
+
+impl<'de> Deserialize<'de> for RawEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = RawEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a template string or a table `{ template = \"path/under/templates\" }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawEntry, E> {
+                Ok(RawEntry::Inline(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEntry, A::Error> {
+                let mut template = None;
+                while let Some(k) = map.next_key::<String>()? {
+                    match k.as_str() {
+                        "template" => template = Some(map.next_value::<String>()?),
+                        other => return Err(de::Error::unknown_field(other, &["template"])),
+                    }
+                }
+                template.map(RawEntry::File).ok_or_else(|| de::Error::missing_field("template"))
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum RawTarget {
+    File(RawFileTarget),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileTarget {
+    path: String,
+    #[serde(default = "default_format")]
+    format: Format,
+    mode: Option<String>,
+    check_cmd: Option<String>,
+    reload_cmd: Option<String>,
+}
+
+fn default_format() -> Format {
+    Format::Dotenv
+}
+
+// ---------------------------------------------------------------------------
+// The typed configuration.
+
+/// A loaded, validated configuration. Templates are compiled separately.
+#[derive(Debug)]
+pub struct Config {
+    /// The config file, as given.
+    pub path: PathBuf,
+    /// The directory relative paths are resolved against.
+    pub dir: PathBuf,
+    pub interval: Duration,
+    /// Every env, sorted.
+    pub envs: Vec<String>,
+    pub keys: KeysSource,
+    pub secrets: Option<SecretsSource>,
+    /// `<config dir>/templates`.
+    pub templates_dir: PathBuf,
+    pub outputs: Vec<Output>,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeysSource {
+    Files(PathBuf),
+    Etcd(EtcdSettings),
+}
+
+#[derive(Debug, Clone)]
+pub enum SecretsSource {
+    Files(PathBuf),
+    Vault(VaultSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    /// Without a trailing slash, e.g. `/cfgsync`.
+    pub prefix: String,
+    pub user: Option<String>,
+    /// Set when `ETCDCTL_USER=name:password` supplied it.
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl EtcdSettings {
+    /// `<prefix>/<env>/`: the one range every pass reads for an env.
+    pub fn env_prefix(&self, env: &str) -> String {
+        format!("{}/{env}/", self.prefix)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VaultSettings {
+    pub address: String,
+    pub mount: String,
+    pub auth: VaultAuth,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum VaultAuth {
+    /// A token from `VAULT_TOKEN`, else `token_file`, else `~/.vault-token`
+    /// (as the vault CLI does).
+    Token {
+        token: Option<SecretString>,
+        token_file: Option<PathBuf>,
+    },
+    AppRole {
+        mount: String,
+        role_id: Option<String>,
+        role_id_file: Option<PathBuf>,
+        secret_id_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub name: String,
+    pub location: Location,
+    /// The envs this output is rendered for, sorted.
+    pub envs: Vec<String>,
+    pub entries: Vec<Entry>,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug)]
+pub struct Entry {
+    pub name: String,
+    pub location: Location,
+    pub template: EntryTemplate,
+}
+
+#[derive(Debug)]
+pub enum EntryTemplate {
+    Inline(String),
+    /// Relative to `templates/`.
+    File(String),
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub location: Location,
+    pub kind: TargetKind,
+}
+
+#[derive(Debug)]
+pub enum TargetKind {
+    File(FileTarget),
+}
+
+impl TargetKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TargetKind::File(_) => "file",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct FileTarget {
+    /// The path for each env, rendered and resolved against the config dir.
+    pub paths: BTreeMap<String, PathBuf>,
+    pub format: Format,
+    /// Explicit mode; otherwise 0600 for tainted outputs, 0644 for others.
+    pub mode: Option<u32>,
+    pub check_cmd: Option<String>,
+    pub reload_cmd: Option<String>,
+}
+
+/// Loads and validates `path`, reporting every problem found.
+pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| Problem { location: None, message: format!("cannot read config file {}: {e}", path.display()) })?;
+    parse(path, &source, env)
+}
+
+/// Parses config text as if read from `path`.
+pub fn parse(path: &Path, source: &str, env: &dyn Environment) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(source).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        Problem::at(Location::at(path, source, offset), e.message().trim_end().to_owned())
+    })?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    Builder { path, source, dir, problems: Vec::new() }.build(raw, env)
+}
+
+struct Builder<'a> {
+    path: &'a Path,
+    source: &'a str,
+    dir: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl Builder<'_> {
+    fn loc(&self, offset: usize) -> Location {
+        Location::at(self.path, self.source, offset)
+    }
+
+    fn problem(&mut self, offset: usize, message: impl Into<String>) {
+        let p = Problem::at(self.loc(offset), message);
+        self.problems.push(p);
+    }
+
+    fn duration(&mut self, value: Option<Spanned<String>>, default: Duration, what: &str) -> Duration {
+        let Some(v) = value else { return default };
+        match parse_duration(v.get_ref()) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                self.problem(
+                    v.span().start,
+                    format!(
+                        "invalid {what} {:?}: use a positive duration like \"30s\", \"1m\", \"1h30m\" or \"500ms\"",
+                        v.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn build(mut self, raw: RawConfig, env: &dyn Environment) -> Result<Config, ConfigError> {
+        let interval = self.duration(raw.interval, DEFAULT_INTERVAL, "interval");
+        let envs: Vec<String> = raw.envs.keys().cloned().collect();
+        if envs.is_empty() {
+            self.problem(0, "no environments defined: add at least one `[envs.<name>]` table");
+        }
+        for name in &envs {
+            if !is_valid_name(name) {
+                self.problem(0, format!("invalid env name {name:?}: use letters, digits, '-' and '_'"));
+            }
+        }
+
+        let files_dir = raw.files.map(|f| self.dir.join(f.dir.unwrap_or_else(|| "source".to_owned())));
+        let keys = match (raw.etcd, &files_dir) {
+            (Some(_), Some(_)) => {
+                self.problem(0, "both [etcd] and [files] provide keys: keep one of them");
+                None
+            }
+            (Some(etcd), None) => Some(KeysSource::Etcd(self.etcd(etcd, env))),
+            (None, Some(dir)) => Some(KeysSource::Files(dir.clone())),
+            (None, None) => {
+                self.problem(0, "no source configured: add an [etcd] section, or [files] for the embedded file source");
+                None
+            }
+        };
+        let secrets = match (raw.vault, &files_dir) {
+            (Some(_), Some(_)) => {
+                self.problem(0, "both [vault] and [files] provide secrets: keep one of them");
+                None
+            }
+            (Some(vault), None) => Some(SecretsSource::Vault(self.vault(vault, env))),
+            (None, Some(dir)) => Some(SecretsSource::Files(dir.clone())),
+            (None, None) => None,
+        };
+
+        let mut outputs = Vec::new();
+        let mut seen = BTreeSet::new();
+        for raw_output in raw.outputs {
+            if let Some(o) = self.output(raw_output, &envs, &mut seen) {
+                outputs.push(o);
+            }
+        }
+        if outputs.is_empty() && self.problems.is_empty() {
+            self.problem(0, "no outputs defined: add at least one `[[output]]`");
+        }
+
+        if !self.problems.is_empty() {
+            return Err(ConfigError { problems: self.problems });
+        }
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            templates_dir: self.dir.join("templates"),
+            dir: self.dir,
+            interval,
+            envs,
+            keys: keys.expect("set when there are no problems"),
+            secrets,
+            outputs,
+        })
+    }
+
+    fn etcd(&mut self, raw: RawEtcd, env: &dyn Environment) -> EtcdSettings {
+        let endpoints = match env.var("ETCDCTL_ENDPOINTS") {
+            Some(v) => v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+            None => raw.endpoints.unwrap_or_else(|| vec!["http://127.0.0.1:2379".to_owned()]),
+        };
+        let prefix = match raw.prefix {
+            Some(p) => {
+                let v = p.get_ref().trim_end_matches('/').to_owned();
+                if !v.starts_with('/') {
+                    self.problem(p.span().start, format!("etcd prefix {:?} must start with '/'", p.get_ref()));
+                }
+                v
+            }
+            None => "/cfgsync".to_owned(),
+        };
+        let (user, password) = match env.var("ETCDCTL_USER") {
+            Some(v) => match v.split_once(':') {
+                Some((u, p)) => (Some(u.to_owned()), Some(SecretString::new(p))),
+                None => (Some(v), None),
+            },
+            None => (raw.user, None),
+        };
+        let timeout = self.duration(raw.timeout, Duration::from_secs(10), "etcd timeout");
+        EtcdSettings {
+            endpoints,
+            prefix,
+            user,
+            password,
+            password_file: raw.password_file.map(|p| self.dir.join(p)),
+            timeout,
+        }
+    }
+
+    fn vault(&mut self, raw: RawVault, env: &dyn Environment) -> VaultSettings {
+        let address = env
+            .var("VAULT_ADDR")
+            .or(raw.address)
+            .unwrap_or_else(|| "http://127.0.0.1:8200".to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        let env_token = env.var("VAULT_TOKEN").map(SecretString::new);
+        let auth = match (raw.auth, env_token) {
+            // VAULT_TOKEN wins, as for the vault CLI: a developer's own token.
+            (_, Some(token)) => VaultAuth::Token { token: Some(token), token_file: None },
+            (None, None) => VaultAuth::Token { token: None, token_file: None },
+            (Some(RawVaultAuth::Token { token_file }), None) => {
+                VaultAuth::Token { token: None, token_file: token_file.map(|p| self.dir.join(p)) }
+            }
+            (Some(RawVaultAuth::Approle { mount, role_id, role_id_file, secret_id_file }), None) => {
+                VaultAuth::AppRole {
+                    mount: mount.unwrap_or_else(|| "approle".to_owned()),
+                    role_id,
+                    role_id_file: role_id_file.map(|p| self.dir.join(p)),
+                    secret_id_file: secret_id_file.map(|p| self.dir.join(p)),
+                }
+            }
+        };
+        let timeout = self.duration(raw.timeout, Duration::from_secs(10), "vault timeout");
+        VaultSettings {
+            address,
+            mount: raw.mount.unwrap_or_else(|| "secret".to_owned()).trim_matches('/').to_owned(),
+            auth,
+            timeout,
+        }
+    }
+
+    fn output(&mut self, raw: RawOutput, all_envs: &[String], seen: &mut BTreeSet<String>) -> Option<Output> {
+        let name = raw.name.get_ref().clone();
+        let at = raw.name.span().start;
+        let before = self.problems.len();
+        if !is_valid_name(&name) {
+            self.problem(at, format!("invalid output name {name:?}: use letters, digits, '-', '_' and '.'"));
+        } else if !seen.insert(name.clone()) {
+            self.problem(at, format!("output {name:?} is defined twice"));
+        }
+        let envs = match raw.envs {
+            None => all_envs.to_vec(),
+            Some(list) => {
+                let mut envs = Vec::new();
+                for e in list {
+                    if all_envs.contains(e.get_ref()) {
+                        envs.push(e.get_ref().clone());
+                    } else {
+                        let hint = suggest(e.get_ref(), all_envs)
+                            .map(|s| format!(" (did you mean {s:?}?)"))
+                            .unwrap_or_default();
+                        self.problem(
+                            e.span().start,
+                            format!(
+                                "output {name:?}: unknown env {:?}{hint}; defined envs: {}",
+                                e.get_ref(),
+                                all_envs.join(", ")
+                            ),
+                        );
+                    }
+                }
+                envs.sort();
+                envs.dedup();
+                envs
+            }
+        };
+        if raw.entries.is_empty() {
+            self.problem(at, format!("output {name:?} has no entries: add an `[output.entries]` table"));
+        }
+        let entries = raw
+            .entries
+            .into_iter()
+            .map(|(k, v)| {
+                let location = self.loc(v.span().start);
+                let template = match v.into_inner() {
+                    RawEntry::Inline(t) => EntryTemplate::Inline(t),
+                    RawEntry::File(f) => EntryTemplate::File(f),
+                };
+                Entry { name: k.into_inner(), location, template }
+            })
+            .collect::<Vec<_>>();
+        if raw.targets.is_empty() {
+            self.problem(at, format!("output {name:?} has no targets: add at least one `[[output.target]]`"));
+        }
+        let mut targets = Vec::new();
+        for t in raw.targets {
+            let location = self.loc(t.span().start);
+            let offset = t.span().start;
+            match t.into_inner() {
+                RawTarget::File(f) => {
+                    if let Some(ft) = self.file_target(&name, f, &envs, &entries, offset) {
+                        targets.push(Target { location, kind: TargetKind::File(ft) });
+                    }
+                }
+            }
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(Output { name, location: self.loc(at), envs, entries, targets })
+    }
+
+    fn file_target(
+        &mut self,
+        output: &str,
+        raw: RawFileTarget,
+        envs: &[String],
+        entries: &[Entry],
+        offset: usize,
+    ) -> Option<FileTarget> {
+        let before = self.problems.len();
+        let mode = raw.mode.as_deref().and_then(|m| match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
+            Ok(v) if v <= 0o777 => Some(v),
+            _ => {
+                self.problem(offset, format!("output {output:?}: invalid file mode {m:?}: use octal like \"0640\""));
+                None
+            }
+        });
+        if raw.format == Format::Raw && entries.len() != 1 {
+            self.problem(
+                offset,
+                format!(
+                    "output {output:?}: format \"raw\" writes a single entry, but the output has {}",
+                    entries.len()
+                ),
+            );
+        }
+        let absolute_in_config = Path::new(&raw.path).is_absolute();
+        let mut paths = BTreeMap::new();
+        for env in envs {
+            let rendered = match render_field(&raw.path, env) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.problem(offset, format!("output {output:?}: file target path {:?}: {e}", raw.path));
+                    break;
+                }
+            };
+            if rendered.trim().is_empty() {
+                self.problem(offset, format!("output {output:?}: file target path is empty for env {env:?}"));
+                continue;
+            }
+            let path = Path::new(&rendered);
+            if path.is_absolute() != absolute_in_config {
+                self.problem(
+                    offset,
+                    format!(
+                        "output {output:?}: path {rendered:?} must not change between relative and absolute per env"
+                    ),
+                );
+                continue;
+            }
+            let resolved = if path.is_absolute() {
+                normalize(path)
+            } else {
+                match normalize_within(path) {
+                    Some(p) => self.dir.join(p),
+                    None => {
+                        self.problem(
+                            offset,
+                            format!(
+                                "output {output:?}: path {rendered:?} (env {env:?}) leaves the config's directory; write an absolute path to allow that"
+                            ),
+                        );
+                        continue;
+                    }
+                }
+            };
+            paths.insert(env.clone(), resolved);
+        }
+        let mut by_path: BTreeMap<&PathBuf, Vec<&String>> = BTreeMap::new();
+        for (env, p) in &paths {
+            by_path.entry(p).or_default().push(env);
+        }
+        for (p, envs) in by_path {
+            if envs.len() > 1 {
+                self.problem(
+                    offset,
+                    format!(
+                        "output {output:?}: envs {} would all write {}; put {{{{ env }}}} in the path",
+                        envs.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "),
+                        p.display()
+                    ),
+                );
+            }
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(FileTarget { paths, format: raw.format, mode, check_cmd: raw.check_cmd, reload_cmd: raw.reload_cmd })
+    }
+}
+
+/// Renders a templated config field (`path`, `context`, ...) for one env.
+/// Only the variable `env` is available.
+pub fn render_field(template: &str, env: &str) -> Result<String, String> {
+    if !template.contains("{{") && !template.contains("{%") {
+        return Ok(template.to_owned());
+    }
+    let mut ctx = tera::Context::new();
+    ctx.insert("env", env);
+    tera::Tera::one_off(template, &ctx, false).map_err(|e| crate::render::tera_error_text(&e))
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Lexically normalizes a relative path; `None` when it climbs above its start.
+fn normalize_within(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    let mut depth = 0usize;
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth == 0 {
+                    return None;
+                }
+                depth -= 1;
+                out.pop();
+            }
+            Component::Normal(p) => {
+                depth += 1;
+                out.push(p);
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (depth > 0).then_some(out)
+}
+
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `"1m"`, `"30s"`, `"1h30m"`, `"500ms"`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+/// The closest candidate by edit distance, for "did you mean" hints.
+pub fn suggest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    const BASE: &str = r#"
+[files]
+[envs.staging]
+[envs.prod]
+
+[[output]]
+name = "api"
+[output.entries]
+A = "{{ key(name='a') }}"
+[[output.target]]
+kind = "file"
+path = "out/{{ env }}/api.env"
+"#;
+
+    #[test]
+    fn a_minimal_config_loads_with_defaults() {
+        let c = parse(Path::new("/etc/cfgsync/cfgsync.toml"), BASE, &no_env()).unwrap();
+        assert_eq!(c.interval, DEFAULT_INTERVAL);
+        assert_eq!(c.envs, ["prod", "staging"]);
+        assert!(matches!(&c.keys, KeysSource::Files(d) if d == Path::new("/etc/cfgsync/source")));
+        let TargetKind::File(f) = &c.outputs[0].targets[0].kind;
+        assert_eq!(f.paths["prod"], Path::new("/etc/cfgsync/out/prod/api.env"));
+        assert_eq!(f.format, Format::Dotenv);
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_column() {
+        let text = BASE.replace("[envs.prod]", "[envs.prod]\ncolour = 1");
+        let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err().to_string();
+        assert!(err.starts_with("c.toml:5:1: unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = format!(
+            "{BASE}\n[[output]]\nname = \"web\"\nenvs = [\"prd\"]\n[output.entries]\nX = \"x\"\n\n[[output]]\nname = \"db\"\n[output.entries]\nY = \"y\"\n[[output.target]]\nkind = \"file\"\npath = \"../../etc/{{{{ env }}}}.env\"\n"
+        );
+        let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err();
+        let all = err.to_string();
+        assert_eq!(err.problems.len(), 4, "{all}");
+        assert!(all.contains("c.toml:16:9: output \"web\": unknown env \"prd\" (did you mean \"prod\"?)"), "{all}");
+        assert!(all.contains("output \"web\" has no targets"), "{all}");
+        assert!(all.contains("c.toml:24:1: output \"db\": path \"../../etc/prod.env\" (env \"prod\") leaves"), "{all}");
+    }
+
+    #[test]
+    fn env_vars_override_only_existing_sections() {
+        let mut env = no_env();
+        env.insert("ETCDCTL_ENDPOINTS".into(), "http://a:1,http://b:2".into());
+        env.insert("ETCDCTL_USER".into(), "reader:pw".into());
+        env.insert("VAULT_ADDR".into(), "http://v:8200/".into());
+        env.insert("VAULT_TOKEN".into(), "tok".into());
+        let files = parse(Path::new("c.toml"), BASE, &env).unwrap();
+        assert!(matches!(files.keys, KeysSource::Files(_)));
+        let text = BASE.replace(
+            "[files]",
+            "[etcd]\nendpoints = [\"http://x:1\"]\n[vault]\nauth = { method = \"approle\", role_id = \"r\" }",
+        );
+        let c = parse(Path::new("c.toml"), &text, &env).unwrap();
+        let KeysSource::Etcd(e) = &c.keys else { panic!("etcd expected") };
+        assert_eq!(e.endpoints, ["http://a:1", "http://b:2"]);
+        assert_eq!(e.user.as_deref(), Some("reader"));
+        assert_eq!(e.password.as_ref().map(|p| p.expose()), Some("pw"));
+        let Some(SecretsSource::Vault(v)) = &c.secrets else { panic!("vault expected") };
+        assert_eq!(v.address, "http://v:8200");
+        assert!(matches!(&v.auth, VaultAuth::Token { token: Some(t), .. } if t.expose() == "tok"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("5d"), None);
+    }
+
+    #[test]
+    fn relative_paths_must_stay_inside() {
+        assert_eq!(normalize_within(Path::new("a/../b/c")), Some(PathBuf::from("b/c")));
+        assert_eq!(normalize_within(Path::new("a/../../b")), None);
+        assert_eq!(normalize_within(Path::new("./")), None);
+    }
+}

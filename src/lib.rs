@@ -1,0 +1,31 @@
+//! cfgsync: people are the source of truth; etcd (plain configuration) and
+//! Vault (secrets) record it; cfgsync renders Tera templates from one
+//! consistent snapshot per env and makes files (and, later, Kubernetes
+//! objects and CI variables) agree with it.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line as plain data.
+//! - [`config`]: `cfgsync.toml` → validated [`config::Config`]; every problem with file:line:col.
+//! - [`source`]: the [`source::Source`] trait, [`source::Snapshot`], and the file, etcd and Vault sources.
+//! - [`render`]: pure rendering with taint tracking; static checks of templates.
+//! - [`format`]: dotenv / json / yaml / raw / dir encodings.
+//! - [`plan`]: pure desired-vs-observed decisions.
+//! - [`target`]: observing and applying (files).
+//! - [`reconcile`]: one pass, with failure isolation (fail closed per env).
+//! - [`report`]: text and JSON presentation of a pass.
+//! - [`secret`]: the redacting [`secret::SecretString`].
+//! - [`telemetry`]: logging set-up that cannot print secrets.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod format;
+pub mod plan;
+pub mod reconcile;
+pub mod render;
+pub mod report;
+pub mod secret;
+pub mod source;
+pub mod target;
+pub mod telemetry;

@@ -1,0 +1,98 @@
+//! `cfgsync`: parse the command line, load the config, run, map the result
+//! to an exit code: 0 success (for `plan`, also with changes pending), 1 an
+//! output, target or source failed, 2 a usage, config or template error.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cfgsync::cli::{Cli, Command, OutputFormat};
+use cfgsync::config::{self, Config, ConfigError, ProcessEnv};
+use cfgsync::reconcile::{self, PassOptions};
+use cfgsync::render::Templates;
+use cfgsync::report::{self, Mode, Style};
+use cfgsync::source::Sources;
+
+/// Fatal errors end here with exit code 2; failures of a pass are reported
+/// and only change the exit code.
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("unknown env {env:?}{hint}; defined envs: {defined}")]
+    UnknownEnv { env: String, hint: String, defined: String },
+    #[error("cannot write output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cfgsync::telemetry::init(cli.log_format, "error");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(Fatal::Config(e)) => {
+            for p in &e.problems {
+                eprintln!("error: {p}");
+            }
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check_env(config: &Config, env: &str) -> Result<(), Fatal> {
+    if config.envs.iter().any(|e| e == env) {
+        return Ok(());
+    }
+    let hint = config::suggest(env, &config.envs).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+    Err(Fatal::UnknownEnv { env: env.to_owned(), hint, defined: config.envs.join(", ") })
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
+    let config = config::load(&cli.config, &ProcessEnv)?;
+    let templates = Templates::compile(&config)?;
+    let (options, mode) = match cli.command {
+        Command::Validate => {
+            let targets: usize = config.outputs.iter().map(|o| o.targets.len()).sum();
+            println!(
+                "{}: ok ({} envs, {} outputs, {} targets)",
+                config.path.display(),
+                config.envs.len(),
+                config.outputs.len(),
+                targets
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Reconcile { once: _, env, dry_run } => {
+            (PassOptions { env, dry_run }, if dry_run { Mode::Plan } else { Mode::Applied })
+        }
+        Command::Plan { env } => (PassOptions { env, dry_run: true }, Mode::Plan),
+        Command::Pull { env, dry_run } => {
+            (PassOptions { env: Some(env), dry_run }, if dry_run { Mode::Plan } else { Mode::Applied })
+        }
+    };
+    if let Some(env) = &options.env {
+        check_env(&config, env)?;
+    }
+    let sources = Sources::new(&config);
+    let report = reconcile::run_pass(&config, &templates, &sources, &options).await;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cli.output {
+        OutputFormat::Json => report::print_json(&report, &mut out)?,
+        OutputFormat::Text => report::print_text(&report, mode, Style::detect(), &mut out, &mut std::io::stderr())?,
+    }
+    out.flush()?;
+    Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

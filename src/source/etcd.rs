@@ -1,0 +1,212 @@
+//! etcd: plain configuration at `<prefix>/<env>/<name>`.
+//!
+//! ```toml
+//! [etcd]                              # ETCDCTL_ENDPOINTS, ETCDCTL_USER=name:password override
+//! endpoints = ["http://127.0.0.1:2379"]
+//! prefix = "/cfgsync"
+//! user = "cfgsync-prod"               # password from password_file or ETCDCTL_USER
+//! password_file = "/run/credentials/cfgsync/etcd-password"
+//! ```
+//!
+//! One pass reads one env with a paginated prefix range pinned to the
+//! revision of its first page, so every template of the pass sees the same
+//! point in time however many keys there are. The gRPC decode limit is
+//! raised as well, so a page of large values does not trip tonic's 4 MiB
+//! default.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use tokio::sync::Mutex;
+
+use super::{KeyOrigin, KeyValue, Request, Snapshot, Source, SourceError, SourceKind};
+use crate::config::EtcdSettings;
+use crate::secret::SecretString;
+
+/// Keys per range request. Small enough that a page stays far below the
+/// decode limit for values up to ~8 KiB, large enough that 1,000 keys is one
+/// round trip.
+const PAGE: i64 = 2_000;
+/// tonic's default is 4 MiB; a range of ~5k keys of 1 KiB already exceeds it.
+const MAX_DECODE: usize = 64 * 1024 * 1024;
+
+pub struct EtcdSource {
+    settings: EtcdSettings,
+    client: Mutex<Option<Client>>,
+}
+
+impl EtcdSource {
+    pub fn new(settings: EtcdSettings) -> Self {
+        Self { settings, client: Mutex::new(None) }
+    }
+
+    fn who(&self) -> String {
+        self.settings.user.as_ref().map(|u| format!(" as user {u:?}")).unwrap_or_default()
+    }
+
+    fn password(&self) -> Result<Option<SecretString>, SourceError> {
+        if let Some(p) = &self.settings.password {
+            return Ok(Some(p.clone()));
+        }
+        match &self.settings.password_file {
+            None => Ok(None),
+            Some(path) => std::fs::read_to_string(path)
+                .map(|s| Some(SecretString::new(s.trim_end_matches(['\n', '\r']))))
+                .map_err(|e| SourceError::Auth {
+                    source_kind: SourceKind::Etcd,
+                    who: self.who(),
+                    cause: format!("cannot read password_file {}: {e}", path.display()),
+                }),
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, SourceError> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.settings.timeout)
+            .with_timeout(self.settings.timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(user) = &self.settings.user {
+            let password = self.password()?.ok_or_else(|| SourceError::Auth {
+                source_kind: SourceKind::Etcd,
+                who: self.who(),
+                cause: "no password: set password_file or ETCDCTL_USER=name:password".to_owned(),
+            })?;
+            options = options.with_user(user.clone(), password.expose()).with_auto_token_refresh(true);
+        }
+        let endpoints = self.settings.endpoints.join(",");
+        let connect = Client::connect(&self.settings.endpoints, Some(options));
+        let client = match tokio::time::timeout(self.settings.timeout, connect).await {
+            Err(_) => {
+                return Err(SourceError::Connect {
+                    source_kind: SourceKind::Etcd,
+                    endpoint: endpoints,
+                    cause: format!("timed out after {} s", self.settings.timeout.as_secs()),
+                });
+            }
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) => {
+                return Err(SourceError::Auth {
+                    source_kind: SourceKind::Etcd,
+                    who: self.who(),
+                    cause: status_text(&s),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(SourceError::Connect {
+                    source_kind: SourceKind::Etcd,
+                    endpoint: endpoints,
+                    cause: e.to_string(),
+                });
+            }
+            Ok(Ok(c)) => c,
+        };
+        *guard = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Reads every key under `prefix` at one revision.
+    async fn read_prefix(&self, prefix: &str) -> Result<(BTreeMap<String, KeyValue>, i64), SourceError> {
+        let client = self.connect().await?;
+        let mut kv = client.kv_client().max_decoding_message_size(MAX_DECODE);
+        let end = prefix_end(prefix.as_bytes());
+        let mut start = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut keys = BTreeMap::new();
+        loop {
+            let options = GetOptions::new().with_range(end.clone()).with_limit(PAGE).with_revision(revision);
+            let mut resp = kv.get(start.clone(), Some(options)).await.map_err(|e| self.read_error(prefix, e))?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            for item in &kvs {
+                let key = item.key_str().map_err(|_| self.invalid(prefix, "a key is not UTF-8"))?;
+                let name = key.strip_prefix(prefix).unwrap_or(key).to_owned();
+                let value = item.value_str().map_err(|_| self.invalid(key, "value is not UTF-8"))?.to_owned();
+                let origin =
+                    KeyOrigin::Etcd { create_revision: item.create_revision(), mod_revision: item.mod_revision() };
+                keys.insert(name, KeyValue { value, origin });
+            }
+            match kvs.last() {
+                Some(last) if more => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((keys, revision))
+    }
+
+    fn invalid(&self, path: &str, cause: &str) -> SourceError {
+        SourceError::Invalid { source_kind: SourceKind::Etcd, path: path.to_owned(), cause: cause.to_owned() }
+    }
+
+    fn read_error(&self, prefix: &str, e: etcd_client::Error) -> SourceError {
+        match e {
+            etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::PermissionDenied => SourceError::Denied {
+                source_kind: SourceKind::Etcd,
+                path: prefix.to_owned(),
+                who: self.who(),
+                detail: format!(" ({})", s.message()),
+            },
+            etcd_client::Error::GRpcStatus(s) => {
+                SourceError::Read { source_kind: SourceKind::Etcd, path: prefix.to_owned(), cause: status_text(&s) }
+            }
+            other => {
+                SourceError::Read { source_kind: SourceKind::Etcd, path: prefix.to_owned(), cause: other.to_string() }
+            }
+        }
+    }
+}
+
+fn status_text(s: &tonic::Status) -> String {
+    format!("{} ({:?})", s.message(), s.code())
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Source for EtcdSource {
+    async fn fetch(&self, request: &Request) -> Result<Snapshot, SourceError> {
+        let prefix = self.settings.env_prefix(&request.env);
+        let timeout = self.settings.timeout * 3;
+        let (keys, revision) = match tokio::time::timeout(timeout, self.read_prefix(&prefix)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(SourceError::Timeout {
+                    source_kind: SourceKind::Etcd,
+                    path: prefix,
+                    seconds: timeout.as_secs(),
+                });
+            }
+        };
+        Ok(Snapshot { env: request.env.clone(), keys, secrets: BTreeMap::new(), revision: Some(revision) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte() {
+        assert_eq!(prefix_end(b"/cfgsync/prod/"), b"/cfgsync/prod0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+}

@@ -1,0 +1,169 @@
+//! Sources of truth: what a pass reads, and the [`Snapshot`] it reads into.
+//!
+//! A source answers one question, [`Source::fetch`]: "everything for env E
+//! (and these secret paths), at one point in time". etcd is read with one
+//! prefix range per env per pass at a single revision, shared by every
+//! template (confd issues one request per template; we do not). Vault has no
+//! such range read, so only the secret paths the templates reference are read
+//! — which is also all a least-privilege reconciler role needs to allow.
+//!
+//! Keys come from `[etcd]` or `[files]`, secrets from `[vault]` or `[files]`;
+//! [`Sources`] merges the two halves into one snapshot. Any failure of either
+//! half fails the whole fetch: callers must not render a partial snapshot.
+
+pub mod etcd;
+pub mod file;
+pub mod vault;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::config::{Config, KeysSource, SecretsSource};
+use crate::secret::SecretString;
+
+/// What a pass needs from the sources for one env.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub env: String,
+    /// Secret paths (relative to the env) the templates reference.
+    pub secret_paths: BTreeSet<String>,
+}
+
+/// Everything read for one env in one pass.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub env: String,
+    /// Key name (relative to `<prefix>/<env>/`) → value.
+    pub keys: BTreeMap<String, KeyValue>,
+    /// Secret path → fields. A requested path that does not exist is absent.
+    pub secrets: BTreeMap<String, Secret>,
+    /// The etcd revision the keys were read at (None for the file source).
+    pub revision: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub value: String,
+    pub origin: KeyOrigin,
+}
+
+/// Where a key's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    File,
+    Etcd { create_revision: i64, mod_revision: i64 },
+}
+
+/// One Vault secret: its fields and the version they were read at.
+#[derive(Debug, Clone, Default)]
+pub struct Secret {
+    pub fields: BTreeMap<String, SecretString>,
+    pub version: Option<u64>,
+}
+
+/// Which source failed. Used in messages and, later, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    File,
+    Etcd,
+    Vault,
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceKind::File => "file source",
+            SourceKind::Etcd => "etcd",
+            SourceKind::Vault => "vault",
+        })
+    }
+}
+
+/// A failed read. Every variant names the source and what was being read;
+/// none carries a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{source_kind}: cannot connect to {endpoint}: {cause}")]
+    Connect { source_kind: SourceKind, endpoint: String, cause: String },
+    #[error("{source_kind}: cannot authenticate{who}: {cause}")]
+    Auth { source_kind: SourceKind, who: String, cause: String },
+    #[error("{source_kind}: permission denied reading {path}{who}{detail}")]
+    Denied { source_kind: SourceKind, path: String, who: String, detail: String },
+    #[error("{source_kind}: reading {path}: {cause}")]
+    Read { source_kind: SourceKind, path: String, cause: String },
+    #[error("{source_kind}: {path}: {cause}")]
+    Invalid { source_kind: SourceKind, path: String, cause: String },
+    #[error("{source_kind}: reading {path} timed out after {seconds} s")]
+    Timeout { source_kind: SourceKind, path: String, seconds: u64 },
+}
+
+impl SourceError {
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceError::Connect { source_kind, .. }
+            | SourceError::Auth { source_kind, .. }
+            | SourceError::Denied { source_kind, .. }
+            | SourceError::Read { source_kind, .. }
+            | SourceError::Invalid { source_kind, .. }
+            | SourceError::Timeout { source_kind, .. } => *source_kind,
+        }
+    }
+}
+
+/// One source of truth.
+pub trait Source {
+    /// Reads everything `request` needs, at one point in time.
+    fn fetch(&self, request: &Request) -> impl Future<Output = Result<Snapshot, SourceError>> + Send;
+}
+
+/// The configured keys source and secrets source, fetched together.
+pub struct Sources {
+    keys: KeySide,
+    /// Vault, when configured. The file source provides keys and secrets
+    /// from one file, so it is read once, as the keys side.
+    vault: Option<vault::VaultSource>,
+}
+
+enum KeySide {
+    Files(file::FileSource),
+    /// Boxed: the etcd client is large and this enum is not.
+    Etcd(Box<etcd::EtcdSource>),
+}
+
+impl Sources {
+    /// Builds the clients. Nothing is contacted until the first fetch.
+    pub fn new(config: &Config) -> Self {
+        let keys = match &config.keys {
+            KeysSource::Files(dir) => KeySide::Files(file::FileSource::new(dir.clone())),
+            KeysSource::Etcd(s) => KeySide::Etcd(Box::new(etcd::EtcdSource::new(s.clone()))),
+        };
+        let vault = match &config.secrets {
+            Some(SecretsSource::Vault(v)) => Some(vault::VaultSource::new(v.clone())),
+            Some(SecretsSource::Files(_)) | None => None,
+        };
+        Self { keys, vault }
+    }
+
+    /// Reads keys and secrets for one env concurrently; either failing fails
+    /// the whole fetch.
+    pub async fn fetch(&self, request: &Request) -> Result<Snapshot, SourceError> {
+        let keys = async {
+            match &self.keys {
+                KeySide::Files(s) => s.fetch(request).await,
+                KeySide::Etcd(s) => s.fetch(request).await,
+            }
+        };
+        let secrets = async {
+            match &self.vault {
+                Some(v) => v.fetch(request).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (keys, secrets) = tokio::join!(keys, secrets);
+        let mut snapshot = keys?;
+        if let Some(s) = secrets? {
+            snapshot.secrets = s.secrets;
+        }
+        Ok(snapshot)
+    }
+}

@@ -1,0 +1,20 @@
+//! Targets: where rendered outputs go. Each target kind observes what is
+//! there and applies a planned change; deciding *what* to change is
+//! [`crate::plan`]'s job.
+
+pub mod file;
+
+/// A failed observe or apply. Names the target, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("reading {path}: {source}")]
+    Observe { path: String, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("check_cmd rejected {path}: {detail}")]
+    Check { path: String, detail: String },
+    #[error("reload_cmd after writing {path} failed: {detail}")]
+    Reload { path: String, detail: String },
+    #[error("encoding {path}: {source}")]
+    Encode { path: String, source: crate::format::FormatError },
+}

@@ -1,0 +1,7 @@
+//! The one integration test binary (as ripgrep does): real etcd and OpenBao
+//! servers started per test, the real `cfgsync` binary.
+
+mod support;
+
+mod cli;
+mod servers_e2e;
