@@ -16,6 +16,10 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
+    /// Kubeconfig file (else `[kubernetes] kubeconfig`, KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+
     /// Log format on stderr (RUST_LOG sets the level; default warn).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -51,6 +55,9 @@ pub enum Command {
         /// Show the plan, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Allow deleting more than `max_prune_share` of cfgsync's objects in a cluster.
+        #[arg(long)]
+        allow_mass_prune: bool,
     },
     /// What a reconcile would change, target by target; values of secret outputs masked.
     Plan {

@@ -133,6 +133,7 @@ struct RawConfig {
     etcd: Option<RawEtcd>,
     vault: Option<RawVault>,
     files: Option<RawFiles>,
+    kubernetes: Option<RawKubernetes>,
     #[serde(default)]
     envs: BTreeMap<String, RawEnv>,
     #[serde(default, rename = "output")]
@@ -230,6 +231,41 @@ impl<'de> Deserialize<'de> for RawEntry {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 enum RawTarget {
     File(RawFileTarget),
+    KubernetesSecret(RawKubeTarget),
+    KubernetesConfigmap(RawKubeTarget),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubeTarget {
+    /// Kubeconfig context, templated by env. Empty: the current context (or
+    /// in-cluster config when there is no kubeconfig).
+    context: Option<String>,
+    namespace: String,
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(rename = "type")]
+    secret_type: Option<String>,
+    #[serde(default)]
+    restart: Vec<RawRestart>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    kind: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    kubeconfig: Option<PathBuf>,
+    max_prune_share: Option<Spanned<f64>>,
+    fingerprint_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +300,7 @@ pub struct Config {
     pub secrets: Option<SecretsSource>,
     /// `<config dir>/templates`.
     pub templates_dir: PathBuf,
+    pub kubernetes: KubernetesSettings,
     pub outputs: Vec<Output>,
 }
 
@@ -355,13 +392,89 @@ pub struct Target {
 #[derive(Debug)]
 pub enum TargetKind {
     File(FileTarget),
+    Kubernetes(KubeTarget),
 }
 
 impl TargetKind {
     pub fn name(&self) -> &'static str {
         match self {
             TargetKind::File(_) => "file",
+            TargetKind::Kubernetes(k) => k.object.kind_name(),
         }
+    }
+}
+
+/// Which Kubernetes object a target writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum ObjectKind {
+    Secret,
+    ConfigMap,
+}
+
+impl ObjectKind {
+    /// The `kind = "..."` of the target.
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            ObjectKind::Secret => "kubernetes-secret",
+            ObjectKind::ConfigMap => "kubernetes-configmap",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Secret => "Secret",
+            ObjectKind::ConfigMap => "ConfigMap",
+        })
+    }
+}
+
+/// Where one Kubernetes object lives, for one env.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectAddress {
+    /// Kubeconfig context; empty means the current context / in-cluster.
+    pub context: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug)]
+pub struct KubeTarget {
+    pub object: ObjectKind,
+    /// The address for each env, rendered.
+    pub addresses: BTreeMap<String, ObjectAddress>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Secret `type`; `Opaque` when unset.
+    pub secret_type: Option<String>,
+    /// Workloads to roll when the object's content really changes.
+    pub restart: Vec<Restart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`, in the object's namespace.
+    pub kind: String,
+    pub name: String,
+}
+
+/// `[kubernetes]`: settings shared by every Kubernetes target.
+#[derive(Debug, Clone)]
+pub struct KubernetesSettings {
+    /// `--kubeconfig` beats this; then `KUBECONFIG`, then `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// A pass that would delete more than this share of our objects in a
+    /// cluster stops and asks for `--allow-mass-prune`.
+    pub max_prune_share: f64,
+    /// `path#field` of the secret holding the HMAC key for fingerprints of
+    /// secret outputs, read from each env's snapshot.
+    pub fingerprint_key: Option<(String, String)>,
+}
+
+impl Default for KubernetesSettings {
+    fn default() -> Self {
+        Self { kubeconfig: None, max_prune_share: 0.25, fingerprint_key: None }
     }
 }
 
@@ -463,6 +576,7 @@ impl Builder<'_> {
             (None, None) => None,
         };
 
+        let kubernetes = raw.kubernetes.map(|k| self.kubernetes(k)).unwrap_or_default();
         let mut outputs = Vec::new();
         let mut seen = BTreeSet::new();
         for raw_output in raw.outputs {
@@ -485,8 +599,32 @@ impl Builder<'_> {
             envs,
             keys: keys.expect("set when there are no problems"),
             secrets,
+            kubernetes,
             outputs,
         })
+    }
+
+    fn kubernetes(&mut self, raw: RawKubernetes) -> KubernetesSettings {
+        let mut k = KubernetesSettings { kubeconfig: raw.kubeconfig.map(|p| self.dir.join(p)), ..Default::default() };
+        if let Some(share) = raw.max_prune_share {
+            if (0.0..=1.0).contains(share.get_ref()) {
+                k.max_prune_share = *share.get_ref();
+            } else {
+                self.problem(share.span().start, "max_prune_share must be between 0.0 and 1.0");
+            }
+        }
+        if let Some(key) = raw.fingerprint_key {
+            match key.get_ref().split_once('#') {
+                Some((path, field)) if !path.is_empty() && !field.is_empty() => {
+                    k.fingerprint_key = Some((path.to_owned(), field.to_owned()));
+                }
+                _ => self.problem(
+                    key.span().start,
+                    "fingerprint_key must be \"<secret path>#<field>\", e.g. \"cfgsync/fingerprint#key\"",
+                ),
+            }
+        }
+        k
     }
 
     fn etcd(&mut self, raw: RawEtcd, env: &dyn Environment) -> EtcdSettings {
@@ -618,12 +756,103 @@ impl Builder<'_> {
                         targets.push(Target { location, kind: TargetKind::File(ft) });
                     }
                 }
+                RawTarget::KubernetesSecret(k) => {
+                    if let Some(kt) = self.kube_target(&name, ObjectKind::Secret, k, &envs, &entries, offset) {
+                        targets.push(Target { location, kind: TargetKind::Kubernetes(kt) });
+                    }
+                }
+                RawTarget::KubernetesConfigmap(k) => {
+                    if let Some(kt) = self.kube_target(&name, ObjectKind::ConfigMap, k, &envs, &entries, offset) {
+                        targets.push(Target { location, kind: TargetKind::Kubernetes(kt) });
+                    }
+                }
             }
         }
         if self.problems.len() != before {
             return None;
         }
         Some(Output { name, location: self.loc(at), envs, entries, targets })
+    }
+
+    fn kube_target(
+        &mut self,
+        output: &str,
+        object: ObjectKind,
+        raw: RawKubeTarget,
+        envs: &[String],
+        entries: &[Entry],
+        offset: usize,
+    ) -> Option<KubeTarget> {
+        let before = self.problems.len();
+        let mut addresses = BTreeMap::new();
+        for env in envs {
+            let mut field = |what: &str, template: &str| match render_field(template, env) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.problem(offset, format!("output {output:?}: {what} {template:?}: {e}"));
+                    None
+                }
+            };
+            let context = field("context", raw.context.as_deref().unwrap_or(""));
+            let namespace = field("namespace", &raw.namespace);
+            let name = field("name", &raw.name);
+            let (Some(context), Some(namespace), Some(name)) = (context, namespace, name) else { break };
+            for (what, value, max) in [("namespace", &namespace, 63), ("name", &name, 253)] {
+                if !is_dns_name(value, max) {
+                    self.problem(
+                        offset,
+                        format!("output {output:?}: {what} {value:?} (env {env:?}) is not a valid Kubernetes name: lowercase letters, digits, '-' and '.', at most {max} characters"),
+                    );
+                }
+            }
+            addresses.insert(env.clone(), ObjectAddress { context, namespace, name });
+        }
+        let mut seen: BTreeMap<&ObjectAddress, &String> = BTreeMap::new();
+        for (env, a) in &addresses {
+            if let Some(other) = seen.insert(a, env) {
+                self.problem(
+                    offset,
+                    format!("output {output:?}: envs {other} and {env} would both write {object} {}/{} in context {:?}; template the name, namespace or context with {{{{ env }}}}", a.namespace, a.name, a.context),
+                );
+            }
+        }
+        for e in entries {
+            if !is_config_key(&e.name) {
+                self.problems.push(Problem::at(
+                    e.location.clone(),
+                    format!(
+                        "output {output:?}: entry name {:?} is not a valid {object} key: use letters, digits, '-', '_' and '.'",
+                        e.name
+                    ),
+                ));
+            }
+        }
+        if raw.secret_type.is_some() && object == ObjectKind::ConfigMap {
+            self.problem(offset, format!("output {output:?}: `type` applies to kubernetes-secret targets only"));
+        }
+        for key in raw.labels.keys().chain(raw.annotations.keys()) {
+            if key.starts_with("cfgsync.io/") || key == "app.kubernetes.io/managed-by" {
+                self.problem(offset, format!("output {output:?}: label/annotation {key:?} is set by cfgsync itself"));
+            }
+        }
+        let mut restart = Vec::new();
+        for r in raw.restart {
+            if !matches!(r.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") {
+                self.problem(offset, format!("output {output:?}: restart kind {:?} is not supported: use Deployment, StatefulSet or DaemonSet", r.kind));
+            }
+            restart.push(Restart { kind: r.kind, name: r.name });
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(KubeTarget {
+            object,
+            addresses,
+            labels: raw.labels,
+            annotations: raw.annotations,
+            secret_type: raw.secret_type,
+            restart,
+        })
     }
 
     fn file_target(
@@ -725,6 +954,23 @@ pub fn render_field(template: &str, env: &str) -> Result<String, String> {
     let mut ctx = tera::Context::new();
     ctx.insert("env", env);
     tera::Tera::one_off(template, &ctx, false).map_err(|e| crate::render::tera_error_text(&e))
+}
+
+/// A DNS-1123 subdomain (names) or label (namespaces, `max` 63).
+fn is_dns_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && (max > 63 || !name.contains('.'))
+}
+
+/// A valid key of a Secret's or ConfigMap's `data`.
+fn is_config_key(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn is_valid_name(name: &str) -> bool {
@@ -849,7 +1095,7 @@ path = "out/{{ env }}/api.env"
         assert_eq!(c.interval, DEFAULT_INTERVAL);
         assert_eq!(c.envs, ["prod", "staging"]);
         assert!(matches!(&c.keys, KeysSource::Files(d) if d == Path::new("/etc/cfgsync/source")));
-        let TargetKind::File(f) = &c.outputs[0].targets[0].kind;
+        let TargetKind::File(f) = &c.outputs[0].targets[0].kind else { panic!("file target expected") };
         assert_eq!(f.paths["prod"], Path::new("/etc/cfgsync/out/prod/api.env"));
         assert_eq!(f.format, Format::Dotenv);
     }

@@ -13,6 +13,7 @@ use cfgsync::reconcile::{self, PassOptions};
 use cfgsync::render::Templates;
 use cfgsync::report::{self, Mode, Style};
 use cfgsync::source::Sources;
+use cfgsync::target::kubernetes::KubeClients;
 
 /// Fatal errors end here with exit code 2; failures of a pass are reported
 /// and only change the exit code.
@@ -74,19 +75,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             );
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Reconcile { once: _, env, dry_run } => {
-            (PassOptions { env, dry_run }, if dry_run { Mode::Plan } else { Mode::Applied })
-        }
-        Command::Plan { env } => (PassOptions { env, dry_run: true }, Mode::Plan),
-        Command::Pull { env, dry_run } => {
-            (PassOptions { env: Some(env), dry_run }, if dry_run { Mode::Plan } else { Mode::Applied })
-        }
+        Command::Reconcile { once: _, env, dry_run, allow_mass_prune } => (
+            PassOptions { env, dry_run, allow_mass_prune, files_only: false },
+            if dry_run { Mode::Plan } else { Mode::Applied },
+        ),
+        Command::Plan { env } => (PassOptions { env, dry_run: true, ..Default::default() }, Mode::Plan),
+        Command::Pull { env, dry_run } => (
+            PassOptions { env: Some(env), dry_run, files_only: true, ..Default::default() },
+            if dry_run { Mode::Plan } else { Mode::Applied },
+        ),
     };
     if let Some(env) = &options.env {
         check_env(&config, env)?;
     }
     let sources = Sources::new(&config);
-    let report = reconcile::run_pass(&config, &templates, &sources, &options).await;
+    let kube = KubeClients::new(cli.kubeconfig.clone().or_else(|| config.kubernetes.kubeconfig.clone()));
+    let report = reconcile::run_pass(&config, &templates, &sources, &kube, &options).await;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.output {

@@ -7,7 +7,8 @@
 use std::io::{self, Write};
 
 use crate::plan::{Action, FileChange};
-use crate::reconcile::{Report, TargetReport};
+use crate::reconcile::{Change, Report, TargetReport};
+use crate::target::kubernetes::{ObjectAction, ObjectChange};
 
 /// Colours on a terminal, unless `NO_COLOR` is set.
 #[derive(Debug, Clone, Copy)]
@@ -69,11 +70,28 @@ pub fn print_text(
             }
             for target in &output.targets {
                 print_target(&output.output, output.tainted, target, mode, style, out)?;
+                if target.changes.is_empty() && target.error.is_some() {
+                    writeln!(
+                        out,
+                        "  {} {} → {} {}: failed",
+                        style.paint("31", "!"),
+                        output.output,
+                        target.kind,
+                        target.address
+                    )?;
+                }
                 if let Some(e) = &target.error {
                     failed += 1;
                     writeln!(err, "error: output {:?}, env {:?}: {e}", output.output, env.env)?;
                 }
             }
+        }
+        for p in &env.pruned {
+            print_object("(pruned)", false, p, mode, style, out)?;
+        }
+        for e in &env.prune_errors {
+            failed += 1;
+            writeln!(err, "error: env {}: {e}", env.env)?;
         }
     }
     let counts = report.counts();
@@ -82,7 +100,16 @@ pub fn print_text(
         Mode::Plan => ("to create", "to update"),
         Mode::Applied => ("created", "updated"),
     };
-    writeln!(out, "{} {create}, {} {update}, {} unchanged, {failed} failed", n("create"), n("update"), n("unchanged"))
+    let mut line = format!("{} {create}, {} {update}, {} unchanged", n("create"), n("update"), n("unchanged"));
+    if n("drift") > 0 {
+        let drift = if mode == Mode::Plan { "drifted, to restore" } else { "drifted, restored" };
+        line.push_str(&format!(", {} {drift}", n("drift")));
+    }
+    if n("delete") > 0 {
+        let delete = if mode == Mode::Plan { "to delete" } else { "deleted" };
+        line.push_str(&format!(", {} {delete}", n("delete")));
+    }
+    writeln!(out, "{line}, {failed} failed")
 }
 
 fn print_target(
@@ -94,6 +121,13 @@ fn print_target(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     for change in &target.changes {
+        let change = match change {
+            Change::File(c) => c,
+            Change::Object(c) => {
+                print_object(output, tainted, c, mode, style, out)?;
+                continue;
+            }
+        };
         let (sign, verb) = match (change.action, mode) {
             (Action::Create, Mode::Plan) => (style.paint("32", "+"), "create"),
             (Action::Create, Mode::Applied) => (style.paint("32", "+"), "created"),
@@ -145,4 +179,52 @@ fn details(change: &FileChange, tainted: bool) -> String {
         }
     }
     if parts.is_empty() { String::new() } else { format!(": {}", parts.join("; ")) }
+}
+
+fn print_object(
+    output: &str,
+    tainted: bool,
+    c: &ObjectChange,
+    mode: Mode,
+    style: Style,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let plan = mode == Mode::Plan;
+    let (sign, verb) = match c.action {
+        ObjectAction::Create => (style.paint("32", "+"), if plan { "create" } else { "created" }),
+        ObjectAction::Update => (style.paint("33", "~"), if plan { "update" } else { "updated" }),
+        ObjectAction::Drift => {
+            (style.paint("35", "!"), if plan { "drift: edited in the cluster, to restore" } else { "drift: restored" })
+        }
+        ObjectAction::Delete => (style.paint("31", "-"), if plan { "delete" } else { "deleted" }),
+        ObjectAction::Unchanged => ("=".to_owned(), "unchanged"),
+    };
+    let mut detail = String::new();
+    if !c.keys.is_empty() && c.action != ObjectAction::Create {
+        detail.push_str(&format!("; keys: {}", c.keys.join(", ")));
+    }
+    if c.action == ObjectAction::Create {
+        detail.push_str(&format!("; {} keys", c.keys.len()));
+    }
+    if c.metadata_only {
+        detail.push_str("; labels/annotations");
+    }
+    if tainted
+        && matches!(c.action, ObjectAction::Create | ObjectAction::Update | ObjectAction::Drift)
+        && !c.metadata_only
+    {
+        detail.push_str("; values masked");
+    }
+    if !c.restarts.is_empty() {
+        let verb = if plan { "restart" } else { "restarted" };
+        detail.push_str(&format!("; {verb} {}", c.restarts.join(", ")));
+    }
+    let context = if c.context.is_empty() { "current context".to_owned() } else { format!("context {}", c.context) };
+    writeln!(out, "  {sign} {output} → {} {}/{} in {context} ({verb}{detail})", c.kind, c.namespace, c.name)?;
+    if plan {
+        for v in &c.values {
+            writeln!(out, "      {v}")?;
+        }
+    }
+    Ok(())
 }

@@ -21,7 +21,8 @@ fn config(dir: &Path, entries: &str) -> Config {
 
 fn snapshot() -> Arc<Snapshot> {
     let mut keys = BTreeMap::new();
-    for (k, v) in [("db/user", "api"), ("db/host", "db.internal"), ("flags/zeta", "z"), ("flags/alpha", "a"), ("flagsx", "no")]
+    for (k, v) in
+        [("db/user", "api"), ("db/host", "db.internal"), ("flags/zeta", "z"), ("flags/alpha", "a"), ("flagsx", "no")]
     {
         keys.insert(k.to_owned(), KeyValue { value: v.to_owned(), origin: KeyOrigin::File });
     }
@@ -82,7 +83,10 @@ ALL = "{% for f, v in secrets(path='db') %}{{ f }};{% endfor %}""#,
 fn missing_values_are_errors_naming_what_output_and_env() {
     let cases = [
         ("A = \"{{ key(name='db/port') }}\"", "output \"app\", env \"prod\", entry \"A\": key \"db/port\" not found"),
-        ("A = \"{{ secret(path='cache', field='pw') }}\"", "output \"app\", env \"prod\", entry \"A\": secret \"cache\" not found"),
+        (
+            "A = \"{{ secret(path='cache', field='pw') }}\"",
+            "output \"app\", env \"prod\", entry \"A\": secret \"cache\" not found",
+        ),
         ("A = \"{{ secret(path='db', field='pin') }}\"", "secret \"db\" has no field \"pin\""),
     ];
     for (entries, want) in cases {

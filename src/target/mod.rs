@@ -3,6 +3,7 @@
 //! [`crate::plan`]'s job.
 
 pub mod file;
+pub mod kubernetes;
 
 /// A failed observe or apply. Names the target, never a value.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,14 @@ pub enum TargetError {
     Check { path: String, detail: String },
     #[error("reload_cmd after writing {path} failed: {detail}")]
     Reload { path: String, detail: String },
+    #[error(transparent)]
+    Kube(Box<kubernetes::KubeError>),
     #[error("encoding {path}: {source}")]
     Encode { path: String, source: crate::format::FormatError },
+}
+
+impl From<kubernetes::KubeError> for TargetError {
+    fn from(e: kubernetes::KubeError) -> Self {
+        TargetError::Kube(Box::new(e))
+    }
 }
