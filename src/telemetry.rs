@@ -2,7 +2,7 @@
 //!
 //! `RUST_LOG` sets the level (default `warn` for the one-shot commands).
 //! Whatever it says, a fixed cap is applied on top: the HTTP and gRPC
-//! stacks under vaultrs and etcd-client log request and response details at
+//! stacks under vaultrs, etcd-client and kube log request and response details at
 //! debug/trace, and a Vault response body holds secret values, so those
 //! crates never log below `info`; vaultrs (which logs every 404 at ERROR)
 //! and rustify are silenced entirely. cfgsync's own events carry names and
@@ -28,6 +28,8 @@ const CAPS: &[(&str, LevelFilter)] = &[
     ("tower", LevelFilter::INFO),
     ("rustls", LevelFilter::INFO),
     ("etcd_client", LevelFilter::INFO),
+    ("kube_client", LevelFilter::INFO),
+    ("tower_http", LevelFilter::INFO),
 ];
 
 /// The filter every subscriber uses: `RUST_LOG` (or `default`) and the caps.
