@@ -100,7 +100,9 @@ pub(crate) fn openapi_v3_root() -> Value {
     }})
 }
 
-/// `/openapi/v3/api/v1` or `/openapi/v3/apis/apps/v1`: PATCH operations and their parameters only.
+/// `/openapi/v3/api/v1` or `/openapi/v3/apis/apps/v1`: PATCH operations and
+/// their query parameters only (kubectl looks for `fieldValidation` among the
+/// operation's parameters).
 pub(crate) fn openapi_v3_group_version(group_version: &str) -> Value {
     let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force", "pretty"]
         .iter()
@@ -121,9 +123,9 @@ pub(crate) fn openapi_v3_group_version(group_version: &str) -> Value {
                     "operationId": format!("patch{}", kind.kind()),
                     "x-kubernetes-action": "patch",
                     "x-kubernetes-group-version-kind": {"group": kind.group(), "version": "v1", "kind": kind.kind()},
+                    "parameters": params,
                     "responses": {"200": {"description": "OK"}}
                 },
-                "parameters": params,
             }),
         );
     }

@@ -344,6 +344,9 @@ async fn serve(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<hyp
         Injected::Drop => return Err(DropConnection),
     }
 
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") || content_type.starts_with("application/cbor") {
+        return Ok(error_response(&ApiError::unsupported_media_type(&content_type)));
+    }
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(error_response(&ApiError::too_large(MAX_BODY_BYTES))),
