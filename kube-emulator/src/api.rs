@@ -130,7 +130,9 @@ fn check_body(req: &Request<'_>, obj: &mut Value, require_type: bool) -> Result<
             String::from_utf8_lossy(req.body).chars().take(200).collect::<String>()
         )));
     }
-    if (!got_kind.is_empty() && got_kind != kind.kind()) || (!got_version.is_empty() && got_version != kind.api_version()) {
+    if (!got_kind.is_empty() && got_kind != kind.kind())
+        || (!got_version.is_empty() && got_version != kind.api_version())
+    {
         return Err(ApiError::bad_request(format!(
             "the body of the request was of kind {got_version}/{got_kind}, but the URL names {} {}",
             kind.api_version(),
@@ -289,10 +291,10 @@ fn carry_server_fields(kind: Kind, live: &Value, new: &mut Value) {
             new["metadata"]["generation"] = (generation + 1).into();
         }
     }
-    if kind == Kind::Namespace {
-        if let Some(status) = live.get("status") {
-            new["status"] = status.clone();
-        }
+    if kind == Kind::Namespace
+        && let Some(status) = live.get("status")
+    {
+        new["status"] = status.clone();
     }
 }
 
@@ -312,9 +314,8 @@ fn drop_nulls(v: &mut Value) {
 // ---------------------------------------------------------------------------
 
 fn get(store: &mut Store, req: &Request<'_>) -> Reply {
-    let obj = store
-        .get(req.kind, ns_of(req), name_of(req))
-        .ok_or_else(|| ApiError::not_found(req.kind, name_of(req)))?;
+    let obj =
+        store.get(req.kind, ns_of(req), name_of(req)).ok_or_else(|| ApiError::not_found(req.kind, name_of(req)))?;
     Ok((200, with_type_meta(req.kind, obj)))
 }
 
@@ -329,12 +330,7 @@ pub(crate) fn selectors(req: &Request<'_>) -> Result<(LabelSelector, FieldSelect
 
 fn list(store: &mut Store, req: &Request<'_>) -> Reply {
     let (labels, fields) = selectors(req)?;
-    let limit: usize = req
-        .query
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .filter(|l| *l > 0)
-        .unwrap_or(usize::MAX);
+    let limit: usize = req.query.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
     let after = match req.query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => Some(
             base64::engine::general_purpose::STANDARD
@@ -369,10 +365,7 @@ fn list(store: &mut Store, req: &Request<'_>) -> Reply {
         .collect();
     if more {
         let last = &selected[limit - 1].0;
-        metadata.insert(
-            "continue".into(),
-            base64::engine::general_purpose::STANDARD.encode(last).into(),
-        );
+        metadata.insert("continue".into(), base64::engine::general_purpose::STANDARD.encode(last).into());
         metadata.insert("remainingItemCount".into(), (selected.len() - limit).into());
     }
     Ok((
@@ -449,10 +442,11 @@ fn commit(store: &mut Store, req: &Request<'_>, live: &Value, mut new: Value) ->
 fn finish_update(store: &mut Store, req: &Request<'_>, live: Value, mut new: Value) -> Reply {
     let kind = req.kind;
     let name = name_of(req).to_string();
-    if let Some(rv) = new.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-        if !rv.is_empty() && Some(rv) != live.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            return Err(ApiError::conflict_modified(kind, &name));
-        }
+    if let Some(rv) = new.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+        && !rv.is_empty()
+        && Some(rv) != live.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+    {
+        return Err(ApiError::conflict_modified(kind, &name));
     }
     if let Some(uid) = new.pointer("/metadata/uid").and_then(Value::as_str) {
         let live_uid = live.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
@@ -506,11 +500,11 @@ fn patch(store: &mut Store, req: &Request<'_>) -> Reply {
     let media = req.content_type.split(';').next().unwrap_or_default().trim();
     let mut new = match media {
         "application/merge-patch+json" => patch::merge_patch(&live, &body),
-        "application/strategic-merge-patch+json" => patch::strategic_merge_patch(req.kind, &live, &body)
-            .map_err(|e| ApiError::bad_request(e.0))?,
-        "application/json-patch+json" => {
-            patch::json_patch(&live, &body).map_err(|e| ApiError::invalid_object(req.kind, name_of(req), &[FieldError::invalid("", "", e.0)]))?
+        "application/strategic-merge-patch+json" => {
+            patch::strategic_merge_patch(req.kind, &live, &body).map_err(|e| ApiError::bad_request(e.0))?
         }
+        "application/json-patch+json" => patch::json_patch(&live, &body)
+            .map_err(|e| ApiError::invalid_object(req.kind, name_of(req), &[FieldError::invalid("", "", e.0)]))?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     // A patch may not move the object.
@@ -520,15 +514,15 @@ fn patch(store: &mut Store, req: &Request<'_>) -> Reply {
         return Err(ApiError::bad_request("metadata.name and metadata.namespace may not be changed by a patch"));
     }
     // Preconditions only count when the patch itself sets them.
-    if body.pointer("/metadata/resourceVersion").is_none() {
-        if let Some(m) = new["metadata"].as_object_mut() {
-            m.shift_remove("resourceVersion");
-        }
+    if body.pointer("/metadata/resourceVersion").is_none()
+        && let Some(m) = new["metadata"].as_object_mut()
+    {
+        m.shift_remove("resourceVersion");
     }
-    if body.pointer("/metadata/uid").is_none() {
-        if let Some(m) = new["metadata"].as_object_mut() {
-            m.shift_remove("uid");
-        }
+    if body.pointer("/metadata/uid").is_none()
+        && let Some(m) = new["metadata"].as_object_mut()
+    {
+        m.shift_remove("uid");
     }
     finish_update(store, req, live, new)
 }
@@ -569,10 +563,10 @@ fn apply(store: &mut Store, req: &Request<'_>) -> Reply {
     let now = crate::time::now_rfc3339();
     let name = name_of(req).to_string();
     let live = store.get(kind, ns_of(req), &name).cloned();
-    if let (Some(rv), Some(live)) = (&precondition_rv, &live) {
-        if live.pointer("/metadata/resourceVersion").and_then(Value::as_str) != Some(rv.as_str()) {
-            return Err(ApiError::conflict_modified(kind, &name));
-        }
+    if let (Some(rv), Some(live)) = (&precondition_rv, &live)
+        && live.pointer("/metadata/resourceVersion").and_then(Value::as_str) != Some(rv.as_str())
+    {
+        return Err(ApiError::conflict_modified(kind, &name));
     }
     match live {
         None => {
@@ -607,20 +601,14 @@ fn delete(store: &mut Store, req: &Request<'_>) -> Reply {
     let kind = req.kind;
     let name = name_of(req).to_string();
     let ns = ns_of(req).to_string();
-    let live = store
-        .get(kind, &ns, &name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(kind, &name))?;
+    let live = store.get(kind, &ns, &name).cloned().ok_or_else(|| ApiError::not_found(kind, &name))?;
     let options: Value = if req.body.is_empty() {
         Value::Null
     } else {
         serde_json::from_slice(req.body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
-    let dry = dry_run(req)
-        || options
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.contains(&json!("All")));
+    let dry =
+        dry_run(req) || options.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.contains(&json!("All")));
     if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
         let live_uid = live.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
         if uid != live_uid {
@@ -637,7 +625,9 @@ fn delete(store: &mut Store, req: &Request<'_>) -> Reply {
             return Err(ApiError::conflict_precondition(
                 kind,
                 &name,
-                format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {live_rv}"),
+                format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {live_rv}"
+                ),
             ));
         }
     }
@@ -651,12 +641,7 @@ fn delete(store: &mut Store, req: &Request<'_>) -> Reply {
         let contents: Vec<(Kind, String)> = Kind::ALL
             .into_iter()
             .filter(|k| k.namespaced())
-            .flat_map(|k| {
-                store
-                    .list(k, Some(&name))
-                    .map(|((_, _, n), _)| (k, n.clone()))
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|k| store.list(k, Some(&name)).map(|((_, _, n), _)| (k, n.clone())).collect::<Vec<_>>())
             .collect();
         for (k, n) in contents {
             store.remove(k, &name, &n);
@@ -674,10 +659,7 @@ fn delete(store: &mut Store, req: &Request<'_>) -> Reply {
     }
     details.insert("kind".into(), kind.plural().into());
     details.insert("uid".into(), gone.pointer("/metadata/uid").cloned().unwrap_or_default());
-    Ok((
-        200,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
-    ))
+    Ok((200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
 }
 
 fn delete_collection(store: &mut Store, req: &Request<'_>) -> Reply {
@@ -692,11 +674,8 @@ fn delete_collection(store: &mut Store, req: &Request<'_>) -> Reply {
         .collect();
     let mut items = Vec::new();
     for (ns, name) in doomed {
-        let gone = if dry_run(req) {
-            store.get(req.kind, &ns, &name).cloned()
-        } else {
-            store.remove(req.kind, &ns, &name)
-        };
+        let gone =
+            if dry_run(req) { store.get(req.kind, &ns, &name).cloned() } else { store.remove(req.kind, &ns, &name) };
         items.extend(gone);
     }
     Ok((

@@ -84,11 +84,8 @@ fn resource(kind: Kind) -> Value {
 
 /// `/api/v1` or `/apis/apps/v1`.
 pub(crate) fn resource_list(group_version: &str) -> Value {
-    let resources: Vec<Value> = Kind::ALL
-        .into_iter()
-        .filter(|k| k.api_version() == group_version)
-        .map(resource)
-        .collect();
+    let resources: Vec<Value> =
+        Kind::ALL.into_iter().filter(|k| k.api_version() == group_version).map(resource).collect();
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }
 
@@ -143,10 +140,8 @@ pub(crate) fn wants_table(accept: &str) -> bool {
 }
 
 fn age(obj: &Value) -> String {
-    let Some(created) = obj
-        .pointer("/metadata/creationTimestamp")
-        .and_then(Value::as_str)
-        .and_then(crate::time::parse_rfc3339)
+    let Some(created) =
+        obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str).and_then(crate::time::parse_rfc3339)
     else {
         return "<unknown>".into();
     };
@@ -161,9 +156,7 @@ fn age(obj: &Value) -> String {
 }
 
 fn columns(kind: Kind) -> Vec<Value> {
-    let col = |name: &str, ty: &str, format: &str| {
-        json!({"name": name, "type": ty, "format": format, "description": "", "priority": 0})
-    };
+    let col = |name: &str, ty: &str, format: &str| json!({"name": name, "type": ty, "format": format, "description": "", "priority": 0});
     let mut cols = vec![col("Name", "string", "name")];
     match kind {
         Kind::Namespace => cols.push(col("Status", "string", "")),
@@ -184,11 +177,7 @@ fn columns(kind: Kind) -> Vec<Value> {
 
 fn cells(kind: Kind, obj: &Value) -> Vec<Value> {
     let name = obj.pointer("/metadata/name").cloned().unwrap_or_default();
-    let count = |field: &str| {
-        obj.get(field)
-            .and_then(Value::as_object)
-            .map_or(0, serde_json::Map::len)
-    };
+    let count = |field: &str| obj.get(field).and_then(Value::as_object).map_or(0, serde_json::Map::len);
     let mut cells = vec![name];
     match kind {
         Kind::Namespace => cells.push(obj.pointer("/status/phase").cloned().unwrap_or_default()),

@@ -178,11 +178,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn new(kind: Kind) -> Cursor<'a> {
-        Cursor {
-            kind,
-            names: Vec::new(),
-            path: Vec::new(),
-        }
+        Cursor { kind, names: Vec::new(), path: Vec::new() }
     }
 
     fn node_type(&self, value: &Value) -> NodeType {
@@ -261,7 +257,7 @@ fn strip(kind: Kind, set: &mut FieldSet) {
                 _ => "",
             })
             .collect();
-        !matches!(
+        let never_owned = matches!(
             names.as_slice(),
             [] | ["apiVersion"]
                 | ["kind"]
@@ -280,7 +276,10 @@ fn strip(kind: Kind, set: &mut FieldSet) {
                         | "deletionGracePeriodSeconds",
                     ..
                 ]
-        ) && !(matches!(kind, Kind::Deployment | Kind::Namespace) && names.first() == Some(&"status"))
+        );
+        // the main resource of a kind with a status subresource ignores status
+        let status = matches!(kind, Kind::Deployment | Kind::Namespace) && names.first() == Some(&"status");
+        !never_owned && !status
     });
 }
 
@@ -498,10 +497,8 @@ pub(crate) fn remove_paths(obj: &mut Value, paths: &FieldSet) {
                     remove(&mut items[pos], rest);
                 }
             }
-            (PathElement::Value(json), Value::Array(items)) => {
-                if rest.is_empty() {
-                    items.retain(|item| canonical(item) != *json);
-                }
+            (PathElement::Value(json), Value::Array(items)) if rest.is_empty() => {
+                items.retain(|item| canonical(item) != *json);
             }
             _ => {}
         }
@@ -632,10 +629,7 @@ pub(crate) fn record_update(kind: Kind, live: Option<&Value>, new: &mut Value, m
     }
     let api_version = kind.api_version();
     let content_changed = !(changed.is_empty() && cmp.removed.is_empty());
-    match entries
-        .iter_mut()
-        .find(|e| e.same_identity(manager, Operation::Update, api_version))
-    {
+    match entries.iter_mut().find(|e| e.same_identity(manager, Operation::Update, api_version)) {
         Some(e) => {
             e.set.extend(changed);
             if content_changed {
@@ -683,11 +677,8 @@ pub(crate) fn apply(
         .filter(|e| e.operation == Operation::Apply && e.manager != manager)
         .flat_map(|e| e.set.iter().cloned())
         .collect();
-    let dropped: FieldSet = previous
-        .iter()
-        .filter(|p| !new_set.contains(*p) && !others_applied.contains(*p))
-        .cloned()
-        .collect();
+    let dropped: FieldSet =
+        previous.iter().filter(|p| !new_set.contains(*p) && !others_applied.contains(*p)).cloned().collect();
     remove_paths(&mut merged, &dropped);
     finish(&mut merged)?;
 
@@ -711,10 +702,7 @@ pub(crate) fn apply(
         }
     }
     let content_changed = !changed_or_removed.is_empty();
-    match entries
-        .iter_mut()
-        .find(|e| e.same_identity(manager, Operation::Apply, ""))
-    {
+    match entries.iter_mut().find(|e| e.same_identity(manager, Operation::Apply, "")) {
         Some(e) => {
             if content_changed || e.set != new_set {
                 e.time = now.to_string();
@@ -812,10 +800,7 @@ mod tests {
         let secret = json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "s", "namespace": "n", "labels": {"a": "b"}}, "data": {"k": "dg=="}});
         let set = applied_set(Kind::Secret, &secret);
-        assert_eq!(
-            to_fields_v1(&set),
-            json!({"f:data": {"f:k": {}}, "f:metadata": {"f:labels": {"f:a": {}}}})
-        );
+        assert_eq!(to_fields_v1(&set), json!({"f:data": {"f:k": {}}, "f:metadata": {"f:labels": {"f:a": {}}}}));
     }
 
     #[test]

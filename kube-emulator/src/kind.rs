@@ -129,10 +129,7 @@ impl FromStr for Kind {
         Kind::ALL
             .into_iter()
             .find(|k| {
-                k.kind().eq_ignore_ascii_case(s)
-                    || k.plural() == s
-                    || k.singular() == s
-                    || k.short_names().contains(&s)
+                k.kind().eq_ignore_ascii_case(s) || k.plural() == s || k.singular() == s || k.short_names().contains(&s)
             })
             .ok_or_else(|| UnknownKind(s.to_string()))
     }

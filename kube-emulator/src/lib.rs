@@ -92,14 +92,8 @@ pub enum Verb {
 
 impl Verb {
     /// The verbs that write.
-    pub const WRITES: [Verb; 6] = [
-        Verb::Create,
-        Verb::Apply,
-        Verb::Update,
-        Verb::Patch,
-        Verb::Delete,
-        Verb::DeleteCollection,
-    ];
+    pub const WRITES: [Verb; 6] =
+        [Verb::Create, Verb::Apply, Verb::Update, Verb::Patch, Verb::Delete, Verb::DeleteCollection];
 
     /// Lower-case name, as in Kubernetes RBAC (`apply` is a `patch` there).
     pub fn as_str(self) -> &'static str {
@@ -166,16 +160,9 @@ impl RequestCounts {
 impl fmt::Display for RequestCounts {
     /// `apply secrets=2, list secrets=1` (discovery left out).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .iter()
-            .filter(|(v, _, _)| *v != Verb::Discover)
-            .map(|(v, r, n)| format!("{v} {r}={n}"))
-            .collect();
-        if parts.is_empty() {
-            f.write_str("no requests")
-        } else {
-            f.write_str(&parts.join(", "))
-        }
+        let parts: Vec<String> =
+            self.iter().filter(|(v, _, _)| *v != Verb::Discover).map(|(v, r, n)| format!("{v} {r}={n}")).collect();
+        if parts.is_empty() { f.write_str("no requests") } else { f.write_str(&parts.join(", ")) }
     }
 }
 
@@ -279,10 +266,7 @@ impl Emulator {
                     let shared = Arc::new(Shared {
                         store: Mutex::new(store::Store::new()),
                         counts: Mutex::new(BTreeMap::new()),
-                        faults: Mutex::new(FaultState {
-                            rng: 0x2545_F491_4F6C_DD1D,
-                            ..FaultState::default()
-                        }),
+                        faults: Mutex::new(FaultState { rng: 0x2545_F491_4F6C_DD1D, ..FaultState::default() }),
                         down: watch::channel(false).0,
                         listening: watch::channel(true).0,
                         stop: watch::channel(false).0,
@@ -295,11 +279,7 @@ impl Emulator {
             })
             .map_err(StartError::Runtime)?;
         let shared = rx.recv().map_err(|_| StartError::Thread)??;
-        Ok(Emulator {
-            shared,
-            context,
-            thread: Some(thread),
-        })
+        Ok(Emulator { shared, context, thread: Some(thread) })
     }
 
     /// The server URL, e.g. `http://127.0.0.1:41234`.
@@ -474,9 +454,6 @@ impl Drop for Emulator {
 
 impl fmt::Debug for Emulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Emulator")
-            .field("context", &self.context)
-            .field("url", &self.url())
-            .finish()
+        f.debug_struct("Emulator").field("context", &self.context).field("url", &self.url()).finish()
     }
 }

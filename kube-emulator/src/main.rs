@@ -48,11 +48,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(path) = &args.kubeconfig_out {
-        if let Err(e) = emulator.write_kubeconfig(path) {
-            eprintln!("kube-emulator: cannot write the kubeconfig {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+    if let Some(path) = &args.kubeconfig_out
+        && let Err(e) = emulator.write_kubeconfig(path)
+    {
+        eprintln!("kube-emulator: cannot write the kubeconfig {}: {e}", path.display());
+        return ExitCode::from(2);
     }
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "{}", emulator.url());
@@ -64,18 +64,15 @@ fn main() -> ExitCode {
             path.display()
         );
     }
-    let signal = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map(|rt| {
-            rt.block_on(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                tokio::select! {
-                    r = tokio::signal::ctrl_c() => r,
-                    _ = term.recv() => Ok(()),
-                }
-            })
-        });
+    let signal = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| {
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r,
+                _ = term.recv() => Ok(()),
+            }
+        })
+    });
     if let Err(e) | Ok(Err(e)) = signal {
         eprintln!("kube-emulator: cannot wait for a signal: {e}");
         return ExitCode::from(2);

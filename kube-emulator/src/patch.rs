@@ -65,9 +65,7 @@ fn smp_object<'a>(kind: Kind, names: &mut Vec<&'a str>, target: &Value, patch: &
     let mut retain: Option<Vec<String>> = None;
     for (k, pv) in pm {
         if k == "$retainKeys" {
-            retain = pv
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect());
+            retain = pv.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect());
             continue;
         }
         if let Some(list) = k.strip_prefix("$deleteFromPrimitiveList/") {
@@ -114,7 +112,9 @@ fn smp_object<'a>(kind: Kind, names: &mut Vec<&'a str>, target: &Value, patch: &
             items.sort_by_key(|item| {
                 order
                     .iter()
-                    .position(|o| o == item || o.as_object().is_some_and(|om| om.iter().all(|(k, v)| item.get(k) == Some(v))))
+                    .position(|o| {
+                        o == item || o.as_object().is_some_and(|om| om.iter().all(|(k, v)| item.get(k) == Some(v)))
+                    })
                     .unwrap_or(usize::MAX)
             });
         }
@@ -132,10 +132,7 @@ fn smp_keyed_list<'a>(
     items: &'a [Value],
     key: &str,
 ) -> Result<Value, PatchError> {
-    if items
-        .iter()
-        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
-    {
+    if items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
         let kept: Vec<Value> = items
             .iter()
             .filter(|i| i.get("$patch").is_none())
@@ -170,9 +167,7 @@ fn strip_directives(mut m: Map<String, Value>) -> Map<String, Value> {
 
 /// RFC 6902 JSON patch.
 pub(crate) fn json_patch(target: &Value, patch: &Value) -> Result<Value, PatchError> {
-    let ops = patch
-        .as_array()
-        .ok_or_else(|| PatchError("a JSON patch must be a list of operations".into()))?;
+    let ops = patch.as_array().ok_or_else(|| PatchError("a JSON patch must be a list of operations".into()))?;
     let mut doc = target.clone();
     for op in ops {
         let name = op.get("op").and_then(Value::as_str).unwrap_or_default();
@@ -180,15 +175,9 @@ pub(crate) fn json_patch(target: &Value, patch: &Value) -> Result<Value, PatchEr
             .get("path")
             .and_then(Value::as_str)
             .ok_or_else(|| PatchError(format!("missing path in operation {op}")))?;
-        let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| PatchError(format!("missing value in operation {op}")))
-        };
+        let value = || op.get("value").cloned().ok_or_else(|| PatchError(format!("missing value in operation {op}")));
         let from = || {
-            op.get("from")
-                .and_then(Value::as_str)
-                .ok_or_else(|| PatchError(format!("missing from in operation {op}")))
+            op.get("from").and_then(Value::as_str).ok_or_else(|| PatchError(format!("missing from in operation {op}")))
         };
         match name {
             "add" => add(&mut doc, path, value()?)?,
@@ -204,10 +193,9 @@ pub(crate) fn json_patch(target: &Value, patch: &Value) -> Result<Value, PatchEr
                 add(&mut doc, path, v)?;
             }
             "copy" => {
-                let v = doc
-                    .pointer(from()?)
-                    .cloned()
-                    .ok_or_else(|| PatchError(format!("copy from {} which does not exist", from().unwrap_or_default())))?;
+                let v = doc.pointer(from()?).cloned().ok_or_else(|| {
+                    PatchError(format!("copy from {} which does not exist", from().unwrap_or_default()))
+                })?;
                 add(&mut doc, path, v)?;
             }
             "test" => {
@@ -222,9 +210,7 @@ pub(crate) fn json_patch(target: &Value, patch: &Value) -> Result<Value, PatchEr
 }
 
 fn split_pointer(path: &str) -> Result<(String, String), PatchError> {
-    let (parent, last) = path
-        .rsplit_once('/')
-        .ok_or_else(|| PatchError(format!("invalid JSON pointer {path:?}")))?;
+    let (parent, last) = path.rsplit_once('/').ok_or_else(|| PatchError(format!("invalid JSON pointer {path:?}")))?;
     Ok((parent.to_string(), last.replace("~1", "/").replace("~0", "~")))
 }
 

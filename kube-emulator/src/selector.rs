@@ -128,10 +128,7 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         let mut pos = 0;
         let err = |found: Option<&Token>, expected: &str| {
-            format!(
-                "unable to parse requirement: found '{}', expected: {expected}",
-                describe(found)
-            )
+            format!("unable to parse requirement: found '{}', expected: {expected}", describe(found))
         };
         while pos < tokens.len() {
             let negated = tokens.get(pos) == Some(&Token::Not);
@@ -240,11 +237,7 @@ impl LabelSelector {
 pub(crate) fn labels_of(obj: &Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
         .unwrap_or_default()
 }
 

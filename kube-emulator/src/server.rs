@@ -142,11 +142,7 @@ enum Route {
     OpenApiV3,
     OpenApiV3GroupVersion(&'static str),
     Health,
-    Resource {
-        kind: Kind,
-        namespace: Option<String>,
-        name: Option<String>,
-    },
+    Resource { kind: Kind, namespace: Option<String>, name: Option<String> },
     Unknown,
 }
 
@@ -167,17 +163,11 @@ fn route(path: &str) -> Route {
         ["apis", "apps", "v1", rest @ ..] => ("apps/v1", rest),
         _ => return Route::Unknown,
     };
-    let find = |plural: &str| {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.plural() == plural && k.api_version() == group)
-    };
+    let find = |plural: &str| Kind::ALL.into_iter().find(|k| k.plural() == plural && k.api_version() == group);
     let resource = |kind: Option<Kind>, namespace: Option<&str>, name: Option<&str>| match kind {
-        Some(kind) => Route::Resource {
-            kind,
-            namespace: namespace.map(str::to_string),
-            name: name.map(str::to_string),
-        },
+        Some(kind) => {
+            Route::Resource { kind, namespace: namespace.map(str::to_string), name: name.map(str::to_string) }
+        }
         None => Route::Unknown,
     };
     match rest {
@@ -276,10 +266,10 @@ enum Injected {
 fn injected_fault(shared: &Shared, verb: Option<Verb>) -> Injected {
     let mut f = lock(&shared.faults);
     let Some(fault) = f.fault.clone() else { return Injected::Nothing };
-    if let Some(verbs) = &f.verbs {
-        if !verb.is_some_and(|v| verbs.contains(&v)) {
-            return Injected::Nothing;
-        }
+    if let Some(verbs) = &f.verbs
+        && !verb.is_some_and(|v| verbs.contains(&v))
+    {
+        return Injected::Nothing;
     }
     match fault {
         Fault::Latency(d) => Injected::Delay(d),
@@ -309,13 +299,7 @@ async fn serve(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<hyp
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query());
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let (content_type, accept, user_agent) = (header("content-type"), header("accept"), header("user-agent"));
     let route = route(&path);
     let verb = match &route {
@@ -337,9 +321,7 @@ async fn serve(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<hyp
         Injected::Nothing => {}
         Injected::Delay(d) => tokio::time::sleep(d).await,
         Injected::Error => {
-            return Ok(error_response(&ApiError::internal(
-                "Internal error occurred: injected by kube-emulator fault",
-            )));
+            return Ok(error_response(&ApiError::internal("Internal error occurred: injected by kube-emulator fault")));
         }
         Injected::Drop => return Err(DropConnection),
     }
@@ -353,11 +335,7 @@ async fn serve(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<hyp
     };
     let host = shared.addr.to_string();
     let read_only = |doc: Value| {
-        if method == Method::GET {
-            json_response(200, &doc)
-        } else {
-            error_response(&ApiError::method_not_allowed())
-        }
+        if method == Method::GET { json_response(200, &doc) } else { error_response(&ApiError::method_not_allowed()) }
     };
     Ok(match route {
         Route::Version => read_only(discovery::version()),
@@ -431,11 +409,7 @@ fn watch(shared: &Arc<Shared>, req: &api::Request<'_>) -> hyper::Response<Body> 
             && labels.matches(&crate::selector::labels_of(obj))
             && fields.matches(obj)
     };
-    let timeout = req
-        .query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(DEFAULT_WATCH_SECONDS);
+    let timeout = req.query.get("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(DEFAULT_WATCH_SECONDS);
     let initial = req.query.get("sendInitialEvents").is_some_and(|v| v == "true");
     let from: Option<u64> = req.query.get("resourceVersion").and_then(|rv| rv.parse().ok()).filter(|rv| *rv > 0);
 
@@ -527,8 +501,14 @@ mod tests {
             Route::Resource { kind: Kind::Secret, name: Some(ref n), .. } if n == "s"));
         assert!(matches!(route("/api/v1/namespaces/a"),
             Route::Resource { kind: Kind::Namespace, name: Some(ref n), .. } if n == "a"));
-        assert!(matches!(route("/api/v1/secrets"), Route::Resource { kind: Kind::Secret, namespace: None, name: None }));
-        assert!(matches!(route("/apis/apps/v1/namespaces/a/deployments/d"), Route::Resource { kind: Kind::Deployment, .. }));
+        assert!(matches!(
+            route("/api/v1/secrets"),
+            Route::Resource { kind: Kind::Secret, namespace: None, name: None }
+        ));
+        assert!(matches!(
+            route("/apis/apps/v1/namespaces/a/deployments/d"),
+            Route::Resource { kind: Kind::Deployment, .. }
+        ));
         assert!(matches!(route("/api/v1/namespaces/a/deployments"), Route::Unknown));
         assert!(matches!(route("/api/v1/secrets/s"), Route::Unknown));
     }

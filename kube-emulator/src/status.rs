@@ -58,12 +58,7 @@ impl FieldError {
     }
 
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
-        FieldError {
-            reason: FieldReason::Required,
-            field: field.into(),
-            value: None,
-            detail: detail.into(),
-        }
+        FieldError { reason: FieldReason::Required, field: field.into(), value: None, detail: detail.into() }
     }
 
     pub fn too_long(field: impl Into<String>, max_bytes: usize) -> FieldError {
@@ -76,12 +71,7 @@ impl FieldError {
     }
 
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
-        FieldError {
-            reason: FieldReason::Forbidden,
-            field: field.into(),
-            value: None,
-            detail: detail.into(),
-        }
+        FieldError { reason: FieldReason::Forbidden, field: field.into(), value: None, detail: detail.into() }
     }
 
     /// `ErrorBody()` in Go: the message without the field path.
@@ -119,12 +109,7 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> ApiError {
-        ApiError {
-            code,
-            reason,
-            message,
-            details,
-        }
+        ApiError { code, reason, message, details }
     }
 
     fn name_details(kind: Kind, name: &str) -> Value {
@@ -176,11 +161,7 @@ impl ApiError {
         ApiError::new(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} {}: {detail}",
-                kind.qualified_resource(),
-                go_quote(name)
-            ),
+            format!("Operation cannot be fulfilled on {} {}: {detail}", kind.qualified_resource(), go_quote(name)),
             Some(ApiError::name_details(kind, name)),
         )
     }
@@ -247,12 +228,7 @@ impl ApiError {
 
     /// 413: the request body is larger than the apiserver's 3 MiB limit.
     pub fn too_large(limit: usize) -> ApiError {
-        ApiError::new(
-            413,
-            "RequestEntityTooLarge",
-            format!("Request entity too large: limit is {limit}"),
-            None,
-        )
+        ApiError::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"), None)
     }
 
     /// 415 for a PATCH content type the server does not know.
@@ -260,7 +236,9 @@ impl ApiError {
         ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type:?})"
+            ),
             None,
         )
     }

@@ -47,10 +47,7 @@ pub(crate) struct Store {
 impl Store {
     /// A cluster with the namespaces `default`, `kube-system`, `kube-public` and `kube-node-lease`.
     pub fn new() -> Store {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let mut store = Store {
             objects: BTreeMap::new(),
             resource_version: 0,
@@ -133,13 +130,7 @@ impl Store {
         let key = key_of(kind, &obj);
         let event = if self.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
         self.objects.insert(key.clone(), obj.clone());
-        self.announce(Change {
-            kind,
-            namespace: key.1,
-            event,
-            resource_version: rv,
-            object: obj.clone(),
-        });
+        self.announce(Change { kind, namespace: key.1, event, resource_version: rv, object: obj.clone() });
         obj
     }
 
@@ -159,10 +150,10 @@ impl Store {
     }
 
     fn announce(&mut self, change: Change) {
-        if self.history.len() == HISTORY {
-            if let Some(old) = self.history.pop_front() {
-                self.forgotten = old.resource_version;
-            }
+        if self.history.len() == HISTORY
+            && let Some(old) = self.history.pop_front()
+        {
+            self.forgotten = old.resource_version;
         }
         self.history.push_back(change.clone());
         // No receiver is fine: nobody is watching.
@@ -174,13 +165,7 @@ impl Store {
         if resource_version < self.forgotten {
             return None;
         }
-        Some(
-            self.history
-                .iter()
-                .filter(|c| c.resource_version > resource_version)
-                .cloned()
-                .collect(),
-        )
+        Some(self.history.iter().filter(|c| c.resource_version > resource_version).cloned().collect())
     }
 }
 

@@ -175,11 +175,11 @@ pub(crate) fn validate(kind: Kind, obj: &Value, old: Option<&Value>) -> Result<(
             if size > MAX_DATA_BYTES {
                 errs.push(FieldError::too_long("data", MAX_DATA_BYTES));
             }
-            if let Some(old) = old {
-                if old.get("type") != obj.get("type") {
-                    let t = obj.get("type").and_then(Value::as_str).unwrap_or_default();
-                    errs.push(FieldError::invalid("type", t, "field is immutable"));
-                }
+            if let Some(old) = old
+                && old.get("type") != obj.get("type")
+            {
+                let t = obj.get("type").and_then(Value::as_str).unwrap_or_default();
+                errs.push(FieldError::invalid("type", t, "field is immutable"));
             }
         }
         Kind::ConfigMap => {
@@ -189,19 +189,14 @@ pub(crate) fn validate(kind: Kind, obj: &Value, old: Option<&Value>) -> Result<(
             for (k, v) in data.into_iter().flatten() {
                 push_all(&mut errs, &format!("data[{k}]"), k, config_key_errors(k));
                 if binary.is_some_and(|b| b.contains_key(k)) {
-                    errs.push(FieldError::invalid(
-                        format!("data[{k}]"),
-                        k,
-                        "duplicate of key present in binaryData",
-                    ));
+                    errs.push(FieldError::invalid(format!("data[{k}]"), k, "duplicate of key present in binaryData"));
                 }
                 size += k.len() + v.as_str().map_or(0, str::len);
             }
             for (k, v) in binary.into_iter().flatten() {
                 push_all(&mut errs, &format!("binaryData[{k}]"), k, config_key_errors(k));
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(v.as_str().unwrap_or_default())
-                    .map_err(|_| {
+                let decoded =
+                    base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).map_err(|_| {
                         ApiError::bad_request(
                             "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: illegal base64 data",
                         )
@@ -215,24 +210,20 @@ pub(crate) fn validate(kind: Kind, obj: &Value, old: Option<&Value>) -> Result<(
         Kind::Deployment => validate_deployment(obj, old, &mut errs),
         Kind::Namespace => {}
     }
-    if let (Some(old), Kind::Secret | Kind::ConfigMap) = (old, kind) {
-        if old.get("immutable") == Some(&Value::Bool(true)) {
-            const MSG: &str = "field is immutable when `immutable` is set";
-            for field in ["data", "binaryData", "stringData"] {
-                if old.get(field) != obj.get(field) {
-                    errs.push(FieldError::forbidden(field, MSG));
-                }
-            }
-            if obj.get("immutable") != Some(&Value::Bool(true)) {
-                errs.push(FieldError::forbidden("immutable", MSG));
+    if let (Some(old), Kind::Secret | Kind::ConfigMap) = (old, kind)
+        && old.get("immutable") == Some(&Value::Bool(true))
+    {
+        const MSG: &str = "field is immutable when `immutable` is set";
+        for field in ["data", "binaryData", "stringData"] {
+            if old.get(field) != obj.get(field) {
+                errs.push(FieldError::forbidden(field, MSG));
             }
         }
+        if obj.get("immutable") != Some(&Value::Bool(true)) {
+            errs.push(FieldError::forbidden("immutable", MSG));
+        }
     }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_object(kind, name, &errs))
-    }
+    if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid_object(kind, name, &errs)) }
 }
 
 fn validate_meta(meta: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
@@ -248,12 +239,7 @@ fn validate_meta(meta: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
     let annotations_path = format!("{path}.annotations");
     let mut total = 0;
     for (k, v) in meta.get("annotations").and_then(Value::as_object).into_iter().flatten() {
-        push_all(
-            errs,
-            &annotations_path,
-            k,
-            qualified_name_errors(&k.to_ascii_lowercase()),
-        );
+        push_all(errs, &annotations_path, k, qualified_name_errors(&k.to_ascii_lowercase()));
         total += k.len() + v.as_str().map_or(0, str::len);
     }
     if total > MAX_ANNOTATIONS_BYTES {
@@ -270,9 +256,7 @@ fn validate_deployment(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
         None => {}
         Some(sel) => {
             let template_labels = obj.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
-            let matches = sel
-                .iter()
-                .all(|(k, v)| template_labels.and_then(|t| t.get(k)) == Some(v));
+            let matches = sel.iter().all(|(k, v)| template_labels.and_then(|t| t.get(k)) == Some(v));
             if !matches {
                 let shown = serde_json::to_string(&template_labels).unwrap_or_default();
                 errs.push(FieldError {
@@ -284,14 +268,14 @@ fn validate_deployment(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
             }
         }
     }
-    if let Some(old) = old {
-        if old.pointer("/spec/selector") != obj.pointer("/spec/selector") {
-            errs.push(FieldError::invalid(
-                "spec.selector",
-                &obj.pointer("/spec/selector").map(Value::to_string).unwrap_or_default(),
-                "field is immutable",
-            ));
-        }
+    if let Some(old) = old
+        && old.pointer("/spec/selector") != obj.pointer("/spec/selector")
+    {
+        errs.push(FieldError::invalid(
+            "spec.selector",
+            &obj.pointer("/spec/selector").map(Value::to_string).unwrap_or_default(),
+            "field is immutable",
+        ));
     }
     validate_meta(obj.pointer("/spec/template/metadata"), "spec.template.metadata", errs);
     match obj.pointer("/spec/template/spec/containers").and_then(Value::as_array) {

@@ -95,12 +95,7 @@ async fn discovery_documents_list_the_served_resources() {
     assert_eq!(api["versions"], json!(["v1"]));
 
     let (_, v1) = c.raw("GET", "/api/v1", None, b"").await;
-    let names: Vec<&str> = v1["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = v1["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["configmaps", "namespaces", "secrets"]);
     assert_eq!(v1["resources"][1]["namespaced"], false);
 
@@ -139,10 +134,7 @@ async fn default_and_kube_system_exist_and_namespaces_are_cluster_scoped() {
         .await
         .unwrap();
     assert_eq!(created.status.unwrap().phase.as_deref(), Some("Active"));
-    assert_eq!(
-        created.metadata.labels.unwrap()["kubernetes.io/metadata.name"],
-        "team-a"
-    );
+    assert_eq!(created.metadata.labels.unwrap()["kubernetes.io/metadata.name"], "team-a");
     let err = api_error(
         namespaces
             .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "Team_A"}})).unwrap())
@@ -161,10 +153,8 @@ async fn create_sets_server_fields_and_get_returns_the_object() {
     let c = Cluster::start("create").await;
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
     let before = c.emu.resource_version();
-    let created = secrets
-        .create(&PostParams::default(), &secret("api", &[("password", &b64("s3cret"))]))
-        .await
-        .unwrap();
+    let created =
+        secrets.create(&PostParams::default(), &secret("api", &[("password", &b64("s3cret"))])).await.unwrap();
     let meta = &created.metadata;
     assert_eq!(meta.namespace.as_deref(), Some("default"));
     assert_eq!(meta.uid.as_ref().map(String::len), Some(36));
@@ -210,9 +200,7 @@ async fn create_in_a_missing_namespace_is_404_for_the_namespace() {
     assert_eq!(err.message, r#"namespaces "nope" not found"#);
     // server-side apply into a missing namespace too
     let err = api_error(
-        secrets
-            .patch("a", &PatchParams::apply("cfgsync"), &Patch::Apply(secret("a", &[])))
-            .await,
+        secrets.patch("a", &PatchParams::apply("cfgsync"), &Patch::Apply(secret("a", &[]))).await,
         "NotFound",
     );
     assert_eq!(err.message, r#"namespaces "nope" not found"#);
@@ -245,14 +233,14 @@ async fn invalid_names_and_keys_are_422_invalid_with_causes() {
     let c = Cluster::start("invalid").await;
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
     let err = api_error(
-        secrets
-            .create(&PostParams::default(), &secret("Bad_Name", &[("bad key", &b64("x"))]))
-            .await,
+        secrets.create(&PostParams::default(), &secret("Bad_Name", &[("bad key", &b64("x"))])).await,
         "Invalid",
     );
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
     assert!(
-        err.message.starts_with(r#"Secret "Bad_Name" is invalid: [metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain"#),
+        err.message.starts_with(
+            r#"Secret "Bad_Name" is invalid: [metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain"#
+        ),
         "{}",
         err.message
     );
@@ -263,12 +251,7 @@ async fn invalid_names_and_keys_are_422_invalid_with_causes() {
     assert!(details.causes.iter().all(|c| c.reason == "FieldValueInvalid"));
 
     let mut bad_label = secret("ok", &[]);
-    bad_label
-        .metadata
-        .labels
-        .as_mut()
-        .unwrap()
-        .insert("cfgsync.io/output".into(), "not a label value".into());
+    bad_label.metadata.labels.as_mut().unwrap().insert("cfgsync.io/output".into(), "not a label value".into());
     let err = api_error(secrets.create(&PostParams::default(), &bad_label).await, "Invalid");
     assert_eq!(err.details.unwrap().causes[0].field, "metadata.labels");
 }
@@ -278,12 +261,7 @@ async fn secret_data_must_be_base64_like_the_real_decoder_says() {
     let c = Cluster::start("base64").await;
     let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "not base64!"}});
     let (code, status) = c
-        .raw(
-            "POST",
-            "/api/v1/namespaces/default/secrets",
-            Some("application/json"),
-            body.to_string().as_bytes(),
-        )
+        .raw("POST", "/api/v1/namespaces/default/secrets", Some("application/json"), body.to_string().as_bytes())
         .await;
     // kube-apiserver fails to decode []byte before validating: 400 BadRequest, not 422
     assert_eq!(code, 400);
@@ -294,10 +272,8 @@ async fn secret_data_must_be_base64_like_the_real_decoder_says() {
     );
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
     let applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "%%%%"}});
-    let err = api_error(
-        secrets.patch("s", &PatchParams::apply("cfgsync"), &Patch::Apply(&applied)).await,
-        "BadRequest",
-    );
+    let err =
+        api_error(secrets.patch("s", &PatchParams::apply("cfgsync"), &Patch::Apply(&applied)).await, "BadRequest");
     assert_eq!(err.code, 400);
     assert!(c.emu.get_object(Kind::Secret, "default", "s").is_none());
 }
@@ -313,37 +289,22 @@ async fn objects_over_one_mebibyte_are_refused_like_the_real_server() {
         .await
         .expect("1 MiB of data fits");
     let over = "x".repeat(1024 * 1024);
-    let err = api_error(
-        secrets
-            .create(&PostParams::default(), &secret("big", &[("k", &b64(&over))]))
-            .await,
-        "422 Too long",
-    );
+    let err =
+        api_error(secrets.create(&PostParams::default(), &secret("big", &[("k", &b64(&over))])).await, "422 Too long");
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
-    assert_eq!(
-        err.message,
-        r#"Secret "big" is invalid: data: Too long: may not be more than 1048576 bytes"#
-    );
+    assert_eq!(err.message, r#"Secret "big" is invalid: data: Too long: may not be more than 1048576 bytes"#);
     assert_eq!(err.details.unwrap().causes[0].reason, "FieldValueTooLong");
 
     let configmaps: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "big"}, "data": {"k": over}})).unwrap();
     let err = api_error(configmaps.create(&PostParams::default(), &cm).await, "422 Too long");
-    assert_eq!(
-        err.message,
-        r#"ConfigMap "big" is invalid: []: Too long: may not be more than 1048576 bytes"#
-    );
+    assert_eq!(err.message, r#"ConfigMap "big" is invalid: []: Too long: may not be more than 1048576 bytes"#);
 
     // a body over the apiserver's 3 MiB request limit never reaches validation
     let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "huge"},
         "data": {"k": "y".repeat(3 * 1024 * 1024)}});
     let (code, status) = c
-        .raw(
-            "POST",
-            "/api/v1/namespaces/default/configmaps",
-            Some("application/json"),
-            huge.to_string().as_bytes(),
-        )
+        .raw("POST", "/api/v1/namespaces/default/configmaps", Some("application/json"), huge.to_string().as_bytes())
         .await;
     assert_eq!((code, status["reason"].as_str()), (413, Some("RequestEntityTooLarge")));
     assert_eq!(status["message"], "Request entity too large: limit is 3145728");
@@ -422,10 +383,7 @@ async fn list_items_are_scoped_sorted_and_carry_the_list_resource_version() {
     assert_eq!(page.items.len(), 3);
     let token = page.metadata.continue_.clone().expect("a continue token");
     assert_eq!(page.metadata.remaining_item_count, Some(1));
-    let rest = all
-        .list(&ListParams::default().limit(3).continue_token(&token))
-        .await
-        .unwrap();
+    let rest = all.list(&ListParams::default().limit(3).continue_token(&token)).await.unwrap();
     assert_eq!(rest.items.len(), 1);
     assert_eq!(rest.items[0].metadata.name.as_deref(), Some("z"));
 
@@ -464,10 +422,8 @@ async fn resource_version_moves_only_on_real_changes() {
     let cluster_rv = c.emu.resource_version();
 
     // merge patch that changes nothing, replace with the same object: no write
-    let same = secrets
-        .patch("s", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": b64("1")}})))
-        .await
-        .unwrap();
+    let same =
+        secrets.patch("s", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": b64("1")}}))).await.unwrap();
     assert_eq!(same.metadata.resource_version.as_deref(), Some(rv0.as_str()));
     let replaced = secrets.replace("s", &PostParams::default(), &created).await.unwrap();
     assert_eq!(replaced.metadata.resource_version.as_deref(), Some(rv0.as_str()));
@@ -476,10 +432,8 @@ async fn resource_version_moves_only_on_real_changes() {
     assert_eq!(c.emu.resource_version(), cluster_rv, "reads and no-op writes do not move the counter");
 
     // a real change does, and the new value is the cluster's
-    let changed = secrets
-        .patch("s", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": b64("2")}})))
-        .await
-        .unwrap();
+    let changed =
+        secrets.patch("s", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": b64("2")}}))).await.unwrap();
     let rv1 = changed.metadata.resource_version.unwrap();
     assert_ne!(rv1, rv0);
     assert_eq!(rv1, c.emu.resource_version().to_string());
@@ -528,14 +482,11 @@ async fn update_with_a_stale_resource_version_is_409_conflict() {
 async fn merge_patch_sets_and_removes_keys_and_records_the_patcher() {
     let c = Cluster::start("merge").await;
     let configmaps: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"a": "1", "b": "2"}})).unwrap();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"a": "1", "b": "2"}})).unwrap();
     configmaps.create(&PostParams::default(), &cm).await.unwrap();
     let patched = configmaps
-        .patch(
-            "cm",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"a": "9", "b": null, "c": "3"}})),
-        )
+        .patch("cm", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "9", "b": null, "c": "3"}})))
         .await
         .unwrap();
     let data = patched.data.unwrap();
@@ -548,9 +499,7 @@ async fn merge_patch_sets_and_removes_keys_and_records_the_patcher() {
     assert!(!patcher.is_empty());
 
     let err = api_error(
-        configmaps
-            .patch("missing", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "1"}})))
-            .await,
+        configmaps.patch("missing", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "1"}}))).await,
         "NotFound",
     );
     assert_eq!(err.code, 404);
@@ -568,10 +517,7 @@ async fn strategic_merge_patch_merges_containers_and_template_annotations() {
     let patch = json!({"spec": {"template": {
         "metadata": {"annotations": {"cfgsync.io/config-hash": "abc"}},
         "spec": {"containers": [{"name": "sidecar", "image": "sidecar:1"}]}}}});
-    let patched = deployments
-        .patch("web", &PatchParams::default(), &Patch::Strategic(patch))
-        .await
-        .unwrap();
+    let patched = deployments.patch("web", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
     let template = patched.spec.template;
     let names: Vec<String> = template.spec.unwrap().containers.into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["app", "sidecar"], "containers merge by name");
@@ -602,7 +548,8 @@ async fn json_patch_applies_rfc_6902_operations() {
     let configmaps: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"a": "1"}})).unwrap();
     configmaps.create(&PostParams::default(), &cm).await.unwrap();
-    let patch = json!([{"op": "replace", "path": "/data/a", "value": "2"}, {"op": "add", "path": "/data/b", "value": "3"}]);
+    let patch =
+        json!([{"op": "replace", "path": "/data/a", "value": "2"}, {"op": "add", "path": "/data/b", "value": "3"}]);
     let (code, body) = c
         .raw(
             "PATCH",
@@ -628,7 +575,8 @@ fn applied_secret(name: &str, data: &[(&str, &str)], labels: Value) -> Value {
 async fn apply_creates_a_missing_object_and_records_the_manager() {
     let c = Cluster::start("apply-create").await;
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
-    let applied = applied_secret("api", &[("password", "pw"), ("user", "u")], json!({"app.kubernetes.io/managed-by": "cfgsync"}));
+    let applied =
+        applied_secret("api", &[("password", "pw"), ("user", "u")], json!({"app.kubernetes.io/managed-by": "cfgsync"}));
     let (code, body) = c
         .raw(
             "PATCH",
@@ -653,7 +601,11 @@ async fn apply_creates_a_missing_object_and_records_the_manager() {
     assert_eq!(got.data.unwrap()["password"].0, b"pw");
     // through the kube client, as cfgsync does it
     let via_kube = secrets
-        .patch("other", &PatchParams::apply("cfgsync"), &Patch::Apply(&applied_secret("other", &[("k", "v")], json!({}))))
+        .patch(
+            "other",
+            &PatchParams::apply("cfgsync"),
+            &Patch::Apply(&applied_secret("other", &[("k", "v")], json!({}))),
+        )
         .await
         .unwrap();
     assert_eq!(via_kube.type_.as_deref(), Some("Opaque"));
@@ -695,15 +647,9 @@ async fn applying_the_same_configuration_again_changes_nothing() {
     let c = Cluster::start("apply-noop").await;
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
     let applied = applied_secret("api", &[("password", "pw")], json!({"app.kubernetes.io/managed-by": "cfgsync"}));
-    let first = secrets
-        .patch("api", &PatchParams::apply("cfgsync"), &Patch::Apply(&applied))
-        .await
-        .unwrap();
+    let first = secrets.patch("api", &PatchParams::apply("cfgsync"), &Patch::Apply(&applied)).await.unwrap();
     let counter = c.emu.resource_version();
-    let second = secrets
-        .patch("api", &PatchParams::apply("cfgsync").force(), &Patch::Apply(&applied))
-        .await
-        .unwrap();
+    let second = secrets.patch("api", &PatchParams::apply("cfgsync").force(), &Patch::Apply(&applied)).await.unwrap();
     assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
     assert_eq!(second.metadata.managed_fields, first.metadata.managed_fields, "not even the time moves");
     assert_eq!(c.emu.resource_version(), counter);
@@ -727,8 +673,10 @@ async fn apply_removes_fields_the_same_manager_dropped_but_keeps_others() {
         .patch(
             "api",
             &PatchParams::apply("someone-else"),
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api", "labels": {"other": "z"}},
-                "data": {"theirs": b64("t")}})),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api", "labels": {"other": "z"}},
+                "data": {"theirs": b64("t")}}),
+            ),
         )
         .await
         .unwrap();
@@ -777,10 +725,7 @@ async fn apply_over_another_managers_field_is_409_with_causes_unless_forced() {
     secrets
         .patch(
             "api",
-            &PatchParams {
-                field_manager: Some("kubectl-edit".into()),
-                ..PatchParams::default()
-            },
+            &PatchParams { field_manager: Some("kubectl-edit".into()), ..PatchParams::default() },
             &Patch::Merge(json!({"data": {"password": b64("hacked")}})),
         )
         .await
@@ -823,10 +768,7 @@ async fn apply_over_another_managers_field_is_409_with_causes_unless_forced() {
         .expect("same value, no conflict");
 
     // force takes the field back
-    let forced = secrets
-        .patch("api", &PatchParams::apply("cfgsync").force(), &Patch::Apply(&desired))
-        .await
-        .unwrap();
+    let forced = secrets.patch("api", &PatchParams::apply("cfgsync").force(), &Patch::Apply(&desired)).await.unwrap();
     assert_eq!(forced.data.unwrap()["password"].0, b"pw");
     let obj = c.emu.get_object(Kind::Secret, "default", "api").unwrap();
     assert!(
@@ -834,10 +776,7 @@ async fn apply_over_another_managers_field_is_409_with_causes_unless_forced() {
         "the editor no longer owns anything: {:?}",
         managers(&obj)
     );
-    assert_eq!(
-        fields_of(&obj, "cfgsync", "Apply"),
-        json!({"f:data": {"f:password": {}, "f:user": {}}})
-    );
+    assert_eq!(fields_of(&obj, "cfgsync", "Apply"), json!({"f:data": {"f:password": {}, "f:user": {}}}));
 }
 
 #[tokio::test]
@@ -845,14 +784,9 @@ async fn apply_conflicts_list_every_field_grouped_by_manager() {
     let c = Cluster::start("apply-conflicts").await;
     let configmaps: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
     let cm = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": data});
-    configmaps
-        .patch("cm", &PatchParams::apply("alpha"), &Patch::Apply(cm(json!({"a": "1", "b": "1"}))))
-        .await
-        .unwrap();
+    configmaps.patch("cm", &PatchParams::apply("alpha"), &Patch::Apply(cm(json!({"a": "1", "b": "1"})))).await.unwrap();
     let err = api_error(
-        configmaps
-            .patch("cm", &PatchParams::apply("beta"), &Patch::Apply(cm(json!({"a": "2", "b": "2"}))))
-            .await,
+        configmaps.patch("cm", &PatchParams::apply("beta"), &Patch::Apply(cm(json!({"a": "2", "b": "2"})))).await,
         "Conflict",
     );
     assert_eq!(err.message, "Apply failed with 2 conflicts: conflicts with \"alpha\":\n- .data.a\n- .data.b");
@@ -870,10 +804,7 @@ async fn apply_on_a_deployment_owns_only_the_template_annotation() {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
             "spec": {"template": {"metadata": {"annotations": {"cfgsync.io/config-hash": hash}}}}})
     };
-    let rolled = deployments
-        .patch("api", &PatchParams::apply("cfgsync"), &Patch::Apply(restart("h1")))
-        .await
-        .unwrap();
+    let rolled = deployments.patch("api", &PatchParams::apply("cfgsync"), &Patch::Apply(restart("h1"))).await.unwrap();
     assert_eq!(rolled.metadata.generation, Some(2));
     let spec = rolled.spec;
     assert_eq!(spec.template.spec.unwrap().containers[0].image.as_deref(), Some("registry.example/app:1"));
@@ -891,15 +822,9 @@ async fn apply_on_a_deployment_owns_only_the_template_annotation() {
     );
     assert_eq!(update_fields["f:metadata"]["f:labels"][".".to_string()], json!({}));
 
-    let same = deployments
-        .patch("api", &PatchParams::apply("cfgsync"), &Patch::Apply(restart("h1")))
-        .await
-        .unwrap();
+    let same = deployments.patch("api", &PatchParams::apply("cfgsync"), &Patch::Apply(restart("h1"))).await.unwrap();
     assert_eq!(same.metadata.generation, Some(2), "same hash: no rollout");
-    let again = deployments
-        .patch("api", &PatchParams::apply("cfgsync"), &Patch::Apply(restart("h2")))
-        .await
-        .unwrap();
+    let again = deployments.patch("api", &PatchParams::apply("cfgsync"), &Patch::Apply(restart("h2"))).await.unwrap();
     assert_eq!(again.metadata.generation, Some(3));
 }
 
@@ -928,10 +853,11 @@ async fn delete_answers_a_success_status_then_404() {
     let created = secrets.create(&PostParams::default(), &secret("p", &[])).await.unwrap();
     let err = api_error(
         secrets
-            .delete("p", &DeleteParams::default().preconditions(kube::api::Preconditions {
-                resource_version: Some("1".into()),
-                uid: None,
-            }))
+            .delete(
+                "p",
+                &DeleteParams::default()
+                    .preconditions(kube::api::Preconditions { resource_version: Some("1".into()), uid: None }),
+            )
             .await,
         "Conflict",
     );
@@ -999,11 +925,7 @@ async fn watch_streams_changes_after_the_listed_resource_version() {
     let from = list.metadata.resource_version.unwrap();
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "w", "labels": {"x": "1"}}})).unwrap();
     configmaps.create(&PostParams::default(), &cm).await.unwrap();
-    let mut stream = configmaps
-        .watch(&WatchParams::default().labels("x=1").timeout(10), &from)
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = configmaps.watch(&WatchParams::default().labels("x=1").timeout(10), &from).await.unwrap().boxed();
     match stream.try_next().await.unwrap() {
         Some(WatchEvent::Added(o)) => assert_eq!(o.metadata.name.as_deref(), Some("w")),
         other => panic!("expected ADDED, got {other:?}"),
@@ -1029,10 +951,7 @@ async fn requests_are_counted_by_verb_and_resource() {
         .await
         .unwrap();
     secrets.get("a").await.unwrap();
-    secrets
-        .patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": b64("w")}})))
-        .await
-        .unwrap();
+    secrets.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": b64("w")}}))).await.unwrap();
     secrets.delete("a", &DeleteParams::default()).await.unwrap();
     let counts = c.emu.requests();
     assert_eq!(counts.get(Verb::List, "secrets"), 1);
@@ -1058,10 +977,8 @@ async fn put_object_seeds_unlabelled_objects_without_a_manager() {
     assert!(stored["metadata"].get("managedFields").is_none());
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
     assert!(secrets.get("hand-made").await.unwrap().metadata.labels.is_none());
-    let err = c
-        .emu
-        .put_object(json!({"kind": "Secret", "metadata": {"name": "x", "namespace": "missing"}}))
-        .unwrap_err();
+    let err =
+        c.emu.put_object(json!({"kind": "Secret", "metadata": {"name": "x", "namespace": "missing"}})).unwrap_err();
     assert_eq!(err, r#"namespaces "missing" not found"#);
     assert_eq!(c.emu.requests().total(), 1, "seeding is not a request; the get is");
 }
@@ -1074,10 +991,7 @@ async fn two_emulators_share_one_kubeconfig_with_two_contexts() {
     let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
     assert_eq!(kc.current_context.as_deref(), Some("cluster-a"));
     for (emu, ctx) in [(&a, "cluster-a"), (&b, "cluster-b")] {
-        let options = kube::config::KubeConfigOptions {
-            context: Some(ctx.into()),
-            ..Default::default()
-        };
+        let options = kube::config::KubeConfigOptions { context: Some(ctx.into()), ..Default::default() };
         let config = kube::Config::from_custom_kubeconfig(kc.clone(), &options).await.unwrap();
         assert_eq!(config.cluster_url.to_string().trim_end_matches('/'), emu.url());
     }
@@ -1105,11 +1019,9 @@ async fn throughput_of_apply_and_list_on_loopback() {
     let t = Instant::now();
     for i in 0..N {
         let name = format!("s{}", i % 100);
-        let applied = applied_secret(&name, &[("k", &i.to_string())], json!({"app.kubernetes.io/managed-by": "cfgsync"}));
-        secrets
-            .patch(&name, &PatchParams::apply("cfgsync").force(), &Patch::Apply(&applied))
-            .await
-            .unwrap();
+        let applied =
+            applied_secret(&name, &[("k", &i.to_string())], json!({"app.kubernetes.io/managed-by": "cfgsync"}));
+        secrets.patch(&name, &PatchParams::apply("cfgsync").force(), &Patch::Apply(&applied)).await.unwrap();
     }
     let apply_rate = N as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();

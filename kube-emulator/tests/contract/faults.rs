@@ -56,10 +56,7 @@ async fn down_refuses_connections_quickly_and_recovers() {
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
     secrets.list(&ListParams::default()).await.expect("up");
     c.emu.set_fault(Fault::Down);
-    assert!(
-        std::net::TcpStream::connect(c.emu.addr()).is_err(),
-        "the kernel refuses connections while down"
-    );
+    assert!(std::net::TcpStream::connect(c.emu.addr()).is_err(), "the kernel refuses connections while down");
     let t = Instant::now();
     let err = secrets.list(&ListParams::default()).await.expect_err("down");
     assert!(t.elapsed() < Duration::from_secs(2), "failed after {:?}", t.elapsed());

@@ -40,9 +40,7 @@ async fn kubectl_server_side_apply_then_get_by_label() {
     assert_eq!(obj["metadata"]["managedFields"][0]["operation"], "Apply");
 
     // an unlabelled neighbour must not show up
-    c.emu
-        .put_object(json!({"kind": "Secret", "metadata": {"name": "other", "namespace": "default"}}))
-        .unwrap();
+    c.emu.put_object(json!({"kind": "Secret", "metadata": {"name": "other", "namespace": "default"}})).unwrap();
     let table = c.kubectl_ok(&["get", "secrets", "-l", MANAGED]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2, "{table}");
@@ -79,10 +77,7 @@ async fn kubectl_patch_by_hand_is_visible_as_drift() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("conflict with \"kubectl-patch\""), "{stderr}");
     c.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "--field-manager", "cfgsync", "-f", &file]);
-    assert_eq!(
-        c.emu.get_object(Kind::Secret, "default", "api").unwrap()["data"]["password"],
-        "c2VjcmV0"
-    );
+    assert_eq!(c.emu.get_object(Kind::Secret, "default", "api").unwrap()["data"]["password"], "c2VjcmV0");
 }
 
 #[tokio::test]
@@ -117,10 +112,7 @@ async fn kubectl_delete_and_get_not_found() {
     assert!(c.emu.get_object(Kind::Secret, "default", "api").is_none());
     let out = c.kubectl(&["get", "secret", "api"]);
     assert!(!out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        r#"Error from server (NotFound): secrets "api" not found"#
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), r#"Error from server (NotFound): secrets "api" not found"#);
 }
 
 #[tokio::test]
@@ -162,13 +154,22 @@ spec:
     let out = c.kubectl_ok(&["apply", "--server-side", "-f", &file]);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        ["namespace/apps serverside-applied", "configmap/settings serverside-applied", "deployment.apps/web serverside-applied"]
+        [
+            "namespace/apps serverside-applied",
+            "configmap/settings serverside-applied",
+            "deployment.apps/web serverside-applied"
+        ]
     );
     let out = c.kubectl_ok(&["-n", "apps", "get", "cm,deploy", "-o", "name"]);
     assert_eq!(out.lines().collect::<Vec<_>>(), ["configmap/settings", "deployment.apps/web"]);
     // the rollout annotation cfgsync sets, done by hand
     c.kubectl_ok(&[
-        "-n", "apps", "patch", "deployment", "web", "-p",
+        "-n",
+        "apps",
+        "patch",
+        "deployment",
+        "web",
+        "-p",
         r#"{"spec":{"template":{"metadata":{"annotations":{"cfgsync.io/config-hash":"h1"}}}}}"#,
     ]);
     let d = c.emu.get_object(Kind::Deployment, "apps", "web").unwrap();
@@ -208,11 +209,7 @@ async fn the_binary_serves_kubectl_from_its_kubeconfig() {
     let _ = child.wait();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["metadata"]["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|n| n["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["default", "kube-node-lease", "kube-public", "kube-system"]);
 }

