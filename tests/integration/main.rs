@@ -4,4 +4,5 @@
 mod support;
 
 mod cli;
+mod kubernetes;
 mod servers_e2e;

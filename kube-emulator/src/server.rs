@@ -1,0 +1,522 @@
+//! HTTP/1.1 serving: routing, request counting, fault injection, watches.
+//!
+//! One task accepts connections; each connection is served by hyper in its
+//! own task, owned by a `JoinSet` that is dropped with the accept loop. The
+//! emulator's state sits behind one `std::sync::Mutex` (every request is
+//! short and never awaits while holding it).
+//!
+//! Fault "down" closes the listening socket (new connections are refused by
+//! the kernel, as with a stopped apiserver) and cuts the open ones; clearing
+//! it binds the same address again.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::api::{self, Query};
+use crate::discovery;
+use crate::kind::Kind;
+use crate::status::ApiError;
+use crate::store::Store;
+use crate::{Fault, Verb};
+
+/// kube-apiserver's default limit on a request body (`MaxRequestBodyBytes`).
+pub(crate) const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// How long a watch stays open when the client gives no `timeoutSeconds`.
+const DEFAULT_WATCH_SECONDS: u64 = 1800;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The active fault and which requests it hits.
+#[derive(Default)]
+pub(crate) struct FaultState {
+    pub fault: Option<Fault>,
+    /// None: every request; Some: only resource requests with these verbs.
+    pub verbs: Option<Vec<Verb>>,
+    /// Requests left for `Errors`/`DropConnections`.
+    pub remaining: u32,
+    /// xorshift state for `ErrorRate`.
+    pub rng: u64,
+}
+
+/// State shared by the handle and the server tasks.
+pub(crate) struct Shared {
+    pub store: Mutex<Store>,
+    pub counts: Mutex<BTreeMap<(Verb, String), u64>>,
+    pub faults: Mutex<FaultState>,
+    /// true while the "down" fault is active.
+    pub down: watch::Sender<bool>,
+    /// true while the listener is bound (what `set_fault` waits for).
+    pub listening: watch::Sender<bool>,
+    /// true once the emulator is stopping.
+    pub stop: watch::Sender<bool>,
+    pub addr: SocketAddr,
+    /// Log one line per request on stderr.
+    pub verbose: bool,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent-enough data for a test double.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Accepts connections until `stop`.
+pub(crate) async fn run(shared: Arc<Shared>, first: TcpListener) {
+    let mut listener = Some(first);
+    let mut down = shared.down.subscribe();
+    let mut stop = shared.stop.subscribe();
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let is_down = *down.borrow_and_update();
+        if is_down && listener.is_some() {
+            listener = None;
+            shared.listening.send_replace(false);
+        } else if !is_down && listener.is_none() {
+            match TcpListener::bind(shared.addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    shared.listening.send_replace(true);
+                }
+                Err(e) => {
+                    eprintln!("kube-emulator: cannot bind {} again: {e}; retrying", shared.addr);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
+                        _ = wait_true(&mut stop) => return,
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = wait_true(&mut stop) => return,
+            _ = down.changed() => continue,
+            accepted = async { listener.as_ref().expect("listening").accept().await }, if listener.is_some() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let mut down = shared.down.subscribe();
+                    let mut stop = shared.stop.subscribe();
+                    let service_shared = shared.clone();
+                    let service = hyper::service::service_fn(move |req| serve(service_shared.clone(), req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service);
+                    // Dropping the connection future closes the socket.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = wait_true(&mut down) => {}
+                        _ = wait_true(&mut stop) => {}
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// What a request is, once routed.
+enum Route {
+    Version,
+    Api,
+    ApiV1,
+    Apis,
+    ApisApps,
+    ApisAppsV1,
+    OpenApiV3,
+    OpenApiV3GroupVersion(&'static str),
+    Health,
+    Resource { kind: Kind, namespace: Option<String>, name: Option<String> },
+    Unknown,
+}
+
+fn route(path: &str) -> Route {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, rest) = match segs.as_slice() {
+        ["version"] => return Route::Version,
+        ["api"] => return Route::Api,
+        ["api", "v1"] => return Route::ApiV1,
+        ["apis"] => return Route::Apis,
+        ["apis", "apps"] => return Route::ApisApps,
+        ["apis", "apps", "v1"] => return Route::ApisAppsV1,
+        ["openapi", "v3"] => return Route::OpenApiV3,
+        ["openapi", "v3", "api", "v1"] => return Route::OpenApiV3GroupVersion("v1"),
+        ["openapi", "v3", "apis", "apps", "v1"] => return Route::OpenApiV3GroupVersion("apps/v1"),
+        ["healthz" | "readyz" | "livez"] => return Route::Health,
+        ["api", "v1", rest @ ..] => ("v1", rest),
+        ["apis", "apps", "v1", rest @ ..] => ("apps/v1", rest),
+        _ => return Route::Unknown,
+    };
+    let find = |plural: &str| Kind::ALL.into_iter().find(|k| k.plural() == plural && k.api_version() == group);
+    let resource = |kind: Option<Kind>, namespace: Option<&str>, name: Option<&str>| match kind {
+        Some(kind) => {
+            Route::Resource { kind, namespace: namespace.map(str::to_string), name: name.map(str::to_string) }
+        }
+        None => Route::Unknown,
+    };
+    match rest {
+        [plural] => resource(find(plural), None, None),
+        ["namespaces", name] if group == "v1" => resource(Some(Kind::Namespace), None, Some(name)),
+        [plural, name] => resource(find(plural).filter(|k| !k.namespaced()), None, Some(name)),
+        ["namespaces", ns, plural] => resource(find(plural).filter(|k| k.namespaced()), Some(ns), None),
+        ["namespaces", ns, plural, name] => resource(find(plural).filter(|k| k.namespaced()), Some(ns), Some(name)),
+        _ => Route::Unknown,
+    }
+}
+
+fn verb_of(method: &Method, item: bool, query: &Query, content_type: &str) -> Option<Verb> {
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    Some(match (method.as_str(), item) {
+        ("GET", _) if watch => Verb::Watch,
+        ("GET", false) => Verb::List,
+        ("GET", true) => Verb::Get,
+        ("POST", false) => Verb::Create,
+        ("PUT", true) => Verb::Update,
+        ("PATCH", true) if content_type.starts_with("application/apply-patch") => Verb::Apply,
+        ("PATCH", true) => Verb::Patch,
+        ("DELETE", true) => Verb::Delete,
+        ("DELETE", false) => Verb::DeleteCollection,
+        _ => return None,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_query(q: Option<&str>) -> Query {
+    q.unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn json_response(code: u16, body: &Value) -> hyper::Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    hyper::Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache, private")
+        .body(Full::new(Bytes::from(bytes)).boxed())
+        .expect("valid response")
+}
+
+fn error_response(e: &ApiError) -> hyper::Response<Body> {
+    json_response(e.code, &e.body())
+}
+
+/// Marks a request whose connection must be dropped without an answer.
+#[derive(Debug)]
+pub(crate) struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+enum Injected {
+    Nothing,
+    Delay(Duration),
+    Error,
+    Drop,
+}
+
+fn injected_fault(shared: &Shared, verb: Option<Verb>) -> Injected {
+    let mut f = lock(&shared.faults);
+    let Some(fault) = f.fault.clone() else { return Injected::Nothing };
+    if let Some(verbs) = &f.verbs
+        && !verb.is_some_and(|v| verbs.contains(&v))
+    {
+        return Injected::Nothing;
+    }
+    match fault {
+        Fault::Latency(d) => Injected::Delay(d),
+        Fault::Errors { .. } | Fault::DropConnections { .. } => {
+            if f.remaining == 0 {
+                f.fault = None;
+                return Injected::Nothing;
+            }
+            f.remaining -= 1;
+            if f.remaining == 0 {
+                f.fault = None;
+            }
+            if matches!(fault, Fault::Errors { .. }) { Injected::Error } else { Injected::Drop }
+        }
+        Fault::ErrorRate { rate } => {
+            f.rng ^= f.rng << 13;
+            f.rng ^= f.rng >> 7;
+            f.rng ^= f.rng << 17;
+            let draw = (f.rng >> 11) as f64 / (1u64 << 53) as f64;
+            if draw < rate { Injected::Error } else { Injected::Nothing }
+        }
+        Fault::Down => Injected::Drop,
+    }
+}
+
+async fn serve(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<hyper::Response<Body>, DropConnection> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = parse_query(req.uri().query());
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let (content_type, accept, user_agent) = (header("content-type"), header("accept"), header("user-agent"));
+    let route = route(&path);
+    let verb = match &route {
+        Route::Resource { name, .. } => verb_of(&method, name.is_some(), &query, &content_type),
+        _ => None,
+    };
+    let counted = match &route {
+        Route::Resource { kind, .. } => verb.map(|v| (v, kind.plural().to_string())),
+        Route::Unknown => None,
+        _ => Some((Verb::Discover, path.clone())),
+    };
+    if let Some(key) = counted {
+        *lock(&shared.counts).entry(key).or_default() += 1;
+    }
+    if shared.verbose {
+        eprintln!("{method} {}", req.uri());
+    }
+    match injected_fault(&shared, verb) {
+        Injected::Nothing => {}
+        Injected::Delay(d) => tokio::time::sleep(d).await,
+        Injected::Error => {
+            return Ok(error_response(&ApiError::internal("Internal error occurred: injected by kube-emulator fault")));
+        }
+        Injected::Drop => return Err(DropConnection),
+    }
+
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") || content_type.starts_with("application/cbor") {
+        return Ok(error_response(&ApiError::unsupported_media_type(&content_type)));
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(error_response(&ApiError::too_large(MAX_BODY_BYTES))),
+    };
+    let host = shared.addr.to_string();
+    let read_only = |doc: Value| {
+        if method == Method::GET { json_response(200, &doc) } else { error_response(&ApiError::method_not_allowed()) }
+    };
+    Ok(match route {
+        Route::Version => read_only(discovery::version()),
+        Route::Api => read_only(discovery::api_versions(&host)),
+        Route::ApiV1 => read_only(discovery::resource_list("v1")),
+        Route::Apis => read_only(discovery::api_group_list()),
+        Route::ApisApps => read_only(discovery::api_group_apps()),
+        Route::ApisAppsV1 => read_only(discovery::resource_list("apps/v1")),
+        Route::OpenApiV3 => read_only(discovery::openapi_v3_root()),
+        Route::OpenApiV3GroupVersion(gv) => read_only(discovery::openapi_v3_group_version(gv)),
+        Route::Health => hyper::Response::new(Full::new(Bytes::from_static(b"ok")).boxed()),
+        Route::Unknown => hyper::Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from_static(b"404 page not found\n")).boxed())
+            .expect("valid response"),
+        Route::Resource { kind, namespace, name } => {
+            let Some(verb) = verb else {
+                return Ok(error_response(&ApiError::method_not_allowed()));
+            };
+            let request = api::Request {
+                verb,
+                kind,
+                namespace,
+                name,
+                query: &query,
+                body: &body,
+                content_type: &content_type,
+                user_agent: &user_agent,
+            };
+            if verb == Verb::Watch {
+                return Ok(watch(&shared, &request));
+            }
+            let result = api::handle(&mut lock(&shared.store), &request);
+            match result {
+                Ok((code, body)) if discovery::wants_table(&accept) && matches!(verb, Verb::List | Verb::Get) => {
+                    json_response(code, &discovery::to_table(kind, &body))
+                }
+                Ok((code, body)) => json_response(code, &body),
+                Err(e) => error_response(&e),
+            }
+        }
+    })
+}
+
+fn event_line(event: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": event, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn typed(kind: Kind, obj: &Value) -> Value {
+    let mut o = obj.clone();
+    o["kind"] = kind.kind().into();
+    o["apiVersion"] = kind.api_version().into();
+    o
+}
+
+/// A watch: optional initial events, then the changes from the requested resourceVersion on.
+fn watch(shared: &Arc<Shared>, req: &api::Request<'_>) -> hyper::Response<Body> {
+    let (labels, fields) = match api::selectors(req) {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    let kind = req.kind;
+    let namespace = req.namespace.clone();
+    let name = req.name.clone();
+    let selected = move |ns: &str, obj: &Value| {
+        namespace.as_deref().is_none_or(|n| n == ns)
+            && name.as_deref().is_none_or(|n| obj.pointer("/metadata/name").and_then(Value::as_str) == Some(n))
+            && labels.matches(&crate::selector::labels_of(obj))
+            && fields.matches(obj)
+    };
+    let timeout = req.query.get("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(DEFAULT_WATCH_SECONDS);
+    let initial = req.query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let from: Option<u64> = req.query.get("resourceVersion").and_then(|rv| rv.parse().ok()).filter(|rv| *rv > 0);
+
+    // Snapshot and subscription under one lock: no change falls between them.
+    let (mut first, mut changes) = {
+        let store = lock(&shared.store);
+        let rx = store.changes.subscribe();
+        let mut first: Vec<Bytes> = Vec::new();
+        if initial {
+            for ((_, ns, _), obj) in store.list(kind, None) {
+                if selected(ns, obj) {
+                    first.push(event_line("ADDED", &typed(kind, obj)));
+                }
+            }
+            let bookmark = json!({
+                "kind": kind.kind(), "apiVersion": kind.api_version(),
+                "metadata": {"resourceVersion": store.resource_version().to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"}}
+            });
+            first.push(event_line("BOOKMARK", &bookmark));
+        } else if let Some(rv) = from {
+            match store.changes_since(rv) {
+                Some(past) => {
+                    for c in past.iter().filter(|c| c.kind == kind && selected(&c.namespace, &c.object)) {
+                        first.push(event_line(c.event, &typed(kind, &c.object)));
+                    }
+                }
+                None => {
+                    let gone = ApiError {
+                        code: 410,
+                        reason: "Expired",
+                        message: format!("too old resource version: {rv} ({})", store.resource_version()),
+                        details: None,
+                    };
+                    first.push(event_line("ERROR", &gone.body()));
+                }
+            }
+        }
+        (first, rx)
+    };
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(64);
+    let mut stop = shared.stop.subscribe();
+    let expired = first.last().is_some_and(|l| l.starts_with(b"{\"type\":\"ERROR\""));
+    tokio::spawn(async move {
+        for line in first.drain(..) {
+            if tx.send(Frame::data(line)).await.is_err() {
+                return;
+            }
+        }
+        if expired {
+            return;
+        }
+        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = wait_true(&mut stop) => return,
+                change = changes.recv() => match change {
+                    Ok(c) if c.kind == kind && selected(&c.namespace, &c.object) => {
+                        if tx.send(Frame::data(event_line(c.event, &typed(kind, &c.object)))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    // A watcher too slow for the channel ends, as a real watch would.
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+    hyper::Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("transfer-encoding", "chunked")
+        .body(body.boxed())
+        .expect("valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_collections_items_and_cluster_scope() {
+        assert!(matches!(route("/api/v1/namespaces/a/secrets"),
+            Route::Resource { kind: Kind::Secret, namespace: Some(ref n), name: None } if n == "a"));
+        assert!(matches!(route("/api/v1/namespaces/a/secrets/s"),
+            Route::Resource { kind: Kind::Secret, name: Some(ref n), .. } if n == "s"));
+        assert!(matches!(route("/api/v1/namespaces/a"),
+            Route::Resource { kind: Kind::Namespace, name: Some(ref n), .. } if n == "a"));
+        assert!(matches!(
+            route("/api/v1/secrets"),
+            Route::Resource { kind: Kind::Secret, namespace: None, name: None }
+        ));
+        assert!(matches!(
+            route("/apis/apps/v1/namespaces/a/deployments/d"),
+            Route::Resource { kind: Kind::Deployment, .. }
+        ));
+        assert!(matches!(route("/api/v1/namespaces/a/deployments"), Route::Unknown));
+        assert!(matches!(route("/api/v1/secrets/s"), Route::Unknown));
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let q = parse_query(Some("labelSelector=app%3Dx%2Cenv+in+(a)&limit=5"));
+        assert_eq!(q["labelSelector"], "app=x,env in (a)");
+        assert_eq!(q["limit"], "5");
+    }
+}
