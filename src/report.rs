@@ -204,7 +204,8 @@ fn print_object(
         detail.push_str(&format!("; keys: {}", c.keys.join(", ")));
     }
     if c.action == ObjectAction::Create {
-        detail.push_str(&format!("; {} keys", c.keys.len()));
+        let n = c.keys.len();
+        detail.push_str(&format!("; {n} {}", if n == 1 { "key" } else { "keys" }));
     }
     if c.metadata_only {
         detail.push_str("; labels/annotations");
