@@ -272,6 +272,7 @@ impl Emulator {
                         stop: watch::channel(false).0,
                         addr,
                         verbose,
+                        watches: Mutex::new(tokio::task::JoinSet::new()),
                     });
                     let _ = tx.send(Ok(shared.clone()));
                     server::run(shared, listener).await;

@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     pub addr: SocketAddr,
     /// Log one line per request on stderr.
     pub verbose: bool,
+    /// The tasks that stream watch events; they end with their client, their
+    /// timeout or `stop`, and are aborted when the emulator's runtime ends.
+    pub watches: Mutex<JoinSet<()>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -453,7 +456,9 @@ fn watch(shared: &Arc<Shared>, req: &api::Request<'_>) -> hyper::Response<Body> 
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(64);
     let mut stop = shared.stop.subscribe();
     let expired = first.last().is_some_and(|l| l.starts_with(b"{\"type\":\"ERROR\""));
-    tokio::spawn(async move {
+    let mut watches = lock(&shared.watches);
+    while watches.try_join_next().is_some() {}
+    watches.spawn(async move {
         for line in first.drain(..) {
             if tx.send(Frame::data(line)).await.is_err() {
                 return;
