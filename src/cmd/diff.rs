@@ -155,7 +155,7 @@ impl DiffReport {
             || self.rendered.iter().flatten().any(|o| matches!(o.status, OutputStatus::OnlyInA | OutputStatus::OnlyInB))
     }
 
-    /// Drops `same` items (shown only with `--all`) and recounts.
+    /// Drops `same` items from the listing (shown only with `--all`).
     fn hide_same(&mut self) {
         self.keys.retain(|k| k.status != Status::Same);
         self.secrets.retain(|s| s.status != Status::Same);
@@ -378,11 +378,12 @@ pub async fn run(ctx: &Context<'_>, args: &DiffArgs) -> Result<ExitCode, CmdErro
     let mut report = compare(&a, &b);
     if args.rendered {
         report.rendered = Some(compare_rendered(ctx, &a, &b, &fingerprints));
+        report.count();
     }
+    // The summary keeps counting what is the same; only the listing hides it.
     if !args.all {
         report.hide_same();
     }
-    report.count();
 
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -583,10 +584,9 @@ mod tests {
         let mut report = compare(&a, &b);
         assert_eq!(exit_code(&report, false), 1);
         report.hide_same();
-        report.count();
         assert_eq!(
             text(&report, false),
-            "--- staging\n+++ prod\nkeys:\n  - gone\n      - x\n      - y\n  ~ host\n      - db.staging\n      + db.prod\n  + new\n      + (empty)\nsecrets:\n  ~ api/db#password (secret, differs)\n2 changed, 1 only in staging, 1 only in prod, 0 same, 0 no access\n"
+            "--- staging\n+++ prod\nkeys:\n  - gone\n      - x\n      - y\n  ~ host\n      - db.staging\n      + db.prod\n  + new\n      + (empty)\nsecrets:\n  ~ api/db#password (secret, differs)\n2 changed, 1 only in staging, 1 only in prod, 2 same, 0 no access\n"
         );
         let json = serde_json::to_string(&report).unwrap();
         assert!(!json.contains("CANARY"), "{json}");

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::inventory::{Clients, EnvInventory, KeyClient, SecretScope, read_env};
-use super::{CmdError, Context, as_file, check_env, check_relative_name, outputs_for, split_field};
+use super::{CmdError, Context, as_file, check_env, check_relative_name, display_path, outputs_for, split_field};
 use crate::cli::{ExplainArgs, OutputFormat};
 use crate::render::{Rendered, Use};
 use crate::secret::SecretString;
@@ -381,7 +381,7 @@ async fn find_uses(ctx: &Context<'_>, clients: &Clients, env: &str, subject: &Su
             .targets
             .iter()
             .map(|t| match as_file(&t.kind) {
-                Some(f) => format!("file {}", f.paths[env].display()),
+                Some(f) => format!("file {}", display_path(&f.paths[env])),
                 None => format!("{} (defined at {})", t.kind.name(), t.location),
             })
             .collect();

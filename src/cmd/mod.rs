@@ -24,6 +24,7 @@ pub mod set;
 pub mod terminal;
 
 use std::io;
+use std::path::{Path, PathBuf};
 
 use crate::cli::OutputFormat;
 use crate::config::{self, Config, FileTarget, Output, TargetKind};
@@ -122,4 +123,17 @@ pub fn check_relative_name(what: &'static str, name: &str) -> Result<(), CmdErro
 #[allow(irrefutable_let_patterns)] // file is the only kind today; more are coming
 pub fn as_file(kind: &TargetKind) -> Option<&FileTarget> {
     if let TargetKind::File(f) = kind { Some(f) } else { None }
+}
+
+/// The path as shown: relative to the working directory when below it.
+pub fn display_path(path: &Path) -> String {
+    if path.is_relative() {
+        let clean: PathBuf = path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+        return clean.display().to_string();
+    }
+    let cwd = std::env::current_dir().ok();
+    match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
+        Some(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+        _ => path.display().to_string(),
+    }
 }

@@ -35,7 +35,7 @@ use serde::Serialize;
 
 use super::inventory::{Clients, Denial, SecretScope, read_env};
 use super::terminal::{Progress, Style};
-use super::{CmdError, Context, as_file, check_env, outputs_for};
+use super::{CmdError, Context, as_file, check_env, display_path, outputs_for};
 use crate::cli::{OutputFormat, PullArgs};
 use crate::config::FileTarget;
 use crate::fingerprint::Fingerprinter;
@@ -118,15 +118,6 @@ pub struct DeniedRead {
     pub needed_by: Vec<String>,
     #[serde(skip)]
     message: String,
-}
-
-/// The path as shown: relative to the working directory when below it.
-fn shown(path: &Path) -> String {
-    let cwd = std::env::current_dir().ok();
-    match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
-        Some(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
-        _ => path.display().to_string(),
-    }
 }
 
 fn file_mode(target: &FileTarget, tainted: bool) -> u32 {
@@ -230,7 +221,7 @@ fn plan_target(
             Vec::new()
         };
         let change = plan::plan_file(desired, observed.as_ref(), rendered.tainted, entries);
-        let shown_path = shown(&change.path);
+        let shown_path = display_path(&change.path);
         let diff = (!rendered.tainted && change.content_changed).then(|| {
             unified(observed.as_ref().map_or(&[][..], |o| o.content.as_slice()), &change.desired.content, &shown_path)
         });
@@ -475,7 +466,7 @@ fn print_text(report: &PullReport, blocked: bool, style: Style, out: &mut dyn Wr
                 details.push("secret: values not shown".to_owned());
             }
             let details = if details.is_empty() { String::new() } else { format!("; {}", details.join("; ")) };
-            writeln!(out, "  {sign} {} → {} ({verb}{details})", o.output, shown(&f.path))?;
+            writeln!(out, "  {sign} {} → {} ({verb}{details})", o.output, display_path(&f.path))?;
             if let Some(d) = &f.diff {
                 style.diff_lines(d, "      ", out)?;
             }

@@ -4,4 +4,7 @@
 mod support;
 
 mod cli;
+mod laptop;
+mod laptop_bench;
+mod laptop_roles;
 mod servers_e2e;
