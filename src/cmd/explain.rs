@@ -39,10 +39,23 @@ use crate::render::{Rendered, Use};
 use crate::secret::SecretString;
 use crate::source::etcd_admin;
 use crate::source::vault_admin::{self, one_line};
-use crate::source::{KeyValue, Snapshot};
+use crate::source::{KeyValue, Snapshot, SourceError};
 
 /// A value that cannot occur in real data: NUL bytes around a marker.
 const PROBE: &str = "\u{0}cfgsync-explain-probe\u{0}";
+
+/// Why a name could not be explained (exit 1). Never carries a value.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("{name:?} is neither a key nor a secret in env {env}{hint}")]
+    NotFound { name: String, env: String, hint: &'static str },
+    #[error("no secret {path:?} in env {env}")]
+    NoSecret { path: String, env: String },
+    #[error("secret {path} has no field {field:?}; its fields: {fields}")]
+    NoField { path: String, field: String, fields: String },
+    #[error("{}", one_line(&.0.to_string()))]
+    Source(#[from] SourceError),
+}
 
 #[derive(Debug, Serialize)]
 pub struct Explanation {
@@ -175,30 +188,10 @@ pub async fn run(ctx: &Context<'_>, args: &ExplainArgs) -> Result<ExitCode, CmdE
         notes: Vec::new(),
         used_by: Vec::new(),
     };
-    let found = match &subject {
-        Subject::Key(name) => match explain_key(ctx, &clients, env, name, &mut ex).await {
-            Ok(true) => Ok(subject.clone()),
-            Ok(false) => match explain_secret(&clients, env, name, None, &mut ex).await {
-                Ok(true) => Ok(Subject::Secret(name.clone())),
-                Ok(false) => Err(format!(
-                    "{name:?} is neither a key nor a secret in env {env}{}",
-                    if clients.vault.is_some() { "" } else { " (no [vault] configured)" }
-                )),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        Subject::Field { path, field } => match explain_secret(&clients, env, path, Some(field), &mut ex).await {
-            Ok(true) => Ok(subject.clone()),
-            Ok(false) => Err(format!("no secret {path:?} in env {env}")),
-            Err(e) => Err(e),
-        },
-        Subject::Secret(_) => unreachable!("only built from a found key"),
-    };
-    let subject = match found {
+    let subject = match find(ctx, &clients, env, subject, &mut ex).await {
         Ok(s) => s,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(e) => {
+            eprintln!("error: {e}");
             return Ok(ExitCode::from(1));
         }
     };
@@ -217,19 +210,49 @@ pub async fn run(ctx: &Context<'_>, args: &ExplainArgs) -> Result<ExitCode, CmdE
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fills in a key; false when there is no such key. Errors are messages.
+/// Fills in what `subject` is; a name without `#` that is no key may be a
+/// whole secret.
+async fn find(
+    ctx: &Context<'_>,
+    clients: &Clients,
+    env: &str,
+    subject: Subject,
+    ex: &mut Explanation,
+) -> Result<Subject, ExplainError> {
+    match &subject {
+        Subject::Key(name) => {
+            if explain_key(ctx, clients, env, name, ex).await? {
+                return Ok(subject);
+            }
+            if explain_secret(clients, env, name, None, ex).await? {
+                return Ok(Subject::Secret(name.clone()));
+            }
+            let hint = if clients.vault.is_some() { "" } else { " (no [vault] configured)" };
+            Err(ExplainError::NotFound { name: name.clone(), env: env.to_owned(), hint })
+        }
+        Subject::Field { path, field } => {
+            if explain_secret(clients, env, path, Some(field), ex).await? {
+                return Ok(subject);
+            }
+            Err(ExplainError::NoSecret { path: path.clone(), env: env.to_owned() })
+        }
+        Subject::Secret(_) => unreachable!("only built from a found key"),
+    }
+}
+
+/// Fills in a key; false when there is no such key.
 async fn explain_key(
     ctx: &Context<'_>,
     clients: &Clients,
     env: &str,
     name: &str,
     ex: &mut Explanation,
-) -> Result<bool, String> {
+) -> Result<bool, ExplainError> {
     match &clients.keys {
         KeyClient::Files(source) => {
             use crate::source::Source;
             let request = crate::source::Request { env: env.to_owned(), ..Default::default() };
-            let snapshot = source.fetch(&request).await.map_err(|e| e.to_string())?;
+            let snapshot = source.fetch(&request).await?;
             let Some(kv) = snapshot.keys.get(name) else { return Ok(false) };
             ex.source = "file".to_owned();
             let file = match &ctx.config.keys {
@@ -242,13 +265,9 @@ async fn explain_key(
             Ok(true)
         }
         KeyClient::Etcd { source, settings } => {
-            let client = source.connect().await.map_err(|e| e.to_string())?;
+            let client = source.connect().await?;
             let key = etcd_admin::key_path(settings, env, name);
-            let record = match etcd_admin::get(&client, settings, &key).await {
-                Ok(Some(r)) => r,
-                Ok(None) => return Ok(false),
-                Err(e) => return Err(e.to_string()),
-            };
+            let Some(record) = etcd_admin::get(&client, settings, &key).await? else { return Ok(false) };
             ex.source = "etcd".to_owned();
             ex.path = key;
             ex.value = Some(record.value);
@@ -282,18 +301,23 @@ async fn explain_secret(
     path: &str,
     field: Option<&String>,
     ex: &mut Explanation,
-) -> Result<bool, String> {
+) -> Result<bool, ExplainError> {
     let Some(vault) = &clients.vault else {
         return explain_file_secret(clients, env, path, field, ex).await;
     };
-    let client = vault.source.client().await.map_err(|e| e.to_string())?;
+    let client = vault.source.client().await?;
     let mount = &vault.mount;
     let metadata = vault_admin::read_metadata(&client, mount, env, path).await;
     let data = vault_admin::read_secret(&client, mount, env, path).await;
-    let exists = match (&metadata, &data) {
-        (Ok(None), _) | (_, Ok(None)) => false,
-        (Ok(Some(_)), _) | (_, Ok(Some(_))) => true,
-        (Err(e), Err(_)) => return Err(one_line(&e.to_string())),
+    let data = match (&metadata, data) {
+        (Err(_), Err(e)) => return Err(e.into()),
+        (_, d) => d,
+    };
+    // The metadata knows a secret whose latest version is deleted; the data
+    // decides when the metadata may not be read.
+    let exists = match &metadata {
+        Ok(m) => m.is_some(),
+        Err(_) => matches!(data, Ok(Some(_))),
     };
     if !exists {
         return Ok(false);
@@ -319,11 +343,11 @@ async fn explain_secret(
         Ok(Some(secret)) => match field {
             Some(f) if !secret.fields.contains_key(f) => {
                 let names: Vec<&str> = secret.fields.keys().map(String::as_str).collect();
-                return Err(format!(
-                    "secret {} has no field {f:?}; its fields: {}",
-                    ex.path,
-                    if names.is_empty() { "(none)".to_owned() } else { names.join(", ") }
-                ));
+                return Err(ExplainError::NoField {
+                    path: ex.path.clone(),
+                    field: f.clone(),
+                    fields: if names.is_empty() { "(none)".to_owned() } else { names.join(", ") },
+                });
             }
             Some(_) => {}
             None => ex.fields = secret.fields.keys().cloned().collect(),
@@ -340,16 +364,17 @@ async fn explain_file_secret(
     path: &str,
     field: Option<&String>,
     ex: &mut Explanation,
-) -> Result<bool, String> {
+) -> Result<bool, ExplainError> {
     let KeyClient::Files(source) = &clients.keys else { return Ok(false) };
     use crate::source::Source;
     let request = crate::source::Request { env: env.to_owned(), ..Default::default() };
-    let snapshot = source.fetch(&request).await.map_err(|e| e.to_string())?;
+    let snapshot = source.fetch(&request).await?;
     let Some(secret) = snapshot.secrets.get(path) else { return Ok(false) };
     if let Some(f) = field
         && !secret.fields.contains_key(f)
     {
-        return Err(format!("secret {path:?} has no field {f:?}"));
+        let fields = secret.fields.keys().cloned().collect::<Vec<_>>().join(", ");
+        return Err(ExplainError::NoField { path: path.to_owned(), field: f.clone(), fields });
     }
     ex.kind = "secret";
     ex.source = "file".to_owned();

@@ -78,8 +78,6 @@ pub enum CmdError {
     Fingerprint(#[from] crate::fingerprint::KeyError),
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
-    #[error("{0}")]
-    Config(#[from] config::ConfigError),
 }
 
 /// Fails with a "did you mean" hint unless `env` is defined.

@@ -20,6 +20,9 @@
 //! - Response bodies never reach an error: they may hold values.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
 
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretMetadataRequest, SetSecretRequestOptions};
 use vaultrs::client::VaultClient;
@@ -74,14 +77,34 @@ fn read_failure(shown: String, e: ClientError) -> SourceError {
     }
 }
 
+/// Folders listed at once: a wide tree is listed level by level in
+/// parallel rather than one round trip per folder.
+const PARALLEL_LISTS: usize = 8;
+
 /// Every secret path under `<mount>/<env>/`, relative to it, sorted.
-pub async fn list_env(client: &VaultClient, mount: &str, env: &str) -> Result<Vec<String>, SourceError> {
+pub async fn list_env(client: &Arc<VaultClient>, mount: &str, env: &str) -> Result<Vec<String>, SourceError> {
     let mut found = Vec::new();
     let mut folders = vec![String::new()];
-    while let Some(folder) = folders.pop() {
-        let keys = match vaultrs::kv2::list(client, mount, &format!("{env}/{folder}")).await {
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.len() < PARALLEL_LISTS {
+            let Some(folder) = folders.pop() else { break };
+            let (client, mount, env) = (Arc::clone(client), mount.to_owned(), env.to_owned());
+            tasks.spawn(async move {
+                let listed = vaultrs::kv2::list(client.as_ref(), &mount, &format!("{env}/{folder}")).await;
+                (folder, listed)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else { break };
+        let (folder, listed) = joined.map_err(|e| SourceError::Read {
+            source_kind: SourceKind::Vault,
+            path: format!("{mount}/metadata/{env}/"),
+            cause: format!("list task failed: {e}"),
+        })?;
+        let keys = match listed {
             Ok(keys) => keys,
             Err(ClientError::APIError { code: 404, .. }) => Vec::new(),
+            // Dropping the JoinSet aborts the other listings.
             Err(e) => return Err(read_failure(format!("{mount}/metadata/{env}/{folder}"), e)),
         };
         for key in keys {

@@ -72,6 +72,27 @@ fn assert_no_canary(r: &Run) {
     assert!(!r.all().contains(CANARY), "a secret value leaked: {r:?}");
 }
 
+/// Runs the binary with stdout on a pseudo-terminal (util-linux `script`),
+/// as a person at a terminal would; `\r\n` turned back into `\n`.
+pub fn run_on_terminal(p: &Project, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let config = p.path("cfgsync.toml");
+    let mut line = vec![quote(env!("CARGO_BIN_EXE_cfgsync")), "--config".to_owned(), quote(config.to_str().unwrap())];
+    line.extend(args.iter().map(|a| quote(a)));
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &line.join(" "), "/dev/null"]).current_dir(p.dir.path()).stdin(Stdio::null());
+    for var in ["VAULT_ADDR", "VAULT_TOKEN", "ETCDCTL_ENDPOINTS", "ETCDCTL_USER", "CFGSYNC_CONFIG", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_COLOR", "1").env("HOME", p.dir.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut r = run_output(cmd.output().unwrap());
+    r.stdout = r.stdout.replace("\r\n", "\n");
+    r
+}
+
 /// Replaces each 16-hex-digit fingerprint with `<fp>` (they are keyed per run).
 fn mask_fingerprints(text: &str) -> String {
     text.split_inclusive(|c: char| c.is_whitespace())
@@ -167,6 +188,15 @@ fn diff_between_two_seeded_envs_text_json_and_exit_codes() {
     let r = p.run(&["diff", "staging", "prd"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(r.stderr, "error: unknown env \"prd\" (did you mean \"prod\"?); defined envs: prod, qa, staging\n");
+    // --show-secrets: values on a terminal only.
+    let r = run_on_terminal(&p, &[], &["diff", "staging", "prod", "--show-secrets"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains(&format!(
+            "  ~ api/db#password (secret, differs)\n      - {CANARY}-staging\n      + {CANARY}-prod\n"
+        )),
+        "{r:?}"
+    );
     let r = p.run(&["diff", "staging", "prod", "--show-secrets"]);
     assert_eq!(r.code, 2, "stdout is a pipe here: {r:?}");
     assert!(r.stderr.starts_with("error: --show-secrets prints values only to a terminal"), "{r:?}");
@@ -342,7 +372,8 @@ fn run_with_forwards_sigterm_to_the_command() {
         .spawn()
         .unwrap();
     wait_for("the command to start", Duration::from_secs(30), || p.path("ready").exists());
-    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    // The shell's own `kill`: no procps needed.
+    let kill = std::process::Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status().unwrap();
     assert!(kill.success());
     wait_for("the command to exit", Duration::from_secs(10), || child.try_wait().unwrap().is_some());
     let r = run_output(child.wait_with_output().unwrap());

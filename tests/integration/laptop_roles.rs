@@ -104,6 +104,20 @@ secrets:
         })
     );
 
+    // --show-secrets shows only what the role could read.
+    let r = crate::laptop::run_on_terminal(
+        &p,
+        &[("ETCDCTL_USER", "alice:alicepw"), ("VAULT_TOKEN", &token)],
+        &["diff", "staging", "prod", "--show-secrets", "--allow-partial"],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains(&format!("  - api/legacy#key (secret, only in staging)\n      - {CANARY}-legacy\n")),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains(&format!("{CANARY}-prod")), "{r:?}");
+    assert!(!r.stdout.contains(&format!("{CANARY}-staging")), "api/db is not comparable, so not shown: {r:?}");
+
     // A role without prod keys at all: the whole prefix is `no access`.
     etcd.ctl_ok(&["user", "add", "intern", "--new-user-password=internpw"]);
     etcd.ctl_ok(&["user", "grant-role", "intern", "cfgsync-reconciler-staging"]);
