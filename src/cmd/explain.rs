@@ -188,7 +188,7 @@ pub async fn run(ctx: &Context<'_>, args: &ExplainArgs) -> Result<ExitCode, CmdE
         notes: Vec::new(),
         used_by: Vec::new(),
     };
-    let subject = match find(ctx, &clients, env, subject, &mut ex).await {
+    let subject = match find(&clients, env, subject, &mut ex).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -212,16 +212,10 @@ pub async fn run(ctx: &Context<'_>, args: &ExplainArgs) -> Result<ExitCode, CmdE
 
 /// Fills in what `subject` is; a name without `#` that is no key may be a
 /// whole secret.
-async fn find(
-    ctx: &Context<'_>,
-    clients: &Clients,
-    env: &str,
-    subject: Subject,
-    ex: &mut Explanation,
-) -> Result<Subject, ExplainError> {
+async fn find(clients: &Clients, env: &str, subject: Subject, ex: &mut Explanation) -> Result<Subject, ExplainError> {
     match &subject {
         Subject::Key(name) => {
-            if explain_key(ctx, clients, env, name, ex).await? {
+            if explain_key(clients, env, name, ex).await? {
                 return Ok(subject);
             }
             if explain_secret(clients, env, name, None, ex).await? {
@@ -241,25 +235,15 @@ async fn find(
 }
 
 /// Fills in a key; false when there is no such key.
-async fn explain_key(
-    ctx: &Context<'_>,
-    clients: &Clients,
-    env: &str,
-    name: &str,
-    ex: &mut Explanation,
-) -> Result<bool, ExplainError> {
+async fn explain_key(clients: &Clients, env: &str, name: &str, ex: &mut Explanation) -> Result<bool, ExplainError> {
     match &clients.keys {
-        KeyClient::Files(source) => {
+        KeyClient::Files { source, dir } => {
             use crate::source::Source;
             let request = crate::source::Request { env: env.to_owned(), ..Default::default() };
             let snapshot = source.fetch(&request).await?;
             let Some(kv) = snapshot.keys.get(name) else { return Ok(false) };
             ex.source = "file".to_owned();
-            let file = match &ctx.config.keys {
-                crate::config::KeysSource::Files(dir) => dir.join(format!("{env}.toml")),
-                crate::config::KeysSource::Etcd(_) => unreachable!("file client only for a file source"),
-            };
-            ex.path = format!("{} [keys] {name:?}", file.display());
+            ex.path = format!("{} [keys] {name:?}", display_path(&dir.join(format!("{env}.toml"))));
             ex.value = Some(kv.value.clone());
             ex.notes.push("the file source records no revision, owner or reason".to_owned());
             Ok(true)
@@ -365,7 +349,7 @@ async fn explain_file_secret(
     field: Option<&String>,
     ex: &mut Explanation,
 ) -> Result<bool, ExplainError> {
-    let KeyClient::Files(source) = &clients.keys else { return Ok(false) };
+    let KeyClient::Files { source, dir } = &clients.keys else { return Ok(false) };
     use crate::source::Source;
     let request = crate::source::Request { env: env.to_owned(), ..Default::default() };
     let snapshot = source.fetch(&request).await?;
@@ -378,7 +362,7 @@ async fn explain_file_secret(
     }
     ex.kind = "secret";
     ex.source = "file".to_owned();
-    ex.path = format!("source/{env}.toml [secrets.{path:?}]");
+    ex.path = format!("{} [secrets.{path:?}]", display_path(&dir.join(format!("{env}.toml"))));
     ex.field = field.cloned();
     if field.is_none() {
         ex.fields = secret.fields.keys().cloned().collect();

@@ -20,6 +20,7 @@
 //! Keys are always one range read of `<prefix>/<env>/` at one revision.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
@@ -41,8 +42,15 @@ pub struct Clients {
 }
 
 pub enum KeyClient {
-    Files(FileSource),
-    Etcd { source: Box<EtcdSource>, settings: EtcdSettings },
+    /// `source/<env>.toml` under `dir`.
+    Files {
+        source: FileSource,
+        dir: PathBuf,
+    },
+    Etcd {
+        source: Box<EtcdSource>,
+        settings: EtcdSettings,
+    },
 }
 
 pub struct VaultClientSide {
@@ -54,7 +62,7 @@ impl Clients {
     /// Builds the clients; nothing is contacted yet.
     pub fn new(config: &Config) -> Self {
         let keys = match &config.keys {
-            KeysSource::Files(dir) => KeyClient::Files(FileSource::new(dir.clone())),
+            KeysSource::Files(dir) => KeyClient::Files { source: FileSource::new(dir.clone()), dir: dir.clone() },
             KeysSource::Etcd(s) => {
                 KeyClient::Etcd { source: Box::new(EtcdSource::new(s.clone())), settings: s.clone() }
             }
@@ -206,7 +214,7 @@ pub async fn read_env(
     let request = Request { env: env.to_owned(), secret_paths: BTreeSet::new() };
     let keys = async {
         match &clients.keys {
-            KeyClient::Files(f) => f.fetch(&request).await.map(Some),
+            KeyClient::Files { source, .. } => source.fetch(&request).await.map(Some),
             KeyClient::Etcd { source, .. } => source.fetch(&request).await.map(Some),
         }
     };
@@ -240,7 +248,7 @@ pub async fn read_env(
         Err(e @ SourceError::Denied { .. }) => {
             let (path, role) = match &clients.keys {
                 KeyClient::Etcd { settings, .. } => (settings.env_prefix(env), etcd_role(settings)),
-                KeyClient::Files(_) => (String::new(), "file source".to_owned()),
+                KeyClient::Files { .. } => (String::new(), "file source".to_owned()),
             };
             inventory.keys = Keys::Denied(Denial { env: env.to_owned(), kind: e.kind(), path, role, error: e });
         }

@@ -240,7 +240,7 @@ pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> 
                 return Ok(ExitCode::from(1));
             }
         },
-        KeyClient::Files(_) => None,
+        KeyClient::Files { .. } => None,
     };
     let vault = match &clients.vault {
         Some(v) => match v.source.client().await {

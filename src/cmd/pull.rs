@@ -276,7 +276,7 @@ pub async fn run(ctx: &Context<'_>, args: &PullArgs) -> Result<ExitCode, CmdErro
         denied: Vec::new(),
     };
     let mut denied: Vec<(&Denial, Vec<String>)> = Vec::new();
-    // (output index in report, target, rendered) for what will be written.
+    // What will be written, once every output is planned.
     let mut writable: Vec<Writable<'_>> = Vec::new();
     for (index, output) in &outputs {
         progress.inc();

@@ -545,3 +545,82 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
     assert!(page.contains("\\-\\-allow\\-partial"), "{page}");
     assert!(p.path("man1/cfgsync-set-secret.1").exists());
 }
+
+/// The quickstart example (file source): the developer commands need no server.
+#[test]
+fn file_source_diff_pull_and_explain_need_no_server() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
+    let p = Project::new("");
+    let copy = std::process::Command::new("cp").arg("-r").arg(src.join(".")).arg(p.dir.path()).status().unwrap();
+    assert!(copy.success());
+    let _ = std::fs::remove_dir_all(p.path("out"));
+    let secret = "prod-password-from-the-vault";
+
+    let r = p.run(&["diff", "staging", "prod"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "\
+--- staging
++++ prod
+keys:
+  ~ api/db_host
+      - db.staging.internal
+      + db.prod.internal
+  - api/log_level
+      - debug
+  ~ features/dark_mode
+      - false
+      + true
+  ~ features/new_checkout
+      - true
+      + false
+  ~ web/host
+      - staging.example.com
+      + www.example.com
+  + web/port
+      + 443
+secrets:
+  ~ api/db#password (secret, differs)
+5 changed, 1 only in staging, 1 only in prod, 1 same, 0 no access
+"
+    );
+    assert!(!r.all().contains(secret), "{r:?}");
+
+    let r = p.run(&["pull", "--env", "prod"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.all().contains(secret), "{r:?}");
+    assert!(r.stdout.ends_with("3 created, 0 updated, 0 unchanged, 0 skipped, 0 failed\n"), "{r:?}");
+    assert!(p.read("out/prod/api.env").contains(secret));
+    assert_eq!(mode(&p.path("out/prod/api.env")), 0o600);
+    assert_eq!(p.read("out/prod/web/robots.txt"), "User-agent: *\nAllow: /\n");
+
+    // `keys(prefix)` readers are found, entry by entry.
+    let r = p.run(&["explain", "prod", "features/dark_mode"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "\
+prod features/dark_mode
+  source:   file source/prod.toml [keys] \"features/dark_mode\"
+  value:    true
+  note:     the file source records no revision, owner or reason
+  used by:  output api, entries FEATURES
+              → file out/prod/api.env
+            output web, entries config.yaml
+              → file out/prod/web
+"
+    );
+    let r = p.run(&["explain", "prod", "api/db#password"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.all().contains(secret), "{r:?}");
+    assert!(r.stdout.contains("  used by:  output api, entries DATABASE_URL\n"), "{r:?}");
+
+    // set needs etcd: a usage error naming what to do instead.
+    let r = p.run(&["set", "prod", "web/port", "8443", "--yes"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "error: `cfgsync set` needs an [etcd] section in the config: with the file source, edit source/<env>.toml instead\n"
+    );
+}

@@ -2,11 +2,13 @@
 //! 1,000 keys and 100 secrets (real etcd and OpenBao on loopback).
 //!
 //! Ignored by default (it measures, it does not judge); run it with
-//! `bash scripts/test.sh laptop_bench -- --ignored --nocapture`.
+//! `bash scripts/test.sh laptop_bench -- --ignored --nocapture`. To time a
+//! release build instead of the test build, set
+//! `CFGSYNC_BENCH_BIN=$PWD/target/release/cfgsync`.
 
 use std::time::Instant;
 
-use crate::support::{Etcd, Project, Vault, server_config};
+use crate::support::{Etcd, Project, Run, Vault, run_output, server_config};
 
 const KEYS: usize = 1_000;
 const SECRETS: usize = 100;
@@ -76,6 +78,23 @@ fn outputs() -> String {
     text
 }
 
+/// Runs the binary under test, or `CFGSYNC_BENCH_BIN` when set.
+fn run(p: &Project, args: &[&str]) -> Run {
+    let mut cmd = p.command(args);
+    if let Some(bin) = std::env::var_os("CFGSYNC_BENCH_BIN") {
+        let mut other = std::process::Command::new(bin);
+        other.args(cmd.get_args()).current_dir(p.dir.path());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => other.env(k, v),
+                None => other.env_remove(k),
+            };
+        }
+        cmd = other;
+    }
+    run_output(cmd.output().unwrap())
+}
+
 #[test]
 #[ignore = "measurement: run with --ignored --nocapture"]
 fn laptop_bench_1000_keys_100_secrets() {
@@ -88,10 +107,10 @@ fn laptop_bench_1000_keys_100_secrets() {
 
     for round in 1..=3 {
         let t = Instant::now();
-        assert_eq!(p.run(&["validate"]).code, 0);
+        assert_eq!(run(&p, &["validate"]).code, 0);
         let baseline = t.elapsed();
         let t = Instant::now();
-        let r = p.run(&["diff", "staging", "prod"]);
+        let r = run(&p, &["diff", "staging", "prod"]);
         let diff = t.elapsed();
         assert_eq!(r.code, 1, "{r:?}");
         assert!(
@@ -103,13 +122,13 @@ fn laptop_bench_1000_keys_100_secrets() {
 
         let _ = std::fs::remove_dir_all(p.path("out"));
         let t = Instant::now();
-        let r = p.run(&["pull", "--env", "prod"]);
+        let r = run(&p, &["pull", "--env", "prod"]);
         let pull = t.elapsed();
         assert_eq!(r.code, 0, "{r:?}");
         assert!(r.stdout.ends_with("20 created, 0 updated, 0 unchanged, 0 skipped, 0 failed\n"), "{r:?}");
 
         let t = Instant::now();
-        let r = p.run(&["pull", "--env", "prod"]);
+        let r = run(&p, &["pull", "--env", "prod"]);
         let pull_again = t.elapsed();
         assert!(r.stdout.ends_with("0 created, 0 updated, 20 unchanged, 0 skipped, 0 failed\n"), "{r:?}");
         println!(
