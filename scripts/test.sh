@@ -49,7 +49,9 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 
 # --- Debian packages --------------------------------------------------------
 apt_missing=()
-for pkg in etcd-server etcd-client protobuf-compiler; do
+# util-linux (setsid) and bsdutils (script: a pseudo-terminal for the
+# developer-command tests) are essential on Debian; listed to say so.
+for pkg in etcd-server etcd-client protobuf-compiler util-linux bsdutils; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
         apt_missing+=("$pkg")
     fi

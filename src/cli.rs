@@ -66,10 +66,135 @@ pub enum Command {
         env: Option<String>,
     },
     /// Render the outputs with file targets for one env, with your own credentials, and write them.
-    Pull {
+    Pull(PullArgs),
+    /// Key-by-key difference between two envs (etcd keys, Vault secret fields); exit 0 same, 1 different, 2 error.
+    Diff(DiffArgs),
+    /// Run a command with an output's entries as environment variables; nothing is written to disk.
+    RunWith(RunWithArgs),
+    /// Where a value comes from: source, path, revision or version, owner, reason, and what uses it.
+    Explain(ExplainArgs),
+    /// Set a plain key in etcd, recording who decided it and why.
+    Set(SetArgs),
+    /// Set one field of a Vault secret; the value is read from stdin or a prompt, never from arguments.
+    SetSecret(SetSecretArgs),
+    /// Manage the etcd roles and Vault policies described in `policies/`.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Print a shell completion script (e.g. `cfgsync completions bash > /etc/bash_completion.d/cfgsync`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man {
+        /// Write cfgsync.1 and cfgsync-<command>.1 here instead of printing cfgsync.1.
         #[arg(long)]
-        env: String,
-        /// Show what would change, write nothing.
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PullArgs {
+    /// The env to render.
+    #[arg(long)]
+    pub env: String,
+    /// Show what would change, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the outputs you may fully read; skip (and name) the others.
+    #[arg(long)]
+    pub allow_partial: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiffArgs {
+    /// The env on the `-` side.
+    pub a: String,
+    /// The env on the `+` side.
+    pub b: String,
+    /// Also list what is the same.
+    #[arg(long)]
+    pub all: bool,
+    /// Print secret values (only to a terminal, only what your role can read).
+    #[arg(long)]
+    pub show_secrets: bool,
+    /// Also compare the rendered outputs, entry by entry.
+    #[arg(long)]
+    pub rendered: bool,
+    /// Exit 0/1 even when something could not be read (listed as `no access`).
+    #[arg(long)]
+    pub allow_partial: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunWithArgs {
+    /// The env to render.
+    #[arg(long)]
+    pub env: String,
+    /// The output whose entries become environment variables (needed when the env has several).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExplainArgs {
+    /// The env.
+    pub env: String,
+    /// A key name (`api/db_host`) or a secret field (`api/db#password`).
+    pub name: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SetArgs {
+    /// The env.
+    pub env: String,
+    /// The key name, e.g. `api/db_host`.
+    pub name: String,
+    /// The new value.
+    pub value: String,
+    /// Who decided this value (recorded in `<prefix>/_meta/<env>/<name>`).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Why this is the right value.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Write without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SetSecretArgs {
+    /// The env.
+    pub env: String,
+    /// The secret path, e.g. `api/db`.
+    pub path: String,
+    /// The field, e.g. `password`.
+    pub field: String,
+    /// Who decided this value (recorded in the secret's custom_metadata).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Why this is the right value.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Write without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum PolicyCommand {
+    /// Create or update the etcd roles and Vault policies in `policies/` (needs admin credentials).
+    Apply {
+        /// The policies directory (default: `policies/` next to the config file).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Show what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
     },

@@ -16,10 +16,14 @@
 //! - [`report`]: text and JSON presentation of a pass.
 //! - [`secret`]: the redacting [`secret::SecretString`].
 //! - [`telemetry`]: logging set-up that cannot print secrets.
+//! - [`cmd`]: the developer commands (`diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `policy apply`, completions, man).
+//! - [`fingerprint`]: keyed (per-run HMAC) fingerprints: "same or differs" for secrets without the value.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cmd;
 pub mod config;
+pub mod fingerprint;
 pub mod format;
 pub mod plan;
 pub mod reconcile;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cfgsync::cli::{Cli, Command, OutputFormat};
+use cfgsync::cli::{Cli, Command, OutputFormat, PolicyCommand};
+use cfgsync::cmd;
 use cfgsync::config::{self, Config, ConfigError, ProcessEnv};
 use cfgsync::reconcile::{self, PassOptions};
 use cfgsync::render::Templates;
@@ -25,6 +26,8 @@ enum Fatal {
     UnknownEnv { env: String, hint: String, defined: String },
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cmd(#[from] cfgsync::cmd::CmdError),
 }
 
 fn main() -> ExitCode {
@@ -61,8 +64,15 @@ fn check_env(config: &Config, env: &str) -> Result<(), Fatal> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
+    // These need no config file.
+    match &cli.command {
+        Command::Completions { shell } => return Ok(cmd::completions::completions(*shell)?),
+        Command::Man { out_dir } => return Ok(cmd::completions::man(out_dir.as_deref())?),
+        _ => {}
+    }
     let config = config::load(&cli.config, &ProcessEnv)?;
     let templates = Templates::compile(&config)?;
+    let ctx = cmd::Context { config: &config, templates: &templates, output: cli.output };
     let (options, mode) = match cli.command {
         Command::Validate => {
             let targets: usize = config.outputs.iter().map(|o| o.targets.len()).sum();
@@ -80,10 +90,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             if dry_run { Mode::Plan } else { Mode::Applied },
         ),
         Command::Plan { env } => (PassOptions { env, dry_run: true, ..Default::default() }, Mode::Plan),
-        Command::Pull { env, dry_run } => (
-            PassOptions { env: Some(env), dry_run, files_only: true, ..Default::default() },
-            if dry_run { Mode::Plan } else { Mode::Applied },
-        ),
+        Command::Pull(args) => return Ok(cmd::pull::run(&ctx, &args).await?),
+        Command::Diff(args) => return Ok(cmd::diff::run(&ctx, &args).await?),
+        Command::RunWith(args) => return Ok(cmd::run_with::run(&ctx, &args).await?),
+        Command::Explain(args) => return Ok(cmd::explain::run(&ctx, &args).await?),
+        Command::Set(args) => return Ok(cmd::set::run_set(&ctx, &args).await?),
+        Command::SetSecret(args) => return Ok(cmd::set::run_set_secret(&ctx, &args).await?),
+        Command::Policy { command: PolicyCommand::Apply { dir, dry_run } } => {
+            return Ok(cmd::policy::run_apply(&ctx, dir.as_deref(), dry_run).await?);
+        }
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled before loading the config"),
     };
     if let Some(env) = &options.env {
         check_env(&config, env)?;

@@ -61,7 +61,7 @@ impl EtcdSource {
         }
     }
 
-    async fn connect(&self) -> Result<Client, SourceError> {
+    pub(crate) async fn connect(&self) -> Result<Client, SourceError> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());

@@ -12,8 +12,10 @@
 //! half fails the whole fetch: callers must not render a partial snapshot.
 
 pub mod etcd;
+pub mod etcd_admin;
 pub mod file;
 pub mod vault;
+pub mod vault_admin;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -69,7 +69,7 @@ impl VaultSource {
         })
     }
 
-    async fn client(&self) -> Result<Arc<VaultClient>, SourceError> {
+    pub(crate) async fn client(&self) -> Result<Arc<VaultClient>, SourceError> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
@@ -120,7 +120,7 @@ fn read_secret_file(path: &std::path::Path) -> Result<SecretString, String> {
 }
 
 /// A Vault error as text, without any response body.
-fn client_error_text(e: &ClientError) -> String {
+pub(crate) fn client_error_text(e: &ClientError) -> String {
     match e {
         ClientError::APIError { code, errors } => {
             let errors: Vec<&str> = errors.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();

@@ -48,13 +48,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
+use aws_lc_rs::{digest, hmac};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::config::{ObjectAddress, ObjectKind, Restart};
@@ -162,12 +161,10 @@ impl Fingerprinter {
             canonical.extend_from_slice(v);
         }
         if tainted {
-            let key = self.key.as_ref()?;
-            let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()).ok()?;
-            mac.update(&canonical);
-            Some(format!("hmac-sha256:{}", hex(&mac.finalize().into_bytes()[..16])))
+            let key = hmac::Key::new(hmac::HMAC_SHA256, self.key.as_ref()?.expose().as_bytes());
+            Some(format!("hmac-sha256:{}", hex(&hmac::sign(&key, &canonical).as_ref()[..16])))
         } else {
-            Some(format!("sha256:{}", hex(&Sha256::digest(&canonical)[..16])))
+            Some(format!("sha256:{}", hex(&digest::digest(&digest::SHA256, &canonical).as_ref()[..16])))
         }
     }
 }

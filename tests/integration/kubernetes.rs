@@ -170,10 +170,18 @@ fn a_hand_edit_is_drift_reported_and_reverted() {
 
     let r = bed.run(&["plan", "--env", "prod"]);
     assert!(r.stdout.contains("! api → Secret api/api in context prod (drift: edited in the cluster, to restore; keys: DB_HOST; values masked"), "{r:?}");
-    let r = bed.project.command(&["reconcile", "--once", "--env", "prod"]).env("RUST_LOG", "cfgsync=info").output().unwrap();
+    let r = bed
+        .project
+        .command(&["reconcile", "--once", "--env", "prod"])
+        .env("RUST_LOG", "cfgsync=info")
+        .output()
+        .unwrap();
     let r = run_output(r);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stderr.contains("drift: object edited in the cluster; restoring") && r.stderr.contains("keys=DB_HOST"), "{r:?}");
+    assert!(
+        r.stderr.contains("drift: object edited in the cluster; restoring") && r.stderr.contains("keys=DB_HOST"),
+        "{r:?}"
+    );
     assert!(r.stdout.contains("1 drifted, restored"), "{r:?}");
     assert!(!r.all().contains("evil.example") && !r.all().contains(CANARY), "{r:?}");
     assert_eq!(data(&bed.prod.get_object(Kind::Secret, "api", "api").unwrap(), "DB_HOST"), b64("db.prod"));
@@ -214,7 +222,9 @@ fn a_tainted_output_never_reaches_a_configmap() {
     let r = bed.run(&["validate"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.stderr.contains("output \"web\" reads secret \"api/db\" and cannot go to a ConfigMap (api/web in context \"prod\""),
+        r.stderr.contains(
+            "output \"web\" reads secret \"api/db\" and cannot go to a ConfigMap (api/web in context \"prod\""
+        ),
         "{r:?}"
     );
     let r = bed.run(&["reconcile", "--once"]);
@@ -288,7 +298,10 @@ name = "cron"
     bed.project.write("cfgsync.toml", &without_cron);
     let r = bed.run(&["reconcile", "--once", "--env", "staging"]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("refusing to delete 2 of 4 cfgsync objects (50% > 25%): re-run with --allow-mass-prune"), "{r:?}");
+    assert!(
+        r.stderr.contains("refusing to delete 2 of 4 cfgsync objects (50% > 25%): re-run with --allow-mass-prune"),
+        "{r:?}"
+    );
     assert!(bed.staging.get_object(Kind::ConfigMap, "api", "cron").is_some());
     assert!(bed.staging.get_object(Kind::ConfigMap, "api", "worker").is_some());
     let r = bed.run(&["reconcile", "--once", "--env", "staging", "--allow-mass-prune"]);
@@ -303,7 +316,8 @@ fn a_source_failure_updates_and_deletes_nothing() {
     assert_eq!(bed.run(&["reconcile", "--once"]).code, 0);
     // prod's source breaks; staging's changes and an output is removed.
     bed.project.write("source/prod.toml", "[keys\n");
-    bed.project.write("source/staging.toml", &bed.project.read("source/staging.toml").replace("www.staging", "www2.staging"));
+    bed.project
+        .write("source/staging.toml", &bed.project.read("source/staging.toml").replace("www.staging", "www2.staging"));
     let config = bed.project.read("cfgsync.toml");
     let web = config.find("\n[[output]]\nname = \"web\"").unwrap();
     bed.project.write("cfgsync.toml", &config[..web]);
@@ -337,7 +351,9 @@ fn one_cluster_down_the_other_converges() {
 #[test]
 fn the_canary_reaches_no_configmap_log_or_plan() {
     let bed = Bed::new("");
-    for args in [&["plan"][..], &["reconcile", "--once", "--dry-run"], &["--output", "json", "plan"], &["reconcile", "--once"]] {
+    for args in
+        [&["plan"][..], &["reconcile", "--once", "--dry-run"], &["--output", "json", "plan"], &["reconcile", "--once"]]
+    {
         let r = bed.project.command(args).env("RUST_LOG", "trace").output().unwrap();
         let r = run_output(r);
         assert_eq!(r.code, 0, "{args:?}: {r:?}");

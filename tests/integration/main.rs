@@ -5,4 +5,7 @@ mod support;
 
 mod cli;
 mod kubernetes;
+mod laptop;
+mod laptop_bench;
+mod laptop_roles;
 mod servers_e2e;

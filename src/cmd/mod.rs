@@ -1,0 +1,137 @@
+//! The developer commands: what a person runs on a laptop with their own
+//! etcd and Vault credentials — `diff`, `pull`, `run-with`, `explain`,
+//! `set`, `set-secret`, `policy apply`, `completions` and `man`.
+//!
+//! Each command is a module with a `run` function that `main` calls with
+//! the loaded config (parsing stays in [`crate::cli`], as in ripgrep).
+//! A command returns the process exit code for outcomes it reports itself
+//! (a diff with differences, a denied read during `pull`), and a
+//! [`CmdError`] for usage and input errors, which `main` prints as one
+//! `error:` line and turns into exit code 2.
+//!
+//! Shared pieces: [`inventory`] (what an env holds, as far as the caller may
+//! read it, with every denial named) and [`terminal`] (colours, prompts,
+//! progress).
+
+pub mod completions;
+pub mod diff;
+pub mod explain;
+pub mod inventory;
+pub mod policy;
+pub mod pull;
+pub mod run_with;
+pub mod set;
+pub mod terminal;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cli::OutputFormat;
+use crate::config::{self, Config, FileTarget, Output, TargetKind};
+use crate::render::Templates;
+use crate::source::SourceError;
+
+/// What every command gets from `main`.
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub templates: &'a Templates,
+    /// `--output`.
+    pub output: OutputFormat,
+}
+
+/// Usage and input errors of the developer commands: exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error("unknown env {env:?}{hint}; defined envs: {defined}")]
+    UnknownEnv { env: String, hint: String, defined: String },
+    #[error("unknown output {name:?}{hint}; outputs rendered for env {env:?}: {defined}")]
+    UnknownOutput { name: String, env: String, hint: String, defined: String },
+    #[error("env {env:?} has {count} outputs ({outputs}): choose one with --from")]
+    AmbiguousOutput { env: String, count: usize, outputs: String },
+    #[error("no output is rendered for env {env:?}")]
+    NoOutput { env: String },
+    #[error("`cfgsync {command}` needs {what} in the config: {hint}")]
+    NeedsSource { command: &'static str, what: &'static str, hint: &'static str },
+    #[error("no terminal to ask for confirmation on: pass --yes to write without asking")]
+    NoTerminal,
+    #[error("talking to the terminal: {0}")]
+    Terminal(#[source] io::Error),
+    #[error("reading the value from stdin: {0}")]
+    Stdin(#[source] io::Error),
+    #[error("the value is empty: nothing written (an empty secret is almost always a mistake)")]
+    EmptyValue,
+    #[error(
+        "--show-secrets prints values only to a terminal with text output; stdout is not a terminal or --output json was given"
+    )]
+    ShowSecretsNotTerminal,
+    #[error("invalid {what} {name:?}: {why}")]
+    InvalidName { what: &'static str, name: String, why: &'static str },
+    #[error("env {env}: {source}")]
+    Source {
+        env: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("cannot write output: {0}")]
+    Stdout(#[from] io::Error),
+    #[error(transparent)]
+    Fingerprint(#[from] crate::fingerprint::KeyError),
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+}
+
+/// Fails with a "did you mean" hint unless `env` is defined.
+pub fn check_env(config: &Config, env: &str) -> Result<(), CmdError> {
+    if config.envs.iter().any(|e| e == env) {
+        return Ok(());
+    }
+    let hint = config::suggest(env, &config.envs).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+    Err(CmdError::UnknownEnv { env: env.to_owned(), hint, defined: config.envs.join(", ") })
+}
+
+/// The outputs rendered for `env`, with their index in config order.
+pub fn outputs_for<'c>(config: &'c Config, env: &str) -> impl Iterator<Item = (usize, &'c Output)> {
+    config.outputs.iter().enumerate().filter(move |(_, o)| o.envs.iter().any(|e| e == env))
+}
+
+/// Whether a secret name should be read as `path#field`.
+pub fn split_field(name: &str) -> Option<(&str, &str)> {
+    name.split_once('#').filter(|(p, f)| !p.is_empty() && !f.is_empty())
+}
+
+/// A name relative to an env (`api/db_host`, `api/db`): no leading `/`,
+/// no empty, `.` or `..` segment, so it can never address another env.
+pub fn check_relative_name(what: &'static str, name: &str) -> Result<(), CmdError> {
+    let bad = name.is_empty()
+        || name.starts_with('/')
+        || name.ends_with('/')
+        || name.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        return Err(CmdError::InvalidName {
+            what,
+            name: name.to_owned(),
+            why: "use a path relative to the env like `api/db_host`, without empty, `.` or `..` segments",
+        });
+    }
+    Ok(())
+}
+
+/// The file target behind `kind`, if it is one. Other target kinds
+/// (Kubernetes, CI variables) are not written by laptop commands.
+#[allow(irrefutable_let_patterns)] // file is the only kind today; more are coming
+pub fn as_file(kind: &TargetKind) -> Option<&FileTarget> {
+    if let TargetKind::File(f) = kind { Some(f) } else { None }
+}
+
+/// The path as shown: relative to the working directory when below it.
+pub fn display_path(path: &Path) -> String {
+    if path.is_relative() {
+        let clean: PathBuf = path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+        return clean.display().to_string();
+    }
+    let cwd = std::env::current_dir().ok();
+    match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
+        Some(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+        _ => path.display().to_string(),
+    }
+}

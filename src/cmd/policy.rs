@@ -1,0 +1,361 @@
+//! `cfgsync policy apply`: the etcd roles and Vault policies in `policies/`, as code.
+//!
+//! Each `policies/*.toml` file describes one role on both sources:
+//!
+//! ```toml
+//! name = "cfgsync-reconciler-{{ env }}"
+//! description = "What `cfgsync run` uses for one env: that env only."
+//! per_env = true                       # one role per env of cfgsync.toml
+//!
+//! [etcd]                               # prefix grants, each on every key under it
+//! read = ["{{ prefix }}/{{ env }}/"]
+//!
+//! [vault]                              # an ACL policy, HCL as Vault takes it
+//! policy = '''
+//! path "{{ mount }}/data/{{ env }}/*" { capabilities = ["read"] }
+//! '''
+//! ```
+//!
+//! Strings are Tera templates with `prefix` (the `[etcd]` prefix), `mount`
+//! (the `[vault]` mount) and, for `per_env` roles, `env`.
+//!
+//! Decisions:
+//! - **Apply makes each role agree** with its file: an etcd role gets
+//!   exactly the listed prefix permissions (missing ones granted, others
+//!   revoked); a Vault policy gets exactly the listed rules. Roles and
+//!   policies not described here are never touched (only what it owns).
+//! - **People are not created here.** Binding a person or a service to a
+//!   role is an administrator's act (`etcdctl user grant-role alice
+//!   cfgsync-developer`; a Vault auth method role or `vault token create
+//!   -policy=cfgsync-developer`). Enabling etcd auth is too.
+//! - It runs with admin credentials from the usual places (`ETCDCTL_USER`,
+//!   `VAULT_TOKEN`); `--dry-run` shows the changes without making them.
+//! - Every problem in every file is reported in one run, with file:line.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde::{Deserialize, Serialize};
+
+use super::inventory::{Clients, KeyClient};
+use super::{CmdError, Context};
+use crate::cli::OutputFormat;
+use crate::config::{Config, Location, Problem, SecretsSource};
+use crate::source::etcd_admin::{self, Access, PrefixGrant, RoleChange};
+use crate::source::vault_admin::{self, PolicyChange, one_line};
+
+/// Problems with `policies/`: every one of them, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read the policies directory {dir}: {source}")]
+    ReadDir { dir: PathBuf, source: io::Error },
+    #[error("no policy files (*.toml) in {dir}")]
+    Empty { dir: PathBuf },
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\nerror: "))]
+    Invalid(Vec<Problem>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+    #[serde(default)]
+    per_env: bool,
+    etcd: Option<RawEtcd>,
+    vault: Option<RawVault>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    write: Vec<String>,
+    #[serde(default)]
+    readwrite: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    policy: String,
+}
+
+/// One role, rendered for the config it is applied with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    pub etcd: Option<Vec<PrefixGrant>>,
+    pub vault_policy: Option<String>,
+}
+
+/// The values policy templates see.
+pub struct Vars<'a> {
+    pub prefix: &'a str,
+    pub mount: &'a str,
+    pub envs: &'a [String],
+}
+
+impl<'a> Vars<'a> {
+    pub fn of(config: &'a Config) -> Self {
+        let prefix = match &config.keys {
+            crate::config::KeysSource::Etcd(e) => e.prefix.as_str(),
+            crate::config::KeysSource::Files(_) => "/cfgsync",
+        };
+        let mount = match &config.secrets {
+            Some(SecretsSource::Vault(v)) => v.mount.as_str(),
+            _ => "secret",
+        };
+        Self { prefix, mount, envs: &config.envs }
+    }
+}
+
+fn render(text: &str, vars: &Vars<'_>, env: Option<&str>) -> Result<String, String> {
+    if !text.contains("{{") && !text.contains("{%") {
+        return Ok(text.to_owned());
+    }
+    let mut ctx = tera::Context::new();
+    ctx.insert("prefix", vars.prefix);
+    ctx.insert("mount", vars.mount);
+    if let Some(env) = env {
+        ctx.insert("env", env);
+    }
+    tera::Tera::one_off(text, &ctx, false).map_err(|e| crate::render::tera_error_text(&e))
+}
+
+/// Reads and renders every `*.toml` in `dir`, reporting every problem.
+pub fn load(dir: &Path, vars: &Vars<'_>) -> Result<Vec<Role>, PolicyError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir { dir: dir.to_path_buf(), source })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(PolicyError::Empty { dir: dir.to_path_buf() });
+    }
+    let mut problems = Vec::new();
+    let mut roles: Vec<Role> = Vec::new();
+    for file in files {
+        let at = |offset: usize, text: &str| Location::at(&file, text, offset);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Problem { location: None, message: format!("cannot read {}: {e}", file.display()) });
+                continue;
+            }
+        };
+        let raw: RawRole = match toml::from_str(&text) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(Problem::at(at(e.span().map_or(0, |s| s.start), &text), e.message().trim_end()));
+                continue;
+            }
+        };
+        let envs: Vec<Option<&str>> =
+            if raw.per_env { vars.envs.iter().map(|e| Some(e.as_str())).collect() } else { vec![None] };
+        if raw.per_env && !raw.name.contains("env") {
+            problems.push(Problem::at(
+                at(0, &text),
+                format!("role {:?} has per_env = true but its name does not use {{{{ env }}}}", raw.name),
+            ));
+            continue;
+        }
+        for env in envs {
+            let mut fail = |what: &str, e: String| {
+                problems.push(Problem::at(at(0, &text), format!("{what}: {e}")));
+            };
+            let Ok(name) = render(&raw.name, vars, env).map_err(|e| fail("name", e)) else { continue };
+            let etcd = raw.etcd.as_ref().map(|e| {
+                let mut grants = Vec::new();
+                for (access, list) in
+                    [(Access::Read, &e.read), (Access::Write, &e.write), (Access::Readwrite, &e.readwrite)]
+                {
+                    for p in list {
+                        match render(p, vars, env) {
+                            Ok(prefix) if prefix.starts_with('/') => grants.push(PrefixGrant { access, prefix }),
+                            Ok(prefix) => fail(
+                                &format!("role {name:?}, etcd {}", access.name()),
+                                format!("prefix {prefix:?} must start with '/'"),
+                            ),
+                            Err(e) => fail(&format!("role {name:?}, etcd {}", access.name()), e),
+                        }
+                    }
+                }
+                grants
+            });
+            let vault_policy = match raw.vault.as_ref().map(|v| render(&v.policy, vars, env)) {
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => {
+                    fail(&format!("role {name:?}, vault policy"), e);
+                    None
+                }
+                None => None,
+            };
+            if let Some(other) = roles.iter().find(|r| r.name == name) {
+                problems.push(Problem::at(
+                    at(0, &text),
+                    format!("role {name:?} is also defined in {}", other.file.display()),
+                ));
+                continue;
+            }
+            roles.push(Role { name, file: file.clone(), etcd, vault_policy });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PolicyError::Invalid(problems));
+    }
+    Ok(roles)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Applied {
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<RoleChange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault: Option<PolicyChange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `cfgsync policy apply`.
+pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> Result<ExitCode, CmdError> {
+    let dir = dir.map_or_else(|| ctx.config.dir.join("policies"), Path::to_path_buf);
+    let roles = load(&dir, &Vars::of(ctx.config))?;
+    let clients = Clients::new(ctx.config);
+    let etcd = match &clients.keys {
+        KeyClient::Etcd { source, .. } => match source.connect().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {}", one_line(&e.to_string()));
+                return Ok(ExitCode::from(1));
+            }
+        },
+        KeyClient::Files { .. } => None,
+    };
+    let vault = match &clients.vault {
+        Some(v) => match v.source.client().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {}", one_line(&e.to_string()));
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => None,
+    };
+    let mut applied = Vec::new();
+    let mut failed = false;
+    for role in &roles {
+        let mut a = Applied { role: role.name.clone(), etcd: None, vault: None, error: None };
+        if let (Some(client), Some(grants)) = (&etcd, &role.etcd) {
+            match etcd_admin::apply_role(client, &role.name, grants, dry_run).await {
+                Ok(c) => a.etcd = Some(c),
+                Err(e) => a.error = Some(one_line(&e.to_string())),
+            }
+        }
+        if a.error.is_none()
+            && let (Some(client), Some(rules)) = (&vault, &role.vault_policy)
+        {
+            match vault_admin::apply_policy(client, &role.name, rules, dry_run).await {
+                Ok(c) => a.vault = Some(c),
+                Err(e) => a.error = Some(one_line(&e.to_string())),
+            }
+        }
+        failed |= a.error.is_some();
+        applied.push(a);
+    }
+
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match ctx.output {
+        OutputFormat::Json => {
+            let doc: BTreeMap<&str, &Vec<Applied>> = [("roles", &applied)].into();
+            serde_json::to_writer_pretty(&mut out, &doc).map_err(io::Error::from)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Text => print_text(&applied, dry_run, etcd.is_some(), vault.is_some(), &mut out)?,
+    }
+    out.flush()?;
+    for a in &applied {
+        if let Some(e) = &a.error {
+            eprintln!("error: role {}: {e}", a.role);
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn print_text(applied: &[Applied], dry_run: bool, etcd: bool, vault: bool, out: &mut dyn Write) -> io::Result<()> {
+    let grant = |g: &PrefixGrant| format!("{} {}*", g.access.name(), g.prefix);
+    for a in applied {
+        if let Some(c) = &a.etcd {
+            let mut parts = Vec::new();
+            if c.created {
+                parts.push("create".to_owned());
+            }
+            parts.extend(c.granted.iter().map(|g| format!("grant {}", grant(g))));
+            parts.extend(c.revoked.iter().map(|g| format!("revoke {}", grant(g))));
+            let what = if parts.is_empty() { "unchanged".to_owned() } else { parts.join(", ") };
+            writeln!(out, "etcd role {}: {what}", a.role)?;
+        }
+        if let Some(c) = a.vault {
+            let what = match c {
+                PolicyChange::Created => "create",
+                PolicyChange::Updated => "update",
+                PolicyChange::Unchanged => "unchanged",
+            };
+            writeln!(out, "vault policy {}: {what}", a.role)?;
+        }
+    }
+    if !etcd {
+        writeln!(out, "(no [etcd] in the config: etcd roles not applied)")?;
+    }
+    if !vault {
+        writeln!(out, "(no [vault] in the config: Vault policies not applied)")?;
+    }
+    if dry_run {
+        writeln!(out, "dry run: nothing changed")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_policies_load_and_render_per_env() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let envs = vec!["prod".to_owned(), "staging".to_owned()];
+        let roles = load(&dir, &Vars { prefix: "/cfg", mount: "kv", envs: &envs }).unwrap();
+        let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["cfgsync-developer", "cfgsync-reconciler-prod", "cfgsync-reconciler-staging"]);
+        let prod = &roles[1];
+        assert_eq!(prod.etcd.as_ref().unwrap(), &[PrefixGrant { access: Access::Read, prefix: "/cfg/prod/".into() }]);
+        assert!(prod.vault_policy.as_ref().unwrap().contains("path \"kv/data/prod/*\""));
+        let dev = &roles[0];
+        let policy = dev.vault_policy.as_ref().unwrap();
+        assert!(policy.contains("kv/data/staging/*") && !policy.contains("kv/data/prod/"), "{policy}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.toml"), "name = \"x\"\ncolour = 1\n").unwrap();
+        std::fs::write(dir.path().join("b.toml"), "name = \"y\"\n[etcd]\nread = [\"no-slash/\"]\n").unwrap();
+        std::fs::write(dir.path().join("c.toml"), "name = \"z\"\nper_env = true\n").unwrap();
+        let envs = vec!["prod".to_owned()];
+        let err = load(dir.path(), &Vars { prefix: "/c", mount: "s", envs: &envs }).unwrap_err().to_string();
+        assert!(err.contains("a.toml:2:1: unknown field `colour`"), "{err}");
+        assert!(err.contains("b.toml:1:1: role \"y\", etcd read: prefix \"no-slash/\" must start with '/'"), "{err}");
+        assert!(err.contains("c.toml:1:1: role \"z\" has per_env = true"), "{err}");
+    }
+}

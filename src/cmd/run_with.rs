@@ -1,0 +1,139 @@
+//! `cfgsync run-with --env E [--from OUTPUT] -- CMD ARGS…`: run a command
+//! with an output's entries as environment variables, nothing on disk.
+//!
+//! Decisions:
+//! - **cfgsync becomes the command** (`execvp`, as `exec` in a shell,
+//!   `envconsul -exec` style tools without a supervisor, or `chpst`). There
+//!   is no cfgsync parent left that could forget to forward a signal — the
+//!   known bug of peer tools that wrap the child: SIGTERM from a supervisor,
+//!   Ctrl-C, SIGHUP and every other signal reach the command itself, its
+//!   PID is the one the caller started, and its exit status (or the signal
+//!   that ended it) is the process's own. The rendered values live only in
+//!   the new process's environment; nothing is written anywhere.
+//! - The output is chosen with `--from`; without it, the env must have
+//!   exactly one output (no guessing between several).
+//! - Entry names must be valid environment variable names
+//!   (`[A-Za-z_][A-Za-z0-9_]*`) and values must not contain NUL; otherwise
+//!   the command is not started and the offending entry is named.
+//! - The inherited environment is passed on (as `env VAR=… CMD` does); the
+//!   output's entries override variables of the same name.
+//! - Exit codes of cfgsync itself, before the command runs: 2 for usage and
+//!   config errors, 1 when a read is denied or rendering fails, 127 when the
+//!   command is not found, 126 when it cannot be executed (as shells do).
+
+use std::os::unix::process::CommandExt;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::inventory::{Clients, SecretScope, read_env};
+use super::{CmdError, Context, check_env, outputs_for};
+use crate::cli::RunWithArgs;
+use crate::config;
+use crate::source::vault_admin::one_line;
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `cfgsync run-with`. Returns only when the command could not be started.
+pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdError> {
+    let env = args.env.as_str();
+    check_env(ctx.config, env)?;
+    let candidates: Vec<_> = outputs_for(ctx.config, env).collect();
+    let (index, output) = match &args.from {
+        Some(name) => match candidates.iter().find(|(_, o)| &o.name == name) {
+            Some(c) => *c,
+            None => {
+                let names: Vec<String> = candidates.iter().map(|(_, o)| o.name.clone()).collect();
+                let hint = config::suggest(name, &names).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+                return Err(CmdError::UnknownOutput {
+                    name: name.clone(),
+                    env: env.to_owned(),
+                    hint,
+                    defined: names.join(", "),
+                });
+            }
+        },
+        None => match candidates.as_slice() {
+            [one] => *one,
+            [] => return Err(CmdError::NoOutput { env: env.to_owned() }),
+            many => {
+                return Err(CmdError::AmbiguousOutput {
+                    env: env.to_owned(),
+                    count: many.len(),
+                    outputs: many.iter().map(|(_, o)| o.name.as_str()).collect::<Vec<_>>().join(", "),
+                });
+            }
+        },
+    };
+
+    let paths = ctx.templates.analysis(index).secret_paths.clone();
+    let clients = Clients::new(ctx.config);
+    let inventory = match read_env(&clients, env, &SecretScope::Paths(paths.clone()), &paths, &|| {}).await {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: env {env}: {}", one_line(&e.to_string()));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let blockers = inventory.blockers(ctx.templates.analysis(index));
+    if !blockers.is_empty() {
+        for d in &blockers {
+            eprintln!("error: env {env}: {}; needed by output {:?}", one_line(&d.error.to_string()), output.name);
+        }
+        eprintln!("error: command not started");
+        return Ok(ExitCode::from(1));
+    }
+    let rendered = match ctx.templates.for_snapshot(Arc::new(inventory.snapshot())).render(index) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("error: command not started");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for (name, value) in &rendered.entries {
+        if !valid_env_name(name) {
+            return Err(CmdError::InvalidName {
+                what: "environment variable name (entry of the output)",
+                name: name.clone(),
+                why: "use [A-Za-z_][A-Za-z0-9_]*; run-with passes entries as environment variables",
+            });
+        }
+        if value.contains('\0') {
+            return Err(CmdError::InvalidName {
+                what: "entry",
+                name: name.clone(),
+                why: "its value holds a NUL character, which no environment variable can carry",
+            });
+        }
+    }
+
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    let mut command = std::process::Command::new(program);
+    command.args(rest).envs(&rendered.entries);
+    // Only returns on failure.
+    let error = command.exec();
+    eprintln!("error: cannot run {}: {error}", program.to_string_lossy());
+    Ok(ExitCode::from(match error.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_env_name;
+
+    #[test]
+    fn env_names() {
+        for ok in ["A", "_x", "DATABASE_URL", "a1"] {
+            assert!(valid_env_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "config.yaml", "A-B", "A=B"] {
+            assert!(!valid_env_name(bad), "{bad}");
+        }
+    }
+}

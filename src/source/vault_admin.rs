@@ -1,0 +1,305 @@
+//! Vault KV v2 beyond the reads a pass needs: listing an env's secrets,
+//! reading and writing one secret with its version and `custom_metadata`,
+//! naming the caller's token policies, and writing ACL policies.
+//!
+//! Used by the developer commands (`diff`, `pull`, `explain`, `set-secret`,
+//! `policy apply`), which run with a person's own token and must tell
+//! "you may not read this" apart from "this does not exist" for each path,
+//! instead of failing the whole read as a pass does.
+//!
+//! Decisions:
+//! - Listing is a recursive `LIST <mount>/metadata/<env>/`, as `vault kv
+//!   list` does; a 404 is an empty folder.
+//! - Paths in messages are the KV paths people type (`secret/prod/api/db`),
+//!   except for listing, which names the metadata path a policy must allow
+//!   (`secret/metadata/prod/`).
+//! - A write is check-and-set against the version that was shown, like
+//!   `vault kv put -cas`, so a confirmation cannot approve overwriting a
+//!   version someone wrote in the meantime. Owner and reason go into the
+//!   secret's `custom_metadata`, merged with what is there.
+//! - Response bodies never reach an error: they may hold values.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretMetadataRequest, SetSecretRequestOptions};
+use vaultrs::client::VaultClient;
+use vaultrs::error::ClientError;
+
+use super::vault::client_error_text;
+use super::{Secret, SourceError, SourceKind};
+use crate::secret::SecretString;
+
+/// A Vault error as one line: Vault's multi-error text has newlines and tabs.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn error_text(e: &ClientError) -> String {
+    one_line(&client_error_text(e))
+}
+
+/// A failed write. Names the path, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultAdminError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("vault: permission denied writing {path} ({reason})")]
+    WriteDenied { path: String, reason: String },
+    #[error("vault: writing {path}: {cause}")]
+    Write { path: String, cause: String },
+    #[error(
+        "vault: {path} changed since it was shown (it is no longer version {seen}); nothing was written: run the command again"
+    )]
+    Conflict { path: String, seen: u64 },
+    #[error("vault: writing the metadata of {path}: {cause}")]
+    WriteMetadata { path: String, cause: String },
+    #[error("vault: writing policy {name}: {cause}")]
+    WritePolicy { name: String, cause: String },
+}
+
+/// `<mount>/<env>/<path>`, as people type it.
+pub fn shown_path(mount: &str, env: &str, path: &str) -> String {
+    format!("{mount}/{env}/{path}")
+}
+
+fn read_failure(shown: String, e: ClientError) -> SourceError {
+    match e {
+        e @ ClientError::APIError { code: 403, .. } => SourceError::Denied {
+            source_kind: SourceKind::Vault,
+            path: shown,
+            who: String::new(),
+            detail: format!(" ({})", error_text(&e)),
+        },
+        e => SourceError::Read { source_kind: SourceKind::Vault, path: shown, cause: error_text(&e) },
+    }
+}
+
+/// Folders listed at once: a wide tree is listed level by level in
+/// parallel rather than one round trip per folder.
+const PARALLEL_LISTS: usize = 8;
+
+/// Every secret path under `<mount>/<env>/`, relative to it, sorted.
+pub async fn list_env(client: &Arc<VaultClient>, mount: &str, env: &str) -> Result<Vec<String>, SourceError> {
+    let mut found = Vec::new();
+    let mut folders = vec![String::new()];
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.len() < PARALLEL_LISTS {
+            let Some(folder) = folders.pop() else { break };
+            let (client, mount, env) = (Arc::clone(client), mount.to_owned(), env.to_owned());
+            tasks.spawn(async move {
+                let listed = vaultrs::kv2::list(client.as_ref(), &mount, &format!("{env}/{folder}")).await;
+                (folder, listed)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else { break };
+        let (folder, listed) = joined.map_err(|e| SourceError::Read {
+            source_kind: SourceKind::Vault,
+            path: format!("{mount}/metadata/{env}/"),
+            cause: format!("list task failed: {e}"),
+        })?;
+        let keys = match listed {
+            Ok(keys) => keys,
+            Err(ClientError::APIError { code: 404, .. }) => Vec::new(),
+            // Dropping the JoinSet aborts the other listings.
+            Err(e) => return Err(read_failure(format!("{mount}/metadata/{env}/{folder}"), e)),
+        };
+        for key in keys {
+            if key.ends_with('/') {
+                folders.push(format!("{folder}{key}"));
+            } else {
+                found.push(format!("{folder}{key}"));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The fields and version of `<mount>/<env>/<path>`; `None` when it does
+/// not exist (or its latest version is deleted).
+pub async fn read_secret(
+    client: &VaultClient,
+    mount: &str,
+    env: &str,
+    path: &str,
+) -> Result<Option<Secret>, SourceError> {
+    let shown = shown_path(mount, env, path);
+    let full = format!("{env}/{path}");
+    let endpoint = ReadSecretRequest::builder().mount(mount).path(&full).build().map_err(|e| SourceError::Invalid {
+        source_kind: SourceKind::Vault,
+        path: shown.clone(),
+        cause: e.to_string(),
+    })?;
+    match vaultrs::api::exec_with_result(client, endpoint).await {
+        Ok(resp) => {
+            let serde_json::Value::Object(map) = resp.data else {
+                return Err(SourceError::Invalid {
+                    source_kind: SourceKind::Vault,
+                    path: shown,
+                    cause: "secret data is not a map of fields".to_owned(),
+                });
+            };
+            let fields = map
+                .into_iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, SecretString::new(text))
+                })
+                .collect();
+            Ok(Some(Secret { fields, version: Some(resp.metadata.version) }))
+        }
+        Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+        Err(e) => Err(read_failure(shown, e)),
+    }
+}
+
+/// What KV v2 keeps about a secret besides its values.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SecretInfo {
+    pub current_version: u64,
+    /// When the current version was written (RFC 3339, as Vault says it).
+    pub version_time: Option<String>,
+    /// When the secret was first created.
+    pub created_time: String,
+    pub custom_metadata: BTreeMap<String, String>,
+}
+
+/// The metadata of `<mount>/<env>/<path>`; `None` when there is no secret.
+pub async fn read_metadata(
+    client: &VaultClient,
+    mount: &str,
+    env: &str,
+    path: &str,
+) -> Result<Option<SecretInfo>, SourceError> {
+    let shown = format!("{mount}/metadata/{env}/{path}");
+    match vaultrs::kv2::read_metadata(client, mount, &format!("{env}/{path}")).await {
+        Ok(m) => {
+            let version_time = m.versions.get(&m.current_version.to_string()).map(|v| v.created_time.clone());
+            Ok(Some(SecretInfo {
+                current_version: m.current_version,
+                version_time,
+                created_time: m.created_time,
+                custom_metadata: m.custom_metadata.unwrap_or_default().into_iter().collect(),
+            }))
+        }
+        Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+        Err(e) => Err(read_failure(shown, e)),
+    }
+}
+
+/// Writes all `fields` as a new version of `<mount>/<env>/<path>`, only if
+/// the secret is still at version `seen` (0: it must not exist). Returns the
+/// new version.
+pub async fn write_secret(
+    client: &VaultClient,
+    mount: &str,
+    env: &str,
+    path: &str,
+    fields: &BTreeMap<String, SecretString>,
+    seen: u64,
+) -> Result<u64, VaultAdminError> {
+    let shown = shown_path(mount, env, path);
+    let data: serde_json::Map<String, serde_json::Value> =
+        fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.expose().to_owned()))).collect();
+    let cas = u32::try_from(seen).map_err(|_| VaultAdminError::Write {
+        path: shown.clone(),
+        cause: format!("version {seen} is beyond what check-and-set can express"),
+    })?;
+    let options = SetSecretRequestOptions { cas };
+    match vaultrs::kv2::set_with_options(client, mount, &format!("{env}/{path}"), &data, options).await {
+        Ok(meta) => Ok(meta.version),
+        Err(e @ ClientError::APIError { code: 403, .. }) => {
+            Err(VaultAdminError::WriteDenied { path: shown, reason: error_text(&e) })
+        }
+        Err(ClientError::APIError { code: 400, errors }) if errors.iter().any(|e| e.contains("check-and-set")) => {
+            Err(VaultAdminError::Conflict { path: shown, seen })
+        }
+        Err(e) => Err(VaultAdminError::Write { path: shown, cause: error_text(&e) }),
+    }
+}
+
+/// Replaces the `custom_metadata` of `<mount>/<env>/<path>`.
+pub async fn write_custom_metadata(
+    client: &VaultClient,
+    mount: &str,
+    env: &str,
+    path: &str,
+    custom: &BTreeMap<String, String>,
+) -> Result<(), VaultAdminError> {
+    let shown = format!("{mount}/metadata/{env}/{path}");
+    let map: HashMap<String, String> = custom.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut builder = SetSecretMetadataRequest::builder();
+    builder.custom_metadata(map);
+    vaultrs::kv2::set_metadata(client, mount, &format!("{env}/{path}"), Some(&mut builder)).await.map_err(|e| match e {
+        e @ ClientError::APIError { code: 403, .. } => {
+            VaultAdminError::WriteDenied { path: shown.clone(), reason: error_text(&e) }
+        }
+        e => VaultAdminError::WriteMetadata { path: shown.clone(), cause: error_text(&e) },
+    })
+}
+
+/// Who the token is, for `no access` lines: `token "name" (policies a, b)`.
+/// Falls back to `token` when the lookup itself is not allowed.
+pub async fn token_role(client: &VaultClient) -> String {
+    match vaultrs::token::lookup_self(client).await {
+        // The response also holds the token itself: take two fields, drop it.
+        Ok(resp) => {
+            let mut policies = resp.policies.clone();
+            policies.extend(resp.identity_policies.clone().unwrap_or_default());
+            policies.sort();
+            policies.dedup();
+            let name = if resp.display_name.is_empty() { String::new() } else { format!(" {:?}", resp.display_name) };
+            format!("vault token{name} (policies {})", policies.join(", "))
+        }
+        Err(_) => "vault token (policies unknown: lookup-self not allowed)".to_owned(),
+    }
+}
+
+/// Whether writing a policy changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyChange {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// Makes ACL policy `name` hold exactly `rules`.
+pub async fn apply_policy(
+    client: &VaultClient,
+    name: &str,
+    rules: &str,
+    dry_run: bool,
+) -> Result<PolicyChange, VaultAdminError> {
+    let err = |e: ClientError| VaultAdminError::WritePolicy { name: name.to_owned(), cause: error_text(&e) };
+    let change = match vaultrs::sys::policy::read(client, name).await {
+        Ok(p) if p.rules.trim() == rules.trim() => PolicyChange::Unchanged,
+        Ok(_) => PolicyChange::Updated,
+        Err(ClientError::APIError { code: 404, .. }) => PolicyChange::Created,
+        Err(e) => return Err(err(e)),
+    };
+    if change != PolicyChange::Unchanged && !dry_run {
+        vaultrs::sys::policy::set(client, name, rules).await.map_err(err)?;
+    }
+    Ok(change)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_errors_become_one_line() {
+        assert_eq!(
+            one_line("HTTP 403: 1 error occurred:\n\t* permission denied\n\n"),
+            "HTTP 403: 1 error occurred: * permission denied"
+        );
+    }
+}
