@@ -535,7 +535,8 @@ fn file_mode(target: &FileTarget, tainted: bool) -> u32 {
     target.mode.unwrap_or(if tainted { 0o600 } else { 0o644 })
 }
 
-fn desired_files(
+/// The files a file target needs for a rendered output (several for `dir`).
+pub fn desired_files(
     target: &FileTarget,
     path: &std::path::Path,
     rendered: &Rendered,
@@ -557,7 +558,7 @@ fn desired_files(
 
 /// Decodes an observed file back into entries, where the format allows, so
 /// a plan can name the entries that changed without showing values.
-fn decode_entries(format: Format, content: &[u8]) -> Option<BTreeMap<String, String>> {
+pub fn decode_entries(format: Format, content: &[u8]) -> Option<BTreeMap<String, String>> {
     let text = std::str::from_utf8(content).ok()?;
     match format {
         Format::Dotenv => format::decode_dotenv(text).ok(),

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -39,8 +39,9 @@ use super::{CmdError, Context, as_file, check_env, display_path, outputs_for};
 use crate::cli::{OutputFormat, PullArgs};
 use crate::config::FileTarget;
 use crate::fingerprint::Fingerprinter;
-use crate::format::{self, Format};
+use crate::format::Format;
 use crate::plan::{self, Action, DesiredFile, EntryNames, FileChange, ObservedFile};
+use crate::reconcile::{decode_entries, desired_files};
 use crate::render::Rendered;
 use crate::target::{TargetError, file};
 
@@ -118,37 +119,6 @@ pub struct DeniedRead {
     pub needed_by: Vec<String>,
     #[serde(skip)]
     message: String,
-}
-
-fn file_mode(target: &FileTarget, tainted: bool) -> u32 {
-    target.mode.unwrap_or(if tainted { 0o600 } else { 0o644 })
-}
-
-/// The files a target needs, as a reconcile pass computes them.
-fn desired_files(target: &FileTarget, path: &Path, rendered: &Rendered) -> Result<Vec<DesiredFile>, TargetError> {
-    let mode = file_mode(target, rendered.tainted);
-    let encode_err = |source| TargetError::Encode { path: path.display().to_string(), source };
-    Ok(match target.format {
-        Format::Dir => format::encode_dir(&rendered.entries)
-            .map_err(encode_err)?
-            .into_iter()
-            .map(|(name, content)| DesiredFile { path: path.join(name), content, mode })
-            .collect(),
-        other => {
-            let content = format::encode(other, &rendered.entries).map_err(encode_err)?;
-            vec![DesiredFile { path: path.to_path_buf(), content, mode }]
-        }
-    })
-}
-
-/// The entries of an existing file, where its format can be read back.
-fn decode_entries(format: Format, content: &[u8]) -> Option<BTreeMap<String, String>> {
-    let text = std::str::from_utf8(content).ok()?;
-    match format {
-        Format::Dotenv => format::decode_dotenv(text).ok(),
-        Format::Json => serde_json::from_str(text).ok(),
-        Format::Yaml | Format::Raw | Format::Dir => None,
-    }
 }
 
 /// Fingerprints of what changes in a secret file: per entry when the old
