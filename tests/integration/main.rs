@@ -5,3 +5,7 @@ mod support;
 
 mod cli;
 mod servers_e2e;
+mod service;
+mod service_etcd;
+mod service_ha;
+mod service_vault;
