@@ -12,7 +12,6 @@
 //! just before the put is sent (etcd-client, one connection) and stops when
 //! a poll (every 200 µs) reads the new value from the file.
 
-#[allow(dead_code)]
 #[path = "../tests/integration/support/servers.rs"]
 mod servers;
 

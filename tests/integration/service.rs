@@ -218,7 +218,7 @@ fn broken_config_is_rejected_and_the_last_good_one_keeps_working() {
     let svc = Service::start(&p, &[], &[("RUST_LOG", "debug")]);
     let body = svc.wait_ready(Duration::from_secs(20));
     assert_eq!(body["envs"]["prod"]["role"], "standalone", "{body}");
-    assert_eq!(p.read("out/prod/api.env"), format!("DATABASE_URL='postgres://api:{CANARY}-prod@db.prod/api'\n"));
+    assert_eq!(p.read("out/prod/api.env"), format!("DATABASE_URL=postgres://api:{CANARY}-prod@db.prod/api\n"));
 
     // A broken config, saved by rename: rejected and logged with file:line.
     let good = p.read("cfgsync.toml");
@@ -228,7 +228,7 @@ fn broken_config_is_rejected_and_the_last_good_one_keeps_working() {
     });
     let log = svc.log();
     let line = log.lines().find(|l| l.contains("rejected the changed configuration")).expect("a rejection line");
-    assert!(line.contains("cfgsync.toml:14:1: unknown field `colour`"), "{line}");
+    assert!(line.contains("cfgsync.toml:12:1: unknown field `colour`"), "{line}");
     assert!(line.contains("still running the last good one"), "{line}");
 
     // The old config keeps working: a source change still reaches the target.
@@ -243,10 +243,10 @@ fn broken_config_is_rejected_and_the_last_good_one_keeps_working() {
     assert_ne!(fixed, good);
     save_like_an_editor(&p.path("cfgsync.toml"), &fixed);
     wait_until("the fixed config to be used", Duration::from_secs(10), || {
-        read_or_empty(&p.path("out/prod/api.env")).ends_with("@db2.prod/api2'\n").then_some(())
+        read_or_empty(&p.path("out/prod/api.env")).ends_with("@db2.prod/api2\n").then_some(())
     });
     wait_until("staging too", Duration::from_secs(10), || {
-        read_or_empty(&p.path("out/staging/api.env")).ends_with("@db.staging/api2'\n").then_some(())
+        read_or_empty(&p.path("out/staging/api.env")).ends_with("@db.staging/api2\n").then_some(())
     });
     assert_eq!(svc.metric("cfgsync_config_reloads_total{result=\"ok\"}"), Some(1.0));
     assert!(!svc.log().contains(CANARY), "no secret in the log at debug level");
@@ -279,7 +279,7 @@ fn sigterm_during_a_pass_exits_0_after_the_in_flight_writes() {
     assert_eq!(status.code(), Some(0), "{}", svc.log());
     assert!(took < Duration::from_secs(10), "exited well within the 20 s grace: {took:?}");
     // The in-flight write finished: the new content, complete, nothing staged left behind.
-    assert_eq!(p.read("out/prod/api.env"), format!("DATABASE_URL='postgres://api:{CANARY}-prod@db-new.prod/api'\n"));
+    assert_eq!(p.read("out/prod/api.env"), format!("DATABASE_URL=postgres://api:{CANARY}-prod@db-new.prod/api\n"));
     let left: Vec<_> =
         temp_files(p.dir.path()).into_iter().filter(|f| !f.to_string_lossy().ends_with(".checking")).collect();
     assert!(left.is_empty(), "no partial or staged files: {left:?}");

@@ -86,7 +86,7 @@ fn leads(svc: &Service, env: &str) -> bool {
 }
 
 fn value_is(p: &Project, env: &str, v: &str) -> Option<()> {
-    (read_or_empty(&p.path(&format!("out/{env}.env"))) == format!("V='{v}'\n")).then_some(())
+    (read_or_empty(&p.path(&format!("out/{env}.env"))) == format!("V={v}\n")).then_some(())
 }
 
 #[test]

@@ -45,11 +45,11 @@ fn write_policy(vault: &Vault) {
 }
 
 fn password_is(p: &Project, n: u32) -> Option<()> {
-    read_or_empty(&p.path("out/db.env")).contains(&format!("PASSWORD='{CANARY}-{n}'")).then_some(())
+    read_or_empty(&p.path("out/db.env")).contains(&format!("PASSWORD={CANARY}-{n}\n")).then_some(())
 }
 
 fn count(svc: &Service, method: &str, event: &str) -> f64 {
-    svc.metric(&format!("cfgsync_vault_credential_events_total{{event=\"{event}\",method=\"{method}\"}}"))
+    svc.metric(&format!("cfgsync_vault_credential_events_total{{method=\"{method}\",event=\"{event}\"}}"))
         .unwrap_or(0.0)
 }
 
