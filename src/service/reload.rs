@@ -86,12 +86,14 @@ fn editor_dropping(path: &Path) -> bool {
 }
 
 impl Paths {
-    fn classify(&self, path: &Path, changes: &mut Changes) {
+    /// Records what `path` changing means; false when it is not watched for.
+    fn classify(&self, path: &Path, changes: &mut Changes) -> bool {
         let config_file =
             path == self.config_file || (configmap_swap(path) && path.parent() == Some(self.config_dir.as_path()));
         let template = path.starts_with(&self.templates) && (configmap_swap(path) || !editor_dropping(path));
         if config_file || template {
             changes.config = true;
+            true
         } else if let Some(files) = &self.files
             && path.parent() == Some(files.as_path())
             && path.extension().is_some_and(|e| e == "toml")
@@ -99,6 +101,9 @@ impl Paths {
             && let Some(env) = path.file_stem().and_then(|s| s.to_str())
         {
             changes.sources.insert(env.to_owned());
+            true
+        } else {
+            false
         }
     }
 }
@@ -171,19 +176,25 @@ impl ConfigWatch {
                     e = self.events.recv() => e,
                 };
                 let Some(event) = event else { return };
-                self.absorb(event, &mut changes);
-                if changes.config || !changes.sources.is_empty() {
+                if self.absorb(event, &mut changes) {
                     break;
                 }
             }
-            // Debounce: until quiet.
+            // Debounce: until no relevant event came for `quiet`. Reads of
+            // the watched directories (inotify reports opens too) do not
+            // count, or a busy reader would starve the reload.
             let quiet = current.borrow().config.service.debounce.max(Duration::from_millis(100));
+            let mut deadline = tokio::time::Instant::now() + quiet;
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(quiet) => break,
+                    () = tokio::time::sleep_until(deadline) => break,
                     e = self.events.recv() => match e {
-                        Some(e) => self.absorb(e, &mut changes),
+                        Some(e) => {
+                            if self.absorb(e, &mut changes) {
+                                deadline = tokio::time::Instant::now() + quiet;
+                            }
+                        }
                         None => return,
                     },
                 }
@@ -221,15 +232,22 @@ impl ConfigWatch {
         }
     }
 
-    fn absorb(&self, event: notify::Result<notify::Event>, changes: &mut Changes) {
+    /// Records a relevant change; returns whether `event` was one.
+    fn absorb(&self, event: notify::Result<notify::Event>, changes: &mut Changes) -> bool {
         match event {
             Ok(e) if matches!(e.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)) => {
+                tracing::trace!(kind = ?e.kind, paths = ?e.paths, "file event");
+                let mut relevant = false;
                 for p in &e.paths {
-                    self.paths.classify(p, changes);
+                    relevant |= self.paths.classify(p, changes);
                 }
+                relevant
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "file watch error"),
+            Ok(_) => false,
+            Err(e) => {
+                warn!(error = %e, "file watch error");
+                false
+            }
         }
     }
 

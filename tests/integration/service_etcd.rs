@@ -113,6 +113,17 @@ fn an_auth_token_etcd_forgot_is_refreshed() {
     wait_until("the change after the restart", Duration::from_secs(15), || counter_is(&p, "1"));
     etcd.put("/cfgsync/prod/counter", "2");
     wait_until("a second change (the watch works again)", Duration::from_secs(5), || counter_is(&p, "2"));
+
+    // Deterministically: turning auth off and on drops every simple token,
+    // so the next pass presents a token etcd refuses with `invalid auth
+    // token`; the client logs in again and the change still arrives.
+    let refused_before = std::fs::read_to_string(etcd.log_path()).unwrap().matches("invalid auth token").count();
+    etcd.ctl_ok(&["auth", "disable"]);
+    etcd.ctl_ok(&["auth", "enable"]);
+    etcd.put("/cfgsync/prod/counter", "3");
+    wait_until("the change after all tokens were dropped", Duration::from_secs(10), || counter_is(&p, "3"));
+    let refused = std::fs::read_to_string(etcd.log_path()).unwrap().matches("invalid auth token").count();
+    assert!(refused > refused_before, "etcd refused the stale token at least once");
     let body = svc.wait_ready(Duration::from_secs(10));
     assert_eq!(body["envs"]["prod"]["role"], "leader", "{body}");
     assert!(!svc.log().contains("svcpw"));

@@ -145,8 +145,10 @@ fn two_replicas_share_the_envs_write_alone_and_fail_over_within_the_ttl() {
     });
     let failover = killed.elapsed();
     eprintln!("failover after SIGKILL took {failover:?} (ttl {TTL_S} s)");
-    // etcd checks lease expiry every 500 ms.
-    assert!(failover <= Duration::from_millis(TTL_S * 1000 + 600), "failover took {failover:?}");
+    // The lease dies at most one TTL after the victim's last keep-alive;
+    // etcd checks for expired leases every 500 ms, and a loaded CI machine
+    // adds scheduling delay to the survivor's reaction and to this poll.
+    assert!(failover <= Duration::from_millis(TTL_S * 1000 + 1000), "failover took {failover:?}");
     assert!(leads(&replicas[survivor], "b"));
 
     etcd.put("/cfgsync/a/v", "after-failover");
