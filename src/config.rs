@@ -1008,6 +1008,51 @@ path = "out/{{ env }}/api.env"
     }
 
     #[test]
+    fn service_settings_have_defaults_and_are_validated() {
+        let c = parse(Path::new("c.toml"), BASE, &no_env()).unwrap();
+        assert_eq!(c.service, ServiceSettings::default());
+        assert_eq!(c.service.debounce, Duration::from_millis(200));
+        let text =
+            format!("{BASE}\n[service]\ndebounce = \"0s\"\ngrace = \"5s\"\n[service.election]\nttl = \"2500ms\"\n");
+        let c = parse(Path::new("c.toml"), &text, &no_env()).unwrap();
+        assert_eq!(
+            c.service,
+            ServiceSettings {
+                debounce: Duration::ZERO,
+                grace: Duration::from_secs(5),
+                election_ttl: Duration::from_secs(3)
+            }
+        );
+        let text = format!("{BASE}\n[service]\ndebounce = \"soon\"\n[service.election]\nttl = \"1s\"\n");
+        let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err().to_string();
+        assert!(err.contains("invalid service debounce \"soon\""), "{err}");
+        assert!(err.contains("service election ttl must be at least \"2s\""), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_and_jwt_vault_auth() {
+        let with = |auth: &str| {
+            let text = BASE.replace("[files]", &format!("[etcd]\n[vault]\nauth = {auth}"));
+            let c = parse(Path::new("/etc/cfgsync/c.toml"), &text, &no_env()).unwrap();
+            let Some(SecretsSource::Vault(v)) = c.secrets else { panic!("vault expected") };
+            v.auth
+        };
+        let VaultAuth::Kubernetes { mount, role, token_file } = with("{ method = \"kubernetes\", role = \"r\" }")
+        else {
+            panic!("kubernetes expected")
+        };
+        assert_eq!((mount.as_str(), role.as_str()), ("kubernetes", "r"));
+        assert_eq!(token_file, Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token"));
+        let VaultAuth::Jwt { mount, role, token_file } =
+            with("{ method = \"jwt\", mount = \"gitlab\", token_file = \"ci.jwt\" }")
+        else {
+            panic!("jwt expected")
+        };
+        assert_eq!((mount.as_str(), role), ("gitlab", None));
+        assert_eq!(token_file, Path::new("/etc/cfgsync/ci.jwt"));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));

@@ -251,7 +251,7 @@ impl Election {
                 if !self.leadership.led().is_empty() {
                     warn!("election: no keep-alive for 2/3 of the TTL; stopped writing every env");
                 }
-                self.leadership.clear();
+                self.lose_all();
             }
             let next_keepalive = lease.as_ref().map_or_else(Instant::now, |l| l.renewed + self.ttl / 3);
             let wake = retry.map_or(next_keepalive, |r| r.min(next_keepalive));
@@ -263,6 +263,14 @@ impl Election {
             }
         }
         self.hand_over_all(lease).await;
+    }
+
+    /// Stops leading every env (fence, metrics, status board).
+    fn lose_all(&self) {
+        for env in self.leadership.led() {
+            self.leadership.set(&env, None);
+            self.status.set_role(&env, Role::Follower(None));
+        }
     }
 
     /// On shutdown: close every fence, wait for in-flight passes, revoke
@@ -325,7 +333,7 @@ impl Election {
                 match self.call("lease keep-alive", leases.keep_alive(l.id)).await {
                     Ok(_) => l.renewed = sent,
                     Err(ElectionError::Etcd { source: etcd_client::Error::LeaseKeepAliveError(_), .. }) => {
-                        self.leadership.clear();
+                        self.lose_all();
                         return Err(ElectionError::LeaseLost(l.id));
                     }
                     Err(e) => return Err(e),

@@ -232,6 +232,12 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
 
     let metrics = Arc::new(Metrics::new());
     metrics.init_series(&config.envs, &source_kinds(&config), &target_kinds(&config));
+    if !election {
+        // No election: this replica writes every env.
+        for env in &config.envs {
+            metrics.set_leader(env, true);
+        }
+    }
     let status = Arc::new(Status::new(replica.clone(), &config.envs, config.interval, election));
     let leadership = Arc::new(Leadership::new(election, replica.clone(), metrics.clone()));
     // Bind and watch before starting anything, so these fail the start.
@@ -318,6 +324,11 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
                     let election = leadership.enabled();
                     status.set_envs(&config.envs, config.interval, election);
                     metrics.init_series(&config.envs, &source_kinds(&config), &target_kinds(&config));
+                    if !election {
+                        for env in &config.envs {
+                            metrics.set_leader(env, true);
+                        }
+                    }
                     let generation = shared.new_generation(config, templates);
                     let old = gen_tx.send_replace(generation);
                     old.cancel.cancel();

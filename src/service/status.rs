@@ -221,3 +221,44 @@ impl Readiness for Status {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::EnvReport;
+    use crate::source::{SourceError, SourceKind};
+
+    fn report(env: &str, source_error: Option<SourceError>) -> Report {
+        Report { envs: vec![EnvReport { env: env.to_owned(), revision: None, source_error, outputs: Vec::new() }] }
+    }
+
+    #[test]
+    fn ready_only_when_every_responsible_env_succeeded() {
+        let envs = ["prod".to_owned(), "staging".to_owned()];
+        let s = Status::new("r1".to_owned(), &envs, Duration::from_secs(60), true);
+        s.set_role("prod", Role::Leader);
+        s.set_role("staging", Role::Follower(Some("r2".to_owned())));
+        let (ready, body) = s.readiness();
+        assert!(!ready);
+        assert_eq!(body["envs"]["prod"]["reason"], "no pass has completed yet");
+        assert_eq!(body["envs"]["staging"]["ready"], true, "another replica's env: {body}");
+        assert_eq!(body["envs"]["staging"]["leader"], "r2");
+
+        s.record_pass("prod", &report("prod", None), &[]);
+        assert!(s.readiness().0);
+
+        let err = SourceError::Connect {
+            source_kind: SourceKind::Etcd,
+            endpoint: "http://e:2379".to_owned(),
+            cause: "refused".to_owned(),
+        };
+        s.record_pass("prod", &report("prod", Some(err)), &[]);
+        let (ready, body) = s.readiness();
+        assert!(!ready);
+        assert_eq!(body["envs"]["prod"]["source"]["name"], "etcd", "{body}");
+        assert!(
+            body["envs"]["prod"]["reason"].as_str().unwrap().starts_with("source etcd failed: etcd: cannot connect")
+        );
+        assert!(body["envs"]["prod"]["last_success_unix"].is_u64());
+    }
+}

@@ -201,7 +201,11 @@ impl Worker {
             }
             pending = None;
             if !self.leadership.leads(&self.env) {
+                // Not this replica's env (now): the leader owns its targets'
+                // backoff; start afresh if elected later.
                 debug!(env = %self.env, reason = reason.as_str(), "not leading this env; no pass");
+                backoff.clear();
+                written.clear();
                 continue;
             }
             self.pass(&generation, reason, &mut backoff, &mut written).await;
@@ -300,5 +304,34 @@ impl Worker {
             }
         }
         drifted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debounce_waits_for_quiet_but_not_forever() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = Pending { reason: Reason::Watch, debounced: true, first: t0, last: t0 };
+        assert_eq!(p.due(ms(200)), t0 + ms(200));
+        p.last = t0 + ms(150);
+        assert_eq!(p.due(ms(200)), t0 + ms(350));
+        p.last = t0 + ms(990);
+        assert_eq!(p.due(ms(200)), t0 + ms(1000), "at most 5 x debounce after the first event");
+        p.debounced = false;
+        assert_eq!(p.due(ms(200)), t0, "an undebounced trigger is due at once");
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let interval = Duration::from_secs(60);
+        let draws: Vec<Duration> = (0..1000).map(|_| jittered(interval)).collect();
+        assert!(draws.iter().all(|d| *d >= Duration::from_secs(54) && *d <= Duration::from_secs(66)));
+        assert!(
+            draws.iter().any(|d| *d < Duration::from_secs(58)) && draws.iter().any(|d| *d > Duration::from_secs(62))
+        );
     }
 }
