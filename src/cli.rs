@@ -1,6 +1,7 @@
 //! The command line, as plain data (clap derive). Turning it into real
 //! objects happens in `main`, in one place, as ripgrep does.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -64,6 +65,15 @@ pub enum Command {
         /// Only this env.
         #[arg(long)]
         env: Option<String>,
+    },
+    /// The service: reconcile every interval and on etcd/file changes, with /metrics, /healthz, /readyz and per-env leader election through etcd.
+    Run {
+        /// Serve /metrics, /healthz and /readyz here, e.g. 127.0.0.1:9090 (port 0 picks a free port; the log says which).
+        #[arg(long, env = "CFGSYNC_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// This replica's name in leader election (default: <hostname>-<pid>; in Kubernetes, the pod name).
+        #[arg(long, env = "CFGSYNC_REPLICA_ID")]
+        replica_id: Option<String>,
     },
     /// Render the outputs with file targets for one env, with your own credentials, and write them.
     Pull(PullArgs),

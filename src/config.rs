@@ -138,6 +138,22 @@ struct RawConfig {
     envs: BTreeMap<String, RawEnv>,
     #[serde(default, rename = "output")]
     outputs: Vec<RawOutput>,
+    service: Option<RawService>,
+}
+
+/// `[service]`: settings only `cfgsync run` reads.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    debounce: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
+    election: Option<RawElection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawElection {
+    ttl: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +191,16 @@ enum RawVaultAuth {
         role_id: Option<String>,
         role_id_file: Option<PathBuf>,
         secret_id_file: Option<PathBuf>,
+    },
+    Kubernetes {
+        mount: Option<String>,
+        role: String,
+        token_file: Option<PathBuf>,
+    },
+    Jwt {
+        mount: Option<String>,
+        role: Option<String>,
+        token_file: PathBuf,
     },
 }
 
@@ -302,6 +328,29 @@ pub struct Config {
     pub templates_dir: PathBuf,
     pub kubernetes: KubernetesSettings,
     pub outputs: Vec<Output>,
+    pub service: ServiceSettings,
+}
+
+/// `[service]`: how `cfgsync run` behaves; the one-shot commands ignore it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// Quiet time after an etcd or file change before the pass it triggers
+    /// (0 = none), so a burst of puts becomes one pass.
+    pub debounce: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight writes may take before exit.
+    pub grace: Duration,
+    /// TTL of the etcd lease behind leader election (whole seconds).
+    pub election_ttl: Duration,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_millis(200),
+            grace: Duration::from_secs(20),
+            election_ttl: Duration::from_secs(15),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -356,6 +405,20 @@ pub enum VaultAuth {
         role_id: Option<String>,
         role_id_file: Option<PathBuf>,
         secret_id_file: Option<PathBuf>,
+    },
+    /// A Kubernetes service account token (`token_file`, default the
+    /// projected one) exchanged at `auth/<mount>/login`.
+    Kubernetes {
+        mount: String,
+        role: String,
+        token_file: PathBuf,
+    },
+    /// Any JWT the platform provides (CI job token, workload identity),
+    /// exchanged at `auth/<mount>/login`.
+    Jwt {
+        mount: String,
+        role: Option<String>,
+        token_file: PathBuf,
     },
 }
 
@@ -543,6 +606,7 @@ impl Builder<'_> {
 
     fn build(mut self, raw: RawConfig, env: &dyn Environment) -> Result<Config, ConfigError> {
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL, "interval");
+        let service = self.service(raw.service);
         let envs: Vec<String> = raw.envs.keys().cloned().collect();
         if envs.is_empty() {
             self.problem(0, "no environments defined: add at least one `[envs.<name>]` table");
@@ -601,6 +665,7 @@ impl Builder<'_> {
             secrets,
             kubernetes,
             outputs,
+            service,
         })
     }
 
@@ -625,6 +690,38 @@ impl Builder<'_> {
             }
         }
         k
+    }
+
+    fn service(&mut self, raw: Option<RawService>) -> ServiceSettings {
+        let default = ServiceSettings::default();
+        let Some(raw) = raw else { return default };
+        let debounce = match raw.debounce {
+            Some(v) if v.get_ref().trim() == "0" => Duration::ZERO,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Some(d) => d,
+                None => {
+                    self.problem(
+                        v.span().start,
+                        format!(
+                            "invalid service debounce {:?}: use a duration like \"200ms\", or \"0s\" for none",
+                            v.get_ref()
+                        ),
+                    );
+                    default.debounce
+                }
+            },
+            None => default.debounce,
+        };
+        let grace = self.duration(raw.grace, default.grace, "service grace");
+        let ttl = raw.election.and_then(|e| e.ttl);
+        let at = ttl.as_ref().map_or(0, |t| t.span().start);
+        let mut election_ttl = self.duration(ttl, default.election_ttl, "service election ttl");
+        if election_ttl < Duration::from_secs(2) {
+            self.problem(at, "service election ttl must be at least \"2s\": etcd leases have whole-second TTLs");
+        }
+        // etcd leases count whole seconds; round up so the lease is never shorter than asked.
+        election_ttl = Duration::from_secs(election_ttl.as_secs() + u64::from(election_ttl.subsec_nanos() > 0));
+        ServiceSettings { debounce, grace, election_ttl }
     }
 
     fn etcd(&mut self, raw: RawEtcd, env: &dyn Environment) -> EtcdSettings {
@@ -683,6 +780,19 @@ impl Builder<'_> {
                     secret_id_file: secret_id_file.map(|p| self.dir.join(p)),
                 }
             }
+            (Some(RawVaultAuth::Kubernetes { mount, role, token_file }), None) => VaultAuth::Kubernetes {
+                mount: mount.unwrap_or_else(|| "kubernetes".to_owned()),
+                role,
+                token_file: token_file.map_or_else(
+                    || PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+                    |p| self.dir.join(p),
+                ),
+            },
+            (Some(RawVaultAuth::Jwt { mount, role, token_file }), None) => VaultAuth::Jwt {
+                mount: mount.unwrap_or_else(|| "jwt".to_owned()),
+                role,
+                token_file: self.dir.join(token_file),
+            },
         };
         let timeout = self.duration(raw.timeout, Duration::from_secs(10), "vault timeout");
         VaultSettings {
@@ -1141,6 +1251,51 @@ path = "out/{{ env }}/api.env"
         let Some(SecretsSource::Vault(v)) = &c.secrets else { panic!("vault expected") };
         assert_eq!(v.address, "http://v:8200");
         assert!(matches!(&v.auth, VaultAuth::Token { token: Some(t), .. } if t.expose() == "tok"));
+    }
+
+    #[test]
+    fn service_settings_have_defaults_and_are_validated() {
+        let c = parse(Path::new("c.toml"), BASE, &no_env()).unwrap();
+        assert_eq!(c.service, ServiceSettings::default());
+        assert_eq!(c.service.debounce, Duration::from_millis(200));
+        let text =
+            format!("{BASE}\n[service]\ndebounce = \"0s\"\ngrace = \"5s\"\n[service.election]\nttl = \"2500ms\"\n");
+        let c = parse(Path::new("c.toml"), &text, &no_env()).unwrap();
+        assert_eq!(
+            c.service,
+            ServiceSettings {
+                debounce: Duration::ZERO,
+                grace: Duration::from_secs(5),
+                election_ttl: Duration::from_secs(3)
+            }
+        );
+        let text = format!("{BASE}\n[service]\ndebounce = \"soon\"\n[service.election]\nttl = \"1s\"\n");
+        let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err().to_string();
+        assert!(err.contains("invalid service debounce \"soon\""), "{err}");
+        assert!(err.contains("service election ttl must be at least \"2s\""), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_and_jwt_vault_auth() {
+        let with = |auth: &str| {
+            let text = BASE.replace("[files]", &format!("[etcd]\n[vault]\nauth = {auth}"));
+            let c = parse(Path::new("/etc/cfgsync/c.toml"), &text, &no_env()).unwrap();
+            let Some(SecretsSource::Vault(v)) = c.secrets else { panic!("vault expected") };
+            v.auth
+        };
+        let VaultAuth::Kubernetes { mount, role, token_file } = with("{ method = \"kubernetes\", role = \"r\" }")
+        else {
+            panic!("kubernetes expected")
+        };
+        assert_eq!((mount.as_str(), role.as_str()), ("kubernetes", "r"));
+        assert_eq!(token_file, Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token"));
+        let VaultAuth::Jwt { mount, role, token_file } =
+            with("{ method = \"jwt\", mount = \"gitlab\", token_file = \"ci.jwt\" }")
+        else {
+            panic!("jwt expected")
+        };
+        assert_eq!((mount.as_str(), role), ("gitlab", None));
+        assert_eq!(token_file, Path::new("/etc/cfgsync/ci.jwt"));
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! - [`telemetry`]: logging set-up that cannot print secrets.
 //! - [`cmd`]: the developer commands (`diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `policy apply`, completions, man).
 //! - [`fingerprint`]: keyed (per-run HMAC) fingerprints: "same or differs" for secrets without the value.
+//! - [`service`]: `cfgsync run`: interval + etcd watch per env, reload, leader election, shutdown.
+//! - [`http`], [`metrics`]: `/metrics`, `/healthz`, `/readyz` of the service.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -25,11 +27,14 @@ pub mod cmd;
 pub mod config;
 pub mod fingerprint;
 pub mod format;
+pub mod http;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod report;
 pub mod secret;
+pub mod service;
 pub mod source;
 pub mod target;
 pub mod telemetry;

@@ -28,11 +28,15 @@ enum Fatal {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Cmd(#[from] cfgsync::cmd::CmdError),
+    #[error(transparent)]
+    Service(cfgsync::service::ServiceError),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cfgsync::telemetry::init(cli.log_format, "error");
+    // The service logs what it does; the one-shot commands only their errors.
+    let default_level = if matches!(cli.command, Command::Run { .. }) { "cfgsync=info,warn" } else { "error" };
+    cfgsync::telemetry::init(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -64,6 +68,15 @@ fn check_env(config: &Config, env: &str) -> Result<(), Fatal> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
+    if let Command::Run { listen, replica_id } = &cli.command {
+        let options = cfgsync::service::RunOptions { listen: *listen, replica_id: replica_id.clone() };
+        return match cfgsync::service::run(&cli.config, options).await {
+            Ok(cfgsync::service::Shutdown::Clean) => Ok(ExitCode::SUCCESS),
+            Ok(cfgsync::service::Shutdown::GraceExceeded) => Ok(ExitCode::from(1)),
+            Err(cfgsync::service::ServiceError::Config(e)) => Err(Fatal::Config(e)),
+            Err(e) => Err(Fatal::Service(e)),
+        };
+    }
     // These need no config file.
     match &cli.command {
         Command::Completions { shell } => return Ok(cmd::completions::completions(*shell)?),
@@ -86,7 +99,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Reconcile { once: _, env, dry_run, allow_mass_prune } => (
-            PassOptions { env, dry_run, allow_mass_prune, files_only: false },
+            PassOptions { env, dry_run, allow_mass_prune, ..Default::default() },
             if dry_run { Mode::Plan } else { Mode::Applied },
         ),
         Command::Plan { env } => (PassOptions { env, dry_run: true, ..Default::default() }, Mode::Plan),
@@ -100,6 +113,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             return Ok(cmd::policy::run_apply(&ctx, dir.as_deref(), dry_run).await?);
         }
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled before loading the config"),
+        Command::Run { .. } => unreachable!("handled above"),
     };
     if let Some(env) = &options.env {
         check_env(&config, env)?;

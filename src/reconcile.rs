@@ -12,13 +12,20 @@
 //!   one unreachable cluster fails only its own targets. Pruning happens only
 //!   when every env of the pass was read successfully.
 //!
+//! `cfgsync run` drives passes from the outside through two optional
+//! [`PassOptions`] fields: a [`Fence`] asked before each write batch (a
+//! file target, a cluster's objects) so that a replica that lost its lease
+//! writes nothing more, and a set of target ids to skip (targets backing off
+//! after a failure). Each [`TargetReport`] carries a stable
+//! [`TargetReport::id`] for that.
+//!
 //! All envs are fetched first, concurrently, so that "was any source down in
 //! this pass?" is known before anything is pruned.
 //!
 //! The [`Report`] records all of it; `main` turns it into text or JSON and
 //! an exit code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -47,6 +54,25 @@ pub struct PassOptions {
     pub files_only: bool,
     /// Allow a prune deleting more than `max_prune_share` of a cluster's objects.
     pub allow_mass_prune: bool,
+    /// Asked before each write batch; a closed fence fails the target with
+    /// [`TargetError::Fenced`] and nothing is written.
+    pub fence: Option<Arc<dyn Fence>>,
+    /// Target ids ([`TargetReport::id`]) not to touch in this pass; they are
+    /// left out of the report.
+    pub skip: BTreeSet<String>,
+}
+
+/// Whether this process may still write an env's targets (the service's
+/// leader election). Must be cheap: it is asked before every write batch.
+pub trait Fence: Send + Sync + std::fmt::Debug {
+    /// `Err(reason)` when the env's targets must not be written now.
+    fn check(&self, env: &str) -> Result<(), String>;
+}
+
+/// The stable id of an output's `index`-th target for `env`:
+/// `<env>/<output>/<index>`.
+pub fn target_id(env: &str, output: &str, index: usize) -> String {
+    format!("{env}/{output}/{index}")
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -83,6 +109,8 @@ pub struct OutputReport {
 
 #[derive(Debug, Serialize)]
 pub struct TargetReport {
+    /// See [`target_id`].
+    pub id: String,
     pub kind: &'static str,
     /// The file or directory, or the object as `context/namespace/name`.
     pub address: String,
@@ -269,13 +297,22 @@ async fn run_env(
             }
         };
         let mut targets = Vec::new();
-        for target in &output.targets {
+        for (index, target) in output.targets.iter().enumerate() {
+            let id = target_id(&env, &output.name, index);
+            if options.skip.contains(&id) {
+                continue;
+            }
             match &target.kind {
-                TargetKind::File(f) => targets.push(file_target(f, &rendered, options.dry_run).await),
+                TargetKind::File(f) => {
+                    let mut report = file_target(f, &rendered, options.dry_run, options.fence.as_deref()).await;
+                    report.id = id;
+                    targets.push(report);
+                }
                 TargetKind::Kubernetes(_) if options.files_only => {}
                 TargetKind::Kubernetes(k) => {
                     let address = &k.addresses[&env];
                     let mut report = TargetReport {
+                        id,
                         kind: k.object.kind_name(),
                         address: format!("{}/{}/{}", address.context, address.namespace, address.name),
                         changes: Vec::new(),
@@ -437,7 +474,7 @@ async fn cluster_pass(
     prune_allowed: bool,
     options: &PassOptions,
     max_prune_share: f64,
-    claimed: &dyn Fn(&kube_target::LiveObject, &str) -> bool,
+    claimed: &(dyn Fn(&kube_target::LiveObject, &str) -> bool + Sync),
     fp: &Fingerprinter,
 ) -> ClusterOutcome {
     let mut outcome = ClusterOutcome { results: Vec::new(), pruned: Vec::new(), prune_errors: Vec::new() };
@@ -489,6 +526,13 @@ async fn cluster_pass(
     if options.dry_run {
         outcome.results = changes.into_iter().map(|(k, c)| (k, Ok(c))).collect();
         outcome.pruned = prunes;
+        return outcome;
+    }
+    let needs_write = !prunes.is_empty() || changes.iter().any(|(_, c)| c.action != ObjectAction::Unchanged);
+    if needs_write && let Some(Err(reason)) = options.fence.as_ref().map(|f| f.check(env)) {
+        warn!(context, env, reason, "not written: fenced");
+        let fenced = KubeError::Fenced { env: env.to_owned(), reason };
+        outcome.results = changes.into_iter().map(|(k, _)| (k, Err(fenced.clone()))).collect();
         return outcome;
     }
     // Apply: writes first, then restarts of what really changed, then deletes.
@@ -567,9 +611,15 @@ pub fn decode_entries(format: Format, content: &[u8]) -> Option<BTreeMap<String,
     }
 }
 
-async fn file_target(target: &FileTarget, rendered: &Rendered, dry_run: bool) -> TargetReport {
+async fn file_target(
+    target: &FileTarget,
+    rendered: &Rendered,
+    dry_run: bool,
+    fence: Option<&dyn Fence>,
+) -> TargetReport {
     let path = target.paths[&rendered.env].clone();
     let mut report = TargetReport {
+        id: String::new(),
         kind: "file",
         address: path.display().to_string(),
         changes: Vec::new(),
@@ -602,7 +652,15 @@ async fn file_target(target: &FileTarget, rendered: &Rendered, dry_run: bool) ->
         };
         changes.push(plan::plan_file(d, observed.as_ref(), rendered.tainted, entries));
     }
-    if !dry_run {
+    let needs_write = changes.iter().any(|c| c.action != Action::Unchanged);
+    let fenced = match fence {
+        Some(f) if !dry_run && needs_write => f.check(&rendered.env).err(),
+        _ => None,
+    };
+    if let Some(reason) = fenced {
+        warn!(output = %rendered.output, env = %rendered.env, path = %path.display(), reason, "not written: fenced");
+        report.error = Some(TargetError::Fenced { env: rendered.env.clone(), reason });
+    } else if !dry_run {
         let mut changed = false;
         for change in &changes {
             let result = match (change.action, change.content_changed) {

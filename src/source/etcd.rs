@@ -61,6 +61,8 @@ impl EtcdSource {
         }
     }
 
+    /// The shared client, connected (and authenticated) on first use. The
+    /// service's watches and election use it too.
     pub(crate) async fn connect(&self) -> Result<Client, SourceError> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {

@@ -146,6 +146,21 @@ impl Sources {
         Self { keys, vault }
     }
 
+    /// Reports Vault credential renewals and logins to `observer`.
+    pub fn observe_credentials(&mut self, observer: std::sync::Arc<dyn vault::CredentialObserver>) {
+        if let Some(v) = &mut self.vault {
+            v.set_observer(observer);
+        }
+    }
+
+    /// Keeps the Vault token renewed (or logs in again) until `cancel`;
+    /// returns at once when there is no Vault. Only `cfgsync run` calls it.
+    pub async fn maintain_credentials(&self, cancel: tokio_util::sync::CancellationToken) {
+        if let Some(v) = &self.vault {
+            v.maintain(cancel).await;
+        }
+    }
+
     /// Reads keys and secrets for one env concurrently; either failing fails
     /// the whole fetch.
     pub async fn fetch(&self, request: &Request) -> Result<Snapshot, SourceError> {

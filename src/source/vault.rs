@@ -14,13 +14,36 @@
 //! fails with a message naming it. A 403 or any transport error fails the
 //! whole fetch (fail closed). Response bodies are never put in errors: they
 //! may hold secret values.
+//!
+//! # Credentials lifecycle
+//!
+//! ```toml
+//! auth = { method = "kubernetes", role = "cfgsync" }   # mount "kubernetes", the projected SA token
+//! auth = { method = "jwt", role = "cfgsync", token_file = "/run/secrets/ci-jwt" }  # mount "jwt"
+//! ```
+//!
+//! A session remembers the token's TTL (from the login response, or
+//! `lookup-self` for a given token). [`VaultSource::maintain`], which
+//! `cfgsync run` keeps running, renews it with `renew-self` at 2/3 of its
+//! TTL, as Vault's own lifetime watcher does. When a renewal fails (token
+//! revoked, expired, server restarted) or Vault caps it at the token's max
+//! TTL, the source logs in again with its auth method (AppRole, Kubernetes,
+//! JWT; for `token`, the token is read again from `VAULT_TOKEN`/`token_file`,
+//! which an agent may have rotated). A failed login is retried with backoff;
+//! until it succeeds every fetch fails closed. The one-shot commands never
+//! call `maintain`; they log in on first use, and a session whose TTL has run
+//! out is replaced on the next fetch. Tokens live in [`SecretString`] and
+//! the vaultrs client only.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use vaultrs::api::kv2::requests::ReadSecretRequest;
 use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
@@ -32,23 +55,87 @@ use crate::secret::SecretString;
 /// Concurrent reads per fetch: enough to hide loopback latency for 100
 /// secrets, few enough not to look like a burst to a rate-limited server.
 const PARALLEL_READS: usize = 8;
+/// First retry of a failed login; doubles up to [`LOGIN_RETRY_MAX`].
+const LOGIN_RETRY_MIN: Duration = Duration::from_millis(500);
+const LOGIN_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What happened to the credentials, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialEvent {
+    Renewed,
+    RenewFailed,
+    LoggedIn,
+    LoginFailed,
+}
+
+/// Told about every [`CredentialEvent`] (the service counts them).
+pub trait CredentialObserver: Send + Sync {
+    fn credential_event(&self, method: &'static str, event: CredentialEvent);
+}
 
 pub struct VaultSource {
     settings: VaultSettings,
-    client: Mutex<Option<Arc<VaultClient>>>,
+    session: Mutex<Option<Session>>,
+    observer: Option<Arc<dyn CredentialObserver>>,
+}
+
+/// A logged-in client and what we know of its token's lifetime.
+struct Session {
+    client: Arc<VaultClient>,
+    /// None: the token never expires (a root token); nothing to renew.
+    expires_at: Option<Instant>,
+    /// When to renew (or log in again): 2/3 of the TTL.
+    renew_at: Option<Instant>,
+    /// The TTL the login granted. A renewal granting less means Vault hit
+    /// the token's max TTL: log in again instead of renewing.
+    granted: Duration,
+    renewable: bool,
+}
+
+impl Session {
+    fn new(client: VaultClient, ttl: Duration, granted: Duration, renewable: bool) -> Self {
+        let now = Instant::now();
+        let (expires_at, renew_at) =
+            if ttl.is_zero() { (None, None) } else { (Some(now + ttl), Some(now + ttl * 2 / 3)) };
+        Self { client: Arc::new(client), expires_at, renew_at, granted, renewable }
+    }
+
+    fn usable(&self) -> bool {
+        self.expires_at.is_none_or(|at| Instant::now() < at)
+    }
 }
 
 impl VaultSource {
     pub fn new(settings: VaultSettings) -> Self {
-        Self { settings, client: Mutex::new(None) }
+        Self { settings, session: Mutex::new(None), observer: None }
+    }
+
+    /// Reports credential events to `observer`.
+    pub fn set_observer(&mut self, observer: Arc<dyn CredentialObserver>) {
+        self.observer = Some(observer);
+    }
+
+    fn method(&self) -> &'static str {
+        match self.settings.auth {
+            VaultAuth::Token { .. } => "token",
+            VaultAuth::AppRole { .. } => "approle",
+            VaultAuth::Kubernetes { .. } => "kubernetes",
+            VaultAuth::Jwt { .. } => "jwt",
+        }
+    }
+
+    fn event(&self, event: CredentialEvent) {
+        if let Some(o) = &self.observer {
+            o.credential_event(self.method(), event);
+        }
     }
 
     fn auth_error(&self, cause: impl Into<String>) -> SourceError {
-        let method = match self.settings.auth {
-            VaultAuth::Token { .. } => "token",
-            VaultAuth::AppRole { .. } => "approle",
-        };
-        SourceError::Auth { source_kind: SourceKind::Vault, who: format!(" with {method} auth"), cause: cause.into() }
+        SourceError::Auth {
+            source_kind: SourceKind::Vault,
+            who: format!(" with {} auth", self.method()),
+            cause: cause.into(),
+        }
     }
 
     fn new_client(&self, token: &SecretString) -> Result<VaultClient, SourceError> {
@@ -69,12 +156,35 @@ impl VaultSource {
         })
     }
 
+    /// The current client, logging in when there is no usable session.
     pub(crate) async fn client(&self) -> Result<Arc<VaultClient>, SourceError> {
-        let mut guard = self.client.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
+        let mut guard = self.session.lock().await;
+        if let Some(s) = guard.as_ref().filter(|s| s.usable()) {
+            return Ok(s.client.clone());
         }
-        let client = match &self.settings.auth {
+        let session = self.login_counted().await?;
+        let client = session.client.clone();
+        *guard = Some(session);
+        Ok(client)
+    }
+
+    async fn login_counted(&self) -> Result<Session, SourceError> {
+        match self.login().await {
+            Ok(s) => {
+                self.event(CredentialEvent::LoggedIn);
+                tracing::info!(method = self.method(), ttl_s = s.granted.as_secs(), "vault: logged in");
+                Ok(s)
+            }
+            Err(e) => {
+                self.event(CredentialEvent::LoginFailed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Obtains a token with the configured method: a new session.
+    async fn login(&self) -> Result<Session, SourceError> {
+        let auth = match &self.settings.auth {
             VaultAuth::Token { token, token_file } => {
                 let token = match (token, token_file) {
                     (Some(t), _) => t.clone(),
@@ -86,7 +196,19 @@ impl VaultSource {
                         })?
                     }
                 };
-                self.new_client(&token)?
+                let client = self.new_client(&token)?;
+                // A given token: ask Vault how long it lives. A token that
+                // may not look itself up is still used; it is just not renewed.
+                return Ok(match vaultrs::token::lookup_self(&client).await {
+                    Ok(info) => {
+                        let ttl = Duration::from_secs(info.ttl);
+                        Session::new(client, ttl, ttl, info.renewable.unwrap_or(false))
+                    }
+                    Err(ClientError::APIError { code: 403, .. }) => {
+                        Session::new(client, Duration::ZERO, Duration::ZERO, false)
+                    }
+                    Err(e) => return Err(self.auth_error(format!("token lookup-self: {}", client_error_text(&e)))),
+                });
             }
             VaultAuth::AppRole { mount, role_id, role_id_file, secret_id_file } => {
                 let role_id = match (role_id, role_id_file) {
@@ -98,18 +220,116 @@ impl VaultSource {
                     Some(f) => read_secret_file(f).map_err(|e| self.auth_error(e))?,
                     None => return Err(self.auth_error("approle auth needs secret_id_file")),
                 };
-                let mut client = self.new_client(&SecretString::default())?;
+                let client = self.new_client(&SecretString::default())?;
                 let auth =
                     vaultrs::auth::approle::login(&client, mount, &role_id, secret_id.expose()).await.map_err(|e| {
                         self.auth_error(format!("approle login at auth/{mount}: {}", client_error_text(&e)))
                     })?;
-                client.set_token(&auth.client_token);
-                client
+                (client, auth)
+            }
+            VaultAuth::Kubernetes { mount, role, token_file } => {
+                let jwt = read_secret_file(token_file).map_err(|e| self.auth_error(e))?;
+                let client = self.new_client(&SecretString::default())?;
+                let auth = vaultrs::auth::kubernetes::login(&client, mount, role, jwt.expose()).await.map_err(|e| {
+                    self.auth_error(format!(
+                        "kubernetes login at auth/{mount} as role {role:?}: {}",
+                        client_error_text(&e)
+                    ))
+                })?;
+                (client, auth)
+            }
+            VaultAuth::Jwt { mount, role, token_file } => {
+                let jwt = read_secret_file(token_file).map_err(|e| self.auth_error(e))?;
+                let client = self.new_client(&SecretString::default())?;
+                let auth = vaultrs::auth::oidc::login(&client, mount, jwt.expose(), role.clone())
+                    .await
+                    .map_err(|e| self.auth_error(format!("jwt login at auth/{mount}: {}", client_error_text(&e))))?;
+                (client, auth)
             }
         };
-        let client = Arc::new(client);
-        *guard = Some(client.clone());
-        Ok(client)
+        let (mut client, auth) = auth;
+        client.set_token(&auth.client_token);
+        let ttl = Duration::from_secs(auth.lease_duration);
+        Ok(Session::new(client, ttl, ttl, auth.renewable))
+    }
+
+    /// One step of the lifecycle: renew the token, or log in again when it
+    /// cannot be renewed. Returns when the next step is due (None: never).
+    pub async fn refresh(&self) -> Result<Option<Instant>, SourceError> {
+        let mut guard = self.session.lock().await;
+        if let Some(s) = guard.as_mut().filter(|s| s.renewable && s.usable()) {
+            match vaultrs::token::renew_self(s.client.as_ref(), None).await {
+                Ok(auth) => {
+                    let ttl = Duration::from_secs(auth.lease_duration);
+                    let now = Instant::now();
+                    s.expires_at = Some(now + ttl);
+                    s.renew_at = Some(now + ttl * 2 / 3);
+                    if ttl < s.granted {
+                        // Capped by the max TTL: the next step logs in again.
+                        s.renewable = false;
+                    }
+                    self.event(CredentialEvent::Renewed);
+                    tracing::info!(method = self.method(), ttl_s = ttl.as_secs(), "vault: token renewed");
+                    return Ok(s.renew_at);
+                }
+                Err(e) => {
+                    self.event(CredentialEvent::RenewFailed);
+                    tracing::warn!(
+                        method = self.method(),
+                        error = %client_error_text(&e),
+                        "vault: token renewal failed; logging in again"
+                    );
+                }
+            }
+        }
+        let session = self.login_counted().await?;
+        let next = session.renew_at;
+        *guard = Some(session);
+        Ok(next)
+    }
+
+    /// Keeps the credentials alive until `cancel`: log in now, then renew or
+    /// log in again whenever due; failed logins are retried with backoff.
+    pub async fn maintain(&self, cancel: CancellationToken) {
+        let mut retry = LOGIN_RETRY_MIN;
+        let mut first = true;
+        loop {
+            let due = if first {
+                first = false;
+                Some(Instant::now())
+            } else {
+                self.session.lock().await.as_ref().and_then(|s| s.renew_at)
+            };
+            let Some(due) = due else {
+                // A token that never expires: nothing to do.
+                cancel.cancelled().await;
+                return;
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep_until(due) => {}
+            }
+            loop {
+                let result = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    r = self.refresh() => r,
+                };
+                match result {
+                    Ok(_) => {
+                        retry = LOGIN_RETRY_MIN;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "vault: login failed; fetches fail closed until it works");
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(retry) => {}
+                        }
+                        retry = (retry * 2).min(LOGIN_RETRY_MAX);
+                    }
+                }
+            }
+        }
     }
 }
 

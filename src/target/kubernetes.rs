@@ -100,8 +100,9 @@ pub enum KubeError {
         "context {context:?}: refusing to delete {deletes} of {total} cfgsync objects ({share:.0}% > {max:.0}%): re-run with --allow-mass-prune if that is intended"
     )]
     MassPrune { context: String, deletes: usize, total: usize, share: f64, max: f64 },
-    #[error("context {context:?}: not applied, another object in the same cluster failed first")]
-    Skipped { context: String },
+    /// The service's fence was closed before this cluster's write batch.
+    #[error("not written: {reason} (env {env})")]
+    Fenced { env: String, reason: String },
 }
 
 /// An object as cfgsync wants it.

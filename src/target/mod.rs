@@ -20,10 +20,16 @@ pub enum TargetError {
     Kube(Box<kubernetes::KubeError>),
     #[error("encoding {path}: {source}")]
     Encode { path: String, source: crate::format::FormatError },
+    /// The service's fence was closed: this replica may not write the env.
+    #[error("not written: {reason} (env {env})")]
+    Fenced { env: String, reason: String },
 }
 
 impl From<kubernetes::KubeError> for TargetError {
     fn from(e: kubernetes::KubeError) -> Self {
-        TargetError::Kube(Box::new(e))
+        match e {
+            kubernetes::KubeError::Fenced { env, reason } => TargetError::Fenced { env, reason },
+            other => TargetError::Kube(Box::new(other)),
+        }
     }
 }

@@ -9,3 +9,7 @@ mod laptop;
 mod laptop_bench;
 mod laptop_roles;
 mod servers_e2e;
+mod service;
+mod service_etcd;
+mod service_ha;
+mod service_vault;

@@ -1,0 +1,93 @@
+//! The service's HTTP endpoints (`--listen`, e.g. `127.0.0.1:9090`):
+//!
+//! - `GET /metrics`: [`crate::metrics`], OpenMetrics text, which Prometheus
+//!   scrapes natively;
+//! - `GET /healthz`: 200 `ok` while the process serves requests (liveness);
+//! - `GET /readyz`: 200 when every env this replica is responsible for had a
+//!   successful pass within two intervals, else 503; the JSON body says which
+//!   env, source or target fails and why (errors never carry values).
+//!
+//! axum is already in the dependency tree (tonic's router), so it costs no
+//! extra crates; only HTTP/1 is enabled. The server shuts down with the
+//! service's cancellation token and is the last task to stop, so probes
+//! keep answering while passes drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// What `/readyz` reports: whether the replica is ready, and a JSON body.
+pub trait Readiness: Send + Sync {
+    fn readiness(&self) -> (bool, serde_json::Value);
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    readiness: Arc<dyn Readiness>,
+}
+
+/// A failure to serve HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("serving HTTP on {addr}: {source}")]
+    Serve { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A bound listener; bound before anything else starts, so a port in use
+/// fails the start instead of a background task.
+pub struct Server {
+    listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub async fn bind(addr: SocketAddr) -> Result<Self, HttpError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| HttpError::Bind { addr, source })?;
+        Ok(Self { listener, addr })
+    }
+
+    /// Serves until `cancel`.
+    pub async fn serve(
+        self,
+        metrics: Arc<Metrics>,
+        readiness: Arc<dyn Readiness>,
+        cancel: CancellationToken,
+    ) -> Result<(), HttpError> {
+        let app = Router::new()
+            .route("/metrics", get(metrics_handler))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz_handler))
+            .with_state(AppState { metrics, readiness });
+        let addr = self.addr;
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await
+            .map_err(|source| HttpError::Serve { addr, source })
+    }
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+        .into_response()
+}
+
+async fn readyz_handler(State(state): State<AppState>) -> Response {
+    let (ready, body) = state.readiness.readiness();
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut text = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".to_owned());
+    text.push('\n');
+    (code, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}

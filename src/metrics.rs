@@ -1,0 +1,260 @@
+//! The metrics `cfgsync run` serves on `/metrics` (crate `prometheus-client`,
+//! OpenMetrics text).
+//!
+//! Names follow the Prometheus conventions: base units (`_seconds`), `_total`
+//! on counters (added by the encoder), labels with small, closed value sets
+//! (env names, target kinds, source names; never a key, a path or a value).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `cfgsync_reconcile_duration_seconds` | histogram | `env` |
+//! | `cfgsync_target_writes_total` | counter | `kind`, `result` = `ok` / `error` / `fenced` |
+//! | `cfgsync_drift_total` | counter | `env` |
+//! | `cfgsync_source_errors_total` | counter | `source` = `etcd` / `vault` / `file` |
+//! | `cfgsync_last_success_timestamp_seconds` | gauge | `env` |
+//! | `cfgsync_leader` | gauge (1 = this replica writes the env) | `env` |
+//! | `cfgsync_config_reloads_total` | counter | `result` = `ok` / `rejected` |
+//! | `cfgsync_vault_credential_events_total` | counter | `method`, `event` |
+//!
+//! Most values are derived from the [`Report`] a pass returns
+//! ([`Metrics::record_pass`]), so `reconcile` itself knows nothing about
+//! metrics. Label sets that are known up front are created at start, so a
+//! dashboard sees a 0 rather than no series.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::reconcile::Report;
+use crate::source::SourceKind;
+use crate::source::vault::{CredentialEvent, CredentialObserver};
+use crate::target::TargetError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnvLabel {
+    pub env: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    pub method: String,
+    pub event: String,
+}
+
+type DurationFamily = Family<EnvLabel, Histogram, fn() -> Histogram>;
+
+/// Every metric of the service, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub reconcile_duration: DurationFamily,
+    pub target_writes: Family<WriteLabels, Counter>,
+    pub drift: Family<EnvLabel, Counter>,
+    pub source_errors: Family<SourceLabel, Counter>,
+    pub last_success: Family<EnvLabel, Gauge<f64, AtomicU64>>,
+    pub leader: Family<EnvLabel, Gauge>,
+    pub config_reloads: Family<ResultLabel, Counter>,
+    pub vault_credentials: Family<CredentialLabels, Counter>,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms .. ~65 s: a file pass takes milliseconds, a pass against a slow
+    // Vault or Kubernetes API seconds.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconcile_duration: DurationFamily = Family::new_with_constructor(duration_histogram);
+        let target_writes = Family::<WriteLabels, Counter>::default();
+        let drift = Family::<EnvLabel, Counter>::default();
+        let source_errors = Family::<SourceLabel, Counter>::default();
+        let last_success = Family::<EnvLabel, Gauge<f64, AtomicU64>>::default();
+        let leader = Family::<EnvLabel, Gauge>::default();
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        let vault_credentials = Family::<CredentialLabels, Counter>::default();
+        registry.register(
+            "cfgsync_reconcile_duration_seconds",
+            "Duration of one reconcile pass for one env",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "cfgsync_target_writes",
+            "Write batches applied to targets, by target kind and result",
+            target_writes.clone(),
+        );
+        registry.register(
+            "cfgsync_drift",
+            "Targets found changed by someone else since cfgsync wrote them, and reverted",
+            drift.clone(),
+        );
+        registry.register("cfgsync_source_errors", "Failed reads of a source of truth", source_errors.clone());
+        registry.register(
+            "cfgsync_last_success_timestamp_seconds",
+            "Unix time of the last pass of an env that had no failure",
+            last_success.clone(),
+        );
+        registry.register("cfgsync_leader", "1 when this replica leads (writes) the env, else 0", leader.clone());
+        registry.register("cfgsync_config_reloads", "Reloads of cfgsync.toml and templates", config_reloads.clone());
+        registry.register(
+            "cfgsync_vault_credential_events",
+            "Vault token renewals and logins, by auth method and outcome",
+            vault_credentials.clone(),
+        );
+        Self {
+            registry,
+            reconcile_duration,
+            target_writes,
+            drift,
+            source_errors,
+            last_success,
+            leader,
+            config_reloads,
+            vault_credentials,
+        }
+    }
+
+    /// Creates the series known up front, so they read 0 rather than absent.
+    pub fn init_series(&self, envs: &[String], sources: &[SourceKind], target_kinds: &[&str]) {
+        for env in envs {
+            let l = EnvLabel { env: env.clone() };
+            let _ = self.drift.get_or_create(&l);
+            let _ = self.leader.get_or_create(&l);
+            let _ = self.last_success.get_or_create(&l);
+        }
+        for s in sources {
+            let _ = self.source_errors.get_or_create(&SourceLabel { source: source_label(*s).to_owned() });
+        }
+        for kind in target_kinds {
+            for result in ["ok", "error"] {
+                let _ = self
+                    .target_writes
+                    .get_or_create(&WriteLabels { kind: (*kind).to_owned(), result: result.to_owned() });
+            }
+        }
+        for result in ["ok", "rejected"] {
+            let _ = self.config_reloads.get_or_create(&ResultLabel { result: result.to_owned() });
+        }
+    }
+
+    /// Records what one pass did. `drifted` is counted by the caller, which
+    /// remembers what it wrote before.
+    pub fn record_pass(&self, env: &str, report: &Report, took: Duration, drifted: u64) {
+        let env_label = EnvLabel { env: env.to_owned() };
+        self.reconcile_duration.get_or_create(&env_label).observe(took.as_secs_f64());
+        if drifted > 0 {
+            let _ = self.drift.get_or_create(&env_label).inc_by(drifted);
+        }
+        for e in &report.envs {
+            if let Some(err) = &e.source_error {
+                let _ = self
+                    .source_errors
+                    .get_or_create(&SourceLabel { source: source_label(err.kind()).to_owned() })
+                    .inc();
+            }
+            for t in e.outputs.iter().flat_map(|o| &o.targets) {
+                let wrote = t.changes.iter().any(|c| c.action_name() != "unchanged");
+                let result = match &t.error {
+                    Some(TargetError::Fenced { .. }) => "fenced",
+                    Some(_) => "error",
+                    None if wrote && t.applied => "ok",
+                    None => continue,
+                };
+                let _ = self
+                    .target_writes
+                    .get_or_create(&WriteLabels { kind: t.kind.to_owned(), result: result.to_owned() })
+                    .inc();
+            }
+        }
+        if !report.failed() && !report.envs.is_empty() {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            let _ = self.last_success.get_or_create(&env_label).set(now.as_secs_f64());
+        }
+    }
+
+    pub fn set_leader(&self, env: &str, leading: bool) {
+        let _ = self.leader.get_or_create(&EnvLabel { env: env.to_owned() }).set(i64::from(leading));
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "rejected" };
+        let _ = self.config_reloads.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CredentialObserver for Metrics {
+    fn credential_event(&self, method: &'static str, event: CredentialEvent) {
+        let event = match event {
+            CredentialEvent::Renewed => "renewed",
+            CredentialEvent::RenewFailed => "renew_failed",
+            CredentialEvent::LoggedIn => "login",
+            CredentialEvent::LoginFailed => "login_failed",
+        };
+        self.vault_credentials
+            .get_or_create(&CredentialLabels { method: method.to_owned(), event: event.to_owned() })
+            .inc();
+    }
+}
+
+/// The metric label of a source.
+pub fn source_label(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::File => "file",
+        SourceKind::Etcd => "etcd",
+        SourceKind::Vault => "vault",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_get_total_and_preset_series_read_zero() {
+        let m = Metrics::new();
+        m.init_series(&["prod".to_owned()], &[SourceKind::Etcd], &["file"]);
+        m.set_leader("prod", true);
+        let text = m.encode();
+        assert!(text.contains("cfgsync_drift_total{env=\"prod\"} 0\n"), "{text}");
+        assert!(text.contains("cfgsync_leader{env=\"prod\"} 1\n"), "{text}");
+        assert!(text.contains("cfgsync_source_errors_total{source=\"etcd\"} 0\n"), "{text}");
+        assert!(text.contains("cfgsync_target_writes_total{kind=\"file\",result=\"error\"} 0\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

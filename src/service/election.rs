@@ -1,0 +1,476 @@
+//! Leader election per env through etcd leases, with a fair share.
+//!
+//! Each replica holds one lease (TTL `[service.election] ttl`, default 15 s)
+//! and, attached to it, a membership key `<prefix>/_service/members/<id>`.
+//! Leading env E means owning `<prefix>/_service/leader/E`, created with a
+//! transaction that succeeds only if the key does not exist (lease + txn, as
+//! etcd's own election recipe). One key per env, so N replicas share the
+//! envs: a replica takes unled envs only while it leads fewer than its fair
+//! share, `ceil(envs / members)`, and hands back the surplus when a replica
+//! joins. Replicas start at different envs (rotated by their rank), so two
+//! starting together do not race for the same one.
+//!
+//! Keys die with the lease: a replica that is SIGKILLed or cut off from etcd
+//! loses all its envs at once when the lease expires (at most one TTL after
+//! its last keep-alive). The others watch `<prefix>/_service/` and take the
+//! envs over as soon as the keys are deleted, so failover takes at most one
+//! TTL.
+//!
+//! Fencing is by time, because the targets (files, Kubernetes) are not in
+//! etcd and cannot compare a revision: a keep-alive sent at `t` keeps the
+//! lease alive on the server until at least `t + ttl`; this replica treats
+//! itself as leader only until `t + ttl * 2/3`, and reconcile asks the
+//! [`Leadership`] fence before every write batch. A replica that cannot
+//! renew therefore stops writing a third of a TTL (5 s by default) before
+//! anyone else can be elected; a write batch that starts inside the window
+//! must finish within that margin. Keep-alives go out every `ttl / 3`.
+//! Handing an env over (surplus, env removed, shutdown) closes the fence
+//! first, waits for the env's in-flight pass, and only then deletes the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Generation;
+use super::status::{Role, Status};
+use crate::metrics::Metrics;
+use crate::reconcile::Fence;
+use crate::source::etcd::EtcdSource;
+
+/// Which envs this replica may write, and until when.
+pub struct Leadership {
+    /// False when keys come from files: no etcd, no election, one writer.
+    enabled: bool,
+    replica: String,
+    leads: Mutex<BTreeMap<String, Instant>>,
+    pass_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    led: watch::Sender<BTreeSet<String>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership").field("enabled", &self.enabled).field("replica", &self.replica).finish()
+    }
+}
+
+impl Leadership {
+    pub fn new(enabled: bool, replica: String, metrics: Arc<Metrics>) -> Self {
+        let (led, _) = watch::channel(BTreeSet::new());
+        Self {
+            enabled,
+            replica,
+            leads: Mutex::new(BTreeMap::new()),
+            pass_locks: Mutex::new(BTreeMap::new()),
+            led,
+            metrics,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether this replica may write `env` now.
+    pub fn leads(&self, env: &str) -> bool {
+        !self.enabled
+            || self.leads.lock().unwrap_or_else(|p| p.into_inner()).get(env).is_some_and(|u| Instant::now() < *u)
+    }
+
+    /// The set of envs led changes; workers run a pass when they gain one.
+    pub fn subscribe(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.led.subscribe()
+    }
+
+    /// Held by a worker for the whole of a pass, and by a hand-over before
+    /// it deletes the leader key.
+    pub fn pass_lock(&self, env: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.pass_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(env.to_owned()).or_default().clone()
+    }
+
+    fn publish(&self, leads: &BTreeMap<String, Instant>) {
+        let set: BTreeSet<String> = leads.keys().cloned().collect();
+        self.led.send_if_modified(|old| {
+            if *old == set {
+                return false;
+            }
+            *old = set;
+            true
+        });
+    }
+
+    /// Leads `env` until `until`, or not at all.
+    fn set(&self, env: &str, until: Option<Instant>) {
+        let mut leads = self.leads.lock().unwrap_or_else(|p| p.into_inner());
+        let was = leads.contains_key(env);
+        match until {
+            Some(u) => {
+                leads.insert(env.to_owned(), u);
+            }
+            None => {
+                leads.remove(env);
+            }
+        }
+        let now = until.is_some();
+        if was != now {
+            if now {
+                info!(env, replica = %self.replica, "elected: this replica now writes the env");
+            } else {
+                info!(env, replica = %self.replica, "no longer leading the env");
+            }
+            self.metrics.set_leader(env, now);
+        }
+        self.publish(&leads);
+    }
+
+    fn led(&self) -> BTreeSet<String> {
+        self.leads.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    fn clear(&self) {
+        for env in self.led() {
+            self.set(&env, None);
+        }
+    }
+}
+
+impl Fence for Leadership {
+    fn check(&self, env: &str) -> Result<(), String> {
+        if self.leads(env) {
+            Ok(())
+        } else {
+            Err(format!("replica {} does not lead env {env} (lease lost, expired or handed over)", self.replica))
+        }
+    }
+}
+
+/// A failed step of the election; the coordinator retries.
+#[derive(Debug, thiserror::Error)]
+enum ElectionError {
+    #[error("{0}")]
+    Connect(#[from] crate::source::SourceError),
+    #[error("etcd {op}: {source}")]
+    Etcd { op: &'static str, source: etcd_client::Error },
+    #[error("etcd {op} timed out")]
+    Timeout { op: &'static str },
+    #[error("lease {0:x} expired: every env of this replica was lost")]
+    LeaseLost(i64),
+}
+
+struct Lease {
+    id: i64,
+    /// When the last successful keep-alive (or the grant) was sent.
+    renewed: Instant,
+}
+
+/// The coordinator: one task per replica that keeps the lease alive and
+/// runs every env's election.
+pub struct Election {
+    pub etcd: Arc<EtcdSource>,
+    /// `<etcd prefix>/_service/`.
+    pub root: String,
+    pub ttl: Duration,
+    pub replica: String,
+    pub leadership: Arc<Leadership>,
+    pub status: Arc<Status>,
+    pub generation: watch::Receiver<Arc<Generation>>,
+}
+
+impl Election {
+    fn members_prefix(&self) -> String {
+        format!("{}members/", self.root)
+    }
+
+    fn leader_key(&self, env: &str) -> String {
+        format!("{}leader/{env}", self.root)
+    }
+
+    /// How long after a keep-alive sent at `t` this replica still writes.
+    fn validity(&self) -> Duration {
+        self.ttl * 2 / 3
+    }
+
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        f: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, ElectionError> {
+        match tokio::time::timeout(self.ttl / 3, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(ElectionError::Etcd { op, source }),
+            Err(_) => Err(ElectionError::Timeout { op }),
+        }
+    }
+
+    /// Runs until `cancel`, then hands every env over by revoking the lease.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut lease: Option<Lease> = None;
+        let mut stale: Vec<i64> = Vec::new();
+        let mut watch: Option<etcd_client::WatchStream> = None;
+        let mut gen_rx = self.generation.clone();
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let mut retry = None;
+            match self.step(&mut lease, &mut stale, &mut watch).await {
+                Ok(()) => {
+                    if failing_since.take().is_some() {
+                        info!("election: etcd reachable again");
+                    }
+                }
+                Err(e) => {
+                    if failing_since.is_none() {
+                        warn!(error = %e, "election step failed; retrying");
+                        failing_since = Some(Instant::now());
+                    } else {
+                        debug!(error = %e, "election step failed again");
+                    }
+                    if let ElectionError::Etcd { source, .. } = &e
+                        && let Ok(client) = self.etcd.connect().await
+                    {
+                        super::watch::refresh_token_if_invalid(&client, source).await;
+                    }
+                    if let ElectionError::LeaseLost(id) = e {
+                        stale.push(id);
+                        lease = None;
+                    }
+                    watch = None;
+                    retry = Some(Instant::now() + Duration::from_millis(500));
+                }
+            }
+            // Validity is enforced by the fence on its own; dropping the
+            // entries keeps metrics and the status board truthful.
+            if let Some(l) = &lease
+                && l.renewed.elapsed() >= self.validity()
+            {
+                if !self.leadership.led().is_empty() {
+                    warn!("election: no keep-alive for 2/3 of the TTL; stopped writing every env");
+                }
+                self.lose_all();
+            }
+            let next_keepalive = lease.as_ref().map_or_else(Instant::now, |l| l.renewed + self.ttl / 3);
+            let wake = retry.map_or(next_keepalive, |r| r.min(next_keepalive));
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep_until(wake) => {}
+                r = gen_rx.changed() => if r.is_err() { break },
+                changed = next_event(&mut watch) => if !changed { watch = None },
+            }
+        }
+        self.hand_over_all(lease).await;
+    }
+
+    /// Stops leading every env (fence, metrics, status board).
+    fn lose_all(&self) {
+        for env in self.leadership.led() {
+            self.leadership.set(&env, None);
+            self.status.set_role(&env, Role::Follower(None));
+        }
+    }
+
+    /// On shutdown: close every fence, wait for in-flight passes, revoke
+    /// the lease so the other replicas take over at once.
+    async fn hand_over_all(&self, lease: Option<Lease>) {
+        let envs = self.leadership.led();
+        self.leadership.clear();
+        for env in &envs {
+            let lock = self.leadership.pass_lock(env);
+            let _guard = lock.lock().await;
+        }
+        if let Some(l) = lease
+            && let Ok(client) = self.etcd.connect().await
+        {
+            let mut leases = client.lease_client();
+            match self.call("lease revoke", leases.revoke(l.id)).await {
+                Ok(_) => info!(envs = envs.len(), "election: lease revoked; envs handed over"),
+                Err(e) => warn!(error = %e, "election: cannot revoke the lease; the others take over when it expires"),
+            }
+        }
+    }
+
+    async fn step(
+        &self,
+        lease: &mut Option<Lease>,
+        stale: &mut Vec<i64>,
+        watch: &mut Option<etcd_client::WatchStream>,
+    ) -> Result<(), ElectionError> {
+        let client = self.etcd.connect().await?;
+        let ttl_secs = i64::try_from(self.ttl.as_secs()).unwrap_or(15);
+        // Leases from before a loss: revoke them so their keys go at once.
+        while let Some(id) = stale.last().copied() {
+            let mut leases = client.lease_client();
+            match self.call("lease revoke", leases.revoke(id)).await {
+                Ok(_) | Err(ElectionError::Etcd { .. }) => {
+                    stale.pop();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match lease {
+            None => {
+                let sent = Instant::now();
+                let mut leases = client.lease_client();
+                let granted = self.call("lease grant", leases.grant(ttl_secs, None)).await?;
+                let id = granted.id();
+                let mut kv = client.kv_client();
+                let member = format!("{}{}", self.members_prefix(), self.replica);
+                self.call(
+                    "register member",
+                    kv.put(member, self.replica.clone(), Some(PutOptions::new().with_lease(id))),
+                )
+                .await?;
+                info!(replica = %self.replica, lease = format!("{id:x}"), ttl_s = ttl_secs, "election: joined");
+                *lease = Some(Lease { id, renewed: sent });
+            }
+            Some(l) if l.renewed.elapsed() >= self.ttl / 3 => {
+                let sent = Instant::now();
+                let mut leases = client.lease_client();
+                match self.call("lease keep-alive", leases.keep_alive(l.id)).await {
+                    Ok(_) => l.renewed = sent,
+                    Err(ElectionError::Etcd { source: etcd_client::Error::LeaseKeepAliveError(_), .. }) => {
+                        self.lose_all();
+                        return Err(ElectionError::LeaseLost(l.id));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(_) => {}
+        }
+        let Some(l) = lease.as_ref() else { return Ok(()) };
+        let (lease_id, valid_until) = (l.id, l.renewed + self.validity());
+        if watch.is_none() {
+            let mut w = client.watch_client();
+            let stream = self
+                .call("watch election keys", w.watch(self.root.clone(), Some(WatchOptions::new().with_prefix())))
+                .await?;
+            *watch = Some(stream);
+        }
+        self.balance(&client, lease_id, valid_until).await
+    }
+
+    /// Reads members and leaders, then takes or hands over envs so this
+    /// replica leads its fair share.
+    async fn balance(&self, client: &Client, lease: i64, valid_until: Instant) -> Result<(), ElectionError> {
+        let envs = self.generation.borrow().config.envs.clone();
+        let mut kv = client.kv_client();
+        let resp =
+            self.call("read election keys", kv.get(self.root.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let mut members = BTreeSet::from([self.replica.clone()]);
+        let mut leaders: BTreeMap<String, (String, i64)> = BTreeMap::new();
+        let members_prefix = self.members_prefix();
+        let leader_prefix = format!("{}leader/", self.root);
+        for item in resp.kvs() {
+            let Ok(key) = item.key_str() else { continue };
+            let value = item.value_str().unwrap_or_default().to_owned();
+            if let Some(m) = key.strip_prefix(&members_prefix) {
+                members.insert(m.to_owned());
+            } else if let Some(env) = key.strip_prefix(&leader_prefix) {
+                leaders.insert(env.to_owned(), (value, item.lease()));
+            }
+        }
+        let mut mine: BTreeSet<String> =
+            leaders.iter().filter(|(_, (_, l))| *l == lease).map(|(e, _)| e.clone()).collect();
+        let share = envs.len().div_ceil(members.len().max(1));
+
+        // Hand over envs no longer configured, then any surplus (the last ones).
+        let mut release: Vec<String> = mine.iter().filter(|e| !envs.contains(e)).cloned().collect();
+        let kept: Vec<String> = mine.iter().filter(|e| envs.contains(e)).cloned().collect();
+        if kept.len() > share {
+            release.extend(kept[share..].iter().cloned());
+        }
+        for env in &release {
+            self.hand_over(client, env, lease).await?;
+            mine.remove(env);
+            leaders.remove(env);
+        }
+        // Take unled envs while below the fair share, starting at our rank.
+        if mine.len() < share {
+            let rank = members.iter().position(|m| *m == self.replica).unwrap_or(0);
+            let unled: Vec<&String> = envs.iter().filter(|e| !leaders.contains_key(*e)).collect();
+            for i in 0..unled.len() {
+                if mine.len() >= share {
+                    break;
+                }
+                let env = unled[(i + rank) % unled.len()];
+                let key = self.leader_key(env);
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key.clone(),
+                        self.replica.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )])
+                    .or_else([TxnOp::get(key, None)]);
+                let resp = self.call("campaign", kv.txn(txn)).await?;
+                if resp.succeeded() {
+                    mine.insert(env.clone());
+                } else {
+                    for op in resp.op_responses() {
+                        if let etcd_client::TxnOpResponse::Get(g) = op
+                            && let Some(item) = g.kvs().first()
+                        {
+                            leaders
+                                .insert(env.clone(), (item.value_str().unwrap_or_default().to_owned(), item.lease()));
+                        }
+                    }
+                }
+            }
+        }
+        for env in &envs {
+            if mine.contains(env) {
+                self.leadership.set(env, Some(valid_until));
+                self.status.set_role(env, Role::Leader);
+            } else {
+                self.leadership.set(env, None);
+                self.status.set_role(env, Role::Follower(leaders.get(env).map(|(r, _)| r.clone())));
+            }
+        }
+        for env in self.leadership.led() {
+            if !envs.contains(&env) {
+                self.leadership.set(&env, None);
+            }
+        }
+        debug!(members = members.len(), share, leading = ?mine, "election balanced");
+        Ok(())
+    }
+
+    /// Closes the fence, waits for the env's pass, deletes the key if it is
+    /// still ours.
+    async fn hand_over(&self, client: &Client, env: &str, lease: i64) -> Result<(), ElectionError> {
+        self.leadership.set(env, None);
+        {
+            let lock = self.leadership.pass_lock(env);
+            let _guard = lock.lock().await;
+        }
+        let key = self.leader_key(env);
+        let txn = Txn::new()
+            .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut kv = client.kv_client();
+        self.call("hand over", kv.txn(txn)).await?;
+        info!(env, "election: handed the env over (fair share)");
+        Ok(())
+    }
+}
+
+/// Waits for the next batch of changes on the election keys. Never returns
+/// when there is no watch; `false` when the stream broke.
+async fn next_event(watch: &mut Option<etcd_client::WatchStream>) -> bool {
+    let Some(w) = watch.as_mut() else { return std::future::pending().await };
+    loop {
+        match w.message().await {
+            Ok(Some(resp)) if resp.canceled() => return false,
+            Ok(Some(resp)) => {
+                if resp.events().iter().any(|e| matches!(e.event_type(), EventType::Put | EventType::Delete)) {
+                    return true;
+                }
+            }
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}

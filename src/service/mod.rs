@@ -1,0 +1,377 @@
+//! `cfgsync run`: the long-running control-plane service.
+//!
+//! ```toml
+//! interval = "1m"           # a pass per env every interval, ±10 % jitter
+//!
+//! [service]
+//! debounce = "200ms"        # quiet time after an etcd/file change ("0s": none)
+//! grace = "20s"             # SIGTERM/SIGINT: time in-flight writes get
+//! [service.election]
+//! ttl = "15s"               # etcd lease behind per-env leader election
+//! ```
+//!
+//! The pieces, each in its own module and each one task:
+//! - [`worker`]: one per env; decides when to pass (interval, watch
+//!   events, reloads, election) and runs [`crate::reconcile::run_pass`] for
+//!   that env, with per-target backoff, drift counting and metrics;
+//! - [`watch`]: one etcd watch per env prefix (`[etcd]` only);
+//! - [`election`]: one per replica; an etcd lease, one election per env and a
+//!   fair share of the envs; the [`election::Leadership`] it maintains is the
+//!   fence reconcile asks before every write batch;
+//! - [`reload`]: `notify` watches on `cfgsync.toml`, `templates/` and the
+//!   file source; a bad config is rejected and the last good one kept;
+//! - Vault credentials: per config generation,
+//!   [`crate::source::Sources::maintain_credentials`] renews or logs in again;
+//! - [`crate::http`]: `/metrics`, `/healthz`, `/readyz` from [`status`].
+//!
+//! Without `[etcd]` (keys from the file source) there is no watch on a
+//! server and no election: the file source is watched with `notify`, and the
+//! replica writes every env; run one such replica per set of targets.
+//!
+//! Shutdown, on SIGTERM or SIGINT: stop starting passes, let the passes in
+//! flight finish within `grace` (file writes are atomic, so a target is
+//! never half-written either way), then hand the envs over by revoking the
+//! election lease, then stop serving HTTP. Exit code 0 when everything
+//! stopped within the grace period, 1 when it had to give up. Every task is
+//! spawned on a [`TaskTracker`] and stops on a [`CancellationToken`]: nothing
+//! is fire-and-forget.
+
+mod election;
+mod reload;
+mod status;
+mod watch;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+use crate::config::{self, Config, ConfigError, KeysSource, ProcessEnv, SecretsSource};
+use crate::http::{HttpError, Server};
+use crate::metrics::Metrics;
+use crate::render::Templates;
+use crate::source::etcd::EtcdSource;
+use crate::source::{SourceKind, Sources};
+use crate::target::kubernetes::KubeClients;
+
+use election::{Election, Leadership};
+use reload::{ConfigWatch, ReloadEvent, WatchSetupError};
+use status::Status;
+use worker::{Reason, Trigger, Worker};
+
+/// How the service was started (the command line).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`; none when `None`.
+    pub listen: Option<SocketAddr>,
+    /// This replica's name in the election; default `<hostname>-<pid>`.
+    pub replica_id: Option<String>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
+    Watch(#[from] WatchSetupError),
+    #[error("cannot handle {signal}: {source}")]
+    Signal { signal: &'static str, source: std::io::Error },
+}
+
+/// How the service ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Every task stopped within the grace period.
+    Clean,
+    /// The grace period ran out with tasks still running.
+    GraceExceeded,
+}
+
+/// One loaded configuration and what was built from it. Replaced as a
+/// whole on reload; a pass uses the one current when it starts.
+pub struct Generation {
+    pub config: Config,
+    pub templates: Templates,
+    pub sources: Arc<Sources>,
+    /// Kubernetes clients per context (`[kubernetes] kubeconfig`, else
+    /// KUBECONFIG, ~/.kube/config, in-cluster).
+    pub kube: KubeClients,
+    /// Stops this generation's credential maintenance when replaced.
+    cancel: CancellationToken,
+}
+
+fn source_kinds(config: &Config) -> Vec<SourceKind> {
+    let mut kinds = vec![match config.keys {
+        KeysSource::Files(_) => SourceKind::File,
+        KeysSource::Etcd(_) => SourceKind::Etcd,
+    }];
+    if let Some(SecretsSource::Vault(_)) = config.secrets {
+        kinds.push(SourceKind::Vault);
+    }
+    kinds
+}
+
+fn target_kinds(config: &Config) -> Vec<&'static str> {
+    let mut kinds: Vec<&'static str> = config.outputs.iter().flat_map(|o| &o.targets).map(|t| t.kind.name()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
+}
+
+/// `<hostname>-<pid>`: unique per host and process; in Kubernetes the
+/// hostname is the pod name.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "cfgsync".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+struct EnvHandle {
+    trigger: mpsc::Sender<Trigger>,
+    cancel: CancellationToken,
+}
+
+/// The parts every env task gets.
+struct Shared {
+    generation: tokio::sync::watch::Receiver<Arc<Generation>>,
+    leadership: Arc<Leadership>,
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
+    coordination: Option<Arc<EtcdSource>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Shared {
+    fn new_generation(&self, config: Config, templates: Templates) -> Arc<Generation> {
+        new_generation(config, templates, &self.metrics, &self.stop, &self.tasks)
+    }
+
+    /// Starts workers (and watches) for new envs, stops those of removed ones.
+    fn sync_envs(&self, envs: &mut BTreeMap<String, EnvHandle>) {
+        let generation = self.generation.borrow().clone();
+        let wanted = &generation.config.envs;
+        envs.retain(|env, handle| {
+            let keep = wanted.contains(env);
+            if !keep {
+                info!(env, "env removed from the config; its worker stops");
+                handle.cancel.cancel();
+            }
+            keep
+        });
+        for env in wanted {
+            if envs.contains_key(env) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(16);
+            let cancel = self.stop.child_token();
+            let revision = Arc::new(AtomicI64::new(0));
+            if let (Some(etcd), KeysSource::Etcd(settings)) = (&self.coordination, &generation.config.keys) {
+                let w = watch::EnvWatch {
+                    etcd: etcd.clone(),
+                    env: env.clone(),
+                    prefix: settings.env_prefix(env),
+                    revision: revision.clone(),
+                    trigger: tx.clone(),
+                    status: self.status.clone(),
+                    timeout: settings.timeout,
+                };
+                self.tasks.spawn(w.run(cancel.clone()));
+            }
+            let worker = Worker {
+                env: env.clone(),
+                generation: self.generation.clone(),
+                leadership: self.leadership.clone(),
+                metrics: self.metrics.clone(),
+                status: self.status.clone(),
+                revision,
+                triggers: rx,
+            };
+            self.tasks.spawn(worker.run(cancel.clone()));
+            envs.insert(env.clone(), EnvHandle { trigger: tx, cancel });
+        }
+    }
+}
+
+fn new_generation(
+    config: Config,
+    templates: Templates,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Arc<Generation> {
+    let mut sources = Sources::new(&config);
+    sources.observe_credentials(metrics.clone());
+    let sources = Arc::new(sources);
+    let cancel = stop.child_token();
+    let maintained = sources.clone();
+    let token = cancel.clone();
+    tasks.spawn(async move { maintained.maintain_credentials(token).await });
+    let kube = KubeClients::new(config.kubernetes.kubeconfig.clone());
+    Arc::new(Generation { config, templates, sources, kube, cancel })
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, ServiceError> {
+    let config = config::load(config_path, &ProcessEnv)?;
+    let templates = Templates::compile(&config)?;
+    let replica = options.replica_id.unwrap_or_else(default_replica_id);
+    let election = matches!(config.keys, KeysSource::Etcd(_));
+    let settings = config.service.clone();
+
+    let metrics = Arc::new(Metrics::new());
+    metrics.init_series(&config.envs, &source_kinds(&config), &target_kinds(&config));
+    if !election {
+        // No election: this replica writes every env.
+        for env in &config.envs {
+            metrics.set_leader(env, true);
+        }
+    }
+    let status = Arc::new(Status::new(replica.clone(), &config.envs, config.interval, election));
+    let leadership = Arc::new(Leadership::new(election, replica.clone(), metrics.clone()));
+    // Bind and watch before starting anything, so these fail the start.
+    let server = match options.listen {
+        Some(addr) => Some(Server::bind(addr).await?),
+        None => None,
+    };
+    let config_watch = ConfigWatch::new(&config)?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|source| ServiceError::Signal { signal: "SIGTERM", source })?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|source| ServiceError::Signal { signal: "SIGINT", source })?;
+
+    let coordination = match &config.keys {
+        KeysSource::Etcd(s) => Some(Arc::new(EtcdSource::new(s.clone()))),
+        KeysSource::Files(_) => None,
+    };
+    let election_root = match &config.keys {
+        KeysSource::Etcd(s) => format!("{}/_service/", s.prefix),
+        KeysSource::Files(_) => String::new(),
+    };
+    info!(
+        replica = %replica,
+        envs = %config.envs.join(","),
+        interval_s = config.interval.as_secs_f64(),
+        election,
+        "cfgsync run starting"
+    );
+
+    // Workers, watches, reloads and credentials stop first; the election and
+    // HTTP after them, so envs are handed over only once no pass runs and
+    // probes answer until the end.
+    let stop = CancellationToken::new();
+    let infra = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let infra_tasks = TaskTracker::new();
+
+    let first = new_generation(config, templates, &metrics, &stop, &tasks);
+    let (gen_tx, gen_rx) = tokio::sync::watch::channel(first);
+    let shared = Shared {
+        generation: gen_rx.clone(),
+        leadership: leadership.clone(),
+        metrics: metrics.clone(),
+        status: status.clone(),
+        coordination: coordination.clone(),
+        stop: stop.clone(),
+        tasks: tasks.clone(),
+    };
+
+    if let Some(server) = server {
+        info!(addr = %server.addr, "listening");
+        let (m, s, c) = (metrics.clone(), status.clone() as Arc<dyn crate::http::Readiness>, infra.clone());
+        infra_tasks.spawn(async move {
+            if let Err(e) = server.serve(m, s, c).await {
+                error!(error = %e, "HTTP server stopped");
+            }
+        });
+    }
+    if let Some(etcd) = &coordination {
+        let e = Election {
+            etcd: etcd.clone(),
+            root: election_root,
+            ttl: settings.election_ttl,
+            replica: replica.clone(),
+            leadership: leadership.clone(),
+            status: status.clone(),
+            generation: gen_rx.clone(),
+        };
+        infra_tasks.spawn(e.run(infra.clone()));
+    }
+    let (reload_tx, mut reload_rx) = mpsc::channel(16);
+    tasks.spawn(config_watch.run(gen_rx.clone(), reload_tx, metrics.clone(), stop.clone()));
+
+    let mut envs = BTreeMap::new();
+    shared.sync_envs(&mut envs);
+
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            Some(event) = reload_rx.recv() => match event {
+                ReloadEvent::Config(loaded) => {
+                    let (config, templates) = *loaded;
+                    let election = leadership.enabled();
+                    status.set_envs(&config.envs, config.interval, election);
+                    metrics.init_series(&config.envs, &source_kinds(&config), &target_kinds(&config));
+                    if !election {
+                        for env in &config.envs {
+                            metrics.set_leader(env, true);
+                        }
+                    }
+                    let generation = shared.new_generation(config, templates);
+                    let old = gen_tx.send_replace(generation);
+                    old.cancel.cancel();
+                    shared.sync_envs(&mut envs);
+                    for handle in envs.values() {
+                        let _ = handle.trigger.try_send(Trigger::now(Reason::ConfigReloaded));
+                    }
+                }
+                ReloadEvent::SourceFile(env) => {
+                    if let Some(handle) = envs.get(&env) {
+                        let _ = handle.trigger.try_send(Trigger::now(Reason::SourceFile));
+                    }
+                }
+            },
+        }
+    };
+
+    info!(
+        signal = signal_name,
+        grace_s = settings.grace.as_secs_f64(),
+        "shutting down: no new passes; waiting for the ones in flight"
+    );
+    stop.cancel();
+    tasks.close();
+    let clean = tokio::time::timeout(settings.grace, tasks.wait()).await.is_ok();
+    infra.cancel();
+    infra_tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), infra_tasks.wait()).await;
+    drop(envs);
+    if clean {
+        info!("stopped cleanly");
+        Ok(Shutdown::Clean)
+    } else {
+        error!(
+            grace_s = settings.grace.as_secs_f64(),
+            tasks = tasks.len(),
+            "grace period over with passes still running; exiting anyway (file writes are atomic)"
+        );
+        Ok(Shutdown::GraceExceeded)
+    }
+}
