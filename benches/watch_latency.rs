@@ -34,15 +34,25 @@ fn run(etcd: &servers::Etcd, debounce: &str, changes: usize) -> Vec<Duration> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut client = runtime.block_on(etcd_client::Client::connect([etcd.endpoint.as_str()], None)).unwrap();
     runtime.block_on(client.put("/cfgsync/bench/counter", "0", None)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cfgsync"))
+    /// Kills the service also when the benchmark panics.
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_cfgsync"))
         .arg("--config")
         .arg(dir.path().join("cfgsync.toml"))
         .arg("run")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("service.log")).unwrap())
         .spawn()
         .unwrap();
+    let _guard = Guard(child);
     let wait_for = |want: &str, deadline: Duration| -> bool {
         let end = Instant::now() + deadline;
         while Instant::now() < end {
@@ -53,17 +63,20 @@ fn run(etcd: &servers::Etcd, debounce: &str, changes: usize) -> Vec<Duration> {
         }
         false
     };
-    assert!(wait_for("COUNTER='0'\n", Duration::from_secs(30)), "the service never wrote the first value");
+    let log = || std::fs::read_to_string(dir.path().join("service.log")).unwrap_or_default();
+    assert!(wait_for("COUNTER=0\n", Duration::from_secs(30)), "the service never wrote the first value:\n{}", log());
     let mut latencies = Vec::with_capacity(changes);
     for i in 1..=changes {
         let value = i.to_string();
         let start = Instant::now();
         runtime.block_on(client.put("/cfgsync/bench/counter", value.as_str(), None)).unwrap();
-        assert!(wait_for(&format!("COUNTER='{value}'\n"), Duration::from_secs(10)), "change {i} never arrived");
+        assert!(
+            wait_for(&format!("COUNTER={value}\n"), Duration::from_secs(10)),
+            "change {i} never arrived:\n{}",
+            log()
+        );
         latencies.push(start.elapsed());
     }
-    let _ = child.kill();
-    let _ = child.wait();
     latencies
 }
 

@@ -474,3 +474,26 @@ async fn next_event(watch: &mut Option<etcd_client::WatchStream>) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fence_closes_when_the_validity_runs_out() {
+        let metrics = Arc::new(Metrics::new());
+        let l = Leadership::new(true, "r1".to_owned(), metrics.clone());
+        assert!(l.check("prod").is_err(), "nothing led at first");
+        l.set("prod", Some(Instant::now() + Duration::from_secs(10)));
+        assert!(l.check("prod").is_ok());
+        assert!(l.check("staging").is_err());
+        assert!(metrics.encode().contains("cfgsync_leader{env=\"prod\"} 1\n"));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let err = l.check("prod").unwrap_err();
+        assert!(err.contains("replica r1 does not lead env prod"), "{err}");
+        assert!(!l.leads("prod"));
+
+        let standalone = Leadership::new(false, "r1".to_owned(), metrics);
+        assert!(standalone.check("anything").is_ok(), "no election: one writer");
+    }
+}
