@@ -21,7 +21,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
 
-    /// Log format on stderr (RUST_LOG sets the level; default warn).
+    /// Log format on stderr (RUST_LOG sets the level; default: errors only, `info` for `run`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
