@@ -359,32 +359,39 @@ enum ReadOutcome {
     Absent,
 }
 
+/// The fields of a KV v2 read as secrets (non-string values as JSON text),
+/// with the version they were read at.
+pub(crate) fn secret_from_response(
+    shown: String,
+    resp: vaultrs::api::kv2::responses::ReadSecretResponse,
+) -> Result<Secret, SourceError> {
+    let serde_json::Value::Object(map) = resp.data else {
+        return Err(SourceError::Invalid {
+            source_kind: SourceKind::Vault,
+            path: shown,
+            cause: "secret data is not a map of fields".to_owned(),
+        });
+    };
+    let fields = map
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, SecretString::new(text))
+        })
+        .collect();
+    Ok(Secret { fields, version: Some(resp.metadata.version) })
+}
+
 async fn read_one(client: Arc<VaultClient>, mount: String, full_path: String) -> Result<ReadOutcome, SourceError> {
     let shown = format!("{mount}/{full_path}");
     let endpoint = ReadSecretRequest::builder().mount(&mount).path(&full_path).build().map_err(|e| {
         SourceError::Invalid { source_kind: SourceKind::Vault, path: shown.clone(), cause: e.to_string() }
     })?;
     match vaultrs::api::exec_with_result(client.as_ref(), endpoint).await {
-        Ok(resp) => {
-            let serde_json::Value::Object(map) = resp.data else {
-                return Err(SourceError::Invalid {
-                    source_kind: SourceKind::Vault,
-                    path: shown,
-                    cause: "secret data is not a map of fields".to_owned(),
-                });
-            };
-            let fields = map
-                .into_iter()
-                .map(|(k, v)| {
-                    let text = match v {
-                        serde_json::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (k, SecretString::new(text))
-                })
-                .collect();
-            Ok(ReadOutcome::Found(Secret { fields, version: Some(resp.metadata.version) }))
-        }
+        Ok(resp) => Ok(ReadOutcome::Found(secret_from_response(shown, resp)?)),
         Err(ClientError::APIError { code: 404, .. }) => Ok(ReadOutcome::Absent),
         Err(e @ ClientError::APIError { code: 403, .. }) => Err(SourceError::Denied {
             source_kind: SourceKind::Vault,

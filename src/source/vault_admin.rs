@@ -135,26 +135,7 @@ pub async fn read_secret(
         cause: e.to_string(),
     })?;
     match vaultrs::api::exec_with_result(client, endpoint).await {
-        Ok(resp) => {
-            let serde_json::Value::Object(map) = resp.data else {
-                return Err(SourceError::Invalid {
-                    source_kind: SourceKind::Vault,
-                    path: shown,
-                    cause: "secret data is not a map of fields".to_owned(),
-                });
-            };
-            let fields = map
-                .into_iter()
-                .map(|(k, v)| {
-                    let text = match v {
-                        serde_json::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (k, SecretString::new(text))
-                })
-                .collect();
-            Ok(Some(Secret { fields, version: Some(resp.metadata.version) }))
-        }
+        Ok(resp) => Ok(Some(super::vault::secret_from_response(shown, resp)?)),
         Err(ClientError::APIError { code: 404, .. }) => Ok(None),
         Err(e) => Err(read_failure(shown, e)),
     }
