@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use etcd_client::{Client, Compare, CompareOp, Permission, PermissionType, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
+use super::etcd::prefix_end;
 use super::{SourceError, SourceKind};
 use crate::config::EtcdSettings;
 
@@ -238,18 +239,6 @@ pub struct RoleChange {
     pub created: bool,
     pub granted: Vec<PrefixGrant>,
     pub revoked: Vec<PrefixGrant>,
-}
-
-/// The smallest key greater than every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 /// Makes role `role` hold exactly `grants`.
