@@ -40,12 +40,42 @@ pub struct Location {
 }
 
 impl Location {
-    /// The location of byte `offset` in `source`.
+    /// The location of byte `offset` in `source`. Scans `source` once: for
+    /// many locations in one text, build a [`LineIndex`] instead.
     pub fn at(file: &Path, source: &str, offset: usize) -> Self {
-        let before = &source[..offset.min(source.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        Self { file: file.to_path_buf(), line, column }
+        LineIndex::new(source).location(file, source, offset)
+    }
+}
+
+/// Where each line of a text starts, so that turning a byte offset into a
+/// line and column costs a binary search and a scan of one line, not of
+/// the whole text before it (a config with thousands of entries asks for
+/// thousands of locations).
+pub struct LineIndex {
+    /// Byte offset of the first character of each line.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(source: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(source.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        Self { starts }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset` in `source`,
+    /// the text this index was built from.
+    pub fn line_column(&self, source: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(source.len());
+        let line = self.starts.partition_point(|s| *s <= offset);
+        let start = self.starts[line - 1];
+        let column = source.get(start..offset).map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    pub fn location(&self, file: &Path, source: &str, offset: usize) -> Location {
+        let (line, column) = self.line_column(source, offset);
+        Location { file: file.to_path_buf(), line, column }
     }
 }
 
@@ -567,19 +597,20 @@ pub fn parse(path: &Path, source: &str, env: &dyn Environment) -> Result<Config,
     })?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    Builder { path, source, dir, problems: Vec::new() }.build(raw, env)
+    Builder { path, source, lines: LineIndex::new(source), dir, problems: Vec::new() }.build(raw, env)
 }
 
 struct Builder<'a> {
     path: &'a Path,
     source: &'a str,
+    lines: LineIndex,
     dir: PathBuf,
     problems: Vec<Problem>,
 }
 
 impl Builder<'_> {
     fn loc(&self, offset: usize) -> Location {
-        Location::at(self.path, self.source, offset)
+        self.lines.location(self.path, self.source, offset)
     }
 
     fn problem(&mut self, offset: usize, message: impl Into<String>) {
@@ -1306,6 +1337,19 @@ path = "out/{{ env }}/api.env"
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("m"), None);
         assert_eq!(parse_duration("5d"), None);
+    }
+
+    #[test]
+    fn line_index_agrees_with_a_scan_from_the_start() {
+        let text = "a = 1\nnamé = \"x\"\n\n[[output]]\nname = \"é€\"\n";
+        let index = LineIndex::new(text);
+        for (offset, _) in text.char_indices().chain([(text.len(), ' ')]) {
+            let before = &text[..offset];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            assert_eq!(index.line_column(text, offset), (line, column), "offset {offset}");
+        }
+        assert_eq!(index.line_column(text, 10_000), index.line_column(text, text.len()), "clamped");
     }
 
     #[test]
