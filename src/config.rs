@@ -169,6 +169,18 @@ struct RawConfig {
     #[serde(default, rename = "output")]
     outputs: Vec<RawOutput>,
     service: Option<RawService>,
+    render: Option<RawRender>,
+}
+
+/// `[render]`: the template sandbox's limits (see [`crate::render`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRender {
+    max_entry_size: Option<Spanned<String>>,
+    max_output_size: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    max_range: Option<Spanned<u64>>,
+    max_memory: Option<Spanned<String>>,
 }
 
 /// `[service]`: settings only `cfgsync run` reads.
@@ -359,6 +371,8 @@ pub struct Config {
     pub kubernetes: KubernetesSettings,
     pub outputs: Vec<Output>,
     pub service: ServiceSettings,
+    /// `[render]`: limits of the template sandbox.
+    pub render: crate::render::Limits,
 }
 
 /// `[service]`: how `cfgsync run` behaves; the one-shot commands ignore it.
@@ -638,6 +652,7 @@ impl Builder<'_> {
     fn build(mut self, raw: RawConfig, env: &dyn Environment) -> Result<Config, ConfigError> {
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL, "interval");
         let service = self.service(raw.service);
+        let render = self.render(raw.render);
         let envs: Vec<String> = raw.envs.keys().cloned().collect();
         if envs.is_empty() {
             self.problem(0, "no environments defined: add at least one `[envs.<name>]` table");
@@ -697,7 +712,39 @@ impl Builder<'_> {
             kubernetes,
             outputs,
             service,
+            render,
         })
+    }
+
+    fn size(&mut self, value: Option<Spanned<String>>, default: u64, what: &str) -> u64 {
+        let Some(v) = value else { return default };
+        match parse_size(v.get_ref()) {
+            Some(n) if n > 0 => n,
+            _ => {
+                self.problem(
+                    v.span().start,
+                    format!("invalid {what} {:?}: use a size like \"512KiB\", \"1MiB\" or \"2GiB\"", v.get_ref()),
+                );
+                default
+            }
+        }
+    }
+
+    fn render(&mut self, raw: Option<RawRender>) -> crate::render::Limits {
+        let default = crate::render::Limits::default();
+        let Some(raw) = raw else { return default };
+        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let max_entry_bytes =
+            as_usize(self.size(raw.max_entry_size, default.max_entry_bytes as u64, "render max_entry_size"));
+        let max_output_bytes =
+            as_usize(self.size(raw.max_output_size, default.max_output_bytes as u64, "render max_output_size"));
+        let timeout = self.duration(raw.timeout, default.timeout, "render timeout");
+        let max_memory = self.size(raw.max_memory, default.max_memory, "render max_memory");
+        if max_memory < 256 * 1024 * 1024 {
+            self.problem(0, "render max_memory must be at least \"256MiB\": the worker itself needs room");
+        }
+        let max_range = raw.max_range.map_or(default.max_range, |r| as_usize(*r.get_ref()));
+        crate::render::Limits { max_entry_bytes, max_output_bytes, timeout, max_range, max_memory }
     }
 
     fn kubernetes(&mut self, raw: RawKubernetes) -> KubernetesSettings {
@@ -1089,12 +1136,33 @@ impl Builder<'_> {
 /// Renders a templated config field (`path`, `context`, ...) for one env.
 /// Only the variable `env` is available.
 pub fn render_field(template: &str, env: &str) -> Result<String, String> {
-    if !template.contains("{{") && !template.contains("{%") {
-        return Ok(template.to_owned());
+    crate::render::render_field(template, &[("env", env)])
+}
+
+/// Why `mode` is wrong for a file that holds secrets: no bits for others
+/// at all (group bits are allowed, since an explicit mode asked for them).
+pub fn secret_mode_problem(mode: u32) -> Result<(), &'static str> {
+    if mode & 0o007 != 0 {
+        return Err(
+            "would let every user of the machine read a file holding secrets: drop the bits for others (at most 0660)",
+        );
     }
-    let mut ctx = tera::Context::new();
-    ctx.insert("env", env);
-    tera::Tera::one_off(template, &ctx, false).map_err(|e| crate::render::tera_error_text(&e))
+    Ok(())
+}
+
+/// `"512KiB"`, `"1MiB"`, `"2GiB"`, `"1000"` (bytes).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits].parse().ok()?;
+    let unit = match t[digits..].trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1024,
+        "MiB" | "M" | "MB" => 1024 * 1024,
+        "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(unit)
 }
 
 /// A DNS-1123 subdomain (names) or label (namespaces, `max` 63).

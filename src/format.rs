@@ -103,6 +103,9 @@ pub enum FormatError {
     )]
     NulInEnvValue { name: String },
 
+    #[error("entry {name:?} is not text, and this format writes text: use format \"raw\" or \"dir\"")]
+    NotText { name: String },
+
     #[error("the raw format writes exactly one entry, but the output has {count}")]
     RawNeedsOneEntry { count: usize },
 
@@ -164,7 +167,7 @@ pub fn encode_dir(entries: &BTreeMap<String, String>) -> Result<Vec<(String, Str
         .collect()
 }
 
-fn check_file_name(name: &str) -> Result<(), &'static str> {
+pub fn check_file_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         Err("it is empty")
     } else if name == "." || name == ".." {

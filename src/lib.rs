@@ -16,6 +16,7 @@
 //! - [`report`]: text and JSON presentation of a pass.
 //! - [`secret`]: the redacting [`secret::SecretString`].
 //! - [`telemetry`]: logging set-up that cannot print secrets.
+//! - [`text`]: escaping values for a terminal.
 //! - [`cmd`]: the developer commands (`diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `policy apply`, completions, man).
 //! - [`fingerprint`]: keyed (per-run HMAC) fingerprints: "same or differs" for secrets without the value.
 //! - [`service`]: `cfgsync run`: interval + etcd watch per env, reload, leader election, shutdown.
@@ -38,3 +39,4 @@ pub mod service;
 pub mod source;
 pub mod target;
 pub mod telemetry;
+pub mod text;

@@ -33,6 +33,12 @@ enum Fatal {
 }
 
 fn main() -> ExitCode {
+    // The template sandbox's worker process (see cfgsync::render::sandbox):
+    // before anything else, so it sets up no logging, runtime or config.
+    if std::env::args_os().nth(1).is_some_and(|a| a == cfgsync::render::sandbox::WORKER_COMMAND) {
+        return ExitCode::from(cfgsync::render::sandbox::worker_main().clamp(0, 255) as u8);
+    }
+    cfgsync::render::sandbox::Sandbox::install(cfgsync::render::sandbox::Sandbox::for_current_exe());
     let cli = Cli::parse();
     // The service logs what it does; the one-shot commands only their errors.
     let default_level = if matches!(cli.command, Command::Run { .. }) { "cfgsync=info,warn" } else { "error" };

@@ -12,11 +12,13 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::secret::Content;
+
 /// One file as it should be.
 #[derive(Debug, Clone)]
 pub struct DesiredFile {
     pub path: PathBuf,
-    pub content: String,
+    pub content: Content,
     pub mode: u32,
 }
 
@@ -71,7 +73,7 @@ fn serialize_mode_change<S: serde::Serializer>(v: &Option<(Option<u32>, u32)>, s
 /// the rendered ones, and those decoded from the observed file when its
 /// format can be read back.
 pub struct EntryNames<'a> {
-    pub new: &'a BTreeMap<String, String>,
+    pub new: &'a BTreeMap<String, Content>,
     pub old: Option<BTreeMap<String, String>>,
 }
 
@@ -83,7 +85,8 @@ pub fn plan_file(
     entries: Option<EntryNames<'_>>,
 ) -> FileChange {
     let Some(observed) = observed else {
-        let diff = (!tainted).then(|| unified_diff("", &desired.content, &desired.path));
+        let diff =
+            (!tainted).then(|| desired.content.shown().map(|new| unified_diff("", &new, &desired.path))).flatten();
         return FileChange {
             path: desired.path.clone(),
             action: Action::Create,
@@ -94,23 +97,28 @@ pub fn plan_file(
             desired,
         };
     };
-    let content_changed = observed.content != desired.content.as_bytes();
+    let content_changed = observed.content != desired.content.expose();
     let mode_changed = observed.mode != desired.mode;
     let action = if content_changed || mode_changed { Action::Update } else { Action::Unchanged };
     let changed_entries = match (content_changed, entries) {
         (true, Some(EntryNames { new, old: Some(old) })) => {
-            let mut names: Vec<String> =
-                new.iter().filter(|(k, v)| old.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect();
+            let mut names: Vec<String> = new
+                .iter()
+                .filter(|(k, v)| old.get(*k).map(String::as_bytes) != Some(v.expose()))
+                .map(|(k, _)| k.clone())
+                .collect();
             names.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
             names.sort();
             names
         }
         _ => Vec::new(),
     };
-    let diff = (content_changed && !tainted).then(|| {
-        let old = String::from_utf8_lossy(&observed.content);
-        unified_diff(&old, &desired.content, &desired.path)
-    });
+    let diff = (content_changed && !tainted)
+        .then(|| {
+            let old = String::from_utf8_lossy(&observed.content);
+            desired.content.shown().map(|new| unified_diff(&old, &new, &desired.path))
+        })
+        .flatten();
     FileChange {
         path: desired.path.clone(),
         action,
@@ -124,7 +132,8 @@ pub fn plan_file(
 
 fn unified_diff(old: &str, new: &str, path: &std::path::Path) -> String {
     let name = path.display().to_string();
-    similar::TextDiff::from_lines(old, new)
+    let (old, new) = (crate::text::escape_controls(old, true), crate::text::escape_controls(new, true));
+    similar::TextDiff::from_lines(old.as_ref(), new.as_ref())
         .unified_diff()
         .context_radius(2)
         .header(
@@ -139,7 +148,7 @@ mod tests {
     use super::*;
 
     fn desired(content: &str, mode: u32) -> DesiredFile {
-        DesiredFile { path: PathBuf::from("/o/api.env"), content: content.to_owned(), mode }
+        DesiredFile { path: PathBuf::from("/o/api.env"), content: Content::plain(content), mode }
     }
 
     fn observed(content: &str, mode: u32) -> ObservedFile {
@@ -162,7 +171,8 @@ mod tests {
 
     #[test]
     fn tainted_changes_name_entries_but_show_no_diff() {
-        let new: BTreeMap<String, String> = [("A".into(), "CANARY-new".into()), ("B".into(), "same".into())].into();
+        let new: BTreeMap<String, Content> =
+            [("A".into(), Content::secret("CANARY-new")), ("B".into(), Content::secret("same"))].into();
         let old: BTreeMap<String, String> =
             [("A".into(), "CANARY-old".into()), ("B".into(), "same".into()), ("C".into(), "x".into())].into();
         let c = plan_file(

@@ -37,6 +37,7 @@ use crate::config::{Config, FileTarget, KubeTarget, ObjectAddress, ObjectKind, T
 use crate::format::{self, Format};
 use crate::plan::{self, Action, DesiredFile, EntryNames, FileChange};
 use crate::render::{RenderError, Rendered, Templates, Use};
+use crate::secret::Content;
 use crate::source::{Request, Snapshot, SourceError, Sources};
 use crate::target::kubernetes::{
     self as kube_target, DesiredObject, Fingerprinter, KubeClients, KubeError, ObjectAction, ObjectChange,
@@ -273,14 +274,13 @@ async fn run_env(
     let revision = snapshot.revision;
     debug!(env, revision, keys = snapshot.keys.len(), secrets = snapshot.secrets.len(), "snapshot read");
     let fp = fingerprinter(config, &snapshot);
-    let renderer = templates.for_snapshot(snapshot);
+    let indices: Vec<usize> = (0..config.outputs.len()).filter(|i| config.outputs[*i].envs.contains(&env)).collect();
+    let results = crate::render::sandbox::Sandbox::global().render(templates, &snapshot, &indices).await;
     let mut outputs = Vec::new();
     let mut pending = Vec::new();
-    for (index, output) in config.outputs.iter().enumerate() {
-        if !output.envs.contains(&env) {
-            continue;
-        }
-        let rendered = match renderer.render(index) {
+    for (index, result) in indices.into_iter().zip(results) {
+        let output = &config.outputs[index];
+        let rendered = match result {
             Ok(r) => {
                 trace!(output = %output.name, env, tainted = r.tainted, reads = r.used.len(), "output rendered");
                 r
@@ -374,7 +374,7 @@ fn desired_object(
         });
     }
     let fingerprint = fp
-        .fingerprint(&rendered.entries, rendered.tainted)
+        .fingerprint(rendered.entries.iter().map(|(k, v)| (k, v.expose())), rendered.tainted)
         .ok_or_else(|| KubeError::NoFingerprintKey { output: rendered.output.clone(), detail: String::new() })?;
     let desired = DesiredObject {
         kind: k.object,
@@ -588,14 +588,32 @@ pub fn desired_files(
     let mode = file_mode(target, rendered.tainted);
     let encode_err = |source| TargetError::Encode { path: path.display().to_string(), source };
     Ok(match target.format {
-        Format::Dir => format::encode_dir(&rendered.entries)
-            .map_err(encode_err)?
-            .into_iter()
-            .map(|(name, content)| DesiredFile { path: path.join(name), content, mode })
-            .collect(),
+        Format::Dir => {
+            let mut files = Vec::new();
+            for (name, content) in &rendered.entries {
+                format::check_file_name(name)
+                    .map_err(|reason| encode_err(format::FormatError::UnsafeFileName { name: name.clone(), reason }))?;
+                files.push(DesiredFile { path: path.join(name), content: content.clone(), mode });
+            }
+            files
+        }
+        Format::Raw => match rendered.entries.values().next() {
+            Some(content) if rendered.entries.len() == 1 => {
+                vec![DesiredFile { path: path.to_path_buf(), content: content.clone(), mode }]
+            }
+            _ => return Err(encode_err(format::FormatError::RawNeedsOneEntry { count: rendered.entries.len() })),
+        },
         other => {
-            let content = format::encode(other, &rendered.entries).map_err(encode_err)?;
-            vec![DesiredFile { path: path.to_path_buf(), content, mode }]
+            // The text formats need text; templates always produce it.
+            let mut text = BTreeMap::new();
+            for (name, content) in &rendered.entries {
+                let value = content
+                    .expose_str()
+                    .ok_or_else(|| encode_err(format::FormatError::NotText { name: name.clone() }))?;
+                text.insert(name.clone(), value.to_owned());
+            }
+            let encoded = format::encode(other, &text).map_err(encode_err)?;
+            vec![DesiredFile { path: path.to_path_buf(), content: Content::new(encoded, rendered.tainted), mode }]
         }
     })
 }

@@ -201,14 +201,14 @@ pub fn compare(a: &EnvInventory, b: &EnvInventory) -> DiffReport {
     if let (Keys::Read { keys: ka, .. }, Keys::Read { keys: kb, .. }) = (&a.keys, &b.keys) {
         let names: BTreeSet<&String> = ka.keys().chain(kb.keys()).collect();
         for name in names {
-            let (va, vb) = (ka.get(name).map(|v| &v.value), kb.get(name).map(|v| &v.value));
+            let (va, vb) = (ka.get(name).map(|v| &v.data), kb.get(name).map(|v| &v.data));
             let status = match (va, vb) {
                 (Some(x), Some(y)) if x == y => Status::Same,
                 (Some(_), Some(_)) => Status::Changed,
                 (Some(_), None) => Status::OnlyInA,
                 (None, _) => Status::OnlyInB,
             };
-            keys.push(KeyDiff { name: name.clone(), status, a: va.cloned(), b: vb.cloned() });
+            keys.push(KeyDiff { name: name.clone(), status, a: va.map(|v| v.shown()), b: vb.map(|v| v.shown()) });
         }
     }
 
@@ -333,15 +333,23 @@ pub fn compare_rendered(
             let (ta, tb) = (ra.entries.get(name), rb.entries.get(name));
             let status = match (ta, tb) {
                 (Some(x), Some(y)) => {
-                    let same =
-                        if tainted { fingerprints.of(x.as_bytes()) == fingerprints.of(y.as_bytes()) } else { x == y };
+                    let same = if tainted {
+                        fingerprints.of(x.expose()) == fingerprints.of(y.expose())
+                    } else {
+                        x.expose() == y.expose()
+                    };
                     if same { Status::Same } else { Status::Changed }
                 }
                 (Some(_), None) => Status::OnlyInA,
                 (None, _) => Status::OnlyInB,
             };
             let text_diff = (!tainted && status != Status::Same).then(|| {
-                similar::TextDiff::from_lines(ta.map_or("", |s| s.as_str()), tb.map_or("", |s| s.as_str()))
+                let shown = |c: Option<&crate::secret::Content>| {
+                    c.and_then(|c| c.shown())
+                        .map(|t| crate::text::escape_controls(&t, true).into_owned())
+                        .unwrap_or_default()
+                };
+                similar::TextDiff::from_lines(shown(ta), shown(tb))
                     .unified_diff()
                     .context_radius(2)
                     .header(&format!("{}/{}/{name}", a.env, output.name), &format!("{}/{}/{name}", b.env, output.name))
@@ -414,11 +422,18 @@ fn value_lines(sign: &str, value: &str, paint: impl Fn(&str) -> String, out: &mu
     if value.is_empty() {
         return writeln!(out, "      {}", paint(&format!("{sign} (empty)")));
     }
+    // Values come from many writers: control characters are escaped so a
+    // value cannot rewrite the reviewer's terminal, and a long line is cut.
     for line in value.lines() {
+        let line = crate::text::escape_controls(line, false);
+        let line = crate::text::shorten(&line, MAX_SHOWN_CHARS);
         writeln!(out, "      {}", paint(&format!("{sign} {line}")))?;
     }
     Ok(())
 }
+
+/// Characters of one value line `diff` shows before cutting it.
+const MAX_SHOWN_CHARS: usize = 200;
 
 /// The text form. `show_secrets` is honoured only because `run` checked
 /// that stdout is a terminal.
@@ -533,7 +548,7 @@ mod tests {
             keys: Keys::Read {
                 keys: keys
                     .iter()
-                    .map(|(k, v)| ((*k).to_owned(), KeyValue { value: (*v).to_owned(), origin: KeyOrigin::File }))
+                    .map(|(k, v)| ((*k).to_owned(), KeyValue::new((*v).to_owned().into(), KeyOrigin::File)))
                     .collect(),
                 revision: None,
             },

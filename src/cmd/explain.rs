@@ -136,7 +136,7 @@ impl Subject {
         match self {
             Subject::Key(k) => {
                 if let Some(v) = s.keys.get_mut(k) {
-                    *v = KeyValue { value: PROBE.to_owned(), origin: v.origin };
+                    *v = KeyValue { data: crate::source::KeyData::Text(PROBE.to_owned()), origin: v.origin };
                 }
             }
             Subject::Field { path, field } => {
@@ -244,7 +244,7 @@ async fn explain_key(clients: &Clients, env: &str, name: &str, ex: &mut Explanat
             let Some(kv) = snapshot.keys.get(name) else { return Ok(false) };
             ex.source = "file".to_owned();
             ex.path = format!("{} [keys] {name:?}", display_path(&dir.join(format!("{env}.toml"))));
-            ex.value = Some(kv.value.clone());
+            ex.value = Some(kv.data.shown());
             ex.notes.push("the file source records no revision, owner or reason".to_owned());
             Ok(true)
         }
@@ -457,7 +457,7 @@ fn print_text(ex: &Explanation, out: &mut dyn Write) -> io::Result<()> {
     }
     row(out, "source:", &source)?;
     if let Some(v) = &ex.value {
-        row(out, "value:", v)?;
+        row(out, "value:", &crate::text::escape_controls(v, false))?;
     }
     if ex.kind == "secret" {
         row(out, "value:", "(secret, not shown)")?;
@@ -511,12 +511,12 @@ mod tests {
     #[test]
     fn probe_replaces_only_the_subject() {
         let mut s = Snapshot::default();
-        s.keys.insert("a".into(), KeyValue { value: "1".into(), origin: KeyOrigin::File });
-        s.keys.insert("b".into(), KeyValue { value: "2".into(), origin: KeyOrigin::File });
+        s.keys.insert("a".into(), KeyValue::new(b"1".to_vec(), KeyOrigin::File));
+        s.keys.insert("b".into(), KeyValue::new(b"2".to_vec(), KeyOrigin::File));
         let fields = [("p".to_owned(), SecretString::new("x")), ("q".to_owned(), SecretString::new("y"))].into();
         s.secrets.insert("db".into(), Secret { fields, version: None });
         let p = Subject::Key("a".into()).probed(&s);
-        assert_eq!((p.keys["a"].value.as_str(), p.keys["b"].value.as_str()), (PROBE, "2"));
+        assert_eq!((p.keys["a"].text(), p.keys["b"].text()), (Some(PROBE), Some("2")));
         let p = Subject::Field { path: "db".into(), field: "q".into() }.probed(&s);
         assert_eq!((p.secrets["db"].fields["p"].expose(), p.secrets["db"].fields["q"].expose()), ("x", PROBE));
     }

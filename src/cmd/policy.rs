@@ -119,16 +119,11 @@ impl<'a> Vars<'a> {
 }
 
 fn render(text: &str, vars: &Vars<'_>, env: Option<&str>) -> Result<String, String> {
-    if !text.contains("{{") && !text.contains("{%") {
-        return Ok(text.to_owned());
-    }
-    let mut ctx = tera::Context::new();
-    ctx.insert("prefix", vars.prefix);
-    ctx.insert("mount", vars.mount);
+    let mut ctx = vec![("prefix", vars.prefix), ("mount", vars.mount)];
     if let Some(env) = env {
-        ctx.insert("env", env);
+        ctx.push(("env", env));
     }
-    tera::Tera::one_off(text, &ctx, false).map_err(|e| crate::render::tera_error_text(&e))
+    crate::render::render_field(text, &ctx)
 }
 
 /// Reads and renders every `*.toml` in `dir`, reporting every problem.

@@ -142,20 +142,20 @@ fn fingerprint_changes(
         let names: BTreeSet<&String> = rendered.entries.keys().chain(old.keys()).collect();
         return names
             .into_iter()
-            .filter(|n| old.get(*n) != rendered.entries.get(*n))
+            .filter(|n| old.get(*n).map(String::as_bytes) != rendered.entries.get(*n).map(|c| c.expose()))
             .map(|n| EntryFingerprint {
                 entry: n.clone(),
                 old: show(old.get(n).map(|s| s.as_bytes())),
-                new: show(rendered.entries.get(n).map(|s| s.as_bytes())),
+                new: show(rendered.entries.get(n).map(|c| c.expose())),
             })
             .collect();
     }
     let name = desired.path.file_name().map_or_else(|| "content".to_owned(), |n| n.to_string_lossy().into_owned());
     let old = observed.map(|o| o.content.as_slice());
-    if old == Some(desired.content.as_bytes()) {
+    if old == Some(desired.content.expose()) {
         return Vec::new();
     }
-    vec![EntryFingerprint { entry: name, old: show(old), new: show(Some(desired.content.as_bytes())) }]
+    vec![EntryFingerprint { entry: name, old: show(old), new: show(Some(desired.content.expose())) }]
 }
 
 fn unified(old: &[u8], new: &str, path: &str) -> String {
@@ -192,9 +192,12 @@ fn plan_target(
         };
         let change = plan::plan_file(desired, observed.as_ref(), rendered.tainted, entries);
         let shown_path = display_path(&change.path);
-        let diff = (!rendered.tainted && change.content_changed).then(|| {
-            unified(observed.as_ref().map_or(&[][..], |o| o.content.as_slice()), &change.desired.content, &shown_path)
-        });
+        let diff = (!rendered.tainted && change.content_changed)
+            .then(|| {
+                let new = change.desired.content.shown()?;
+                Some(unified(observed.as_ref().map_or(&[][..], |o| o.content.as_slice()), &new, &shown_path))
+            })
+            .flatten();
         let mode = change.mode_change.map(|(old, new)| match old {
             Some(o) => format!("{o:04o} → {new:04o}"),
             None => format!("{new:04o}"),

@@ -21,6 +21,7 @@
 //!   config errors, 1 when a read is denied or rendering fails, 127 when the
 //!   command is not found, 126 when it cannot be executed (as shells do).
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -102,7 +103,7 @@ pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdE
                 why: "use [A-Za-z_][A-Za-z0-9_]*; run-with passes entries as environment variables",
             });
         }
-        if value.contains('\0') {
+        if value.expose().contains(&0) {
             return Err(CmdError::InvalidName {
                 what: "entry",
                 name: name.clone(),
@@ -113,7 +114,7 @@ pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdE
 
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut command = std::process::Command::new(program);
-    command.args(rest).envs(&rendered.entries);
+    command.args(rest).envs(rendered.entries.iter().map(|(k, v)| (k, std::ffi::OsStr::from_bytes(v.expose()))));
     // Only returns on failure.
     let error = command.exec();
     eprintln!("error: cannot run {}: {error}", program.to_string_lossy());

@@ -24,7 +24,7 @@ fn snapshot() -> Arc<Snapshot> {
     for (k, v) in
         [("db/user", "api"), ("db/host", "db.internal"), ("flags/zeta", "z"), ("flags/alpha", "a"), ("flagsx", "no")]
     {
-        keys.insert(k.to_owned(), KeyValue { value: v.to_owned(), origin: KeyOrigin::File });
+        keys.insert(k.to_owned(), KeyValue::new(v.to_owned().into(), KeyOrigin::File));
     }
     let mut secrets = BTreeMap::new();
     let fields = [("password".to_owned(), SecretString::new(CANARY)), ("user".to_owned(), SecretString::new("admin"))];
@@ -55,11 +55,11 @@ FLAGS = "{% for k, v in keys(prefix='flags/') %}{{ k }}={{ v }},{% endfor %}"
 ENV = "{{ env }}""#,
     )
     .unwrap();
-    assert_eq!(r.entries["URL"], "api@db.internal");
-    assert_eq!(r.entries["LEVEL"], "info");
-    assert_eq!(r.entries["HAS"], "true/false");
-    assert_eq!(r.entries["FLAGS"], "alpha=a,zeta=z,", "sorted, prefix stripped, flagsx excluded");
-    assert_eq!(r.entries["ENV"], "prod");
+    assert_eq!(r.entries["URL"].expose_str().unwrap(), "api@db.internal");
+    assert_eq!(r.entries["LEVEL"].expose_str().unwrap(), "info");
+    assert_eq!(r.entries["HAS"].expose_str().unwrap(), "true/false");
+    assert_eq!(r.entries["FLAGS"].expose_str().unwrap(), "alpha=a,zeta=z,", "sorted, prefix stripped, flagsx excluded");
+    assert_eq!(r.entries["ENV"].expose_str().unwrap(), "prod");
     assert!(!r.tainted);
     assert!(r.used.contains(&Use::KeyPrefix("flags/".into())));
     assert!(r.used.contains(&Use::Key("log/level".into())));
@@ -74,8 +74,8 @@ ALL = "{% for f, v in secrets(path='db') %}{{ f }};{% endfor %}""#,
     )
     .unwrap();
     assert!(r.tainted);
-    assert_eq!(r.entries["PW"], CANARY);
-    assert_eq!(r.entries["ALL"], "password;user;");
+    assert_eq!(r.entries["PW"].expose_str().unwrap(), CANARY);
+    assert_eq!(r.entries["ALL"].expose_str().unwrap(), "password;user;");
     assert!(r.used.contains(&Use::Secret("db".into())));
 }
 
@@ -141,12 +141,15 @@ fn template_files_include_and_locate_errors() {
     let t = Templates::compile(&c).unwrap();
     assert_eq!(t.analysis(0).secret_paths.iter().collect::<Vec<_>>(), ["db"], "found through the include");
     let r = t.for_snapshot(snapshot()).render(0).unwrap();
-    assert_eq!(r.entries["A"], "admin|prod");
+    assert_eq!(r.entries["A"].expose_str().unwrap(), "admin|prod");
     assert!(r.tainted);
 
     std::fs::write(dir.path().join("templates/parts/db.tera"), "line 1\n{{ nope(x=1) }}").unwrap();
     let e = Templates::compile(&c).err().unwrap().to_string();
-    assert!(e.contains("templates/parts/db.tera:2:4: output \"app\", entry \"A\": unknown function `nope`"), "{e}");
+    assert!(
+        e.contains("templates/parts/db.tera:2:4: unknown function `nope` (used by output \"app\", entry \"A\")"),
+        "{e}"
+    );
 
     let c = config(dir.path(), "A = { template = \"missing.tera\" }");
     let e = Templates::compile(&c).err().unwrap().to_string();
@@ -162,4 +165,280 @@ fn renders_are_independent_per_output_call() {
     // A second render starts from a clean log.
     let again = r.render(0).unwrap();
     assert_eq!(again.used.len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// The sandbox and the error allow-list (issue: trust boundaries).
+
+/// Every way a transformed canary could still be recognised in text.
+fn assert_no_canary(text: &str) {
+    let stripped: String = CANARY.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let lower = text.to_lowercase();
+    let squeezed: String = lower.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let reversed: String = stripped.chars().rev().collect();
+    for needle in [stripped.to_lowercase(), reversed.to_lowercase(), "4c1d".to_owned()] {
+        assert!(!squeezed.contains(&needle), "canary ({needle}) in: {text}");
+    }
+}
+
+#[test]
+fn errors_after_transforming_a_secret_never_carry_it() {
+    let pw = "secret(path='db', field='password')";
+    let filters = [
+        "lower",
+        "upper",
+        "capitalize",
+        "title",
+        "trim",
+        "trim_start",
+        "trim_end",
+        "reverse",
+        "escape",
+        "escape_xml",
+        "addslashes",
+        "spaceless",
+        "striptags",
+        "linebreaksbr",
+        "urlencode",
+        "urlencode_strict",
+        "json_encode",
+        "as_str",
+        "truncate(length=8)",
+        "replace(from='-', to='_')",
+        "trim_start_matches(pat='C')",
+        "trim_end_matches(pat='w')",
+        "split(pat='-') | join(sep='')",
+        "slice(start=1) | join(sep='')",
+        "indent(prefix='  ')",
+        "wordcount",
+        "first",
+        "last",
+        "length",
+    ];
+    for f in filters {
+        for failing in [
+            format!("{{{{ key(name={pw} | {f}) }}}}"),
+            format!("{{{{ {pw} | {f} | int | round(method='x') }}}}"),
+            format!("{{{{ throw(message={pw} | {f}) }}}}"),
+            format!("{{{{ secret(path='db', field={pw} | {f}) }}}}"),
+            format!("{{% set v = {pw} | {f} %}}{{{{ v | filter(attribute='x') }}}}"),
+            format!("{{{{ {pw} | {f} | get(key='x') }}}}"),
+        ] {
+            let entry = format!("A = \"{}\"", failing.replace('"', "\\\""));
+            let (_d, t) = compile(&entry);
+            let t = t.unwrap_or_else(|e| panic!("{entry}: {e}"));
+            let Err(e) = t.for_snapshot(snapshot()).render(0) else { continue };
+            assert_no_canary(&e.to_string());
+            assert_no_canary(&format!("{e:?}"));
+            assert_no_canary(&serde_json::to_string(&e).unwrap());
+        }
+    }
+    // The same failure in an output that reads no secret keeps Tera's words.
+    let e = render("A = \"{{ key(name='db/host') | round }}\"").unwrap_err().to_string();
+    assert!(e.contains("db.internal"), "plain outputs keep the detail: {e}");
+    // A secret-reading one says which filter failed, and why no more.
+    let e = render(&format!("A = \"{{{{ {pw} | round }}}}\"")).unwrap_err().to_string();
+    assert!(e.contains("filter `round` failed") && e.contains("withheld"), "{e}");
+    // A literal key name is safe to repeat, a computed one is not.
+    let e = render(&format!("A = \"{{{{ {pw} }}}}{{{{ key(name='db/port') }}}}\"")).unwrap_err().to_string();
+    assert!(e.contains("key \"db/port\" not found"), "{e}");
+}
+
+#[test]
+fn templates_cannot_read_the_environment_clock_or_randomness() {
+    for (entries, want) in [
+        ("A = \"{{ get_env(name='VAULT_TOKEN') }}\"", "function `get_env` is not allowed"),
+        ("A = \"{% if true %}{{ get_env(name='HOME', default='x') }}{% endif %}\"", "`get_env` is not allowed"),
+        ("A = \"{{ now() }}\"", "function `now` is not allowed"),
+        ("A = \"{{ get_random(end=9) }}\"", "function `get_random` is not allowed"),
+        ("A = \"{{ 'a' ~ get_env(name='HOME') }}\"", "`get_env` is not allowed"),
+    ] {
+        let (_d, t) = compile(entries);
+        let e = t.err().unwrap_or_else(|| panic!("{entries} compiled")).to_string();
+        assert!(e.contains(want), "{e} / want {want}");
+    }
+    // Config fields (paths, contexts) are rendered in the same sandbox.
+    let e = crate::render::render_field("out/{{ get_env(name='HOME') }}", &[("env", "prod")]).unwrap_err();
+    assert!(e.contains("not allowed"), "{e}");
+}
+
+#[test]
+fn function_arguments_are_checked_statically() {
+    for (entries, want) in [
+        ("A = \"{{ key(nmae='x') }}\"", "key(): unknown argument `nmae` (did you mean `name`?)"),
+        ("A = \"{{ key() }}\"", "key(): missing argument `name`"),
+        ("A = \"{{ secret(path='db') }}\"", "secret(): missing argument `field`"),
+        ("A = \"{{ range(ned=3) }}\"", "range(): unknown argument `ned`"),
+    ] {
+        let (_d, t) = compile(entries);
+        let e = t.err().unwrap_or_else(|| panic!("{entries} compiled")).to_string();
+        assert!(e.contains(want), "{e} / want {want}");
+    }
+}
+
+fn with_templates(files: &[(&str, &str)], entries: &str) -> (tempfile::TempDir, Result<Templates, ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join("templates").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let c = config(dir.path(), entries);
+    let t = Templates::compile(&c);
+    (dir, t)
+}
+
+#[test]
+fn recursion_is_refused_before_it_can_overflow_the_stack() {
+    type Files<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Files, &str, &str); 4] = [
+        (&[("self.tera", "x{% include \"self.tera\" %}")], "A = { template = \"self.tera\" }", "refers to itself"),
+        (
+            &[("a.tera", "{% include \"b.tera\" %}"), ("b.tera", "{% include \"a.tera\" %}")],
+            "A = { template = \"a.tera\" }",
+            "is part of a cycle",
+        ),
+        (
+            &[("m.tera", "{% macro f(n) %}{{ self::f(n=n) }}{% endmacro f %}")],
+            "A = \"{% import 'm.tera' as m %}{{ m::f(n=1) }}\"",
+            "macro f (",
+        ),
+        (
+            &[
+                ("m.tera", "{% import 'n.tera' as n %}{% macro f() %}{{ n::g() }}{% endmacro f %}"),
+                ("n.tera", "{% import 'm.tera' as m %}{% macro g() %}{{ m::f() }}{% endmacro g %}"),
+            ],
+            "A = \"{% import 'm.tera' as m %}{{ m::f() }}\"",
+            "is part of a cycle",
+        ),
+    ];
+    for (files, entries, want) in cases {
+        let (_d, t) = with_templates(files, entries);
+        let e = t.err().unwrap_or_else(|| panic!("{entries} compiled")).to_string();
+        assert!(e.contains(want), "{e} / want {want}");
+    }
+    // A deep but finite chain beyond the limit is refused too.
+    let mut files: Vec<(String, String)> =
+        (0..40).map(|i| (format!("t{i}.tera"), format!("{{% include \"t{}.tera\" %}}", i + 1))).collect();
+    files.push(("t40.tera".into(), "end".into()));
+    let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (_d, t) = with_templates(&files, "A = { template = \"t0.tera\" }");
+    let e = t.err().unwrap().to_string();
+    assert!(e.contains("deep; at most 32"), "{e}");
+    // Text nested deeper than the parser's stack can take.
+    let deep = format!("A = \"{}x{}\"", "{% if true %}".repeat(200), "{% endif %}".repeat(200));
+    let (_d, t) = compile(&deep);
+    assert!(t.err().unwrap().to_string().contains("too deeply nested"));
+    let brackets = format!("A = \"{{{{ {}1{} }}}}\"", "(".repeat(5000), ")".repeat(5000));
+    let (_d, t) = compile(&brackets);
+    assert!(t.err().unwrap().to_string().contains("too deeply nested"));
+}
+
+#[test]
+fn imports_and_the_shipped_library_work() {
+    let (_d, t) = with_templates(
+        &[("macros.tera", "{% macro url(host) %}https://{{ host }}/{% endmacro url %}")],
+        "A = \"{% import 'macros.tera' as m %}{{ m::url(host=key(name='db/host')) }}\"\nB = \"{% import 'cfgsync/dsn.tera' as dsn %}{{ dsn::postgres(user='a@b', password=secret(path='db', field='password'), host='h', database='d') }}\"",
+    );
+    let t = t.unwrap();
+    let r = t.for_snapshot(snapshot()).render(0).unwrap();
+    assert_eq!(r.entries["A"].expose_str().unwrap(), "https://db.internal/");
+    // urlencode_strict encodes everything but letters and digits.
+    assert_eq!(
+        r.entries["B"].expose_str().unwrap(),
+        format!("postgres://a%40b:{}@h:5432/d", CANARY.replace('-', "%2D"))
+    );
+    assert!(r.tainted);
+    // The config's own templates/ comes first.
+    let (_d, t) = with_templates(
+        &[("cfgsync/dsn.tera", "{% macro postgres(user, password, host, database) %}mine{% endmacro postgres %}")],
+        "B = \"{% import 'cfgsync/dsn.tera' as dsn %}{{ dsn::postgres(user='u', password='p', host='h', database='d') }}\"",
+    );
+    assert_eq!(t.unwrap().for_snapshot(snapshot()).render(0).unwrap().entries["B"].expose_str(), Some("mine"));
+}
+
+#[test]
+fn template_files_stay_inside_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside.tera");
+    std::fs::write(&outside, "{{ secret(path='db', field='password') }}").unwrap();
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.path().join("templates/link.tera")).unwrap();
+    let c = config(dir.path(), "A = { template = \"link.tera\" }");
+    let e = Templates::compile(&c).err().unwrap().to_string();
+    assert!(e.contains("link.tera: a symlink to a file outside templates/"), "{e}");
+    // A FIFO is refused without being opened (opening it would block).
+    std::fs::remove_file(dir.path().join("templates/link.tera")).unwrap();
+    let status = std::process::Command::new("mkfifo").arg(dir.path().join("templates/pipe.tera")).status().unwrap();
+    assert!(status.success());
+    let c = config(dir.path(), "A = \"x\"");
+    let e = Templates::compile(&c).err().unwrap().to_string();
+    assert!(e.contains("pipe.tera: not a regular file"), "{e}");
+}
+
+fn limited(entries: &str, limits: Limits) -> Result<Rendered, RenderError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), entries);
+    c.render = limits;
+    let t = Templates::compile(&c).unwrap();
+    t.for_snapshot(snapshot()).render(0)
+}
+
+#[test]
+fn loops_sizes_and_time_are_bounded() {
+    let start = std::time::Instant::now();
+    let e = limited("A = \"{% for i in range(end=100000000) %}x{% endfor %}\"", Limits::default()).unwrap_err();
+    assert!(matches!(e, RenderError::Limit { limit: LimitHit::Range, .. }), "{e}");
+    let e = limited(
+        "A = \"{% for i in range(end=1000) %}{% for j in range(end=1000) %}xxxxxxxx{% endfor %}{% endfor %}\"",
+        Limits::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, RenderError::Limit { limit: LimitHit::Range, .. }), "{e}");
+    let small = Limits { max_entry_bytes: 1000, max_output_bytes: 1500, ..Limits::default() };
+    let e = limited("A = \"{% for i in range(end=2000) %}x{% endfor %}\"", small).unwrap_err();
+    assert!(matches!(e, RenderError::Limit { limit: LimitHit::EntrySize, .. }), "{e}");
+    let e = limited(
+        "A = \"{% for i in range(end=900) %}x{% endfor %}\"\nB = \"{% for i in range(end=900) %}x{% endfor %}\"",
+        small,
+    )
+    .unwrap_err();
+    assert!(matches!(e, RenderError::Limit { limit: LimitHit::OutputSize, .. }), "{e}");
+    let quick = Limits { timeout: std::time::Duration::from_millis(50), ..Limits::default() };
+    let e = limited(
+        "A = \"{% for i in range(end=300) %}{% for j in range(end=300) %}{{ key(name='db/host') }}{% endfor %}{% endfor %}\"",
+        quick,
+    )
+    .unwrap_err();
+    assert!(matches!(e, RenderError::Limit { limit: LimitHit::Time, .. }), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(20), "every bomb stopped early");
+}
+
+#[test]
+fn a_value_that_is_not_text_fails_only_its_readers() {
+    let mut s = (*snapshot()).clone();
+    s.keys.insert("bin".into(), KeyValue::new(vec![0xff, 0xfe, b'a'], KeyOrigin::File));
+    s.keys.insert("nul".into(), KeyValue::new(b"a\0b".to_vec(), KeyOrigin::File));
+    let s = Arc::new(s);
+    let (_d, t) = compile("A = \"{{ key(name='bin') }}\"");
+    let e = t.unwrap().render(0, &s).unwrap_err().to_string();
+    assert!(e.contains("key \"bin\" holds bytes that are not UTF-8 (at byte 0)"), "{e}");
+    let (_d, t) = compile("A = \"{% for k, v in keys(prefix='') %}{{ k }}{% endfor %}\"");
+    let e = t.unwrap().render(0, &s).unwrap_err().to_string();
+    assert!(e.contains("key \"bin\"") && e.contains("not UTF-8"), "{e}");
+    let (_d, t) = compile("A = \"{{ key(name='nul') }}\"");
+    let e = t.unwrap().render(0, &s).unwrap_err().to_string();
+    assert!(e.contains("a NUL character (at byte 1)"), "{e}");
+    let (_d, t) = compile("A = \"{{ key(name='db/host') }}\"");
+    assert_eq!(t.unwrap().render(0, &s).unwrap().entries["A"].expose_str(), Some("db.internal"));
+}
+
+#[test]
+fn throw_messages_are_withheld_only_where_a_secret_was_read() {
+    let e = render("A = \"{{ throw(message='bad ' ~ key(name='db/host')) }}\"").unwrap_err().to_string();
+    assert!(e.contains("bad db.internal"), "{e}");
+    let e = render("A = \"{{ secret(path='db', field='user') }}{{ throw(message='bad ' ~ key(name='db/host')) }}\"")
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("db.internal") && e.contains("function `throw` failed"), "{e}");
 }

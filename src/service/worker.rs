@@ -279,7 +279,7 @@ impl Worker {
                 match c {
                     Change::File(c) => {
                         c.desired.path.hash(&mut hasher);
-                        c.desired.content.hash(&mut hasher);
+                        c.desired.content.expose().hash(&mut hasher);
                         c.desired.mode.hash(&mut hasher);
                     }
                     Change::Object(c) => {

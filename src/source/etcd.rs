@@ -20,7 +20,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use tokio::sync::Mutex;
 
-use super::{KeyOrigin, KeyValue, Request, Snapshot, Source, SourceError, SourceKind};
+use super::{KeyData, KeyOrigin, KeyValue, Request, Snapshot, Source, SourceError, SourceKind};
 use crate::config::EtcdSettings;
 use crate::secret::SecretString;
 
@@ -127,12 +127,23 @@ impl EtcdSource {
             let more = resp.more();
             let kvs = resp.take_kvs();
             for item in &kvs {
-                let key = item.key_str().map_err(|_| self.invalid(prefix, "a key is not UTF-8"))?;
-                let name = key.strip_prefix(prefix).unwrap_or(key).to_owned();
-                let value = item.value_str().map_err(|_| self.invalid(key, "value is not UTF-8"))?.to_owned();
                 let origin =
                     KeyOrigin::Etcd { create_revision: item.create_revision(), mod_revision: item.mod_revision() };
-                keys.insert(name, KeyValue { value, origin });
+                let (name, value) = match item.key_str() {
+                    Ok(key) => (
+                        key.strip_prefix(prefix).unwrap_or(key).to_owned(),
+                        KeyValue::new(item.value().to_vec(), origin),
+                    ),
+                    // A name that is not text cannot be asked for by name, but
+                    // `keys(prefix)` would silently miss it: keep it, marked
+                    // unusable, so the outputs that read its prefix fail naming it.
+                    Err(_) => {
+                        let lossy = String::from_utf8_lossy(item.key());
+                        let name = lossy.strip_prefix(prefix).unwrap_or(&lossy).to_owned();
+                        (name, KeyValue { data: KeyData::Bytes(item.value().to_vec()), origin })
+                    }
+                };
+                keys.insert(name, value);
             }
             match kvs.last() {
                 Some(last) if more => {
@@ -143,10 +154,6 @@ impl EtcdSource {
             }
         }
         Ok((keys, revision))
-    }
-
-    fn invalid(&self, path: &str, cause: &str) -> SourceError {
-        SourceError::Invalid { source_kind: SourceKind::Etcd, path: path.to_owned(), cause: cause.to_owned() }
     }
 
     fn read_error(&self, prefix: &str, e: etcd_client::Error) -> SourceError {

@@ -56,7 +56,7 @@ impl FileSource {
                 cause: "not a valid env file: expected `[keys]` with string values and `[secrets.\"path\"]` tables of string fields".to_owned(),
             }
         })?;
-        let keys = parsed.keys.into_iter().map(|(k, v)| (k, KeyValue { value: v, origin: KeyOrigin::File })).collect();
+        let keys = parsed.keys.into_iter().map(|(k, v)| (k, KeyValue::new(v.into_bytes(), KeyOrigin::File))).collect();
         let secrets = parsed
             .secrets
             .into_iter()
@@ -91,7 +91,7 @@ mod tests {
             .unwrap();
         let src = FileSource::new(dir.path().to_path_buf());
         let snap = src.fetch(&Request { env: "prod".into(), ..Default::default() }).await.unwrap();
-        assert_eq!(snap.keys["api/host"].value, "h");
+        assert_eq!(snap.keys["api/host"].text(), Some("h"));
         assert_eq!(snap.secrets["api/db"].fields["password"].expose(), "pw");
 
         let err = src.fetch(&Request { env: "bad".into(), ..Default::default() }).await.unwrap_err().to_string();

@@ -45,8 +45,71 @@ pub struct Snapshot {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
-    pub value: String,
+    pub data: KeyData,
     pub origin: KeyOrigin,
+}
+
+impl KeyValue {
+    pub fn new(bytes: Vec<u8>, origin: KeyOrigin) -> Self {
+        Self { data: KeyData::from_bytes(bytes), origin }
+    }
+
+    /// The value as text, `None` when it is not (see [`KeyData`]).
+    pub fn text(&self) -> Option<&str> {
+        match &self.data {
+            KeyData::Text(t) => Some(t),
+            KeyData::Bytes(_) => None,
+        }
+    }
+}
+
+/// A key's value. Anyone who can write one key could otherwise stop a
+/// whole env with one bad value, so a value that is not text is not an
+/// error of the source: it is kept as bytes, and only the outputs that
+/// read it fail (naming the key), or write it verbatim where an entry asks
+/// for bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyData {
+    /// UTF-8 without NUL: usable by templates.
+    Text(String),
+    /// Not UTF-8, or holding a NUL (which no environment variable, C string
+    /// or most config parsers can carry).
+    Bytes(Vec<u8>),
+}
+
+impl KeyData {
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        match String::from_utf8(bytes) {
+            Ok(s) if !s.contains('\0') => KeyData::Text(s),
+            Ok(s) => KeyData::Bytes(s.into_bytes()),
+            Err(e) => KeyData::Bytes(e.into_bytes()),
+        }
+    }
+
+    /// The value for a person to read: the text, or a description of the
+    /// bytes. Escape it ([`crate::text::escape_controls`]) before printing.
+    pub fn shown(&self) -> String {
+        match self {
+            KeyData::Text(t) => t.clone(),
+            KeyData::Bytes(b) => format!("<{} bytes: {}>", b.len(), crate::render::describe_bytes(b)),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            KeyData::Text(t) => t.as_bytes(),
+            KeyData::Bytes(b) => b,
+        }
+    }
+}
+
+impl fmt::Debug for KeyData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyData::Text(t) => write!(f, "{t:?}"),
+            KeyData::Bytes(b) => write!(f, "<{} bytes, not text>", b.len()),
+        }
+    }
 }
 
 /// Where a key's value came from.

@@ -50,7 +50,7 @@ pub async fn write(file: &DesiredFile, check_cmd: Option<&str>, tainted: bool) -
     let dir = file.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
     let mut staged = tempfile::Builder::new().prefix(".cfgsync-").tempfile_in(dir).map_err(err)?;
-    staged.write_all(file.content.as_bytes()).map_err(err)?;
+    staged.write_all(file.content.expose()).map_err(err)?;
     staged.as_file().sync_all().map_err(err)?;
     staged.as_file().set_permissions(std::fs::Permissions::from_mode(file.mode)).map_err(err)?;
     if let Some(cmd) = check_cmd {
@@ -113,7 +113,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn desired(path: PathBuf, content: &str, mode: u32) -> DesiredFile {
-        DesiredFile { path, content: content.to_owned(), mode }
+        DesiredFile { path, content: crate::secret::Content::plain(content), mode }
     }
 
     #[tokio::test]

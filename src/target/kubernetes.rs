@@ -57,7 +57,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::config::{ObjectAddress, ObjectKind, Restart};
-use crate::secret::SecretString;
+use crate::secret::{Content, SecretString};
 
 pub const FIELD_MANAGER: &str = "cfgsync";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -112,8 +112,8 @@ pub struct DesiredObject {
     pub address: ObjectAddress,
     pub output: String,
     pub env: String,
-    /// Entry name → plaintext value.
-    pub data: BTreeMap<String, String>,
+    /// Entry name → content (secret when the output is tainted).
+    pub data: BTreeMap<String, Content>,
     pub tainted: bool,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
@@ -152,10 +152,13 @@ impl Fingerprinter {
 
     /// `sha256:<hex>` for untainted content, `hmac-sha256:<hex>` for tainted.
     /// `None` when the content is tainted and there is no key.
-    pub fn fingerprint<V: AsRef<[u8]>>(&self, data: &BTreeMap<String, V>, tainted: bool) -> Option<String> {
+    pub fn fingerprint<'a>(
+        &self,
+        data: impl IntoIterator<Item = (&'a String, &'a [u8])>,
+        tainted: bool,
+    ) -> Option<String> {
         let mut canonical = Vec::new();
         for (k, v) in data {
-            let v = v.as_ref();
             canonical.extend_from_slice(&(k.len() as u64).to_be_bytes());
             canonical.extend_from_slice(k.as_bytes());
             canonical.extend_from_slice(&(v.len() as u64).to_be_bytes());
@@ -227,23 +230,21 @@ pub fn plan_object(desired: &DesiredObject, live: Option<&LiveObject>, fp: &Fing
     let Some(live) = live else {
         change.action = ObjectAction::Create;
         change.keys = desired.data.keys().cloned().collect();
-        if !desired.tainted {
-            change.values = desired.data.iter().map(|(k, v)| format!("{k}: {}", show(v))).collect();
-        }
+        change.values = desired.data.iter().filter_map(|(k, v)| Some(format!("{k}: {}", show(&v.shown()?)))).collect();
         change.restarts = restarts();
         return change;
     };
     let differing: Vec<String> = desired
         .data
         .iter()
-        .filter(|(k, v)| live.data.get(*k).map(Vec::as_slice) != Some(v.as_bytes()))
+        .filter(|(k, v)| live.data.get(*k).map(Vec::as_slice) != Some(v.expose()))
         .map(|(k, _)| k.clone())
         .chain(live.data.keys().filter(|k| !desired.data.contains_key(*k)).cloned())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
     let recorded = live.annotations.get(ANNOTATION_FINGERPRINT);
-    let live_fp = fp.fingerprint(&live.data, desired.tainted);
+    let live_fp = fp.fingerprint(live.data.iter().map(|(k, v)| (k, v.as_slice())), desired.tainted);
     if !differing.is_empty() {
         // Content differs. If the live content is not what we last wrote,
         // someone edited it: drift. Otherwise the source changed: update.
@@ -254,7 +255,8 @@ pub fn plan_object(desired: &DesiredObject, live: Option<&LiveObject>, fp: &Fing
                 .iter()
                 .map(|k| {
                     let old = live.data.get(k).map(|v| show(&String::from_utf8_lossy(v))).unwrap_or("(absent)".into());
-                    let new = desired.data.get(k).map(|v| show(v)).unwrap_or("(absent)".into());
+                    let new =
+                        desired.data.get(k).and_then(|v| v.shown()).map(|v| show(&v)).unwrap_or("(absent)".into());
                     format!("{k}: {old} → {new}")
                 })
                 .collect();
@@ -274,8 +276,9 @@ pub fn plan_object(desired: &DesiredObject, live: Option<&LiveObject>, fp: &Fing
     change
 }
 
+/// A value in a plan: quoted (so control characters are escaped) and cut.
 fn show(v: &str) -> String {
-    format!("{v:?}")
+    crate::text::shorten(&format!("{v:?}"), 200).into_owned()
 }
 
 /// Plans the deletion of live objects no target claims any more.
@@ -318,7 +321,7 @@ pub fn manifest(d: &DesiredObject) -> serde_json::Value {
         ObjectKind::Secret => {
             use base64::Engine;
             let data: BTreeMap<&String, String> =
-                d.data.iter().map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v))).collect();
+                d.data.iter().map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v.expose()))).collect();
             serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Secret",
@@ -327,12 +330,29 @@ pub fn manifest(d: &DesiredObject) -> serde_json::Value {
                 "data": data,
             })
         }
-        ObjectKind::ConfigMap => serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": metadata,
-            "data": d.data,
-        }),
+        ObjectKind::ConfigMap => {
+            // Text goes to `data`; bytes that are not UTF-8 to `binaryData`,
+            // as the API requires.
+            use base64::Engine;
+            let mut data = BTreeMap::new();
+            let mut binary = BTreeMap::new();
+            for (k, v) in &d.data {
+                match v.expose_str() {
+                    Some(text) => data.insert(k, text.to_owned()),
+                    None => binary.insert(k, base64::engine::general_purpose::STANDARD.encode(v.expose())),
+                };
+            }
+            let mut m = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": metadata,
+                "data": data,
+            });
+            if !binary.is_empty() {
+                m["binaryData"] = serde_json::json!(binary);
+            }
+            m
+        }
     }
 }
 
@@ -561,8 +581,9 @@ mod tests {
     use super::*;
 
     fn desired(data: &[(&str, &str)], tainted: bool, fp: &Fingerprinter) -> DesiredObject {
-        let data: BTreeMap<String, String> = data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let fingerprint = fp.fingerprint(&data, tainted).unwrap();
+        let data: BTreeMap<String, Content> =
+            data.iter().map(|(k, v)| (k.to_string(), Content::new(v.as_bytes(), tainted))).collect();
+        let fingerprint = fp.fingerprint(data.iter().map(|(k, v)| (k, v.expose())), tainted).unwrap();
         DesiredObject {
             kind: ObjectKind::Secret,
             address: ObjectAddress { context: "prod".into(), namespace: "api".into(), name: "api".into() },
@@ -585,7 +606,7 @@ mod tests {
             kind: d.kind,
             namespace: d.address.namespace.clone(),
             name: d.address.name.clone(),
-            data: d.data.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
+            data: d.data.iter().map(|(k, v)| (k.clone(), v.expose().to_vec())).collect(),
             labels: serde_json::from_value(m["metadata"]["labels"].clone()).unwrap(),
             annotations: serde_json::from_value(m["metadata"]["annotations"].clone()).unwrap(),
         }
@@ -593,20 +614,20 @@ mod tests {
 
     #[test]
     fn fingerprints_are_keyed_for_secrets() {
-        let data: BTreeMap<String, String> = [("PW".to_string(), "CANARY-x".to_string())].into();
+        let pw = "PW".to_string();
+        let data = || [(&pw, &b"CANARY-x"[..])];
         let none = Fingerprinter::new(None);
-        assert!(none.fingerprint(&data, true).is_none(), "no key, no fingerprint for secret content");
-        let plain = none.fingerprint(&data, false).unwrap();
+        assert!(none.fingerprint(data(), true).is_none(), "no key, no fingerprint for secret content");
+        let plain = none.fingerprint(data(), false).unwrap();
         assert!(plain.starts_with("sha256:"));
-        let k1 = Fingerprinter::new(Some(SecretString::new("k1"))).fingerprint(&data, true).unwrap();
-        let k2 = Fingerprinter::new(Some(SecretString::new("k2"))).fingerprint(&data, true).unwrap();
+        let k1 = Fingerprinter::new(Some(SecretString::new("k1"))).fingerprint(data(), true).unwrap();
+        let k2 = Fingerprinter::new(Some(SecretString::new("k2"))).fingerprint(data(), true).unwrap();
         assert!(k1.starts_with("hmac-sha256:"));
         assert_ne!(k1, k2);
         assert_ne!(k1.trim_start_matches("hmac-"), plain, "not the plain hash");
         // Key/value boundaries matter.
-        let a: BTreeMap<String, String> = [("AB".to_string(), "C".to_string())].into();
-        let b: BTreeMap<String, String> = [("A".to_string(), "BC".to_string())].into();
-        assert_ne!(none.fingerprint(&a, false), none.fingerprint(&b, false));
+        let (ab, a) = ("AB".to_string(), "A".to_string());
+        assert_ne!(none.fingerprint([(&ab, &b"C"[..])], false), none.fingerprint([(&a, &b"BC"[..])], false));
     }
 
     #[test]

@@ -374,6 +374,10 @@ fn oversized_objects_are_refused_before_any_request() {
         "source/prod.toml",
         &bed.project.read("source/prod.toml").replace("www.prod", &"x".repeat(1024 * 1024 + 10)),
     );
+    // The template sandbox's default entry limit (1 MiB) would stop this
+    // entry first; raise it to reach the object limit.
+    bed.project
+        .write("cfgsync.toml", &format!("{}\n[render]\nmax_entry_size = \"2MiB\"\n", bed.project.read("cfgsync.toml")));
     let r = bed.run(&["reconcile", "--once", "--env", "prod"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("ConfigMap api/web would be"), "{r:?}");

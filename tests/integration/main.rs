@@ -8,6 +8,7 @@ mod kubernetes;
 mod laptop;
 mod laptop_bench;
 mod laptop_roles;
+mod sandbox;
 mod servers_e2e;
 mod service;
 mod service_etcd;

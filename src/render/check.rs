@@ -1,0 +1,527 @@
+//! Static checks of compiled templates: what `validate` can know without
+//! rendering.
+//!
+//! Each template's AST is walked once, whoever uses it ([`Facts`]): the
+//! functions, filters and tests it names (unknown or forbidden ones are
+//! problems, and so are unknown argument names), the secret paths it reads
+//! (literals only), and its edges to other templates and macros (include,
+//! import, extends, macro calls). An output's analysis is the union over
+//! the templates its entries reach, memoised per template, so a library
+//! template used by a thousand outputs is walked once, not a thousand
+//! times.
+//!
+//! The edges make a graph over templates and macros. Tera renders it by
+//! recursion, so a cycle (a template including itself, two including each
+//! other, a macro calling itself directly or not) would overflow the stack
+//! of the process at render time; it is refused here instead, and so is a
+//! chain deeper than [`MAX_DEPTH`]. In Tera 1 every include, import,
+//! extends and macro call names its target literally, so this graph is
+//! complete: no rendering can recurse deeper than what is checked here.
+//!
+//! The matches over Tera's AST list every variant: a new variant in a Tera
+//! update must fail to compile here rather than silently escape the
+//! analysis.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use tera::ast::{Expr, ExprVal, FunctionCall, Node};
+use tera::{Template, Tera};
+
+use super::functions::{FORBIDDEN, SIGNATURES};
+
+/// How deep includes, imports, extends and macro calls may nest.
+pub const MAX_DEPTH: usize = 32;
+
+/// A problem in one template, with a text to search for to locate it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub template: String,
+    pub message: String,
+    pub needle: Option<String>,
+}
+
+/// A node of the template graph: a template's top level, or one macro.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GraphNode {
+    Template(String),
+    Macro { template: String, name: String },
+}
+
+impl GraphNode {
+    fn describe(&self, shown: &dyn Fn(&str) -> String) -> String {
+        match self {
+            GraphNode::Template(t) => shown(t),
+            GraphNode::Macro { template, name } => format!("macro {name} ({})", shown(template)),
+        }
+    }
+
+    fn template(&self) -> &str {
+        match self {
+            GraphNode::Template(t) | GraphNode::Macro { template: t, .. } => t,
+        }
+    }
+}
+
+/// What one template says about itself.
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub secret_paths: BTreeSet<String>,
+    /// Key names, prefixes and secret fields written as literals: the
+    /// names an error may repeat even when the output reads secrets (a
+    /// name computed at render time could be made of a secret).
+    pub literal_names: BTreeSet<String>,
+    /// Templates it needs (includes, imports, parent).
+    pub needs: BTreeSet<String>,
+    pub findings: Vec<Finding>,
+    /// Graph edges from this template's nodes.
+    pub edges: Vec<(GraphNode, GraphNode)>,
+}
+
+/// Walks every template once; answers per-output questions from memos.
+pub struct Analyzer<'a> {
+    tera: &'a Tera,
+    facts: HashMap<String, Facts>,
+    closure: HashMap<String, BTreeSet<String>>,
+}
+
+impl<'a> Analyzer<'a> {
+    pub fn new(tera: &'a Tera) -> Self {
+        let mut facts = HashMap::new();
+        for (name, template) in &tera.templates {
+            facts.insert(name.clone(), Walker::facts(tera, name, template));
+        }
+        Self { tera, facts, closure: HashMap::new() }
+    }
+
+    pub fn facts(&self, template: &str) -> Option<&Facts> {
+        self.facts.get(template)
+    }
+
+    /// Every template `template` reaches, itself included.
+    pub fn reach(&mut self, template: &str) -> BTreeSet<String> {
+        if let Some(r) = self.closure.get(template) {
+            return r.clone();
+        }
+        // Iterative, so a long chain cannot exhaust our own stack either.
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![template.to_owned()];
+        while let Some(t) = todo.pop() {
+            if !seen.insert(t.clone()) {
+                continue;
+            }
+            if let Some(done) = self.closure.get(&t) {
+                seen.extend(done.iter().cloned());
+                continue;
+            }
+            if let Some(f) = self.facts.get(&t) {
+                todo.extend(f.needs.iter().filter(|n| self.tera.templates.contains_key(*n)).cloned());
+            }
+        }
+        self.closure.insert(template.to_owned(), seen.clone());
+        seen
+    }
+
+    /// Secret paths read by anything `template` reaches.
+    pub fn secret_paths(&mut self, template: &str) -> BTreeSet<String> {
+        self.reach(template)
+            .iter()
+            .filter_map(|t| self.facts.get(t))
+            .flat_map(|f| f.secret_paths.iter().cloned())
+            .collect()
+    }
+
+    /// Literal names used by anything `template` reaches.
+    pub fn literal_names(&mut self, template: &str) -> BTreeSet<String> {
+        self.reach(template)
+            .iter()
+            .filter_map(|t| self.facts.get(t))
+            .flat_map(|f| f.literal_names.iter().cloned())
+            .collect()
+    }
+
+    /// Cycles and chains deeper than [`MAX_DEPTH`] in the whole graph, each
+    /// reported once, at the template where it starts.
+    pub fn graph_findings(&self, shown: &dyn Fn(&str) -> String) -> Vec<Finding> {
+        let mut adjacency: BTreeMap<&GraphNode, Vec<&GraphNode>> = BTreeMap::new();
+        for f in self.facts.values() {
+            for (from, to) in &f.edges {
+                adjacency.entry(from).or_default().push(to);
+            }
+        }
+        let mut findings = Vec::new();
+        // Iterative DFS with colours; depth = longest path below a node.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Colour {
+            Open,
+            Done,
+        }
+        let mut colour: HashMap<&GraphNode, Colour> = HashMap::new();
+        let mut depth: HashMap<&GraphNode, usize> = HashMap::new();
+        let mut reported_cycles: BTreeSet<BTreeSet<&GraphNode>> = BTreeSet::new();
+        let roots: Vec<&GraphNode> = adjacency.keys().copied().collect();
+        for root in roots {
+            if colour.contains_key(root) {
+                continue;
+            }
+            let mut stack: Vec<(&GraphNode, usize)> = vec![(root, 0)];
+            let mut path: Vec<&GraphNode> = vec![root];
+            colour.insert(root, Colour::Open);
+            while let Some((node, next)) = stack.last().copied() {
+                let children = adjacency.get(node).map(Vec::as_slice).unwrap_or(&[]);
+                if next < children.len() {
+                    stack.last_mut().expect("not empty").1 += 1;
+                    let child = children[next];
+                    match colour.get(child) {
+                        None => {
+                            colour.insert(child, Colour::Open);
+                            stack.push((child, 0));
+                            path.push(child);
+                        }
+                        Some(Colour::Open) => {
+                            let start = path.iter().position(|n| *n == child).unwrap_or(0);
+                            let cycle: Vec<&GraphNode> = path[start..].to_vec();
+                            if reported_cycles.insert(cycle.iter().copied().collect()) {
+                                let mut chain: Vec<String> = cycle.iter().map(|n| n.describe(shown)).collect();
+                                chain.push(child.describe(shown));
+                                let what = if cycle.len() == 1 { "refers to itself" } else { "is part of a cycle" };
+                                findings.push(Finding {
+                                    template: child.template().to_owned(),
+                                    message: format!(
+                                        "{} {what}: {}; templates cannot recurse (Tera would overflow the stack)",
+                                        child.describe(shown),
+                                        chain.join(" → ")
+                                    ),
+                                    needle: match child {
+                                        GraphNode::Macro { name, .. } => Some(format!("macro {name}")),
+                                        GraphNode::Template(_) => None,
+                                    },
+                                });
+                            }
+                        }
+                        Some(Colour::Done) => {}
+                    }
+                } else {
+                    let d = children.iter().filter_map(|c| depth.get(c)).map(|d| d + 1).max().unwrap_or(0);
+                    depth.insert(node, d);
+                    colour.insert(node, Colour::Done);
+                    stack.pop();
+                    path.pop();
+                }
+            }
+        }
+        if let Some((node, d)) =
+            depth.iter().filter(|(n, _)| matches!(n, GraphNode::Template(_))).max_by_key(|(_, d)| **d)
+            && *d > MAX_DEPTH
+        {
+            findings.push(Finding {
+                template: node.template().to_owned(),
+                message: format!(
+                    "{} nests includes, imports and macro calls {d} deep; at most {MAX_DEPTH} are allowed",
+                    node.describe(shown)
+                ),
+                needle: None,
+            });
+        }
+        findings
+    }
+}
+
+/// Walks one template's AST.
+struct Walker<'t> {
+    tera: &'t Tera,
+    template: &'t Template,
+    facts: Facts,
+    /// The node whose body is being walked.
+    from: GraphNode,
+}
+
+impl<'t> Walker<'t> {
+    fn facts(tera: &'t Tera, name: &str, template: &'t Template) -> Facts {
+        let mut w = Walker { tera, template, facts: Facts::default(), from: GraphNode::Template(name.to_owned()) };
+        if let Some(parent) = &template.parent {
+            w.facts.needs.insert(parent.clone());
+            w.edge(GraphNode::Template(parent.clone()));
+        }
+        for (file, _) in &template.imported_macro_files {
+            w.facts.needs.insert(file.clone());
+        }
+        w.nodes(&template.ast);
+        let mut macros: Vec<_> = template.macros.iter().collect();
+        macros.sort_by(|a, b| a.0.cmp(b.0));
+        for (macro_name, m) in macros {
+            w.from = GraphNode::Macro { template: name.to_owned(), name: macro_name.clone() };
+            for default in m.args.values().flatten() {
+                w.expr(default);
+            }
+            w.nodes(&m.body);
+        }
+        w.facts
+    }
+
+    fn name(&self) -> &str {
+        &self.template.name
+    }
+
+    fn finding(&mut self, message: String, needle: Option<String>) {
+        self.facts.findings.push(Finding { template: self.name().to_owned(), message, needle });
+    }
+
+    fn edge(&mut self, to: GraphNode) {
+        self.facts.edges.push((self.from.clone(), to));
+    }
+
+    fn nodes(&mut self, nodes: &[Node]) {
+        for n in nodes {
+            self.node(n);
+        }
+    }
+
+    fn node(&mut self, node: &Node) {
+        match node {
+            Node::VariableBlock(_, e) => self.expr(e),
+            Node::Set(_, s) => self.expr(&s.value),
+            Node::FilterSection(_, s, _) => {
+                self.filter(&s.filter);
+                self.nodes(&s.body);
+            }
+            Node::Block(_, b, _) => self.nodes(&b.body),
+            Node::Forloop(_, f, _) => {
+                self.expr(&f.container);
+                self.nodes(&f.body);
+                if let Some(e) = &f.empty_body {
+                    self.nodes(e);
+                }
+            }
+            Node::If(i, _) => {
+                for (_, cond, body) in &i.conditions {
+                    self.expr(cond);
+                    self.nodes(body);
+                }
+                if let Some((_, body)) = &i.otherwise {
+                    self.nodes(body);
+                }
+            }
+            // Macro bodies are walked as their own graph nodes.
+            Node::MacroDefinition(..) => {}
+            Node::Include(_, names, ignore_missing) => {
+                let found = names.iter().find(|n| self.tera.templates.contains_key(*n)).cloned();
+                match found {
+                    Some(n) => {
+                        self.facts.needs.insert(n.clone());
+                        self.edge(GraphNode::Template(n));
+                    }
+                    None if *ignore_missing => {}
+                    None => self.finding(
+                        format!("included template {} not found", names.join(" or ")),
+                        Some("include".to_owned()),
+                    ),
+                }
+            }
+            Node::ImportMacro(_, file, _) => {
+                if !self.tera.templates.contains_key(file) {
+                    self.finding(format!("imported template {file} not found"), Some("import".to_owned()));
+                }
+            }
+            Node::Extends(..)
+            | Node::Super
+            | Node::Text(_)
+            | Node::Raw(..)
+            | Node::Break(_)
+            | Node::Continue(_)
+            | Node::Comment(..) => {}
+        }
+    }
+
+    fn filter(&mut self, f: &FunctionCall) {
+        // `safe` and `default` are handled by Tera's renderer itself.
+        let special = f.name == "safe" || f.name == "default";
+        if !special && self.tera.get_filter(&f.name).is_err() {
+            self.finding(format!("unknown filter `{}`", f.name), Some(f.name.clone()));
+        }
+        for e in f.args.values() {
+            self.expr(e);
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) {
+        for (i, f) in e.filters.iter().enumerate() {
+            if f.name == "default" && i > 0 {
+                self.finding(
+                    "filter `default` only works as the first filter (Tera skips it anywhere else)".to_owned(),
+                    Some("default".to_owned()),
+                );
+            }
+            self.filter(f);
+        }
+        self.value(&e.val);
+    }
+
+    fn value(&mut self, v: &ExprVal) {
+        match v {
+            ExprVal::FunctionCall(call) => self.call(call),
+            ExprVal::Math(m) => {
+                self.expr(&m.lhs);
+                self.expr(&m.rhs);
+            }
+            ExprVal::Logic(l) => {
+                self.expr(&l.lhs);
+                self.expr(&l.rhs);
+            }
+            ExprVal::In(i) => {
+                self.expr(&i.lhs);
+                self.expr(&i.rhs);
+            }
+            ExprVal::Test(test) => {
+                if self.tera.get_tester(&test.name).is_err() {
+                    self.finding(format!("unknown test `{}`", test.name), Some(test.name.clone()));
+                }
+                for a in &test.args {
+                    self.expr(a);
+                }
+            }
+            ExprVal::MacroCall(m) => {
+                self.macro_call(&m.namespace, &m.name);
+                for a in m.args.values() {
+                    self.expr(a);
+                }
+            }
+            ExprVal::Array(items) => {
+                for i in items {
+                    self.expr(i);
+                }
+            }
+            ExprVal::StringConcat(c) => {
+                for v in &c.values {
+                    self.value(v);
+                }
+            }
+            ExprVal::String(_) | ExprVal::Int(_) | ExprVal::Float(_) | ExprVal::Bool(_) | ExprVal::Ident(_) => {}
+        }
+    }
+
+    fn macro_call(&mut self, namespace: &str, name: &str) {
+        let file = if namespace == "self" {
+            Some(self.name().to_owned())
+        } else {
+            self.template.imported_macro_files.iter().find(|(_, ns)| ns == namespace).map(|(f, _)| f.clone())
+        };
+        let Some(file) = file else {
+            self.finding(
+                format!(
+                    "macro namespace `{namespace}` is not imported: add {{% import \"file.tera\" as {namespace} %}}"
+                ),
+                Some(format!("{namespace}::")),
+            );
+            return;
+        };
+        let exists = self.tera.templates.get(&file).is_some_and(|t| t.macros.contains_key(name));
+        if !exists {
+            self.finding(format!("macro `{namespace}::{name}` not found"), Some(format!("{namespace}::{name}")));
+            return;
+        }
+        self.edge(GraphNode::Macro { template: file, name: name.to_owned() });
+    }
+
+    fn call(&mut self, call: &FunctionCall) {
+        let needle = Some(format!("{}(", call.name));
+        if let Some((_, why)) = FORBIDDEN.iter().find(|(n, _)| *n == call.name) {
+            self.finding(format!("function `{}` is not allowed: {why}", call.name), needle.clone());
+        } else if let Some((_, required, optional)) = SIGNATURES.iter().find(|(n, _, _)| *n == call.name) {
+            for arg in call.args.keys() {
+                if !required.contains(&arg.as_str()) && !optional.contains(&arg.as_str()) {
+                    let known: Vec<String> = required.iter().chain(optional.iter()).map(|s| s.to_string()).collect();
+                    let hint = crate::config::suggest(arg, &known)
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    self.finding(format!("{}(): unknown argument `{arg}`{hint}", call.name), needle.clone());
+                }
+            }
+            for arg in required.iter() {
+                if !call.args.contains_key(*arg) {
+                    self.finding(format!("{}(): missing argument `{arg}`", call.name), needle.clone());
+                }
+            }
+        } else {
+            let known: Vec<String> = SIGNATURES.iter().map(|(n, _, _)| n.to_string()).collect();
+            let hint = crate::config::suggest(&call.name, &known)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            self.finding(format!("unknown function `{}`{hint}", call.name), needle.clone());
+        }
+        for arg in ["name", "prefix", "field", "path"] {
+            if let Some(Expr { val: ExprVal::String(v), .. }) = call.args.get(arg) {
+                self.facts.literal_names.insert(v.clone());
+            }
+        }
+        if call.name == "secret" || call.name == "secrets" {
+            match call.args.get("path") {
+                Some(Expr { val: ExprVal::String(p), negated: false, filters }) if filters.is_empty() => {
+                    self.facts.secret_paths.insert(p.clone());
+                }
+                _ => self.finding(
+                    format!(
+                        "{}(): `path` must be a string literal, so cfgsync reads exactly the secrets templates name",
+                        call.name
+                    ),
+                    needle,
+                ),
+            }
+        }
+        for e in call.args.values() {
+            self.expr(e);
+        }
+    }
+}
+
+/// Refuses, before parsing, text that would nest Tera's recursive-descent
+/// parser (and later its renderer) deeper than a thread's stack can take:
+/// block tags (`{% if %}`, `{% for %}`, …) and brackets inside tags.
+pub fn nesting_problem(text: &str) -> Option<(usize, String)> {
+    const MAX_BLOCKS: usize = 64;
+    const MAX_BRACKETS: usize = 64;
+    let mut blocks: usize = 0;
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(open_at) = rest.find("{%").into_iter().chain(rest.find("{{")).min() {
+        let is_block = rest[open_at..].starts_with("{%");
+        let close = if is_block { "%}" } else { "}}" };
+        let body_start = open_at + 2;
+        let Some(len) = rest[body_start..].find(close) else { break };
+        let body = &rest[body_start..body_start + len];
+        let at = offset + open_at;
+        let mut depth: usize = 0;
+        let mut quote: Option<char> = None;
+        for c in body.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'' | '`') => quote = Some(c),
+                (None, '(' | '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_BRACKETS {
+                        return Some((at, format!("expression nests brackets more than {MAX_BRACKETS} deep")));
+                    }
+                }
+                (None, ')' | ']' | '}') => depth = depth.saturating_sub(1),
+                (None, _) => {}
+            }
+        }
+        if is_block {
+            let word = body.trim().trim_start_matches('-').split_whitespace().next().unwrap_or("");
+            match word {
+                "if" | "for" | "macro" | "block" | "filter" | "raw" => {
+                    blocks += 1;
+                    if blocks > MAX_BLOCKS {
+                        return Some((at, format!("block tags nest more than {MAX_BLOCKS} deep")));
+                    }
+                }
+                w if w.starts_with("end") => blocks = blocks.saturating_sub(1),
+                _ => {}
+            }
+        }
+        let consumed = body_start + len + 2;
+        rest = &rest[consumed..];
+        offset += consumed;
+    }
+    None
+}

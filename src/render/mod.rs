@@ -1,0 +1,876 @@
+//! Rendering: (templates, snapshot) → rendered output + taint + what it read.
+//!
+//! Pure: no I/O happens here beyond reading `templates/` at compile time, so
+//! every rule is tested with a hand-built [`Snapshot`]. Tera 1.20 is used
+//! rather than 2.x: its API and error behaviour are stable and widely known,
+//! and it exposes the parsed AST, which [`check`] walks to find unknown
+//! functions/filters, the secret paths each output needs and recursion
+//! *before* any source is contacted.
+//!
+//! Template functions ([`functions`]), bound to the snapshot being rendered:
+//!
+//! | function | returns |
+//! |---|---|
+//! | `key(name)` | the key's value; error if missing |
+//! | `key_or(name, default)` | the value, or `default` |
+//! | `keys(prefix)` | map of names under `prefix` (prefix stripped) → value, sorted |
+//! | `exists(name)` | whether the key exists |
+//! | `secret(path, field)` | one field of a Vault secret; error if missing |
+//! | `secrets(path)` | map of every field of a secret |
+//!
+//! plus the variable `env`, Tera's filters and tests, `range` (bounded) and
+//! `throw`. Secret paths must be string literals: cfgsync reads exactly the
+//! paths the templates name, which is also all a least-privilege Vault
+//! policy has to allow.
+//!
+//! **Taint**: an output whose rendering read any secret (through `secret`
+//! or `secrets`) is tainted as a whole; every entry becomes secret
+//! [`Content`], which cannot be printed.
+//!
+//! # The sandbox
+//!
+//! Templates are code that runs inside a process holding credentials and
+//! write access to production, so what they can do is an allow-list:
+//! - no process environment (`get_env` refused at validate and replaced at
+//!   runtime), no clock, no randomness (not compiled in);
+//! - no files but those under the config's `templates/` (symlinks resolved;
+//!   one pointing outside is refused) and the shipped [`library`];
+//! - no recursion: include/import/macro cycles and chains deeper than
+//!   [`check::MAX_DEPTH`] are refused at validate; so is text nesting
+//!   blocks or brackets deeper than the parser's stack can take;
+//! - [`Limits`]: bytes per entry and per output (checked as text is
+//!   written), elements `range` may produce, and a time budget per output
+//!   (checked on every write and function call). The service and the CLI
+//!   also render in a separate worker process ([`sandbox`]) with a memory
+//!   limit, so even what Tera buffers internally (a macro's output) cannot
+//!   exhaust or abort cfgsync itself.
+//!
+//! # Errors are an allow-list
+//!
+//! A [`RenderError`] from an output that reads a secret never carries
+//! Tera's message text, which can quote a value after any transformation
+//! (`| lower`, `| replace`, `| truncate`, …; scrubbing exact values is not
+//! enough). It says only what is known safe: output, env, entry, template
+//! file, the kind of failure and names (the filter or function that failed,
+//! the missing key or secret). Messages of cfgsync's own functions are
+//! built from names and always shown. Outputs that read no secret get
+//! Tera's full message, with Tera's internal template names replaced.
+
+pub mod check;
+mod functions;
+pub mod library;
+pub mod sandbox;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tera::{Template, Tera};
+
+use crate::config::{Config, ConfigError, EntryTemplate, LineIndex, Location, Problem};
+use crate::secret::Content;
+use crate::source::Snapshot;
+
+/// Largest template file read from `templates/`.
+const MAX_TEMPLATE_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Something a rendering read, recorded so callers know what an output
+/// depends on (and, for the service, which changes concern it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Use {
+    Key(String),
+    KeyPrefix(String),
+    Secret(String),
+}
+
+/// What a rendering needed but the snapshot did not have.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Missing {
+    Key(String),
+    Secret(String),
+    SecretField { path: String, field: String },
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missing::Key(k) => write!(f, "key {k:?} not found"),
+            Missing::Secret(p) => write!(f, "secret {p:?} not found"),
+            Missing::SecretField { path, field } => write!(f, "secret {path:?} has no field {field:?}"),
+        }
+    }
+}
+
+/// Which limit a rendering ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LimitHit {
+    Time,
+    EntrySize,
+    OutputSize,
+    Range,
+    /// The render worker exceeded its memory limit or crashed.
+    Worker,
+}
+
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LimitHit::Time => "rendering took longer than its time budget ([render] timeout)",
+            LimitHit::EntrySize => "the entry is larger than [render] max_entry_size",
+            LimitHit::OutputSize => "the output is larger than [render] max_output_size",
+            LimitHit::Range => "range() was asked for more elements than [render] max_range allows",
+            LimitHit::Worker => {
+                "the render worker died (over [render] max_memory, or a crash); the service itself is unaffected"
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum RenderError {
+    #[error("output {output:?}, env {env:?}, entry {entry:?}: {missing}")]
+    Missing { output: String, env: String, entry: String, missing: Missing },
+    /// `message` is Tera's text for outputs that read no secret, and only
+    /// allow-listed words otherwise (see the module docs).
+    #[error("output {output:?}, env {env:?}, entry {entry:?}{}: {message}", template.as_ref().map(|t| format!(" (template {t})")).unwrap_or_default())]
+    Template { output: String, env: String, entry: String, template: Option<String>, message: String },
+    #[error("output {output:?}, env {env:?}{}: {limit}", entry.as_ref().map(|e| format!(", entry {e:?}")).unwrap_or_default())]
+    Limit { output: String, env: String, entry: Option<String>, limit: LimitHit },
+    #[error("output {output:?}, env {env:?}: cannot render: {cause}")]
+    Worker { output: String, env: String, cause: String },
+}
+
+/// One output rendered for one env.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub output: String,
+    pub env: String,
+    /// Entry name → rendered content (secret when `tainted`).
+    pub entries: BTreeMap<String, Content>,
+    /// True when any entry read a secret: the whole output is secret.
+    pub tainted: bool,
+    pub used: BTreeSet<Use>,
+}
+
+/// What a static look at an output's templates found.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    /// Secret paths named by `secret`/`secrets` calls.
+    pub secret_paths: BTreeSet<String>,
+    /// Names written as literals in the templates (see [`check::Facts`]).
+    pub literal_names: Arc<BTreeSet<String>>,
+}
+
+impl Analysis {
+    /// Known before rendering: the output calls `secret` or `secrets`.
+    pub fn reads_secrets(&self) -> bool {
+        !self.secret_paths.is_empty()
+    }
+}
+
+/// What a rendering may use: `[render]` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_entry_bytes: usize,
+    pub max_output_bytes: usize,
+    /// Per output.
+    pub timeout: Duration,
+    /// Elements `range()` may produce in one output's rendering.
+    pub max_range: usize,
+    /// Address space of the render worker process.
+    pub max_memory: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_entry_bytes: 1024 * 1024,
+            max_output_bytes: 8 * 1024 * 1024,
+            timeout: Duration::from_secs(2),
+            max_range: 100_000,
+            max_memory: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+struct CompiledOutput {
+    name: String,
+    envs: Vec<String>,
+    /// (entry name, Tera template name), in entry order.
+    entries: Vec<(String, String)>,
+    analysis: Analysis,
+}
+
+/// Every template of a config, parsed and checked once at load.
+pub struct Templates {
+    tera: Tera,
+    outputs: Vec<CompiledOutput>,
+    limits: Limits,
+    /// (name, text) of every template, for the render worker, which compiles
+    /// the same set without reading any file.
+    sources: Vec<(String, String)>,
+    /// Tells compiled sets apart (a reload makes a new one).
+    id: u64,
+}
+
+/// The stack a thread parsing or rendering templates gets: Tera's parser and
+/// renderer recurse; the nesting limits keep them well inside this.
+const STACK_BYTES: usize = 64 * 1024 * 1024;
+
+impl Templates {
+    /// Parses the files under `templates/`, the shipped library and every
+    /// inline entry, and checks them: syntax, unknown functions/filters/
+    /// tests/arguments, forbidden functions, missing includes, recursion,
+    /// non-literal secret paths. Every problem is reported.
+    pub fn compile(config: &Config) -> Result<Self, ConfigError> {
+        // Tera's parser recurses: give it a stack that the nesting limits fit in.
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("compile-templates".into())
+                .stack_size(STACK_BYTES)
+                .spawn_scoped(s, || Self::compile_here(config))
+                .expect("spawning a thread")
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(Problem { location: None, message: "compiling templates failed unexpectedly".into() }.into())
+                })
+        })
+    }
+
+    fn compile_here(config: &Config) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut files = Vec::new();
+        collect_template_files(&config.templates_dir, &mut files, &mut problems);
+        let mut sources: Vec<(String, String)> = Vec::new();
+        let mut origins: HashMap<String, Origin> = HashMap::new();
+        for (name, path, text) in files {
+            origins.insert(name.clone(), Origin::File(path));
+            sources.push((name, text));
+        }
+        for (name, text) in library::SHIPPED {
+            if !origins.contains_key(*name) {
+                origins.insert(name.to_string(), Origin::Shipped);
+                sources.push((name.to_string(), text.to_string()));
+            }
+        }
+        for output in &config.outputs {
+            for entry in &output.entries {
+                if let EntryTemplate::Inline(text) = &entry.template {
+                    let name = inline_name(&output.name, &entry.name);
+                    origins.insert(name.clone(), Origin::Inline(entry.location.clone()));
+                    sources.push((name, text.clone()));
+                }
+            }
+        }
+        let (tera, parse_problems) = build_tera(&sources, |name, offset, message| {
+            let text = sources.iter().find(|(n, _)| n == name).map_or("", |(_, t)| t.as_str());
+            Problem { location: locate(name, &origins, offset.map(|o| position(text, o))), message }
+        });
+        problems.extend(parse_problems);
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+
+        let shown = |name: &str| shown_name(name, &origins);
+        let mut analyzer = check::Analyzer::new(&tera);
+        // Problems of a template are reported once, at the template, with the
+        // first output that uses it.
+        let mut users: HashMap<String, (String, String)> = HashMap::new();
+        let mut outputs = Vec::new();
+        for output in &config.outputs {
+            let mut analysis = Analysis::default();
+            let mut literal_names = BTreeSet::new();
+            let mut entries = Vec::new();
+            for entry in &output.entries {
+                let template_name = match &entry.template {
+                    EntryTemplate::Inline(_) => inline_name(&output.name, &entry.name),
+                    EntryTemplate::File(f) => {
+                        if !tera.templates.contains_key(f) {
+                            problems.push(Problem::at(
+                                entry.location.clone(),
+                                format!(
+                                    "output {:?}, entry {:?}: template file {} not found",
+                                    output.name,
+                                    entry.name,
+                                    config.templates_dir.join(f).display()
+                                ),
+                            ));
+                            continue;
+                        }
+                        f.clone()
+                    }
+                };
+                for t in analyzer.reach(&template_name) {
+                    users.entry(t).or_insert_with(|| (output.name.clone(), entry.name.clone()));
+                }
+                analysis.secret_paths.extend(analyzer.secret_paths(&template_name));
+                literal_names.extend(analyzer.literal_names(&template_name));
+                entries.push((entry.name.clone(), template_name));
+            }
+            analysis.literal_names = Arc::new(literal_names);
+            secret_safety(config, output, &analysis, &mut problems);
+            outputs.push(CompiledOutput { name: output.name.clone(), envs: output.envs.clone(), entries, analysis });
+        }
+        let mut findings: Vec<check::Finding> = Vec::new();
+        let mut names: Vec<&String> = users.keys().collect();
+        names.sort();
+        for name in names {
+            if let Some(f) = analyzer.facts(name) {
+                findings.extend(f.findings.iter().cloned());
+            }
+        }
+        findings.extend(analyzer.graph_findings(&shown));
+        for finding in findings {
+            let text = sources.iter().find(|(n, _)| *n == finding.template).map_or("", |(_, t)| t.as_str());
+            let at = finding.needle.as_deref().and_then(|n| text.find(n)).map(|o| position(text, o));
+            let location = locate(&finding.template, &origins, at);
+            let message = match (users.get(&finding.template), &origins.get(&finding.template)) {
+                (Some((o, e)), Some(Origin::Inline(_))) | (Some((o, e)), None) => {
+                    format!("output {o:?}, entry {e:?}: {}", finding.message)
+                }
+                (Some((o, e)), Some(_)) => format!("{} (used by output {o:?}, entry {e:?})", finding.message),
+                (None, _) => finding.message.clone(),
+            };
+            problems.push(Problem { location, message });
+        }
+        if !problems.is_empty() {
+            problems.dedup();
+            return Err(ConfigError { problems });
+        }
+        Ok(Self { tera, outputs, limits: config.render, sources, id: fastrand::u64(..) })
+    }
+
+    /// The static analysis of output `index` (config order).
+    pub fn analysis(&self, index: usize) -> &Analysis {
+        &self.outputs[index].analysis
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The secret paths every output rendered for `env` may read.
+    pub fn secret_paths(&self, env: &str) -> BTreeSet<String> {
+        self.outputs
+            .iter()
+            .filter(|o| o.envs.iter().any(|e| e == env))
+            .flat_map(|o| o.analysis.secret_paths.iter().cloned())
+            .collect()
+    }
+
+    /// A renderer bound to one env's snapshot (cheap: nothing is copied).
+    pub fn for_snapshot(&self, snapshot: Arc<Snapshot>) -> EnvRenderer<'_> {
+        EnvRenderer { templates: self, snapshot }
+    }
+
+    /// Renders output `index` for the snapshot's env, in this process and on
+    /// this thread (see [`sandbox`] for rendering in a worker process).
+    pub fn render(&self, index: usize, snapshot: &Arc<Snapshot>) -> Result<Rendered, RenderError> {
+        let output = &self.outputs[index];
+        let env = snapshot.env.clone();
+        let reads_secrets = output.analysis.reads_secrets();
+        let mut context = tera::Context::new();
+        context.insert("env", &env);
+        let scope = functions::Scope {
+            names: reads_secrets.then(|| output.analysis.literal_names.clone()),
+            snapshot: snapshot.clone(),
+            log: Default::default(),
+            deadline: Instant::now() + self.limits.timeout,
+            range_budget: self.limits.max_range.into(),
+        };
+        let (result, log) = functions::with_scope(scope, || {
+            let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            let mut total = 0usize;
+            for (entry, template) in &output.entries {
+                let room = self.limits.max_entry_bytes.min(self.limits.max_output_bytes.saturating_sub(total));
+                let mut out = LimitedWriter { buf: Vec::new(), room, hit: None };
+                let rendered = self.tera.render_to(template, &context, &mut out);
+                if let Some(hit) = out.hit {
+                    let hit = if hit == LimitHit::EntrySize && room < self.limits.max_entry_bytes {
+                        LimitHit::OutputSize
+                    } else {
+                        hit
+                    };
+                    return Err((entry.clone(), template.clone(), Failure::Limit(hit)));
+                }
+                if let Err(e) = rendered {
+                    return Err((entry.clone(), template.clone(), Failure::Tera(e)));
+                }
+                total += out.buf.len();
+                entries.insert(entry.clone(), out.buf);
+            }
+            Ok(entries)
+        });
+        match result {
+            Ok(entries) => {
+                let tainted = log.tainted;
+                let entries = entries.into_iter().map(|(k, v)| (k, Content::new(v, tainted))).collect();
+                Ok(Rendered { output: output.name.clone(), env, entries, tainted, used: log.used })
+            }
+            Err((entry, template, failure)) => {
+                let output_names = output.analysis.literal_names.clone();
+                let output = output.name.clone();
+                if let Some(missing) = log.missing {
+                    let (Missing::Key(name) | Missing::Secret(name) | Missing::SecretField { field: name, .. }) =
+                        &missing;
+                    if !reads_secrets || output_names.contains(name) {
+                        return Err(RenderError::Missing { output, env, entry, missing });
+                    }
+                    let what = match missing {
+                        Missing::Key(_) => "a key",
+                        Missing::Secret(_) | Missing::SecretField { .. } => "a secret field",
+                    };
+                    let message = format!(
+                        "{what} was not found; its name was computed while rendering and is withheld, as this output reads secrets"
+                    );
+                    return Err(RenderError::Template { output, env, entry, template: None, message });
+                }
+                let limit = match failure {
+                    Failure::Limit(hit) => Some(hit),
+                    Failure::Tera(_) => log.limit,
+                };
+                if let Some(limit) = limit {
+                    return Err(RenderError::Limit { output, env, entry: Some(entry), limit });
+                }
+                let Failure::Tera(e) = failure else { unreachable!("limits are handled above") };
+                let message = match &log.function_error {
+                    Some(ours) => ours.clone(),
+                    None if reads_secrets || log.tainted => allow_listed(&e),
+                    None => without_internal_names(&tera_error_text(&e)),
+                };
+                let template = (!template.starts_with(INLINE_PREFIX)).then_some(template);
+                Err(RenderError::Template { output, env, entry, template, message })
+            }
+        }
+    }
+
+    /// (name, text) of every template, for a worker compiling the same set.
+    pub fn sources(&self) -> &[(String, String)] {
+        &self.sources
+    }
+
+    /// Compiles exactly `sources` (already checked by [`Templates::compile`]
+    /// in the parent process) for outputs described by `outputs`.
+    pub fn from_sources(
+        sources: Vec<(String, String)>,
+        outputs: Vec<OutputSpec>,
+        limits: Limits,
+    ) -> Result<Self, String> {
+        let (tera, problems) =
+            build_tera(&sources, |name, _, message| Problem { location: None, message: format!("{name}: {message}") });
+        if let Some(p) = problems.first() {
+            return Err(p.to_string());
+        }
+        let outputs = outputs
+            .into_iter()
+            .map(|(name, envs, entries, (secret_paths, literal_names))| CompiledOutput {
+                name,
+                envs,
+                entries,
+                analysis: Analysis { secret_paths, literal_names: Arc::new(literal_names) },
+            })
+            .collect();
+        Ok(Self { tera, outputs, limits, sources, id: fastrand::u64(..) })
+    }
+
+    /// What [`Templates::from_sources`] needs to rebuild the outputs.
+    pub fn output_specs(&self) -> Vec<OutputSpec> {
+        self.outputs
+            .iter()
+            .map(|o| {
+                let names = (o.analysis.secret_paths.clone(), (*o.analysis.literal_names).clone());
+                (o.name.clone(), o.envs.clone(), o.entries.clone(), names)
+            })
+            .collect()
+    }
+}
+
+/// An output as the render worker rebuilds it: name, envs, (entry,
+/// template) pairs, (secret paths, literal names).
+pub type OutputSpec = (String, Vec<String>, Vec<(String, String)>, (BTreeSet<String>, BTreeSet<String>));
+
+enum Failure {
+    Tera(tera::Error),
+    Limit(LimitHit),
+}
+
+/// Parses every `(name, text)` once and links them (includes, extends,
+/// imports); `problem(name, byte offset, message)` makes the problems.
+fn build_tera(
+    sources: &[(String, String)],
+    problem: impl Fn(&str, Option<usize>, String) -> Problem,
+) -> (Tera, Vec<Problem>) {
+    let mut tera = Tera::default();
+    tera.autoescape_on(vec![]);
+    functions::register(&mut tera);
+    let mut problems = Vec::new();
+    for (name, text) in sources {
+        if let Some((offset, message)) = check::nesting_problem(text) {
+            problems.push(problem(name, Some(offset), format!("template too deeply nested: {message}")));
+            continue;
+        }
+        match Template::new(name, None, text) {
+            // Tera's own `add_raw_template` re-links every template after
+            // each one; inserting parsed templates and linking once keeps
+            // compilation linear in the number of templates.
+            Ok(t) => {
+                tera.templates.insert(name.clone(), t);
+            }
+            Err(e) => {
+                let offset = syntax_position(&e).map(|(l, c)| offset_of(text, l, c));
+                problems.push(problem(name, offset, format!("template syntax error: {}", syntax_message(&e))));
+            }
+        }
+    }
+    if problems.is_empty() {
+        if let Err(e) = tera.build_inheritance_chains() {
+            problems.push(problem("", None, without_internal_names(&tera_error_text(&e))));
+        } else if let Err(e) = tera.check_macro_files() {
+            problems.push(problem("", None, without_internal_names(&tera_error_text(&e))));
+        }
+    }
+    (tera, problems)
+}
+
+/// Collects rendered text, refusing to grow past `room` bytes and stopping
+/// once the rendering's time budget is spent.
+struct LimitedWriter {
+    buf: Vec<u8>,
+    room: usize,
+    hit: Option<LimitHit>,
+}
+
+impl Write for LimitedWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.room {
+            self.hit = Some(LimitHit::EntrySize);
+            return Err(std::io::Error::other("render size limit"));
+        }
+        if functions::check_deadline_now().is_err() {
+            self.hit = Some(LimitHit::Time);
+            return Err(std::io::Error::other("render time budget"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders outputs for one env.
+pub struct EnvRenderer<'a> {
+    templates: &'a Templates,
+    snapshot: Arc<Snapshot>,
+}
+
+impl EnvRenderer<'_> {
+    /// Renders output `index` (config order) for this env.
+    pub fn render(&self, index: usize) -> Result<Rendered, RenderError> {
+        self.templates.render(index, &self.snapshot)
+    }
+}
+
+/// Refuses, before any source is read, what can already be known to be
+/// unsafe: an output that reads a secret going to a ConfigMap, or to a
+/// Secret without a fingerprint key, or to a file readable by others.
+/// Targets check the rendered taint again in every case (a template can
+/// only be judged fully by rendering it).
+fn secret_safety(config: &Config, output: &crate::config::Output, analysis: &Analysis, problems: &mut Vec<Problem>) {
+    let Some(secret) = analysis.secret_paths.iter().next() else { return };
+    for target in &output.targets {
+        match &target.kind {
+            crate::config::TargetKind::Kubernetes(k) => match k.object {
+                crate::config::ObjectKind::ConfigMap => problems.push(Problem::at(
+                    target.location.clone(),
+                    format!(
+                        "output {:?} reads secret {secret:?} and cannot go to a ConfigMap ({}): use kind = \"kubernetes-secret\"",
+                        output.name,
+                        k.addresses.values().map(|a| format!("{}/{} in context {:?}", a.namespace, a.name, a.context)).collect::<Vec<_>>().join(", ")
+                    ),
+                )),
+                crate::config::ObjectKind::Secret if config.kubernetes.fingerprint_key.is_none() => problems.push(Problem::at(
+                    target.location.clone(),
+                    format!(
+                        "output {:?} reads secret {secret:?}: its Kubernetes fingerprint must be keyed; set [kubernetes] fingerprint_key = \"<secret path>#<field>\"",
+                        output.name
+                    ),
+                )),
+                crate::config::ObjectKind::Secret => {}
+            },
+            crate::config::TargetKind::File(f) => {
+                if let Some(mode) = f.mode
+                    && let Err(why) = crate::config::secret_mode_problem(mode)
+                {
+                    problems.push(Problem::at(
+                        target.location.clone(),
+                        format!("output {:?} reads secret {secret:?}: mode {mode:04o} {why}", output.name),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// What a failed render that may have read a secret may say: the kinds of
+/// failure in Tera's error chain and the names in them (of filters,
+/// functions, tests, templates), never a message text.
+fn allow_listed(e: &tera::Error) -> String {
+    use tera::ErrorKind;
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<tera::Error>() {
+            let part = match &t.kind {
+                ErrorKind::CallFunction(name) => Some(format!("function `{name}` failed")),
+                ErrorKind::CallFilter(name) => Some(format!("filter `{name}` failed")),
+                ErrorKind::CallTest(name) => Some(format!("test `{name}` failed")),
+                ErrorKind::TemplateNotFound(name) => Some(format!("template {} not found", shown_plain(name))),
+                ErrorKind::FilterNotFound(name) => Some(format!("unknown filter `{name}`")),
+                ErrorKind::TestNotFound(name) => Some(format!("unknown test `{name}`")),
+                ErrorKind::FunctionNotFound(name) => Some(format!("unknown function `{name}`")),
+                ErrorKind::MissingParent { parent, .. } => Some(format!("parent template {parent} not found")),
+                ErrorKind::CircularExtend { tpl, .. } => Some(format!("template {tpl} extends itself")),
+                ErrorKind::Json(_) => Some("a value could not be converted".to_owned()),
+                ErrorKind::Utf8Conversion { .. } => Some("the rendered text is not UTF-8".to_owned()),
+                ErrorKind::Msg(text) => safe_tera_message(text),
+                _ => None,
+            };
+            parts.extend(part);
+        }
+        cur = err.source();
+    }
+    parts.dedup();
+    let mut text = if parts.is_empty() { "the template failed".to_owned() } else { parts.join(": ") };
+    text.push_str(" (Tera's message is withheld: this output reads secrets)");
+    text
+}
+
+/// The few Tera messages whose variable parts come from template text only.
+fn safe_tera_message(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("Variable `")?;
+    let name = &rest[..rest.find('`')?];
+    let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    plain.then(|| format!("variable `{name}` not found"))
+}
+
+const INLINE_PREFIX: &str = "@output/";
+
+fn inline_name(output: &str, entry: &str) -> String {
+    format!("{INLINE_PREFIX}{output}/{entry}")
+}
+
+/// Where a template came from.
+enum Origin {
+    File(PathBuf),
+    Shipped,
+    Inline(Location),
+}
+
+fn shown_name(name: &str, origins: &HashMap<String, Origin>) -> String {
+    match origins.get(name) {
+        Some(Origin::File(p)) => p.display().to_string(),
+        Some(Origin::Shipped) => format!("{name} (shipped with cfgsync)"),
+        Some(Origin::Inline(_)) | None => shown_plain(name),
+    }
+}
+
+/// A template name as a user knows it: inline entries by output and entry.
+fn shown_plain(name: &str) -> String {
+    match name.strip_prefix(INLINE_PREFIX).and_then(|r| r.split_once('/')) {
+        Some((output, entry)) => format!("output {output:?} entry {entry:?}"),
+        None => name.to_owned(),
+    }
+}
+
+/// Tera's text with its internal template names (`'@output/api/HOST'`,
+/// `__tera_one_off`) replaced by what a user knows them as.
+pub fn without_internal_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(&format!("'{INLINE_PREFIX}")) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after.find('\'') {
+            Some(end) => {
+                out.push_str(&shown_plain(&after[..end]));
+                rest = &after[end + 1..];
+            }
+            None => {
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace(" while rendering 'the field'", "")
+        .replace("'__tera_one_off'", "the field")
+        .replace("__tera_one_off", "the field")
+}
+
+/// Reads the template files under `dir` (sorted, hidden files skipped).
+/// Symlinks are followed only to files inside `dir` itself; anything that is
+/// not a regular file (a FIFO would block the read) is refused.
+fn collect_template_files(dir: &Path, out: &mut Vec<(String, PathBuf, String)>, problems: &mut Vec<Problem>) {
+    let Ok(root) = dir.canonicalize() else { return };
+    if !root.is_dir() {
+        return;
+    }
+    let mut todo = vec![root.clone()];
+    while let Some(current) = todo.pop() {
+        let entries = match std::fs::read_dir(&current) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(Problem { location: None, message: format!("cannot read {}: {e}", current.display()) });
+                continue;
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
+                continue;
+            }
+            let shown = dir.join(path.strip_prefix(&root).unwrap_or(&path));
+            let refuse = |problems: &mut Vec<Problem>, why: &str| {
+                problems.push(Problem { location: None, message: format!("template {}: {why}", shown.display()) });
+            };
+            let Ok(real) = path.canonicalize() else {
+                refuse(problems, "a dangling symlink");
+                continue;
+            };
+            if !real.starts_with(&root) {
+                refuse(problems, "a symlink to a file outside templates/; templates may only read templates/");
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&real) else { continue };
+            if meta.is_dir() {
+                if real == path {
+                    todo.push(path);
+                }
+                continue;
+            }
+            if !meta.is_file() {
+                refuse(problems, "not a regular file");
+                continue;
+            }
+            if meta.len() > MAX_TEMPLATE_FILE_BYTES {
+                refuse(problems, "larger than 1 MiB");
+                continue;
+            }
+            let Ok(rel) = path.strip_prefix(&root) else { continue };
+            let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            match std::fs::read_to_string(&real) {
+                Ok(text) => out.push((name, shown, text)),
+                Err(e) => refuse(problems, &format!("cannot read: {e}")),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+}
+
+/// Where a template problem is: the template file, or for an inline entry
+/// the entry's place in the config (with the position inside it).
+fn locate(template: &str, origins: &HashMap<String, Origin>, position: Option<(usize, usize)>) -> Option<Location> {
+    match origins.get(template)? {
+        Origin::File(path) => {
+            let (line, column) = position.unwrap_or((1, 1));
+            Some(Location { file: path.clone(), line, column })
+        }
+        Origin::Shipped => None,
+        Origin::Inline(at) => Some(match position {
+            // Inline templates are TOML strings: line N of the template is line
+            // N-1 after the string starts; on the first line, skip the quote.
+            Some((1, col)) => Location { column: at.column + col, ..at.clone() },
+            Some((line, col)) => Location { line: at.line + line - 1, column: col, ..at.clone() },
+            None => at.clone(),
+        }),
+    }
+}
+
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    LineIndex::new(text).line_column(text, offset)
+}
+
+/// The byte offset of 1-based (line, column) in `text`.
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let start: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+    let rest = &text[start.min(text.len())..];
+    start + rest.char_indices().nth(column.saturating_sub(1)).map_or(rest.len(), |(i, _)| i)
+}
+
+/// The `--> line:col` of a pest parse error, when Tera has one.
+fn syntax_position(e: &tera::Error) -> Option<(usize, usize)> {
+    let text = tera_error_text(e);
+    let rest = &text[text.find("--> ")? + 4..];
+    let end = rest.find(|c: char| !c.is_ascii_digit() && c != ':').unwrap_or(rest.len());
+    let (l, c) = rest[..end].split_once(':')?;
+    Some((l.parse().ok()?, c.parse().ok()?))
+}
+
+/// The parser's own words ("expected ..."), without pest's drawing of the
+/// offending line: the location is reported separately.
+fn syntax_message(e: &tera::Error) -> String {
+    let text = tera_error_text(e);
+    match text.rfind(" = ") {
+        Some(i) if text.contains("--> ") => text[i + 3..].trim().to_owned(),
+        _ => without_internal_names(&text),
+    }
+}
+
+/// A Tera error with its whole cause chain on one line.
+pub fn tera_error_text(e: &tera::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.retain(|p| !(p.starts_with("Failed to render '") && p.ends_with('\'')));
+    parts.join(": ").split('\n').map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// A short description of bytes that are not text, for messages.
+pub fn describe_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => match t.find('\0') {
+            Some(i) => format!("a NUL character (at byte {i})"),
+            None => "text".to_owned(),
+        },
+        Err(e) => format!("bytes that are not UTF-8 (at byte {})", e.valid_up_to()),
+    }
+}
+
+/// Renders a templated config field (`path`, `context`, a policy name …)
+/// with only the given variables, in the same sandbox as entries: no
+/// environment, no files, no recursion.
+pub fn render_field(template: &str, vars: &[(&str, &str)]) -> Result<String, String> {
+    if !template.contains("{{") && !template.contains("{%") {
+        return Ok(template.to_owned());
+    }
+    if let Some((_, message)) = check::nesting_problem(template) {
+        return Err(format!("too deeply nested: {message}"));
+    }
+    let mut tera = Tera::default();
+    tera.autoescape_on(vec![]);
+    functions::register(&mut tera);
+    let parsed = Template::new("the field", None, template).map_err(|e| syntax_message(&e))?;
+    tera.templates.insert("the field".into(), parsed);
+    let mut analyzer = check::Analyzer::new(&tera);
+    if let Some(f) = analyzer.facts("the field").and_then(|f| f.findings.first()) {
+        return Err(f.message.clone());
+    }
+    if analyzer.reach("the field").len() > 1 || !analyzer.secret_paths("the field").is_empty() {
+        return Err("a config field can only use its variables".into());
+    }
+    let mut ctx = tera::Context::new();
+    for (k, v) in vars {
+        ctx.insert(*k, v);
+    }
+    tera.render("the field", &ctx).map_err(|e| without_internal_names(&tera_error_text(&e)))
+}
+
+#[cfg(test)]
+mod tests;

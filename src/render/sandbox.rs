@@ -1,0 +1,423 @@
+//! Rendering in a worker process, so that no template can abort or exhaust
+//! cfgsync itself.
+//!
+//! The in-process limits ([`super::Limits`]) stop most runaway templates
+//! cleanly, but Tera buffers some text internally (a macro's output, a
+//! string built with `~` in a loop) before cfgsync sees it, and a stack
+//! overflow or an allocation failure aborts a Rust process outright. So the
+//! service and the one-shot commands render in a child process
+//! (`cfgsync __render-worker`, hidden) that:
+//!
+//! - gets the template *texts* from the parent (which compiled and checked
+//!   them), not paths, so it reads no file and no config;
+//! - starts with an empty environment (no credentials to read even if a
+//!   template found a way) in `/`;
+//! - has its address space limited (`[render] max_memory`, `RLIMIT_AS`);
+//! - renders one output at a time and answers each before the next, so the
+//!   parent knows which output a crash or a timeout belongs to;
+//! - is killed when an output takes half a second longer than its time
+//!   budget (the worker enforces the budget itself first; the kill is for
+//!   a template that spins without writing or calling a function).
+//!
+//! A dead or killed worker fails only the output it was rendering (as
+//! [`LimitHit::Worker`] or [`LimitHit::Time`]); a new worker is started for
+//! the rest. The protocol is length-prefixed JSON frames over the child's
+//! stdin/stdout; rendered bytes travel base64-encoded and become
+//! [`Content`] again on arrival.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::Mutex;
+
+use super::{LimitHit, Limits, RenderError, Rendered, Templates, Use};
+use crate::secret::{Content, SecretString};
+use crate::source::{KeyData, KeyOrigin, KeyValue, Secret, Snapshot};
+
+/// The hidden subcommand the worker runs as.
+pub const WORKER_COMMAND: &str = "__render-worker";
+
+/// Largest frame either side accepts: a snapshot or an output is far
+/// smaller; this only bounds a corrupted length prefix.
+const MAX_FRAME: usize = 1 << 30;
+
+/// Where outputs are rendered.
+pub struct Sandbox {
+    mode: Mode,
+}
+
+static GLOBAL: std::sync::OnceLock<Sandbox> = std::sync::OnceLock::new();
+
+impl Sandbox {
+    /// The process's sandbox: what [`Sandbox::install`] set, else in
+    /// process. The `cfgsync` binary installs the worker mode at start;
+    /// library users (benches, tests) render in process.
+    pub fn global() -> &'static Sandbox {
+        GLOBAL.get_or_init(Sandbox::in_process)
+    }
+
+    /// Sets the process's sandbox; only the first call has an effect.
+    pub fn install(sandbox: Sandbox) {
+        let _ = GLOBAL.set(sandbox);
+    }
+}
+
+enum Mode {
+    /// In this process, on a thread with a large stack: for library users
+    /// and tests. The limits apply; a crash of Tera is not contained.
+    InProcess,
+    /// In worker processes of `exe`.
+    Worker { exe: PathBuf, worker: Box<Mutex<Option<Worker>>> },
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    /// The batch whose snapshot this worker holds.
+    batch: u64,
+    /// [`Templates::id`] of the set it compiled: a reloaded config gets a
+    /// new worker.
+    templates: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+enum ToWorker {
+    Init {
+        sources: Vec<(String, String)>,
+        outputs: Vec<super::OutputSpec>,
+        limits: WireLimits,
+    },
+    /// The snapshot the following `Render`s use.
+    Snapshot(WireSnapshot),
+    Render {
+        index: usize,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireLimits {
+    max_entry_bytes: usize,
+    max_output_bytes: usize,
+    timeout_ms: u64,
+    max_range: usize,
+    max_memory: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireSnapshot {
+    env: String,
+    /// name → (is text, base64 bytes)
+    keys: Vec<(String, bool, String)>,
+    secrets: Vec<(String, Vec<(String, String)>)>,
+    revision: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum FromWorker {
+    Rendered { entries: Vec<(String, String)>, tainted: bool, used: BTreeSet<Use> },
+    Failed(RenderError),
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(text: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(text).unwrap_or_default()
+}
+
+impl WireSnapshot {
+    fn of(s: &Snapshot) -> Self {
+        WireSnapshot {
+            env: s.env.clone(),
+            keys: s
+                .keys
+                .iter()
+                .map(|(k, v)| (k.clone(), matches!(v.data, KeyData::Text(_)), b64(v.data.as_bytes())))
+                .collect(),
+            secrets: s
+                .secrets
+                .iter()
+                .map(|(p, sec)| {
+                    (p.clone(), sec.fields.iter().map(|(f, v)| (f.clone(), v.expose().to_owned())).collect())
+                })
+                .collect(),
+            revision: s.revision,
+        }
+    }
+
+    fn into_snapshot(self) -> Snapshot {
+        let keys = self
+            .keys
+            .into_iter()
+            .map(|(k, text, bytes)| {
+                let bytes = unb64(&bytes);
+                let data = if text { KeyData::from_bytes(bytes) } else { KeyData::Bytes(bytes) };
+                (k, KeyValue { data, origin: KeyOrigin::File })
+            })
+            .collect();
+        let secrets = self
+            .secrets
+            .into_iter()
+            .map(|(p, fields)| {
+                let fields = fields.into_iter().map(|(f, v)| (f, SecretString::new(v))).collect();
+                (p, Secret { fields, version: None })
+            })
+            .collect();
+        Snapshot { env: self.env, keys, secrets, revision: self.revision }
+    }
+}
+
+impl Sandbox {
+    pub fn in_process() -> Self {
+        Self { mode: Mode::InProcess }
+    }
+
+    /// Renders in workers started as `exe __render-worker`.
+    pub fn worker(exe: PathBuf) -> Self {
+        Self { mode: Mode::Worker { exe, worker: Box::new(Mutex::new(None)) } }
+    }
+
+    /// The worker mode when the running binary is cfgsync itself, else in
+    /// process (library users, unit tests).
+    pub fn for_current_exe() -> Self {
+        match std::env::current_exe() {
+            Ok(exe) if exe.file_name().is_some_and(|n| n == "cfgsync") => Self::worker(exe),
+            _ => Self::in_process(),
+        }
+    }
+
+    /// Renders each of `indices` (config order) for `snapshot`'s env; one
+    /// result per index, in order.
+    pub async fn render(
+        &self,
+        templates: &Templates,
+        snapshot: &Arc<Snapshot>,
+        indices: &[usize],
+    ) -> Vec<Result<Rendered, RenderError>> {
+        match &self.mode {
+            // On a thread with a large stack (Tera recurses), which this
+            // task waits for, as rendering inline would.
+            Mode::InProcess => std::thread::scope(|scope| {
+                let spawned = std::thread::Builder::new()
+                    .name("render".into())
+                    .stack_size(super::STACK_BYTES)
+                    .spawn_scoped(scope, || indices.iter().map(|i| templates.render(*i, snapshot)).collect::<Vec<_>>());
+                match spawned.map(|t| t.join()) {
+                    Ok(Ok(results)) => results,
+                    Ok(Err(_)) | Err(_) => indices
+                        .iter()
+                        .map(|i| {
+                            Err(worker_error(templates, *i, &snapshot.env, "rendering failed unexpectedly".into()))
+                        })
+                        .collect(),
+                }
+            }),
+            Mode::Worker { exe, worker } => {
+                let mut slot = worker.lock().await;
+                let wire = serde_json::to_vec(&ToWorker::Snapshot(WireSnapshot::of(snapshot))).unwrap_or_default();
+                let batch = fastrand::u64(1..);
+                let mut results = Vec::with_capacity(indices.len());
+                for &index in indices {
+                    results.push(render_one(exe, &mut slot, templates, snapshot, (batch, &wire), index).await);
+                }
+                results
+            }
+        }
+    }
+}
+
+fn worker_error(templates: &Templates, index: usize, env: &str, cause: String) -> RenderError {
+    RenderError::Worker { output: templates.outputs[index].name.clone(), env: env.to_owned(), cause }
+}
+
+async fn render_one(
+    exe: &std::path::Path,
+    slot: &mut Option<Worker>,
+    templates: &Templates,
+    snapshot: &Snapshot,
+    (batch, wire_snapshot): (u64, &[u8]),
+    index: usize,
+) -> Result<Rendered, RenderError> {
+    if slot.as_ref().is_some_and(|w| w.templates != templates.id)
+        && let Some(mut old) = slot.take()
+    {
+        let _ = old.child.start_kill();
+        let _ = old.child.wait().await;
+    }
+    if slot.is_none() {
+        match start(exe, templates).await {
+            Ok(w) => *slot = Some(w),
+            Err(e) => return Err(worker_error(templates, index, &snapshot.env, e)),
+        }
+    }
+    let worker = slot.as_mut().expect("started above");
+    let frame = serde_json::to_vec(&ToWorker::Render { index }).unwrap_or_default();
+    let hard_limit = templates.limits.timeout + Duration::from_millis(500);
+    let exchange = async {
+        if worker.batch != batch {
+            write_frame(&mut worker.stdin, wire_snapshot).await?;
+            worker.batch = batch;
+        }
+        write_frame(&mut worker.stdin, &frame).await?;
+        read_frame(&mut worker.stdout).await
+    };
+    let answer = tokio::time::timeout(hard_limit, exchange).await;
+    let timed_out = answer.is_err();
+    let output = templates.outputs[index].name.clone();
+    let env = snapshot.env.clone();
+    let reply = match answer {
+        Ok(Ok(bytes)) => serde_json::from_slice::<FromWorker>(&bytes).ok(),
+        Ok(Err(_)) | Err(_) => None,
+    };
+    match reply {
+        Some(FromWorker::Rendered { entries, tainted, used }) => {
+            let entries: BTreeMap<String, Content> =
+                entries.into_iter().map(|(k, v)| (k, Content::new(unb64(&v), tainted))).collect();
+            Ok(Rendered { output, env, entries, tainted, used })
+        }
+        Some(FromWorker::Failed(e)) => Err(e),
+        None => {
+            let limit = if timed_out { LimitHit::Time } else { LimitHit::Worker };
+            if let Some(mut w) = slot.take() {
+                let _ = w.child.start_kill();
+                let _ = w.child.wait().await;
+            }
+            tracing::warn!(output, env, %limit, "render worker stopped; a new one renders the next output");
+            Err(RenderError::Limit { output, env, entry: None, limit })
+        }
+    }
+}
+
+async fn start(exe: &std::path::Path, templates: &Templates) -> Result<Worker, String> {
+    let mut child = tokio::process::Command::new(exe)
+        .arg(WORKER_COMMAND)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the render worker {}: {e}", exe.display()))?;
+    if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        let limit = rustix::process::Rlimit {
+            current: Some(templates.limits.max_memory),
+            maximum: Some(templates.limits.max_memory),
+        };
+        rustix::process::prlimit(Some(pid), rustix::process::Resource::As, limit)
+            .map_err(|e| format!("cannot limit the render worker's memory: {e}"))?;
+    }
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the render worker has no pipes".into());
+    };
+    let l = templates.limits;
+    let init = ToWorker::Init {
+        sources: templates.sources.clone(),
+        outputs: templates.output_specs(),
+        limits: WireLimits {
+            max_entry_bytes: l.max_entry_bytes,
+            max_output_bytes: l.max_output_bytes,
+            timeout_ms: l.timeout.as_millis() as u64,
+            max_range: l.max_range,
+            max_memory: l.max_memory,
+        },
+    };
+    let frame = serde_json::to_vec(&init).map_err(|e| e.to_string())?;
+    write_frame(&mut stdin, &frame).await.map_err(|e| format!("cannot talk to the render worker: {e}"))?;
+    Ok(Worker { child, stdin, stdout, batch: 0, templates: templates.id })
+}
+
+async fn write_frame(w: &mut ChildStdin, frame: &[u8]) -> std::io::Result<()> {
+    w.write_all(&(frame.len() as u64).to_be_bytes()).await?;
+    w.write_all(frame).await?;
+    w.flush().await
+}
+
+async fn read_frame(r: &mut ChildStdout) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 8];
+    r.read_exact(&mut len).await?;
+    let len = u64::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other("frame too large"));
+    }
+    let mut buf = vec![0; len];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// The worker: `cfgsync __render-worker`. Reads frames from stdin, answers
+/// on stdout, until stdin closes. Returns the process exit code.
+pub fn worker_main() -> i32 {
+    let spawned = std::thread::Builder::new().name("render".into()).stack_size(super::STACK_BYTES).spawn(serve);
+    match spawned.map(|t| t.join()) {
+        Ok(Ok(code)) => code,
+        _ => 70,
+    }
+}
+
+fn serve() -> i32 {
+    let mut stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    let read = |stdin: &mut dyn Read| -> Option<Vec<u8>> {
+        let mut len = [0u8; 8];
+        stdin.read_exact(&mut len).ok()?;
+        let len = u64::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return None;
+        }
+        let mut buf = vec![0; len];
+        stdin.read_exact(&mut buf).ok()?;
+        Some(buf)
+    };
+    let Some(Ok(ToWorker::Init { sources, outputs, limits })) = read(&mut stdin).map(|f| serde_json::from_slice(&f))
+    else {
+        return 64;
+    };
+    let limits = Limits {
+        max_entry_bytes: limits.max_entry_bytes,
+        max_output_bytes: limits.max_output_bytes,
+        timeout: Duration::from_millis(limits.timeout_ms),
+        max_range: limits.max_range,
+        max_memory: limits.max_memory,
+    };
+    let Ok(templates) = Templates::from_sources(sources, outputs, limits) else { return 65 };
+    let mut snapshot: Option<Arc<Snapshot>> = None;
+    while let Some(frame) = read(&mut stdin) {
+        let index = match serde_json::from_slice::<ToWorker>(&frame) {
+            Ok(ToWorker::Snapshot(s)) => {
+                snapshot = Some(Arc::new(s.into_snapshot()));
+                continue;
+            }
+            Ok(ToWorker::Render { index }) if index < templates.outputs.len() => index,
+            _ => return 66,
+        };
+        let Some(snapshot) = &snapshot else { return 67 };
+        let answer = match templates.render(index, snapshot) {
+            Ok(r) => FromWorker::Rendered {
+                entries: r.entries.iter().map(|(k, v)| (k.clone(), b64(v.expose()))).collect(),
+                tainted: r.tainted,
+                used: r.used,
+            },
+            Err(e) => FromWorker::Failed(e),
+        };
+        let Ok(bytes) = serde_json::to_vec(&answer) else { return 68 };
+        let sent = stdout
+            .write_all(&(bytes.len() as u64).to_be_bytes())
+            .and_then(|_| stdout.write_all(&bytes))
+            .and_then(|_| stdout.flush());
+        if sent.is_err() {
+            return 0;
+        }
+    }
+    0
+}
