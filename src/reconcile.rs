@@ -594,7 +594,7 @@ pub fn desired_files(
             .map(|(name, content)| DesiredFile { path: path.join(name), content, mode })
             .collect(),
         other => {
-            let content = format::encode(other, &rendered.entries).map_err(encode_err)?;
+            let content = format::encode(other, target.dialect, &rendered.entries).map_err(encode_err)?;
             vec![DesiredFile { path: path.to_path_buf(), content, mode }]
         }
     })
