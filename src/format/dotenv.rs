@@ -121,8 +121,9 @@ impl fmt::Display for Dialect {
 }
 
 /// Variables bash 5 sets, computes or keeps read-only itself: after
-/// `set -a; . file` each of them reads back as something other than what the
-/// file assigned, or is not exported (checked against bash in the tests).
+/// `set -a; . file; exec program` the program does not see the value the
+/// file assigned (checked against bash in the tests). `SHLVL` is among them
+/// because bash lowers it when it execs.
 pub const SHELL_MANAGED_NAMES: &[&str] = &[
     "BASHOPTS",
     "BASHPID",
@@ -131,7 +132,6 @@ pub const SHELL_MANAGED_NAMES: &[&str] = &[
     "BASH_ARGV",
     "BASH_ARGV0",
     "BASH_CMDS",
-    "BASH_COMMAND",
     "BASH_LINENO",
     "BASH_SOURCE",
     "BASH_SUBSHELL",
@@ -151,6 +151,7 @@ pub const SHELL_MANAGED_NAMES: &[&str] = &[
     "RANDOM",
     "SECONDS",
     "SHELLOPTS",
+    "SHLVL",
     "SRANDOM",
     "UID",
     "_",
