@@ -9,8 +9,9 @@
 //!   - no `dialect` (the default): read back exactly by dotenvy, docker compose
 //!     and python-dotenv alike. A value that any of the three would read
 //!     differently (a carriage return, a `${…}` python-dotenv would replace, a
-//!     trailing backslash, a `$` next to a `'` or a `\\` pair) is refused,
-//!     naming the entry, rather than written so that one of them misreads it.
+//!     trailing backslash, a `$` in a value that also holds a `'` or a `\\`
+//!     pair) is refused, naming the entry, rather than written so that one of
+//!     them misreads it.
 //!   - `compose`: docker compose v2 (compose-go); carries every value but NUL.
 //!   - `python-dotenv`: python-dotenv 1.x with its default interpolation;
 //!     refuses `${…}` sequences and a trailing backslash in a value that needs

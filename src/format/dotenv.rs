@@ -8,7 +8,7 @@
 //! | dialect | reads back exactly in |
 //! |---|---|
 //! | none (the default, [`Dialect::Portable`]) | dotenvy 0.15, docker compose v2 and python-dotenv 1.x, all at once |
-//! | `compose` | docker compose v2 (`env_file`, `--env-file`): compose-go's `dotenv` package |
+//! | `compose` | docker compose v2 (`env_file`): compose-go's `dotenv` package |
 //! | `python-dotenv` | python-dotenv 1.x `dotenv_values` / `load_dotenv` with the default `interpolate=True` |
 //! | `shell` | a POSIX shell sourcing the file: `set -a; . ./file` |
 //!
@@ -39,8 +39,9 @@
 //!   escapes `\\ \" \' \$ \n` and `\ `, any other is an error; a backslash at
 //!   the end of an unquoted value is dropped.
 //! - **compose-go** (docker compose v2): single quotes are literal except
-//!   that `\'` is a quote, and a backslash right before the closing quote
-//!   escapes it; double quotes decode `\\ \" \$ \n \r \t` (and `\a \b \f \v`,
+//!   that `\'` is a quote (so a value there cannot end in a lone backslash);
+//!   leading whitespace, U+0085 and U+00A0 before a value are skipped; double
+//!   quotes decode `\\ \" \$ \n \r \t` (and `\a \b \f \v`,
 //!   octal `\0NNN`) and keep unknown escapes, then substitute variables
 //!   (`$$` is a `$`); unquoted values end at ` #`, lose trailing whitespace,
 //!   keep backslashes and substitute variables. Every substitution also
