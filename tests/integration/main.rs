@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod dotenv_readers;
 mod kubernetes;
 mod laptop;
 mod laptop_bench;
