@@ -216,7 +216,7 @@ impl Templates {
                 }
                 entries.push((entry.name.clone(), template_name));
             }
-            secret_safety(config, output, &analysis, &mut problems);
+            secret_safety(output, &analysis, &mut problems);
             outputs.push(CompiledOutput { name: output.name.clone(), envs: output.envs.clone(), entries, analysis });
         }
         if !problems.is_empty() {
@@ -302,10 +302,11 @@ impl EnvRenderer<'_> {
 }
 
 /// Refuses, before any source is read, what can already be known to be
-/// unsafe: an output that reads a secret going to a ConfigMap, or to a
-/// Secret without a fingerprint key. `plan` checks the rendered taint again
-/// in every case (a template can only be judged fully by rendering it).
-fn secret_safety(config: &Config, output: &crate::config::Output, analysis: &Analysis, problems: &mut Vec<Problem>) {
+/// unsafe: an output that reads a secret going to a ConfigMap. (A Secret's
+/// fingerprint is always keyed: `fingerprint_key` has a default, which
+/// `policy apply` provisions.) `plan` checks the rendered taint again in
+/// every case (a template can only be judged fully by rendering it).
+fn secret_safety(output: &crate::config::Output, analysis: &Analysis, problems: &mut Vec<Problem>) {
     let Some(secret) = analysis.secret_paths.iter().next() else { return };
     for target in &output.targets {
         let crate::config::TargetKind::Kubernetes(k) = &target.kind else { continue };
@@ -316,13 +317,6 @@ fn secret_safety(config: &Config, output: &crate::config::Output, analysis: &Ana
                     "output {:?} reads secret {secret:?} and cannot go to a ConfigMap ({}): use kind = \"kubernetes-secret\"",
                     output.name,
                     k.addresses.values().map(|a| format!("{}/{} in context {:?}", a.namespace, a.name, a.context)).collect::<Vec<_>>().join(", ")
-                ),
-            )),
-            crate::config::ObjectKind::Secret if config.kubernetes.fingerprint_key.is_none() => problems.push(Problem::at(
-                target.location.clone(),
-                format!(
-                    "output {:?} reads secret {secret:?}: its Kubernetes fingerprint must be keyed; set [kubernetes] fingerprint_key = \"<secret path>#<field>\"",
-                    output.name
                 ),
             )),
             crate::config::ObjectKind::Secret => {}
