@@ -34,7 +34,7 @@ ttl = "{TTL_S}s"
 name = "api"
 [output.entries]
 DB = "{{{{ key(name='db_host') }}}}:{{{{ secret(path='api/db', field='password') }}}}"
-MODE = "{{% if key(name='mode') == 'broken' %}}{{{{ secret(path='api/db', field='password') | int }}}}{{% else %}}fine{{% endif %}}"
+MODE = "{{% if key(name='mode') == 'broken' %}}{{{{ secret(path='api/db', field='password') | round }}}}{{% else %}}fine{{% endif %}}"
 [[output.target]]
 kind = "file"
 path = "out/{{{{ env }}}}/api.env"
