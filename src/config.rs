@@ -577,13 +577,21 @@ pub struct KubernetesSettings {
     /// cluster stops and asks for `--allow-mass-prune`.
     pub max_prune_share: f64,
     /// `path#field` of the secret holding the HMAC key for fingerprints of
-    /// secret outputs, read from each env's snapshot.
+    /// secret outputs, read from each env's snapshot. Defaults to
+    /// [`DEFAULT_FINGERPRINT_KEY`], which `cfgsync policy apply` creates in
+    /// Vault for every env, so it never has to be configured. Always `Some`;
+    /// an absent secret shows up when a secret output is written.
     pub fingerprint_key: Option<(String, String)>,
 }
 
+/// `cfgsync/fingerprint#key`: secret `<mount>/<env>/cfgsync/fingerprint`,
+/// field `key`.
+pub const DEFAULT_FINGERPRINT_KEY: (&str, &str) = ("cfgsync/fingerprint", "key");
+
 impl Default for KubernetesSettings {
     fn default() -> Self {
-        Self { kubeconfig: None, max_prune_share: 0.25, fingerprint_key: None }
+        let (path, field) = DEFAULT_FINGERPRINT_KEY;
+        Self { kubeconfig: None, max_prune_share: 0.25, fingerprint_key: Some((path.to_owned(), field.to_owned())) }
     }
 }
 

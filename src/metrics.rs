@@ -12,14 +12,21 @@
 //! | `cfgsync_drift_total` | counter | `env` |
 //! | `cfgsync_source_errors_total` | counter | `source` = `etcd` / `vault` / `file` |
 //! | `cfgsync_last_success_timestamp_seconds` | gauge | `env` |
-//! | `cfgsync_leader` | gauge (1 = this replica writes the env) | `env` |
+//! | `cfgsync_leader` | gauge (1 = this replica may write the env now) | `env` |
+//! | `cfgsync_env_led` | gauge (1 = some replica leads the env, as seen now) | `env` |
+//! | `cfgsync_env_ready` | gauge (1 = the env is ready by the `/readyz` rule) | `env` |
 //! | `cfgsync_config_reloads_total` | counter | `result` = `ok` / `rejected` |
 //! | `cfgsync_vault_credential_events_total` | counter | `method`, `event` |
 //!
-//! Most values are derived from the [`Report`] a pass returns
-//! ([`Metrics::record_pass`]), so `reconcile` itself knows nothing about
-//! metrics. Label sets that are known up front are created at start, so a
-//! dashboard sees a 0 rather than no series.
+//! Pass values are recorded by the service's worker from the pass's
+//! summary ([`Metrics::record_pass`]), so `reconcile` itself knows nothing
+//! about metrics. The three per-env gauges are set when `/metrics` is
+//! scraped, from the election's fence and the readiness rule, so they agree
+//! with `/readyz` at that moment: `sum(cfgsync_leader) by (env)` across
+//! replicas is 1, and `cfgsync_env_led == 0` on any replica means nobody
+//! leads that env (or this replica cannot reach etcd to know). Label sets
+//! that are known up front are created at start, so a dashboard sees a 0
+//! rather than no series.
 
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
@@ -31,10 +38,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::reconcile::Report;
 use crate::source::SourceKind;
 use crate::source::vault::{CredentialEvent, CredentialObserver};
-use crate::target::TargetError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EnvLabel {
@@ -74,6 +79,8 @@ pub struct Metrics {
     pub source_errors: Family<SourceLabel, Counter>,
     pub last_success: Family<EnvLabel, Gauge<f64, AtomicU64>>,
     pub leader: Family<EnvLabel, Gauge>,
+    pub env_led: Family<EnvLabel, Gauge>,
+    pub env_ready: Family<EnvLabel, Gauge>,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub vault_credentials: Family<CredentialLabels, Counter>,
 }
@@ -93,6 +100,8 @@ impl Metrics {
         let source_errors = Family::<SourceLabel, Counter>::default();
         let last_success = Family::<EnvLabel, Gauge<f64, AtomicU64>>::default();
         let leader = Family::<EnvLabel, Gauge>::default();
+        let env_led = Family::<EnvLabel, Gauge>::default();
+        let env_ready = Family::<EnvLabel, Gauge>::default();
         let config_reloads = Family::<ResultLabel, Counter>::default();
         let vault_credentials = Family::<CredentialLabels, Counter>::default();
         registry.register(
@@ -117,6 +126,16 @@ impl Metrics {
             last_success.clone(),
         );
         registry.register("cfgsync_leader", "1 when this replica leads (writes) the env, else 0", leader.clone());
+        registry.register(
+            "cfgsync_env_led",
+            "1 when some replica holds the env's lead as this replica sees it now; 0 when nobody does or etcd cannot be reached",
+            env_led.clone(),
+        );
+        registry.register(
+            "cfgsync_env_ready",
+            "1 when the env is ready: led, and its last pass succeeded within two intervals",
+            env_ready.clone(),
+        );
         registry.register("cfgsync_config_reloads", "Reloads of cfgsync.toml and templates", config_reloads.clone());
         registry.register(
             "cfgsync_vault_credential_events",
@@ -131,6 +150,8 @@ impl Metrics {
             source_errors,
             last_success,
             leader,
+            env_led,
+            env_ready,
             config_reloads,
             vault_credentials,
         }
@@ -142,6 +163,8 @@ impl Metrics {
             let l = EnvLabel { env: env.clone() };
             let _ = self.drift.get_or_create(&l);
             let _ = self.leader.get_or_create(&l);
+            let _ = self.env_led.get_or_create(&l);
+            let _ = self.env_ready.get_or_create(&l);
             let _ = self.last_success.get_or_create(&l);
         }
         for s in sources {
@@ -159,39 +182,44 @@ impl Metrics {
         }
     }
 
-    /// Records what one pass did. `drifted` is counted by the caller, which
-    /// remembers what it wrote before.
-    pub fn record_pass(&self, env: &str, report: &Report, took: Duration, drifted: u64) {
+    /// Records what one pass of `env` did: `source_error` names the
+    /// source that failed, `writes` gives each target's kind and result
+    /// (`ok`, `error`, `fenced`), `ok` says nothing failed. `drifted` is
+    /// counted by the caller, which remembers what it wrote before.
+    pub fn record_pass<'a>(
+        &self,
+        env: &str,
+        took: Duration,
+        drifted: u64,
+        source_error: Option<&str>,
+        writes: impl Iterator<Item = (&'a str, &'static str)>,
+        ok: bool,
+    ) {
         let env_label = EnvLabel { env: env.to_owned() };
         self.reconcile_duration.get_or_create(&env_label).observe(took.as_secs_f64());
         if drifted > 0 {
             let _ = self.drift.get_or_create(&env_label).inc_by(drifted);
         }
-        for e in &report.envs {
-            if let Some(err) = &e.source_error {
-                let _ = self
-                    .source_errors
-                    .get_or_create(&SourceLabel { source: source_label(err.kind()).to_owned() })
-                    .inc();
-            }
-            for t in e.outputs.iter().flat_map(|o| &o.targets) {
-                let wrote = t.changes.iter().any(|c| c.action_name() != "unchanged");
-                let result = match &t.error {
-                    Some(TargetError::Fenced { .. }) => "fenced",
-                    Some(_) => "error",
-                    None if wrote && t.applied => "ok",
-                    None => continue,
-                };
-                let _ = self
-                    .target_writes
-                    .get_or_create(&WriteLabels { kind: t.kind.to_owned(), result: result.to_owned() })
-                    .inc();
-            }
+        if let Some(source) = source_error {
+            let _ = self.source_errors.get_or_create(&SourceLabel { source: source.to_owned() }).inc();
         }
-        if !report.failed() && !report.envs.is_empty() {
+        for (kind, result) in writes {
+            let _ = self
+                .target_writes
+                .get_or_create(&WriteLabels { kind: kind.to_owned(), result: result.to_owned() })
+                .inc();
+        }
+        if ok {
             let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
             let _ = self.last_success.get_or_create(&env_label).set(now.as_secs_f64());
         }
+    }
+
+    /// Whether some replica leads `env`, and whether it is ready.
+    pub fn set_env_state(&self, env: &str, led: bool, ready: bool) {
+        let l = EnvLabel { env: env.to_owned() };
+        let _ = self.env_led.get_or_create(&l).set(i64::from(led));
+        let _ = self.env_ready.get_or_create(&l).set(i64::from(ready));
     }
 
     pub fn set_leader(&self, env: &str, leading: bool) {

@@ -1,4 +1,5 @@
-//! `cfgsync policy apply`: the etcd roles and Vault policies in `policies/`, as code.
+//! `cfgsync policy apply`: the etcd roles and Vault policies in `policies/`,
+//! as code, and the per-env fingerprint key the reconciler needs.
 //!
 //! Each `policies/*.toml` file describes one role on both sources:
 //!
@@ -28,6 +29,16 @@
 //!   role is an administrator's act (`etcdctl user grant-role alice
 //!   cfgsync-developer`; a Vault auth method role or `vault token create
 //!   -policy=cfgsync-developer`). Enabling etcd auth is too.
+//! - **The fingerprint key** (`[kubernetes] fingerprint_key`, default
+//!   `cfgsync/fingerprint#key`: secret `<mount>/<env>/cfgsync/fingerprint`,
+//!   field `key`) is created in Vault for every env where it is missing:
+//!   32 random bytes (aws-lc-rs `SystemRandom`), base64, written with
+//!   check-and-set. An existing key is never replaced (rotating it would
+//!   make every Secret look changed once), so applying twice changes
+//!   nothing.
+//! - etcd needs no prefixes created (keys are created by writing them);
+//!   the reconciler role grants the ones `cfgsync run` uses, listed in
+//!   `policies/reconciler.toml`.
 //! - It runs with admin credentials from the usual places (`ETCDCTL_USER`,
 //!   `VAULT_TOKEN`); `--dry-run` shows the changes without making them.
 //! - Every problem in every file is reported in one run, with file:line.
@@ -44,7 +55,7 @@ use super::{CmdError, Context};
 use crate::cli::OutputFormat;
 use crate::config::{Config, Location, Problem, SecretsSource};
 use crate::source::etcd_admin::{self, Access, PrefixGrant, RoleChange};
-use crate::source::vault_admin::{self, PolicyChange, one_line};
+use crate::source::vault_admin::{self, FieldChange, PolicyChange, one_line};
 
 /// Problems with `policies/`: every one of them, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +233,18 @@ pub struct Applied {
     pub error: Option<String>,
 }
 
+/// A per-env key `policy apply` provisions in Vault.
+#[derive(Debug, Serialize)]
+pub struct ProvisionedKey {
+    pub env: String,
+    /// `<mount>/<env>/<path>#<field>`.
+    pub secret: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<FieldChange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// `cfgsync policy apply`.
 pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> Result<ExitCode, CmdError> {
     let dir = dir.map_or_else(|| ctx.config.dir.join("policies"), Path::to_path_buf);
@@ -268,16 +291,35 @@ pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> 
         failed |= a.error.is_some();
         applied.push(a);
     }
+    let mut keys = Vec::new();
+    if let (Some(client), Some(v), Some((path, field))) =
+        (&vault, &clients.vault, &ctx.config.kubernetes.fingerprint_key)
+    {
+        for env in &ctx.config.envs {
+            let secret = format!("{}#{field}", vault_admin::shown_path(&v.mount, env, path));
+            let mut k = ProvisionedKey { env: env.clone(), secret, change: None, error: None };
+            match vault_admin::ensure_generated_field(client, &v.mount, env, path, field, dry_run).await {
+                Ok(c) => k.change = Some(c),
+                Err(e) => k.error = Some(one_line(&e.to_string())),
+            }
+            failed |= k.error.is_some();
+            keys.push(k);
+        }
+    }
 
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match ctx.output {
         OutputFormat::Json => {
-            let doc: BTreeMap<&str, &Vec<Applied>> = [("roles", &applied)].into();
+            let doc: BTreeMap<&str, serde_json::Value> = [
+                ("roles", serde_json::to_value(&applied).map_err(io::Error::from)?),
+                ("fingerprint_keys", serde_json::to_value(&keys).map_err(io::Error::from)?),
+            ]
+            .into();
             serde_json::to_writer_pretty(&mut out, &doc).map_err(io::Error::from)?;
             writeln!(out)?;
         }
-        OutputFormat::Text => print_text(&applied, dry_run, etcd.is_some(), vault.is_some(), &mut out)?,
+        OutputFormat::Text => print_text(&applied, &keys, dry_run, etcd.is_some(), vault.is_some(), &mut out)?,
     }
     out.flush()?;
     for a in &applied {
@@ -285,10 +327,22 @@ pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> 
             eprintln!("error: role {}: {e}", a.role);
         }
     }
+    for k in &keys {
+        if let Some(e) = &k.error {
+            eprintln!("error: fingerprint key {}: {e}", k.secret);
+        }
+    }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn print_text(applied: &[Applied], dry_run: bool, etcd: bool, vault: bool, out: &mut dyn Write) -> io::Result<()> {
+fn print_text(
+    applied: &[Applied],
+    keys: &[ProvisionedKey],
+    dry_run: bool,
+    etcd: bool,
+    vault: bool,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let grant = |g: &PrefixGrant| format!("{} {}*", g.access.name(), g.prefix);
     for a in applied {
         if let Some(c) = &a.etcd {
@@ -309,6 +363,15 @@ fn print_text(applied: &[Applied], dry_run: bool, etcd: bool, vault: bool, out: 
             };
             writeln!(out, "vault policy {}: {what}", a.role)?;
         }
+    }
+    for k in keys {
+        let what = match k.change {
+            Some(FieldChange::Created) => "create (random 32 bytes)",
+            Some(FieldChange::Added) => "add the field (random 32 bytes)",
+            Some(FieldChange::Unchanged) => "unchanged",
+            None => continue,
+        };
+        writeln!(out, "vault fingerprint key {}: {what}", k.secret)?;
     }
     if !etcd {
         writeln!(out, "(no [etcd] in the config: etcd roles not applied)")?;
@@ -334,7 +397,22 @@ mod tests {
         let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["cfgsync-developer", "cfgsync-reconciler-prod", "cfgsync-reconciler-staging"]);
         let prod = &roles[1];
-        assert_eq!(prod.etcd.as_ref().unwrap(), &[PrefixGrant { access: Access::Read, prefix: "/cfg/prod/".into() }]);
+        let grant = |access, prefix: &str| PrefixGrant { access, prefix: prefix.into() };
+        assert_eq!(
+            prod.etcd.as_ref().unwrap(),
+            &[
+                grant(Access::Read, "/cfg/prod/"),
+                grant(Access::Readwrite, "/cfg/_service/members/"),
+                grant(Access::Readwrite, "/cfg/_service/envs/prod/"),
+                grant(Access::Readwrite, "/cfg/_state/prod/"),
+            ]
+        );
+        // The keys the service writes are the ones the role grants.
+        let keys = crate::service::published::ServiceKeys::new("/cfg");
+        assert!(keys.leader("prod").starts_with("/cfg/_service/envs/prod/"));
+        assert!(keys.status("prod").starts_with("/cfg/_service/envs/prod/"));
+        assert!(keys.member("r1").starts_with("/cfg/_service/members/"));
+        assert_eq!(crate::service::published::state_prefix("/cfg", "prod"), "/cfg/_state/prod/");
         assert!(prod.vault_policy.as_ref().unwrap().contains("path \"kv/data/prod/*\""));
         let dev = &roles[0];
         let policy = dev.vault_policy.as_ref().unwrap();

@@ -310,7 +310,7 @@ impl Templates {
                 entries.push((entry.name.clone(), template_name));
             }
             analysis.literal_names = Arc::new(literal_names);
-            secret_safety(config, output, &analysis, &mut problems);
+            secret_safety(output, &analysis, &mut problems);
             outputs.push(CompiledOutput { name: output.name.clone(), envs: output.envs.clone(), entries, analysis });
         }
         let mut findings: Vec<check::Finding> = Vec::new();
@@ -575,11 +575,12 @@ impl EnvRenderer<'_> {
 }
 
 /// Refuses, before any source is read, what can already be known to be
-/// unsafe: an output that reads a secret going to a ConfigMap, or to a
-/// Secret without a fingerprint key, or to a file readable by others.
+/// unsafe: an output that reads a secret going to a ConfigMap or to a file
+/// readable by others. (A Secret's fingerprint is always keyed:
+/// `fingerprint_key` has a default, which `policy apply` provisions.)
 /// Targets check the rendered taint again in every case (a template can
 /// only be judged fully by rendering it).
-fn secret_safety(config: &Config, output: &crate::config::Output, analysis: &Analysis, problems: &mut Vec<Problem>) {
+fn secret_safety(output: &crate::config::Output, analysis: &Analysis, problems: &mut Vec<Problem>) {
     let Some(secret) = analysis.secret_paths.iter().next() else { return };
     for target in &output.targets {
         match &target.kind {
@@ -590,13 +591,6 @@ fn secret_safety(config: &Config, output: &crate::config::Output, analysis: &Ana
                         "output {:?} reads secret {secret:?} and cannot go to a ConfigMap ({}): use kind = \"kubernetes-secret\"",
                         output.name,
                         k.addresses.values().map(|a| format!("{}/{} in context {:?}", a.namespace, a.name, a.context)).collect::<Vec<_>>().join(", ")
-                    ),
-                )),
-                crate::config::ObjectKind::Secret if config.kubernetes.fingerprint_key.is_none() => problems.push(Problem::at(
-                    target.location.clone(),
-                    format!(
-                        "output {:?} reads secret {secret:?}: its Kubernetes fingerprint must be keyed; set [kubernetes] fingerprint_key = \"<secret path>#<field>\"",
-                        output.name
                     ),
                 )),
                 crate::config::ObjectKind::Secret => {}

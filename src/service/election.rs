@@ -2,19 +2,21 @@
 //!
 //! Each replica holds one lease (TTL `[service.election] ttl`, default 15 s)
 //! and, attached to it, a membership key `<prefix>/_service/members/<id>`.
-//! Leading env E means owning `<prefix>/_service/leader/E`, created with a
-//! transaction that succeeds only if the key does not exist (lease + txn, as
-//! etcd's own election recipe). One key per env, so N replicas share the
-//! envs: a replica takes unled envs only while it leads fewer than its fair
-//! share, `ceil(envs / members)`, and hands back the surplus when a replica
-//! joins. Replicas start at different envs (rotated by their rank), so two
-//! starting together do not race for the same one.
+//! Leading env E means owning `<prefix>/_service/envs/E/leader`, created
+//! with a transaction that succeeds only if the key does not exist (lease +
+//! txn, as etcd's own election recipe). One key per env, so N replicas share
+//! the envs: a replica takes unled envs only while it leads fewer than its
+//! fair share, `ceil(envs / members)`, and hands back the surplus when a
+//! replica joins. Replicas start at different envs (rotated by their rank),
+//! so two starting together do not race for the same one. The key layout
+//! (one prefix per env, see [`super::published`]) lets an etcd role grant a
+//! reconciler its own envs' election keys and nothing of the others.
 //!
 //! Keys die with the lease: a replica that is SIGKILLed or cut off from etcd
 //! loses all its envs at once when the lease expires (at most one TTL after
-//! its last keep-alive). The others watch `<prefix>/_service/` and take the
-//! envs over as soon as the keys are deleted, so failover takes at most one
-//! TTL.
+//! its last keep-alive). The others watch `members/` and each env's prefix
+//! and take the envs over as soon as the keys are deleted, so failover takes
+//! at most one TTL.
 //!
 //! Fencing is by time, because the targets (files, Kubernetes) are not in
 //! etcd and cannot compare a revision: a keep-alive sent at `t` keeps the
@@ -26,19 +28,28 @@
 //! must finish within that margin. Keep-alives go out every `ttl / 3`.
 //! Handing an env over (surplus, env removed, shutdown) closes the fence
 //! first, waits for the env's in-flight pass, and only then deletes the key.
+//!
+//! Every successful read of the election keys (at least every `ttl / 3`,
+//! and on every change) goes to the status board with the time it was
+//! sent: who leads each env and its published pass record. That contact
+//! is what readiness ages (see [`super::status`]); when etcd answers again
+//! after failing, the board tells the workers to pass at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Generation;
-use super::status::{Role, Status};
+use super::published::ServiceKeys;
+use super::status::{Board, Role, Seen};
 use crate::metrics::Metrics;
 use crate::reconcile::Fence;
 use crate::source::etcd::EtcdSource;
@@ -49,6 +60,9 @@ pub struct Leadership {
     enabled: bool,
     replica: String,
     leads: Mutex<BTreeMap<String, Instant>>,
+    /// The election lease while this replica has one: leader keys and the
+    /// published status are written under it.
+    lease: Mutex<Option<i64>>,
     pass_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     led: watch::Sender<BTreeSet<String>>,
     metrics: Arc<Metrics>,
@@ -67,6 +81,7 @@ impl Leadership {
             enabled,
             replica,
             leads: Mutex::new(BTreeMap::new()),
+            lease: Mutex::new(None),
             pass_locks: Mutex::new(BTreeMap::new()),
             led,
             metrics,
@@ -81,6 +96,15 @@ impl Leadership {
     pub fn leads(&self, env: &str) -> bool {
         !self.enabled
             || self.leads.lock().unwrap_or_else(|p| p.into_inner()).get(env).is_some_and(|u| Instant::now() < *u)
+    }
+
+    /// The lease this replica's leader keys are attached to.
+    pub fn lease(&self) -> Option<i64> {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_lease(&self, lease: Option<i64>) {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = lease;
     }
 
     /// The set of envs led changes; workers run a pass when they gain one.
@@ -163,6 +187,26 @@ enum ElectionError {
     LeaseLost(i64),
 }
 
+impl ElectionError {
+    /// What the status board shows while etcd cannot be used.
+    fn code(&self) -> &'static str {
+        use crate::source::SourceError;
+        let status_code = |s: &tonic::Status| match s.code() {
+            tonic::Code::PermissionDenied => "etcd_denied",
+            tonic::Code::Unauthenticated => "etcd_auth_failed",
+            _ => "etcd_unreachable",
+        };
+        match self {
+            ElectionError::Connect(SourceError::Auth { .. }) => "etcd_auth_failed",
+            ElectionError::Connect(SourceError::Denied { .. }) => "etcd_denied",
+            ElectionError::Connect(_) => "etcd_unreachable",
+            ElectionError::Etcd { source: etcd_client::Error::GRpcStatus(s), .. } => status_code(s),
+            ElectionError::Etcd { .. } | ElectionError::Timeout { .. } => "etcd_unreachable",
+            ElectionError::LeaseLost(_) => "lease_lost",
+        }
+    }
+}
+
 struct Lease {
     id: i64,
     /// When the last successful keep-alive (or the grant) was sent.
@@ -173,22 +217,17 @@ struct Lease {
 /// runs every env's election.
 pub struct Election {
     pub etcd: Arc<EtcdSource>,
-    /// `<etcd prefix>/_service/`.
-    pub root: String,
+    pub keys: ServiceKeys,
     pub ttl: Duration,
     pub replica: String,
     pub leadership: Arc<Leadership>,
-    pub status: Arc<Status>,
+    pub status: Arc<Board>,
     pub generation: watch::Receiver<Arc<Generation>>,
 }
 
 impl Election {
-    fn members_prefix(&self) -> String {
-        format!("{}members/", self.root)
-    }
-
-    fn leader_key(&self, env: &str) -> String {
-        format!("{}leader/{env}", self.root)
+    fn envs(&self) -> Vec<String> {
+        self.generation.borrow().config.envs.clone()
     }
 
     /// How long after a keep-alive sent at `t` this replica still writes.
@@ -221,9 +260,11 @@ impl Election {
                 Ok(()) => {
                     if failing_since.take().is_some() {
                         info!("election: etcd reachable again");
+                        self.status.etcd_recovered();
                     }
                 }
                 Err(e) => {
+                    self.status.contact_failed(e.code());
                     if failing_since.is_none() {
                         warn!(error = %e, "election step failed; retrying");
                         failing_since = Some(Instant::now());
@@ -258,7 +299,8 @@ impl Election {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep_until(wake) => {}
-                r = gen_rx.changed() => if r.is_err() { break },
+                // The env set may have changed: watch the new one.
+                r = gen_rx.changed() => if r.is_err() { break } else { watch = None },
                 changed = next_event(&mut watch) => if !changed { watch = None },
             }
         }
@@ -269,7 +311,7 @@ impl Election {
     fn lose_all(&self) {
         for env in self.leadership.led() {
             self.leadership.set(&env, None);
-            self.status.set_role(&env, Role::Follower(None));
+            self.status.set_role(&env, Role::Follower);
         }
     }
 
@@ -278,6 +320,7 @@ impl Election {
     async fn hand_over_all(&self, lease: Option<Lease>) {
         let envs = self.leadership.led();
         self.leadership.clear();
+        self.leadership.set_lease(None);
         for env in &envs {
             let lock = self.leadership.pass_lock(env);
             let _guard = lock.lock().await;
@@ -318,13 +361,14 @@ impl Election {
                 let granted = self.call("lease grant", leases.grant(ttl_secs, None)).await?;
                 let id = granted.id();
                 let mut kv = client.kv_client();
-                let member = format!("{}{}", self.members_prefix(), self.replica);
+                let member = self.keys.member(&self.replica);
                 self.call(
                     "register member",
                     kv.put(member, self.replica.clone(), Some(PutOptions::new().with_lease(id))),
                 )
                 .await?;
                 info!(replica = %self.replica, lease = format!("{id:x}"), ttl_s = ttl_secs, "election: joined");
+                self.leadership.set_lease(Some(id));
                 *lease = Some(Lease { id, renewed: sent });
             }
             Some(l) if l.renewed.elapsed() >= self.ttl / 3 => {
@@ -334,6 +378,7 @@ impl Election {
                     Ok(_) => l.renewed = sent,
                     Err(ElectionError::Etcd { source: etcd_client::Error::LeaseKeepAliveError(_), .. }) => {
                         self.lose_all();
+                        self.leadership.set_lease(None);
                         return Err(ElectionError::LeaseLost(l.id));
                     }
                     Err(e) => return Err(e),
@@ -344,34 +389,61 @@ impl Election {
         let Some(l) = lease.as_ref() else { return Ok(()) };
         let (lease_id, valid_until) = (l.id, l.renewed + self.validity());
         if watch.is_none() {
+            // One stream: `members/` and each env's prefix (a role may
+            // allow only its own envs, so no watch spans them all).
             let mut w = client.watch_client();
-            let stream = self
-                .call("watch election keys", w.watch(self.root.clone(), Some(WatchOptions::new().with_prefix())))
-                .await?;
+            let prefix = || Some(WatchOptions::new().with_prefix());
+            let mut stream = self.call("watch election keys", w.watch(self.keys.members(), prefix())).await?;
+            for env in self.envs() {
+                self.call("watch election keys", stream.watch(self.keys.env_prefix(&env), prefix())).await?;
+            }
             *watch = Some(stream);
         }
         self.balance(&client, lease_id, valid_until).await
     }
 
-    /// Reads members and leaders, then takes or hands over envs so this
-    /// replica leads its fair share.
+    /// Reads members, leaders and published records in one transaction
+    /// (one revision), reports them to the board, then takes or hands over
+    /// envs so this replica leads its fair share.
     async fn balance(&self, client: &Client, lease: i64, valid_until: Instant) -> Result<(), ElectionError> {
-        let envs = self.generation.borrow().config.envs.clone();
+        let envs = self.envs();
+        // The configured envs, and any this replica still leads that the
+        // config no longer has (to hand them over).
+        let mut read: Vec<String> = envs.clone();
+        read.extend(self.leadership.led().into_iter().filter(|e| !envs.contains(e)));
         let mut kv = client.kv_client();
-        let resp =
-            self.call("read election keys", kv.get(self.root.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let prefix = || Some(GetOptions::new().with_prefix());
+        let mut reads = vec![TxnOp::get(self.keys.members(), prefix())];
+        reads.extend(read.iter().map(|env| TxnOp::get(self.keys.env_prefix(env), prefix())));
+        let sent = Instant::now();
+        let resp = self.call("read election keys", kv.txn(Txn::new().and_then(reads))).await?;
+        let read_revision = resp.header().map_or(0, |h| h.revision());
         let mut members = BTreeSet::from([self.replica.clone()]);
         let mut leaders: BTreeMap<String, (String, i64)> = BTreeMap::new();
-        let members_prefix = self.members_prefix();
-        let leader_prefix = format!("{}leader/", self.root);
-        for item in resp.kvs() {
-            let Ok(key) = item.key_str() else { continue };
-            let value = item.value_str().unwrap_or_default().to_owned();
-            if let Some(m) = key.strip_prefix(&members_prefix) {
-                members.insert(m.to_owned());
-            } else if let Some(env) = key.strip_prefix(&leader_prefix) {
-                leaders.insert(env.to_owned(), (value, item.lease()));
+        let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+        let members_prefix = self.keys.members();
+        let mut ranges = resp.op_responses().into_iter();
+        if let Some(TxnOpResponse::Get(g)) = ranges.next() {
+            for item in g.kvs() {
+                if let Some(m) = item.key_str().ok().and_then(|k| k.strip_prefix(&members_prefix)) {
+                    members.insert(m.to_owned());
+                }
             }
+        }
+        for (env, range) in read.iter().zip(ranges) {
+            let TxnOpResponse::Get(g) = range else { continue };
+            let mut s = Seen::default();
+            for item in g.kvs() {
+                let key = item.key();
+                if key == self.keys.leader(env).as_bytes() {
+                    let holder = item.value_str().unwrap_or_default().to_owned();
+                    leaders.insert(env.clone(), (holder.clone(), item.lease()));
+                    s.leader = Some(holder);
+                } else if key == self.keys.status(env).as_bytes() {
+                    s.status = Some((item.value().to_vec(), item.mod_revision()));
+                }
+            }
+            seen.insert(env.clone(), s);
         }
         let mut mine: BTreeSet<String> =
             leaders.iter().filter(|(_, (_, l))| *l == lease).map(|(e, _)| e.clone()).collect();
@@ -387,6 +459,9 @@ impl Election {
             self.hand_over(client, env, lease).await?;
             mine.remove(env);
             leaders.remove(env);
+            if let Some(s) = seen.get_mut(env) {
+                s.leader = None;
+            }
         }
         // Take unled envs while below the fair share, starting at our rank.
         if mine.len() < share {
@@ -397,7 +472,7 @@ impl Election {
                     break;
                 }
                 let env = unled[(i + rank) % unled.len()];
-                let key = self.leader_key(env);
+                let key = self.keys.leader(env);
                 let txn = Txn::new()
                     .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                     .and_then([TxnOp::put(
@@ -409,13 +484,16 @@ impl Election {
                 let resp = self.call("campaign", kv.txn(txn)).await?;
                 if resp.succeeded() {
                     mine.insert(env.clone());
+                    leaders.insert(env.clone(), (self.replica.clone(), lease));
+                    seen.entry(env.clone()).or_default().leader = Some(self.replica.clone());
                 } else {
                     for op in resp.op_responses() {
                         if let etcd_client::TxnOpResponse::Get(g) = op
                             && let Some(item) = g.kvs().first()
                         {
-                            leaders
-                                .insert(env.clone(), (item.value_str().unwrap_or_default().to_owned(), item.lease()));
+                            let holder = item.value_str().unwrap_or_default().to_owned();
+                            seen.entry(env.clone()).or_default().leader = Some(holder.clone());
+                            leaders.insert(env.clone(), (holder, item.lease()));
                         }
                     }
                 }
@@ -427,9 +505,10 @@ impl Election {
                 self.status.set_role(env, Role::Leader);
             } else {
                 self.leadership.set(env, None);
-                self.status.set_role(env, Role::Follower(leaders.get(env).map(|(r, _)| r.clone())));
+                self.status.set_role(env, Role::Follower);
             }
         }
+        self.status.observed(sent, read_revision, &seen);
         for env in self.leadership.led() {
             if !envs.contains(&env) {
                 self.leadership.set(&env, None);
@@ -447,7 +526,7 @@ impl Election {
             let lock = self.leadership.pass_lock(env);
             let _guard = lock.lock().await;
         }
-        let key = self.leader_key(env);
+        let key = self.keys.leader(env);
         let txn = Txn::new()
             .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
             .and_then([TxnOp::delete(key, None)]);

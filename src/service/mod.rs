@@ -22,7 +22,16 @@
 //!   file source; a bad config is rejected and the last good one kept;
 //! - Vault credentials: per config generation,
 //!   [`crate::source::Sources::maintain_credentials`] renews or logs in again;
-//! - [`crate::http`]: `/metrics`, `/healthz`, `/readyz` from [`status`].
+//! - [`status`]: the board every task reports to, and the one readiness
+//!   rule: a replica is ready only when every env it serves has a leader
+//!   (etcd answered within the last `2/3 × ttl`) whose last pass, published
+//!   in etcd by [`published`], succeeded within two intervals;
+//! - [`crate::http`]: `/` (the status page, [`page`]), `/metrics`,
+//!   `/healthz`, `/readyz`, all read from the board.
+//!
+//! What the service keeps in etcd (under `<prefix>/_service/`) and what the
+//! reconciler's etcd role must allow is listed in [`published`];
+//! `policies/reconciler.toml` grants exactly that.
 //!
 //! Without `[etcd]` (keys from the file source) there is no watch on a
 //! server and no election: the file source is watched with `notify`, and the
@@ -37,8 +46,11 @@
 //! is fire-and-forget.
 
 mod election;
+mod page;
+pub mod published;
 mod reload;
 mod status;
+mod summary;
 mod watch;
 mod worker;
 
@@ -64,14 +76,15 @@ use crate::source::{SourceKind, Sources};
 use crate::target::kubernetes::KubeClients;
 
 use election::{Election, Leadership};
+use published::{Publisher, ServiceKeys};
 use reload::{ConfigWatch, ReloadEvent, WatchSetupError};
-use status::Status;
+use status::Board;
 use worker::{Reason, Trigger, Worker};
 
 /// How the service was started (the command line).
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Where to serve `/metrics`, `/healthz`, `/readyz`; none when `None`.
+    /// Where to serve `/`, `/metrics`, `/healthz`, `/readyz`; none when `None`.
     pub listen: Option<SocketAddr>,
     /// This replica's name in the election; default `<hostname>-<pid>`.
     pub replica_id: Option<String>,
@@ -149,11 +162,13 @@ struct EnvHandle {
 
 /// The parts every env task gets.
 struct Shared {
+    replica: String,
     generation: tokio::sync::watch::Receiver<Arc<Generation>>,
     leadership: Arc<Leadership>,
     metrics: Arc<Metrics>,
-    status: Arc<Status>,
+    status: Arc<Board>,
     coordination: Option<Arc<EtcdSource>>,
+    publisher: Option<Arc<Publisher>>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -196,10 +211,12 @@ impl Shared {
             }
             let worker = Worker {
                 env: env.clone(),
+                replica: self.replica.clone(),
                 generation: self.generation.clone(),
                 leadership: self.leadership.clone(),
                 metrics: self.metrics.clone(),
                 status: self.status.clone(),
+                publisher: self.publisher.clone(),
                 revision,
                 triggers: rx,
             };
@@ -243,8 +260,16 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
             metrics.set_leader(env, true);
         }
     }
-    let status = Arc::new(Status::new(replica.clone(), &config.envs, config.interval, election));
     let leadership = Arc::new(Leadership::new(election, replica.clone(), metrics.clone()));
+    let status = Arc::new(Board::new(
+        replica.clone(),
+        &config.envs,
+        config.interval,
+        election,
+        settings.election_ttl,
+        leadership.clone(),
+        metrics.clone(),
+    ));
     // Bind and watch before starting anything, so these fail the start.
     let server = match options.listen {
         Some(addr) => Some(Server::bind(addr).await?),
@@ -260,10 +285,13 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
         KeysSource::Etcd(s) => Some(Arc::new(EtcdSource::new(s.clone()))),
         KeysSource::Files(_) => None,
     };
-    let election_root = match &config.keys {
-        KeysSource::Etcd(s) => format!("{}/_service/", s.prefix),
-        KeysSource::Files(_) => String::new(),
+    let keys = match &config.keys {
+        KeysSource::Etcd(s) => ServiceKeys::new(&s.prefix),
+        KeysSource::Files(_) => ServiceKeys::new(""),
     };
+    let publisher = coordination
+        .as_ref()
+        .map(|etcd| Arc::new(Publisher { etcd: etcd.clone(), keys: keys.clone(), timeout: settings.election_ttl / 3 }));
     info!(
         replica = %replica,
         envs = %config.envs.join(","),
@@ -283,18 +311,20 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
     let first = new_generation(config, templates, &metrics, &stop, &tasks);
     let (gen_tx, gen_rx) = tokio::sync::watch::channel(first);
     let shared = Shared {
+        replica: replica.clone(),
         generation: gen_rx.clone(),
         leadership: leadership.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
         coordination: coordination.clone(),
+        publisher,
         stop: stop.clone(),
         tasks: tasks.clone(),
     };
 
     if let Some(server) = server {
         info!(addr = %server.addr, "listening");
-        let (m, s, c) = (metrics.clone(), status.clone() as Arc<dyn crate::http::Readiness>, infra.clone());
+        let (m, s, c) = (metrics.clone(), status.clone() as Arc<dyn crate::http::Views>, infra.clone());
         infra_tasks.spawn(async move {
             if let Err(e) = server.serve(m, s, c).await {
                 error!(error = %e, "HTTP server stopped");
@@ -304,7 +334,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
     if let Some(etcd) = &coordination {
         let e = Election {
             etcd: etcd.clone(),
-            root: election_root,
+            keys,
             ttl: settings.election_ttl,
             replica: replica.clone(),
             leadership: leadership.clone(),
@@ -327,7 +357,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
                 ReloadEvent::Config(loaded) => {
                     let (config, templates) = *loaded;
                     let election = leadership.enabled();
-                    status.set_envs(&config.envs, config.interval, election);
+                    status.set_envs(&config.envs, config.interval);
                     metrics.init_series(&config.envs, &source_kinds(&config), &target_kinds(&config));
                     if !election {
                         for env in &config.envs {

@@ -1,78 +1,224 @@
-//! What each env's worker last saw, for `/readyz`.
+//! The status board: what this replica knows about every env it serves,
+//! and the one readiness rule that `/readyz`, the status page and the
+//! metrics all read from it.
 //!
-//! Readiness is judged per env this replica is responsible for (it leads
-//! it, or there is no election): the last pass must have succeeded and the
-//! last success must be less than two intervals old. An env another replica
-//! leads is that replica's business and does not make this one unready; it
-//! is shown with its leader. The body never holds a value: errors are the
-//! `Display` of the typed errors, which name keys, paths and sources only.
+//! **Readiness.** A replica is ready when, for every env it serves:
+//! 1. with an election: etcd answered the election within the last
+//!    `2/3 × ttl` (else `no_leader`, code `etcd_unreachable`,
+//!    `etcd_denied`, `etcd_auth_failed` or `starting`);
+//! 2. with an election: some replica holds the env's leader key (else
+//!    `no_leader`, code `unled`);
+//! 3. the env's last pass, by whoever led it, is known (else `pending`,
+//!    `no_pass_yet`), succeeded (else `failing` with the pass's first
+//!    failure code, e.g. `vault_denied`, `check_rejected`) and ended within
+//!    two intervals (else `stale`, `no_recent_pass`).
+//!
+//! Followers learn the last pass from the record the leader publishes in
+//! etcd ([`super::published`]); the leader's own view is the same record,
+//! taken only once it is written, so every replica gives the same answer.
+//! Without an election (keys from files) the replica's own passes count.
+//!
+//! Decisions:
+//! - **Judged when asked**, from times, not from events: a replica whose
+//!   etcd hangs (SIGSTOP, partition) has no event to react to, but its last
+//!   contact ages, so it turns not-ready within one TTL however the
+//!   election task is stuck.
+//! - **States and codes only** leave this module (`/readyz`, the page,
+//!   etcd); error text goes to the log where it happens.
+//! - A record's age is judged by its wall-clock time: replicas are assumed
+//!   to agree on the time to well within an interval (NTP).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::http::Readiness;
-use crate::reconcile::Report;
-use crate::target::TargetError;
+use super::election::Leadership;
+use super::published::{EnvRecord, TargetState};
+use crate::http::Views;
+use crate::metrics::Metrics;
 
 /// How this replica relates to an env.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// No election (keys come from files): this replica writes every env.
     Standalone,
     Leader,
-    /// Another replica leads (its id), or nobody does yet (`None`).
-    Follower(Option<String>),
+    /// Another replica leads, or nobody does.
+    Follower,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+        }
+    }
+}
+
+/// What the election read for one env.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// The replica holding the leader key.
+    pub leader: Option<String>,
+    /// The published status: its bytes and etcd `mod_revision`.
+    pub status: Option<(Vec<u8>, i64)>,
+}
+
+/// One env as this replica knows it.
 #[derive(Debug, Clone)]
-struct Failure {
-    what: String,
-    error: String,
+pub struct EnvView {
+    pub role: Role,
+    /// Holder of the leader key at the last read (election only).
+    pub leader: Option<String>,
+    pub record: Option<EnvRecord>,
+    /// etcd `mod_revision` of `record` (0: a local record).
+    record_revision: i64,
+    /// The published status could not be parsed.
+    pub record_invalid: bool,
+    /// This replica's etcd watch on the env is down.
+    pub watch_lost: bool,
 }
 
-#[derive(Debug, Clone)]
-struct EnvStatus {
-    role: Role,
-    last_pass: Option<(SystemTime, Instant)>,
-    last_success: Option<(SystemTime, Instant)>,
-    /// Why the last pass failed: the source, or the outputs/targets.
-    source_failure: Option<(String, String)>,
-    failures: Vec<Failure>,
-    watch_error: Option<String>,
+impl EnvView {
+    pub(super) fn new(role: Role) -> Self {
+        Self { role, leader: None, record: None, record_revision: 0, record_invalid: false, watch_lost: false }
+    }
 }
 
-/// The status board every worker writes and `/readyz` reads.
-pub struct Status {
-    replica: String,
-    inner: Mutex<Inner>,
+/// The readiness of one env: a state and, unless ok, a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub state: &'static str,
+    pub code: Option<String>,
+}
+
+impl Verdict {
+    pub fn ready(&self) -> bool {
+        self.state == "ok"
+    }
+
+    fn not(state: &'static str, code: impl Into<String>) -> Self {
+        Self { state, code: Some(code.into()) }
+    }
+}
+
+/// The election's contact with etcd.
+#[derive(Debug, Clone, Default)]
+struct Contact {
+    /// When the last successful read of the election keys was sent.
+    ok_at: Option<Instant>,
+    /// Why the last attempt failed, as a code.
+    error: Option<&'static str>,
+}
+
+/// What [`judge`] needs besides the env.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: Instant,
+    pub now_ms: u64,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        Self { now: Instant::now(), now_ms: unix_ms(SystemTime::now()) }
+    }
+}
+
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 struct Inner {
     interval: Duration,
-    envs: BTreeMap<String, EnvStatus>,
+    envs: BTreeMap<String, EnvView>,
+    contact: Contact,
 }
 
-impl Status {
-    pub fn new(replica: String, envs: &[String], interval: Duration, election: bool) -> Self {
-        let role = if election { Role::Follower(None) } else { Role::Standalone };
-        let envs = envs
-            .iter()
-            .map(|e| {
-                let s = EnvStatus {
-                    role: role.clone(),
-                    last_pass: None,
-                    last_success: None,
-                    source_failure: None,
-                    failures: Vec::new(),
-                    watch_error: None,
-                };
-                (e.clone(), s)
-            })
-            .collect();
-        Self { replica, inner: Mutex::new(Inner { interval, envs }) }
+/// The status board every task writes and the HTTP endpoints read.
+pub struct Board {
+    replica: String,
+    election: bool,
+    /// How long an etcd contact counts: the fence's validity, `2/3 × ttl`.
+    contact_valid: Duration,
+    leadership: Arc<Leadership>,
+    metrics: Arc<Metrics>,
+    recovered: watch::Sender<u64>,
+    inner: Mutex<Inner>,
+}
+
+/// The readiness of one env, from what is known at `clock`.
+fn judge(
+    view: &EnvView,
+    election: bool,
+    contact: &Contact,
+    contact_valid: Duration,
+    interval: Duration,
+    clock: Clock,
+) -> Verdict {
+    if election {
+        let fresh = contact.ok_at.is_some_and(|t| clock.now.saturating_duration_since(t) <= contact_valid);
+        if !fresh {
+            let code = match (contact.error, contact.ok_at) {
+                (Some(code), _) => code,
+                (None, None) => "starting",
+                (None, Some(_)) => "etcd_unreachable",
+            };
+            return Verdict::not("no_leader", code);
+        }
+        if view.leader.is_none() {
+            return Verdict::not("no_leader", "unled");
+        }
+    }
+    if view.record_invalid {
+        return Verdict::not("failing", "invalid_record");
+    }
+    let Some(record) = &view.record else { return Verdict::not("pending", "no_pass_yet") };
+    if !record.ok {
+        return Verdict::not("failing", record.code.clone().unwrap_or_else(|| "failed".to_owned()));
+    }
+    let limit = u64::try_from((interval * 2).as_millis()).unwrap_or(u64::MAX);
+    if clock.now_ms.saturating_sub(record.at_ms) > limit {
+        return Verdict::not("stale", "no_recent_pass");
+    }
+    Verdict { state: "ok", code: None }
+}
+
+/// Everything the page shows, read at one moment.
+pub struct Snapshot {
+    pub replica: String,
+    pub election: bool,
+    pub clock: Clock,
+    pub envs: Vec<(String, EnvView, Verdict)>,
+}
+
+impl Board {
+    pub fn new(
+        replica: String,
+        envs: &[String],
+        interval: Duration,
+        election: bool,
+        election_ttl: Duration,
+        leadership: Arc<Leadership>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let role = if election { Role::Follower } else { Role::Standalone };
+        let envs = envs.iter().map(|e| (e.clone(), EnvView::new(role))).collect();
+        let (recovered, _) = watch::channel(0);
+        Self {
+            replica,
+            election,
+            contact_valid: election_ttl * 2 / 3,
+            leadership,
+            metrics,
+            recovered,
+            inner: Mutex::new(Inner { interval, envs, contact: Contact::default() }),
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
@@ -81,193 +227,286 @@ impl Status {
     }
 
     /// Follows a config reload: the env set and the interval.
-    pub fn set_envs(&self, envs: &[String], interval: Duration, election: bool) {
+    pub fn set_envs(&self, envs: &[String], interval: Duration) {
+        let role = if self.election { Role::Follower } else { Role::Standalone };
         self.with(|inner| {
             inner.interval = interval;
             inner.envs.retain(|e, _| envs.contains(e));
             for e in envs {
-                inner.envs.entry(e.clone()).or_insert_with(|| EnvStatus {
-                    role: if election { Role::Follower(None) } else { Role::Standalone },
-                    last_pass: None,
-                    last_success: None,
-                    source_failure: None,
-                    failures: Vec::new(),
-                    watch_error: None,
-                });
+                inner.envs.entry(e.clone()).or_insert_with(|| EnvView::new(role));
             }
         });
     }
 
     pub fn set_role(&self, env: &str, role: Role) {
         self.with(|inner| {
-            if let Some(s) = inner.envs.get_mut(env) {
-                s.role = role;
+            if let Some(v) = inner.envs.get_mut(env) {
+                v.role = role;
             }
         });
     }
 
-    pub fn set_watch_error(&self, env: &str, error: Option<String>) {
+    pub fn set_watch_lost(&self, env: &str, lost: bool) {
         self.with(|inner| {
-            if let Some(s) = inner.envs.get_mut(env) {
-                s.watch_error = error;
+            if let Some(v) = inner.envs.get_mut(env) {
+                v.watch_lost = lost;
             }
         });
     }
 
-    /// Records a pass. `backing_off` lists targets skipped in this pass
-    /// and the error that put them there; they keep the env failing.
-    pub fn record_pass(&self, env: &str, report: &Report, backing_off: &[(String, String)]) {
-        let now = (SystemTime::now(), Instant::now());
+    /// The election read its keys; the read was sent at `sent` and saw
+    /// etcd at `read_revision`.
+    pub fn observed(&self, sent: Instant, read_revision: i64, seen: &BTreeMap<String, Seen>) {
         self.with(|inner| {
-            let Some(s) = inner.envs.get_mut(env) else { return };
-            s.last_pass = Some(now);
-            s.source_failure = None;
-            s.failures.clear();
-            for e in &report.envs {
-                if let Some(err) = &e.source_error {
-                    s.source_failure = Some((crate::metrics::source_label(err.kind()).to_owned(), err.to_string()));
+            inner.contact = Contact { ok_at: Some(sent), error: None };
+            for (env, v) in inner.envs.iter_mut() {
+                let Some(s) = seen.get(env) else { continue };
+                v.leader = s.leader.clone();
+                // A read from before this replica's own publish is older news.
+                if read_revision < v.record_revision {
+                    continue;
                 }
-                for o in &e.outputs {
-                    if let Some(err) = &o.error {
-                        s.failures.push(Failure { what: format!("output {}", o.output), error: err.to_string() });
+                match &s.status {
+                    None => {
+                        v.record = None;
+                        v.record_revision = 0;
+                        v.record_invalid = false;
                     }
-                    for t in &o.targets {
-                        match &t.error {
-                            // Losing leadership mid-pass is not a failure of the env.
-                            None | Some(TargetError::Fenced { .. }) => {}
-                            Some(err) => {
-                                s.failures.push(Failure { what: format!("target {}", t.id), error: err.to_string() })
-                            }
-                        }
+                    Some((bytes, rev)) => {
+                        v.record = EnvRecord::parse(bytes);
+                        v.record_invalid = v.record.is_none();
+                        v.record_revision = *rev;
                     }
                 }
-            }
-            for (id, error) in backing_off {
-                s.failures.push(Failure { what: format!("target {id} (backing off)"), error: error.clone() });
-            }
-            if s.source_failure.is_none() && s.failures.is_empty() {
-                s.last_success = Some(now);
             }
         });
     }
-}
 
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+    /// The election could not talk to etcd (`code`, e.g. `etcd_unreachable`).
+    pub fn contact_failed(&self, code: &'static str) {
+        self.with(|inner| inner.contact.error = Some(code));
+    }
 
-impl Readiness for Status {
-    fn readiness(&self) -> (bool, Value) {
+    /// etcd answers again after failing: workers pass at once.
+    pub fn etcd_recovered(&self) {
+        self.recovered.send_modify(|n| *n += 1);
+    }
+
+    pub fn subscribe_recovered(&self) -> watch::Receiver<u64> {
+        self.recovered.subscribe()
+    }
+
+    /// The record of a pass: this replica's own (no election), or one it
+    /// has just published at etcd revision `revision`.
+    pub fn record(&self, env: &str, record: EnvRecord, revision: i64) {
         self.with(|inner| {
-            let stale_after = inner.interval * 2;
-            let mut all_ready = true;
-            let mut envs = serde_json::Map::new();
-            for (name, s) in &inner.envs {
-                let (role, leader) = match &s.role {
-                    Role::Standalone => ("standalone", None),
-                    Role::Leader => ("leader", None),
-                    Role::Follower(l) => ("follower", l.clone()),
-                };
-                let responsible = matches!(s.role, Role::Standalone | Role::Leader);
-                let failing = s.source_failure.is_some() || !s.failures.is_empty();
-                let reason = if !responsible {
-                    None
-                } else if let Some((source, error)) = &s.source_failure {
-                    Some(format!("source {source} failed: {error}"))
-                } else if !s.failures.is_empty() {
-                    Some(format!(
-                        "{} failing",
-                        s.failures.iter().map(|f| f.what.as_str()).collect::<Vec<_>>().join(", ")
-                    ))
-                } else {
-                    match s.last_success {
-                        None => Some("no pass has completed yet".to_owned()),
-                        Some((_, at)) if at.elapsed() > stale_after => Some(format!(
-                            "last successful pass was {} s ago (limit: 2 intervals)",
-                            at.elapsed().as_secs()
-                        )),
-                        Some(_) => None,
-                    }
-                };
-                let ready = reason.is_none();
-                all_ready &= ready;
-                let mut e = json!({ "ready": ready, "role": role });
-                if let Some(l) = leader {
-                    e["leader"] = json!(l);
-                }
-                if let Some(r) = reason {
-                    e["reason"] = json!(r);
-                }
-                if let Some((source, error)) = &s.source_failure
-                    && responsible
-                {
-                    e["source"] = json!({ "name": source, "error": error });
-                }
-                if failing && responsible && !s.failures.is_empty() {
-                    e["failing"] = s.failures.iter().map(|f| json!({ "what": f.what, "error": f.error })).collect();
-                }
-                if let Some((t, _)) = s.last_success {
-                    e["last_success_unix"] = json!(unix(t));
-                }
-                if let Some((t, _)) = s.last_pass {
-                    e["last_pass_unix"] = json!(unix(t));
-                }
-                if let Some(w) = &s.watch_error {
-                    e["watch"] = json!(format!("lost: {w}"));
-                }
-                envs.insert(name.clone(), e);
+            if let Some(v) = inner.envs.get_mut(env)
+                && revision >= v.record_revision
+            {
+                v.record = Some(record);
+                v.record_revision = revision;
+                v.record_invalid = false;
             }
-            (all_ready, json!({ "ready": all_ready, "replica": self.replica, "envs": envs }))
+        });
+    }
+
+    /// The env's last known record (for carrying "last change" over).
+    pub fn record_of(&self, env: &str) -> Option<EnvRecord> {
+        self.with(|inner| inner.envs.get(env).and_then(|v| v.record.clone()))
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let clock = Clock::now();
+        self.with(|inner| Snapshot {
+            replica: self.replica.clone(),
+            election: self.election,
+            clock,
+            envs: inner
+                .envs
+                .iter()
+                .map(|(name, v)| {
+                    let verdict = judge(v, self.election, &inner.contact, self.contact_valid, inner.interval, clock);
+                    (name.clone(), v.clone(), verdict)
+                })
+                .collect(),
         })
+    }
+}
+
+impl Views for Board {
+    fn readiness(&self) -> (bool, Value) {
+        let snap = self.snapshot();
+        let mut envs = Map::new();
+        let mut all = true;
+        for (name, v, verdict) in &snap.envs {
+            all &= verdict.ready();
+            let mut e = json!({ "state": verdict.state, "role": v.role.as_str() });
+            if let Some(code) = &verdict.code {
+                e["code"] = json!(code);
+            }
+            if let Some(l) = &v.leader {
+                e["leader"] = json!(l);
+            }
+            if v.watch_lost {
+                e["watch"] = json!("lost");
+            }
+            if let Some(r) = &v.record {
+                let outputs: Map<String, Value> = r.outputs.iter().map(|o| (o.name.clone(), json!(o.code))).collect();
+                if !outputs.is_empty() {
+                    e["outputs"] = Value::Object(outputs);
+                }
+                let targets: Map<String, Value> = r
+                    .targets
+                    .iter()
+                    .filter(|t| matches!(t.state, TargetState::Failing | TargetState::BackingOff))
+                    .map(|t| (t.id.clone(), json!({ "state": t.state.as_str(), "code": t.code })))
+                    .collect();
+                if !targets.is_empty() {
+                    e["targets"] = Value::Object(targets);
+                }
+            }
+            envs.insert(name.clone(), e);
+        }
+        (all, json!({ "ready": all, "replica": snap.replica, "envs": envs }))
+    }
+
+    fn status_page(&self) -> String {
+        super::page::render(&self.snapshot())
+    }
+
+    /// Gauges that depend on time are set when scraped: `cfgsync_leader`
+    /// from the fence itself, `cfgsync_env_led` and `cfgsync_env_ready`
+    /// from the same judgement as `/readyz`.
+    fn refresh_metrics(&self) {
+        for (env, _, verdict) in self.snapshot().envs {
+            let led = !self.election || verdict.state != "no_leader";
+            self.metrics.set_env_state(&env, led, verdict.ready());
+            self.metrics.set_leader(&env, self.leadership.leads(&env));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::EnvReport;
-    use crate::source::{SourceError, SourceKind};
+    use crate::service::published::TargetRecord;
 
-    fn report(env: &str, source_error: Option<SourceError>) -> Report {
-        Report {
-            envs: vec![EnvReport {
-                env: env.to_owned(),
-                revision: None,
-                source_error,
-                outputs: Vec::new(),
-                pruned: Vec::new(),
-                prune_errors: Vec::new(),
+    fn record(ok: bool, at_ms: u64) -> EnvRecord {
+        EnvRecord {
+            leader: "r2".into(),
+            at_ms,
+            revision: Some(9),
+            ok,
+            code: (!ok).then(|| "vault_denied".to_owned()),
+            outputs: Vec::new(),
+            targets: vec![TargetRecord {
+                id: "prod/api/0".into(),
+                kind: "file".into(),
+                address: "out/prod/api.env".into(),
+                state: if ok { TargetState::Ok } else { TargetState::BackingOff },
+                code: (!ok).then(|| "check_rejected".to_owned()),
+                last_change_ms: None,
             }],
         }
     }
 
-    #[test]
-    fn ready_only_when_every_responsible_env_succeeded() {
-        let envs = ["prod".to_owned(), "staging".to_owned()];
-        let s = Status::new("r1".to_owned(), &envs, Duration::from_secs(60), true);
-        s.set_role("prod", Role::Leader);
-        s.set_role("staging", Role::Follower(Some("r2".to_owned())));
-        let (ready, body) = s.readiness();
-        assert!(!ready);
-        assert_eq!(body["envs"]["prod"]["reason"], "no pass has completed yet");
-        assert_eq!(body["envs"]["staging"]["ready"], true, "another replica's env: {body}");
-        assert_eq!(body["envs"]["staging"]["leader"], "r2");
+    fn board(election: bool) -> Board {
+        let metrics = Arc::new(Metrics::new());
+        let leadership = Arc::new(Leadership::new(election, "r1".into(), metrics.clone()));
+        Board::new(
+            "r1".into(),
+            &["prod".to_owned()],
+            Duration::from_secs(60),
+            election,
+            Duration::from_secs(15),
+            leadership,
+            metrics,
+        )
+    }
 
-        s.record_pass("prod", &report("prod", None), &[]);
-        assert!(s.readiness().0);
+    fn seen(leader: Option<&str>, record: Option<&EnvRecord>, rev: i64) -> BTreeMap<String, Seen> {
+        let status = record.map(|r| (r.to_json().into_bytes(), rev));
+        BTreeMap::from([("prod".to_owned(), Seen { leader: leader.map(str::to_owned), status })])
+    }
 
-        let err = SourceError::Connect {
-            source_kind: SourceKind::Etcd,
-            endpoint: "http://e:2379".to_owned(),
-            cause: "refused".to_owned(),
-        };
-        s.record_pass("prod", &report("prod", Some(err)), &[]);
-        let (ready, body) = s.readiness();
-        assert!(!ready);
-        assert_eq!(body["envs"]["prod"]["source"]["name"], "etcd", "{body}");
-        assert!(
-            body["envs"]["prod"]["reason"].as_str().unwrap().starts_with("source etcd failed: etcd: cannot connect")
+    /// A read at revision `rev` that saw `leader` and `record` (written at `rev`).
+    fn observe(b: &Board, leader: Option<&str>, record: Option<&EnvRecord>, rev: i64) {
+        b.observed(Instant::now(), rev, &seen(leader, record, rev));
+    }
+
+    fn state(b: &Board) -> (bool, String, Option<String>) {
+        let (ready, body) = b.readiness();
+        let e = &body["envs"]["prod"];
+        (ready, e["state"].as_str().unwrap().to_owned(), e["code"].as_str().map(str::to_owned))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_env_is_ready_only_with_a_leader_a_fresh_contact_and_a_good_recent_pass() {
+        let b = board(true);
+        assert_eq!(state(&b), (false, "no_leader".into(), Some("starting".into())));
+        b.contact_failed("etcd_denied");
+        assert_eq!(state(&b), (false, "no_leader".into(), Some("etcd_denied".into())));
+
+        let now_ms = unix_ms(SystemTime::now());
+        observe(&b, None, None, 0);
+        assert_eq!(state(&b), (false, "no_leader".into(), Some("unled".into())));
+        observe(&b, Some("r2"), None, 0);
+        assert_eq!(state(&b), (false, "pending".into(), Some("no_pass_yet".into())));
+        observe(&b, Some("r2"), Some(&record(false, now_ms)), 5);
+        assert_eq!(state(&b), (false, "failing".into(), Some("vault_denied".into())));
+        let body = b.readiness().1;
+        assert_eq!(
+            body["envs"]["prod"]["targets"]["prod/api/0"],
+            json!({"state": "backing_off", "code": "check_rejected"})
         );
-        assert!(body["envs"]["prod"]["last_success_unix"].is_u64());
+        observe(&b, Some("r2"), Some(&record(true, now_ms)), 6);
+        assert_eq!(state(&b), (true, "ok".into(), None));
+        assert_eq!(b.readiness().1["envs"]["prod"]["leader"], "r2");
+
+        // etcd stops answering: not ready once the contact is 2/3 TTL old,
+        // whatever the election task is doing.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(b.readiness().0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(state(&b), (false, "no_leader".into(), Some("etcd_unreachable".into())));
+        b.contact_failed("etcd_unreachable");
+        observe(&b, Some("r2"), Some(&record(true, now_ms)), 6);
+        assert!(b.readiness().0, "ready again as soon as etcd answers");
+
+        // A pass older than two intervals is stale.
+        let old = now_ms - 121_000;
+        observe(&b, Some("r2"), Some(&record(true, old)), 7);
+        assert_eq!(state(&b), (false, "stale".into(), Some("no_recent_pass".into())));
+
+        // Garbage in the status key: failing, and nothing of it shown.
+        let mut s = seen(Some("r2"), None, 8);
+        s.get_mut("prod").unwrap().status = Some((b"password=hunter2".to_vec(), 8));
+        b.observed(Instant::now(), 8, &s);
+        assert_eq!(state(&b), (false, "failing".into(), Some("invalid_record".into())));
+        assert!(!b.readiness().1.to_string().contains("hunter2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_published_record_is_not_replaced_by_an_older_read() {
+        let b = board(true);
+        let now_ms = unix_ms(SystemTime::now());
+        b.record("prod", record(true, now_ms), 10);
+        observe(&b, Some("r1"), Some(&record(false, now_ms)), 9);
+        assert!(b.readiness().0, "the read was sent before the publish landed");
+        observe(&b, Some("r1"), Some(&record(false, now_ms)), 11);
+        assert!(!b.readiness().0);
+    }
+
+    #[test]
+    fn without_an_election_the_own_passes_count() {
+        let b = board(false);
+        assert_eq!(state(&b), (false, "pending".into(), Some("no_pass_yet".into())));
+        b.record("prod", record(true, unix_ms(SystemTime::now())), 0);
+        assert_eq!(state(&b), (true, "ok".into(), None));
+        assert_eq!(b.readiness().1["envs"]["prod"]["role"], "standalone");
+        b.refresh_metrics();
+        let text = b.metrics.encode();
+        assert!(text.contains("cfgsync_env_led{env=\"prod\"} 1\n"), "{text}");
+        assert!(text.contains("cfgsync_env_ready{env=\"prod\"} 1\n"), "{text}");
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::status::Status;
+use super::status::Board;
 use super::worker::{Reason, Trigger};
 use crate::source::etcd::EtcdSource;
 
@@ -39,7 +39,7 @@ pub struct EnvWatch {
     /// Newest revision known to be reflected (events seen, passes read).
     pub revision: Arc<AtomicI64>,
     pub trigger: mpsc::Sender<Trigger>,
-    pub status: Arc<Status>,
+    pub status: Arc<Board>,
     /// How long connecting may take (the etcd timeout).
     pub timeout: Duration,
 }
@@ -56,7 +56,7 @@ impl EnvWatch {
             if !lost {
                 lost = true;
                 warn!(env = %self.env, error = %error, "etcd watch lost; falling back to the interval and reconnecting");
-                self.status.set_watch_error(&self.env, Some(error.clone()));
+                self.status.set_watch_lost(&self.env, true);
                 let _ = self.trigger.try_send(Trigger::now(Reason::WatchLost));
             } else {
                 debug!(env = %self.env, error = %error, "etcd watch still down");
@@ -110,7 +110,7 @@ impl EnvWatch {
                         *lost = false;
                         *backoff = BACKOFF_MIN;
                         info!(env = %self.env, from = from + 1, "etcd watch re-established");
-                        self.status.set_watch_error(&self.env, None);
+                        self.status.set_watch_lost(&self.env, false);
                         let _ = self.trigger.try_send(Trigger::now(Reason::WatchResumed));
                     } else if resp.created() {
                         *backoff = BACKOFF_MIN;

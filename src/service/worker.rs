@@ -15,17 +15,24 @@
 //!   then on its own timer, so a broken target neither delays nor hides the
 //!   others;
 //! - a source failure writes nothing for the env (reconcile fails closed)
-//!   and is retried on the next tick (or when the watch comes back);
+//!   and is retried on its own backoff (1 s, doubling, capped at the
+//!   interval), so the env recovers within seconds of the source;
+//! - when the election reaches etcd again after failing, a led env passes
+//!   at once instead of waiting for the interval;
 //! - drift (a target changed by someone else after cfgsync wrote it) is
 //!   recognised by remembering a hash of what was last written for each
 //!   target, counted, logged and reverted by the same pass.
+//!
+//! After each pass the worker makes the env's [`EnvRecord`] (states and
+//! codes, see [`super::published`]) and, with an election, publishes it to
+//! etcd for every replica's readiness and status page; without one it goes
+//! straight to the board. The report itself is read in one place,
+//! [`PassSummary::of`].
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -34,12 +41,13 @@ use tracing::{debug, info, warn};
 
 use super::Generation;
 use super::election::Leadership;
-use super::status::Status;
+use super::published::{EnvRecord, OutputRecord, PublishError, Publisher, TargetRecord, TargetState};
+use super::status::{Board, unix_ms};
+use super::summary::PassSummary;
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Change, PassOptions, Report};
-use crate::target::TargetError;
+use crate::reconcile::{self, PassOptions};
 
-/// First backoff of a failed target.
+/// First backoff of a failed target or source.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 
 /// Why a pass runs; shown in the pass's log line.
@@ -55,6 +63,8 @@ pub enum Reason {
     ConfigReloaded,
     Elected,
     Retry,
+    SourceRetry,
+    EtcdRecovered,
 }
 
 impl Reason {
@@ -70,6 +80,8 @@ impl Reason {
             Reason::ConfigReloaded => "config reloaded",
             Reason::Elected => "elected",
             Reason::Retry => "target backoff over",
+            Reason::SourceRetry => "source backoff over",
+            Reason::EtcdRecovered => "etcd reachable again",
         }
     }
 }
@@ -104,20 +116,53 @@ impl Pending {
     fn due(&self, debounce: Duration) -> Instant {
         if self.debounced { (self.last + debounce).min(self.first + debounce * 5) } else { self.first }
     }
+
+    fn at_once(reason: Reason) -> Self {
+        let now = Instant::now();
+        Self { reason, debounced: false, first: now, last: now }
+    }
 }
 
+/// A failed target (or the env's sources), waiting for its next try.
 struct Backoff {
     failures: u32,
     until: Instant,
-    error: String,
+    code: String,
+    kind: String,
+    address: String,
+}
+
+impl Backoff {
+    /// Counts one more failure and schedules the next try.
+    fn fail(&mut self, interval: Duration) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let delay = BACKOFF_MIN.saturating_mul(1 << (self.failures - 1).min(20)).min(interval);
+        self.until = Instant::now() + delay;
+        delay
+    }
+}
+
+/// What a worker remembers between passes; forgotten when it stops leading.
+#[derive(Default)]
+struct Memory {
+    backoff: BTreeMap<String, Backoff>,
+    /// The sources failed: when to try again.
+    source_retry: Option<Backoff>,
+    /// Hash of what was last written per target, to recognise drift.
+    written: BTreeMap<String, u64>,
+    /// When cfgsync last wrote each target (Unix ms).
+    last_change: BTreeMap<String, u64>,
 }
 
 pub struct Worker {
     pub env: String,
+    pub replica: String,
     pub generation: watch::Receiver<Arc<Generation>>,
     pub leadership: Arc<Leadership>,
     pub metrics: Arc<Metrics>,
-    pub status: Arc<Status>,
+    pub status: Arc<Board>,
+    /// With an election: where the env's record goes after each pass.
+    pub publisher: Option<Arc<Publisher>>,
     /// Shared with the env's watch: the newest revision reflected.
     pub revision: Arc<AtomicI64>,
     pub triggers: mpsc::Receiver<Trigger>,
@@ -133,21 +178,18 @@ impl Worker {
     /// only stops new passes from starting.
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut led = self.leadership.subscribe();
+        let mut recovered = self.status.subscribe_recovered();
         let mut was_leading = self.leadership.leads(&self.env);
-        let now = Instant::now();
-        let mut pending = Some(Pending { reason: Reason::Start, debounced: false, first: now, last: now });
-        let mut next_tick = now + jittered(self.generation.borrow().config.interval);
-        let mut backoff: BTreeMap<String, Backoff> = BTreeMap::new();
-        let mut written: BTreeMap<String, u64> = BTreeMap::new();
+        let mut pending = Some(Pending::at_once(Reason::Start));
+        let mut next_tick = Instant::now() + jittered(self.generation.borrow().config.interval);
+        let mut memory = Memory::default();
         loop {
             let debounce = self.generation.borrow().config.service.debounce;
-            let retry_at = backoff.values().map(|b| b.until).min();
+            let retry_at = memory.backoff.values().map(|b| b.until).min();
+            let source_retry_at = memory.source_retry.as_ref().map(|b| b.until);
             let mut wake = next_tick;
-            if let Some(p) = &pending {
-                wake = wake.min(p.due(debounce));
-            }
-            if let Some(r) = retry_at {
-                wake = wake.min(r);
+            for at in [pending.as_ref().map(|p| p.due(debounce)), retry_at, source_retry_at].into_iter().flatten() {
+                wake = wake.min(at);
             }
             tokio::select! {
                 biased;
@@ -176,10 +218,18 @@ impl Worker {
                     }
                     let leading = self.leadership.leads(&self.env);
                     if leading && !was_leading {
-                        let now = Instant::now();
-                        pending = Some(Pending { reason: Reason::Elected, debounced: false, first: now, last: now });
+                        pending = Some(Pending::at_once(Reason::Elected));
                     }
                     was_leading = leading;
+                    continue;
+                }
+                r = recovered.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if self.leadership.leads(&self.env) {
+                        pending = Some(Pending::at_once(Reason::EtcdRecovered));
+                    }
                     continue;
                 }
                 () = tokio::time::sleep_until(wake) => {}
@@ -189,6 +239,8 @@ impl Worker {
                 pending.take().map_or(Reason::Interval, |p| p.reason)
             } else if next_tick <= now {
                 Reason::Interval
+            } else if source_retry_at.is_some_and(|r| r <= now) {
+                Reason::SourceRetry
             } else if retry_at.is_some_and(|r| r <= now) {
                 Reason::Retry
             } else {
@@ -203,28 +255,22 @@ impl Worker {
                 // Not this replica's env (now): the leader owns its targets'
                 // backoff; start afresh if elected later.
                 debug!(env = %self.env, reason = reason.as_str(), "not leading this env; no pass");
-                backoff.clear();
-                written.clear();
+                memory = Memory::default();
                 continue;
             }
-            self.pass(&generation, reason, &mut backoff, &mut written).await;
+            self.pass(&generation, reason, &mut memory).await;
         }
     }
 
-    async fn pass(
-        &self,
-        generation: &Generation,
-        reason: Reason,
-        backoff: &mut BTreeMap<String, Backoff>,
-        written: &mut BTreeMap<String, u64>,
-    ) {
+    async fn pass(&self, generation: &Generation, reason: Reason, memory: &mut Memory) {
         let lock = self.leadership.pass_lock(&self.env);
         let _guard = lock.lock().await;
         if !self.leadership.leads(&self.env) {
             return;
         }
         let now = Instant::now();
-        let skip: BTreeSet<String> = backoff.iter().filter(|(_, b)| b.until > now).map(|(id, _)| id.clone()).collect();
+        let skip: BTreeSet<String> =
+            memory.backoff.iter().filter(|(_, b)| b.until > now).map(|(id, _)| id.clone()).collect();
         let options = PassOptions {
             env: Some(self.env.clone()),
             fence: Some(self.leadership.clone()),
@@ -240,84 +286,204 @@ impl Worker {
             &options,
         )
         .await;
+        let summary = PassSummary::of(&report);
+        drop(report);
         let took = started.elapsed();
-        if let Some(rev) = report.envs.first().and_then(|e| e.revision) {
+        if let Some(rev) = summary.revision {
             self.revision.fetch_max(rev, Ordering::SeqCst);
         }
         let interval = generation.config.interval;
-        let drifted = self.learn(&report, backoff, written, interval);
-        self.metrics.record_pass(&self.env, &report, took, drifted);
-        let backing_off: Vec<(String, String)> =
-            skip.iter().filter_map(|id| backoff.get(id).map(|b| (id.clone(), b.error.clone()))).collect();
-        self.status.record_pass(&self.env, &report, &backing_off);
-        let counts = report.counts();
-        let changed = counts.get("create").copied().unwrap_or(0) + counts.get("update").copied().unwrap_or(0);
+        let drifted = self.learn(&summary, memory, interval);
+        let backing_off: Vec<&String> = skip.iter().filter(|id| memory.backoff.contains_key(*id)).collect();
+        let ok = !summary.failed() && backing_off.is_empty();
+        let writes = summary.targets.iter().filter_map(|t| {
+            let result = if t.fenced {
+                "fenced"
+            } else if t.error.is_some() {
+                "error"
+            } else if t.wrote {
+                "ok"
+            } else {
+                return None;
+            };
+            Some((t.kind, result))
+        });
+        self.metrics.record_pass(
+            &self.env,
+            took,
+            drifted.len() as u64,
+            summary.source.as_ref().map(|(s, _)| *s),
+            writes,
+            ok,
+        );
+
         let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-        if report.failed() {
-            warn!(env = %self.env, reason = reason.as_str(), took_ms, changed, "pass failed (details above); other envs and targets unaffected");
+        let changed = summary.changed;
+        if summary.failed() {
+            let code = summary.first_code().unwrap_or_default();
+            warn!(env = %self.env, reason = reason.as_str(), took_ms, changed, code, "pass failed (details above); other envs and targets unaffected");
         } else if changed > 0 || reason != Reason::Interval {
             info!(env = %self.env, reason = reason.as_str(), took_ms, changed, skipped = skip.len(), "pass done");
         } else {
             debug!(env = %self.env, reason = reason.as_str(), took_ms, "pass done, nothing changed");
         }
+
+        if summary.targets.iter().any(|t| t.fenced) {
+            // Cut short by losing the lead: the next leader's pass tells.
+            return;
+        }
+        let record = self.record(&summary, memory, &drifted, &backing_off, ok);
+        self.publish(record).await;
     }
 
-    /// Updates backoff and the written-content memory from a report;
-    /// returns how many targets had drifted.
-    fn learn(
-        &self,
-        report: &Report,
-        backoff: &mut BTreeMap<String, Backoff>,
-        written: &mut BTreeMap<String, u64>,
-        interval: Duration,
-    ) -> u64 {
-        let mut drifted = 0;
-        let now = Instant::now();
-        for t in report.envs.iter().flat_map(|e| &e.outputs).flat_map(|o| &o.targets) {
-            let mut hasher = DefaultHasher::new();
-            for c in &t.changes {
-                match c {
-                    Change::File(c) => {
-                        c.desired.path.hash(&mut hasher);
-                        c.desired.content.expose().hash(&mut hasher);
-                        c.desired.mode.hash(&mut hasher);
-                    }
-                    Change::Object(c) => {
-                        if let Some(d) = &c.desired {
-                            d.fingerprint.hash(&mut hasher);
-                        }
-                    }
+    /// Updates backoffs, drift and change memory from a pass; returns the
+    /// targets whose drift it reverted.
+    fn learn(&self, summary: &PassSummary, memory: &mut Memory, interval: Duration) -> BTreeSet<String> {
+        match &summary.source {
+            Some((_, failure)) => {
+                let b = memory.source_retry.get_or_insert_with(|| Backoff {
+                    failures: 0,
+                    until: Instant::now(),
+                    code: String::new(),
+                    kind: String::new(),
+                    address: String::new(),
+                });
+                let delay = b.fail(interval);
+                b.code.clone_from(&failure.code);
+                warn!(env = %self.env, code = %failure.code, failures = b.failures, retry_in_ms = delay.as_millis() as u64, "sources failed; retrying");
+            }
+            None => {
+                if memory.source_retry.take().is_some() {
+                    info!(env = %self.env, "sources recovered");
                 }
             }
-            let desired = hasher.finish();
-            let needs_write = t.changes.iter().any(|c| c.action_name() != "unchanged");
+        }
+        let mut drifted = BTreeSet::new();
+        let now_ms = unix_ms(SystemTime::now());
+        for t in &summary.targets {
+            if t.fenced {
+                continue;
+            }
             match &t.error {
-                Some(TargetError::Fenced { .. }) => {}
-                Some(e) => {
-                    let entry = backoff.entry(t.id.clone()).or_insert(Backoff {
+                Some(failure) => {
+                    let entry = memory.backoff.entry(t.id.clone()).or_insert(Backoff {
                         failures: 0,
-                        until: now,
-                        error: String::new(),
+                        until: Instant::now(),
+                        code: String::new(),
+                        kind: t.kind.to_owned(),
+                        address: t.address.clone(),
                     });
-                    entry.failures = entry.failures.saturating_add(1);
-                    let delay = BACKOFF_MIN.saturating_mul(1 << (entry.failures - 1).min(20)).min(interval);
-                    entry.until = now + delay;
-                    entry.error = e.to_string();
-                    warn!(env = %self.env, target = %t.id, failures = entry.failures, retry_in_ms = delay.as_millis() as u64, "target failed; backing off");
+                    let delay = entry.fail(interval);
+                    entry.code.clone_from(&failure.code);
+                    warn!(env = %self.env, target = %t.id, code = %failure.code, failures = entry.failures, retry_in_ms = delay.as_millis() as u64, "target failed; backing off");
                 }
                 None => {
-                    if backoff.remove(&t.id).is_some() {
+                    if memory.backoff.remove(&t.id).is_some() {
                         info!(env = %self.env, target = %t.id, "target recovered");
                     }
-                    if needs_write && written.get(&t.id) == Some(&desired) {
-                        drifted += 1;
+                    if t.drift_seen || (t.needs_write && memory.written.get(&t.id) == Some(&t.desired_hash)) {
+                        drifted.insert(t.id.clone());
                         warn!(env = %self.env, target = %t.id, "drift: the target was changed outside cfgsync; reverted");
                     }
-                    written.insert(t.id.clone(), desired);
+                    if t.wrote {
+                        memory.last_change.insert(t.id.clone(), now_ms);
+                    }
+                    memory.written.insert(t.id.clone(), t.desired_hash);
                 }
             }
         }
         drifted
+    }
+
+    /// The env's record of this pass: states and codes only.
+    fn record(
+        &self,
+        summary: &PassSummary,
+        memory: &Memory,
+        drifted: &BTreeSet<String>,
+        backing_off: &[&String],
+        ok: bool,
+    ) -> EnvRecord {
+        let previous = self.status.record_of(&self.env);
+        let last_change = |id: &str| {
+            memory
+                .last_change
+                .get(id)
+                .copied()
+                .or_else(|| previous.as_ref()?.targets.iter().find(|t| t.id == id).and_then(|t| t.last_change_ms))
+        };
+        let mut targets: Vec<TargetRecord> = summary
+            .targets
+            .iter()
+            .map(|t| {
+                let state = match (&t.error, drifted.contains(&t.id)) {
+                    (Some(_), _) => TargetState::Failing,
+                    (None, true) => TargetState::DriftReverted,
+                    (None, false) => TargetState::Ok,
+                };
+                TargetRecord {
+                    id: t.id.clone(),
+                    kind: t.kind.to_owned(),
+                    address: t.address.clone(),
+                    state,
+                    code: t.error.as_ref().map(|f| f.code.clone()),
+                    last_change_ms: last_change(&t.id),
+                }
+            })
+            .collect();
+        for id in backing_off {
+            if let Some(b) = memory.backoff.get(*id) {
+                targets.push(TargetRecord {
+                    id: (*id).clone(),
+                    kind: b.kind.clone(),
+                    address: b.address.clone(),
+                    state: TargetState::BackingOff,
+                    code: Some(b.code.clone()),
+                    last_change_ms: last_change(id),
+                });
+            }
+        }
+        if summary.source.is_some()
+            && let Some(p) = &previous
+        {
+            // Nothing was touched: the targets are as the last pass left them.
+            targets.clone_from(&p.targets);
+        }
+        targets.sort_by(|a, b| a.id.cmp(&b.id));
+        let code = summary
+            .first_code()
+            .or_else(|| backing_off.first().and_then(|id| memory.backoff.get(*id)).map(|b| b.code.clone()));
+        EnvRecord {
+            leader: self.replica.clone(),
+            at_ms: unix_ms(SystemTime::now()),
+            revision: summary.revision,
+            ok,
+            code: if ok { None } else { code },
+            outputs: summary
+                .outputs
+                .iter()
+                .map(|(name, f)| OutputRecord { name: name.clone(), code: f.code.clone() })
+                .collect(),
+            targets,
+        }
+    }
+
+    /// Publishes the record (election) or keeps it on the board (standalone).
+    async fn publish(&self, record: EnvRecord) {
+        let Some(publisher) = &self.publisher else {
+            self.status.record(&self.env, record, 0);
+            return;
+        };
+        let Some(lease) = self.leadership.lease() else { return };
+        match publisher.publish(&self.env, lease, &record).await {
+            Ok(revision) => self.status.record(&self.env, record, revision),
+            Err(PublishError::NotLeader { .. }) => {
+                debug!(env = %self.env, "pass record not published: no longer the leader");
+            }
+            Err(e) => {
+                warn!(env = %self.env, error = %e, "cannot publish the pass record; readiness waits for the next pass")
+            }
+        }
     }
 }
 

@@ -18,6 +18,9 @@
 //!   version someone wrote in the meantime. Owner and reason go into the
 //!   secret's `custom_metadata`, merged with what is there.
 //! - Response bodies never reach an error: they may hold values.
+//! - A generated key ([`ensure_generated_field`], the per-env fingerprint
+//!   key) is 32 bytes from aws-lc-rs's `SystemRandom`, base64, written with
+//!   check-and-set so it never replaces a value someone else wrote.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -58,6 +61,8 @@ pub enum VaultAdminError {
     WriteMetadata { path: String, cause: String },
     #[error("vault: writing policy {name}: {cause}")]
     WritePolicy { name: String, cause: String },
+    #[error("cannot draw a random key from the system")]
+    Random,
 }
 
 /// `<mount>/<env>/<path>`, as people type it.
@@ -243,6 +248,50 @@ pub async fn token_role(client: &VaultClient) -> String {
     }
 }
 
+/// What [`ensure_generated_field`] did (or, in a dry run, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldChange {
+    /// The secret did not exist: created with the field.
+    Created,
+    /// The secret existed without the field: a new version adds it, the
+    /// other fields kept.
+    Added,
+    Unchanged,
+}
+
+/// A fresh random key: 32 bytes from the system's generator, base64.
+pub fn random_key() -> Result<SecretString, VaultAdminError> {
+    use aws_lc_rs::rand::SecureRandom;
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| VaultAdminError::Random)?;
+    Ok(SecretString::new(base64::engine::general_purpose::STANDARD.encode(bytes)))
+}
+
+/// Makes `<mount>/<env>/<path>` hold a `field`, generating a random key
+/// when it has none. An existing value is never replaced.
+pub async fn ensure_generated_field(
+    client: &VaultClient,
+    mount: &str,
+    env: &str,
+    path: &str,
+    field: &str,
+    dry_run: bool,
+) -> Result<FieldChange, VaultAdminError> {
+    let current = read_secret(client, mount, env, path).await?;
+    let (change, mut fields, seen) = match current {
+        Some(s) if s.fields.contains_key(field) => return Ok(FieldChange::Unchanged),
+        Some(s) => (FieldChange::Added, s.fields, s.version.unwrap_or(0)),
+        None => (FieldChange::Created, BTreeMap::new(), 0),
+    };
+    if !dry_run {
+        fields.insert(field.to_owned(), random_key()?);
+        write_secret(client, mount, env, path, &fields, seen).await?;
+    }
+    Ok(change)
+}
+
 /// Whether writing a policy changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -275,6 +324,15 @@ pub async fn apply_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_keys_are_32_bytes_and_differ() {
+        use base64::Engine;
+        let (a, b) = (random_key().unwrap(), random_key().unwrap());
+        let bytes = base64::engine::general_purpose::STANDARD.decode(a.expose()).unwrap();
+        assert_eq!(bytes.len(), 32);
+        assert_ne!(a.expose(), b.expose());
+    }
 
     #[test]
     fn vault_errors_become_one_line() {

@@ -26,12 +26,15 @@ fn developer(etcd: &Etcd, vault: &Vault, p: &Project) -> String {
         "\
 etcd role cfgsync-developer: create, grant read /cfgsync/staging/*, grant read /cfgsync/prod/*, grant read /cfgsync/_meta/staging/*, grant read /cfgsync/_meta/prod/*
 vault policy cfgsync-developer: create
-etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*
+etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*
 vault policy cfgsync-reconciler-prod: create
-etcd role cfgsync-reconciler-qa: create, grant read /cfgsync/qa/*
+etcd role cfgsync-reconciler-qa: create, grant read /cfgsync/qa/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/qa/*, grant readwrite /cfgsync/_state/qa/*
 vault policy cfgsync-reconciler-qa: create
-etcd role cfgsync-reconciler-staging: create, grant read /cfgsync/staging/*
+etcd role cfgsync-reconciler-staging: create, grant read /cfgsync/staging/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/staging/*, grant readwrite /cfgsync/_state/staging/*
 vault policy cfgsync-reconciler-staging: create
+vault fingerprint key secret/prod/cfgsync/fingerprint#key: create (random 32 bytes)
+vault fingerprint key secret/qa/cfgsync/fingerprint#key: create (random 32 bytes)
+vault fingerprint key secret/staging/cfgsync/fingerprint#key: create (random 32 bytes)
 "
     );
     // Applying again changes nothing.
@@ -46,6 +49,7 @@ const NO_ACCESS: &str = "\
 no access:
   ! prod: vault secret/prod/api/db as vault token \"token\" (policies cfgsync-developer, default): HTTP 403: 1 error occurred: * permission denied
   ! prod: vault secret/prod/api/extra as vault token \"token\" (policies cfgsync-developer, default): HTTP 403: 1 error occurred: * permission denied
+  ! prod: vault secret/prod/cfgsync/fingerprint as vault token \"token\" (policies cfgsync-developer, default): HTTP 403: 1 error occurred: * permission denied
 ";
 
 #[test]
@@ -80,7 +84,7 @@ keys:
       + off
 secrets:
   - api/legacy#key (secret, only in staging)
-{NO_ACCESS}3 changed, 2 only in staging, 1 only in prod, 1 same, 2 no access (partial)
+{NO_ACCESS}3 changed, 2 only in staging, 1 only in prod, 1 same, 3 no access (partial)
 "
     );
     assert_eq!(r.stdout, expected);

@@ -14,4 +14,7 @@ mod servers_e2e;
 mod service;
 mod service_etcd;
 mod service_ha;
+mod service_page;
+mod service_readiness;
+mod service_roles;
 mod service_vault;

@@ -313,9 +313,11 @@ fn a_failing_target_backs_off_without_delaying_the_others() {
     let svc = Service::start(&p, &[], &[]);
     let body = wait_until("/readyz to name the failing target", Duration::from_secs(20), || {
         let (ready, body) = svc.readyz();
-        (!ready && body["envs"]["prod"]["failing"].to_string().contains("prod/broken/0")).then_some(body)
+        (!ready && body["envs"]["prod"]["targets"]["prod/broken/0"]["code"] == "check_rejected").then_some(body)
     });
-    assert!(body["envs"]["prod"]["failing"].to_string().contains("check_cmd rejected"), "{body}");
+    assert_eq!(body["envs"]["prod"]["state"], "failing", "{body}");
+    assert_eq!(body["envs"]["prod"]["code"], "check_rejected", "{body}");
+    assert!(body["envs"]["prod"]["targets"].get("prod/api/0").is_none(), "only the failing target: {body}");
     // The healthy output was written all the same.
     assert!(p.read("out/prod/api.env").contains("@db.prod/"));
     // A change reaches the healthy target while the broken one backs off.

@@ -64,7 +64,7 @@ fn an_etcd_put_reaches_the_file_target_well_under_a_second() {
 fn an_etcd_outage_fails_closed_and_converges_without_a_restart() {
     let mut etcd = Etcd::start();
     etcd.put("/cfgsync/prod/counter", "before");
-    let p = Project::new(&etcd_config(&etcd, ""));
+    let p = Project::new(&etcd_config(&etcd, "[service.election]\nttl = \"3s\""));
     let svc = Service::start(&p, &[], &[]);
     svc.wait_ready(Duration::from_secs(30));
     wait_until("the first pass", Duration::from_secs(10), || counter_is(&p, "before"));
@@ -74,10 +74,9 @@ fn an_etcd_outage_fails_closed_and_converges_without_a_restart() {
     let down = Instant::now();
     let body = wait_until("/readyz to turn not-ready naming etcd", Duration::from_secs(15), || {
         let (ready, body) = svc.readyz();
-        (!ready && body["envs"]["prod"]["source"]["name"] == "etcd").then_some(body)
+        (!ready && body["envs"]["prod"]["code"] == "etcd_unreachable").then_some(body)
     });
-    let reason = body["envs"]["prod"]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("source etcd failed: etcd: "), "{body}");
+    assert_eq!(body["envs"]["prod"]["state"], "no_leader", "{body}");
     // Several seconds without etcd: no target changes (checked all along).
     while down.elapsed() < Duration::from_secs(4) {
         assert_eq!(p.state(), before, "a target changed while etcd was down");

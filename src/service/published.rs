@@ -1,0 +1,262 @@
+//! What the service keeps in etcd, and the record of an env's last pass
+//! that its leader publishes there so every replica can judge readiness.
+//!
+//! Layout, under `[etcd] prefix` (default `/cfgsync`):
+//!
+//! | key | written by | lease |
+//! |---|---|---|
+//! | `<prefix>/_service/members/<replica>` | each replica | its own |
+//! | `<prefix>/_service/envs/<env>/leader` | the env's leader (txn: only if absent) | the leader's |
+//! | `<prefix>/_service/envs/<env>/status` | the env's leader, after each pass | none |
+//! | `<prefix>/_state/<env>/…` | reserved for target kinds to record what they wrote | none |
+//!
+//! Decisions:
+//! - **One prefix per env** (`_service/envs/<env>/`), so an etcd role can
+//!   grant a reconciler exactly its envs' election and status keys; only
+//!   `members/` is shared (the fair share counts every replica).
+//! - **The status is fenced in etcd**: it is written in a transaction that
+//!   succeeds only while the writer's lease still holds the env's leader
+//!   key, so a deposed leader cannot overwrite its successor's record.
+//! - **The status outlives its writer** (no lease): after a failover or a
+//!   rolling restart the new leader inherits "last change" times, and
+//!   followers keep judging the env by its last pass until the new leader's
+//!   first one (which it runs at once when elected). Staleness is judged by
+//!   the record's time, so a record nobody refreshes turns not-ready.
+//! - **Codes and names only**: a record holds states, error codes, target
+//!   ids, kinds and addresses (from the config), times and the etcd
+//!   revision; never error text, which could quote a value. A record read
+//!   back is untrusted: codes that are not `[a-z0-9_]` are replaced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use crate::source::etcd::EtcdSource;
+
+/// The keys under `<prefix>/_service/`.
+#[derive(Debug, Clone)]
+pub struct ServiceKeys {
+    /// `<prefix>/_service/`.
+    root: String,
+}
+
+impl ServiceKeys {
+    /// `prefix` as in `[etcd] prefix`, without a trailing slash.
+    pub fn new(prefix: &str) -> Self {
+        Self { root: format!("{prefix}/_service/") }
+    }
+
+    pub fn members(&self) -> String {
+        format!("{}members/", self.root)
+    }
+
+    pub fn member(&self, replica: &str) -> String {
+        format!("{}{replica}", self.members())
+    }
+
+    /// `<prefix>/_service/envs/<env>/`: what a reconciler of `env` may write.
+    pub fn env_prefix(&self, env: &str) -> String {
+        format!("{}envs/{env}/", self.root)
+    }
+
+    pub fn leader(&self, env: &str) -> String {
+        format!("{}leader", self.env_prefix(env))
+    }
+
+    pub fn status(&self, env: &str) -> String {
+        format!("{}status", self.env_prefix(env))
+    }
+}
+
+/// `<prefix>/_state/<env>/`: where target kinds may record what they wrote
+/// (read-write for the env's reconciler role).
+pub fn state_prefix(prefix: &str, env: &str) -> String {
+    format!("{prefix}/_state/{env}/")
+}
+
+/// How a target fared in the env's last pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Agrees with the sources (written now or before).
+    Ok,
+    /// Had been changed by someone else; this pass reverted it.
+    DriftReverted,
+    /// Failed in this pass.
+    Failing,
+    /// Failed before; skipped until its backoff is over.
+    BackingOff,
+}
+
+impl TargetState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Ok => "ok",
+            TargetState::DriftReverted => "drift_reverted",
+            TargetState::Failing => "failing",
+            TargetState::BackingOff => "backing_off",
+        }
+    }
+}
+
+/// One target in an [`EnvRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRecord {
+    /// `<env>/<output>/<index>`.
+    pub id: String,
+    pub kind: String,
+    /// The file, or the object as `context/namespace/name`.
+    pub address: String,
+    pub state: TargetState,
+    /// Why it fails (a code), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// When cfgsync last wrote it (Unix ms), as far as any leader knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change_ms: Option<u64>,
+}
+
+/// An output that could not be rendered in the last pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    pub name: String,
+    pub code: String,
+}
+
+/// The last pass of one env, as its leader (or the standalone replica)
+/// saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvRecord {
+    /// The replica that ran the pass.
+    pub leader: String,
+    /// When the pass ended (Unix ms).
+    pub at_ms: u64,
+    /// The etcd revision the keys were read at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Nothing failed and no target is backing off.
+    pub ok: bool,
+    /// The first reason it is not ok (a code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetRecord>,
+}
+
+/// A code as `/readyz` may show it: `[a-z0-9_]`, at most 48 bytes.
+pub fn sane_code(code: &str) -> String {
+    let ok = !code.is_empty()
+        && code.len() <= 48
+        && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok { code.to_owned() } else { "invalid_code".to_owned() }
+}
+
+impl EnvRecord {
+    /// Parses a record read from etcd; `None` when it is not one.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let mut r: EnvRecord = serde_json::from_slice(bytes).ok()?;
+        r.code = r.code.as_deref().map(sane_code);
+        for o in &mut r.outputs {
+            o.code = sane_code(&o.code);
+        }
+        for t in &mut r.targets {
+            t.code = t.code.as_deref().map(sane_code);
+        }
+        Some(r)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a record of strings and numbers serializes")
+    }
+}
+
+/// Why a record was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0}")]
+    Connect(#[from] crate::source::SourceError),
+    #[error("etcd: writing {key}: {source}")]
+    Etcd { key: String, source: etcd_client::Error },
+    #[error("etcd: writing {key} timed out")]
+    Timeout { key: String },
+    /// The leader key is no longer held by this replica's lease.
+    #[error("not the leader of env {env} any more")]
+    NotLeader { env: String },
+}
+
+/// Writes the leader's [`EnvRecord`]s to etcd.
+pub struct Publisher {
+    pub etcd: Arc<EtcdSource>,
+    pub keys: ServiceKeys,
+    /// Per write: a third of the election TTL, like every election call.
+    pub timeout: Duration,
+}
+
+impl Publisher {
+    /// Writes `record` as env's status while `lease` holds its leader key;
+    /// returns the etcd revision of the write.
+    pub async fn publish(&self, env: &str, lease: i64, record: &EnvRecord) -> Result<i64, PublishError> {
+        let key = self.keys.status(env);
+        let client = self.etcd.connect().await?;
+        let txn = Txn::new()
+            .when([Compare::lease(self.keys.leader(env), CompareOp::Equal, lease)])
+            .and_then([TxnOp::put(key.clone(), record.to_json(), None::<PutOptions>)]);
+        let mut kv = client.kv_client();
+        let resp = match tokio::time::timeout(self.timeout, kv.txn(txn)).await {
+            Err(_) => return Err(PublishError::Timeout { key }),
+            Ok(Err(source)) => return Err(PublishError::Etcd { key, source }),
+            Ok(Ok(r)) => r,
+        };
+        if !resp.succeeded() {
+            return Err(PublishError::NotLeader { env: env.to_owned() });
+        }
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_give_each_env_its_own_prefix() {
+        let k = ServiceKeys::new("/cfgsync");
+        assert_eq!(k.members(), "/cfgsync/_service/members/");
+        assert_eq!(k.member("r1"), "/cfgsync/_service/members/r1");
+        assert_eq!(k.leader("prod"), "/cfgsync/_service/envs/prod/leader");
+        assert_eq!(k.status("prod"), "/cfgsync/_service/envs/prod/status");
+        assert!(k.status("prod").starts_with(&k.env_prefix("prod")));
+        assert!(!k.status("prod2").starts_with(&k.env_prefix("prod")), "one env's prefix never covers another's");
+        assert_eq!(state_prefix("/cfgsync", "prod"), "/cfgsync/_state/prod/");
+    }
+
+    #[test]
+    fn a_record_read_back_keeps_only_sane_codes() {
+        let r = EnvRecord {
+            leader: "r1".into(),
+            at_ms: 5,
+            revision: Some(7),
+            ok: false,
+            code: Some("etcd_unreachable".into()),
+            outputs: vec![OutputRecord { name: "api".into(), code: "render_missing".into() }],
+            targets: vec![TargetRecord {
+                id: "prod/api/0".into(),
+                kind: "file".into(),
+                address: "out/prod/api.env".into(),
+                state: TargetState::Failing,
+                code: Some("check_rejected".into()),
+                last_change_ms: Some(3),
+            }],
+        };
+        assert_eq!(EnvRecord::parse(r.to_json().as_bytes()), Some(r.clone()));
+        let forged = r.to_json().replace("check_rejected", "password is hunter2");
+        let parsed = EnvRecord::parse(forged.as_bytes()).unwrap();
+        assert_eq!(parsed.targets[0].code.as_deref(), Some("invalid_code"));
+        assert_eq!(EnvRecord::parse(b"not json"), None);
+        assert_eq!(sane_code(&"a".repeat(49)), "invalid_code");
+    }
+}
