@@ -74,7 +74,10 @@ pub(crate) enum Injected {
     Drop,
     /// Answer with the emulator's rate-limit response; `secondary` asks
     /// for GitHub's 403 flavour.
-    RateLimit { retry_after_secs: u64, secondary: bool },
+    RateLimit {
+        retry_after_secs: u64,
+        secondary: bool,
+    },
 }
 
 /// The listener and fault state of one emulator, shared by its handle and
@@ -254,7 +257,7 @@ where
                 connections.spawn(async move {
                     let mut down = net.down.subscribe();
                     let mut stop = net.stop.subscribe();
-                    let service = hyper::service::service_fn(move |req| serve(req));
+                    let service = hyper::service::service_fn(serve);
                     let conn = hyper::server::conn::http1::Builder::new()
                         .keep_alive(true)
                         .serve_connection(TokioIo::new(stream), service);
@@ -274,7 +277,11 @@ where
 /// `listen`, calls `build` with the bound address and listener (it returns
 /// the handle's state and the server future), hands the state back, then
 /// runs the future until it ends.
-pub(crate) fn spawn<S, B, Fut>(thread_name: String, listen: SocketAddr, build: B) -> Result<(S, JoinHandle<()>), StartError>
+pub(crate) fn spawn<S, B, Fut>(
+    thread_name: String,
+    listen: SocketAddr,
+    build: B,
+) -> Result<(S, JoinHandle<()>), StartError>
 where
     S: Send + 'static,
     B: FnOnce(SocketAddr, TcpListener) -> (S, Fut) + Send + 'static,
@@ -455,7 +462,11 @@ impl RouteCounts {
 
     /// Requests with a method that writes (POST, PUT, PATCH, DELETE).
     pub fn writes(&self) -> u64 {
-        self.0.iter().filter(|((m, _), _)| matches!(m.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")).map(|(_, n)| n).sum()
+        self.0
+            .iter()
+            .filter(|((m, _), _)| matches!(m.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Every counted request.

@@ -40,7 +40,10 @@ async fn requests_are_logged_and_counted_by_route_pattern() {
     let c = client(&gh);
     c.req("GET", "/repos/o/r/actions/secrets/public-key").send().await;
     c.req("GET", "/repos/o/r/environments/prod/secrets/X").send().await;
-    c.req("POST", "/orgs/o/actions/variables").json(&json!({"name": "A", "value": "b", "visibility": "all"})).send().await;
+    c.req("POST", "/orgs/o/actions/variables")
+        .json(&json!({"name": "A", "value": "b", "visibility": "all"}))
+        .send()
+        .await;
     c.req("GET", "/repos/o/r/actions/runs").send().await;
     let counts = gh.requests();
     assert_eq!(counts.get("GET", "/repos/{owner}/{repo}/actions/secrets/public-key"), 1);

@@ -138,7 +138,10 @@ async fn lists_paginate_with_gitlabs_headers() {
     let bad = c.req("GET", &format!("{PROJECT}?page=abc")).send().await;
     assert_eq!((bad.status, bad.json()), (400, json!({"error": "page is invalid"})));
     let empty = c.req("GET", "/api/v4/projects/other/variables").send().await;
-    assert_eq!((empty.json(), empty.header("x-total"), empty.header("x-total-pages")), (json!([]), Some("0"), Some("1")));
+    assert_eq!(
+        (empty.json(), empty.header("x-total"), empty.header("x-total-pages")),
+        (json!([]), Some("0"), Some("1"))
+    );
 }
 
 #[tokio::test]
@@ -204,14 +207,21 @@ async fn group_put_without_a_filter_updates_the_first_variable_with_the_key() {
     let gl = GitlabEmulator::start();
     let c = client(&gl);
     for scope in ["staging", "production"] {
-        assert_eq!(create(&c, GROUP, json!({"key": "G", "value": scope, "environment_scope": scope})).await.status, 201);
+        assert_eq!(
+            create(&c, GROUP, json!({"key": "G", "value": scope, "environment_scope": scope})).await.status,
+            201
+        );
     }
     let put = c.req("PUT", &format!("{GROUP}/G")).json(&json!({"value": "changed"})).send().await;
     assert_eq!((put.status, put.json()["environment_scope"].clone()), (200, json!("staging")), "the first created");
     let owner = GitlabOwner::group("group");
     assert_eq!(gl.variable(&owner, "G", "staging").unwrap().value, "changed");
     assert_eq!(gl.variable(&owner, "G", "production").unwrap().value, "production");
-    let put = c.req("PUT", &format!("{GROUP}/G?filter[environment_scope]=production")).json(&json!({"value": "p"})).send().await;
+    let put = c
+        .req("PUT", &format!("{GROUP}/G?filter[environment_scope]=production"))
+        .json(&json!({"value": "p"}))
+        .send()
+        .await;
     assert_eq!((put.status, put.json()["environment_scope"].clone()), (200, json!("production")));
     assert_eq!(c.req("GET", &format!("{GROUP}/G")).send().await.status, 409);
     assert_eq!(c.req("DELETE", &format!("{GROUP}/G")).send().await.status, 409);
@@ -260,13 +270,23 @@ async fn masked_values_follow_the_documented_rules() {
         assert_eq!((r.status, r.json()), (400, invalid.clone()), "masked value {bad:?}");
     }
     for (i, good) in ["abcdEFGH", "a+b/c=d@e:f.g~h-i_j", "12345678"].into_iter().enumerate() {
-        let r = create(&c, PROJECT, json!({"key": "OK", "value": good, "masked": true, "environment_scope": format!("s{i}")})).await;
+        let r = create(
+            &c,
+            PROJECT,
+            json!({"key": "OK", "value": good, "masked": true, "environment_scope": format!("s{i}")}),
+        )
+        .await;
         assert_eq!(r.status, 201, "masked value {good:?}: {}", r.text());
         assert_eq!(r.json()["value"], json!(good), "a masked (not hidden) value is still returned");
     }
     // Raw masked values may use any non-whitespace character.
     for (i, good) in ["dollar$VARIABLE", "HelloWorld%#^", "ünïcödé!!"].into_iter().enumerate() {
-        let r = create(&c, PROJECT, json!({"key": "RAW", "value": good, "masked": true, "raw": true, "environment_scope": format!("s{i}")})).await;
+        let r = create(
+            &c,
+            PROJECT,
+            json!({"key": "RAW", "value": good, "masked": true, "raw": true, "environment_scope": format!("s{i}")}),
+        )
+        .await;
         assert_eq!(r.status, 201, "raw masked value {good:?}: {}", r.text());
     }
     for bad in ["two\nlines!!", "has a space", "short"] {
@@ -287,7 +307,10 @@ async fn masked_and_hidden_values_are_never_returned_and_cannot_be_unhidden() {
     let c = client(&gl);
     let r = create(&c, PROJECT, json!({"key": "TOKEN", "value": "s3cr3t-canary", "masked_and_hidden": true})).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!((r.json()["value"].clone(), r.json()["hidden"].clone(), r.json()["masked"].clone()), (Value::Null, json!(true), json!(true)));
+    assert_eq!(
+        (r.json()["value"].clone(), r.json()["hidden"].clone(), r.json()["masked"].clone()),
+        (Value::Null, json!(true), json!(true))
+    );
     let got = c.req("GET", &format!("{PROJECT}/TOKEN")).send().await;
     assert_eq!(got.json()["value"], Value::Null);
     let listed = c.req("GET", PROJECT).send().await;
@@ -300,10 +323,16 @@ async fn masked_and_hidden_values_are_never_returned_and_cannot_be_unhidden() {
     let unmask = c.req("PUT", &format!("{PROJECT}/TOKEN")).json(&json!({"masked": false})).send().await;
     assert_eq!(
         (unmask.status, unmask.json()),
-        (400, json!({"message": {"base": ["The visibility setting cannot be changed for masked and hidden variables."]}}))
+        (
+            400,
+            json!({"message": {"base": ["The visibility setting cannot be changed for masked and hidden variables."]}})
+        )
     );
     let update = c.req("PUT", &format!("{PROJECT}/TOKEN")).json(&json!({"value": "n3w-canary-value"})).send().await;
-    assert_eq!((update.status, update.json()["value"].clone(), update.json()["hidden"].clone()), (200, Value::Null, json!(true)));
+    assert_eq!(
+        (update.status, update.json()["value"].clone(), update.json()["hidden"].clone()),
+        (200, Value::Null, json!(true))
+    );
     assert_eq!(gl.variable(&app(), "TOKEN", "*").unwrap().value, "n3w-canary-value");
     let bad = c.req("PUT", &format!("{PROJECT}/TOKEN")).json(&json!({"value": "no good"})).send().await;
     assert_eq!((bad.status, bad.json()), (400, json!({"message": {"value": ["is invalid"]}})), "still masked");
@@ -330,7 +359,11 @@ async fn update_changes_attributes_and_delete_removes() {
     );
     // Moving onto an occupied scope is a uniqueness error.
     assert_eq!(create(&c, PROJECT, json!({"key": "U", "value": "3"})).await.status, 201);
-    let r = c.req("PUT", &format!("{PROJECT}/U?filter[environment_scope]=*")).json(&json!({"environment_scope": "prod"})).send().await;
+    let r = c
+        .req("PUT", &format!("{PROJECT}/U?filter[environment_scope]=*"))
+        .json(&json!({"environment_scope": "prod"}))
+        .send()
+        .await;
     assert_eq!((r.status, r.json()), (400, json!({"message": {"key": ["(U) has already been taken"]}})));
     let del = c.req("DELETE", &format!("{PROJECT}/U?filter[environment_scope]=prod")).send().await;
     assert_eq!(del.status, 204);

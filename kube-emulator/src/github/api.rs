@@ -42,8 +42,7 @@ const REST_DOCS: &str = "https://docs.github.com/rest";
 const ENCRYPTED_VALUE_PATTERN: &str =
     r"^(?:[A-Za-z0-9+\/]{4})*(?:[A-Za-z0-9+\/]{2}==|[A-Za-z0-9+\/]{3}=|[A-Za-z0-9+\/]{4})$";
 const SECONDARY_RATE_LIMIT: &str = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID 0000:0000:0000000:0000000:00000000.";
-const SECONDARY_RATE_LIMIT_DOCS: &str =
-    "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits";
+const SECONDARY_RATE_LIMIT_DOCS: &str = "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits";
 
 /// Which kind of thing a request addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,9 +96,7 @@ struct Route {
 fn route(segs: &[String]) -> Option<Route> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (scope, rest): (GithubScope, &[&str]) = match s.as_slice() {
-        ["repos", owner, repo, "environments", env, rest @ ..] => {
-            (GithubScope::environment(*owner, *repo, *env), rest)
-        }
+        ["repos", owner, repo, "environments", env, rest @ ..] => (GithubScope::environment(*owner, *repo, *env), rest),
         ["repos", owner, repo, "actions", rest @ ..] => (GithubScope::repo(*owner, *repo), rest),
         ["orgs", org, "actions", rest @ ..] => (GithubScope::org(*org), rest),
         _ => return None,
@@ -273,7 +270,7 @@ pub(crate) fn name_problem(name: &str, what: &str) -> Option<String> {
 
 fn is_base64(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.is_empty() || b.len() % 4 != 0 {
+    if b.is_empty() || !b.len().is_multiple_of(4) {
         return false;
     }
     let alphabet = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
@@ -314,7 +311,11 @@ fn body_object(
         if let Some(v) = map.get(*name)
             && !v.is_string()
         {
-            return Err(error(422, &format!("Invalid request.\n\nFor 'properties/{name}', {v} is not a string."), docs));
+            return Err(error(
+                422,
+                &format!("Invalid request.\n\nFor 'properties/{name}', {v} is not a string."),
+                docs,
+            ));
         }
     }
     for (name, allowed) in enums {
@@ -364,7 +365,14 @@ pub(crate) fn handle(store: &mut Store, clock: &Clock, req: &ApiRequest, base_ur
                 .take(per_page)
                 .map(|s| secret_entity(s, &scope, base_url))
                 .collect();
-            with_links(Reply::json(200, JSON, &json!({"total_count": total, "secrets": items})), req, base_url, total, per_page, page)
+            with_links(
+                Reply::json(200, JSON, &json!({"total_count": total, "secrets": items})),
+                req,
+                base_url,
+                total,
+                per_page,
+                page,
+            )
         }
         (Resource::Variables, None) if req.method == Method::GET => {
             let (per_page, page) = paging(req, 10, 30);
@@ -376,7 +384,14 @@ pub(crate) fn handle(store: &mut Store, clock: &Clock, req: &ApiRequest, base_ur
                 .take(per_page)
                 .map(|v| variable_entity(v, &scope, base_url))
                 .collect();
-            with_links(Reply::json(200, JSON, &json!({"total_count": total, "variables": items})), req, base_url, total, per_page, page)
+            with_links(
+                Reply::json(200, JSON, &json!({"total_count": total, "variables": items})),
+                req,
+                base_url,
+                total,
+                per_page,
+                page,
+            )
         }
         (Resource::Variables, _) => create_variable(data, clock, req, kind, &docs),
         (Resource::Secret, Some(name)) => match req.method.as_str() {
@@ -442,7 +457,8 @@ fn repositories_url(scope: &GithubScope, base_url: &str, collection: &str, name:
 }
 
 fn secret_entity(s: &StoredSecret, scope: &GithubScope, base_url: &str) -> Value {
-    let mut v = json!({"name": s.name, "created_at": format_unix(s.created_at), "updated_at": format_unix(s.updated_at)});
+    let mut v =
+        json!({"name": s.name, "created_at": format_unix(s.created_at), "updated_at": format_unix(s.updated_at)});
     if let Some(visibility) = &s.visibility {
         v["visibility"] = visibility.clone().into();
         if visibility == "selected" {
@@ -568,7 +584,14 @@ fn create_variable(data: &mut ScopeData, clock: &Clock, req: &ApiRequest, kind: 
     Reply::json(201, JSON, &json!({}))
 }
 
-fn update_variable(data: &mut ScopeData, clock: &Clock, req: &ApiRequest, kind: ScopeKind, name: &str, docs: &str) -> Reply {
+fn update_variable(
+    data: &mut ScopeData,
+    clock: &Clock,
+    req: &ApiRequest,
+    kind: ScopeKind,
+    name: &str,
+    docs: &str,
+) -> Reply {
     let org = kind == ScopeKind::Org;
     let enums: &[(&str, &[&str])] = if org { &[("visibility", VISIBILITIES)] } else { &[] };
     let map = match body_object(req, &[], &["name", "value", "visibility"], enums, docs) {
@@ -621,7 +644,10 @@ mod tests {
         assert!(name_problem("1ABC", "Secret").unwrap().starts_with("Secret names can only contain"));
         assert!(name_problem("A-B", "Variable").unwrap().starts_with("Variable names can only contain"));
         assert!(name_problem("", "Secret").is_some());
-        assert_eq!(name_problem("github_token", "Secret").as_deref(), Some("Secret names must not start with GITHUB_."));
+        assert_eq!(
+            name_problem("github_token", "Secret").as_deref(),
+            Some("Secret names must not start with GITHUB_.")
+        );
     }
 
     #[test]

@@ -56,7 +56,11 @@ impl GithubScope {
         GithubScope::Org { org: org.into() }
     }
 
-    pub fn environment(owner: impl Into<String>, repo: impl Into<String>, environment: impl Into<String>) -> GithubScope {
+    pub fn environment(
+        owner: impl Into<String>,
+        repo: impl Into<String>,
+        environment: impl Into<String>,
+    ) -> GithubScope {
         GithubScope::Environment { owner: owner.into(), repo: repo.into(), environment: environment.into() }
     }
 
@@ -154,9 +158,15 @@ impl GithubEmulator {
                     move |req| {
                         let (net, traffic, state, base) = (net.clone(), traffic.clone(), state.clone(), base.clone());
                         async move {
-                            plumbing::serve_api(&net, &traffic, req, MAX_BODY_BYTES, api::route_of, api::fault_reply, |r| {
-                                api::handle(&mut lock(&state.store), &state.clock, &r, &base)
-                            })
+                            plumbing::serve_api(
+                                &net,
+                                &traffic,
+                                req,
+                                MAX_BODY_BYTES,
+                                api::route_of,
+                                api::fault_reply,
+                                |r| api::handle(&mut lock(&state.store), &state.clock, &r, &base),
+                            )
                             .await
                         }
                     }

@@ -255,8 +255,7 @@ fn key_is_valid(key: &str) -> bool {
 
 /// `Ci::Maskable::REGEX`: at least 8 characters of the Base64 alphabet plus `@:.~-`.
 pub(crate) fn maskable(value: &str) -> bool {
-    value.chars().count() >= 8
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=/@:.~-".contains(&b))
+    value.chars().count() >= 8 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=/@:.~-".contains(&b))
 }
 
 /// `Ci::Maskable::MASK_AND_RAW_REGEX` (`\A\S{8,}\z`): Ruby's `\S` is ASCII
@@ -267,8 +266,7 @@ pub(crate) fn maskable_raw(value: &str) -> bool {
 
 /// `Gitlab::Regex.environment_scope_regex`.
 fn scope_is_valid(scope: &str) -> bool {
-    !scope.is_empty()
-        && scope.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_/${}. *".contains(&b))
+    !scope.is_empty() && scope.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_/${}. *".contains(&b))
 }
 
 /// The checks `Ci::Variable`/`Ci::GroupVariable` run on save.
@@ -400,14 +398,17 @@ fn page_param(params: &Params, name: &str, default: usize) -> Result<usize, Stri
     match params.text(name) {
         None => Ok(default),
         Some(s) if s.is_empty() => Ok(default),
-        Some(s) => s.trim().parse::<i64>().map(|n| if n < 1 { default } else { n as usize }).map_err(|_| name.to_string()),
+        Some(s) => {
+            s.trim().parse::<i64>().map(|n| if n < 1 { default } else { n as usize }).map_err(|_| name.to_string())
+        }
     }
 }
 
 fn list(store: &mut Store, kind: OwnerKind, owner: &str, params: &Params, req: &ApiRequest, base_url: &str) -> Reply {
     let page = page_param(params, "page", 1);
     let per_page = page_param(params, "per_page", DEFAULT_PER_PAGE);
-    let invalid: Vec<String> = [&page, &per_page].iter().filter_map(|r| r.as_ref().err()).map(|n| format!("{n} is invalid")).collect();
+    let invalid: Vec<String> =
+        [&page, &per_page].iter().filter_map(|r| r.as_ref().err()).map(|n| format!("{n} is invalid")).collect();
     if !invalid.is_empty() {
         return grape_error(400, &invalid.join(", "));
     }
@@ -597,7 +598,10 @@ mod tests {
 
     #[test]
     fn routes_name_patterns_and_verbs() {
-        assert_eq!(route_of(&Method::GET, "/api/v4/projects/group%2Fapp/variables"), (ROUTE_PROJECT_LIST, Some(Verb::List)));
+        assert_eq!(
+            route_of(&Method::GET, "/api/v4/projects/group%2Fapp/variables"),
+            (ROUTE_PROJECT_LIST, Some(Verb::List))
+        );
         assert_eq!(route_of(&Method::PUT, "/api/v4/groups/7/variables/K"), (ROUTE_GROUP_ITEM, Some(Verb::Update)));
         assert_eq!(route_of(&Method::PATCH, "/api/v4/groups/7/variables/K"), (ROUTE_GROUP_ITEM, None));
         assert_eq!(route_of(&Method::GET, "/api/v4/projects/group/app/variables").0, UNROUTED);

@@ -144,9 +144,15 @@ impl GitlabEmulator {
                     move |req| {
                         let (net, traffic, store, base) = (net.clone(), traffic.clone(), store.clone(), base.clone());
                         async move {
-                            plumbing::serve_api(&net, &traffic, req, MAX_BODY_BYTES, api::route_of, api::fault_reply, |r| {
-                                api::handle(&mut lock(&store), &r, &base)
-                            })
+                            plumbing::serve_api(
+                                &net,
+                                &traffic,
+                                req,
+                                MAX_BODY_BYTES,
+                                api::route_of,
+                                api::fault_reply,
+                                |r| api::handle(&mut lock(&store), &r, &base),
+                            )
                             .await
                         }
                     }

@@ -126,14 +126,20 @@ pub async fn environment_secrets_have_their_own_key(c: &Client, gh: &GithubEmula
     let repo = "/repos/env-owner/app/actions";
     let r = put_secret(c, env, "API_TOKEN", b"env-canary", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(gh.secret_plaintext(&GithubScope::environment("env-owner", "app", "production"), "API_TOKEN").as_deref(), Some("env-canary"));
+    assert_eq!(
+        gh.secret_plaintext(&GithubScope::environment("env-owner", "app", "production"), "API_TOKEN").as_deref(),
+        Some("env-canary")
+    );
     assert_eq!(gh.secret(&GithubScope::repo("env-owner", "app"), "API_TOKEN"), None, "not a repository secret");
     // Sealed for the repository's key but sent to the environment: refused.
     let (_, repo_key) = public_key(c, repo).await;
     let (env_key_id, _) = public_key(c, env).await;
     let body = json!({"encrypted_value": seal(&repo_key, b"x"), "key_id": env_key_id});
     let r = c.req("PUT", &format!("{env}/secrets/OTHER")).json(&body).send().await;
-    assert_eq!((r.status, r.json()), (422, error_body(IMPROPER, &format!("{SECRETS_DOCS}#create-or-update-an-environment-secret"), 422)));
+    assert_eq!(
+        (r.status, r.json()),
+        (422, error_body(IMPROPER, &format!("{SECRETS_DOCS}#create-or-update-an-environment-secret"), 422))
+    );
     let list = c.req("GET", &format!("{env}/secrets")).send().await;
     assert_eq!(list.json()["total_count"], 1);
     assert_eq!(list.json()["secrets"][0]["name"], "API_TOKEN");
@@ -143,7 +149,14 @@ pub async fn organization_secrets_carry_visibility(c: &Client, gh: &GithubEmulat
     // Docs "Create or update an organization secret": visibility all|private|selected (required),
     // selected_repository_ids; listed with visibility and selected_repositories_url.
     let org = "/orgs/vis-org/actions";
-    let r = put_secret(c, org, "SHARED", b"org-canary", json!({"visibility": "selected", "selected_repository_ids": [1296269]})).await;
+    let r = put_secret(
+        c,
+        org,
+        "SHARED",
+        b"org-canary",
+        json!({"visibility": "selected", "selected_repository_ids": [1296269]}),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let r = put_secret(c, org, "ALL", b"org-canary-2", json!({"visibility": "all"})).await;
     assert_eq!(r.status, 201);
@@ -155,7 +168,10 @@ pub async fn organization_secrets_carry_visibility(c: &Client, gh: &GithubEmulat
     assert_eq!((&v["secrets"][0]["name"], &v["secrets"][0]["visibility"]), (&json!("ALL"), &json!("all")));
     assert!(v["secrets"][0].get("selected_repositories_url").is_none());
     let url = format!("{}/orgs/vis-org/actions/secrets/SHARED/repositories", c.url());
-    assert_eq!((&v["secrets"][1]["visibility"], &v["secrets"][1]["selected_repositories_url"]), (&json!("selected"), &json!(url)));
+    assert_eq!(
+        (&v["secrets"][1]["visibility"], &v["secrets"][1]["selected_repositories_url"]),
+        (&json!("selected"), &json!(url))
+    );
     let got = c.req("GET", &format!("{org}/secrets/shared")).send().await;
     assert_eq!(got.json()["visibility"], "selected");
     let r = put_secret(c, org, "SHARED", b"org-canary-3", json!({"visibility": "private"})).await;
@@ -175,15 +191,27 @@ pub async fn a_value_that_does_not_open_with_the_current_key_is_422(c: &Client, 
         .send()
         .await;
     assert_eq!((r.status, r.json()), (422, error_body(IMPROPER, &docs, 422)));
-    let r = c.req("PUT", &format!("{base}/secrets/S")).json(&json!({"encrypted_value": seal(&key, b"x"), "key_id": "1"})).send().await;
+    let r = c
+        .req("PUT", &format!("{base}/secrets/S"))
+        .json(&json!({"encrypted_value": seal(&key, b"x"), "key_id": "1"}))
+        .send()
+        .await;
     assert_eq!((r.status, r.json()), (422, error_body(IMPROPER, &docs, 422)), "another key_id");
-    let r = c.req("PUT", &format!("{base}/secrets/S")).json(&json!({"encrypted_value": "c2VjcmV0", "key_id": key_id})).send().await;
+    let r = c
+        .req("PUT", &format!("{base}/secrets/S"))
+        .json(&json!({"encrypted_value": "c2VjcmV0", "key_id": key_id}))
+        .send()
+        .await;
     assert_eq!(r.status, 422, "Base64 but no sealed box");
     // After a rotation, what was sealed for the old key is refused.
     let old = seal(&key, b"x");
     let scope = GithubScope::repo("key-owner", "app");
     gh.rotate_public_key(&scope);
-    let r = c.req("PUT", &format!("{base}/secrets/S")).json(&json!({"encrypted_value": old, "key_id": key_id})).send().await;
+    let r = c
+        .req("PUT", &format!("{base}/secrets/S"))
+        .json(&json!({"encrypted_value": old, "key_id": key_id}))
+        .send()
+        .await;
     assert_eq!(r.status, 422);
     assert!(gh.secret_names(&scope).is_empty(), "nothing stored");
     let r = put_secret(c, base, "S", b"fresh", json!({})).await;
@@ -196,7 +224,12 @@ pub async fn secret_bodies_are_checked_against_the_schema(c: &Client, gh: &Githu
     let base = "/repos/schema-owner/app/actions";
     let docs = format!("{SECRETS_DOCS}#create-or-update-a-repository-secret");
     let (key_id, key) = public_key(c, base).await;
-    let r = c.req("PUT", &format!("{base}/secrets/S")).json(&json!({"encrypted_value": seal(&key, b"x")})).spec_invalid().send().await;
+    let r = c
+        .req("PUT", &format!("{base}/secrets/S"))
+        .json(&json!({"encrypted_value": seal(&key, b"x")}))
+        .spec_invalid()
+        .send()
+        .await;
     assert_eq!((r.status, r.json()), (422, error_body("Invalid request.\n\n\"key_id\" wasn't supplied.", &docs, 422)));
     let r = c.req("PUT", &format!("{base}/secrets/S")).json(&json!({})).spec_invalid().send().await;
     assert_eq!(r.json()["message"], "Invalid request.\n\n\"encrypted_value\", \"key_id\" weren't supplied.");
@@ -258,7 +291,8 @@ pub async fn names_follow_githubs_rules_and_are_case_insensitive(c: &Client, gh:
     let r = c.req("POST", &format!("{base}/variables")).json(&json!({"name": "mixed_Case", "value": "v"})).send().await;
     assert_eq!(r.status, 201);
     assert_eq!(gh.variable_names(&scope), ["MIXED_CASE"]);
-    let dup = c.req("POST", &format!("{base}/variables")).json(&json!({"name": "MIXED_case", "value": "w"})).send().await;
+    let dup =
+        c.req("POST", &format!("{base}/variables")).json(&json!({"name": "MIXED_case", "value": "w"})).send().await;
     assert_eq!(dup.status, 409, "case-insensitive");
 }
 
@@ -270,14 +304,20 @@ pub async fn updated_at_has_second_resolution_and_moves_on_every_write(c: &Clien
     gh.freeze_clock(1_767_225_600); // 2026-01-01T00:00:00Z
     assert_eq!(put_secret(c, base, "T", b"1", json!({})).await.status, 201);
     let first = c.req("GET", &format!("{base}/secrets/T")).send().await.json();
-    assert_eq!((&first["created_at"], &first["updated_at"]), (&json!("2026-01-01T00:00:00Z"), &json!("2026-01-01T00:00:00Z")));
+    assert_eq!(
+        (&first["created_at"], &first["updated_at"]),
+        (&json!("2026-01-01T00:00:00Z"), &json!("2026-01-01T00:00:00Z"))
+    );
     assert_eq!(put_secret(c, base, "T", b"2", json!({})).await.status, 204);
     let same_second = c.req("GET", &format!("{base}/secrets/T")).send().await.json();
     assert_eq!(same_second["updated_at"], first["updated_at"], "second resolution: indistinguishable");
     gh.advance_clock(Duration::from_secs(1));
     assert_eq!(put_secret(c, base, "T", b"3", json!({})).await.status, 204);
     let later = c.req("GET", &format!("{base}/secrets/T")).send().await.json();
-    assert_eq!((&later["created_at"], &later["updated_at"]), (&json!("2026-01-01T00:00:00Z"), &json!("2026-01-01T00:00:01Z")));
+    assert_eq!(
+        (&later["created_at"], &later["updated_at"]),
+        (&json!("2026-01-01T00:00:00Z"), &json!("2026-01-01T00:00:01Z"))
+    );
 
     let r = c.req("POST", &format!("{base}/variables")).json(&json!({"name": "V", "value": "1"})).send().await;
     assert_eq!(r.status, 201);
@@ -324,7 +364,11 @@ pub async fn secret_lists_paginate_with_total_count_and_link(c: &Client, gh: &Gi
         gh.put_variable(&scope, &format!("V{i:02}"), "x");
     }
     let vars = c.req("GET", &format!("{base}/variables")).send().await;
-    assert_eq!((vars.json()["total_count"].clone(), vars.json()["variables"].as_array().unwrap().len()), (json!(35), 10), "default 10");
+    assert_eq!(
+        (vars.json()["total_count"].clone(), vars.json()["variables"].as_array().unwrap().len()),
+        (json!(35), 10),
+        "default 10"
+    );
     let vars = c.req("GET", &format!("{base}/variables?per_page=100")).send().await;
     assert_eq!(vars.json()["variables"].as_array().unwrap().len(), 30, "variables: at most 30 per page");
 }
@@ -334,9 +378,14 @@ pub async fn variables_crud_for_repositories_and_environments(c: &Client, gh: &G
     // exists: "Already exists - Variable already exists"), GET {name,value,created_at,updated_at},
     // PATCH 204 (may rename), DELETE 204.
     for base in ["/repos/var-owner/app/actions", "/repos/var-owner/app/environments/staging"] {
-        let r = c.req("POST", &format!("{base}/variables")).json(&json!({"name": "REGION", "value": "eu-west-1"})).send().await;
+        let r = c
+            .req("POST", &format!("{base}/variables"))
+            .json(&json!({"name": "REGION", "value": "eu-west-1"}))
+            .send()
+            .await;
         assert_eq!((r.status, r.json()), (201, json!({})), "{base}");
-        let dup = c.req("POST", &format!("{base}/variables")).json(&json!({"name": "REGION", "value": "x"})).send().await;
+        let dup =
+            c.req("POST", &format!("{base}/variables")).json(&json!({"name": "REGION", "value": "x"})).send().await;
         assert_eq!(dup.status, 409);
         assert_eq!(dup.json()["message"], "Already exists - Variable already exists");
         let got = c.req("GET", &format!("{base}/variables/REGION")).send().await;
@@ -349,13 +398,21 @@ pub async fn variables_crud_for_repositories_and_environments(c: &Client, gh: &G
         let r = c.req("PATCH", &format!("{base}/variables/REGION")).json(&json!({"name": "AWS_REGION"})).send().await;
         assert_eq!(r.status, 204);
         let list = c.req("GET", &format!("{base}/variables")).send().await.json();
-        assert_eq!((list["total_count"].clone(), list["variables"][0]["name"].clone(), list["variables"][0]["value"].clone()), (json!(1), json!("AWS_REGION"), json!("us-east-1")));
+        assert_eq!(
+            (list["total_count"].clone(), list["variables"][0]["name"].clone(), list["variables"][0]["value"].clone()),
+            (json!(1), json!("AWS_REGION"), json!("us-east-1"))
+        );
         let missing = c.req("GET", &format!("{base}/variables/REGION")).send().await;
         assert_eq!(missing.status, 404);
         assert_eq!(c.req("DELETE", &format!("{base}/variables/AWS_REGION")).send().await.status, 204);
         assert_eq!(c.req("DELETE", &format!("{base}/variables/AWS_REGION")).send().await.status, 404);
     }
-    let r = c.req("POST", "/repos/var-owner/app/actions/variables").json(&json!({"name": "ONLY_NAME"})).spec_invalid().send().await;
+    let r = c
+        .req("POST", "/repos/var-owner/app/actions/variables")
+        .json(&json!({"name": "ONLY_NAME"}))
+        .spec_invalid()
+        .send()
+        .await;
     assert_eq!((r.status, r.json()["message"].clone()), (422, json!("Invalid request.\n\n\"value\" wasn't supplied.")));
     assert!(gh.variable_names(&GithubScope::repo("var-owner", "app")).is_empty());
 }
@@ -371,12 +428,23 @@ pub async fn organization_variables_carry_visibility(c: &Client, gh: &GithubEmul
     assert_eq!(r.status, 201, "{}", r.text());
     let got = c.req("GET", &format!("{org}/variables/SHARED")).send().await.json();
     assert_eq!((&got["visibility"], &got["value"]), (&json!("selected"), &json!("v")));
-    assert_eq!(got["selected_repositories_url"], json!(format!("{}/orgs/var-org/actions/variables/SHARED/repositories", c.url())));
+    assert_eq!(
+        got["selected_repositories_url"],
+        json!(format!("{}/orgs/var-org/actions/variables/SHARED/repositories", c.url()))
+    );
     let r = c.req("PATCH", &format!("{org}/variables/SHARED")).json(&json!({"visibility": "private"})).send().await;
     assert_eq!(r.status, 204);
     assert_eq!(gh.variable(&GithubScope::org("var-org"), "SHARED").unwrap().visibility.as_deref(), Some("private"));
-    let r = c.req("POST", &format!("{org}/variables")).json(&json!({"name": "NO_VIS", "value": "v"})).spec_invalid().send().await;
-    assert_eq!((r.status, r.json()["message"].clone()), (422, json!("Invalid request.\n\n\"visibility\" wasn't supplied.")));
+    let r = c
+        .req("POST", &format!("{org}/variables"))
+        .json(&json!({"name": "NO_VIS", "value": "v"}))
+        .spec_invalid()
+        .send()
+        .await;
+    assert_eq!(
+        (r.status, r.json()["message"].clone()),
+        (422, json!("Invalid request.\n\n\"visibility\" wasn't supplied."))
+    );
     let list = c.req("GET", &format!("{org}/variables")).send().await.json();
     assert_eq!((list["total_count"].clone(), list["variables"][0]["visibility"].clone()), (json!(1), json!("private")));
 }
@@ -385,18 +453,28 @@ pub async fn missing_things_are_404_and_no_token_is_401(c: &Client, gh: &GithubE
     // GitHub's error bodies: {"message","documentation_url","status"}; 401 "Requires authentication".
     let base = "/repos/missing-owner/app/actions";
     let r = c.req("GET", &format!("{base}/secrets/NOPE")).send().await;
-    assert_eq!((r.status, r.json()), (404, error_body("Not Found", &format!("{SECRETS_DOCS}#get-a-repository-secret"), 404)));
+    assert_eq!(
+        (r.status, r.json()),
+        (404, error_body("Not Found", &format!("{SECRETS_DOCS}#get-a-repository-secret"), 404))
+    );
     let r = c.req("DELETE", &format!("{base}/secrets/NOPE")).send().await;
-    assert_eq!((r.status, r.json()), (404, error_body("Not Found", &format!("{SECRETS_DOCS}#delete-a-repository-secret"), 404)));
+    assert_eq!(
+        (r.status, r.json()),
+        (404, error_body("Not Found", &format!("{SECRETS_DOCS}#delete-a-repository-secret"), 404))
+    );
     let r = c.req("GET", "/orgs/missing-org/actions/variables/NOPE").send().await;
-    assert_eq!((r.status, r.json()), (404, error_body("Not Found", &format!("{VARIABLES_DOCS}#get-an-organization-variable"), 404)));
+    assert_eq!(
+        (r.status, r.json()),
+        (404, error_body("Not Found", &format!("{VARIABLES_DOCS}#get-an-organization-variable"), 404))
+    );
     let r = c.req("PATCH", &format!("{base}/variables/NOPE")).json(&json!({"value": "x"})).send().await;
     assert_eq!(r.status, 404);
     let r = c.req("GET", &format!("{base}/secrets")).no_auth().send().await;
     assert_eq!((r.status, r.json()), (401, error_body("Requires authentication", "https://docs.github.com/rest", 401)));
     let r = c.req("GET", &format!("{base}/secrets")).header("authorization", "token ghp_classic").send().await;
     assert_eq!(r.status, 200, "the `token` scheme works too");
-    let r = c.req("POST", &format!("{base}/variables")).no_auth().json(&json!({"name": "A", "value": "b"})).send().await;
+    let r =
+        c.req("POST", &format!("{base}/variables")).no_auth().json(&json!({"name": "A", "value": "b"})).send().await;
     assert_eq!(r.status, 401);
     assert!(gh.variable_names(&GithubScope::repo("missing-owner", "app")).is_empty(), "nothing written");
 }

@@ -44,7 +44,13 @@ impl Resp {
 }
 
 /// Sends one request to `base` (`http://127.0.0.1:PORT`).
-pub async fn send(base: &str, method: &str, path: &str, headers: &[(String, String)], body: Option<Vec<u8>>) -> std::io::Result<Resp> {
+pub async fn send(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Option<Vec<u8>>,
+) -> std::io::Result<Resp> {
     let authority = base.trim_start_matches("http://").trim_end_matches('/').to_string();
     let stream = tokio::net::TcpStream::connect(&authority).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
@@ -140,7 +146,8 @@ impl Req<'_> {
 
     /// Sends no credentials.
     pub fn no_auth(mut self) -> Self {
-        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization") && !k.eq_ignore_ascii_case("private-token"));
+        self.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("authorization") && !k.eq_ignore_ascii_case("private-token"));
         self
     }
 
