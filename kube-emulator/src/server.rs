@@ -1,137 +1,48 @@
-//! HTTP/1.1 serving: routing, request counting, fault injection, watches.
-//!
-//! One task accepts connections; each connection is served by hyper in its
-//! own task, owned by a `JoinSet` that is dropped with the accept loop. The
-//! emulator's state sits behind one `std::sync::Mutex` (every request is
-//! short and never awaits while holding it).
-//!
-//! Fault "down" closes the listening socket (new connections are refused by
-//! the kernel, as with a stopped apiserver) and cuts the open ones; clearing
-//! it binds the same address again.
+//! The Kubernetes side of HTTP/1.1 serving: routing, request counting by
+//! verb and resource, watches. The accept loop, fault injection and the
+//! "down" toggle are shared with the other emulators (`plumbing`).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::Verb;
 use crate::api::{self, Query};
 use crate::discovery;
 use crate::kind::Kind;
+use crate::plumbing::{self, Body, DropConnection, Injected, Net, lock, parse_query, wait_true};
 use crate::status::ApiError;
 use crate::store::Store;
-use crate::{Fault, Verb};
 
 /// kube-apiserver's default limit on a request body (`MaxRequestBodyBytes`).
 pub(crate) const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// How long a watch stays open when the client gives no `timeoutSeconds`.
 const DEFAULT_WATCH_SECONDS: u64 = 1800;
 
-type Body = BoxBody<Bytes, Infallible>;
-
-/// The active fault and which requests it hits.
-#[derive(Default)]
-pub(crate) struct FaultState {
-    pub fault: Option<Fault>,
-    /// None: every request; Some: only resource requests with these verbs.
-    pub verbs: Option<Vec<Verb>>,
-    /// Requests left for `Errors`/`DropConnections`.
-    pub remaining: u32,
-    /// xorshift state for `ErrorRate`.
-    pub rng: u64,
-}
-
 /// State shared by the handle and the server tasks.
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
     pub counts: Mutex<BTreeMap<(Verb, String), u64>>,
-    pub faults: Mutex<FaultState>,
-    /// true while the "down" fault is active.
-    pub down: watch::Sender<bool>,
-    /// true while the listener is bound (what `set_fault` waits for).
-    pub listening: watch::Sender<bool>,
-    /// true once the emulator is stopping.
-    pub stop: watch::Sender<bool>,
-    pub addr: SocketAddr,
-    /// Log one line per request on stderr.
-    pub verbose: bool,
+    /// Listener, faults, stop.
+    pub net: Arc<Net>,
     /// The tasks that stream watch events; they end with their client, their
     /// timeout or `stop`, and are aborted when the emulator's runtime ends.
     pub watches: Mutex<JoinSet<()>>,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves consistent-enough data for a test double.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-async fn wait_true(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
-}
-
 /// Accepts connections until `stop`.
 pub(crate) async fn run(shared: Arc<Shared>, first: TcpListener) {
-    let mut listener = Some(first);
-    let mut down = shared.down.subscribe();
-    let mut stop = shared.stop.subscribe();
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let is_down = *down.borrow_and_update();
-        if is_down && listener.is_some() {
-            listener = None;
-            shared.listening.send_replace(false);
-        } else if !is_down && listener.is_none() {
-            match TcpListener::bind(shared.addr).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    shared.listening.send_replace(true);
-                }
-                Err(e) => {
-                    eprintln!("kube-emulator: cannot bind {} again: {e}; retrying", shared.addr);
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
-                        _ = wait_true(&mut stop) => return,
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            _ = wait_true(&mut stop) => return,
-            _ = down.changed() => continue,
-            accepted = async { listener.as_ref().expect("listening").accept().await }, if listener.is_some() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                connections.spawn(async move {
-                    let mut down = shared.down.subscribe();
-                    let mut stop = shared.stop.subscribe();
-                    let service_shared = shared.clone();
-                    let service = hyper::service::service_fn(move |req| serve(service_shared.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service);
-                    // Dropping the connection future closes the socket.
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = wait_true(&mut down) => {}
-                        _ = wait_true(&mut stop) => {}
-                    }
-                });
-            }
-        }
-    }
+    let net = shared.net.clone();
+    plumbing::run(net, first, move |req| serve(shared.clone(), req)).await;
 }
 
 /// What a request is, once routed.
@@ -199,40 +110,6 @@ fn verb_of(method: &Method, item: bool, query: &Query, content_type: &str) -> Op
     })
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn parse_query(q: Option<&str>) -> Query {
-    q.unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(p), String::new()),
-        })
-        .collect()
-}
-
 fn json_response(code: u16, body: &Value) -> hyper::Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     hyper::Response::builder()
@@ -245,57 +122,6 @@ fn json_response(code: u16, body: &Value) -> hyper::Response<Body> {
 
 fn error_response(e: &ApiError) -> hyper::Response<Body> {
     json_response(e.code, &e.body())
-}
-
-/// Marks a request whose connection must be dropped without an answer.
-#[derive(Debug)]
-pub(crate) struct DropConnection;
-
-impl std::fmt::Display for DropConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection dropped by fault injection")
-    }
-}
-
-impl std::error::Error for DropConnection {}
-
-enum Injected {
-    Nothing,
-    Delay(Duration),
-    Error,
-    Drop,
-}
-
-fn injected_fault(shared: &Shared, verb: Option<Verb>) -> Injected {
-    let mut f = lock(&shared.faults);
-    let Some(fault) = f.fault.clone() else { return Injected::Nothing };
-    if let Some(verbs) = &f.verbs
-        && !verb.is_some_and(|v| verbs.contains(&v))
-    {
-        return Injected::Nothing;
-    }
-    match fault {
-        Fault::Latency(d) => Injected::Delay(d),
-        Fault::Errors { .. } | Fault::DropConnections { .. } => {
-            if f.remaining == 0 {
-                f.fault = None;
-                return Injected::Nothing;
-            }
-            f.remaining -= 1;
-            if f.remaining == 0 {
-                f.fault = None;
-            }
-            if matches!(fault, Fault::Errors { .. }) { Injected::Error } else { Injected::Drop }
-        }
-        Fault::ErrorRate { rate } => {
-            f.rng ^= f.rng << 13;
-            f.rng ^= f.rng >> 7;
-            f.rng ^= f.rng << 17;
-            let draw = (f.rng >> 11) as f64 / (1u64 << 53) as f64;
-            if draw < rate { Injected::Error } else { Injected::Nothing }
-        }
-        Fault::Down => Injected::Drop,
-    }
 }
 
 async fn serve(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<hyper::Response<Body>, DropConnection> {
@@ -317,14 +143,19 @@ async fn serve(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<hyp
     if let Some(key) = counted {
         *lock(&shared.counts).entry(key).or_default() += 1;
     }
-    if shared.verbose {
+    if shared.net.verbose {
         eprintln!("{method} {}", req.uri());
     }
-    match injected_fault(&shared, verb) {
+    match shared.net.injected(verb) {
         Injected::Nothing => {}
         Injected::Delay(d) => tokio::time::sleep(d).await,
         Injected::Error => {
             return Ok(error_response(&ApiError::internal("Internal error occurred: injected by kube-emulator fault")));
+        }
+        Injected::RateLimit { retry_after_secs, .. } => {
+            let mut response = error_response(&ApiError::too_many_requests(retry_after_secs));
+            response.headers_mut().insert("retry-after", retry_after_secs.into());
+            return Ok(response);
         }
         Injected::Drop => return Err(DropConnection),
     }
@@ -336,7 +167,7 @@ async fn serve(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<hyp
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(error_response(&ApiError::too_large(MAX_BODY_BYTES))),
     };
-    let host = shared.addr.to_string();
+    let host = shared.net.addr.to_string();
     let read_only = |doc: Value| {
         if method == Method::GET { json_response(200, &doc) } else { error_response(&ApiError::method_not_allowed()) }
     };
@@ -454,7 +285,7 @@ fn watch(shared: &Arc<Shared>, req: &api::Request<'_>) -> hyper::Response<Body> 
         (first, rx)
     };
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(64);
-    let mut stop = shared.stop.subscribe();
+    let mut stop = shared.net.stop.subscribe();
     let expired = first.last().is_some_and(|l| l.starts_with(b"{\"type\":\"ERROR\""));
     let mut watches = lock(&shared.watches);
     while watches.try_join_next().is_some() {}
@@ -516,12 +347,5 @@ mod tests {
         ));
         assert!(matches!(route("/api/v1/namespaces/a/deployments"), Route::Unknown));
         assert!(matches!(route("/api/v1/secrets/s"), Route::Unknown));
-    }
-
-    #[test]
-    fn query_values_are_percent_decoded() {
-        let q = parse_query(Some("labelSelector=app%3Dx%2Cenv+in+(a)&limit=5"));
-        assert_eq!(q["labelSelector"], "app=x,env in (a)");
-        assert_eq!(q["limit"], "5");
     }
 }

@@ -243,6 +243,17 @@ impl ApiError {
         )
     }
 
+    /// 429 from the apiserver's max-in-flight filter, used by fault
+    /// injection (the `Retry-After` header goes beside it).
+    pub fn too_many_requests(retry_after_secs: u64) -> ApiError {
+        ApiError::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.".into(),
+            Some(json!({"retryAfterSeconds": retry_after_secs})),
+        )
+    }
+
     /// 500, used by fault injection.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, "InternalError", message.into(), None)

@@ -1,12 +1,63 @@
 //! RFC 3339 timestamps in UTC with second precision, as Kubernetes writes
-//! `creationTimestamp` and `managedFields[].time` (no date crate needed).
+//! `creationTimestamp` and `managedFields[].time` and GitHub writes
+//! `created_at`/`updated_at` (no date crate needed), and a clock a test
+//! can freeze and move.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::plumbing::lock;
+
+fn system_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
 
 /// Now, e.g. `2026-11-21T21:41:07Z`.
 pub(crate) fn now_rfc3339() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    format_unix(secs)
+    format_unix(system_secs())
+}
+
+/// Wall-clock seconds, plus an offset a test can add to, or frozen at an
+/// instant: lets a test make two writes land in one second (or in two)
+/// without sleeping.
+#[derive(Default)]
+pub(crate) struct Clock(Mutex<ClockMode>);
+
+#[derive(Default)]
+enum ClockMode {
+    #[default]
+    Real,
+    Offset(u64),
+    Frozen(u64),
+}
+
+impl Clock {
+    /// Seconds since the Unix epoch.
+    pub fn now(&self) -> u64 {
+        match *lock(&self.0) {
+            ClockMode::Real => system_secs(),
+            ClockMode::Offset(o) => system_secs() + o,
+            ClockMode::Frozen(t) => t,
+        }
+    }
+
+    pub fn freeze(&self, unix_secs: u64) {
+        *lock(&self.0) = ClockMode::Frozen(unix_secs);
+    }
+
+    /// Moves the clock on (frozen or not).
+    pub fn advance(&self, by: Duration) {
+        let mut mode = lock(&self.0);
+        *mode = match *mode {
+            ClockMode::Real => ClockMode::Offset(by.as_secs()),
+            ClockMode::Offset(o) => ClockMode::Offset(o + by.as_secs()),
+            ClockMode::Frozen(t) => ClockMode::Frozen(t + by.as_secs()),
+        };
+    }
+
+    pub fn real(&self) {
+        *lock(&self.0) = ClockMode::Real;
+    }
 }
 
 /// Formats seconds since the Unix epoch.

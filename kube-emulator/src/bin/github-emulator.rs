@@ -1,0 +1,47 @@
+//! `github-emulator`: the GitHub Actions secrets and variables API emulator, by hand.
+//!
+//! ```text
+//! github-emulator --listen 127.0.0.1:0
+//! curl -H 'Authorization: Bearer x' "$URL/repos/acme/app/actions/secrets/public-key"
+//! ```
+//!
+//! The first line on stdout is the base URL; the process serves until
+//! SIGINT or SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kube_emulator::{GithubEmulator, ServerOptions, cli};
+
+/// A dev-only GitHub REST emulator (Actions secrets and variables of repos, orgs, environments).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Log every request on stderr.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let emulator = match GithubEmulator::start_with(ServerOptions { listen: args.listen, verbose: args.verbose }) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("github-emulator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    cli::announce(&emulator.url());
+    eprintln!("github-emulator: serving {} (any bearer token; every repo, org and environment exists)", emulator.url());
+    if let Err(e) = cli::wait_for_shutdown_signal() {
+        eprintln!("github-emulator: cannot wait for a signal: {e}");
+        return ExitCode::from(2);
+    }
+    emulator.stop();
+    ExitCode::SUCCESS
+}

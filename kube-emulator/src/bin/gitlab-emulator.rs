@@ -1,0 +1,47 @@
+//! `gitlab-emulator`: the GitLab CI/CD variables API emulator, by hand.
+//!
+//! ```text
+//! gitlab-emulator --listen 127.0.0.1:0
+//! curl -H 'PRIVATE-TOKEN: x' "$URL/api/v4/projects/group%2Fapp/variables"
+//! ```
+//!
+//! The first line on stdout is the base URL; the process serves until
+//! SIGINT or SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kube_emulator::{GitlabEmulator, ServerOptions, cli};
+
+/// A dev-only GitLab REST v4 emulator (project and group CI/CD variables).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Log every request on stderr.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let emulator = match GitlabEmulator::start_with(ServerOptions { listen: args.listen, verbose: args.verbose }) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("gitlab-emulator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    cli::announce(&emulator.url());
+    eprintln!("gitlab-emulator: serving {}/api/v4 (any PRIVATE-TOKEN; every project and group exists)", emulator.url());
+    if let Err(e) = cli::wait_for_shutdown_signal() {
+        eprintln!("gitlab-emulator: cannot wait for a signal: {e}");
+        return ExitCode::from(2);
+    }
+    emulator.stop();
+    ExitCode::SUCCESS
+}
