@@ -50,22 +50,22 @@ fn main() {
     let templates = Templates::compile(&config).unwrap();
     let sources = Sources::new(&config);
     let options = PassOptions::default();
-    let kube = cfgsync::target::kubernetes::KubeClients::new(None);
+    let targets = cfgsync::reconcile::Targets::new(&config, None);
 
     let (first, report) = runtime.block_on(async {
         let start = Instant::now();
-        let report = run_pass(&config, &templates, &sources, &kube, &options).await;
+        let report = run_pass(&config, &templates, &sources, &targets, &options).await;
         (start.elapsed(), report)
     });
     assert!(!report.failed(), "first pass failed: {:?}", report.envs[0].source_error);
-    assert_eq!(report.counts().get("create"), Some(&OUTPUTS));
+    assert_eq!(report.counts(true).get("create"), Some(&OUTPUTS));
 
     let mut noop: Vec<Duration> = (0..RUNS)
         .map(|_| {
             runtime.block_on(async {
                 let start = Instant::now();
-                let report = run_pass(&config, &templates, &sources, &kube, &options).await;
-                assert_eq!(report.counts().get("unchanged"), Some(&OUTPUTS));
+                let report = run_pass(&config, &templates, &sources, &targets, &options).await;
+                assert_eq!(report.counts(true).get("unchanged"), Some(&OUTPUTS));
                 start.elapsed()
             })
         })

@@ -116,6 +116,9 @@ pub struct PullArgs {
     /// Write the outputs you may fully read; skip (and name) the others.
     #[arg(long)]
     pub allow_partial: bool,
+    /// Run the targets' `reload_cmd` after a change (a laptop does not by default).
+    #[arg(long)]
+    pub reload: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

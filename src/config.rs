@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
-use crate::format::{Dialect, Format};
+use crate::format::{self, Dialect, Format};
 use crate::secret::SecretString;
 
 /// Default reconcile period of `cfgsync run`.
@@ -160,6 +160,11 @@ impl Environment for BTreeMap<String, String> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     interval: Option<Spanned<String>>,
+    /// This config's identity on what it writes.
+    instance: Option<Spanned<String>>,
+    /// The prune guard's share, for every target kind.
+    max_prune_share: Option<Spanned<f64>>,
+    state: Option<RawState>,
     etcd: Option<RawEtcd>,
     vault: Option<RawVault>,
     files: Option<RawFiles>,
@@ -170,6 +175,13 @@ struct RawConfig {
     outputs: Vec<RawOutput>,
     service: Option<RawService>,
     render: Option<RawRender>,
+}
+
+/// `[state]`: where cfgsync records what it wrote.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<PathBuf>,
 }
 
 /// `[render]`: the template sandbox's limits (see [`crate::render`]).
@@ -347,6 +359,8 @@ struct RawFileTarget {
     mode: Option<String>,
     check_cmd: Option<String>,
     reload_cmd: Option<String>,
+    /// A directory whose own path may contain symlinks (below it, none).
+    trusted_dir: Option<PathBuf>,
 }
 
 fn default_format() -> Format {
@@ -375,6 +389,15 @@ pub struct Config {
     pub service: ServiceSettings,
     /// `[render]`: limits of the template sandbox.
     pub render: crate::render::Limits,
+    /// Written on everything cfgsync writes (`cfgsync.io/instance`, CI
+    /// variable descriptions, state): prune only touches its own.
+    pub instance: String,
+    /// A pass deleting more than one and more than this share of what the
+    /// instance wrote at one destination stops and asks for `--allow-mass-prune`.
+    pub max_prune_share: f64,
+    /// `[state] dir`: what cfgsync wrote, per instance and env (default
+    /// `<config dir>/.cfgsync`).
+    pub state_dir: PathBuf,
 }
 
 /// `[service]`: how `cfgsync run` behaves; the one-shot commands ignore it.
@@ -582,6 +605,8 @@ pub struct KubernetesSettings {
     /// Vault for every env, so it never has to be configured. Always `Some`;
     /// an absent secret shows up when a secret output is written.
     pub fingerprint_key: Option<(String, String)>,
+    /// Whether `[kubernetes] max_prune_share` was set (else the top-level one applies).
+    pub max_prune_share_set: bool,
 }
 
 /// `cfgsync/fingerprint#key`: secret `<mount>/<env>/cfgsync/fingerprint`,
@@ -591,7 +616,12 @@ pub const DEFAULT_FINGERPRINT_KEY: (&str, &str) = ("cfgsync/fingerprint", "key")
 impl Default for KubernetesSettings {
     fn default() -> Self {
         let (path, field) = DEFAULT_FINGERPRINT_KEY;
-        Self { kubeconfig: None, max_prune_share: 0.25, fingerprint_key: Some((path.to_owned(), field.to_owned())) }
+        Self {
+            kubeconfig: None,
+            max_prune_share: 0.25,
+            fingerprint_key: Some((path.to_owned(), field.to_owned())),
+            max_prune_share_set: false,
+        }
     }
 }
 
@@ -607,6 +637,8 @@ pub struct FileTarget {
     pub mode: Option<u32>,
     pub check_cmd: Option<String>,
     pub reload_cmd: Option<String>,
+    /// Symlinks are followed only in this directory's own path.
+    pub trusted_dir: Option<PathBuf>,
 }
 
 /// Loads and validates `path`, reporting every problem found.
@@ -666,6 +698,27 @@ impl Builder<'_> {
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL, "interval");
         let service = self.service(raw.service);
         let render = self.render(raw.render);
+        let instance = match raw.instance {
+            Some(i) => {
+                if !is_label_value(i.get_ref()) {
+                    self.problem(
+                        i.span().start,
+                        format!("invalid instance {:?}: use at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit", i.get_ref()),
+                    );
+                }
+                i.into_inner()
+            }
+            None => default_instance(self.path),
+        };
+        let max_prune_share = match raw.max_prune_share {
+            Some(s) if (0.0..=1.0).contains(s.get_ref()) => *s.get_ref(),
+            Some(s) => {
+                self.problem(s.span().start, "max_prune_share must be between 0.0 and 1.0");
+                0.25
+            }
+            None => 0.25,
+        };
+        let state_dir = raw.state.and_then(|s| s.dir).map_or_else(|| self.dir.join(".cfgsync"), |d| self.dir.join(d));
         let envs: Vec<String> = raw.envs.keys().cloned().collect();
         if envs.is_empty() {
             self.problem(0, "no environments defined: add at least one `[envs.<name>]` table");
@@ -699,7 +752,10 @@ impl Builder<'_> {
             (None, None) => None,
         };
 
-        let kubernetes = raw.kubernetes.map(|k| self.kubernetes(k)).unwrap_or_default();
+        let mut kubernetes = raw.kubernetes.map(|k| self.kubernetes(k)).unwrap_or_default();
+        if !kubernetes.max_prune_share_set {
+            kubernetes.max_prune_share = max_prune_share;
+        }
         let mut outputs = Vec::new();
         let mut seen = BTreeSet::new();
         for raw_output in raw.outputs {
@@ -726,6 +782,9 @@ impl Builder<'_> {
             outputs,
             service,
             render,
+            instance,
+            max_prune_share,
+            state_dir,
         })
     }
 
@@ -765,6 +824,7 @@ impl Builder<'_> {
         if let Some(share) = raw.max_prune_share {
             if (0.0..=1.0).contains(share.get_ref()) {
                 k.max_prune_share = *share.get_ref();
+                k.max_prune_share_set = true;
             } else {
                 self.problem(share.span().start, "max_prune_share must be between 0.0 and 1.0");
             }
@@ -1112,6 +1172,8 @@ impl Builder<'_> {
                 normalize(path)
             } else {
                 match normalize_within(path) {
+                    // `./out/x` shown as `out/x`: paths look the same everywhere.
+                    Some(p) if self.dir == Path::new(".") => p,
                     Some(p) => self.dir.join(p),
                     None => {
                         self.problem(
@@ -1142,6 +1204,36 @@ impl Builder<'_> {
                 );
             }
         }
+        let trusted_dir = raw.trusted_dir.map(|d| normalize(&d));
+        if let Some(d) = &trusted_dir {
+            if !d.is_absolute() {
+                self.problem(
+                    offset,
+                    format!("output {output:?}: trusted_dir {:?} must be an absolute path", d.display()),
+                );
+            } else if let Some(p) = paths.values().find(|p| !p.starts_with(d)) {
+                self.problem(
+                    offset,
+                    format!("output {output:?}: path {} is not below trusted_dir {}", p.display(), d.display()),
+                );
+            }
+        }
+        // What the first pass would refuse, refused now (names are config, not data).
+        for e in entries {
+            let problem = match raw.format {
+                Format::Dir => format::check_file_name(&e.name)
+                    .err()
+                    .map(|why| format!("cannot be a file name in a dir target: {why}")),
+                Format::Dotenv if !format::dotenv::is_env_name(&e.name) => {
+                    Some("cannot be written to a dotenv file: names must match [A-Za-z_][A-Za-z0-9_]*".to_owned())
+                }
+                _ => None,
+            };
+            if let Some(why) = problem {
+                self.problems
+                    .push(Problem::at(e.location.clone(), format!("output {output:?}: entry {:?} {why}", e.name)));
+            }
+        }
         if self.problems.len() != before {
             return None;
         }
@@ -1152,6 +1244,7 @@ impl Builder<'_> {
             mode,
             check_cmd: raw.check_cmd,
             reload_cmd: raw.reload_cmd,
+            trusted_dir,
         })
     }
 }
@@ -1186,6 +1279,36 @@ pub fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(unit)
+}
+
+/// A Kubernetes label value: at most 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+fn is_label_value(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 63
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The instance a config gets when it names none: its file's name when that
+/// is not `cfgsync.toml`, else its directory's (`/etc/payments/cfgsync.toml`
+/// → `payments`, `team-a.toml` → `team-a`), as a label value.
+pub fn default_instance(path: &Path) -> String {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("cfgsync");
+    let name = if stem == "cfgsync" {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("cfgsync").to_owned()
+    } else {
+        stem.to_owned()
+    };
+    let mut clean: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    clean.truncate(63);
+    let clean = clean.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned();
+    if clean.is_empty() { "cfgsync".to_owned() } else { clean }
 }
 
 /// A DNS-1123 subdomain (names) or label (namespaces, `max` 63).

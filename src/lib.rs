@@ -1,7 +1,7 @@
 //! cfgsync: people are the source of truth; etcd (plain configuration) and
 //! Vault (secrets) record it; cfgsync renders Tera templates from one
-//! consistent snapshot per env and makes files (and, later, Kubernetes
-//! objects and CI variables) agree with it.
+//! consistent snapshot per env and makes files, Kubernetes objects and CI
+//! variables agree with it.
 //!
 //! # Layout
 //!
@@ -11,7 +11,7 @@
 //! - [`render`]: pure rendering with taint tracking; static checks of templates.
 //! - [`format`]: dotenv / json / yaml / raw / dir encodings.
 //! - [`plan`]: pure desired-vs-observed decisions.
-//! - [`target`]: observing and applying (files).
+//! - [`targets`]: the `Target` trait and its kinds (files, Kubernetes): observe, plan, apply.
 //! - [`reconcile`]: one pass, with failure isolation (fail closed per env).
 //! - [`report`]: text and JSON presentation of a pass.
 //! - [`secret`]: the redacting [`secret::SecretString`].
@@ -37,6 +37,6 @@ pub mod report;
 pub mod secret;
 pub mod service;
 pub mod source;
-pub mod target;
+pub mod targets;
 pub mod telemetry;
 pub mod text;

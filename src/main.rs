@@ -14,7 +14,6 @@ use cfgsync::reconcile::{self, PassOptions};
 use cfgsync::render::Templates;
 use cfgsync::report::{self, Mode, Style};
 use cfgsync::source::Sources;
-use cfgsync::target::kubernetes::KubeClients;
 
 /// Fatal errors end here with exit code 2; failures of a pass are reported
 /// and only change the exit code.
@@ -75,7 +74,11 @@ fn check_env(config: &Config, env: &str) -> Result<(), Fatal> {
 
 async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     if let Command::Run { listen, replica_id } = &cli.command {
-        let options = cfgsync::service::RunOptions { listen: *listen, replica_id: replica_id.clone() };
+        let options = cfgsync::service::RunOptions {
+            listen: *listen,
+            replica_id: replica_id.clone(),
+            kubeconfig: cli.kubeconfig.clone(),
+        };
         return match cfgsync::service::run(&cli.config, options).await {
             Ok(cfgsync::service::Shutdown::Clean) => Ok(ExitCode::SUCCESS),
             Ok(cfgsync::service::Shutdown::GraceExceeded) => Ok(ExitCode::from(1)),
@@ -125,8 +128,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         check_env(&config, env)?;
     }
     let sources = Sources::new(&config);
-    let kube = KubeClients::new(cli.kubeconfig.clone().or_else(|| config.kubernetes.kubeconfig.clone()));
-    let report = reconcile::run_pass(&config, &templates, &sources, &kube, &options).await;
+    let targets = reconcile::Targets::new(&config, cli.kubeconfig.clone());
+    let report = reconcile::run_pass(&config, &templates, &sources, &targets, &options).await;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.output {

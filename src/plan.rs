@@ -1,145 +1,213 @@
-//! The plan: desired state vs observed state → a list of changes.
+//! The plan: what a pass will change, decided before anything is written.
 //!
-//! Pure (no clients, no async), so `plan`, `--dry-run` and `reconcile` all
-//! go through exactly the same decision and "nothing is written that `plan`
-//! would not have shown" holds by construction: apply only executes a plan.
+//! Every target kind plans into the same shapes, purely (no clients, no
+//! async): a [`Change`] is what people and scripts are shown, a
+//! [`Planned`] pairs it with the operation that carries it out, and a
+//! [`DestPlan`] holds one destination's changes (a directory, a cluster, a
+//! CI project). `plan`, `reconcile --dry-run`, `reconcile`, `pull` and the
+//! service all build the same plan; applying it only executes what it
+//! says, so "nothing happens that `plan` would not have shown" holds by
+//! construction.
 //!
 //! Confd's `sync()` compares, checks, renames and reloads in one method;
-//! here comparing is this module and doing is [`crate::target::file`].
+//! here comparing is planning and doing is [`crate::targets`]' `apply`.
+//!
+//! A [`Change`] never holds a secret value: values and diffs are only
+//! filled in for content that read no secret ([`crate::secret::Content::shown`]),
+//! and even then with control characters escaped and long lines cut.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::secret::Content;
 
-/// One file as it should be.
-#[derive(Debug, Clone)]
-pub struct DesiredFile {
-    pub path: PathBuf,
-    pub content: Content,
-    pub mode: u32,
-}
-
-/// One file as it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObservedFile {
-    pub content: Vec<u8>,
-    pub mode: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,
     Update,
+    /// Someone changed it after cfgsync wrote it: restore it.
+    Drift,
+    Delete,
     Unchanged,
 }
 
-/// A decided change to one file, with what a reader may be shown.
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Drift => "drift",
+            Action::Delete => "delete",
+            Action::Unchanged => "unchanged",
+        }
+    }
+
+    pub fn writes(self) -> bool {
+        self != Action::Unchanged
+    }
+}
+
+/// One planned change, as shown: names, never secret values.
 #[derive(Debug, Clone, Serialize)]
-pub struct FileChange {
-    pub path: PathBuf,
+pub struct Change {
+    /// The target kind (`file`, `kubernetes-secret`, `gitlab`, …).
+    pub kind: &'static str,
+    /// What is changed: a path, `context/namespace/name`, `project:KEY`.
+    pub address: String,
     pub action: Action,
-    pub content_changed: bool,
-    /// `Some((old, new))` when only the mode differs or changes too.
-    #[serde(serialize_with = "serialize_mode_change")]
-    pub mode_change: Option<(Option<u32>, u32)>,
-    /// Entries whose value differs, when the format lets us tell (names only).
+    /// True when the content is secret: no values, no diff.
+    pub secret: bool,
+    /// Entries (keys, variables) whose value changes: names only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub changed_entries: Vec<String>,
-    /// A unified diff, only for outputs that read no secret.
+    pub entries: Vec<String>,
+    /// `entry: old → new`, only for content that read no secret.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// A unified diff, only for content that read no secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// What else happens: a mode change, labels only, a workload restart,
+    /// a stale temp file removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Keyed fingerprints of the secret entries that change (`pull`):
+    /// equal exactly when the values are, meaningless outside this run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fingerprints: Vec<EntryFingerprint>,
+    /// A hash of what the target should hold, equal across passes exactly
+    /// when the desired content is (the service remembers it to recognise
+    /// a target changed behind its back). Never shown.
     #[serde(skip)]
-    pub desired: DesiredFile,
+    pub content_hash: u64,
 }
 
-fn serialize_mode_change<S: serde::Serializer>(v: &Option<(Option<u32>, u32)>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        None => s.serialize_none(),
-        Some((old, new)) => {
-            let text = match old {
-                Some(o) => format!("{o:04o} -> {new:04o}"),
-                None => format!("{new:04o}"),
+/// A process-local hash of desired content (not a fingerprint: never shown
+/// or stored).
+pub fn content_hash(parts: &[&[u8]]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
+impl Change {
+    pub fn new(kind: &'static str, address: String, action: Action, secret: bool) -> Self {
+        Self {
+            kind,
+            address,
+            action,
+            secret,
+            entries: Vec::new(),
+            values: Vec::new(),
+            diff: None,
+            notes: Vec::new(),
+            fingerprints: Vec::new(),
+            content_hash: 0,
+        }
+    }
+}
+
+/// `entry`: fingerprint before → after (`None`: absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryFingerprint {
+    pub entry: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// Where a change's outcome is reported: a config target of the env (by
+/// position in the env's report), or the env's prune list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Slot {
+    Target { output: usize, target: usize },
+    Prune,
+}
+
+/// A change with the operation that carries it out.
+#[derive(Debug)]
+pub struct Planned<Op> {
+    pub slot: Slot,
+    pub change: Change,
+    pub op: Op,
+}
+
+/// One destination's plan.
+#[derive(Debug)]
+pub struct DestPlan<Op> {
+    pub changes: Vec<Planned<Op>>,
+    /// Targets that cannot be planned (refused content, an object owned by
+    /// another instance), and refused prunes (`Slot::Prune`).
+    pub errors: Vec<(Slot, crate::targets::TargetError)>,
+}
+
+impl<Op> Default for DestPlan<Op> {
+    fn default() -> Self {
+        Self { changes: Vec::new(), errors: Vec::new() }
+    }
+}
+
+impl<Op> DestPlan<Op> {
+    pub fn needs_write(&self) -> bool {
+        self.changes.iter().any(|c| c.change.action.writes())
+    }
+}
+
+/// Names of the entries whose bytes differ between `old` and `new`.
+pub fn changed_entries<'a>(
+    new: impl IntoIterator<Item = (&'a String, &'a [u8])>,
+    old: &BTreeMap<String, Vec<u8>>,
+) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut names = Vec::new();
+    for (k, v) in new {
+        seen.insert(k.as_str());
+        if old.get(k).map(Vec::as_slice) != Some(v) {
+            names.push(k.clone());
+        }
+    }
+    names.extend(old.keys().filter(|k| !seen.contains(k.as_str())).cloned());
+    names.sort();
+    names
+}
+
+/// `entry: "old" → "new"` lines for content that read no secret, quoted (so
+/// control characters are escaped) and cut to a readable length.
+pub fn value_lines(names: &[String], new: &BTreeMap<String, Content>, old: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    names
+        .iter()
+        .filter_map(|k| {
+            let shown_new = match new.get(k) {
+                Some(c) => show(&c.shown()?),
+                None => "(absent)".to_owned(),
             };
-            s.serialize_str(&text)
-        }
-    }
-}
-
-/// The entries of a single-file output, for naming the entries that changed:
-/// the rendered ones, and those decoded from the observed file when its
-/// format can be read back.
-pub struct EntryNames<'a> {
-    pub new: &'a BTreeMap<String, Content>,
-    pub old: Option<BTreeMap<String, String>>,
-}
-
-/// Decides the change for one file.
-pub fn plan_file(
-    desired: DesiredFile,
-    observed: Option<&ObservedFile>,
-    tainted: bool,
-    entries: Option<EntryNames<'_>>,
-) -> FileChange {
-    let Some(observed) = observed else {
-        let diff =
-            (!tainted).then(|| desired.content.shown().map(|new| unified_diff("", &new, &desired.path))).flatten();
-        return FileChange {
-            path: desired.path.clone(),
-            action: Action::Create,
-            content_changed: true,
-            mode_change: Some((None, desired.mode)),
-            changed_entries: entries.map(|e| e.new.keys().cloned().collect()).unwrap_or_default(),
-            diff,
-            desired,
-        };
-    };
-    let content_changed = observed.content != desired.content.expose();
-    let mode_changed = observed.mode != desired.mode;
-    let action = if content_changed || mode_changed { Action::Update } else { Action::Unchanged };
-    let changed_entries = match (content_changed, entries) {
-        (true, Some(EntryNames { new, old: Some(old) })) => {
-            let mut names: Vec<String> = new
-                .iter()
-                .filter(|(k, v)| old.get(*k).map(String::as_bytes) != Some(v.expose()))
-                .map(|(k, _)| k.clone())
-                .collect();
-            names.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
-            names.sort();
-            names
-        }
-        _ => Vec::new(),
-    };
-    let diff = (content_changed && !tainted)
-        .then(|| {
-            let old = String::from_utf8_lossy(&observed.content);
-            desired.content.shown().map(|new| unified_diff(&old, &new, &desired.path))
+            let shown_old = old.get(k).map_or("(absent)".to_owned(), |v| show(&String::from_utf8_lossy(v)));
+            Some(if old.contains_key(k) {
+                format!("{k}: {shown_old} → {shown_new}")
+            } else {
+                format!("{k}: {shown_new}")
+            })
         })
-        .flatten();
-    FileChange {
-        path: desired.path.clone(),
-        action,
-        content_changed,
-        mode_change: mode_changed.then_some((Some(observed.mode), desired.mode)),
-        changed_entries,
-        diff,
-        desired,
-    }
+        .collect()
 }
 
-fn unified_diff(old: &str, new: &str, path: &std::path::Path) -> String {
-    let name = path.display().to_string();
+/// A value in a plan: quoted (so control characters are escaped) and cut.
+pub fn show(v: &str) -> String {
+    crate::text::shorten(&format!("{v:?}"), 200).into_owned()
+}
+
+/// A unified diff of two texts, with terminal controls escaped.
+pub fn unified_diff(old: &str, new: &str, path: &Path) -> String {
+    let name = crate::cmd::display_path(path);
     let (old, new) = (crate::text::escape_controls(old, true), crate::text::escape_controls(new, true));
     similar::TextDiff::from_lines(old.as_ref(), new.as_ref())
         .unified_diff()
         .context_radius(2)
-        .header(
-            &format!("a{}{name}", if name.starts_with('/') { "" } else { "/" }),
-            &format!("b{}{name}", if name.starts_with('/') { "" } else { "/" }),
-        )
+        .header(&format!("a/{name}"), &format!("b/{name}"))
         .to_string()
 }
 
@@ -147,52 +215,26 @@ fn unified_diff(old: &str, new: &str, path: &std::path::Path) -> String {
 mod tests {
     use super::*;
 
-    fn desired(content: &str, mode: u32) -> DesiredFile {
-        DesiredFile { path: PathBuf::from("/o/api.env"), content: Content::plain(content), mode }
-    }
-
-    fn observed(content: &str, mode: u32) -> ObservedFile {
-        ObservedFile { content: content.as_bytes().to_vec(), mode }
-    }
-
     #[test]
-    fn decisions() {
-        let cases = [
-            (None, "A=1\n", 0o644, Action::Create),
-            (Some(observed("A=1\n", 0o644)), "A=1\n", 0o644, Action::Unchanged),
-            (Some(observed("A=1\n", 0o644)), "A=2\n", 0o644, Action::Update),
-            (Some(observed("A=1\n", 0o644)), "A=1\n", 0o600, Action::Update),
-        ];
-        for (obs, content, mode, want) in cases {
-            let c = plan_file(desired(content, mode), obs.as_ref(), false, None);
-            assert_eq!(c.action, want, "{obs:?} -> {content:?} {mode:o}");
-        }
-    }
-
-    #[test]
-    fn tainted_changes_name_entries_but_show_no_diff() {
+    fn changed_entries_name_updates_additions_and_removals() {
         let new: BTreeMap<String, Content> =
             [("A".into(), Content::secret("CANARY-new")), ("B".into(), Content::secret("same"))].into();
-        let old: BTreeMap<String, String> =
-            [("A".into(), "CANARY-old".into()), ("B".into(), "same".into()), ("C".into(), "x".into())].into();
-        let c = plan_file(
-            desired("A=CANARY-new\nB=same\n", 0o600),
-            Some(&observed("A=CANARY-old\nB=same\nC=x\n", 0o600)),
-            true,
-            Some(EntryNames { new: &new, old: Some(old) }),
+        let old: BTreeMap<String, Vec<u8>> =
+            [("A".into(), b"CANARY-old".to_vec()), ("B".into(), b"same".to_vec()), ("C".into(), b"x".to_vec())].into();
+        let names = changed_entries(new.iter().map(|(k, v)| (k, v.expose())), &old);
+        assert_eq!(names, ["A", "C"]);
+        assert!(
+            value_lines(&names, &new, &old).iter().all(|l| !l.contains("CANARY")),
+            "secret content shows no values"
         );
-        assert_eq!(c.action, Action::Update);
-        assert_eq!(c.changed_entries, ["A", "C"]);
-        assert!(c.diff.is_none());
-        let json = serde_json::to_string(&c).unwrap();
-        assert!(!json.contains("CANARY"), "{json}");
+        let plain: BTreeMap<String, Content> = [("A".into(), Content::plain("new\x1b[2J"))].into();
+        assert_eq!(value_lines(&["A".into()], &plain, &old), ["A: \"CANARY-old\" → \"new\\u{1b}[2J\""]);
     }
 
     #[test]
-    fn untainted_changes_carry_a_unified_diff() {
-        let c = plan_file(desired("A=2\n", 0o644), Some(&observed("A=1\n", 0o644)), false, None);
-        let diff = c.diff.unwrap();
-        assert!(diff.contains("-A=1\n+A=2\n"), "{diff}");
-        assert!(diff.starts_with("--- a/o/api.env\n+++ b/o/api.env\n"), "{diff}");
+    fn diffs_escape_terminal_controls() {
+        let d = unified_diff("A=1\n", "A=\x1b]0;owned\x07\n", Path::new("out/a.env"));
+        assert!(d.contains("+A=\\e]0;owned\\u{7}"), "{d}");
+        assert!(d.starts_with("--- a/out/a.env\n+++ b/out/a.env\n"), "{d}");
     }
 }

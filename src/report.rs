@@ -2,13 +2,14 @@
 //!
 //! Text goes to stdout (changes, diffs) and stderr (`error:` lines, one per
 //! failure). Values of outputs that read a secret never appear: the plan
-//! carries no diff for them, only the names of the entries that changed.
+//! carries no diff or values for them, only the names of the entries that
+//! change. Every kind of target is shown the same way:
+//! `<sign> <output> → <kind> <address> (<what happens>)`.
 
 use std::io::{self, Write};
 
-use crate::plan::{Action, FileChange};
-use crate::reconcile::{Change, Report, TargetReport};
-use crate::target::kubernetes::{ObjectAction, ObjectChange};
+use crate::plan::{Action, Change};
+use crate::reconcile::{Report, TargetReport};
 
 /// Colours on a terminal, unless `NO_COLOR` is set.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +54,7 @@ pub fn print_text(
         if let Some(e) = &env.source_error {
             failed += 1;
             writeln!(out, "  {} source failed; no target of env {} touched", style.paint("31", "!"), env.env)?;
-            writeln!(err, "error: env {}: {e}", env.env)?;
+            writeln!(err, "error: env {}: {}", env.env, one_line(&e.to_string()))?;
             continue;
         }
         for output in &env.outputs {
@@ -65,36 +66,51 @@ pub fn print_text(
                     style.paint("31", "!"),
                     output.output
                 )?;
-                writeln!(err, "error: {e}")?;
+                writeln!(err, "error: {}", one_line(&e.to_string()))?;
+                continue;
+            }
+            if let Some(why) = &output.skipped {
+                writeln!(out, "  {} {}: skipped: {why}", style.paint("31", "!"), output.output)?;
                 continue;
             }
             for target in &output.targets {
-                print_target(&output.output, output.tainted, target, mode, style, out)?;
-                if target.changes.is_empty() && target.error.is_some() {
-                    writeln!(
-                        out,
-                        "  {} {} → {} {}: failed",
-                        style.paint("31", "!"),
-                        output.output,
-                        target.kind,
-                        target.address
-                    )?;
+                for change in &target.changes {
+                    print_change(&output.output, change, target, mode, style, out)?;
+                }
+                if target.reloaded {
+                    writeln!(out, "      reload_cmd ran")?;
                 }
                 if let Some(e) = &target.error {
                     failed += 1;
-                    writeln!(err, "error: output {:?}, env {:?}: {e}", output.output, env.env)?;
+                    if target.changes.is_empty() {
+                        writeln!(
+                            out,
+                            "  {} {} → {} {}: failed",
+                            style.paint("31", "!"),
+                            output.output,
+                            target.kind,
+                            target.address
+                        )?;
+                    }
+                    writeln!(
+                        err,
+                        "error: output {:?}, env {:?}: {}",
+                        output.output,
+                        env.env,
+                        one_line(&e.to_string())
+                    )?;
                 }
             }
         }
         for p in &env.pruned {
-            print_object("(pruned)", false, p, mode, style, out)?;
+            print_change("(pruned)", p, &PRUNE, mode, style, out)?;
         }
-        for e in &env.prune_errors {
+        for e in &env.errors {
             failed += 1;
-            writeln!(err, "error: env {}: {e}", env.env)?;
+            writeln!(err, "error: env {}: {}", env.env, one_line(&e.to_string()))?;
         }
     }
-    let counts = report.counts();
+    let counts = report.counts(mode == Mode::Applied);
     let n = |k: &str| counts.get(k).copied().unwrap_or(0);
     let (create, update) = match mode {
         Mode::Plan => ("to create", "to update"),
@@ -112,41 +128,81 @@ pub fn print_text(
     writeln!(out, "{line}, {failed} failed")
 }
 
-fn print_target(
+/// A stand-in target for pruned changes (always applied when listed).
+static PRUNE: TargetReport = TargetReport {
+    id: String::new(),
+    kind: "",
+    address: String::new(),
+    changes: Vec::new(),
+    applied: true,
+    reloaded: false,
+    error: None,
+};
+
+fn is_object(kind: &str) -> bool {
+    kind.starts_with("kubernetes-")
+}
+
+fn print_change(
     output: &str,
-    tainted: bool,
+    c: &Change,
     target: &TargetReport,
     mode: Mode,
     style: Style,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    for change in &target.changes {
-        let change = match change {
-            Change::File(c) => c,
-            Change::Object(c) => {
-                print_object(output, tainted, c, mode, style, out)?;
-                continue;
+    let plan = mode == Mode::Plan;
+    let object = is_object(c.kind);
+    let (sign, verb) = match c.action {
+        Action::Create => (style.paint("32", "+"), if plan { "create" } else { "created" }),
+        Action::Update => (style.paint("33", "~"), if plan { "update" } else { "updated" }),
+        Action::Drift => {
+            let verb = match (object, plan) {
+                (true, true) => "drift: edited in the cluster, to restore",
+                (false, true) => "drift: edited by hand, to restore",
+                (_, false) => "drift: restored",
+            };
+            (style.paint("35", "!"), verb)
+        }
+        Action::Delete => (style.paint("31", "-"), if plan { "delete" } else { "deleted" }),
+        Action::Unchanged => ("=".to_owned(), "unchanged"),
+    };
+    let not_written = mode == Mode::Applied && !target.applied && c.action.writes();
+    let (sign, verb) = if not_written { (style.paint("31", "!"), "not written") } else { (sign, verb) };
+    let mut details: Vec<String> = Vec::new();
+    let restarts: Vec<&String> = c.notes.iter().filter(|n| n.starts_with("restart ")).collect();
+    let notes = c.notes.iter().filter(|n| !n.starts_with("restart "));
+    if object {
+        match c.action {
+            Action::Create => {
+                let n = c.entries.len();
+                details.push(format!("{n} {}", if n == 1 { "key" } else { "keys" }));
             }
-        };
-        let (sign, verb) = match (change.action, mode) {
-            (Action::Create, Mode::Plan) => (style.paint("32", "+"), "create"),
-            (Action::Create, Mode::Applied) => (style.paint("32", "+"), "created"),
-            (Action::Update, Mode::Plan) => (style.paint("33", "~"), "update"),
-            (Action::Update, Mode::Applied) => (style.paint("33", "~"), "updated"),
-            (Action::Unchanged, _) => ("=".to_owned(), "unchanged"),
-        };
-        let not_written = mode == Mode::Applied && !target.applied && change.action != Action::Unchanged;
-        let verb = if not_written { "not written" } else { verb };
-        writeln!(
-            out,
-            "  {sign} {output} → {} {} ({verb}{})",
-            target.kind,
-            change.path.display(),
-            details(change, tainted)
-        )?;
-        if let Some(diff) = &change.diff
-            && mode == Mode::Plan
-        {
+            _ if !c.entries.is_empty() => details.push(format!("keys: {}", c.entries.join(", "))),
+            _ => {}
+        }
+        details.extend(notes.cloned());
+        let content = matches!(c.action, Action::Create | Action::Update | Action::Drift) && !c.entries.is_empty();
+        if c.secret && content {
+            details.push("values masked".to_owned());
+        }
+        if !restarts.is_empty() && c.action.writes() {
+            let verb = if plan { "restart" } else { "restarted" };
+            let names: Vec<&str> = restarts.iter().map(|r| r.trim_start_matches("restart ")).collect();
+            details.push(format!("{verb} {}", names.join(", ")));
+        }
+    } else {
+        details.extend(notes.cloned());
+    }
+    let separator = if object { "; " } else { ": " };
+    let details = if details.is_empty() { String::new() } else { format!("{separator}{}", details.join("; ")) };
+    let shown_kind = if object { "" } else { "file " };
+    writeln!(out, "  {sign} {output} → {shown_kind}{} ({verb}{details})", c.address)?;
+    if plan {
+        for v in &c.values {
+            writeln!(out, "      {v}")?;
+        }
+        if let Some(diff) = &c.diff {
             for line in diff.lines() {
                 let painted = match line.chars().next() {
                     Some('+') if !line.starts_with("+++") => style.paint("32", line),
@@ -157,75 +213,23 @@ fn print_target(
             }
         }
     }
-    if target.reloaded {
-        writeln!(out, "      reload_cmd ran")?;
+    let width = c.fingerprints.iter().map(|e| e.entry.len()).max().unwrap_or(0);
+    for e in &c.fingerprints {
+        let none = "(none)".to_owned();
+        writeln!(
+            out,
+            "      {:width$}  fingerprint {} → {}",
+            e.entry,
+            e.old.as_ref().unwrap_or(&none),
+            e.new.as_ref().unwrap_or(&none)
+        )?;
     }
     Ok(())
 }
 
-fn details(change: &FileChange, tainted: bool) -> String {
-    let mut parts = Vec::new();
-    if let Some((old, new)) = change.mode_change {
-        parts.push(match old {
-            Some(o) => format!("mode {o:04o} → {new:04o}"),
-            None => format!("mode {new:04o}"),
-        });
-    }
-    if change.content_changed && tainted {
-        if change.changed_entries.is_empty() {
-            parts.push("secret content masked".to_owned());
-        } else {
-            parts.push(format!("secret content masked; entries changed: {}", change.changed_entries.join(", ")));
-        }
-    }
-    if parts.is_empty() { String::new() } else { format!(": {}", parts.join("; ")) }
-}
-
-fn print_object(
-    output: &str,
-    tainted: bool,
-    c: &ObjectChange,
-    mode: Mode,
-    style: Style,
-    out: &mut dyn Write,
-) -> io::Result<()> {
-    let plan = mode == Mode::Plan;
-    let (sign, verb) = match c.action {
-        ObjectAction::Create => (style.paint("32", "+"), if plan { "create" } else { "created" }),
-        ObjectAction::Update => (style.paint("33", "~"), if plan { "update" } else { "updated" }),
-        ObjectAction::Drift => {
-            (style.paint("35", "!"), if plan { "drift: edited in the cluster, to restore" } else { "drift: restored" })
-        }
-        ObjectAction::Delete => (style.paint("31", "-"), if plan { "delete" } else { "deleted" }),
-        ObjectAction::Unchanged => ("=".to_owned(), "unchanged"),
-    };
-    let mut detail = String::new();
-    if !c.keys.is_empty() && c.action != ObjectAction::Create {
-        detail.push_str(&format!("; keys: {}", c.keys.join(", ")));
-    }
-    if c.action == ObjectAction::Create {
-        let n = c.keys.len();
-        detail.push_str(&format!("; {n} {}", if n == 1 { "key" } else { "keys" }));
-    }
-    if c.metadata_only {
-        detail.push_str("; labels/annotations");
-    }
-    if tainted
-        && matches!(c.action, ObjectAction::Create | ObjectAction::Update | ObjectAction::Drift)
-        && !c.metadata_only
-    {
-        detail.push_str("; values masked");
-    }
-    if !c.restarts.is_empty() {
-        let verb = if plan { "restart" } else { "restarted" };
-        detail.push_str(&format!("; {verb} {}", c.restarts.join(", ")));
-    }
-    let context = if c.context.is_empty() { "current context".to_owned() } else { format!("context {}", c.context) };
-    writeln!(out, "  {sign} {output} → {} {}/{} in {context} ({verb}{detail})", c.kind, c.namespace, c.name)?;
-    if plan {
-        for v in &c.values {
-            writeln!(out, "      {v}")?;
-        }
-    }
-    Ok(())
+/// An error's text on one line: a backend's multi-line message (an etcd or
+/// Vault error body, a command's output) must not spread over the terminal.
+pub fn one_line(text: &str) -> String {
+    let joined: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    crate::text::escape_controls(&joined.join(" "), false).into_owned()
 }

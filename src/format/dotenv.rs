@@ -205,7 +205,7 @@ pub(super) fn encode(dialect: Dialect, entries: &BTreeMap<String, String>) -> Re
     Ok(out)
 }
 
-fn is_env_name(name: &str) -> bool {
+pub fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

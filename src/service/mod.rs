@@ -70,10 +70,10 @@ use tracing::{error, info};
 use crate::config::{self, Config, ConfigError, KeysSource, ProcessEnv, SecretsSource};
 use crate::http::{HttpError, Server};
 use crate::metrics::Metrics;
+use crate::reconcile::Targets;
 use crate::render::Templates;
 use crate::source::etcd::EtcdSource;
 use crate::source::{SourceKind, Sources};
-use crate::target::kubernetes::KubeClients;
 
 use election::{Election, Leadership};
 use published::{Publisher, ServiceKeys};
@@ -88,6 +88,8 @@ pub struct RunOptions {
     pub listen: Option<SocketAddr>,
     /// This replica's name in the election; default `<hostname>-<pid>`.
     pub replica_id: Option<String>,
+    /// `--kubeconfig` (beats `[kubernetes] kubeconfig`, as for every command).
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// Why the service could not start.
@@ -119,8 +121,8 @@ pub struct Generation {
     pub templates: Templates,
     pub sources: Arc<Sources>,
     /// Kubernetes clients per context (`[kubernetes] kubeconfig`, else
-    /// KUBECONFIG, ~/.kube/config, in-cluster).
-    pub kube: KubeClients,
+    /// KUBECONFIG, ~/.kube/config, in-cluster) and the other target kinds.
+    pub targets: Targets,
     /// Stops this generation's credential maintenance when replaced.
     cancel: CancellationToken,
 }
@@ -163,6 +165,7 @@ struct EnvHandle {
 /// The parts every env task gets.
 struct Shared {
     replica: String,
+    kubeconfig: Option<std::path::PathBuf>,
     generation: tokio::sync::watch::Receiver<Arc<Generation>>,
     leadership: Arc<Leadership>,
     metrics: Arc<Metrics>,
@@ -175,7 +178,7 @@ struct Shared {
 
 impl Shared {
     fn new_generation(&self, config: Config, templates: Templates) -> Arc<Generation> {
-        new_generation(config, templates, &self.metrics, &self.stop, &self.tasks)
+        new_generation(config, templates, self.kubeconfig.clone(), &self.metrics, &self.stop, &self.tasks)
     }
 
     /// Starts workers (and watches) for new envs, stops those of removed ones.
@@ -229,6 +232,7 @@ impl Shared {
 fn new_generation(
     config: Config,
     templates: Templates,
+    kubeconfig: Option<std::path::PathBuf>,
     metrics: &Arc<Metrics>,
     stop: &CancellationToken,
     tasks: &TaskTracker,
@@ -240,8 +244,8 @@ fn new_generation(
     let maintained = sources.clone();
     let token = cancel.clone();
     tasks.spawn(async move { maintained.maintain_credentials(token).await });
-    let kube = KubeClients::new(config.kubernetes.kubeconfig.clone());
-    Arc::new(Generation { config, templates, sources, kube, cancel })
+    let targets = Targets::new(&config, kubeconfig);
+    Arc::new(Generation { config, templates, sources, targets, cancel })
 }
 
 /// Runs the service until SIGTERM or SIGINT.
@@ -308,9 +312,10 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
     let tasks = TaskTracker::new();
     let infra_tasks = TaskTracker::new();
 
-    let first = new_generation(config, templates, &metrics, &stop, &tasks);
+    let first = new_generation(config, templates, options.kubeconfig.clone(), &metrics, &stop, &tasks);
     let (gen_tx, gen_rx) = tokio::sync::watch::channel(first);
     let shared = Shared {
+        kubeconfig: options.kubeconfig.clone(),
         replica: replica.clone(),
         generation: gen_rx.clone(),
         leadership: leadership.clone(),

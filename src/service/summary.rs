@@ -15,11 +15,12 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use crate::reconcile::{Change, Report};
+use crate::plan::Action;
+use crate::reconcile::Report;
 use crate::render::RenderError;
 use crate::source::{SourceError, SourceKind};
-use crate::target::TargetError;
-use crate::target::kubernetes::KubeError;
+use crate::targets::TargetError;
+use crate::targets::kubernetes::KubeError;
 
 /// A failure, as a code. Its text was logged by reconcile, where it
 /// happened, and goes nowhere else.
@@ -71,8 +72,8 @@ impl PassSummary {
             if let Some(err) = &e.source_error {
                 s.source = Some((source_label(err.kind()), Failure { code: source_code(err) }));
             }
-            for p in &e.prune_errors {
-                s.prune.push(Failure { code: kube_code(p).to_owned() });
+            for p in &e.errors {
+                s.prune.push(Failure { code: target_code(p).to_owned() });
             }
             for o in &e.outputs {
                 if let Some(err) = &o.error {
@@ -81,26 +82,16 @@ impl PassSummary {
                 for t in &o.targets {
                     let mut hasher = DefaultHasher::new();
                     for c in &t.changes {
-                        match c {
-                            Change::File(c) => {
-                                c.desired.path.hash(&mut hasher);
-                                c.desired.content.expose().hash(&mut hasher);
-                                c.desired.mode.hash(&mut hasher);
-                            }
-                            Change::Object(c) => {
-                                if let Some(d) = &c.desired {
-                                    d.fingerprint.hash(&mut hasher);
-                                }
-                            }
-                        }
+                        c.address.hash(&mut hasher);
+                        c.content_hash.hash(&mut hasher);
                     }
-                    let needs_write = t.changes.iter().any(|c| c.action_name() != "unchanged");
+                    let needs_write = t.changes.iter().any(|c| c.action.writes());
                     let fenced = matches!(t.error, Some(TargetError::Fenced { .. }));
                     let error =
                         t.error.as_ref().filter(|_| !fenced).map(|e| Failure { code: target_code(e).to_owned() });
                     let wrote = needs_write && t.applied && t.error.is_none();
                     if wrote {
-                        s.changed += t.changes.iter().filter(|c| c.action_name() != "unchanged").count();
+                        s.changed += t.changes.iter().filter(|c| c.action.writes()).count();
                     }
                     s.targets.push(TargetSummary {
                         id: t.id.clone(),
@@ -108,7 +99,7 @@ impl PassSummary {
                         address: t.address.clone(),
                         needs_write,
                         wrote,
-                        drift_seen: t.changes.iter().any(|c| c.action_name() == "drift"),
+                        drift_seen: t.changes.iter().any(|c| c.action == Action::Drift),
                         desired_hash: hasher.finish(),
                         error,
                         fenced,
@@ -178,6 +169,11 @@ fn target_code(e: &TargetError) -> &'static str {
         TargetError::Kube(k) => kube_code(k),
         TargetError::Encode { .. } => "encode_failed",
         TargetError::Fenced { .. } => "fenced",
+        TargetError::Unsafe { .. } => "unsafe_path",
+        TargetError::Foreign { .. } => "owned_by_other_instance",
+        TargetError::MassPrune { .. } => "mass_prune_refused",
+        TargetError::PruneModified { .. } => "prune_modified",
+        TargetError::State { .. } => "state_failed",
     }
 }
 
@@ -192,8 +188,6 @@ fn kube_code(e: &KubeError) -> &'static str {
         KubeError::TooLarge { .. } => "object_too_large",
         KubeError::TaintedConfigMap { .. } => "secret_to_configmap",
         KubeError::NoFingerprintKey { .. } => "no_fingerprint_key",
-        KubeError::MassPrune { .. } => "mass_prune_refused",
-        KubeError::Fenced { .. } => "fenced",
     }
 }
 
@@ -227,6 +221,8 @@ mod tests {
                         output: "api".into(),
                         tainted: true,
                         error: None,
+                        skipped: None,
+                        used: Default::default(),
                         targets: vec![
                             target("prod/api/0", Some(TargetError::Check { path: "p".into(), detail: secret.into() })),
                             target("prod/api/1", Some(TargetError::Fenced { env: "prod".into(), reason: "r".into() })),
@@ -239,13 +235,16 @@ mod tests {
                             output: "web".into(),
                             env: "prod".into(),
                             entry: "X".into(),
+                            template: None,
                             message: secret.into(),
                         }),
+                        skipped: None,
+                        used: Default::default(),
                         targets: Vec::new(),
                     },
                 ],
                 pruned: Vec::new(),
-                prune_errors: Vec::new(),
+                errors: Vec::new(),
             }],
         };
         let s = PassSummary::of(&report);

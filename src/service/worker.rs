@@ -282,7 +282,7 @@ impl Worker {
             &generation.config,
             &generation.templates,
             &generation.sources,
-            &generation.kube,
+            &generation.targets,
             &options,
         )
         .await;

@@ -279,7 +279,12 @@ name = "cron"
     );
     bed.project.write("cfgsync.toml", &without_worker);
     let r = bed.run(&["plan", "--env", "prod"]);
-    assert!(r.stdout.contains("- (pruned) → ConfigMap api/worker in context prod (delete)"), "{r:?}");
+    assert!(
+        r.stdout.contains(
+            "- (pruned) → ConfigMap api/worker in context prod (delete; output \"worker\" no longer writes it)"
+        ),
+        "{r:?}"
+    );
     assert!(bed.prod.get_object(Kind::ConfigMap, "api", "worker").is_some(), "plan deletes nothing");
     let r = bed.run(&["reconcile", "--once", "--env", "prod"]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -299,7 +304,9 @@ name = "cron"
     let r = bed.run(&["reconcile", "--once", "--env", "staging"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
-        r.stderr.contains("refusing to delete 2 of 4 cfgsync objects (50% > 25%): re-run with --allow-mass-prune"),
+        r.stderr.contains(
+            "refusing to delete 2 of 4 objects this instance wrote (50% > 25%): re-run with --allow-mass-prune"
+        ),
         "{r:?}"
     );
     assert!(bed.staging.get_object(Kind::ConfigMap, "api", "cron").is_some());

@@ -76,7 +76,7 @@ fn assert_page(html: &str, how: &str) {
         for target in ["api/0", "web/0", "web/1"] {
             assert!(html.contains(&format!("<code>{env}/{target}</code>")), "{how}: target {env}/{target}:\n{html}");
         }
-        assert!(html.contains(&format!("/out/{env}/web&lt;i&gt;.env</code>")), "{how}: escaped path:\n{html}");
+        assert!(html.contains(&format!("out/{env}/web&lt;i&gt;.env</code>")), "{how}: escaped path:\n{html}");
     }
     assert!(!html.contains("web<i>"), "{how}: a name became markup");
     assert!(html.contains("<code>P1</code>"), "{how}: the leader");

@@ -36,9 +36,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    cli::announce(&emulator.url());
     eprintln!("github-emulator: serving {} (any bearer token; every repo, org and environment exists)", emulator.url());
-    if let Err(e) = cli::wait_for_shutdown_signal() {
+    if let Err(e) = cli::announce_and_wait(&emulator.url()) {
         eprintln!("github-emulator: cannot wait for a signal: {e}");
         return ExitCode::from(2);
     }

@@ -36,9 +36,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    cli::announce(&emulator.url());
     eprintln!("gitlab-emulator: serving {}/api/v4 (any PRIVATE-TOKEN; every project and group exists)", emulator.url());
-    if let Err(e) = cli::wait_for_shutdown_signal() {
+    if let Err(e) = cli::announce_and_wait(&emulator.url()) {
         eprintln!("gitlab-emulator: cannot wait for a signal: {e}");
         return ExitCode::from(2);
     }

@@ -1,0 +1,645 @@
+//! File targets: local files, written atomically, never through a link.
+//!
+//! ```toml
+//! [[output.target]]
+//! kind = "file"
+//! path = "out/{{ env }}/api.env"      # relative to the config's directory
+//! format = "dotenv"                   # dotenv | json | yaml | raw | dir
+//! mode = "0640"                       # default 0600 if the output read a secret, else 0644
+//! check_cmd = "envcheck {{src}}"      # run on the staged file before it replaces the old one
+//! reload_cmd = "systemctl reload api" # run after a real change only (pull: only with --reload)
+//! trusted_dir = "/srv/app"            # a directory whose own path may contain symlinks
+//! ```
+//!
+//! Decisions:
+//! - **Batched per directory**: a destination is the directory a target
+//!   writes into; observing it reads the files wanted there (and those this
+//!   instance wrote there before) without following links ([`io`]).
+//! - **No symlinks below the trusted base** (the config's directory for
+//!   relative paths, `trusted_dir`, else `/`), no FIFOs, devices or
+//!   sockets: refused with a clear error, nothing written or read through
+//!   them.
+//! - **Modes**: a file holding secrets gets `0600`, or the explicit mode if
+//!   it gives others nothing (checked at `validate` and again here).
+//! - **Ownership**: every file written is recorded per instance and env
+//!   ([`state`]); a recorded file no target wants any more (a removed
+//!   target, an entry removed from a `dir` output) is deleted — only in a
+//!   pass where every source was read, only while it still holds what
+//!   cfgsync wrote, never more than the prune share at once.
+//! - **Drift**: a file that no longer holds what cfgsync recorded writing,
+//!   when the source did not change, was edited by hand: restored and
+//!   counted as drift.
+//! - **Leftovers**: temp files of a write that was killed are removed by the
+//!   next pass over their directory (shown in the plan).
+//! - Output of `check_cmd`/`reload_cmd` is shown only for outputs that read
+//!   no secret: a checker that echoes the offending line could print one.
+
+pub mod io;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{Applied, Claim, Ctx, Target, TargetError};
+use crate::config::{FileTarget, TargetKind};
+use crate::format::{self, Format};
+use crate::plan::{self, Action, Change, DestPlan, EntryFingerprint, Planned, Slot};
+use crate::render::Rendered;
+use crate::secret::Content;
+use state::FileState;
+
+/// How long a `check_cmd` or `reload_cmd` may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The file kind, with the per-env records of what this instance wrote.
+pub struct FileKind {
+    /// `[state] dir`.
+    state_dir: PathBuf,
+    states: Mutex<BTreeMap<String, FileState>>,
+}
+
+/// A directory files are written into: a trusted base and the path below it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dir {
+    pub base: PathBuf,
+    pub rel: PathBuf,
+}
+
+impl Dir {
+    fn path(&self) -> PathBuf {
+        self.base.join(&self.rel)
+    }
+}
+
+impl fmt::Display for Dir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::cmd::display_path(&self.path()))
+    }
+}
+
+/// One file as a target wants it.
+#[derive(Debug, Clone)]
+pub struct DesiredFile {
+    pub name: OsString,
+    pub path: PathBuf,
+    pub content: Content,
+    pub mode: u32,
+    /// The output's entries, to name the ones that change.
+    pub entries: Option<BTreeMap<String, Content>>,
+    pub output: String,
+}
+
+/// A directory as it is.
+pub struct Observed {
+    pub files: BTreeMap<OsString, Result<Option<io::Found>, String>>,
+    pub stale: Vec<OsString>,
+}
+
+/// What apply does.
+#[derive(Debug)]
+pub enum Op {
+    Write {
+        file: DesiredFile,
+        check_cmd: Option<String>,
+        reload_cmd: Option<String>,
+        content_changed: bool,
+    },
+    Delete {
+        name: OsString,
+        path: PathBuf,
+        fingerprint: String,
+    },
+    Cleanup {
+        name: OsString,
+    },
+    /// Nothing to do but remember what is there (unchanged files).
+    Keep {
+        file: DesiredFile,
+    },
+}
+
+impl FileKind {
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self { state_dir, states: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Runs `f` on the env's state, loading it first.
+    fn with_state<R>(&self, ctx: &Ctx<'_>, f: impl FnOnce(&mut FileState) -> R) -> Result<R, TargetError> {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if !states.contains_key(ctx.env) {
+            let path = state::path(&self.state_dir, ctx.instance, ctx.env);
+            let s = FileState::load(&path)
+                .map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+            states.insert(ctx.env.to_owned(), s);
+        }
+        Ok(f(states.get_mut(ctx.env).expect("inserted above")))
+    }
+
+    fn dir_of(&self, spec: &FileTarget, ctx: &Ctx<'_>) -> Dir {
+        let path = &spec.paths[ctx.env];
+        let dir = if spec.format == Format::Dir { path.as_path() } else { path.parent().unwrap_or(Path::new(".")) };
+        split(dir, ctx, spec.trusted_dir.as_deref())
+    }
+}
+
+/// The trusted base of `dir`: the config's directory, `trusted`, or `/`.
+fn split(dir: &Path, ctx: &Ctx<'_>, trusted: Option<&Path>) -> Dir {
+    let mut bases: Vec<&Path> = vec![ctx.config.dir.as_path()];
+    bases.extend(trusted);
+    if dir.is_relative() && !dir.starts_with(&ctx.config.dir) {
+        return Dir { base: PathBuf::from("."), rel: dir.to_path_buf() };
+    }
+    let (base, rel) = io::split_base(dir, &bases);
+    Dir { base: base.to_path_buf(), rel: rel.to_path_buf() }
+}
+
+/// The mode a file gets: explicit, else 0600 when it holds secrets.
+fn file_mode(spec: &FileTarget, tainted: bool) -> u32 {
+    spec.mode.unwrap_or(if tainted { 0o600 } else { 0o644 })
+}
+
+impl Target for FileKind {
+    type Spec = FileTarget;
+    type Dest = Dir;
+    type Scope = BTreeSet<OsString>;
+    type Item = DesiredFile;
+    type Observed = Observed;
+    type Op = Op;
+
+    fn spec(target: &TargetKind) -> Option<&FileTarget> {
+        match target {
+            TargetKind::File(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn kind_name(_: &FileTarget) -> &'static str {
+        "file"
+    }
+
+    fn address(spec: &FileTarget, env: &str) -> String {
+        crate::cmd::display_path(&spec.paths[env])
+    }
+
+    fn locate(&self, spec: &FileTarget, items: Option<&[DesiredFile]>, ctx: &Ctx<'_>, scope: &mut Self::Scope) -> Dir {
+        scope.extend(items.into_iter().flatten().map(|f| f.name.clone()));
+        self.dir_of(spec, ctx)
+    }
+
+    fn recorded(&self, ctx: &Ctx<'_>, scopes: &mut BTreeMap<Dir, Self::Scope>) {
+        let recorded: Vec<PathBuf> = self.with_state(ctx, |s| s.files.keys().cloned().collect()).unwrap_or_default();
+        for path in recorded {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { continue };
+            let dest = split(dir, ctx, None);
+            let dest = scopes.keys().find(|d| d.path() == dest.path()).cloned().unwrap_or(dest);
+            scopes.entry(dest).or_default().insert(name.to_owned());
+        }
+    }
+
+    fn desired(&self, spec: &FileTarget, rendered: &Rendered, _ctx: &Ctx<'_>) -> Result<Vec<DesiredFile>, TargetError> {
+        let path = &spec.paths[&rendered.env];
+        let mode = file_mode(spec, rendered.tainted);
+        if rendered.tainted
+            && let Err(why) = crate::config::secret_mode_problem(mode)
+        {
+            let shown = crate::cmd::display_path(path);
+            return Err(TargetError::Unsafe { reason: format!("{shown}: mode {mode:04o} {why}"), path: shown });
+        }
+        let encode_err = |source| TargetError::Encode { path: crate::cmd::display_path(path), source };
+        let file = |path: PathBuf, content: Content, entries: Option<BTreeMap<String, Content>>| DesiredFile {
+            name: path.file_name().unwrap_or_default().to_owned(),
+            path,
+            content,
+            mode,
+            entries,
+            output: rendered.output.clone(),
+        };
+        Ok(match spec.format {
+            Format::Dir => {
+                let mut files = Vec::new();
+                for (name, content) in &rendered.entries {
+                    format::check_file_name(name).map_err(|reason| {
+                        encode_err(format::FormatError::UnsafeFileName { name: name.clone(), reason })
+                    })?;
+                    files.push(file(path.join(name), content.clone(), None));
+                }
+                files
+            }
+            Format::Raw => match rendered.entries.values().next() {
+                Some(content) if rendered.entries.len() == 1 => vec![file(path.clone(), content.clone(), None)],
+                _ => return Err(encode_err(format::FormatError::RawNeedsOneEntry { count: rendered.entries.len() })),
+            },
+            other => {
+                // The text formats need text; templates always produce it.
+                let mut text = BTreeMap::new();
+                for (name, content) in &rendered.entries {
+                    let value = content
+                        .expose_str()
+                        .ok_or_else(|| encode_err(format::FormatError::NotText { name: name.clone() }))?;
+                    text.insert(name.clone(), value.to_owned());
+                }
+                let encoded = format::encode(other, spec.dialect, &text).map_err(encode_err)?;
+                let entries = matches!(other, Format::Dotenv | Format::Json).then(|| rendered.entries.clone());
+                vec![file(path.clone(), Content::new(encoded, rendered.tainted), entries)]
+            }
+        })
+    }
+
+    async fn observe(&self, dest: &Dir, names: &Self::Scope, ctx: &Ctx<'_>) -> Result<Observed, TargetError> {
+        let Some(fd) = io::open_dir(&dest.base, &dest.rel, false)? else {
+            return Ok(Observed { files: names.iter().map(|n| (n.clone(), Ok(None))).collect(), stale: Vec::new() });
+        };
+        let dir_path = dest.path();
+        let files = names.iter().map(|n| (n.clone(), io::read(&fd, &dir_path, n).map_err(|e| e.to_string()))).collect();
+        Ok(Observed { files, stale: io::stale_temp_files(&fd, ctx.env) })
+    }
+
+    fn plan(
+        &self,
+        dest: &Dir,
+        claims: Vec<Claim<'_, FileTarget, DesiredFile>>,
+        observed: &Observed,
+        ctx: &Ctx<'_>,
+    ) -> DestPlan<Op> {
+        let mut plan = DestPlan::default();
+        let dir_path = dest.path();
+        let records = self.with_state(ctx, |s| {
+            let here: BTreeMap<PathBuf, state::Record> = s
+                .files
+                .iter()
+                .filter(|(p, _)| p.parent() == Some(dir_path.as_path()))
+                .map(|(p, r)| (p.clone(), r.clone()))
+                .collect();
+            (here, s.fingerprinter())
+        });
+        let (records, fingerprint) = match records {
+            Ok(r) => r,
+            Err(e) => {
+                for c in &claims {
+                    plan.errors.push((c.slot, TargetError::State { path: dest.to_string(), cause: e.to_string() }));
+                }
+                return plan;
+            }
+        };
+        // Paths some target still claims, rendered or not.
+        let mut claimed: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut claimed_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        for claim in claims {
+            let spec_path = &claim.spec.paths[ctx.env];
+            let Some(items) = claim.items else {
+                if claim.spec.format == Format::Dir {
+                    claimed_dirs.insert(spec_path.clone());
+                } else {
+                    claimed.insert(spec_path.clone());
+                }
+                continue;
+            };
+            claimed.extend(items.iter().map(|f| f.path.clone()));
+            let mut changes = Vec::new();
+            let mut error = None;
+            for file in items {
+                match observed.files.get(&file.name) {
+                    Some(Err(reason)) => {
+                        error = Some(TargetError::Unsafe {
+                            path: crate::cmd::display_path(&file.path),
+                            reason: reason.clone(),
+                        });
+                        break;
+                    }
+                    found => {
+                        let found = found.and_then(|f| f.as_ref().ok()).and_then(|f| f.as_ref());
+                        let recorded = records.get(&file.path).map(|r| r.fingerprint.as_str());
+                        changes.push(plan_file(file, found, recorded, &fingerprint, claim.spec, ctx));
+                    }
+                }
+            }
+            if let Some(e) = error {
+                plan.errors.push((claim.slot, e));
+                continue;
+            }
+            plan.changes.extend(changes.into_iter().map(|(change, op)| Planned { slot: claim.slot, change, op }));
+        }
+        // What this instance wrote here that nothing claims any more.
+        let mut deletes = Vec::new();
+        let ours_here = records.len();
+        for (path, record) in &records {
+            if claimed.contains(path) || claimed_dirs.iter().any(|d| path.starts_with(d)) {
+                continue;
+            }
+            let Some(name) = path.file_name() else { continue };
+            match observed.files.get(name) {
+                Some(Ok(Some(found)))
+                    if found.content.as_deref().map(&fingerprint) == Some(record.fingerprint.clone()) =>
+                {
+                    let mut change = Change::new("file", crate::cmd::display_path(path), Action::Delete, false);
+                    change.notes.push(format!("output {:?} no longer writes it", record.output));
+                    deletes.push(Planned {
+                        slot: Slot::Prune,
+                        change,
+                        op: Op::Delete {
+                            name: name.to_owned(),
+                            path: path.clone(),
+                            fingerprint: record.fingerprint.clone(),
+                        },
+                    });
+                }
+                Some(Ok(Some(_))) if ctx.prune => {
+                    plan.errors.push((Slot::Prune, TargetError::PruneModified { path: crate::cmd::display_path(path) }))
+                }
+                _ => {}
+            }
+        }
+        if ctx.prune && !deletes.is_empty() {
+            let max = ctx.config.max_prune_share;
+            let share = deletes.len() as f64 / ours_here.max(1) as f64;
+            if deletes.len() > 1 && share > max && !ctx.allow_mass_prune {
+                plan.errors.push((
+                    Slot::Prune,
+                    TargetError::MassPrune {
+                        dest: dest.to_string(),
+                        deletes: deletes.len(),
+                        total: ours_here,
+                        share: share * 100.0,
+                        max: max * 100.0,
+                    },
+                ));
+            } else {
+                plan.changes.extend(deletes);
+            }
+        }
+        for name in &observed.stale {
+            let mut change = Change::new("file", crate::cmd::display_path(&dir_path.join(name)), Action::Delete, false);
+            change.notes.push("temp file of an interrupted write".to_owned());
+            plan.changes.push(Planned { slot: Slot::Prune, change, op: Op::Cleanup { name: name.clone() } });
+        }
+        plan
+    }
+
+    async fn apply(&self, dest: &Dir, changes: Vec<Planned<Op>>, ctx: &Ctx<'_>) -> Vec<Applied> {
+        let dir_path = dest.path();
+        let fd = match io::open_dir(&dest.base, &dest.rel, true) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => unreachable!("created when missing"),
+            Err(e) => {
+                let reason = e.to_string();
+                warn!(env = ctx.env, dir = %dest, error = %reason, "directory cannot be written");
+                return changes
+                    .into_iter()
+                    .map(|p| Applied {
+                        slot: p.slot,
+                        change: p.change,
+                        result: Err(TargetError::Unsafe { path: dest.to_string(), reason: reason.clone() }),
+                        reloaded: false,
+                    })
+                    .collect();
+            }
+        };
+        let mut out: Vec<Applied> = Vec::new();
+        let mut failed_slots: BTreeSet<Slot> = BTreeSet::new();
+        let mut changed_slots: BTreeMap<Slot, (String, bool, PathBuf)> = BTreeMap::new();
+        for p in changes {
+            if failed_slots.contains(&p.slot) {
+                continue;
+            }
+            let result = match &p.op {
+                Op::Keep { file } => {
+                    let _ = self.with_state(ctx, |s| s.record(file.path.clone(), &file.output, file.content.expose()));
+                    Ok(())
+                }
+                Op::Write { file, check_cmd, reload_cmd, content_changed } => {
+                    let result = if *content_changed {
+                        write(&fd, &dir_path, file, check_cmd.as_deref(), ctx.env).await
+                    } else {
+                        io::chmod(&fd, &dir_path, &file.name, file.mode).map_err(TargetError::from)
+                    };
+                    if result.is_ok() {
+                        info!(env = ctx.env, output = %file.output, path = %crate::cmd::display_path(&file.path), action = p.change.action.name(), "file written");
+                        let _ =
+                            self.with_state(ctx, |s| s.record(file.path.clone(), &file.output, file.content.expose()));
+                        if let Some(cmd) = reload_cmd
+                            && *content_changed
+                        {
+                            changed_slots.insert(p.slot, (cmd.clone(), file.content.is_secret(), file.path.clone()));
+                        }
+                    }
+                    result
+                }
+                Op::Delete { name, path, fingerprint } => {
+                    // Checked again right before removing: it must still be what we wrote.
+                    let still = io::read(&fd, &dir_path, name).ok().flatten().and_then(|f| f.content);
+                    let ours = self
+                        .with_state(ctx, |s| still.as_deref().map(|c| s.fingerprint(c)) == Some(fingerprint.clone()));
+                    match ours {
+                        Ok(true) => io::remove(&fd, &dir_path, name)
+                            .map(|()| {
+                                info!(env = ctx.env, path = %crate::cmd::display_path(path), "file pruned");
+                                let _ = self.with_state(ctx, |s| s.forget(path));
+                            })
+                            .map_err(TargetError::from),
+                        _ => Err(TargetError::PruneModified { path: crate::cmd::display_path(path) }),
+                    }
+                }
+                Op::Cleanup { name } => io::remove(&fd, &dir_path, name).map_err(TargetError::from),
+            };
+            if let Err(e) = &result {
+                warn!(env = ctx.env, address = %p.change.address, error = %e, "write failed");
+                if let Slot::Target { .. } = p.slot {
+                    failed_slots.insert(p.slot);
+                }
+            }
+            out.push(Applied { slot: p.slot, change: p.change, result, reloaded: false });
+        }
+        // reload_cmd: once per target, after all its files, when one really changed.
+        for (slot, (cmd, secret, path)) in changed_slots {
+            if failed_slots.contains(&slot) || !ctx.run_reload {
+                continue;
+            }
+            let result = reload(&cmd, &path, secret).await;
+            if let Some(last) = out.iter_mut().rev().find(|a| a.slot == slot) {
+                match result {
+                    Ok(()) => last.reloaded = true,
+                    Err(e) => last.result = Err(e),
+                }
+            }
+        }
+        out
+    }
+
+    fn commit(&self, ctx: &Ctx<'_>) -> Result<(), TargetError> {
+        let path = state::path(&self.state_dir, ctx.instance, ctx.env);
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = states.get_mut(ctx.env) else { return Ok(()) };
+        if !s.dirty {
+            return Ok(());
+        }
+        s.save(&path).map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+        s.dirty = false;
+        Ok(())
+    }
+}
+
+/// Decides the change for one file.
+fn plan_file(
+    file: DesiredFile,
+    found: Option<&io::Found>,
+    recorded: Option<&str>,
+    fingerprint: &dyn Fn(&[u8]) -> String,
+    spec: &FileTarget,
+    ctx: &Ctx<'_>,
+) -> (Change, Op) {
+    let secret = file.content.is_secret();
+    let address = crate::cmd::display_path(&file.path);
+    let old_content = found.and_then(|f| f.content.as_deref());
+    let content_changed = match found {
+        None => true,
+        Some(f) => f.content.as_deref() != Some(file.content.expose()),
+    };
+    let mode_changed = found.is_some_and(|f| f.mode != file.mode);
+    let action = match (found, content_changed || mode_changed) {
+        (None, _) => Action::Create,
+        (Some(_), false) => Action::Unchanged,
+        (Some(_), true) => {
+            // Still what we wrote last time, but not what is there: a hand edit.
+            let desired_fp = fingerprint(file.content.expose());
+            let live_fp = old_content.map(fingerprint);
+            if content_changed && recorded == Some(desired_fp.as_str()) && live_fp.as_deref() != recorded {
+                Action::Drift
+            } else {
+                Action::Update
+            }
+        }
+    };
+    let mut change = Change::new("file", address, action, secret);
+    change.content_hash = plan::content_hash(&[file.content.expose(), &file.mode.to_be_bytes()]);
+    if action == Action::Unchanged {
+        return (change, Op::Keep { file });
+    }
+    match (found, mode_changed) {
+        (None, _) => change.notes.push(format!("mode {:04o}", file.mode)),
+        (Some(f), true) => change.notes.push(format!("mode {:04o} → {:04o}", f.mode, file.mode)),
+        (Some(_), false) => {}
+    }
+    if content_changed {
+        let old_entries = old_content.and_then(|c| decode_entries(spec.format, c));
+        if let Some(new) = &file.entries {
+            change.entries = match (&old_entries, found) {
+                (Some(old), _) => plan::changed_entries(new.iter().map(|(k, v)| (k, v.expose())), old),
+                (None, None) => new.keys().cloned().collect(),
+                (None, Some(_)) => Vec::new(),
+            };
+            if let (Some(shown), true) = (ctx.shown, secret) {
+                let empty = BTreeMap::new();
+                let old = old_entries.as_ref().unwrap_or(&empty);
+                change.fingerprints = change
+                    .entries
+                    .iter()
+                    .map(|n| EntryFingerprint {
+                        entry: n.clone(),
+                        old: old.get(n).map(|v| shown.of(v).to_string()),
+                        new: new.get(n).map(|v| shown.of(v.expose()).to_string()),
+                    })
+                    .collect();
+            }
+        } else if let (Some(shown), true) = (ctx.shown, secret) {
+            change.fingerprints = vec![EntryFingerprint {
+                entry: file.name.to_string_lossy().into_owned(),
+                old: old_content.map(|c| shown.of(c).to_string()),
+                new: Some(shown.of(file.content.expose()).to_string()),
+            }];
+        }
+        match file.content.shown() {
+            Some(new) => {
+                let old = old_content.map(String::from_utf8_lossy).unwrap_or_default();
+                change.diff = Some(plan::unified_diff(&old, &new, &file.path));
+            }
+            None if change.entries.is_empty() || action == Action::Create => {
+                change.notes.push("secret content masked".to_owned())
+            }
+            None => change.notes.push(format!("secret content masked; entries changed: {}", change.entries.join(", "))),
+        }
+    }
+    let op =
+        Op::Write { check_cmd: spec.check_cmd.clone(), reload_cmd: spec.reload_cmd.clone(), content_changed, file };
+    (change, op)
+}
+
+/// Decodes an observed file back into entries, where the format allows, so
+/// a plan can name the entries that changed without showing values.
+pub fn decode_entries(format: Format, content: &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
+    let text = std::str::from_utf8(content).ok()?;
+    let map: BTreeMap<String, String> = match format {
+        Format::Dotenv => format::decode_dotenv(text).ok()?,
+        Format::Json => serde_json::from_str(text).ok()?,
+        Format::Yaml | Format::Raw | Format::Dir => return None,
+    };
+    Some(map.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
+}
+
+/// Stages, checks and commits one file.
+async fn write(
+    fd: &std::os::fd::OwnedFd,
+    dir: &Path,
+    file: &DesiredFile,
+    check_cmd: Option<&str>,
+    env: &str,
+) -> Result<(), TargetError> {
+    let shown = crate::cmd::display_path(&file.path);
+    let staged = io::stage(fd, dir, env, file.content.expose(), file.mode)?;
+    if let Some(cmd) = check_cmd {
+        let src = shell_quote(&staged.path.display().to_string());
+        let cmd = cmd.replace("{{src}}", &src).replace("{{ src }}", &src);
+        if let Err(detail) = run(&cmd, file.content.is_secret()).await {
+            io::discard(fd, &staged);
+            return Err(TargetError::Check { path: shown, detail });
+        }
+    }
+    Ok(io::commit(fd, dir, &staged, &file.name)?)
+}
+
+/// Runs `reload_cmd` after a real change.
+async fn reload(cmd: &str, path: &Path, secret: bool) -> Result<(), TargetError> {
+    run(cmd, secret).await.map_err(|detail| TargetError::Reload { path: crate::cmd::display_path(path), detail })
+}
+
+async fn run(cmd: &str, secret: bool) -> Result<(), String> {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(COMMAND_TIMEOUT, child).await {
+        Err(_) => return Err(format!("`{cmd}` timed out after {} s", COMMAND_TIMEOUT.as_secs())),
+        Ok(Err(e)) => return Err(format!("cannot run `{cmd}`: {e}")),
+        Ok(Ok(out)) => out,
+    };
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut detail = format!("`{cmd}` exited with {}", out.status);
+    if secret {
+        detail.push_str(" (its output is not shown: the file holds secrets)");
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<String> =
+            stderr.lines().rev().take(10).map(|l| crate::text::escape_controls(l, false).into_owned()).collect();
+        if !tail.is_empty() {
+            detail.push_str(": ");
+            detail.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+        }
+    }
+    Err(detail)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests;

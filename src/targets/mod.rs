@@ -1,0 +1,252 @@
+//! Targets: where rendered outputs go, behind one trait.
+//!
+//! A target kind ([`Target`]) is one implementation of four steps, batched
+//! per destination (a directory, a cluster, a GitLab project, a GitHub
+//! repository):
+//!
+//! 1. **desired** (pure): the items one configured target wants from a
+//!    rendered output — files, objects, variables;
+//! 2. **observe**: one cheap read of a destination (a directory listing, one
+//!    LIST per namespace and kind, one paginated list of variables);
+//! 3. **plan** (pure): desired vs observed → [`crate::plan::Change`]s,
+//!    including drift and prune (only what this instance wrote, never a
+//!    destination's other content);
+//! 4. **apply**: executes exactly the plan, after the fence said this
+//!    process may still write.
+//!
+//! [`crate::reconcile`] drives every kind the same way ([`plan_kind`]), so
+//! `plan`, `--dry-run`, `reconcile`, `pull` and the service share one
+//! pipeline, and a new kind is one new implementation: the contract suite
+//! in `tests/integration/target_contract.rs` runs against every kind.
+//!
+//! Ownership: everything a kind writes carries the instance identity
+//! (`instance` in the config); a kind prunes only what carries its own.
+
+pub mod file;
+pub mod kubernetes;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::config::{Config, TargetKind};
+use crate::plan::{Change, DestPlan, Planned, Slot};
+
+use crate::render::Rendered;
+
+/// A failed observe, plan or apply. Names the target, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("reading {path}: {source}")]
+    Observe { path: String, source: std::io::Error },
+    /// `reason` names the path.
+    #[error("{reason}")]
+    Unsafe { path: String, reason: String },
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("check_cmd rejected {path}: {detail}")]
+    Check { path: String, detail: String },
+    #[error("reload_cmd after writing {path} failed: {detail}")]
+    Reload { path: String, detail: String },
+    #[error(transparent)]
+    Kube(Box<kubernetes::KubeError>),
+    #[error("encoding {path}: {source}")]
+    Encode { path: String, source: crate::format::FormatError },
+    /// The service's fence was closed: this replica may not write the env.
+    #[error("not written: {reason} (env {env})")]
+    Fenced { env: String, reason: String },
+    #[error("{address}: {what} is owned by cfgsync instance {owner:?}, not this one ({ours:?}); not written")]
+    Foreign { address: String, what: String, owner: String, ours: String },
+    #[error(
+        "{dest}: refusing to delete {deletes} of {total} objects this instance wrote ({share:.0}% > {max:.0}%): re-run with --allow-mass-prune if that is intended"
+    )]
+    MassPrune { dest: String, deletes: usize, total: usize, share: f64, max: f64 },
+    #[error("{path}: not deleted: it changed since cfgsync wrote it")]
+    PruneModified { path: String },
+    #[error("state {path}: {cause}")]
+    State { path: String, cause: String },
+}
+
+impl TargetError {
+    /// An equal error, to report one failure of a destination at each of
+    /// its targets.
+    pub fn duplicate(&self) -> TargetError {
+        let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            TargetError::Observe { path, source } => TargetError::Observe { path: path.clone(), source: io(source) },
+            TargetError::Write { path, source } => TargetError::Write { path: path.clone(), source: io(source) },
+            TargetError::Kube(k) => TargetError::Kube(k.clone()),
+            TargetError::Encode { path, source } => {
+                TargetError::Unsafe { path: path.clone(), reason: format!("encoding {path}: {source}") }
+            }
+            TargetError::Unsafe { path, reason } => TargetError::Unsafe { path: path.clone(), reason: reason.clone() },
+            TargetError::Check { path, detail } => TargetError::Check { path: path.clone(), detail: detail.clone() },
+            TargetError::Reload { path, detail } => TargetError::Reload { path: path.clone(), detail: detail.clone() },
+            TargetError::Fenced { env, reason } => TargetError::Fenced { env: env.clone(), reason: reason.clone() },
+            TargetError::Foreign { address, what, owner, ours } => TargetError::Foreign {
+                address: address.clone(),
+                what: what.clone(),
+                owner: owner.clone(),
+                ours: ours.clone(),
+            },
+            TargetError::MassPrune { dest, deletes, total, share, max } => TargetError::MassPrune {
+                dest: dest.clone(),
+                deletes: *deletes,
+                total: *total,
+                share: *share,
+                max: *max,
+            },
+            TargetError::PruneModified { path } => TargetError::PruneModified { path: path.clone() },
+            TargetError::State { path, cause } => TargetError::State { path: path.clone(), cause: cause.clone() },
+        }
+    }
+}
+
+impl From<file::io::PathError> for TargetError {
+    fn from(e: file::io::PathError) -> Self {
+        let reason = e.to_string();
+        match e {
+            file::io::PathError::Io { path, source } => TargetError::Write { path, source },
+            file::io::PathError::Symlink { path, .. } | file::io::PathError::NotRegular { path, .. } => {
+                TargetError::Unsafe { path, reason }
+            }
+        }
+    }
+}
+
+impl From<kubernetes::KubeError> for TargetError {
+    fn from(e: kubernetes::KubeError) -> Self {
+        TargetError::Kube(Box::new(e))
+    }
+}
+
+/// Whether this process may still write an env's targets (the service's
+/// leader election). Must be cheap: it is asked before every write batch.
+pub trait Fence: Send + Sync + fmt::Debug {
+    /// `Err(reason)` when the env's targets must not be written now.
+    fn check(&self, env: &str) -> Result<(), String>;
+}
+
+/// What every step of one env's pass may know.
+pub struct Ctx<'a> {
+    pub config: &'a Config,
+    pub env: &'a str,
+    /// The snapshot's etcd revision (`None` for the file source).
+    pub revision: Option<i64>,
+    /// This config's identity on everything it writes.
+    pub instance: &'a str,
+    /// Keyed fingerprints of secret content, with the env's key.
+    pub keyed: &'a kubernetes::Fingerprinter,
+    /// Per-run fingerprints to show which secret entries change (`pull`).
+    pub shown: Option<&'a crate::fingerprint::Fingerprinter>,
+    /// Deleting what this instance wrote and no target claims any more is
+    /// allowed: every env of the pass was read and every target planned.
+    pub prune: bool,
+    pub allow_mass_prune: bool,
+    /// Run `reload_cmd` after a change (not on a laptop unless asked).
+    pub run_reload: bool,
+}
+
+/// One configured target's share of a destination: what it wants
+/// (`None` when its output did not render or its items could not be built:
+/// then whatever it owns is kept as it is).
+pub struct Claim<'s, S, I> {
+    pub slot: Slot,
+    pub spec: &'s S,
+    pub items: Option<Vec<I>>,
+}
+
+/// The outcome of one applied change.
+pub struct Applied {
+    pub slot: Slot,
+    pub change: Change,
+    pub result: Result<(), TargetError>,
+    /// The target's `reload_cmd` ran after this change.
+    pub reloaded: bool,
+}
+
+/// One kind of target.
+pub trait Target: Sync {
+    /// The configuration of one target of this kind.
+    type Spec: Sync;
+    /// A destination: observed with one read, written as one batch.
+    type Dest: Clone + Ord + Send + Sync + fmt::Display;
+    /// What to observe at a destination, gathered from the config.
+    type Scope: Default + Send + Sync + Merge;
+    /// One thing a target wants: a file, an object, a variable.
+    type Item: Send + Sync;
+    /// What a destination holds.
+    type Observed: Send + Sync;
+    /// What apply does for one planned change.
+    type Op: Send + Sync;
+
+    /// The spec behind a configured target, when it is of this kind.
+    fn spec(target: &TargetKind) -> Option<&Self::Spec>;
+
+    /// The kind's name in reports (`file`, `kubernetes-secret`, …).
+    fn kind_name(spec: &Self::Spec) -> &'static str;
+
+    /// Where `spec` writes for `ctx.env`, as shown to people.
+    fn address(spec: &Self::Spec, env: &str) -> String;
+
+    /// The destination `spec` writes to for `ctx.env`, adding what it
+    /// needs observed there (for `items`, when its output rendered) to `scope`.
+    fn locate(
+        &self,
+        spec: &Self::Spec,
+        items: Option<&[Self::Item]>,
+        ctx: &Ctx<'_>,
+        scope: &mut Self::Scope,
+    ) -> Self::Dest;
+
+    /// Destinations this kind wrote to before but the config may no longer
+    /// name (so that prune can see them).
+    fn recorded(&self, _ctx: &Ctx<'_>, _scopes: &mut BTreeMap<Self::Dest, Self::Scope>) {}
+
+    /// The items `spec` wants from a rendered output. Pure.
+    fn desired(&self, spec: &Self::Spec, rendered: &Rendered, ctx: &Ctx<'_>) -> Result<Vec<Self::Item>, TargetError>;
+
+    /// One read of a destination.
+    fn observe(
+        &self,
+        dest: &Self::Dest,
+        scope: &Self::Scope,
+        ctx: &Ctx<'_>,
+    ) -> impl Future<Output = Result<Self::Observed, TargetError>> + Send;
+
+    /// Decides the changes of one destination. Pure.
+    fn plan(
+        &self,
+        dest: &Self::Dest,
+        claims: Vec<Claim<'_, Self::Spec, Self::Item>>,
+        observed: &Self::Observed,
+        ctx: &Ctx<'_>,
+    ) -> DestPlan<Self::Op>;
+
+    /// Executes exactly `changes` (one destination's, fence already checked).
+    fn apply(
+        &self,
+        dest: &Self::Dest,
+        changes: Vec<Planned<Self::Op>>,
+        ctx: &Ctx<'_>,
+    ) -> impl Future<Output = Vec<Applied>> + Send;
+
+    /// Saves what the kind records about what it wrote, after apply.
+    fn commit(&self, _ctx: &Ctx<'_>) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+/// Scopes of one destination gathered from several targets.
+pub trait Merge {
+    fn merge(&mut self, other: Self);
+}
+
+impl<T: Ord> Merge for std::collections::BTreeSet<T> {
+    fn merge(&mut self, other: Self) {
+        self.extend(other);
+    }
+}
+
+impl Merge for () {
+    fn merge(&mut self, _: Self) {}
+}
