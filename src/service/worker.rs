@@ -337,16 +337,30 @@ impl Worker {
                 memory.quiet_since = Some(Instant::now());
                 continue;
             }
-            self.pass(&generation, reason, &mut memory, only).await;
+            let partial = only.is_some();
+            let ok = self.pass(&generation, reason, &mut memory, only).await;
             memory.quiet_since = Some(Instant::now());
+            if partial && !ok {
+                // The env is failing now: a full pass says so everywhere
+                // (record, /readyz), and later watch passes are full ones
+                // until a full pass succeeds again.
+                pending = Some(Pending::at_once(Reason::Resync));
+            }
         }
     }
 
-    async fn pass(&self, generation: &Generation, reason: Reason, memory: &mut Memory, only: Option<BTreeSet<usize>>) {
+    /// Runs one pass; returns whether it succeeded.
+    async fn pass(
+        &self,
+        generation: &Generation,
+        reason: Reason,
+        memory: &mut Memory,
+        only: Option<BTreeSet<usize>>,
+    ) -> bool {
         let lock = self.leadership.pass_lock(&self.env);
         let _guard = lock.lock().await;
         if !self.leadership.leads(&self.env) {
-            return;
+            return true;
         }
         let now = Instant::now();
         let skip: BTreeSet<String> =
@@ -368,7 +382,12 @@ impl Worker {
             &options,
         )
         .await;
-        if !partial && report.envs.iter().all(|e| e.source_error.is_none()) {
+        // What the outputs read, learnt from a full pass that succeeded:
+        // partial passes happen only while the env is healthy.
+        if !partial {
+            memory.uses = None;
+        }
+        if !partial && !report.failed() {
             let uses = report
                 .envs
                 .iter()
@@ -424,10 +443,11 @@ impl Worker {
             // Cut short by losing the lead: the next leader's pass tells.
             // A pass for some outputs only leaves the env's record (a
             // full pass's) as it was.
-            return;
+            return ok;
         }
         let record = self.record(&summary, memory, &drifted, &backing_off, ok);
         self.publish(record).await;
+        ok
     }
 
     /// Updates backoffs, drift and change memory from a pass; returns the

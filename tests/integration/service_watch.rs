@@ -74,8 +74,11 @@ fn a_watch_event_touches_only_the_outputs_that_read_the_change() {
     });
     assert_eq!(read_or_empty(&p.path("out/b.env")), "B=hand\n", "b was not part of those passes");
 
-    // A key nobody reads triggers no pass at all.
-    let passes_before = svc.log().matches("reason=\"etcd watch\"").count();
+    // A key nobody reads triggers no pass at all. (The passes for a and
+    // flags log after writing: wait for both lines before counting.)
+    let watch_passes = || svc.log().matches("reason=\"etcd watch\"").count();
+    wait_until("the log lines of the two passes", Duration::from_secs(5), || (watch_passes() == 2).then_some(()));
+    let passes_before = watch_passes();
     etcd.put("/cfgsync/prod/unused", "x");
     etcd.put("/cfgsync/prod/b", "2");
     wait_until("b to follow the watch (and its edit to be replaced)", Duration::from_secs(5), || {
