@@ -633,7 +633,10 @@ fn profile(fleet: Fleet, settings: &Settings) {
     let perf = std::env::var("BENCH_PERF").unwrap_or_else(|_| "perf".into());
     for (name, args) in [("validate", vec!["validate"]), ("noop", vec!["--output", "json", "reconcile", "--once"])] {
         let data = bed.path(&format!("perf-{name}.data"));
-        let mut record = vec!["record", "-F", "999", "-e", "cpu-clock", "-g", "-o", data.to_str().expect("utf-8")];
+        // cpu-clock: VMs often have no hardware counters. DWARF call graphs:
+        // Rust's release code keeps no frame pointers.
+        let mut record = vec!["record", "-F", "499", "-e", "cpu-clock", "--call-graph", "dwarf"];
+        record.extend(["-o", data.to_str().expect("utf-8")]);
         record.push(bed.bin.to_str().expect("utf-8"));
         record.extend(["--config", "cfgsync.toml"]);
         record.extend(args.iter().copied());
@@ -673,8 +676,12 @@ fn profile(fleet: Fleet, settings: &Settings) {
                 fleet.describe(),
                 took.as_secs_f64()
             );
-            for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).take(40) {
-                println!("{line}");
+            // perf pads its columns to the longest symbol: squeeze them.
+            let lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.contains("[k] 0x"));
+            for line in lines.take(40) {
+                let squeezed: Vec<&str> = line.split_whitespace().filter(|w| *w != "-").collect();
+                let line = squeezed.join(" ");
+                println!("  {}", line.chars().take(180).collect::<String>());
             }
         }
     }
