@@ -14,7 +14,8 @@
 #   BENCH_RUNS=5             repetitions per measurement (medians are reported)
 #   BENCH_WATCH_CHANGES=N    puts timed under `cfgsync run` (default 200 up to fleet-300, else 0)
 #   BENCH_KEEP=1             keep the work directory (config, logs, outputs, perf data)
-#   CFGSYNC_BENCH_BIN=PATH   the cfgsync binary to measure (default: target/release/cfgsync, built here)
+#   CFGSYNC_BENCH_BIN=PATH   the cfgsync binary to measure (default: target/release/cfgsync,
+#                            built here by `cargo build --release`)
 #
 # Like scripts/test.sh, it first installs what is missing on Debian (as root
 # or with sudo): etcd-server, etcd-client, protobuf-compiler and time (GNU
@@ -93,10 +94,22 @@ for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO PROTOC; do
 done
 
 # --- build (release), then run ------------------------------------------------
-say "cargo build --release (cfgsync and the fleet bench)"
+# The bench target is built with the dev-dependencies' features (tokio's
+# test-util, ...), and so is the cfgsync binary cargo builds for it; the
+# binary measured is the plain `cargo build --release` one, built after it,
+# and the bench executable is run directly (`cargo bench` would rebuild the
+# binary with the bench's features).
+say "cargo build --release (the fleet bench, then cfgsync)"
+bench_exe=$(cargo bench --locked --bench fleet --no-run --message-format=json |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "fleet" and m.get("executable"):
+        print(m["executable"])')
+[[ -n $bench_exe && -x $bench_exe ]] || die "cargo bench --no-run built no fleet executable"
 cargo build --release --locked --quiet --bin cfgsync
-cargo bench --locked --quiet --bench fleet --no-run
+export CFGSYNC_BENCH_BIN="${CFGSYNC_BENCH_BIN:-$PWD/target/release/cfgsync}"
 
 say "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); etcd $("$CFGSYNC_TEST_ETCD" --version | sed -n 1p); bao $("$CFGSYNC_TEST_BAO" version | sed -n 1p)"
-say "git: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
-exec cargo bench --locked --quiet --bench fleet -- "${args[@]}"
+say "git: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty)'); measuring $CFGSYNC_BENCH_BIN"
+exec "$bench_exe" "${args[@]}"
