@@ -5,7 +5,7 @@
 //! bash scripts/bench.sh fleet 300        # the usual way (installs what is missing, builds --release)
 //! bash scripts/bench.sh confd            # 1,000 keys × 100 files, beside confd when it is on PATH
 //! bash scripts/bench.sh profile 1000     # perf profiles of `validate` and a no-op pass
-//! cargo bench --bench fleet -- fleet 300 # the same driver, without the installs
+//! cargo bench --bench fleet -- fleet 300 # the same driver, no installs (measures the bench-featured binary)
 //! ```
 //!
 //! Each mode starts its own servers on 127.0.0.1: a real etcd and an
