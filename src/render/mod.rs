@@ -844,26 +844,47 @@ pub fn render_field(template: &str, vars: &[(&str, &str)]) -> Result<String, Str
     if !template.contains("{{") && !template.contains("{%") {
         return Ok(template.to_owned());
     }
-    if let Some((_, message)) = check::nesting_problem(template) {
-        return Err(format!("too deeply nested: {message}"));
+    thread_local! {
+        /// Fields parsed on this thread, by text: a config of thousands of
+        /// targets templates the same few shapes per env, and a `Tera` with
+        /// its built-ins is costly to set up.
+        static FIELDS: std::cell::RefCell<(Tera, HashMap<String, String>)> = std::cell::RefCell::new({
+            let mut tera = Tera::default();
+            tera.autoescape_on(vec![]);
+            functions::register(&mut tera);
+            (tera, HashMap::new())
+        });
     }
-    let mut tera = Tera::default();
-    tera.autoescape_on(vec![]);
-    functions::register(&mut tera);
-    let parsed = Template::new("the field", None, template).map_err(|e| syntax_message(&e))?;
-    tera.templates.insert("the field".into(), parsed);
-    let mut analyzer = check::Analyzer::new(&tera);
-    if let Some(f) = analyzer.facts("the field").and_then(|f| f.findings.first()) {
-        return Err(f.message.clone());
-    }
-    if analyzer.reach("the field").len() > 1 || !analyzer.secret_paths("the field").is_empty() {
-        return Err("a config field can only use its variables".into());
-    }
-    let mut ctx = tera::Context::new();
-    for (k, v) in vars {
-        ctx.insert(*k, v);
-    }
-    tera.render("the field", &ctx).map_err(|e| without_internal_names(&tera_error_text(&e)))
+    FIELDS.with(|cell| {
+        let (tera, names) = &mut *cell.borrow_mut();
+        let name = match names.get(template) {
+            Some(n) => n.clone(),
+            None => {
+                if let Some((_, message)) = check::nesting_problem(template) {
+                    return Err(format!("too deeply nested: {message}"));
+                }
+                let name = format!("the field {}", names.len());
+                let parsed = Template::new(&name, None, template).map_err(|e| syntax_message(&e))?;
+                let facts = check::facts(tera, &name, &parsed);
+                if let Some(f) = facts.findings.first() {
+                    return Err(f.message.clone());
+                }
+                if !facts.needs.is_empty() || !facts.secret_paths.is_empty() || !facts.edges.is_empty() {
+                    return Err("a config field can only use its variables".into());
+                }
+                tera.templates.insert(name.clone(), parsed);
+                names.insert(template.to_owned(), name.clone());
+                name
+            }
+        };
+        let mut ctx = tera::Context::new();
+        for (k, v) in vars {
+            ctx.insert(*k, v);
+        }
+        tera.render(&name, &ctx).map_err(|e| {
+            without_internal_names(&tera_error_text(&e)).replace(&format!(" while rendering '{name}'"), "")
+        })
+    })
 }
 
 #[cfg(test)]
