@@ -275,10 +275,12 @@ struct RawOutput {
     targets: Vec<Spanned<RawTarget>>,
 }
 
-/// An entry is an inline template string, or `{ template = "file.tera" }`.
+/// An entry is an inline template string, `{ template = "file.tera" }`, or
+/// `{ key = "name" }` (a key's bytes, verbatim).
 enum RawEntry {
     Inline(String),
     File(String),
+    Key(String),
 }
 
 impl<'de> Deserialize<'de> for RawEntry {
@@ -287,20 +289,26 @@ impl<'de> Deserialize<'de> for RawEntry {
         impl<'de> Visitor<'de> for EntryVisitor {
             type Value = RawEntry;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a template string or a table `{ template = \"path/under/templates\" }`")
+                f.write_str(
+                    "a template string, a table `{ template = \"path/under/templates\" }`, or `{ key = \"name\" }`",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawEntry, E> {
                 Ok(RawEntry::Inline(v.to_owned()))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEntry, A::Error> {
-                let mut template = None;
+                let mut entry = None;
                 while let Some(k) = map.next_key::<String>()? {
-                    match k.as_str() {
-                        "template" => template = Some(map.next_value::<String>()?),
-                        other => return Err(de::Error::unknown_field(other, &["template"])),
+                    let value = match k.as_str() {
+                        "template" => RawEntry::File(map.next_value::<String>()?),
+                        "key" => RawEntry::Key(map.next_value::<String>()?),
+                        other => return Err(de::Error::unknown_field(other, &["template", "key"])),
+                    };
+                    if entry.replace(value).is_some() {
+                        return Err(de::Error::custom("an entry is either `template` or `key`, not both"));
                     }
                 }
-                template.map(RawEntry::File).ok_or_else(|| de::Error::missing_field("template"))
+                entry.ok_or_else(|| de::Error::missing_field("template"))
             }
         }
         d.deserialize_any(EntryVisitor)
@@ -513,6 +521,10 @@ pub enum EntryTemplate {
     Inline(String),
     /// Relative to `templates/`.
     File(String),
+    /// A key's value, byte for byte: for content that is not text (a DER
+    /// certificate, a keystore), written only where bytes can go (`raw` and
+    /// `dir` files, Secrets, a ConfigMap's `binaryData`).
+    Key(String),
 }
 
 #[derive(Debug)]
@@ -1000,6 +1012,7 @@ impl Builder<'_> {
                 let template = match v.into_inner() {
                     RawEntry::Inline(t) => EntryTemplate::Inline(t),
                     RawEntry::File(f) => EntryTemplate::File(f),
+                    RawEntry::Key(k) => EntryTemplate::Key(k),
                 };
                 Entry { name: k.into_inner(), location, template }
             })

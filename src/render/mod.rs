@@ -285,6 +285,11 @@ impl Templates {
             let mut entries = Vec::new();
             for entry in &output.entries {
                 let template_name = match &entry.template {
+                    EntryTemplate::Key(k) => {
+                        literal_names.insert(k.clone());
+                        entries.push((entry.name.clone(), format!("{KEY_PREFIX}{k}")));
+                        continue;
+                    }
                     EntryTemplate::Inline(_) => inline_name(&output.name, &entry.name),
                     EntryTemplate::File(f) => {
                         if !tera.templates.contains_key(f) {
@@ -385,6 +390,16 @@ impl Templates {
             let mut total = 0usize;
             for (entry, template) in &output.entries {
                 let room = self.limits.max_entry_bytes.min(self.limits.max_output_bytes.saturating_sub(total));
+                if let Some(key) = template.strip_prefix(KEY_PREFIX) {
+                    let bytes =
+                        functions::key_bytes(key).map_err(|e| (entry.clone(), template.clone(), Failure::Tera(e)))?;
+                    if bytes.len() > room {
+                        return Err((entry.clone(), template.clone(), Failure::Limit(LimitHit::EntrySize)));
+                    }
+                    total += bytes.len();
+                    entries.insert(entry.clone(), bytes);
+                    continue;
+                }
                 let mut out = LimitedWriter { buf: Vec::new(), room, hit: None };
                 let rendered = self.tera.render_to(template, &context, &mut out);
                 if let Some(hit) = out.hit {
@@ -440,7 +455,8 @@ impl Templates {
                     None if reads_secrets || log.tainted => allow_listed(&e),
                     None => without_internal_names(&tera_error_text(&e)),
                 };
-                let template = (!template.starts_with(INLINE_PREFIX)).then_some(template);
+                let template =
+                    (!template.starts_with(INLINE_PREFIX) && !template.starts_with(KEY_PREFIX)).then_some(template);
                 Err(RenderError::Template { output, env, entry, template, message })
             }
         }
@@ -652,6 +668,8 @@ fn safe_tera_message(text: &str) -> Option<String> {
 }
 
 const INLINE_PREFIX: &str = "@output/";
+/// An entry that is a key's bytes, not a template (`{ key = "name" }`).
+const KEY_PREFIX: &str = "@key:";
 
 fn inline_name(output: &str, entry: &str) -> String {
     format!("{INLINE_PREFIX}{output}/{entry}")

@@ -442,3 +442,17 @@ fn throw_messages_are_withheld_only_where_a_secret_was_read() {
         .to_string();
     assert!(!e.contains("db.internal") && e.contains("function `throw` failed"), "{e}");
 }
+
+#[test]
+fn a_key_entry_carries_bytes_verbatim() {
+    let mut s = (*snapshot()).clone();
+    s.keys.insert("tls/der".into(), KeyValue::new(vec![0x30, 0x82, 0x00, 0xff], KeyOrigin::File));
+    let s = Arc::new(s);
+    let (_d, t) = compile("DER = { key = \"tls/der\" }\nHOST = \"{{ key(name='db/host') }}\"");
+    let r = t.unwrap().render(0, &s).unwrap();
+    assert_eq!(r.entries["DER"].expose(), &[0x30, 0x82, 0x00, 0xff]);
+    assert!(!r.tainted && r.used.contains(&Use::Key("tls/der".into())));
+    let (_d, t) = compile("DER = { key = \"tls/missing\" }");
+    let e = t.unwrap().render(0, &s).unwrap_err().to_string();
+    assert!(e.contains("entry \"DER\": key \"tls/missing\" not found"), "{e}");
+}
