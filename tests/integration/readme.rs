@@ -96,11 +96,14 @@ fn variants(text: &str) -> Vec<String> {
     out
 }
 
-/// Moves absolute `/run/…` credential paths into `p` and creates the files.
+/// Moves absolute `/run/…` and `/var/run/…` credential paths into `p` and
+/// creates the files.
 fn with_credentials(p: &Project, text: &str) -> String {
     let root = p.dir.path().display().to_string();
-    let text = text.replace("\"/run/", &format!("\"{root}/run/"));
-    for piece in text.split('"').filter(|s| s.starts_with(&format!("{root}/run/"))) {
+    let text = text.replace("\"/run/", &format!("\"{root}/run/")).replace("\"/var/run/", &format!("\"{root}/var/run/"));
+    for piece in
+        text.split('"').filter(|s| s.starts_with(&format!("{root}/run/")) || s.starts_with(&format!("{root}/var/run/")))
+    {
         std::fs::create_dir_all(Path::new(piece).parent().unwrap()).unwrap();
         std::fs::write(piece, "readme-credential\n").unwrap();
     }
@@ -161,8 +164,8 @@ fn with_template_files(p: &Project, config: &toml::Table) {
 }
 
 #[track_caller]
-fn assert_ok(run: &Run, what: &str, line: usize, text: &str) {
-    assert_eq!(run.code, 0, "README.md:{line}: `{what}` fails on\n{text}\n{run:?}");
+fn assert_ok(run: &Run, what: &str, block: &str, text: &str) {
+    assert_eq!(run.code, 0, "{block}: `{what}` fails on\n{text}\n{run:?}");
 }
 
 fn check_config(line: usize, text: &str) {
@@ -170,13 +173,13 @@ fn check_config(line: usize, text: &str) {
     let config = with_credentials(&p, text);
     p.write("cfgsync.toml", &config);
     with_template_files(&p, &toml::from_str(&config).unwrap());
-    assert_ok(&p.run(&["validate"]), "validate", line, &config);
+    assert_ok(&p.run(&["validate"]), "validate", &format!("README.md:{line}"), &config);
 
     let p = Project::new("");
     let config = on_file_source(&p, text);
     p.write("cfgsync.toml", &config);
     let run = p.run(&["plan"]);
-    assert_ok(&run, "plan", line, &config);
+    assert_ok(&run, "plan", &format!("README.md:{line}"), &config);
     assert!(run.stdout.ends_with(" 0 failed\n"), "README.md:{line}: {run:?}");
 }
 
@@ -200,7 +203,7 @@ fn check_file_source(line: usize, text: &str) {
     ));
     p.write("source/staging.toml", text);
     let run = p.run(&["reconcile", "--once"]);
-    assert_ok(&run, "reconcile --once", line, text);
+    assert_ok(&run, "reconcile --once", &format!("README.md:{line}"), text);
     let got: BTreeMap<String, String> = serde_json::from_str(&p.read("out.json")).unwrap();
     assert_eq!(got, want, "README.md:{line}: the file source reads back what the block says");
 }
@@ -222,7 +225,7 @@ fn every_toml_example_in_the_readme_works() {
                 let p = Project::new("");
                 let config = with_credentials(&p, &wrapped(&text));
                 p.write("cfgsync.toml", &config);
-                assert_ok(&p.run(&["validate"]), "validate", *line, &config);
+                assert_ok(&p.run(&["validate"]), "validate", &format!("README.md:{line}"), &config);
                 "fragment"
             };
             *kinds.entry(kind).or_default() += 1;
@@ -427,4 +430,18 @@ path = \"out/api.env\"
             }
         }
     }
+}
+
+/// The reference deployment's `cfgsync.toml` (in its ConfigMap) is valid and
+/// renders through the shipped library.
+#[test]
+fn the_reference_deployments_config_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/management/configmap.yaml");
+    let configmap: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let text = configmap["data"]["cfgsync.toml"].as_str().expect("data.cfgsync.toml");
+    assert!(text.contains("{% import 'cfgsync/"), "it uses the template library");
+    let p = Project::new("");
+    let config = with_credentials(&p, text);
+    p.write("cfgsync.toml", &config);
+    assert_ok(&p.run(&["validate"]), "validate", "deploy/kubernetes/management/configmap.yaml", &config);
 }
