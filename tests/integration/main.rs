@@ -9,6 +9,8 @@ mod kubernetes;
 mod laptop;
 mod laptop_bench;
 mod laptop_roles;
+mod library;
+mod readme;
 mod sandbox;
 mod servers_e2e;
 mod service;
