@@ -3,6 +3,7 @@
 
 mod support;
 
+mod boundaries;
 mod cli;
 mod dotenv_readers;
 mod kubernetes;
