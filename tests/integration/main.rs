@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod edges;
 mod kubernetes;
 mod laptop;
 mod laptop_bench;
