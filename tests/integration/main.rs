@@ -9,6 +9,7 @@ mod kubernetes;
 mod laptop;
 mod laptop_bench;
 mod laptop_roles;
+mod run_with_env;
 mod servers_e2e;
 mod service;
 mod service_etcd;
