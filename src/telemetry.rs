@@ -13,18 +13,17 @@
 //! hold newlines and tabs. Printed as is, one failure spreads over several
 //! lines of stderr, and a log collector reading line by line splits it into
 //! events that no longer carry the level or the target. So the text log
-//! format folds every whitespace run in a field value to one space (the
-//! JSON format escapes newlines already), and [`OneLine`] / [`one_line`] do
-//! the same for the `error:` lines the commands print.
+//! format writes each event through [`EventLine`], which turns every run of
+//! whitespace holding a line break or a tab into one space (the layout is
+//! otherwise tracing-subscriber's own; the JSON format escapes newlines
+//! already), and [`OneLine`] / [`one_line`] do the same for the `error:`
+//! lines the commands print.
 
 use std::fmt as stdfmt;
 use std::io;
 
 use tracing::level_filters::LevelFilter;
-use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, Targets};
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::{FormatFields, debug_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
@@ -66,22 +65,58 @@ pub fn init(format: LogFormat, default: &str) {
     let _ = tracing_subscriber::registry().with(layer.with_filter(filter(default))).try_init();
 }
 
-/// The text format: the default layout (message, then `name=value`), with
-/// each value folded to one line.
-fn text_layer<S, W>(writer: W, color: bool) -> impl Layer<S> + use<S, W>
+/// The text format, each event written as one line.
+fn text_layer<S, F, W>(make: F, color: bool) -> impl Layer<S> + use<S, F, W>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    F: Fn() -> W + Send + Sync + 'static,
+    W: io::Write,
 {
-    fmt::layer().fmt_fields(one_line_fields()).with_writer(writer).with_ansi(color).with_target(true)
+    fmt::layer().with_writer(move || EventLine(make())).with_ansi(color).with_target(true)
 }
 
-fn one_line_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
-    debug_fn(|out, field, value| {
-        let text = one_line(&format!("{value:?}"));
-        if field.name() == "message" { write!(out, "{text}") } else { write!(out, "{field}={text}") }
-    })
-    .delimited(" ")
+/// A writer for one formatted log event: tracing-subscriber's fmt layer
+/// formats an event into a buffer and hands it over in one `write_all`,
+/// and `write` here takes all of it, so each call is a whole event. Every
+/// whitespace run holding a line break or a tab becomes one space; the
+/// final newline stays.
+pub struct EventLine<W>(pub W);
+
+impl<W: io::Write> io::Write for EventLine<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(&fold_line_breaks(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `text` with each whitespace run that holds a line break or a tab turned
+/// into one space, except a final newline. Works on bytes: ASCII whitespace
+/// never occurs inside a multi-byte UTF-8 sequence.
+fn fold_line_breaks(text: &[u8]) -> Vec<u8> {
+    let (body, end) = match text.strip_suffix(b"\n") {
+        Some(body) => (body, &b"\n"[..]),
+        None => (text, &b""[..]),
+    };
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = body;
+    while let Some(start) = rest.iter().position(u8::is_ascii_whitespace) {
+        out.extend_from_slice(&rest[..start]);
+        let len = rest[start..].iter().take_while(|b| b.is_ascii_whitespace()).count();
+        let run = &rest[start..start + len];
+        if run.iter().any(|b| matches!(b, b'\n' | b'\r' | b'\t' | 0x0b | 0x0c)) {
+            out.push(b' ');
+        } else {
+            out.extend_from_slice(run);
+        }
+        rest = &rest[start + len..];
+    }
+    out.extend_from_slice(rest);
+    out.extend_from_slice(end);
+    out
 }
 
 /// `text` with every run of whitespace (newlines and tabs included) turned
@@ -121,7 +156,7 @@ mod tests {
 
     use tracing_subscriber::layer::SubscriberExt;
 
-    use super::{OneLine, one_line, text_layer};
+    use super::{OneLine, fold_line_breaks, one_line, text_layer};
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -163,11 +198,19 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text:?}");
         assert!(
             text.ends_with(
-                "source failed: retrying env=\"prod\" error=HTTP 403: 2 errors occurred: * permission denied * invalid token\n"
+                "source failed: retrying env=\"prod\" error=HTTP 403: 2 errors occurred: * permission denied * invalid token \n"
             ),
             "{text:?}"
         );
         assert!(text.contains(" ERROR "), "{text:?}");
+    }
+
+    #[test]
+    fn folding_keeps_plain_spaces_and_the_final_newline() {
+        assert_eq!(fold_line_breaks(b"  INFO a  b\n"), b"  INFO a  b\n");
+        assert_eq!(fold_line_breaks(b"a \n\t b\r\nc\n\n"), b"a b c \n");
+        assert_eq!(fold_line_breaks("é\n\tü".as_bytes()), "é ü".as_bytes());
+        assert_eq!(fold_line_breaks(b""), b"");
     }
 
     #[test]
