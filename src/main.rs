@@ -1,8 +1,16 @@
 //! `cfgsync`: parse the command line, load the config, run, map the result
 //! to an exit code: 0 success (for `plan`, also with changes pending), 1 an
 //! output, target or source failed, 2 a usage, config or template error.
+//!
+//! Decisions:
+//! - Every `error:` line printed here is one line ([`one_line`]): an etcd,
+//!   Vault or Kubernetes error body never spreads over several lines.
+//! - A reader that goes away (`cfgsync … | head -c1`) is not an error of
+//!   cfgsync: output stops quietly, with no panic and no "Broken pipe".
+//!   The exit code is the one already known (a pass that failed still
+//!   exits 1), else 0, as ripgrep does.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,11 +22,16 @@ use cfgsync::reconcile::{self, PassOptions};
 use cfgsync::render::Templates;
 use cfgsync::report::{self, Mode, Style};
 use cfgsync::source::Sources;
+use cfgsync::telemetry::{OneLine, one_line};
 
 /// Fatal errors end here with exit code 2; failures of a pass are reported
 /// and only change the exit code.
 #[derive(Debug, thiserror::Error)]
 enum Fatal {
+    #[error(
+        "`cfgsync reconcile` runs one pass and needs --once: `cfgsync reconcile --once` for one pass, `cfgsync run` for the service"
+    )]
+    OnceRequired,
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("unknown env {env:?}{hint}; defined envs: {defined}")]
@@ -51,16 +64,39 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e) if e.is_closed_stdout() => ExitCode::SUCCESS,
         Err(Fatal::Config(e)) => {
-            for p in &e.problems {
-                eprintln!("error: {p}");
-            }
+            print_problems(&e);
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e.to_string()));
             ExitCode::from(2)
         }
+    }
+}
+
+impl Fatal {
+    /// Whether writing to stdout failed because its reader went away.
+    fn is_closed_stdout(&self) -> bool {
+        match self {
+            Fatal::Io(e) | Fatal::Cmd(cfgsync::cmd::CmdError::Stdout(e)) => e.kind() == io::ErrorKind::BrokenPipe,
+            _ => false,
+        }
+    }
+}
+
+fn print_problems(e: &ConfigError) {
+    for p in &e.problems {
+        eprintln!("error: {}", one_line(&p.to_string()));
+    }
+}
+
+/// `Ok` also when the reader of stdout went away.
+fn unless_closed(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 
@@ -73,6 +109,9 @@ fn check_env(config: &Config, env: &str) -> Result<(), Fatal> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
+    if let Command::Reconcile { once: false, .. } = cli.command {
+        return Err(Fatal::OnceRequired);
+    }
     if let Command::Run { listen, replica_id } = &cli.command {
         let options = cfgsync::service::RunOptions {
             listen: *listen,
@@ -92,26 +131,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::Man { out_dir } => return Ok(cmd::completions::man(out_dir.as_deref())?),
         _ => {}
     }
-    let config = config::load(&cli.config, &ProcessEnv)?;
-    let templates = Templates::compile(&config);
+    let validating = matches!(cli.command, Command::Validate);
+    let loaded = config::load(&cli.config, &ProcessEnv).and_then(|config| {
+        let templates = Templates::compile(&config);
+        if validating {
+            // Only `validate` checks the credential files, reported with the template problems.
+            config::check_credential_files(&config, templates.as_ref().err())?;
+        }
+        templates.map(|templates| (config, templates))
+    });
     if matches!(cli.command, Command::Validate) {
-        // Only `validate` checks the credential files, reported with the template problems.
-        config::check_credential_files(&config, templates.as_ref().err())?;
+        return validate(loaded, cli.output);
     }
-    let templates = templates?;
+    let (config, templates) = loaded?;
     let ctx = cmd::Context { config: &config, templates: &templates, output: cli.output };
     let (options, mode) = match cli.command {
-        Command::Validate => {
-            let targets: usize = config.outputs.iter().map(|o| o.targets.len()).sum();
-            println!(
-                "{}: ok ({} envs, {} outputs, {} targets)",
-                config.path.display(),
-                config.envs.len(),
-                config.outputs.len(),
-                targets
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
+        Command::Validate => unreachable!("handled above"),
         Command::Reconcile { once: _, env, dry_run, allow_mass_prune } => (
             PassOptions { env, dry_run, allow_mass_prune, ..Default::default() },
             if dry_run { Mode::Plan } else { Mode::Applied },
@@ -135,12 +170,103 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     let sources = Sources::new(&config);
     let targets = reconcile::Targets::new(&config, cli.kubeconfig.clone());
     let report = reconcile::run_pass(&config, &templates, &sources, &targets, &options).await;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // A closed stdout must not silence the `error:` lines on stderr.
+    let mut out = UntilClosed { inner: io::stdout().lock(), closed: false };
     match cli.output {
         OutputFormat::Json => report::print_json(&report, &mut out)?,
-        OutputFormat::Text => report::print_text(&report, mode, Style::detect(), &mut out, &mut std::io::stderr())?,
+        OutputFormat::Text => report::print_text(&report, mode, Style::detect(), &mut out, &mut OneLine(io::stderr()))?,
     }
     out.flush()?;
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Stdout that, once its reader has gone away, drops what is written to it
+/// instead of failing, so the rest of a report (the `error:` lines on
+/// stderr) is still printed.
+struct UntilClosed<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> Write for UntilClosed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        match self.inner.write(buf) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(buf.len())
+            }
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        unless_closed(self.inner.flush())
+    }
+}
+
+/// `cfgsync validate`: the config and its templates were loaded (or not).
+/// With `--output json`, stdout gets one JSON document either way.
+fn validate(loaded: Result<(Config, Templates), ConfigError>, format: OutputFormat) -> Result<ExitCode, Fatal> {
+    let (doc, code) = match loaded {
+        Ok((config, templates)) => {
+            let targets: usize = config.outputs.iter().map(|o| o.targets.len()).sum();
+            if format == OutputFormat::Text {
+                let line = format!(
+                    "{}: ok ({} envs, {} outputs, {targets} targets)",
+                    config.path.display(),
+                    config.envs.len(),
+                    config.outputs.len(),
+                );
+                unless_closed(writeln!(io::stdout().lock(), "{line}"))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let outputs: Vec<_> = config
+                .outputs
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    serde_json::json!({
+                        "name": o.name,
+                        "envs": o.envs,
+                        "secret": templates.analysis(i).reads_secrets(),
+                        "targets": o.targets.len(),
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "ok": true,
+                "config": config.path.display().to_string(),
+                "envs": config.envs,
+                "outputs": outputs,
+                "targets": targets,
+            });
+            (doc, ExitCode::SUCCESS)
+        }
+        Err(e) if format == OutputFormat::Text => return Err(Fatal::Config(e)),
+        Err(e) => {
+            print_problems(&e);
+            let problems: Vec<_> = e
+                .problems
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "file": p.location.as_ref().map(|l| l.file.display().to_string()),
+                        "line": p.location.as_ref().map(|l| l.line),
+                        "column": p.location.as_ref().map(|l| l.column),
+                        "message": p.message,
+                    })
+                })
+                .collect();
+            (serde_json::json!({ "ok": false, "problems": problems }), ExitCode::from(2))
+        }
+    };
+    let mut out = io::stdout().lock();
+    unless_closed(serde_json::to_writer_pretty(&mut out, &doc).map_err(io::Error::from).and_then(|()| writeln!(out)))?;
+    Ok(code)
 }

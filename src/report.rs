@@ -227,9 +227,4 @@ fn print_change(
     Ok(())
 }
 
-/// An error's text on one line: a backend's multi-line message (an etcd or
-/// Vault error body, a command's output) must not spread over the terminal.
-pub fn one_line(text: &str) -> String {
-    let joined: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    crate::text::escape_controls(&joined.join(" "), false).into_owned()
-}
+pub use crate::text::one_line;

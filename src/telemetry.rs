@@ -7,6 +7,20 @@
 //! crates never log below `info`; vaultrs (which logs every 404 at ERROR)
 //! and rustify are silenced entirely. cfgsync's own events carry names and
 //! paths, never values.
+//!
+//! One event, one line: a backend's error text (Vault's multi-error list,
+//! an etcd or Kubernetes response body, a Tera error with its context) may
+//! hold newlines and tabs. Printed as is, one failure spreads over several
+//! lines of stderr, and a log collector reading line by line splits it into
+//! events that no longer carry the level or the target. So the text log
+//! format writes each event through [`EventLine`], which turns every run of
+//! whitespace holding a line break or a tab into one space (the layout is
+//! otherwise tracing-subscriber's own; the JSON format escapes newlines
+//! already), and [`OneLine`] / [`one_line`] do the same for the `error:`
+//! lines the commands print.
+
+use std::fmt as stdfmt;
+use std::io;
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, Targets};
@@ -43,10 +57,166 @@ pub fn filter(default: &str) -> impl tracing_subscriber::layer::Filter<tracing_s
 
 /// Installs the global subscriber.
 pub fn init(format: LogFormat, default: &str) {
-    let color = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let color = io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let layer = match format {
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).with_ansi(color).with_target(true).boxed(),
-        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).with_target(true).boxed(),
+        LogFormat::Text => text_layer(io::stderr, color).boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(io::stderr).with_target(true).boxed(),
     };
     let _ = tracing_subscriber::registry().with(layer.with_filter(filter(default))).try_init();
+}
+
+/// The text format, each event written as one line.
+fn text_layer<S, F, W>(make: F, color: bool) -> impl Layer<S> + use<S, F, W>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    F: Fn() -> W + Send + Sync + 'static,
+    W: io::Write,
+{
+    fmt::layer().with_writer(move || EventLine(make())).with_ansi(color).with_target(true)
+}
+
+/// A writer for one formatted log event: tracing-subscriber's fmt layer
+/// formats an event into a buffer and hands it over in one `write_all`,
+/// and `write` here takes all of it, so each call is a whole event. Every
+/// whitespace run holding a line break or a tab becomes one space; the
+/// final newline stays.
+pub struct EventLine<W>(pub W);
+
+impl<W: io::Write> io::Write for EventLine<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(&fold_line_breaks(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `text` with each whitespace run that holds a line break or a tab turned
+/// into one space, except a final newline. Works on bytes: ASCII whitespace
+/// never occurs inside a multi-byte UTF-8 sequence.
+fn fold_line_breaks(text: &[u8]) -> Vec<u8> {
+    let (body, end) = match text.strip_suffix(b"\n") {
+        Some(body) => (body, &b"\n"[..]),
+        None => (text, &b""[..]),
+    };
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = body;
+    while let Some(start) = rest.iter().position(u8::is_ascii_whitespace) {
+        out.extend_from_slice(&rest[..start]);
+        let len = rest[start..].iter().take_while(|b| b.is_ascii_whitespace()).count();
+        let run = &rest[start..start + len];
+        if run.iter().any(|b| matches!(b, b'\n' | b'\r' | b'\t' | 0x0b | 0x0c)) {
+            out.push(b' ');
+        } else {
+            out.extend_from_slice(run);
+        }
+        rest = &rest[start + len..];
+    }
+    out.extend_from_slice(rest);
+    out.extend_from_slice(end);
+    out
+}
+
+pub use crate::text::one_line;
+
+/// A writer for `error:` lines: each `write!`/`writeln!` is folded to one
+/// line by [`one_line`] (a trailing newline is kept). Raw `write` calls
+/// pass through unchanged.
+pub struct OneLine<W>(pub W);
+
+impl<W: io::Write> io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+
+    fn write_fmt(&mut self, args: stdfmt::Arguments<'_>) -> io::Result<()> {
+        let text = args.to_string();
+        let mut line = one_line(&text);
+        if text.ends_with('\n') {
+            line.push('\n');
+        }
+        self.0.write_all(line.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::{OneLine, fold_line_breaks, one_line, text_layer};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    const VAULT_BODY: &str = "HTTP 403: 2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n";
+
+    #[test]
+    fn one_line_folds_newlines_and_tabs() {
+        assert_eq!(one_line(VAULT_BODY), "HTTP 403: 2 errors occurred: * permission denied * invalid token");
+        assert_eq!(one_line("plain"), "plain");
+    }
+
+    #[test]
+    fn a_text_log_event_with_a_multi_line_error_is_one_line() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry().with(text_layer(move || writer.clone(), false));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(env = "prod", error = %VAULT_BODY, "source failed:\nretrying");
+        });
+        let text = captured.text();
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        assert!(
+            text.ends_with(
+                "source failed: retrying env=\"prod\" error=HTTP 403: 2 errors occurred: * permission denied * invalid token \n"
+            ),
+            "{text:?}"
+        );
+        assert!(text.contains(" ERROR "), "{text:?}");
+    }
+
+    #[test]
+    fn folding_keeps_plain_spaces_and_the_final_newline() {
+        assert_eq!(fold_line_breaks(b"  INFO a  b\n"), b"  INFO a  b\n");
+        assert_eq!(fold_line_breaks(b"a \n\t b\r\nc\n\n"), b"a b c \n");
+        assert_eq!(fold_line_breaks("é\n\tü".as_bytes()), "é ü".as_bytes());
+        assert_eq!(fold_line_breaks(b""), b"");
+    }
+
+    #[test]
+    fn error_lines_are_folded_and_keep_their_newline() {
+        let mut out = OneLine(Vec::new());
+        writeln!(out, "error: env prod: {VAULT_BODY}").unwrap();
+        write!(out, "error: no newline\tat the end").unwrap();
+        assert_eq!(
+            String::from_utf8(out.0).unwrap(),
+            "error: env prod: HTTP 403: 2 errors occurred: * permission denied * invalid token\nerror: no newline at the end"
+        );
+    }
 }

@@ -38,6 +38,13 @@ pub fn escape_controls(s: &str, keep_newlines: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` on one line: every run of whitespace (a backend's multi-line error
+/// body, a command's output) folded to one space, terminal controls escaped.
+pub fn one_line(text: &str) -> String {
+    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    escape_controls(&folded, false).into_owned()
+}
+
 /// Shortens `s` to about `max` characters for a one-line display, saying
 /// how much was left out.
 pub fn shorten(s: &str, max: usize) -> Cow<'_, str> {

@@ -20,9 +20,12 @@ use crate::cli::Cli;
 /// Prints the completion script for `shell` on stdout.
 pub fn completions(shell: clap_complete::Shell) -> Result<ExitCode, CmdError> {
     let mut command = Cli::command();
+    command.set_bin_name("cfgsync");
+    command.build();
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    clap_complete::generate(shell, &mut command, "cfgsync", &mut out);
+    // try_generate: `generate` panics when stdout is closed (`| head`).
+    clap_complete::Generator::try_generate(&shell, &command, &mut out)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -35,7 +38,7 @@ pub fn man(out_dir: Option<&Path>) -> Result<ExitCode, CmdError> {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
             clap_mangen::generate_to(command, dir)?;
-            println!("man pages written to {}", dir.display());
+            writeln!(io::stdout().lock(), "man pages written to {}", dir.display())?;
         }
         None => {
             let stdout = io::stdout();

@@ -17,6 +17,13 @@
 //!   the command is not started and the offending entry is named.
 //! - The inherited environment is passed on (as `env VAR=… CMD` does); the
 //!   output's entries override variables of the same name.
+//! - Except cfgsync's own credentials ([`CREDENTIAL_VARS`]): the command
+//!   gets the output, not the token cfgsync read it with. A developer's
+//!   `VAULT_TOKEN` (or `ETCDCTL_USER=name:password`) would otherwise reach
+//!   every tool run this way, its logs, crash dumps and children. An entry
+//!   of the output with that name is the user's explicit choice and is
+//!   passed. This is hygiene, not a boundary: the command runs as the same
+//!   user and could read `~/.vault-token` or a `password_file` itself.
 //! - Exit codes of cfgsync itself, before the command runs: 2 for usage and
 //!   config errors, 1 when a read is denied or rendering fails, 127 when the
 //!   command is not found, 126 when it cannot be executed (as shells do).
@@ -31,6 +38,18 @@ use super::{CmdError, Context, check_env, outputs_for};
 use crate::cli::RunWithArgs;
 use crate::config;
 use crate::source::vault_admin::one_line;
+
+/// The environment variables through which cfgsync itself is given a
+/// credential (read in `config.rs`, and by vaultrs): removed from the
+/// command's environment unless an entry of the output sets them. A test
+/// below fails when cfgsync starts reading a variable that is in neither
+/// this list nor its list of non-credentials.
+pub const CREDENTIAL_VARS: &[&str] = &[
+    // The Vault token; wins over the configured auth method.
+    "VAULT_TOKEN",
+    // `name:password` for etcd.
+    "ETCDCTL_USER",
+];
 
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -90,7 +109,7 @@ pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdE
     let rendered = match ctx.templates.for_snapshot(Arc::new(inventory.snapshot())).render(index) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e.to_string()));
             eprintln!("error: command not started");
             return Ok(ExitCode::from(1));
         }
@@ -114,7 +133,11 @@ pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdE
 
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut command = std::process::Command::new(program);
-    command.args(rest).envs(rendered.entries.iter().map(|(k, v)| (k, std::ffi::OsStr::from_bytes(v.expose()))));
+    command.args(rest);
+    for var in CREDENTIAL_VARS {
+        command.env_remove(var);
+    }
+    command.envs(rendered.entries.iter().map(|(k, v)| (k, std::ffi::OsStr::from_bytes(v.expose()))));
     // Only returns on failure.
     let error = command.exec();
     eprintln!("error: cannot run {}: {error}", program.to_string_lossy());
@@ -126,7 +149,68 @@ pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdE
 
 #[cfg(test)]
 mod tests {
-    use super::valid_env_name;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::{CREDENTIAL_VARS, valid_env_name};
+
+    /// Variables cfgsync reads that carry no credential, and why.
+    const NOT_CREDENTIALS: &[&str] = &[
+        "CFGSYNC_CONFIG",     // a path
+        "CFGSYNC_LISTEN",     // an address
+        "CFGSYNC_REPLICA_ID", // a name
+        "ETCDCTL_ENDPOINTS",  // URLs
+        "VAULT_ADDR",         // a URL
+        "RUST_LOG",           // a log filter
+        "NO_COLOR",           // a switch
+        "HOME",               // where ~/.vault-token is
+        "HOSTNAME",           // the default replica name
+    ];
+
+    /// Every variable name given as a string literal to `.var(…)`,
+    /// `var_os(…)` or clap's `env = …` in the Rust files under `dir`.
+    fn variables_read(dir: &Path, found: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                variables_read(&path, found);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for opener in [".var(\"", "var_os(\"", "env = \""] {
+                for (at, _) in text.match_indices(opener) {
+                    let rest = &text[at + opener.len()..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    if !name.is_empty() && rest[name.len()..].starts_with('"') {
+                        found.insert(name);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_variable_cfgsync_reads_is_classified_as_credential_or_not() {
+        let mut found = BTreeSet::new();
+        variables_read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
+        for known in ["VAULT_TOKEN", "ETCDCTL_USER", "VAULT_ADDR", "CFGSYNC_CONFIG"] {
+            assert!(found.contains(known), "the scan no longer finds {known}: {found:?}");
+        }
+        let unclassified: Vec<_> = found
+            .iter()
+            .filter(|v| !CREDENTIAL_VARS.contains(&v.as_str()) && !NOT_CREDENTIALS.contains(&v.as_str()))
+            .collect();
+        assert!(
+            unclassified.is_empty(),
+            "cfgsync reads {unclassified:?}: add each to CREDENTIAL_VARS (run-with removes it from the command's environment) or to NOT_CREDENTIALS"
+        );
+    }
 
     #[test]
     fn env_names() {

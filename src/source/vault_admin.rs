@@ -35,10 +35,7 @@ use super::vault::client_error_text;
 use super::{Secret, SourceError, SourceKind};
 use crate::secret::SecretString;
 
-/// A Vault error as one line: Vault's multi-error text has newlines and tabs.
-pub fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::text::one_line;
 
 fn error_text(e: &ClientError) -> String {
     one_line(&client_error_text(e))
