@@ -14,9 +14,11 @@
 //!   `x-ratelimit-reset`), at most [`Retry::attempts`] tries and
 //!   [`Retry::deadline`] in all for one request; a wait longer than what is
 //!   left fails the request at once, naming the wait. 5xx answers and
-//!   connection failures are retried with backoff only for requests that
-//!   may be repeated (not POST: a create that reached the server would fail
-//!   as a duplicate).
+//!   connection failures are tried [`Retry::error_attempts`] times (0.5 s,
+//!   then 1 s apart), only for requests that may be repeated (not POST: a
+//!   create that reached the server would fail as a duplicate). A server
+//!   that is still failing then fails the destination for this pass; the
+//!   next pass (the service backs failing targets off) tries again.
 //! - **Answers to secret writes are not quoted**: an error body could echo
 //!   what was sent, so errors of requests that carried a secret say only the
 //!   status.
@@ -111,8 +113,10 @@ pub fn sensitive(value: &str) -> Option<HeaderValue> {
 /// How long one request may keep trying.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
-    /// Tries in all, the first included.
+    /// Tries in all when rate limited, the first included.
     pub attempts: u32,
+    /// Tries in all on a server error or a failed connection.
+    pub error_attempts: u32,
     /// Time in all, waits included, from the first try.
     pub deadline: Duration,
     /// One try's time limit.
@@ -121,7 +125,7 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Self {
-        Self { attempts: 6, deadline: Duration::from_secs(120), timeout: Duration::from_secs(30) }
+        Self { attempts: 6, error_attempts: 3, deadline: Duration::from_secs(120), timeout: Duration::from_secs(30) }
     }
 }
 
@@ -251,7 +255,11 @@ impl Client {
                 }
             };
             let left = self.retry.deadline.saturating_sub(start.elapsed());
-            if attempt >= self.retry.attempts || wait > left {
+            let most = match failure {
+                Failure::RateLimited(_) => self.retry.attempts,
+                Failure::Final(_) => self.retry.error_attempts,
+            };
+            if attempt >= most || wait > left {
                 return Err(match failure {
                     Failure::RateLimited(detail) => CiError::RateLimited {
                         dest: call.dest.to_owned(),

@@ -18,3 +18,4 @@ mod service_page;
 mod service_readiness;
 mod service_roles;
 mod service_vault;
+mod target_contract;
