@@ -3,6 +3,7 @@
 
 mod support;
 
+mod ci_targets;
 mod cli;
 mod dotenv_readers;
 mod kubernetes;
