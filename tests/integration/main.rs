@@ -3,6 +3,7 @@
 
 mod support;
 
+mod ci_openapi;
 mod ci_targets;
 mod cli;
 mod dotenv_readers;
