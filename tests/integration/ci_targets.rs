@@ -355,3 +355,44 @@ fn with_etcd_the_record_lives_under_the_state_prefix() {
     assert!(run.stdout.contains("drift"), "{run:?}");
     assert_eq!(github.secret_plaintext(&repo, "DB_PASSWORD").as_deref(), Some(PASSWORD));
 }
+
+/// A GitLab target removed from the config: its project is found again
+/// through the record, and its variables are pruned — all of them only
+/// with `--allow-mass-prune`; the hand-made one never.
+#[test]
+fn removed_targets_are_pruned_through_the_record_within_the_guard() {
+    let gitlab = GitlabEmulator::start();
+    let with = |gitlab_target: bool| {
+        let mut text = "instance = \"team-a\"\n[files]\n[envs.prod]\n[[output]]\nname = \"keep\"\n[output.entries]\nX = \"x\"\n[[output.target]]\nkind = \"file\"\npath = \"out/keep.env\"\n".to_owned();
+        if gitlab_target {
+            text.push_str(&format!(
+                "[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"h\"\nPORT = \"p\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\ngroup = \"platform\"\n",
+                gitlab.url()
+            ));
+        }
+        text
+    };
+    let project = Project::new(&with(true)).with_env("GITLAB_TOKEN", GITLAB_TOKEN);
+    project.write("source/prod.toml", "[keys]\n");
+    ok(project.run(&["reconcile", "--once"]));
+    let group = GitlabOwner::group("platform");
+    let mut hand = kube_emulator::GitlabVariable::new("HAND", "made-by-hand");
+    hand.environment_scope = "prod".into();
+    gitlab.put_variable(&group, hand);
+    assert_eq!(gitlab.variables(&group).len(), 3);
+
+    project.write("cfgsync.toml", &with(false));
+    let run = project.run(&["reconcile", "--once"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("refusing to delete 2 of 2"), "{run:?}");
+    assert_eq!(gitlab.requests().writes(), 2, "only the first pass wrote");
+    let plan = ok(project.run(&["reconcile", "--once", "--dry-run", "--allow-mass-prune"]));
+    assert!(plan.stdout.contains("HOST") && plan.stdout.contains("PORT") && !plan.stdout.contains("HAND"), "{plan:?}");
+    ok(project.run(&["reconcile", "--once", "--allow-mass-prune"]));
+    let left: Vec<String> = gitlab.variables(&group).into_iter().map(|v| v.key).collect();
+    assert_eq!(left, ["HAND"]);
+    // Nothing recorded any more: the next pass does not even read GitLab.
+    gitlab.reset_requests();
+    ok(project.run(&["reconcile", "--once"]));
+    assert_eq!(gitlab.requests().total(), 0);
+}

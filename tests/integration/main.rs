@@ -4,6 +4,7 @@
 mod support;
 
 mod ci_openapi;
+mod ci_requests;
 mod ci_targets;
 mod cli;
 mod dotenv_readers;
