@@ -39,9 +39,7 @@ use crate::secret::SecretString;
 /// fails each of its targets with it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CiError {
-    #[error(
-        "{dest}: the API token is not set: export {var} (or name another variable with token_env = \"...\")"
-    )]
+    #[error("{dest}: the API token is not set: export {var} (or name another variable with token_env = \"...\")")]
     NoToken { dest: String, var: String },
     #[error("{dest}: {op}: {cause}")]
     Connect { dest: String, op: String, cause: String },
@@ -329,7 +327,11 @@ pub fn check_base_url(text: &str) -> Result<String, String> {
     let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     let host = url.host_str().unwrap_or_default();
     let loopback = host == "localhost"
-        || host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}
@@ -341,7 +343,9 @@ pub fn check_base_url(text: &str) -> Result<String, String> {
         other => return Err(format!("{text:?}: unsupported scheme {other:?}: use https://")),
     }
     if host.is_empty() || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(format!("{text:?}: give a base URL like \"https://gitlab.example.com\": no query, fragment or user"));
+        return Err(format!(
+            "{text:?}: give a base URL like \"https://gitlab.example.com\": no query, fragment or user"
+        ));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -395,11 +399,9 @@ mod tests {
         assert_eq!(rate_limit_wait(&answer(429, &[("retry-after", "3")])), Some(Duration::from_secs(3)));
         assert_eq!(rate_limit_wait(&answer(403, &[("retry-after", "60")])), Some(Duration::from_secs(60)));
         let reset = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 30;
-        let w = rate_limit_wait(&answer(
-            403,
-            &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset.to_string())],
-        ))
-        .unwrap();
+        let w =
+            rate_limit_wait(&answer(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset.to_string())]))
+                .unwrap();
         assert!((29..=30).contains(&w.as_secs()), "{w:?}");
         assert_eq!(rate_limit_wait(&answer(403, &[])), None, "a plain 403 is a permission problem");
         assert_eq!(rate_limit_wait(&answer(404, &[("retry-after", "1")])), None);

@@ -77,9 +77,10 @@ impl StateStore {
     /// etcd when the config reads keys from etcd, else `[state] dir`.
     pub fn new(config: &Config) -> Self {
         match &config.keys {
-            KeysSource::Etcd(settings) => {
-                StateStore::Etcd { source: Box::new(EtcdSource::new(settings.clone())), prefix: settings.prefix.clone() }
-            }
+            KeysSource::Etcd(settings) => StateStore::Etcd {
+                source: Box::new(EtcdSource::new(settings.clone())),
+                prefix: settings.prefix.clone(),
+            },
             KeysSource::Files(_) => StateStore::Dir(config.state_dir.clone()),
         }
     }
@@ -167,7 +168,9 @@ impl StateStore {
                 let options = etcd_client::GetOptions::new().with_range(end);
                 let resp = client.kv_client().get(prefix.as_bytes(), Some(options)).await.map_err(|e| e.to_string())?;
                 for kv in resp.kvs() {
-                    out.push(serde_json::from_slice(kv.value()).map_err(|e| format!("not a cfgsync state record: {e}"))?);
+                    out.push(
+                        serde_json::from_slice(kv.value()).map_err(|e| format!("not a cfgsync state record: {e}"))?,
+                    );
                 }
             }
             StateStore::Dir(_) => {
@@ -246,7 +249,11 @@ mod tests {
         let mut s = DestState { dest: serde_json::json!({"repo": "acme/app"}), items: BTreeMap::new() };
         s.items.insert(
             "secret/PW".into(),
-            Record { fingerprint: "hmac-sha256:ab".into(), updated_at: Some("2026-01-01T00:00:00Z".into()), output: "api".into() },
+            Record {
+                fingerprint: "hmac-sha256:ab".into(),
+                updated_at: Some("2026-01-01T00:00:00Z".into()),
+                output: "api".into(),
+            },
         );
         store.save(&k, &s).await.unwrap();
         assert_eq!(store.load(&k).await.unwrap(), s);

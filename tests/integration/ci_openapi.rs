@@ -23,7 +23,9 @@ use crate::support::{Project, Run};
 const SECRET: &str = "CANARY-openapi-secret";
 
 fn output(name: &str, entries: &str, target: &str) -> String {
-    format!("\n[[output]]\nname = \"{name}\"\n[output.entries]\n{entries}\n[[output.target]]\nkind = \"github\"\napi_url = \"{{api}}\"\n{target}\n")
+    format!(
+        "\n[[output]]\nname = \"{name}\"\n[output.entries]\n{entries}\n[[output.target]]\nkind = \"github\"\napi_url = \"{{api}}\"\n{target}\n"
+    )
 }
 
 fn config(api: &str, with_github: bool) -> String {
@@ -36,7 +38,11 @@ fn config(api: &str, with_github: bool) -> String {
             ("repo-vars", plain, "repo = \"acme/app\""),
             ("env-secrets", secret, "repo = \"acme/app\"\nenvironment = \"{{ env }}\""),
             ("env-vars", plain, "repo = \"acme/app\"\nenvironment = \"{{ env }}\""),
-            ("org-secrets", secret, "org = \"acme\"\nvisibility = \"selected\"\nselected_repository_ids = [1296269, 42]"),
+            (
+                "org-secrets",
+                secret,
+                "org = \"acme\"\nvisibility = \"selected\"\nselected_repository_ids = [1296269, 42]",
+            ),
             ("org-vars", plain, "org = \"acme\"\nvisibility = \"private\""),
         ] {
             text.push_str(&output(name, entries, target).replace("{api}", api));
@@ -101,9 +107,11 @@ fn every_github_request_cfgsync_sends_is_valid_against_githubs_openapi_descripti
     // Each kind of request went through Prism and reached the emulator.
     let counts = github.requests();
     let mut missing = Vec::new();
-    for prefix in
-        ["/repos/{owner}/{repo}/actions", "/orgs/{org}/actions", "/repos/{owner}/{repo}/environments/{environment_name}"]
-    {
+    for prefix in [
+        "/repos/{owner}/{repo}/actions",
+        "/orgs/{org}/actions",
+        "/repos/{owner}/{repo}/environments/{environment_name}",
+    ] {
         for (method, route) in [
             ("GET", "/secrets"),
             ("GET", "/secrets/public-key"),

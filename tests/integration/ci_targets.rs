@@ -74,7 +74,8 @@ impl Bed {
             "instance = \"team-a\"\n[files]\n[envs.prod]\n{}",
             outputs(&gitlab.url(), &github.url(), gitlab_extra)
         );
-        let project = Project::new(&config).with_env("GITLAB_TOKEN", GITLAB_TOKEN).with_env("GITHUB_TOKEN", GITHUB_TOKEN);
+        let project =
+            Project::new(&config).with_env("GITLAB_TOKEN", GITLAB_TOKEN).with_env("GITHUB_TOKEN", GITHUB_TOKEN);
         project.write("source/prod.toml", &source(PASSWORD, "web-1.internal"));
         Bed { project, gitlab, github }
     }
@@ -201,14 +202,24 @@ fn an_unmaskable_secret_is_refused_before_any_request() {
 fn rate_limits_are_honoured() {
     let bed = Bed::new("");
     bed.gitlab.set_fault(Fault::RateLimited { count: 2, retry_after: Duration::from_secs(1) });
-    bed.github.set_fault_on(&Verb::WRITES, Fault::SecondaryRateLimited { count: 1, retry_after: Duration::from_secs(1) });
+    bed.github
+        .set_fault_on(&Verb::WRITES, Fault::SecondaryRateLimited { count: 1, retry_after: Duration::from_secs(1) });
     let run = ok(bed.run(&["reconcile", "--once"]));
     assert!(!run.all().contains(PASSWORD));
     let statuses: Vec<u16> = bed.gitlab.request_log().iter().map(|r| r.status.unwrap_or(0)).collect();
     assert_eq!(&statuses[..3], [429, 429, 200], "the list is retried after Retry-After: {statuses:?}");
-    let github: Vec<(String, u16)> =
-        bed.github.request_log().iter().filter(|r| r.method != "GET").map(|r| (r.method.clone(), r.status.unwrap_or(0))).collect();
-    assert_eq!(github[..2], [("PUT".to_owned(), 403), ("PUT".to_owned(), 201)], "retried after Retry-After: {github:?}");
+    let github: Vec<(String, u16)> = bed
+        .github
+        .request_log()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| (r.method.clone(), r.status.unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        github[..2],
+        [("PUT".to_owned(), 403), ("PUT".to_owned(), 201)],
+        "retried after Retry-After: {github:?}"
+    );
     assert_eq!(bed.gitlab.variables(&app()).len(), 4);
     assert_eq!(bed.github.secret_names(&env_scope()).len(), 2);
 
@@ -275,17 +286,20 @@ fn plan_names_every_variable_and_shows_only_plain_values() {
     assert_eq!(bed.gitlab.requests().writes() + bed.github.requests().writes(), 0, "plan writes nothing");
     let json = ok(bed.run(&["plan", "--output", "json"]));
     let report: Value = serde_json::from_str(&json.stdout).unwrap();
-    let kinds: Vec<&str> =
-        report["envs"][0]["outputs"][0]["targets"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = report["envs"][0]["outputs"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["gitlab", "github"]);
 }
 
 #[test]
 fn one_failing_project_fails_only_its_targets() {
     let (good, bad, github) = (GitlabEmulator::start(), GitlabEmulator::start(), GithubEmulator::start());
-    let target = |url: String| {
-        format!("[[output.target]]\nkind = \"gitlab\"\nurl = \"{url}\"\nproject = \"group/app\"\n")
-    };
+    let target =
+        |url: String| format!("[[output.target]]\nkind = \"gitlab\"\nurl = \"{url}\"\nproject = \"group/app\"\n");
     let config = format!(
         "[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"{{{{ key(name='web/host') }}}}\"\n{}{}[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n",
         target(good.url()),

@@ -27,7 +27,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine;
-use kube_emulator::{Emulator, Fault, GithubEmulator, GithubScope, GitlabEmulator, GitlabOwner, GitlabVariable, Kind as KubeKind};
+use kube_emulator::{
+    Emulator, Fault, GithubEmulator, GithubScope, GitlabEmulator, GitlabOwner, GitlabVariable, Kind as KubeKind,
+};
 use serde_json::Value;
 
 use crate::support::{FileState, Project, Run};
@@ -65,7 +67,9 @@ fn outputs(kind: &dyn Kind, base: &Path, names: &[&str]) -> String {
     let mut text = String::new();
     for name in names {
         let entries = match *name {
-            "api" => "DB_PASSWORD = \"{{ secret(path='api/db', field='password') }}\"\nDB_USER = \"{{ key(name='api/db_user') }}\"",
+            "api" => {
+                "DB_PASSWORD = \"{{ secret(path='api/db', field='password') }}\"\nDB_USER = \"{{ key(name='api/db_user') }}\""
+            }
             "web" => "HOST = \"{{ key(name='web/host') }}\"",
             "old" => "OLD = \"{{ key(name='old/value') }}\"",
             "other" => "OTHER = \"{{ key(name='other/value') }}\"",
@@ -142,16 +146,9 @@ fn fenced_pass(project: &Project) -> cfgsync::reconcile::EnvReport {
         let snapshot = sources.fetch(&reconcile::request(&config, &templates, "prod")).await.unwrap();
         let targets = Targets::new(&config, None);
         let options = PassOptions::default();
-        let plan = reconcile::plan_env(
-            &config,
-            &templates,
-            &targets,
-            Arc::new(snapshot),
-            true,
-            &options,
-            &Default::default(),
-        )
-        .await;
+        let plan =
+            reconcile::plan_env(&config, &templates, &targets, Arc::new(snapshot), true, &options, &Default::default())
+                .await;
         reconcile::apply_env(plan, Some(&Closed)).await
     })
 }
@@ -227,7 +224,11 @@ fn contract(kind: &dyn Kind) {
     kind.reset(&base);
     failed(project.run(&["reconcile", "--once"]), &format!("{name}: source failure"));
     assert_eq!(kind.writes(&base), 0, "{name}: nothing written or deleted while the source fails");
-    assert_eq!(kind.read(&base, "old", "OLD").as_deref(), Some("old-value-1"), "{name}: not pruned on a source failure");
+    assert_eq!(
+        kind.read(&base, "old", "OLD").as_deref(),
+        Some("old-value-1"),
+        "{name}: not pruned on a source failure"
+    );
     project.write("source/prod.toml", &source("web-host-3"));
 
     // 7. destination failure: an update and a prune are pending.
@@ -236,8 +237,16 @@ fn contract(kind: &dyn Kind) {
     let run = failed(project.run(&["reconcile", "--once"]), &format!("{name}: destination failure"));
     assert_eq!(kind.writes(&base), 0, "{name}: nothing written or deleted at a failing destination: {run:?}");
     kind.heal(&base);
-    assert_eq!(kind.read(&base, "old", "OLD").as_deref(), Some("old-value-1"), "{name}: not pruned on a destination failure");
-    assert_eq!(kind.read(&base, "web", "HOST").as_deref(), Some("web-host-2"), "{name}: not updated at a failing destination");
+    assert_eq!(
+        kind.read(&base, "old", "OLD").as_deref(),
+        Some("old-value-1"),
+        "{name}: not pruned on a destination failure"
+    );
+    assert_eq!(
+        kind.read(&base, "web", "HOST").as_deref(),
+        Some("web-host-2"),
+        "{name}: not updated at a failing destination"
+    );
 
     // 8. prune: only what this instance wrote and no target claims.
     let plan = planned(&project);
@@ -245,7 +254,11 @@ fn contract(kind: &dyn Kind) {
     ok(project.run(&["reconcile", "--once"]), &format!("{name}: prune"));
     assert_eq!(kind.read(&base, "old", "OLD"), None, "{name}: the removed output's item is pruned");
     assert_eq!(kind.read(&base, "web", "HOST").as_deref(), Some("web-host-3"), "{name}: converged");
-    assert_eq!(kind.read(&base, "other", "OTHER").as_deref(), Some("other-value-1"), "{name}: other instance untouched");
+    assert_eq!(
+        kind.read(&base, "other", "OTHER").as_deref(),
+        Some("other-value-1"),
+        "{name}: other instance untouched"
+    );
     assert!(kind.hand_made(&base), "{name}: hand-made untouched");
     kind.reset(&base);
     ok(project.run(&["reconcile", "--once"]), &format!("{name}: final"));
@@ -303,7 +316,8 @@ impl Kind for Files {
     fn writes(&self, base: &Path) -> u64 {
         let now = snapshot(base);
         let before = self.before.borrow();
-        let changed = now.iter().filter(|f| !before.contains(f)).count() + before.iter().filter(|f| !now.contains(f)).count();
+        let changed =
+            now.iter().filter(|f| !before.contains(f)).count() + before.iter().filter(|f| !now.contains(f)).count();
         changed as u64
     }
 
@@ -398,7 +412,9 @@ impl Kind for Kube {
     }
 
     fn hand_made(&self, _base: &Path) -> bool {
-        self.cluster.get_object(KubeKind::Secret, "apps", "hand").is_some_and(|o| o["data"]["HAND"] == "bWFkZS1ieS1oYW5k")
+        self.cluster
+            .get_object(KubeKind::Secret, "apps", "hand")
+            .is_some_and(|o| o["data"]["HAND"] == "bWFkZS1ieS1oYW5k")
     }
 
     fn break_destination(&self, _base: &Path) {

@@ -131,7 +131,11 @@ impl<'a> Api<'a> {
                 return Ok(all);
             }
         }
-        Err(CiError::Answer { dest: self.dest.clone(), op: "listing secrets".into(), cause: format!("more than {MAX_PAGES} pages") })
+        Err(CiError::Answer {
+            dest: self.dest.clone(),
+            op: "listing secrets".into(),
+            cause: format!("more than {MAX_PAGES} pages"),
+        })
     }
 
     pub async fn list_variables(&self) -> Result<Vec<LiveVariable>, CiError> {
@@ -188,7 +192,12 @@ impl<'a> Api<'a> {
         self.send_ok(&call, &[]).await.map(drop)
     }
 
-    pub async fn create_variable(&self, name: &str, value: &str, visibility: Option<Visibility<'_>>) -> Result<(), CiError> {
+    pub async fn create_variable(
+        &self,
+        name: &str,
+        value: &str,
+        visibility: Option<Visibility<'_>>,
+    ) -> Result<(), CiError> {
         let mut body = serde_json::json!({ "name": name, "value": value });
         add_visibility(&mut body, visibility);
         let call = self.call(
@@ -201,7 +210,12 @@ impl<'a> Api<'a> {
         self.send_ok(&call, &[]).await.map(drop)
     }
 
-    pub async fn update_variable(&self, name: &str, value: &str, visibility: Option<Visibility<'_>>) -> Result<(), CiError> {
+    pub async fn update_variable(
+        &self,
+        name: &str,
+        value: &str,
+        visibility: Option<Visibility<'_>>,
+    ) -> Result<(), CiError> {
         let mut body = serde_json::json!({ "value": value });
         add_visibility(&mut body, visibility);
         let call = self.call(
@@ -218,7 +232,8 @@ impl<'a> Api<'a> {
     /// gone already is fine.
     pub async fn delete(&self, collection: &str, name: &str) -> Result<(), CiError> {
         let what = if collection == "secrets" { "secret" } else { "variable" };
-        let call = self.call(Method::DELETE, self.url(&[collection, name]), None, false, format!("deleting {what} {name}"));
+        let call =
+            self.call(Method::DELETE, self.url(&[collection, name]), None, false, format!("deleting {what} {name}"));
         self.send_ok(&call, &[404]).await.map(drop)
     }
 }

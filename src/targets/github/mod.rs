@@ -149,10 +149,9 @@ impl DesiredItem {
     }
 
     fn visibility(&self) -> Option<api::Visibility<'_>> {
-        self.visibility.as_deref().map(|v| api::Visibility {
-            visibility: v,
-            selected_repository_ids: &self.selected_repository_ids,
-        })
+        self.visibility
+            .as_deref()
+            .map(|v| api::Visibility { visibility: v, selected_repository_ids: &self.selected_repository_ids })
     }
 }
 
@@ -253,7 +252,12 @@ impl Target for GithubKind {
         }
     }
 
-    fn desired(&self, spec: &GithubTarget, rendered: &Rendered, ctx: &Ctx<'_>) -> Result<Vec<DesiredItem>, TargetError> {
+    fn desired(
+        &self,
+        spec: &GithubTarget,
+        rendered: &Rendered,
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<DesiredItem>, TargetError> {
         let address = &spec.addresses[&rendered.env];
         let dest = Self::dest_of(spec, &rendered.env);
         let part = if rendered.tainted { Part::Secret } else { Part::Variable };
@@ -296,8 +300,11 @@ impl Target for GithubKind {
         let secrets = api.list_secrets().await?;
         let variables = api.list_variables().await?;
         let key = dest.state_key(ctx);
-        let state =
-            self.store.load(&key).await.map_err(|cause| TargetError::State { path: self.store.describe(&key), cause })?;
+        let state = self
+            .store
+            .load(&key)
+            .await
+            .map_err(|cause| TargetError::State { path: self.store.describe(&key), cause })?;
         Ok(Observed { secrets, variables, state, skipped: false })
     }
 
@@ -489,7 +496,12 @@ impl Target for GithubKind {
             if let Err(e) = &result {
                 warn!(env = ctx.env, address = %p.change.address, error = %e, "GitHub write failed");
             }
-            out.push(Applied { slot: p.slot, change: p.change, result: result.map_err(TargetError::from), reloaded: false });
+            out.push(Applied {
+                slot: p.slot,
+                change: p.change,
+                result: result.map_err(TargetError::from),
+                reloaded: false,
+            });
         }
         if !sealed.is_empty() {
             // The `updated_at` of our own writes, to recognise the next one
@@ -527,10 +539,8 @@ impl Target for GithubKind {
 
 fn new_change(item: &DesiredItem, address: String, action: Action) -> Change {
     let mut change = Change::new(KIND, address, action, item.value.is_secret());
-    change.content_hash = plan::content_hash(&[
-        item.fingerprint.as_bytes(),
-        item.visibility.as_deref().unwrap_or_default().as_bytes(),
-    ]);
+    change.content_hash =
+        plan::content_hash(&[item.fingerprint.as_bytes(), item.visibility.as_deref().unwrap_or_default().as_bytes()]);
     change.entries = vec![item.entry.clone()];
     change
 }

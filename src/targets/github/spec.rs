@@ -145,7 +145,10 @@ pub fn build(
             (Some(org), _, _) => match field("org", org, &[("env", env)]) {
                 Ok(org) if is_account(&org) => Some(Scope::Org { org }),
                 Ok(org) => {
-                    problem(None, format!("output {output:?}: org {org:?} (env {env:?}) is not a GitHub organization name"));
+                    problem(
+                        None,
+                        format!("output {output:?}: org {org:?} (env {env:?}) is not a GitHub organization name"),
+                    );
                     None
                 }
                 Err(e) => {
@@ -160,7 +163,9 @@ pub fn build(
                         _ => {
                             problem(
                                 None,
-                                format!("output {output:?}: repo {r:?} (env {env:?}) is not \"owner/name\" of a GitHub repository"),
+                                format!(
+                                    "output {output:?}: repo {r:?} (env {env:?}) is not \"owner/name\" of a GitHub repository"
+                                ),
                             );
                             None
                         }
@@ -176,7 +181,9 @@ pub fn build(
                     Some(Ok(e)) => {
                         problem(
                             None,
-                            format!("output {output:?}: environment {e:?} (env {env:?}) is not a GitHub environment name (1 to 255 printable characters)"),
+                            format!(
+                                "output {output:?}: environment {e:?} (env {env:?}) is not a GitHub environment name (1 to 255 printable characters)"
+                            ),
                         );
                         None
                     }
@@ -204,7 +211,10 @@ pub fn build(
                         if let Some(first) = by_name.insert(n.clone(), &e.name) {
                             problem(
                                 Some(&e.location),
-                                format!("output {output:?}: entries {first:?} and {:?} would both be GitHub name {n}", e.name),
+                                format!(
+                                    "output {output:?}: entries {first:?} and {:?} would both be GitHub name {n}",
+                                    e.name
+                                ),
                             );
                         }
                         names.insert(e.name.clone(), n);

@@ -195,9 +195,15 @@ enum OpKind {
     Update(Box<DesiredVar>),
     /// Hidden-ness can only be set on create: delete, then create.
     Recreate(Box<DesiredVar>),
-    Delete { key: String, scope: String },
+    Delete {
+        key: String,
+        scope: String,
+    },
     /// Nothing to send; remember it when the record lacks it.
-    Keep { id: String, record: Option<Record> },
+    Keep {
+        id: String,
+        record: Option<Record>,
+    },
 }
 
 /// `managed by cfgsync instance <instance>, env <env>, output <output>`.
@@ -350,8 +356,11 @@ impl Target for GitlabKind {
         let api = api::Api::new(&self.client, &dest.url, &dest.owner, &token, shown);
         let variables = api.list().await?;
         let key = dest.state_key(ctx);
-        let state =
-            self.store.load(&key).await.map_err(|cause| TargetError::State { path: self.store.describe(&key), cause })?;
+        let state = self
+            .store
+            .load(&key)
+            .await
+            .map_err(|cause| TargetError::State { path: self.store.describe(&key), cause })?;
         Ok(Observed { variables, state, skipped: false })
     }
 
@@ -419,10 +428,7 @@ impl Target for GitlabKind {
                             error = Some(
                                 CiError::Unmanaged {
                                     dest: dest.to_string(),
-                                    what: format!(
-                                        "variable {} (environment scope {})",
-                                        var.key, var.environment_scope
-                                    ),
+                                    what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
                                     marker: var.description.clone(),
                                 }
                                 .into(),
@@ -455,12 +461,8 @@ impl Target for GitlabKind {
             .iter()
             .filter(|v| !claimed.contains(&(v.key.clone(), v.environment_scope.clone())))
             .map(|v| {
-                let mut change = Change::new(
-                    KIND,
-                    variable_address(dest, &v.key, &v.environment_scope),
-                    Action::Delete,
-                    false,
-                );
+                let mut change =
+                    Change::new(KIND, variable_address(dest, &v.key, &v.environment_scope), Action::Delete, false);
                 if let Some((_, _, output)) = parse_marker(v.description.as_deref()) {
                     change.notes.push(format!("output {output:?} no longer writes it"));
                 }
@@ -555,7 +557,12 @@ impl Target for GitlabKind {
             if let Err(e) = &result {
                 warn!(env = ctx.env, address = %p.change.address, error = %e, "GitLab write failed");
             }
-            out.push(Applied { slot: p.slot, change: p.change, result: result.map_err(TargetError::from), reloaded: false });
+            out.push(Applied {
+                slot: p.slot,
+                change: p.change,
+                result: result.map_err(TargetError::from),
+                reloaded: false,
+            });
         }
         state.items.retain(|id, _| base.live.contains(id) || touched.contains(id));
         if state.items != base.state.items {
@@ -604,7 +611,10 @@ fn plan_variable(
     flag("description", format!("{:?}", l.description.as_deref().unwrap_or("")), format!("{:?}", var.description));
     if l.hidden != var.hidden {
         change.action = Action::Update;
-        change.notes.push(format!("hidden: {} → {}: deleted and created again (GitLab sets it only on create)", l.hidden, var.hidden));
+        change.notes.push(format!(
+            "hidden: {} → {}: deleted and created again (GitLab sets it only on create)",
+            l.hidden, var.hidden
+        ));
         change.notes.extend(flag_notes);
         return (change, OpKind::Recreate(Box::new(var)));
     }

@@ -101,11 +101,16 @@ fn config_renders_keys_scopes_and_refuses_what_gitlab_would() {
     assert_eq!(a.owner, Owner::Project("group/prod-app".into()));
     assert_eq!(a.environment_scope, "prod");
     assert_eq!(a.keys["PW"], "APP_PW");
-    assert_eq!((s.url.as_str(), s.token_env.as_str(), s.raw, s.hidden), ("https://gitlab.com", "GITLAB_TOKEN", true, false));
+    assert_eq!(
+        (s.url.as_str(), s.token_env.as_str(), s.raw, s.hidden),
+        ("https://gitlab.com", "GITLAB_TOKEN", true, false)
+    );
 
     assert!(problems("project = \"g/app\"\ngroup = \"g\"").contains("exactly one of `project` and `group`"));
     assert!(problems("project = \"g/app\"\nkey = \"A-{{ name }}\"").contains("keys may only hold letters"));
-    assert!(problems("project = \"g/app\"\nenvironment_scope = \"*\"").contains("envs prod and staging would both write"));
+    assert!(
+        problems("project = \"g/app\"\nenvironment_scope = \"*\"").contains("envs prod and staging would both write")
+    );
     assert!(problems("project = \"g/app\"\nurl = \"http://gitlab.example.com\"").contains("unencrypted"));
     assert!(problems("project = \"/g/app\"").contains("is not a GitLab path"));
     assert!(problems("group = \"g\"\ntoken_env = \"1X\"").contains("token_env"));
@@ -118,7 +123,7 @@ fn config_renders_keys_scopes_and_refuses_what_gitlab_would() {
 fn masking_follows_gitlab() {
     assert_eq!(mask_problem("abcdefgh", true), None);
     assert_eq!(mask_problem("ab$cd%ef!", true), None, "raw values may hold any non-space");
-    assert_eq!(mask_problem("ab$cd%ef!", false).is_some(), true);
+    assert!(mask_problem("ab$cd%ef!", false).is_some());
     assert_eq!(mask_problem("short", true), Some("shorter than 8 characters"));
     assert_eq!(mask_problem("two\nlines!!", true), Some("it has a line break"));
     assert_eq!(mask_problem("has space in it", true), Some("it has white space"));
@@ -137,7 +142,7 @@ fn unmaskable_secrets_are_refused_naming_the_entry_and_never_the_value() {
     let c = config("project = \"g/app\"");
     let keyed = Fingerprinter::new(Some(SecretString::new("k")));
     let e = kind().desired(spec(&c), &rendered(&[("PW", "CANARY\nsecond line")], true), &ctx(&c, &keyed, true));
-    let text = e.err().expect("refused").to_string();
+    let text = e.expect_err("refused").to_string();
     assert!(text.contains("entry \"PW\"") && text.contains("line break"), "{text}");
     assert!(!text.contains("CANARY"), "{text}");
     // The same value in an output that read no secret is a file variable.
@@ -277,7 +282,8 @@ fn only_own_variables_are_written_or_pruned() {
         ..Default::default()
     };
     let p = plan_of(&c, &keyed, Some(want), &few, true);
-    let deletes: Vec<_> = p.changes.iter().filter(|c| c.change.action == Action::Delete).map(|c| c.change.address.clone()).collect();
+    let deletes: Vec<_> =
+        p.changes.iter().filter(|c| c.change.action == Action::Delete).map(|c| c.change.address.clone()).collect();
     assert_eq!(deletes, ["GitLab project g/app: OLD (environment scope prod)"]);
 }
 
