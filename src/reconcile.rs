@@ -449,11 +449,13 @@ pub async fn plan_env<'a>(
     let (files, kube, gitlab, github) = {
         let ctx = plan.ctx();
         let kube_jobs: &[Job<'_>] = if options.files_only { &[] } else { &jobs };
+        // `pull` writes files only: the CI kinds do not even read their records.
+        let ci = !options.files_only;
         tokio::join!(
             plan_kind(&targets.files, &jobs, &ctx),
             plan_kind(&targets.kube, kube_jobs, &ctx),
-            plan_kind(&targets.gitlab, kube_jobs, &ctx),
-            plan_kind(&targets.github, kube_jobs, &ctx),
+            async { if ci { plan_kind(&targets.gitlab, &jobs, &ctx).await } else { KindPlan::empty(&targets.gitlab) } },
+            async { if ci { plan_kind(&targets.github, &jobs, &ctx).await } else { KindPlan::empty(&targets.github) } },
         )
     };
     let (mut files, mut kube, mut gitlab, mut github) = (files, kube, gitlab, github);

@@ -410,3 +410,39 @@ fn removed_targets_are_pruned_through_the_record_within_the_guard() {
     ok(project.run(&["reconcile", "--once"]));
     assert_eq!(gitlab.requests().total(), 0);
 }
+
+/// Lists are read to the end: with more variables than one page holds,
+/// cfgsync's own (created last, so on the last page) are found, and a
+/// second pass writes nothing.
+#[test]
+fn every_page_of_a_list_is_read() {
+    let (gitlab, github) = (GitlabEmulator::start(), GithubEmulator::start());
+    let repo = GithubScope::repo("acme", "app");
+    for i in 0..150 {
+        let mut v = kube_emulator::GitlabVariable::new(format!("HAND_{i:03}"), "x");
+        v.environment_scope = "prod".into();
+        gitlab.put_variable(&app(), v);
+    }
+    for i in 0..45 {
+        github.put_variable(&repo, &format!("HAND_{i:03}"), "x");
+        github.put_secret(&repo, &format!("HAND_{i:03}"), b"x");
+    }
+    let config = format!(
+        "[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nZZ_HOST = \"h\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\nproject = \"group/app\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n[[output]]\nname = \"api\"\n[output.entries]\nZZ_PASSWORD = \"{{{{ secret(path='api/db', field='password') }}}}\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n",
+        gitlab.url(),
+        github.url(),
+        github.url()
+    );
+    let project = Project::new(&config).with_env("GITLAB_TOKEN", GITLAB_TOKEN).with_env("GITHUB_TOKEN", GITHUB_TOKEN);
+    project.write("source/prod.toml", &source(PASSWORD, "unused"));
+    ok(project.run(&["reconcile", "--once"]));
+    gitlab.reset_requests();
+    github.reset_requests();
+    ok(project.run(&["reconcile", "--once"]));
+    assert_eq!(gitlab.requests().writes() + github.requests().writes(), 0);
+    let pages: Vec<String> = gitlab.request_log().iter().filter_map(|r| r.query.clone()).collect();
+    assert_eq!(pages, ["per_page=100&page=1", "per_page=100&page=2"], "151 variables: two pages");
+    // 46 variables at 30 a page, 46 secrets at 100.
+    assert_eq!(github.requests().get("GET", "/repos/{owner}/{repo}/actions/variables"), 2);
+    assert_eq!(github.requests().get("GET", "/repos/{owner}/{repo}/actions/secrets"), 1);
+}
