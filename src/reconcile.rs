@@ -276,11 +276,14 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// templates name, and the fingerprint key when it has Kubernetes or CI targets.
 pub fn request(config: &Config, templates: &Templates, env: &str) -> Request {
     let mut secret_paths = templates.secret_paths(env);
-    let kube = config.outputs.iter().filter(|o| o.envs.iter().any(|e| e == env)).flat_map(|o| &o.targets).any(|t| {
-        KubeKind::spec(&t.kind).is_some() || GitlabKind::spec(&t.kind).is_some() || GithubKind::spec(&t.kind).is_some()
-    });
+    let needs_key =
+        config.outputs.iter().filter(|o| o.envs.iter().any(|e| e == env)).flat_map(|o| &o.targets).any(|t| {
+            KubeKind::spec(&t.kind).is_some()
+                || GitlabKind::spec(&t.kind).is_some()
+                || GithubKind::spec(&t.kind).is_some()
+        });
     if let Some((path, _)) = &config.kubernetes.fingerprint_key
-        && kube
+        && needs_key
     {
         secret_paths.insert(path.clone());
     }

@@ -29,8 +29,8 @@
 //! - **Ownership**: every variable carries the description `managed by
 //!   cfgsync instance <instance>, env <env>, output <output>`, and its key
 //!   comes from the target's key schema. A variable at a key cfgsync wants
-//!   that another instance wrote, or that nobody marked (made by hand), is
-//!   not overwritten: an error names it. Prune deletes only variables marked
+//!   that another instance wrote, or that nobody marked (made by hand) and
+//!   cfgsync's record does not name, is not overwritten: an error names it. Prune deletes only variables marked
 //!   with this instance and env that no target claims any more — in a pass
 //!   where every source was read, never more than `max_prune_share` at once.
 //! - **Drift**: a readable value or a flag that differs from what cfgsync
@@ -427,6 +427,9 @@ impl Target for GitlabKind {
                             });
                             break;
                         }
+                        // Our record says we wrote it: someone cleared the
+                        // description (drift, restored below).
+                        None if observed.state.items.contains_key(&var.id()) => {}
                         None => {
                             error = Some(
                                 CiError::Unmanaged {

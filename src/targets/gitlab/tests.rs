@@ -243,6 +243,13 @@ fn only_own_variables_are_written_or_pruned() {
     let observed = Observed { variables: vec![hand], ..Default::default() };
     let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
     assert!(p.errors[0].1.to_string().contains("not written by cfgsync"), "{}", p.errors[0].1);
+    // Unless the record says cfgsync wrote it: a cleared description is drift.
+    let mut state = DestState::default();
+    state.items.insert(want[0].id(), want[0].record());
+    let observed = Observed { variables: observed.variables, state, skipped: false };
+    let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
+    assert!(p.errors.is_empty());
+    assert_eq!(p.changes[0].change.action, Action::Drift);
 
     // Prune: ours for this env and unclaimed only; PW is claimed by the
     // target even though it did not render here.
