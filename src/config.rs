@@ -220,8 +220,8 @@ struct RawEtcd {
     endpoints: Option<Vec<String>>,
     prefix: Option<Spanned<String>>,
     /// User name; the password comes from `password_file` or `ETCDCTL_USER`.
-    user: Option<String>,
-    password_file: Option<PathBuf>,
+    user: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
     timeout: Option<Spanned<String>>,
 }
 
@@ -230,7 +230,7 @@ struct RawEtcd {
 struct RawVault {
     address: Option<String>,
     mount: Option<String>,
-    auth: Option<RawVaultAuth>,
+    auth: Option<Spanned<RawVaultAuth>>,
     timeout: Option<Spanned<String>>,
 }
 
@@ -275,10 +275,12 @@ struct RawOutput {
     targets: Vec<Spanned<RawTarget>>,
 }
 
-/// An entry is an inline template string, or `{ template = "file.tera" }`.
+/// An entry is an inline template string, `{ template = "file.tera" }`, or
+/// `{ key = "name" }` (a key's bytes, verbatim).
 enum RawEntry {
     Inline(String),
     File(String),
+    Key(String),
 }
 
 impl<'de> Deserialize<'de> for RawEntry {
@@ -287,20 +289,26 @@ impl<'de> Deserialize<'de> for RawEntry {
         impl<'de> Visitor<'de> for EntryVisitor {
             type Value = RawEntry;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a template string or a table `{ template = \"path/under/templates\" }`")
+                f.write_str(
+                    "a template string, a table `{ template = \"path/under/templates\" }`, or `{ key = \"name\" }`",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawEntry, E> {
                 Ok(RawEntry::Inline(v.to_owned()))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEntry, A::Error> {
-                let mut template = None;
+                let mut entry = None;
                 while let Some(k) = map.next_key::<String>()? {
-                    match k.as_str() {
-                        "template" => template = Some(map.next_value::<String>()?),
-                        other => return Err(de::Error::unknown_field(other, &["template"])),
+                    let value = match k.as_str() {
+                        "template" => RawEntry::File(map.next_value::<String>()?),
+                        "key" => RawEntry::Key(map.next_value::<String>()?),
+                        other => return Err(de::Error::unknown_field(other, &["template", "key"])),
+                    };
+                    if entry.replace(value).is_some() {
+                        return Err(de::Error::custom("an entry is either `template` or `key`, not both"));
                     }
                 }
-                template.map(RawEntry::File).ok_or_else(|| de::Error::missing_field("template"))
+                entry.ok_or_else(|| de::Error::missing_field("template"))
             }
         }
         d.deserialize_any(EntryVisitor)
@@ -400,6 +408,11 @@ pub struct Config {
     /// `[state] dir`: what cfgsync wrote, per instance and env (default
     /// `<config dir>/.cfgsync`).
     pub state_dir: PathBuf,
+    /// Where each credential setting is written (`[etcd] user` and
+    /// `password_file`, the `[vault] auth` fields), for
+    /// [`check_credential_files`]: keyed by setting name, e.g.
+    /// `"vault.auth.secret_id_file"`.
+    pub credential_spans: BTreeMap<&'static str, Location>,
 }
 
 /// `[service]`: how `cfgsync run` behaves; the one-shot commands ignore it.
@@ -515,6 +528,10 @@ pub enum EntryTemplate {
     Inline(String),
     /// Relative to `templates/`.
     File(String),
+    /// A key's value, byte for byte: for content that is not text (a DER
+    /// certificate, a keystore), written only where bytes can go (`raw` and
+    /// `dir` files, Secrets, a ConfigMap's `binaryData`).
+    Key(String),
 }
 
 #[derive(Debug)]
@@ -662,7 +679,100 @@ pub fn parse(path: &Path, source: &str, env: &dyn Environment) -> Result<Config,
     })?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    Builder { path, source, lines: LineIndex::new(source), dir, problems: Vec::new() }.build(raw, env)
+    let lines = LineIndex::new(source);
+    Builder { path, source, lines, dir, problems: Vec::new(), credential_spans: BTreeMap::new() }.build(raw, env)
+}
+
+/// `validate` only: the credential files the first pass would read exist,
+/// are regular files, can be read and hold text, and the settings that
+/// name them are complete (approle without `secret_id_file`, an etcd user
+/// without a password). Each problem points at the setting; together with
+/// `earlier` (the template problems, if any) so that one run reports all.
+///
+/// Decision: nothing else calls this. The service and the other commands
+/// read credential files when they log in, every time (an agent may write
+/// or rotate them after cfgsync starts), and report a failure there. Only
+/// files a setting names are checked: `VAULT_TOKEN` or
+/// `ETCDCTL_USER=name:password` replace them (as in the passes), and the
+/// defaults (`~/.vault-token`, the pod's service-account token) exist only
+/// where the service runs, not where a config is validated. A FIFO or
+/// another special file is not opened, which could block.
+pub fn check_credential_files(config: &Config, earlier: Option<&ConfigError>) -> Result<(), ConfigError> {
+    // A setting's own location, else the `auth` value it belongs to.
+    let at =
+        |key: &str| config.credential_spans.get(key).or_else(|| config.credential_spans.get("vault.auth")).cloned();
+    let mut problems = Vec::new();
+    let mut file = |key: &str, what: &str, path: &Path| {
+        if let Some(why) = credential_file_problem(path) {
+            problems.push(Problem { location: at(key), message: format!("{what} {}: {why}", path.display()) });
+        }
+    };
+    let mut unset = Vec::new();
+    if let KeysSource::Etcd(etcd) = &config.keys
+        && let Some(user) = &etcd.user
+        && etcd.password.is_none()
+    {
+        match &etcd.password_file {
+            Some(path) => file("etcd.password_file", "etcd password_file", path),
+            None => unset.push(("etcd.user", format!(
+                "etcd user {user:?} has no password: set password_file, or ETCDCTL_USER=name:password in the environment"
+            ))),
+        }
+    }
+    if let Some(SecretsSource::Vault(vault)) = &config.secrets {
+        match &vault.auth {
+            VaultAuth::Token { token: None, token_file: Some(path) } => {
+                file("vault.auth.token_file", "vault token_file", path);
+            }
+            VaultAuth::Token { .. } => {}
+            VaultAuth::AppRole { role_id, role_id_file, secret_id_file, .. } => {
+                match (role_id, role_id_file) {
+                    (Some(_), _) => {}
+                    (None, Some(path)) => file("vault.auth.role_id_file", "vault role_id_file", path),
+                    (None, None) => {
+                        unset.push(("vault.auth", "vault approle auth needs role_id or role_id_file".into()))
+                    }
+                }
+                match secret_id_file {
+                    Some(path) => file("vault.auth.secret_id_file", "vault secret_id_file", path),
+                    None => unset.push(("vault.auth", "vault approle auth needs secret_id_file".into())),
+                }
+            }
+            // The default token file exists only in a pod: checked only when written.
+            VaultAuth::Kubernetes { token_file, .. } => {
+                if config.credential_spans.contains_key("vault.auth.token_file") {
+                    file("vault.auth.token_file", "vault token_file", token_file);
+                }
+            }
+            VaultAuth::Jwt { token_file, .. } => file("vault.auth.token_file", "vault token_file", token_file),
+        }
+    }
+    problems.extend(unset.into_iter().map(|(key, message)| Problem { location: at(key), message }));
+    problems.extend(earlier.into_iter().flat_map(|e| e.problems.iter().cloned()));
+    if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+}
+
+/// Why the first pass could not read `path` as a credential, if it could
+/// not. The content is read to be checked and dropped: never shown.
+fn credential_file_problem(path: &Path) -> Option<String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot be read: {e}")),
+    };
+    if meta.is_dir() {
+        return Some("is a directory, not a file".to_owned());
+    }
+    if !meta.is_file() {
+        return None;
+    }
+    match std::fs::read(path) {
+        Err(e) => Some(format!("cannot be read: {e}")),
+        Ok(bytes) => match std::str::from_utf8(&bytes) {
+            Err(_) => Some("is not UTF-8 text".to_owned()),
+            Ok(text) if text.trim().is_empty() => Some("is empty".to_owned()),
+            Ok(_) => None,
+        },
+    }
 }
 
 struct Builder<'a> {
@@ -671,6 +781,7 @@ struct Builder<'a> {
     lines: LineIndex,
     dir: PathBuf,
     problems: Vec<Problem>,
+    credential_spans: BTreeMap<&'static str, Location>,
 }
 
 impl Builder<'_> {
@@ -791,6 +902,7 @@ impl Builder<'_> {
             instance,
             max_prune_share,
             state_dir,
+            credential_spans: self.credential_spans,
         })
     }
 
@@ -896,12 +1008,18 @@ impl Builder<'_> {
             }
             None => "/cfgsync".to_owned(),
         };
+        if let Some(u) = &raw.user {
+            self.credential_spans.insert("etcd.user", self.loc(u.span().start));
+        }
+        if let Some(f) = &raw.password_file {
+            self.credential_spans.insert("etcd.password_file", self.loc(f.span().start));
+        }
         let (user, password) = match env.var("ETCDCTL_USER") {
             Some(v) => match v.split_once(':') {
                 Some((u, p)) => (Some(u.to_owned()), Some(SecretString::new(p))),
                 None => (Some(v), None),
             },
-            None => (raw.user, None),
+            None => (raw.user.map(Spanned::into_inner), None),
         };
         let timeout = self.duration(raw.timeout, Duration::from_secs(10), "etcd timeout");
         EtcdSettings {
@@ -909,7 +1027,7 @@ impl Builder<'_> {
             prefix,
             user,
             password,
-            password_file: raw.password_file.map(|p| self.dir.join(p)),
+            password_file: raw.password_file.map(|p| self.dir.join(p.into_inner())),
             timeout,
         }
     }
@@ -922,7 +1040,11 @@ impl Builder<'_> {
             .trim_end_matches('/')
             .to_owned();
         let env_token = env.var("VAULT_TOKEN").map(SecretString::new);
-        let auth = match (raw.auth, env_token) {
+        let raw_auth = raw.auth.map(|a| {
+            self.auth_spans(a.span());
+            a.into_inner()
+        });
+        let auth = match (raw_auth, env_token) {
             // VAULT_TOKEN wins, as for the vault CLI: a developer's own token.
             (_, Some(token)) => VaultAuth::Token { token: Some(token), token_file: None },
             (None, None) => VaultAuth::Token { token: None, token_file: None },
@@ -957,6 +1079,29 @@ impl Builder<'_> {
             mount: raw.mount.unwrap_or_else(|| "secret".to_owned()).trim_matches('/').to_owned(),
             auth,
             timeout,
+        }
+    }
+
+    /// Records where `auth` and each of its file fields are written: the
+    /// field's own position inside the inline table, or in the lines of a
+    /// `[vault.auth]` table (whose span is its header).
+    fn auth_spans(&mut self, span: std::ops::Range<usize>) {
+        let at = span.start;
+        self.credential_spans.insert("vault.auth", self.loc(at));
+        let rest = self.source.get(at..).unwrap_or_default();
+        let text = if rest.starts_with('{') {
+            self.source.get(span).unwrap_or_default()
+        } else {
+            &rest[..rest.find("\n[").unwrap_or(rest.len())]
+        };
+        for (key, field) in [
+            ("vault.auth.token_file", "token_file"),
+            ("vault.auth.role_id_file", "role_id_file"),
+            ("vault.auth.secret_id_file", "secret_id_file"),
+        ] {
+            if let Some(i) = text.find(field) {
+                self.credential_spans.insert(key, self.loc(at + i));
+            }
         }
     }
 
@@ -1006,6 +1151,7 @@ impl Builder<'_> {
                 let template = match v.into_inner() {
                     RawEntry::Inline(t) => EntryTemplate::Inline(t),
                     RawEntry::File(f) => EntryTemplate::File(f),
+                    RawEntry::Key(k) => EntryTemplate::Key(k),
                 };
                 Entry { name: k.into_inner(), location, template }
             })

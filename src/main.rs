@@ -93,7 +93,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         _ => {}
     }
     let config = config::load(&cli.config, &ProcessEnv)?;
-    let templates = Templates::compile(&config)?;
+    let templates = Templates::compile(&config);
+    if matches!(cli.command, Command::Validate) {
+        // Only `validate` checks the credential files, reported with the template problems.
+        config::check_credential_files(&config, templates.as_ref().err())?;
+    }
+    let templates = templates?;
     let ctx = cmd::Context { config: &config, templates: &templates, output: cli.output };
     let (options, mode) = match cli.command {
         Command::Validate => {

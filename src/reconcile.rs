@@ -353,6 +353,7 @@ pub async fn plan_env<'a>(
     };
     let indices: Vec<usize> = (0..config.outputs.len()).filter(wanted).collect();
     let to_render: Vec<usize> = indices.iter().copied().filter(|i| !not_rendered.contains_key(i)).collect();
+    let in_pass_set: BTreeSet<usize> = indices.iter().copied().collect();
     let results = crate::render::sandbox::Sandbox::global().render(templates, &snapshot, &to_render).await;
     let mut rendered: BTreeMap<usize, Result<Rendered, RenderError>> = to_render.into_iter().zip(results).collect();
 
@@ -372,7 +373,7 @@ pub async fn plan_env<'a>(
         if !output.envs.contains(&env) {
             continue;
         }
-        let in_pass = indices.contains(&index);
+        let in_pass = in_pass_set.contains(&index);
         let result = rendered.remove(&index);
         let mut out = OutputReport {
             output: output.name.clone(),

@@ -275,16 +275,31 @@ pub fn compare(a: &EnvInventory, b: &EnvInventory) -> DiffReport {
     report
 }
 
-/// Renders every output for both envs and compares entry by entry.
-pub fn compare_rendered(
+/// Renders every output for both envs (in the template sandbox) and
+/// compares entry by entry.
+pub async fn compare_rendered(
     ctx: &Context<'_>,
     a: &EnvInventory,
     b: &EnvInventory,
     fingerprints: &Fingerprinter,
 ) -> Vec<OutputDiff> {
     let templates: &Templates = ctx.templates;
-    let renderer_a = templates.for_snapshot(Arc::new(a.snapshot()));
-    let renderer_b = templates.for_snapshot(Arc::new(b.snapshot()));
+    let renderable = |inv: &EnvInventory| -> Vec<usize> {
+        (0..ctx.config.outputs.len())
+            .filter(|i| ctx.config.outputs[*i].envs.contains(&a.env) && ctx.config.outputs[*i].envs.contains(&b.env))
+            .filter(|i| inv.blockers(templates.analysis(*i)).is_empty())
+            .collect()
+    };
+    let batch = |inv: &EnvInventory| {
+        let indices = renderable(inv);
+        let snapshot = Arc::new(inv.snapshot());
+        async move {
+            let results = crate::render::sandbox::Sandbox::global().render(templates, &snapshot, &indices).await;
+            indices.into_iter().zip(results).collect::<std::collections::BTreeMap<_, _>>()
+        }
+    };
+    let mut rendered_a = batch(a).await;
+    let mut rendered_b = batch(b).await;
     let mut out = Vec::new();
     for (index, output) in ctx.config.outputs.iter().enumerate() {
         let (in_a, in_b) = (output.envs.contains(&a.env), output.envs.contains(&b.env));
@@ -306,7 +321,7 @@ pub fn compare_rendered(
             out.push(diff);
             continue;
         }
-        let render = |inv: &EnvInventory, renderer: &crate::render::EnvRenderer<'_>| {
+        let render = |inv: &EnvInventory, rendered: &mut std::collections::BTreeMap<usize, _>| {
             let blockers = inv.blockers(templates.analysis(index));
             if !blockers.is_empty() {
                 let paths: Vec<&str> = blockers.iter().map(|d| d.path.as_str()).collect();
@@ -315,9 +330,11 @@ pub fn compare_rendered(
                     reason: format!("needs {} (no access)", paths.join(", ")),
                 });
             }
-            renderer.render(index).map_err(|e| NotRendered { env: inv.env.clone(), reason: e.to_string() })
+            let result: Result<crate::render::Rendered, crate::render::RenderError> =
+                rendered.remove(&index).expect("rendered above");
+            result.map_err(|e| NotRendered { env: inv.env.clone(), reason: e.to_string() })
         };
-        let (ra, rb) = match (render(a, &renderer_a), render(b, &renderer_b)) {
+        let (ra, rb) = match (render(a, &mut rendered_a), render(b, &mut rendered_b)) {
             (Ok(ra), Ok(rb)) => (ra, rb),
             (Err(e), _) | (_, Err(e)) => {
                 diff.status = OutputStatus::NotRendered;
@@ -385,7 +402,7 @@ pub async fn run(ctx: &Context<'_>, args: &DiffArgs) -> Result<ExitCode, CmdErro
     let (a, b) = (a?, b?);
     let mut report = compare(&a, &b);
     if args.rendered {
-        report.rendered = Some(compare_rendered(ctx, &a, &b, &fingerprints));
+        report.rendered = Some(compare_rendered(ctx, &a, &b, &fingerprints).await);
         report.count();
     }
     // The summary keeps counting what is the same; only the listing hides it.

@@ -25,7 +25,7 @@
 //!   explanation still prints (exit 0). A name that exists nowhere, or that
 //!   the caller may not read at all, exits 1.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -383,8 +383,17 @@ async fn find_uses(ctx: &Context<'_>, clients: &Clients, env: &str, subject: &Su
         }
     };
     let snapshot = inventory.snapshot();
-    let renderer = ctx.templates.for_snapshot(Arc::new(snapshot.clone()));
-    let probed = ctx.templates.for_snapshot(Arc::new(subject.probed(&snapshot)));
+    // Every output the caller may render, rendered in the template sandbox
+    // twice: as is, and with the subject's value replaced by a probe.
+    let indices: Vec<usize> = outputs_for(ctx.config, env)
+        .map(|(i, _)| i)
+        .filter(|i| inventory.blockers(ctx.templates.analysis(*i)).is_empty())
+        .collect();
+    let sandbox = crate::render::sandbox::Sandbox::global();
+    let plain = sandbox.render(ctx.templates, &Arc::new(snapshot.clone()), &indices).await;
+    let probed = sandbox.render(ctx.templates, &Arc::new(subject.probed(&snapshot)), &indices).await;
+    let mut rendered_all: BTreeMap<usize, _> = indices.iter().copied().zip(plain).collect();
+    let mut probed_all: BTreeMap<usize, _> = indices.iter().copied().zip(probed).collect();
     for (index, output) in outputs_for(ctx.config, env) {
         let targets: Vec<String> = output
             .targets
@@ -412,7 +421,7 @@ async fn find_uses(ctx: &Context<'_>, clients: &Clients, env: &str, subject: &Su
             }
             continue;
         }
-        let rendered = match renderer.render(index) {
+        let rendered = match rendered_all.remove(&index).expect("rendered above") {
             Ok(r) => r,
             Err(e) => {
                 ex.used_by.push(Usage {
@@ -427,7 +436,7 @@ async fn find_uses(ctx: &Context<'_>, clients: &Clients, env: &str, subject: &Su
         if !subject.read_by(&rendered) {
             continue;
         }
-        let (entries, note) = match probed.render(index) {
+        let (entries, note) = match probed_all.remove(&index).expect("rendered above") {
             Ok(p) => {
                 let names: BTreeSet<&String> = rendered.entries.keys().chain(p.entries.keys()).collect();
                 let entries: Vec<String> =

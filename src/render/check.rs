@@ -77,6 +77,12 @@ pub struct Facts {
     pub edges: Vec<(GraphNode, GraphNode)>,
 }
 
+/// What one template says about itself, without the rest of the set (its
+/// includes are not looked up).
+pub fn facts(tera: &Tera, name: &str, template: &Template) -> Facts {
+    Walker::facts(tera, name, template)
+}
+
 /// Walks every template once; answers per-output questions from memos.
 pub struct Analyzer<'a> {
     tera: &'a Tera,

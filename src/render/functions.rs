@@ -191,6 +191,16 @@ fn key(args: &HashMap<String, Value>) -> tera::Result<Value> {
     }
 }
 
+/// A key's bytes for a `{ key = "name" }` entry, recorded as read like `key()`.
+pub(super) fn key_bytes(name: &str) -> tera::Result<Vec<u8>> {
+    let scope = current()?;
+    scope.use_(Use::Key(name.to_owned()));
+    match scope.snapshot.keys.get(name) {
+        Some(v) => Ok(v.data.as_bytes().to_vec()),
+        None => Err(scope.missing(Missing::Key(name.to_owned()))),
+    }
+}
+
 fn key_or(args: &HashMap<String, Value>) -> tera::Result<Value> {
     let scope = current()?;
     scope.check_deadline()?;

@@ -285,6 +285,11 @@ impl Templates {
             let mut entries = Vec::new();
             for entry in &output.entries {
                 let template_name = match &entry.template {
+                    EntryTemplate::Key(k) => {
+                        literal_names.insert(k.clone());
+                        entries.push((entry.name.clone(), format!("{KEY_PREFIX}{k}")));
+                        continue;
+                    }
                     EntryTemplate::Inline(_) => inline_name(&output.name, &entry.name),
                     EntryTemplate::File(f) => {
                         if !tera.templates.contains_key(f) {
@@ -385,6 +390,16 @@ impl Templates {
             let mut total = 0usize;
             for (entry, template) in &output.entries {
                 let room = self.limits.max_entry_bytes.min(self.limits.max_output_bytes.saturating_sub(total));
+                if let Some(key) = template.strip_prefix(KEY_PREFIX) {
+                    let bytes =
+                        functions::key_bytes(key).map_err(|e| (entry.clone(), template.clone(), Failure::Tera(e)))?;
+                    if bytes.len() > room {
+                        return Err((entry.clone(), template.clone(), Failure::Limit(LimitHit::EntrySize)));
+                    }
+                    total += bytes.len();
+                    entries.insert(entry.clone(), bytes);
+                    continue;
+                }
                 let mut out = LimitedWriter { buf: Vec::new(), room, hit: None };
                 let rendered = self.tera.render_to(template, &context, &mut out);
                 if let Some(hit) = out.hit {
@@ -440,7 +455,8 @@ impl Templates {
                     None if reads_secrets || log.tainted => allow_listed(&e),
                     None => without_internal_names(&tera_error_text(&e)),
                 };
-                let template = (!template.starts_with(INLINE_PREFIX)).then_some(template);
+                let template =
+                    (!template.starts_with(INLINE_PREFIX) && !template.starts_with(KEY_PREFIX)).then_some(template);
                 Err(RenderError::Template { output, env, entry, template, message })
             }
         }
@@ -655,6 +671,8 @@ fn safe_tera_message(text: &str) -> Option<String> {
 }
 
 const INLINE_PREFIX: &str = "@output/";
+/// An entry that is a key's bytes, not a template (`{ key = "name" }`).
+const KEY_PREFIX: &str = "@key:";
 
 fn inline_name(output: &str, entry: &str) -> String {
     format!("{INLINE_PREFIX}{output}/{entry}")
@@ -847,26 +865,47 @@ pub fn render_field(template: &str, vars: &[(&str, &str)]) -> Result<String, Str
     if !template.contains("{{") && !template.contains("{%") {
         return Ok(template.to_owned());
     }
-    if let Some((_, message)) = check::nesting_problem(template) {
-        return Err(format!("too deeply nested: {message}"));
+    thread_local! {
+        /// Fields parsed on this thread, by text: a config of thousands of
+        /// targets templates the same few shapes per env, and a `Tera` with
+        /// its built-ins is costly to set up.
+        static FIELDS: std::cell::RefCell<(Tera, HashMap<String, String>)> = std::cell::RefCell::new({
+            let mut tera = Tera::default();
+            tera.autoescape_on(vec![]);
+            functions::register(&mut tera);
+            (tera, HashMap::new())
+        });
     }
-    let mut tera = Tera::default();
-    tera.autoescape_on(vec![]);
-    functions::register(&mut tera);
-    let parsed = Template::new("the field", None, template).map_err(|e| syntax_message(&e))?;
-    tera.templates.insert("the field".into(), parsed);
-    let mut analyzer = check::Analyzer::new(&tera);
-    if let Some(f) = analyzer.facts("the field").and_then(|f| f.findings.first()) {
-        return Err(f.message.clone());
-    }
-    if analyzer.reach("the field").len() > 1 || !analyzer.secret_paths("the field").is_empty() {
-        return Err("a config field can only use its variables".into());
-    }
-    let mut ctx = tera::Context::new();
-    for (k, v) in vars {
-        ctx.insert(*k, v);
-    }
-    tera.render("the field", &ctx).map_err(|e| without_internal_names(&tera_error_text(&e)))
+    FIELDS.with(|cell| {
+        let (tera, names) = &mut *cell.borrow_mut();
+        let name = match names.get(template) {
+            Some(n) => n.clone(),
+            None => {
+                if let Some((_, message)) = check::nesting_problem(template) {
+                    return Err(format!("too deeply nested: {message}"));
+                }
+                let name = format!("the field {}", names.len());
+                let parsed = Template::new(&name, None, template).map_err(|e| syntax_message(&e))?;
+                let facts = check::facts(tera, &name, &parsed);
+                if let Some(f) = facts.findings.first() {
+                    return Err(f.message.clone());
+                }
+                if !facts.needs.is_empty() || !facts.secret_paths.is_empty() || !facts.edges.is_empty() {
+                    return Err("a config field can only use its variables".into());
+                }
+                tera.templates.insert(name.clone(), parsed);
+                names.insert(template.to_owned(), name.clone());
+                name
+            }
+        };
+        let mut ctx = tera::Context::new();
+        for (k, v) in vars {
+            ctx.insert(*k, v);
+        }
+        tera.render(&name, &ctx).map_err(|e| {
+            without_internal_names(&tera_error_text(&e)).replace(&format!(" while rendering '{name}'"), "")
+        })
+    })
 }
 
 #[cfg(test)]

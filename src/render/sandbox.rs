@@ -161,7 +161,12 @@ impl WireSnapshot {
             .into_iter()
             .map(|(k, text, bytes)| {
                 let bytes = unb64(&bytes);
-                let data = if text { KeyData::from_bytes(bytes) } else { KeyData::Bytes(bytes) };
+                // As the parent classified it (a probe value may be text with a NUL).
+                let data = match String::from_utf8(bytes) {
+                    Ok(t) if text => KeyData::Text(t),
+                    Ok(t) => KeyData::Bytes(t.into_bytes()),
+                    Err(e) => KeyData::Bytes(e.into_bytes()),
+                };
                 (k, KeyValue { data, origin: KeyOrigin::File })
             })
             .collect();

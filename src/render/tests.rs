@@ -343,11 +343,8 @@ fn imports_and_the_shipped_library_work() {
     let t = t.unwrap();
     let r = t.for_snapshot(snapshot()).render(0).unwrap();
     assert_eq!(r.entries["A"].expose_str().unwrap(), "https://db.internal/");
-    // urlencode_strict encodes everything but letters and digits.
-    assert_eq!(
-        r.entries["B"].expose_str().unwrap(),
-        format!("postgres://a%40b:{}@h:5432/d", CANARY.replace('-', "%2D"))
-    );
+    // Everything but RFC 3986's unreserved characters is percent-encoded.
+    assert_eq!(r.entries["B"].expose_str().unwrap(), format!("postgres://a%40b:{CANARY}@h:5432/d"));
     assert!(r.tainted);
     // The config's own templates/ comes first.
     let (_d, t) = with_templates(
@@ -441,4 +438,18 @@ fn throw_messages_are_withheld_only_where_a_secret_was_read() {
         .unwrap_err()
         .to_string();
     assert!(!e.contains("db.internal") && e.contains("function `throw` failed"), "{e}");
+}
+
+#[test]
+fn a_key_entry_carries_bytes_verbatim() {
+    let mut s = (*snapshot()).clone();
+    s.keys.insert("tls/der".into(), KeyValue::new(vec![0x30, 0x82, 0x00, 0xff], KeyOrigin::File));
+    let s = Arc::new(s);
+    let (_d, t) = compile("DER = { key = \"tls/der\" }\nHOST = \"{{ key(name='db/host') }}\"");
+    let r = t.unwrap().render(0, &s).unwrap();
+    assert_eq!(r.entries["DER"].expose(), &[0x30, 0x82, 0x00, 0xff]);
+    assert!(!r.tainted && r.used.contains(&Use::Key("tls/der".into())));
+    let (_d, t) = compile("DER = { key = \"tls/missing\" }");
+    let e = t.unwrap().render(0, &s).unwrap_err().to_string();
+    assert!(e.contains("entry \"DER\": key \"tls/missing\" not found"), "{e}");
 }

@@ -125,6 +125,9 @@ pub struct Generation {
     pub targets: Targets,
     /// Stops this generation's credential maintenance when replaced.
     cancel: CancellationToken,
+    /// Tells generations apart (what a worker learnt about the outputs of
+    /// one config does not hold for the next).
+    pub id: u64,
 }
 
 fn source_kinds(config: &Config) -> Vec<SourceKind> {
@@ -200,12 +203,14 @@ impl Shared {
             let (tx, rx) = mpsc::channel(16);
             let cancel = self.stop.child_token();
             let revision = Arc::new(AtomicI64::new(0));
+            let overflow = Arc::new(std::sync::atomic::AtomicBool::new(false));
             if let (Some(etcd), KeysSource::Etcd(settings)) = (&self.coordination, &generation.config.keys) {
                 let w = watch::EnvWatch {
                     etcd: etcd.clone(),
                     env: env.clone(),
                     prefix: settings.env_prefix(env),
                     revision: revision.clone(),
+                    overflow: overflow.clone(),
                     trigger: tx.clone(),
                     status: self.status.clone(),
                     timeout: settings.timeout,
@@ -221,6 +226,7 @@ impl Shared {
                 status: self.status.clone(),
                 publisher: self.publisher.clone(),
                 revision,
+                overflow,
                 triggers: rx,
             };
             self.tasks.spawn(worker.run(cancel.clone()));
@@ -245,7 +251,7 @@ fn new_generation(
     let token = cancel.clone();
     tasks.spawn(async move { maintained.maintain_credentials(token).await });
     let targets = Targets::new(&config, kubeconfig);
-    Arc::new(Generation { config, templates, sources, targets, cancel })
+    Arc::new(Generation { config, templates, sources, targets, cancel, id: fastrand::u64(..) })
 }
 
 /// Runs the service until SIGTERM or SIGINT.

@@ -38,6 +38,9 @@ pub struct EnvWatch {
     pub prefix: String,
     /// Newest revision known to be reflected (events seen, passes read).
     pub revision: Arc<AtomicI64>,
+    /// Set when a trigger could not be queued: the changed keys are then
+    /// not all known, and the next pass must be a full one.
+    pub overflow: Arc<std::sync::atomic::AtomicBool>,
     pub trigger: mpsc::Sender<Trigger>,
     pub status: Arc<Board>,
     /// How long connecting may take (the etcd timeout).
@@ -118,8 +121,20 @@ impl EnvWatch {
                     let newest = resp.events().iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()).max();
                     if let Some(rev) = newest {
                         self.revision.fetch_max(rev, Ordering::SeqCst);
-                        // A full channel already holds a pending trigger.
-                        let _ = self.trigger.try_send(Trigger::debounced(Reason::Watch, rev));
+                        let keys = resp
+                            .events()
+                            .iter()
+                            .filter_map(|e| e.kv())
+                            .map(|kv| {
+                                let key = String::from_utf8_lossy(kv.key());
+                                key.strip_prefix(self.prefix.as_str()).unwrap_or(&key).to_owned()
+                            })
+                            .collect();
+                        // A full channel already holds a pending trigger, but
+                        // these keys would be lost: the next pass is a full one.
+                        if self.trigger.try_send(Trigger::debounced(Reason::Watch, rev, keys)).is_err() {
+                            self.overflow.store(true, Ordering::SeqCst);
+                        }
                     }
                 }
                 Ok(None) => return format!("etcd: the watch on {} ended", self.prefix),

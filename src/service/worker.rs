@@ -87,39 +87,62 @@ impl Reason {
 }
 
 /// A request for a pass.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Trigger {
     pub reason: Reason,
     pub debounced: bool,
     /// The etcd revision that caused it, for the log.
     pub revision: Option<i64>,
+    /// The keys a watch event changed (names below the env's prefix); empty
+    /// for every other reason.
+    pub keys: Vec<String>,
 }
 
 impl Trigger {
     pub fn now(reason: Reason) -> Self {
-        Self { reason, debounced: false, revision: None }
+        Self { reason, debounced: false, revision: None, keys: Vec::new() }
     }
 
-    pub fn debounced(reason: Reason, revision: i64) -> Self {
-        Self { reason, debounced: true, revision: Some(revision) }
+    pub fn debounced(reason: Reason, revision: i64, keys: Vec<String>) -> Self {
+        Self { reason, debounced: true, revision: Some(revision), keys }
     }
 }
 
 struct Pending {
     reason: Reason,
     debounced: bool,
+    /// Leading edge: the first change after a quiet period is applied at
+    /// once; what follows within the debounce is coalesced behind it.
+    leading: bool,
     first: Instant,
     last: Instant,
+    /// `Some`: only these keys changed (a watch pass may render just the
+    /// outputs that read them); `None`: a full pass.
+    keys: Option<BTreeSet<String>>,
 }
 
 impl Pending {
     fn due(&self, debounce: Duration) -> Instant {
-        if self.debounced { (self.last + debounce).min(self.first + debounce * 5) } else { self.first }
+        if self.debounced && !self.leading { (self.last + debounce).min(self.first + debounce * 5) } else { self.first }
     }
 
     fn at_once(reason: Reason) -> Self {
         let now = Instant::now();
-        Self { reason, debounced: false, first: now, last: now }
+        Self { reason, debounced: false, leading: false, first: now, last: now, keys: None }
+    }
+
+    /// Adds a trigger to what is pending.
+    fn merge(&mut self, t: Trigger, now: Instant) {
+        self.last = now;
+        if t.debounced {
+            if let Some(keys) = &mut self.keys {
+                keys.extend(t.keys);
+            }
+        } else {
+            self.debounced = false;
+            self.reason = t.reason;
+            self.keys = None;
+        }
     }
 }
 
@@ -145,6 +168,12 @@ impl Backoff {
 /// What a worker remembers between passes; forgotten when it stops leading.
 #[derive(Default)]
 struct Memory {
+    /// What each output (by name) read in the last full pass of the
+    /// current config: a watch event then re-renders only the outputs that
+    /// read a changed key. Outputs that did not render are not in it.
+    uses: Option<(u64, BTreeMap<String, BTreeSet<crate::render::Use>>)>,
+    /// When the last pass ended (the leading edge of the debounce).
+    quiet_since: Option<Instant>,
     backoff: BTreeMap<String, Backoff>,
     /// The sources failed: when to try again.
     source_retry: Option<Backoff>,
@@ -165,7 +194,42 @@ pub struct Worker {
     pub publisher: Option<Arc<Publisher>>,
     /// Shared with the env's watch: the newest revision reflected.
     pub revision: Arc<AtomicI64>,
+    /// Shared with the env's watch: a watch trigger was dropped.
+    pub overflow: Arc<std::sync::atomic::AtomicBool>,
     pub triggers: mpsc::Receiver<Trigger>,
+}
+
+/// The outputs (config indices) of `env` a change of `keys` concerns: those
+/// whose last full rendering read one of them, and those whose reads are
+/// not known (they did not render, or no full pass of this config ran yet:
+/// then `None`, a full pass).
+fn affected(
+    generation: &Generation,
+    env: &str,
+    memory: &Memory,
+    keys: Option<&BTreeSet<String>>,
+) -> Option<BTreeSet<usize>> {
+    let keys = keys?;
+    let (id, uses) = memory.uses.as_ref()?;
+    if *id != generation.id {
+        return None;
+    }
+    let concerns = |u: &crate::render::Use| match u {
+        crate::render::Use::Key(k) => keys.contains(k),
+        crate::render::Use::KeyPrefix(p) => keys.iter().any(|k| k.starts_with(p.as_str())),
+        crate::render::Use::Secret(_) => false,
+    };
+    Some(
+        generation
+            .config
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.envs.iter().any(|e| e == env))
+            .filter(|(_, o)| uses.get(&o.name).is_none_or(|used| used.iter().any(concerns)))
+            .map(|(i, _)| i)
+            .collect(),
+    )
 }
 
 /// The interval with ±10 % jitter.
@@ -201,14 +265,18 @@ impl Worker {
                         debug!(env = %self.env, revision = rev, reason = t.reason.as_str(), "change seen");
                     }
                     match &mut pending {
-                        Some(p) => {
-                            p.last = now;
-                            if !t.debounced {
-                                p.debounced = false;
-                                p.reason = t.reason;
-                            }
+                        Some(p) => p.merge(t, now),
+                        None => {
+                            let quiet = memory.quiet_since.is_none_or(|q| now.duration_since(q) >= debounce);
+                            pending = Some(Pending {
+                                reason: t.reason,
+                                debounced: t.debounced,
+                                leading: t.debounced && quiet,
+                                first: now,
+                                last: now,
+                                keys: t.debounced.then(|| t.keys.into_iter().collect()),
+                            });
                         }
-                        None => pending = Some(Pending { reason: t.reason, debounced: t.debounced, first: now, last: now }),
                     }
                     continue;
                 }
@@ -235,8 +303,11 @@ impl Worker {
                 () = tokio::time::sleep_until(wake) => {}
             }
             let now = Instant::now();
+            let mut changed_keys = None;
             let reason = if pending.as_ref().is_some_and(|p| p.due(debounce) <= now) {
-                pending.take().map_or(Reason::Interval, |p| p.reason)
+                let p = pending.take().expect("checked above");
+                changed_keys = p.keys;
+                p.reason
             } else if next_tick <= now {
                 Reason::Interval
             } else if source_retry_at.is_some_and(|r| r <= now) {
@@ -247,7 +318,9 @@ impl Worker {
                 continue;
             };
             let generation = self.generation.borrow().clone();
-            if next_tick <= now || reason != Reason::Retry {
+            let dropped = self.overflow.swap(false, Ordering::SeqCst);
+            let full = changed_keys.is_none() || next_tick <= now || dropped;
+            if full && (next_tick <= now || reason != Reason::Retry) {
                 next_tick = now + jittered(generation.config.interval);
             }
             pending = None;
@@ -258,23 +331,46 @@ impl Worker {
                 memory = Memory::default();
                 continue;
             }
-            self.pass(&generation, reason, &mut memory).await;
+            let only = if full { None } else { affected(&generation, &self.env, &memory, changed_keys.as_ref()) };
+            if only.as_ref().is_some_and(BTreeSet::is_empty) {
+                debug!(env = %self.env, "no output reads the changed keys; no pass");
+                memory.quiet_since = Some(Instant::now());
+                continue;
+            }
+            let partial = only.is_some();
+            let ok = self.pass(&generation, reason, &mut memory, only).await;
+            memory.quiet_since = Some(Instant::now());
+            if partial && !ok {
+                // The env is failing now: a full pass says so everywhere
+                // (record, /readyz), and later watch passes are full ones
+                // until a full pass succeeds again.
+                pending = Some(Pending::at_once(Reason::Resync));
+            }
         }
     }
 
-    async fn pass(&self, generation: &Generation, reason: Reason, memory: &mut Memory) {
+    /// Runs one pass; returns whether it succeeded.
+    async fn pass(
+        &self,
+        generation: &Generation,
+        reason: Reason,
+        memory: &mut Memory,
+        only: Option<BTreeSet<usize>>,
+    ) -> bool {
         let lock = self.leadership.pass_lock(&self.env);
         let _guard = lock.lock().await;
         if !self.leadership.leads(&self.env) {
-            return;
+            return true;
         }
         let now = Instant::now();
         let skip: BTreeSet<String> =
             memory.backoff.iter().filter(|(_, b)| b.until > now).map(|(id, _)| id.clone()).collect();
+        let partial = only.is_some();
         let options = PassOptions {
             env: Some(self.env.clone()),
             fence: Some(self.leadership.clone()),
             skip: skip.clone(),
+            only_outputs: only,
             ..Default::default()
         };
         let started = Instant::now();
@@ -286,6 +382,21 @@ impl Worker {
             &options,
         )
         .await;
+        // What the outputs read, learnt from a full pass that succeeded:
+        // partial passes happen only while the env is healthy.
+        if !partial {
+            memory.uses = None;
+        }
+        if !partial && !report.failed() {
+            let uses = report
+                .envs
+                .iter()
+                .flat_map(|e| &e.outputs)
+                .filter(|o| o.error.is_none())
+                .map(|o| (o.output.clone(), o.used.clone()))
+                .collect();
+            memory.uses = Some((generation.id, uses));
+        }
         let summary = PassSummary::of(&report);
         drop(report);
         let took = started.elapsed();
@@ -328,12 +439,15 @@ impl Worker {
             debug!(env = %self.env, reason = reason.as_str(), took_ms, "pass done, nothing changed");
         }
 
-        if summary.targets.iter().any(|t| t.fenced) {
+        if summary.targets.iter().any(|t| t.fenced) || partial {
             // Cut short by losing the lead: the next leader's pass tells.
-            return;
+            // A pass for some outputs only leaves the env's record (a
+            // full pass's) as it was.
+            return ok;
         }
         let record = self.record(&summary, memory, &drifted, &backing_off, ok);
         self.publish(record).await;
+        ok
     }
 
     /// Updates backoffs, drift and change memory from a pass; returns the
@@ -495,7 +609,7 @@ mod tests {
     fn debounce_waits_for_quiet_but_not_forever() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut p = Pending { reason: Reason::Watch, debounced: true, first: t0, last: t0 };
+        let mut p = Pending { reason: Reason::Watch, debounced: true, leading: false, first: t0, last: t0, keys: None };
         assert_eq!(p.due(ms(200)), t0 + ms(200));
         p.last = t0 + ms(150);
         assert_eq!(p.due(ms(200)), t0 + ms(350));
@@ -503,6 +617,28 @@ mod tests {
         assert_eq!(p.due(ms(200)), t0 + ms(1000), "at most 5 x debounce after the first event");
         p.debounced = false;
         assert_eq!(p.due(ms(200)), t0, "an undebounced trigger is due at once");
+        let leading =
+            Pending { reason: Reason::Watch, debounced: true, leading: true, first: t0, last: t0, keys: None };
+        assert_eq!(leading.due(ms(200)), t0, "the first change after a quiet period goes at once");
+    }
+
+    #[test]
+    fn watch_triggers_keep_their_keys_until_a_full_pass_is_asked_for() {
+        let t0 = Instant::now();
+        let mut p = Pending {
+            reason: Reason::Watch,
+            debounced: true,
+            leading: true,
+            first: t0,
+            last: t0,
+            keys: Some(["a".to_owned()].into()),
+        };
+        p.merge(Trigger::debounced(Reason::Watch, 2, vec!["b".into()]), t0);
+        assert_eq!(p.keys.as_ref().map(|k| k.len()), Some(2));
+        p.merge(Trigger::now(Reason::ConfigReloaded), t0);
+        assert!(p.keys.is_none(), "anything but a watch event needs a full pass");
+        p.merge(Trigger::debounced(Reason::Watch, 3, vec!["c".into()]), t0);
+        assert!(p.keys.is_none(), "and stays full");
     }
 
     #[test]

@@ -24,10 +24,10 @@ use super::{KeyData, KeyOrigin, KeyValue, Request, Snapshot, Source, SourceError
 use crate::config::EtcdSettings;
 use crate::secret::SecretString;
 
-/// Keys per range request. Small enough that a page stays far below the
-/// decode limit for values up to ~8 KiB, large enough that 1,000 keys is one
-/// round trip.
-const PAGE: i64 = 2_000;
+/// Keys per range request: large enough that a fleet of thousands of apps
+/// (10,000+ keys per env) is one round trip, small enough that a page of
+/// values averaging up to ~3 KiB stays below the decode limit.
+const PAGE: i64 = 20_000;
 /// tonic's default is 4 MiB; a range of ~5k keys of 1 KiB already exceeds it.
 const MAX_DECODE: usize = 64 * 1024 * 1024;
 

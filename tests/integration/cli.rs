@@ -56,7 +56,7 @@ fn quickstart_example_reconciles_and_is_idempotent() {
     assert!(r.stdout.ends_with("6 created, 0 updated, 0 unchanged, 0 failed\n"), "{r:?}");
     assert_eq!(
         p.read("out/prod/api.env"),
-        "DATABASE_URL=postgres://api:prod-password-from-the-vault@db.prod.internal/api\nFEATURES=dark_mode,\nLOG_LEVEL=info\n"
+        "DATABASE_URL=postgres://api:prod-password-from-the-vault@db.prod.internal:5432/api\nFEATURES=dark_mode\nLOG_LEVEL=info\n"
     );
     assert_eq!(mode(&p.path("out/prod/api.env")), 0o600);
     assert_eq!(mode(&p.path("out/prod/web/config.yaml")), 0o644);

@@ -34,7 +34,7 @@ const NONE: &[Dialect] = &[];
 const READER_HOME: &str = "/home/cfgsync-reader";
 
 /// The hostile values and the dialects that must refuse each.
-fn corpus(python_whitespace: &[char]) -> Vec<(String, &'static [Dialect])> {
+pub(crate) fn corpus(python_whitespace: &[char]) -> Vec<(String, &'static [Dialect])> {
     let fixed: &[(&str, &[Dialect])] = &[
         ("it's $5", PORTABLE),
         ("${HOME}", PORTABLE_AND_PYTHON),
@@ -194,14 +194,14 @@ fn readers(dialect: Dialect) -> &'static [(&'static str, ReadFn)] {
     }
 }
 
-fn dotenvy_reads(file: &Path) -> Read {
+pub(crate) fn dotenvy_reads(file: &Path) -> Read {
     dotenvy::from_path_iter(file).expect("dotenvy opens the file").collect::<Result<_, _>>().map_err(|e| e.to_string())
 }
 
 /// The environment docker compose gives a service whose `env_file` is
 /// `file`, from `docker-compose config --format json`. That output is a
 /// compose file, so it writes each `$` as `$$`; no other `$` may appear.
-fn compose_reads(file: &Path) -> Read {
+pub(crate) fn compose_reads(file: &Path) -> Read {
     let dir = tempfile::tempdir().unwrap();
     let env_file = serde_json::to_string(file.to_str().unwrap()).unwrap();
     let compose_file = dir.path().join("compose.yaml");
@@ -248,7 +248,7 @@ print(json.dumps(dotenv_values(sys.argv[1])))
 /// `dotenv_values(path)` with its defaults (interpolation on), as a Python
 /// program would call it.
 /// python-dotenv warns on stderr about lines it cannot parse: an error here.
-fn python_reads(file: &Path) -> Read {
+pub(crate) fn python_reads(file: &Path) -> Read {
     let stdout = run(
         Command::new(reader("CFGSYNC_TEST_PYTHON", "python3"))
             .env_clear()
@@ -292,7 +292,7 @@ fn shell_reads(shell: &str, file: &Path) -> Read {
 
 /// Python's own list of whitespace characters, so the corpus follows the
 /// interpreter that reads it.
-fn python_whitespace() -> Vec<char> {
+pub(crate) fn python_whitespace() -> Vec<char> {
     let stdout = run(
         Command::new(reader("CFGSYNC_TEST_PYTHON", "python3")).args([
             "-c",

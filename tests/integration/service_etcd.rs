@@ -168,10 +168,11 @@ fn metrics_parse_with_the_reference_parser_and_carry_the_service_metrics() {
     svc.wait_ready(Duration::from_secs(30));
     wait_until("the first pass", Duration::from_secs(10), || counter_is(&p, "0"));
 
-    // Drift: a hand edit is found by the next pass (an unrelated put
-    // triggers one), counted and reverted.
+    // Drift: a hand edit is found by the next pass that covers the file (a
+    // put of a key it reads triggers one, even with the same value),
+    // counted and reverted.
     p.write("out/prod/app.env", "COUNTER='edited by hand'\n");
-    etcd.put("/cfgsync/prod/unrelated", "x");
+    etcd.put("/cfgsync/prod/counter", "0");
     wait_until("the hand edit to be reverted", Duration::from_secs(5), || counter_is(&p, "0"));
     wait_until("drift to be counted", Duration::from_secs(5), || {
         (svc.metric("cfgsync_drift_total{env=\"prod\"}") == Some(1.0)).then_some(())

@@ -241,3 +241,40 @@ check_cmd = "cat {{src}} >&2; exit 3"
     assert!(errors(&r).contains("mode 0644 would let every user"), "{}", errors(&r));
     assert!(!bed.path("out/db.env").exists());
 }
+
+#[tokio::test]
+async fn bytes_go_verbatim_to_raw_files_and_are_refused_by_text_formats() {
+    let bed = Bed::new(
+        r#"
+[[output]]
+name = "cert"
+[output.entries]
+DER = { key = "der" }
+[[output.target]]
+kind = "file"
+format = "raw"
+path = "out/cert.der"
+[[output.target]]
+kind = "file"
+path = "out/cert.env"
+"#,
+    );
+    let mut snapshot = Snapshot { env: "prod".into(), ..Default::default() };
+    snapshot.keys.insert("der".into(), KeyValue::new(vec![0xff, 0x00, 0x01], KeyOrigin::File));
+    let targets = Targets::new(&bed.config, None);
+    let options = PassOptions::default();
+    let plan = reconcile::plan_env(
+        &bed.config,
+        &bed.templates,
+        &targets,
+        Arc::new(snapshot),
+        true,
+        &options,
+        &BTreeMap::new(),
+    )
+    .await;
+    let r = reconcile::apply_env(plan, None).await;
+    assert_eq!(std::fs::read(bed.path("out/cert.der")).unwrap(), [0xff, 0x00, 0x01]);
+    assert!(errors(&r).contains("entry \"DER\" is not text"), "{}", errors(&r));
+    assert!(!bed.path("out/cert.env").exists());
+}

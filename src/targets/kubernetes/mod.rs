@@ -377,9 +377,9 @@ impl Target for KubeKind {
         ctx: &Ctx<'_>,
     ) -> DestPlan<Op> {
         let mut plan = DestPlan::default();
-        let find = |kind: ObjectKind, namespace: &str, name: &str| {
-            live.iter().find(|l| l.kind == kind && l.namespace == namespace && l.name == name)
-        };
+        let by_address: std::collections::HashMap<(ObjectKind, &str, &str), &LiveObject> =
+            live.iter().map(|l| ((l.kind, l.namespace.as_str(), l.name.as_str()), l)).collect();
+        let find = |kind: ObjectKind, namespace: &str, name: &str| by_address.get(&(kind, namespace, name)).copied();
         let mut claimed: BTreeSet<(ObjectKind, &str, &str)> = BTreeSet::new();
         for claim in &claims {
             let a = &claim.spec.addresses[ctx.env];
