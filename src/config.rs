@@ -321,6 +321,8 @@ enum RawTarget {
     File(RawFileTarget),
     KubernetesSecret(RawKubeTarget),
     KubernetesConfigmap(RawKubeTarget),
+    Gitlab(crate::targets::gitlab::spec::RawGitlabTarget),
+    Github(crate::targets::github::spec::RawGithubTarget),
 }
 
 #[derive(Deserialize)]
@@ -542,6 +544,8 @@ pub struct Target {
 pub enum TargetKind {
     File(FileTarget),
     Kubernetes(KubeTarget),
+    Gitlab(crate::targets::gitlab::GitlabTarget),
+    Github(crate::targets::github::GithubTarget),
 }
 
 impl TargetKind {
@@ -549,6 +553,8 @@ impl TargetKind {
         match self {
             TargetKind::File(_) => "file",
             TargetKind::Kubernetes(k) => k.object.kind_name(),
+            TargetKind::Gitlab(_) => crate::targets::gitlab::KIND,
+            TargetKind::Github(_) => crate::targets::github::KIND,
         }
     }
 }
@@ -1173,12 +1179,30 @@ impl Builder<'_> {
                         targets.push(Target { location, kind: TargetKind::Kubernetes(kt) });
                     }
                 }
+                RawTarget::Gitlab(g) => match crate::targets::gitlab::spec::build(&name, g, &envs, &entries) {
+                    Ok(t) => targets.push(Target { location, kind: TargetKind::Gitlab(t) }),
+                    Err(problems) => self.target_problems(offset, problems),
+                },
+                RawTarget::Github(g) => match crate::targets::github::spec::build(&name, g, &envs, &entries) {
+                    Ok(t) => targets.push(Target { location, kind: TargetKind::Github(t) }),
+                    Err(problems) => self.target_problems(offset, problems),
+                },
             }
         }
         if self.problems.len() != before {
             return None;
         }
         Some(Output { name, location: self.loc(at), envs, entries, targets })
+    }
+
+    /// Problems a target kind found: at an entry's location, else the target's.
+    fn target_problems(&mut self, offset: usize, problems: Vec<(Option<Location>, String)>) {
+        for (at, message) in problems {
+            match at {
+                Some(location) => self.problems.push(Problem::at(location, message)),
+                None => self.problem(offset, message),
+            }
+        }
     }
 
     fn kube_target(

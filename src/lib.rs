@@ -11,7 +11,7 @@
 //! - [`render`]: pure rendering with taint tracking; static checks of templates.
 //! - [`format`]: dotenv / json / yaml / raw / dir encodings.
 //! - [`plan`]: pure desired-vs-observed decisions.
-//! - [`targets`]: the `Target` trait and its kinds (files, Kubernetes): observe, plan, apply.
+//! - [`targets`]: the `Target` trait and its kinds (files, Kubernetes, GitLab, GitHub): observe, plan, apply; the CI kinds' record of what they wrote.
 //! - [`reconcile`]: one pass, with failure isolation (fail closed per env).
 //! - [`report`]: text and JSON presentation of a pass.
 //! - [`secret`]: the redacting [`secret::SecretString`].

@@ -42,6 +42,8 @@ use crate::plan::{Change, DestPlan, Slot};
 use crate::render::{RenderError, Rendered, Templates, Use};
 use crate::source::{Request, Snapshot, SourceError, Sources};
 use crate::targets::file::FileKind;
+use crate::targets::github::GithubKind;
+use crate::targets::gitlab::GitlabKind;
 use crate::targets::kubernetes::{Fingerprinter, KubeClients, KubeKind};
 use crate::targets::{Applied, Claim, Ctx, Target, TargetError};
 
@@ -86,14 +88,20 @@ pub fn target_id(env: &str, output: &str, index: usize) -> String {
 pub struct Targets {
     pub files: FileKind,
     pub kube: KubeKind,
+    pub gitlab: GitlabKind,
+    pub github: GithubKind,
 }
 
 impl Targets {
     /// `kubeconfig`: `--kubeconfig`, else `[kubernetes] kubeconfig`.
     pub fn new(config: &Config, kubeconfig: Option<PathBuf>) -> Self {
+        let state = Arc::new(crate::targets::state::StateStore::new(config));
+        let retry = crate::targets::ci::Retry::default();
         Self {
             files: FileKind::new(config.state_dir.clone()),
             kube: KubeKind::new(KubeClients::new(kubeconfig.or_else(|| config.kubernetes.kubeconfig.clone()))),
+            gitlab: GitlabKind::new(crate::targets::ci::Client::new(retry), state.clone()),
+            github: GithubKind::new(crate::targets::ci::Client::new(retry), state),
         }
     }
 }
@@ -265,17 +273,17 @@ pub async fn run_pass(
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the sources must provide for `env`: every secret path its
-/// templates name, and the fingerprint key when it has Kubernetes targets.
+/// templates name, and the fingerprint key when it has Kubernetes or CI targets.
 pub fn request(config: &Config, templates: &Templates, env: &str) -> Request {
     let mut secret_paths = templates.secret_paths(env);
-    let kube = config
-        .outputs
-        .iter()
-        .filter(|o| o.envs.iter().any(|e| e == env))
-        .flat_map(|o| &o.targets)
-        .any(|t| KubeKind::spec(&t.kind).is_some());
+    let needs_key =
+        config.outputs.iter().filter(|o| o.envs.iter().any(|e| e == env)).flat_map(|o| &o.targets).any(|t| {
+            KubeKind::spec(&t.kind).is_some()
+                || GitlabKind::spec(&t.kind).is_some()
+                || GithubKind::spec(&t.kind).is_some()
+        });
     if let Some((path, _)) = &config.kubernetes.fingerprint_key
-        && kube
+        && needs_key
     {
         secret_paths.insert(path.clone());
     }
@@ -303,6 +311,8 @@ pub struct EnvPlan<'a> {
     run_reload: bool,
     files: KindPlan<'a, FileKind>,
     kube: KindPlan<'a, KubeKind>,
+    gitlab: KindPlan<'a, GitlabKind>,
+    github: KindPlan<'a, GithubKind>,
 }
 
 impl<'a> EnvPlan<'a> {
@@ -437,23 +447,42 @@ pub async fn plan_env<'a>(
         run_reload: !options.no_reload,
         files: KindPlan::empty(&targets.files),
         kube: KindPlan::empty(&targets.kube),
+        gitlab: KindPlan::empty(&targets.gitlab),
+        github: KindPlan::empty(&targets.github),
     };
-    let (files, kube) = {
+    let (files, kube, gitlab, github) = {
         let ctx = plan.ctx();
         let kube_jobs: &[Job<'_>] = if options.files_only { &[] } else { &jobs };
-        tokio::join!(plan_kind(&targets.files, &jobs, &ctx), plan_kind(&targets.kube, kube_jobs, &ctx))
+        // `pull` writes files only: the CI kinds do not even read their records.
+        let ci = !options.files_only;
+        tokio::join!(
+            plan_kind(&targets.files, &jobs, &ctx),
+            plan_kind(&targets.kube, kube_jobs, &ctx),
+            async { if ci { plan_kind(&targets.gitlab, &jobs, &ctx).await } else { KindPlan::empty(&targets.gitlab) } },
+            async { if ci { plan_kind(&targets.github, &jobs, &ctx).await } else { KindPlan::empty(&targets.github) } },
+        )
     };
-    let (mut files, mut kube) = (files, kube);
+    let (mut files, mut kube, mut gitlab, mut github) = (files, kube, gitlab, github);
     files.report_into(&mut plan.report);
     kube.report_into(&mut plan.report);
+    gitlab.report_into(&mut plan.report);
+    github.report_into(&mut plan.report);
     plan.files = files;
     plan.kube = kube;
+    plan.gitlab = gitlab;
+    plan.github = github;
     plan
 }
 
 fn kind_name(t: &crate::config::TargetKind) -> &'static str {
     if let Some(s) = FileKind::spec(t) {
         return FileKind::kind_name(s);
+    }
+    if let Some(s) = GitlabKind::spec(t) {
+        return GitlabKind::kind_name(s);
+    }
+    if let Some(s) = GithubKind::spec(t) {
+        return GithubKind::kind_name(s);
     }
     KubeKind::spec(t).map_or("unknown", KubeKind::kind_name)
 }
@@ -462,20 +491,34 @@ fn address(t: &crate::config::TargetKind, env: &str) -> String {
     if let Some(s) = FileKind::spec(t) {
         return FileKind::address(s, env);
     }
+    if let Some(s) = GitlabKind::spec(t) {
+        return GitlabKind::address(s, env);
+    }
+    if let Some(s) = GithubKind::spec(t) {
+        return GithubKind::address(s, env);
+    }
     KubeKind::spec(t).map_or_else(String::new, |s| KubeKind::address(s, env))
 }
 
 /// Executes a plan; returns the report of what happened.
 pub async fn apply_env(mut plan: EnvPlan<'_>, fence: Option<&dyn Fence>) -> EnvReport {
     let (file_kind, kube_kind) = (plan.files.kind, plan.kube.kind);
+    let (gitlab_kind, github_kind) = (plan.gitlab.kind, plan.github.kind);
     let files = std::mem::replace(&mut plan.files, KindPlan::empty(file_kind));
     let kube = std::mem::replace(&mut plan.kube, KindPlan::empty(kube_kind));
+    let gitlab = std::mem::replace(&mut plan.gitlab, KindPlan::empty(gitlab_kind));
+    let github = std::mem::replace(&mut plan.github, KindPlan::empty(github_kind));
     plan.report.pruned.clear();
-    let (file_results, kube_results) = {
+    let (file_results, kube_results, gitlab_results, github_results) = {
         let ctx = plan.ctx();
-        tokio::join!(files.apply(&ctx, fence), kube.apply(&ctx, fence))
+        tokio::join!(
+            files.apply(&ctx, fence),
+            kube.apply(&ctx, fence),
+            gitlab.apply(&ctx, fence),
+            github.apply(&ctx, fence)
+        )
     };
-    for results in [file_results, kube_results] {
+    for results in [file_results, kube_results, gitlab_results, github_results] {
         record_applied(&mut plan.report, results);
     }
     for t in plan.report.outputs.iter_mut().flat_map(|o| &mut o.targets) {
@@ -646,6 +689,14 @@ async fn plan_kind<'a, K: Target>(kind: &'a K, jobs: &[Job<'_>], ctx: &Ctx<'_>) 
     }
     if ctx.prune {
         kind.recorded(ctx, &mut scopes);
+        for (dest, scope) in kind.recall(ctx).await {
+            match scopes.get_mut(&dest) {
+                Some(existing) => crate::targets::Merge::merge(existing, scope),
+                None => {
+                    scopes.insert(dest, scope);
+                }
+            }
+        }
     }
     type Observation<K> = (<K as Target>::Dest, Result<<K as Target>::Observed, TargetError>);
     let observations: Vec<BoxFuture<'_, Observation<K>>> = scopes

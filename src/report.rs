@@ -196,7 +196,8 @@ fn print_change(
     }
     let separator = if object { "; " } else { ": " };
     let details = if details.is_empty() { String::new() } else { format!("{separator}{}", details.join("; ")) };
-    let shown_kind = if object { "" } else { "file " };
+    // Objects and CI variables name their kind in the address already.
+    let shown_kind = if c.kind == "file" { "file " } else { "" };
     writeln!(out, "  {sign} {output} → {shown_kind}{} ({verb}{details})", c.address)?;
     if plan {
         for v in &c.values {

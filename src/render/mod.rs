@@ -611,6 +611,9 @@ fn secret_safety(output: &crate::config::Output, analysis: &Analysis, problems: 
                 )),
                 crate::config::ObjectKind::Secret => {}
             },
+            // Secrets become masked GitLab variables and sealed GitHub
+            // secrets; values GitLab cannot mask are refused per value.
+            crate::config::TargetKind::Gitlab(_) | crate::config::TargetKind::Github(_) => {}
             crate::config::TargetKind::File(f) => {
                 if let Some(mode) = f.mode
                     && let Err(why) = crate::config::secret_mode_problem(mode)

@@ -167,6 +167,7 @@ fn target_code(e: &TargetError) -> &'static str {
         TargetError::Check { .. } => "check_rejected",
         TargetError::Reload { .. } => "reload_failed",
         TargetError::Kube(k) => kube_code(k),
+        TargetError::Ci(c) => c.code(),
         TargetError::Encode { .. } => "encode_failed",
         TargetError::Fenced { .. } => "fenced",
         TargetError::Unsafe { .. } => "unsafe_path",

@@ -22,8 +22,12 @@
 //! Ownership: everything a kind writes carries the instance identity
 //! (`instance` in the config); a kind prunes only what carries its own.
 
+pub mod ci;
 pub mod file;
+pub mod github;
+pub mod gitlab;
 pub mod kubernetes;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,6 +53,9 @@ pub enum TargetError {
     Reload { path: String, detail: String },
     #[error(transparent)]
     Kube(Box<kubernetes::KubeError>),
+    /// GitLab and GitHub.
+    #[error(transparent)]
+    Ci(Box<ci::CiError>),
     #[error("encoding {path}: {source}")]
     Encode { path: String, source: crate::format::FormatError },
     /// The service's fence was closed: this replica may not write the env.
@@ -75,6 +82,7 @@ impl TargetError {
             TargetError::Observe { path, source } => TargetError::Observe { path: path.clone(), source: io(source) },
             TargetError::Write { path, source } => TargetError::Write { path: path.clone(), source: io(source) },
             TargetError::Kube(k) => TargetError::Kube(k.clone()),
+            TargetError::Ci(c) => TargetError::Ci(c.clone()),
             TargetError::Encode { path, source } => {
                 TargetError::Unsafe { path: path.clone(), reason: format!("encoding {path}: {source}") }
             }
@@ -201,6 +209,13 @@ pub trait Target: Sync {
     /// Destinations this kind wrote to before but the config may no longer
     /// name (so that prune can see them).
     fn recorded(&self, _ctx: &Ctx<'_>, _scopes: &mut BTreeMap<Self::Dest, Self::Scope>) {}
+
+    /// Like [`Target::recorded`], for kinds whose records live on a server
+    /// (the CI kinds' [`state`] in etcd). A failure leaves them out: they
+    /// are then not pruned in this pass.
+    fn recall(&self, _ctx: &Ctx<'_>) -> impl Future<Output = Vec<(Self::Dest, Self::Scope)>> + Send {
+        async { Vec::new() }
+    }
 
     /// The items `spec` wants from a rendered output. Pure.
     fn desired(&self, spec: &Self::Spec, rendered: &Rendered, ctx: &Ctx<'_>) -> Result<Vec<Self::Item>, TargetError>;

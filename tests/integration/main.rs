@@ -4,6 +4,9 @@
 mod support;
 
 mod boundaries;
+mod ci_openapi;
+mod ci_requests;
+mod ci_targets;
 mod cli;
 mod dotenv_readers;
 mod edges;
@@ -24,3 +27,4 @@ mod service_readiness;
 mod service_roles;
 mod service_vault;
 mod service_watch;
+mod target_contract;

@@ -1,0 +1,446 @@
+//! What the CI kinds ([`super::gitlab`], [`super::github`]) share: their
+//! errors, one HTTP client with bounded retries, and config checks.
+//!
+//! Decisions:
+//! - **One TLS stack**: `reqwest` with rustls (aws-lc-rs), the client vaultrs
+//!   already brings; no second HTTP or TLS library.
+//! - **Tokens never leave their header**: read from the environment when a
+//!   destination is observed, held in a [`SecretString`], sent as a header
+//!   marked sensitive; no redirect is followed (a redirect to another host
+//!   would carry `PRIVATE-TOKEN` there); request bodies are never logged.
+//! - **Rate limits are honoured, within bounds**: 429, and 403 carrying
+//!   `Retry-After` or `x-ratelimit-remaining: 0` (GitHub's secondary and
+//!   primary limits), wait as the server asks (`Retry-After`, else
+//!   `x-ratelimit-reset`), at most [`Retry::attempts`] tries and
+//!   [`Retry::deadline`] in all for one request; a wait longer than what is
+//!   left fails the request at once, naming the wait. 5xx answers and
+//!   connection failures are tried [`Retry::error_attempts`] times (0.5 s,
+//!   then 1 s apart), only for requests that may be repeated (not POST: a
+//!   create that reached the server would fail as a duplicate). A server
+//!   that is still failing then fails the destination for this pass; the
+//!   next pass (the service backs failing targets off) tries again.
+//! - **Answers to secret writes are not quoted**: an error body could echo
+//!   what was sent, so errors of requests that carried a secret say only the
+//!   status.
+//! - Plain `http://` is accepted only for loopback addresses (tests,
+//!   emulators): anything else would send the token in clear.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+use tokio::time::Instant;
+use tracing::{debug, trace};
+
+use crate::secret::SecretString;
+
+/// A failed CI request or a refused CI item. Names destinations, keys and
+/// entries, never a value or a token. `Clone`: one unreachable destination
+/// fails each of its targets with it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CiError {
+    #[error("{dest}: the API token is not set: export {var} (or name another variable with token_env = \"...\")")]
+    NoToken { dest: String, var: String },
+    #[error("{dest}: {op}: {cause}")]
+    Connect { dest: String, op: String, cause: String },
+    #[error("{dest}: {op}: HTTP {status}{detail}")]
+    Status { dest: String, op: String, status: u16, detail: String },
+    #[error("{dest}: {op}: rate limited ({detail}); gave up after {attempts} attempt(s): the next pass retries")]
+    RateLimited { dest: String, op: String, attempts: u32, detail: String },
+    #[error("{dest}: {op}: unexpected answer: {cause}")]
+    Answer { dest: String, op: String, cause: String },
+    #[error(
+        "output {output:?}, entry {entry:?}: GitLab cannot mask this secret value ({reason}), so it is not written to {dest} (variable {key}); nothing was sent. Keep secrets that GitLab cannot mask out of GitLab variables, or encode them (e.g. base64) in the template"
+    )]
+    Unmaskable { output: String, entry: String, key: String, dest: String, reason: String },
+    #[error(
+        "{dest}: {what} exists but was not written by cfgsync; not overwritten: delete it, or set its description to {marker:?} to let this instance adopt it"
+    )]
+    Unmanaged { dest: String, what: String, marker: String },
+    #[error(
+        "{dest}: {what} is written by output {first:?} and output {second:?}; give one of them another key (`key = \"PREFIX_{{{{ name }}}}\"`)"
+    )]
+    Duplicate { dest: String, what: String, first: String, second: String },
+    #[error(
+        "output {output:?} reads secrets but the env's fingerprint key is missing from the secrets source: run `cfgsync policy apply` to create it (or set [kubernetes] fingerprint_key = \"<secret path>#<field>\")"
+    )]
+    NoFingerprintKey { output: String },
+    #[error("{dest}: sealing secret {name} for GitHub failed: {cause}")]
+    Seal { dest: String, name: String, cause: String },
+}
+
+impl CiError {
+    /// A stable code for metrics and the status page.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CiError::NoToken { .. } => "no_token",
+            CiError::Connect { .. } => "unreachable",
+            CiError::Status { .. } => "api_error",
+            CiError::RateLimited { .. } => "rate_limited",
+            CiError::Answer { .. } => "bad_answer",
+            CiError::Unmaskable { .. } => "unmaskable_secret",
+            CiError::Unmanaged { .. } => "not_managed",
+            CiError::Duplicate { .. } => "duplicate_key",
+            CiError::NoFingerprintKey { .. } => "no_fingerprint_key",
+            CiError::Seal { .. } => "seal_failed",
+        }
+    }
+}
+
+impl From<CiError> for super::TargetError {
+    fn from(e: CiError) -> Self {
+        super::TargetError::Ci(Box::new(e))
+    }
+}
+
+/// Reads the API token from the environment variable `var`.
+pub fn token(var: &str, dest: &str) -> Result<SecretString, CiError> {
+    match std::env::var(var) {
+        Ok(t) if !t.trim().is_empty() => Ok(SecretString::new(t.trim())),
+        _ => Err(CiError::NoToken { dest: dest.to_owned(), var: var.to_owned() }),
+    }
+}
+
+/// A header value the HTTP stack must not print (`Debug` shows `Sensitive`).
+pub fn sensitive(value: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// How long one request may keep trying.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Tries in all when rate limited, the first included.
+    pub attempts: u32,
+    /// Tries in all on a server error or a failed connection.
+    pub error_attempts: u32,
+    /// Time in all, waits included, from the first try.
+    pub deadline: Duration,
+    /// One try's time limit.
+    pub timeout: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { attempts: 6, error_attempts: 3, deadline: Duration::from_secs(120), timeout: Duration::from_secs(30) }
+    }
+}
+
+/// One request. The body may hold a secret (`secret`): it is never logged,
+/// and answers to it are not quoted in errors.
+pub struct Call<'a> {
+    pub method: Method,
+    pub url: Url,
+    pub headers: &'a HeaderMap,
+    pub body: Option<Vec<u8>>,
+    pub secret: bool,
+    /// For messages: the destination and the operation (`listing variables`).
+    pub dest: &'a str,
+    pub op: String,
+}
+
+/// An answer, read in full.
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// This answer as an error of `call`.
+    pub fn error(&self, call: &Call<'_>) -> CiError {
+        let detail = if call.secret {
+            " (the answer is not shown: the request carried a secret)".to_owned()
+        } else {
+            message(&self.body).map(|m| format!(": {m}")).unwrap_or_default()
+        };
+        CiError::Status { dest: call.dest.to_owned(), op: call.op.clone(), status: self.status, detail }
+    }
+
+    /// The body as JSON of type `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, call: &Call<'_>) -> Result<T, CiError> {
+        serde_json::from_slice(&self.body).map_err(|e| CiError::Answer {
+            dest: call.dest.to_owned(),
+            op: call.op.clone(),
+            cause: format!("not the JSON expected: {e}"),
+        })
+    }
+}
+
+/// The `message` (GitLab, GitHub) or `error` (GitLab's Grape) of an error
+/// body, escaped and cut.
+fn message(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let m = v.get("message").or_else(|| v.get("error"))?;
+    let text = match m {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Some(crate::text::shorten(&crate::text::escape_controls(&text, false), 300).into_owned())
+}
+
+/// The CI kinds' HTTP client.
+pub struct Client {
+    http: reqwest::Client,
+    pub retry: Retry,
+}
+
+impl Client {
+    pub fn new(retry: Retry) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("cfgsync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(retry.timeout)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { http, retry }
+    }
+
+    /// Sends `call`, retrying as the module doc says. Any answer that is
+    /// not retried is returned, success or not.
+    pub async fn send(&self, call: &Call<'_>) -> Result<Answer, CiError> {
+        let start = Instant::now();
+        let repeatable = call.method != Method::POST;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self.http.request(call.method.clone(), call.url.clone()).headers(call.headers.clone());
+            if let Some(body) = &call.body {
+                request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
+            }
+            let sent = async {
+                let response = request.send().await?;
+                let status = response.status().as_u16();
+                let headers = response.headers().clone();
+                let body = response.bytes().await?.to_vec();
+                Ok::<_, reqwest::Error>(Answer { status, headers, body })
+            }
+            .await;
+            let (wait, failure) = match sent {
+                Ok(answer) => {
+                    trace!(method = %call.method, path = call.url.path(), status = answer.status, attempt, "CI request");
+                    match rate_limit_wait(&answer) {
+                        Some(wait) => {
+                            let detail = format!("HTTP {}, retry after {} s", answer.status, wait.as_secs());
+                            (wait, Failure::RateLimited(detail))
+                        }
+                        None if answer.status >= 500 && repeatable => {
+                            (backoff(attempt), Failure::Final(answer.error(call)))
+                        }
+                        None => return Ok(answer),
+                    }
+                }
+                Err(e) => {
+                    let cause = describe(&e);
+                    let failure =
+                        CiError::Connect { dest: call.dest.to_owned(), op: call.op.clone(), cause: cause.clone() };
+                    // A connection that was never made sent nothing: safe to repeat.
+                    if repeatable || e.is_connect() {
+                        (backoff(attempt), Failure::Final(failure))
+                    } else {
+                        return Err(failure);
+                    }
+                }
+            };
+            let left = self.retry.deadline.saturating_sub(start.elapsed());
+            let most = match failure {
+                Failure::RateLimited(_) => self.retry.attempts,
+                Failure::Final(_) => self.retry.error_attempts,
+            };
+            if attempt >= most || wait > left {
+                return Err(match failure {
+                    Failure::RateLimited(detail) => CiError::RateLimited {
+                        dest: call.dest.to_owned(),
+                        op: call.op.clone(),
+                        attempts: attempt,
+                        detail,
+                    },
+                    Failure::Final(e) => e,
+                });
+            }
+            debug!(dest = call.dest, op = %call.op, attempt, wait_ms = wait.as_millis() as u64, "CI request retried");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+enum Failure {
+    RateLimited(String),
+    Final(CiError),
+}
+
+/// reqwest's error with its causes, without the URL (it is in the message
+/// already, as the destination).
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    crate::text::shorten(&text, 300).into_owned()
+}
+
+/// 0.5 s, 1 s, 2 s, … up to 8 s, with up to 25 % jitter.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500) * 2u32.saturating_pow(attempt.saturating_sub(1).min(4));
+    base + base.mul_f64(fastrand::f64() * 0.25)
+}
+
+/// How long a rate-limited answer asks to wait; `None` when it is not one.
+fn rate_limit_wait(answer: &Answer) -> Option<Duration> {
+    let retry_after = answer.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+    let exhausted = answer.header("x-ratelimit-remaining").is_some_and(|v| v.trim() == "0");
+    let limited = answer.status == 429 || (answer.status == 403 && (retry_after.is_some() || exhausted));
+    if !limited {
+        return None;
+    }
+    if let Some(secs) = retry_after {
+        return Some(Duration::from_secs(secs.max(1)));
+    }
+    let reset = answer.header("x-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Some(Duration::from_secs(reset.map_or(60, |r| r.saturating_sub(now)).max(1)))
+}
+
+/// Parses and checks an API base URL from the config: `https://`, or
+/// `http://` on a loopback address; no query or fragment. Returns it
+/// without a trailing slash.
+pub fn check_base_url(text: &str) -> Result<String, String> {
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(format!(
+                "{text:?} would send the API token unencrypted: use https:// (plain http is allowed only on a loopback address)"
+            ));
+        }
+        other => return Err(format!("{text:?}: unsupported scheme {other:?}: use https://")),
+    }
+    if host.is_empty() || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!(
+            "{text:?}: give a base URL like \"https://gitlab.example.com\": no query, fragment or user"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Whether `name` can name an environment variable (`token_env`).
+pub fn is_env_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// `base` with `segments` appended, each percent-encoded as one segment
+/// (`group/app` becomes `group%2Fapp`).
+pub fn url(base: &str, segments: &[&str]) -> Url {
+    // `base` was checked by `check_base_url`; a URL that cannot be a base
+    // is not possible there.
+    let mut url = Url::parse(base).unwrap_or_else(|_| Url::parse("https://invalid.invalid").expect("valid URL"));
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty();
+        for s in segments {
+            path.push(s);
+        }
+    }
+    url
+}
+
+/// Headers of every request to one API: authentication and content
+/// negotiation.
+pub fn headers(pairs: &[(&'static str, HeaderValue)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.insert(HeaderName::from_static(name), value.clone());
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, headers: &[(&'static str, &str)]) -> Answer {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
+        }
+        Answer { status, headers: map, body: Vec::new() }
+    }
+
+    #[test]
+    fn rate_limits_are_recognised() {
+        assert_eq!(rate_limit_wait(&answer(429, &[("retry-after", "3")])), Some(Duration::from_secs(3)));
+        assert_eq!(rate_limit_wait(&answer(403, &[("retry-after", "60")])), Some(Duration::from_secs(60)));
+        let reset = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 30;
+        let w =
+            rate_limit_wait(&answer(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset.to_string())]))
+                .unwrap();
+        assert!((29..=30).contains(&w.as_secs()), "{w:?}");
+        assert_eq!(rate_limit_wait(&answer(403, &[])), None, "a plain 403 is a permission problem");
+        assert_eq!(rate_limit_wait(&answer(404, &[("retry-after", "1")])), None);
+        assert_eq!(rate_limit_wait(&answer(429, &[])), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn base_urls_need_tls_off_loopback() {
+        assert_eq!(check_base_url("https://gitlab.com/").unwrap(), "https://gitlab.com");
+        assert_eq!(check_base_url("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
+        assert!(check_base_url("http://gitlab.example.com").unwrap_err().contains("unencrypted"));
+        assert!(check_base_url("https://x.example/?a=b").is_err());
+        assert!(check_base_url("ftp://x.example").is_err());
+        assert!(check_base_url("not a url").is_err());
+    }
+
+    #[test]
+    fn segments_are_encoded_whole() {
+        let u = url("https://gitlab.example.com/gl", &["api", "v4", "projects", "group/app", "variables"]);
+        assert_eq!(u.as_str(), "https://gitlab.example.com/gl/api/v4/projects/group%2Fapp/variables");
+        let u = url("https://api.github.com", &["repos", "o", "r", "environments", "prod east", "secrets"]);
+        assert_eq!(u.as_str(), "https://api.github.com/repos/o/r/environments/prod%20east/secrets");
+    }
+
+    #[test]
+    fn error_answers_to_secret_writes_are_not_quoted() {
+        let headers = HeaderMap::new();
+        let mut call = Call {
+            method: Method::PUT,
+            url: url("https://x.example", &[]),
+            headers: &headers,
+            body: None,
+            secret: true,
+            dest: "d",
+            op: "writing".into(),
+        };
+        let a = Answer { status: 400, headers: HeaderMap::new(), body: br#"{"message":"CANARY echoed"}"#.to_vec() };
+        assert!(!a.error(&call).to_string().contains("CANARY"));
+        call.secret = false;
+        assert!(a.error(&call).to_string().contains("CANARY echoed"));
+    }
+}

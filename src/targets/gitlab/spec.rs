@@ -1,0 +1,244 @@
+//! `kind = "gitlab"` in the config: the fields as written, and the typed
+//! target built from them with every problem found at `validate` time
+//! (names, scopes, URLs, keys) rather than at the first pass.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::config::{Entry, Location};
+use crate::targets::ci;
+
+pub const DEFAULT_URL: &str = "https://gitlab.com";
+pub const DEFAULT_TOKEN_ENV: &str = "GITLAB_TOKEN";
+pub const DEFAULT_SCOPE: &str = "{{ env }}";
+pub const DEFAULT_KEY: &str = "{{ name }}";
+
+/// The target as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGitlabTarget {
+    /// The GitLab instance (`https://gitlab.com`); `/api/v4` is appended.
+    url: Option<String>,
+    /// The environment variable holding the token (sent as `PRIVATE-TOKEN`).
+    token_env: Option<String>,
+    /// `group/app` or a numeric id; templated. Exactly one of `project`, `group`.
+    project: Option<String>,
+    group: Option<String>,
+    /// Templated; default `{{ env }}`.
+    environment_scope: Option<String>,
+    /// The variable key of each entry; templated with `name` and `env`.
+    key: Option<String>,
+    #[serde(default)]
+    protected: bool,
+    /// Secret variables are also hidden (`masked_and_hidden`): nobody can
+    /// read them back in GitLab's UI or API.
+    #[serde(default)]
+    hidden: bool,
+    /// Values are not expanded (`$X` stays literal). Default true: a
+    /// rendered value is final.
+    raw: Option<bool>,
+}
+
+/// A project or a group, by path or numeric id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    Project(String),
+    Group(String),
+}
+
+impl Owner {
+    /// `projects` or `groups`, as in the API path.
+    pub fn collection(&self) -> &'static str {
+        match self {
+            Owner::Project(_) => "projects",
+            Owner::Group(_) => "groups",
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Owner::Project(p) | Owner::Group(p) => p,
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Project(p) => write!(f, "project {p}"),
+            Owner::Group(g) => write!(f, "group {g}"),
+        }
+    }
+}
+
+/// Where one env's variables go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitlabAddress {
+    pub owner: Owner,
+    pub environment_scope: String,
+    /// Entry name → variable key.
+    pub keys: BTreeMap<String, String>,
+}
+
+/// A GitLab target, rendered for each env.
+#[derive(Debug)]
+pub struct GitlabTarget {
+    /// Without a trailing slash.
+    pub url: String,
+    pub token_env: String,
+    pub addresses: BTreeMap<String, GitlabAddress>,
+    pub protected: bool,
+    pub hidden: bool,
+    pub raw: bool,
+}
+
+/// Builds the typed target; every problem, with the entry's location when
+/// it is about one entry (else `None`: the target's).
+pub fn build(
+    output: &str,
+    raw: RawGitlabTarget,
+    envs: &[String],
+    entries: &[Entry],
+) -> Result<GitlabTarget, Vec<(Option<Location>, String)>> {
+    let mut problems: Vec<(Option<Location>, String)> = Vec::new();
+    let mut problem = |at: Option<&Location>, message: String| problems.push((at.cloned(), message));
+    let url = match ci::check_base_url(raw.url.as_deref().unwrap_or(DEFAULT_URL)) {
+        Ok(u) => u,
+        Err(e) => {
+            problem(None, format!("output {output:?}: gitlab url {e}"));
+            String::new()
+        }
+    };
+    let token_env = raw.token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.to_owned());
+    if !ci::is_env_var_name(&token_env) {
+        problem(None, format!("output {output:?}: token_env {token_env:?} is not an environment variable name"));
+    }
+    let (owner_template, is_project) = match (&raw.project, &raw.group) {
+        (Some(p), None) => (p.as_str(), true),
+        (None, Some(g)) => (g.as_str(), false),
+        _ => {
+            problem(None, format!("output {output:?}: a gitlab target needs exactly one of `project` and `group`"));
+            ("", true)
+        }
+    };
+    let scope_template = raw.environment_scope.as_deref().unwrap_or(DEFAULT_SCOPE);
+    let key_template = raw.key.as_deref().unwrap_or(DEFAULT_KEY);
+    let mut addresses = BTreeMap::new();
+    for env in envs {
+        let field = |what: &str, template: &str, vars: &[(&str, &str)]| {
+            crate::render::render_field(template, vars)
+                .map_err(|e| format!("output {output:?}: {what} {template:?}: {e}"))
+        };
+        let owner = match field("gitlab project/group", owner_template, &[("env", env)]) {
+            Ok(o) if is_owner_path(&o) => Some(if is_project { Owner::Project(o) } else { Owner::Group(o) }),
+            Ok(o) => {
+                problem(
+                    None,
+                    format!(
+                        "output {output:?}: gitlab {} {o:?} (env {env:?}) is not a GitLab path (`group/app`) or numeric id",
+                        if is_project { "project" } else { "group" }
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                problem(None, e);
+                None
+            }
+        };
+        let scope = match field("environment_scope", scope_template, &[("env", env)]) {
+            Ok(s) if is_environment_scope(&s) => Some(s),
+            Ok(s) => {
+                problem(
+                    None,
+                    format!(
+                        "output {output:?}: environment_scope {s:?} (env {env:?}) is not valid in GitLab: at most 255 of letters, digits, '-', '_', '/', '$', '{{', '}}', '.', '*' and spaces"
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                problem(None, e);
+                None
+            }
+        };
+        let mut keys = BTreeMap::new();
+        let mut by_key: BTreeMap<String, &str> = BTreeMap::new();
+        for e in entries {
+            match field("key", key_template, &[("env", env), ("name", &e.name)]) {
+                Ok(k) if is_variable_key(&k) => {
+                    if let Some(first) = by_key.insert(k.clone(), &e.name) {
+                        problem(
+                            Some(&e.location),
+                            format!(
+                                "output {output:?}: entries {first:?} and {:?} would both be GitLab variable {k}",
+                                e.name
+                            ),
+                        );
+                    }
+                    keys.insert(e.name.clone(), k);
+                }
+                Ok(k) => problem(
+                    Some(&e.location),
+                    format!(
+                        "output {output:?}: entry {:?} would be GitLab variable {k:?} (env {env:?}), but keys may only hold letters, digits and '_' (at most 255)",
+                        e.name
+                    ),
+                ),
+                Err(err) => {
+                    problem(None, err);
+                    break;
+                }
+            }
+        }
+        if let (Some(owner), Some(environment_scope)) = (owner, scope) {
+            addresses.insert(env.clone(), GitlabAddress { owner, environment_scope, keys });
+        }
+    }
+    let mut seen: BTreeMap<(&Owner, &str), &String> = BTreeMap::new();
+    for (env, a) in &addresses {
+        if let Some(other) = seen.insert((&a.owner, a.environment_scope.as_str()), env) {
+            problem(
+                None,
+                format!(
+                    "output {output:?}: envs {other} and {env} would both write the variables of GitLab {} with environment scope {:?}; template environment_scope (default \"{{{{ env }}}}\") or the project with {{{{ env }}}}",
+                    a.owner, a.environment_scope
+                ),
+            );
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(GitlabTarget {
+        url,
+        token_env,
+        addresses,
+        protected: raw.protected,
+        hidden: raw.hidden,
+        raw: raw.raw.unwrap_or(true),
+    })
+}
+
+/// A project or group path (`group/sub/app`) or a numeric id.
+fn is_owner_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 1024
+        && !p.starts_with('/')
+        && !p.ends_with('/')
+        && !p.contains("//")
+        && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+}
+
+/// `Gitlab::Regex.environment_scope_regex`.
+fn is_environment_scope(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_/${}. *".contains(&b))
+}
+
+/// GitLab's variable key rule.
+pub fn is_variable_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}

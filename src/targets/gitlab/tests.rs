@@ -1,0 +1,308 @@
+//! The GitLab kind's pure parts: desired variables, the plan of one
+//! project (ownership, drift, hidden values, prune), by tables.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::config::{self, Config};
+use crate::secret::SecretString;
+use crate::targets::kubernetes::Fingerprinter;
+
+const CANARY: &str = "CANARY-91ab-gitlab";
+
+fn config(target: &str) -> Config {
+    let text = format!(
+        "instance = \"team-a\"\n[files]\n[envs.prod]\n[envs.staging]\n\n[[output]]\nname = \"api\"\n[output.entries]\nPW = \"x\"\nHOST = \"y\"\n[[output.target]]\nkind = \"gitlab\"\n{target}\n"
+    );
+    config::parse(std::path::Path::new("/cfg/cfgsync.toml"), &text, &BTreeMap::<String, String>::new())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn problems(target: &str) -> String {
+    let text = format!(
+        "[files]\n[envs.prod]\n[envs.staging]\n\n[[output]]\nname = \"api\"\n[output.entries]\npw = \"x\"\nhost = \"y\"\n[[output.target]]\nkind = \"gitlab\"\n{target}\n"
+    );
+    match config::parse(std::path::Path::new("/cfg/cfgsync.toml"), &text, &BTreeMap::<String, String>::new()) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn spec(c: &Config) -> &GitlabTarget {
+    GitlabKind::spec(&c.outputs[0].targets[0].kind).unwrap()
+}
+
+fn ctx<'a>(c: &'a Config, keyed: &'a Fingerprinter, prune: bool) -> Ctx<'a> {
+    Ctx {
+        config: c,
+        env: "prod",
+        revision: Some(7),
+        instance: &c.instance,
+        keyed,
+        shown: None,
+        prune,
+        allow_mass_prune: false,
+        run_reload: false,
+    }
+}
+
+fn rendered(entries: &[(&str, &str)], tainted: bool) -> Rendered {
+    Rendered {
+        output: "api".into(),
+        env: "prod".into(),
+        entries: entries.iter().map(|(k, v)| (k.to_string(), Content::new(v.as_bytes(), tainted))).collect(),
+        tainted,
+        used: Default::default(),
+    }
+}
+
+fn kind() -> GitlabKind {
+    GitlabKind::new(ci::Client::new(ci::Retry::default()), Arc::new(StateStore::Dir("/nonexistent".into())))
+}
+
+fn live_of(v: &DesiredVar) -> api::LiveVariable {
+    api::LiveVariable {
+        key: v.key.clone(),
+        value: (!v.hidden).then(|| v.value.expose_str().unwrap().to_owned()),
+        variable_type: v.variable_type.to_owned(),
+        protected: v.protected,
+        masked: v.masked,
+        hidden: v.hidden,
+        raw: v.raw,
+        environment_scope: v.environment_scope.clone(),
+        description: Some(v.description.clone()),
+    }
+}
+
+fn plan_of(
+    c: &Config,
+    keyed: &Fingerprinter,
+    items: Option<Vec<DesiredVar>>,
+    observed: &Observed,
+    prune: bool,
+) -> DestPlan<Op> {
+    let k = kind();
+    let s = spec(c);
+    let ctx = ctx(c, keyed, prune);
+    let dest = GitlabKind::dest_of(s, "prod");
+    let claims = vec![Claim { slot: Slot::Target { output: 0, target: 0 }, spec: s, items }];
+    k.plan(&dest, claims, observed, &ctx)
+}
+
+fn actions(p: &DestPlan<Op>) -> Vec<(String, Action)> {
+    p.changes.iter().map(|c| (c.change.address.rsplit(": ").next().unwrap().to_owned(), c.change.action)).collect()
+}
+
+#[test]
+fn config_renders_keys_scopes_and_refuses_what_gitlab_would() {
+    let c = config("project = \"group/{{ env }}-app\"\nkey = \"APP_{{ name }}\"");
+    let s = spec(&c);
+    let a = &s.addresses["prod"];
+    assert_eq!(a.owner, Owner::Project("group/prod-app".into()));
+    assert_eq!(a.environment_scope, "prod");
+    assert_eq!(a.keys["PW"], "APP_PW");
+    assert_eq!(
+        (s.url.as_str(), s.token_env.as_str(), s.raw, s.hidden),
+        ("https://gitlab.com", "GITLAB_TOKEN", true, false)
+    );
+
+    assert!(problems("project = \"g/app\"\ngroup = \"g\"").contains("exactly one of `project` and `group`"));
+    assert!(problems("project = \"g/app\"\nkey = \"A-{{ name }}\"").contains("keys may only hold letters"));
+    assert!(
+        problems("project = \"g/app\"\nenvironment_scope = \"*\"").contains("envs prod and staging would both write")
+    );
+    assert!(problems("project = \"g/app\"\nurl = \"http://gitlab.example.com\"").contains("unencrypted"));
+    assert!(problems("project = \"/g/app\"").contains("is not a GitLab path"));
+    assert!(problems("group = \"g\"\ntoken_env = \"1X\"").contains("token_env"));
+    assert!(problems("project = \"g/app\"\nkey = \"K\"").contains("would both be GitLab variable K"));
+    assert_eq!(problems("project = \"g/app\""), "", "lower-case keys are fine in GitLab");
+    assert_eq!(problems("project = \"g/app\"\nsecret = 1").lines().count(), 1, "unknown fields are refused");
+}
+
+#[test]
+fn masking_follows_gitlab() {
+    assert_eq!(mask_problem("abcdefgh", true), None);
+    assert_eq!(mask_problem("ab$cd%ef!", true), None, "raw values may hold any non-space");
+    assert!(mask_problem("ab$cd%ef!", false).is_some());
+    assert_eq!(mask_problem("short", true), Some("shorter than 8 characters"));
+    assert_eq!(mask_problem("two\nlines!!", true), Some("it has a line break"));
+    assert_eq!(mask_problem("has space in it", true), Some("it has white space"));
+}
+
+#[test]
+fn markers_round_trip() {
+    let m = marker("team-a", "prod", "api");
+    assert_eq!(parse_marker(Some(&m)), Some(("team-a", "prod", "api")));
+    assert_eq!(parse_marker(Some("made by hand")), None);
+    assert_eq!(parse_marker(None), None);
+}
+
+#[test]
+fn unmaskable_secrets_are_refused_naming_the_entry_and_never_the_value() {
+    let c = config("project = \"g/app\"");
+    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let e = kind().desired(spec(&c), &rendered(&[("PW", "CANARY\nsecond line")], true), &ctx(&c, &keyed, true));
+    let text = e.expect_err("refused").to_string();
+    assert!(text.contains("entry \"PW\"") && text.contains("line break"), "{text}");
+    assert!(!text.contains("CANARY"), "{text}");
+    // The same value in an output that read no secret is a file variable.
+    let vars = kind().desired(spec(&c), &rendered(&[("PW", "a\nb")], false), &ctx(&c, &keyed, true)).unwrap();
+    assert_eq!((vars[0].variable_type, vars[0].masked), ("file", false));
+    // No key: no fingerprint for secret content.
+    let none = Fingerprinter::new(None);
+    let e = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx(&c, &none, true));
+    assert!(e.err().unwrap().to_string().contains("fingerprint key"));
+}
+
+#[test]
+fn create_unchanged_update_drift() {
+    let c = config("project = \"g/app\"\nprotected = true");
+    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let ctx = ctx(&c, &keyed, true);
+    let want = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx).unwrap();
+    let v = &want[0];
+    assert!(v.masked && v.protected && !v.hidden);
+    assert_eq!(v.description, "managed by cfgsync instance team-a, env prod, output api");
+
+    let empty = Observed::default();
+    let p = plan_of(&c, &keyed, Some(want.clone()), &empty, true);
+    assert_eq!(actions(&p), [("PW (environment scope prod)".into(), Action::Create)]);
+    assert!(p.changes[0].change.values.is_empty(), "secret: no values shown");
+
+    let mut state = DestState::default();
+    state.items.insert(v.id(), v.record());
+    let observed = Observed { variables: vec![live_of(v)], state: state.clone(), skipped: false };
+    let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
+    assert_eq!(p.changes[0].change.action, Action::Unchanged);
+    assert!(!p.needs_write());
+
+    // Edited in GitLab (value, or a flag) while the source stayed: drift.
+    for edit in [
+        |l: &mut api::LiveVariable| l.value = Some("hand-edited".into()),
+        |l: &mut api::LiveVariable| l.protected = false,
+        |l: &mut api::LiveVariable| l.masked = false,
+    ] {
+        let mut live = live_of(v);
+        edit(&mut live);
+        let observed = Observed { variables: vec![live], state: state.clone(), skipped: false };
+        let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
+        assert_eq!(p.changes[0].change.action, Action::Drift);
+    }
+    // The source changed: update.
+    let newer = kind().desired(spec(&c), &rendered(&[("PW", "CANARY-new-value")], true), &ctx).unwrap();
+    let p = plan_of(&c, &keyed, Some(newer), &observed, true);
+    assert_eq!(p.changes[0].change.action, Action::Update);
+    assert_eq!(p.changes[0].change.entries, ["PW"]);
+}
+
+#[test]
+fn hidden_values_are_judged_by_the_record() {
+    let c = config("project = \"g/app\"\nhidden = true");
+    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let ctx = ctx(&c, &keyed, true);
+    let want = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx).unwrap();
+    let v = &want[0];
+    assert!(v.hidden && v.masked);
+    let live = live_of(v);
+    assert_eq!(live.value, None);
+    // No record: written to be sure.
+    let observed = Observed { variables: vec![live.clone()], state: DestState::default(), skipped: false };
+    let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
+    assert_eq!(p.changes[0].change.action, Action::Update);
+    assert!(p.changes[0].change.notes.iter().any(|n| n.contains("no record")), "{:?}", p.changes[0].change.notes);
+    // Recorded: unchanged.
+    let mut state = DestState::default();
+    state.items.insert(v.id(), v.record());
+    let observed = Observed { variables: vec![live.clone()], state, skipped: false };
+    let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
+    assert_eq!(p.changes[0].change.action, Action::Unchanged);
+    // A visible variable that must become hidden: deleted and created again.
+    let mut visible = live;
+    visible.hidden = false;
+    visible.value = Some(CANARY.into());
+    let observed = Observed { variables: vec![visible], state: DestState::default(), skipped: false };
+    let p = plan_of(&c, &keyed, Some(want), &observed, true);
+    assert!(matches!(p.changes[0].op.what, OpKind::Recreate(_)));
+}
+
+#[test]
+fn only_own_variables_are_written_or_pruned() {
+    let c = config("project = \"g/app\"");
+    let keyed = Fingerprinter::new(None);
+    let ctx = ctx(&c, &keyed, true);
+    let want = kind().desired(spec(&c), &rendered(&[("HOST", "db")], false), &ctx).unwrap();
+    let mut other = live_of(&want[0]);
+    other.description = Some(marker("team-b", "prod", "api"));
+    let observed = Observed { variables: vec![other], ..Default::default() };
+    let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
+    assert!(p.changes.is_empty());
+    assert!(p.errors[0].1.to_string().contains("team-b"), "{}", p.errors[0].1);
+
+    let mut hand = live_of(&want[0]);
+    hand.description = None;
+    let observed = Observed { variables: vec![hand], ..Default::default() };
+    let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
+    assert!(p.errors[0].1.to_string().contains("not written by cfgsync"), "{}", p.errors[0].1);
+    // Unless the record says cfgsync wrote it: a cleared description is drift.
+    let mut state = DestState::default();
+    state.items.insert(want[0].id(), want[0].record());
+    let observed = Observed { variables: observed.variables, state, skipped: false };
+    let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
+    assert!(p.errors.is_empty());
+    assert_eq!(p.changes[0].change.action, Action::Drift);
+
+    // Prune: ours for this env and unclaimed only; PW is claimed by the
+    // target even though it did not render here.
+    let var = |key: &str, scope: &str, description: Option<String>| api::LiveVariable {
+        key: key.into(),
+        value: Some("v".into()),
+        variable_type: "env_var".into(),
+        protected: false,
+        masked: false,
+        hidden: false,
+        raw: true,
+        environment_scope: scope.into(),
+        description,
+    };
+    let mine = || Some(marker("team-a", "prod", "old"));
+    let observed = Observed {
+        variables: vec![
+            var("OLD", "prod", mine()),
+            var("PW", "prod", mine()),
+            var("OTHER_ENV", "staging", Some(marker("team-a", "staging", "old"))),
+            var("THEIRS", "prod", Some(marker("team-b", "prod", "old"))),
+            var("HAND", "prod", None),
+            var("A1", "prod", mine()),
+            var("A2", "prod", mine()),
+            var("A3", "prod", mine()),
+            var("A4", "prod", mine()),
+            var("A5", "prod", mine()),
+        ],
+        ..Default::default()
+    };
+    let p = plan_of(&c, &keyed, Some(want.clone()), &observed, false);
+    assert!(p.changes.iter().all(|c| c.change.action != Action::Delete), "no prune unless allowed");
+    let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
+    assert!(p.errors.iter().any(|(_, e)| matches!(e, TargetError::MassPrune { deletes: 6, total: 7, .. })));
+    let few = Observed {
+        variables: observed.variables.iter().filter(|v| !v.key.starts_with('A')).cloned().collect(),
+        ..Default::default()
+    };
+    let p = plan_of(&c, &keyed, Some(want), &few, true);
+    let deletes: Vec<_> =
+        p.changes.iter().filter(|c| c.change.action == Action::Delete).map(|c| c.change.address.clone()).collect();
+    assert_eq!(deletes, ["GitLab project g/app: OLD (environment scope prod)"]);
+}
+
+#[test]
+fn a_destination_nothing_rendered_for_is_not_read() {
+    let c = config("project = \"g/app\"");
+    let keyed = Fingerprinter::new(None);
+    let mut need = Need::default();
+    let dest = kind().locate(spec(&c), None, &ctx(&c, &keyed, true), &mut need);
+    assert!(!need.0);
+    let observed = futures_util::FutureExt::now_or_never(kind().observe(&dest, &need, &ctx(&c, &keyed, true)))
+        .expect("no request, so no waiting")
+        .unwrap();
+    assert!(observed.skipped);
+}
