@@ -235,7 +235,7 @@ for env in staging prod; do
     done
     [[ $(stat -c %a "$out/$env/api.env") == 600 ]] || die "quickstart: $env/api.env is not 0600"
 done
-grep -qx 'DATABASE_URL=postgres://api:staging-only-password@db.staging.internal/api' "$out/staging/api.env" \
+grep -qx 'DATABASE_URL=postgres://api:staging-only-password@db.staging.internal:5432/api' "$out/staging/api.env" \
     || die "quickstart: unexpected $out/staging/api.env"
 grep -qx 'Allow: /' "$out/prod/web/robots.txt" || die "quickstart: unexpected $out/prod/web/robots.txt"
 before=$(find "$out" -type f -printf '%p %s %T@\n' | sort)
