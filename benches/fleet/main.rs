@@ -600,7 +600,7 @@ fn check_one_key(bed: &Bed, s: &Sample, app: usize, value: &str) {
     let name = Fleet::app(app);
     let changed: Vec<(String, String)> =
         measure::report_changes(&s.proc.stdout).into_iter().filter(|(a, _)| a != "unchanged").collect();
-    let object = format!("ConfigMap {FILE_ENV}/{}/{name}", bed.fleet.namespace_of(app));
+    let object = format!("ConfigMap {}/{name} in context {FILE_ENV}", bed.fleet.namespace_of(app));
     let file = Fleet::file_path(app);
     let ok = changed.len() == 2
         && changed.iter().any(|(a, addr)| a == "update" && *addr == object)

@@ -272,17 +272,10 @@ pub fn report_changes(json: &str) -> Vec<(String, String)> {
         .unwrap_or_else(|e| panic!("the report is not JSON ({e}): {}", &json[..json.len().min(500)]));
     let mut changes = Vec::new();
     let mut push = |c: &Value| {
+        // Every change says what it is (`kind`) and where (`address`: a
+        // path, or `ConfigMap ns/name in context c`).
         let action = c["action"].as_str().unwrap_or("?").to_owned();
-        let address = match c["path"].as_str() {
-            Some(p) => p.to_owned(),
-            None => format!(
-                "{} {}/{}/{}",
-                c["kind"].as_str().unwrap_or("?"),
-                c["context"].as_str().unwrap_or("?"),
-                c["namespace"].as_str().unwrap_or("?"),
-                c["name"].as_str().unwrap_or("?")
-            ),
-        };
+        let address = c["address"].as_str().unwrap_or("?").to_owned();
         changes.push((action, address));
     };
     for env in report["envs"].as_array().into_iter().flatten() {

@@ -49,7 +49,25 @@ pub const CREDENTIAL_VARS: &[&str] = &[
     "VAULT_TOKEN",
     // `name:password` for etcd.
     "ETCDCTL_USER",
+    // The CI targets' default tokens (a target may name another variable
+    // with `token_env`: that one is removed too, see `config_credentials`).
+    "GITLAB_TOKEN",
+    "GITHUB_TOKEN",
 ];
+
+/// The token variables the config's CI targets name (`token_env`).
+fn config_credentials(config: &crate::config::Config) -> Vec<String> {
+    config
+        .outputs
+        .iter()
+        .flat_map(|o| &o.targets)
+        .filter_map(|t| match &t.kind {
+            crate::config::TargetKind::Gitlab(g) => Some(g.token_env.clone()),
+            crate::config::TargetKind::Github(g) => Some(g.token_env.clone()),
+            crate::config::TargetKind::File(_) | crate::config::TargetKind::Kubernetes(_) => None,
+        })
+        .collect()
+}
 
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -106,7 +124,9 @@ pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdE
         eprintln!("error: command not started");
         return Ok(ExitCode::from(1));
     }
-    let rendered = match ctx.templates.for_snapshot(Arc::new(inventory.snapshot())).render(index) {
+    let sandbox = crate::render::sandbox::Sandbox::global();
+    let result = sandbox.render(ctx.templates, &Arc::new(inventory.snapshot()), &[index]).await.pop();
+    let rendered = match result.expect("one result per output") {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {}", one_line(&e.to_string()));
@@ -134,7 +154,7 @@ pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdE
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut command = std::process::Command::new(program);
     command.args(rest);
-    for var in CREDENTIAL_VARS {
+    for var in CREDENTIAL_VARS.iter().map(|v| v.to_string()).chain(config_credentials(ctx.config)) {
         command.env_remove(var);
     }
     command.envs(rendered.entries.iter().map(|(k, v)| (k, std::ffi::OsStr::from_bytes(v.expose()))));

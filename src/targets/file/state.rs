@@ -51,11 +51,13 @@ impl FileState {
         }
     }
 
-    /// Writes the state atomically (temp file, fsync, rename), mode 0600.
+    /// Writes the state atomically (temp file, fsync, rename), mode 0600,
+    /// and removes temp files a killed process left beside it.
     pub fn save(&self, path: &Path) -> Result<(), String> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        remove_leftovers(path);
         let text = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -96,6 +98,21 @@ impl FileState {
     }
 }
 
+/// Removes `<state>.tmp-<pid>` files of processes that are gone.
+fn remove_leftovers(path: &Path) {
+    let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) else { return };
+    let prefix = format!("{stem}.tmp-");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// `<dir>/<instance>/files-<env>.json`.
 pub fn path(dir: &Path, instance: &str, env: &str) -> PathBuf {
     dir.join(instance).join(format!("files-{env}.json"))
@@ -121,5 +138,10 @@ mod tests {
         assert_eq!(again.files, s.files);
         assert_eq!(again.fingerprint(b"CANARY-x"), s.fingerprint(b"CANARY-x"));
         assert_ne!(FileState::fresh().fingerprint(b"CANARY-x"), s.fingerprint(b"CANARY-x"), "a key per state");
+        // A temp file of a process that died while saving is removed by the next save.
+        let leftover = p.with_extension("tmp-999999999");
+        std::fs::write(&leftover, "partial").unwrap();
+        s.save(&p).unwrap();
+        assert!(!leftover.exists());
     }
 }
