@@ -77,6 +77,8 @@ pub struct VaultSource {
     settings: VaultSettings,
     session: Mutex<Option<Session>>,
     observer: Option<Arc<dyn CredentialObserver>>,
+    /// How many logins failed, and the last one's error.
+    failed: std::sync::Mutex<(u64, Option<SourceError>)>,
 }
 
 /// A logged-in client and what we know of its token's lifetime.
@@ -107,7 +109,7 @@ impl Session {
 
 impl VaultSource {
     pub fn new(settings: VaultSettings) -> Self {
-        Self { settings, session: Mutex::new(None), observer: None }
+        Self { settings, session: Mutex::new(None), observer: None, failed: std::sync::Mutex::new((0, None)) }
     }
 
     /// Reports credential events to `observer`.
@@ -157,10 +159,21 @@ impl VaultSource {
     }
 
     /// The current client, logging in when there is no usable session.
+    ///
+    /// One login at a time, and a login that failed is the answer of every
+    /// caller that waited for it: otherwise each env of a pass would log in
+    /// in turn against a hung Vault, and N envs would wait N timeouts
+    /// instead of one.
     pub(crate) async fn client(&self) -> Result<Arc<VaultClient>, SourceError> {
+        let failures_before = self.failed.lock().unwrap_or_else(|p| p.into_inner()).0;
         let mut guard = self.session.lock().await;
         if let Some(s) = guard.as_ref().filter(|s| s.usable()) {
             return Ok(s.client.clone());
+        }
+        if let (failures, Some(e)) = &*self.failed.lock().unwrap_or_else(|p| p.into_inner())
+            && *failures != failures_before
+        {
+            return Err(e.clone());
         }
         let session = self.login_counted().await?;
         let client = session.client.clone();
@@ -177,6 +190,8 @@ impl VaultSource {
             }
             Err(e) => {
                 self.event(CredentialEvent::LoginFailed);
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                *failed = (failed.0 + 1, Some(e.clone()));
                 Err(e)
             }
         }
