@@ -268,6 +268,25 @@ impl VaultSource {
         Ok(Session::new(client, ttl, ttl, auth.renewable))
     }
 
+    /// A 403 may mean that the token itself is gone (revoked, or lost with a
+    /// restarted server), not that the policy lacks a path: when the token
+    /// cannot even look itself up, the session is dropped, so the next fetch
+    /// logs in again (reading the token file again, where an agent may have
+    /// put a new one) instead of failing with the dead token until its
+    /// renewal is due, which for a token without a TTL is never.
+    async fn forget_if_refused(&self, client: &Arc<VaultClient>) {
+        if let Err(ClientError::APIError { code: 403, .. }) = vaultrs::token::lookup_self(client.as_ref()).await {
+            let mut guard = self.session.lock().await;
+            if guard.as_ref().is_some_and(|s| Arc::ptr_eq(&s.client, client)) {
+                *guard = None;
+                tracing::warn!(
+                    method = self.method(),
+                    "vault: the token is refused; logging in again on the next fetch"
+                );
+            }
+        }
+    }
+
     /// One step of the lifecycle: renew the token, or log in again when it
     /// cannot be renewed. Returns when the next step is due (None: never).
     pub async fn refresh(&self) -> Result<Option<Instant>, SourceError> {
@@ -442,7 +461,14 @@ impl Source for VaultSource {
                 cause: format!("read task failed: {e}"),
             })?;
             // Dropping the JoinSet on error aborts the other reads.
-            if let ReadOutcome::Found(secret) = outcome? {
+            let outcome = match outcome {
+                Err(e @ SourceError::Denied { .. }) => {
+                    self.forget_if_refused(&client).await;
+                    return Err(e);
+                }
+                other => other?,
+            };
+            if let ReadOutcome::Found(secret) = outcome {
                 found.insert(path, secret);
             }
         }
