@@ -5,6 +5,8 @@ mod support;
 
 mod cli;
 mod dotenv_readers;
+mod faults;
+mod faults_service;
 mod kubernetes;
 mod laptop;
 mod laptop_bench;
