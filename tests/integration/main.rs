@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod crash;
 mod dotenv_readers;
 mod faults;
 mod faults_service;
