@@ -21,3 +21,4 @@ mod service_page;
 mod service_readiness;
 mod service_roles;
 mod service_vault;
+mod soak;
