@@ -172,6 +172,10 @@ impl EnvModel {
     }
 }
 
+/// A file's inode and mtime: the same exactly when nothing replaced or
+/// rewrote it.
+type Stamp = (u64, i64, i64);
+
 /// The project, the model, and the directory locks in force (declared
 /// first: dropped before the project, whose removal they would stop).
 struct World {
@@ -266,7 +270,7 @@ impl World {
 
     /// Runs a pass and checks every target against the model.
     fn pass(&mut self) -> Result<(), TestCaseError> {
-        let before: Vec<BTreeMap<&str, Option<(u64, i64, i64)>>> = (0..ENVS.len())
+        let before: Vec<BTreeMap<&str, Option<Stamp>>> = (0..ENVS.len())
             .map(|e| {
                 TARGETS
                     .iter()
