@@ -373,11 +373,17 @@ fn read_secret_file(path: &std::path::Path) -> Result<SecretString, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// A Vault error as text, without any response body.
+/// A Vault error as text, without any response body, on one line: Vault's
+/// multi-errors ("1 error occurred:\n\t* permission denied\n\n") would
+/// otherwise split a log record.
 pub(crate) fn client_error_text(e: &ClientError) -> String {
     match e {
         ClientError::APIError { code, errors } => {
-            let errors: Vec<&str> = errors.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+            let errors: Vec<String> = errors
+                .iter()
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|s| !s.is_empty())
+                .collect();
             if errors.is_empty() { format!("HTTP {code}") } else { format!("HTTP {code}: {}", errors.join("; ")) }
         }
         ClientError::RestClientError { source } => match source {
