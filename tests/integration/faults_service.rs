@@ -283,6 +283,10 @@ fn service_vault_403_on_one_path_and_a_revoked_token() {
     vault_recovered(&svc, &bed, 3);
     let log = svc.log();
     assert!(!log.contains(CANARY) && !log.contains(&token) && !log.contains(&fresh));
+    // Vault's multi-error text ("1 error occurred:\n\t* permission denied")
+    // does not split a log record into several lines.
+    let stray: Vec<&str> = log.lines().filter(|l| !l.starts_with(|c: char| c.is_ascii_digit())).collect();
+    assert!(stray.is_empty(), "every log record on one line: {stray:?}");
 }
 
 // ---------------------------------------------------------------------------
