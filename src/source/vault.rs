@@ -269,21 +269,23 @@ impl VaultSource {
     }
 
     /// A 403 may mean that the token itself is gone (revoked, or lost with a
-    /// restarted server), not that the policy lacks a path: when the token
-    /// cannot even look itself up, the session is dropped, so the next fetch
-    /// logs in again (reading the token file again, where an agent may have
-    /// put a new one) instead of failing with the dead token until its
-    /// renewal is due, which for a token without a TTL is never.
-    async fn forget_if_refused(&self, client: &Arc<VaultClient>) {
-        if let Err(ClientError::APIError { code: 403, .. }) = vaultrs::token::lookup_self(client.as_ref()).await {
-            let mut guard = self.session.lock().await;
-            if guard.as_ref().is_some_and(|s| Arc::ptr_eq(&s.client, client)) {
-                *guard = None;
-                tracing::warn!(
-                    method = self.method(),
-                    "vault: the token is refused; logging in again on the next fetch"
-                );
-            }
+    /// restarted server), not that the policy lacks a path. When the token
+    /// cannot even look itself up, the credentials are refreshed now, as the
+    /// renewal would do when due (renew, which fails, then log in again,
+    /// reading the token file again where an agent may have put a new one),
+    /// instead of failing every fetch with the dead token until then, which
+    /// for a token without a TTL is never.
+    async fn refresh_if_refused(&self, client: &Arc<VaultClient>) {
+        let Err(ClientError::APIError { code: 403, .. }) = vaultrs::token::lookup_self(client.as_ref()).await else {
+            return;
+        };
+        let current = self.session.lock().await.as_ref().is_some_and(|s| Arc::ptr_eq(&s.client, client));
+        if !current {
+            return; // replaced meanwhile
+        }
+        tracing::warn!(method = self.method(), "vault: the token is refused; renewing or logging in again now");
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "vault: login failed; fetches fail closed until it works");
         }
     }
 
@@ -469,7 +471,7 @@ impl Source for VaultSource {
             // Dropping the JoinSet on error aborts the other reads.
             let outcome = match outcome {
                 Err(e @ SourceError::Denied { .. }) => {
-                    self.forget_if_refused(&client).await;
+                    self.refresh_if_refused(&client).await;
                     return Err(e);
                 }
                 other => other?,
