@@ -249,7 +249,7 @@ impl Case<'_> {
 #[test]
 fn etcd_stopped_fails_every_env_closed_and_a_restart_heals() {
     let mut bed = SourceBed::new("2s");
-    let case = Case { blocked: &ENVS, error: "etcd: " };
+    let case = Case { blocked: &ENVS, error: "error: env a: etcd: reading /cfgsync/a/: tcp connect error" };
     let (failed, _) = case.run(&mut bed, |b| b.etcd.stop(), |b| b.etcd.restart());
     assert!(failed.stdout.contains("source failed; no target of env a touched"), "{failed:?}");
 }
@@ -257,9 +257,8 @@ fn etcd_stopped_fails_every_env_closed_and_a_restart_heals() {
 #[test]
 fn etcd_hung_past_the_timeout_fails_closed_within_the_timeout() {
     let mut bed = SourceBed::new("1s");
-    let case = Case { blocked: &ENVS, error: "etcd: " };
-    let (failed, took) = case.run(&mut bed, |b| b.frozen = Some(b.etcd.freeze()), |b| b.frozen = None);
-    assert!(failed.stderr.contains("Timeout expired") || failed.stderr.contains("timed out"), "{failed:?}");
+    let case = Case { blocked: &ENVS, error: "error: env a: etcd: reading /cfgsync/a/: Timeout expired" };
+    let (_, took) = case.run(&mut bed, |b| b.frozen = Some(b.etcd.freeze()), |b| b.frozen = None);
     // The whole fetch is bounded by 3 × the timeout.
     assert!(took < Duration::from_secs(10), "a hung etcd does not stall the pass: {took:?}");
 }
@@ -469,7 +468,7 @@ fn vault_stopped_blocks_the_secret_envs_and_a_restart_heals() {
     // A long timeout, so that failing at once and waiting for it differ
     // by more than a loaded machine's noise.
     let mut bed = SourceBed::new("10s");
-    let case = Case { blocked: &SECRET_ENVS, error: "vault: " };
+    let case = Case { blocked: &SECRET_ENVS, error: "error: env a: vault: cannot authenticate with token auth" };
     let (failed, took) = case.run(
         &mut bed,
         |b| b.vault.stop(),
@@ -479,15 +478,16 @@ fn vault_stopped_blocks_the_secret_envs_and_a_restart_heals() {
             b.seed_secrets(2);
         },
     );
-    assert!(failed.stderr.contains("Connection refused") || failed.stderr.contains("connect"), "{failed:?}");
+    assert!(failed.stderr.contains("tcp connect error: Connection refused"), "{failed:?}");
     assert!(took < Duration::from_secs(5), "a refused connection fails at once, not after the 10 s timeout: {took:?}");
 }
 
 #[test]
 fn vault_hung_past_the_timeout_blocks_the_secret_envs_only() {
     let mut bed = SourceBed::new("1s");
-    let case = Case { blocked: &SECRET_ENVS, error: "operation timed out" };
-    case.run(&mut bed, |b| b.frozen = Some(b.vault.freeze()), |b| b.frozen = None);
+    let case = Case { blocked: &SECRET_ENVS, error: "error: env a: vault: cannot authenticate with token auth" };
+    let (failed, _) = case.run(&mut bed, |b| b.frozen = Some(b.vault.freeze()), |b| b.frozen = None);
+    assert!(failed.stderr.contains("operation timed out"), "{failed:?}");
 }
 
 /// `n` envs, each reading one secret and one key.
