@@ -34,11 +34,13 @@ const MAX_DECODE: usize = 64 * 1024 * 1024;
 pub struct EtcdSource {
     settings: EtcdSettings,
     client: Mutex<Option<Client>>,
+    /// How many connection attempts failed, and the last one's error.
+    failed: std::sync::Mutex<(u64, Option<SourceError>)>,
 }
 
 impl EtcdSource {
     pub fn new(settings: EtcdSettings) -> Self {
-        Self { settings, client: Mutex::new(None) }
+        Self { settings, client: Mutex::new(None), failed: std::sync::Mutex::new((0, None)) }
     }
 
     fn who(&self) -> String {
@@ -63,11 +65,37 @@ impl EtcdSource {
 
     /// The shared client, connected (and authenticated) on first use. The
     /// service's watches and election use it too.
+    ///
+    /// One attempt at a time, and a failed attempt is the answer of every
+    /// caller that waited for it: otherwise each env of a pass would try in
+    /// turn against a hung etcd, and N envs would wait N connect timeouts
+    /// instead of one.
     pub(crate) async fn connect(&self) -> Result<Client, SourceError> {
+        let failures_before = self.failed.lock().unwrap_or_else(|p| p.into_inner()).0;
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
+        if let (failures, Some(e)) = &*self.failed.lock().unwrap_or_else(|p| p.into_inner())
+            && *failures != failures_before
+        {
+            return Err(e.clone());
+        }
+        match self.dial().await {
+            Ok(client) => {
+                *guard = Some(client.clone());
+                Ok(client)
+            }
+            Err(e) => {
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                *failed = (failed.0 + 1, Some(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// One attempt to connect (and log in).
+    async fn dial(&self) -> Result<Client, SourceError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.settings.timeout)
             .with_timeout(self.settings.timeout)
@@ -106,7 +134,6 @@ impl EtcdSource {
             }
             Ok(Ok(c)) => c,
         };
-        *guard = Some(client.clone());
         Ok(client)
     }
 

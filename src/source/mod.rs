@@ -145,8 +145,9 @@ impl fmt::Display for SourceKind {
 }
 
 /// A failed read. Every variant names the source and what was being read;
-/// none carries a secret value.
-#[derive(Debug, thiserror::Error)]
+/// none carries a secret value. `Clone`: callers that waited on one failed
+/// connection attempt all report its error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
     #[error("{source_kind}: cannot connect to {endpoint}: {cause}")]
     Connect { source_kind: SourceKind, endpoint: String, cause: String },

@@ -77,6 +77,8 @@ pub struct VaultSource {
     settings: VaultSettings,
     session: Mutex<Option<Session>>,
     observer: Option<Arc<dyn CredentialObserver>>,
+    /// How many logins failed, and the last one's error.
+    failed: std::sync::Mutex<(u64, Option<SourceError>)>,
 }
 
 /// A logged-in client and what we know of its token's lifetime.
@@ -107,7 +109,7 @@ impl Session {
 
 impl VaultSource {
     pub fn new(settings: VaultSettings) -> Self {
-        Self { settings, session: Mutex::new(None), observer: None }
+        Self { settings, session: Mutex::new(None), observer: None, failed: std::sync::Mutex::new((0, None)) }
     }
 
     /// Reports credential events to `observer`.
@@ -157,10 +159,21 @@ impl VaultSource {
     }
 
     /// The current client, logging in when there is no usable session.
+    ///
+    /// One login at a time, and a login that failed is the answer of every
+    /// caller that waited for it: otherwise each env of a pass would log in
+    /// in turn against a hung Vault, and N envs would wait N timeouts
+    /// instead of one.
     pub(crate) async fn client(&self) -> Result<Arc<VaultClient>, SourceError> {
+        let failures_before = self.failed.lock().unwrap_or_else(|p| p.into_inner()).0;
         let mut guard = self.session.lock().await;
         if let Some(s) = guard.as_ref().filter(|s| s.usable()) {
             return Ok(s.client.clone());
+        }
+        if let (failures, Some(e)) = &*self.failed.lock().unwrap_or_else(|p| p.into_inner())
+            && *failures != failures_before
+        {
+            return Err(e.clone());
         }
         let session = self.login_counted().await?;
         let client = session.client.clone();
@@ -177,6 +190,8 @@ impl VaultSource {
             }
             Err(e) => {
                 self.event(CredentialEvent::LoginFailed);
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                *failed = (failed.0 + 1, Some(e.clone()));
                 Err(e)
             }
         }
@@ -251,6 +266,27 @@ impl VaultSource {
         client.set_token(&auth.client_token);
         let ttl = Duration::from_secs(auth.lease_duration);
         Ok(Session::new(client, ttl, ttl, auth.renewable))
+    }
+
+    /// A 403 may mean that the token itself is gone (revoked, or lost with a
+    /// restarted server), not that the policy lacks a path. When the token
+    /// cannot even look itself up, the credentials are refreshed now, as the
+    /// renewal would do when due (renew, which fails, then log in again,
+    /// reading the token file again where an agent may have put a new one),
+    /// instead of failing every fetch with the dead token until then, which
+    /// for a token without a TTL is never.
+    async fn refresh_if_refused(&self, client: &Arc<VaultClient>) {
+        let Err(ClientError::APIError { code: 403, .. }) = vaultrs::token::lookup_self(client.as_ref()).await else {
+            return;
+        };
+        let current = self.session.lock().await.as_ref().is_some_and(|s| Arc::ptr_eq(&s.client, client));
+        if !current {
+            return; // replaced meanwhile
+        }
+        tracing::warn!(method = self.method(), "vault: the token is refused; renewing or logging in again now");
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "vault: login failed; fetches fail closed until it works");
+        }
     }
 
     /// One step of the lifecycle: renew the token, or log in again when it
@@ -339,11 +375,17 @@ fn read_secret_file(path: &std::path::Path) -> Result<SecretString, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// A Vault error as text, without any response body.
+/// A Vault error as text, without any response body, on one line: Vault's
+/// multi-errors ("1 error occurred:\n\t* permission denied\n\n") would
+/// otherwise split a log record.
 pub(crate) fn client_error_text(e: &ClientError) -> String {
     match e {
         ClientError::APIError { code, errors } => {
-            let errors: Vec<&str> = errors.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+            let errors: Vec<String> = errors
+                .iter()
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|s| !s.is_empty())
+                .collect();
             if errors.is_empty() { format!("HTTP {code}") } else { format!("HTTP {code}: {}", errors.join("; ")) }
         }
         ClientError::RestClientError { source } => match source {
@@ -427,7 +469,14 @@ impl Source for VaultSource {
                 cause: format!("read task failed: {e}"),
             })?;
             // Dropping the JoinSet on error aborts the other reads.
-            if let ReadOutcome::Found(secret) = outcome? {
+            let outcome = match outcome {
+                Err(e @ SourceError::Denied { .. }) => {
+                    self.refresh_if_refused(&client).await;
+                    return Err(e);
+                }
+                other => other?,
+            };
+            if let ReadOutcome::Found(secret) = outcome {
                 found.insert(path, secret);
             }
         }

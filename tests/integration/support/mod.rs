@@ -1,15 +1,18 @@
-//! Shared test helpers: real servers ([`servers`]), a temp project with a
+//! Shared test helpers: real servers ([`servers`]), disk faults ([`disk`]),
+//! an HTTP proxy that injects answers ([`proxy`]), a temp project with a
 //! config, and running the `cfgsync` binary.
 
 #![allow(dead_code)]
 
+pub mod disk;
+pub mod proxy;
 pub mod servers;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub use servers::{Etcd, Vault};
+pub use servers::{Etcd, Frozen, Vault};
 
 /// A temp directory holding a cfgsync.toml and whatever else a test writes.
 pub struct Project {

@@ -102,6 +102,18 @@ impl Etcd {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Freezes the server (SIGSTOP) until the guard is dropped: it keeps its
+    /// sockets, accepts connections in the kernel's backlog and answers
+    /// nothing, like a hung server.
+    pub fn freeze(&self) -> Frozen {
+        Frozen::new(self.pid().expect("etcd is running"))
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -254,6 +266,57 @@ impl Vault {
         self.dir.path().join("bao.log")
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Freezes the server (SIGSTOP) until the guard is dropped.
+    pub fn freeze(&self) -> Frozen {
+        Frozen::new(self.pid().expect("bao is running"))
+    }
+
+    /// SIGKILLs the server. A dev server keeps everything in memory: after
+    /// [`Vault::restart`] only the `secret/` mount and the root token exist.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+
+    /// Starts a fresh dev server on the same address (stopping the old one
+    /// first), with the same root token and an empty `secret/` mount.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(e) = self.launch() {
+            panic!("{}", e.message);
+        }
+    }
+
+    /// Seals the server (`bao operator seal`): every request but health and
+    /// unseal answers 503 until [`Vault::unseal`].
+    pub fn seal(&self) {
+        self.bao_ok(&["operator", "seal"]);
+    }
+
+    /// Unseals a sealed server with the key the dev server printed at its
+    /// last start.
+    pub fn unseal(&self) {
+        let key = self.unseal_key();
+        self.bao_ok(&["operator", "unseal", &key]);
+    }
+
+    /// The unseal key from the log of the dev server's last start.
+    fn unseal_key(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).expect("read the bao log");
+        log.lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("Unseal Key: "))
+            .unwrap_or_else(|| panic!("no `Unseal Key:` line in {}", self.log_path().display()))
+            .trim()
+            .to_owned()
+    }
+
     /// The last lines of the server's log.
     pub fn log_tail(&self) -> String {
         log_tail(&self.log_path())
@@ -384,6 +447,46 @@ impl Drop for Vault {
             kill(&mut child);
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// a hung server
+// ---------------------------------------------------------------------------
+
+/// A process stopped with SIGSTOP; SIGCONT when dropped (also on a panic),
+/// so that a failing test never leaves a server frozen.
+pub struct Frozen(u32);
+
+impl Frozen {
+    pub fn new(pid: u32) -> Frozen {
+        send_signal(pid, "STOP");
+        Frozen(pid)
+    }
+
+    /// Resumes the process now.
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // The process may be gone already (a test killed it while frozen).
+        let _ = signal(self.0, "CONT");
+    }
+}
+
+/// `kill -NAME pid`; panics unless it was delivered.
+pub fn send_signal(pid: u32, name: &str) {
+    assert!(signal(pid, name), "kill -{name} {pid}");
+}
+
+fn signal(pid: u32, name: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run kill: {e}"))
+        .success()
 }
 
 // ---------------------------------------------------------------------------
