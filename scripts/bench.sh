@@ -4,6 +4,7 @@
 #   bash scripts/bench.sh fleet N       # fleet-N: 3 envs × N apps (default 300)
 #   bash scripts/bench.sh confd         # 1,000 keys × 100 files, beside confd if it is on PATH
 #   bash scripts/bench.sh profile N     # perf profiles of `validate` and a no-op pass at fleet-N
+#   bash scripts/bench.sh bed N         # load fleet-N and keep its servers up (for profiling by hand)
 #
 # Each starts its own servers on 127.0.0.1 (etcd, an OpenBao dev server,
 # one kube-emulator per env), loads the data, runs the release cfgsync
@@ -28,10 +29,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'scripts/bench.sh: %s\n' "$*" >&2; exit 2; }
 
-usage="usage: scripts/bench.sh fleet [N] | confd | profile [N]"
+usage="usage: scripts/bench.sh fleet [N] | confd | profile [N] | bed [N]"
 mode=${1:-}
 case $mode in
-    fleet | profile)
+    fleet | profile | bed)
         size=${2:-300}
         [[ $size =~ ^[0-9]+$ ]] || die "$usage (N is a number of apps)"
         args=("$mode" "$size")

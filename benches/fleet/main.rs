@@ -69,13 +69,20 @@ fn main() -> ExitCode {
             confd::run(&Settings::from_env(0));
             ExitCode::SUCCESS
         }
+        ["bed", n] => {
+            let n = n.parse().unwrap_or_else(|_| panic!("fleet size must be a number, not {n:?}"));
+            bed(Fleet::new(n), &Settings::from_env(n));
+            ExitCode::SUCCESS
+        }
         ["profile", n] => {
             let n = n.parse().unwrap_or_else(|_| panic!("fleet size must be a number, not {n:?}"));
             profile(Fleet::new(n), &Settings::from_env(n));
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: fleet fleet N | fleet confd | fleet profile N   (see benches/fleet/main.rs)");
+            eprintln!(
+                "usage: fleet fleet N | fleet confd | fleet profile N | fleet bed N   (see benches/fleet/main.rs)"
+            );
             ExitCode::from(2)
         }
     }
@@ -625,6 +632,26 @@ fn check_one_key(bed: &Bed, s: &Sample, app: usize, value: &str) {
 // profile
 
 /// perf profiles of `validate` and of a no-op `reconcile --once`.
+/// `bed N`: loads fleet-N, runs a cold pass, prints how to run cfgsync
+/// against it, and keeps the servers up until stdin closes (or Ctrl-C):
+/// for profiling by hand.
+fn bed(fleet: Fleet, settings: &Settings) {
+    println!("{}", fleet.describe());
+    let mut bed = Bed::new(fleet, settings);
+    let s = bed.cfgsync(&["--output", "json", "reconcile", "--once"]);
+    check_cold(&bed, &s);
+    println!(
+        "ready: cd {} && env -i PATH=\"$PATH\" HOME=$PWD {} --config cfgsync.toml reconcile --once",
+        bed.dir.path().display(),
+        bed.bin.display()
+    );
+    println!("etcd {} (client port {}); close stdin or press Ctrl-C to stop", bed.etcd.endpoint, bed.etcd.client_port);
+    let mut line = String::new();
+    while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+        line.clear();
+    }
+}
+
 fn profile(fleet: Fleet, settings: &Settings) {
     println!("{}", fleet.describe());
     let mut bed = Bed::new(fleet, settings);

@@ -184,10 +184,54 @@ fn key(args: &HashMap<String, Value>) -> tera::Result<Value> {
     let scope = current()?;
     scope.check_deadline()?;
     let name = str_arg("key", args_of("key", args, &scope)?, "name", &scope)?;
+    lookup_key(&scope, name).map(Value::String)
+}
+
+fn lookup_key(scope: &Scope, name: &str) -> tera::Result<String> {
     scope.use_(Use::Key(name.to_owned()));
     match scope.snapshot.keys.get(name) {
-        Some(v) => Ok(Value::String(scope.text(name, &v.data, None)?.to_owned())),
+        Some(v) => Ok(scope.text(name, &v.data, None)?.to_owned()),
         None => Err(scope.missing(Missing::Key(name.to_owned()))),
+    }
+}
+
+/// `key(name=…)` for a simple template ([`super::simple`]).
+pub(super) fn key_text(name: &str) -> tera::Result<String> {
+    let scope = current()?;
+    scope.check_deadline()?;
+    lookup_key(&scope, name)
+}
+
+/// `key_or(name=…, default=…)` with a string default, for a simple template.
+pub(super) fn key_or_text(name: &str, default: &str) -> tera::Result<String> {
+    let scope = current()?;
+    scope.check_deadline()?;
+    Ok(lookup_key_or(&scope, name)?.unwrap_or_else(|| default.to_owned()))
+}
+
+fn lookup_key_or(scope: &Scope, name: &str) -> tera::Result<Option<String>> {
+    scope.use_(Use::Key(name.to_owned()));
+    match scope.snapshot.keys.get(name) {
+        Some(v) => Ok(Some(scope.text(name, &v.data, None)?.to_owned())),
+        None => Ok(None),
+    }
+}
+
+/// `secret(path=…, field=…)` for a simple template.
+pub(super) fn secret_text(path: &str, field: &str) -> tera::Result<String> {
+    let scope = current()?;
+    scope.check_deadline()?;
+    lookup_secret(&scope, path, field)
+}
+
+fn lookup_secret(scope: &Scope, path: &str, field: &str) -> tera::Result<String> {
+    scope.taint(path);
+    let Some(secret) = scope.snapshot.secrets.get(path) else {
+        return Err(scope.missing(Missing::Secret(path.to_owned())));
+    };
+    match secret.fields.get(field) {
+        Some(v) => Ok(v.expose().to_owned()),
+        None => Err(scope.missing(Missing::SecretField { path: path.to_owned(), field: field.to_owned() })),
     }
 }
 
@@ -207,11 +251,7 @@ fn key_or(args: &HashMap<String, Value>) -> tera::Result<Value> {
     let name = str_arg("key_or", args_of("key_or", args, &scope)?, "name", &scope)?;
     let default =
         args.get("default").cloned().ok_or_else(|| scope.fail("key_or(): missing argument `default`".into()))?;
-    scope.use_(Use::Key(name.to_owned()));
-    match scope.snapshot.keys.get(name) {
-        Some(v) => Ok(Value::String(scope.text(name, &v.data, None)?.to_owned())),
-        None => Ok(default),
-    }
+    Ok(lookup_key_or(&scope, name)?.map_or(default, Value::String))
 }
 
 fn keys(args: &HashMap<String, Value>) -> tera::Result<Value> {
@@ -241,14 +281,7 @@ fn secret(args: &HashMap<String, Value>) -> tera::Result<Value> {
     let args = args_of("secret", args, &scope)?;
     let path = str_arg("secret", args, "path", &scope)?;
     let field = str_arg("secret", args, "field", &scope)?;
-    scope.taint(path);
-    let Some(secret) = scope.snapshot.secrets.get(path) else {
-        return Err(scope.missing(Missing::Secret(path.to_owned())));
-    };
-    match secret.fields.get(field) {
-        Some(v) => Ok(Value::String(v.expose().to_owned())),
-        None => Err(scope.missing(Missing::SecretField { path: path.to_owned(), field: field.to_owned() })),
-    }
+    lookup_secret(&scope, path, field).map(Value::String)
 }
 
 fn secrets(args: &HashMap<String, Value>) -> tera::Result<Value> {

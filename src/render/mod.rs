@@ -60,6 +60,7 @@ pub mod check;
 mod functions;
 pub mod library;
 pub mod sandbox;
+pub mod simple;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -206,6 +207,9 @@ struct CompiledOutput {
 /// Every template of a config, parsed and checked once at load.
 pub struct Templates {
     tera: Tera,
+    /// Inline entries that are simple templates ([`simple`]), by template
+    /// name: rendered without Tera, and not in `tera`.
+    simple: HashMap<String, simple::Simple>,
     outputs: Vec<CompiledOutput>,
     limits: Limits,
     /// (name, text) of every template, for the render worker, which compiles
@@ -255,19 +259,31 @@ impl Templates {
                 sources.push((name.to_string(), text.to_string()));
             }
         }
+        // Only what is not a simple template goes to Tera.
+        let mut simple = HashMap::new();
+        let mut tera_sources: Vec<(String, String)> = sources.clone();
         for output in &config.outputs {
             for entry in &output.entries {
                 if let EntryTemplate::Inline(text) = &entry.template {
                     let name = inline_name(&output.name, &entry.name);
-                    origins.insert(name.clone(), Origin::Inline(entry.location.clone()));
-                    sources.push((name, text.clone()));
+                    sources.push((name.clone(), text.clone()));
+                    match simple::parse(text) {
+                        Some(s) => {
+                            simple.insert(name, s);
+                        }
+                        None => {
+                            origins.insert(name.clone(), Origin::Inline(entry.location.clone()));
+                            tera_sources.push((name, text.clone()));
+                        }
+                    }
                 }
             }
         }
-        let (tera, parse_problems) = build_tera(&sources, |name, offset, message| {
-            let text = sources.iter().find(|(n, _)| n == name).map_or("", |(_, t)| t.as_str());
+        let (tera, parse_problems) = build_tera(&tera_sources, |name, offset, message| {
+            let text = tera_sources.iter().find(|(n, _)| n == name).map_or("", |(_, t)| t.as_str());
             Problem { location: locate(name, &origins, offset.map(|o| position(text, o))), message }
         });
+        drop(tera_sources);
         problems.extend(parse_problems);
         if !problems.is_empty() {
             return Err(ConfigError { problems });
@@ -290,7 +306,16 @@ impl Templates {
                         entries.push((entry.name.clone(), format!("{KEY_PREFIX}{k}")));
                         continue;
                     }
-                    EntryTemplate::Inline(_) => inline_name(&output.name, &entry.name),
+                    EntryTemplate::Inline(_) => {
+                        let name = inline_name(&output.name, &entry.name);
+                        if let Some(s) = simple.get(&name) {
+                            analysis.secret_paths.extend(s.secret_paths().map(str::to_owned));
+                            s.literal_names(&mut literal_names);
+                            entries.push((entry.name.clone(), name));
+                            continue;
+                        }
+                        name
+                    }
                     EntryTemplate::File(f) => {
                         if !tera.templates.contains_key(f) {
                             problems.push(Problem::at(
@@ -344,7 +369,7 @@ impl Templates {
             problems.dedup();
             return Err(ConfigError { problems });
         }
-        Ok(Self { tera, outputs, limits: config.render, sources, id: fastrand::u64(..) })
+        Ok(Self { tera, simple, outputs, limits: config.render, sources, id: fastrand::u64(..) })
     }
 
     /// The static analysis of output `index` (config order).
@@ -401,7 +426,10 @@ impl Templates {
                     continue;
                 }
                 let mut out = LimitedWriter { buf: Vec::new(), room, hit: None };
-                let rendered = self.tera.render_to(template, &context, &mut out);
+                let rendered = match self.simple.get(template) {
+                    Some(simple) => simple.render(&env, &mut out),
+                    None => self.tera.render_to(template, &context, &mut out),
+                };
                 if let Some(hit) = out.hit {
                     let hit = if hit == LimitHit::EntrySize && room < self.limits.max_entry_bytes {
                         LimitHit::OutputSize
@@ -474,8 +502,20 @@ impl Templates {
         outputs: Vec<OutputSpec>,
         limits: Limits,
     ) -> Result<Self, String> {
-        let (tera, problems) =
-            build_tera(&sources, |name, _, message| Problem { location: None, message: format!("{name}: {message}") });
+        let mut simple = HashMap::new();
+        let mut tera_sources = Vec::new();
+        for (name, text) in &sources {
+            match name.starts_with(INLINE_PREFIX).then(|| simple::parse(text)).flatten() {
+                Some(s) => {
+                    simple.insert(name.clone(), s);
+                }
+                None => tera_sources.push((name.clone(), text.clone())),
+            }
+        }
+        let (tera, problems) = build_tera(&tera_sources, |name, _, message| Problem {
+            location: None,
+            message: format!("{name}: {message}"),
+        });
         if let Some(p) = problems.first() {
             return Err(p.to_string());
         }
@@ -488,7 +528,7 @@ impl Templates {
                 analysis: Analysis { secret_paths, literal_names: Arc::new(literal_names) },
             })
             .collect();
-        Ok(Self { tera, outputs, limits, sources, id: fastrand::u64(..) })
+        Ok(Self { tera, simple, outputs, limits, sources, id: fastrand::u64(..) })
     }
 
     /// What [`Templates::from_sources`] needs to rebuild the outputs.

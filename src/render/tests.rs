@@ -401,9 +401,11 @@ fn loops_sizes_and_time_are_bounded() {
     )
     .unwrap_err();
     assert!(matches!(e, RenderError::Limit { limit: LimitHit::OutputSize, .. }), "{e}");
-    let quick = Limits { timeout: std::time::Duration::from_millis(50), ..Limits::default() };
+    // 4·10⁶ lookups writing nothing: far more than 50 ms in any build (the range budget is
+    // raised so that the time budget is what stops it).
+    let quick = Limits { timeout: std::time::Duration::from_millis(50), max_range: 10_000_000, ..Limits::default() };
     let e = limited(
-        "A = \"{% for i in range(end=300) %}{% for j in range(end=300) %}{{ key(name='db/host') }}{% endfor %}{% endfor %}\"",
+        "A = \"{% for i in range(end=2000) %}{% for j in range(end=2000) %}{% if exists(name='db/host') %}{% endif %}{% endfor %}{% endfor %}\"",
         quick,
     )
     .unwrap_err();
@@ -452,4 +454,115 @@ fn a_key_entry_carries_bytes_verbatim() {
     let (_d, t) = compile("DER = { key = \"tls/missing\" }");
     let e = t.unwrap().render(0, &s).unwrap_err().to_string();
     assert!(e.contains("entry \"DER\": key \"tls/missing\" not found"), "{e}");
+}
+
+/// What one rendering produced and recorded, to compare two renderers.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    bytes: Option<Vec<u8>>,
+    hit: Option<LimitHit>,
+    used: std::collections::BTreeSet<Use>,
+    tainted: bool,
+    missing: Option<Missing>,
+    function_error: Option<String>,
+}
+
+fn outcome(snapshot: &Arc<Snapshot>, room: usize, f: impl FnOnce(&mut LimitedWriter) -> tera::Result<()>) -> Outcome {
+    let scope = functions::Scope {
+        names: None,
+        snapshot: snapshot.clone(),
+        log: Default::default(),
+        deadline: std::time::Instant::now() + std::time::Duration::from_secs(10),
+        range_budget: 1000.into(),
+    };
+    let mut out = LimitedWriter { buf: Vec::new(), room, hit: None };
+    let (result, log) = functions::with_scope(scope, || f(&mut out));
+    Outcome {
+        bytes: result.ok().map(|()| out.buf),
+        hit: out.hit,
+        used: log.used,
+        tainted: log.tainted,
+        missing: log.missing,
+        function_error: log.function_error,
+    }
+}
+
+fn simple_snapshot() -> Arc<Snapshot> {
+    let mut s = (*snapshot()).clone();
+    s.keys.insert("bin".into(), KeyValue::new(vec![0xff, 0x00, 0x41], KeyOrigin::File));
+    s.keys.insert("braces".into(), KeyValue::new(b"{{ not a tag }}".to_vec(), KeyOrigin::File));
+    Arc::new(s)
+}
+
+/// Renders `text` as a simple template and through Tera; `None` when it is
+/// not simple.
+fn both_ways(text: &str, room: usize) -> Option<(Outcome, Outcome)> {
+    let simple = simple::parse(text)?;
+    let snapshot = simple_snapshot();
+    let name = "@output/t/E".to_owned();
+    let (tera, problems) =
+        build_tera(&[(name.clone(), text.to_owned())], |_, _, message| Problem { location: None, message });
+    assert!(problems.is_empty(), "{text:?} is simple, but Tera refuses it: {problems:?}");
+    let mut context = tera::Context::new();
+    context.insert("env", &snapshot.env);
+    let ours = outcome(&snapshot, room, |out| simple.render(&snapshot.env, out));
+    let teras = outcome(&snapshot, room, |out| tera.render_to(&name, &context, out));
+    Some((ours, teras))
+}
+
+#[test]
+fn simple_templates_render_as_tera_does() {
+    use proptest::prelude::*;
+    let quote = prop::sample::select(vec!['\'', '"', '`']);
+    let ws = prop::sample::select(vec!["", " ", "  ", "\t", "\n", " \r\n "]);
+    let name = prop::sample::select(vec!["db/user", "db/host", "nope", "bin", "braces", "a'b", "}}", "x\ny"]);
+    let field = prop::sample::select(vec!["password", "user", "missing"]);
+    let path = prop::sample::select(vec!["db", "nodb"]);
+    let call = (0..6u8, quote, name, field, path, ws.clone(), ws.clone(), any::<bool>()).prop_map(
+        |(which, q, name, field, path, w1, w2, swap)| {
+            let lit = |v: &str| format!("{q}{v}{q}");
+            let (a, b) = match which {
+                0 => return format!("{{{{{w1}env{w2}}}}}"),
+                1 => return format!("{{{{{w1}key{w2}(name{w2}={w1}{}){w1}}}}}", lit(name)),
+                2 => (format!("name={}", lit(name)), format!("default={}", lit("dflt"))),
+                3 => (format!("path={}", lit(path)), format!("field={}", lit(field))),
+                4 => return format!("{{{{{w1}key(name={}) | upper{w2}}}}}", lit(name)),
+                _ => return format!("{{{{-{w1}key(name={}){w2}}}}}", lit(name)),
+            };
+            let (a, b) = if swap { (b, a) } else { (a, b) };
+            let f = if which == 2 { "key_or" } else { "secret" };
+            format!("{{{{{w1}{f}({a},{w2}{b}){w1}}}}}")
+        },
+    );
+    let text = prop::sample::select(vec!["", "x", " ", "}}", "}", "{", "a-b", "%", "#", "\n", "'\"`", "=,()"]);
+    let piece = prop_oneof![text.prop_map(str::to_owned), call];
+    let template = prop::collection::vec(piece, 0..8).prop_map(|p| p.concat());
+    let mut runner =
+        proptest::test_runner::TestRunner::new(proptest::test_runner::Config { cases: 2000, ..Default::default() });
+    let simple_seen = std::cell::Cell::new(0u32);
+    runner
+        .run(&(template, 0usize..64), |(text, room)| {
+            if let Some((ours, teras)) = both_ways(&text, room) {
+                simple_seen.set(simple_seen.get() + 1);
+                prop_assert_eq!(ours, teras, "{:?} with room {}", text, room);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(simple_seen.get() > 500, "only {} of 2000 generated templates were simple", simple_seen.get());
+}
+
+#[test]
+fn simple_and_tera_templates_of_one_output_agree_on_taint_and_errors() {
+    let r = render(
+        r#"A = "{{ key(name='db/user') }}"
+B = "{{ key(name='db/host') | upper }}"
+C = "{{ secret(path='db', field='user') }}""#,
+    )
+    .unwrap();
+    assert!(r.tainted && r.entries.values().all(|c| c.is_secret()), "taint is per output, whatever the renderer");
+    assert_eq!(r.entries["A"].expose_str(), Some("api"));
+    assert_eq!(r.entries["B"].expose_str(), Some("DB.INTERNAL"));
+    let e = render("A = \"{{ key(name='nope') }}\"").unwrap_err().to_string();
+    assert_eq!(e, "output \"app\", env \"prod\", entry \"A\": key \"nope\" not found");
 }
