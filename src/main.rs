@@ -144,6 +144,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         return validate(loaded, cli.output);
     }
     let (config, templates) = loaded?;
+    // The render workers start (and compile the templates) while the sources are read.
+    cfgsync::render::sandbox::Sandbox::global().prewarm(&templates);
     let ctx = cmd::Context { config: &config, templates: &templates, output: cli.output };
     let (options, mode) = match cli.command {
         Command::Validate => unreachable!("handled above"),
@@ -170,6 +172,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     let sources = Sources::new(&config);
     let targets = reconcile::Targets::new(&config, cli.kubeconfig.clone());
     let report = reconcile::run_pass(&config, &templates, &sources, &targets, &options).await;
+    tracing::debug!("pass done; printing the report");
     // A closed stdout must not silence the `error:` lines on stderr.
     let mut out = UntilClosed { inner: io::stdout().lock(), closed: false };
     match cli.output {

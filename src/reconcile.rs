@@ -354,7 +354,9 @@ pub async fn plan_env<'a>(
     let indices: Vec<usize> = (0..config.outputs.len()).filter(wanted).collect();
     let to_render: Vec<usize> = indices.iter().copied().filter(|i| !not_rendered.contains_key(i)).collect();
     let in_pass_set: BTreeSet<usize> = indices.iter().copied().collect();
+    let started = std::time::Instant::now();
     let results = crate::render::sandbox::Sandbox::global().render(templates, &snapshot, &to_render).await;
+    debug!(env, outputs = to_render.len(), took_ms = started.elapsed().as_millis() as u64, "rendered");
     let mut rendered: BTreeMap<usize, Result<Rendered, RenderError>> = to_render.into_iter().zip(results).collect();
 
     let mut report = EnvReport {
@@ -450,6 +452,7 @@ pub async fn plan_env<'a>(
         gitlab: KindPlan::empty(&targets.gitlab),
         github: KindPlan::empty(&targets.github),
     };
+    let started = std::time::Instant::now();
     let (files, kube, gitlab, github) = {
         let ctx = plan.ctx();
         let kube_jobs: &[Job<'_>] = if options.files_only { &[] } else { &jobs };
@@ -462,6 +465,7 @@ pub async fn plan_env<'a>(
             async { if ci { plan_kind(&targets.github, &jobs, &ctx).await } else { KindPlan::empty(&targets.github) } },
         )
     };
+    debug!(env, took_ms = started.elapsed().as_millis() as u64, "observed and planned");
     let (mut files, mut kube, mut gitlab, mut github) = (files, kube, gitlab, github);
     files.report_into(&mut plan.report);
     kube.report_into(&mut plan.report);

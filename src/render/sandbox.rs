@@ -13,15 +13,23 @@
 //! - starts with an empty environment (no credentials to read even if a
 //!   template found a way) in `/`;
 //! - has its address space limited (`[render] max_memory`, `RLIMIT_AS`);
-//! - renders one output at a time and answers each before the next, so the
-//!   parent knows which output a crash or a timeout belongs to;
+//! - renders the outputs it is asked for one at a time, in order, and
+//!   answers each before starting the next, so the parent knows which
+//!   output a crash or a timeout belongs to (the first unanswered one); the
+//!   requests of a batch travel in one frame, so a batch costs one round
+//!   trip, not one per output;
 //! - is killed when an output takes half a second longer than its time
 //!   budget (the worker enforces the budget itself first; the kill is for
 //!   a template that spins without writing or calling a function).
 //!
 //! A dead or killed worker fails only the output it was rendering (as
 //! [`LimitHit::Worker`] or [`LimitHit::Time`]); a new worker is started for
-//! the rest. The protocol is length-prefixed JSON frames over the child's
+//! the rest.
+//!
+//! There is a small pool of workers (one per core, at most [`MAX_WORKERS`]),
+//! so the envs of a pass render in parallel, and [`Sandbox::prewarm`]
+//! starts them (process start, compiling the templates) while the sources
+//! are being read. The protocol is length-prefixed JSON frames over the child's
 //! stdin/stdout; rendered bytes travel base64-encoded and become
 //! [`Content`] again on arrival.
 
@@ -36,7 +44,6 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
-use tokio::sync::Mutex;
 
 use super::{LimitHit, Limits, RenderError, Rendered, Templates, Use};
 use crate::secret::{Content, SecretString};
@@ -75,15 +82,42 @@ enum Mode {
     /// and tests. The limits apply; a crash of Tera is not contained.
     InProcess,
     /// In worker processes of `exe`.
-    Worker { exe: PathBuf, worker: Box<Mutex<Option<Worker>>> },
+    Worker { exe: PathBuf, pool: Pool },
+}
+
+/// Most render workers one process runs.
+pub const MAX_WORKERS: usize = 4;
+
+/// Worker slots: a batch takes a permit, then an idle slot (started on
+/// first use, or by [`Sandbox::prewarm`]).
+struct Pool {
+    permits: tokio::sync::Semaphore,
+    idle: std::sync::Mutex<Vec<Option<Worker>>>,
+}
+
+impl Pool {
+    fn new(size: usize) -> Self {
+        Self {
+            permits: tokio::sync::Semaphore::new(size),
+            idle: std::sync::Mutex::new((0..size).map(|_| None).collect()),
+        }
+    }
+
+    async fn take(&self) -> (tokio::sync::SemaphorePermit<'_>, Option<Worker>) {
+        let permit = self.permits.acquire().await.expect("the pool's semaphore is never closed");
+        let slot = self.idle.lock().expect("pool lock").pop().flatten();
+        (permit, slot)
+    }
+
+    fn give_back(&self, slot: Option<Worker>) {
+        self.idle.lock().expect("pool lock").push(slot);
+    }
 }
 
 struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
-    /// The batch whose snapshot this worker holds.
-    batch: u64,
     /// [`Templates::id`] of the set it compiled: a reloaded config gets a
     /// new worker.
     templates: u64,
@@ -98,8 +132,9 @@ enum ToWorker {
     },
     /// The snapshot the following `Render`s use.
     Snapshot(WireSnapshot),
+    /// Render these outputs, in order, answering each.
     Render {
-        index: usize,
+        indices: Vec<usize>,
     },
 }
 
@@ -189,7 +224,8 @@ impl Sandbox {
 
     /// Renders in workers started as `exe __render-worker`.
     pub fn worker(exe: PathBuf) -> Self {
-        Self { mode: Mode::Worker { exe, worker: Box::new(Mutex::new(None)) } }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self { mode: Mode::Worker { exe, pool: Pool::new(cores.clamp(1, MAX_WORKERS)) } }
     }
 
     /// The worker mode when the running binary is cfgsync itself, else in
@@ -227,17 +263,74 @@ impl Sandbox {
                         .collect(),
                 }
             }),
-            Mode::Worker { exe, worker } => {
-                let mut slot = worker.lock().await;
+            Mode::Worker { exe, pool } => {
+                let (permit, mut slot) = pool.take().await;
                 let wire = serde_json::to_vec(&ToWorker::Snapshot(WireSnapshot::of(snapshot))).unwrap_or_default();
-                let batch = fastrand::u64(1..);
                 let mut results = Vec::with_capacity(indices.len());
-                for &index in indices {
-                    results.push(render_one(exe, &mut slot, templates, snapshot, (batch, &wire), index).await);
+                while results.len() < indices.len() {
+                    let rest = &indices[results.len()..];
+                    render_batch(exe, &mut slot, templates, snapshot, &wire, rest, &mut results).await;
                 }
+                pool.give_back(slot);
+                drop(permit);
                 results
             }
         }
+    }
+
+    /// Starts the workers for `templates` in the background (a no-op in
+    /// process, or when they run already), so that the first pass does not
+    /// wait for them.
+    pub fn prewarm(&'static self, templates: &Templates) {
+        let Mode::Worker { exe, pool } = &self.mode else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let init = match Init::of(templates) {
+            Ok(init) => Arc::new(init),
+            Err(_) => return,
+        };
+        let size = pool.idle.lock().expect("pool lock").len();
+        for _ in 0..size {
+            let init = init.clone();
+            runtime.spawn(async move {
+                let Ok(permit) = pool.permits.try_acquire() else { return };
+                let mut slot = pool.idle.lock().expect("pool lock").pop().flatten();
+                if slot.as_ref().is_none_or(|w| w.templates != init.id) {
+                    if let Some(mut old) = slot.take() {
+                        let _ = old.child.start_kill();
+                        let _ = old.child.wait().await;
+                    }
+                    slot = start(exe, &init).await.ok();
+                }
+                pool.give_back(slot);
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// What starting a worker for one set of templates takes.
+struct Init {
+    frame: Vec<u8>,
+    id: u64,
+    max_memory: u64,
+}
+
+impl Init {
+    fn of(templates: &Templates) -> Result<Self, String> {
+        let l = templates.limits;
+        let init = ToWorker::Init {
+            sources: templates.sources.clone(),
+            outputs: templates.output_specs(),
+            limits: WireLimits {
+                max_entry_bytes: l.max_entry_bytes,
+                max_output_bytes: l.max_output_bytes,
+                timeout_ms: l.timeout.as_millis() as u64,
+                max_range: l.max_range,
+                max_memory: l.max_memory,
+            },
+        };
+        let frame = serde_json::to_vec(&init).map_err(|e| e.to_string())?;
+        Ok(Self { frame, id: templates.id, max_memory: l.max_memory })
     }
 }
 
@@ -245,14 +338,20 @@ fn worker_error(templates: &Templates, index: usize, env: &str, cause: String) -
     RenderError::Worker { output: templates.outputs[index].name.clone(), env: env.to_owned(), cause }
 }
 
-async fn render_one(
+/// Renders `indices` in the worker in `slot` (started if needed), pushing
+/// one result per output answered onto `results`. Returns early, with a
+/// failure for the output being rendered, when the worker dies or overruns
+/// the hard time limit; the slot is then empty and the caller goes on with
+/// the rest.
+async fn render_batch(
     exe: &std::path::Path,
     slot: &mut Option<Worker>,
     templates: &Templates,
     snapshot: &Snapshot,
-    (batch, wire_snapshot): (u64, &[u8]),
-    index: usize,
-) -> Result<Rendered, RenderError> {
+    wire_snapshot: &[u8],
+    indices: &[usize],
+    results: &mut Vec<Result<Rendered, RenderError>>,
+) {
     if slot.as_ref().is_some_and(|w| w.templates != templates.id)
         && let Some(mut old) = slot.take()
     {
@@ -260,50 +359,60 @@ async fn render_one(
         let _ = old.child.wait().await;
     }
     if slot.is_none() {
-        match start(exe, templates).await {
+        match async { start(exe, &Init::of(templates)?).await }.await {
             Ok(w) => *slot = Some(w),
-            Err(e) => return Err(worker_error(templates, index, &snapshot.env, e)),
+            Err(e) => {
+                results.push(Err(worker_error(templates, indices[0], &snapshot.env, e)));
+                return;
+            }
         }
     }
     let worker = slot.as_mut().expect("started above");
-    let frame = serde_json::to_vec(&ToWorker::Render { index }).unwrap_or_default();
+    let frame = serde_json::to_vec(&ToWorker::Render { indices: indices.to_vec() }).unwrap_or_default();
     let hard_limit = templates.limits.timeout + Duration::from_millis(500);
-    let exchange = async {
-        if worker.batch != batch {
-            write_frame(&mut worker.stdin, wire_snapshot).await?;
-            worker.batch = batch;
-        }
-        write_frame(&mut worker.stdin, &frame).await?;
-        read_frame(&mut worker.stdout).await
+    let sent = async {
+        write_frame(&mut worker.stdin, wire_snapshot).await?;
+        write_frame(&mut worker.stdin, &frame).await
     };
-    let answer = tokio::time::timeout(hard_limit, exchange).await;
-    let timed_out = answer.is_err();
-    let output = templates.outputs[index].name.clone();
-    let env = snapshot.env.clone();
-    let reply = match answer {
-        Ok(Ok(bytes)) => serde_json::from_slice::<FromWorker>(&bytes).ok(),
-        Ok(Err(_)) | Err(_) => None,
-    };
-    match reply {
-        Some(FromWorker::Rendered { entries, tainted, used }) => {
-            let entries: BTreeMap<String, Content> =
-                entries.into_iter().map(|(k, v)| (k, Content::new(unb64(&v), tainted))).collect();
-            Ok(Rendered { output, env, entries, tainted, used })
-        }
-        Some(FromWorker::Failed(e)) => Err(e),
-        None => {
-            let limit = if timed_out { LimitHit::Time } else { LimitHit::Worker };
-            if let Some(mut w) = slot.take() {
-                let _ = w.child.start_kill();
-                let _ = w.child.wait().await;
+    let mut failed = tokio::time::timeout(hard_limit, sent).await.map_or(Some(true), |r| r.err().map(|_| false));
+    if failed.is_none() {
+        for &index in indices {
+            let answer = tokio::time::timeout(hard_limit, read_frame(&mut worker.stdout)).await;
+            let reply = match &answer {
+                Ok(Ok(bytes)) => serde_json::from_slice::<FromWorker>(bytes).ok(),
+                Ok(Err(_)) | Err(_) => None,
+            };
+            let output = templates.outputs[index].name.clone();
+            let env = snapshot.env.clone();
+            match reply {
+                Some(FromWorker::Rendered { entries, tainted, used }) => {
+                    let entries: BTreeMap<String, Content> =
+                        entries.into_iter().map(|(k, v)| (k, Content::new(unb64(&v), tainted))).collect();
+                    results.push(Ok(Rendered { output, env, entries, tainted, used }));
+                }
+                Some(FromWorker::Failed(e)) => results.push(Err(e)),
+                None => {
+                    failed = Some(answer.is_err());
+                    break;
+                }
             }
-            tracing::warn!(output, env, %limit, "render worker stopped; a new one renders the next output");
-            Err(RenderError::Limit { output, env, entry: None, limit })
         }
+    }
+    if let Some(timed_out) = failed {
+        let index = indices[results.len().min(indices.len() - 1)];
+        let output = templates.outputs[index].name.clone();
+        let env = snapshot.env.clone();
+        let limit = if timed_out { LimitHit::Time } else { LimitHit::Worker };
+        if let Some(mut w) = slot.take() {
+            let _ = w.child.start_kill();
+            let _ = w.child.wait().await;
+        }
+        tracing::warn!(output, env, %limit, "render worker stopped; a new one renders the next output");
+        results.push(Err(RenderError::Limit { output, env, entry: None, limit }));
     }
 }
 
-async fn start(exe: &std::path::Path, templates: &Templates) -> Result<Worker, String> {
+async fn start(exe: &std::path::Path, init: &Init) -> Result<Worker, String> {
     let mut child = tokio::process::Command::new(exe)
         .arg(WORKER_COMMAND)
         .env_clear()
@@ -315,31 +424,15 @@ async fn start(exe: &std::path::Path, templates: &Templates) -> Result<Worker, S
         .spawn()
         .map_err(|e| format!("cannot start the render worker {}: {e}", exe.display()))?;
     if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-        let limit = rustix::process::Rlimit {
-            current: Some(templates.limits.max_memory),
-            maximum: Some(templates.limits.max_memory),
-        };
+        let limit = rustix::process::Rlimit { current: Some(init.max_memory), maximum: Some(init.max_memory) };
         rustix::process::prlimit(Some(pid), rustix::process::Resource::As, limit)
             .map_err(|e| format!("cannot limit the render worker's memory: {e}"))?;
     }
     let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the render worker has no pipes".into());
     };
-    let l = templates.limits;
-    let init = ToWorker::Init {
-        sources: templates.sources.clone(),
-        outputs: templates.output_specs(),
-        limits: WireLimits {
-            max_entry_bytes: l.max_entry_bytes,
-            max_output_bytes: l.max_output_bytes,
-            timeout_ms: l.timeout.as_millis() as u64,
-            max_range: l.max_range,
-            max_memory: l.max_memory,
-        },
-    };
-    let frame = serde_json::to_vec(&init).map_err(|e| e.to_string())?;
-    write_frame(&mut stdin, &frame).await.map_err(|e| format!("cannot talk to the render worker: {e}"))?;
-    Ok(Worker { child, stdin, stdout, batch: 0, templates: templates.id })
+    write_frame(&mut stdin, &init.frame).await.map_err(|e| format!("cannot talk to the render worker: {e}"))?;
+    Ok(Worker { child, stdin, stdout, templates: init.id })
 }
 
 async fn write_frame(w: &mut ChildStdin, frame: &[u8]) -> std::io::Result<()> {
@@ -398,30 +491,32 @@ fn serve() -> i32 {
     let Ok(templates) = Templates::from_sources(sources, outputs, limits) else { return 65 };
     let mut snapshot: Option<Arc<Snapshot>> = None;
     while let Some(frame) = read(&mut stdin) {
-        let index = match serde_json::from_slice::<ToWorker>(&frame) {
+        let indices = match serde_json::from_slice::<ToWorker>(&frame) {
             Ok(ToWorker::Snapshot(s)) => {
                 snapshot = Some(Arc::new(s.into_snapshot()));
                 continue;
             }
-            Ok(ToWorker::Render { index }) if index < templates.outputs.len() => index,
+            Ok(ToWorker::Render { indices }) if indices.iter().all(|i| *i < templates.outputs.len()) => indices,
             _ => return 66,
         };
         let Some(snapshot) = &snapshot else { return 67 };
-        let answer = match templates.render(index, snapshot) {
-            Ok(r) => FromWorker::Rendered {
-                entries: r.entries.iter().map(|(k, v)| (k.clone(), b64(v.expose()))).collect(),
-                tainted: r.tainted,
-                used: r.used,
-            },
-            Err(e) => FromWorker::Failed(e),
-        };
-        let Ok(bytes) = serde_json::to_vec(&answer) else { return 68 };
-        let sent = stdout
-            .write_all(&(bytes.len() as u64).to_be_bytes())
-            .and_then(|_| stdout.write_all(&bytes))
-            .and_then(|_| stdout.flush());
-        if sent.is_err() {
-            return 0;
+        for index in indices {
+            let answer = match templates.render(index, snapshot) {
+                Ok(r) => FromWorker::Rendered {
+                    entries: r.entries.iter().map(|(k, v)| (k.clone(), b64(v.expose()))).collect(),
+                    tainted: r.tainted,
+                    used: r.used,
+                },
+                Err(e) => FromWorker::Failed(e),
+            };
+            let Ok(bytes) = serde_json::to_vec(&answer) else { return 68 };
+            let sent = stdout
+                .write_all(&(bytes.len() as u64).to_be_bytes())
+                .and_then(|_| stdout.write_all(&bytes))
+                .and_then(|_| stdout.flush());
+            if sent.is_err() {
+                return 0;
+            }
         }
     }
     0

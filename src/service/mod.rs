@@ -243,6 +243,8 @@ fn new_generation(
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) -> Arc<Generation> {
+    // The render workers start with the new templates before the first pass needs them.
+    crate::render::sandbox::Sandbox::global().prewarm(&templates);
     let mut sources = Sources::new(&config);
     sources.observe_credentials(metrics.clone());
     let sources = Arc::new(sources);

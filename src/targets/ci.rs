@@ -190,20 +190,27 @@ fn message(body: &[u8]) -> Option<String> {
 
 /// The CI kinds' HTTP client.
 pub struct Client {
-    http: reqwest::Client,
+    /// Built at the first request: building it loads the system's CA
+    /// certificates, which a pass without CI targets never needs.
+    http: std::sync::OnceLock<reqwest::Client>,
     pub retry: Retry,
 }
 
 impl Client {
     pub fn new(retry: Retry) -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("cfgsync/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(retry.timeout)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, retry }
+        Self { http: std::sync::OnceLock::new(), retry }
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("cfgsync/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(self.retry.timeout)
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
     }
 
     /// Sends `call`, retrying as the module doc says. Any answer that is
@@ -214,7 +221,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut request = self.http.request(call.method.clone(), call.url.clone()).headers(call.headers.clone());
+            let mut request = self.http().request(call.method.clone(), call.url.clone()).headers(call.headers.clone());
             if let Some(body) = &call.body {
                 request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
             }

@@ -38,7 +38,10 @@ impl FileState {
         let mut key = [0u8; 32];
         // A failing system RNG leaves a fixed key: fingerprints still tell
         // contents apart, they are just not secret from this file's reader.
-        let _ = aws_lc_rs::rand::fill(&mut key);
+        // The kernel's getrandom, not aws-lc's RNG: seeding aws-lc's DRBG
+        // (CPU-jitter entropy) costs ~20 ms of CPU at its first use in a
+        // process, and every env without a state file starts here.
+        let _ = rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty());
         Self { key: key.iter().map(|b| format!("{b:02x}")).collect(), files: BTreeMap::new(), dirty: false }
     }
 
