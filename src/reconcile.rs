@@ -241,22 +241,33 @@ pub async fn run_pass(
     options: &PassOptions,
 ) -> Report {
     let envs: Vec<&String> = config.envs.iter().filter(|env| options.env.as_ref().is_none_or(|e| e == *env)).collect();
-    let requests: Vec<Request> = envs.iter().map(|env| request(config, templates, env)).collect();
-    let fetched = join_all(requests.iter().map(|r| sources.fetch(r))).await;
+    let requests: Vec<Request> =
+        envs.iter().map(|env| request(config, templates, env, options.only_outputs.as_ref())).collect();
+    // Destinations known from the config alone are read while the sources are.
+    let early = join_all(envs.iter().map(|env| early_observations(config, targets, env, options)));
+    let (fetched, early) = tokio::join!(join_all(requests.iter().map(|r| sources.fetch(r))), early);
     let prune_allowed = fetched.iter().all(Result::is_ok) && options.only_outputs.is_none();
     // Boxed: rustc cannot yet prove such futures `Send` for every lifetime
     // when they come from closures (rust-lang/rust#102211).
     let passes: Vec<BoxFuture<'_, EnvReport>> = envs
         .into_iter()
         .zip(fetched)
-        .map(|(env, snapshot)| -> BoxFuture<'_, EnvReport> {
+        .zip(early)
+        .map(|((env, snapshot), early)| -> BoxFuture<'_, EnvReport> {
             Box::pin(async move {
                 match snapshot {
                     Ok(s) => {
                         let snapshot = Arc::new(s);
-                        let plan =
-                            plan_env(config, templates, targets, snapshot, prune_allowed, options, &BTreeMap::new())
-                                .await;
+                        let plan = plan_env_observed(
+                            config,
+                            templates,
+                            targets,
+                            snapshot,
+                            (prune_allowed, options),
+                            &BTreeMap::new(),
+                            early,
+                        )
+                        .await;
                         if options.dry_run { plan.report } else { apply_env(plan, options.fence.as_deref()).await }
                     }
                     Err(e) => {
@@ -273,15 +284,17 @@ pub async fn run_pass(
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the sources must provide for `env`: every secret path its
-/// templates name, and the fingerprint key when it has Kubernetes or CI targets.
-pub fn request(config: &Config, templates: &Templates, env: &str) -> Request {
-    let mut secret_paths = templates.secret_paths(env);
-    let needs_key =
-        config.outputs.iter().filter(|o| o.envs.iter().any(|e| e == env)).flat_map(|o| &o.targets).any(|t| {
-            KubeKind::spec(&t.kind).is_some()
-                || GitlabKind::spec(&t.kind).is_some()
-                || GithubKind::spec(&t.kind).is_some()
-        });
+/// templates name (only those of `only`, when a pass renders some outputs
+/// only), and the fingerprint key when one of them has Kubernetes or CI
+/// targets.
+pub fn request(config: &Config, templates: &Templates, env: &str, only: Option<&BTreeSet<usize>>) -> Request {
+    let wanted = |i: &usize| config.outputs[*i].envs.iter().any(|e| e == env) && only.is_none_or(|o| o.contains(i));
+    let outputs: Vec<usize> = (0..config.outputs.len()).filter(wanted).collect();
+    let mut secret_paths: BTreeSet<String> =
+        outputs.iter().flat_map(|i| templates.analysis(*i).secret_paths.iter().cloned()).collect();
+    let needs_key = outputs.iter().flat_map(|i| &config.outputs[*i].targets).any(|t| {
+        KubeKind::spec(&t.kind).is_some() || GitlabKind::spec(&t.kind).is_some() || GithubKind::spec(&t.kind).is_some()
+    });
     if let Some((path, _)) = &config.kubernetes.fingerprint_key
         && needs_key
     {
@@ -331,6 +344,84 @@ impl<'a> EnvPlan<'a> {
     }
 }
 
+/// Observations made before rendering, per kind that allows it
+/// ([`Target::OBSERVE_BEFORE_RENDER`]).
+#[derive(Default)]
+pub struct Early {
+    kube: Observations<KubeKind>,
+}
+
+/// What was observed at each destination, and for which scope.
+type Observations<K> =
+    BTreeMap<<K as Target>::Dest, (<K as Target>::Scope, Result<<K as Target>::Observed, TargetError>)>;
+
+/// Reads, for `env`, the destinations whose kind can be observed before
+/// anything is rendered: those of every target of the outputs in the pass.
+async fn early_observations(config: &Config, targets: &Targets, env: &str, options: &PassOptions) -> Early {
+    if options.files_only {
+        return Early::default();
+    }
+    let keyed = Fingerprinter::new(None);
+    let ctx = Ctx {
+        config,
+        env,
+        revision: None,
+        instance: &config.instance,
+        keyed: &keyed,
+        shown: None,
+        prune: false,
+        allow_mass_prune: false,
+        run_reload: false,
+    };
+    let specs = config
+        .outputs
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| {
+            o.envs.iter().any(|e| e == env) && options.only_outputs.as_ref().is_none_or(|only| only.contains(i))
+        })
+        .flat_map(|(_, o)| &o.targets)
+        .map(|t| &t.kind);
+    Early { kube: observe_before_render(&targets.kube, specs, &ctx).await }
+}
+
+async fn observe_before_render<'t, K: Target>(
+    kind: &K,
+    specs: impl Iterator<Item = &'t crate::config::TargetKind>,
+    ctx: &Ctx<'_>,
+) -> Observations<K>
+where
+    K::Spec: 't,
+{
+    if !K::OBSERVE_BEFORE_RENDER {
+        return BTreeMap::new();
+    }
+    let mut scopes: BTreeMap<K::Dest, K::Scope> = BTreeMap::new();
+    for spec in specs.filter_map(K::spec) {
+        let mut scope = K::Scope::default();
+        let dest = kind.locate(spec, None, ctx, &mut scope);
+        match scopes.get_mut(&dest) {
+            Some(existing) => crate::targets::Merge::merge(existing, scope),
+            None => {
+                scopes.insert(dest, scope);
+            }
+        }
+    }
+    type Observation<K> = (<K as Target>::Dest, <K as Target>::Scope, Result<<K as Target>::Observed, TargetError>);
+    let observations: Vec<BoxFuture<'_, Observation<K>>> = scopes
+        .into_iter()
+        .map(|(dest, scope)| -> BoxFuture<'_, Observation<K>> {
+            Box::pin(async move {
+                let observed = kind.observe(&dest, &scope, ctx).await;
+                (dest, scope, observed)
+            })
+        })
+        .collect();
+    let observed: Vec<Observation<K>> =
+        futures_util::stream::iter(observations).buffer_unordered(CONCURRENCY).collect().await;
+    observed.into_iter().map(|(dest, scope, o)| (dest, (scope, o))).collect()
+}
+
 /// Renders, observes and plans one env. `not_rendered`: outputs (config
 /// index) not to render, with the reason (`pull`'s denied reads).
 pub async fn plan_env<'a>(
@@ -341,6 +432,21 @@ pub async fn plan_env<'a>(
     prune_allowed: bool,
     options: &PassOptions,
     not_rendered: &BTreeMap<usize, String>,
+) -> EnvPlan<'a> {
+    plan_env_observed(config, templates, targets, snapshot, (prune_allowed, options), not_rendered, Early::default())
+        .await
+}
+
+/// [`plan_env`], using what was observed before rendering where it covers
+/// what the plan needs.
+async fn plan_env_observed<'a>(
+    config: &'a Config,
+    templates: &Templates,
+    targets: &'a Targets,
+    snapshot: Arc<Snapshot>,
+    (prune_allowed, options): (bool, &PassOptions),
+    not_rendered: &BTreeMap<usize, String>,
+    early: Early,
 ) -> EnvPlan<'a> {
     let env = snapshot.env.clone();
     let revision = snapshot.revision;
@@ -459,10 +565,22 @@ pub async fn plan_env<'a>(
         // `pull` writes files only: the CI kinds do not even read their records.
         let ci = !options.files_only;
         tokio::join!(
-            plan_kind(&targets.files, &jobs, &ctx),
-            plan_kind(&targets.kube, kube_jobs, &ctx),
-            async { if ci { plan_kind(&targets.gitlab, &jobs, &ctx).await } else { KindPlan::empty(&targets.gitlab) } },
-            async { if ci { plan_kind(&targets.github, &jobs, &ctx).await } else { KindPlan::empty(&targets.github) } },
+            plan_kind(&targets.files, &jobs, &ctx, BTreeMap::new()),
+            plan_kind(&targets.kube, kube_jobs, &ctx, early.kube),
+            async {
+                if ci {
+                    plan_kind(&targets.gitlab, &jobs, &ctx, BTreeMap::new()).await
+                } else {
+                    KindPlan::empty(&targets.gitlab)
+                }
+            },
+            async {
+                if ci {
+                    plan_kind(&targets.github, &jobs, &ctx, BTreeMap::new()).await
+                } else {
+                    KindPlan::empty(&targets.github)
+                }
+            },
         )
     };
     debug!(env, took_ms = started.elapsed().as_millis() as u64, "observed and planned");
@@ -664,13 +782,26 @@ async fn apply_dest<K: Target>(
     out
 }
 
-/// Observes and plans every destination of kind `K` for one env.
-async fn plan_kind<'a, K: Target>(kind: &'a K, jobs: &[Job<'_>], ctx: &Ctx<'_>) -> KindPlan<'a, K> {
+/// Observes and plans every destination of kind `K` for one env; `early`:
+/// what was observed before rendering (used where its scope covers what is
+/// needed now).
+async fn plan_kind<'a, K: Target>(
+    kind: &'a K,
+    jobs: &[Job<'_>],
+    ctx: &Ctx<'_>,
+    mut early: Observations<K>,
+) -> KindPlan<'a, K> {
     let mut scopes: BTreeMap<K::Dest, K::Scope> = BTreeMap::new();
     let mut claims: Claims<'_, K> = BTreeMap::new();
     let mut errors = Vec::new();
     for job in jobs {
         let Some(spec) = K::spec(job.target) else { continue };
+        // A target that did not render only claims what it owns, which
+        // matters only to prune: without prune (a pass for some outputs),
+        // its destination need not even be read.
+        if job.rendered.is_none() && !ctx.prune {
+            continue;
+        }
         let items = match job.rendered {
             Some(r) => match kind.desired(spec, r, ctx) {
                 Ok(items) => Some(items),
@@ -706,7 +837,13 @@ async fn plan_kind<'a, K: Target>(kind: &'a K, jobs: &[Job<'_>], ctx: &Ctx<'_>) 
     let observations: Vec<BoxFuture<'_, Observation<K>>> = scopes
         .iter()
         .map(|(dest, scope)| -> BoxFuture<'_, Observation<K>> {
-            Box::pin(async move { (dest.clone(), kind.observe(dest, scope, ctx).await) })
+            let seen = early.remove(dest).filter(|(covered, _)| crate::targets::Merge::covers(covered, scope));
+            Box::pin(async move {
+                match seen {
+                    Some((_, observed)) => (dest.clone(), observed),
+                    None => (dest.clone(), kind.observe(dest, scope, ctx).await),
+                }
+            })
         })
         .collect();
     let observed: Vec<Observation<K>> = futures_util::stream::iter(observations).buffered(CONCURRENCY).collect().await;

@@ -187,6 +187,12 @@ pub trait Target: Sync {
     /// What apply does for one planned change.
     type Op: Send + Sync;
 
+    /// True when [`Target::locate`] ignores the items and
+    /// [`Target::observe`] uses nothing of the context but the config, the
+    /// env and the instance: a pass then reads such destinations while the
+    /// sources are being read, not after rendering.
+    const OBSERVE_BEFORE_RENDER: bool = false;
+
     /// The spec behind a configured target, when it is of this kind.
     fn spec(target: &TargetKind) -> Option<&Self::Spec>;
 
@@ -254,14 +260,24 @@ pub trait Target: Sync {
 /// Scopes of one destination gathered from several targets.
 pub trait Merge {
     fn merge(&mut self, other: Self);
+    /// Whether what `self` asks to observe includes all `other` asks.
+    fn covers(&self, other: &Self) -> bool;
 }
 
 impl<T: Ord> Merge for std::collections::BTreeSet<T> {
     fn merge(&mut self, other: Self) {
         self.extend(other);
     }
+
+    fn covers(&self, other: &Self) -> bool {
+        self.is_superset(other)
+    }
 }
 
 impl Merge for () {
     fn merge(&mut self, _: Self) {}
+
+    fn covers(&self, _: &Self) -> bool {
+        true
+    }
 }

@@ -105,6 +105,10 @@ impl Merge for Need {
     fn merge(&mut self, other: Self) {
         self.0 |= other.0;
     }
+
+    fn covers(&self, other: &Self) -> bool {
+        self.0 || !other.0
+    }
 }
 
 /// One variable as a target wants it.

@@ -294,6 +294,9 @@ impl Target for KubeKind {
         describe(spec.object, &a.context, &a.namespace, &a.name)
     }
 
+    // One LIST per namespace and kind, known from the config alone.
+    const OBSERVE_BEFORE_RENDER: bool = true;
+
     fn locate(&self, spec: &KubeTarget, _: Option<&[DesiredObject]>, ctx: &Ctx<'_>, scope: &mut Self::Scope) -> String {
         let a = &spec.addresses[ctx.env];
         scope.insert((a.namespace.clone(), spec.object));
