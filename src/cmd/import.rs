@@ -104,37 +104,34 @@
 //!   Flags a gitlab target would change are named in the plan
 //!   (`protected`, `file`, an expanded value holding `$`).
 
+mod destination;
 pub mod origin;
+mod report;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::inventory::{Clients, KeyClient, VaultClientSide};
+use super::inventory::{Clients, KeyClient};
 use super::terminal::{Style, confirm};
 use super::{CmdError, Context, check_env, check_relative_name};
 use crate::cli::{ImportArgs, OutputFormat};
-use crate::config::{Config, EtcdSettings};
-use crate::secret::{Content, SecretString};
-use crate::source::etcd_admin::{self, GuardedPut, Meta};
-use crate::source::{Secret, vault_admin};
+use crate::config::Config;
+use crate::secret::Content;
+use crate::source::{etcd_admin, vault_admin};
 use crate::targets::ci::{self, CiError};
-use crate::targets::gitlab::{self, GitlabDest};
+use crate::targets::gitlab;
 use crate::targets::kubernetes::KubeClients;
-use crate::targets::state::{Record, StateStore};
-use crate::text::{escape_controls, one_line, shorten};
+use crate::text::one_line;
+use destination::{Current, Destinations};
 pub use origin::{Fetched, Found, Origin, Unimportable};
+use report::{Places, Written, json_document, print_plan, report_incomplete};
 
 /// The fingerprint an adopted variable is recorded with: never one a
 /// rendering produces (those start with `sha256:` or `hmac-sha256:`), so
 /// the target's first pass sees "source changed", an update, not drift.
 pub const ADOPTED_FINGERPRINT: &str = "imported";
-
-/// The most bytes of keys and values one etcd transaction carries (etcd's
-/// request limit is 1.5 MiB by default).
-const MAX_TXN_BYTES: usize = 1024 * 1024;
 
 /// Usage errors and origins that cannot be read: exit code 2, nothing
 /// written. Names files, lines, objects and variables, never a value.
@@ -381,17 +378,6 @@ impl Item {
     }
 }
 
-/// What etcd and Vault hold now for the values to import.
-#[derive(Default)]
-struct Current {
-    /// Full etcd key → (value, mod_revision).
-    keys: BTreeMap<String, (Vec<u8>, i64)>,
-    secret: Option<Secret>,
-    info: Option<vault_admin::SecretInfo>,
-    /// GitLab: `KEY@scope` of the variables the record names already.
-    recorded: BTreeSet<String>,
-}
-
 /// The plan: pure, from what was read.
 struct Plan {
     items: Vec<Item>,
@@ -525,187 +511,8 @@ fn plan(
     Plan { items, unimportable, notes, adopt }
 }
 
-/// Where the destinations are, for messages.
-struct Places {
-    /// `secret/prod/api/imported`, when secrets are imported.
-    secret: Option<String>,
-    /// Where adopted variables are recorded.
-    record: Option<String>,
-    instance: String,
-}
-
-/// A plain value for one line of text.
-fn show(value: &str) -> String {
-    shorten(&escape_controls(value, false), 200).into_owned()
-}
-
-fn describe_dest(item: &Item, places: &Places) -> String {
-    match &item.dest {
-        Dest::Key { path, .. } => format!("etcd {path}"),
-        Dest::Field { field } => format!("vault {}#{field}", places.secret.as_deref().unwrap_or("?")),
-    }
-}
-
-fn print_plan(request: &Request, plan: &Plan, places: &Places, style: Style, out: &mut dyn Write) -> io::Result<()> {
-    let scope = request.gitlab.as_ref().map(|g| format!(" (environment scope {})", g.scope)).unwrap_or_default();
-    writeln!(out, "import into env {} from {}{scope}", request.env, request.origin.describe())?;
-    for item in &plan.items {
-        let (sign, how) = match item.outcome {
-            Outcome::Import => (style.green("+"), "new".to_owned()),
-            Outcome::Unchanged => ("=".to_owned(), "same".to_owned()),
-            Outcome::Replace => (style.yellow("~"), "differs: replace".to_owned()),
-            Outcome::Keep => (style.red("!"), "differs: keep, --overwrite replaces it".to_owned()),
-        };
-        let how = if item.value.is_secret() { format!("secret, {how}") } else { how };
-        writeln!(out, "  {sign} {} → {} ({how})", item.name, describe_dest(item, places))?;
-        if let Some(shown) = item.value.shown() {
-            if let Some(current) = &item.current {
-                writeln!(out, "      {}", style.red(&format!("- {}", show(current))))?;
-            }
-            if item.state != State::Same {
-                writeln!(out, "      {}", style.green(&format!("+ {}", show(&shown))))?;
-            }
-        }
-        for note in &item.notes {
-            writeln!(out, "      note: {note}")?;
-        }
-    }
-    for u in &plan.unimportable {
-        writeln!(out, "  {} {}: not importable: {}", style.red("x"), u.name, u.reason)?;
-    }
-    for note in &plan.notes {
-        writeln!(out, "note: {note}")?;
-    }
-    if !plan.adopt.is_empty() {
-        let mut by_scope: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (key, scope) in &plan.adopt {
-            by_scope.entry(scope.as_str()).or_default().push(key);
-        }
-        let list: Vec<String> =
-            by_scope.iter().map(|(scope, keys)| format!("{} (environment scope {scope})", keys.join(", "))).collect();
-        writeln!(
-            out,
-            "adopt: {} as instance {:?}'s, recorded in {}",
-            list.join("; "),
-            places.instance,
-            places.record.as_deref().unwrap_or("?")
-        )?;
-    }
-    let c = plan.counts();
-    let differs = match (c.differs, c.kept) {
-        (0, _) => String::new(),
-        (_, 0) => " (replace)".to_owned(),
-        (d, k) if d == k => " (kept)".to_owned(),
-        (_, k) => format!(" ({k} kept)"),
-    };
-    writeln!(out, "{} new, {} same, {} differ{differs}, {} not importable", c.new, c.same, c.differs, c.not_importable)
-}
-
-/// What was written, for the last line and the JSON document.
-#[derive(Debug, Default, Serialize)]
-struct Written {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vault_version: Option<u64>,
-    fields: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    etcd_revision: Option<i64>,
-    keys: usize,
-    adopted: usize,
-}
-
-impl Written {
-    fn line(&self, places: &Places) -> String {
-        let mut parts = Vec::new();
-        if let Some(v) = self.vault_version {
-            parts.push(format!(
-                "vault {} version {v} ({} field{})",
-                places.secret.as_deref().unwrap_or("?"),
-                self.fields,
-                if self.fields == 1 { "" } else { "s" }
-            ));
-        }
-        if let Some(r) = self.etcd_revision {
-            parts.push(format!("etcd revision {r} ({} key{})", self.keys, if self.keys == 1 { "" } else { "s" }));
-        }
-        if self.adopted > 0 {
-            parts.push(format!("{} GitLab variable(s) adopted", self.adopted));
-        }
-        if parts.is_empty() { "nothing written".to_owned() } else { format!("written: {}", parts.join(", ")) }
-    }
-}
-
-/// One value in the JSON document: names and destinations; the value and
-/// the current one only for plain values.
-#[derive(Serialize)]
-struct JsonItem<'a> {
-    name: &'a str,
-    secret: bool,
-    state: State,
-    outcome: Outcome,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    etcd_key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vault_path: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    notes: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    adopt_scope: Option<&'a str>,
-}
-
-fn json_document(
-    request: &Request,
-    plan: &Plan,
-    places: &Places,
-    written: Option<&Written>,
-    errors: &[String],
-) -> serde_json::Value {
-    let items: Vec<JsonItem<'_>> = plan
-        .items
-        .iter()
-        .map(|i| JsonItem {
-            name: &i.name,
-            secret: i.value.is_secret(),
-            state: i.state,
-            outcome: i.outcome,
-            etcd_key: match &i.dest {
-                Dest::Key { path, .. } => Some(path),
-                Dest::Field { .. } => None,
-            },
-            vault_path: matches!(i.dest, Dest::Field { .. }).then_some(places.secret.as_deref()).flatten(),
-            field: match &i.dest {
-                Dest::Field { field } => Some(field),
-                Dest::Key { .. } => None,
-            },
-            value: i.value.shown().map(|v| v.into_owned()),
-            current: i.current.as_deref().filter(|_| !i.value.is_secret()),
-            notes: &i.notes,
-            adopt_scope: i.adopt_scope.as_deref(),
-        })
-        .collect();
-    let adopt: Vec<String> = plan.adopt.iter().map(|(k, s)| gitlab::item_id(k, s)).collect();
-    serde_json::json!({
-        "env": request.env,
-        "from": request.origin.to_string(),
-        "source": request.origin.describe(),
-        "environment_scope": request.gitlab.as_ref().map(|g| g.scope.as_str()),
-        "dry_run": request.dry_run,
-        "values": items,
-        "not_importable": plan.unimportable,
-        "notes": plan.notes,
-        "adopt": adopt,
-        "counts": plan.counts(),
-        "written": written,
-        "errors": errors,
-    })
-}
-
-/// `cfgsync import --env E FROM`.
+/// `cfgsync import --env E FROM`: read, classify, look at etcd and Vault,
+/// show the plan, ask, write.
 pub async fn run(
     ctx: &Context<'_>,
     args: &ImportArgs,
@@ -716,116 +523,19 @@ pub async fn run(
     let fetched = read_origin(&request, config, kubeconfig).await?;
     let notes = fetched.notes.clone();
     let (mut mapped, unimportable) = classify(&request, fetched);
-
-    // What the values need, before any server is contacted.
-    let secrets: Vec<String> = mapped.iter().filter(|(_, s, _)| *s).map(|(f, _, _)| f.name.clone()).collect();
-    let plains = mapped.len() - secrets.len();
-    if !secrets.is_empty() && request.secret_path.is_none() {
-        let mut names = secrets.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-        if secrets.len() > 5 {
-            names.push_str(", …");
-        }
-        return Err(ImportError::NeedsSecretPath { count: secrets.len(), names }.into());
-    }
     let clients = Clients::new(config);
-    let etcd = match &clients.keys {
-        KeyClient::Etcd { source, settings } => Some((source, settings)),
-        KeyClient::Files { .. } => None,
+    let places = locate(&request, config, &clients, &mut mapped)?;
+    let (destinations, current) = match Destinations::open(&request, config, &clients, &mapped).await {
+        Ok(opened) => opened,
+        Err(e) => return failed(&request, &[e]),
     };
-    if plains > 0 && etcd.is_none() {
-        return Err(CmdError::NeedsSource {
-            command: "import",
-            what: "an [etcd] section for plain values",
-            hint: "with the file source, add them to source/<env>.toml",
-        });
-    }
-    let vault = clients.vault.as_ref();
-    if !secrets.is_empty() && vault.is_none() {
-        return Err(CmdError::NeedsSource {
-            command: "import",
-            what: "a [vault] section for secret values",
-            hint: "with the file source, add them to source/<env>.toml",
-        });
-    }
-    if let Some((_, settings)) = etcd {
-        for (_, _, dest) in &mut mapped {
-            if let Dest::Key { name, path } = dest {
-                *path = etcd_admin::key_path(settings, &request.env, name);
-            }
-        }
-    }
-    let places = Places {
-        secret: match (vault, &request.secret_path) {
-            (Some(v), Some(p)) => Some(vault_admin::shown_path(&v.mount, &request.env, p)),
-            _ => None,
-        },
-        record: None,
-        instance: config.instance.clone(),
-    };
-
-    // What etcd, Vault (and the GitLab record) hold now.
-    let mut current = Current::default();
-    let etcd_conn = match etcd {
-        Some((source, settings)) if plains > 0 => {
-            let client = match source.connect().await {
-                Ok(c) => c,
-                Err(e) => return failed(&request, &[e.to_string()]),
-            };
-            let keys: Vec<String> = mapped
-                .iter()
-                .filter_map(|(_, _, d)| match d {
-                    Dest::Key { path, .. } => Some(path.clone()),
-                    Dest::Field { .. } => None,
-                })
-                .collect();
-            current.keys = match etcd_admin::get_many(&client, settings, &keys).await {
-                Ok(k) => k,
-                Err(e) => return failed(&request, &[e.to_string()]),
-            };
-            Some((client, settings))
-        }
-        _ => None,
-    };
-    let vault_client = match (vault, &request.secret_path) {
-        (Some(v), Some(path)) if !secrets.is_empty() => {
-            let client = match v.source.client().await {
-                Ok(c) => c,
-                Err(e) => return failed(&request, &[e.to_string()]),
-            };
-            match vault_admin::read_secret(&client, &v.mount, &request.env, path).await {
-                Ok(s) => current.secret = s,
-                Err(e) => return failed(&request, &[e.to_string()]),
-            }
-            match vault_admin::read_metadata(&client, &v.mount, &request.env, path).await {
-                Ok(i) => current.info = i,
-                Err(e) => return failed(&request, &[e.to_string()]),
-            }
-            Some((client, v, path.as_str()))
-        }
-        _ => None,
-    };
-    let adoption = match (&request.origin, &request.gitlab) {
-        (Origin::Gitlab(owner), Some(g)) if request.adopt => {
-            let store = StateStore::new(config);
-            let dest = GitlabDest { url: g.url.clone(), owner: owner.clone(), token_env: g.token_env.clone() };
-            let key = dest.state_key(&config.instance, &request.env);
-            let state = match store.load(&key).await {
-                Ok(s) => s,
-                Err(cause) => return failed(&request, &[format!("reading {}: {cause}", store.describe(&key))]),
-            };
-            current.recorded = state.items.keys().cloned().collect();
-            Some((store, dest, key, state))
-        }
-        _ => None,
-    };
-    let places = Places { record: adoption.as_ref().map(|(store, _, key, _)| store.describe(key)), ..places };
-
+    let places = Places { record: destinations.record(), ..places };
     let plan = plan(&request, mapped, unimportable, notes, &current);
-    let style = if request.json { Style::plain() } else { Style::detect() };
+
     let stdout = io::stdout();
     let mut out = stdout.lock();
     if !request.json {
-        print_plan(&request, &plan, &places, style, &mut out)?;
+        print_plan(&request, &plan, &places, Style::detect(), &mut out)?;
         out.flush()?;
     }
     let incomplete = ExitCode::from(u8::from(plan.incomplete()));
@@ -850,51 +560,17 @@ pub async fn run(
         return Ok(incomplete);
     }
     if !request.yes {
-        let question = format!("Write {} value(s) into env {}?", plan.writes(), request.env);
-        let question = if plan.adopt.is_empty() {
-            question
-        } else {
-            format!("{} and adopt {} GitLab variable(s)?", question.trim_end_matches('?'), plan.adopt.len())
-        };
-        if !confirm(&question)? {
+        let mut question = format!("Write {} value(s) into env {}", plan.writes(), request.env);
+        if !plan.adopt.is_empty() {
+            question.push_str(&format!(" and adopt {} GitLab variable(s)", plan.adopt.len()));
+        }
+        if !confirm(&format!("{question}?"))? {
             writeln!(out, "nothing written")?;
             return Ok(ExitCode::from(1));
         }
     }
-
-    let mut written = Written::default();
-    let mut errors: Vec<String> = Vec::new();
-    if let Some((client, v, path)) = &vault_client
-        && let Err(e) = write_vault(&request, &plan, &current, client, v, path, &mut written).await
-    {
-        errors.push(e);
-    }
-    if errors.is_empty()
-        && let Some((client, settings)) = &etcd_conn
-        && let Err(e) = write_etcd(&request, &plan, client, settings, &mut written).await
-    {
-        errors.push(e);
-    }
-    if errors.is_empty()
-        && let Some((store, dest, key, mut state)) = adoption
-        && !plan.adopt.is_empty()
-    {
-        for (k, scope) in &plan.adopt {
-            state.items.entry(gitlab::item_id(k, scope)).or_insert_with(|| Record {
-                fingerprint: ADOPTED_FINGERPRINT.to_owned(),
-                updated_at: None,
-                output: String::new(),
-            });
-        }
-        state.dest = serde_json::to_value(&dest).unwrap_or_default();
-        match store.save(&key, &state).await {
-            Ok(()) => written.adopted = plan.adopt.len(),
-            Err(cause) => errors.push(format!(
-                "recording the adopted variables in {}: {cause}; the values were written, the variables not adopted: run the import again",
-                store.describe(&key)
-            )),
-        }
-    }
+    let (written, error) = destinations.apply(&request, &plan, &current).await;
+    let errors: Vec<String> = error.into_iter().collect();
     if !request.json {
         writeln!(out, "{}", written.line(&places))?;
     }
@@ -910,18 +586,54 @@ pub async fn run(
     Ok(incomplete)
 }
 
-/// The `error:` lines that explain exit code 1 after a complete write.
-fn report_incomplete(plan: &Plan) {
-    let c = plan.counts();
-    if c.kept > 0 {
-        eprintln!(
-            "error: {} value(s) differ from what etcd or Vault hold and were kept: pass --overwrite to replace them with the imported ones",
-            c.kept
-        );
+/// Checks that the config has a place for every value (etcd for plain
+/// ones, Vault and `--secret-path` for secrets) before any server is
+/// contacted, and fills in the full etcd keys.
+fn locate(
+    request: &Request,
+    config: &Config,
+    clients: &Clients,
+    mapped: &mut [(Found, bool, Dest)],
+) -> Result<Places, CmdError> {
+    let secrets: Vec<&str> = mapped.iter().filter(|(_, s, _)| *s).map(|(f, _, _)| f.name.as_str()).collect();
+    let plains = mapped.len() - secrets.len();
+    if !secrets.is_empty() && request.secret_path.is_none() {
+        let mut names = secrets.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        if secrets.len() > 5 {
+            names.push_str(", …");
+        }
+        return Err(ImportError::NeedsSecretPath { count: secrets.len(), names }.into());
     }
-    if c.not_importable > 0 {
-        eprintln!("error: {} value(s) could not be imported (named above)", c.not_importable);
+    let settings = match &clients.keys {
+        KeyClient::Etcd { settings, .. } => Some(settings),
+        KeyClient::Files { .. } => None,
+    };
+    let needs = |what: &'static str| CmdError::NeedsSource {
+        command: "import",
+        what,
+        hint: "with the file source, add the values to source/<env>.toml",
+    };
+    if plains > 0 && settings.is_none() {
+        return Err(needs("an [etcd] section for plain values"));
     }
+    if !secrets.is_empty() && clients.vault.is_none() {
+        return Err(needs("a [vault] section for secret values"));
+    }
+    if let Some(settings) = settings {
+        for (_, _, dest) in mapped.iter_mut() {
+            if let Dest::Key { name, path } = dest {
+                *path = etcd_admin::key_path(settings, &request.env, name);
+            }
+        }
+    }
+    Ok(Places {
+        secret: match (&clients.vault, &request.secret_path) {
+            (Some(v), Some(p)) => Some(vault_admin::shown_path(&v.mount, &request.env, p)),
+            _ => None,
+        },
+        record: None,
+        instance: config.instance.clone(),
+    })
 }
 
 /// etcd or Vault could not be read: nothing written, exit 1 (as `set`).
@@ -957,165 +669,6 @@ async fn read_origin(
             origin::read_gitlab(owner, &access, &request.set_secret_hint()).await
         }
     }
-}
-
-/// Owner and reason after the flags (as `cfgsync set` merges them).
-fn merged(mut meta: Meta, request: &Request) -> Meta {
-    if let Some(o) = &request.owner {
-        meta.owner = Some(o.clone());
-    }
-    if let Some(r) = &request.reason {
-        meta.reason = Some(r.clone());
-    }
-    meta
-}
-
-/// One new version of the secret: every field it had, the new ones, and
-/// the replaced ones; then owner and reason.
-async fn write_vault(
-    request: &Request,
-    plan: &Plan,
-    current: &Current,
-    client: &vaultrs::client::VaultClient,
-    vault: &VaultClientSide,
-    path: &str,
-    written: &mut Written,
-) -> Result<(), String> {
-    let writes: Vec<&Item> = plan.items.iter().filter(|i| i.writes() && matches!(i.dest, Dest::Field { .. })).collect();
-    if writes.is_empty() {
-        return Ok(());
-    }
-    let mut fields = current.secret.as_ref().map(|s| s.fields.clone()).unwrap_or_default();
-    for item in &writes {
-        if let Dest::Field { field } = &item.dest {
-            // Values were checked to be text when read.
-            fields.insert(field.clone(), SecretString::new(item.value.expose_str().unwrap_or_default()));
-        }
-    }
-    // A secret whose latest version is deleted reads as absent:
-    // check-and-set then needs the metadata's version.
-    let seen = match current.secret.as_ref().and_then(|s| s.version) {
-        Some(v) => v,
-        None => current.info.as_ref().map_or(0, |i| i.current_version),
-    };
-    let version = vault_admin::write_secret(client, &vault.mount, &request.env, path, &fields, seen)
-        .await
-        .map_err(|e| e.to_string())?;
-    written.vault_version = Some(version);
-    written.fields = writes.len();
-    if request.owner.is_some() || request.reason.is_some() {
-        let mut custom = current.info.as_ref().map(|i| i.custom_metadata.clone()).unwrap_or_default();
-        let now =
-            Meta { owner: custom.get("owner").cloned(), reason: custom.get("reason").cloned(), ..Meta::default() };
-        let next = merged(now, request);
-        for (k, v) in [("owner", next.owner), ("reason", next.reason)] {
-            if let Some(v) = v {
-                custom.insert(k.to_owned(), v);
-            }
-        }
-        vault_admin::write_custom_metadata(client, &vault.mount, &request.env, path, &custom)
-            .await
-            .map_err(|e| format!("{e}; the values were written (version {version}), owner and reason were not"))?;
-    }
-    Ok(())
-}
-
-/// The keys to write (and their `_meta` siblings with owner and reason),
-/// in transactions of at most [`etcd_admin::MAX_TXN_OPS`] puts and
-/// [`MAX_TXN_BYTES`], each check-and-set.
-async fn write_etcd(
-    request: &Request,
-    plan: &Plan,
-    client: &etcd_client::Client,
-    settings: &EtcdSettings,
-    written: &mut Written,
-) -> Result<(), String> {
-    let writes: Vec<(&Item, &str, &str)> = plan
-        .items
-        .iter()
-        .filter_map(|i| match &i.dest {
-            Dest::Key { name, path } if i.writes() => Some((i, name.as_str(), path.as_str())),
-            _ => None,
-        })
-        .collect();
-    if writes.is_empty() {
-        return Ok(());
-    }
-    let with_meta = request.owner.is_some() || request.reason.is_some();
-    let metas = if with_meta {
-        let keys: Vec<String> =
-            writes.iter().map(|(_, name, _)| etcd_admin::meta_path(settings, &request.env, name)).collect();
-        etcd_admin::get_many(client, settings, &keys).await.map_err(|e| e.to_string())?
-    } else {
-        BTreeMap::new()
-    };
-    // One group per value: its key, and its sibling when owner/reason are recorded.
-    let mut groups: Vec<Vec<GuardedPut>> = Vec::new();
-    for (item, name, path) in &writes {
-        let mut group = vec![GuardedPut {
-            key: (*path).to_owned(),
-            value: item.value.expose_str().unwrap_or_default().to_owned(),
-            seen_mod_revision: item.seen,
-        }];
-        if with_meta {
-            let meta_key = etcd_admin::meta_path(settings, &request.env, name);
-            let (meta, seen) = match metas.get(&meta_key) {
-                Some((bytes, rev)) => {
-                    let text = String::from_utf8_lossy(bytes);
-                    let meta = Meta::parse(&text).map_err(|cause| {
-                        etcd_admin::EtcdAdminError::InvalidMeta { key: meta_key.clone(), cause }.to_string()
-                    })?;
-                    (meta, *rev)
-                }
-                None => (Meta::default(), 0),
-            };
-            group.push(GuardedPut { key: meta_key, value: merged(meta, request).to_json(), seen_mod_revision: seen });
-        }
-        groups.push(group);
-    }
-    for (puts, keys) in batches(groups) {
-        match etcd_admin::put_guarded(client, settings, &puts).await {
-            Ok(revision) => {
-                written.etcd_revision = Some(revision);
-                written.keys += keys;
-            }
-            Err(e) => {
-                let done = if written.keys > 0 {
-                    format!(
-                        "; {} key(s) were written before it (revision {})",
-                        written.keys,
-                        written.etcd_revision.unwrap_or(0)
-                    )
-                } else {
-                    String::new()
-                };
-                return Err(format!("{e}{done}"));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Groups of puts (a key and its sibling stay together) in transactions of
-/// at most [`etcd_admin::MAX_TXN_OPS`] puts and [`MAX_TXN_BYTES`]; with the
-/// number of groups in each.
-fn batches(groups: Vec<Vec<GuardedPut>>) -> Vec<(Vec<GuardedPut>, usize)> {
-    let mut out = Vec::new();
-    let (mut batch, mut count, mut bytes): (Vec<GuardedPut>, usize, usize) = (Vec::new(), 0, 0);
-    for group in groups {
-        let size: usize = group.iter().map(|p| p.key.len() + p.value.len()).sum();
-        if !batch.is_empty() && (batch.len() + group.len() > etcd_admin::MAX_TXN_OPS || bytes + size > MAX_TXN_BYTES) {
-            out.push((std::mem::take(&mut batch), count));
-            (count, bytes) = (0, 0);
-        }
-        batch.extend(group);
-        count += 1;
-        bytes += size;
-    }
-    if !batch.is_empty() {
-        out.push((batch, count));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -76,7 +76,8 @@ impl FromStr for Origin {
             }
             "gitlab" => {
                 let numeric = !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
-                if !numeric && !(rest.contains('/') && clean_path(rest)) {
+                let path = rest.contains('/') && clean_path(rest);
+                if !numeric && !path {
                     return Err(bad(
                         "give gitlab:GROUP/PROJECT (subgroups too: a/b/app) or a numeric project id".into()
                     ));

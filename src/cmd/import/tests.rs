@@ -1,9 +1,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::destination::batches;
 use super::*;
 use crate::cli::Cli;
 use crate::config::ObjectKind;
+use crate::secret::SecretString;
+use crate::source::Secret;
+use crate::source::etcd_admin::GuardedPut;
 use crate::targets::gitlab::Owner;
 use clap::Parser;
 
@@ -454,7 +458,7 @@ fn a_dotenv_file_is_read_only_if_regular_not_through_a_symlink_and_bounded() {
     assert!(e.contains("is a symlink; cfgsync does not follow it: name the file it points to (real.env)"), "{e}");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &dir.path().join("fifo.env"),
+        dir.path().join("fifo.env"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
