@@ -245,7 +245,7 @@ pub struct ImportArgs {
     /// Names (glob) to import as secrets, whatever the source says.
     #[arg(long, value_name = "GLOB")]
     pub secret: Vec<String>,
-    /// Replace values that etcd or Vault hold with another value by the imported ones (default: keep them, exit 1).
+    /// Replace a value that differs in etcd or Vault with the imported one (default: keep it, and exit 1).
     #[arg(long, visible_alias = "prefer-destination")]
     pub overwrite: bool,
     /// GitLab: import variables of this environment scope (and of `*`, unless shadowed). Default: the env's name.

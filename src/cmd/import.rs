@@ -43,7 +43,7 @@
 //!   ([`crate::text`]), secrets only `(secret, new)`, `(secret, same)`,
 //!   `(secret, differs)` — never the value, its length or a hash. Values
 //!   live in [`Content`] from the moment they are classified (and in
-//!   [`SecretString`] before), so printing goes through
+//!   [`SecretString`](crate::secret::SecretString) before), so printing goes through
 //!   [`Content::shown`], which has nothing to give for a secret. `--dry-run`
 //!   stops after the plan. Otherwise the terminal is asked, as by `cfgsync
 //!   set` (`--yes` skips; no terminal: nothing written, exit 2).
@@ -52,8 +52,12 @@
 //!   document.
 //! - **A differing value is kept**: etcd and Vault are the source of truth
 //!   and someone may have decided that value; it is replaced only with
-//!   `--overwrite` (the imported value wins; `--prefer-destination` is an
-//!   alias: the destination *system* the values were read from wins).
+//!   `--overwrite`, the imported value wins. The flag was first spelled
+//!   `--prefer-destination` (the target system cfgsync writes to, where
+//!   the value was read, wins), and that stays an alias; but in this
+//!   command FROM is the source and etcd and Vault the destination, so
+//!   "prefer destination" reads as the opposite of what it does, and
+//!   `--overwrite` is what `cp`, `vault kv put` and `helm` users look for.
 //!   Without it the conflict is reported, everything else is imported,
 //!   and the exit code is 1. A value the origin has but cannot give (a
 //!   hidden GitLab variable, bytes that are not text) is named as not
@@ -85,7 +89,9 @@
 //!   - a Kubernetes target: one apply per object, which adds cfgsync's
 //!     labels and annotations (the data is the same). The kind owns
 //!     objects by label and adopts an unlabelled one by server-side apply;
-//!     there is nothing to record beforehand.
+//!     there is nothing to record beforehand. (It lists only labelled
+//!     objects, so it takes the first apply for a create: a target with
+//!     `restart` rolls its workloads that once.)
 //!   - a GitLab target refuses a hand-made variable that its record does
 //!     not name. `--adopt` records every imported variable whose value now
 //!     is in etcd or Vault (new, same, or replaced; not a kept conflict,
@@ -103,6 +109,14 @@
 //!   the exact scope is left out, as GitLab would for a job of that env.
 //!   Flags a gitlab target would change are named in the plan
 //!   (`protected`, `file`, an expanded value holding `$`).
+//! - **Not here, on purpose**: renaming (`--strip-prefix`, lower-casing)
+//!   and choosing names (`--only`): names are kept, one FROM is imported
+//!   as a whole, and the plan shows every name before anything is written.
+//!
+//! Layout: [`origin`] parses FROM and reads it; `destination` reads what
+//! etcd, Vault and the GitLab record hold and writes; `report` prints the
+//! plan and the JSON document; this module checks the command line,
+//! classifies, plans (pure: `plan`) and runs the steps in order.
 
 mod destination;
 pub mod origin;
@@ -291,9 +305,10 @@ impl Request {
         origin_says || matches(&self.secret)
     }
 
+    /// `cfgsync set-secret E PATH`, to which a field name is added.
     fn set_secret_hint(&self) -> String {
         let path = self.secret_path.as_deref().unwrap_or("<secret path>");
-        format!("`cfgsync set-secret {} {path} <name>`", self.env)
+        format!("cfgsync set-secret {} {path}", self.env)
     }
 }
 

@@ -651,7 +651,7 @@ import into env prod from GitLab project group/app (environment scope prod)
       + eu-central
   + RELEASE_TOKEN → vault secret/prod/ci/imported#RELEASE_TOKEN (secret, new)
       note: protected in GitLab: set protected = true on the gitlab target to keep it so
-  x DEPLOY_KEY: not importable: hidden in GitLab: its value cannot be read back; set it with `cfgsync set-secret prod ci/imported <name>`
+  x DEPLOY_KEY: not importable: hidden in GitLab: its value cannot be read back; set it with `cfgsync set-secret prod ci/imported DEPLOY_KEY`
 note: REGION: the variable of environment scope * is shadowed by the one of scope prod (imported)
 note: 1 variable(s) of other environment scopes left out (--environment-scope chooses one)
 5 new, 0 same, 0 differ, 1 not importable

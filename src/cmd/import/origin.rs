@@ -375,7 +375,10 @@ pub async fn read_gitlab(
             _ => {
                 fetched.unimportable.push(Unimportable {
                     name: v.key.clone(),
-                    reason: format!("hidden in GitLab: its value cannot be read back; set it with {set_secret_hint}"),
+                    reason: format!(
+                        "hidden in GitLab: its value cannot be read back; set it with `{set_secret_hint} {}`",
+                        v.key
+                    ),
                 });
                 continue;
             }
