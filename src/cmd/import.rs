@@ -153,7 +153,8 @@ pub const ADOPTED_FINGERPRINT: &str = "imported";
 pub enum ImportError {
     #[error("FROM {text:?}: {why}")]
     From { text: String, why: String },
-    #[error("--{flag} {value:?}: {why}")]
+    /// `value`: ` "as given"`, or empty for a switch.
+    #[error("--{flag}{value}: {why}")]
     Flag { flag: &'static str, value: String, why: String },
     #[error("--output json needs --yes or --dry-run: a confirmation cannot be asked in the middle of a JSON document")]
     JsonNeedsYes,
@@ -208,7 +209,12 @@ struct Request {
 }
 
 fn flag_error(flag: &'static str, value: &str, why: impl Into<String>) -> CmdError {
-    ImportError::Flag { flag, value: value.to_owned(), why: why.into() }.into()
+    ImportError::Flag { flag, value: format!(" {value:?}"), why: why.into() }.into()
+}
+
+/// A switch (a flag without a value) that does not apply.
+fn switch_error(flag: &'static str, why: impl Into<String>) -> CmdError {
+    ImportError::Flag { flag, value: String::new(), why: why.into() }.into()
 }
 
 impl Request {
@@ -254,9 +260,8 @@ impl Request {
                 return Err(flag_error(flag, value, "applies to gitlab: and gitlab-group: only"));
             }
             if args.adopt {
-                return Err(flag_error(
+                return Err(switch_error(
                     "adopt",
-                    "",
                     "applies to gitlab: and gitlab-group: only: Kubernetes targets take over an unlabelled object by server-side apply, file targets an existing file, without a record",
                 ));
             }

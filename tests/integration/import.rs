@@ -676,6 +676,7 @@ written: vault secret/prod/ci/imported version 1 (2 fields), etcd revision 2 (3 
         r.stderr.contains("variable DB_HOST (environment scope prod) exists but was not written by cfgsync"),
         "{r:?}"
     );
+    assert!(r.stderr.contains("or take its value into etcd or Vault with `cfgsync import --adopt`"), "{r:?}");
     assert_eq!(gitlab.requests().writes(), 0, "{}", gitlab.requests());
 
     // --adopt: the values are there already; the variables are recorded.

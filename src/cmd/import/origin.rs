@@ -226,7 +226,10 @@ pub fn read_dotenv(path: &Path) -> Result<Fetched, ImportError> {
         if let Some(first) = first_line.insert(name.clone(), line) {
             return Err(ImportError::DotenvDuplicate { path: shown, line, name, first });
         }
-        fetched.found.push(Found::new(name, SecretString::new(value), true));
+        match text_value(value.into_bytes()) {
+            Ok(value) => fetched.found.push(Found::new(name, value, true)),
+            Err(reason) => fetched.unimportable.push(Unimportable { name, reason }),
+        }
     }
     Ok(fetched)
 }

@@ -134,10 +134,7 @@ fn flags_are_checked_before_anything_is_read() {
             "--plain \"HOST\": applies to dotenv files only",
         ),
         (&["import", "--env", "prod", "gitlab:g/app", "--plain", "HOST"], "import never makes a secret plain"),
-        (
-            &["import", "--env", "prod", "dotenv:.env", "--adopt"],
-            "--adopt \"\": applies to gitlab: and gitlab-group: only",
-        ),
+        (&["import", "--env", "prod", "dotenv:.env", "--adopt"], "--adopt: applies to gitlab: and gitlab-group: only"),
         (
             &["import", "--env", "prod", "dotenv:.env", "--environment-scope", "prod"],
             "--environment-scope \"prod\": applies to gitlab:",
@@ -447,6 +444,12 @@ fn a_bad_dotenv_file_is_refused_naming_file_and_line_never_a_value() {
         assert!(e.contains(want) && e.ends_with("; nothing written"), "{name}: {e}");
         assert!(!e.contains("CANARY"), "{e}");
     }
+    // A NUL reads but cannot be imported (no environment variable carries one).
+    std::fs::write(dir.path().join("nul.env"), "A='x\0y'\nB=1\n").unwrap();
+    let f = origin::read_dotenv(&dir.path().join("nul.env")).unwrap();
+    assert_eq!(f.found.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["B"]);
+    assert_eq!(f.unimportable[0].name, "A");
+    assert!(f.unimportable[0].reason.contains("a NUL character (at byte 1)"), "{:?}", f.unimportable);
 }
 
 #[test]
