@@ -27,6 +27,12 @@ fn show(value: &str) -> String {
     shorten(&escape_controls(value, false), 200).into_owned()
 }
 
+/// A name or a note from the origin (a server's variable key, a scope):
+/// terminal controls escaped too.
+fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_controls(text, false)
+}
+
 fn describe_dest(item: &Item, places: &Places) -> String {
     match &item.dest {
         Dest::Key { path, .. } => format!("etcd {path}"),
@@ -51,7 +57,7 @@ pub(super) fn print_plan(
             Outcome::Keep => (style.red("!"), "differs: keep, --overwrite replaces it".to_owned()),
         };
         let how = if item.value.is_secret() { format!("secret, {how}") } else { how };
-        writeln!(out, "  {sign} {} → {} ({how})", item.name, describe_dest(item, places))?;
+        writeln!(out, "  {sign} {} → {} ({how})", safe(&item.name), safe(&describe_dest(item, places)))?;
         if let Some(shown) = item.value.shown() {
             if let Some(current) = &item.current {
                 writeln!(out, "      {}", style.red(&format!("- {}", show(current))))?;
@@ -61,14 +67,14 @@ pub(super) fn print_plan(
             }
         }
         for note in &item.notes {
-            writeln!(out, "      note: {note}")?;
+            writeln!(out, "      note: {}", safe(note))?;
         }
     }
     for u in &plan.unimportable {
-        writeln!(out, "  {} {}: not importable: {}", style.red("x"), u.name, u.reason)?;
+        writeln!(out, "  {} {}: not importable: {}", style.red("x"), safe(&u.name), safe(&u.reason))?;
     }
     for note in &plan.notes {
-        writeln!(out, "note: {note}")?;
+        writeln!(out, "note: {}", safe(note))?;
     }
     if !plan.adopt.is_empty() {
         let mut by_scope: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -80,7 +86,7 @@ pub(super) fn print_plan(
         writeln!(
             out,
             "adopt: {} as instance {:?}'s, recorded in {}",
-            list.join("; "),
+            safe(&list.join("; ")),
             places.instance,
             places.record.as_deref().unwrap_or("?")
         )?;

@@ -342,6 +342,25 @@ note: a note about the origin
 }
 
 #[test]
+fn names_and_notes_from_a_server_are_escaped_too() {
+    let r = request(&["import", "--env", "prod", "gitlab:g/app", "--secret-path", "ci"]).unwrap();
+    let mut values = fetched(&[("OK\x1b[2J", "v", true)]);
+    values.found[0].notes.push("scope \u{202e}x".into());
+    values.unimportable.push(Unimportable { name: "BAD\r".into(), reason: "hidden\x1b]0;t\x07".into() });
+    values.notes.push("note\nsecond line".into());
+    let notes = values.notes.clone();
+    let (mapped, unimportable) = classify(&r, values);
+    let p = plan(&r, mapped, unimportable, notes, &Current::default());
+    let mut text = Vec::new();
+    print_plan(&r, &p, &places(), Style::plain(), &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(!text.contains(['\x1b', '\r', '\x07', '\u{202e}']), "{text:?}");
+    assert!(text.contains("OK\\e[2J → vault secret/prod/api/imported#OK\\e[2J (secret, new)"), "{text}");
+    assert!(text.contains("x BAD\\r: not importable: hidden\\e]0;t\\u{7}"), "{text}");
+    assert!(text.contains("note: note\\nsecond line\n"), "{text}");
+}
+
+#[test]
 fn adoption_takes_what_etcd_and_vault_will_hold_and_not_what_is_recorded() {
     let r = request(&["import", "--env", "prod", "gitlab:g/app", "--secret-path", "ci", "--adopt"]).unwrap();
     let mut values = fetched(&[
