@@ -87,6 +87,8 @@ pub enum Command {
     Set(SetArgs),
     /// Set one field of a Vault secret; the value is read from stdin or a prompt, never from arguments.
     SetSecret(SetSecretArgs),
+    /// Adopt what already exists (a dotenv file, a Kubernetes Secret or ConfigMap, GitLab CI variables) into etcd and Vault for one env; shows the plan first.
+    Import(ImportArgs),
     /// Manage the etcd roles and Vault policies described in `policies/`.
     Policy {
         #[command(subcommand)]
@@ -211,4 +213,63 @@ pub enum PolicyCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "FROM is one of:
+  dotenv:PATH                                 a dotenv file (every value secret unless --plain)
+  kubernetes-secret:CONTEXT/NAMESPACE/NAME    a Secret's data (secret)
+  kubernetes-configmap:CONTEXT/NAMESPACE/NAME a ConfigMap's data (plain)
+  gitlab:GROUP/PROJECT                        a project's CI/CD variables (masked ones secret)
+  gitlab-group:GROUP                          a group's CI/CD variables (masked ones secret)
+
+Plain values become etcd keys <prefix>/<env>/<KEY_PREFIX><name>; secret values become fields of
+the Vault secret <mount>/<env>/<SECRET_PATH>. A value that exists with another value is kept
+(exit 1) unless --overwrite.")]
+pub struct ImportArgs {
+    /// The env to import into.
+    #[arg(long)]
+    pub env: String,
+    /// Where to read from (see below).
+    #[arg(value_name = "FROM")]
+    pub from: String,
+    /// Prefix of the etcd key names of plain values, e.g. `api/` (DB_HOST → <prefix>/<env>/api/DB_HOST).
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub key_prefix: String,
+    /// The Vault secret (relative to the env) whose fields get the secret values, e.g. `api/imported`.
+    #[arg(long, value_name = "PATH")]
+    pub secret_path: Option<String>,
+    /// Names (glob, `*` and `?`) of a dotenv file to import as plain etcd keys; every other dotenv value is secret.
+    #[arg(long, value_name = "GLOB")]
+    pub plain: Vec<String>,
+    /// Names (glob) to import as secrets, whatever the source says.
+    #[arg(long, value_name = "GLOB")]
+    pub secret: Vec<String>,
+    /// Replace a value that differs in etcd or Vault with the imported one (default: keep it, and exit 1).
+    #[arg(long, visible_alias = "prefer-destination")]
+    pub overwrite: bool,
+    /// GitLab: import variables of this environment scope (and of `*`, unless shadowed). Default: the env's name.
+    #[arg(long, value_name = "SCOPE")]
+    pub environment_scope: Option<String>,
+    /// GitLab: the instance (default https://gitlab.com).
+    #[arg(long, value_name = "URL")]
+    pub gitlab_url: Option<String>,
+    /// GitLab: the environment variable holding the API token (default GITLAB_TOKEN).
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// GitLab: record the imported variables as this config's, so that a gitlab target rendering the same values takes them over (its first pass only adds cfgsync's description).
+    #[arg(long)]
+    pub adopt: bool,
+    /// Who decided these values (recorded with every value written, as `cfgsync set` does).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Why they are right, e.g. "imported from GitLab on day one".
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Show the plan, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }

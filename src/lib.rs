@@ -17,7 +17,7 @@
 //! - [`secret`]: the redacting [`secret::SecretString`].
 //! - [`telemetry`]: logging set-up that cannot print secrets.
 //! - [`text`]: escaping values for a terminal.
-//! - [`cmd`]: the developer commands (`diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `policy apply`, completions, man).
+//! - [`cmd`]: the developer commands (`diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `import`, `policy apply`, completions, man).
 //! - [`fingerprint`]: keyed (per-run HMAC) fingerprints: "same or differs" for secrets without the value.
 //! - [`service`]: `cfgsync run`: interval + etcd watch per env, reload, leader election, shutdown.
 //! - [`http`], [`metrics`]: `/metrics`, `/healthz`, `/readyz` of the service.

@@ -160,6 +160,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::Explain(args) => return Ok(cmd::explain::run(&ctx, &args).await?),
         Command::Set(args) => return Ok(cmd::set::run_set(&ctx, &args).await?),
         Command::SetSecret(args) => return Ok(cmd::set::run_set_secret(&ctx, &args).await?),
+        Command::Import(args) => return Ok(cmd::import::run(&ctx, &args, cli.kubeconfig.clone()).await?),
         Command::Policy { command: PolicyCommand::Apply { dir, dry_run } } => {
             return Ok(cmd::policy::run_apply(&ctx, dir.as_deref(), dry_run).await?);
         }

@@ -1,6 +1,6 @@
 //! The developer commands: what a person runs on a laptop with their own
 //! etcd and Vault credentials — `diff`, `pull`, `run-with`, `explain`,
-//! `set`, `set-secret`, `policy apply`, `completions` and `man`.
+//! `set`, `set-secret`, `import`, `policy apply`, `completions` and `man`.
 //!
 //! Each command is a module with a `run` function that `main` calls with
 //! the loaded config (parsing stays in [`crate::cli`], as in ripgrep).
@@ -16,6 +16,7 @@
 pub mod completions;
 pub mod diff;
 pub mod explain;
+pub mod import;
 pub mod inventory;
 pub mod policy;
 pub mod pull;
@@ -78,6 +79,8 @@ pub enum CmdError {
     Fingerprint(#[from] crate::fingerprint::KeyError),
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Import(#[from] import::ImportError),
 }
 
 /// Fails with a "did you mean" hint unless `env` is defined.

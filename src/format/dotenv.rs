@@ -346,10 +346,17 @@ fn push_shell(out: &mut String, value: &str) {
 /// dialect either decodes to its true entries or is refused.
 /// A later duplicate of a name wins, as in the common readers.
 pub fn decode(text: &str) -> Result<BTreeMap<String, String>, FormatError> {
+    Ok(decode_entries(text)?.into_iter().map(|(_, name, value)| (name, value)).collect())
+}
+
+/// [`decode`], but every entry in file order with the line it starts on,
+/// duplicates included (`cfgsync import` refuses a name set twice: the
+/// readers disagree on which one wins).
+pub fn decode_entries(text: &str) -> Result<Vec<(usize, String, String)>, FormatError> {
     let mut reader = DotenvReader { rest: text.strip_prefix('\u{feff}').unwrap_or(text), line: 1 };
-    let mut entries = BTreeMap::new();
-    while let Some((name, value)) = reader.next_entry()? {
-        entries.insert(name, value);
+    let mut entries = Vec::new();
+    while let Some(entry) = reader.next_entry()? {
+        entries.push(entry);
     }
     Ok(entries)
 }
@@ -406,7 +413,7 @@ impl DotenvReader<'_> {
         }
     }
 
-    fn next_entry(&mut self) -> Result<Option<(String, String)>, FormatError> {
+    fn next_entry(&mut self) -> Result<Option<(usize, String, String)>, FormatError> {
         loop {
             self.skip_blanks();
             match self.peek() {
@@ -416,6 +423,7 @@ impl DotenvReader<'_> {
                 Some(_) => break,
             }
         }
+        let line = self.line;
         if let Some(after) = self.rest.strip_prefix("export")
             && after.starts_with([' ', '\t'])
         {
@@ -437,7 +445,7 @@ impl DotenvReader<'_> {
         let value = match self.peek() {
             Some('\'') => self.single_quoted()?,
             Some('"') => self.double_quoted()?,
-            _ => return self.unquoted().map(|value| Some((name, value))),
+            _ => return self.unquoted().map(|value| Some((line, name, value))),
         };
         self.skip_blanks();
         if self.peek() == Some('#') {
@@ -445,7 +453,7 @@ impl DotenvReader<'_> {
         } else if !self.end_of_line() {
             return Err(self.err("unexpected text after the closing quote"));
         }
-        Ok(Some((name, value)))
+        Ok(Some((line, name, value)))
     }
 
     fn single_quoted(&mut self) -> Result<String, FormatError> {

@@ -54,7 +54,7 @@ pub enum CiError {
     )]
     Unmaskable { output: String, entry: String, key: String, dest: String, reason: String },
     #[error(
-        "{dest}: {what} exists but was not written by cfgsync; not overwritten: delete it, or set its description to {marker:?} to let this instance adopt it"
+        "{dest}: {what} exists but was not written by cfgsync; not overwritten: delete it, set its description to {marker:?}, or take its value into etcd or Vault with `cfgsync import --adopt`, to let this instance adopt it"
     )]
     Unmanaged { dest: String, what: String, marker: String },
     #[error(

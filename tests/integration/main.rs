@@ -13,6 +13,7 @@ mod dotenv_readers;
 mod edges;
 mod faults;
 mod faults_service;
+mod import;
 mod kubernetes;
 mod laptop;
 mod laptop_bench;

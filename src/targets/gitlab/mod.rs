@@ -86,11 +86,13 @@ impl fmt::Display for GitlabDest {
 }
 
 impl GitlabDest {
-    fn state_key(&self, ctx: &Ctx<'_>) -> StateKey {
+    /// Where the record of what `instance` wrote here for `env` lives
+    /// (also where `cfgsync import --adopt` records adopted variables).
+    pub fn state_key(&self, instance: &str, env: &str) -> StateKey {
         StateKey {
             kind: KIND,
-            instance: ctx.instance.to_owned(),
-            env: ctx.env.to_owned(),
+            instance: instance.to_owned(),
+            env: env.to_owned(),
             dest: format!("{}/{}/{}/{}", self.url, self.owner.collection(), self.owner.id(), self.token_env),
         }
     }
@@ -165,7 +167,7 @@ impl DesiredVar {
 }
 
 /// The record key of a variable: `KEY@scope` (a key holds no `@`).
-fn item_id(key: &str, scope: &str) -> String {
+pub fn item_id(key: &str, scope: &str) -> String {
     format!("{key}@{scope}")
 }
 
@@ -362,7 +364,7 @@ impl Target for GitlabKind {
         let token = ci::token(&dest.token_env, &shown)?;
         let api = api::Api::new(&self.client, &dest.url, &dest.owner, &token, shown);
         let variables = api.list().await?;
-        let key = dest.state_key(ctx);
+        let key = dest.state_key(ctx.instance, ctx.env);
         let state = self
             .store
             .load(&key)
@@ -577,7 +579,7 @@ impl Target for GitlabKind {
         state.items.retain(|id, _| base.live.contains(id) || touched.contains(id));
         if state.items != base.state.items {
             state.dest = serde_json::to_value(dest).unwrap_or_default();
-            let key = dest.state_key(ctx);
+            let key = dest.state_key(ctx.instance, ctx.env);
             if let Err(cause) = self.store.save(&key, &state).await {
                 let path = self.store.describe(&key);
                 warn!(env = ctx.env, dest = %shown, path = %path, error = %cause, "cannot save the record of what was written");
