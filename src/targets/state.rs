@@ -69,9 +69,20 @@ pub struct StateKey {
 
 /// Where records are kept.
 pub enum StateStore {
-    Etcd { source: Box<EtcdSource>, prefix: String },
+    Etcd {
+        source: Box<EtcdSource>,
+        prefix: String,
+        /// Per env, every record under its state prefix as of one etcd
+        /// revision (the pass's snapshot's): both CI kinds list their
+        /// records from one range read. Data at a revision never changes,
+        /// so a hit is exact.
+        listed: tokio::sync::Mutex<BTreeMap<String, (i64, Listed)>>,
+    },
     Dir(PathBuf),
 }
+
+/// (etcd key, value) of every record under one env's state prefix.
+type Listed = std::sync::Arc<Vec<(String, Vec<u8>)>>;
 
 impl StateStore {
     /// etcd when the config reads keys from etcd, else `[state] dir`.
@@ -80,6 +91,7 @@ impl StateStore {
             KeysSource::Etcd(settings) => StateStore::Etcd {
                 source: Box::new(EtcdSource::new(settings.clone())),
                 prefix: settings.prefix.clone(),
+                listed: Default::default(),
             },
             KeysSource::Files(_) => StateStore::Dir(config.state_dir.clone()),
         }
@@ -157,20 +169,60 @@ impl StateStore {
         }
     }
 
-    /// Every record of a kind for an instance and env.
-    pub async fn list(&self, kind: &'static str, instance: &str, env: &str) -> Result<Vec<DestState>, String> {
+    /// Every record of a kind for an instance and env; `at`: the etcd
+    /// revision to read at (the pass's snapshot's), so that the kinds of one
+    /// pass share one read.
+    pub async fn list(
+        &self,
+        kind: &'static str,
+        instance: &str,
+        env: &str,
+        at: Option<i64>,
+    ) -> Result<Vec<DestState>, String> {
         let prefix = self.kind_prefix(kind, instance, env);
         let mut out = Vec::new();
         match self {
-            StateStore::Etcd { source, .. } => {
-                let client = source.connect().await.map_err(|e| e.to_string())?;
-                let end = crate::source::etcd::prefix_end(prefix.as_bytes());
-                let options = etcd_client::GetOptions::new().with_range(end);
-                let resp = client.kv_client().get(prefix.as_bytes(), Some(options)).await.map_err(|e| e.to_string())?;
-                for kv in resp.kvs() {
-                    out.push(
-                        serde_json::from_slice(kv.value()).map_err(|e| format!("not a cfgsync state record: {e}"))?,
-                    );
+            StateStore::Etcd { source, prefix: root, listed } => {
+                let env_prefix = crate::service::published::state_prefix(root, env);
+                let mut memo = listed.lock().await;
+                let all = match (at, memo.get(env)) {
+                    (Some(rev), Some((seen, all))) if *seen == rev => all.clone(),
+                    _ => {
+                        let client = source.connect().await.map_err(|e| e.to_string())?;
+                        let end = crate::source::etcd::prefix_end(env_prefix.as_bytes());
+                        let mut options = etcd_client::GetOptions::new().with_range(end);
+                        if let Some(rev) = at {
+                            options = options.with_revision(rev);
+                        }
+                        let resp = match client.kv_client().get(env_prefix.as_bytes(), Some(options.clone())).await {
+                            Ok(r) => r,
+                            // Compacted past the snapshot: read what is there now.
+                            Err(_) if at.is_some() => {
+                                let options = etcd_client::GetOptions::new()
+                                    .with_range(crate::source::etcd::prefix_end(env_prefix.as_bytes()));
+                                client
+                                    .kv_client()
+                                    .get(env_prefix.as_bytes(), Some(options))
+                                    .await
+                                    .map_err(|e| e.to_string())?
+                            }
+                            Err(e) => return Err(e.to_string()),
+                        };
+                        let all: Vec<(String, Vec<u8>)> = resp
+                            .kvs()
+                            .iter()
+                            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+                            .collect();
+                        let all = std::sync::Arc::new(all);
+                        if let Some(rev) = at {
+                            memo.insert(env.to_owned(), (rev, all.clone()));
+                        }
+                        all
+                    }
+                };
+                drop(memo);
+                for (_, value) in all.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+                    out.push(serde_json::from_slice(value).map_err(|e| format!("not a cfgsync state record: {e}"))?);
                 }
             }
             StateStore::Dir(_) => {
@@ -261,8 +313,8 @@ mod tests {
         assert!(file.starts_with(dir.path().join("inst").join("github-prod")), "{}", file.display());
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(store.list("github", "inst", "prod").await.unwrap(), vec![s.clone()]);
-        assert!(store.list("github", "other", "prod").await.unwrap().is_empty());
+        assert_eq!(store.list("github", "inst", "prod", None).await.unwrap(), vec![s.clone()]);
+        assert!(store.list("github", "other", "prod", None).await.unwrap().is_empty());
         store.save(&k, &DestState::default()).await.unwrap();
         assert!(!file.exists(), "an empty record is removed");
     }

@@ -143,7 +143,7 @@ fn fenced_pass(project: &Project) -> cfgsync::reconcile::EnvReport {
         let config = cfgsync::config::load(&project.path("cfgsync.toml"), &cfgsync::config::ProcessEnv).unwrap();
         let templates = cfgsync::render::Templates::compile(&config).unwrap_or_else(|e| panic!("{e}"));
         let sources = cfgsync::source::Sources::new(&config);
-        let snapshot = sources.fetch(&reconcile::request(&config, &templates, "prod")).await.unwrap();
+        let snapshot = sources.fetch(&reconcile::request(&config, &templates, "prod", None)).await.unwrap();
         let targets = Targets::new(&config, None);
         let options = PassOptions::default();
         let plan =

@@ -239,7 +239,7 @@ impl Target for GithubKind {
     }
 
     async fn recall(&self, ctx: &Ctx<'_>) -> Vec<(GithubDest, Need)> {
-        match self.store.list(KIND, ctx.instance, ctx.env).await {
+        match self.store.list(KIND, ctx.instance, ctx.env, ctx.revision).await {
             Ok(records) => records
                 .into_iter()
                 .filter_map(|r| serde_json::from_value::<GithubDest>(r.dest).ok())

@@ -296,7 +296,7 @@ impl Target for GitlabKind {
     }
 
     async fn recall(&self, ctx: &Ctx<'_>) -> Vec<(GitlabDest, Need)> {
-        match self.store.list(KIND, ctx.instance, ctx.env).await {
+        match self.store.list(KIND, ctx.instance, ctx.env, ctx.revision).await {
             Ok(records) => records
                 .into_iter()
                 .filter_map(|r| serde_json::from_value::<GitlabDest>(r.dest).ok())
