@@ -144,8 +144,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         return validate(loaded, cli.output);
     }
     let (config, templates) = loaded?;
-    // The render workers start (and compile the templates) while the sources are read.
-    cfgsync::render::sandbox::Sandbox::global().prewarm(&templates);
+    // The render workers start (and compile the templates) while the
+    // sources are read, for the commands that render.
+    let renders = match &cli.command {
+        Command::Reconcile { .. } | Command::Plan { .. } | Command::Pull(_) | Command::RunWith(_) => true,
+        Command::Diff(args) => args.rendered,
+        _ => false,
+    };
+    if renders {
+        cfgsync::render::sandbox::Sandbox::global().prewarm(&templates);
+    }
     let ctx = cmd::Context { config: &config, templates: &templates, output: cli.output };
     let (options, mode) = match cli.command {
         Command::Validate => unreachable!("handled above"),

@@ -26,7 +26,10 @@
 //! Envs are fetched concurrently first, so "was any source down in this
 //! pass?" is known before anything is pruned; then they are planned and
 //! applied concurrently, each destination of a kind concurrently with the
-//! others.
+//! others. Destinations a kind can observe from the config alone
+//! ([`Target::OBSERVE_BEFORE_RENDER`]: a cluster's LISTs) are read while
+//! the sources are, so a pass costs about as long as its slowest reads; a
+//! source that then fails leaves them read and unwritten.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -32,8 +32,9 @@ use crate::source::file::FileSource;
 use crate::source::vault::VaultSource;
 use crate::source::{KeyValue, Request, Secret, Snapshot, Source, SourceError, SourceKind, vault_admin};
 
-/// Concurrent secret reads, as in a pass.
-const PARALLEL_READS: usize = 8;
+/// Concurrent secret reads per env (see `vault_admin::PARALLEL_LISTS` for
+/// why more than a pass's 8).
+const PARALLEL_READS: usize = 32;
 
 /// The sources of a config, opened with the caller's own credentials.
 pub struct Clients {

@@ -29,6 +29,11 @@
 //! shipped one for that config (and `validate` says nothing about it: it is
 //! the documented way to pin or patch a library template).
 
+/// What every shipped template's name starts with. Only a config whose
+/// templates contain it has the library compiled (most fleets' entries
+/// never touch it, and parsing it costs every process).
+pub const PREFIX: &str = "cfgsync/";
+
 /// (name under `templates/`, text) of every shipped template.
 pub const SHIPPED: &[(&str, &str)] = &[
     ("cfgsync/compose.tera", include_str!("../../templates/cfgsync/compose.tera")),

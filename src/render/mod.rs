@@ -253,12 +253,6 @@ impl Templates {
             origins.insert(name.clone(), Origin::File(path));
             sources.push((name, text));
         }
-        for (name, text) in library::SHIPPED {
-            if !origins.contains_key(*name) {
-                origins.insert(name.to_string(), Origin::Shipped);
-                sources.push((name.to_string(), text.to_string()));
-            }
-        }
         // Only what is not a simple template goes to Tera.
         let mut simple = HashMap::new();
         let mut tera_sources: Vec<(String, String)> = sources.clone();
@@ -276,6 +270,18 @@ impl Templates {
                             tera_sources.push((name, text.clone()));
                         }
                     }
+                }
+            }
+        }
+        // The shipped library, when something may use it: Tera 1 names
+        // every include, import and extends as a literal, so a template
+        // that uses `cfgsync/x.tera` contains that text.
+        if tera_sources.iter().any(|(_, text)| text.contains(library::PREFIX)) {
+            for (name, text) in library::SHIPPED {
+                if !origins.contains_key(*name) {
+                    origins.insert(name.to_string(), Origin::Shipped);
+                    sources.push((name.to_string(), text.to_string()));
+                    tera_sources.push((name.to_string(), text.to_string()));
                 }
             }
         }
@@ -904,6 +910,9 @@ pub fn describe_bytes(bytes: &[u8]) -> String {
 pub fn render_field(template: &str, vars: &[(&str, &str)]) -> Result<String, String> {
     if !template.contains("{{") && !template.contains("{%") {
         return Ok(template.to_owned());
+    }
+    if let Some(done) = simple::substitute(template, vars) {
+        return Ok(done);
     }
     thread_local! {
         /// Fields parsed on this thread, by text: a config of thousands of

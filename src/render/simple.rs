@@ -44,13 +44,45 @@ pub struct Simple {
 enum Part {
     Text(String),
     Env,
-    Key { name: String },
-    KeyOr { name: String, default: String },
-    Secret { path: String, field: String },
+    /// A variable other than `env` (config fields only).
+    Var(String),
+    Key {
+        name: String,
+    },
+    KeyOr {
+        name: String,
+        default: String,
+    },
+    Secret {
+        path: String,
+        field: String,
+    },
 }
 
 /// `Some` when `text` is a simple template (see the module docs).
 pub fn parse(text: &str) -> Option<Simple> {
+    scan(text, &|name| name == "env")
+}
+
+/// `text` with `{{ name }}` replaced by the value of `name` in `vars`, when
+/// it is only text and such variables (a templated config field: `path`,
+/// `context`, a key schema); `None` when it needs Tera.
+pub fn substitute(text: &str, vars: &[(&str, &str)]) -> Option<String> {
+    let parsed = scan(text, &|name| vars.iter().any(|(n, _)| *n == name))?;
+    let mut out = String::with_capacity(text.len());
+    for part in parsed.parts {
+        match part {
+            Part::Text(t) => out.push_str(&t),
+            Part::Var(name) => out.push_str(vars.iter().find(|(n, _)| *n == name)?.1),
+            Part::Env => out.push_str(vars.iter().find(|(n, _)| *n == "env")?.1),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Parses `text`, accepting `{{ name }}` for the names `var` accepts.
+fn scan(text: &str, var: &dyn Fn(&str) -> bool) -> Option<Simple> {
     let mut parts = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
@@ -67,6 +99,11 @@ pub fn parse(text: &str) -> Option<Simple> {
             return None;
         }
         let (part, after) = expression(inner)?;
+        let part = match part {
+            Part::Var(name) if !var(&name) => return None,
+            Part::Var(name) if name == "env" => Part::Env,
+            other => other,
+        };
         parts.push(part);
         rest = after;
     }
@@ -106,7 +143,7 @@ fn expression(s: &str) -> Option<(Part, &str)> {
     let (name, s) = ident(s)?;
     let s = skip_ws(s);
     if let Some(after) = s.strip_prefix("}}") {
-        return (name == "env").then_some((Part::Env, after));
+        return Some((Part::Var(name.to_owned()), after));
     }
     let mut s = skip_ws(s.strip_prefix('(')?);
     let mut args: Vec<(&str, &str)> = Vec::new();
@@ -159,7 +196,7 @@ impl Simple {
                     into.insert(path.clone());
                     into.insert(field.clone());
                 }
-                Part::Text(_) | Part::Env => {}
+                Part::Text(_) | Part::Env | Part::Var(_) => {}
             }
         }
     }
@@ -175,6 +212,7 @@ impl Simple {
             match part {
                 Part::Text(t) => write(out, t.as_bytes())?,
                 Part::Env => write(out, env.as_bytes())?,
+                Part::Var(_) => unreachable!("entry templates accept no other variable"),
                 Part::Key { name } => {
                     let v = functions::key_text(name).map_err(|e| tera::Error::call_function("key", e))?;
                     write(out, v.as_bytes())?;
@@ -241,6 +279,17 @@ mod tests {
         for text in tera_only {
             assert!(parse(text).is_none(), "{text:?} is Tera's");
         }
+    }
+
+    #[test]
+    fn substitutes_only_known_variables() {
+        let vars = [("env", "prod"), ("name", "HOST")];
+        assert_eq!(substitute("out/{{ env }}/{{name}}.env", &vars).as_deref(), Some("out/prod/HOST.env"));
+        assert_eq!(substitute("plain", &vars).as_deref(), Some("plain"));
+        assert_eq!(substitute("{{ other }}", &vars), None);
+        assert_eq!(substitute("{{ env | upper }}", &vars), None);
+        assert_eq!(substitute("{{ key(name='x') }}", &vars), None);
+        assert!(parse("{{ name }}").is_none(), "entries know only `env`");
     }
 
     #[test]
