@@ -133,7 +133,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     }
     let validating = matches!(cli.command, Command::Validate);
     let loaded = config::load(&cli.config, &ProcessEnv).and_then(|config| {
+        tracing::debug!(outputs = config.outputs.len(), "config loaded");
         let templates = Templates::compile(&config);
+        tracing::debug!("templates compiled");
         if validating {
             // Only `validate` checks the credential files, reported with the template problems.
             config::check_credential_files(&config, templates.as_ref().err())?;
@@ -153,6 +155,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     };
     if renders {
         cfgsync::render::sandbox::Sandbox::global().prewarm(&templates);
+        tracing::debug!("render workers starting");
     }
     let ctx = cmd::Context { config: &config, templates: &templates, output: cli.output };
     let (options, mode) = match cli.command {
@@ -180,6 +183,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     }
     let sources = Sources::new(&config);
     let targets = reconcile::Targets::new(&config, cli.kubeconfig.clone());
+    tracing::debug!("clients ready; pass starts");
     let report = reconcile::run_pass(&config, &templates, &sources, &targets, &options).await;
     tracing::debug!("pass done; printing the report");
     // A closed stdout must not silence the `error:` lines on stderr.

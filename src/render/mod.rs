@@ -210,11 +210,12 @@ pub struct Templates {
     /// Inline entries that are simple templates ([`simple`]), by template
     /// name: rendered without Tera, and not in `tera`.
     simple: HashMap<String, simple::Simple>,
-    outputs: Vec<CompiledOutput>,
+    /// Shared, so a worker's start-up frame can be built off the calling thread.
+    outputs: Arc<Vec<CompiledOutput>>,
     limits: Limits,
     /// (name, text) of every template, for the render worker, which compiles
     /// the same set without reading any file.
-    sources: Vec<(String, String)>,
+    sources: Arc<Vec<(String, String)>>,
     /// Tells compiled sets apart (a reload makes a new one).
     id: u64,
 }
@@ -375,6 +376,7 @@ impl Templates {
             problems.dedup();
             return Err(ConfigError { problems });
         }
+        let (outputs, sources) = (Arc::new(outputs), Arc::new(sources));
         Ok(Self { tera, simple, outputs, limits: config.render, sources, id: fastrand::u64(..) })
     }
 
@@ -534,18 +536,8 @@ impl Templates {
                 analysis: Analysis { secret_paths, literal_names: Arc::new(literal_names) },
             })
             .collect();
+        let (outputs, sources) = (Arc::new(outputs), Arc::new(sources));
         Ok(Self { tera, simple, outputs, limits, sources, id: fastrand::u64(..) })
-    }
-
-    /// What [`Templates::from_sources`] needs to rebuild the outputs.
-    pub fn output_specs(&self) -> Vec<OutputSpec> {
-        self.outputs
-            .iter()
-            .map(|o| {
-                let names = (o.analysis.secret_paths.clone(), (*o.analysis.literal_names).clone());
-                (o.name.clone(), o.envs.clone(), o.entries.clone(), names)
-            })
-            .collect()
     }
 }
 

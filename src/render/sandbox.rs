@@ -284,27 +284,29 @@ impl Sandbox {
     pub fn prewarm(&'static self, templates: &Templates) {
         let Mode::Worker { exe, pool } = &self.mode else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let init = match Init::of(templates) {
-            Ok(init) => Arc::new(init),
-            Err(_) => return,
-        };
+        let parts = InitParts::of(templates);
         let size = pool.idle.lock().expect("pool lock").len();
-        for _ in 0..size {
-            let init = init.clone();
-            runtime.spawn(async move {
-                let Ok(permit) = pool.permits.try_acquire() else { return };
-                let mut slot = pool.idle.lock().expect("pool lock").pop().flatten();
-                if slot.as_ref().is_none_or(|w| w.templates != init.id) {
-                    if let Some(mut old) = slot.take() {
-                        let _ = old.child.start_kill();
-                        let _ = old.child.wait().await;
+        runtime.spawn(async move {
+            // Serialising thousands of templates takes a while: not on the caller's thread.
+            let Ok(Ok(init)) = tokio::task::spawn_blocking(move || parts.build()).await else { return };
+            let init = Arc::new(init);
+            for _ in 0..size {
+                let init = init.clone();
+                tokio::spawn(async move {
+                    let Ok(permit) = pool.permits.try_acquire() else { return };
+                    let mut slot = pool.idle.lock().expect("pool lock").pop().flatten();
+                    if slot.as_ref().is_none_or(|w| w.templates != init.id) {
+                        if let Some(mut old) = slot.take() {
+                            let _ = old.child.start_kill();
+                            let _ = old.child.wait().await;
+                        }
+                        slot = start(exe, &init).await.ok();
                     }
-                    slot = start(exe, &init).await.ok();
-                }
-                pool.give_back(slot);
-                drop(permit);
-            });
-        }
+                    pool.give_back(slot);
+                    drop(permit);
+                });
+            }
+        });
     }
 }
 
@@ -315,12 +317,46 @@ struct Init {
     max_memory: u64,
 }
 
-impl Init {
-    fn of(templates: &Templates) -> Result<Self, String> {
-        let l = templates.limits;
-        let init = ToWorker::Init {
+/// What [`Init`] is built from, shared with the compiled set.
+struct InitParts {
+    sources: Arc<Vec<(String, String)>>,
+    outputs: Arc<Vec<super::CompiledOutput>>,
+    limits: Limits,
+    id: u64,
+}
+
+/// [`ToWorker::Init`], serialised from borrowed parts (the same JSON).
+#[derive(Serialize)]
+enum InitFrame<'a> {
+    Init { sources: &'a [(String, String)], outputs: Vec<SpecRef<'a>>, limits: WireLimits },
+}
+
+/// A borrowed [`super::OutputSpec`].
+type SpecRef<'a> = (&'a str, &'a [String], &'a [(String, String)], (&'a BTreeSet<String>, &'a BTreeSet<String>));
+
+impl InitParts {
+    fn of(templates: &Templates) -> Self {
+        Self {
             sources: templates.sources.clone(),
-            outputs: templates.output_specs(),
+            outputs: templates.outputs.clone(),
+            limits: templates.limits,
+            id: templates.id,
+        }
+    }
+
+    fn build(&self) -> Result<Init, String> {
+        let l = self.limits;
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|o| {
+                let names = (&o.analysis.secret_paths, &*o.analysis.literal_names);
+                (o.name.as_str(), o.envs.as_slice(), o.entries.as_slice(), names)
+            })
+            .collect();
+        let init = InitFrame::Init {
+            sources: &self.sources,
+            outputs,
             limits: WireLimits {
                 max_entry_bytes: l.max_entry_bytes,
                 max_output_bytes: l.max_output_bytes,
@@ -330,7 +366,7 @@ impl Init {
             },
         };
         let frame = serde_json::to_vec(&init).map_err(|e| e.to_string())?;
-        Ok(Self { frame, id: templates.id, max_memory: l.max_memory })
+        Ok(Init { frame, id: self.id, max_memory: l.max_memory })
     }
 }
 
@@ -359,7 +395,7 @@ async fn render_batch(
         let _ = old.child.wait().await;
     }
     if slot.is_none() {
-        match async { start(exe, &Init::of(templates)?).await }.await {
+        match async { start(exe, &InitParts::of(templates).build()?).await }.await {
             Ok(w) => *slot = Some(w),
             Err(e) => {
                 results.push(Err(worker_error(templates, indices[0], &snapshot.env, e)));
