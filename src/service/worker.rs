@@ -3,8 +3,10 @@
 //!
 //! A pass runs on the interval timer (±10 % jitter, redrawn every time, so
 //! replicas and envs drift apart instead of hitting the backends in
-//! lockstep), on etcd watch events (debounced: once no new event came for
-//! `debounce`, at most 5 × `debounce` after the first), and at once when the
+//! lockstep), on etcd watch events (debounced, leading edge: a change that
+//! comes after `debounce` without any goes at once; the changes that follow
+//! it within `debounce` are coalesced into one pass, once no new one came
+//! for `debounce`, at most 5 × `debounce` after the first), and at once when the
 //! config was reloaded, a file of the file source changed, this replica was
 //! elected for the env, or the watch broke or came back. A worker only runs
 //! passes while this replica leads its env.
@@ -146,6 +148,12 @@ impl Pending {
     }
 }
 
+/// Whether a change seen `now` starts a quiet period's burst (and goes at
+/// once): the previous change was seen `debounce` ago or more, or never.
+fn quiet(previous_change: Option<Instant>, now: Instant, debounce: Duration) -> bool {
+    previous_change.is_none_or(|p| now.duration_since(p) >= debounce)
+}
+
 /// A failed target (or the env's sources), waiting for its next try.
 struct Backoff {
     failures: u32,
@@ -172,8 +180,9 @@ struct Memory {
     /// current config: a watch event then re-renders only the outputs that
     /// read a changed key. Outputs that did not render are not in it.
     uses: Option<(u64, BTreeMap<String, BTreeSet<crate::render::Use>>)>,
-    /// When the last pass ended (the leading edge of the debounce).
-    quiet_since: Option<Instant>,
+    /// When the last change was seen: the next one goes at once when it
+    /// comes `debounce` later or more (the leading edge of the debounce).
+    last_change_seen: Option<Instant>,
     backoff: BTreeMap<String, Backoff>,
     /// The sources failed: when to try again.
     source_retry: Option<Backoff>,
@@ -264,10 +273,11 @@ impl Worker {
                     if let Some(rev) = t.revision {
                         debug!(env = %self.env, revision = rev, reason = t.reason.as_str(), "change seen");
                     }
+                    let seen_before = if t.debounced { memory.last_change_seen.replace(now) } else { None };
                     match &mut pending {
                         Some(p) => p.merge(t, now),
                         None => {
-                            let quiet = memory.quiet_since.is_none_or(|q| now.duration_since(q) >= debounce);
+                            let quiet = quiet(seen_before, now, debounce);
                             pending = Some(Pending {
                                 reason: t.reason,
                                 debounced: t.debounced,
@@ -334,12 +344,10 @@ impl Worker {
             let only = if full { None } else { affected(&generation, &self.env, &memory, changed_keys.as_ref()) };
             if only.as_ref().is_some_and(BTreeSet::is_empty) {
                 debug!(env = %self.env, "no output reads the changed keys; no pass");
-                memory.quiet_since = Some(Instant::now());
                 continue;
             }
             let partial = only.is_some();
             let ok = self.pass(&generation, reason, &mut memory, only).await;
-            memory.quiet_since = Some(Instant::now());
             if partial && !ok {
                 // The env is failing now: a full pass says so everywhere
                 // (record, /readyz), and later watch passes are full ones
@@ -620,6 +628,15 @@ mod tests {
         let leading =
             Pending { reason: Reason::Watch, debounced: true, leading: true, first: t0, last: t0, keys: None };
         assert_eq!(leading.due(ms(200)), t0, "the first change after a quiet period goes at once");
+    }
+
+    #[test]
+    fn a_change_is_leading_when_none_came_for_the_debounce() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert!(quiet(None, t0, ms(200)), "the first change ever");
+        assert!(quiet(Some(t0), t0 + ms(215), ms(200)), "a change every 215 ms: each goes at once");
+        assert!(!quiet(Some(t0), t0 + ms(50), ms(200)), "a burst: coalesced behind the first");
     }
 
     #[test]
