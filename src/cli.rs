@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "cfgsync", version, about = "Make Kubernetes Secrets, ConfigMaps and files agree with etcd and Vault")]
+#[command(
+    name = "cfgsync",
+    version,
+    about = "Make Kubernetes Secrets and ConfigMaps, GitLab and GitHub CI variables and files agree with etcd and Vault"
+)]
 pub struct Cli {
     /// The configuration file.
     #[arg(long, global = true, env = "CFGSYNC_CONFIG", default_value = "cfgsync.toml")]

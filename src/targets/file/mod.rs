@@ -194,10 +194,14 @@ impl Target for FileKind {
 
     fn recorded(&self, ctx: &Ctx<'_>, scopes: &mut BTreeMap<Dir, Self::Scope>) {
         let recorded: Vec<PathBuf> = self.with_state(ctx, |s| s.files.keys().cloned().collect()).unwrap_or_default();
+        // A recorded file joins the destination the config already names for
+        // its directory (however that one was split into base and rest).
+        let mut by_path: std::collections::HashMap<PathBuf, Dir> =
+            scopes.keys().map(|d| (d.path(), d.clone())).collect();
         for path in recorded {
             let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { continue };
-            let dest = split(dir, ctx, None);
-            let dest = scopes.keys().find(|d| d.path() == dest.path()).cloned().unwrap_or(dest);
+            let split = split(dir, ctx, None);
+            let dest = by_path.entry(split.path()).or_insert(split).clone();
             scopes.entry(dest).or_default().insert(name.to_owned());
         }
     }
@@ -270,9 +274,12 @@ impl Target for FileKind {
         let mut plan = DestPlan::default();
         let dir_path = dest.path();
         let records = self.with_state(ctx, |s| {
+            // Paths order by component, so everything under a directory is
+            // one range of the map: no walk over every record per directory.
             let here: BTreeMap<PathBuf, state::Record> = s
                 .files
-                .iter()
+                .range(dir_path.clone()..)
+                .take_while(|(p, _)| p.starts_with(&dir_path))
                 .filter(|(p, _)| p.parent() == Some(dir_path.as_path()))
                 .map(|(p, r)| (p.clone(), r.clone()))
                 .collect();
