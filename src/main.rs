@@ -189,10 +189,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     // A closed stdout must not silence the `error:` lines on stderr.
     let mut out = UntilClosed { inner: io::stdout().lock(), closed: false };
     match cli.output {
-        OutputFormat::Json => report::print_json(&report, &mut out)?,
+        // Buffered: a JSON report of thousands of targets is tens of
+        // thousands of lines, and stdout would write each one on its own.
+        // (Text stays line by line, in step with its `error:` lines on stderr.)
+        OutputFormat::Json => {
+            let mut buffered = io::BufWriter::with_capacity(1 << 16, &mut out);
+            report::print_json(&report, &mut buffered)?;
+            buffered.flush()?;
+        }
         OutputFormat::Text => report::print_text(&report, mode, Style::detect(), &mut out, &mut OneLine(io::stderr()))?,
     }
     out.flush()?;
+    tracing::debug!("report printed");
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

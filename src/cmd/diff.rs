@@ -411,7 +411,9 @@ pub async fn run(ctx: &Context<'_>, args: &DiffArgs) -> Result<ExitCode, CmdErro
     }
 
     let stdout = io::stdout();
-    let mut out = stdout.lock();
+    // Buffered: two envs of thousands of keys are thousands of lines, which
+    // a locked stdout writes one by one (nothing goes to stderr meanwhile).
+    let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     match ctx.output {
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &report).map_err(io::Error::from)?;

@@ -380,6 +380,18 @@ impl Templates {
         Ok(Self { tera, simple, outputs, limits: config.render, sources, id: fastrand::u64(..) })
     }
 
+    /// Whether rendering output `index` runs Tera: some entry is neither a
+    /// key's bytes nor a [`simple`] template. Only such outputs need the
+    /// render worker's containment ([`sandbox`]).
+    pub fn runs_tera(&self, index: usize) -> bool {
+        self.outputs[index].entries.iter().any(|(_, t)| !t.starts_with(KEY_PREFIX) && !self.simple.contains_key(t))
+    }
+
+    /// Whether any output runs Tera.
+    pub fn any_runs_tera(&self) -> bool {
+        (0..self.outputs.len()).any(|i| self.runs_tera(i))
+    }
+
     /// The static analysis of output `index` (config order).
     pub fn analysis(&self, index: usize) -> &Analysis {
         &self.outputs[index].analysis

@@ -29,7 +29,15 @@
 //! There is a small pool of workers (one per core, at most [`MAX_WORKERS`]),
 //! so the envs of a pass render in parallel, and [`Sandbox::prewarm`]
 //! starts them (process start, compiling the templates) while the sources
-//! are being read. The protocol is length-prefixed JSON frames over the child's
+//! are being read.
+//!
+//! Outputs that run no Tera code — every entry a key's bytes or a
+//! [`super::simple`] template (text and `key`/`key_or`/`secret` lookups) —
+//! render in the calling process: what they do is copy snapshot values
+//! into a buffer through the size- and time-limited writer, which cannot
+//! recurse, loop, or grow past the limits, so there is nothing for a worker
+//! to contain. Most fleets are mostly such outputs, and then no worker
+//! process starts at all. The protocol is length-prefixed JSON frames over the child's
 //! stdin/stdout; rendered bytes travel base64-encoded and become
 //! [`Content`] again on arrival.
 
@@ -264,16 +272,31 @@ impl Sandbox {
                 }
             }),
             Mode::Worker { exe, pool } => {
-                let (permit, mut slot) = pool.take().await;
-                let wire = serde_json::to_vec(&ToWorker::Snapshot(WireSnapshot::of(snapshot))).unwrap_or_default();
-                let mut results = Vec::with_capacity(indices.len());
-                while results.len() < indices.len() {
-                    let rest = &indices[results.len()..];
-                    render_batch(exe, &mut slot, templates, snapshot, &wire, rest, &mut results).await;
+                let (tera, simple): (Vec<usize>, Vec<usize>) = indices.iter().partition(|i| templates.runs_tera(**i));
+                let mut done: BTreeMap<usize, Result<Rendered, RenderError>> = BTreeMap::new();
+                // Outputs that run no Tera render here: lookups and text,
+                // bounded by the size and time limits, cannot recurse, loop
+                // or allocate past them. A yield now and then keeps the
+                // service's other tasks (probes, watches) going meanwhile.
+                for chunk in simple.chunks(256) {
+                    for &i in chunk {
+                        done.insert(i, templates.render(i, snapshot));
+                    }
+                    tokio::task::yield_now().await;
                 }
-                pool.give_back(slot);
-                drop(permit);
-                results
+                if !tera.is_empty() {
+                    let (permit, mut slot) = pool.take().await;
+                    let wire = serde_json::to_vec(&ToWorker::Snapshot(WireSnapshot::of(snapshot))).unwrap_or_default();
+                    let mut results = Vec::with_capacity(tera.len());
+                    while results.len() < tera.len() {
+                        let rest = &tera[results.len()..];
+                        render_batch(exe, &mut slot, templates, snapshot, &wire, rest, &mut results).await;
+                    }
+                    pool.give_back(slot);
+                    drop(permit);
+                    done.extend(tera.into_iter().zip(results));
+                }
+                indices.iter().map(|i| done.remove(i).expect("every index rendered once")).collect()
             }
         }
     }
@@ -283,6 +306,9 @@ impl Sandbox {
     /// wait for them.
     pub fn prewarm(&'static self, templates: &Templates) {
         let Mode::Worker { exe, pool } = &self.mode else { return };
+        if !templates.any_runs_tera() {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let parts = InitParts::of(templates);
         let size = pool.idle.lock().expect("pool lock").len();
