@@ -155,6 +155,37 @@ impl<Op> DestPlan<Op> {
     pub fn needs_write(&self) -> bool {
         self.changes.iter().any(|c| c.change.action.writes())
     }
+
+    /// Adds a destination's prunes, unless they are a mass prune: more than
+    /// one delete and more than `max` (a share) of the `total` objects this
+    /// instance wrote at `dest`. Then the whole prune is refused with
+    /// [`TargetError::MassPrune`](crate::targets::TargetError::MassPrune)
+    /// and nothing of it is planned; `allow` (`--allow-mass-prune`) lifts
+    /// the guard. Every target kind prunes through this one rule.
+    pub fn add_prunes(
+        &mut self,
+        prunes: Vec<Planned<Op>>,
+        total: usize,
+        max: f64,
+        allow: bool,
+        dest: impl FnOnce() -> String,
+    ) {
+        let share = prunes.len() as f64 / total.max(1) as f64;
+        if prunes.len() > 1 && share > max && !allow {
+            self.errors.push((
+                Slot::Prune,
+                crate::targets::TargetError::MassPrune {
+                    dest: dest(),
+                    deletes: prunes.len(),
+                    total,
+                    share: share * 100.0,
+                    max: max * 100.0,
+                },
+            ));
+        } else {
+            self.changes.extend(prunes);
+        }
+    }
 }
 
 /// Names of the entries whose bytes differ between `old` and `new`.
@@ -214,6 +245,40 @@ pub fn unified_diff(old: &str, new: &str, path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn prunes(n: usize) -> Vec<Planned<()>> {
+        (0..n)
+            .map(|i| Planned {
+                slot: Slot::Prune,
+                change: Change::new("file", format!("p{i}"), Action::Delete, false),
+                op: (),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn prunes_beyond_the_share_are_refused_whole_unless_allowed() {
+        let mut plan = DestPlan::default();
+        // One delete is never a mass prune, even of everything.
+        plan.add_prunes(prunes(1), 1, 0.5, false, || "d".to_owned());
+        assert_eq!((plan.changes.len(), plan.errors.len()), (1, 0));
+        // At the share: planned.
+        let mut plan = DestPlan::default();
+        plan.add_prunes(prunes(2), 4, 0.5, false, || "d".to_owned());
+        assert_eq!((plan.changes.len(), plan.errors.len()), (2, 0));
+        // Beyond it: nothing planned, one error naming the counts.
+        let mut plan = DestPlan::default();
+        plan.add_prunes(prunes(3), 4, 0.5, false, || "d".to_owned());
+        assert!(plan.changes.is_empty());
+        assert!(matches!(
+            &plan.errors[..],
+            [(Slot::Prune, crate::targets::TargetError::MassPrune { deletes: 3, total: 4, .. })]
+        ));
+        // --allow-mass-prune lifts the guard.
+        let mut plan = DestPlan::default();
+        plan.add_prunes(prunes(3), 4, 0.5, true, || "d".to_owned());
+        assert_eq!((plan.changes.len(), plan.errors.len()), (3, 0));
+    }
 
     #[test]
     fn changed_entries_name_updates_additions_and_removals() {

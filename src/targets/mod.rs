@@ -172,6 +172,17 @@ pub struct Applied {
     pub reloaded: bool,
 }
 
+impl Applied {
+    /// Every change of a batch failed with one error (the destination's
+    /// client or token could not be had): nothing was attempted.
+    pub fn all_failed<Op>(changes: Vec<Planned<Op>>, error: impl Fn() -> TargetError) -> Vec<Applied> {
+        changes
+            .into_iter()
+            .map(|p| Applied { slot: p.slot, change: p.change, result: Err(error()), reloaded: false })
+            .collect()
+    }
+}
+
 /// One kind of target.
 pub trait Target: Sync {
     /// The configuration of one target of this kind.

@@ -363,22 +363,7 @@ impl Target for FileKind {
             }
         }
         if ctx.prune && !deletes.is_empty() {
-            let max = ctx.config.max_prune_share;
-            let share = deletes.len() as f64 / ours_here.max(1) as f64;
-            if deletes.len() > 1 && share > max && !ctx.allow_mass_prune {
-                plan.errors.push((
-                    Slot::Prune,
-                    TargetError::MassPrune {
-                        dest: dest.to_string(),
-                        deletes: deletes.len(),
-                        total: ours_here,
-                        share: share * 100.0,
-                        max: max * 100.0,
-                    },
-                ));
-            } else {
-                plan.changes.extend(deletes);
-            }
+            plan.add_prunes(deletes, ours_here, ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
         }
         for name in &observed.stale {
             let mut change = Change::new("file", crate::cmd::display_path(&dir_path.join(name)), Action::Delete, false);

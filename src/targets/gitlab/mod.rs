@@ -485,22 +485,7 @@ impl Target for GitlabKind {
                 }
             })
             .collect();
-        let share = prunes.len() as f64 / ours.len().max(1) as f64;
-        let max = ctx.config.max_prune_share;
-        if prunes.len() > 1 && share > max && !ctx.allow_mass_prune {
-            plan.errors.push((
-                Slot::Prune,
-                TargetError::MassPrune {
-                    dest: dest.to_string(),
-                    deletes: prunes.len(),
-                    total: ours.len(),
-                    share: share * 100.0,
-                    max: max * 100.0,
-                },
-            ));
-        } else {
-            plan.changes.extend(prunes);
-        }
+        plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
         plan
     }
 
@@ -511,10 +496,7 @@ impl Target for GitlabKind {
         let token = match ci::token(&dest.token_env, &shown) {
             Ok(t) => Some(t),
             Err(e) if writes => {
-                return changes
-                    .into_iter()
-                    .map(|p| Applied { slot: p.slot, change: p.change, result: Err(e.clone().into()), reloaded: false })
-                    .collect();
+                return Applied::all_failed(changes, || e.clone().into());
             }
             Err(_) => None,
         };

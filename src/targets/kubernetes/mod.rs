@@ -440,22 +440,8 @@ impl Target for KubeKind {
                 }
             })
             .collect();
-        let share = prunes.len() as f64 / ours.len().max(1) as f64;
         let max = ctx.config.kubernetes.max_prune_share;
-        if prunes.len() > 1 && share > max && !ctx.allow_mass_prune {
-            plan.errors.push((
-                Slot::Prune,
-                TargetError::MassPrune {
-                    dest: format!("context {context:?}"),
-                    deletes: prunes.len(),
-                    total: ours.len(),
-                    share: share * 100.0,
-                    max: max * 100.0,
-                },
-            ));
-        } else {
-            plan.changes.extend(prunes);
-        }
+        plan.add_prunes(prunes, ours.len(), max, ctx.allow_mass_prune, || format!("context {context:?}"));
         plan
     }
 
@@ -463,10 +449,7 @@ impl Target for KubeKind {
         let client = match self.clients.client(context).await {
             Ok(c) => c,
             Err(e) => {
-                return changes
-                    .into_iter()
-                    .map(|p| Applied { slot: p.slot, change: p.change, result: Err(e.clone().into()), reloaded: false })
-                    .collect();
+                return Applied::all_failed(changes, || e.clone().into());
             }
         };
         let mut out = Vec::new();
