@@ -33,6 +33,10 @@ impl Bed {
     }
 
     async fn pass(&self, keys: &[(&str, &str)], dry_run: bool) -> EnvReport {
+        self.pass_with(keys, PassOptions { dry_run, ..Default::default() }).await
+    }
+
+    async fn pass_with(&self, keys: &[(&str, &str)], options: PassOptions) -> EnvReport {
         let mut snapshot = Snapshot { env: "prod".into(), ..Default::default() };
         for (k, v) in keys {
             snapshot.keys.insert(k.to_string(), KeyValue::new(v.as_bytes().to_vec(), KeyOrigin::File));
@@ -40,7 +44,7 @@ impl Bed {
         let fields = [("pw".to_owned(), crate::secret::SecretString::new(CANARY))].into();
         snapshot.secrets.insert("db".into(), Secret { fields, version: None });
         let targets = Targets::new(&self.config, None);
-        let options = PassOptions { dry_run, ..Default::default() };
+        let dry_run = options.dry_run;
         let plan = reconcile::plan_env(
             &self.config,
             &self.templates,
@@ -178,6 +182,46 @@ async fn only_what_this_instance_wrote_is_pruned() {
     let r = bed.pass(&[("host", "a")], false).await;
     assert!(errors(&r).contains("index.txt: not deleted: it changed since cfgsync wrote it"), "{}", errors(&r));
     assert!(bed.path("out/web/index.txt").exists());
+}
+
+#[tokio::test]
+async fn a_prune_of_more_than_the_share_deletes_nothing_unless_allowed() {
+    let four = r#"
+[[output]]
+name = "web"
+[output.entries]
+"a.txt" = "a"
+"b.txt" = "b"
+"c.txt" = "c"
+"d.txt" = "d"
+[[output.target]]
+kind = "file"
+format = "dir"
+path = "out/web"
+"#;
+    let bed = Bed::new(four);
+    assert_eq!(errors(&bed.pass(&[], false).await), "");
+    let two = four.replace("\"c.txt\" = \"c\"\n\"d.txt\" = \"d\"\n", "");
+    let bed = Bed {
+        config: config::parse(
+            &bed.path("cfgsync.toml"),
+            &format!("[files]\n[envs.prod]\n{two}"),
+            &BTreeMap::<String, String>::new(),
+        )
+        .unwrap(),
+        ..bed
+    };
+    let bed = Bed { templates: Templates::compile(&bed.config).unwrap(), ..bed };
+
+    // 2 of 4 (50%) is over the default 25%: refused, every file kept.
+    let r = bed.pass(&[], false).await;
+    assert!(errors(&r).contains("refusing to delete 2 of 4 objects"), "{}", errors(&r));
+    assert!(bed.path("out/web/c.txt").exists() && bed.path("out/web/d.txt").exists());
+    // --allow-mass-prune: both go, the others stay.
+    let r = bed.pass_with(&[], PassOptions { allow_mass_prune: true, ..Default::default() }).await;
+    assert_eq!(errors(&r), "");
+    assert!(!bed.path("out/web/c.txt").exists() && !bed.path("out/web/d.txt").exists());
+    assert!(bed.path("out/web/a.txt").exists() && bed.path("out/web/b.txt").exists());
 }
 
 #[tokio::test]
