@@ -11,7 +11,8 @@ use std::io::{self, Write};
 use crate::plan::{Action, Change};
 use crate::reconcile::{Report, TargetReport};
 
-/// Colours on a terminal, unless `NO_COLOR` is set.
+/// Colours on stdout, only when it is a terminal and `NO_COLOR` is unset.
+/// The one style every command prints with.
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
     pub color: bool,
@@ -19,12 +20,44 @@ pub struct Style {
 
 impl Style {
     pub fn detect() -> Self {
-        let color = io::IsTerminal::is_terminal(&io::stdout()) && std::env::var_os("NO_COLOR").is_none();
-        Self { color }
+        Self { color: io::IsTerminal::is_terminal(&io::stdout()) && std::env::var_os("NO_COLOR").is_none() }
     }
 
-    fn paint(&self, code: &str, text: &str) -> String {
-        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+    pub fn plain() -> Self {
+        Self { color: false }
+    }
+
+    pub fn paint(&self, code: &str, text: &str) -> String {
+        if self.color && !text.is_empty() { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+    }
+
+    pub fn red(&self, t: &str) -> String {
+        self.paint("31", t)
+    }
+
+    pub fn green(&self, t: &str) -> String {
+        self.paint("32", t)
+    }
+
+    pub fn yellow(&self, t: &str) -> String {
+        self.paint("33", t)
+    }
+
+    pub fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+
+    /// A unified diff with `-`/`+` lines coloured, each line indented.
+    pub fn diff_lines(&self, diff: &str, indent: &str, out: &mut dyn Write) -> io::Result<()> {
+        for line in diff.lines() {
+            let painted = match line.chars().next() {
+                Some('+') if !line.starts_with("+++") => self.green(line),
+                Some('-') if !line.starts_with("---") => self.red(line),
+                _ => line.to_owned(),
+            };
+            writeln!(out, "{indent}{painted}")?;
+        }
+        Ok(())
     }
 }
 
@@ -204,18 +237,16 @@ fn print_change(
             writeln!(out, "      {v}")?;
         }
         if let Some(diff) = &c.diff {
-            for line in diff.lines() {
-                let painted = match line.chars().next() {
-                    Some('+') if !line.starts_with("+++") => style.paint("32", line),
-                    Some('-') if !line.starts_with("---") => style.paint("31", line),
-                    _ => line.to_owned(),
-                };
-                writeln!(out, "      {painted}")?;
-            }
+            style.diff_lines(diff, "      ", out)?;
         }
     }
-    let width = c.fingerprints.iter().map(|e| e.entry.len()).max().unwrap_or(0);
-    for e in &c.fingerprints {
+    print_fingerprints(&c.fingerprints, out)
+}
+
+/// `--show-fingerprints`: one line per secret entry that changes, aligned.
+pub fn print_fingerprints(fingerprints: &[crate::plan::EntryFingerprint], out: &mut dyn Write) -> io::Result<()> {
+    let width = fingerprints.iter().map(|e| e.entry.len()).max().unwrap_or(0);
+    for e in fingerprints {
         let none = "(none)".to_owned();
         writeln!(
             out,

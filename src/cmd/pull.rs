@@ -297,18 +297,7 @@ fn print_text(report: &PullReport, blocked: bool, style: Style, out: &mut dyn Wr
         if let Some(d) = &f.diff {
             style.diff_lines(d, "      ", out)?;
         }
-        let width = f.fingerprints.iter().map(|e| e.entry.len()).max().unwrap_or(0);
-        for e in &f.fingerprints {
-            let none = "(none)".to_owned();
-            writeln!(
-                out,
-                "      {:width$}  fingerprint {} → {}",
-                e.entry,
-                e.old.as_ref().unwrap_or(&none),
-                e.new.as_ref().unwrap_or(&none)
-            )?;
-        }
-        Ok(())
+        crate::report::print_fingerprints(&f.fingerprints, out)
     };
     for o in &report.outputs {
         match o.status {

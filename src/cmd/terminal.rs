@@ -21,54 +21,7 @@ use crate::secret::SecretString;
 /// How long work runs before a progress bar appears.
 pub const PROGRESS_DELAY: Duration = Duration::from_millis(400);
 
-/// Colours on stdout.
-#[derive(Debug, Clone, Copy)]
-pub struct Style {
-    pub color: bool,
-}
-
-impl Style {
-    pub fn detect() -> Self {
-        Self { color: io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() }
-    }
-
-    pub fn plain() -> Self {
-        Self { color: false }
-    }
-
-    pub fn paint(&self, code: &str, text: &str) -> String {
-        if self.color && !text.is_empty() { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
-    }
-
-    pub fn red(&self, t: &str) -> String {
-        self.paint("31", t)
-    }
-
-    pub fn green(&self, t: &str) -> String {
-        self.paint("32", t)
-    }
-
-    pub fn yellow(&self, t: &str) -> String {
-        self.paint("33", t)
-    }
-
-    pub fn bold(&self, t: &str) -> String {
-        self.paint("1", t)
-    }
-
-    /// A unified diff with `-`/`+` lines coloured, each line indented.
-    pub fn diff_lines(&self, diff: &str, indent: &str, out: &mut dyn Write) -> io::Result<()> {
-        for line in diff.lines() {
-            let painted = match line.chars().next() {
-                Some('+') if !line.starts_with("+++") => self.green(line),
-                Some('-') if !line.starts_with("---") => self.red(line),
-                _ => line.to_owned(),
-            };
-            writeln!(out, "{indent}{painted}")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::report::Style;
 
 fn tty() -> Result<std::fs::File, CmdError> {
     std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").map_err(|_| CmdError::NoTerminal)
