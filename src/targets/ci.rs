@@ -358,6 +358,49 @@ pub fn check_base_url(text: &str) -> Result<String, String> {
 }
 
 /// Whether `name` can name an environment variable (`token_env`).
+/// The name each entry of an output becomes at one CI destination: the
+/// target's `key` schema rendered with `env` and the entry's `name`. A name
+/// `invalid` refuses (it says why, completing "entry E would be NOUN N (env
+/// V)…"), and two entries with one name, are problems at the entry; a key
+/// schema that does not render is one problem for the target, and ends the
+/// walk (every entry would fail the same way).
+pub fn entry_names(
+    output: &str,
+    env: &str,
+    entries: &[crate::config::Entry],
+    key_template: &str,
+    noun: &str,
+    invalid: impl Fn(&str) -> Option<String>,
+    problem: &mut dyn FnMut(Option<&crate::config::Location>, String),
+) -> std::collections::BTreeMap<String, String> {
+    let mut names = std::collections::BTreeMap::new();
+    let mut by_name: std::collections::BTreeMap<String, &str> = std::collections::BTreeMap::new();
+    for e in entries {
+        let name = match crate::render::render_field(key_template, &[("env", env), ("name", &e.name)]) {
+            Ok(n) => n,
+            Err(err) => {
+                problem(None, format!("output {output:?}: key {key_template:?}: {err}"));
+                break;
+            }
+        };
+        if let Some(why) = invalid(&name) {
+            problem(
+                Some(&e.location),
+                format!("output {output:?}: entry {:?} would be {noun} {name:?} (env {env:?}){why}", e.name),
+            );
+            continue;
+        }
+        if let Some(first) = by_name.insert(name.clone(), &e.name) {
+            problem(
+                Some(&e.location),
+                format!("output {output:?}: entries {first:?} and {:?} would both be {noun} {name}", e.name),
+            );
+        }
+        names.insert(e.name.clone(), name);
+    }
+    names
+}
+
 pub fn is_env_var_name(name: &str) -> bool {
     !name.is_empty()
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -202,37 +202,18 @@ pub fn build(
             }
             (None, None, _) => None,
         };
-        let mut names = BTreeMap::new();
-        let mut by_name: BTreeMap<String, &str> = BTreeMap::new();
-        for e in entries {
-            match field("key", key_template, &[("env", env), ("name", &e.name)]) {
-                Ok(n) => match name_problem(&n) {
-                    None => {
-                        if let Some(first) = by_name.insert(n.clone(), &e.name) {
-                            problem(
-                                Some(&e.location),
-                                format!(
-                                    "output {output:?}: entries {first:?} and {:?} would both be GitHub name {n}",
-                                    e.name
-                                ),
-                            );
-                        }
-                        names.insert(e.name.clone(), n);
-                    }
-                    Some(why) => problem(
-                        Some(&e.location),
-                        format!(
-                            "output {output:?}: entry {:?} would be GitHub secret/variable {n:?} (env {env:?}): {why} (use key = \"{{{{ name | upper }}}}\" or another key schema)",
-                            e.name
-                        ),
-                    ),
-                },
-                Err(err) => {
-                    problem(None, err);
-                    break;
-                }
-            }
-        }
+        let names = ci::entry_names(
+            output,
+            env,
+            entries,
+            key_template,
+            "GitHub secret/variable",
+            |n| {
+                name_problem(n)
+                    .map(|why| format!(": {why} (use key = \"{{{{ name | upper }}}}\" or another key schema)"))
+            },
+            &mut problem,
+        );
         if let Some(scope) = scope {
             addresses.insert(env.clone(), GithubAddress { scope, names });
         }

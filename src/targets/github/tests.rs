@@ -79,6 +79,10 @@ fn config_checks_names_and_scopes() {
     assert!(err("repo = \"acme/{{ env }}\"\nkey = \"{{ name | lower }}\"").contains("A-Z, 0-9"));
     assert!(err("repo = \"acme/{{ env }}\"\nkey = \"GITHUB_{{ name }}\"").contains("GITHUB_"));
     assert!(err("repo = \"acme/{{ env }}\"\nkey = \"1{{ name }}\"").contains("digit"));
+    let two = err("repo = \"acme/{{ env }}\"\nkey = \"K\"");
+    assert!(two.contains("entries") && two.contains("would both be GitHub secret/variable K"), "{two}");
+    let lower = err("repo = \"acme/{{ env }}\"\nkey = \"{{ name | lower }}\"");
+    assert!(lower.contains("would be GitHub secret/variable") && lower.contains("(env \"prod\"): "), "{lower}");
     assert!(err("repo = \"acme\"").contains("owner/name"));
     assert!(err("org = \"acme-{{ env }}\"\nenvironment = \"x\"").contains("goes with `repo`"));
     assert!(err("repo = \"acme/{{ env }}\"\nvisibility = \"all\"").contains("organization targets only"));

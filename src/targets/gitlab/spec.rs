@@ -165,35 +165,18 @@ pub fn build(
                 None
             }
         };
-        let mut keys = BTreeMap::new();
-        let mut by_key: BTreeMap<String, &str> = BTreeMap::new();
-        for e in entries {
-            match field("key", key_template, &[("env", env), ("name", &e.name)]) {
-                Ok(k) if is_variable_key(&k) => {
-                    if let Some(first) = by_key.insert(k.clone(), &e.name) {
-                        problem(
-                            Some(&e.location),
-                            format!(
-                                "output {output:?}: entries {first:?} and {:?} would both be GitLab variable {k}",
-                                e.name
-                            ),
-                        );
-                    }
-                    keys.insert(e.name.clone(), k);
-                }
-                Ok(k) => problem(
-                    Some(&e.location),
-                    format!(
-                        "output {output:?}: entry {:?} would be GitLab variable {k:?} (env {env:?}), but keys may only hold letters, digits and '_' (at most 255)",
-                        e.name
-                    ),
-                ),
-                Err(err) => {
-                    problem(None, err);
-                    break;
-                }
-            }
-        }
+        let keys = ci::entry_names(
+            output,
+            env,
+            entries,
+            key_template,
+            "GitLab variable",
+            |k| {
+                (!is_variable_key(k))
+                    .then(|| ", but keys may only hold letters, digits and '_' (at most 255)".to_owned())
+            },
+            &mut problem,
+        );
         if let (Some(owner), Some(environment_scope)) = (owner, scope) {
             addresses.insert(env.clone(), GitlabAddress { owner, environment_scope, keys });
         }
