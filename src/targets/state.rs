@@ -269,10 +269,14 @@ fn encode(id: &str) -> String {
     out
 }
 
-fn write_atomically(path: &Path, text: &[u8]) -> Result<(), String> {
+/// Writes a state file atomically (temp file `<stem>.tmp-<pid>`, fsync,
+/// rename), mode 0600, and first removes the temp files of writers that
+/// died (their pid is gone) beside it.
+pub(crate) fn write_atomically(path: &Path, text: &[u8]) -> Result<(), String> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    remove_leftovers(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -282,6 +286,20 @@ fn write_atomically(path: &Path, text: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     f.write_all(text).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn remove_leftovers(path: &Path) {
+    let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) else { return };
+    let prefix = format!("{stem}.tmp-");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]

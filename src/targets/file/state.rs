@@ -10,8 +10,6 @@
 //! person edited or replaced since is reported and left alone.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::hmac;
@@ -57,20 +55,8 @@ impl FileState {
     /// Writes the state atomically (temp file, fsync, rename), mode 0600,
     /// and removes temp files a killed process left beside it.
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        remove_leftovers(path);
         let text = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| e.to_string())?;
-        f.write_all(&text).and_then(|_| f.sync_all()).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+        crate::targets::state::write_atomically(path, &text)
     }
 
     /// The keyed fingerprint of `content`.
@@ -97,21 +83,6 @@ impl FileState {
     pub fn forget(&mut self, path: &Path) {
         if self.files.remove(path).is_some() {
             self.dirty = true;
-        }
-    }
-}
-
-/// Removes `<state>.tmp-<pid>` files of processes that are gone.
-fn remove_leftovers(path: &Path) {
-    let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) else { return };
-    let prefix = format!("{stem}.tmp-");
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
