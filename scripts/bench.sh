@@ -13,7 +13,7 @@
 #
 # Settings (environment):
 #   BENCH_RUNS=5             repetitions per measurement (medians are reported)
-#   BENCH_WATCH_CHANGES=N    puts timed under `cfgsync run` (default 200 up to fleet-300, else 0)
+#   BENCH_WATCH_CHANGES=N    puts timed under `cfgsync run`, per series (quiet, burst; default 200 up to fleet-300, else 0)
 #   BENCH_KEEP=1             keep the work directory (config, logs, outputs, perf data)
 #   CFGSYNC_BENCH_BIN=PATH   the cfgsync binary to measure (default: target/release/cfgsync,
 #                            built here by `cargo build --release`)

@@ -43,7 +43,7 @@ use tracing::{debug, trace, warn};
 use crate::config::Config;
 use crate::plan::{Change, DestPlan, Slot};
 use crate::render::{RenderError, Rendered, Templates, Use};
-use crate::source::{Request, Snapshot, SourceError, Sources};
+use crate::source::{KeysAt, Patch, Request, Snapshot, SourceError, Sources};
 use crate::targets::file::FileKind;
 use crate::targets::github::GithubKind;
 use crate::targets::gitlab::GitlabKind;
@@ -75,6 +75,12 @@ pub struct PassOptions {
     /// Only these outputs (config indices): a pass for a change that
     /// concerns no other. Nothing is pruned in such a pass.
     pub only_outputs: Option<BTreeSet<usize>>,
+    /// Read only the keys that changed since a kept snapshot (the
+    /// service's watch passes; for [`PassOptions::env`] only).
+    pub patch: Option<Patch>,
+    /// Return the keys read in [`EnvReport::keys`] (the service keeps them
+    /// for its next watch pass).
+    pub keep_keys: bool,
     /// Do not run `reload_cmd` (`pull` without `--reload`).
     pub no_reload: bool,
     /// Show keyed per-run fingerprints of the secret entries that change.
@@ -132,6 +138,9 @@ pub struct EnvReport {
     /// state that could not be saved.
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser_display_vec")]
     pub errors: Vec<TargetError>,
+    /// The keys the pass read, when [`PassOptions::keep_keys`] asked for them.
+    #[serde(skip)]
+    pub keys: Option<Arc<KeysAt>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -214,6 +223,7 @@ impl EnvReport {
             outputs: Vec::new(),
             pruned: Vec::new(),
             errors: Vec::new(),
+            keys: None,
         }
     }
 
@@ -244,8 +254,13 @@ pub async fn run_pass(
     options: &PassOptions,
 ) -> Report {
     let envs: Vec<&String> = config.envs.iter().filter(|env| options.env.as_ref().is_none_or(|e| e == *env)).collect();
-    let requests: Vec<Request> =
-        envs.iter().map(|env| request(config, templates, env, options.only_outputs.as_ref())).collect();
+    let requests: Vec<Request> = envs
+        .iter()
+        .map(|env| Request {
+            patch: options.patch.as_ref().filter(|_| options.env.as_ref() == Some(*env)).cloned(),
+            ..request(config, templates, env, options.only_outputs.as_ref())
+        })
+        .collect();
     // Destinations known from the config alone are read while the sources are.
     let early = join_all(envs.iter().map(|env| early_observations(config, targets, env, options)));
     let (fetched, early) = tokio::join!(join_all(requests.iter().map(|r| sources.fetch(r))), early);
@@ -260,6 +275,10 @@ pub async fn run_pass(
             Box::pin(async move {
                 match snapshot {
                     Ok(s) => {
+                        let kept = match (options.keep_keys, s.revision) {
+                            (true, Some(revision)) => Some(Arc::new(KeysAt { keys: s.keys.clone(), revision })),
+                            _ => None,
+                        };
                         let snapshot = Arc::new(s);
                         let plan = plan_env_observed(
                             config,
@@ -271,7 +290,10 @@ pub async fn run_pass(
                             early,
                         )
                         .await;
-                        if options.dry_run { plan.report } else { apply_env(plan, options.fence.as_deref()).await }
+                        let mut report =
+                            if options.dry_run { plan.report } else { apply_env(plan, options.fence.as_deref()).await };
+                        report.keys = kept;
+                        report
                     }
                     Err(e) => {
                         warn!(env, source = %e.kind(), error = %e, "source failed; no target of this env is touched");
@@ -303,7 +325,7 @@ pub fn request(config: &Config, templates: &Templates, env: &str, only: Option<&
     {
         secret_paths.insert(path.clone());
     }
-    Request { env: env.to_owned(), secret_paths }
+    Request { env: env.to_owned(), secret_paths, patch: None }
 }
 
 fn fingerprinter(config: &Config, snapshot: &Snapshot) -> Fingerprinter {
@@ -385,7 +407,10 @@ async fn early_observations(config: &Config, targets: &Targets, env: &str, optio
         })
         .flat_map(|(_, o)| &o.targets)
         .map(|t| &t.kind);
-    Early { kube: observe_before_render(&targets.kube, specs, &ctx).await }
+    let started = std::time::Instant::now();
+    let kube = observe_before_render(&targets.kube, specs, &ctx).await;
+    debug!(env, took_us = started.elapsed().as_micros() as u64, "observed before rendering");
+    Early { kube }
 }
 
 async fn observe_before_render<'t, K: Target>(
@@ -475,6 +500,7 @@ async fn plan_env_observed<'a>(
         outputs: Vec::new(),
         pruned: Vec::new(),
         errors: Vec::new(),
+        keys: None,
     };
     // Every target of the env takes part in planning, rendered or not: what
     // it owns is then known to be claimed.

@@ -21,7 +21,7 @@
 //! key. A check that fails aborts the benchmark.
 //!
 //! Settings (environment): `BENCH_RUNS` (repetitions, default 5),
-//! `BENCH_WATCH_CHANGES` (puts timed under `cfgsync run`, default 200 for
+//! `BENCH_WATCH_CHANGES` (puts timed under `cfgsync run` in each of two series, quiet and burst, default 200 for
 //! fleets up to 300 apps, else 0), `CFGSYNC_BENCH_BIN` (the cfgsync binary,
 //! default the one cargo built beside this bench), `BENCH_KEEP=1` (keep the
 //! work directory and print where it is).
@@ -462,6 +462,8 @@ fn run_fleet(fleet: Fleet, settings: &Settings) {
         line.push(format!("watch_changes={}", w.latencies_ms.len()));
         line.push(format!("watch_p50_ms={:.1}", w.p50()));
         line.push(format!("watch_p99_ms={:.1}", w.p99()));
+        line.push(format!("watch_burst_p50_ms={:.1}", w.burst_p50()));
+        line.push(format!("watch_burst_p99_ms={:.1}", w.burst_p99()));
         line.push(format!("watch_rss_mib={:.1}", w.peak_rss_kib as f64 / 1024.0));
     }
     line.push(format!("bench_s={:.0}", started.elapsed().as_secs_f64()));
@@ -529,13 +531,16 @@ fn print_table(fleet: &Fleet, rows: &[Row], watched: Option<&watch::Watched>) {
     }
     if let Some(w) = watched {
         println!(
-            "watch (cfgsync run, default debounce): put → file written over {} changes: min {:.1} ms, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; service peak RSS {:.1} MiB, CPU {:.2} s",
+            "watch (cfgsync run, default 200 ms debounce): put → file written; {} changes each a debounce after the last: min {:.1} ms, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} changes back to back (every other one coalesced): p50 {:.1} ms, p99 {:.1} ms; service peak RSS {:.1} MiB, CPU {:.2} s",
             w.latencies_ms.len(),
             w.min(),
             w.p50(),
             w.p90(),
             w.p99(),
             w.max(),
+            w.burst_ms.len(),
+            w.burst_p50(),
+            w.burst_p99(),
             w.peak_rss_kib as f64 / 1024.0,
             w.cpu_s
         );

@@ -3,6 +3,14 @@
 //! puts a new value of `dev/appN/key3` (N moving through the fleet) and the
 //! clock stops when `out/dev/appN.env` holds it (polled every 500 µs). The
 //! clock starts just before the put is sent.
+//!
+//! Two series of changes: **quiet** — each put comes a debounce (and 50 ms)
+//! after the previous change was written, so each is the leading edge of a
+//! quiet period and goes at once: this is the pipeline's latency; then
+//! **burst** — each put right after the previous one was written, so every
+//! other one falls within the debounce and is coalesced behind it (it waits
+//! for the debounce: about half the latencies are ≈ 200 ms plus the
+//! pipeline's).
 
 use std::io::Read;
 use std::process::{Child, Stdio};
@@ -18,8 +26,10 @@ const CHANGE_DEADLINE: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_micros(500);
 
 pub struct Watched {
-    /// Sorted.
+    /// Quiet series, sorted.
     pub latencies_ms: Vec<f64>,
+    /// Burst series, sorted.
+    pub burst_ms: Vec<f64>,
     pub peak_rss_kib: u64,
     /// CPU time of the service from its start to the last change.
     pub cpu_s: f64,
@@ -41,7 +51,16 @@ impl Watched {
     pub fn max(&self) -> f64 {
         *self.latencies_ms.last().expect("a change")
     }
+    pub fn burst_p50(&self) -> f64 {
+        percentile(&self.burst_ms, 50.0)
+    }
+    pub fn burst_p99(&self) -> f64 {
+        percentile(&self.burst_ms, 99.0)
+    }
 }
+
+/// The service's default debounce, which the quiet series waits out.
+const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Stops the service (SIGTERM, then SIGKILL) also when the benchmark panics.
 struct Service(Child);
@@ -125,22 +144,29 @@ pub fn run(bed: &mut Bed, changes: usize) -> Watched {
     assert!(started, "cfgsync run did not finish a pass per env:\n{}", tail(&read_log(), 3000));
 
     let fleet = bed.fleet;
-    let mut latencies = Vec::with_capacity(changes);
-    for i in 0..changes {
-        let app = (i * 7 + 3) % fleet.apps;
-        let value = format!("watch-{i}-{}", Fleet::key_value(FILE_ENV, app, 3, 0));
-        let file = bed.path(&Fleet::file_path(app));
-        let begin = Instant::now();
-        bed.put(&Fleet::key_path(FILE_ENV, app, 3), &value);
-        let arrived = wait_until(CHANGE_DEADLINE, || {
-            std::fs::read_to_string(&file).is_ok_and(|t| dotenv_value(&t, "KEY3").as_deref() == Some(value.as_str()))
-        });
-        assert!(arrived, "change {i} never reached {}:\n{}", file.display(), tail(&read_log(), 3000));
-        latencies.push(begin.elapsed().as_secs_f64() * 1e3);
-    }
+    let series = |first: usize, gap: Duration| {
+        let mut latencies = Vec::with_capacity(changes);
+        for i in first..first + changes {
+            let app = (i * 7 + 3) % fleet.apps;
+            let value = format!("watch-{i}-{}", Fleet::key_value(FILE_ENV, app, 3, 0));
+            let file = bed.path(&Fleet::file_path(app));
+            std::thread::sleep(gap);
+            let begin = Instant::now();
+            bed.put(&Fleet::key_path(FILE_ENV, app, 3), &value);
+            let arrived = wait_until(CHANGE_DEADLINE, || {
+                std::fs::read_to_string(&file)
+                    .is_ok_and(|t| dotenv_value(&t, "KEY3").as_deref() == Some(value.as_str()))
+            });
+            assert!(arrived, "change {i} never reached {}:\n{}", file.display(), tail(&read_log(), 3000));
+            latencies.push(begin.elapsed().as_secs_f64() * 1e3);
+        }
+        latencies.sort_by(f64::total_cmp);
+        latencies
+    };
+    let quiet = series(0, DEBOUNCE + Duration::from_millis(50));
+    let burst = series(changes, Duration::ZERO);
     let peak_rss_kib = proc_status_kib(pid, "VmHWM");
     let cpu_s = cpu_seconds(pid);
     drop(service);
-    latencies.sort_by(f64::total_cmp);
-    Watched { latencies_ms: latencies, peak_rss_kib, cpu_s }
+    Watched { latencies_ms: quiet, burst_ms: burst, peak_rss_kib, cpu_s }
 }

@@ -212,7 +212,7 @@ pub async fn read_env(
     template_paths: &BTreeSet<String>,
     on_read: &(dyn Fn() + Sync),
 ) -> Result<EnvInventory, SourceError> {
-    let request = Request { env: env.to_owned(), secret_paths: BTreeSet::new() };
+    let request = Request { env: env.to_owned(), ..Default::default() };
     let keys = async {
         match &clients.keys {
             KeyClient::Files { source, .. } => source.fetch(&request).await.map(Some),

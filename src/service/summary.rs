@@ -246,6 +246,7 @@ mod tests {
                 ],
                 pruned: Vec::new(),
                 errors: Vec::new(),
+                keys: None,
             }],
         };
         let s = PassSummary::of(&report);

@@ -121,6 +121,8 @@ struct Pending {
     /// `Some`: only these keys changed (a watch pass may render just the
     /// outputs that read them); `None`: a full pass.
     keys: Option<BTreeSet<String>>,
+    /// The newest revision among the changes in `keys`.
+    revision: Option<i64>,
 }
 
 impl Pending {
@@ -130,7 +132,7 @@ impl Pending {
 
     fn at_once(reason: Reason) -> Self {
         let now = Instant::now();
-        Self { reason, debounced: false, leading: false, first: now, last: now, keys: None }
+        Self { reason, debounced: false, leading: false, first: now, last: now, keys: None, revision: None }
     }
 
     /// Adds a trigger to what is pending.
@@ -140,6 +142,7 @@ impl Pending {
             if let Some(keys) = &mut self.keys {
                 keys.extend(t.keys);
             }
+            self.revision = self.revision.max(t.revision);
         } else {
             self.debounced = false;
             self.reason = t.reason;
@@ -179,7 +182,7 @@ struct Memory {
     /// What each output (by name) read in the last full pass of the
     /// current config: a watch event then re-renders only the outputs that
     /// read a changed key. Outputs that did not render are not in it.
-    uses: Option<(u64, BTreeMap<String, BTreeSet<crate::render::Use>>)>,
+    uses: Option<(u64, Reads)>,
     /// When the last change was seen: the next one goes at once when it
     /// comes `debounce` later or more (the leading edge of the debounce).
     last_change_seen: Option<Instant>,
@@ -190,6 +193,13 @@ struct Memory {
     written: BTreeMap<String, u64>,
     /// When cfgsync last wrote each target (Unix ms).
     last_change: BTreeMap<String, u64>,
+    /// The env's keys as the last pass read them (config generation, keys):
+    /// a watch pass reads only what changed since and applies it to these.
+    keys: Option<(u64, Arc<crate::source::KeysAt>)>,
+    /// Changes no pass has read since `keys` (no output read them): the
+    /// next watch pass reads them too, so that its keys are all at its
+    /// revision, and the revision of the newest.
+    unread: (BTreeSet<String>, Option<i64>),
 }
 
 pub struct Worker {
@@ -208,37 +218,66 @@ pub struct Worker {
     pub triggers: mpsc::Receiver<Trigger>,
 }
 
+/// What the outputs of one env read in a full pass, indexed for the
+/// question a watch event asks: which outputs does a change of these keys
+/// concern? Built once per full pass; a lookup costs per changed key, not
+/// per output.
+#[derive(Debug, Default)]
+struct Reads {
+    /// Key → outputs (config indices) that read it.
+    by_key: std::collections::HashMap<String, Vec<usize>>,
+    /// `keys(prefix=…)` reads: (prefix, output).
+    prefixes: Vec<(String, usize)>,
+    /// Outputs of the env whose reads are not known (they did not render).
+    unknown: Vec<usize>,
+}
+
+impl Reads {
+    /// `used`: output name → what its rendering read, for the outputs that rendered.
+    fn new(config: &crate::config::Config, env: &str, used: &BTreeMap<&str, &BTreeSet<crate::render::Use>>) -> Self {
+        let mut reads = Reads::default();
+        for (i, o) in config.outputs.iter().enumerate().filter(|(_, o)| o.envs.iter().any(|e| e == env)) {
+            let Some(uses) = used.get(o.name.as_str()) else {
+                reads.unknown.push(i);
+                continue;
+            };
+            for u in uses.iter() {
+                match u {
+                    crate::render::Use::Key(k) => reads.by_key.entry(k.clone()).or_default().push(i),
+                    crate::render::Use::KeyPrefix(p) => reads.prefixes.push((p.clone(), i)),
+                    crate::render::Use::Secret(_) => {}
+                }
+            }
+        }
+        reads
+    }
+}
+
 /// The outputs (config indices) of `env` a change of `keys` concerns: those
 /// whose last full rendering read one of them, and those whose reads are
 /// not known (they did not render, or no full pass of this config ran yet:
 /// then `None`, a full pass).
-fn affected(
-    generation: &Generation,
-    env: &str,
-    memory: &Memory,
-    keys: Option<&BTreeSet<String>>,
-) -> Option<BTreeSet<usize>> {
+fn affected(generation: &Generation, memory: &Memory, keys: Option<&BTreeSet<String>>) -> Option<BTreeSet<usize>> {
     let keys = keys?;
-    let (id, uses) = memory.uses.as_ref()?;
+    let (id, reads) = memory.uses.as_ref()?;
     if *id != generation.id {
         return None;
     }
-    let concerns = |u: &crate::render::Use| match u {
-        crate::render::Use::Key(k) => keys.contains(k),
-        crate::render::Use::KeyPrefix(p) => keys.iter().any(|k| k.starts_with(p.as_str())),
-        crate::render::Use::Secret(_) => false,
-    };
-    Some(
-        generation
-            .config
-            .outputs
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.envs.iter().any(|e| e == env))
-            .filter(|(_, o)| uses.get(&o.name).is_none_or(|used| used.iter().any(concerns)))
-            .map(|(i, _)| i)
-            .collect(),
-    )
+    let mut out: BTreeSet<usize> = reads.unknown.iter().copied().collect();
+    for k in keys {
+        out.extend(reads.by_key.get(k).into_iter().flatten());
+        out.extend(reads.prefixes.iter().filter(|(p, _)| k.starts_with(p.as_str())).map(|(_, i)| *i));
+    }
+    Some(out)
+}
+
+/// Sleeps until `wake`; returns at once when it has come (tokio's timer
+/// would fire a past deadline only at its next millisecond tick: a leading
+/// watch change would wait for it).
+async fn sleep_until(wake: Instant) {
+    if wake > Instant::now() {
+        tokio::time::sleep_until(wake).await;
+    }
 }
 
 /// The interval with ±10 % jitter.
@@ -285,6 +324,7 @@ impl Worker {
                                 first: now,
                                 last: now,
                                 keys: t.debounced.then(|| t.keys.into_iter().collect()),
+                                revision: t.revision.filter(|_| t.debounced),
                             });
                         }
                     }
@@ -310,13 +350,15 @@ impl Worker {
                     }
                     continue;
                 }
-                () = tokio::time::sleep_until(wake) => {}
+                () = sleep_until(wake) => {}
             }
             let now = Instant::now();
             let mut changed_keys = None;
+            let mut changed_at = None;
             let reason = if pending.as_ref().is_some_and(|p| p.due(debounce) <= now) {
                 let p = pending.take().expect("checked above");
                 changed_keys = p.keys;
+                changed_at = p.revision;
                 p.reason
             } else if next_tick <= now {
                 Reason::Interval
@@ -341,13 +383,29 @@ impl Worker {
                 memory = Memory::default();
                 continue;
             }
-            let only = if full { None } else { affected(&generation, &self.env, &memory, changed_keys.as_ref()) };
+            let only = if full { None } else { affected(&generation, &memory, changed_keys.as_ref()) };
             if only.as_ref().is_some_and(BTreeSet::is_empty) {
                 debug!(env = %self.env, "no output reads the changed keys; no pass");
+                memory.unread.0.extend(changed_keys.into_iter().flatten());
+                memory.unread.1 = memory.unread.1.max(changed_at);
                 continue;
             }
             let partial = only.is_some();
-            let ok = self.pass(&generation, reason, &mut memory, only).await;
+            // Every change since the kept keys' revision is in `changed_keys`
+            // (watch events come in revision order into this one queue; an
+            // overflow or a lost watch makes the pass a full one).
+            let patch = match (&memory.keys, &changed_keys, changed_at) {
+                (Some((id, base)), Some(changed), Some(at)) if partial && *id == generation.id => {
+                    let (unread, unread_at) = &memory.unread;
+                    Some(crate::source::Patch {
+                        base: base.clone(),
+                        changed: changed.union(unread).cloned().collect(),
+                        at: at.max(base.revision).max(unread_at.unwrap_or(0)),
+                    })
+                }
+                _ => None,
+            };
+            let ok = self.pass(&generation, reason, &mut memory, only, patch).await;
             if partial && !ok {
                 // The env is failing now: a full pass says so everywhere
                 // (record, /readyz), and later watch passes are full ones
@@ -364,10 +422,13 @@ impl Worker {
         reason: Reason,
         memory: &mut Memory,
         only: Option<BTreeSet<usize>>,
+        patch: Option<crate::source::Patch>,
     ) -> bool {
         let lock = self.leadership.pass_lock(&self.env);
         let _guard = lock.lock().await;
         if !self.leadership.leads(&self.env) {
+            // The changes of this pass are not read: forget the kept keys.
+            memory.keys = None;
             return true;
         }
         let now = Instant::now();
@@ -379,6 +440,8 @@ impl Worker {
             fence: Some(self.leadership.clone()),
             skip: skip.clone(),
             only_outputs: only,
+            patch,
+            keep_keys: true,
             ..Default::default()
         };
         let started = Instant::now();
@@ -390,20 +453,24 @@ impl Worker {
             &options,
         )
         .await;
+        // The keys read, for the next watch pass; none after a failed read.
+        memory.keys =
+            report.envs.iter().find(|e| e.env == self.env).and_then(|e| e.keys.clone()).map(|k| (generation.id, k));
+        memory.unread = Default::default();
         // What the outputs read, learnt from a full pass that succeeded:
         // partial passes happen only while the env is healthy.
         if !partial {
             memory.uses = None;
         }
         if !partial && !report.failed() {
-            let uses = report
+            let used: BTreeMap<&str, &BTreeSet<crate::render::Use>> = report
                 .envs
                 .iter()
                 .flat_map(|e| &e.outputs)
                 .filter(|o| o.error.is_none())
-                .map(|o| (o.output.clone(), o.used.clone()))
+                .map(|o| (o.output.as_str(), &o.used))
                 .collect();
-            memory.uses = Some((generation.id, uses));
+            memory.uses = Some((generation.id, Reads::new(&generation.config, &self.env, &used)));
         }
         let summary = PassSummary::of(&report);
         drop(report);
@@ -617,7 +684,15 @@ mod tests {
     fn debounce_waits_for_quiet_but_not_forever() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut p = Pending { reason: Reason::Watch, debounced: true, leading: false, first: t0, last: t0, keys: None };
+        let mut p = Pending {
+            reason: Reason::Watch,
+            debounced: true,
+            leading: false,
+            first: t0,
+            last: t0,
+            keys: None,
+            revision: None,
+        };
         assert_eq!(p.due(ms(200)), t0 + ms(200));
         p.last = t0 + ms(150);
         assert_eq!(p.due(ms(200)), t0 + ms(350));
@@ -625,8 +700,15 @@ mod tests {
         assert_eq!(p.due(ms(200)), t0 + ms(1000), "at most 5 x debounce after the first event");
         p.debounced = false;
         assert_eq!(p.due(ms(200)), t0, "an undebounced trigger is due at once");
-        let leading =
-            Pending { reason: Reason::Watch, debounced: true, leading: true, first: t0, last: t0, keys: None };
+        let leading = Pending {
+            reason: Reason::Watch,
+            debounced: true,
+            leading: true,
+            first: t0,
+            last: t0,
+            keys: None,
+            revision: None,
+        };
         assert_eq!(leading.due(ms(200)), t0, "the first change after a quiet period goes at once");
     }
 
@@ -649,9 +731,11 @@ mod tests {
             first: t0,
             last: t0,
             keys: Some(["a".to_owned()].into()),
+            revision: Some(1),
         };
         p.merge(Trigger::debounced(Reason::Watch, 2, vec!["b".into()]), t0);
         assert_eq!(p.keys.as_ref().map(|k| k.len()), Some(2));
+        assert_eq!(p.revision, Some(2), "the newest revision of the changes");
         p.merge(Trigger::now(Reason::ConfigReloaded), t0);
         assert!(p.keys.is_none(), "anything but a watch event needs a full pass");
         p.merge(Trigger::debounced(Reason::Watch, 3, vec!["c".into()]), t0);

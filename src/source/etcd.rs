@@ -154,22 +154,7 @@ impl EtcdSource {
             let more = resp.more();
             let kvs = resp.take_kvs();
             for item in &kvs {
-                let origin =
-                    KeyOrigin::Etcd { create_revision: item.create_revision(), mod_revision: item.mod_revision() };
-                let (name, value) = match item.key_str() {
-                    Ok(key) => (
-                        key.strip_prefix(prefix).unwrap_or(key).to_owned(),
-                        KeyValue::new(item.value().to_vec(), origin),
-                    ),
-                    // A name that is not text cannot be asked for by name, but
-                    // `keys(prefix)` would silently miss it: keep it, marked
-                    // unusable, so the outputs that read its prefix fail naming it.
-                    Err(_) => {
-                        let lossy = String::from_utf8_lossy(item.key());
-                        let name = lossy.strip_prefix(prefix).unwrap_or(&lossy).to_owned();
-                        (name, KeyValue { data: KeyData::Bytes(item.value().to_vec()), origin })
-                    }
-                };
+                let (name, value) = entry(prefix, item);
                 keys.insert(name, value);
             }
             match kvs.last() {
@@ -181,6 +166,57 @@ impl EtcdSource {
             }
         }
         Ok((keys, revision))
+    }
+
+    /// The service's watch passes: `base` (a snapshot of the env read at
+    /// an earlier revision) brought to revision `at` by reading only the
+    /// keys `changed` names, one point read each, pinned to `at`. Exact
+    /// when `changed` holds every key an event changed between the base's
+    /// revision and `at` — the watch guarantees that (its events arrive in
+    /// revision order, and a lost or overflowing watch asks for a full
+    /// pass instead). A key absent at `at` was deleted.
+    pub async fn read_changed(
+        &self,
+        env: &str,
+        base: &BTreeMap<String, KeyValue>,
+        changed: &std::collections::BTreeSet<String>,
+        at: i64,
+    ) -> Result<BTreeMap<String, KeyValue>, SourceError> {
+        let prefix = self.settings.env_prefix(env);
+        let client = self.connect().await?;
+        let prefix_ref = prefix.as_str();
+        let reads = changed.iter().map(|name| {
+            let mut kv = client.kv_client().max_decoding_message_size(MAX_DECODE);
+            let key = format!("{prefix}{name}");
+            let prefix = prefix_ref;
+            async move {
+                let mut resp = kv
+                    .get(key, Some(GetOptions::new().with_revision(at)))
+                    .await
+                    .map_err(|e| self.read_error(prefix, e))?;
+                Ok::<_, SourceError>((name, resp.take_kvs().first().map(|item| entry(prefix, item).1)))
+            }
+        });
+        let timeout = self.settings.timeout * 3;
+        let read = futures_util::future::try_join_all(reads);
+        let values = match tokio::time::timeout(timeout, read).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(SourceError::Timeout {
+                    source_kind: SourceKind::Etcd,
+                    path: prefix,
+                    seconds: timeout.as_secs(),
+                });
+            }
+        };
+        let mut keys = base.clone();
+        for (name, value) in values {
+            match value {
+                Some(v) => keys.insert(name.clone(), v),
+                None => keys.remove(name),
+            };
+        }
+        Ok(keys)
     }
 
     fn read_error(&self, prefix: &str, e: etcd_client::Error) -> SourceError {
@@ -203,6 +239,22 @@ impl EtcdSource {
 
 fn status_text(s: &tonic::Status) -> String {
     format!("{} ({:?})", s.message(), s.code())
+}
+
+/// One key of an env: its name below `prefix`, and its value.
+fn entry(prefix: &str, item: &etcd_client::KeyValue) -> (String, KeyValue) {
+    let origin = KeyOrigin::Etcd { create_revision: item.create_revision(), mod_revision: item.mod_revision() };
+    match item.key_str() {
+        Ok(key) => (key.strip_prefix(prefix).unwrap_or(key).to_owned(), KeyValue::new(item.value().to_vec(), origin)),
+        // A name that is not text cannot be asked for by name, but
+        // `keys(prefix)` would silently miss it: keep it, marked
+        // unusable, so the outputs that read its prefix fail naming it.
+        Err(_) => {
+            let lossy = String::from_utf8_lossy(item.key());
+            let name = lossy.strip_prefix(prefix).unwrap_or(&lossy).to_owned();
+            (name, KeyValue { data: KeyData::Bytes(item.value().to_vec()), origin })
+        }
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix`.

@@ -29,7 +29,31 @@ pub struct Request {
     pub env: String,
     /// Secret paths (relative to the env) the templates reference.
     pub secret_paths: BTreeSet<String>,
+    /// The service's watch passes: read only the keys that changed since a
+    /// snapshot it kept (etcd only; anything else reads everything).
+    pub patch: Option<Patch>,
 }
+
+/// The keys of one env at one etcd revision, as the service keeps them
+/// between passes (keys only: no secret is kept).
+#[derive(Debug)]
+pub struct KeysAt {
+    pub keys: BTreeMap<String, KeyValue>,
+    pub revision: i64,
+}
+
+/// `base` brought to revision `at` by reading only the keys `changed`
+/// names: every key a watch event changed after the base's revision, up
+/// to `at` (see [`etcd::EtcdSource::read_changed`]).
+#[derive(Debug, Clone)]
+pub struct Patch {
+    pub base: std::sync::Arc<KeysAt>,
+    pub changed: BTreeSet<String>,
+    pub at: i64,
+}
+
+/// More changed keys than this, and a patch reads the whole env instead.
+pub const MAX_PATCH_KEYS: usize = 64;
 
 /// Everything read for one env in one pass.
 #[derive(Debug, Clone, Default)]
@@ -229,16 +253,52 @@ impl Sources {
     /// the whole fetch.
     pub async fn fetch(&self, request: &Request) -> Result<Snapshot, SourceError> {
         let keys = async {
-            match &self.keys {
-                KeySide::Files(s) => s.fetch(request).await,
-                KeySide::Etcd(s) => s.fetch(request).await,
-            }
+            let started = std::time::Instant::now();
+            let keys = match (&self.keys, &request.patch) {
+                (KeySide::Etcd(s), Some(p)) if p.changed.len() <= MAX_PATCH_KEYS && p.at >= p.base.revision => {
+                    match s.read_changed(&request.env, &p.base.keys, &p.changed, p.at).await {
+                        Ok(keys) => {
+                            tracing::debug!(
+                                env = request.env,
+                                changed = p.changed.len(),
+                                from = p.base.revision,
+                                at = p.at,
+                                "keys patched"
+                            );
+                            Ok(Snapshot {
+                                env: request.env.clone(),
+                                keys,
+                                secrets: BTreeMap::new(),
+                                revision: Some(p.at),
+                            })
+                        }
+                        // Compacted, or anything else: the full read
+                        // answers (and fails the pass if it fails too).
+                        Err(e) => {
+                            tracing::debug!(env = request.env, error = %e, "reading the changed keys failed; reading the env");
+                            s.fetch(request).await
+                        }
+                    }
+                }
+                (KeySide::Files(s), _) => s.fetch(request).await,
+                (KeySide::Etcd(s), _) => s.fetch(request).await,
+            };
+            tracing::debug!(env = request.env, took_us = started.elapsed().as_micros() as u64, "keys read");
+            keys
         };
         let secrets = async {
-            match &self.vault {
+            let started = std::time::Instant::now();
+            let secrets = match &self.vault {
                 Some(v) => v.fetch(request).await.map(Some),
                 None => Ok(None),
-            }
+            };
+            tracing::debug!(
+                env = request.env,
+                paths = request.secret_paths.len(),
+                took_us = started.elapsed().as_micros() as u64,
+                "secrets read"
+            );
+            secrets
         };
         let (keys, secrets) = tokio::join!(keys, secrets);
         let mut snapshot = keys?;
