@@ -275,11 +275,8 @@ pub async fn run_pass(
             Box::pin(async move {
                 match snapshot {
                     Ok(s) => {
-                        let kept = match (options.keep_keys, s.revision) {
-                            (true, Some(revision)) => Some(Arc::new(KeysAt { keys: s.keys.clone(), revision })),
-                            _ => None,
-                        };
                         let snapshot = Arc::new(s);
+                        let kept = options.keep_keys.then(|| snapshot.clone());
                         let plan = plan_env_observed(
                             config,
                             templates,
@@ -292,7 +289,8 @@ pub async fn run_pass(
                         .await;
                         let mut report =
                             if options.dry_run { plan.report } else { apply_env(plan, options.fence.as_deref()).await };
-                        report.keys = kept;
+                        // After the writes: off the path of a watch change.
+                        report.keys = kept.and_then(keys_of);
                         report
                     }
                     Err(e) => {
@@ -304,6 +302,20 @@ pub async fn run_pass(
         })
         .collect();
     Report { envs: join_all(passes).await }
+}
+
+/// The keys of a snapshot the pass is done with, without its secrets:
+/// moved out when nothing else holds it, else copied.
+fn keys_of(snapshot: Arc<Snapshot>) -> Option<Arc<KeysAt>> {
+    let revision = snapshot.revision?;
+    let keys = match Arc::try_unwrap(snapshot) {
+        Ok(s) => s.keys,
+        Err(shared) => {
+            debug!(env = shared.env, "the snapshot is still shared; copying its keys");
+            shared.keys.clone()
+        }
+    };
+    Some(Arc::new(KeysAt { keys, revision }))
 }
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
