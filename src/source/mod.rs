@@ -255,7 +255,13 @@ impl Sources {
         let keys = async {
             let started = std::time::Instant::now();
             let keys = match (&self.keys, &request.patch) {
-                (KeySide::Etcd(s), Some(p)) if p.changed.len() <= MAX_PATCH_KEYS && p.at >= p.base.revision => {
+                // A name that is not UTF-8 reached the watch lossily
+                // decoded: it cannot be read back by name.
+                (KeySide::Etcd(s), Some(p))
+                    if p.changed.len() <= MAX_PATCH_KEYS
+                        && p.at >= p.base.revision
+                        && !p.changed.iter().any(|k| k.contains(char::REPLACEMENT_CHARACTER)) =>
+                {
                     match s.read_changed(&request.env, &p.base.keys, &p.changed, p.at).await {
                         Ok(keys) => {
                             tracing::debug!(
