@@ -183,32 +183,24 @@ impl EtcdSource {
         at: i64,
     ) -> Result<BTreeMap<String, KeyValue>, SourceError> {
         let prefix = self.settings.env_prefix(env);
-        let client = self.connect().await?;
-        let prefix_ref = prefix.as_str();
-        let reads = changed.iter().map(|name| {
-            let mut kv = client.kv_client().max_decoding_message_size(MAX_DECODE);
-            let key = format!("{prefix}{name}");
-            let prefix = prefix_ref;
-            async move {
-                let mut resp = kv
-                    .get(key, Some(GetOptions::new().with_revision(at)))
-                    .await
-                    .map_err(|e| self.read_error(prefix, e))?;
-                Ok::<_, SourceError>((name, resp.take_kvs().first().map(|item| entry(prefix, item).1)))
-            }
-        });
-        let timeout = self.settings.timeout * 3;
-        let read = futures_util::future::try_join_all(reads);
-        let values = match tokio::time::timeout(timeout, read).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(SourceError::Timeout {
-                    source_kind: SourceKind::Etcd,
-                    path: prefix,
-                    seconds: timeout.as_secs(),
+        let prefix = prefix.as_str();
+        let values = self
+            .bounded(prefix, async {
+                let client = self.connect().await?;
+                let reads = changed.iter().map(|name| {
+                    let mut kv = client.kv_client().max_decoding_message_size(MAX_DECODE);
+                    let key = format!("{prefix}{name}");
+                    async move {
+                        let mut resp = kv
+                            .get(key, Some(GetOptions::new().with_revision(at)))
+                            .await
+                            .map_err(|e| self.read_error(prefix, e))?;
+                        Ok::<_, SourceError>((name, resp.take_kvs().first().map(|item| entry(prefix, item).1)))
+                    }
                 });
-            }
-        };
+                futures_util::future::try_join_all(reads).await
+            })
+            .await?;
         let mut keys = base.clone();
         for (name, value) in values {
             match value {
@@ -217,6 +209,23 @@ impl EtcdSource {
             };
         }
         Ok(keys)
+    }
+
+    /// `read` (a read of the env at `prefix`), failing as a timeout after
+    /// three times the etcd timeout (connecting included).
+    async fn bounded<T>(
+        &self,
+        prefix: &str,
+        read: impl Future<Output = Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
+        let timeout = self.settings.timeout * 3;
+        tokio::time::timeout(timeout, read).await.unwrap_or_else(|_| {
+            Err(SourceError::Timeout {
+                source_kind: SourceKind::Etcd,
+                path: prefix.to_owned(),
+                seconds: timeout.as_secs(),
+            })
+        })
     }
 
     fn read_error(&self, prefix: &str, e: etcd_client::Error) -> SourceError {
@@ -272,17 +281,7 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 impl Source for EtcdSource {
     async fn fetch(&self, request: &Request) -> Result<Snapshot, SourceError> {
         let prefix = self.settings.env_prefix(&request.env);
-        let timeout = self.settings.timeout * 3;
-        let (keys, revision) = match tokio::time::timeout(timeout, self.read_prefix(&prefix)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(SourceError::Timeout {
-                    source_kind: SourceKind::Etcd,
-                    path: prefix,
-                    seconds: timeout.as_secs(),
-                });
-            }
-        };
+        let (keys, revision) = self.bounded(&prefix, self.read_prefix(&prefix)).await?;
         Ok(Snapshot { env: request.env.clone(), keys, secrets: BTreeMap::new(), revision: Some(revision) })
     }
 }

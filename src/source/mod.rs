@@ -36,10 +36,17 @@ pub struct Request {
 
 /// The keys of one env at one etcd revision, as the service keeps them
 /// between passes (keys only: no secret is kept).
-#[derive(Debug)]
 pub struct KeysAt {
     pub keys: BTreeMap<String, KeyValue>,
     pub revision: i64,
+}
+
+/// Counts, not values: a report or a patch printed for debugging does not
+/// dump the env.
+impl fmt::Debug for KeysAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeysAt").field("keys", &self.keys.len()).field("revision", &self.revision).finish()
+    }
 }
 
 /// `base` brought to revision `at` by reading only the keys `changed`
@@ -312,5 +319,17 @@ impl Sources {
             snapshot.secrets = s.secrets;
         }
         Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_keys_print_counts_not_values() {
+        let keys = [("db/host".to_owned(), KeyValue::new(b"value-printed-nowhere".to_vec(), KeyOrigin::File))].into();
+        let shown = format!("{:?}", KeysAt { keys, revision: 7 });
+        assert_eq!(shown, "KeysAt { keys: 1, revision: 7 }");
     }
 }
