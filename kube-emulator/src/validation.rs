@@ -301,16 +301,12 @@ fn validate_secret_type(obj: &Value, errs: &mut Vec<FieldError>) -> Result<(), A
                 },
             }
         }
-        "kubernetes.io/basic-auth" => {
-            if !has("username") && !has("password") {
-                errs.push(FieldError::required("data[%s][username]", ""));
-                errs.push(FieldError::required("data[%s][password]", ""));
-            }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(FieldError::required("data[%s][username]", ""));
+            errs.push(FieldError::required("data[%s][password]", ""));
         }
-        "kubernetes.io/ssh-auth" => {
-            if decoded("ssh-privatekey")?.is_none_or(|v| v.is_empty()) {
-                errs.push(FieldError::required("data[%s][ssh-privatekey]", ""));
-            }
+        "kubernetes.io/ssh-auth" if decoded("ssh-privatekey")?.is_none_or(|v| v.is_empty()) => {
+            errs.push(FieldError::required("data[%s][ssh-privatekey]", ""));
         }
         "kubernetes.io/tls" => {
             for key in ["tls.crt", "tls.key"] {

@@ -391,10 +391,7 @@ fn validate_refuses_what_the_api_server_would_refuse() {
             ),
             "cannot be a Kubernetes label value",
         ),
-        (
-            base.replace("[envs.staging]", "[envs.\"-staging\"]").replace("[envs.prod]", "[envs.prod]"),
-            "env \"-staging\"",
-        ),
+        (base.replace("[envs.staging]", "[envs.\"-staging\"]"), "env \"-staging\""),
         (base.replace("HOST = \"{{ key(name='web/host') }}\"", "\"..\" = \"x\""), "\"..\""),
         (
             base.replace("name = \"web\"\n{", "name = \"a..b\"\n{")
