@@ -928,6 +928,49 @@ mod tests {
     }
 
     #[test]
+    fn ownership_is_by_instance_label_or_explicit_adoption() {
+        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let ours = live_of(&desired(&[("A", "1")], true, &fp));
+        assert_eq!(ownership(&ours, "team-a", "api"), Ownership::Ours);
+        assert_eq!(ownership(&ours, "team-b", "api"), Ownership::Instance("team-a"));
+        // Before instances: ours only for the same output.
+        let mut legacy = ours.clone();
+        legacy.labels.remove(LABEL_INSTANCE);
+        assert_eq!(ownership(&legacy, "team-a", "api"), Ownership::Ours);
+        assert_eq!(ownership(&legacy, "team-a", "web"), Ownership::Foreign(Some("cfgsync")));
+        // Someone else's, whatever else it says, until annotated for us.
+        let mut helm = ours.clone();
+        helm.labels = [(LABEL_MANAGED_BY.to_owned(), "Helm".to_owned())].into();
+        assert_eq!(ownership(&helm, "team-a", "api"), Ownership::Foreign(Some("Helm")));
+        helm.annotations.insert(ANNOTATION_ADOPT.into(), "team-b".into());
+        assert_eq!(ownership(&helm, "team-a", "api"), Ownership::Foreign(Some("Helm")));
+        helm.annotations.insert(ANNOTATION_ADOPT.into(), "team-a".into());
+        assert_eq!(ownership(&helm, "team-a", "api"), Ownership::Adopt);
+        let refusal = not_ours(&ours_with(&helm, &[]), "prod", "team-a").to_string();
+        assert!(
+            refusal.ends_with("kubectl --context prod -n api annotate secret api cfgsync.io/adopt=team-a (the next pass then takes it over, with its data)"),
+            "{refusal}"
+        );
+    }
+
+    fn ours_with(l: &LiveObject, labels: &[(&str, &str)]) -> LiveObject {
+        let mut l = l.clone();
+        l.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        l
+    }
+
+    #[test]
+    fn the_old_shared_field_manager_is_one_write_without_a_restart() {
+        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let d = desired(&[("A", "1")], true, &fp);
+        let mut live = live_of(&d);
+        live.legacy_manager = true;
+        let (c, content) = plan_object(&d, Some(&live), &fp);
+        assert_eq!((c.action, content), (Action::Update, false));
+        assert_eq!(c.notes, ["field manager cfgsync → cfgsync/team-a"]);
+    }
+
+    #[test]
     fn untainted_changes_show_values() {
         let fp = Fingerprinter::new(None);
         let d = desired(&[("HOST", "new")], false, &fp);
