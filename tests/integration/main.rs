@@ -19,6 +19,7 @@ mod laptop;
 mod laptop_bench;
 mod laptop_roles;
 mod library;
+mod ownership;
 mod readme;
 mod run_with_env;
 mod sandbox;
