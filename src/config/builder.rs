@@ -244,14 +244,12 @@ fn default_format() -> Format {
 
 /// Parses config text as if read from `path`.
 pub(super) fn parse(path: &Path, source: &str, env: &dyn Environment) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(source).map_err(|e| {
-        let offset = e.span().map_or(0, |s| s.start);
-        Problem::at(Location::at(path, source, offset), e.message().trim_end().to_owned())
-    })?;
+    let lines = LineIndex::new(source);
+    // Every unknown field at once, then the semantic checks (see [`super::document`]).
+    let (raw, problems): (RawConfig, _) = super::document::deserialize(path, source, &lines)?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    let lines = LineIndex::new(source);
-    Builder { path, source, lines, dir, problems: Vec::new(), credential_spans: BTreeMap::new() }.build(raw, env)
+    Builder { path, source, lines, dir, problems, credential_spans: BTreeMap::new() }.build(raw, env)
 }
 
 struct Builder<'a> {

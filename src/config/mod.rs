@@ -22,9 +22,12 @@
 //! - this module: the typed configuration (what the rest of cfgsync reads),
 //!   locations and problems, and the entry points [`load`] and [`parse`];
 //! - [`builder`]: the file as written (serde structs) and the builder that
-//!   turns it into a [`Config`], with every semantic check.
+//!   turns it into a [`Config`], with every semantic check;
+//! - [`document`]: reading the file into those structs, reporting every
+//!   unknown field and type error at once instead of stopping at the first.
 
 mod builder;
+mod document;
 
 use std::collections::BTreeMap;
 use std::fmt;

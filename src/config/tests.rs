@@ -147,3 +147,48 @@ fn relative_paths_must_stay_inside() {
     assert_eq!(normalize_within(Path::new("a/../../b")), None);
     assert_eq!(normalize_within(Path::new("./")), None);
 }
+
+/// Issue 15: an unknown field used to hide every later problem.
+#[test]
+fn every_unknown_field_and_the_semantic_problems_are_reported_at_once() {
+    let text = BASE
+        .replace("[files]", "[files]\ndirr = \"src\"")
+        .replace("kind = \"file\"", "kind = \"file\"\nmod = \"0600\"")
+        .replace("[envs.prod]", "[envs.prod]\n[vault]\nauth = { method = \"token\", tokn_file = \"t\" }")
+        + "\n[[output]]\nname = \"web\"\nenvs = [\"prd\"]\n[output.entries]\nX = { templat = \"x.tera\", key = \"k\" }\n";
+    let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err();
+    let all = err.to_string();
+    let lines: Vec<&str> = all.lines().collect();
+    assert!(lines[0].starts_with("c.toml:3:1: unknown field `dirr`"), "{all}");
+    assert!(
+        all.contains("c.toml:7:28: unknown field `tokn_file`, expected `token_file` (did you mean `token_file`?)"),
+        "{all}"
+    );
+    assert!(all.contains("c.toml:15:1: unknown field `mod`, expected one of `path`"), "{all}");
+    assert!(all.contains("(did you mean `mode`?)"), "{all}");
+    assert!(all.contains("c.toml:22:7: unknown field `templat`"), "{all}");
+    // The semantic checks ran too.
+    assert!(all.contains("output \"web\": unknown env \"prd\" (did you mean \"prod\"?)"), "{all}");
+    assert!(all.contains("both [vault] and [files] provide secrets"), "{all}");
+    assert!(all.contains("output \"web\" has no targets"), "{all}");
+    assert_eq!(err.problems.len(), 7, "{all}");
+}
+
+#[test]
+fn type_errors_are_all_reported_and_what_follows_from_them_is_not() {
+    let text = format!(
+        "interval = 5\n{}\n[[output]]\nname = \"w\"\n[output.entries]\nX = \"x\"\n[[output.target]]\nkind = \"fil\"\npath = \"x\"\n[[output.target]]\nkind = \"file\"\npth = \"x\"\n",
+        BASE.replace("[envs.prod]", "[envs.prod]\n[service]\ngrace = 20")
+    );
+    let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err();
+    let all = err.to_string();
+    assert!(all.contains("c.toml:1:12: invalid type: integer `5`, expected a string"), "{all}");
+    assert!(all.contains("c.toml:7:9: invalid type: integer `20`, expected a string"), "{all}");
+    assert!(all.contains("unknown variant `fil`, expected one of `file`"), "{all}");
+    assert!(all.contains("unknown field `pth`"), "{all}");
+    assert!(!all.contains("missing field"), "what follows from a reported problem is not reported again: {all}");
+    assert_eq!(err.problems.len(), 4, "{all}");
+    // Syntax errors end the load, all of them reported.
+    let err = parse(Path::new("c.toml"), "a = \n[b\nc = 1\n", &no_env()).unwrap_err();
+    assert!(err.problems.len() >= 2, "{err}");
+}
