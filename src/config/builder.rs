@@ -35,7 +35,7 @@ struct RawConfig {
     files: Option<RawFiles>,
     kubernetes: Option<RawKubernetes>,
     #[serde(default)]
-    envs: BTreeMap<String, RawEnv>,
+    envs: BTreeMap<Spanned<String>, RawEnv>,
     #[serde(default, rename = "output")]
     outputs: Vec<RawOutput>,
     service: Option<RawService>,
@@ -313,15 +313,7 @@ impl Builder<'_> {
             None => 0.25,
         };
         let state_dir = raw.state.and_then(|s| s.dir).map_or_else(|| self.dir.join(".cfgsync"), |d| self.dir.join(d));
-        let envs: Vec<String> = raw.envs.keys().cloned().collect();
-        if envs.is_empty() {
-            self.problem(0, "no environments defined: add at least one `[envs.<name>]` table");
-        }
-        for name in &envs {
-            if !is_valid_name(name) {
-                self.problem(0, format!("invalid env name {name:?}: use letters, digits, '-' and '_'"));
-            }
-        }
+        let envs = self.env_names(&raw.envs);
 
         let files_dir = raw.files.map(|f| self.dir.join(f.dir.unwrap_or_else(|| "source".to_owned())));
         let keys = match (raw.etcd, &files_dir) {
@@ -364,7 +356,7 @@ impl Builder<'_> {
         if !self.problems.is_empty() {
             return Err(ConfigError { problems: self.problems });
         }
-        Ok(Config {
+        let config = Config {
             path: self.path.to_path_buf(),
             templates_dir: self.dir.join("templates"),
             dir: self.dir,
@@ -380,7 +372,39 @@ impl Builder<'_> {
             max_prune_share,
             state_dir,
             credential_spans: self.credential_spans,
-        })
+        };
+        // Checks of the whole config: they need every path resolved.
+        let problems = super::own_files::problems(&config, env);
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(config)
+    }
+
+    /// The env names, sorted; each checked where it is written. Names
+    /// starting with `_` are cfgsync's own etcd layout (`<prefix>/_service/`,
+    /// `_state/`, `_meta/`, `_history/` and whatever comes next): an env so
+    /// named would read those records as its keys. Names starting with `.`
+    /// (`.`, `..`) would be path segments in Vault and file paths.
+    fn env_names(&mut self, raw: &BTreeMap<Spanned<String>, RawEnv>) -> Vec<String> {
+        if raw.is_empty() {
+            self.problem(0, "no environments defined: add at least one `[envs.<name>]` table");
+        }
+        for name in raw.keys() {
+            let why = if !is_valid_name(name.get_ref()) {
+                Some("use letters, digits, '-', '_' and '.'")
+            } else if name.get_ref().starts_with('_') {
+                Some("names starting with '_' are reserved for cfgsync's own records in etcd (_service, _state, _meta, _history)")
+            } else if name.get_ref().starts_with('.') {
+                Some("names starting with '.' are reserved (they would be path segments)")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                self.problem(name.span().start, format!("invalid env name {:?}: {why}", name.get_ref()));
+            }
+        }
+        raw.keys().map(|k| k.get_ref().clone()).collect()
     }
 
     fn size(&mut self, value: Option<Spanned<String>>, default: u64, what: &str) -> u64 {
@@ -806,6 +830,16 @@ impl Builder<'_> {
                 continue;
             }
             let path = Path::new(&rendered);
+            if let Some(name) = crate::targets::file::io::reserved_component(path) {
+                self.problem(
+                    offset,
+                    format!(
+                        "output {output:?}: path {rendered:?} (env {env:?}) goes through {:?}: names starting with .cfgsync are cfgsync's own state and temp files",
+                        name.to_string_lossy()
+                    ),
+                );
+                continue;
+            }
             if path.is_absolute() != absolute_in_config {
                 self.problem(
                     offset,

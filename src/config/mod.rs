@@ -24,10 +24,12 @@
 //! - [`builder`]: the file as written (serde structs) and the builder that
 //!   turns it into a [`Config`], with every semantic check;
 //! - [`document`]: reading the file into those structs, reporting every
-//!   unknown field and type error at once instead of stopping at the first.
+//!   unknown field and type error at once instead of stopping at the first;
+//! - [`own_files`]: file targets never write over what cfgsync reads itself.
 
 mod builder;
 mod document;
+mod own_files;
 
 use std::collections::BTreeMap;
 use std::fmt;

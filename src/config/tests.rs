@@ -192,3 +192,74 @@ fn type_errors_are_all_reported_and_what_follows_from_them_is_not() {
     let err = parse(Path::new("c.toml"), "a = \n[b\nc = 1\n", &no_env()).unwrap_err();
     assert!(err.problems.len() >= 2, "{err}");
 }
+
+/// Issue 15: `[envs._service]` read the election records as keys.
+#[test]
+fn env_names_of_the_reserved_layout_are_refused_where_they_are_written() {
+    for name in ["_service", "_state", "_meta", "_history", "_x", ".", ".."] {
+        let text = BASE.replace("[envs.prod]", &format!("[envs.prod]\n[envs.\"{name}\"]"));
+        let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("c.toml:5:7: invalid env name {name:?}: names starting with")), "{err}");
+    }
+    let text = BASE.replace("[envs.prod]", "[envs.prod]\n[envs.\"a b\"]");
+    let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err().to_string();
+    assert!(err.starts_with("c.toml:5:7: invalid env name \"a b\": use letters"), "{err}");
+    let text = BASE.replace("[envs.prod]", "[envs.prod]\n[envs.pre_prod]\n[envs.\"v1.2\"]");
+    parse(Path::new("c.toml"), &text, &no_env()).unwrap();
+}
+
+/// Issue 15: a target at `.cfgsync/…` overwrote the state, one named like a
+/// temp file was removed as a leftover by a later pass.
+#[test]
+fn target_paths_through_cfgsyncs_own_names_are_refused() {
+    for path in [".cfgsync/inst/files-{{ env }}.json", "out/.cfgsync-tmp-1-{{ env }}-00", "/srv/.cfgsync/{{ env }}.env"] {
+        let text = BASE.replace("out/{{ env }}/api.env", path);
+        let err = parse(Path::new("/etc/cfgsync/c.toml"), &text, &no_env()).unwrap_err().to_string();
+        assert!(err.contains("c.toml:10:1: output \"api\": path"), "{path}: {err}");
+        assert!(err.contains("names starting with .cfgsync are cfgsync's own state and temp files"), "{path}: {err}");
+    }
+}
+
+/// Issue 15: a target could write over the config, a credential, a template.
+#[test]
+fn targets_never_write_over_what_cfgsync_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("cfgsync.toml");
+    let vault = "[etcd]\npassword_file = \"creds/etcd\"\n[vault]\nauth = { method = \"approle\", role_id = \"r\", secret_id_file = \"/run/creds/secret-id\" }\n[kubernetes]\nkubeconfig = \"kube/config\"\n[state]\ndir = \"/var/lib/cfgsync\"\n";
+    let cases = [
+        ("cfgsync.toml", "the config file"),
+        ("out/../cfgsync.toml", "the config file"),
+        ("creds/etcd", "the etcd password_file"),
+        ("/run/creds/secret-id", "the vault secret_id_file"),
+        ("kube/config", "the kubeconfig"),
+        ("templates/api/config.tera", "the templates directory"),
+        ("policies/prod.toml", "the policies directory"),
+        ("/var/lib/cfgsync/inst/x.json", "the state directory"),
+    ];
+    let one_env = BASE.replace("[envs.staging]\n", "");
+    for (path, what) in cases {
+        let text = one_env.replace("[files]", vault).replace("out/{{ env }}/api.env", path);
+        let err = parse(&config_path, &text, &no_env()).unwrap_err().to_string();
+        assert!(err.contains(&format!("would write over {what}")), "{path}: {err}");
+        assert!(err.contains("cfgsync.toml:17:1: output \"api\": file target"), "{path}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // The file source, and a dir target whose entry would be the config file.
+    let err = parse(&config_path, &BASE.replace("out/{{ env }}/api.env", "source/{{ env }}.toml"), &no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("would write over the file source"), "{err}");
+    let dir_target = one_env
+        .replace("A = \"{{ key(name='a') }}\"", "\"cfgsync.toml\" = \"x\"")
+        .replace("path = \"out/{{ env }}/api.env\"", &format!("path = \"{}\"\nformat = \"dir\"", dir.path().display()));
+    let err = parse(&config_path, &dir_target, &no_env()).unwrap_err().to_string();
+    assert!(err.contains("would write over the config file"), "{err}");
+    // Through a symlinked directory.
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).unwrap();
+    let err = parse(&config_path, &one_env.replace("out/{{ env }}/api.env", "link/cfgsync.toml"), &no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("would write over the config file"), "{err}");
+    // Anything else is fine.
+    parse(&config_path, &BASE.replace("out/{{ env }}/api.env", "out/{{ env }}/cfgsync.toml"), &no_env()).unwrap();
+}

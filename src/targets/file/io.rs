@@ -34,6 +34,17 @@ pub const MAX_READ: u64 = 64 * 1024 * 1024;
 /// without having recorded them).
 pub const TEMP_PREFIX: &str = ".cfgsync-";
 
+/// The first component of `path` that names one of cfgsync's own files
+/// (`.cfgsync/`, the default state directory; `.cfgsync-tmp-…`, a temp
+/// file a later pass may remove as a leftover), if any: a target writing
+/// there would corrupt the state or lose its file.
+pub fn reserved_component(path: &Path) -> Option<&OsStr> {
+    path.components().find_map(|c| match c {
+        Component::Normal(name) if name.as_bytes().starts_with(b".cfgsync") => Some(name),
+        _ => None,
+    })
+}
+
 /// Why a path cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {

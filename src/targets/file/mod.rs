@@ -222,8 +222,17 @@ impl Target for FileKind {
         }
     }
 
-    fn desired(&self, spec: &FileTarget, rendered: &Rendered, _ctx: &Ctx<'_>) -> Result<Vec<DesiredFile>, TargetError> {
+    fn desired(&self, spec: &FileTarget, rendered: &Rendered, ctx: &Ctx<'_>) -> Result<Vec<DesiredFile>, TargetError> {
         let path = &spec.paths[&rendered.env];
+        // Refused at validate too; checked again on the path as rendered for this pass.
+        if let Some(name) = io::reserved_component(&self.config_dir(ctx).key(path)) {
+            let shown = crate::cmd::display_path(path);
+            let reason = format!(
+                "{shown}: goes through {:?}: names starting with .cfgsync are cfgsync's own state and temp files",
+                name.to_string_lossy()
+            );
+            return Err(TargetError::Unsafe { reason, path: shown });
+        }
         let mode = file_mode(spec, rendered.tainted);
         if rendered.tainted
             && let Err(why) = crate::config::secret_mode_problem(mode)

@@ -234,7 +234,7 @@ impl ConfigDir {
 }
 
 /// Lexically normalised: `.` dropped, `..` pops.
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
@@ -249,7 +249,7 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// `path` with its longest existing ancestor's symlinks resolved.
-fn resolve_existing(path: &Path) -> PathBuf {
+pub(crate) fn resolve_existing(path: &Path) -> PathBuf {
     let mut rest = Vec::new();
     let mut at = path;
     loop {
