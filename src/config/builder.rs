@@ -46,7 +46,7 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawState {
-    dir: Option<PathBuf>,
+    dir: Option<Spanned<PathBuf>>,
 }
 
 /// `[render]`: the template sandbox's limits (see [`crate::render`]).
@@ -292,6 +292,7 @@ impl Builder<'_> {
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL, "interval");
         let service = self.service(raw.service);
         let render = self.render(raw.render);
+        let instance_set = raw.instance.is_some();
         let instance = match raw.instance {
             Some(i) => {
                 if !is_label_value(i.get_ref()) {
@@ -312,7 +313,9 @@ impl Builder<'_> {
             }
             None => 0.25,
         };
-        let state_dir = raw.state.and_then(|s| s.dir).map_or_else(|| self.dir.join(".cfgsync"), |d| self.dir.join(d));
+        let state_dir_at = raw.state.as_ref().and_then(|s| s.dir.as_ref()).map(|d| d.span().start);
+        let state_dir =
+            raw.state.and_then(|s| s.dir).map_or_else(|| self.dir.join(".cfgsync"), |d| self.dir.join(d.into_inner()));
         let envs = self.env_names(&raw.envs);
 
         let files_dir = raw.files.map(|f| self.dir.join(f.dir.unwrap_or_else(|| "source".to_owned())));
@@ -352,6 +355,9 @@ impl Builder<'_> {
         if outputs.is_empty() && self.problems.is_empty() {
             self.problem(0, "no outputs defined: add at least one `[[output]]`");
         }
+        if !instance_set {
+            self.instance_needed(&outputs, state_dir_at, &instance);
+        }
 
         if !self.problems.is_empty() {
             return Err(ConfigError { problems: self.problems });
@@ -369,6 +375,7 @@ impl Builder<'_> {
             service,
             render,
             instance,
+            instance_set,
             max_prune_share,
             state_dir,
             credential_spans: self.credential_spans,
@@ -379,6 +386,42 @@ impl Builder<'_> {
             return Err(ConfigError { problems });
         }
         Ok(config)
+    }
+
+    /// A config without `instance` gets one from its file's name; that
+    /// name is not unique (every `/etc/cfgsync/cfgsync.toml` is
+    /// `cfgsync`, `x/app/cfgsync.toml` and `y/app/cfgsync.toml` are both
+    /// `app`), and two configs of one identity prune each other. So the
+    /// default is refused wherever what a config writes can be seen by
+    /// another: a Kubernetes, GitLab or GitHub target (shared by every
+    /// config writing to that cluster or project, records in a shared
+    /// etcd), or a `[state] dir` set explicitly (which other configs may
+    /// name too). Only a config with file targets and its state in its own
+    /// directory keeps the default: no other config reads that state
+    /// (two configs in one directory are told apart by the file state, see
+    /// [`crate::targets::file::state`]).
+    fn instance_needed(&mut self, outputs: &[Output], state_dir_at: Option<usize>, default: &str) {
+        let how = format!(
+            "set `instance = \"NAME\"` at the top of the config, a name no other cfgsync config uses where this one writes (what this config wrote before this was required carries instance {default:?}: keep that name to go on owning it, unless another config has it too)"
+        );
+        let shared = outputs
+            .iter()
+            .find_map(|o| o.targets.iter().find(|t| !matches!(t.kind, TargetKind::File(_))).map(|t| (o, t)));
+        if let Some((output, target)) = shared {
+            self.problems.push(Problem::at(
+                target.location.clone(),
+                format!(
+                    "output {:?}: a {} target writes where other cfgsync configs write too, so this config needs its own identity: {how}",
+                    output.name,
+                    target.kind.name()
+                ),
+            ));
+        } else if let Some(at) = state_dir_at {
+            self.problem(
+                at,
+                format!("`[state] dir` may be shared with other configs, so this config needs its own identity: {how}"),
+            );
+        }
     }
 
     /// The env names, sorted; each checked where it is written. Names
@@ -394,7 +437,9 @@ impl Builder<'_> {
             let why = if !is_valid_name(name.get_ref()) {
                 Some("use letters, digits, '-', '_' and '.'")
             } else if name.get_ref().starts_with('_') {
-                Some("names starting with '_' are reserved for cfgsync's own records in etcd (_service, _state, _meta, _history)")
+                Some(
+                    "names starting with '_' are reserved for cfgsync's own records in etcd (_service, _state, _meta, _history)",
+                )
             } else if name.get_ref().starts_with('.') {
                 Some("names starting with '.' are reserved (they would be path segments)")
             } else {

@@ -212,7 +212,8 @@ fn env_names_of_the_reserved_layout_are_refused_where_they_are_written() {
 /// temp file was removed as a leftover by a later pass.
 #[test]
 fn target_paths_through_cfgsyncs_own_names_are_refused() {
-    for path in [".cfgsync/inst/files-{{ env }}.json", "out/.cfgsync-tmp-1-{{ env }}-00", "/srv/.cfgsync/{{ env }}.env"] {
+    for path in [".cfgsync/inst/files-{{ env }}.json", "out/.cfgsync-tmp-1-{{ env }}-00", "/srv/.cfgsync/{{ env }}.env"]
+    {
         let text = BASE.replace("out/{{ env }}/api.env", path);
         let err = parse(Path::new("/etc/cfgsync/c.toml"), &text, &no_env()).unwrap_err().to_string();
         assert!(err.contains("c.toml:10:1: output \"api\": path"), "{path}: {err}");
@@ -225,7 +226,7 @@ fn target_paths_through_cfgsyncs_own_names_are_refused() {
 fn targets_never_write_over_what_cfgsync_reads() {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("cfgsync.toml");
-    let vault = "[etcd]\npassword_file = \"creds/etcd\"\n[vault]\nauth = { method = \"approle\", role_id = \"r\", secret_id_file = \"/run/creds/secret-id\" }\n[kubernetes]\nkubeconfig = \"kube/config\"\n[state]\ndir = \"/var/lib/cfgsync\"\n";
+    let vault = "instance = \"x\"\n[etcd]\npassword_file = \"creds/etcd\"\n[vault]\nauth = { method = \"approle\", role_id = \"r\", secret_id_file = \"/run/creds/secret-id\" }\n[kubernetes]\nkubeconfig = \"kube/config\"\n[state]\ndir = \"/var/lib/cfgsync\"\n";
     let cases = [
         ("cfgsync.toml", "the config file"),
         ("out/../cfgsync.toml", "the config file"),
@@ -241,7 +242,7 @@ fn targets_never_write_over_what_cfgsync_reads() {
         let text = one_env.replace("[files]", vault).replace("out/{{ env }}/api.env", path);
         let err = parse(&config_path, &text, &no_env()).unwrap_err().to_string();
         assert!(err.contains(&format!("would write over {what}")), "{path}: {err}");
-        assert!(err.contains("cfgsync.toml:17:1: output \"api\": file target"), "{path}: {err}");
+        assert!(err.contains("cfgsync.toml:18:1: output \"api\": file target"), "{path}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
     }
     // The file source, and a dir target whose entry would be the config file.
@@ -262,4 +263,45 @@ fn targets_never_write_over_what_cfgsync_reads() {
     assert!(err.contains("would write over the config file"), "{err}");
     // Anything else is fine.
     parse(&config_path, &BASE.replace("out/{{ env }}/api.env", "out/{{ env }}/cfgsync.toml"), &no_env()).unwrap();
+}
+
+/// Issue 15: every shipped deployment is `/etc/cfgsync/cfgsync.toml`, so
+/// every config without `instance` was instance `cfgsync`, and
+/// `x/app/cfgsync.toml` and `y/app/cfgsync.toml` were both `app`.
+#[test]
+fn instance_is_required_where_another_config_can_see_what_this_one_writes() {
+    let shared = [
+        "kind = \"kubernetes-secret\"\nnamespace = \"api\"\nname = \"api-{{ env }}\"",
+        "kind = \"gitlab\"\nproject = \"group/app\"\nenvironment_scope = \"{{ env }}\"",
+        "kind = \"github\"\nrepo = \"acme/app\"\nenvironment = \"{{ env }}\"",
+    ];
+    for target in shared {
+        let text = format!("{BASE}[[output.target]]\n{target}\n");
+        let err = parse(Path::new("/etc/cfgsync/cfgsync.toml"), &text, &no_env()).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/cfgsync/cfgsync.toml:13:1: output \"api\": a "), "{err}");
+        assert!(err.contains("set `instance = \"NAME\"` at the top of the config"), "{err}");
+        assert!(err.contains("carries instance \"cfgsync\": keep that name"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        parse(Path::new("/etc/cfgsync/cfgsync.toml"), &format!("instance = \"payments\"\n{text}"), &no_env())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let text = BASE.replace("[files]", "[files]\n[state]\ndir = \"/var/lib/cfgsync\"");
+    let err = parse(Path::new("/srv/app/cfgsync.toml"), &text, &no_env()).unwrap_err().to_string();
+    assert!(err.starts_with("/srv/app/cfgsync.toml:4:7: `[state] dir` may be shared"), "{err}");
+    // File targets with the state in the config's own directory: the default stays.
+    let c = parse(Path::new("/srv/app/cfgsync.toml"), BASE, &no_env()).unwrap();
+    assert_eq!((c.instance.as_str(), c.instance_set), ("app", false));
+}
+
+#[test]
+fn the_default_instance_does_not_depend_on_how_the_config_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("payments")).unwrap();
+    let real = tmp.path().join("payments/cfgsync.toml");
+    std::fs::write(&real, BASE).unwrap();
+    std::os::unix::fs::symlink(&real, tmp.path().join("prod.toml")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("payments"), tmp.path().join("link")).unwrap();
+    for spelling in ["payments/cfgsync.toml", "prod.toml", "link/cfgsync.toml", "link/../payments/cfgsync.toml"] {
+        assert_eq!(default_instance(&tmp.path().join(spelling)), "payments", "{spelling}");
+    }
 }

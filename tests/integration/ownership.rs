@@ -164,3 +164,56 @@ fn records_of_older_releases_migrate_without_deleting_the_file() {
     quiet(cfgsync(e.tmp.path(), &["--config", "w2/cfgsync.toml", "reconcile", "--once"], &[]), "another spelling");
     assert_eq!(std::fs::read_to_string(e.at("w2/out/dev/hand.env")).unwrap(), "HAND=made\n", "never deleted");
 }
+
+/// Issue 15: two configs of one directory (`cfgsync.toml` and `app.toml` in
+/// `app/`) both defaulted to instance `app`, shared one file state and
+/// pruned each other's files.
+#[test]
+fn two_configs_of_one_directory_never_share_a_defaulted_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    std::fs::create_dir_all(app.join("source")).unwrap();
+    std::fs::write(app.join("source/dev.toml"), "[keys]\n\"api/host\" = \"api.dev\"\n").unwrap();
+    std::fs::write(app.join("cfgsync.toml"), API).unwrap();
+    std::fs::write(app.join("app.toml"), API.replace("name = \"api\"", "name = \"web\"").replace("api.env", "web.env"))
+        .unwrap();
+    let r = cfgsync(&app, &["reconcile", "--once"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(app.join("out/dev/api.env").exists());
+
+    let r = cfgsync(&app, &["--config", "app.toml", "reconcile", "--once"], &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("belongs to config cfgsync.toml of the same directory, which defaults to the same instance as app.toml: set `instance = \"NAME\"` in one of them"),
+        "{r:?}"
+    );
+    assert!(app.join("out/dev/api.env").exists(), "the other config's file is never deleted");
+    assert!(!app.join("out/dev/web.env").exists(), "nothing written on a state that is not this config's");
+
+    let named = format!("instance = \"app-web\"\n{}", std::fs::read_to_string(app.join("app.toml")).unwrap());
+    std::fs::write(app.join("app.toml"), named).unwrap();
+    let r = cfgsync(&app, &["--config", "app.toml", "reconcile", "--once"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(app.join("out/dev/web.env").exists() && app.join("out/dev/api.env").exists());
+    quiet(cfgsync(&app, &["reconcile", "--once"], &[]), "the first config again");
+}
+
+/// Issue 15: a Kubernetes, GitLab or GitHub target without `instance` is
+/// refused by every command that loads the config (exit 2, file:line).
+#[test]
+fn a_shared_target_without_instance_is_refused_with_file_and_line() {
+    let config = format!(
+        "{API}[[output.target]]\nkind = \"kubernetes-secret\"\nnamespace = \"api\"\nname = \"api-{{{{ env }}}}\"\n"
+    );
+    let e = Estate::new(&config);
+    for args in [&["validate"][..], &["plan"], &["reconcile", "--once"]] {
+        let r = cfgsync(&e.at("w2"), args, &[]);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("cfgsync.toml:11:1: output \"api\": a kubernetes-secret target writes where other cfgsync configs write too"),
+            "{args:?}: {r:?}"
+        );
+        assert!(r.stderr.contains("carries instance \"w2\""), "{r:?}");
+    }
+    assert!(!e.at("w2/out").exists(), "nothing written");
+}

@@ -145,6 +145,12 @@ impl FileKind {
             let path = state::path(&self.state_dir, ctx.instance, ctx.env);
             let mut s = FileState::load(&path)
                 .map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+            if !ctx.config.instance_set {
+                // The real file's name, whatever link the config was named through.
+                let real = ctx.config.path.canonicalize().unwrap_or_else(|_| ctx.config.path.clone());
+                let name = real.file_name().unwrap_or_default().to_string_lossy();
+                s.claim(&name).map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+            }
             if s.needs_migration() {
                 s.migrate(self.config_dir(ctx));
             }

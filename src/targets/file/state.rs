@@ -49,6 +49,12 @@ pub struct FileState {
     /// [`FORMAT`] when written by this release; older states have none.
     #[serde(default = "legacy_format")]
     format: u32,
+    /// The config file (its name in the config's directory) this state
+    /// belongs to, when the config names no `instance`: two configs of one
+    /// directory can default to the same instance (`cfgsync.toml` and
+    /// `app.toml` in `app/`), and must not share a state ([`FileState::claim`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config: Option<String>,
     /// Hex of the HMAC key.
     key: String,
     /// Canonical key ([`ConfigDir::key`]) → record.
@@ -68,9 +74,27 @@ impl FileState {
         let _ = rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty());
         Self {
             format: FORMAT,
+            config: None,
             key: key.iter().map(|b| format!("{b:02x}")).collect(),
             files: BTreeMap::new(),
             dirty: false,
+        }
+    }
+
+    /// Binds this state to the config file `name` (a config without
+    /// `instance`), or says which other config of the directory it belongs
+    /// to. A state without an owner (new, or of an older release) is
+    /// taken; saved with the next change.
+    pub fn claim(&mut self, name: &str) -> Result<(), String> {
+        match &self.config {
+            Some(owner) if owner != name => Err(format!(
+                "belongs to config {owner} of the same directory, which defaults to the same instance as {name}: set `instance = \"NAME\"` in one of them (a name of its own)"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.config = Some(name.to_owned());
+                Ok(())
+            }
         }
     }
 
