@@ -118,6 +118,8 @@ pub enum Op {
         /// The record's key.
         key: PathBuf,
         fingerprint: String,
+        /// The file observed (device, inode): only that one is removed.
+        id: (u64, u64),
     },
     Cleanup {
         name: OsString,
@@ -355,6 +357,12 @@ impl Target for FileKind {
                     found => {
                         let found = found.and_then(|f| f.as_ref().ok()).and_then(|f| f.as_ref());
                         let recorded = records.get(&config_dir.key(&file.path)).map(|r| r.fingerprint.as_str());
+                        if let (Some(found), None) = (found, recorded)
+                            && !holds_exactly(found, &file)
+                        {
+                            error = Some(not_ours(&file.path, ctx));
+                            break;
+                        }
                         changes.push(plan_file(file, found, recorded, &fingerprint, claim.spec, ctx));
                     }
                 }
@@ -388,6 +396,7 @@ impl Target for FileKind {
                             path: path.clone(),
                             key: key.clone(),
                             fingerprint: record.fingerprint.clone(),
+                            id: found.id,
                         },
                     });
                 }
@@ -458,9 +467,12 @@ impl Target for FileKind {
                     }
                     result
                 }
-                Op::Delete { name, path, key, fingerprint } => {
-                    // Checked again right before removing: it must still be what we wrote.
-                    let still = io::read(&fd, &dir_path, name).ok().flatten().and_then(|f| f.content);
+                Op::Delete { name, path, key, fingerprint, id } => {
+                    // Checked again right before removing: it must still be the
+                    // very file observed (same inode: not one put in its place,
+                    // even with the same content) and hold what we wrote.
+                    let still =
+                        io::read(&fd, &dir_path, name).ok().flatten().filter(|f| f.id == *id).and_then(|f| f.content);
                     let ours = self
                         .with_state(ctx, |s| still.as_deref().map(|c| s.fingerprint(c)) == Some(fingerprint.clone()));
                     match ours {
@@ -510,6 +522,25 @@ impl Target for FileKind {
         s.dirty = false;
         Ok(())
     }
+}
+
+/// Whether `found` already is `file`, content and mode: a file nobody
+/// recorded that holds exactly what the target writes is taken over by
+/// recording it (nothing about it changes; this is how a file whose values
+/// were imported into the source is adopted).
+fn holds_exactly(found: &io::Found, file: &DesiredFile) -> bool {
+    found.content.as_deref() == Some(file.content.expose()) && found.mode == file.mode
+}
+
+/// A file at a target path that this instance has no record of writing:
+/// someone else's (a person's, another tool's, another config's).
+fn not_ours(path: &Path, ctx: &Ctx<'_>) -> TargetError {
+    let shown = crate::cmd::display_path(path);
+    let reason = format!(
+        "{shown}: exists, and cfgsync instance {:?} has no record of writing it (env {}): not overwritten. To hand it to cfgsync, adopt it: copy its values into the source (`cfgsync import --env {} dotenv:{shown}` for a dotenv file), and the next pass, finding it exactly as it would write it, records it as its own; or move it away and cfgsync writes its own",
+        ctx.instance, ctx.env, ctx.env
+    );
+    TargetError::Unsafe { path: shown, reason }
 }
 
 /// Decides the change for one file.
