@@ -54,8 +54,9 @@ trait Kind {
         String::new()
     }
     /// The `[[output.target]]` body of `output`; `base`: the main project's
-    /// directory (a file target of another instance writes there too).
-    fn target(&self, base: &Path, output: &str) -> String;
+    /// directory (a file target of another instance writes there too);
+    /// `here`: the config is the main project's, in `base`.
+    fn target(&self, base: &Path, output: &str, here: bool) -> String;
     /// Files the kind needs next to a config (a kubeconfig).
     fn prepare(&self, _project: &Project) {}
     /// The value of an entry as the destination holds it.
@@ -85,7 +86,7 @@ trait Kind {
     fn replaced(&self, base: &Path, output: &str, entry: &str) -> bool;
 }
 
-fn outputs(kind: &dyn Kind, base: &Path, names: &[&str]) -> String {
+fn outputs(kind: &dyn Kind, base: &Path, here: bool, names: &[&str]) -> String {
     let mut text = String::new();
     for name in names {
         let entries = match *name {
@@ -102,14 +103,20 @@ fn outputs(kind: &dyn Kind, base: &Path, names: &[&str]) -> String {
         };
         text.push_str(&format!(
             "\n[[output]]\nname = \"{name}\"\n[output.entries]\n{entries}\n[[output.target]]\n{}\n",
-            kind.target(base, name)
+            kind.target(base, name, here)
         ));
     }
     text
 }
 
+/// A config of `instance`; the main project's (team-a, in `base`) or another one's.
 fn config(kind: &dyn Kind, base: &Path, instance: &str, names: &[&str]) -> String {
-    format!("instance = \"{instance}\"\n[files]\n{}\n[envs.prod]\n{}", kind.preamble(), outputs(kind, base, names))
+    let here = instance == "team-a";
+    format!(
+        "instance = \"{instance}\"\n[files]\n{}\n[envs.prod]\n{}",
+        kind.preamble(),
+        outputs(kind, base, here, names)
+    )
 }
 
 fn source(host: &str) -> String {
@@ -410,8 +417,13 @@ impl Kind for Files {
         "file"
     }
 
-    fn target(&self, base: &Path, output: &str) -> String {
-        format!("kind = \"file\"\npath = \"{}/out/{output}.env\"", base.display())
+    /// Relative to the config's directory in the main project (so that the
+    /// spelling of `--config` matters, step 9), absolute in the other one.
+    fn target(&self, base: &Path, output: &str, here: bool) -> String {
+        match here {
+            true => format!("kind = \"file\"\npath = \"out/{output}.env\""),
+            false => format!("kind = \"file\"\npath = \"{}/out/{output}.env\"", base.display()),
+        }
     }
 
     fn read(&self, base: &Path, output: &str, entry: &str) -> Option<String> {
@@ -516,7 +528,7 @@ impl Kind for Kube {
         project.write("kubeconfig", &self.cluster.kubeconfig_yaml());
     }
 
-    fn target(&self, _base: &Path, output: &str) -> String {
+    fn target(&self, _base: &Path, output: &str, _here: bool) -> String {
         format!("kind = \"kubernetes-secret\"\ncontext = \"prod\"\nnamespace = \"apps\"\nname = \"{output}\"")
     }
 
@@ -653,7 +665,7 @@ impl Kind for Gitlab {
 
     /// The emulator takes any token; HOME is set in every process the
     /// tests start (in-process too), so it serves as one.
-    fn target(&self, _base: &Path, _output: &str) -> String {
+    fn target(&self, _base: &Path, _output: &str, _here: bool) -> String {
         format!("kind = \"gitlab\"\nurl = \"{}\"\nproject = \"group/app\"\ntoken_env = \"HOME\"", self.gitlab.url())
     }
 
@@ -747,7 +759,7 @@ impl Kind for Github {
         "github"
     }
 
-    fn target(&self, _base: &Path, _output: &str) -> String {
+    fn target(&self, _base: &Path, _output: &str, _here: bool) -> String {
         format!("kind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\ntoken_env = \"HOME\"", self.github.url())
     }
 
