@@ -22,12 +22,12 @@
 //!    after runs with `--config` absolute, relative from another cwd and
 //!    through a symlinked directory, the later runs write and prune nothing;
 //! 10. a foreign item at our address (made by hand, another tool's, another
-//!    instance's under another env) is neither written nor deleted: the
-//!    target fails naming it and how to adopt it, and once its output is
-//!    removed from the config it is still there;
+//!     instance's under another env) is neither written nor deleted: the
+//!     target fails naming it and how to adopt it, and once its output is
+//!     removed from the config it is still there;
 //! 11. prune deletes only the exact object observed: between the plan
-//!    (in-process `plan_env`) and its apply, the object planned for deletion
-//!    is replaced by someone else's — it is not deleted.
+//!     (in-process `plan_env`) and its apply, the object planned for deletion
+//!     is replaced by someone else's — it is not deleted.
 //!
 //! The kind-specific parts (where a value is read back, how a hand edit is
 //! made, how a destination is broken) are the [`Kind`] implementations.
