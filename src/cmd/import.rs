@@ -85,7 +85,9 @@
 //!   imported values into the place they came from writes nothing it does
 //!   not have to:
 //!   - a dotenv `file` target: nothing at all, byte for byte (the file
-//!     target compares content and mode; use a mode the file has);
+//!     target compares content and mode; use a mode the file has), and it
+//!     records the file as its own: this is how a file cfgsync did not
+//!     write is adopted (a differing one is refused, not overwritten);
 //!   - a Kubernetes target: one apply per object, which adds cfgsync's
 //!     labels and annotations (the data is the same). The kind owns
 //!     objects by label and adopts an unlabelled one by server-side apply;

@@ -22,10 +22,20 @@
 //! - **Modes**: a file holding secrets gets `0600`, or the explicit mode if
 //!   it gives others nothing (checked at `validate` and again here).
 //! - **Ownership**: every file written is recorded per instance and env
-//!   ([`state`]); a recorded file no target wants any more (a removed
-//!   target, an entry removed from a `dir` output) is deleted — only in a
-//!   pass where every source was read, only while it still holds what
-//!   cfgsync wrote, never more than the prune share at once.
+//!   ([`state`]), keyed relative to the config's directory whatever the
+//!   cwd or the spelling of `--config`; a recorded file no target wants any
+//!   more (a removed target, an entry removed from a `dir` output) is
+//!   deleted — only in a pass where every source was read, only while it
+//!   is still the very file observed (same inode) holding what cfgsync
+//!   wrote, never more than the prune share at once.
+//! - **Foreign files**: a file at a target path that this instance has no
+//!   record of (a person's, another tool's, another config's) is not
+//!   written: the target fails, saying how to adopt it. Adoption is making
+//!   it hold exactly what the target writes — `cfgsync import` of its values
+//!   into the source, for a dotenv file — which the next pass finds and
+//!   records without writing; or moving it away. (A file that already is
+//!   what the target writes, content and mode, changes in nothing when
+//!   recorded.)
 //! - **Drift**: a file that no longer holds what cfgsync recorded writing,
 //!   when the source did not change, was edited by hand: restored and
 //!   counted as drift.
