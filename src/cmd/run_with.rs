@@ -184,6 +184,7 @@ mod tests {
         "RUST_LOG",           // a log filter
         "NO_COLOR",           // a switch
         "HOME",               // where ~/.vault-token is
+        "KUBECONFIG",         // a path (checked: no file target may write over it)
         "HOSTNAME",           // the default replica name
     ];
 

@@ -20,6 +20,7 @@ mod laptop;
 mod laptop_bench;
 mod laptop_roles;
 mod library;
+mod ownership;
 mod readme;
 mod run_with_env;
 mod sandbox;

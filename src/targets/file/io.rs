@@ -34,6 +34,17 @@ pub const MAX_READ: u64 = 64 * 1024 * 1024;
 /// without having recorded them).
 pub const TEMP_PREFIX: &str = ".cfgsync-";
 
+/// The first component of `path` that names one of cfgsync's own files
+/// (`.cfgsync/`, the default state directory; `.cfgsync-tmp-…`, a temp
+/// file a later pass may remove as a leftover), if any: a target writing
+/// there would corrupt the state or lose its file.
+pub fn reserved_component(path: &Path) -> Option<&OsStr> {
+    path.components().find_map(|c| match c {
+        Component::Normal(name) if name.as_bytes().starts_with(b".cfgsync") => Some(name),
+        _ => None,
+    })
+}
+
 /// Why a path cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
@@ -124,6 +135,9 @@ pub struct Found {
     pub content: Option<Vec<u8>>,
     pub size: u64,
     pub mode: u32,
+    /// Device and inode: which file this is, so a prune removes only the
+    /// very file it observed (not one put in its place since).
+    pub id: (u64, u64),
 }
 
 /// Reads `name` in `dir` without following a symlink and without opening
@@ -154,15 +168,16 @@ pub fn read(dir: &OwnedFd, dir_path: &Path, name: &OsStr) -> Result<Option<Found
     }
     let size = st.st_size as u64;
     let mode = st.st_mode & 0o7777;
+    let id = (st.st_dev, st.st_ino);
     if size > MAX_READ {
-        return Ok(Some(Found { content: None, size, mode }));
+        return Ok(Some(Found { content: None, size, mode, id }));
     }
     let mut content = Vec::with_capacity(size as usize);
     std::fs::File::from(fd).take(MAX_READ + 1).read_to_end(&mut content).map_err(|e| io_err(&path, e))?;
     if content.len() as u64 > MAX_READ {
-        return Ok(Some(Found { content: None, size: content.len() as u64, mode }));
+        return Ok(Some(Found { content: None, size: content.len() as u64, mode, id }));
     }
-    Ok(Some(Found { size: content.len() as u64, content: Some(content), mode }))
+    Ok(Some(Found { size: content.len() as u64, content: Some(content), mode, id }))
 }
 
 /// What kind of entry `name` is in `dir` (without following it).
