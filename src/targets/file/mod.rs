@@ -321,8 +321,8 @@ impl Target for FileKind {
                     }
                     found => {
                         let found = found.and_then(|f| f.as_ref().ok()).and_then(|f| f.as_ref());
-                        let recorded = records.get(&file.path).map(|r| r.fingerprint.as_str());
-                        changes.push(plan_file(file, found, recorded, &fingerprint, claim.spec, ctx));
+                        let record = records.get(&file.path);
+                        changes.push(plan_file(file, found, record, &fingerprint, claim.spec, ctx));
                     }
                 }
             }
@@ -342,7 +342,7 @@ impl Target for FileKind {
             let Some(name) = path.file_name() else { continue };
             match observed.files.get(name) {
                 Some(Ok(Some(found)))
-                    if found.content.as_deref().map(&fingerprint) == Some(record.fingerprint.clone()) =>
+                    if found.content.as_ref().map(|c| fingerprint(c.expose())) == Some(record.fingerprint.clone()) =>
                 {
                     let mut change = Change::new("file", crate::cmd::display_path(path), Action::Delete, false);
                     change.notes.push(format!("output {:?} no longer writes it", record.output));
@@ -401,7 +401,7 @@ impl Target for FileKind {
             }
             let result = match &p.op {
                 Op::Keep { file } => {
-                    let _ = self.with_state(ctx, |s| s.record(file.path.clone(), &file.output, file.content.expose()));
+                    let _ = self.with_state(ctx, |s| s.record(file.path.clone(), &file.output, &file.content));
                     Ok(())
                 }
                 Op::Write { file, check_cmd, reload_cmd, content_changed } => {
@@ -413,7 +413,7 @@ impl Target for FileKind {
                     if result.is_ok() {
                         info!(env = ctx.env, output = %file.output, path = %crate::cmd::display_path(&file.path), action = p.change.action.name(), "file written");
                         let _ =
-                            self.with_state(ctx, |s| s.record(file.path.clone(), &file.output, file.content.expose()));
+                            self.with_state(ctx, |s| s.record(file.path.clone(), &file.output, &file.content));
                         if let Some(cmd) = reload_cmd
                             && *content_changed
                         {
@@ -425,8 +425,9 @@ impl Target for FileKind {
                 Op::Delete { name, path, fingerprint } => {
                     // Checked again right before removing: it must still be what we wrote.
                     let still = io::read(&fd, &dir_path, name).ok().flatten().and_then(|f| f.content);
-                    let ours = self
-                        .with_state(ctx, |s| still.as_deref().map(|c| s.fingerprint(c)) == Some(fingerprint.clone()));
+                    let ours = self.with_state(ctx, |s| {
+                        still.as_ref().map(|c| s.fingerprint(c.expose())) == Some(fingerprint.clone())
+                    });
                     match ours {
                         Ok(true) => io::remove(&fd, &dir_path, name)
                             .map(|()| {
@@ -476,21 +477,38 @@ impl Target for FileKind {
     }
 }
 
+/// What a file held, judged for showing: secret when the record says this
+/// instance wrote it from a tainted output (whatever it holds now: a hand
+/// edit of a secret file keeps most of the secret), plain when the record
+/// proves these are the bytes written from a plain output, else as its
+/// mode says ([`io::held_secret`]).
+fn held(found: &io::Found, record: Option<&state::Record>, fingerprint: &dyn Fn(&[u8]) -> String) -> Option<Content> {
+    let content = found.content.as_ref()?;
+    let secret = match record {
+        Some(r) if r.tainted == Some(true) => true,
+        Some(r) if r.tainted == Some(false) && fingerprint(content.expose()) == r.fingerprint => false,
+        _ => content.is_secret(),
+    };
+    Some(Content::new(content.expose(), secret))
+}
+
 /// Decides the change for one file.
 fn plan_file(
     file: DesiredFile,
     found: Option<&io::Found>,
-    recorded: Option<&str>,
+    record: Option<&state::Record>,
     fingerprint: &dyn Fn(&[u8]) -> String,
     spec: &FileTarget,
     ctx: &Ctx<'_>,
 ) -> (Change, Op) {
     let secret = file.content.is_secret();
     let address = crate::cmd::display_path(&file.path);
-    let old_content = found.and_then(|f| f.content.as_deref());
+    let recorded = record.map(|r| r.fingerprint.as_str());
+    let held = found.and_then(|f| held(f, record, fingerprint));
+    let old_content = held.as_ref().map(Content::expose);
     let content_changed = match found {
         None => true,
-        Some(f) => f.content.as_deref() != Some(file.content.expose()),
+        Some(f) => f.content.as_ref().map(Content::expose) != Some(file.content.expose()),
     };
     let mode_changed = found.is_some_and(|f| f.mode != file.mode);
     let action = match (found, content_changed || mode_changed) {
@@ -546,10 +564,8 @@ fn plan_file(
             }];
         }
         match file.content.shown() {
-            Some(new) => {
-                let old = old_content.map(String::from_utf8_lossy).unwrap_or_default();
-                change.diff = Some(plan::unified_diff(&old, &new, &file.path));
-            }
+            // An absent file, or one too large to read, diffs against nothing.
+            Some(_) => change.diff_between(held.as_ref(), &file.content, &file.path),
             None if change.entries.is_empty() || action == Action::Create => {
                 change.notes.push("secret content masked".to_owned())
             }
