@@ -35,9 +35,15 @@
 //!   runtime), no clock, no randomness (not compiled in);
 //! - no files but those under the config's `templates/` (symlinks resolved;
 //!   one pointing outside is refused) and the shipped [`library`];
-//! - no recursion: include/import/macro cycles and chains deeper than
-//!   [`check::MAX_DEPTH`] are refused at validate; so is text nesting
-//!   blocks or brackets deeper than the parser's stack can take;
+//! - no recursion: include/import/extends/macro cycles and chains deeper
+//!   than [`check::MAX_DEPTH`] are refused at validate; so is text nesting
+//!   blocks or brackets, or chaining operators, deeper than a stack can
+//!   take ([`check::nesting_problem`]: Tera, the static checks and dropping
+//!   a parsed template all recurse over the expression tree, which is as
+//!   deep as an operator chain is long). Every recursion over input in the
+//!   render path is bounded so; the one Tera does over values a template
+//!   builds at run time (`{% set_global s = [s] %}` in a loop) cannot be
+//!   bounded by a scan, and is contained by the render worker (below);
 //! - [`Limits`]: bytes per entry and per output (checked as text is
 //!   written), elements `range` may produce, and a time budget per output
 //!   (checked on every write and function call). The service and the CLI
@@ -591,6 +597,12 @@ fn build_tera(
         }
     }
     if problems.is_empty() {
+        // Tera links `extends` chains by recursion, once per template:
+        // refuse a chain deeper than the graph check allows before it does.
+        if let Some((name, message)) = extends_problem(&tera) {
+            problems.push(problem(name, None, message));
+            return (tera, problems);
+        }
         if let Err(e) = tera.build_inheritance_chains() {
             problems.push(problem("", None, without_internal_names(&tera_error_text(&e))));
         } else if let Err(e) = tera.check_macro_files() {
@@ -598,6 +610,31 @@ fn build_tera(
         }
     }
     (tera, problems)
+}
+
+/// Refuses what Tera's linking of `extends` chains would recurse on without
+/// end or too deep: it follows parents by recursion, once per template, and
+/// stops at a cycle only when the chain comes back to the template it
+/// started from (`a` → `b` → `c` → `b` never does).
+fn extends_problem(tera: &Tera) -> Option<(&str, String)> {
+    let mut names: Vec<&String> = tera.templates.keys().collect();
+    names.sort();
+    for name in names {
+        let mut seen: Vec<&str> = vec![name.as_str()];
+        let mut parent = tera.templates[name].parent.as_deref();
+        while let Some(p) = parent {
+            if seen.contains(&p) {
+                seen.push(p);
+                return Some((name.as_str(), format!("templates extend each other in a cycle: {}", seen.join(" → "))));
+            }
+            seen.push(p);
+            if seen.len() - 1 > check::MAX_DEPTH {
+                return Some((name.as_str(), format!("template extends a chain more than {} deep", check::MAX_DEPTH)));
+            }
+            parent = tera.templates.get(p).and_then(|t| t.parent.as_deref());
+        }
+    }
+    None
 }
 
 /// Collects rendered text, refusing to grow past `room` bytes and stopping

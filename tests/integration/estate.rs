@@ -62,3 +62,117 @@ fn a_file_recorded_as_tainted_stays_secret_whatever_its_mode() {
     assert_hidden("plan --output json", &r, QUICKSTART_PASSWORD);
     assert!(r.stdout.contains("previous content was secret"), "{r:?}");
 }
+
+const DEPTH_CONFIG: &str = r#"
+interval = "1h"
+
+[files]
+dir = "source"
+
+[service]
+debounce = "50ms"
+
+[envs.prod]
+
+[[output]]
+name = "main"
+[output.entries]
+A = { template = "main.tera" }
+[[output.target]]
+kind = "file"
+path = "out/main.json"
+format = "json"
+
+[[output]]
+name = "plain"
+[output.entries]
+HOST = "{{ key(name='host') }}"
+[[output.target]]
+kind = "file"
+path = "out/plain.env"
+"#;
+
+/// `{{ 1 + 1 + … }}` with `terms` terms.
+fn chain(terms: usize) -> String {
+    format!("{{{{ {} }}}}\n", vec!["1"; terms].join(" + "))
+}
+
+fn assert_no_abort(what: &str, r: &Run) {
+    assert!(
+        !r.stderr.contains("overflow") && !r.stderr.contains("panicked") && r.code != 134 && r.code >= 0,
+        "{what}: {r:?}"
+    );
+}
+
+#[test]
+fn no_input_overflows_a_stack_at_validate() {
+    let p = Project::new(DEPTH_CONFIG);
+    p.write("source/prod.toml", "[keys]\nhost = \"db.one\"\n");
+    let cases = [
+        (chain(150_000), "more than 100 operators"),
+        (format!("{{{{ {}1{} }}}}", "(".repeat(100_000), ")".repeat(100_000)), "brackets more than 64 deep"),
+        (format!("{}x{}", "{% if true %}".repeat(10_000), "{% endif %}".repeat(10_000)), "block tags nest"),
+        (format!("{{{{ x{}{} }}}}", " | default(value=y".repeat(10_000), ")".repeat(10_000)), "brackets"),
+    ];
+    for (text, want) in cases {
+        assert!(text.len() < 1024 * 1024, "under the template size limit");
+        p.write("templates/main.tera", &format!("\n{text}"));
+        let r = p.run(&["validate"]);
+        assert_no_abort(want, &r);
+        assert_eq!(r.code, 2, "{want}: {r:?}");
+        assert!(r.stderr.contains("templates/main.tera:2:") && r.stderr.contains(want), "{want}: {r:?}");
+        let r = p.run(&["reconcile", "--once"]);
+        assert_eq!(r.code, 2, "{want}: {r:?}");
+        assert!(!p.path("out").exists(), "nothing written");
+    }
+    // The config itself, nested deeper than its parser allows.
+    p.write("templates/main.tera", "{{ key(name='host') }}");
+    let deep = format!("{DEPTH_CONFIG}\n[extra]\nx = {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    p.write("cfgsync.toml", &deep);
+    let r = p.run(&["validate"]);
+    assert_no_abort("config", &r);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("cfgsync.toml:") && r.stderr.contains("recursion"), "{r:?}");
+}
+
+#[test]
+fn deep_values_from_a_source_or_a_target_fail_their_env_only() {
+    let p = Project::new(DEPTH_CONFIG);
+    p.write("templates/main.tera", "{{ key(name='host') }}");
+    // A source file nested deeper than TOML's parser allows.
+    p.write("source/prod.toml", &format!("[keys]\nhost = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)));
+    let r = p.run(&["plan"]);
+    assert_no_abort("source", &r);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("source/prod.toml:2:"), "{r:?}");
+    // A JSON file target that holds 100,000 nested arrays: read back to name
+    // the entries that change, refused by the JSON parser's depth limit.
+    p.write("source/prod.toml", "[keys]\nhost = \"db.one\"\n");
+    p.write("out/main.json", &format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)));
+    let r = p.run(&["plan"]);
+    assert_no_abort("target", &r);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("out/main.json"), "{r:?}");
+}
+
+#[test]
+fn a_long_operator_chain_hot_reloaded_into_the_service_is_refused() {
+    use crate::service::{Service, read_or_empty, save_like_an_editor, wait_until};
+    use std::time::Duration;
+    let p = Project::new(DEPTH_CONFIG);
+    p.write("source/prod.toml", "[keys]\nhost = \"db.one\"\n");
+    p.write("templates/main.tera", "{{ key(name='host') }}");
+    let mut service = Service::start(&p, &[], &[]);
+    wait_until("the first pass", Duration::from_secs(30), || {
+        (read_or_empty(&p.path("out/plain.env")) == "HOST=db.one\n").then_some(())
+    });
+    save_like_an_editor(&p.path("templates/main.tera"), &chain(150_000));
+    wait_until("the reload to be refused", Duration::from_secs(30), || {
+        service.log().contains("more than 100 operators").then_some(())
+    });
+    save_like_an_editor(&p.path("source/prod.toml"), "[keys]\nhost = \"db.two\"\n");
+    wait_until("the old config to go on", Duration::from_secs(30), || {
+        (read_or_empty(&p.path("out/plain.env")) == "HOST=db.two\n").then_some(())
+    });
+    assert!(service.try_exit().is_none(), "the service is still running:\n{}", service.log());
+}

@@ -412,8 +412,7 @@ impl Target for FileKind {
                     };
                     if result.is_ok() {
                         info!(env = ctx.env, output = %file.output, path = %crate::cmd::display_path(&file.path), action = p.change.action.name(), "file written");
-                        let _ =
-                            self.with_state(ctx, |s| s.record(file.path.clone(), &file.output, &file.content));
+                        let _ = self.with_state(ctx, |s| s.record(file.path.clone(), &file.output, &file.content));
                         if let Some(cmd) = reload_cmd
                             && *content_changed
                         {
