@@ -176,3 +176,137 @@ fn a_long_operator_chain_hot_reloaded_into_the_service_is_refused() {
     });
     assert!(service.try_exit().is_none(), "the service is still running:\n{}", service.log());
 }
+
+/// An etcd source with a password file beside the config (validate reads
+/// no server), and a plain output rendering `main.tera` into a ConfigMap-
+/// like world-readable file.
+const LINKS_CONFIG: &str = r#"
+[etcd]
+endpoints = ["http://127.0.0.1:1"]
+user = "cfgsync"
+password_file = "etcd-password"
+
+[envs.prod]
+
+[[output]]
+name = "app"
+[output.entries]
+A = { template = "main.tera" }
+[[output.target]]
+kind = "file"
+path = "out/app.txt"
+format = "raw"
+"#;
+
+const ETCD_PASSWORD: &str = "CANARY-etcd-pw-7f3a";
+
+fn links_project() -> Project {
+    let p = Project::new(LINKS_CONFIG);
+    p.write("etcd-password", ETCD_PASSWORD);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p.path("etcd-password"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+#[test]
+fn a_template_never_reads_the_config_a_credential_or_anything_outside_templates() {
+    use std::os::unix::fs::symlink;
+    // templates -> . : the config's directory, password file and all.
+    let p = links_project();
+    p.write("main.tera", "{% include \"etcd-password\" %}");
+    symlink(".", p.path("templates")).unwrap();
+    let r = p.run(&["validate"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("templates is a symlink (to .)") && r.stderr.contains("real directory"), "{r:?}");
+    assert!(!r.all().contains(ETCD_PASSWORD), "{r:?}");
+
+    // templates -> /elsewhere: refused the same way.
+    let p = links_project();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(elsewhere.path().join("main.tera"), "x").unwrap();
+    symlink(elsewhere.path(), p.path("templates")).unwrap();
+    let r = p.run(&["validate"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("is a symlink"), "{r:?}");
+
+    // Links inside templates/ to the credential, the config, outside: refused.
+    for (link, to, want) in [
+        ("pw.tera", "../etcd-password", "outside templates/"),
+        ("config.tera", "../cfgsync.toml", "outside templates/"),
+        ("sub", "/etc", "outside templates/"),
+    ] {
+        let p = links_project();
+        p.write("templates/main.tera", "x");
+        symlink(to, p.path(&format!("templates/{link}"))).unwrap();
+        let r = p.run(&["validate"]);
+        assert_eq!(r.code, 2, "{link}: {r:?}");
+        assert!(r.stderr.contains(&format!("templates/{link}")) && r.stderr.contains(want), "{link}: {r:?}");
+    }
+
+    // The credential file inside templates/, or a hard link to it there.
+    let p = links_project();
+    p.write("templates/main.tera", "x");
+    p.write("templates/pw", ETCD_PASSWORD);
+    p.write("cfgsync.toml", &LINKS_CONFIG.replace("\"etcd-password\"", "\"templates/pw\""));
+    let r = p.run(&["validate"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("templates/pw: is the etcd password_file"), "{r:?}");
+    let p = links_project();
+    p.write("templates/main.tera", "{% include \"pw\" %}");
+    std::fs::hard_link(p.path("etcd-password"), p.path("templates/pw")).unwrap();
+    let r = p.run(&["validate"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("is the etcd password_file (a hard link)"), "{r:?}");
+    assert!(!r.all().contains(ETCD_PASSWORD), "{r:?}");
+}
+
+#[test]
+fn templates_mounted_the_kubernetes_way_keep_working() {
+    use std::os::unix::fs::symlink;
+    // A ConfigMap volume: the files live in a timestamped directory, `..data`
+    // points at it, and every name is a link through `..data`.
+    let p = Project::new(&format!(
+        "[files]\n{}",
+        LINKS_CONFIG.split("[envs.prod]").nth(1).map(|r| format!("[envs.prod]{r}")).unwrap()
+    ));
+    p.write("source/prod.toml", "[keys]\nhost = \"db.prod\"\n");
+    let stamp = "..2026_12_07_10_00_00.123456789";
+    p.write(&format!("templates/{stamp}/main.tera"), "{% include \"parts/host.tera\" %}!");
+    p.write(&format!("templates/{stamp}/parts/host.tera"), "{{ key(name='host') }}");
+    symlink(stamp, p.path("templates/..data")).unwrap();
+    symlink("..data/main.tera", p.path("templates/main.tera")).unwrap();
+    symlink("..data/parts", p.path("templates/parts")).unwrap();
+    let r = p.run(&["validate"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = p.run(&["reconcile", "--once"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(p.read("out/app.txt"), "db.prod!");
+}
+
+#[test]
+fn a_template_only_its_owner_can_read_is_refused_in_an_output_that_reads_no_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let config = LINKS_CONFIG.replace(
+        "[etcd]\nendpoints = [\"http://127.0.0.1:1\"]\nuser = \"cfgsync\"\npassword_file = \"etcd-password\"\n",
+        "[files]\n",
+    );
+    let p = Project::new(&config);
+    p.write("source/prod.toml", "[keys]\nhost = \"db.prod\"\n\n[secrets.db]\npassword = \"pw\"\n");
+    p.write("templates/main.tera", "{% include \"private.tera\" %}");
+    p.write("templates/private.tera", "CANARY-private-template");
+    std::fs::set_permissions(p.path("templates/private.tera"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = p.run(&["validate"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("cfgsync.toml:")
+            && r.stderr.contains("private.tera can be read only by its owner or group")
+            && r.stderr.contains("chmod 0644"),
+        "{r:?}"
+    );
+    assert!(!r.all().contains("CANARY-private-template"), "{r:?}");
+    // An output that reads a secret is secret as a whole: it may use it.
+    p.write("templates/main.tera", "{% include \"private.tera\" %}{{ secret(path='db', field='password') | length }}");
+    let r = p.run(&["reconcile", "--once"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(crate::support::mode(&p.path("out/app.txt")), 0o600);
+}
