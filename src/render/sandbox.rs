@@ -20,7 +20,16 @@
 //!   trip, not one per output;
 //! - is killed when an output takes half a second longer than its time
 //!   budget (the worker enforces the budget itself first; the kill is for
-//!   a template that spins without writing or calling a function).
+//!   a template that spins without writing or calling a function);
+//! - says [`FromWorker::Ready`] once it has compiled the templates and
+//!   again once it has taken in each snapshot, and the parent's clock for
+//!   an output starts only after that: what is timed is rendering, not
+//!   process start, compiling thousands of templates or decoding a large
+//!   snapshot on a loaded machine (a no-op pass over 5,000 outputs failed
+//!   "took longer than its time budget" when the first output's clock ran
+//!   from before the worker had read its config). Starting and loading have
+//!   their own, much longer bound ([`LOAD_TIMEOUT`]), so a worker that
+//!   hangs there still fails its batch.
 //!
 //! A dead or killed worker fails only the output it was rendering (as
 //! [`LimitHit::Worker`] or [`LimitHit::Time`]); a new worker is started for
@@ -63,6 +72,11 @@ pub const WORKER_COMMAND: &str = "__render-worker";
 /// Largest frame either side accepts: a snapshot or an output is far
 /// smaller; this only bounds a corrupted length prefix.
 const MAX_FRAME: usize = 1 << 30;
+
+/// How long a worker may take to start and compile the templates, or to
+/// take in a snapshot, before it is given up on. Not part of any output's
+/// time budget: both are linear in what the config and the sources hold.
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where outputs are rendered.
 pub struct Sandbox {
@@ -166,7 +180,14 @@ struct WireSnapshot {
 
 #[derive(Serialize, Deserialize)]
 enum FromWorker {
-    Rendered { entries: Vec<(String, String)>, tainted: bool, used: BTreeSet<Use> },
+    /// The templates are compiled (after `Init`), or the snapshot is taken
+    /// in (after `Snapshot`): the next `Render` starts rendering at once.
+    Ready,
+    Rendered {
+        entries: Vec<(String, String)>,
+        tainted: bool,
+        used: BTreeSet<Use>,
+    },
     Failed(RenderError),
 }
 
@@ -432,10 +453,23 @@ async fn render_batch(
     let worker = slot.as_mut().expect("started above");
     let frame = serde_json::to_vec(&ToWorker::Render { indices: indices.to_vec() }).unwrap_or_default();
     let hard_limit = templates.limits.timeout + Duration::from_millis(500);
-    let sent = async {
-        write_frame(&mut worker.stdin, wire_snapshot).await?;
-        write_frame(&mut worker.stdin, &frame).await
-    };
+    // Taking in the snapshot is not rendering: its own bound, then the clock.
+    let loaded = tokio::time::timeout(LOAD_TIMEOUT, async {
+        write_frame(&mut worker.stdin, wire_snapshot).await.map_err(|e| e.to_string())?;
+        expect_ready(&mut worker.stdout).await
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("took more than {} s to take in the snapshot", LOAD_TIMEOUT.as_secs())));
+    if let Err(cause) = loaded {
+        if let Some(mut w) = slot.take() {
+            let _ = w.child.start_kill();
+            let _ = w.child.wait().await;
+        }
+        results.push(Err(worker_error(templates, indices[0], &snapshot.env, format!("the render worker {cause}"))));
+        return;
+    }
+    let worker = slot.as_mut().expect("still there");
+    let sent = write_frame(&mut worker.stdin, &frame);
     let mut failed = tokio::time::timeout(hard_limit, sent).await.map_or(Some(true), |r| r.err().map(|_| false));
     if failed.is_none() {
         for &index in indices {
@@ -453,7 +487,7 @@ async fn render_batch(
                     results.push(Ok(Rendered { output, env, entries, tainted, used }));
                 }
                 Some(FromWorker::Failed(e)) => results.push(Err(e)),
-                None => {
+                Some(FromWorker::Ready) | None => {
                     failed = Some(answer.is_err());
                     break;
                 }
@@ -493,8 +527,30 @@ async fn start(exe: &std::path::Path, init: &Init) -> Result<Worker, String> {
     let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the render worker has no pipes".into());
     };
-    write_frame(&mut stdin, &init.frame).await.map_err(|e| format!("cannot talk to the render worker: {e}"))?;
+    let mut stdout = stdout;
+    let ready = tokio::time::timeout(LOAD_TIMEOUT, async {
+        write_frame(&mut stdin, &init.frame).await.map_err(|e| format!("cannot talk to the render worker: {e}"))?;
+        expect_ready(&mut stdout).await.map_err(|e| format!("the render worker {e}"))
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!("the render worker took more than {} s to compile the templates", LOAD_TIMEOUT.as_secs()))
+    });
+    if let Err(e) = ready {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        return Err(e);
+    }
     Ok(Worker { child, stdin, stdout, templates: init.id })
+}
+
+/// Reads the worker's [`FromWorker::Ready`].
+async fn expect_ready(stdout: &mut ChildStdout) -> Result<(), String> {
+    let frame = read_frame(stdout).await.map_err(|e| format!("stopped before it was ready: {e}"))?;
+    match serde_json::from_slice::<FromWorker>(&frame) {
+        Ok(FromWorker::Ready) => Ok(()),
+        _ => Err("answered something else than ready".to_owned()),
+    }
 }
 
 async fn write_frame(w: &mut ChildStdin, frame: &[u8]) -> std::io::Result<()> {
@@ -551,11 +607,25 @@ fn serve() -> i32 {
         max_memory: limits.max_memory,
     };
     let Ok(templates) = Templates::from_sources(sources, outputs, limits) else { return 65 };
+    let send = |stdout: &mut dyn Write, answer: &FromWorker| -> Option<()> {
+        let bytes = serde_json::to_vec(answer).ok()?;
+        stdout
+            .write_all(&(bytes.len() as u64).to_be_bytes())
+            .and_then(|_| stdout.write_all(&bytes))
+            .and_then(|_| stdout.flush())
+            .ok()
+    };
+    if send(&mut stdout, &FromWorker::Ready).is_none() {
+        return 0;
+    }
     let mut snapshot: Option<Arc<Snapshot>> = None;
     while let Some(frame) = read(&mut stdin) {
         let indices = match serde_json::from_slice::<ToWorker>(&frame) {
             Ok(ToWorker::Snapshot(s)) => {
                 snapshot = Some(Arc::new(s.into_snapshot()));
+                if send(&mut stdout, &FromWorker::Ready).is_none() {
+                    return 0;
+                }
                 continue;
             }
             Ok(ToWorker::Render { indices }) if indices.iter().all(|i| *i < templates.outputs.len()) => indices,
