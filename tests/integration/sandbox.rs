@@ -342,6 +342,6 @@ path = "out/app.env"
         cfgsync::config::parse(&dir.path().join("cfgsync.toml"), &slow, &BTreeMap::<String, String>::new()).unwrap();
     let templates = cfgsync::render::Templates::compile(&config).unwrap();
     let results = sandbox.render(&templates, &snapshot, &[0]).await;
-    let e = results.into_iter().next().unwrap().err().expect("over the budget");
+    let e = results.into_iter().next().unwrap().expect_err("over the budget");
     assert!(e.to_string().contains("time budget"), "{e}");
 }
