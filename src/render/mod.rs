@@ -1136,6 +1136,24 @@ pub fn describe_bytes(bytes: &[u8]) -> String {
     }
 }
 
+/// Renders a file target's `check_cmd` (with `src`, the staged file's path,
+/// already shell-quoted) or `reload_cmd` (without) for `env`.
+///
+/// Decision: commands are templates like `path`, rendered per env in the
+/// same sandbox, with only their variables: `reload_cmd = "systemctl
+/// reload api@{{ env }}"` runs `… api@prod`, never the braces (the shell
+/// would have run `{{ env }}` as text). They can name no key or secret
+/// (render_field refuses functions), so no value from a source reaches a
+/// shell; env names are letters, digits, `-` and `_`, and `src` is quoted.
+/// `validate` renders them for every env, so a typo is an error at the
+/// config's line, not at the first write.
+pub fn render_command(template: &str, env: &str, src: Option<&str>) -> Result<String, String> {
+    match src {
+        Some(src) => render_field(template, &[("env", env), ("src", src)]),
+        None => render_field(template, &[("env", env)]),
+    }
+}
+
 /// Renders a templated config field (`path`, `context`, a policy name …)
 /// with only the given variables, in the same sandbox as entries: no
 /// environment, no files, no recursion.

@@ -310,3 +310,40 @@ fn a_template_only_its_owner_can_read_is_refused_in_an_output_that_reads_no_secr
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(crate::support::mode(&p.path("out/app.txt")), 0o600);
 }
+
+#[test]
+fn check_and_reload_commands_are_rendered_per_env_and_checked_at_validate() {
+    let config = |check: &str, reload: &str| {
+        format!(
+            "[files]\n[envs.prod]\n[envs.staging]\n\n[[output]]\nname = \"app\"\n[output.entries]\nA = \"x\"\n[[output.target]]\nkind = \"file\"\npath = \"out/{{{{ env }}}}/app.env\"\ncheck_cmd = {check:?}\nreload_cmd = {reload:?}\n"
+        )
+    };
+    let p = Project::new(&config(
+        "test -s {{ src }} && echo checked-{{ env }} >> checks.log",
+        "echo reloaded-{{env}} >> reloads.log",
+    ));
+    p.write("source/prod.toml", "[keys]\n");
+    p.write("source/staging.toml", "[keys]\n");
+    let r = p.run(&["reconcile", "--once"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines = |name: &str| {
+        let mut l: Vec<String> = p.read(name).lines().map(str::to_owned).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(lines("reloads.log"), ["reloaded-prod", "reloaded-staging"], "rendered, never `{{{{env}}}}`");
+    assert_eq!(lines("checks.log"), ["checked-prod", "checked-staging"]);
+    // What a command cannot be: a lookup (no source value reaches a shell),
+    // an unknown variable, a forbidden function; `src` only in check_cmd.
+    for (check, reload, want) in [
+        ("true", "echo {{ key(name='host') }}", "only available while rendering"),
+        ("true", "echo {{ nope }}", "nope"),
+        ("echo {{ get_env(name='HOME') }}", "true", "not allowed"),
+        ("true", "cat {{ src }}", "src"),
+    ] {
+        let p = Project::new(&config(check, reload));
+        let r = p.run(&["validate"]);
+        assert_eq!(r.code, 2, "{reload}: {r:?}");
+        assert!(r.stderr.contains("cfgsync.toml:9:") && r.stderr.contains(want), "{check} / {reload}: {r:?}");
+    }
+}

@@ -7,7 +7,7 @@
 //! format = "dotenv"                   # dotenv | json | yaml | raw | dir
 //! mode = "0640"                       # default 0600 if the output read a secret, else 0644
 //! check_cmd = "envcheck {{src}}"      # run on the staged file before it replaces the old one
-//! reload_cmd = "systemctl reload api" # run after a real change only (pull: only with --reload)
+//! reload_cmd = "systemctl reload api@{{ env }}" # after a real change only (pull: only with --reload)
 //! trusted_dir = "/srv/app"            # a directory whose own path may contain symlinks
 //! ```
 //!
@@ -33,6 +33,8 @@
 //!   next pass over their directory (shown in the plan).
 //! - Output of `check_cmd`/`reload_cmd` is shown only for outputs that read
 //!   no secret: a checker that echoes the offending line could print one.
+//! - `check_cmd` and `reload_cmd` are templates like `path`, with `env`
+//!   (and `src`, quoted, for `check_cmd`): see [`crate::render::render_command`].
 
 pub mod io;
 pub mod state;
@@ -452,7 +454,7 @@ impl Target for FileKind {
             if failed_slots.contains(&slot) || !ctx.run_reload {
                 continue;
             }
-            let result = reload(&cmd, &path, secret).await;
+            let result = reload(&cmd, &path, secret, ctx.env).await;
             if let Some(last) = out.iter_mut().rev().find(|a| a.slot == slot) {
                 match result {
                     Ok(()) => last.reloaded = true,
@@ -600,8 +602,11 @@ async fn write(
     let staged = io::stage(fd, dir, env, file.content.expose(), file.mode)?;
     if let Some(cmd) = check_cmd {
         let src = shell_quote(&staged.path.display().to_string());
-        let cmd = cmd.replace("{{src}}", &src).replace("{{ src }}", &src);
-        if let Err(detail) = run(&cmd, file.content.is_secret()).await {
+        let checked = match crate::render::render_command(cmd, env, Some(&src)) {
+            Ok(cmd) => run(&cmd, file.content.is_secret()).await,
+            Err(e) => Err(format!("check_cmd {cmd:?}: {e}")),
+        };
+        if let Err(detail) = checked {
             io::discard(fd, &staged);
             return Err(TargetError::Check { path: shown, detail });
         }
@@ -609,9 +614,13 @@ async fn write(
     Ok(io::commit(fd, dir, &staged, &file.name)?)
 }
 
-/// Runs `reload_cmd` after a real change.
-async fn reload(cmd: &str, path: &Path, secret: bool) -> Result<(), TargetError> {
-    run(cmd, secret).await.map_err(|detail| TargetError::Reload { path: crate::cmd::display_path(path), detail })
+/// Runs `reload_cmd`, rendered for `env`, after a real change.
+async fn reload(cmd: &str, path: &Path, secret: bool, env: &str) -> Result<(), TargetError> {
+    let ran = match crate::render::render_command(cmd, env, None) {
+        Ok(cmd) => run(&cmd, secret).await,
+        Err(e) => Err(format!("reload_cmd {cmd:?}: {e}")),
+    };
+    ran.map_err(|detail| TargetError::Reload { path: crate::cmd::display_path(path), detail })
 }
 
 async fn run(cmd: &str, secret: bool) -> Result<(), String> {
