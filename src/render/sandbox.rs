@@ -35,6 +35,18 @@
 //! [`LimitHit::Worker`] or [`LimitHit::Time`]); a new worker is started for
 //! the rest.
 //!
+//! No worker outlives cfgsync, on any exit path: cfgsync stops and reaps
+//! its idle workers before it returns from `main` ([`Sandbox::stop_workers`],
+//! after a pass, an error, or the service's shutdown on SIGTERM/SIGINT); a
+//! worker dropped mid-render is killed (`kill_on_drop`); and each worker
+//! asks the kernel to SIGKILL it when its parent dies (`PR_SET_PDEATHSIG`,
+//! checked against the parent's pid it is given, which closes the race with
+//! a parent that died first), which covers what `main` cannot see: a
+//! one-shot command killed by a signal, a panic, an abort. A worker left
+//! without its parent would otherwise go on spinning on a template that
+//! never writes. The kernel's signal follows the *thread* that started the
+//! worker, so a pooled worker found dead before use is replaced, not used.
+//!
 //! There is a small pool of workers (one per core, at most [`MAX_WORKERS`]),
 //! so the envs of a pass render in parallel, and [`Sandbox::prewarm`]
 //! starts them (process start, compiling the templates) while the sources
@@ -127,7 +139,13 @@ impl Pool {
 
     async fn take(&self) -> (tokio::sync::SemaphorePermit<'_>, Option<Worker>) {
         let permit = self.permits.acquire().await.expect("the pool's semaphore is never closed");
-        let slot = self.idle.lock().expect("pool lock").pop().flatten();
+        let mut slot = self.idle.lock().expect("pool lock").pop().flatten();
+        // One that died while idle is replaced rather than failing an output.
+        if let Some(w) = &mut slot
+            && !matches!(w.child.try_wait(), Ok(None))
+        {
+            slot = None;
+        }
         (permit, slot)
     }
 
@@ -322,6 +340,19 @@ impl Sandbox {
         }
     }
 
+    /// Kills and reaps every idle worker: `main` calls it before cfgsync
+    /// exits, whatever the outcome, so no worker outlives the command (the
+    /// pool is a static, which Rust never drops). Workers in use belong to
+    /// a rendering still running and are killed when it is dropped.
+    pub async fn stop_workers(&self) {
+        let Mode::Worker { pool, .. } = &self.mode else { return };
+        let workers: Vec<Worker> = pool.idle.lock().expect("pool lock").iter_mut().filter_map(Option::take).collect();
+        for mut w in workers {
+            let _ = w.child.start_kill();
+            let _ = w.child.wait().await;
+        }
+    }
+
     /// Starts the workers for `templates` in the background (a no-op in
     /// process, or when they run already), so that the first pass does not
     /// wait for them.
@@ -511,6 +542,7 @@ async fn render_batch(
 async fn start(exe: &std::path::Path, init: &Init) -> Result<Worker, String> {
     let mut child = tokio::process::Command::new(exe)
         .arg(WORKER_COMMAND)
+        .arg(std::process::id().to_string())
         .env_clear()
         .current_dir("/")
         .stdin(Stdio::piped())
@@ -571,14 +603,42 @@ async fn read_frame(r: &mut ChildStdout) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The worker: `cfgsync __render-worker`. Reads frames from stdin, answers
-/// on stdout, until stdin closes. Returns the process exit code.
+/// The worker: `cfgsync __render-worker PARENT_PID`. Reads frames from
+/// stdin, answers on stdout, until stdin closes. Returns the process exit
+/// code.
 pub fn worker_main() -> i32 {
+    let parent: Option<i32> = std::env::args().nth(2).and_then(|p| p.parse().ok());
+    if !die_with_parent(parent) {
+        return 0;
+    }
     let spawned = std::thread::Builder::new().name("render".into()).stack_size(super::STACK_BYTES).spawn(serve);
     match spawned.map(|t| t.join()) {
         Ok(Ok(code)) => code,
         _ => 70,
     }
+}
+
+/// Arranges for this worker to end when its parent (pid `parent`) does;
+/// false when the parent is gone already.
+fn die_with_parent(parent: Option<i32>) -> bool {
+    let parent_is = |p: i32| rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get()) == Some(p);
+    // Linux: the kernel sends SIGKILL. If the parent died before this was
+    // set, the worker has been adopted already: the pid check sees it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).is_err() {
+        return false;
+    }
+    // Elsewhere: a watchdog looks four times a second.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    if let Some(p) = parent {
+        let _ = std::thread::Builder::new().name("parent-watch".into()).spawn(move || {
+            while parent_is(p) {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            std::process::exit(0);
+        });
+    }
+    parent.is_none_or(parent_is)
 }
 
 fn serve() -> i32 {

@@ -347,3 +347,88 @@ fn check_and_reload_commands_are_rendered_per_env_and_checked_at_validate() {
         assert!(r.stderr.contains("cfgsync.toml:9:") && r.stderr.contains(want), "{check} / {reload}: {r:?}");
     }
 }
+
+/// Live processes (not zombies) running the executable at `exe`.
+fn running(exe: &std::path::Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if std::fs::read_link(entry.path().join("exe")).is_ok_and(|p| p == exe) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// User and system CPU time of `pid`, in clock ticks (1/100 s).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
+}
+
+#[test]
+fn no_render_worker_outlives_a_command_on_any_exit() {
+    use crate::service::wait_until;
+    use std::time::Duration;
+    // A copy of the binary under a path of this test's own (a hard link: the
+    // kernel names the file it ran), so its workers can be told apart from
+    // every other test's.
+    let bin = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let exe = bin.path().join("cfgsync");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_cfgsync"), &exe)
+        .or_else(|_| std::fs::copy(env!("CARGO_BIN_EXE_cfgsync"), &exe).map(|_| ()))
+        .unwrap();
+    let spin = "{% set r = range(end=3000) %}{% for i in r %}{% for j in r %}{% for k in r %}{% endfor %}{% endfor %}{% endfor %}";
+    let p = Project::new(&format!(
+        "[files]\n[envs.prod]\n[render]\ntimeout = \"10m\"\n\n[[output]]\nname = \"app\"\n[output.entries]\nA = {spin:?}\n[[output.target]]\nkind = \"file\"\npath = \"out/app.env\"\n"
+    ));
+    p.write("source/prod.toml", "[keys]\n");
+    let command = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.env("NO_COLOR", "1").env("HOME", p.dir.path()).current_dir(p.dir.path());
+        cmd.arg("--config").arg(p.path("cfgsync.toml")).args(args);
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        cmd
+    };
+    // Killed by a signal while a worker spins on a template that never
+    // writes: the worker goes with it.
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        let mut parent = command(&["reconcile", "--once"]).spawn().unwrap();
+        let parent_pid = parent.id() as i32;
+        // Spinning: it has used a quarter second of CPU (started and
+        // compiled long before), so it has the template and is rendering.
+        let workers = wait_until("a render worker to spin", Duration::from_secs(30), || {
+            let w: Vec<i32> = running(&exe).into_iter().filter(|p| *p != parent_pid && cpu_ticks(*p) > 25).collect();
+            (!w.is_empty()).then_some(w)
+        });
+        rustix::process::kill_process(rustix::process::Pid::from_raw(parent_pid).unwrap(), signal).unwrap();
+        parent.wait().unwrap();
+        // Gone within a deadline (the kernel's SIGKILL is asynchronous).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !running(&exe).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let leftover = running(&exe);
+        for pid in &leftover {
+            // Ours (the test's own binary path): ended so the test leaves nothing behind.
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(*pid).unwrap(),
+                rustix::process::Signal::KILL,
+            );
+        }
+        assert!(leftover.is_empty(), "{signal:?}: workers {workers:?} outlived cfgsync: {leftover:?}");
+    }
+    // A normal exit and an error exit leave none either.
+    p.write(
+        "cfgsync.toml",
+        &p.read("cfgsync.toml").replace(&format!("{spin:?}"), "\"{% for i in range(end=3) %}{{ i }}{% endfor %}\""),
+    );
+    for (args, code) in [(&["reconcile", "--once"][..], 0), (&["pull", "--env", "nope"][..], 2)] {
+        let status = command(args).status().unwrap();
+        assert_eq!(status.code(), Some(code), "{args:?}");
+        assert_eq!(running(&exe), Vec::<i32>::new(), "{args:?}: no worker left at exit");
+    }
+}
