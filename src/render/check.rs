@@ -366,6 +366,19 @@ impl<'t> Walker<'t> {
         match v {
             ExprVal::FunctionCall(call) => self.call(call),
             ExprVal::Math(m) => {
+                // Tera 1.20 panics (`unreachable!`) on a macro call in
+                // arithmetic: refused here instead of crashing a render.
+                for side in [&m.lhs, &m.rhs] {
+                    if let ExprVal::MacroCall(call) = &side.val {
+                        self.finding(
+                            format!(
+                                "macro `{}::{}` is used in arithmetic; a macro's output is text: set it to a variable and convert it (`| int`)",
+                                call.namespace, call.name
+                            ),
+                            Some(format!("{}::{}", call.namespace, call.name)),
+                        );
+                    }
+                }
                 self.expr(&m.lhs);
                 self.expr(&m.rhs);
             }

@@ -601,6 +601,18 @@ fn no_template_text_can_overflow_a_stack() {
 }
 
 #[test]
+fn a_macro_call_in_arithmetic_is_refused_rather_than_crashing_tera() {
+    let files = [("m.tera", "{% macro one() %}1{% endmacro one %}")];
+    let (_d, t) = with_templates(&files, "A = \"{% import 'm.tera' as m %}{{ m::one() + 1 }}\"");
+    let e = t.err().expect("refused").to_string();
+    assert!(e.contains("macro `m::one` is used in arithmetic"), "{e}");
+    // As a value of its own, or compared, it is fine.
+    let (_d, t) =
+        with_templates(&files, "A = \"{% import 'm.tera' as m %}{{ m::one() }}{% if m::one() == '1' %}!{% endif %}\"");
+    assert_eq!(t.unwrap().render(0, &snapshot()).unwrap().entries["A"].expose(), b"1!");
+}
+
+#[test]
 fn extends_chains_are_refused_before_tera_links_them() {
     // Tera's linking would recurse without end: the cycle does not come
     // back to a.tera.
