@@ -62,7 +62,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // No render worker outlives the command (see cfgsync::render::sandbox).
+    runtime.block_on(cfgsync::render::sandbox::Sandbox::global().stop_workers());
+    match result {
         Ok(code) => code,
         Err(e) if e.is_closed_stdout() => ExitCode::SUCCESS,
         Err(Fatal::Config(e)) => {

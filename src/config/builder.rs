@@ -845,6 +845,19 @@ impl Builder<'_> {
         if raw.dialect.is_some() && raw.format != Format::Dotenv {
             self.problem(offset, format!("output {output:?}: `dialect` applies to format \"dotenv\" only"));
         }
+        // Commands are rendered per env when they run: any error shows now.
+        for (what, cmd, src) in
+            [("check_cmd", &raw.check_cmd, Some("'/staged'")), ("reload_cmd", &raw.reload_cmd, None)]
+        {
+            let error =
+                cmd.as_ref().and_then(|c| envs.iter().find_map(|e| crate::render::render_command(c, e, src).err()));
+            if let Some(e) = error {
+                self.problem(
+                    offset,
+                    format!("output {output:?}: {what} {:?}: {e}", cmd.as_deref().unwrap_or_default()),
+                );
+            }
+        }
         let absolute_in_config = Path::new(&raw.path).is_absolute();
         let mut paths = BTreeMap::new();
         for env in envs {

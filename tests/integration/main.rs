@@ -11,6 +11,7 @@ mod cli;
 mod crash;
 mod dotenv_readers;
 mod edges;
+mod estate;
 mod faults;
 mod faults_service;
 mod import;

@@ -26,6 +26,8 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::secret::Content;
+
 /// Observed files larger than this are compared by size only: nothing
 /// cfgsync writes is near it (outputs are limited to a few MiB).
 pub const MAX_READ: u64 = 64 * 1024 * 1024;
@@ -132,12 +134,23 @@ fn open_component(parent: &OwnedFd, name: &OsStr, at: &Path, base: &Path, flags:
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     /// `None` when larger than [`MAX_READ`] (compared by size only).
-    pub content: Option<Vec<u8>>,
+    /// Secret unless others may read the file ([`held_secret`]); the plan
+    /// refines that with the record of what was written.
+    pub content: Option<Content>,
     pub size: u64,
     pub mode: u32,
     /// Device and inode: which file this is, so a prune removes only the
     /// very file it observed (not one put in its place since).
     pub id: (u64, u64),
+}
+
+/// Whether a file with `mode` is taken to hold a secret: anything others
+/// cannot read. cfgsync writes every tainted output so ([`crate::config::secret_mode_problem`]),
+/// and a file its owner keeps from others is no file to print in a plan
+/// either; a world-readable file is already visible to every user of the
+/// machine.
+pub fn held_secret(mode: u32) -> bool {
+    mode & 0o004 == 0
 }
 
 /// Reads `name` in `dir` without following a symlink and without opening
@@ -177,7 +190,8 @@ pub fn read(dir: &OwnedFd, dir_path: &Path, name: &OsStr) -> Result<Option<Found
     if content.len() as u64 > MAX_READ {
         return Ok(Some(Found { content: None, size: content.len() as u64, mode, id }));
     }
-    Ok(Some(Found { size: content.len() as u64, content: Some(content), mode, id }))
+    let size = content.len() as u64;
+    Ok(Some(Found { size, content: Some(Content::new(content, held_secret(mode))), mode, id }))
 }
 
 /// What kind of entry `name` is in `dir` (without following it).
@@ -334,7 +348,12 @@ mod tests {
         assert!(stale_temp_files(&dir, "staging").is_empty(), "another env's pass may be writing it");
         commit(&dir, tmp.path(), &staged, OsStr::new("app.env")).unwrap();
         let found = read(&dir, tmp.path(), OsStr::new("app.env")).unwrap().unwrap();
-        assert_eq!((found.content.as_deref(), found.mode), (Some(&b"A=1\n"[..]), 0o640));
+        assert_eq!((found.content.as_ref().map(Content::expose), found.mode), (Some(&b"A=1\n"[..]), 0o640));
+        assert!(found.content.as_ref().is_some_and(Content::is_secret), "others cannot read it: secret");
+        let staged = stage(&dir, tmp.path(), "prod", b"B=1\n", 0o644).unwrap();
+        commit(&dir, tmp.path(), &staged, OsStr::new("b.env")).unwrap();
+        let found = read(&dir, tmp.path(), OsStr::new("b.env")).unwrap().unwrap();
+        assert_eq!(found.content.as_ref().and_then(Content::shown).as_deref(), Some("B=1\n"), "world-readable: plain");
         std::fs::write(tmp.path().join(".cfgsync-tmp-999999999-prod-00"), "partial").unwrap();
         assert_eq!(
             stale_temp_files(&dir, "prod"),

@@ -7,7 +7,7 @@
 //! format = "dotenv"                   # dotenv | json | yaml | raw | dir
 //! mode = "0640"                       # default 0600 if the output read a secret, else 0644
 //! check_cmd = "envcheck {{src}}"      # run on the staged file before it replaces the old one
-//! reload_cmd = "systemctl reload api" # run after a real change only (pull: only with --reload)
+//! reload_cmd = "systemctl reload api@{{ env }}" # after a real change only (pull: only with --reload)
 //! trusted_dir = "/srv/app"            # a directory whose own path may contain symlinks
 //! ```
 //!
@@ -43,6 +43,8 @@
 //!   next pass over their directory (shown in the plan).
 //! - Output of `check_cmd`/`reload_cmd` is shown only for outputs that read
 //!   no secret: a checker that echoes the offending line could print one.
+//! - `check_cmd` and `reload_cmd` are templates like `path`, with `env`
+//!   (and `src`, quoted, for `check_cmd`): see [`crate::render::render_command`].
 
 pub mod io;
 pub mod state;
@@ -366,14 +368,14 @@ impl Target for FileKind {
                     }
                     found => {
                         let found = found.and_then(|f| f.as_ref().ok()).and_then(|f| f.as_ref());
-                        let recorded = records.get(&config_dir.key(&file.path)).map(|r| r.fingerprint.as_str());
-                        if let (Some(found), None) = (found, recorded)
+                        let record = records.get(&config_dir.key(&file.path));
+                        if let (Some(found), None) = (found, record)
                             && !holds_exactly(found, &file)
                         {
                             error = Some(not_ours(&file.path, ctx));
                             break;
                         }
-                        changes.push(plan_file(file, found, recorded, &fingerprint, claim.spec, ctx));
+                        changes.push(plan_file(file, found, record, &fingerprint, claim.spec, ctx));
                     }
                 }
             }
@@ -394,7 +396,7 @@ impl Target for FileKind {
             let path = &dir_path.join(name);
             match observed.files.get(name) {
                 Some(Ok(Some(found)))
-                    if found.content.as_deref().map(&fingerprint) == Some(record.fingerprint.clone()) =>
+                    if found.content.as_ref().map(|c| fingerprint(c.expose())) == Some(record.fingerprint.clone()) =>
                 {
                     let mut change = Change::new("file", crate::cmd::display_path(path), Action::Delete, false);
                     change.notes.push(format!("output {:?} no longer writes it", record.output));
@@ -456,7 +458,7 @@ impl Target for FileKind {
             let result = match &p.op {
                 Op::Keep { file } => {
                     let key = self.config_dir(ctx).key(&file.path);
-                    let _ = self.with_state(ctx, |s| s.record(key, &file.output, file.content.expose()));
+                    let _ = self.with_state(ctx, |s| s.record(key, &file.output, &file.content));
                     Ok(())
                 }
                 Op::Write { file, check_cmd, reload_cmd, content_changed } => {
@@ -468,7 +470,7 @@ impl Target for FileKind {
                     if result.is_ok() {
                         info!(env = ctx.env, output = %file.output, path = %crate::cmd::display_path(&file.path), action = p.change.action.name(), "file written");
                         let key = self.config_dir(ctx).key(&file.path);
-                        let _ = self.with_state(ctx, |s| s.record(key, &file.output, file.content.expose()));
+                        let _ = self.with_state(ctx, |s| s.record(key, &file.output, &file.content));
                         if let Some(cmd) = reload_cmd
                             && *content_changed
                         {
@@ -484,7 +486,7 @@ impl Target for FileKind {
                     let still =
                         io::read(&fd, &dir_path, name).ok().flatten().filter(|f| f.id == *id).and_then(|f| f.content);
                     let ours = self
-                        .with_state(ctx, |s| still.as_deref().map(|c| s.fingerprint(c)) == Some(fingerprint.clone()));
+                        .with_state(ctx, |s| still.as_ref().map(|c| s.fingerprint(c.expose())) == Some(fingerprint.clone()));
                     match ours {
                         Ok(true) => io::remove(&fd, &dir_path, name)
                             .map(|()| {
@@ -510,7 +512,7 @@ impl Target for FileKind {
             if failed_slots.contains(&slot) || !ctx.run_reload {
                 continue;
             }
-            let result = reload(&cmd, &path, secret).await;
+            let result = reload(&cmd, &path, secret, ctx.env).await;
             if let Some(last) = out.iter_mut().rev().find(|a| a.slot == slot) {
                 match result {
                     Ok(()) => last.reloaded = true,
@@ -539,7 +541,7 @@ impl Target for FileKind {
 /// recording it (nothing about it changes; this is how a file whose values
 /// were imported into the source is adopted).
 fn holds_exactly(found: &io::Found, file: &DesiredFile) -> bool {
-    found.content.as_deref() == Some(file.content.expose()) && found.mode == file.mode
+    found.content.as_ref().map(Content::expose) == Some(file.content.expose()) && found.mode == file.mode
 }
 
 /// A file at a target path that this instance has no record of writing:
@@ -553,21 +555,38 @@ fn not_ours(path: &Path, ctx: &Ctx<'_>) -> TargetError {
     TargetError::Unsafe { path: shown, reason }
 }
 
+/// What a file held, judged for showing: secret when the record says this
+/// instance wrote it from a tainted output (whatever it holds now: a hand
+/// edit of a secret file keeps most of the secret), plain when the record
+/// proves these are the bytes written from a plain output, else as its
+/// mode says ([`io::held_secret`]).
+fn held(found: &io::Found, record: Option<&state::Record>, fingerprint: &dyn Fn(&[u8]) -> String) -> Option<Content> {
+    let content = found.content.as_ref()?;
+    let secret = match record {
+        Some(r) if r.tainted == Some(true) => true,
+        Some(r) if r.tainted == Some(false) && fingerprint(content.expose()) == r.fingerprint => false,
+        _ => content.is_secret(),
+    };
+    Some(Content::new(content.expose(), secret))
+}
+
 /// Decides the change for one file.
 fn plan_file(
     file: DesiredFile,
     found: Option<&io::Found>,
-    recorded: Option<&str>,
+    record: Option<&state::Record>,
     fingerprint: &dyn Fn(&[u8]) -> String,
     spec: &FileTarget,
     ctx: &Ctx<'_>,
 ) -> (Change, Op) {
     let secret = file.content.is_secret();
     let address = crate::cmd::display_path(&file.path);
-    let old_content = found.and_then(|f| f.content.as_deref());
+    let recorded = record.map(|r| r.fingerprint.as_str());
+    let held = found.and_then(|f| held(f, record, fingerprint));
+    let old_content = held.as_ref().map(Content::expose);
     let content_changed = match found {
         None => true,
-        Some(f) => f.content.as_deref() != Some(file.content.expose()),
+        Some(f) => f.content.as_ref().map(Content::expose) != Some(file.content.expose()),
     };
     let mode_changed = found.is_some_and(|f| f.mode != file.mode);
     let action = match (found, content_changed || mode_changed) {
@@ -623,10 +642,8 @@ fn plan_file(
             }];
         }
         match file.content.shown() {
-            Some(new) => {
-                let old = old_content.map(String::from_utf8_lossy).unwrap_or_default();
-                change.diff = Some(plan::unified_diff(&old, &new, &file.path));
-            }
+            // An absent file, or one too large to read, diffs against nothing.
+            Some(_) => change.diff_between(held.as_ref(), &file.content, &file.path),
             None if change.entries.is_empty() || action == Action::Create => {
                 change.notes.push("secret content masked".to_owned())
             }
@@ -662,8 +679,11 @@ async fn write(
     let staged = io::stage(fd, dir, env, file.content.expose(), file.mode)?;
     if let Some(cmd) = check_cmd {
         let src = shell_quote(&staged.path.display().to_string());
-        let cmd = cmd.replace("{{src}}", &src).replace("{{ src }}", &src);
-        if let Err(detail) = run(&cmd, file.content.is_secret()).await {
+        let checked = match crate::render::render_command(cmd, env, Some(&src)) {
+            Ok(cmd) => run(&cmd, file.content.is_secret()).await,
+            Err(e) => Err(format!("check_cmd {cmd:?}: {e}")),
+        };
+        if let Err(detail) = checked {
             io::discard(fd, &staged);
             return Err(TargetError::Check { path: shown, detail });
         }
@@ -671,9 +691,13 @@ async fn write(
     Ok(io::commit(fd, dir, &staged, &file.name)?)
 }
 
-/// Runs `reload_cmd` after a real change.
-async fn reload(cmd: &str, path: &Path, secret: bool) -> Result<(), TargetError> {
-    run(cmd, secret).await.map_err(|detail| TargetError::Reload { path: crate::cmd::display_path(path), detail })
+/// Runs `reload_cmd`, rendered for `env`, after a real change.
+async fn reload(cmd: &str, path: &Path, secret: bool, env: &str) -> Result<(), TargetError> {
+    let ran = match crate::render::render_command(cmd, env, None) {
+        Ok(cmd) => run(&cmd, secret).await,
+        Err(e) => Err(format!("reload_cmd {cmd:?}: {e}")),
+    };
+    ran.map_err(|detail| TargetError::Reload { path: crate::cmd::display_path(path), detail })
 }
 
 async fn run(cmd: &str, secret: bool) -> Result<(), String> {

@@ -38,6 +38,11 @@ use serde::{Deserialize, Serialize};
 pub struct Record {
     pub output: String,
     pub fingerprint: String,
+    /// Whether what was written read a secret: what a file held while
+    /// tainted is never shown in a plan (`None`: recorded by a release that
+    /// did not say; the file's mode decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tainted: Option<bool>,
 }
 
 /// The format of [`FileState::files`]'s keys: 2 = canonical ([`ConfigDir::key`]);
@@ -166,8 +171,12 @@ impl FileState {
         move |content: &[u8]| hmac::sign(&key, content).as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    pub fn record(&mut self, path: PathBuf, output: &str, content: &[u8]) {
-        let record = Record { output: output.to_owned(), fingerprint: self.fingerprint(content) };
+    pub fn record(&mut self, path: PathBuf, output: &str, content: &crate::secret::Content) {
+        let record = Record {
+            output: output.to_owned(),
+            fingerprint: self.fingerprint(content.expose()),
+            tainted: Some(content.is_secret()),
+        };
         if self.files.get(&path) != Some(&record) {
             self.files.insert(path, record);
             self.dirty = true;
@@ -322,7 +331,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = path(dir.path(), "inst", "prod");
         let mut s = FileState::load(&p).unwrap();
-        s.record("out/a".into(), "api", b"CANARY-x");
+        s.record("out/a".into(), "api", &crate::secret::Content::secret("CANARY-x"));
         assert!(s.dirty);
         s.save(&p).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
