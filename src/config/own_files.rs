@@ -99,10 +99,16 @@ pub(super) fn problems(config: &Config, env: &dyn Environment) -> Vec<Problem> {
 fn own_files(config: &Config, env: &dyn Environment) -> Vec<Own> {
     let mut own = vec![
         Own::File("the config file", config.path.clone()),
-        Own::Dir("the templates directory", config.templates_dir.clone()),
         Own::Dir("the state directory", config.state_dir.clone()),
         Own::Dir("the policies directory", config.dir.join("policies")),
     ];
+    // A `templates` that is itself a link is refused when the templates are
+    // read (with a message about the link); resolving it here would blame
+    // every target below where it points instead.
+    let templates_linked = std::fs::symlink_metadata(&config.templates_dir).is_ok_and(|m| m.file_type().is_symlink());
+    if !templates_linked {
+        own.push(Own::Dir("the templates directory", config.templates_dir.clone()));
+    }
     let home = env.var("HOME").map(PathBuf::from);
     match &config.keys {
         KeysSource::Files(dir) => own.push(Own::Dir("the file source", dir.clone())),

@@ -485,8 +485,9 @@ impl Target for FileKind {
                     // even with the same content) and hold what we wrote.
                     let still =
                         io::read(&fd, &dir_path, name).ok().flatten().filter(|f| f.id == *id).and_then(|f| f.content);
-                    let ours = self
-                        .with_state(ctx, |s| still.as_ref().map(|c| s.fingerprint(c.expose())) == Some(fingerprint.clone()));
+                    let ours = self.with_state(ctx, |s| {
+                        still.as_ref().map(|c| s.fingerprint(c.expose())) == Some(fingerprint.clone())
+                    });
                     match ours {
                         Ok(true) => io::remove(&fd, &dir_path, name)
                             .map(|()| {
