@@ -25,6 +25,9 @@
 //!   turns it into a [`Config`], with every semantic check.
 
 mod builder;
+mod tls;
+
+pub use tls::{TlsSettings, host_of, is_loopback};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -241,6 +244,8 @@ pub struct EtcdSettings {
     pub password: Option<SecretString>,
     pub password_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// CA, client certificate, server name, `insecure` (see [`tls`]).
+    pub tls: TlsSettings,
 }
 
 impl EtcdSettings {
@@ -256,6 +261,8 @@ pub struct VaultSettings {
     pub mount: String,
     pub auth: VaultAuth,
     pub timeout: Duration,
+    /// CA, client certificate, server name, skip-verify, `insecure` (see [`tls`]).
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -33,3 +33,4 @@ mod service_vault;
 mod service_watch;
 mod soak;
 mod target_contract;
+mod tls_etcd;

@@ -48,7 +48,25 @@ pub struct Etcd {
     child: Option<Child>,
     /// Set once `enable_auth_with_reader` has run: `ctl` then logs in as root.
     root_password: Mutex<Option<String>>,
+    /// Set by [`Etcd::start_tls`]: the client URL is `https://`.
+    pub tls: Option<EtcdTls>,
     dir: TempDir,
+}
+
+/// How [`Etcd::start_tls`] serves TLS.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// `--trusted-ca-file`: the CA client certificates must chain to.
+    pub trusted_ca: PathBuf,
+    /// `--cert-file` / `--key-file`.
+    pub server: super::pki::CertFiles,
+    /// `--client-cert-auth`: a client certificate is required, and with
+    /// auth enabled its CN is the user.
+    pub client_cert_auth: bool,
+    /// The CA etcdctl trusts, and the certificate it presents (CN `root`,
+    /// which is etcd's root user once auth is on).
+    pub ctl_ca: PathBuf,
+    pub ctl_client: super::pki::CertFiles,
 }
 
 impl Etcd {
@@ -56,20 +74,33 @@ impl Etcd {
 
     /// Starts a single-member cluster and waits until `/health` says it is healthy.
     pub fn start() -> Etcd {
+        Self::start_with(None)
+    }
+
+    /// Starts a single-member cluster serving clients over TLS (peers stay
+    /// plain: there are none), and waits until `etcdctl endpoint health`
+    /// over TLS says it is healthy.
+    pub fn start_tls(tls: EtcdTls) -> Etcd {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<EtcdTls>) -> Etcd {
         let etcd = binary("CFGSYNC_TEST_ETCD", "etcd");
         let etcdctl = binary("CFGSYNC_TEST_ETCDCTL", "etcdctl");
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let client_port = free_port();
             let peer_port = free_port();
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let mut server = Etcd {
-                endpoint: format!("http://127.0.0.1:{client_port}"),
+                endpoint: format!("{scheme}://127.0.0.1:{client_port}"),
                 client_port,
                 peer_port,
                 etcd: etcd.clone(),
                 etcdctl: etcdctl.clone(),
                 child: None,
                 root_password: Mutex::new(None),
+                tls: tls.clone(),
                 dir: temp_dir("cfgsync-etcd-"),
             };
             match server.launch() {
@@ -133,6 +164,7 @@ impl Etcd {
         let mut cmd = Command::new(&self.etcdctl);
         scrub_env(&mut cmd, &["ETCD_", "ETCDCTL_"]);
         cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={}", self.endpoint));
+        cmd.args(ctl_tls_args(self.tls.as_ref()));
         let own_credentials = args.iter().any(|a| a.starts_with("--user") || a.starts_with("--password"));
         let root_password = if own_credentials { None } else { self.root_password.lock().unwrap().clone() };
         if let Some(password) = root_password {
@@ -191,6 +223,7 @@ impl Etcd {
             // Cheapest password hashing: every authenticated etcdctl call pays it.
             .arg("--bcrypt-cost=4")
             .args(["--logger=zap", "--log-outputs=stderr"])
+            .args(server_tls_args(self.tls.as_ref()))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log file handle"))
@@ -198,10 +231,22 @@ impl Etcd {
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.etcd.display()));
         let child = self.child.insert(child);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.client_port));
-        let waited = wait_ready(
-            child,
-            || matches!(http_get(addr, "/health", &[]), Ok((200, body)) if body.contains("\"true\"")),
-        );
+        let (etcdctl, endpoint, tls) = (self.etcdctl.clone(), self.endpoint.clone(), self.tls.clone());
+        let waited = wait_ready(child, || match &tls {
+            None => matches!(http_get(addr, "/health", &[]), Ok((200, body)) if body.contains("\"true\"")),
+            Some(tls) => {
+                let mut cmd = Command::new(&etcdctl);
+                scrub_env(&mut cmd, &["ETCD_", "ETCDCTL_"]);
+                cmd.env("ETCDCTL_API", "3")
+                    .arg(format!("--endpoints={endpoint}"))
+                    .args(ctl_tls_args(Some(tls)))
+                    .args(["endpoint", "health", "--command-timeout=1s"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                cmd.status().is_ok_and(|s| s.success())
+            }
+        });
         let outcome = match waited {
             Waited::Ready => return Ok(()),
             Waited::Exited(status) => format!("exited ({status}) before it was ready"),
@@ -210,6 +255,33 @@ impl Etcd {
         self.stop();
         Err(launch_error("etcd", &self.endpoint, &outcome, &self.log_path()))
     }
+}
+
+/// etcd's flags for [`EtcdTls`].
+fn server_tls_args(tls: Option<&EtcdTls>) -> Vec<String> {
+    let Some(tls) = tls else { return Vec::new() };
+    let mut args = vec![
+        format!("--cert-file={}", tls.server.cert.display()),
+        format!("--key-file={}", tls.server.key.display()),
+        format!("--trusted-ca-file={}", tls.trusted_ca.display()),
+    ];
+    if tls.client_cert_auth {
+        args.push("--client-cert-auth".to_owned());
+    }
+    args
+}
+
+/// etcdctl's flags for [`EtcdTls`]. etcdctl is the tests' own tool: it
+/// skips verifying the server, which the TLS tests serve expired or
+/// misnamed certificates on purpose.
+fn ctl_tls_args(tls: Option<&EtcdTls>) -> Vec<String> {
+    let Some(tls) = tls else { return Vec::new() };
+    vec![
+        "--insecure-skip-tls-verify".to_owned(),
+        format!("--cacert={}", tls.ctl_ca.display()),
+        format!("--cert={}", tls.ctl_client.cert.display()),
+        format!("--key={}", tls.ctl_client.key.display()),
+    ]
 }
 
 impl Drop for Etcd {
