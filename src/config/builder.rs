@@ -524,7 +524,7 @@ impl Builder<'_> {
         };
         let tls = self.tls(env, "[etcd]", |r| r.etcd(raw_tls, &endpoints));
         EtcdSettings {
-            tls,
+            tls: Box::new(tls),
             endpoints,
             prefix,
             user,
@@ -586,7 +586,7 @@ impl Builder<'_> {
         };
         let tls = self.tls(env, "[vault]", |r| r.vault(raw_tls, &address));
         VaultSettings {
-            tls,
+            tls: Box::new(tls),
             address,
             mount: raw.mount.unwrap_or_else(|| "secret".to_owned()).trim_matches('/').to_owned(),
             auth,

@@ -245,7 +245,8 @@ pub struct EtcdSettings {
     pub password_file: Option<PathBuf>,
     pub timeout: Duration,
     /// CA, client certificate, server name, `insecure` (see [`tls`]).
-    pub tls: TlsSettings,
+    /// Boxed: the settings live in enums whose other variant is a path.
+    pub tls: Box<TlsSettings>,
 }
 
 impl EtcdSettings {
@@ -262,7 +263,7 @@ pub struct VaultSettings {
     pub auth: VaultAuth,
     pub timeout: Duration,
     /// CA, client certificate, server name, skip-verify, `insecure` (see [`tls`]).
-    pub tls: TlsSettings,
+    pub tls: Box<TlsSettings>,
 }
 
 #[derive(Debug, Clone)]

@@ -39,7 +39,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use tokio::sync::Mutex;
 
-use super::tls::{Material, Stamp, check_handshake};
+use super::tls::{Material, Probe, Stamp, check_handshake};
 use super::{KeyData, KeyOrigin, KeyValue, Request, Snapshot, Source, SourceError, SourceKind};
 use crate::config::EtcdSettings;
 use crate::secret::SecretString;
@@ -190,7 +190,7 @@ impl EtcdSource {
         let config = std::sync::Arc::new(material.rustls(tls, &[b"h2"]).map_err(|c| error(endpoints.clone(), c))?);
         let checks = self.settings.endpoints.iter().map(|endpoint| {
             let config = config.clone();
-            async move { (endpoint, check_handshake(endpoint, tls, config, self.settings.timeout).await) }
+            async move { (endpoint, check_handshake(endpoint, tls, config, self.settings.timeout, Probe::Http2).await) }
         });
         let results = futures_util::future::join_all(checks).await;
         if results.iter().all(|(_, r)| r.is_err()) {

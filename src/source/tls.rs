@@ -41,7 +41,10 @@ const MAX_FILE: u64 = 1024 * 1024;
 
 /// What the files looked like when they were read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Stamp(Vec<Option<(u64, u64, u64, i64, i64)>>);
+pub struct Stamp(Vec<Option<FileStamp>>);
+
+/// Device, inode, size, modification time (seconds, nanoseconds).
+type FileStamp = (u64, u64, u64, i64, i64);
 
 impl Stamp {
     /// The files of `settings` now. A file that cannot be looked at counts
@@ -299,16 +302,27 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
     }
 }
 
+/// What [`check_handshake`] says after the handshake, to hear the server's
+/// first answer (or its alert).
+#[derive(Debug, Clone, Copy)]
+pub enum Probe {
+    /// gRPC (etcd): the HTTP/2 preface; the server answers with SETTINGS.
+    Http2,
+    /// Vault: `GET /v1/sys/health`.
+    Http1,
+}
+
 /// One TLS handshake with `endpoint` (`https://host:port`) and, since a TLS
 /// 1.3 server judges our certificate only after the client's side of the
-/// handshake is done, an HTTP/2 preface and the wait for the server's
-/// first frame. `Err` is the reason, in words, for a message that names
-/// the endpoint.
+/// handshake is done, a first request ([`Probe`]) and the wait for the
+/// server's first bytes. `Err` is the reason, in words, for a message that
+/// names the endpoint.
 pub async fn check_handshake(
     endpoint: &str,
     settings: &TlsSettings,
     config: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    probe: Probe,
 ) -> Result<(), String> {
     let authority = endpoint.strip_prefix("https://").unwrap_or(endpoint);
     let authority = authority.split('/').next().unwrap_or_default();
@@ -319,10 +333,18 @@ pub async fn check_handshake(
         let tcp = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("cannot connect: {e}"))?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let mut tls = connector.connect(server_name, tcp).await.map_err(|e| explain(&e, settings, &name))?;
-        // The client preface and an empty SETTINGS frame; the server's
-        // answer (its SETTINGS) or its alert follows.
-        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let hello = match probe {
+            // The client preface and an empty SETTINGS frame; the server's
+            // answer (its SETTINGS) or its alert follows.
+            Probe::Http2 => {
+                let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+                hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+                hello
+            }
+            Probe::Http1 => {
+                format!("GET /v1/sys/health HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").into_bytes()
+            }
+        };
         tls.write_all(&hello).await.map_err(|e| explain(&e, settings, &name))?;
         let mut first = [0u8; 9];
         match tls.read(&mut first).await {

@@ -34,3 +34,4 @@ mod service_watch;
 mod soak;
 mod target_contract;
 mod tls_etcd;
+mod tls_vault;

@@ -10,12 +10,7 @@ use std::path::{Path, PathBuf};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType};
 use tempfile::TempDir;
 
-/// A certificate and its key, as files.
-#[derive(Debug, Clone)]
-pub struct CertFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+pub use super::servers::CertFiles;
 
 /// One CA and the directory its files go to.
 pub struct Pki {

@@ -53,20 +53,27 @@ pub struct Etcd {
     dir: TempDir,
 }
 
+/// A certificate and its key, as PEM files (made by `support::pki`).
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// How [`Etcd::start_tls`] serves TLS.
 #[derive(Debug, Clone)]
 pub struct EtcdTls {
     /// `--trusted-ca-file`: the CA client certificates must chain to.
     pub trusted_ca: PathBuf,
     /// `--cert-file` / `--key-file`.
-    pub server: super::pki::CertFiles,
+    pub server: CertFiles,
     /// `--client-cert-auth`: a client certificate is required, and with
     /// auth enabled its CN is the user.
     pub client_cert_auth: bool,
     /// The CA etcdctl trusts, and the certificate it presents (CN `root`,
     /// which is etcd's root user once auth is on).
     pub ctl_ca: PathBuf,
-    pub ctl_client: super::pki::CertFiles,
+    pub ctl_client: CertFiles,
 }
 
 impl Etcd {
@@ -301,9 +308,22 @@ pub struct Vault {
     pub addr: String,
     pub root_token: String,
     pub port: u16,
+    /// Set by [`Vault::start_tls`]: `https://127.0.0.1:PORT` of a second
+    /// listener serving TLS (the plain one stays for the helpers).
+    pub tls_addr: Option<String>,
+    tls: Option<VaultTls>,
     bao: PathBuf,
     child: Option<Child>,
     dir: TempDir,
+}
+
+/// How [`Vault::start_tls`]'s second listener serves TLS.
+#[derive(Debug, Clone)]
+pub struct VaultTls {
+    pub server: CertFiles,
+    /// `tls_client_ca_file` with `tls_require_and_verify_client_cert`:
+    /// mutual TLS.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Vault {
@@ -312,15 +332,29 @@ impl Vault {
     /// Starts `bao server -dev` and waits until `/v1/sys/health` answers 200
     /// and the KV v2 engine at `secret/` answers.
     pub fn start() -> Vault {
+        Self::start_with(None)
+    }
+
+    /// [`Vault::start`] with a second listener (from a `-config` file, as
+    /// a production server has) serving TLS with `tls`'s certificate, and
+    /// requiring client certificates when it names a client CA.
+    pub fn start_tls(tls: VaultTls) -> Vault {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<VaultTls>) -> Vault {
         let bao = binary("CFGSYNC_TEST_BAO", "bao");
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             // The dev server also binds its cluster listener on port + 1.
             let port = free_port_pair();
+            let tls_addr = tls.as_ref().map(|_| format!("https://127.0.0.1:{}", free_port_pair()));
             let mut server = Vault {
                 addr: format!("http://127.0.0.1:{port}"),
                 root_token: Self::ROOT_TOKEN.to_owned(),
                 port,
+                tls_addr,
+                tls: tls.clone(),
                 bao: bao.clone(),
                 child: None,
                 dir: temp_dir("cfgsync-bao-"),
@@ -482,6 +516,7 @@ impl Vault {
         cmd.args(["server", "-dev", "-dev-no-store-token"])
             .arg(format!("-dev-root-token-id={}", self.root_token))
             .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port))
+            .args(self.tls_listener_config())
             .env("HOME", self.dir.path())
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -510,6 +545,29 @@ impl Vault {
             kill(&mut child);
         }
         Err(launch_error("bao dev server", &self.addr, &outcome, &self.log_path()))
+    }
+}
+
+impl Vault {
+    /// `-config=FILE` with the TLS listener, when there is one.
+    fn tls_listener_config(&self) -> Vec<String> {
+        let (Some(tls), Some(addr)) = (&self.tls, &self.tls_addr) else { return Vec::new() };
+        let mut hcl = format!(
+            "listener \"tcp\" {{\n  address = \"{}\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n",
+            addr.trim_start_matches("https://"),
+            tls.server.cert.display(),
+            tls.server.key.display()
+        );
+        if let Some(ca) = &tls.client_ca {
+            hcl.push_str(&format!(
+                "  tls_client_ca_file = \"{}\"\n  tls_require_and_verify_client_cert = true\n",
+                ca.display()
+            ));
+        }
+        hcl.push_str("}\n");
+        let path = self.dir.path().join("tls-listener.hcl");
+        std::fs::write(&path, hcl).expect("write the listener config");
+        vec![format!("-config={}", path.display())]
     }
 }
 
