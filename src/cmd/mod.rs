@@ -23,6 +23,7 @@ pub mod pull;
 pub mod run_with;
 pub mod set;
 pub mod terminal;
+pub mod whoami;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -34,4 +34,5 @@ mod service_watch;
 mod soak;
 mod target_contract;
 mod tls_etcd;
+mod tls_matrix;
 mod tls_vault;

@@ -181,6 +181,23 @@ impl Etcd {
         cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", self.etcdctl.display()))
     }
 
+    /// Runs `etcdctl` over TLS presenting `client` (its CN is the user):
+    /// what that user may do, asked of the server.
+    pub fn ctl_as(&self, client: &CertFiles, args: &[&str]) -> Output {
+        let tls = self.tls.as_ref().expect("ctl_as needs a TLS server");
+        let mut cmd = Command::new(&self.etcdctl);
+        scrub_env(&mut cmd, &["ETCD_", "ETCDCTL_"]);
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .arg(format!("--cacert={}", tls.ctl_ca.display()))
+            .arg(format!("--cert={}", client.cert.display()))
+            .arg(format!("--key={}", client.key.display()))
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", self.etcdctl.display()))
+    }
+
     /// Runs `ctl` and returns its stdout; panics with stderr unless it succeeded.
     pub fn ctl_ok(&self, args: &[&str]) -> String {
         let out = self.ctl(args);
