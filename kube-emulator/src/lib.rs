@@ -48,6 +48,7 @@
 //! - `discovery`: `/api`, `/apis`, `/version`, OpenAPI v3 skeleton, Tables
 //! - `store`: objects, the resourceVersion counter, change history
 //! - `kind`: the four kinds and the schema server-side apply needs
+//! - `tls`: an https:// front (optionally mutual TLS) for any emulator
 #![forbid(unsafe_code)]
 
 mod api;
@@ -64,6 +65,7 @@ mod server;
 mod status;
 mod store;
 mod time;
+pub mod tls;
 mod validation;
 
 use std::collections::BTreeMap;

@@ -372,6 +372,9 @@ impl Builder<'_> {
                 outputs.push(o);
             }
         }
+        if let Err(message) = crate::targets::ci_tls::ca_files(&outputs) {
+            self.problem(0, message);
+        }
         if outputs.is_empty() && self.problems.is_empty() {
             self.problem(0, "no outputs defined: add at least one `[[output]]`");
         }
@@ -707,11 +710,17 @@ impl Builder<'_> {
                     }
                 }
                 RawTarget::Gitlab(g) => match crate::targets::gitlab::spec::build(&name, g, &envs, &entries) {
-                    Ok(t) => targets.push(Target { location, kind: TargetKind::Gitlab(t) }),
+                    Ok(mut t) => {
+                        t.ca_file = t.ca_file.map(|p| self.dir.join(p));
+                        targets.push(Target { location, kind: TargetKind::Gitlab(t) })
+                    }
                     Err(problems) => self.target_problems(offset, problems),
                 },
                 RawTarget::Github(g) => match crate::targets::github::spec::build(&name, g, &envs, &entries) {
-                    Ok(t) => targets.push(Target { location, kind: TargetKind::Github(t) }),
+                    Ok(mut t) => {
+                        t.ca_file = t.ca_file.map(|p| self.dir.join(p));
+                        targets.push(Target { location, kind: TargetKind::Github(t) })
+                    }
                     Err(problems) => self.target_problems(offset, problems),
                 },
             }

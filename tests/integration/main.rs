@@ -35,4 +35,5 @@ mod soak;
 mod target_contract;
 mod tls_etcd;
 mod tls_matrix;
+mod tls_targets;
 mod tls_vault;
