@@ -115,9 +115,12 @@ pub async fn run(ctx: &Context<'_>, only: Option<&str>) -> Result<ExitCode, CmdE
                     } else {
                         format!("ttl {}s{}", id.ttl, if id.renewable { ", renewable" } else { "" })
                     };
+                    let address = match &ctx.config.secrets {
+                        Some(crate::config::SecretsSource::Vault(v)) => v.address.clone(),
+                        _ => client.settings.address.to_string(),
+                    };
                     text.push(format!(
-                        "vault {}: {:?} via {via}, policies {}; {ttl}",
-                        client.settings.address,
+                        "vault {address}: {:?} via {via}, policies {}; {ttl}",
                         id.display_name,
                         id.policies.join(", ")
                     ));
