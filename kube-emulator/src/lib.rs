@@ -49,9 +49,11 @@
 //! - `store`: objects, the resourceVersion counter, change history
 //! - `kind`: the four kinds and the schema server-side apply needs
 //! - `tls`: an https:// front (optionally mutual TLS) for any emulator
+//! - `auth`: service-account tokens and TokenReview (Vault's Kubernetes auth)
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod auth;
 pub mod cli;
 mod discovery;
 mod fields;

@@ -37,3 +37,4 @@ mod tls_etcd;
 mod tls_matrix;
 mod tls_targets;
 mod tls_vault;
+mod vault_kubernetes_auth;
