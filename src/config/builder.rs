@@ -88,6 +88,12 @@ struct RawEtcd {
     user: Option<Spanned<String>>,
     password_file: Option<Spanned<PathBuf>>,
     timeout: Option<Spanned<String>>,
+    // TLS (see `super::tls`).
+    ca_file: Option<Spanned<PathBuf>>,
+    cert_file: Option<Spanned<PathBuf>>,
+    key_file: Option<Spanned<PathBuf>>,
+    server_name: Option<Spanned<String>>,
+    insecure: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +103,13 @@ struct RawVault {
     mount: Option<String>,
     auth: Option<Spanned<RawVaultAuth>>,
     timeout: Option<Spanned<String>>,
+    // TLS (see `super::tls`).
+    ca_file: Option<Spanned<PathBuf>>,
+    cert_file: Option<Spanned<PathBuf>>,
+    key_file: Option<Spanned<PathBuf>>,
+    server_name: Option<Spanned<String>>,
+    insecure: Option<Spanned<bool>>,
+    allow_skip_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -352,6 +365,9 @@ impl Builder<'_> {
                 outputs.push(o);
             }
         }
+        if let Err(message) = crate::targets::ci_tls::ca_files(&outputs) {
+            self.problem(0, message);
+        }
         if outputs.is_empty() && self.problems.is_empty() {
             self.problem(0, "no outputs defined: add at least one `[[output]]`");
         }
@@ -568,7 +584,17 @@ impl Builder<'_> {
             None => (raw.user.map(Spanned::into_inner), None),
         };
         let timeout = self.duration(raw.timeout, Duration::from_secs(10), "etcd timeout");
+        let raw_tls = tls::RawTls {
+            ca_file: raw.ca_file,
+            cert_file: raw.cert_file,
+            key_file: raw.key_file,
+            server_name: raw.server_name,
+            insecure: raw.insecure,
+            allow_skip_verify: None,
+        };
+        let tls = self.tls(env, "[etcd]", |r| r.etcd(raw_tls, &endpoints));
         EtcdSettings {
+            tls: Box::new(tls),
             endpoints,
             prefix,
             user,
@@ -620,12 +646,37 @@ impl Builder<'_> {
             },
         };
         let timeout = self.duration(raw.timeout, Duration::from_secs(10), "vault timeout");
+        let raw_tls = tls::RawTls {
+            ca_file: raw.ca_file,
+            cert_file: raw.cert_file,
+            key_file: raw.key_file,
+            server_name: raw.server_name,
+            insecure: raw.insecure,
+            allow_skip_verify: raw.allow_skip_verify,
+        };
+        let tls = self.tls(env, "[vault]", |r| r.vault(raw_tls, &address));
         VaultSettings {
+            tls: Box::new(tls),
             address,
             mount: raw.mount.unwrap_or_else(|| "secret".to_owned()).trim_matches('/').to_owned(),
             auth,
             timeout,
         }
+    }
+
+    /// A section's TLS settings (`super::tls`), its problems located.
+    fn tls(
+        &mut self,
+        env: &dyn Environment,
+        header: &str,
+        resolve: impl FnOnce(&mut tls::Resolve<'_>) -> TlsSettings,
+    ) -> TlsSettings {
+        let section_at = self.source.find(&format!("\n{header}")).map_or(0, |i| i + 1);
+        let mut r = tls::Resolve { env, dir: &self.dir, section_at, problems: Vec::new() };
+        let settings = resolve(&mut r);
+        let problems = tls::locate(r.problems, |offset| self.loc(offset));
+        self.problems.extend(problems);
+        settings
     }
 
     /// Records where `auth` and each of its file fields are written: the
@@ -726,11 +777,17 @@ impl Builder<'_> {
                     }
                 }
                 RawTarget::Gitlab(g) => match crate::targets::gitlab::spec::build(&name, g, &envs, &entries) {
-                    Ok(t) => targets.push(Target { location, kind: TargetKind::Gitlab(t) }),
+                    Ok(mut t) => {
+                        t.ca_file = t.ca_file.map(|p| self.dir.join(p));
+                        targets.push(Target { location, kind: TargetKind::Gitlab(t) })
+                    }
                     Err(problems) => self.target_problems(offset, problems),
                 },
                 RawTarget::Github(g) => match crate::targets::github::spec::build(&name, g, &envs, &entries) {
-                    Ok(t) => targets.push(Target { location, kind: TargetKind::Github(t) }),
+                    Ok(mut t) => {
+                        t.ca_file = t.ca_file.map(|p| self.dir.join(p));
+                        targets.push(Target { location, kind: TargetKind::Github(t) })
+                    }
                     Err(problems) => self.target_problems(offset, problems),
                 },
             }

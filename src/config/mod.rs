@@ -25,11 +25,15 @@
 //!   turns it into a [`Config`], with every semantic check;
 //! - [`document`]: reading the file into those structs, reporting every
 //!   unknown field and type error at once instead of stopping at the first;
-//! - [`own_files`]: file targets never write over what cfgsync reads itself.
+//! - [`own_files`]: file targets never write over what cfgsync reads itself;
+//! - [`tls`]: the TLS settings of etcd and Vault (and the CI targets' `ca_file`).
 
 mod builder;
 mod document;
 mod own_files;
+mod tls;
+
+pub use tls::{TlsSettings, host_of, is_loopback};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -249,6 +253,9 @@ pub struct EtcdSettings {
     pub password: Option<SecretString>,
     pub password_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// CA, client certificate, server name, `insecure` (see [`tls`]).
+    /// Boxed: the settings live in enums whose other variant is a path.
+    pub tls: Box<TlsSettings>,
 }
 
 impl EtcdSettings {
@@ -264,6 +271,8 @@ pub struct VaultSettings {
     pub mount: String,
     pub auth: VaultAuth,
     pub timeout: Duration,
+    /// CA, client certificate, server name, skip-verify, `insecure` (see [`tls`]).
+    pub tls: Box<TlsSettings>,
 }
 
 #[derive(Debug, Clone)]

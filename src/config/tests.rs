@@ -63,7 +63,7 @@ fn env_vars_override_only_existing_sections() {
     assert!(matches!(files.keys, KeysSource::Files(_)));
     let text = BASE.replace(
         "[files]",
-        "[etcd]\nendpoints = [\"http://x:1\"]\n[vault]\nauth = { method = \"approle\", role_id = \"r\" }",
+        "[etcd]\nendpoints = [\"http://x:1\"]\ninsecure = true\n[vault]\ninsecure = true\nauth = { method = \"approle\", role_id = \"r\" }",
     );
     let c = parse(Path::new("c.toml"), &text, &env).unwrap();
     let KeysSource::Etcd(e) = &c.keys else { panic!("etcd expected") };

@@ -142,6 +142,7 @@ pub fn source_label(kind: SourceKind) -> &'static str {
 pub fn source_code(e: &SourceError) -> String {
     let what = match e {
         SourceError::Connect { .. } => "unreachable",
+        SourceError::Tls { .. } => "tls_failed",
         SourceError::Auth { .. } => "auth_failed",
         SourceError::Denied { .. } => "denied",
         SourceError::Read { .. } => "read_failed",

@@ -194,23 +194,44 @@ pub struct Client {
     /// certificates, which a pass without CI targets never needs.
     http: std::sync::OnceLock<reqwest::Client>,
     pub retry: Retry,
+    /// Servers with a private CA (`ca_file`, see [`super::ci_tls`]).
+    trust: super::ci_tls::Trust,
 }
 
 impl Client {
     pub fn new(retry: Retry) -> Self {
-        Self { http: std::sync::OnceLock::new(), retry }
+        Self { http: std::sync::OnceLock::new(), retry, trust: Default::default() }
+    }
+
+    /// Trusts each server's private CA (`ca_file` on the targets).
+    pub fn with_trust(mut self, trust: super::ci_tls::Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    fn builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("cfgsync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(self.retry.timeout)
     }
 
     fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("cfgsync/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(self.retry.timeout)
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new())
-        })
+        self.http.get_or_init(|| self.builder().build().unwrap_or_else(|_| reqwest::Client::new()))
+    }
+
+    /// The client for `call`: its server's own CA, else the default.
+    fn http_for(&self, call: &Call<'_>) -> Result<reqwest::Client, CiError> {
+        match self.trust.client_for(&call.url, || self.builder()) {
+            None => Ok(self.http().clone()),
+            Some(Ok(client)) => Ok(client),
+            Some(Err(cause)) => Err(CiError::Connect {
+                dest: call.dest.to_owned(),
+                op: call.op.clone(),
+                cause: format!("TLS: {cause}"),
+            }),
+        }
     }
 
     /// Sends `call`, retrying as the module doc says. Any answer that is
@@ -219,9 +240,10 @@ impl Client {
         let start = Instant::now();
         let repeatable = call.method != Method::POST;
         let mut attempt = 0;
+        let http = self.http_for(call)?;
         loop {
             attempt += 1;
-            let mut request = self.http().request(call.method.clone(), call.url.clone()).headers(call.headers.clone());
+            let mut request = http.request(call.method.clone(), call.url.clone()).headers(call.headers.clone());
             if let Some(body) = &call.body {
                 request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
             }

@@ -36,3 +36,8 @@ mod service_vault;
 mod service_watch;
 mod soak;
 mod target_contract;
+mod tls_etcd;
+mod tls_matrix;
+mod tls_targets;
+mod tls_vault;
+mod vault_kubernetes_auth;

@@ -33,6 +33,8 @@ pub struct RawGithubTarget {
     selected_repository_ids: Vec<u64>,
     /// Each entry's secret or variable name; templated with `name` and `env`.
     key: Option<String>,
+    /// A private CA for GitHub Enterprise Server (relative: to the config's directory).
+    ca_file: Option<std::path::PathBuf>,
 }
 
 /// Where secrets and variables live.
@@ -90,6 +92,8 @@ pub struct GithubTarget {
     /// Organization scopes only.
     pub visibility: Option<String>,
     pub selected_repository_ids: Vec<u64>,
+    /// A private CA for `api_url` (see `crate::targets::ci_tls`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Builds the typed target; every problem, with the entry's location when
@@ -233,7 +237,14 @@ pub fn build(
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(GithubTarget { api_url, token_env, addresses, visibility, selected_repository_ids: raw.selected_repository_ids })
+    Ok(GithubTarget {
+        api_url,
+        token_env,
+        addresses,
+        visibility,
+        selected_repository_ids: raw.selected_repository_ids,
+        ca_file: raw.ca_file,
+    })
 }
 
 /// Why GitHub would refuse `name` for a secret or variable.

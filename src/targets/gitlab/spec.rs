@@ -39,6 +39,8 @@ pub struct RawGitlabTarget {
     /// Values are not expanded (`$X` stays literal). Default true: a
     /// rendered value is final.
     raw: Option<bool>,
+    /// A private CA for the server (relative: to the config's directory).
+    ca_file: Option<std::path::PathBuf>,
 }
 
 /// A project or a group, by path or numeric id.
@@ -93,6 +95,8 @@ pub struct GitlabTarget {
     pub protected: bool,
     pub hidden: bool,
     pub raw: bool,
+    /// A private CA for `url` (see `crate::targets::ci_tls`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Builds the typed target; every problem, with the entry's location when
@@ -203,6 +207,7 @@ pub fn build(
         protected: raw.protected,
         hidden: raw.hidden,
         raw: raw.raw.unwrap_or(true),
+        ca_file: raw.ca_file,
     })
 }
 
