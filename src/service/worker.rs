@@ -21,6 +21,12 @@
 //!   interval), so the env recovers within seconds of the source;
 //! - when the election reaches etcd again after failing, a led env passes
 //!   at once instead of waiting for the interval;
+//! - a backoff is keyed by target id (`<env>/<output>/<index>`), which a
+//!   reload may give to another target or to none: a new config starts
+//!   every backoff afresh, and a due backoff whose target a full pass did
+//!   not reach (gone from the env, its output not rendered) is forgotten,
+//!   or, while the sources fail, waits for their retry. A retry that stays
+//!   due would run a pass after every pass (issue 15: 5,628 passes in 66 s);
 //! - drift (a target changed by someone else after cfgsync wrote it) is
 //!   recognised by remembering a hash of what was last written for each
 //!   target, counted, logged and reverted by the same pass.
@@ -200,6 +206,68 @@ struct Memory {
     /// next watch pass reads them too, so that its keys are all at its
     /// revision, and the revision of the newest.
     unread: (BTreeSet<String>, Option<i64>),
+    /// The config generation that `backoff`, `written` and `last_change`
+    /// (keyed by target id) were learnt under.
+    generation: Option<u64>,
+}
+
+impl Memory {
+    /// Follows a new config generation. Target ids are
+    /// `<env>/<output>/<index>`: after a reload the same id may name
+    /// another target, or none. Backoffs start afresh (the new config gets
+    /// a fresh try at every target, and a backoff of a target that is gone
+    /// would stay due forever), and what is remembered of ids the env no
+    /// longer has is forgotten.
+    fn adopt(&mut self, generation: &Generation, env: &str) {
+        if self.generation == Some(generation.id) {
+            return;
+        }
+        let first = self.generation.is_none();
+        self.generation = Some(generation.id);
+        if first {
+            return;
+        }
+        let ids: BTreeSet<String> = generation
+            .config
+            .outputs
+            .iter()
+            .filter(|o| o.envs.iter().any(|e| e == env))
+            .flat_map(|o| (0..o.targets.len()).map(|i| reconcile::target_id(env, &o.name, i)))
+            .collect();
+        if !self.backoff.is_empty() {
+            debug!(env, targets = self.backoff.len(), "config reloaded: backing-off targets get a fresh try");
+            self.backoff.clear();
+        }
+        self.written.retain(|id, _| ids.contains(id));
+        self.last_change.retain(|id, _| ids.contains(id));
+    }
+
+    /// After a full pass that started at `started`: a backoff that was due
+    /// (so not skipped) but whose target the pass did not report (gone from
+    /// the env, or its output did not render) would stay due and run a pass
+    /// after every pass. While the env's sources fail it waits for their
+    /// retry (that pass retries it); otherwise it is forgotten, and the
+    /// target gets a fresh try whenever a pass reaches it again. Returns how
+    /// many were settled.
+    fn settle_unreported(&mut self, summary: &PassSummary, started: Instant) -> usize {
+        let reported: BTreeSet<&str> = summary.targets.iter().map(|t| t.id.as_str()).collect();
+        let source_retry = summary.source.as_ref().and(self.source_retry.as_ref()).map(|b| b.until);
+        let mut settled = 0;
+        self.backoff.retain(|id, b| {
+            if b.until > started || reported.contains(id.as_str()) {
+                return true;
+            }
+            settled += 1;
+            match source_retry {
+                Some(at) => {
+                    b.until = b.until.max(at);
+                    true
+                }
+                None => false,
+            }
+        });
+        settled
+    }
 }
 
 pub struct Worker {
@@ -370,6 +438,7 @@ impl Worker {
                 continue;
             };
             let generation = self.generation.borrow().clone();
+            memory.adopt(&generation, &self.env);
             let dropped = self.overflow.swap(false, Ordering::SeqCst);
             let full = changed_keys.is_none() || next_tick <= now || dropped;
             if full && (next_tick <= now || reason != Reason::Retry) {
@@ -480,6 +549,12 @@ impl Worker {
         }
         let interval = generation.config.interval;
         let drifted = self.learn(&summary, memory, interval);
+        if !partial && !summary.targets.iter().any(|t| t.fenced) {
+            let settled = memory.settle_unreported(&summary, now);
+            if settled > 0 {
+                debug!(env = %self.env, settled, "backoffs of targets this pass did not reach settled");
+            }
+        }
         let backing_off: Vec<&String> = skip.iter().filter(|id| memory.backoff.contains_key(*id)).collect();
         let ok = !summary.failed() && backing_off.is_empty();
         let writes = summary.targets.iter().filter_map(|t| {
@@ -740,6 +815,34 @@ mod tests {
         assert!(p.keys.is_none(), "anything but a watch event needs a full pass");
         p.merge(Trigger::debounced(Reason::Watch, 3, vec!["c".into()]), t0);
         assert!(p.keys.is_none(), "and stays full");
+    }
+
+    fn backoff(until: Instant) -> Backoff {
+        Backoff { failures: 1, until, code: "check_rejected".into(), kind: "file".into(), address: "out".into() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_due_backoff_whose_target_the_pass_did_not_reach_is_settled() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let mut memory = Memory::default();
+        memory.backoff.insert("prod/gone/0".into(), backoff(t0));
+        memory.backoff.insert("prod/waiting/0".into(), backoff(later));
+        let summary = PassSummary::default();
+        assert_eq!(memory.settle_unreported(&summary, t0), 1);
+        assert!(!memory.backoff.contains_key("prod/gone/0"), "due and not reached: forgotten");
+        assert!(memory.backoff.contains_key("prod/waiting/0"), "skipped by the pass: kept");
+
+        // While the sources fail, a due backoff waits for their retry.
+        memory.backoff.insert("prod/gone/0".into(), backoff(t0));
+        memory.source_retry = Some(backoff(t0 + Duration::from_secs(2)));
+        let failed = PassSummary {
+            source: Some(("file", super::super::summary::Failure { code: "file_invalid".into() })),
+            ..Default::default()
+        };
+        assert_eq!(memory.settle_unreported(&failed, t0), 1);
+        assert_eq!(memory.backoff["prod/gone/0"].until, t0 + Duration::from_secs(2));
+        assert_eq!(memory.backoff.values().map(|b| b.until).min(), Some(t0 + Duration::from_secs(2)), "nothing due now");
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod service_ha;
 mod service_page;
 mod service_readiness;
 mod service_roles;
+mod service_spin;
 mod service_vault;
 mod service_watch;
 mod soak;
