@@ -29,6 +29,16 @@
 //! - [`crate::http`]: `/` (the status page, [`page`]), `/metrics`,
 //!   `/healthz`, `/readyz`, all read from the board.
 //!
+//! No loop can spin, whatever its state says is due ([`floor`]): worker
+//! passes are floored at twice what the interval and debounce allow (and
+//! counted: above the allowance the env is `spinning` on `/readyz`),
+//! election steps at one per 100 ms after a burst (a failed step is
+//! retried after 500 ms), watch reconnects wait at least 200 ms, config
+//! reloads at least 100 ms of quiet; the reload and the watch hand their
+//! triggers to the worker, whose floor applies; status records are
+//! published once per pass; the HTTP server only answers requests (axum
+//! waits 1 s after a failed accept).
+//!
 //! What the service keeps in etcd (under `<prefix>/_service/`) and what the
 //! reconciler's etcd role must allow is listed in [`published`];
 //! `policies/reconciler.toml` grants exactly that.
@@ -46,6 +56,7 @@
 //! is fire-and-forget.
 
 mod election;
+mod floor;
 mod page;
 pub mod published;
 mod reload;
@@ -276,7 +287,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
     let status = Arc::new(Board::new(
         replica.clone(),
         &config.envs,
-        config.interval,
+        status::Pacing::of(&config),
         election,
         settings.election_ttl,
         leadership.clone(),
@@ -370,7 +381,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
                 ReloadEvent::Config(loaded) => {
                     let (config, templates) = *loaded;
                     let election = leadership.enabled();
-                    status.set_envs(&config.envs, config.interval);
+                    status.set_envs(&config.envs, status::Pacing::of(&config));
                     metrics.init_series(&config.envs, &source_kinds(&config), &target_kinds(&config));
                     if !election {
                         for env in &config.envs {

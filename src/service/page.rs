@@ -1,7 +1,8 @@
 //! The status page, `GET /`: one small server-rendered HTML document.
 //!
 //! For each env it shows its readiness (the same [`super::status`] verdict
-//! as `/readyz`), its leader, this replica's role, the last pass (time,
+//! as `/readyz`), its leader, this replica's role and how often it passes
+//! the env (against what the interval and debounce allow), the last pass (time,
 //! age, etcd revision), the outputs that could not be rendered, and each
 //! target with its state (ok, drift reverted, failing, backing off), the
 //! failure code, and when cfgsync last changed it; then links to
@@ -111,6 +112,15 @@ pub fn render(snap: &Snapshot) -> String {
         };
         let _ = writeln!(h, "<tr><th>leader</th><td>{leader}</td></tr>");
         let _ = writeln!(h, "<tr><th>this replica</th><td>{}</td></tr>", view.role.as_str());
+        let passes = view.passes;
+        let _ = writeln!(
+            h,
+            "<tr><th>passes here</th><td class=\"{}\">{:.1}/s over the last 10 s (interval and debounce allow {:.1}/s{})</td></tr>",
+            if passes.too_high() { "bad" } else { "ok" },
+            passes.per_second(),
+            passes.allowed_per_second(),
+            if passes.too_high() { ": more is a bug in cfgsync, see the log" } else { "" },
+        );
         if view.watch_lost {
             let _ = writeln!(h, "<tr><th>etcd watch</th><td class=\"warn\">lost (reconnecting)</td></tr>");
         }

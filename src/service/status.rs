@@ -8,7 +8,11 @@
 //!    `etcd_denied`, `etcd_auth_failed` or `starting`);
 //! 2. with an election: some replica holds the env's leader key (else
 //!    `no_leader`, code `unled`);
-//! 3. the env's last pass, by whoever led it, is known (else `pending`,
+//! 3. this replica did not pass the env more often in the last 10 s than
+//!    its interval and debounce allow (else `spinning`, code
+//!    `pass_rate_high`: a bug in the service's bookkeeping, held to twice
+//!    that rate by the [`super::floor`]; the log says which trigger);
+//! 4. the env's last pass, by whoever led it, is known (else `pending`,
 //!    `no_pass_yet`), succeeded (else `failing` with the pass's first
 //!    failure code, e.g. `vault_denied`, `check_rejected`) and ended within
 //!    two intervals (else `stale`, `no_recent_pass`).
@@ -37,6 +41,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::election::Leadership;
+use super::floor::{Rate, WINDOW, pass_allowance};
 use super::published::{EnvRecord, TargetState};
 use crate::http::Views;
 use crate::metrics::Metrics;
@@ -58,6 +63,42 @@ impl Role {
             Role::Leader => "leader",
             Role::Follower => "follower",
         }
+    }
+}
+
+/// What paces an env's passes: the config's interval and debounce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    pub interval: Duration,
+    pub debounce: Duration,
+}
+
+impl Pacing {
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self { interval: config.interval, debounce: config.service.debounce }
+    }
+}
+
+/// This replica's passes of an env in the last [`WINDOW`], and how many
+/// the interval and debounce allow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassRate {
+    pub recent: u32,
+    pub allowed: u32,
+}
+
+impl PassRate {
+    pub fn too_high(&self) -> bool {
+        self.recent > self.allowed
+    }
+
+    /// Passes per second over the window.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.recent) / WINDOW.as_secs_f64()
+    }
+
+    pub fn allowed_per_second(&self) -> f64 {
+        f64::from(self.allowed) / WINDOW.as_secs_f64()
     }
 }
 
@@ -83,11 +124,21 @@ pub struct EnvView {
     pub record_invalid: bool,
     /// This replica's etcd watch on the env is down.
     pub watch_lost: bool,
+    /// This replica's passes of the env; filled in by [`Board::snapshot`].
+    pub passes: PassRate,
 }
 
 impl EnvView {
     pub(super) fn new(role: Role) -> Self {
-        Self { role, leader: None, record: None, record_revision: 0, record_invalid: false, watch_lost: false }
+        Self {
+            role,
+            leader: None,
+            record: None,
+            record_revision: 0,
+            record_invalid: false,
+            watch_lost: false,
+            passes: PassRate::default(),
+        }
     }
 }
 
@@ -135,8 +186,10 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 }
 
 struct Inner {
-    interval: Duration,
+    pacing: Pacing,
     envs: BTreeMap<String, EnvView>,
+    /// When this replica's passes of each env started.
+    passes: BTreeMap<String, Rate>,
     contact: Contact,
 }
 
@@ -175,6 +228,9 @@ fn judge(
             return Verdict::not("no_leader", "unled");
         }
     }
+    if view.passes.too_high() {
+        return Verdict::not("spinning", "pass_rate_high");
+    }
     if view.record_invalid {
         return Verdict::not("failing", "invalid_record");
     }
@@ -201,7 +257,7 @@ impl Board {
     pub fn new(
         replica: String,
         envs: &[String],
-        interval: Duration,
+        pacing: Pacing,
         election: bool,
         election_ttl: Duration,
         leadership: Arc<Leadership>,
@@ -217,7 +273,7 @@ impl Board {
             leadership,
             metrics,
             recovered,
-            inner: Mutex::new(Inner { interval, envs, contact: Contact::default() }),
+            inner: Mutex::new(Inner { pacing, envs, passes: BTreeMap::new(), contact: Contact::default() }),
         }
     }
 
@@ -226,12 +282,13 @@ impl Board {
         f(&mut guard)
     }
 
-    /// Follows a config reload: the env set and the interval.
-    pub fn set_envs(&self, envs: &[String], interval: Duration) {
+    /// Follows a config reload: the env set, the interval and debounce.
+    pub fn set_envs(&self, envs: &[String], pacing: Pacing) {
         let role = if self.election { Role::Follower } else { Role::Standalone };
         self.with(|inner| {
-            inner.interval = interval;
+            inner.pacing = pacing;
             inner.envs.retain(|e, _| envs.contains(e));
+            inner.passes.retain(|e, _| envs.contains(e));
             for e in envs {
                 inner.envs.entry(e.clone()).or_insert_with(|| EnvView::new(role));
             }
@@ -310,6 +367,17 @@ impl Board {
         });
     }
 
+    /// This replica starts a pass of `env`.
+    pub fn pass_started(&self, env: &str, at: Instant) {
+        self.with(|inner| inner.passes.entry(env.to_owned()).or_default().record(at));
+    }
+
+    /// This replica's passes of `env` in the last [`WINDOW`], and the allowance.
+    pub fn pass_rate(&self, env: &str) -> PassRate {
+        let now = Instant::now();
+        self.with(|inner| rate_of(inner, env, now))
+    }
+
     /// The env's last known record (for carrying "last change" over).
     pub fn record_of(&self, env: &str) -> Option<EnvRecord> {
         self.with(|inner| inner.envs.get(env).and_then(|v| v.record.clone()))
@@ -325,11 +393,21 @@ impl Board {
                 .envs
                 .iter()
                 .map(|(name, v)| {
-                    let verdict = judge(v, self.election, &inner.contact, self.contact_valid, inner.interval, clock);
-                    (name.clone(), v.clone(), verdict)
+                    let mut v = v.clone();
+                    v.passes = rate_of(inner, name, clock.now);
+                    let interval = inner.pacing.interval;
+                    let verdict = judge(&v, self.election, &inner.contact, self.contact_valid, interval, clock);
+                    (name.clone(), v, verdict)
                 })
                 .collect(),
         })
+    }
+}
+
+fn rate_of(inner: &Inner, env: &str, now: Instant) -> PassRate {
+    PassRate {
+        recent: inner.passes.get(env).map_or(0, |r| r.count(now)),
+        allowed: pass_allowance(inner.pacing.interval, inner.pacing.debounce),
     }
 }
 
@@ -350,6 +428,10 @@ impl Views for Board {
             if v.watch_lost {
                 e["watch"] = json!("lost");
             }
+            e["passes_per_second"] = json!({
+                "last_10s": v.passes.per_second(),
+                "allowed": v.passes.allowed_per_second(),
+            });
             if let Some(r) = &v.record {
                 let outputs: Map<String, Value> = r.outputs.iter().map(|o| (o.name.clone(), json!(o.code))).collect();
                 if !outputs.is_empty() {
@@ -376,11 +458,13 @@ impl Views for Board {
 
     /// Gauges that depend on time are set when scraped: `cfgsync_leader`
     /// from the fence itself, `cfgsync_env_led` and `cfgsync_env_ready`
-    /// from the same judgement as `/readyz`.
+    /// from the same judgement as `/readyz`, the pass rate from the same
+    /// count.
     fn refresh_metrics(&self) {
-        for (env, _, verdict) in self.snapshot().envs {
+        for (env, view, verdict) in self.snapshot().envs {
             let led = !self.election || verdict.state != "no_leader";
             self.metrics.set_env_state(&env, led, verdict.ready());
+            self.metrics.set_pass_rate(&env, view.passes.per_second(), view.passes.allowed_per_second());
             self.metrics.set_leader(&env, self.leadership.leads(&env));
         }
     }
@@ -389,6 +473,7 @@ impl Views for Board {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::floor::WINDOW;
     use crate::service::published::TargetRecord;
 
     fn record(ok: bool, at_ms: u64) -> EnvRecord {
@@ -416,7 +501,7 @@ mod tests {
         Board::new(
             "r1".into(),
             &["prod".to_owned()],
-            Duration::from_secs(60),
+            Pacing { interval: Duration::from_secs(60), debounce: Duration::from_millis(200) },
             election,
             Duration::from_secs(15),
             leadership,
@@ -495,6 +580,34 @@ mod tests {
         assert!(b.readiness().0, "the read was sent before the publish landed");
         observe(&b, Some("r1"), Some(&record(false, now_ms)), 11);
         assert!(!b.readiness().0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_env_passed_more_often_than_interval_and_debounce_allow_is_not_ready() {
+        let b = board(false);
+        b.record("prod", record(true, unix_ms(SystemTime::now())), 0);
+        let allowed = pass_allowance(Duration::from_secs(60), Duration::from_millis(200));
+        assert_eq!(allowed, 132);
+        // A window at the most a correct worker runs: ready.
+        for _ in 0..allowed {
+            b.pass_started("prod", Instant::now());
+            tokio::time::advance(WINDOW / (allowed + 1)).await;
+        }
+        assert_eq!(state(&b), (true, "ok".into(), None));
+        assert_eq!(b.readiness().1["envs"]["prod"]["passes_per_second"], json!({ "last_10s": 13.2, "allowed": 13.2 }));
+        // One more within the window: spinning.
+        b.pass_started("prod", Instant::now());
+        assert_eq!(state(&b), (false, "spinning".into(), Some("pass_rate_high".into())));
+        b.refresh_metrics();
+        let text = b.metrics.encode();
+        assert!(text.contains("cfgsync_pass_rate{env=\"prod\"} 13.3\n"), "{text}");
+        assert!(text.contains("cfgsync_pass_rate_allowed{env=\"prod\"} 13.2\n"), "{text}");
+        assert!(text.contains("cfgsync_env_ready{env=\"prod\"} 0\n"), "{text}");
+        assert!(super::super::page::render(&b.snapshot()).contains("pass_rate_high"));
+        // A quiet window later: ready again.
+        tokio::time::advance(WINDOW).await;
+        b.record("prod", record(true, unix_ms(SystemTime::now())), 0);
+        assert_eq!(state(&b), (true, "ok".into(), None));
     }
 
     #[test]

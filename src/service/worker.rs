@@ -45,10 +45,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Generation;
 use super::election::Leadership;
+use super::floor::Floor;
 use super::published::{EnvRecord, OutputRecord, PublishError, Publisher, TargetRecord, TargetState};
 use super::status::{Board, unix_ms};
 use super::summary::PassSummary;
@@ -90,6 +91,24 @@ impl Reason {
             Reason::Retry => "target backoff over",
             Reason::SourceRetry => "source backoff over",
             Reason::EtcdRecovered => "etcd reachable again",
+        }
+    }
+
+    /// The `reason` label of `cfgsync_passes_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Reason::Start => "start",
+            Reason::Interval => "interval",
+            Reason::Watch => "watch",
+            Reason::WatchLost => "watch_lost",
+            Reason::WatchResumed => "watch_resumed",
+            Reason::Resync => "resync",
+            Reason::SourceFile => "source_file",
+            Reason::ConfigReloaded => "config_reloaded",
+            Reason::Elected => "elected",
+            Reason::Retry => "retry",
+            Reason::SourceRetry => "source_retry",
+            Reason::EtcdRecovered => "etcd_recovered",
         }
     }
 }
@@ -363,14 +382,26 @@ impl Worker {
         let mut pending = Some(Pending::at_once(Reason::Start));
         let mut next_tick = Instant::now() + jittered(self.generation.borrow().config.interval);
         let mut memory = Memory::default();
+        let mut floor = {
+            let g = self.generation.borrow();
+            Floor::for_passes(g.config.interval, g.config.service.debounce)
+        };
+        let mut over_allowance = false;
         loop {
-            let debounce = self.generation.borrow().config.service.debounce;
+            let (debounce, interval) = {
+                let g = self.generation.borrow();
+                (g.config.service.debounce, g.config.interval)
+            };
+            floor.retune_passes(interval, debounce);
             let retry_at = memory.backoff.values().map(|b| b.until).min();
             let source_retry_at = memory.source_retry.as_ref().map(|b| b.until);
             let mut wake = next_tick;
             for at in [pending.as_ref().map(|p| p.due(debounce)), retry_at, source_retry_at].into_iter().flatten() {
                 wake = wake.min(at);
             }
+            // The floor: however the state above came to be, a timed wake
+            // (and so a pass) comes at most at the floor's rate.
+            wake = wake.max(floor.ready_at());
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return,
@@ -421,6 +452,8 @@ impl Worker {
                 () = sleep_until(wake) => {}
             }
             let now = Instant::now();
+            floor.take(now);
+            over_allowance = self.warn_over_allowance(over_allowance, floor.spacing());
             let mut changed_keys = None;
             let mut changed_at = None;
             let reason = if pending.as_ref().is_some_and(|p| p.due(debounce) <= now) {
@@ -501,6 +534,8 @@ impl Worker {
             return true;
         }
         let now = Instant::now();
+        self.status.pass_started(&self.env, now);
+        self.metrics.pass_started(&self.env, reason.label());
         let skip: BTreeSet<String> =
             memory.backoff.iter().filter(|(_, b)| b.until > now).map(|(id, _)| id.clone()).collect();
         let partial = only.is_some();
@@ -598,6 +633,25 @@ impl Worker {
         let record = self.record(&summary, memory, &drifted, &backing_off, ok);
         self.publish(record).await;
         ok
+    }
+
+    /// Logs when this env's passes go above what its interval and debounce
+    /// allow, and when they are back under; returns whether they are above.
+    fn warn_over_allowance(&self, was_over: bool, spacing: Duration) -> bool {
+        let rate = self.status.pass_rate(&self.env);
+        let over = rate.too_high();
+        if over && !was_over {
+            error!(
+                env = %self.env,
+                passes_per_s = rate.per_second(),
+                allowed_per_s = rate.allowed_per_second(),
+                floor_ms = spacing.as_secs_f64() * 1000.0,
+                "the env passes more often than its interval and debounce allow: a bug in cfgsync (please report it with this log; cfgsync_passes_total says which trigger); held to one pass per floor_ms, and /readyz says spinning"
+            );
+        } else if was_over && !over {
+            info!(env = %self.env, passes_per_s = rate.per_second(), allowed_per_s = rate.allowed_per_second(), "the env's pass rate is back within its allowance");
+        }
+        over
     }
 
     /// Updates backoffs, drift and change memory from a pass; returns the
@@ -842,7 +896,11 @@ mod tests {
         };
         assert_eq!(memory.settle_unreported(&failed, t0), 1);
         assert_eq!(memory.backoff["prod/gone/0"].until, t0 + Duration::from_secs(2));
-        assert_eq!(memory.backoff.values().map(|b| b.until).min(), Some(t0 + Duration::from_secs(2)), "nothing due now");
+        assert_eq!(
+            memory.backoff.values().map(|b| b.until).min(),
+            Some(t0 + Duration::from_secs(2)),
+            "nothing due now"
+        );
     }
 
     #[test]

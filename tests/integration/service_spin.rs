@@ -90,7 +90,10 @@ fn assert_calm(svc: &Service, env: &str, what: &str) {
 fn a_reload_that_takes_a_backing_off_target_out_of_an_env_does_not_spin_the_other() {
     let p = project();
     let svc = start_backing_off(&p);
-    save_like_an_editor(&p.path("cfgsync.toml"), &CONFIG.replace(r#"envs = ["staging", "prod"]"#, r#"envs = ["prod"]"#));
+    save_like_an_editor(
+        &p.path("cfgsync.toml"),
+        &CONFIG.replace(r#"envs = ["staging", "prod"]"#, r#"envs = ["prod"]"#),
+    );
     wait_until("the reload", Duration::from_secs(10), || {
         (metric_value(&svc.metrics(), "cfgsync_config_reloads_total{result=\"ok\"}") == Some(1.0)).then_some(())
     });
@@ -102,6 +105,15 @@ fn a_reload_that_takes_a_backing_off_target_out_of_an_env_does_not_spin_the_othe
     });
     assert!(body["envs"]["staging"].get("targets").is_none(), "{body}");
     assert_eq!(body["envs"]["prod"]["targets"]["prod/broken/0"]["code"], "check_rejected", "{body}");
+    // The pass rate shows, within what interval and debounce allow.
+    let rate = &body["envs"]["staging"]["passes_per_second"];
+    assert!(rate["last_10s"].as_f64().unwrap() <= rate["allowed"].as_f64().unwrap(), "{body}");
+    let m = svc.metrics();
+    let rate = metric_value(&m, "cfgsync_pass_rate{env=\"staging\"}").expect("cfgsync_pass_rate");
+    let allowed = metric_value(&m, "cfgsync_pass_rate_allowed{env=\"staging\"}").expect("cfgsync_pass_rate_allowed");
+    assert!(rate <= allowed && allowed > 0.0, "{rate} > {allowed}");
+    let reloaded = "cfgsync_passes_total{env=\"staging\",reason=\"config_reloaded\"}";
+    assert!(metric_value(&m, reloaded) >= Some(1.0), "{m}");
 }
 
 #[test]
@@ -127,4 +139,32 @@ fn a_backing_off_target_in_an_env_whose_source_fails_does_not_spin_it() {
         (body["envs"]["staging"]["code"] == "file_invalid").then_some(())
     });
     assert_calm(&svc, "staging", "a failing source");
+}
+
+/// A port on 127.0.0.1 that nothing listens on (connections are refused
+/// at once: the fastest failure a loop can meet).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn the_election_retries_an_unreachable_etcd_without_spinning() {
+    let port = closed_port();
+    let p = Project::new(&format!(
+        "interval = \"1h\"\n[etcd]\nendpoints = [\"http://127.0.0.1:{port}\"]\ntimeout = \"1s\"\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nHOST = \"{{{{ key(name='db_host') }}}}\"\n[[output.target]]\nkind = \"file\"\npath = \"out/api.env\"\n"
+    ));
+    let svc = Service::start(&p, &[], &[("RUST_LOG", "cfgsync=debug")]);
+    let failures = || svc.log().lines().filter(|l| l.contains("election step failed")).count();
+    wait_until("the election to fail", Duration::from_secs(10), || (failures() > 0).then_some(()));
+    let before = failures();
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let n = failures() - before;
+    // A try every 500 ms: 6 in 3 s.
+    assert!(n <= 10, "{n} election steps in 3 s against a refused port");
+    let (ready, body) = svc.readyz();
+    assert!(!ready && body["envs"]["prod"]["state"] == "no_leader", "{body}");
 }
