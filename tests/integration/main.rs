@@ -20,6 +20,7 @@ mod laptop_bench;
 mod laptop_roles;
 mod library;
 mod readme;
+mod redaction;
 mod run_with_env;
 mod sandbox;
 mod servers_e2e;
