@@ -48,10 +48,14 @@
 //! replica writes every env; run one such replica per set of targets.
 //!
 //! Shutdown, on SIGTERM or SIGINT: stop starting passes, let the passes in
-//! flight finish within `grace` (file writes are atomic, so a target is
-//! never half-written either way), then hand the envs over by revoking the
-//! election lease, then stop serving HTTP. Exit code 0 when everything
-//! stopped within the grace period, 1 when it had to give up. Every task is
+//! flight finish within `grace` less a reserve for the hand-over (a
+//! quarter, at most 2 s; file writes are atomic, so a target is never
+//! half-written either way), then hand the envs over by revoking the
+//! election lease, then stop serving HTTP, all within `grace`: the process
+//! exits by then. A pass still running at the end keeps its env's lease
+//! unrevoked (a hand-over waits for the env's pass, so that no two replicas
+//! write), and the others take over when it expires. Exit code 0 when
+//! everything stopped within the grace period, 1 when it had to give up. Every task is
 //! spawned on a [`TaskTracker`] and stops on a [`CancellationToken`]: nothing
 //! is fire-and-forget.
 
@@ -76,7 +80,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{self, Config, ConfigError, KeysSource, ProcessEnv, SecretsSource};
 use crate::http::{HttpError, Server};
@@ -267,6 +271,14 @@ fn new_generation(
     Arc::new(Generation { config, templates, sources, targets, cancel, id: fastrand::u64(..) })
 }
 
+/// The part of the shutdown grace kept for handing the envs over (revoking
+/// the election lease) and stopping HTTP once the passes are done: a
+/// quarter, at most 2 s. Passes get the rest, so the process exits within
+/// the grace.
+fn handover_reserve(grace: Duration) -> Duration {
+    (grace / 4).min(Duration::from_secs(2))
+}
+
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, ServiceError> {
     let config = config::load(config_path, &ProcessEnv)?;
@@ -410,12 +422,17 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
         grace_s = settings.grace.as_secs_f64(),
         "shutting down: no new passes; waiting for the ones in flight"
     );
+    let deadline = tokio::time::Instant::now() + settings.grace;
     stop.cancel();
     tasks.close();
-    let clean = tokio::time::timeout(settings.grace, tasks.wait()).await.is_ok();
+    let clean = tokio::time::timeout_at(deadline - handover_reserve(settings.grace), tasks.wait()).await.is_ok();
     infra.cancel();
     infra_tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), infra_tasks.wait()).await;
+    if tokio::time::timeout_at(deadline, infra_tasks.wait()).await.is_err() {
+        warn!(
+            "grace period over before the envs were handed over (a pass still holds one): the lease is not revoked; the other replicas take over when it expires"
+        );
+    }
     drop(envs);
     if clean {
         info!("stopped cleanly");
