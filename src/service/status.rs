@@ -441,7 +441,16 @@ impl Views for Board {
                     .targets
                     .iter()
                     .filter(|t| matches!(t.state, TargetState::Failing | TargetState::BackingOff))
-                    .map(|t| (t.id.clone(), json!({ "state": t.state.as_str(), "code": t.code })))
+                    .map(|t| {
+                        let target = json!({
+                            "state": t.state.as_str(),
+                            "code": t.code,
+                            "output": t.output_name(),
+                            "kind": t.kind,
+                            "address": t.address,
+                        });
+                        (t.id.clone(), target)
+                    })
                     .collect();
                 if !targets.is_empty() {
                     e["targets"] = Value::Object(targets);
@@ -486,11 +495,13 @@ mod tests {
             outputs: Vec::new(),
             targets: vec![TargetRecord {
                 id: "prod/api/0".into(),
+                output: "api".into(),
                 kind: "file".into(),
                 address: "out/prod/api.env".into(),
                 state: if ok { TargetState::Ok } else { TargetState::BackingOff },
                 code: (!ok).then(|| "check_rejected".to_owned()),
                 last_change_ms: None,
+                unchanged_since_ms: None,
             }],
         }
     }
@@ -542,7 +553,7 @@ mod tests {
         let body = b.readiness().1;
         assert_eq!(
             body["envs"]["prod"]["targets"]["prod/api/0"],
-            json!({"state": "backing_off", "code": "check_rejected"})
+            json!({"state": "backing_off", "code": "check_rejected", "output": "api", "kind": "file", "address": "out/prod/api.env"})
         );
         observe(&b, Some("r2"), Some(&record(true, now_ms)), 6);
         assert_eq!(state(&b), (true, "ok".into(), None));

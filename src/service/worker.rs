@@ -187,6 +187,7 @@ struct Backoff {
     failures: u32,
     until: Instant,
     code: String,
+    output: String,
     kind: String,
     address: String,
 }
@@ -218,6 +219,9 @@ struct Memory {
     written: BTreeMap<String, u64>,
     /// When cfgsync last wrote each target (Unix ms).
     last_change: BTreeMap<String, u64>,
+    /// When a pass first found each target as it should be (Unix ms): with
+    /// no write known, "last change" is "not since then".
+    unchanged_since: BTreeMap<String, u64>,
     /// The env's keys as the last pass read them (config generation, keys):
     /// a watch pass reads only what changed since and applies it to these.
     keys: Option<(u64, Arc<crate::source::KeysAt>)>,
@@ -259,6 +263,7 @@ impl Memory {
         }
         self.written.retain(|id, _| ids.contains(id));
         self.last_change.retain(|id, _| ids.contains(id));
+        self.unchanged_since.retain(|id, _| ids.contains(id));
     }
 
     /// After a full pass that started at `started`: a backoff that was due
@@ -663,6 +668,7 @@ impl Worker {
                     failures: 0,
                     until: Instant::now(),
                     code: String::new(),
+                    output: String::new(),
                     kind: String::new(),
                     address: String::new(),
                 });
@@ -688,6 +694,7 @@ impl Worker {
                         failures: 0,
                         until: Instant::now(),
                         code: String::new(),
+                        output: t.output.clone(),
                         kind: t.kind.to_owned(),
                         address: t.address.clone(),
                     });
@@ -706,6 +713,7 @@ impl Worker {
                     if t.wrote {
                         memory.last_change.insert(t.id.clone(), now_ms);
                     }
+                    memory.unchanged_since.entry(t.id.clone()).or_insert(now_ms);
                     memory.written.insert(t.id.clone(), t.desired_hash);
                 }
             }
@@ -723,12 +731,21 @@ impl Worker {
         ok: bool,
     ) -> EnvRecord {
         let previous = self.status.record_of(&self.env);
-        let last_change = |id: &str| {
-            memory
-                .last_change
-                .get(id)
-                .copied()
-                .or_else(|| previous.as_ref()?.targets.iter().find(|t| t.id == id).and_then(|t| t.last_change_ms))
+        // What the previous record (maybe another leader's, from before a
+        // restart) knew of the same target: same id, kind and address.
+        let before = |id: &str, kind: &str, address: &str| {
+            previous.as_ref()?.targets.iter().find(|t| t.id == id && t.kind == kind && t.address == address).cloned()
+        };
+        // (last change, unchanged since): a known write, else since when
+        // passes found it as it should be (the earliest anyone knows).
+        let times = |id: &str, kind: &str, address: &str| {
+            let before = before(id, kind, address);
+            let last = memory.last_change.get(id).copied().or_else(|| before.as_ref()?.last_change_ms);
+            if last.is_some() {
+                return (last, None);
+            }
+            let since = [memory.unchanged_since.get(id).copied(), before.and_then(|b| b.unchanged_since_ms)];
+            (None, since.into_iter().flatten().min())
         };
         let mut targets: Vec<TargetRecord> = summary
             .targets
@@ -739,25 +756,31 @@ impl Worker {
                     (None, true) => TargetState::DriftReverted,
                     (None, false) => TargetState::Ok,
                 };
+                let (last_change_ms, unchanged_since_ms) = times(&t.id, t.kind, &t.address);
                 TargetRecord {
                     id: t.id.clone(),
+                    output: t.output.clone(),
                     kind: t.kind.to_owned(),
                     address: t.address.clone(),
                     state,
                     code: t.error.as_ref().map(|f| f.code.clone()),
-                    last_change_ms: last_change(&t.id),
+                    last_change_ms,
+                    unchanged_since_ms,
                 }
             })
             .collect();
         for id in backing_off {
             if let Some(b) = memory.backoff.get(*id) {
+                let (last_change_ms, unchanged_since_ms) = times(id, &b.kind, &b.address);
                 targets.push(TargetRecord {
                     id: (*id).clone(),
+                    output: b.output.clone(),
                     kind: b.kind.clone(),
                     address: b.address.clone(),
                     state: TargetState::BackingOff,
                     code: Some(b.code.clone()),
-                    last_change_ms: last_change(id),
+                    last_change_ms,
+                    unchanged_since_ms,
                 });
             }
         }
@@ -872,7 +895,14 @@ mod tests {
     }
 
     fn backoff(until: Instant) -> Backoff {
-        Backoff { failures: 1, until, code: "check_rejected".into(), kind: "file".into(), address: "out".into() }
+        Backoff {
+            failures: 1,
+            until,
+            code: "check_rejected".into(),
+            output: "api".into(),
+            kind: "file".into(),
+            address: "out".into(),
+        }
     }
 
     #[tokio::test(start_paused = true)]
