@@ -446,3 +446,34 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
         Ok(Shutdown::GraceExceeded)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every task of the service is spawned on a [`super::TaskTracker`]
+    /// and stops on a cancellation token; nothing detached (a bare
+    /// `tokio::spawn`, a thread) can outlive the shutdown.
+    #[test]
+    fn no_task_of_the_service_is_spawned_detached() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("service"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .collect();
+        files.extend(["http.rs", "metrics.rs", "telemetry.rs"].map(|f| root.join(f)));
+        assert!(files.len() > 10, "{files:?}");
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                // Spelt in two halves so that this test does not find itself.
+                for (a, b) in
+                    [("tokio::", "spawn("), ("task::", "spawn("), ("thread::", "spawn("), ("spawn_", "blocking(")]
+                {
+                    let detached = format!("{a}{b}");
+                    assert!(!code.contains(&detached), "{}:{}: a detached spawn: {line}", file.display(), n + 1);
+                }
+            }
+        }
+    }
+}
