@@ -17,7 +17,7 @@
 //! | `cfgsync_env_ready` | gauge (1 = the env is ready by the `/readyz` rule) | `env` |
 //! | `cfgsync_passes_total` | counter (passes started, by what triggered them) | `env`, `reason` |
 //! | `cfgsync_pass_rate` | gauge (this replica's passes per second over the last 10 s) | `env` |
-//! | `cfgsync_pass_rate_allowed` | gauge (the most passes per second the interval and debounce allow) | `env` |
+//! | `cfgsync_pass_rate_allowed` | gauge (the most passes per second the interval, debounce and changes allow) | `env` |
 //! | `cfgsync_config_reloads_total` | counter | `result` = `ok` / `rejected` |
 //! | `cfgsync_vault_credential_events_total` | counter | `method`, `event` |
 //!
@@ -163,7 +163,7 @@ impl Metrics {
         );
         registry.register(
             "cfgsync_pass_rate_allowed",
-            "The most passes of the env per second that its interval and debounce allow; more is a service bug",
+            "The most passes of the env per second that its interval, its debounce and the changes that came allow; more is a service bug",
             pass_rate_allowed.clone(),
         );
         registry.register("cfgsync_config_reloads", "Reloads of cfgsync.toml and templates", config_reloads.clone());

@@ -22,11 +22,17 @@
 //!   under 50 ms, or none, counts as 50 ms), one a second for target
 //!   retries and one for source retries (1 s is the shortest backoff), and
 //!   a few for starts, reloads and elections. The floor lets through twice
-//!   that, so it never holds back a correct worker for long, and a worker
-//!   that spins runs at the floor, visibly above the allowance: the
-//!   readiness rule calls the env `spinning` then, within about 5 s. With
-//!   the defaults (1 min, 200 ms) that is 132 passes per 10 s allowed, the
-//!   floor at one pass per 38 ms after a burst of 20.
+//!   that, so it never holds back a correct worker for long. With the
+//!   defaults (1 min, 200 ms) that is 132 passes per 10 s, the floor at one
+//!   pass per 38 ms after a burst of 20.
+//! - **Spinning is judged on what nothing outside asked for.** A pass for
+//!   a change (an etcd watch event, a file of the file source) needs that
+//!   change; a debounce of 0 s passes once per change, as fast as they
+//!   come. [`Rate::allowed`] is therefore [`timed_allowance`] (interval,
+//!   retries, the rest: 32 per 10 s with a 1 min interval) plus the passes
+//!   for changes in the window, at most two per debounce. A worker that
+//!   spins on its own state runs at the floor, far above that: the
+//!   readiness rule calls the env `spinning` within about 2 s.
 //! - **Timed wakes are what is floored.** Triggers from outside (a watch
 //!   event, a reload) only add to what is pending; a loop acts on them
 //!   when its timer fires, and the floor delays that timer.
@@ -46,20 +52,34 @@ const WATCH_GAP_MIN: Duration = Duration::from_millis(50);
 /// Passes at once before the floor's spacing applies.
 const PASS_BURST: u32 = 20;
 
-/// The most passes of one env a correct worker runs in a [`WINDOW`], with
-/// this interval and debounce.
-pub fn pass_allowance(interval: Duration, debounce: Duration) -> u32 {
-    let per_window = |gap: Duration| -> u64 {
-        let gap = gap.as_nanos().max(1);
-        u64::try_from(WINDOW.as_nanos().div_ceil(gap)).unwrap_or(u64::MAX)
-    };
-    let interval_passes = per_window(interval.mul_f64(0.9)) + 1;
-    let watch_passes = 2 * per_window(debounce.max(WATCH_GAP_MIN));
-    let retries = 2 * per_window(Duration::from_secs(1));
-    // Starts, reloads, elections, watch lost and back.
+/// How many gaps of `gap` start in a [`WINDOW`].
+fn per_window(gap: Duration) -> u32 {
+    let gap = gap.as_nanos().max(1);
+    u32::try_from(WINDOW.as_nanos().div_ceil(gap)).unwrap_or(u32::MAX)
+}
+
+/// The most passes of one env in a [`WINDOW`] that nothing outside asked
+/// for: the interval's (it is jittered down to 0.9 ×), target and source
+/// retries (1 s is the shortest backoff), and starts, reloads, elections,
+/// a watch lost and back.
+pub fn timed_allowance(interval: Duration) -> u32 {
+    let interval_passes = per_window(interval.mul_f64(0.9)).saturating_add(1);
+    let retries = per_window(Duration::from_secs(1)).saturating_mul(2);
     let others = 10;
-    u32::try_from(interval_passes.saturating_add(watch_passes).saturating_add(retries).saturating_add(others))
-        .unwrap_or(u32::MAX)
+    interval_passes.saturating_add(retries).saturating_add(others)
+}
+
+/// The most passes for changes in a [`WINDOW`]: a leading-edge pass and a
+/// coalesced one per debounce; `None` (no bound) without a debounce.
+pub fn change_allowance(debounce: Duration) -> Option<u32> {
+    (!debounce.is_zero()).then(|| per_window(debounce).saturating_mul(2))
+}
+
+/// The most passes of one env a correct worker runs in a [`WINDOW`], with
+/// this interval and debounce (a debounce under 50 ms counting as 50 ms).
+pub fn pass_allowance(interval: Duration, debounce: Duration) -> u32 {
+    let changes = change_allowance(debounce.max(WATCH_GAP_MIN)).unwrap_or(u32::MAX);
+    timed_allowance(interval).saturating_add(changes)
 }
 
 /// A token bucket: `burst` starts at once, then one per `spacing`.
@@ -106,35 +126,49 @@ fn pass_spacing(interval: Duration, debounce: Duration) -> Duration {
     WINDOW / pass_allowance(interval, debounce).saturating_mul(2).max(1)
 }
 
-/// When the passes of the last [`WINDOW`] started; bounded, since the floor
-/// bounds how many fit in a window.
+/// When the passes of the last [`WINDOW`] started, and whether each was
+/// for a change; bounded, since the floor bounds how many fit in a window.
 #[derive(Debug, Clone, Default)]
 pub struct Rate {
-    starts: VecDeque<Instant>,
+    starts: VecDeque<(Instant, bool)>,
 }
 
 /// More than any floor lets through in a window; a bound on memory only.
 const RATE_MAX_KEPT: usize = 100_000;
 
 impl Rate {
-    pub fn record(&mut self, at: Instant) {
+    /// A pass starts at `at`; `for_change`: an etcd or file change asked for it.
+    pub fn record(&mut self, at: Instant, for_change: bool) {
         self.trim(at);
         if self.starts.len() >= RATE_MAX_KEPT {
             self.starts.pop_front();
         }
-        self.starts.push_back(at);
+        self.starts.push_back((at, for_change));
     }
 
-    /// Starts within the [`WINDOW`] before `now`.
-    pub fn count(&self, now: Instant) -> u32 {
+    /// Starts within the [`WINDOW`] before `now`: (all, for a change).
+    pub fn count(&self, now: Instant) -> (u32, u32) {
         let since = now.checked_sub(WINDOW);
-        let n = self.starts.iter().rev().take_while(|t| since.is_none_or(|s| **t > s)).count();
-        u32::try_from(n).unwrap_or(u32::MAX)
+        let recent = self.starts.iter().rev().take_while(|(t, _)| since.is_none_or(|s| *t > s));
+        let (mut all, mut changes) = (0u32, 0u32);
+        for (_, for_change) in recent {
+            all = all.saturating_add(1);
+            changes = changes.saturating_add(u32::from(*for_change));
+        }
+        (all, changes)
+    }
+
+    /// How many passes the window may hold now: [`timed_allowance`] and
+    /// the passes for changes it holds, up to [`change_allowance`].
+    pub fn allowed(&self, now: Instant, interval: Duration, debounce: Duration) -> u32 {
+        let (_, changes) = self.count(now);
+        let changes = change_allowance(debounce).map_or(changes, |most| changes.min(most));
+        timed_allowance(interval).saturating_add(changes)
     }
 
     fn trim(&mut self, now: Instant) {
         if let Some(since) = now.checked_sub(WINDOW) {
-            while self.starts.front().is_some_and(|t| *t <= since) {
+            while self.starts.front().is_some_and(|(t, _)| *t <= since) {
                 self.starts.pop_front();
             }
         }
@@ -150,10 +184,13 @@ mod tests {
     #[test]
     fn the_allowance_follows_interval_and_debounce() {
         // Per 10 s, 1 min interval (54 s at the shortest jitter), 200 ms
-        // debounce: 1 + 1 interval, 100 watch, 20 retries, 10 others.
+        // debounce: 1 + 1 interval, 20 retries, 10 others; 100 for changes.
+        assert_eq!(timed_allowance(Duration::from_secs(60)), 32);
+        assert_eq!(change_allowance(MS(200)), Some(100));
+        assert_eq!(change_allowance(Duration::ZERO), None, "one pass per change, however many");
         assert_eq!(pass_allowance(Duration::from_secs(60), MS(200)), 132);
-        // No debounce counts as 50 ms.
-        assert_eq!(pass_allowance(Duration::from_secs(3600), Duration::ZERO), 1 + 1 + 400 + 20 + 10);
+        // For the floor, no debounce counts as 50 ms.
+        assert_eq!(pass_allowance(Duration::from_secs(3600), Duration::ZERO), 1 + 1 + 20 + 10 + 400);
         assert!(pass_allowance(MS(100), MS(200)) > pass_allowance(Duration::from_secs(60), MS(200)));
         // The floor lets through twice the allowance.
         let f = Floor::for_passes(Duration::from_secs(60), MS(200));
@@ -195,12 +232,25 @@ mod tests {
         let mut r = Rate::default();
         let t0 = Instant::now();
         for i in 0..10 {
-            r.record(t0 + MS(i * 10));
+            r.record(t0 + MS(i * 10), i % 2 == 0);
         }
-        assert_eq!(r.count(t0 + MS(100)), 10);
-        assert_eq!(r.count(t0 + WINDOW + MS(45)), 5, "the first five are older than the window");
-        r.record(t0 + WINDOW * 2);
-        assert_eq!(r.count(t0 + WINDOW * 2), 1);
+        assert_eq!(r.count(t0 + MS(100)), (10, 5));
+        assert_eq!(r.count(t0 + WINDOW + MS(45)), (5, 2), "the first five are older than the window");
+        r.record(t0 + WINDOW * 2, false);
+        assert_eq!(r.count(t0 + WINDOW * 2), (1, 0));
         assert_eq!(r.starts.len(), 1, "old starts are dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passes_for_changes_raise_the_allowance_up_to_two_per_debounce() {
+        let (interval, t0) = (Duration::from_secs(60), Instant::now());
+        let mut r = Rate::default();
+        for i in 0..500 {
+            r.record(t0 + MS(i), true);
+        }
+        let now = t0 + MS(500);
+        assert_eq!(r.allowed(now, interval, Duration::ZERO), 32 + 500, "no debounce: every change");
+        assert_eq!(r.allowed(now, interval, MS(200)), 32 + 100, "at most two per debounce");
+        assert_eq!(Rate::default().allowed(now, interval, MS(200)), 32, "no change: the timed passes only");
     }
 }

@@ -31,7 +31,8 @@
 //!
 //! No loop can spin, whatever its state says is due ([`floor`]): worker
 //! passes are floored at twice what the interval and debounce allow (and
-//! counted: above the allowance the env is `spinning` on `/readyz`),
+//! counted: above what they and the changes that came allow, the env is
+//! `spinning` on `/readyz`),
 //! election steps at one per 100 ms after a burst (a failed step is
 //! retried after 500 ms), watch reconnects wait at least 200 ms, config
 //! reloads at least 100 ms of quiet; the reload and the watch hand their

@@ -9,7 +9,8 @@
 //! 2. with an election: some replica holds the env's leader key (else
 //!    `no_leader`, code `unled`);
 //! 3. this replica did not pass the env more often in the last 10 s than
-//!    its interval and debounce allow (else `spinning`, code
+//!    its interval, its debounce and the changes that came allow (else
+//!    `spinning`, code
 //!    `pass_rate_high`: a bug in the service's bookkeeping, held to twice
 //!    that rate by the [`super::floor`]; the log says which trigger);
 //! 4. the env's last pass, by whoever led it, is known (else `pending`,
@@ -41,7 +42,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::election::Leadership;
-use super::floor::{Rate, WINDOW, pass_allowance};
+use super::floor::{Rate, WINDOW};
 use super::published::{EnvRecord, TargetState};
 use crate::http::Views;
 use crate::metrics::Metrics;
@@ -80,7 +81,8 @@ impl Pacing {
 }
 
 /// This replica's passes of an env in the last [`WINDOW`], and how many
-/// the interval and debounce allow.
+/// the interval and debounce allow, with the changes that came in it
+/// (see [`super::floor`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassRate {
     pub recent: u32,
@@ -367,9 +369,10 @@ impl Board {
         });
     }
 
-    /// This replica starts a pass of `env`.
-    pub fn pass_started(&self, env: &str, at: Instant) {
-        self.with(|inner| inner.passes.entry(env.to_owned()).or_default().record(at));
+    /// This replica starts a pass of `env`; `for_change`: an etcd or file
+    /// change asked for it.
+    pub fn pass_started(&self, env: &str, at: Instant, for_change: bool) {
+        self.with(|inner| inner.passes.entry(env.to_owned()).or_default().record(at, for_change));
     }
 
     /// This replica's passes of `env` in the last [`WINDOW`], and the allowance.
@@ -405,9 +408,10 @@ impl Board {
 }
 
 fn rate_of(inner: &Inner, env: &str, now: Instant) -> PassRate {
-    PassRate {
-        recent: inner.passes.get(env).map_or(0, |r| r.count(now)),
-        allowed: pass_allowance(inner.pacing.interval, inner.pacing.debounce),
+    let Pacing { interval, debounce } = inner.pacing;
+    match inner.passes.get(env) {
+        Some(r) => PassRate { recent: r.count(now).0, allowed: r.allowed(now, interval, debounce) },
+        None => PassRate { recent: 0, allowed: Rate::default().allowed(now, interval, debounce) },
     }
 }
 
@@ -597,17 +601,17 @@ mod tests {
     async fn an_env_passed_more_often_than_interval_and_debounce_allow_is_not_ready() {
         let b = board(false);
         b.record("prod", record(true, unix_ms(SystemTime::now())), 0);
-        let allowed = pass_allowance(Duration::from_secs(60), Duration::from_millis(200));
-        assert_eq!(allowed, 132);
-        // A window at the most a correct worker runs: ready.
-        for _ in 0..allowed {
-            b.pass_started("prod", Instant::now());
-            tokio::time::advance(WINDOW / (allowed + 1)).await;
+        // 32 passes per 10 s nothing asked for, and 100 more for changes
+        // (two per 200 ms debounce): a window at the most a correct worker
+        // runs is ready.
+        for i in 0..132 {
+            b.pass_started("prod", Instant::now(), i < 100);
+            tokio::time::advance(WINDOW / 133).await;
         }
         assert_eq!(state(&b), (true, "ok".into(), None));
         assert_eq!(b.readiness().1["envs"]["prod"]["passes_per_second"], json!({ "last_10s": 13.2, "allowed": 13.2 }));
-        // One more within the window: spinning.
-        b.pass_started("prod", Instant::now());
+        // One more for a change (above two per debounce): spinning.
+        b.pass_started("prod", Instant::now(), true);
         assert_eq!(state(&b), (false, "spinning".into(), Some("pass_rate_high".into())));
         b.refresh_metrics();
         let text = b.metrics.encode();

@@ -539,7 +539,7 @@ impl Worker {
             return true;
         }
         let now = Instant::now();
-        self.status.pass_started(&self.env, now);
+        self.status.pass_started(&self.env, now, matches!(reason, Reason::Watch | Reason::SourceFile));
         self.metrics.pass_started(&self.env, reason.label());
         let skip: BTreeSet<String> =
             memory.backoff.iter().filter(|(_, b)| b.until > now).map(|(id, _)| id.clone()).collect();
