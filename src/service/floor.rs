@@ -21,10 +21,11 @@
 //!   watch (a leading-edge pass and the coalesced one behind it; a debounce
 //!   under 50 ms, or none, counts as 50 ms), one a second for target
 //!   retries and one for source retries (1 s is the shortest backoff), and
-//!   a few for starts, reloads and elections. The floor lets through twice
-//!   that, so it never holds back a correct worker for long. With the
-//!   defaults (1 min, 200 ms) that is 132 passes per 10 s, the floor at one
-//!   pass per 38 ms after a burst of 20.
+//!   a few for starts, reloads and elections. The floor lets a window's
+//!   allowance through at once, then twice the allowance's rate, so it
+//!   never holds back a correct worker (a burst of changes with `debounce
+//!   = "0s"`, one pass each, included). With the defaults (1 min, 200 ms)
+//!   that is 132 passes at once, then one per 38 ms.
 //! - **Spinning is judged on what nothing outside asked for.** A pass for
 //!   a change (an etcd watch event, a file of the file source) needs that
 //!   change; a debounce of 0 s passes once per change, as fast as they
@@ -48,9 +49,6 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 
 /// The shortest gap between watch passes the allowance counts with.
 const WATCH_GAP_MIN: Duration = Duration::from_millis(50);
-
-/// Passes at once before the floor's spacing applies.
-const PASS_BURST: u32 = 20;
 
 /// How many gaps of `gap` start in a [`WINDOW`].
 fn per_window(gap: Duration) -> u32 {
@@ -96,14 +94,19 @@ impl Floor {
         Self { spacing, burst: burst.max(1), full_at: Instant::now() }
     }
 
-    /// The floor of a worker's passes: twice [`pass_allowance`].
+    /// The floor of a worker's passes: a [`pass_allowance`] at once, then
+    /// twice its rate.
     pub fn for_passes(interval: Duration, debounce: Duration) -> Self {
-        Self::new(pass_spacing(interval, debounce), PASS_BURST)
+        let mut floor = Self::new(Duration::ZERO, 1);
+        floor.retune_passes(interval, debounce);
+        floor
     }
 
     /// Follows a reload's interval and debounce.
     pub fn retune_passes(&mut self, interval: Duration, debounce: Duration) {
-        self.spacing = pass_spacing(interval, debounce);
+        let allowance = pass_allowance(interval, debounce).max(1);
+        self.spacing = WINDOW / allowance.saturating_mul(2);
+        self.burst = allowance;
     }
 
     pub fn spacing(&self) -> Duration {
@@ -120,10 +123,6 @@ impl Floor {
     pub fn take(&mut self, now: Instant) {
         self.full_at = self.full_at.max(now) + self.spacing;
     }
-}
-
-fn pass_spacing(interval: Duration, debounce: Duration) -> Duration {
-    WINDOW / pass_allowance(interval, debounce).saturating_mul(2).max(1)
 }
 
 /// When the passes of the last [`WINDOW`] started, and whether each was
@@ -194,7 +193,13 @@ mod tests {
         assert!(pass_allowance(MS(100), MS(200)) > pass_allowance(Duration::from_secs(60), MS(200)));
         // The floor lets through twice the allowance.
         let f = Floor::for_passes(Duration::from_secs(60), MS(200));
-        assert_eq!(f.spacing(), WINDOW / (2 * 132));
+        assert_eq!(
+            (f.spacing(), f.burst),
+            (WINDOW / (2 * 132), 132),
+            "a window's allowance at once, then twice its rate"
+        );
+        // Without a debounce, a burst of changes (one pass each) goes at once.
+        assert_eq!(Floor::for_passes(Duration::from_secs(3600), Duration::ZERO).burst, 432);
     }
 
     #[tokio::test(start_paused = true)]
