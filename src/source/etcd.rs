@@ -223,7 +223,7 @@ impl EtcdSource {
             })?;
             options = options.with_user(user.clone(), password.expose()).with_auto_token_refresh(true);
         }
-        let endpoints = self.settings.endpoints.join(",");
+        let endpoints = crate::text::redact_urls(&self.settings.endpoints.join(",")).into_owned();
         let connect = Client::connect(&self.settings.endpoints, Some(options));
         let client = match tokio::time::timeout(self.settings.timeout, connect).await {
             Err(_) => {
@@ -244,7 +244,7 @@ impl EtcdSource {
                 return Err(SourceError::Connect {
                     source_kind: SourceKind::Etcd,
                     endpoint: endpoints,
-                    cause: e.to_string(),
+                    cause: crate::text::redact_urls(&e.to_string()).into_owned(),
                 });
             }
             Ok(Ok(c)) => c,

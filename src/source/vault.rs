@@ -178,12 +178,12 @@ impl VaultSource {
             .build()
             .map_err(|e| SourceError::Connect {
                 source_kind: SourceKind::Vault,
-                endpoint: self.settings.address.clone(),
+                endpoint: crate::text::redact_urls(&self.settings.address).into_owned(),
                 cause: e.to_string(),
             })?;
         let mut client = VaultClient::new(settings).map_err(|e| SourceError::Connect {
             source_kind: SourceKind::Vault,
-            endpoint: self.settings.address.clone(),
+            endpoint: crate::text::redact_urls(&self.settings.address).into_owned(),
             cause: e.to_string(),
         })?;
         if self.settings.tls.is_custom() {
@@ -501,7 +501,9 @@ pub(crate) fn client_error_text(e: &ClientError) -> String {
             if errors.is_empty() { format!("HTTP {code}") } else { format!("HTTP {code}: {}", errors.join("; ")) }
         }
         ClientError::RestClientError { source } => match source {
-            rustify::errors::ClientError::RequestError { source, .. } => format!("request failed: {source:#}"),
+            rustify::errors::ClientError::RequestError { source, .. } => {
+                crate::text::redact_urls(&format!("request failed: {source:#}")).into_owned()
+            }
             other => other.to_string(),
         },
         other => other.to_string(),

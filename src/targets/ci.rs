@@ -353,6 +353,7 @@ fn rate_limit_wait(answer: &Answer) -> Option<Duration> {
 /// `http://` on a loopback address; no query or fragment. Returns it
 /// without a trailing slash.
 pub fn check_base_url(text: &str) -> Result<String, String> {
+    let text = &*crate::text::redact_urls(text); // refused if redacted: errors never quote a credential
     let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     let host = url.host_str().unwrap_or_default();
     let loopback = host == "localhost"
