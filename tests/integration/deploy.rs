@@ -4,7 +4,8 @@
 //!   alerts; every alert has a unit test that fires it and one that does
 //!   not; every metric, label and label value a rule or a dashboard query
 //!   names is one that a live `cfgsync run` (real etcd and OpenBao) serves;
-//!   the dashboard's queries parse as PromQL. Also the metrics the alerts
+//!   the dashboard's queries parse as PromQL; the Prometheus config in
+//!   docs/observability.md loads the rules. Also the metrics the alerts
 //!   added: `cfgsync_watch_up` follows the etcd watch, and
 //!   `cfgsync_secret_reads_total` counts Vault reads.
 //! - [`kubernetes`]: the kustomization renders (`kubectl kustomize`); every
@@ -12,7 +13,7 @@
 //!   or changed (an unknown or misspelled field, a wrong type); the kinds
 //!   kube-emulator serves are applied server-side to it with the real
 //!   kubectl; and the pieces agree with each other, with the config in the
-//!   ConfigMap (which `cfgsync validate` accepts) and with the image.
+//!   ConfigMap and with the image.
 //! - [`systemd`]: `systemd-analyze verify` with no warning, `systemd-analyze
 //!   security --offline` at or under the recorded exposure, and every
 //!   system call of a traced `cfgsync run` (render workers, a `check_cmd`)

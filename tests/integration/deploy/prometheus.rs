@@ -60,6 +60,22 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     assert_eq!(test.stdout.matches("SUCCESS").count(), tests.len(), "{test:?}");
 }
 
+/// docs/observability.md's scrape configuration, with its rule file
+/// pointed at the repository's.
+#[test]
+fn the_documented_prometheus_config_loads_the_rules() {
+    let doc = read("docs/observability.md");
+    let block = doc.split_once("```yaml\n").and_then(|(_, rest)| rest.split_once("```")).expect("a yaml block").0;
+    let shipped = "/etc/prometheus/rules/cfgsync-alerts.yml";
+    assert!(block.contains(shipped), "{block}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(&config, block.replace(shipped, repo(RULES).to_str().unwrap())).unwrap();
+    let check = run_output(Command::new(promtool()).args(["check", "config"]).arg(&config).output().unwrap());
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stdout.contains(&format!("SUCCESS: {} rules found", alerts().len())), "{check:?}");
+}
+
 /// promtool passes a test of an alert that does not exist as long as it
 /// expects nothing, so the names are checked here, and each alert must be
 /// seen both firing and quiet.
