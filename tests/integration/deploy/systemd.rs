@@ -86,10 +86,11 @@ fn syscall_groups() -> BTreeMap<String, Vec<String>> {
     for line in out.stdout.lines() {
         if line.starts_with('@') {
             current = Some(line.trim().to_owned());
-        } else if let (Some(group), Some(member)) = (&current, line.strip_prefix("    ")) {
-            if !member.starts_with('#') && !member.trim().is_empty() {
-                groups.entry(group.clone()).or_default().push(member.trim().to_owned());
-            }
+        } else if let (Some(group), Some(member)) = (&current, line.strip_prefix("    "))
+            && !member.starts_with('#')
+            && !member.trim().is_empty()
+        {
+            groups.entry(group.clone()).or_default().push(member.trim().to_owned());
         }
     }
     groups
