@@ -46,7 +46,7 @@ pub struct DestState {
     pub items: BTreeMap<String, Record>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// `hmac-sha256:…` for secret values, `sha256:…` for others.
     pub fingerprint: String,
@@ -54,6 +54,15 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
     pub output: String,
+    /// The item's attributes as cfgsync wrote them (GitLab's flags, a
+    /// GitHub organization item's visibility): prune deletes an item only
+    /// while it still has them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// The attributes an item made elsewhere had when `cfgsync import
+    /// --adopt` took it over: the kind keeps them where its config is silent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adopted: BTreeMap<String, String>,
 }
 
 /// Where one destination's record lives.
@@ -323,6 +332,7 @@ mod tests {
                 fingerprint: "hmac-sha256:ab".into(),
                 updated_at: Some("2026-01-01T00:00:00Z".into()),
                 output: "api".into(),
+                ..Default::default()
             },
         );
         store.save(&k, &s).await.unwrap();

@@ -89,6 +89,9 @@ pub struct GithubTarget {
     pub addresses: BTreeMap<String, GithubAddress>,
     /// Organization scopes only.
     pub visibility: Option<String>,
+    /// `visibility` is set in the config (else `private`, or what an
+    /// adopted item had).
+    pub visibility_set: bool,
     pub selected_repository_ids: Vec<u64>,
 }
 
@@ -118,6 +121,7 @@ pub fn build(
         (Some(_), _, Some(_)) => problem(None, format!("output {output:?}: `environment` goes with `repo`, not `org`")),
         _ => problem(None, format!("output {output:?}: a github target needs exactly one of `org` and `repo`")),
     }
+    let visibility_set = raw.visibility.is_some();
     let visibility = match (&raw.org, raw.visibility) {
         (Some(_), None) => Some("private".to_owned()),
         (Some(_), Some(v)) if matches!(v.as_str(), "all" | "private" | "selected") => Some(v),
@@ -233,7 +237,14 @@ pub fn build(
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(GithubTarget { api_url, token_env, addresses, visibility, selected_repository_ids: raw.selected_repository_ids })
+    Ok(GithubTarget {
+        api_url,
+        token_env,
+        addresses,
+        visibility,
+        visibility_set,
+        selected_repository_ids: raw.selected_repository_ids,
+    })
 }
 
 /// Why GitHub would refuse `name` for a secret or variable.

@@ -11,7 +11,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::spec::Owner;
-use crate::secret::SecretString;
+use crate::secret::{Content, SecretString};
 use crate::targets::ci::{self, Answer, Call, CiError, Client};
 
 /// Variables per page: GitLab's maximum.
@@ -19,14 +19,30 @@ pub const PER_PAGE: usize = 100;
 /// A destination with more pages than this is refused rather than read forever.
 const MAX_PAGES: usize = 1000;
 
-/// A variable as listed (a hidden one's value is `None`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// A variable as listed. Its value is [`Content`]: secret (never shown,
+/// `Debug` redacts it) when GitLab masks or hides it; `None` when hidden.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawVariable")]
 pub struct LiveVariable {
     pub key: String,
-    #[serde(default)]
-    pub value: Option<String>,
-    #[serde(default = "env_var")]
+    pub value: Option<Content>,
     pub variable_type: String,
+    pub protected: bool,
+    pub masked: bool,
+    pub hidden: bool,
+    pub raw: bool,
+    pub environment_scope: String,
+    pub description: Option<String>,
+}
+
+/// A variable as GitLab's JSON has it; turned into a [`LiveVariable`] at once.
+#[derive(Deserialize)]
+struct RawVariable {
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default = "env_var")]
+    variable_type: String,
     #[serde(default)]
     pub protected: bool,
     #[serde(default)]
@@ -41,6 +57,23 @@ pub struct LiveVariable {
     pub description: Option<String>,
 }
 
+impl From<RawVariable> for LiveVariable {
+    fn from(r: RawVariable) -> Self {
+        let secret = r.masked || r.hidden;
+        LiveVariable {
+            key: r.key,
+            value: r.value.map(|v| Content::new(v.into_bytes(), secret)),
+            variable_type: r.variable_type,
+            protected: r.protected,
+            masked: r.masked,
+            hidden: r.hidden,
+            raw: r.raw,
+            environment_scope: r.environment_scope,
+            description: r.description,
+        }
+    }
+}
+
 fn env_var() -> String {
     "env_var".to_owned()
 }
@@ -52,7 +85,8 @@ fn any_scope() -> String {
 /// What cfgsync sends for one variable.
 pub struct Body<'a> {
     pub key: &'a str,
-    pub value: &'a [u8],
+    /// Text: GitLab variables hold nothing else.
+    pub value: &'a str,
     pub variable_type: &'a str,
     pub protected: bool,
     pub masked: bool,
@@ -142,6 +176,19 @@ impl<'a> Api<'a> {
         if !answer.success() {
             return Err(answer.error(&call));
         }
+        // GitLab Free creates a group variable of scope `*` whatever was
+        // asked, and says so only in the answer.
+        if let (Owner::Group(_), Ok(got)) = (self.owner, answer.json::<LiveVariable>(&call))
+            && got.key == body.key
+            && got.environment_scope == "*"
+            && body.environment_scope != "*"
+        {
+            return Err(CiError::FreeTierScope {
+                dest: self.dest.clone(),
+                key: body.key.to_owned(),
+                scope: body.environment_scope.to_owned(),
+            });
+        }
         self.check(&call, &answer, body.key, body.environment_scope)
     }
 
@@ -197,8 +244,7 @@ impl<'a> Api<'a> {
 /// The attributes create and update share.
 fn fields(b: &Body<'_>) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
-    // Values are text: the kind refuses entries that are not.
-    m.insert("value".into(), String::from_utf8_lossy(b.value).into_owned().into());
+    m.insert("value".into(), b.value.into());
     m.insert("variable_type".into(), b.variable_type.into());
     m.insert("protected".into(), b.protected.into());
     m.insert("masked".into(), b.masked.into());

@@ -30,8 +30,7 @@ pub struct RawGitlabTarget {
     environment_scope: Option<String>,
     /// The variable key of each entry; templated with `name` and `env`.
     key: Option<String>,
-    #[serde(default)]
-    protected: bool,
+    protected: Option<bool>,
     /// Secret variables are also hidden (`masked_and_hidden`): nobody can
     /// read them back in GitLab's UI or API.
     #[serde(default)]
@@ -90,9 +89,18 @@ pub struct GitlabTarget {
     pub url: String,
     pub token_env: String,
     pub addresses: BTreeMap<String, GitlabAddress>,
-    pub protected: bool,
+    /// `None`: not set in the config (false, or what an adopted variable had).
+    pub protected: Option<bool>,
     pub hidden: bool,
-    pub raw: bool,
+    /// `None`: not set in the config (true, or what an adopted variable had).
+    pub raw: Option<bool>,
+}
+
+impl GitlabTarget {
+    /// `raw` as configured, else its default.
+    pub fn raw_or_default(&self) -> bool {
+        self.raw.unwrap_or(true)
+    }
 }
 
 /// Builds the typed target; every problem, with the entry's location when
@@ -196,14 +204,7 @@ pub fn build(
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(GitlabTarget {
-        url,
-        token_env,
-        addresses,
-        protected: raw.protected,
-        hidden: raw.hidden,
-        raw: raw.raw.unwrap_or(true),
-    })
+    Ok(GitlabTarget { url, token_env, addresses, protected: raw.protected, hidden: raw.hidden, raw: raw.raw })
 }
 
 /// A project or group path (`group/sub/app`) or a numeric id.
