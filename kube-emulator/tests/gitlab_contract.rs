@@ -247,8 +247,7 @@ async fn gitlab_free_groups_ignore_environment_scope_and_answer_as_if_not() {
     let put = c.req("PUT", &format!("{GROUP}/G")).json(&json!({"environment_scope": "staging"})).send().await;
     assert_eq!((put.status, put.json()["environment_scope"].clone()), (200, json!("*")));
     let owner = GitlabOwner::group("group");
-    let all: Vec<(String, String)> =
-        gl.variables(&owner).into_iter().map(|v| (v.environment_scope, v.value)).collect();
+    let all: Vec<(String, String)> = gl.variables(&owner).into_iter().map(|v| (v.environment_scope, v.value)).collect();
     assert_eq!(all, [("*".to_owned(), "prod".to_owned())]);
     let r = create(&c, PROJECT, json!({"key": "P", "value": "v", "environment_scope": "production"})).await;
     assert_eq!((r.status, r.json()["environment_scope"].clone()), (201, json!("production")), "projects scope");

@@ -462,7 +462,9 @@ fn hand_made_github_items_are_never_written_recorded_or_deleted() {
     let before = (github.variable(&repo, "CLASH_GH").unwrap(), github.secret(&env_scope(), "HAND_SECRET").unwrap());
     let url = github.url();
     let with = |clashing: bool| {
-        let target = |extra: &str| format!("[[output.target]]\nkind = \"github\"\napi_url = \"{url}\"\nrepo = \"acme/app\"\n{extra}\n");
+        let target = |extra: &str| {
+            format!("[[output.target]]\nkind = \"github\"\napi_url = \"{url}\"\nrepo = \"acme/app\"\n{extra}\n")
+        };
         let mut text = format!(
             "instance = \"team-a\"\n[files]\n[envs.prod]\n[[output]]\nname = \"keep\"\n[output.entries]\nOTHER_GH = \"x\"\n{}",
             target("")
@@ -501,8 +503,7 @@ fn hand_made_github_items_are_never_written_recorded_or_deleted() {
         before
     );
     assert_eq!(github.variable(&repo, "OTHER_GH").unwrap().value, "x", "the rest of the destination is written");
-    let state: String =
-        walk(&project.path(".cfgsync")).iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    let state: String = walk(&project.path(".cfgsync")).iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
     assert!(state.contains("OTHER_GH") && !state.contains("CLASH_GH") && !state.contains("HAND_SECRET"), "{state}");
 
     // The outputs go away: what is not ours is not pruned.
@@ -539,7 +540,10 @@ fn gitlab_free_group_variables_fail_clearly_and_never_flip_or_get_deleted() {
     for pass in 0..3 {
         let run = project.run(&["reconcile", "--once"]);
         assert_ne!(run.code, 0, "pass {pass}: {run:?}");
-        assert!(run.stderr.contains("GitLab Free ignores environment_scope on group variables"), "pass {pass}: {run:?}");
+        assert!(
+            run.stderr.contains("GitLab Free ignores environment_scope on group variables"),
+            "pass {pass}: {run:?}"
+        );
         assert!(run.stderr.contains("use a project target, or environment_scope = \"*\" with one env"), "{run:?}");
         let all: Vec<(String, String)> =
             gitlab.variables(&group).into_iter().map(|v| (v.environment_scope, v.value)).collect();
@@ -614,7 +618,8 @@ fn an_old_masked_value_is_never_shown_when_the_output_becomes_plain() {
     let config = std::fs::read_to_string(bed.project.path("cfgsync.toml")).unwrap();
     bed.project.write(
         "cfgsync.toml",
-        &config.replace("DB_PASSWORD = \"{{ secret(path='api/db', field='password') }}\"", "DB_PASSWORD = \"now-plain\""),
+        &config
+            .replace("DB_PASSWORD = \"{{ secret(path='api/db', field='password') }}\"", "DB_PASSWORD = \"now-plain\""),
     );
     let plan = bed.run(&["plan"]);
     assert!(plan.stdout.contains("APP_DB_PASSWORD") && plan.stdout.contains("now-plain"), "{plan:?}");
