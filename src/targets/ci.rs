@@ -92,6 +92,11 @@ pub enum CiError {
     NotFound { dest: String, op: String, hint: String },
     #[error("{dest}: {what}: the value is not UTF-8 text, which CI variables and secrets hold; nothing was sent")]
     NotText { dest: String, what: String },
+    /// GitLab: marked by another instance (or this one for another env).
+    #[error(
+        "{dest}: {what} is written by cfgsync instance {owner}, not this one ({ours:?}); not written, and never deleted: to hand it over, remove it from what that instance writes (it then deletes it) and this one creates its own, or set its description to {marker:?} to adopt it as it is"
+    )]
+    OtherInstance { dest: String, what: String, owner: String, ours: String, marker: String },
 }
 
 impl CiError {
@@ -115,6 +120,7 @@ impl CiError {
             CiError::TooMany { .. } => "too_many",
             CiError::NotFound { .. } => "not_found",
             CiError::NotText { .. } => "not_text",
+            CiError::OtherInstance { .. } => "owned_by_other_instance",
         }
     }
 }

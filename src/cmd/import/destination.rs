@@ -157,6 +157,12 @@ impl<'a> Destinations<'a> {
     }
 }
 
+/// A value as text (readers keep only text; never an empty string for
+/// bytes that are not).
+fn text(item: &Item) -> Result<&str, String> {
+    item.value.expose_str().ok_or_else(|| format!("{}: the value is not UTF-8 text; nothing written", item.name))
+}
+
 /// Owner and reason after the flags (as `cfgsync set` merges them).
 fn merged(mut meta: Meta, request: &Request) -> Meta {
     if let Some(o) = &request.owner {
@@ -186,8 +192,7 @@ async fn write_vault(
     let mut fields = current.secret.as_ref().map(|s| s.fields.clone()).unwrap_or_default();
     for item in &writes {
         if let Dest::Field { field } = &item.dest {
-            // Values were checked to be text when read.
-            fields.insert(field.clone(), SecretString::new(item.value.expose_str().unwrap_or_default()));
+            fields.insert(field.clone(), SecretString::new(text(item)?));
         }
     }
     // A secret whose latest version is deleted reads as absent:
@@ -262,11 +267,8 @@ async fn write_etcd(
     // One group per value: its key, and its sibling when owner/reason are recorded.
     let mut groups: Vec<Vec<GuardedPut>> = Vec::new();
     for (item, name, path) in &writes {
-        let mut group = vec![GuardedPut {
-            key: (*path).to_owned(),
-            value: item.value.expose_str().unwrap_or_default().to_owned(),
-            seen_mod_revision: item.seen,
-        }];
+        let mut group =
+            vec![GuardedPut { key: (*path).to_owned(), value: text(item)?.to_owned(), seen_mod_revision: item.seen }];
         if with_meta {
             let meta_key = etcd_admin::meta_path(settings, &request.env, name);
             let (meta, seen) = match metas.get(&meta_key) {

@@ -192,18 +192,9 @@ impl<'a> Api<'a> {
             let empty = items.is_empty();
             all.extend(items);
             if empty || all.len() >= total {
-                let names: std::collections::BTreeSet<String> =
-                    all.iter().map(|i| name(i).to_ascii_uppercase()).collect();
-                if names.len() != all.len() || names.len() < total {
-                    return Err(CiError::Answer {
-                        dest: self.dest.clone(),
-                        op,
-                        cause: format!(
-                            "the list changed while it was read ({} distinct names in {} items, {total} counted): the next pass reads it again",
-                            names.len(),
-                            all.len()
-                        ),
-                    });
+                let names: Vec<String> = all.iter().map(&name).collect();
+                if let Some(cause) = changed_while_read(&names, total) {
+                    return Err(CiError::Answer { dest: self.dest.clone(), op, cause });
                 }
                 return Ok(all);
             }
@@ -302,6 +293,20 @@ impl<'a> Api<'a> {
     }
 }
 
+/// Why a list read page by page is not one consistent list: a name twice
+/// (a page shifted back), or fewer names than the last page's
+/// `total_count` (one shifted away unseen).
+fn changed_while_read(names: &[String], total: usize) -> Option<String> {
+    let distinct: std::collections::BTreeSet<String> = names.iter().map(|n| n.to_ascii_uppercase()).collect();
+    (distinct.len() != names.len() || distinct.len() < total).then(|| {
+        format!(
+            "the list changed while it was read ({} distinct names in {} items, {total} counted): the next pass reads it again",
+            distinct.len(),
+            names.len()
+        )
+    })
+}
+
 fn add_visibility(body: &mut serde_json::Value, visibility: Option<Visibility<'_>>) {
     if let Some(v) = visibility {
         body["visibility"] = v.visibility.into();
@@ -314,6 +319,14 @@ fn add_visibility(body: &mut serde_json::Value, visibility: Option<Visibility<'_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_that_changed_while_it_was_read_is_refused() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(changed_while_read(&names(&["A", "B"]), 2), None);
+        assert!(changed_while_read(&names(&["A", "B", "b"]), 3).is_some(), "one read twice");
+        assert!(changed_while_read(&names(&["A", "B"]), 3).is_some(), "one never read");
+    }
 
     #[test]
     fn sealed_boxes_open_with_the_secret_key() {

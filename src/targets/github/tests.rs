@@ -315,3 +315,26 @@ async fn rate_limits_without_retry_after_wait_a_minute_or_until_the_reset() {
     assert!(e.contains("rate limited (HTTP 403, retry after 120 s); gave up after 2 attempt(s)"), "{e}");
     assert_eq!(clock.slept.lock().unwrap().len(), 1, "a 120 s wait does not fit in what is left of 120 s");
 }
+
+/// GitHub's PUT creates *or replaces* a secret: one made by someone after
+/// the pass listed the scope is not written over (the names are listed
+/// again right before the first create).
+#[tokio::test]
+async fn a_secret_made_between_plan_and_apply_is_not_written_over() {
+    let github = kube_emulator::GithubEmulator::start();
+    let c = config(&format!("repo = \"acme/{{{{ env }}}}\"\napi_url = \"{}\"\ntoken_env = \"HOME\"", github.url()));
+    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let items = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx(&c, &keyed)).unwrap();
+    let p = plan_of(&c, &keyed, Some(items), &Observed::default());
+    assert_eq!(p.changes[0].change.action, Action::Create);
+    let repo = kube_emulator::GithubScope::repo("acme", "prod");
+    github.put_secret(&repo, "PW", b"made-by-hand-meanwhile");
+    let dir = tempfile::tempdir().unwrap();
+    let kind = GithubKind::new(ci::Client::new(ci::Retry::default()), Arc::new(StateStore::Dir(dir.path().into())));
+    let dest = GithubKind::dest_of(spec(&c), "prod");
+    let applied = kind.apply(&dest, p.changes, &ctx(&c, &keyed)).await;
+    let e = applied[0].result.as_ref().unwrap_err().to_string();
+    assert!(e.contains("secret PW exists but cfgsync has no record of writing it"), "{e}");
+    assert_eq!(github.secret_plaintext(&repo, "PW").as_deref(), Some("made-by-hand-meanwhile"));
+    assert_eq!(github.requests().writes(), 0, "{:?}", github.request_log());
+}

@@ -683,16 +683,23 @@ fn refusal(
     observed: &Observed,
     ctx: &Ctx<'_>,
 ) -> Option<TargetError> {
-    let address = variable_address(dest, &var.key, &var.environment_scope);
     if let Some(l) = current {
         return match parse_marker(l.description.as_deref()) {
             Some((instance, env, _)) if instance == ctx.instance && env == ctx.env => None,
-            Some((instance, env, _)) => Some(TargetError::Foreign {
-                address,
-                what: "variable".to_owned(),
-                owner: if instance == ctx.instance { format!("{instance}, env {env}") } else { instance.to_owned() },
-                ours: ctx.instance.to_owned(),
-            }),
+            Some((instance, env, _)) => Some(
+                CiError::OtherInstance {
+                    dest: dest.to_string(),
+                    what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
+                    owner: if instance == ctx.instance {
+                        format!("{instance:?} for env {env}")
+                    } else {
+                        format!("{instance:?}")
+                    },
+                    ours: ctx.instance.to_owned(),
+                    marker: var.description.clone(),
+                }
+                .into(),
+            ),
             // Our record says we wrote it: someone cleared the description
             // (drift, restored).
             None if record.is_some() => None,

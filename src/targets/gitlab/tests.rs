@@ -236,13 +236,17 @@ fn only_own_variables_are_written_or_pruned() {
     let observed = Observed { variables: vec![other], ..Default::default() };
     let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
     assert!(p.changes.is_empty());
-    assert!(p.errors[0].1.to_string().contains("team-b"), "{}", p.errors[0].1);
+    let e = p.errors[0].1.to_string();
+    assert!(e.contains("is written by cfgsync instance \"team-b\", not this one (\"team-a\")"), "{e}");
+    assert!(e.contains("to hand it over") && e.contains("never deleted"), "{e}");
 
     let mut hand = live_of(&want[0]);
     hand.description = None;
     let observed = Observed { variables: vec![hand], ..Default::default() };
     let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
-    assert!(p.errors[0].1.to_string().contains("not written by cfgsync"), "{}", p.errors[0].1);
+    let e = p.errors[0].1.to_string();
+    assert!(e.contains("not written by cfgsync"), "{e}");
+    assert!(e.contains("`cfgsync import --adopt` (here: `cfgsync import --env prod gitlab:g/app --adopt`)"), "{e}");
     // Unless the record says cfgsync wrote it: a cleared description is drift.
     let mut state = DestState::default();
     state.items.insert(want[0].id(), want[0].record());
@@ -478,4 +482,41 @@ fn a_destination_nothing_rendered_for_is_not_read() {
         .expect("no request, so no waiting")
         .unwrap();
     assert!(observed.skipped);
+}
+
+fn emulated_api<'a>(client: &'a ci::Client, url: &'a str, owner: &'a Owner, token: &SecretString) -> api::Api<'a> {
+    api::Api::new(client, url, owner, token, format!("GitLab {owner}"))
+}
+
+/// A group's PUT whose filter matches nothing updates the first variable
+/// of that key, whatever its scope: an update of a variable deleted since
+/// the list was read must not be sent.
+#[tokio::test]
+async fn a_group_update_never_falls_back_to_another_scopes_variable() {
+    let gitlab = kube_emulator::GitlabEmulator::start();
+    let group = kube_emulator::GitlabOwner::group("platform");
+    let mut theirs = kube_emulator::GitlabVariable::new("HOST", "staging-by-hand");
+    theirs.environment_scope = "staging".into();
+    gitlab.put_variable(&group, theirs);
+    let client = ci::Client::new(ci::Retry::default());
+    let (url, owner, token) = (gitlab.url(), Owner::Group("platform".into()), SecretString::new("t"));
+    let api = emulated_api(&client, &url, &owner, &token);
+    let body = api::Body {
+        key: "HOST",
+        value: "prod-value",
+        variable_type: "env_var",
+        protected: false,
+        masked: false,
+        hidden: false,
+        raw: true,
+        environment_scope: "prod",
+        description: "managed by cfgsync instance team-a, env prod, output web",
+        secret: false,
+    };
+    let e = api.update(&body).await.unwrap_err().to_string();
+    assert!(e.contains("it was deleted since the list was read"), "{e}");
+    assert_eq!(gitlab.variable(&group, "HOST", "staging").unwrap().value, "staging-by-hand");
+    let writes: Vec<String> =
+        gitlab.request_log().into_iter().filter(|r| r.method != "GET").map(|r| r.method).collect();
+    assert!(writes.is_empty(), "{writes:?}");
 }
