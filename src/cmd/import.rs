@@ -98,12 +98,25 @@
 //!     not one another cfgsync wrote) in that record — the same store and
 //!     key the target uses, for this config's instance, `--gitlab-url`,
 //!     project or group as typed, environment scope and `--token-env`, so
-//!     the target must name them the same way. Its first pass then sends
-//!     one update per variable, which adds cfgsync's description (and any
-//!     flag the target sets otherwise), and later passes send none.
+//!     the target must name them the same way — with the flags it has
+//!     (`protected`, `raw`, `variable_type`), which the target keeps where
+//!     its config does not set them. Its first pass then sends one update
+//!     per variable, which adds cfgsync's description and nothing else
+//!     (unless the target sets a flag otherwise: the plan says so, in
+//!     words), and later passes send none.
 //!     Adoption is explicit because a record also makes every pass read
 //!     that project and lets cfgsync prune what it then owns; an import
 //!     that only copies values should not change who owns them.
+//!   - a GitHub target refuses any existing item its record does not name
+//!     (GitHub items carry no mark). `github:OWNER/REPO`,
+//!     `github-env:OWNER/REPO/ENVIRONMENT` and `github-org:ORG` import the
+//!     variables (plain: GitHub shows them) and, with `--adopt`, record
+//!     them; a secret's value cannot be read back, so secrets are named as
+//!     not importable and, with `--adopt`, recorded all the same: the
+//!     target's first pass writes each once with cfgsync's value, and takes
+//!     an adopted variable with the same value over without a write.
+//!     `--github-url` and `--token-env` (default `GITHUB_TOKEN`) name the
+//!     API as the target does.
 //! - **GitLab scopes**: only variables of `--environment-scope` (default:
 //!   the env's name) and of `*` are read; a `*` variable shadowed by one of
 //!   the exact scope is left out, as GitLab would for a job of that env.

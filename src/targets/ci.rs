@@ -9,9 +9,11 @@
 //!   marked sensitive; no redirect is followed (a redirect to another host
 //!   would carry `PRIVATE-TOKEN` there); request bodies are never logged.
 //! - **Rate limits are honoured, within bounds**: 429, and 403 carrying
-//!   `Retry-After` or `x-ratelimit-remaining: 0` (GitHub's secondary and
-//!   primary limits), wait as the server asks (`Retry-After`, else
-//!   `x-ratelimit-reset`), at most [`Retry::attempts`] tries and
+//!   `Retry-After`, `x-ratelimit-remaining: 0` or GitHub's "secondary rate
+//!   limit" message, wait as the server asks (`Retry-After`, else
+//!   `x-ratelimit-reset` when the remaining count is 0, else at least a
+//!   minute, doubling while it repeats, as GitHub documents), by the
+//!   client's [`Clock`] (a test's does not sleep), at most [`Retry::attempts`] tries and
 //!   [`Retry::deadline`] in all for one request; a wait longer than what is
 //!   left fails the request at once, naming the wait. 5xx answers and
 //!   connection failures are tried [`Retry::error_attempts`] times (0.5 s,

@@ -8,10 +8,13 @@
 //!   from the recorded one): an update;
 //! - someone wrote the item behind its back (GitHub's `updated_at` differs
 //!   from the recorded one): drift, restored;
-//! - an item is its own to prune (GitHub has no field to mark ownership).
+//! - an item is its own to write over and prune (GitHub has no field to
+//!   mark ownership): an existing item the record does not name is
+//!   someone else's until `cfgsync import --adopt` records it;
+//! - the item is still exactly what was written (its attributes as
+//!   written are recorded too) before prune deletes it.
 //!
-//! No record (a first pass, or a lost store) means "write, and record":
-//! never "delete".
+//! No record (a first pass, or a lost store) never means "delete".
 //!
 //! Two stores, one format (JSON, one document per destination):
 //! - **etcd**, when `[etcd]` is configured: `<prefix>/_state/<env>/<kind>/<instance>/<destination>`,

@@ -22,14 +22,25 @@
 //!   records ([`super::state`]) a keyed fingerprint of the plaintext and the
 //!   secret's `updated_at` as listed right after. Next pass: a changed
 //!   fingerprint is an update; a different `updated_at` is a write by
-//!   someone else — drift, re-written; no record (first pass, lost record):
-//!   written, and recorded. GitHub's timestamps have one-second resolution,
-//!   so a write within the second after cfgsync's own cannot be told apart
-//!   (on GitHub either).
+//!   someone else — drift, re-written. GitHub's timestamps have one-second
+//!   resolution, so a write within the second after cfgsync's own cannot be
+//!   told apart (on GitHub either).
 //! - **Ownership**: GitHub has no field to mark an item, so what this
-//!   instance wrote is what its record names. Prune deletes only recorded
-//!   items no target claims any more — with every source read, within
-//!   `max_prune_share`; a lost record never deletes anything.
+//!   instance wrote is what its record names, and an existing name the
+//!   record does not name is someone else's (by hand, another tool, another
+//!   instance, or a lost record): never written, recorded or deleted; the
+//!   error names the `cfgsync import --adopt` that adopts it (a secret is
+//!   then written once with cfgsync's value: GitHub never shows it). A
+//!   secret is created only after the names were listed again (GitHub's
+//!   PUT would replace one made in the meantime).
+//! - **Prune** deletes only recorded items a target wrote (not ones only
+//!   adopted) that no target claims any more and that are still as written
+//!   (a secret's `updated_at`, a variable's value, an organization item's
+//!   visibility) — with every source read, within `max_prune_share`.
+//! - **Limits** are checked before anything is sent: 48 KB a value, and the
+//!   number of secrets and variables a scope may hold.
+//! - **Environments** are never created: a missing one fails its targets
+//!   with GitHub's 404 explained.
 //! - **Observe cheaply**: one paginated list of secrets and one of
 //!   variables per scope and pass, and one read of the record; a no-op pass
 //!   writes nothing. A scope none of whose targets rendered is not read.

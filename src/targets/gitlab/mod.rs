@@ -28,11 +28,25 @@
 //!   `variable_type = "file"`.
 //! - **Ownership**: every variable carries the description `managed by
 //!   cfgsync instance <instance>, env <env>, output <output>`, and its key
-//!   comes from the target's key schema. A variable at a key cfgsync wants
-//!   that another instance wrote, or that nobody marked (made by hand) and
-//!   cfgsync's record does not name, is not overwritten: an error names it. Prune deletes only variables marked
-//!   with this instance and env that no target claims any more — in a pass
+//!   comes from the target's key schema. A variable at a key and scope
+//!   cfgsync wants that another instance (or env) marked, or that nobody
+//!   marked (made by hand) and cfgsync's record does not name, is not
+//!   overwritten: an error names it and how to hand it over or adopt it.
+//!   Prune deletes only variables marked with this instance and env, named
+//!   in the record as written by a target, that no target claims any more
+//!   and that are still as written (readable value, flags) — in a pass
 //!   where every source was read, never more than `max_prune_share` at once.
+//! - **Adopted flags are kept**: `protected`, `raw` and `variable_type` as
+//!   `cfgsync import --adopt` recorded them stay where the target's config
+//!   does not set them; a flag change the plan makes is said in words
+//!   (`protected: true → false (exposes it to unprotected branches and tags)`).
+//! - **GitLab Free** ignores `environment_scope` on group variables (stored
+//!   as `*`): an answer with another scope than asked fails the group, and
+//!   a later pass refuses before sending; never a delete or a flip. A group
+//!   update looks its variable up by key and scope first: GitLab's group
+//!   PUT falls back to another scope's variable.
+//! - **Values read back** are [`Content`], secret when masked or hidden;
+//!   an old value GitLab masks, or cfgsync wrote from a secret, is never shown.
 //! - **Drift**: a readable value or a flag that differs from what cfgsync
 //!   wants while the source did not change (the recorded fingerprint,
 //!   [`super::state`], equals the wanted one) was edited in GitLab: it is
