@@ -614,9 +614,40 @@ impl Target for GithubKind {
             true => api.list_secrets().await.map(|l| l.into_iter().map(|s| s.name.to_ascii_uppercase()).collect()),
             false => Ok(BTreeSet::new()),
         };
+        // What is about to be created is recorded first: an item cfgsync
+        // created but could not record afterwards (the store failed) would
+        // otherwise look like someone else's to the next pass. Recorded
+        // items that do not come to exist are dropped by the save below.
+        let intents: Vec<&DesiredItem> = writes
+            .iter()
+            .filter_map(|p| match &p.op.what {
+                OpKind::PutSecret { item, create: true } | OpKind::CreateVariable(item) => Some(item.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let intent: Result<(), (String, String)> = match intents.is_empty() {
+            true => Ok(()),
+            false => {
+                let mut planned = state.clone();
+                for item in &intents {
+                    planned.items.insert(item.id(), item.record(None));
+                }
+                planned.dest = serde_json::to_value(dest).unwrap_or_default();
+                let key = dest.state_key(ctx.instance, ctx.env);
+                self.store.save(&key, &planned).await.map_err(|cause| (self.store.describe(&key), cause))
+            }
+        };
+        let (intents_empty, intent_ok) = (intents.is_empty(), intent.is_ok());
         for p in writes.into_iter().chain(deletes) {
             if p.change.action == Action::Drift {
                 warn!(env = ctx.env, address = %p.change.address, "drift: written in GitHub by someone else; restoring");
+            }
+            let creates = matches!(p.op.what, OpKind::PutSecret { create: true, .. } | OpKind::CreateVariable(_));
+            if let (true, Err((path, cause))) = (creates, &intent) {
+                warn!(env = ctx.env, address = %p.change.address, path = %path, error = %cause, "not created: the record of what is created cannot be saved first");
+                let result = Err(TargetError::State { path: path.clone(), cause: cause.clone() });
+                out.push(Applied { slot: p.slot, change: p.change, result, reloaded: false });
+                continue;
             }
             let result: Result<(), CiError> = match (&p.op.what, &stop) {
                 (OpKind::Keep { id, record }, _) => {
@@ -714,7 +745,8 @@ impl Target for GithubKind {
             }
         }
         state.items.retain(|id, _| base.live.contains(id) || touched.contains(id));
-        if state.items != base.state.items {
+        let intent_saved = !intents_empty && intent_ok;
+        if state.items != base.state.items || intent_saved {
             state.dest = serde_json::to_value(dest).unwrap_or_default();
             let key = dest.state_key(ctx.instance, ctx.env);
             if let Err(cause) = self.store.save(&key, &state).await {

@@ -338,3 +338,55 @@ async fn a_secret_made_between_plan_and_apply_is_not_written_over() {
     assert_eq!(github.secret_plaintext(&repo, "PW").as_deref(), Some("made-by-hand-meanwhile"));
     assert_eq!(github.requests().writes(), 0, "{:?}", github.request_log());
 }
+
+/// An item is recorded before it is created: when the record cannot be
+/// saved after the write (the store failed meanwhile), the next pass still
+/// knows the item as this instance's, instead of refusing it as someone
+/// else's for good.
+#[tokio::test]
+async fn an_item_is_recorded_before_it_is_created() {
+    let github = kube_emulator::GithubEmulator::start();
+    let c = config(&format!("repo = \"acme/{{{{ env }}}}\"\napi_url = \"{}\"\ntoken_env = \"HOME\"", github.url()));
+    let keyed = Fingerprinter::new(None);
+    let items = kind().desired(spec(&c), &rendered(&[("HOST", "db")], false), &ctx(&c, &keyed)).unwrap();
+    let p = plan_of(&c, &keyed, Some(items.clone()), &Observed::default());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let store = Arc::new(StateStore::Dir(state.clone()));
+    let kind = GithubKind::new(ci::Client::new(ci::Retry::default()), store.clone());
+    let dest = GithubKind::dest_of(spec(&c), "prod");
+    // The create is answered late; meanwhile the store breaks.
+    github.set_fault_on(
+        &kube_emulator::Verb::WRITES,
+        kube_emulator::Fault::Latency(std::time::Duration::from_millis(500)),
+    );
+    let applying = async { kind.apply(&dest, p.changes, &ctx(&c, &keyed)).await };
+    let breaking = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while github.requests().writes() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the create was never sent");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        std::fs::rename(&state, dir.path().join("state.aside")).unwrap();
+        std::fs::write(&state, "not a directory").unwrap();
+    };
+    let (applied, ()) = tokio::join!(applying, breaking);
+    let e = applied[0].result.as_ref().unwrap_err().to_string();
+    assert!(e.starts_with("state "), "the save after the write failed: {e}");
+    assert_eq!(github.variable(&kube_emulator::GithubScope::repo("acme", "prod"), "HOST").unwrap().value, "db");
+    std::fs::remove_file(&state).unwrap();
+    std::fs::rename(dir.path().join("state.aside"), &state).unwrap();
+    let record = store.load(&dest.state_key("team-a", "prod")).await.unwrap();
+    assert!(record.items.contains_key("variable/HOST"), "{record:?}");
+    let live = api::LiveVariable {
+        name: "HOST".into(),
+        value: Content::plain("db"),
+        updated_at: "2026-01-01T00:00:00Z".into(),
+        visibility: None,
+    };
+    let next =
+        plan_of(&c, &keyed, Some(items), &Observed { variables: vec![live], state: record, ..Default::default() });
+    assert!(next.errors.is_empty(), "{:?}", next.errors.iter().map(|e| e.1.to_string()).collect::<Vec<_>>());
+    assert!(!next.needs_write());
+}

@@ -835,9 +835,6 @@ fn plan_variable(
     flag("masked", l.masked.to_string(), var.masked.to_string());
     flag("raw", l.raw.to_string(), var.raw.to_string());
     flag("description", format!("{:?}", l.description.as_deref().unwrap_or("")), format!("{:?}", var.description));
-    if record.is_some_and(|r| r.fingerprint == ci::ADOPTED_FINGERPRINT) {
-        flag_notes.push("adopted with `cfgsync import --adopt`: written as cfgsync's from now on".to_owned());
-    }
     if l.hidden != var.hidden {
         change.action = Action::Update;
         change.notes.push(format!(
