@@ -672,7 +672,7 @@ import into env prod from GitLab project group/app (environment scope prod)
       note: a file variable in GitLab: kept a file variable when adopted (--adopt)
   + RELEASE_TOKEN → vault secret/prod/ci/imported#RELEASE_TOKEN (secret, new)
       note: protected in GitLab: kept when adopted (--adopt), unless the gitlab target sets protected itself
-  x DEPLOY_KEY: not importable: hidden in GitLab: its value cannot be read back; set it with `cfgsync set-secret prod ci/imported DEPLOY_KEY`
+  x DEPLOY_KEY: not importable: hidden in GitLab: its value cannot be read back; set it with `cfgsync set-secret prod ci/imported DEPLOY_KEY` (--adopt records it as this instance's: the first pass then writes cfgsync's value over it)
 note: REGION: the variable of environment scope * is shadowed by the one of scope prod (imported)
 note: 1 variable(s) of other environment scopes left out (--environment-scope chooses one)
 6 new, 0 same, 0 differ, 1 not importable
@@ -706,12 +706,12 @@ written: vault secret/prod/ci/imported version 1 (2 fields), etcd revision 2 (4 
     code(&r, 1);
     assert!(
         r.stdout.contains(
-            "adopt: LOG_LEVEL (environment scope *); DB_HOST, DB_PASSWORD, IMAGE_TAG, REGION, RELEASE_TOKEN (environment scope prod) as instance \"team-a\"'s, recorded in etcd key /cfgsync/_state/prod/gitlab/team-a/http%3A%2F%2F127.0.0.1%3A"
+            "adopt: LOG_LEVEL (environment scope *); DB_HOST, DB_PASSWORD, IMAGE_TAG, REGION, RELEASE_TOKEN (environment scope prod); DEPLOY_KEY (environment scope prod, hidden: its value written by the first pass) as instance \"team-a\"'s, recorded in etcd key /cfgsync/_state/prod/gitlab/team-a/http%3A%2F%2F127.0.0.1%3A"
         ),
         "{r:?}"
     );
     assert!(
-        r.stdout.ends_with("0 new, 6 same, 0 differ, 1 not importable\nwritten: 6 GitLab variable(s) adopted\n"),
+        r.stdout.ends_with("0 new, 6 same, 0 differ, 1 not importable\nwritten: 7 GitLab variable(s) adopted\n"),
         "{r:?}"
     );
     assert_eq!(gitlab.requests().total(), 1);
@@ -720,12 +720,20 @@ written: vault secret/prod/ci/imported version 1 (2 fields), etcd revision 2 (4 
     let ids: Vec<&str> = record["items"].as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         ids,
-        ["DB_HOST@prod", "DB_PASSWORD@prod", "IMAGE_TAG@prod", "LOG_LEVEL@*", "REGION@prod", "RELEASE_TOKEN@prod"]
+        [
+            "DB_HOST@prod",
+            "DB_PASSWORD@prod",
+            "DEPLOY_KEY@prod",
+            "IMAGE_TAG@prod",
+            "LOG_LEVEL@*",
+            "REGION@prod",
+            "RELEASE_TOKEN@prod"
+        ]
     );
     assert_eq!(record["items"]["DB_HOST@prod"]["fingerprint"], "imported");
     assert_eq!(
         record["items"]["IMAGE_TAG@prod"]["adopted"],
-        serde_json::json!({"protected": "false", "raw": "false", "variable_type": "env_var"}),
+        serde_json::json!({"hidden": "false", "protected": "false", "raw": "false", "variable_type": "env_var"}),
         "the flags to keep are recorded"
     );
 

@@ -446,41 +446,55 @@ pub async fn read_gitlab(
     let mut all: Vec<gitlab_api::LiveVariable> = exact.into_values().chain(any.into_values()).collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
     for v in all {
+        // What the gitlab target keeps of an adopted variable where its
+        // config is silent (masking follows the output's taint).
+        let adoptable = |group: String| {
+            let attributes = [
+                ("protected", v.protected.to_string()),
+                ("raw", v.raw.to_string()),
+                ("variable_type", v.variable_type.clone()),
+                ("hidden", v.hidden.to_string()),
+            ];
+            Adoptable {
+                id: crate::targets::gitlab::item_id(&v.key, &v.environment_scope),
+                name: v.key.clone(),
+                group,
+                attributes: attributes.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                scope: Some(v.environment_scope.clone()),
+            }
+        };
+        let marker = parse_marker(v.description.as_deref());
         let value = match (&v.value, v.hidden) {
             (Some(value), false) => text_value(value.expose().to_vec()),
             _ => Err(format!(
-                "hidden in GitLab: its value cannot be read back; set it with `{set_secret_hint} {}`",
-                v.key
+                "hidden in GitLab: its value cannot be read back; set it with `{set_secret_hint} {}`{}",
+                v.key,
+                if marker.is_none() {
+                    " (--adopt records it as this instance's: the first pass then writes cfgsync's value over it)"
+                } else {
+                    ""
+                }
             )),
         };
         let value = match value {
             Ok(value) => value,
             Err(reason) => {
+                if v.hidden && marker.is_none() {
+                    fetched.adopt_only.push(adoptable(format!(
+                        "environment scope {}, hidden: its value written by the first pass",
+                        v.environment_scope
+                    )));
+                }
                 fetched.unimportable.push(Unimportable { name: v.key.clone(), reason });
                 continue;
             }
         };
         let mut found = Found::new(v.key.clone(), value, v.masked || v.hidden);
-        match parse_marker(v.description.as_deref()) {
+        match marker {
             Some((instance, env, output)) => found
                 .notes
                 .push(format!("written by cfgsync (instance {instance}, env {env}, output {output}): not adopted")),
-            None => {
-                // What the gitlab target keeps of an adopted variable where
-                // its config is silent (masking follows the output's taint).
-                let attributes = [
-                    ("protected", v.protected.to_string()),
-                    ("raw", v.raw.to_string()),
-                    ("variable_type", v.variable_type.clone()),
-                ];
-                found.adoptable = Some(Adoptable {
-                    id: crate::targets::gitlab::item_id(&v.key, &v.environment_scope),
-                    name: v.key.clone(),
-                    group: format!("environment scope {}", v.environment_scope),
-                    attributes: attributes.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-                    scope: Some(v.environment_scope.clone()),
-                });
-            }
+            None => found.adoptable = Some(adoptable(format!("environment scope {}", v.environment_scope))),
         }
         if v.protected {
             found.notes.push(

@@ -146,6 +146,7 @@ pub struct DesiredVar {
     /// variable's own value does not replace it.
     pub protected_set: bool,
     pub raw_set: bool,
+    pub hidden_set: bool,
     pub description: String,
     pub fingerprint: String,
     /// The flags the variable had when `cfgsync import --adopt` took it
@@ -198,6 +199,11 @@ impl DesiredVar {
         }
         if let Some(t) = r.adopted.get("variable_type").filter(|t| matches!(t.as_str(), "env_var" | "file")) {
             self.variable_type = t.clone();
+        }
+        // A hidden variable is never made readable behind the config's
+        // back; only a masked one can be hidden.
+        if let (false, true, Some(hidden)) = (self.hidden_set, self.masked, flag("hidden")) {
+            self.hidden = hidden;
         }
     }
 
@@ -413,10 +419,11 @@ impl Target for GitlabKind {
                 variable_type: if text.contains('\n') { "file" } else { "env_var" }.to_owned(),
                 protected: spec.protected.unwrap_or(false),
                 masked: rendered.tainted,
-                hidden: rendered.tainted && spec.hidden,
+                hidden: rendered.tainted && spec.hidden.unwrap_or(false),
                 raw: spec.raw_or_default(),
                 protected_set: spec.protected.is_some(),
                 raw_set: spec.raw.is_some(),
+                hidden_set: spec.hidden.is_some(),
                 description: marker(ctx.instance, &rendered.env, &rendered.output),
                 fingerprint,
                 adopted: BTreeMap::new(),
@@ -838,8 +845,10 @@ fn plan_variable(
     if l.hidden != var.hidden {
         change.action = Action::Update;
         change.notes.push(format!(
-            "hidden: {} → {}: deleted and created again (GitLab sets it only on create)",
-            l.hidden, var.hidden
+            "hidden: {} → {}{}: deleted and created again (GitLab sets it only on create)",
+            l.hidden,
+            var.hidden,
+            if l.hidden { " (its value becomes readable in GitLab)" } else { "" }
         ));
         change.notes.extend(flag_notes);
         return (change, OpKind::Recreate(Box::new(var)));
@@ -860,10 +869,12 @@ fn plan_variable(
         Some(_) => Action::Unchanged,
         // Hidden: the value cannot be read back.
         None if !source_same => {
-            change.notes.push(if record.is_none() {
-                "hidden value: no record of what was written, written to be sure".to_owned()
-            } else {
-                "hidden value changed".to_owned()
+            change.notes.push(match record {
+                None => "hidden value: no record of what was written, written to be sure".to_owned(),
+                Some(r) if r.fingerprint == ci::ADOPTED_FINGERPRINT => {
+                    "adopted hidden variable: GitLab never shows its value, so cfgsync's is written".to_owned()
+                }
+                Some(_) => "hidden value changed".to_owned(),
             });
             Action::Update
         }

@@ -33,8 +33,7 @@ pub struct RawGitlabTarget {
     protected: Option<bool>,
     /// Secret variables are also hidden (`masked_and_hidden`): nobody can
     /// read them back in GitLab's UI or API.
-    #[serde(default)]
-    hidden: bool,
+    hidden: Option<bool>,
     /// Values are not expanded (`$X` stays literal). Default true: a
     /// rendered value is final.
     raw: Option<bool>,
@@ -91,7 +90,8 @@ pub struct GitlabTarget {
     pub addresses: BTreeMap<String, GitlabAddress>,
     /// `None`: not set in the config (false, or what an adopted variable had).
     pub protected: Option<bool>,
-    pub hidden: bool,
+    /// `None`: not set in the config (false, or what an adopted variable had).
+    pub hidden: Option<bool>,
     /// `None`: not set in the config (true, or what an adopted variable had).
     pub raw: Option<bool>,
 }

@@ -103,7 +103,7 @@ fn config_renders_keys_scopes_and_refuses_what_gitlab_would() {
     assert_eq!(a.keys["PW"], "APP_PW");
     assert_eq!(
         (s.url.as_str(), s.token_env.as_str(), s.raw, s.hidden),
-        ("https://gitlab.com", "GITLAB_TOKEN", None, false)
+        ("https://gitlab.com", "GITLAB_TOKEN", None, None)
     );
 
     assert!(problems("project = \"g/app\"\ngroup = \"g\"").contains("exactly one of `project` and `group`"));
@@ -519,4 +519,49 @@ async fn a_group_update_never_falls_back_to_another_scopes_variable() {
     let writes: Vec<String> =
         gitlab.request_log().into_iter().filter(|r| r.method != "GET").map(|r| r.method).collect();
     assert!(writes.is_empty(), "{writes:?}");
+}
+
+/// An adopted hidden variable stays hidden (its value is never made
+/// readable behind the config's back) and its value, which GitLab never
+/// shows, is written once; a config that unhides it says what that means.
+#[test]
+fn an_adopted_hidden_variable_stays_hidden() {
+    let c = config("project = \"g/app\"");
+    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let ctx = ctx(&c, &keyed, true);
+    let want = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx).unwrap();
+    assert!(!want[0].hidden, "the config does not ask for hidden");
+    let mut live = live_of(&want[0]);
+    (live.hidden, live.value, live.description) = (true, None, None);
+    let mut state = DestState::default();
+    let adopted = Record {
+        fingerprint: ci::ADOPTED_FINGERPRINT.into(),
+        adopted: [("hidden", "true"), ("protected", "false"), ("raw", "true"), ("variable_type", "env_var")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    state.items.insert(want[0].id(), adopted);
+    let observed = Observed { variables: vec![live], state, skipped: false };
+    let p = plan_of(&c, &keyed, Some(want), &observed, true);
+    assert!(matches!(&p.changes[0].op.what, OpKind::Update(v) if v.hidden), "kept hidden, not recreated");
+    assert!(
+        p.changes[0].change.notes.iter().any(|n| n.contains("adopted hidden variable")),
+        "{:?}",
+        p.changes[0].change.notes
+    );
+    let c = config("project = \"g/app\"\nhidden = false");
+    let want = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx).unwrap();
+    let p = plan_of(&c, &keyed, Some(want), &observed, true);
+    assert!(matches!(&p.changes[0].op.what, OpKind::Recreate(_)));
+    assert!(
+        p.changes[0]
+            .change
+            .notes
+            .iter()
+            .any(|n| n.starts_with("hidden: true → false (its value becomes readable in GitLab)")),
+        "{:?}",
+        p.changes[0].change.notes
+    );
 }
