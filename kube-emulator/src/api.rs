@@ -4,9 +4,16 @@
 //! HTTP, faults and watches live in [`crate::server`].
 //!
 //! Decisions where the real server has more machinery than an emulator needs:
-//! - deletion is immediate (no finalizers, no graceful deletion); deleting a
-//!   namespace deletes everything in it at once and answers with the
-//!   namespace in phase `Terminating`, as the real server answers;
+//! - deletion is immediate unless the object has `metadata.finalizers`: then
+//!   DELETE sets `deletionTimestamp` (and `deletionGracePeriodSeconds: 0`)
+//!   and answers 200 with the object, as kube-apiserver does; the object is
+//!   removed by the write that empties its finalizers (no new finalizer may
+//!   be added meanwhile). No graceful deletion of pods (there are none);
+//! - deleting a namespace marks it `Terminating` (`deletionTimestamp`,
+//!   `status.phase`), deletes (or, with finalizers, marks) everything in it
+//!   at once — the namespace controller's work — and removes the namespace
+//!   when the last object is gone. Creating in a terminating namespace is
+//!   `403 Forbidden` with the `NamespaceTerminating` cause;
 //! - `dryRun=All` runs every check and stores nothing;
 //! - `fieldValidation` is accepted and ignored (unknown fields are kept);
 //! - Deployments get the apiserver's top-level defaults but no controller
@@ -21,7 +28,7 @@ use crate::kind::Kind;
 use crate::patch;
 use crate::selector::{FieldSelector, LabelSelector, labels_of};
 use crate::status::{ApiError, FieldError};
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::validation;
 
 /// Query parameters, decoded.
@@ -270,7 +277,9 @@ fn strip_server_fields(obj: &mut Value) {
 
 /// Copies the server-owned fields of `live` into `new`, and bumps a Deployment's generation on a spec change.
 fn carry_server_fields(kind: Kind, live: &Value, new: &mut Value) {
-    for f in ["uid", "creationTimestamp", "resourceVersion", "generation"] {
+    for f in
+        ["uid", "creationTimestamp", "resourceVersion", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"]
+    {
         match live["metadata"].get(f) {
             Some(v) => new["metadata"][f] = v.clone(),
             None => {
@@ -328,17 +337,41 @@ pub(crate) fn selectors(req: &Request<'_>) -> Result<(LabelSelector, FieldSelect
     Ok((labels, fields))
 }
 
+/// A `continue` token shaped like kube-apiserver's: base64 of
+/// `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>\u0000"}`.
+fn encode_continue(rv: u64, last_key: &str) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{last_key}\u{0}")});
+    base64::engine::general_purpose::STANDARD.encode(token.to_string())
+}
+
+/// The list's resourceVersion and the key to continue after, or the 400
+/// the real server gives for a token it cannot read.
+fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
+    let invalid = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
+    let bytes = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| invalid("illegal base64 data"))?;
+    let parsed: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| invalid("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+    if parsed["v"] != "meta.k8s.io/v1" {
+        return Err(invalid("server does not recognize this encoded key"));
+    }
+    let rv = parsed["rv"]
+        .as_u64()
+        .ok_or_else(|| invalid("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+    let start = parsed["start"].as_str().unwrap_or_default().trim_end_matches('\u{0}').to_string();
+    Ok((rv, start))
+}
+
 fn list(store: &mut Store, req: &Request<'_>) -> Reply {
     let (labels, fields) = selectors(req)?;
     let limit: usize = req.query.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
     let after = match req.query.get("continue").filter(|c| !c.is_empty()) {
-        Some(token) => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| ApiError::bad_request("continue key is not valid: illegal base64 data"))?,
-        ),
+        Some(token) => {
+            let (rv, start) = decode_continue(token)?;
+            if !store.resumable(rv) {
+                return Err(ApiError::continue_expired());
+            }
+            Some(start)
+        }
         None => None,
     };
     let selected: Vec<(String, &Value)> = store
@@ -365,7 +398,7 @@ fn list(store: &mut Store, req: &Request<'_>) -> Reply {
         .collect();
     if more {
         let last = &selected[limit - 1].0;
-        metadata.insert("continue".into(), base64::engine::general_purpose::STANDARD.encode(last).into());
+        metadata.insert("continue".into(), encode_continue(store.resource_version(), last).into());
         metadata.insert("remainingItemCount".into(), (selected.len() - limit).into());
     }
     Ok((
@@ -383,11 +416,100 @@ fn list(store: &mut Store, req: &Request<'_>) -> Reply {
 // write verbs
 // ---------------------------------------------------------------------------
 
+/// A create needs its namespace, and one that is not being deleted.
 fn require_namespace(store: &Store, req: &Request<'_>) -> Result<(), ApiError> {
-    if req.kind.namespaced() && !store.namespace_exists(ns_of(req)) {
-        return Err(ApiError::not_found(Kind::Namespace, ns_of(req)));
+    if !req.kind.namespaced() {
+        return Ok(());
     }
-    Ok(())
+    let ns = ns_of(req);
+    match store.get(Kind::Namespace, "", ns) {
+        None => Err(ApiError::not_found(Kind::Namespace, ns)),
+        Some(n) if is_deleting(n) => Err(ApiError::namespace_terminating(req.kind, name_of_new(req), ns)),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The name a create names (the URL's, else the body's).
+fn name_of_new(req: &Request<'_>) -> String {
+    if let Some(n) = &req.name {
+        return n.clone();
+    }
+    serde_json::from_slice::<Value>(req.body)
+        .ok()
+        .and_then(|b| b.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Whether an object is being deleted (held by its finalizers).
+pub(crate) fn is_deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Deletes an object as kube-apiserver does: at once, or, while it has
+/// finalizers, by setting `deletionTimestamp` (the object stays until a
+/// write empties them). Returns what the DELETE answers with.
+pub(crate) fn delete_object(store: &mut Store, kind: Kind, ns: &str, name: &str) -> Option<Deleted> {
+    let live = store.get(kind, ns, name)?.clone();
+    if kind == Kind::Namespace {
+        return Some(Deleted::Pending(delete_namespace(store, live, name)));
+    }
+    if !finalizers(&live).is_empty() {
+        if is_deleting(&live) {
+            return Some(Deleted::Pending(live));
+        }
+        let mut marked = live;
+        marked["metadata"]["deletionTimestamp"] = crate::time::now_rfc3339().into();
+        marked["metadata"]["deletionGracePeriodSeconds"] = 0.into();
+        return Some(Deleted::Pending(store.put(kind, marked)));
+    }
+    let gone = store.remove(kind, ns, name)?;
+    finish_namespace(store, ns);
+    Some(Deleted::Gone(gone))
+}
+
+/// What a DELETE did.
+pub(crate) enum Deleted {
+    /// Removed; the object as last seen.
+    Gone(Value),
+    /// Marked for deletion (finalizers) or a namespace now terminating.
+    Pending(Value),
+}
+
+fn delete_namespace(store: &mut Store, live: Value, name: &str) -> Value {
+    let marked = if is_deleting(&live) {
+        live
+    } else {
+        let mut marked = live;
+        marked["metadata"]["deletionTimestamp"] = crate::time::now_rfc3339().into();
+        marked["status"]["phase"] = "Terminating".into();
+        store.put(Kind::Namespace, marked)
+    };
+    let contents: Vec<(Kind, String)> = Kind::ALL
+        .into_iter()
+        .filter(|k| k.namespaced())
+        .flat_map(|k| store.list(k, Some(name)).map(|((_, _, n), _)| (k, n.clone())).collect::<Vec<_>>())
+        .collect();
+    for (k, n) in contents {
+        delete_object(store, k, name, &n);
+    }
+    finish_namespace(store, name);
+    marked
+}
+
+/// Removes a terminating namespace once nothing is left in it.
+fn finish_namespace(store: &mut Store, ns: &str) {
+    let terminating = store.get(Kind::Namespace, "", ns).is_some_and(is_deleting);
+    let empty = Kind::ALL.into_iter().filter(|k| k.namespaced()).all(|k| store.list(k, Some(ns)).next().is_none());
+    if terminating && empty {
+        store.remove(Kind::Namespace, "", ns);
+    }
 }
 
 fn create(store: &mut Store, req: &Request<'_>) -> Reply {
@@ -417,7 +539,10 @@ fn create(store: &mut Store, req: &Request<'_>) -> Reply {
     default_fields(kind, &mut obj);
     validation::validate(kind, &obj, None)?;
     require_namespace(store, req)?;
-    if store.get(kind, ns_of(req), &name).is_some() {
+    if let Some(existing) = store.get(kind, ns_of(req), &name) {
+        if is_deleting(existing) {
+            return Err(ApiError::already_exists_deleting(kind, &name));
+        }
         return Err(ApiError::already_exists(kind, &name));
     }
     store.stamp_new(kind, &mut obj);
@@ -435,7 +560,21 @@ fn commit(store: &mut Store, req: &Request<'_>, live: &Value, mut new: Value) ->
     if new == *live || dry_run(req) {
         return Ok((200, with_type_meta(kind, if dry_run(req) { &new } else { live })));
     }
-    Ok((200, with_type_meta(kind, &store.put(kind, new))))
+    Ok((200, with_type_meta(kind, &store_next(store, kind, new))))
+}
+
+/// Stores the next version of an object; one being deleted whose last
+/// finalizer this write removed is removed instead (and answered as it
+/// was last written).
+fn store_next(store: &mut Store, kind: Kind, new: Value) -> Value {
+    if kind != Kind::Namespace && is_deleting(&new) && finalizers(&new).is_empty() {
+        let (ns, name) = (store::key_of(kind, &new).1, store::key_of(kind, &new).2);
+        let stored = store.put(kind, new);
+        store.remove(kind, &ns, &name);
+        finish_namespace(store, &ns);
+        return stored;
+    }
+    store.put(kind, new)
 }
 
 /// The common tail of PUT and the patches: `new` is the client's next version of `live`.
@@ -637,29 +776,24 @@ fn delete(store: &mut Store, req: &Request<'_>) -> Reply {
     if dry {
         return Ok((200, with_type_meta(kind, &live)));
     }
-    if kind == Kind::Namespace {
-        let contents: Vec<(Kind, String)> = Kind::ALL
-            .into_iter()
-            .filter(|k| k.namespaced())
-            .flat_map(|k| store.list(k, Some(&name)).map(|((_, _, n), _)| (k, n.clone())).collect::<Vec<_>>())
-            .collect();
-        for (k, n) in contents {
-            store.remove(k, &name, &n);
+    match delete_object(store, kind, &ns, &name) {
+        // Not deleted yet (finalizers, a terminating namespace): the object.
+        Some(Deleted::Pending(obj)) => Ok((200, with_type_meta(kind, &obj))),
+        Some(Deleted::Gone(gone)) => {
+            let mut details = Map::new();
+            details.insert("name".into(), name.into());
+            if !kind.group().is_empty() {
+                details.insert("group".into(), kind.group().into());
+            }
+            details.insert("kind".into(), kind.plural().into());
+            details.insert("uid".into(), gone.pointer("/metadata/uid").cloned().unwrap_or_default());
+            Ok((
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+            ))
         }
-        let mut gone = store.remove(kind, "", &name).unwrap_or(live);
-        gone["metadata"]["deletionTimestamp"] = crate::time::now_rfc3339().into();
-        gone["status"]["phase"] = "Terminating".into();
-        return Ok((200, with_type_meta(kind, &gone)));
+        None => Err(ApiError::not_found(kind, &name)),
     }
-    let gone = store.remove(kind, &ns, &name).unwrap_or(live);
-    let mut details = Map::new();
-    details.insert("name".into(), name.into());
-    if !kind.group().is_empty() {
-        details.insert("group".into(), kind.group().into());
-    }
-    details.insert("kind".into(), kind.plural().into());
-    details.insert("uid".into(), gone.pointer("/metadata/uid").cloned().unwrap_or_default());
-    Ok((200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
 }
 
 fn delete_collection(store: &mut Store, req: &Request<'_>) -> Reply {
@@ -674,8 +808,13 @@ fn delete_collection(store: &mut Store, req: &Request<'_>) -> Reply {
         .collect();
     let mut items = Vec::new();
     for (ns, name) in doomed {
-        let gone =
-            if dry_run(req) { store.get(req.kind, &ns, &name).cloned() } else { store.remove(req.kind, &ns, &name) };
+        let gone = if dry_run(req) {
+            store.get(req.kind, &ns, &name).cloned()
+        } else {
+            delete_object(store, req.kind, &ns, &name).map(|d| match d {
+                Deleted::Gone(v) | Deleted::Pending(v) => v,
+            })
+        };
         items.extend(gone);
     }
     Ok((
@@ -710,5 +849,5 @@ pub(crate) fn put_direct(store: &mut Store, kind: Kind, mut obj: Value) -> Resul
         Some(live) => carry_server_fields(kind, live, &mut obj),
         None => store.stamp_new(kind, &mut obj),
     }
-    Ok(store.put(kind, obj))
+    Ok(store_next(store, kind, obj))
 }

@@ -287,6 +287,7 @@ impl Emulator {
                 counts: Mutex::new(BTreeMap::new()),
                 net: Arc::new(Net::new("kube-emulator", addr, verbose)),
                 watches: Mutex::new(tokio::task::JoinSet::new()),
+                access: Mutex::new(server::Access::default()),
             });
             (shared.clone(), server::run(shared, listener))
         })?;
@@ -396,10 +397,53 @@ impl Emulator {
         api::put_direct(&mut lock(&self.shared.store), kind, object).map_err(|e| e.message)
     }
 
-    /// Deletes an object directly; false if it did not exist.
+    /// Deletes an object directly, as a DELETE request would (no request
+    /// counted): an object with finalizers only gets its
+    /// `deletionTimestamp`, a namespace turns `Terminating`. False if it
+    /// did not exist.
     pub fn delete_object(&self, kind: Kind, namespace: &str, name: &str) -> bool {
         let ns = if kind.namespaced() { namespace } else { "" };
-        lock(&self.shared.store).remove(kind, ns, name).is_some()
+        api::delete_object(&mut lock(&self.shared.store), kind, ns, name).is_some()
+    }
+
+    /// Empties an object's finalizers, as the controller that put them
+    /// there would; an object being deleted is then gone (and a
+    /// terminating namespace with it once empty). False if it did not exist.
+    pub fn remove_finalizers(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+        let Some(mut obj) = self.get_object(kind, namespace, name) else { return false };
+        if let Some(meta) = obj["metadata"].as_object_mut() {
+            meta.shift_remove("finalizers");
+            meta.shift_remove("managedFields");
+        }
+        api::put_direct(&mut lock(&self.shared.store), kind, obj).is_ok()
+    }
+
+    /// Forgets the history a `continue` token (and a watch) can resume
+    /// from, as etcd's compaction does: a LIST continued with a token taken
+    /// before this is `410 Expired`, as on a real cluster.
+    pub fn compact(&self) {
+        lock(&self.shared.store).compact();
+    }
+
+    /// Refuses requests in `namespace` (None: cluster-wide and in every
+    /// namespace) with one of `verbs` (empty: every verb) with `403
+    /// Forbidden`, worded as RBAC words it. Rules add up until
+    /// [`Emulator::clear_access`].
+    pub fn forbid(&self, namespace: Option<&str>, verbs: &[Verb]) {
+        lock(&self.shared.access)
+            .forbidden
+            .push(server::Forbid { namespace: namespace.map(str::to_string), verbs: verbs.to_vec() });
+    }
+
+    /// Answers every resource request with `401 Unauthorized` (an expired
+    /// or unknown token) until [`Emulator::clear_access`].
+    pub fn set_unauthorized(&self, on: bool) {
+        lock(&self.shared.access).unauthorized = on;
+    }
+
+    /// Removes every [`Emulator::forbid`] rule and [`Emulator::set_unauthorized`].
+    pub fn clear_access(&self) {
+        *lock(&self.shared.access) = server::Access::default();
     }
 
     /// Creates a namespace (no-op if it exists).

@@ -202,6 +202,7 @@ impl LabelSelector {
                     other => return Err(err(other, "'=', '!=', '==', 'in', notin'")),
                 }
             };
+            validate_requirement(&key, &op)?;
             reqs.push(Requirement { key, op });
             match tokens.get(pos) {
                 None => {}
@@ -230,6 +231,40 @@ impl LabelSelector {
                 Op::Lt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
             }
         })
+    }
+}
+
+/// What `labels.NewRequirement` checks: the key is a qualified name and
+/// every value a label value; the message is the parser's
+/// (`unable to parse requirement: <field errors>`).
+fn validate_requirement(key: &str, op: &Op) -> Result<(), String> {
+    use crate::validation::{label_value_errors, qualified_name_errors};
+    let mut errs = Vec::new();
+    let key_errs = qualified_name_errors(key);
+    if !key_errs.is_empty() {
+        errs.push(format!("key: Invalid value: {}: {}", crate::status::go_quote(key), key_errs.join("; ")));
+    }
+    let mut values: Vec<String> = match op {
+        Op::In(v) | Op::NotIn(v) => v.clone(),
+        Op::Gt(n) | Op::Lt(n) => vec![n.to_string()],
+        Op::Exists | Op::NotExists => Vec::new(),
+    };
+    values.sort();
+    values.dedup();
+    for (i, v) in values.iter().enumerate() {
+        let value_errs = label_value_errors(v);
+        if !value_errs.is_empty() {
+            errs.push(format!(
+                "values[{i}][{key}]: Invalid value: {}: {}",
+                crate::status::go_quote(v),
+                value_errs.join("; ")
+            ));
+        }
+    }
+    match errs.as_slice() {
+        [] => Ok(()),
+        [one] => Err(format!("unable to parse requirement: {one}")),
+        many => Err(format!("unable to parse requirement: [{}]", many.join(", "))),
     }
 }
 
@@ -324,7 +359,9 @@ mod tests {
 
     #[test]
     fn malformed_selectors_are_rejected() {
-        for s in ["app=a=b", "env in prod", "env in (a", "=x", "app,"] {
+        for s in
+            ["app=a=b", "env in prod", "env in (a", "=x", "app,", "env=-x", "env in (ok,bad.)", "bad key=x", "a/b/c"]
+        {
             assert!(LabelSelector::parse(s).is_err(), "{s:?} should not parse");
         }
     }

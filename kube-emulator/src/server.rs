@@ -37,6 +37,49 @@ pub(crate) struct Shared {
     /// The tasks that stream watch events; they end with their client, their
     /// timeout or `stop`, and are aborted when the emulator's runtime ends.
     pub watches: Mutex<JoinSet<()>>,
+    /// Who may do what ([`crate::Emulator::forbid`], `set_unauthorized`).
+    pub access: Mutex<Access>,
+}
+
+/// Authentication and authorization, as far as tests need them: every
+/// token is accepted unless `unauthorized`, and every request is allowed
+/// unless a [`Forbid`] rule matches.
+#[derive(Default, Clone, Debug)]
+pub(crate) struct Access {
+    pub unauthorized: bool,
+    pub forbidden: Vec<Forbid>,
+}
+
+/// A request in `namespace` (None: anywhere) with one of `verbs` (empty: any) is 403.
+#[derive(Clone, Debug)]
+pub(crate) struct Forbid {
+    pub namespace: Option<String>,
+    pub verbs: Vec<Verb>,
+}
+
+/// The user the emulator's kubeconfig authenticates as, in 403 messages.
+const USER: &str = "kube-emulator";
+
+impl Access {
+    /// The 401 or 403 a request gets, if any.
+    fn check(&self, verb: Verb, kind: Kind, namespace: Option<&str>, name: Option<&str>) -> Option<ApiError> {
+        if self.unauthorized {
+            return Some(ApiError::unauthorized());
+        }
+        let denied = self.forbidden.iter().any(|f| {
+            f.namespace.as_deref().is_none_or(|n| Some(n) == namespace)
+                && (f.verbs.is_empty() || f.verbs.contains(&verb))
+        });
+        denied.then(|| ApiError::rbac_forbidden(kind, rbac_verb(verb), USER, namespace, name))
+    }
+}
+
+/// The RBAC verb of a request (server-side apply is `patch`).
+fn rbac_verb(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Apply => "patch",
+        other => other.as_str(),
+    }
 }
 
 /// Accepts connections until `stop`.
@@ -200,6 +243,10 @@ async fn serve(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<hyp
                 content_type: &content_type,
                 user_agent: &user_agent,
             };
+            let denied = lock(&shared.access).check(verb, kind, request.namespace.as_deref(), request.name.as_deref());
+            if let Some(e) = denied {
+                return Ok(error_response(&e));
+            }
             if verb == Verb::Watch {
                 return Ok(watch(&shared, &request));
             }

@@ -142,6 +142,37 @@ impl ApiError {
         )
     }
 
+    /// 409 `object is being deleted: secrets "x" already exists`: a create
+    /// of a name whose object is still held by its finalizers.
+    pub fn already_exists_deleting(kind: Kind, name: &str) -> ApiError {
+        let mut e = ApiError::already_exists(kind, name);
+        e.message = format!("object is being deleted: {}", e.message);
+        e
+    }
+
+    /// 403 for a create in a namespace being deleted, with the
+    /// `NamespaceTerminating` cause (the `NamespaceLifecycle` admission plugin).
+    pub fn namespace_terminating(kind: Kind, name: String, namespace: &str) -> ApiError {
+        let mut details = match ApiError::name_details(kind, &name) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        details.insert(
+            "causes".into(),
+            json!([{"reason": "NamespaceTerminating", "message": format!("namespace {namespace} is being terminated"), "field": "metadata.namespace"}]),
+        );
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} {} is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                kind.qualified_resource(),
+                go_quote(&name)
+            ),
+            Some(Value::Object(details)),
+        )
+    }
+
     /// 409 on a stale `metadata.resourceVersion`.
     pub fn conflict_modified(kind: Kind, name: &str) -> ApiError {
         ApiError::new(
@@ -213,6 +244,54 @@ impl ApiError {
             "Forbidden",
             format!("{} {} is forbidden: {detail}", kind.qualified_resource(), go_quote(name)),
             Some(ApiError::name_details(kind, name)),
+        )
+    }
+
+    /// 403 from RBAC: `secrets is forbidden: User "u" cannot list resource
+    /// "secrets" in API group "" in the namespace "team-b"` (with the name
+    /// for a request on one object; `at the cluster scope` without a namespace).
+    pub fn rbac_forbidden(kind: Kind, verb: &str, user: &str, namespace: Option<&str>, name: Option<&str>) -> ApiError {
+        let subject = match name {
+            Some(n) => format!("{} {}", kind.qualified_resource(), go_quote(n)),
+            None => kind.qualified_resource(),
+        };
+        let scope = match namespace {
+            Some(ns) => format!("in the namespace {}", go_quote(ns)),
+            None => "at the cluster scope".to_string(),
+        };
+        let mut d = Map::new();
+        if let Some(n) = name {
+            d.insert("name".into(), n.into());
+        }
+        if !kind.group().is_empty() {
+            d.insert("group".into(), kind.group().into());
+        }
+        d.insert("kind".into(), kind.plural().into());
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{subject} is forbidden: User {} cannot {verb} resource {} in API group {} {scope}",
+                go_quote(user),
+                go_quote(kind.plural()),
+                go_quote(kind.group())
+            ),
+            Some(Value::Object(d)),
+        )
+    }
+
+    /// 401 for a token the server does not accept.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized".into(), None)
+    }
+
+    /// 410 for a `continue` token older than the compacted history.
+    pub fn continue_expired() -> ApiError {
+        ApiError::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.".into(),
+            None,
         )
     }
 

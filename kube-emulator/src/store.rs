@@ -38,7 +38,8 @@ pub(crate) struct Store {
     /// Seed of the uid generator (splitmix64).
     uid_state: u64,
     history: VecDeque<Change>,
-    /// The newest resourceVersion that fell out of `history`.
+    /// The newest resourceVersion that fell out of `history` (or was
+    /// compacted away by [`Store::compact`]).
     forgotten: u64,
     /// Where new changes are announced to running watches.
     pub changes: tokio::sync::broadcast::Sender<Change>,
@@ -158,6 +159,17 @@ impl Store {
         self.history.push_back(change.clone());
         // No receiver is fine: nobody is watching.
         let _ = self.changes.send(change);
+    }
+
+    /// Forgets every change so far, as etcd's compaction does.
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.forgotten = self.resource_version;
+    }
+
+    /// Whether a list or watch can still resume from `resource_version`.
+    pub fn resumable(&self, resource_version: u64) -> bool {
+        resource_version >= self.forgotten
     }
 
     /// Changes after `resource_version`, or None when they are no longer in the history.

@@ -4,12 +4,21 @@
 //! Checked: object names (DNS-1123 subdomain; DNS-1123 label for
 //! namespaces), label keys and values, annotation keys and their 256 KiB
 //! total, Secret/ConfigMap keys, the 1 MiB data limit, `immutable`, a Secret's
-//! `type` never changing, and a Deployment's selector, template labels and
+//! `type` never changing and the keys each built-in Secret type requires
+//! (`ValidateSecret`: `kubernetes.io/tls` needs `tls.crt` and `tls.key`,
+//! `kubernetes.io/dockerconfigjson` a `.dockerconfigjson` holding a JSON
+//! object, `kubernetes.io/dockercfg` a `.dockercfg`, `kubernetes.io/basic-auth`
+//! `username` or `password`, `kubernetes.io/ssh-auth` a non-empty
+//! `ssh-privatekey`, `kubernetes.io/service-account-token` the annotation
+//! `kubernetes.io/service-account.name`), no finalizer added to an object
+//! being deleted, and a Deployment's selector, template labels and
 //! containers. Not checked: everything else the real server validates (pod
 //! spec details, resource quantities, ...).
 //!
-//! The 1 MiB limit is the real server's: a Secret whose `data` (keys plus
-//! decoded values) exceeds 1,048,576 bytes is 422 Invalid with
+//! The 1 MiB limit is the real server's, and like it counts the values only
+//! (`totalSize += len(value)` in `ValidateSecret` and `ValidateConfigMap`;
+//! keys are not counted, and a Secret's values are counted decoded): a
+//! Secret whose values exceed 1,048,576 bytes is 422 Invalid with
 //! `data: Too long: may not be more than 1048576 bytes`; a ConfigMap says
 //! `[]: Too long: ...`. A request body over 3 MiB is refused earlier with 413
 //! RequestEntityTooLarge (see [`crate::server`]).
@@ -69,7 +78,7 @@ fn is_qualified_name_part(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
 }
 
-fn qualified_name_errors(s: &str) -> Vec<String> {
+pub(crate) fn qualified_name_errors(s: &str) -> Vec<String> {
     let (prefix, name) = match s.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, s),
@@ -95,7 +104,7 @@ fn qualified_name_errors(s: &str) -> Vec<String> {
     errs
 }
 
-fn label_value_errors(s: &str) -> Vec<String> {
+pub(crate) fn label_value_errors(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > 63 {
         errs.push("must be no more than 63 characters".to_string());
@@ -128,16 +137,17 @@ fn push_all(out: &mut Vec<FieldError>, field: &str, value: &str, messages: Vec<S
     out.extend(messages.into_iter().map(|m| FieldError::invalid(field, value, m)));
 }
 
-/// Decodes a Secret's `data` like the apiserver's JSON decoder; the error is
-/// the 400 BadRequest it answers for a value that is not base64.
+/// Decodes a Secret's `data` like the apiserver's JSON decoder and returns
+/// the decoded values' total size; the error is the 400 BadRequest it
+/// answers for a value that is not base64.
 pub(crate) fn decode_secret_data(obj: &Value) -> Result<usize, ApiError> {
     let mut total = 0;
     if let Some(data) = obj.get("data").and_then(Value::as_object) {
-        for (k, v) in data {
+        for v in data.values() {
             let s = v.as_str().unwrap_or_default();
             let cleaned: String = s.chars().filter(|c| *c != '\r' && *c != '\n').collect();
             match base64::engine::general_purpose::STANDARD.decode(cleaned.as_bytes()) {
-                Ok(bytes) => total += k.len() + bytes.len(),
+                Ok(bytes) => total += bytes.len(),
                 Err(e) => {
                     let at = match e {
                         base64::DecodeError::InvalidByte(i, _) | base64::DecodeError::InvalidLastSymbol(i, _) => i,
@@ -165,6 +175,26 @@ pub(crate) fn validate(kind: Kind, obj: &Value, old: Option<&Value>) -> Result<(
         push_all(&mut errs, "metadata.name", name, dns1123_subdomain_errors(name));
     }
     validate_meta(obj.get("metadata"), "metadata", &mut errs);
+    if let Some(old) = old.filter(|o| crate::api::is_deleting(o)) {
+        let list = |v: &Value| -> Vec<String> {
+            v.pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        };
+        let before = list(old);
+        let added: Vec<String> = list(obj).into_iter().filter(|f| !before.contains(f)).collect();
+        if !added.is_empty() {
+            let shown: Vec<String> = added.iter().map(|f| crate::status::go_quote(f)).collect();
+            errs.push(FieldError::forbidden(
+                "metadata.finalizers",
+                format!(
+                    "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                    shown.join(", ")
+                ),
+            ));
+        }
+    }
 
     match kind {
         Kind::Secret => {
@@ -181,6 +211,7 @@ pub(crate) fn validate(kind: Kind, obj: &Value, old: Option<&Value>) -> Result<(
                 let t = obj.get("type").and_then(Value::as_str).unwrap_or_default();
                 errs.push(FieldError::invalid("type", t, "field is immutable"));
             }
+            validate_secret_type(obj, &mut errs)?;
         }
         Kind::ConfigMap => {
             let mut size = 0;
@@ -191,7 +222,7 @@ pub(crate) fn validate(kind: Kind, obj: &Value, old: Option<&Value>) -> Result<(
                 if binary.is_some_and(|b| b.contains_key(k)) {
                     errs.push(FieldError::invalid(format!("data[{k}]"), k, "duplicate of key present in binaryData"));
                 }
-                size += k.len() + v.as_str().map_or(0, str::len);
+                size += v.as_str().map_or(0, str::len);
             }
             for (k, v) in binary.into_iter().flatten() {
                 push_all(&mut errs, &format!("binaryData[{k}]"), k, config_key_errors(k));
@@ -201,7 +232,7 @@ pub(crate) fn validate(kind: Kind, obj: &Value, old: Option<&Value>) -> Result<(
                             "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: illegal base64 data",
                         )
                     })?;
-                size += k.len() + decoded.len();
+                size += decoded.len();
             }
             if size > MAX_DATA_BYTES {
                 errs.push(FieldError::too_long("[]", MAX_DATA_BYTES));
@@ -224,6 +255,69 @@ pub(crate) fn validate(kind: Kind, obj: &Value, old: Option<&Value>) -> Result<(
         }
     }
     if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid_object(kind, name, &errs)) }
+}
+
+/// The keys a built-in Secret type requires (`ValidateSecret`'s `switch
+/// secret.Type`), with its field paths, including the literal `data[%s]`
+/// that the real server prints for basic-auth and ssh-auth.
+fn validate_secret_type(obj: &Value, errs: &mut Vec<FieldError>) -> Result<(), ApiError> {
+    let data = obj.get("data").and_then(Value::as_object);
+    let decoded = |key: &str| -> Result<Option<Vec<u8>>, ApiError> {
+        match data.and_then(|d| d.get(key)).and_then(Value::as_str) {
+            None => Ok(None),
+            Some(v) => base64::engine::general_purpose::STANDARD
+                .decode(v.chars().filter(|c| *c != '\r' && *c != '\n').collect::<String>())
+                .map(Some)
+                .map_err(|_| {
+                    ApiError::bad_request("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data")
+                }),
+        }
+    };
+    let has = |key: &str| data.is_some_and(|d| d.contains_key(key));
+    let json_object = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).map(|v| v.is_object());
+    match obj.get("type").and_then(Value::as_str).unwrap_or_default() {
+        "kubernetes.io/service-account-token" => {
+            let name = obj.pointer("/metadata/annotations/kubernetes.io~1service-account.name").and_then(Value::as_str);
+            if name.is_none_or(str::is_empty) {
+                errs.push(FieldError::required("metadata.annotations[kubernetes.io/service-account.name]", ""));
+            }
+        }
+        t @ ("kubernetes.io/dockercfg" | "kubernetes.io/dockerconfigjson") => {
+            let key = if t == "kubernetes.io/dockercfg" { ".dockercfg" } else { ".dockerconfigjson" };
+            match decoded(key)? {
+                None => errs.push(FieldError::required(format!("data[{key}]"), "")),
+                Some(bytes) => match json_object(&bytes) {
+                    Ok(true) => {}
+                    Ok(false) => errs.push(FieldError::invalid(
+                        format!("data[{key}]"),
+                        "<secret contents redacted>",
+                        "json: cannot unmarshal into Go value of type map[string]interface {}",
+                    )),
+                    Err(e) => errs.push(FieldError::invalid(
+                        format!("data[{key}]"),
+                        "<secret contents redacted>",
+                        e.to_string(),
+                    )),
+                },
+            }
+        }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(FieldError::required("data[%s][username]", ""));
+            errs.push(FieldError::required("data[%s][password]", ""));
+        }
+        "kubernetes.io/ssh-auth" if decoded("ssh-privatekey")?.is_none_or(|v| v.is_empty()) => {
+            errs.push(FieldError::required("data[%s][ssh-privatekey]", ""));
+        }
+        "kubernetes.io/tls" => {
+            for key in ["tls.crt", "tls.key"] {
+                if !has(key) {
+                    errs.push(FieldError::required(format!("data[{key}]"), ""));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn validate_meta(meta: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {

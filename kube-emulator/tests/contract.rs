@@ -12,6 +12,8 @@
 mod faults;
 #[path = "contract/kubectl.rs"]
 mod kubectl;
+#[path = "contract/strict.rs"]
+mod strict;
 #[path = "contract/support.rs"]
 mod support;
 
@@ -282,13 +284,17 @@ async fn secret_data_must_be_base64_like_the_real_decoder_says() {
 async fn objects_over_one_mebibyte_are_refused_like_the_real_server() {
     let c = Cluster::start("size").await;
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
-    // exactly at the limit: key + decoded value = 1 MiB
-    let at_limit = "x".repeat(1024 * 1024 - 1);
+    // exactly at the limit: the decoded values add up to 1 MiB; keys do not
+    // count (`totalSize += len(value)` in ValidateSecret)
+    let half = "x".repeat(512 * 1024);
     secrets
-        .create(&PostParams::default(), &secret("fits", &[("k", &b64(&at_limit))]))
+        .create(
+            &PostParams::default(),
+            &secret("fits", &[(&"k".repeat(200), &b64(&half)), (&"l".repeat(200), &b64(&half))]),
+        )
         .await
-        .expect("1 MiB of data fits");
-    let over = "x".repeat(1024 * 1024);
+        .expect("1 MiB of values fits, whatever the keys");
+    let over = "x".repeat(1024 * 1024 + 1);
     let err =
         api_error(secrets.create(&PostParams::default(), &secret("big", &[("k", &b64(&over))])).await, "422 Too long");
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));

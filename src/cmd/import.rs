@@ -86,12 +86,11 @@
 //!   not have to:
 //!   - a dotenv `file` target: nothing at all, byte for byte (the file
 //!     target compares content and mode; use a mode the file has);
-//!   - a Kubernetes target: one apply per object, which adds cfgsync's
-//!     labels and annotations (the data is the same). The kind owns
-//!     objects by label and adopts an unlabelled one by server-side apply;
-//!     there is nothing to record beforehand. (It lists only labelled
-//!     objects, so it takes the first apply for a create: a target with
-//!     `restart` rolls its workloads that once.)
+//!   - a Kubernetes target refuses an object cfgsync did not make until
+//!     it is adopted: the annotation `cfgsync.io/adopt: <instance>` on the
+//!     object (`kubectl annotate`, by someone allowed to change it; the
+//!     refusal prints the command). Then one apply per object adds
+//!     cfgsync's labels and annotations (the data is the same).
 //!   - a GitLab target refuses a hand-made variable that its record does
 //!     not name. `--adopt` records every imported variable whose value now
 //!     is in etcd or Vault (new, same, or replaced; not a kept conflict,
@@ -286,7 +285,7 @@ impl Request {
             if args.adopt {
                 return Err(switch_error(
                     "adopt",
-                    "applies to gitlab: and github: origins only: Kubernetes targets take over an unlabelled object by server-side apply, file targets an existing file, without a record",
+                    "applies to gitlab: and github: origins only: a Kubernetes object is adopted by annotating it cfgsync.io/adopt=<instance> (kubectl annotate), file targets take an existing file over, without a record",
                 ));
             }
         }

@@ -707,14 +707,6 @@ impl Builder<'_> {
             let namespace = field("namespace", &raw.namespace);
             let name = field("name", &raw.name);
             let (Some(context), Some(namespace), Some(name)) = (context, namespace, name) else { break };
-            for (what, value, max) in [("namespace", &namespace, 63), ("name", &name, 253)] {
-                if !is_dns_name(value, max) {
-                    self.problem(
-                        offset,
-                        format!("output {output:?}: {what} {value:?} (env {env:?}) is not a valid Kubernetes name: lowercase letters, digits, '-' and '.', at most {max} characters"),
-                    );
-                }
-            }
             addresses.insert(env.clone(), ObjectAddress { context, namespace, name });
         }
         let mut seen: BTreeMap<&ObjectAddress, &String> = BTreeMap::new();
@@ -726,25 +718,18 @@ impl Builder<'_> {
                 );
             }
         }
-        for e in entries {
-            if !is_config_key(&e.name) {
-                self.problems.push(Problem::at(
-                    e.location.clone(),
-                    format!(
-                        "output {output:?}: entry name {:?} is not a valid {object} key: use letters, digits, '-', '_' and '.'",
-                        e.name
-                    ),
-                ));
-            }
-        }
-        if raw.secret_type.is_some() && object == ObjectKind::ConfigMap {
-            self.problem(offset, format!("output {output:?}: `type` applies to kubernetes-secret targets only"));
-        }
-        for key in raw.labels.keys().chain(raw.annotations.keys()) {
-            if key.starts_with("cfgsync.io/") || key == "app.kubernetes.io/managed-by" {
-                self.problem(offset, format!("output {output:?}: label/annotation {key:?} is set by cfgsync itself"));
-            }
-        }
+        self.target_problems(
+            offset,
+            crate::targets::kubernetes::spec::problems(&crate::targets::kubernetes::spec::TargetSpec {
+                output,
+                object,
+                addresses: &addresses,
+                labels: &raw.labels,
+                annotations: &raw.annotations,
+                secret_type: raw.secret_type.as_deref(),
+                entries,
+            }),
+        );
         let mut restart = Vec::new();
         for r in raw.restart {
             if !matches!(r.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") {
@@ -905,23 +890,6 @@ fn is_label_value(v: &str) -> bool {
         && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && v.starts_with(|c: char| c.is_ascii_alphanumeric())
         && v.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
-
-/// A DNS-1123 subdomain (names) or label (namespaces, `max` 63).
-fn is_dns_name(name: &str, max: usize) -> bool {
-    !name.is_empty()
-        && name.len() <= max
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && (max > 63 || !name.contains('.'))
-}
-
-/// A valid key of a Secret's or ConfigMap's `data`.
-fn is_config_key(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn is_valid_name(name: &str) -> bool {

@@ -526,10 +526,21 @@ written: vault secret/prod/api/k8s version 1 (2 fields)
     assert_eq!(bed.key("web/nginx.conf").as_deref(), Some(nginx));
     assert_eq!(bed.key("web/HOST").as_deref(), Some("www.prod.internal"));
 
-    // The round trip: the targets take the unlabelled objects over with one
-    // apply each (labels and annotations); the data stays as it was.
+    // The round trip: the targets refuse the unlabelled objects until they
+    // are adopted (the annotation cfgsync.io/adopt=<instance>), then take
+    // them over with one apply each (labels and annotations); the data
+    // stays as it was.
     let data = |kind: Kind, name: &str| kube.get_object(kind, "api", name).unwrap()["data"].clone();
     let (secret_data, cm_data) = (data(Kind::Secret, "api"), data(Kind::ConfigMap, "web"));
+    let r = bed.run(&["reconcile", "--once"]);
+    code(&r, 1);
+    assert!(r.stderr.contains("annotate secret api cfgsync.io/adopt=team-a"), "{r:?}");
+    for kind in [Kind::Secret, Kind::ConfigMap] {
+        let name = if kind == Kind::Secret { "api" } else { "web" };
+        let mut o = kube.get_object(kind, "api", name).unwrap();
+        o["metadata"]["annotations"] = serde_json::json!({"cfgsync.io/adopt": "team-a"});
+        kube.put_object(o).unwrap();
+    }
     kube.reset_requests();
     let r = bed.run(&["reconcile", "--once"]);
     code(&r, 0);

@@ -15,6 +15,7 @@ mod faults;
 mod faults_service;
 mod import;
 mod kubernetes;
+mod kubernetes_ownership;
 mod laptop;
 mod laptop_bench;
 mod laptop_roles;

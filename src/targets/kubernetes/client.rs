@@ -1,19 +1,32 @@
-//! Kubernetes API calls: clients per kubeconfig context, LIST, server-side
-//! apply, delete, rollout restarts. Planning lives in the parent module;
-//! this one only talks to clusters.
+//! Kubernetes API calls: clients per kubeconfig context (with kubectl's
+//! proxy rules), LIST and GET, create, server-side apply, the follow-up
+//! writes that make an object converge, delete with preconditions,
+//! rollout restarts. Planning lives in the parent module; this one only
+//! talks to clusters.
+//!
+//! Secrets and ConfigMaps go through [`DynamicObject`]: one code path for
+//! both kinds, reading `data`/`binaryData` from the JSON the server sent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::{ANNOTATION_CONFIG_HASH, DesiredObject, FIELD_MANAGER, KubeError, LABEL_ENV, LABEL_MANAGED_BY, LiveObject};
+use super::{
+    ANNOTATION_CONFIG_HASH, DesiredObject, KubeError, LABEL_ENV, LABEL_MANAGED_BY, LEGACY_FIELD_MANAGER, LiveObject,
+    field_manager,
+};
 use crate::config::{ObjectKind, Restart};
+use crate::secret::Content;
+use crate::targets::TargetError;
 
 /// Clients per kubeconfig context, built on first use.
 pub struct KubeClients {
@@ -44,20 +57,31 @@ impl KubeClients {
             },
         };
         let client_err = |cause: String| KubeError::Client { context: context.to_owned(), cause };
-        let mut config = match kubeconfig {
+        let (mut config, configured_proxy) = match kubeconfig {
             Some(k) => {
+                let proxy = kubeconfig_proxy(&k, context);
                 let options = KubeConfigOptions {
                     context: (!context.is_empty()).then(|| context.to_owned()),
                     ..Default::default()
                 };
-                kube::Config::from_custom_kubeconfig(k, &options).await.map_err(|e| client_err(e.to_string()))?
+                let config =
+                    kube::Config::from_custom_kubeconfig(k, &options).await.map_err(|e| client_err(e.to_string()))?;
+                (config, proxy)
             }
-            None if context.is_empty() => kube::Config::incluster().map_err(|e| client_err(e.to_string()))?,
+            None if context.is_empty() => (kube::Config::incluster().map_err(|e| client_err(e.to_string()))?, None),
             None => {
                 return Err(KubeError::Kubeconfig(format!(
                     "no kubeconfig found for context {context:?}: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config"
                 )));
             }
+        };
+        let proxy = match configured_proxy {
+            Some(p) => Some(p),
+            None => env_proxy(&config.cluster_url, |name| std::env::var(name).ok()),
+        };
+        config.proxy_url = match proxy {
+            Some(p) => Some(p.parse().map_err(|e| client_err(format!("proxy URL {p:?}: {e}")))?),
+            None => None,
         };
         config.connect_timeout = Some(CONNECT_TIMEOUT);
         config.read_timeout = Some(READ_TIMEOUT);
@@ -76,6 +100,84 @@ impl KubeClients {
     }
 }
 
+/// The `proxy-url` of the cluster `context` (or the current context) names.
+fn kubeconfig_proxy(k: &Kubeconfig, context: &str) -> Option<String> {
+    let name = if context.is_empty() { k.current_context.clone()? } else { context.to_owned() };
+    let cluster = k.contexts.iter().find(|c| c.name == name)?.context.as_ref()?.cluster.clone();
+    let proxy = k.clusters.iter().find(|c| c.name == cluster)?.cluster.as_ref()?.proxy_url.clone()?;
+    (!proxy.trim().is_empty()).then_some(proxy)
+}
+
+/// The proxy the environment names for `server`, by the rules kubectl
+/// follows (Go's `http.ProxyFromEnvironment`): `HTTPS_PROXY`/`https_proxy`
+/// for an https server, `HTTP_PROXY`/`http_proxy` for an http one; none for
+/// `localhost` or a loopback address, nor for a host `NO_PROXY`/`no_proxy`
+/// names (`*`; a host or domain, matching its subdomains too; `.domain`,
+/// subdomains only; an IP address or CIDR range; each optionally `:port`).
+pub fn env_proxy(server: &http::Uri, var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let nonempty = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let https = server.scheme_str() == Some("https");
+    let proxy = if https {
+        nonempty("HTTPS_PROXY").or_else(|| nonempty("https_proxy"))
+    } else {
+        nonempty("HTTP_PROXY").or_else(|| nonempty("http_proxy"))
+    }?;
+    let host = server.host()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let port = server.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let ip: Option<std::net::IpAddr> = host.parse().ok();
+    if host == "localhost" || ip.is_some_and(|ip| ip.is_loopback()) {
+        return None;
+    }
+    let no_proxy = nonempty("NO_PROXY").or_else(|| nonempty("no_proxy")).unwrap_or_default();
+    for entry in no_proxy.split(',').map(|e| e.trim().to_ascii_lowercase()).filter(|e| !e.is_empty()) {
+        if entry == "*" || no_proxy_matches(&entry, &host, ip, port) {
+            return None;
+        }
+    }
+    Some(proxy)
+}
+
+fn no_proxy_matches(entry: &str, host: &str, ip: Option<std::net::IpAddr>, port: u16) -> bool {
+    if let Some((net, bits)) = entry.split_once('/') {
+        let (Ok(net), Ok(bits), Some(ip)) = (net.parse::<std::net::IpAddr>(), bits.parse::<u32>(), ip) else {
+            return false;
+        };
+        return in_cidr(ip, net, bits);
+    }
+    // `host:port`, `[v6]:port`, or a bare host / address.
+    let (name, entry_port) = match entry.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, p.parse::<u16>().ok()),
+        _ => (entry, None),
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if entry_port.is_some_and(|p| p != port) {
+        return false;
+    }
+    if let (Ok(addr), Some(ip)) = (name.parse::<std::net::IpAddr>(), ip) {
+        return addr == ip;
+    }
+    let name = name.trim_start_matches('*');
+    match name.strip_prefix('.') {
+        Some(domain) => host.ends_with(&format!(".{domain}")),
+        None => host == name || host.ends_with(&format!(".{name}")),
+    }
+}
+
+fn in_cidr(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u32) -> bool {
+    use std::net::IpAddr;
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) if bits <= 32 => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) if bits <= 128 => {
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
 /// The API server's own words for a failed call, without response bodies.
 pub fn cause(e: &kube::Error) -> String {
     match e {
@@ -84,26 +186,52 @@ pub fn cause(e: &kube::Error) -> String {
     }
 }
 
-fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-/// Lists our objects of one kind for one env in one namespace: one request.
-pub async fn list(
-    client: &kube::Client,
-    context: &str,
-    namespace: &str,
-    kind: ObjectKind,
-    env: &str,
-) -> Result<Vec<LiveObject>, KubeError> {
-    let params = ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=cfgsync,{LABEL_ENV}={env}"));
-    let err = |e: kube::Error| KubeError::List {
-        context: context.to_owned(),
-        namespace: namespace.to_owned(),
-        kind,
-        cause: cause(&e),
-    };
-    let to_live = |meta: kube::api::ObjectMeta, data: BTreeMap<String, Vec<u8>>, type_: Option<String>| LiveObject {
+fn resource(kind: ObjectKind) -> ApiResource {
+    match kind {
+        ObjectKind::Secret => ApiResource::erase::<Secret>(&()),
+        ObjectKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+    }
+}
+
+fn api(client: &kube::Client, kind: ObjectKind, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &resource(kind))
+}
+
+/// What cfgsync reads of an object. Plaintext goes straight into
+/// [`Content`] (secret for a Secret), never into a printable type.
+fn to_live(kind: ObjectKind, o: DynamicObject) -> LiveObject {
+    use base64::Engine;
+    let decode = |v: &Value| v.as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
+    let field = |name: &str| o.data.get(name).and_then(Value::as_object);
+    let mut data = BTreeMap::new();
+    match kind {
+        ObjectKind::Secret => {
+            for (k, v) in field("data").into_iter().flatten() {
+                data.insert(k.clone(), Content::secret(decode(v).unwrap_or_default()));
+            }
+        }
+        ObjectKind::ConfigMap => {
+            for (k, v) in field("data").into_iter().flatten() {
+                data.insert(k.clone(), Content::plain(v.as_str().unwrap_or_default()));
+            }
+            for (k, v) in field("binaryData").into_iter().flatten() {
+                data.insert(k.clone(), Content::plain(decode(v).unwrap_or_default()));
+            }
+        }
+    }
+    let type_ = (kind == ObjectKind::Secret)
+        .then(|| o.data.get("type").and_then(Value::as_str).filter(|t| !t.is_empty()).unwrap_or("Opaque").to_owned());
+    let meta = o.metadata;
+    let legacy_manager = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|m| m.manager.as_deref() == Some(LEGACY_FIELD_MANAGER) && m.operation.as_deref() == Some("Apply"));
+    LiveObject {
         kind,
         namespace: meta.namespace.unwrap_or_default(),
         name: meta.name.unwrap_or_default(),
@@ -111,89 +239,156 @@ pub async fn list(
         labels: meta.labels.unwrap_or_default(),
         annotations: meta.annotations.unwrap_or_default(),
         type_,
-    };
-    Ok(match kind {
-        ObjectKind::Secret => {
-            let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-            api.list(&params)
-                .await
-                .map_err(err)?
-                .items
-                .into_iter()
-                .map(|s| {
-                    let data = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                    to_live(s.metadata, data, Some(s.type_.unwrap_or_else(|| "Opaque".to_owned())))
-                })
-                .collect()
-        }
-        ObjectKind::ConfigMap => {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-            api.list(&params)
-                .await
-                .map_err(err)?
-                .items
-                .into_iter()
-                .map(|c| {
-                    let mut data: BTreeMap<String, Vec<u8>> =
-                        c.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-                    data.extend(c.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-                    to_live(c.metadata, data, None)
-                })
-                .collect()
-        }
-    })
+        uid: meta.uid.unwrap_or_default(),
+        resource_version: meta.resource_version.unwrap_or_default(),
+        deleting: meta.deletion_timestamp.is_some(),
+        finalizers: meta.finalizers.unwrap_or_default(),
+        legacy_manager,
+    }
 }
 
-/// Server-side applies `d` under the `cfgsync` field manager.
-pub async fn apply(client: &kube::Client, d: &DesiredObject) -> Result<(), KubeError> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let manifest = super::manifest(d);
-    let (ns, name) = (&d.address.namespace, &d.address.name);
-    let result = match d.kind {
-        ObjectKind::Secret => {
-            Api::<Secret>::namespaced(client.clone(), ns).patch(name, &params, &Patch::Apply(&manifest)).await.map(drop)
-        }
-        ObjectKind::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .patch(name, &params, &Patch::Apply(&manifest))
-            .await
-            .map(drop),
-    };
-    result.map_err(|e| KubeError::Apply {
-        context: d.address.context.clone(),
-        namespace: ns.clone(),
-        name: name.clone(),
-        kind: d.kind,
-        cause: cause(&e),
-    })
-}
-
-/// Deletes one object; already gone is success.
-pub async fn delete(
+/// Reads one namespace's objects of one kind that matter to a pass: ours
+/// for `env` (one LIST by label), and whatever is at each of `names` that
+/// the LIST did not return (one GET each: an object someone else made, or
+/// another instance's under another env label). In a steady state every
+/// named object is ours and listed: no GET.
+pub async fn observe_namespace(
     client: &kube::Client,
     context: &str,
-    kind: ObjectKind,
     namespace: &str,
-    name: &str,
-) -> Result<(), KubeError> {
-    let params = DeleteParams::default();
-    let result = match kind {
-        ObjectKind::Secret => {
-            Api::<Secret>::namespaced(client.clone(), namespace).delete(name, &params).await.map(drop)
-        }
-        ObjectKind::ConfigMap => {
-            Api::<ConfigMap>::namespaced(client.clone(), namespace).delete(name, &params).await.map(drop)
-        }
+    kind: ObjectKind,
+    env: &str,
+    names: &BTreeSet<String>,
+) -> Result<Vec<LiveObject>, KubeError> {
+    let err = |e: kube::Error| KubeError::List {
+        context: context.to_owned(),
+        namespace: namespace.to_owned(),
+        kind,
+        cause: cause(&e),
     };
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(KubeError::Delete {
+    let api = api(client, kind, namespace);
+    let params = ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=cfgsync,{LABEL_ENV}={env}"));
+    let mut live: Vec<LiveObject> =
+        api.list(&params).await.map_err(err)?.items.into_iter().map(|o| to_live(kind, o)).collect();
+    let missing: Vec<&String> = names.iter().filter(|n| !live.iter().any(|l| &&l.name == n)).collect();
+    let gets = missing.iter().map(|name| api.get_opt(name));
+    for found in futures_util::future::join_all(gets).await {
+        if let Some(o) = found.map_err(err)? {
+            live.push(to_live(kind, o));
+        }
+    }
+    Ok(live)
+}
+
+fn write_error(d: &DesiredObject, e: &kube::Error) -> KubeError {
+    let a = &d.address;
+    let cause = match e {
+        kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists" => format!(
+            "someone created it since this pass read the namespace ({}); not written: the next pass says whose it is",
+            cause(e)
+        ),
+        kube::Error::Api(s) if s.code == 409 => {
+            format!("it changed since this pass read it ({}); not written: the next pass plans it again", cause(e))
+        }
+        _ => cause(e),
+    };
+    KubeError::Apply {
+        context: a.context.clone(),
+        namespace: a.namespace.clone(),
+        name: a.name.clone(),
+        kind: d.kind,
+        cause,
+    }
+}
+
+/// Creates `d` with a create (never an apply: an object someone made since
+/// the pass looked is `409 AlreadyExists`, and refused).
+pub async fn create(client: &kube::Client, d: &DesiredObject) -> Result<(), KubeError> {
+    let object: DynamicObject = serde_json::from_value(super::manifest(d)).map_err(|e| KubeError::Apply {
+        context: d.address.context.clone(),
+        namespace: d.address.namespace.clone(),
+        name: d.address.name.clone(),
+        kind: d.kind,
+        cause: e.to_string(),
+    })?;
+    let params = PostParams { field_manager: Some(field_manager(&d.instance)), ..Default::default() };
+    api(client, d.kind, &d.address.namespace).create(&params, &object).await.map(drop).map_err(|e| write_error(d, &e))
+}
+
+/// Server-side applies `d` under the instance's field manager, with
+/// `force` (the source of truth wins over hand edits) and, as a
+/// precondition, the resourceVersion the pass observed: an object changed
+/// or replaced since is `409 Conflict`, and not written. Then makes the
+/// object converge where apply alone cannot: the old constant field
+/// manager lets go of its fields (`release_legacy`), and keys cfgsync does
+/// not write — another manager's, or co-owned with one — are removed with
+/// a merge patch under the same precondition. Returns the keys that are
+/// still not as desired afterwards (none when it converged).
+pub async fn apply(
+    client: &kube::Client,
+    d: &DesiredObject,
+    observed_version: &str,
+    release_legacy: bool,
+) -> Result<Vec<String>, KubeError> {
+    let api = api(client, d.kind, &d.address.namespace);
+    let name = &d.address.name;
+    let mut manifest = super::manifest(d);
+    manifest["metadata"]["resourceVersion"] = observed_version.into();
+    let params = PatchParams::apply(&field_manager(&d.instance)).force();
+    let mut now = api.patch(name, &params, &Patch::Apply(&manifest)).await.map_err(|e| write_error(d, &e))?;
+    if release_legacy {
+        // Applying nothing gives up every field the old manager applied;
+        // what the instance's manager applied above stays.
+        let empty = serde_json::json!({
+            "apiVersion": "v1", "kind": d.kind.to_string(),
+            "metadata": { "name": name, "namespace": d.address.namespace,
+                "resourceVersion": now.metadata.resource_version.clone().unwrap_or_default() },
+        });
+        now = api
+            .patch(name, &PatchParams::apply(LEGACY_FIELD_MANAGER), &Patch::Apply(&empty))
+            .await
+            .map_err(|e| write_error(d, &e))?;
+    }
+    let foreign: Vec<String> = {
+        let live = to_live(d.kind, now.clone());
+        live.data.keys().filter(|k| !d.data.contains_key(*k)).cloned().collect()
+    };
+    if !foreign.is_empty() {
+        let mut removal = serde_json::json!({
+            "metadata": { "resourceVersion": now.metadata.resource_version.clone().unwrap_or_default() },
+        });
+        for k in &foreign {
+            removal["data"][k] = Value::Null;
+            if d.kind == ObjectKind::ConfigMap {
+                removal["binaryData"][k] = Value::Null;
+            }
+        }
+        let params = PatchParams { field_manager: Some(field_manager(&d.instance)), ..Default::default() };
+        now = api.patch(name, &params, &Patch::Merge(&removal)).await.map_err(|e| write_error(d, &e))?;
+    }
+    let live = to_live(d.kind, now);
+    Ok(super::differing_keys(d, &live))
+}
+
+/// Deletes exactly the object observed (`uid` and `resourceVersion` as
+/// preconditions): one replaced or changed since is `409 Conflict`, and
+/// kept. Already gone is success.
+pub async fn delete(client: &kube::Client, context: &str, o: &LiveObject) -> Result<(), TargetError> {
+    let params = DeleteParams::default()
+        .preconditions(Preconditions { uid: Some(o.uid.clone()), resource_version: Some(o.resource_version.clone()) });
+    match api(client, o.kind, &o.namespace).delete(&o.name, &params).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) if is_status(&e, 409) => {
+            Err(TargetError::PruneModified { path: super::describe(o.kind, context, &o.namespace, &o.name) })
+        }
+        Err(e) => Err(TargetError::from(KubeError::Delete {
             context: context.to_owned(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            kind,
+            namespace: o.namespace.clone(),
+            name: o.name.clone(),
+            kind: o.kind,
             cause: cause(&e),
-        }),
+        })),
     }
 }
 
@@ -202,7 +397,7 @@ pub async fn restart(client: &kube::Client, d: &DesiredObject, r: &Restart) -> R
     let patch = serde_json::json!({
         "spec": { "template": { "metadata": { "annotations": { ANNOTATION_CONFIG_HASH: d.fingerprint } } } }
     });
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+    let params = PatchParams { field_manager: Some(field_manager(&d.instance)), ..Default::default() };
     let ns = &d.address.namespace;
     let result = match r.kind.as_str() {
         "Deployment" => Api::<Deployment>::namespaced(client.clone(), ns)
@@ -225,4 +420,49 @@ pub async fn restart(client: &kube::Client, d: &DesiredObject, r: &Restart) -> R
         name: r.name.clone(),
         cause: cause(&e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy_for(server: &str, vars: &[(&str, &str)]) -> Option<String> {
+        let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env_proxy(&server.parse().unwrap(), |n| vars.get(n).cloned())
+    }
+
+    #[test]
+    fn environment_proxies_follow_kubectl() {
+        let p = "http://proxy:3128";
+        // The scheme picks the variable.
+        assert_eq!(proxy_for("https://k8s.example.com", &[("HTTPS_PROXY", p)]).as_deref(), Some(p));
+        assert_eq!(proxy_for("https://k8s.example.com", &[("https_proxy", p)]).as_deref(), Some(p));
+        assert_eq!(proxy_for("http://k8s.example.com", &[("HTTPS_PROXY", p)]), None);
+        assert_eq!(proxy_for("http://k8s.example.com", &[("HTTP_PROXY", p)]).as_deref(), Some(p));
+        // Never for loopback.
+        for server in ["https://127.0.0.1:6443", "https://localhost:6443", "https://[::1]:6443", "http://127.0.0.9"] {
+            assert_eq!(proxy_for(server, &[("HTTPS_PROXY", p), ("HTTP_PROXY", p)]), None, "{server}");
+        }
+        // NO_PROXY: hosts, domains, subdomains, addresses, ranges, ports, `*`.
+        let cases = [
+            ("https://k8s.example.com", "example.com", true),
+            ("https://k8s.example.com", ".example.com", true),
+            ("https://example.com", ".example.com", false),
+            ("https://example.com", "example.com", true),
+            ("https://k8s.example.com", "*.example.com", true),
+            ("https://notexample.com", "example.com", false),
+            ("https://10.1.2.3:6443", "10.0.0.0/8", true),
+            ("https://10.1.2.3:6443", "10.1.2.3", true),
+            ("https://10.1.2.3:6443", "192.168.0.0/16", false),
+            ("https://k8s.example.com:6443", "k8s.example.com:6443", true),
+            ("https://k8s.example.com:6443", "k8s.example.com:443", false),
+            ("https://anything", "*", true),
+            ("https://k8s.example.com", "other.org, example.com", true),
+        ];
+        for (server, no_proxy, bypass) in cases {
+            let got = proxy_for(server, &[("HTTPS_PROXY", p), ("NO_PROXY", no_proxy)]);
+            assert_eq!(got.is_none(), bypass, "{server} with NO_PROXY={no_proxy}");
+        }
+        assert_eq!(proxy_for("https://k8s.example.com", &[("HTTPS_PROXY", p), ("no_proxy", "example.com")]), None);
+    }
 }

@@ -17,23 +17,57 @@
 //!
 //! How it behaves, and why:
 //!
-//! - **Server-side apply** under one constant field manager, `cfgsync`, with
-//!   `force`: the source of truth wins over hand edits, and fields cfgsync
-//!   stops writing are removed by the API server. `data` is written (base64
-//!   for Secrets), never `stringData`, so what we compare is what is stored.
 //! - **Ownership**: every object carries `app.kubernetes.io/managed-by:
 //!   cfgsync`, `cfgsync.io/output`, `cfgsync.io/env`, `cfgsync.io/instance`
 //!   (which config wrote it), and the annotations `cfgsync.io/fingerprint`
 //!   (content hash) and `cfgsync.io/revision` (the snapshot's etcd revision
-//!   when it was written). An object at a targeted address that another
-//!   instance owns is not written (an error names the owner); one written
-//!   before instances existed is adopted.
+//!   when it was written). What is at a target's address is looked up **by
+//!   name**, whatever its labels: an object of this instance is written;
+//!   one of another instance is refused (the error names the owner), and so
+//!   is one cfgsync did not make (a Helm release's Secret, a hand-made
+//!   ConfigMap): the error names its `managed-by` and says how to hand it
+//!   over. Taking an object over is explicit: the annotation
+//!   `cfgsync.io/adopt: <instance>` on the object (`kubectl annotate`), put
+//!   there by someone allowed to change it. The next pass applies over it
+//!   (shown as an update with `adopt` in `plan`), and it is then ours like
+//!   any other. An object labelled by cfgsync before instances existed
+//!   (no `cfgsync.io/instance`) is ours when its output label is.
+//! - **Writes that prove what they write over**: a new object is made with
+//!   a create (POST): one that appeared since the pass looked is `409
+//!   AlreadyExists` and refused, never applied over. An existing one is
+//!   server-side applied with `force` (the source of truth wins over hand
+//!   edits) under the field manager `cfgsync/<instance>` — one per instance,
+//!   so two instances never share ownership of a field — and with the
+//!   resourceVersion the pass observed as a precondition: an object changed
+//!   or replaced since is `409 Conflict` and not written (the next pass
+//!   plans again). `data` is written (base64 for Secrets), never
+//!   `stringData`, so what we compare is what is stored.
+//! - **Converging for real**: apply cannot remove a key another field
+//!   manager added or co-owns (`kubectl patch`, another applier). After the
+//!   apply, keys the output does not have are removed with a merge patch
+//!   (same precondition), and the result is checked: a write is reported as
+//!   done (or "drift: restored") only when the object then holds exactly
+//!   what the source says; otherwise the target fails naming the keys.
+//! - **Field manager migration**: objects written before field managers
+//!   were per instance are held by the manager `cfgsync`. A pass that finds
+//!   it plans one write (`field manager cfgsync → cfgsync/<instance>`):
+//!   apply as the new manager, then apply an empty configuration as
+//!   `cfgsync`, which gives up its fields (what the new manager applied
+//!   stays; what only the old one held, such as a dropped key, goes). Later
+//!   passes are quiet again.
 //! - **Fingerprints**: SHA-256 for outputs that read no secret; for a tainted
 //!   output, HMAC-SHA256 with the operator's key (`fingerprint_key`), so the
 //!   annotation never is a plain hash of a password.
 //! - **Observe cheaply**: one LIST per (cluster, namespace, kind) per pass,
 //!   with the label selector `app.kubernetes.io/managed-by=cfgsync,
-//!   cfgsync.io/env=<env>`; nothing is written when nothing differs.
+//!   cfgsync.io/env=<env>`, plus one GET for each targeted name the LIST did
+//!   not return (none in a steady state); nothing is written when nothing
+//!   differs. Plaintext read back lives in [`Content`] (secret for a
+//!   Secret's data), never in a printable type.
+//! - **Isolation**: a namespace that cannot be read (403 Forbidden, say)
+//!   fails the targets in it, and only those; the cluster's other
+//!   namespaces are planned and written. An unreachable cluster fails its
+//!   targets only.
 //! - **Drift**: when the live data no longer matches the fingerprint the
 //!   object was written with, someone edited it: it is re-applied, and the
 //!   keys that differ (never the values) are reported.
@@ -42,13 +76,24 @@
 //!   never in a pass where any source failed, never another instance's or
 //!   unlabelled objects, and never more than one and more than
 //!   `max_prune_share` of our objects in a cluster without
-//!   `--allow-mass-prune`.
+//!   `--allow-mass-prune`. The DELETE carries the observed `uid` and
+//!   `resourceVersion` as preconditions: an object replaced or changed
+//!   since is kept. An object already being deleted (held by a finalizer,
+//!   `deletionTimestamp` set) is not deleted again; at a target's address it
+//!   fails the target until it is gone.
 //! - **Rollouts**: `restart` workloads get the pod template annotation
 //!   `cfgsync.io/config-hash` patched only when the object's content really
 //!   changed, so a no-op pass restarts nothing.
-//! - Objects over 1 MiB are refused before any request.
+//! - **Size**: the API server limits the values of a Secret's or
+//!   ConfigMap's data (decoded, keys not counted) to 1 MiB, and a request
+//!   body to 3 MiB; objects over either are refused before any request.
+//! - **Proxies**, as kubectl: a cluster's `proxy-url` in the kubeconfig
+//!   (http, https or socks5); else `HTTPS_PROXY` (https servers) or
+//!   `HTTP_PROXY` (http servers), never for `localhost` or a loopback
+//!   address nor for a host `NO_PROXY` names ([`client::env_proxy`]).
 
 pub mod client;
+pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,7 +108,12 @@ use crate::plan::{self, Action, Change, DestPlan, Planned, Slot};
 use crate::render::{Rendered, Use};
 use crate::secret::{Content, SecretString};
 
-pub const FIELD_MANAGER: &str = "cfgsync";
+/// The field manager every instance shared before managers were per
+/// instance; found on an object, it is released (see the module doc).
+pub const LEGACY_FIELD_MANAGER: &str = "cfgsync";
+/// Set by a person on an object cfgsync did not make: this instance may
+/// take it over.
+pub const ANNOTATION_ADOPT: &str = "cfgsync.io/adopt";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_OUTPUT: &str = "cfgsync.io/output";
 pub const LABEL_ENV: &str = "cfgsync.io/env";
@@ -73,8 +123,17 @@ pub const ANNOTATION_FINGERPRINT: &str = "cfgsync.io/fingerprint";
 pub const ANNOTATION_REVISION: &str = "cfgsync.io/revision";
 /// Set on a workload's pod template to roll it.
 pub const ANNOTATION_CONFIG_HASH: &str = "cfgsync.io/config-hash";
-/// The API server's limit on an object (etcd's request limit).
-pub const MAX_OBJECT_BYTES: usize = 1024 * 1024;
+/// The API server's limit on the values of a Secret's or ConfigMap's data
+/// (`MaxSecretSize`; decoded values, keys not counted).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+/// The API server's limit on a request body (`MaxRequestBodyBytes`).
+pub const MAX_REQUEST_BYTES: usize = 3 * 1024 * 1024;
+
+/// The field manager of an instance: `cfgsync/<instance>` (an instance is
+/// a label value, at most 63 characters; managers may have 128).
+pub fn field_manager(instance: &str) -> String {
+    format!("{LEGACY_FIELD_MANAGER}/{instance}")
+}
 
 /// A failed observe or apply in a cluster. Names objects, never values.
 /// `Clone`: one unreachable cluster fails each of its targets with it.
@@ -92,8 +151,8 @@ pub enum KubeError {
     Delete { context: String, namespace: String, name: String, kind: ObjectKind, cause: String },
     #[error("context {context:?}: restarting {workload} {namespace}/{name}: {cause}")]
     Restart { context: String, namespace: String, workload: String, name: String, cause: String },
-    #[error("{kind} {namespace}/{name} would be {size} bytes, over the 1 MiB object limit")]
-    TooLarge { kind: ObjectKind, namespace: String, name: String, size: usize },
+    #[error("{kind} {namespace}/{name} would be {size} bytes of {what}, over the {limit} the API server accepts")]
+    TooLarge { kind: ObjectKind, namespace: String, name: String, size: usize, what: &'static str, limit: &'static str },
     #[error(
         "output {output:?} read secret {secret:?} and cannot be written to ConfigMap {namespace}/{name} (context {context:?}): use kind = \"kubernetes-secret\""
     )]
@@ -138,12 +197,94 @@ pub struct LiveObject {
     pub kind: ObjectKind,
     pub namespace: String,
     pub name: String,
-    /// Secret data, or a ConfigMap's `data` and `binaryData` together.
-    pub data: BTreeMap<String, Vec<u8>>,
+    /// Secret data (secret content), or a ConfigMap's `data` and
+    /// `binaryData` together (plain).
+    pub data: BTreeMap<String, Content>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// A Secret's `type`.
     pub type_: Option<String>,
+    /// Preconditions of a delete or apply: exactly this object, as seen.
+    pub uid: String,
+    pub resource_version: String,
+    /// `deletionTimestamp` is set: held by `finalizers` until they are done.
+    pub deleting: bool,
+    pub finalizers: Vec<String>,
+    /// The old shared field manager `cfgsync` still holds fields.
+    pub legacy_manager: bool,
+}
+
+impl LiveObject {
+    /// The data as bytes, for a comparison that ends with this call.
+    fn bytes(&self) -> BTreeMap<String, Vec<u8>> {
+        self.data.iter().map(|(k, v)| (k.clone(), v.expose().to_vec())).collect()
+    }
+}
+
+/// What one cluster holds for a pass: the objects read, and the namespaces
+/// that could not be read (their targets fail; the others go on).
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub objects: Vec<LiveObject>,
+    pub failed: BTreeMap<String, KubeError>,
+}
+
+/// Who an object at a target's address belongs to.
+#[derive(Debug, PartialEq, Eq)]
+enum Ownership<'a> {
+    /// Written by this instance (or by cfgsync before instances existed,
+    /// for the same output).
+    Ours,
+    /// Annotated `cfgsync.io/adopt: <this instance>`: taken over now.
+    Adopt,
+    /// Another cfgsync instance's.
+    Instance(&'a str),
+    /// Made by someone else (its `managed-by`, if any).
+    Foreign(Option<&'a str>),
+}
+
+fn ownership<'a>(live: &'a LiveObject, instance: &str, output: &str) -> Ownership<'a> {
+    if live.annotations.get(ANNOTATION_ADOPT).map(String::as_str) == Some(instance) {
+        let ours = live.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(instance);
+        return if ours { Ownership::Ours } else { Ownership::Adopt };
+    }
+    let managed_by = live.labels.get(LABEL_MANAGED_BY).map(String::as_str);
+    if managed_by != Some("cfgsync") {
+        return Ownership::Foreign(managed_by);
+    }
+    match live.labels.get(LABEL_INSTANCE) {
+        Some(owner) if owner == instance => Ownership::Ours,
+        Some(owner) => Ownership::Instance(owner),
+        None if live.labels.get(LABEL_OUTPUT).map(String::as_str) == Some(output) => Ownership::Ours,
+        None => Ownership::Foreign(managed_by),
+    }
+}
+
+/// The refusal for an object cfgsync did not make, saying how to hand it over.
+fn not_ours(live: &LiveObject, context: &str, instance: &str) -> TargetError {
+    let address = describe(live.kind, context, &live.namespace, &live.name);
+    let managed_by = match live.labels.get(LABEL_MANAGED_BY) {
+        Some(m) => format!("{LABEL_MANAGED_BY}: {m}"),
+        None => "no app.kubernetes.io/managed-by label".to_owned(),
+    };
+    let context_flag = if context.is_empty() { String::new() } else { format!("--context {context} ") };
+    let resource = match live.kind {
+        ObjectKind::Secret => "secret",
+        ObjectKind::ConfigMap => "configmap",
+    };
+    TargetError::Unsafe {
+        path: address.clone(),
+        reason: format!(
+            "{address} exists and was not made by cfgsync ({managed_by}); not written. To hand it to instance {instance:?}: kubectl {context_flag}-n {} annotate {resource} {} {ANNOTATION_ADOPT}={instance} (the next pass then takes it over, with its data)",
+            live.namespace, live.name
+        ),
+    }
+}
+
+/// The keys whose content differs between `desired` and `live` (extra live
+/// keys included).
+pub fn differing_keys(desired: &DesiredObject, live: &LiveObject) -> Vec<String> {
+    plan::changed_entries(desired.data.iter().map(|(k, v)| (k, v.expose())), &live.bytes())
 }
 
 /// How fingerprints are computed for one env.
@@ -191,16 +332,14 @@ fn hex(bytes: &[u8]) -> String {
 /// What apply does for one object.
 #[derive(Debug)]
 pub enum Op {
-    /// Server-side apply `desired`; roll its workloads when the content changed.
-    Apply {
-        desired: Box<DesiredObject>,
-        restart: bool,
-    },
-    Delete {
-        kind: ObjectKind,
-        namespace: String,
-        name: String,
-    },
+    /// Create `desired` (POST); roll its workloads.
+    Create { desired: Box<DesiredObject> },
+    /// Server-side apply `desired` over the object observed at
+    /// `resource_version`, then make it converge; roll its workloads when
+    /// the content changed.
+    Apply { desired: Box<DesiredObject>, restart: bool, resource_version: String, release_legacy: bool },
+    /// Delete exactly this object (its uid and resourceVersion).
+    Delete(Box<LiveObject>),
     /// Nothing to do.
     Keep,
 }
@@ -230,15 +369,15 @@ fn decide(desired: &DesiredObject, live: Option<&LiveObject>, fp: &Fingerprinter
         change.notes.extend(restarts().into_iter().map(|r| format!("restart {r}")));
         return (change, true);
     };
-    let differing = plan::changed_entries(desired.data.iter().map(|(k, v)| (k, v.expose())), &live.data);
+    let differing = differing_keys(desired, live);
     let recorded = live.annotations.get(ANNOTATION_FINGERPRINT);
     if !differing.is_empty() {
         // Content differs. If the live content is not what we last wrote,
         // someone edited it: drift. Otherwise the source changed: update.
-        let live_fp = fp.fingerprint(live.data.iter().map(|(k, v)| (k, v.as_slice())), desired.tainted);
+        let live_fp = fp.fingerprint(live.data.iter().map(|(k, v)| (k, v.expose())), desired.tainted);
         let action = if recorded.is_some() && live_fp.as_ref() != recorded { Action::Drift } else { Action::Update };
         let mut change = Change::new(desired.kind.kind_name(), address, action, desired.tainted);
-        change.values = plan::value_lines(&differing, &desired.data, &live.data);
+        change.values = plan::value_lines(&differing, &desired.data, &live.bytes());
         change.entries = differing;
         change.notes.extend(restarts().into_iter().map(|r| format!("restart {r}")));
         return (change, true);
@@ -253,6 +392,9 @@ fn decide(desired: &DesiredObject, live: Option<&LiveObject>, fp: &Fingerprinter
     if !metadata_ok {
         change.action = Action::Update;
         change.notes.push("labels/annotations only".to_owned());
+    } else if live.legacy_manager {
+        change.action = Action::Update;
+        change.notes.push(format!("field manager {LEGACY_FIELD_MANAGER} → {}", field_manager(&desired.instance)));
     }
     (change, false)
 }
@@ -272,10 +414,11 @@ impl Target for KubeKind {
     type Spec = KubeTarget;
     /// The kubeconfig context.
     type Dest = String;
-    /// (namespace, kind): one LIST each.
-    type Scope = BTreeSet<(String, ObjectKind)>;
+    /// (namespace, kind, name): one LIST per namespace and kind, one GET
+    /// per name the LIST did not return.
+    type Scope = BTreeSet<(String, ObjectKind, String)>;
     type Item = DesiredObject;
-    type Observed = Vec<LiveObject>;
+    type Observed = Observed;
     type Op = Op;
 
     fn spec(target: &TargetKind) -> Option<&KubeTarget> {
@@ -299,7 +442,7 @@ impl Target for KubeKind {
 
     fn locate(&self, spec: &KubeTarget, _: Option<&[DesiredObject]>, ctx: &Ctx<'_>, scope: &mut Self::Scope) -> String {
         let a = &spec.addresses[ctx.env];
-        scope.insert((a.namespace.clone(), spec.object));
+        scope.insert((a.namespace.clone(), spec.object, a.name.clone()));
         a.context.clone()
     }
 
@@ -351,35 +494,49 @@ impl Target for KubeKind {
         Ok(vec![desired])
     }
 
-    async fn observe(
-        &self,
-        context: &String,
-        scope: &Self::Scope,
-        ctx: &Ctx<'_>,
-    ) -> Result<Vec<LiveObject>, TargetError> {
+    async fn observe(&self, context: &String, scope: &Self::Scope, ctx: &Ctx<'_>) -> Result<Observed, TargetError> {
         let client = self.clients.client(context).await?;
-        type List<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Vec<LiveObject>, KubeError>> + Send + 'a>>;
-        let lists: Vec<List<'_>> = scope
-            .iter()
-            .map(|(namespace, kind)| -> List<'_> {
-                Box::pin(client::list(&client, context, namespace, *kind, ctx.env))
-            })
-            .collect();
-        let mut live = Vec::new();
-        for result in futures_util::future::join_all(lists).await {
-            live.extend(result?);
+        let mut by_list: BTreeMap<(&str, ObjectKind), BTreeSet<String>> = BTreeMap::new();
+        for (namespace, kind, name) in scope {
+            by_list.entry((namespace.as_str(), *kind)).or_default().insert(name.clone());
         }
-        Ok(live)
+        let reads =
+            by_list.iter().map(|((namespace, kind), names)| {
+                let client = &client;
+                async move {
+                    (*namespace, client::observe_namespace(client, context, namespace, *kind, ctx.env, names).await)
+                }
+            });
+        let mut observed = Observed::default();
+        for (namespace, result) in futures_util::future::join_all(reads).await {
+            match result {
+                Ok(objects) => observed.objects.extend(objects),
+                Err(e) => {
+                    warn!(context = %context, namespace, error = %e, "namespace cannot be read; its targets are not touched");
+                    observed.failed.entry(namespace.to_owned()).or_insert(e);
+                }
+            }
+        }
+        // Nothing could be read: the cluster itself is the problem.
+        let namespaces: BTreeSet<&str> = by_list.keys().map(|(ns, _)| *ns).collect();
+        if !namespaces.is_empty()
+            && namespaces.len() == observed.failed.len()
+            && let Some(e) = observed.failed.values().next()
+        {
+            return Err(e.clone().into());
+        }
+        Ok(observed)
     }
 
     fn plan(
         &self,
         context: &String,
         claims: Vec<Claim<'_, KubeTarget, DesiredObject>>,
-        live: &Vec<LiveObject>,
+        observed: &Observed,
         ctx: &Ctx<'_>,
     ) -> DestPlan<Op> {
         let mut plan = DestPlan::default();
+        let live = &observed.objects;
         let by_address: std::collections::HashMap<(ObjectKind, &str, &str), &LiveObject> =
             live.iter().map(|l| ((l.kind, l.namespace.as_str(), l.name.as_str()), l)).collect();
         let find = |kind: ObjectKind, namespace: &str, name: &str| by_address.get(&(kind, namespace, name)).copied();
@@ -388,38 +545,33 @@ impl Target for KubeKind {
             let a = &claim.spec.addresses[ctx.env];
             claimed.insert((claim.spec.object, a.namespace.as_str(), a.name.as_str()));
             let Some(items) = &claim.items else { continue };
+            if let Some(e) = observed.failed.get(&a.namespace) {
+                plan.errors.push((claim.slot, e.clone().into()));
+                continue;
+            }
             for desired in items {
                 let current = find(desired.kind, &desired.address.namespace, &desired.address.name);
-                if let Some(owner) = current.and_then(|l| l.labels.get(LABEL_INSTANCE))
-                    && owner != ctx.instance
-                {
-                    plan.errors.push((
-                        claim.slot,
-                        TargetError::Foreign {
-                            address: describe(desired.kind, context, &desired.address.namespace, &desired.address.name),
-                            what: desired.kind.to_string(),
-                            owner: owner.clone(),
-                            ours: ctx.instance.to_owned(),
-                        },
-                    ));
-                    continue;
+                match plan_one(desired, current, context, ctx) {
+                    Ok(planned) => plan.changes.push(Planned { slot: claim.slot, change: planned.0, op: planned.1 }),
+                    Err(e) => plan.errors.push((claim.slot, e)),
                 }
-                let (change, content_changed) = plan_object(desired, current, ctx.keyed);
-                let op = if change.action.writes() {
-                    Op::Apply { desired: Box::new(desired.clone()), restart: content_changed }
-                } else {
-                    Op::Keep
-                };
-                plan.changes.push(Planned { slot: claim.slot, change, op });
             }
         }
         if !ctx.prune {
             return plan;
         }
-        // Only objects this instance wrote; never one another instance or a
-        // person owns, never one a target still names (rendered or not).
-        let ours: Vec<&LiveObject> =
-            live.iter().filter(|o| o.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(ctx.instance)).collect();
+        // Only objects this instance wrote for this env; never one another
+        // instance or a person owns, never one a target still names
+        // (rendered or not), never one already being deleted.
+        let ours: Vec<&LiveObject> = live
+            .iter()
+            .filter(|o| {
+                o.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(ctx.instance)
+                    && o.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some("cfgsync")
+                    && o.labels.get(LABEL_ENV).map(String::as_str) == Some(ctx.env)
+                    && !o.deleting
+            })
+            .collect();
         let prunes: Vec<Planned<Op>> = ours
             .iter()
             .filter(|o| !claimed.contains(&(o.kind, o.namespace.as_str(), o.name.as_str())))
@@ -433,11 +585,7 @@ impl Target for KubeKind {
                 if let Some(output) = o.labels.get(LABEL_OUTPUT) {
                     change.notes.push(format!("output {output:?} no longer writes it"));
                 }
-                Planned {
-                    slot: Slot::Prune,
-                    change,
-                    op: Op::Delete { kind: o.kind, namespace: o.namespace.clone(), name: o.name.clone() },
-                }
+                Planned { slot: Slot::Prune, change, op: Op::Delete(Box::new((*o).clone())) }
             })
             .collect();
         let max = ctx.config.kubernetes.max_prune_share;
@@ -454,23 +602,26 @@ impl Target for KubeKind {
         };
         let mut out = Vec::new();
         // Writes first (with the restarts of what really changed), then deletes.
-        let (deletes, writes): (Vec<_>, Vec<_>) = changes.into_iter().partition(|p| matches!(p.op, Op::Delete { .. }));
+        let (deletes, writes): (Vec<_>, Vec<_>) = changes.into_iter().partition(|p| matches!(p.op, Op::Delete(_)));
         for p in writes.into_iter().chain(deletes) {
             let result = match &p.op {
                 Op::Keep => Ok(()),
-                Op::Apply { desired, restart } => {
+                Op::Create { desired } => write_object(&client, desired, None, true).await.map_err(TargetError::from),
+                Op::Apply { desired, restart, resource_version, release_legacy } => {
                     if p.change.action == Action::Drift {
                         warn!(context = %context, kind = %desired.kind, namespace = %desired.address.namespace, name = %desired.address.name,
                             keys = %p.change.entries.join(","), "drift: object edited in the cluster; restoring");
                     }
-                    apply_object(&client, desired, *restart).await.map_err(TargetError::from)
+                    write_object(&client, desired, Some((resource_version, *release_legacy)), *restart)
+                        .await
+                        .map_err(TargetError::from)
                 }
-                Op::Delete { kind, namespace, name } => {
-                    let r = client::delete(&client, context, *kind, namespace, name).await;
+                Op::Delete(o) => {
+                    let r = client::delete(&client, context, o).await;
                     if r.is_ok() {
-                        info!(context = %context, env = ctx.env, kind = %kind, namespace = %namespace, name = %name, "pruned");
+                        info!(context = %context, env = ctx.env, kind = %o.kind, namespace = %o.namespace, name = %o.name, "pruned");
                     }
-                    r.map_err(TargetError::from)
+                    r
                 }
             };
             out.push(Applied { slot: p.slot, change: p.change, result, reloaded: false });
@@ -479,14 +630,101 @@ impl Target for KubeKind {
     }
 }
 
-/// Applies one object and rolls its workloads when its content changed.
-async fn apply_object(client: &kube::Client, desired: &DesiredObject, restart: bool) -> Result<(), KubeError> {
-    client::apply(client, desired).await?;
-    info!(context = %desired.address.context, kind = %desired.kind, namespace = %desired.address.namespace, name = %desired.address.name, "object applied");
+/// The change and the operation for one desired object, given what is at
+/// its address; an error when the object there is not this instance's to
+/// write.
+fn plan_one(
+    desired: &DesiredObject,
+    current: Option<&LiveObject>,
+    context: &str,
+    ctx: &Ctx<'_>,
+) -> Result<(Change, Op), TargetError> {
+    let Some(live) = current else {
+        let (change, _) = plan_object(desired, None, ctx.keyed);
+        return Ok((change, Op::Create { desired: Box::new(desired.clone()) }));
+    };
+    let address = describe(desired.kind, context, &desired.address.namespace, &desired.address.name);
+    let adopt = match ownership(live, ctx.instance, &desired.output) {
+        Ownership::Instance(owner) => {
+            return Err(TargetError::Foreign {
+                address,
+                what: desired.kind.to_string(),
+                owner: owner.to_owned(),
+                ours: ctx.instance.to_owned(),
+            });
+        }
+        Ownership::Foreign(_) => return Err(not_ours(live, context, ctx.instance)),
+        Ownership::Adopt => true,
+        Ownership::Ours => false,
+    };
+    if live.deleting {
+        return Err(KubeError::Apply {
+            context: desired.address.context.clone(),
+            namespace: desired.address.namespace.clone(),
+            name: desired.address.name.clone(),
+            kind: desired.kind,
+            cause: format!(
+                "it is being deleted (finalizers: {}); not written: it is created again once it is gone",
+                live.finalizers.join(", ")
+            ),
+        }
+        .into());
+    }
+    let (mut change, content_changed) = plan_object(desired, Some(live), ctx.keyed);
+    if adopt {
+        let from =
+            live.labels.get(LABEL_MANAGED_BY).map_or("no managed-by label".to_owned(), |m| format!("managed by {m}"));
+        change.notes.push(format!("adopt: annotated {ANNOTATION_ADOPT}={} ({from})", ctx.instance));
+        if change.action == Action::Unchanged {
+            change.action = Action::Update;
+        }
+    }
+    let op = if change.action.writes() {
+        Op::Apply {
+            desired: Box::new(desired.clone()),
+            restart: content_changed,
+            resource_version: live.resource_version.clone(),
+            release_legacy: live.legacy_manager,
+        }
+    } else {
+        Op::Keep
+    };
+    Ok((change, op))
+}
+
+/// Writes one object — a create, or an apply over the version observed —
+/// and rolls its workloads when its content changed. A write that leaves
+/// keys other than the source says is a failure, never a success.
+async fn write_object(
+    client: &kube::Client,
+    desired: &DesiredObject,
+    over: Option<(&String, bool)>,
+    restart: bool,
+) -> Result<(), KubeError> {
+    let a = &desired.address;
+    match over {
+        None => client::create(client, desired).await?,
+        Some((resource_version, release_legacy)) => {
+            let left = client::apply(client, desired, resource_version, release_legacy).await?;
+            if !left.is_empty() {
+                return Err(KubeError::Apply {
+                    context: a.context.clone(),
+                    namespace: a.namespace.clone(),
+                    name: a.name.clone(),
+                    kind: desired.kind,
+                    cause: format!(
+                        "written, but keys {} still differ from the source: another field manager keeps them",
+                        left.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    info!(context = %a.context, kind = %desired.kind, namespace = %a.namespace, name = %a.name, "object written");
     if restart {
         for r in &desired.restart {
             client::restart(client, desired, r).await?;
-            info!(context = %desired.address.context, namespace = %desired.address.namespace, workload = %r.kind, name = %r.name, "workload restarted");
+            info!(context = %a.context, namespace = %a.namespace, workload = %r.kind, name = %r.name, "workload restarted");
         }
     }
     Ok(())
@@ -562,19 +800,29 @@ fn size_bound(d: &DesiredObject) -> usize {
     data + pairs(&d.labels) + pairs(&d.annotations) + fixed + 1024
 }
 
-/// Refuses an object over the API server's limit, before any request.
+/// Refuses an object the API server would refuse for its size, before any
+/// request: over 1 MiB of values (decoded, keys not counted, as
+/// `ValidateSecret` and `ValidateConfigMap` count), or a request body over
+/// 3 MiB (a ConfigMap of control characters escapes to 6 bytes each).
 pub fn check_size(d: &DesiredObject) -> Result<(), KubeError> {
-    if size_bound(d) <= MAX_OBJECT_BYTES {
+    let too_large = |size, what, limit| KubeError::TooLarge {
+        kind: d.kind,
+        namespace: d.address.namespace.clone(),
+        name: d.address.name.clone(),
+        size,
+        what,
+        limit,
+    };
+    let values: usize = d.data.values().map(Content::len).sum();
+    if values > MAX_DATA_BYTES {
+        return Err(too_large(values, "data", "1 MiB (1048576 bytes) of values"));
+    }
+    if size_bound(d) <= MAX_REQUEST_BYTES {
         return Ok(());
     }
     let size = serde_json::to_vec(&manifest(d)).map_or(usize::MAX, |v| v.len());
-    if size > MAX_OBJECT_BYTES {
-        return Err(KubeError::TooLarge {
-            kind: d.kind,
-            namespace: d.address.namespace.clone(),
-            name: d.address.name.clone(),
-            size,
-        });
+    if size > MAX_REQUEST_BYTES {
+        return Err(too_large(size, "request", "3 MiB request limit"));
     }
     Ok(())
 }
@@ -610,10 +858,19 @@ mod tests {
             kind: d.kind,
             namespace: d.address.namespace.clone(),
             name: d.address.name.clone(),
-            data: d.data.iter().map(|(k, v)| (k.clone(), v.expose().to_vec())).collect(),
+            data: d
+                .data
+                .iter()
+                .map(|(k, v)| (k.clone(), Content::new(v.expose(), d.kind == ObjectKind::Secret)))
+                .collect(),
             labels: serde_json::from_value(m["metadata"]["labels"].clone()).unwrap(),
             annotations: serde_json::from_value(m["metadata"]["annotations"].clone()).unwrap(),
             type_: d.secret_type_or_default(),
+            uid: "uid-1".into(),
+            resource_version: "7".into(),
+            deleting: false,
+            finalizers: Vec::new(),
+            legacy_manager: false,
         }
     }
 
@@ -654,8 +911,8 @@ mod tests {
 
         // Someone edited A by hand and added C: drift.
         let mut edited = live.clone();
-        edited.data.insert("A".into(), b"hand".to_vec());
-        edited.data.insert("C".into(), b"x".to_vec());
+        edited.data.insert("A".into(), Content::secret("hand"));
+        edited.data.insert("C".into(), Content::secret("x"));
         let (c, _) = plan_object(&d, Some(&edited), &fp);
         assert_eq!((c.action, c.entries.clone()), (Action::Drift, vec!["A".to_string(), "C".to_string()]));
 
@@ -671,10 +928,54 @@ mod tests {
     }
 
     #[test]
+    fn ownership_is_by_instance_label_or_explicit_adoption() {
+        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let ours = live_of(&desired(&[("A", "1")], true, &fp));
+        assert_eq!(ownership(&ours, "team-a", "api"), Ownership::Ours);
+        assert_eq!(ownership(&ours, "team-b", "api"), Ownership::Instance("team-a"));
+        // Before instances: ours only for the same output.
+        let mut legacy = ours.clone();
+        legacy.labels.remove(LABEL_INSTANCE);
+        assert_eq!(ownership(&legacy, "team-a", "api"), Ownership::Ours);
+        assert_eq!(ownership(&legacy, "team-a", "web"), Ownership::Foreign(Some("cfgsync")));
+        // Someone else's, whatever else it says, until annotated for us.
+        let mut helm = ours.clone();
+        helm.labels = [(LABEL_MANAGED_BY.to_owned(), "Helm".to_owned())].into();
+        assert_eq!(ownership(&helm, "team-a", "api"), Ownership::Foreign(Some("Helm")));
+        helm.annotations.insert(ANNOTATION_ADOPT.into(), "team-b".into());
+        assert_eq!(ownership(&helm, "team-a", "api"), Ownership::Foreign(Some("Helm")));
+        helm.annotations.insert(ANNOTATION_ADOPT.into(), "team-a".into());
+        assert_eq!(ownership(&helm, "team-a", "api"), Ownership::Adopt);
+        let refusal = not_ours(&ours_with(&helm, &[]), "prod", "team-a").to_string();
+        assert!(
+            refusal.ends_with("kubectl --context prod -n api annotate secret api cfgsync.io/adopt=team-a (the next pass then takes it over, with its data)"),
+            "{refusal}"
+        );
+    }
+
+    fn ours_with(l: &LiveObject, labels: &[(&str, &str)]) -> LiveObject {
+        let mut l = l.clone();
+        l.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        l
+    }
+
+    #[test]
+    fn the_old_shared_field_manager_is_one_write_without_a_restart() {
+        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let d = desired(&[("A", "1")], true, &fp);
+        let mut live = live_of(&d);
+        live.legacy_manager = true;
+        let (c, content) = plan_object(&d, Some(&live), &fp);
+        assert_eq!((c.action, content), (Action::Update, false));
+        assert_eq!(c.notes, ["field manager cfgsync → cfgsync/team-a"]);
+    }
+
+    #[test]
     fn untainted_changes_show_values() {
         let fp = Fingerprinter::new(None);
         let d = desired(&[("HOST", "new")], false, &fp);
         let mut live = live_of(&desired(&[("HOST", "old")], false, &fp));
+        live.data.values_mut().for_each(|v| *v = Content::plain(v.expose()));
         live.kind = d.kind;
         let (c, _) = plan_object(&d, Some(&live), &fp);
         assert_eq!(c.values, ["HOST: \"old\" → \"new\""]);
@@ -693,8 +994,11 @@ mod tests {
         assert_eq!(m["metadata"]["labels"][LABEL_INSTANCE], "team-a");
         assert!(m["metadata"]["annotations"][ANNOTATION_FINGERPRINT].as_str().unwrap().starts_with("hmac-sha256:"));
         assert!(m.get("stringData").is_none());
-        let big = desired(&[("BIG", &"x".repeat(800 * 1024))], true, &fp);
-        assert!(matches!(check_size(&big), Err(KubeError::TooLarge { .. })), "base64 makes 800 KiB exceed 1 MiB");
+        // The API server counts decoded values, not base64 nor keys.
+        let big = desired(&[("BIG", &"x".repeat(900 * 1024)), (&"K".repeat(200), &"y".repeat(124 * 1024))], true, &fp);
+        assert!(check_size(&big).is_ok(), "exactly 1 MiB of values fits");
+        let over = desired(&[("BIG", &"x".repeat(1024 * 1024 + 1))], true, &fp);
+        assert!(matches!(check_size(&over), Err(KubeError::TooLarge { what: "data", .. })));
         assert!(check_size(&d).is_ok());
         // A ConfigMap keeps bytes that are not text in binaryData.
         let mut cm = desired(&[("TEXT", "t")], false, &fp);
@@ -720,11 +1024,17 @@ mod tests {
                 }
             }
         }
-        // Near the limit the exact size decides: 300 KiB of control bytes bound
-        // far over 1 MiB, and its manifest (escaped to 1.8 MiB) is refused.
-        let near = desired(&[("C", &"\u{7}".repeat(300 * 1024))], false, &fp);
-        let mut cm = near;
-        cm.kind = ObjectKind::ConfigMap;
-        assert!(matches!(check_size(&cm), Err(KubeError::TooLarge { .. })));
+        // Near the request limit the exact size decides: 300 KiB of control
+        // bytes bound over 1.8 MiB and escape to 1.8 MiB: accepted; 600 KiB
+        // escape to 3.6 MiB: over the 3 MiB request limit.
+        for (kib, refused) in [(300, false), (600, true)] {
+            let mut cm = desired(&[("C", &"\u{7}".repeat(kib * 1024))], false, &fp);
+            cm.kind = ObjectKind::ConfigMap;
+            assert_eq!(
+                matches!(check_size(&cm), Err(KubeError::TooLarge { what: "request", .. })),
+                refused,
+                "{kib} KiB"
+            );
+        }
     }
 }
