@@ -79,7 +79,7 @@ pub enum CiError {
     )]
     PruneModified { dest: String, what: String, why: String },
     #[error(
-        "{dest}: GitLab stored variable {key} with environment scope \"*\" although scope {scope:?} was asked for: GitLab Free ignores environment_scope on group variables (scoped group variables need Premium), so every env would share one variable. Nothing more is written to this group and nothing is deleted there: delete {key} (environment scope *) from the group if it should not be visible to every environment, then use a project target, or environment_scope = \"*\" with one env"
+        "{dest}: GitLab keeps variable {key} with environment scope \"*\" although scope {scope:?} was asked for: GitLab Free ignores environment_scope on group variables (scoped group variables need Premium), so every env would share one variable. Not written again, and nothing deleted: delete {key} (environment scope *) from the group if it should not be visible to every environment, then use a project target, or environment_scope = \"*\" with one env"
     )]
     FreeTierScope { dest: String, key: String, scope: String },
     #[error(
