@@ -91,6 +91,12 @@ pub enum Command {
     Set(SetArgs),
     /// Set one field of a Vault secret; the value is read from stdin or a prompt, never from arguments.
     SetSecret(SetSecretArgs),
+    /// Which etcd user and Vault identity your credentials are, and what each env lets them read and write (checked against the servers).
+    Whoami {
+        /// Only this env.
+        #[arg(long)]
+        env: Option<String>,
+    },
     /// Adopt what already exists (a dotenv file, a Kubernetes Secret or ConfigMap, GitLab CI variables) into etcd and Vault for one env; shows the plan first.
     Import(ImportArgs),
     /// Manage the etcd roles and Vault policies described in `policies/`.
@@ -216,6 +222,12 @@ pub enum PolicyCommand {
         /// Show what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// What `policy apply` would change in etcd roles and Vault policies, compared with what exists; exit 0 nothing, 1 changes, 2 error.
+    Plan {
+        /// The policies directory (default: `policies/` next to the config file).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 

@@ -7,7 +7,7 @@
 //!
 //! - [`cli`]: the command line as plain data.
 //! - [`config`]: `cfgsync.toml` → validated [`config::Config`]; every problem with file:line:col.
-//! - [`source`]: the [`source::Source`] trait, [`source::Snapshot`], and the file, etcd and Vault sources.
+//! - [`source`]: the [`source::Source`] trait, [`source::Snapshot`], and the file, etcd and Vault sources, with their TLS clients ([`source::tls`]).
 //! - [`render`]: pure rendering with taint tracking; static checks of templates.
 //! - [`format`]: dotenv / json / yaml / raw / dir encodings.
 //! - [`plan`]: pure desired-vs-observed decisions.
@@ -17,7 +17,7 @@
 //! - [`secret`]: the redacting [`secret::SecretString`].
 //! - [`telemetry`]: logging set-up that cannot print secrets.
 //! - [`text`]: escaping values for a terminal.
-//! - [`cmd`]: the developer commands (`diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `import`, `policy apply`, completions, man).
+//! - [`cmd`]: the developer commands (`diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `import`, `policy apply`, `policy plan`, `whoami`, completions, man).
 //! - [`fingerprint`]: keyed (per-run HMAC) fingerprints: "same or differs" for secrets without the value.
 //! - [`service`]: `cfgsync run`: interval + etcd watch per env, reload, leader election, shutdown.
 //! - [`http`], [`metrics`]: `/metrics`, `/healthz`, `/readyz` of the service.

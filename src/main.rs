@@ -62,7 +62,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // No render worker outlives the command (see cfgsync::render::sandbox).
+    runtime.block_on(cfgsync::render::sandbox::Sandbox::global().stop_workers());
+    match result {
         Ok(code) => code,
         Err(e) if e.is_closed_stdout() => ExitCode::SUCCESS,
         Err(Fatal::Config(e)) => {
@@ -175,6 +178,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::Policy { command: PolicyCommand::Apply { dir, dry_run } } => {
             return Ok(cmd::policy::run_apply(&ctx, dir.as_deref(), dry_run).await?);
         }
+        Command::Policy { command: PolicyCommand::Plan { dir } } => {
+            return Ok(cmd::policy::run_plan(&ctx, dir.as_deref()).await?);
+        }
+        Command::Whoami { env } => return Ok(cmd::whoami::run(&ctx, env.as_deref()).await?),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled before loading the config"),
         Command::Run { .. } => unreachable!("handled above"),
     };

@@ -15,6 +15,9 @@
 //! | `cfgsync_leader` | gauge (1 = this replica may write the env now) | `env` |
 //! | `cfgsync_env_led` | gauge (1 = some replica leads the env, as seen now) | `env` |
 //! | `cfgsync_env_ready` | gauge (1 = the env is ready by the `/readyz` rule) | `env` |
+//! | `cfgsync_passes_total` | counter (passes started, by what triggered them) | `env`, `reason` |
+//! | `cfgsync_pass_rate` | gauge (this replica's passes per second over the last 10 s) | `env` |
+//! | `cfgsync_pass_rate_allowed` | gauge (the most passes per second the interval, debounce and changes allow) | `env` |
 //! | `cfgsync_config_reloads_total` | counter | `result` = `ok` / `rejected` |
 //! | `cfgsync_vault_credential_events_total` | counter | `method`, `event` |
 //!
@@ -27,6 +30,10 @@
 //! leads that env (or this replica cannot reach etcd to know). Label sets
 //! that are known up front are created at start, so a dashboard sees a 0
 //! rather than no series.
+//!
+//! `cfgsync_pass_rate > cfgsync_pass_rate_allowed` is a
+//! service that passes in a loop (a bug; `/readyz` says `spinning` then);
+//! `rate(cfgsync_passes_total[5m])` by `reason` says which trigger drives it.
 
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
@@ -44,6 +51,12 @@ use crate::source::vault::{CredentialEvent, CredentialObserver};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EnvLabel {
     pub env: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassLabels {
+    pub env: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +94,9 @@ pub struct Metrics {
     pub leader: Family<EnvLabel, Gauge>,
     pub env_led: Family<EnvLabel, Gauge>,
     pub env_ready: Family<EnvLabel, Gauge>,
+    pub passes: Family<PassLabels, Counter>,
+    pub pass_rate: Family<EnvLabel, Gauge<f64, AtomicU64>>,
+    pub pass_rate_allowed: Family<EnvLabel, Gauge<f64, AtomicU64>>,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub vault_credentials: Family<CredentialLabels, Counter>,
 }
@@ -102,6 +118,9 @@ impl Metrics {
         let leader = Family::<EnvLabel, Gauge>::default();
         let env_led = Family::<EnvLabel, Gauge>::default();
         let env_ready = Family::<EnvLabel, Gauge>::default();
+        let passes = Family::<PassLabels, Counter>::default();
+        let pass_rate = Family::<EnvLabel, Gauge<f64, AtomicU64>>::default();
+        let pass_rate_allowed = Family::<EnvLabel, Gauge<f64, AtomicU64>>::default();
         let config_reloads = Family::<ResultLabel, Counter>::default();
         let vault_credentials = Family::<CredentialLabels, Counter>::default();
         registry.register(
@@ -136,6 +155,17 @@ impl Metrics {
             "1 when the env is ready: led, and its last pass succeeded within two intervals",
             env_ready.clone(),
         );
+        registry.register("cfgsync_passes", "Passes started, by env and by what triggered them", passes.clone());
+        registry.register(
+            "cfgsync_pass_rate",
+            "Passes of the env this replica started, per second over the last 10 s",
+            pass_rate.clone(),
+        );
+        registry.register(
+            "cfgsync_pass_rate_allowed",
+            "The most passes of the env per second that its interval, its debounce and the changes that came allow; more is a service bug",
+            pass_rate_allowed.clone(),
+        );
         registry.register("cfgsync_config_reloads", "Reloads of cfgsync.toml and templates", config_reloads.clone());
         registry.register(
             "cfgsync_vault_credential_events",
@@ -152,6 +182,9 @@ impl Metrics {
             leader,
             env_led,
             env_ready,
+            passes,
+            pass_rate,
+            pass_rate_allowed,
             config_reloads,
             vault_credentials,
         }
@@ -166,6 +199,8 @@ impl Metrics {
             let _ = self.env_led.get_or_create(&l);
             let _ = self.env_ready.get_or_create(&l);
             let _ = self.last_success.get_or_create(&l);
+            let _ = self.pass_rate.get_or_create(&l);
+            let _ = self.pass_rate_allowed.get_or_create(&l);
         }
         for s in sources {
             let _ = self.source_errors.get_or_create(&SourceLabel { source: source_label(*s).to_owned() });
@@ -213,6 +248,18 @@ impl Metrics {
             let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
             let _ = self.last_success.get_or_create(&env_label).set(now.as_secs_f64());
         }
+    }
+
+    /// A pass of `env` starts; `reason` is what triggered it.
+    pub fn pass_started(&self, env: &str, reason: &str) {
+        let _ = self.passes.get_or_create(&PassLabels { env: env.to_owned(), reason: reason.to_owned() }).inc();
+    }
+
+    /// This replica's passes of `env` per second, and the allowance.
+    pub fn set_pass_rate(&self, env: &str, per_second: f64, allowed: f64) {
+        let l = EnvLabel { env: env.to_owned() };
+        let _ = self.pass_rate.get_or_create(&l).set(per_second);
+        let _ = self.pass_rate_allowed.get_or_create(&l).set(allowed);
     }
 
     /// Whether some replica leads `env`, and whether it is ready.

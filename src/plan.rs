@@ -13,9 +13,30 @@
 //! here comparing is planning and doing is [`crate::targets`]' `apply`.
 //!
 //! A [`Change`] never holds a secret value: values and diffs are only
-//! filled in for content that read no secret ([`crate::secret::Content::shown`]),
+//! filled in when *both* sides may be shown ([`crate::secret::Content::shown`]),
 //! and even then with control characters escaped and long lines cut.
+//!
+//! # What a target held is judged too
+//!
+//! An output that stops reading secrets (a password replaced by a literal)
+//! renders plain content, but the target still holds the old, secret one:
+//! a diff of the two would print the password. So the read side of every
+//! kind hands its observed bytes over as [`Content`], secret when the
+//! target held them while tainted (a file that others cannot read or whose
+//! record says tainted, a Kubernetes Secret written from a tainted output,
+//! a masked or secret CI item), and plain only when proven plain. Once
+//! secret, always secret: nothing that was secret is ever shown, not in a
+//! diff, not in the `entry: old → new` lines, not in JSON.
+//!
+//! The API a target kind calls:
+//! - [`Change::diff_between`]`(old, new, path)`: fills in the unified diff,
+//!   or notes why there is none;
+//! - [`value_lines`]`(names, new, old)` and [`changed_entries`]`(new, old)`
+//!   take the observed side as any [`ReadBack`]: [`Content`] (judged), or
+//!   raw `Vec<u8>` for a kind whose read side is not yet converted (shown
+//!   as is: such a kind must only pass bytes it has proven plain).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -96,6 +117,31 @@ pub fn content_hash(parts: &[&[u8]]) -> u64 {
 }
 
 impl Change {
+    /// Fills in the unified diff of `old` (`None`: absent, an empty file
+    /// to diff against) → `new`, when both may be shown. When `new` is
+    /// secret nothing is added (the caller says how its content is
+    /// masked); when only `old` is, a note says why there is no diff (and
+    /// names the changed [`Change::entries`], set before): what the target
+    /// held while secret is never shown, even once the new content is plain.
+    pub fn diff_between(&mut self, old: Option<&Content>, new: &Content, path: &Path) {
+        let Some(new) = new.shown() else { return };
+        let old = match old {
+            None => Cow::Borrowed(""),
+            Some(old) => match old.shown() {
+                Some(text) => text,
+                None => {
+                    let mut note = PREVIOUS_SECRET.to_owned();
+                    if !self.entries.is_empty() {
+                        note.push_str(&format!("; entries changed: {}", self.entries.join(", ")));
+                    }
+                    self.notes.push(note);
+                    return;
+                }
+            },
+        };
+        self.diff = Some(unified_diff(&old, &new, path));
+    }
+
     pub fn new(kind: &'static str, address: String, action: Action, secret: bool) -> Self {
         Self {
             kind,
@@ -188,16 +234,50 @@ impl<Op> DestPlan<Op> {
     }
 }
 
+/// The note of a change whose target held secret content that is not
+/// shown although the new content may be.
+pub const PREVIOUS_SECRET: &str = "previous content was secret: not shown";
+
+/// What a target held, as its read side hands it to the plan: the bytes,
+/// and whether they may be shown. Implemented for [`Content`] (shown only
+/// when plain) and for raw bytes (always shown: only for a read side that
+/// has proven them plain; new code passes [`Content`]).
+pub trait ReadBack {
+    fn bytes(&self) -> &[u8];
+    /// The text for a person, `None` when secret.
+    fn shown(&self) -> Option<Cow<'_, str>>;
+}
+
+impl ReadBack for Content {
+    fn bytes(&self) -> &[u8] {
+        self.expose()
+    }
+
+    fn shown(&self) -> Option<Cow<'_, str>> {
+        Content::shown(self)
+    }
+}
+
+impl ReadBack for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+
+    fn shown(&self) -> Option<Cow<'_, str>> {
+        Some(String::from_utf8_lossy(self))
+    }
+}
+
 /// Names of the entries whose bytes differ between `old` and `new`.
-pub fn changed_entries<'a>(
+pub fn changed_entries<'a, O: ReadBack>(
     new: impl IntoIterator<Item = (&'a String, &'a [u8])>,
-    old: &BTreeMap<String, Vec<u8>>,
+    old: &BTreeMap<String, O>,
 ) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut names = Vec::new();
     for (k, v) in new {
         seen.insert(k.as_str());
-        if old.get(k).map(Vec::as_slice) != Some(v) {
+        if old.get(k).map(ReadBack::bytes) != Some(v) {
             names.push(k.clone());
         }
     }
@@ -206,9 +286,15 @@ pub fn changed_entries<'a>(
     names
 }
 
-/// `entry: "old" → "new"` lines for content that read no secret, quoted (so
-/// control characters are escaped) and cut to a readable length.
-pub fn value_lines(names: &[String], new: &BTreeMap<String, Content>, old: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+/// `entry: "old" → "new"` lines, quoted (so control characters are escaped)
+/// and cut to a readable length, for the entries whose every side present
+/// may be shown: an entry whose new value or whose old value is secret gets
+/// no line at all.
+pub fn value_lines<O: ReadBack>(
+    names: &[String],
+    new: &BTreeMap<String, Content>,
+    old: &BTreeMap<String, O>,
+) -> Vec<String> {
     names
         .iter()
         .filter_map(|k| {
@@ -216,11 +302,9 @@ pub fn value_lines(names: &[String], new: &BTreeMap<String, Content>, old: &BTre
                 Some(c) => show(&c.shown()?),
                 None => "(absent)".to_owned(),
             };
-            let shown_old = old.get(k).map_or("(absent)".to_owned(), |v| show(&String::from_utf8_lossy(v)));
-            Some(if old.contains_key(k) {
-                format!("{k}: {shown_old} → {shown_new}")
-            } else {
-                format!("{k}: {shown_new}")
+            Some(match old.get(k) {
+                Some(o) => format!("{k}: {} → {shown_new}", show(&o.shown()?)),
+                None => format!("{k}: {shown_new}"),
             })
         })
         .collect()
@@ -293,7 +377,29 @@ mod tests {
             "secret content shows no values"
         );
         let plain: BTreeMap<String, Content> = [("A".into(), Content::plain("new\x1b[2J"))].into();
-        assert_eq!(value_lines(&["A".into()], &plain, &old), ["A: \"CANARY-old\" → \"new\\u{1b}[2J\""]);
+        let old_plain: BTreeMap<String, Content> = [("A".into(), Content::plain("old"))].into();
+        assert_eq!(value_lines(&["A".into()], &plain, &old_plain), ["A: \"old\" → \"new\\u{1b}[2J\""]);
+        // What the target held while secret stays secret when the new value is plain.
+        let old_secret: BTreeMap<String, Content> = [("A".into(), Content::secret("CANARY-old"))].into();
+        assert!(value_lines(&["A".into()], &plain, &old_secret).is_empty(), "no line shows a secret old value");
+        assert_eq!(changed_entries(plain.iter().map(|(k, v)| (k, v.expose())), &old_secret), ["A"]);
+    }
+
+    #[test]
+    fn a_diff_needs_both_sides_shown() {
+        let path = Path::new("out/a.env");
+        let mut c = Change::new("file", "out/a.env".into(), Action::Update, false);
+        c.diff_between(Some(&Content::secret("PW=CANARY-old\n")), &Content::plain("PW=literal\n"), path);
+        assert_eq!((c.diff.as_deref(), c.notes.as_slice()), (None, &[PREVIOUS_SECRET.to_owned()][..]));
+        let mut c = Change::new("file", "out/a.env".into(), Action::Update, true);
+        c.diff_between(Some(&Content::plain("A=1\n")), &Content::secret("A=CANARY\n"), path);
+        assert!(c.diff.is_none() && c.notes.is_empty(), "the caller notes masked new content");
+        let mut c = Change::new("file", "out/a.env".into(), Action::Update, false);
+        c.diff_between(Some(&Content::plain("A=1\n")), &Content::plain("A=2\n"), path);
+        assert!(c.diff.as_deref().is_some_and(|d| d.contains("-A=1\n+A=2")), "{c:?}");
+        let mut c = Change::new("file", "out/a.env".into(), Action::Create, false);
+        c.diff_between(None, &Content::plain("A=2\n"), path);
+        assert!(c.diff.as_deref().is_some_and(|d| d.contains("+A=2")), "{c:?}");
     }
 
     #[test]

@@ -106,11 +106,13 @@ impl Targets {
     pub fn new(config: &Config, kubeconfig: Option<PathBuf>) -> Self {
         let state = Arc::new(crate::targets::state::StateStore::new(config));
         let retry = crate::targets::ci::Retry::default();
+        let ci =
+            || crate::targets::ci::Client::new(retry).with_trust(crate::targets::ci_tls::Trust::from_config(config));
         Self {
             files: FileKind::new(config.state_dir.clone()),
             kube: KubeKind::new(KubeClients::new(kubeconfig.or_else(|| config.kubernetes.kubeconfig.clone()))),
-            gitlab: GitlabKind::new(crate::targets::ci::Client::new(retry), state.clone()),
-            github: GithubKind::new(crate::targets::ci::Client::new(retry), state),
+            gitlab: GitlabKind::new(ci(), state.clone()),
+            github: GithubKind::new(ci(), state),
         }
     }
 }

@@ -18,6 +18,13 @@
 //! otherwise tracing-subscriber's own; the JSON format escapes newlines
 //! already), and [`OneLine`] / [`one_line`] do the same for the `error:`
 //! lines the commands print.
+//!
+//! No credential in a URL: every event, in either format, goes through
+//! [`crate::text::redact_urls`] on its way out (a Vault or etcd address,
+//! a kubeconfig server, an API URL with `user:password@` or a token in its
+//! query, however it got into a message: an error of a library that
+//! quotes its request URL, a field, a span). The error sites redact too;
+//! this is the net under them, at every level, `RUST_LOG=trace` included.
 
 use std::fmt as stdfmt;
 use std::io;
@@ -60,7 +67,7 @@ pub fn init(format: LogFormat, default: &str) {
     let color = io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let layer = match format {
         LogFormat::Text => text_layer(io::stderr, color).boxed(),
-        LogFormat::Json => fmt::layer().json().with_writer(io::stderr).with_target(true).boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(|| RedactedEvent(io::stderr())).with_target(true).boxed(),
     };
     let _ = tracing_subscriber::registry().with(layer.with_filter(filter(default))).try_init();
 }
@@ -84,12 +91,36 @@ pub struct EventLine<W>(pub W);
 
 impl<W: io::Write> io::Write for EventLine<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write_all(&fold_line_breaks(buf))?;
+        self.0.write_all(&redact_event(&fold_line_breaks(buf)))?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
+    }
+}
+
+/// A writer for one formatted log event (see [`EventLine`]) that only
+/// redacts URLs: the JSON format, whose line breaks are escaped already.
+pub struct RedactedEvent<W>(pub W);
+
+impl<W: io::Write> io::Write for RedactedEvent<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(&redact_event(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// An event with the credentials of its URLs redacted. Events are UTF-8
+/// (formatted by tracing); bytes that are not pass as they are.
+fn redact_event(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match std::str::from_utf8(event).map(crate::text::redact_urls) {
+        Ok(std::borrow::Cow::Owned(text)) => std::borrow::Cow::Owned(text.into_bytes()),
+        _ => std::borrow::Cow::Borrowed(event),
     }
 }
 
@@ -150,6 +181,7 @@ mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::{OneLine, fold_line_breaks, one_line, text_layer};
@@ -199,6 +231,35 @@ mod tests {
             "{text:?}"
         );
         assert!(text.contains(" ERROR "), "{text:?}");
+    }
+
+    #[test]
+    fn a_url_credential_never_reaches_the_log_in_either_format() {
+        for json in [false, true] {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let layer = if json {
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(move || super::RedactedEvent(writer.clone()))
+                    .boxed()
+            } else {
+                text_layer(move || writer.clone(), false).boxed()
+            };
+            let subscriber = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(subscriber, || {
+                let span = tracing::info_span!("pass", endpoint = "http://root:pw-in-span@etcd:2379");
+                let _in = span.enter();
+                tracing::trace!(
+                    error = "error sending request for url (http://root:pw-in-error@vault:8200/v1/x)",
+                    "GET https://api.example/v4?private_token=pw-in-query"
+                );
+            });
+            let text = captured.text();
+            assert!(!text.contains("pw-in"), "json={json}: {text}");
+            assert!(text.contains("http://***@vault:8200/v1/x"), "json={json}: {text}");
+            assert!(text.contains("private_token=***"), "json={json}: {text}");
+        }
     }
 
     #[test]

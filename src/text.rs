@@ -5,6 +5,18 @@
 //! reviewer sees in `diff`, `plan` or `explain` (move the cursor, hide a
 //! line, reorder characters). Every value shown to a person goes through
 //! [`escape_controls`]; JSON output is escaped by JSON itself.
+//!
+//! URLs come from the config, the environment (`VAULT_ADDR`,
+//! `ETCDCTL_ENDPOINTS`), kubeconfigs and server answers, and may carry a
+//! credential: `https://user:password@host`, `https://TOKEN@github.com`,
+//! `?private_token=…`. [`redact_urls`] replaces the userinfo with `***`
+//! and the values of query parameters named like a credential with `***`,
+//! wherever a URL appears in a text. It is applied where a URL enters an
+//! error (the source and CI clients' errors, the config's URL checks) and,
+//! as a net under those, to every `error:` line ([`one_line`]) and every
+//! log event (`crate::telemetry`). It errs on the side of hiding: text
+//! between `://` and the last `@` of a URL is userinfo unless it is
+//! clearly a host and a path (`host/users/@me`).
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -39,10 +51,88 @@ pub fn escape_controls(s: &str, keep_newlines: bool) -> Cow<'_, str> {
 }
 
 /// `text` on one line: every run of whitespace (a backend's multi-line error
-/// body, a command's output) folded to one space, terminal controls escaped.
+/// body, a command's output) folded to one space, terminal controls
+/// escaped, credentials in URLs redacted ([`redact_urls`]).
 pub fn one_line(text: &str) -> String {
     let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    escape_controls(&folded, false).into_owned()
+    redact_urls(&escape_controls(&folded, false)).into_owned()
+}
+
+/// Query parameters whose value is a credential, by a part of their name
+/// (compared in lower case): `private_token`, `access_token`, `api_key`,
+/// `X-Amz-Signature`, `client_secret`, `password`, `sig`, `code`, …
+const CREDENTIAL_PARAMS: &[&str] =
+    &["token", "key", "secret", "pass", "pwd", "auth", "sig", "session", "jwt", "credential", "code"];
+
+/// `text` with every URL's userinfo (`user:password@`, `TOKEN@`) written
+/// as `***@`, and the value of every query parameter named like a
+/// credential as `***`. Text without `://` is returned as is.
+pub fn redact_urls(text: &str) -> Cow<'_, str> {
+    if !text.contains("://") {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        // The URL as far as it can reach: a password may hold `)` or `,`.
+        let end =
+            tail.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`')).unwrap_or(tail.len());
+        let url = &tail[..end];
+        let mut host_at = 0;
+        if let Some(at) = url.rfind('@') {
+            let userinfo = &url[..at];
+            let is_userinfo = !userinfo.is_empty()
+                && userinfo.find(['/', '?', '#']).is_none_or(|path| userinfo[..path].contains(':'));
+            if is_userinfo {
+                out.push_str("***@");
+                host_at = at + 1;
+                changed = true;
+            }
+        }
+        let query = redact_query(&url[host_at..]);
+        changed |= matches!(query, Cow::Owned(_));
+        out.push_str(&query);
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    if changed { Cow::Owned(out) } else { Cow::Borrowed(text) }
+}
+
+/// `url` (from its host on) with the values of credential parameters of
+/// its query written as `***`.
+fn redact_query(url: &str) -> Cow<'_, str> {
+    let Some(q) = url.find('?') else { return Cow::Borrowed(url) };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..=q]);
+    let mut changed = false;
+    let mut rest = &url[q + 1..];
+    loop {
+        // A parameter ends at `&` or `;`; the query at `#` or where the URL
+        // is closed by what surrounds it.
+        let end = rest.find(['&', ';', '#', ')', ']', ',']).unwrap_or(rest.len());
+        let param = &rest[..end];
+        match param.split_once('=') {
+            Some((name, value))
+                if !value.is_empty() && CREDENTIAL_PARAMS.iter().any(|p| name.to_ascii_lowercase().contains(p)) =>
+            {
+                out.push_str(name);
+                out.push_str("=***");
+                changed = true;
+            }
+            _ => out.push_str(param),
+        }
+        let Some(sep) = rest[end..].chars().next() else { break };
+        out.push(sep);
+        rest = &rest[end + 1..];
+        if sep != '&' && sep != ';' {
+            out.push_str(rest);
+            break;
+        }
+    }
+    if changed { Cow::Owned(out) } else { Cow::Borrowed(url) }
 }
 
 /// Shortens `s` to about `max` characters for a one-line display, saying
@@ -66,6 +156,41 @@ mod tests {
         assert_eq!(escape_controls("a\x1b[2Jb\rc\nd", false), "a\\e[2Jb\\rc\\nd");
         assert_eq!(escape_controls("a\nb", true), "a\nb");
         assert_eq!(escape_controls("x\u{202e}y\u{7f}z\u{9b}", true), "x\\u{202e}y\\u{7f}z\\u{9b}");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted_wherever_they_appear() {
+        let cases = [
+            ("http://user:pw@host:8200/v1/x", "http://***@host:8200/v1/x"),
+            ("https://TOKEN@github.com/acme/api.git", "https://***@github.com/acme/api.git"),
+            (
+                "error sending request for url (http://root:s3cr3t@127.0.0.1:1/v1/auth): client error",
+                "error sending request for url (http://***@127.0.0.1:1/v1/auth): client error",
+            ),
+            ("\"https://ci:p/w@gitlab.example.com\" is not a URL", "\"https://***@gitlab.example.com\" is not a URL"),
+            ("http://u:p@ss@host", "http://***@host"),
+            ("http://u:a)b,c@host", "http://***@host"),
+            ("http://a:2379,http://u:p@b:2379", "http://***@b:2379"),
+            (
+                "https://x.example/api?private_token=abc&per_page=100",
+                "https://x.example/api?private_token=***&per_page=100",
+            ),
+            ("(https://x/?X-Amz-Signature=abc#frag)", "(https://x/?X-Amz-Signature=***#frag)"),
+            (
+                "https://a.example?access_token=t1 and http://b:pw@c",
+                "https://a.example?access_token=*** and http://***@c",
+            ),
+            ("http://[::1]:8080/p?page=2", "http://[::1]:8080/p?page=2"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(redact_urls(text), want, "{text}");
+        }
+        for plain in
+            ["no url here", "https://gitlab.com/api/v4/users/@me", "mailto:a@b", "http://host/a@b", "a :// b@c"]
+        {
+            assert!(matches!(redact_urls(plain), Cow::Borrowed(_)), "{plain}: {}", redact_urls(plain));
+        }
+        assert_eq!(one_line("cannot reach\n  http://u:pw@h/"), "cannot reach http://***@h/");
     }
 
     #[test]

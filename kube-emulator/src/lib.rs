@@ -48,9 +48,12 @@
 //! - `discovery`: `/api`, `/apis`, `/version`, OpenAPI v3 skeleton, Tables
 //! - `store`: objects, the resourceVersion counter, change history
 //! - `kind`: the four kinds and the schema server-side apply needs
+//! - `tls`: an https:// front (optionally mutual TLS) for any emulator
+//! - `auth`: service-account tokens and TokenReview (Vault's Kubernetes auth)
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod auth;
 pub mod cli;
 mod discovery;
 mod fields;
@@ -64,6 +67,7 @@ mod server;
 mod status;
 mod store;
 mod time;
+pub mod tls;
 mod validation;
 
 use std::collections::BTreeMap;

@@ -85,7 +85,9 @@
 //!   imported values into the place they came from writes nothing it does
 //!   not have to:
 //!   - a dotenv `file` target: nothing at all, byte for byte (the file
-//!     target compares content and mode; use a mode the file has);
+//!     target compares content and mode; use a mode the file has), and it
+//!     records the file as its own: this is how a file cfgsync did not
+//!     write is adopted (a differing one is refused, not overwritten);
 //!   - a Kubernetes target refuses an object cfgsync did not make until
 //!     it is adopted: the annotation `cfgsync.io/adopt: <instance>` on the
 //!     object (`kubectl annotate`, by someone allowed to change it; the

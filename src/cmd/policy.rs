@@ -40,7 +40,11 @@
 //!   the reconciler role grants the ones `cfgsync run` uses, listed in
 //!   `policies/reconciler.toml`.
 //! - It runs with admin credentials from the usual places (`ETCDCTL_USER`,
-//!   `VAULT_TOKEN`); `--dry-run` shows the changes without making them.
+//!   `VAULT_TOKEN`, or an etcd client certificate whose CN is an admin);
+//!   `--dry-run` shows the changes without making them.
+//! - `cfgsync policy plan` is the dry run as a check: each change, the
+//!   lines of a Vault policy that would change, and an exit code like
+//!   diff(1)'s (0 nothing to do, 1 changes, 2 could not tell), for CI.
 //! - Every problem in every file is reported in one run, with file:line.
 
 use std::collections::BTreeMap;
@@ -245,17 +249,29 @@ pub struct ProvisionedKey {
     pub error: Option<String>,
 }
 
-/// `cfgsync policy apply`.
-pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> Result<ExitCode, CmdError> {
-    let dir = dir.map_or_else(|| ctx.config.dir.join("policies"), Path::to_path_buf);
-    let roles = load(&dir, &Vars::of(ctx.config))?;
+/// What applying `policies/` did (or would do).
+struct Outcome {
+    applied: Vec<Applied>,
+    keys: Vec<ProvisionedKey>,
+    /// Whether etcd and Vault were configured (and so looked at).
+    etcd: bool,
+    vault: bool,
+    /// The Vault policies a plan would change: (name, rules now, rules wanted).
+    policy_diffs: Vec<(String, String, String)>,
+    failed: bool,
+}
+
+/// Makes etcd and Vault agree with `roles` (or, with `dry_run`, finds what
+/// would change). `Err` is the exit code of a source that cannot be reached
+/// (already reported).
+async fn reconcile_roles(ctx: &Context<'_>, roles: &[Role], dry_run: bool) -> Result<Outcome, ExitCode> {
     let clients = Clients::new(ctx.config);
     let etcd = match &clients.keys {
         KeyClient::Etcd { source, .. } => match source.connect().await {
             Ok(c) => Some(c),
             Err(e) => {
                 eprintln!("error: {}", one_line(&e.to_string()));
-                return Ok(ExitCode::from(1));
+                return Err(ExitCode::from(if dry_run { 2 } else { 1 }));
             }
         },
         KeyClient::Files { .. } => None,
@@ -265,14 +281,15 @@ pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> 
             Ok(c) => Some(c),
             Err(e) => {
                 eprintln!("error: {}", one_line(&e.to_string()));
-                return Ok(ExitCode::from(1));
+                return Err(ExitCode::from(if dry_run { 2 } else { 1 }));
             }
         },
         None => None,
     };
     let mut applied = Vec::new();
+    let mut policy_diffs = Vec::new();
     let mut failed = false;
-    for role in &roles {
+    for role in roles {
         let mut a = Applied { role: role.name.clone(), etcd: None, vault: None, error: None };
         if let (Some(client), Some(grants)) = (&etcd, &role.etcd) {
             match etcd_admin::apply_role(client, &role.name, grants, dry_run).await {
@@ -283,6 +300,9 @@ pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> 
         if a.error.is_none()
             && let (Some(client), Some(rules)) = (&vault, &role.vault_policy)
         {
+            if dry_run && let Ok(Some(now)) = vault_admin::read_policy(client, &role.name).await {
+                policy_diffs.push((role.name.clone(), now, rules.clone()));
+            }
             match vault_admin::apply_policy(client, &role.name, rules, dry_run).await {
                 Ok(c) => a.vault = Some(c),
                 Err(e) => a.error = Some(one_line(&e.to_string())),
@@ -306,38 +326,103 @@ pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> 
             keys.push(k);
         }
     }
+    Ok(Outcome { applied, keys, etcd: etcd.is_some(), vault: vault.is_some(), policy_diffs, failed })
+}
 
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    match ctx.output {
-        OutputFormat::Json => {
-            let doc: BTreeMap<&str, serde_json::Value> = [
-                ("roles", serde_json::to_value(&applied).map_err(io::Error::from)?),
-                ("fingerprint_keys", serde_json::to_value(&keys).map_err(io::Error::from)?),
-            ]
-            .into();
-            serde_json::to_writer_pretty(&mut out, &doc).map_err(io::Error::from)?;
-            writeln!(out)?;
-        }
-        OutputFormat::Text => print_text(&applied, &keys, dry_run, etcd.is_some(), vault.is_some(), &mut out)?,
+impl Outcome {
+    /// How many changes applying would make (or made).
+    fn changes(&self) -> usize {
+        let roles: usize = self
+            .applied
+            .iter()
+            .map(|a| {
+                let etcd = a.etcd.as_ref().map_or(0, |c| usize::from(c.created) + c.granted.len() + c.revoked.len());
+                let vault = usize::from(a.vault.is_some_and(|v| v != PolicyChange::Unchanged));
+                etcd + vault
+            })
+            .sum();
+        let keys = self.keys.iter().filter(|k| k.change.is_some_and(|c| c != FieldChange::Unchanged)).count();
+        roles + keys
     }
-    out.flush()?;
-    for a in &applied {
-        if let Some(e) = &a.error {
-            eprintln!("error: role {}: {e}", a.role);
+
+    fn print(&self, ctx: &Context<'_>, dry_run: bool, plan: bool) -> Result<(), CmdError> {
+        let stdout = io::stdout();
+        let mut out = stdout.lock();
+        match ctx.output {
+            OutputFormat::Json => {
+                let mut doc: BTreeMap<&str, serde_json::Value> = [
+                    ("roles", serde_json::to_value(&self.applied).map_err(io::Error::from)?),
+                    ("fingerprint_keys", serde_json::to_value(&self.keys).map_err(io::Error::from)?),
+                ]
+                .into();
+                if plan {
+                    doc.insert("changes", self.changes().into());
+                }
+                serde_json::to_writer_pretty(&mut out, &doc).map_err(io::Error::from)?;
+                writeln!(out)?;
+            }
+            OutputFormat::Text => {
+                let diffs = if plan { self.policy_diffs.as_slice() } else { &[] };
+                print_text(&self.applied, &self.keys, diffs, dry_run && !plan, self.etcd, self.vault, &mut out)?;
+                if plan {
+                    match self.changes() {
+                        0 => writeln!(out, "no changes: etcd and Vault agree with the policies")?,
+                        n => writeln!(out, "{n} change(s): `cfgsync policy apply` makes them")?,
+                    }
+                }
+            }
         }
-    }
-    for k in &keys {
-        if let Some(e) = &k.error {
-            eprintln!("error: fingerprint key {}: {e}", k.secret);
+        out.flush()?;
+        for a in &self.applied {
+            if let Some(e) = &a.error {
+                eprintln!("error: role {}: {e}", a.role);
+            }
         }
+        for k in &self.keys {
+            if let Some(e) = &k.error {
+                eprintln!("error: fingerprint key {}: {e}", k.secret);
+            }
+        }
+        Ok(())
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// `cfgsync policy apply`.
+pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> Result<ExitCode, CmdError> {
+    let dir = dir.map_or_else(|| ctx.config.dir.join("policies"), Path::to_path_buf);
+    let roles = load(&dir, &Vars::of(ctx.config))?;
+    let outcome = match reconcile_roles(ctx, &roles, dry_run).await {
+        Ok(o) => o,
+        Err(_) => return Ok(ExitCode::from(1)),
+    };
+    outcome.print(ctx, dry_run, false)?;
+    Ok(if outcome.failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// `cfgsync policy plan`: what `apply` would change, compared with what
+/// the servers hold now; exit 0 nothing, 1 changes, 2 could not tell (like
+/// diff(1)).
+pub async fn run_plan(ctx: &Context<'_>, dir: Option<&Path>) -> Result<ExitCode, CmdError> {
+    let dir = dir.map_or_else(|| ctx.config.dir.join("policies"), Path::to_path_buf);
+    let roles = load(&dir, &Vars::of(ctx.config))?;
+    let outcome = match reconcile_roles(ctx, &roles, true).await {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
+    outcome.print(ctx, true, true)?;
+    Ok(if outcome.failed {
+        ExitCode::from(2)
+    } else if outcome.changes() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_text(
     applied: &[Applied],
     keys: &[ProvisionedKey],
+    policy_diffs: &[(String, String, String)],
     dry_run: bool,
     etcd: bool,
     vault: bool,
@@ -362,6 +447,11 @@ fn print_text(
                 PolicyChange::Unchanged => "unchanged",
             };
             writeln!(out, "vault policy {}: {what}", a.role)?;
+            if c == PolicyChange::Updated
+                && let Some((_, now, wanted)) = policy_diffs.iter().find(|(name, ..)| *name == a.role)
+            {
+                print_rules_diff(now, wanted, out)?;
+            }
         }
     }
     for k in keys {
@@ -381,6 +471,20 @@ fn print_text(
     }
     if dry_run {
         writeln!(out, "dry run: nothing changed")?;
+    }
+    Ok(())
+}
+
+/// The lines of a Vault policy that would change, indented under it.
+fn print_rules_diff(now: &str, wanted: &str, out: &mut dyn Write) -> io::Result<()> {
+    let diff = similar::TextDiff::from_lines(now.trim(), wanted.trim());
+    for change in diff.iter_all_changes() {
+        let sign = match change.tag() {
+            similar::ChangeTag::Delete => "-",
+            similar::ChangeTag::Insert => "+",
+            similar::ChangeTag::Equal => continue,
+        };
+        writeln!(out, "    {sign} {}", crate::text::escape_controls(change.value().trim_end(), false))?;
     }
     Ok(())
 }

@@ -184,7 +184,18 @@ mod tests {
         "RUST_LOG",           // a log filter
         "NO_COLOR",           // a switch
         "HOME",               // where ~/.vault-token is
+        "KUBECONFIG",         // a path (checked: no file target may write over it)
         "HOSTNAME",           // the default replica name
+        // TLS: paths to files (the key stays in its file) and switches.
+        "ETCDCTL_CACERT",
+        "ETCDCTL_CERT",
+        "ETCDCTL_KEY",
+        "VAULT_CACERT",
+        "VAULT_CAPATH",
+        "VAULT_CLIENT_CERT",
+        "VAULT_CLIENT_KEY",
+        "VAULT_TLS_SERVER_NAME",
+        "VAULT_SKIP_VERIFY",
     ];
 
     /// Every variable name given as a string literal to `.var(…)`,

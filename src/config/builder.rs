@@ -35,7 +35,7 @@ struct RawConfig {
     files: Option<RawFiles>,
     kubernetes: Option<RawKubernetes>,
     #[serde(default)]
-    envs: BTreeMap<String, RawEnv>,
+    envs: BTreeMap<Spanned<String>, RawEnv>,
     #[serde(default, rename = "output")]
     outputs: Vec<RawOutput>,
     service: Option<RawService>,
@@ -46,7 +46,7 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawState {
-    dir: Option<PathBuf>,
+    dir: Option<Spanned<PathBuf>>,
 }
 
 /// `[render]`: the template sandbox's limits (see [`crate::render`]).
@@ -88,6 +88,12 @@ struct RawEtcd {
     user: Option<Spanned<String>>,
     password_file: Option<Spanned<PathBuf>>,
     timeout: Option<Spanned<String>>,
+    // TLS (see `super::tls`).
+    ca_file: Option<Spanned<PathBuf>>,
+    cert_file: Option<Spanned<PathBuf>>,
+    key_file: Option<Spanned<PathBuf>>,
+    server_name: Option<Spanned<String>>,
+    insecure: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +103,13 @@ struct RawVault {
     mount: Option<String>,
     auth: Option<Spanned<RawVaultAuth>>,
     timeout: Option<Spanned<String>>,
+    // TLS (see `super::tls`).
+    ca_file: Option<Spanned<PathBuf>>,
+    cert_file: Option<Spanned<PathBuf>>,
+    key_file: Option<Spanned<PathBuf>>,
+    server_name: Option<Spanned<String>>,
+    insecure: Option<Spanned<bool>>,
+    allow_skip_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -244,14 +257,12 @@ fn default_format() -> Format {
 
 /// Parses config text as if read from `path`.
 pub(super) fn parse(path: &Path, source: &str, env: &dyn Environment) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(source).map_err(|e| {
-        let offset = e.span().map_or(0, |s| s.start);
-        Problem::at(Location::at(path, source, offset), e.message().trim_end().to_owned())
-    })?;
+    let lines = LineIndex::new(source);
+    // Every unknown field at once, then the semantic checks (see [`super::document`]).
+    let (raw, problems): (RawConfig, _) = super::document::deserialize(path, source, &lines)?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    let lines = LineIndex::new(source);
-    Builder { path, source, lines, dir, problems: Vec::new(), credential_spans: BTreeMap::new() }.build(raw, env)
+    Builder { path, source, lines, dir, problems, credential_spans: BTreeMap::new() }.build(raw, env)
 }
 
 struct Builder<'a> {
@@ -294,6 +305,7 @@ impl Builder<'_> {
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL, "interval");
         let service = self.service(raw.service);
         let render = self.render(raw.render);
+        let instance_set = raw.instance.is_some();
         let instance = match raw.instance {
             Some(i) => {
                 if !is_label_value(i.get_ref()) {
@@ -314,16 +326,10 @@ impl Builder<'_> {
             }
             None => 0.25,
         };
-        let state_dir = raw.state.and_then(|s| s.dir).map_or_else(|| self.dir.join(".cfgsync"), |d| self.dir.join(d));
-        let envs: Vec<String> = raw.envs.keys().cloned().collect();
-        if envs.is_empty() {
-            self.problem(0, "no environments defined: add at least one `[envs.<name>]` table");
-        }
-        for name in &envs {
-            if !is_valid_name(name) {
-                self.problem(0, format!("invalid env name {name:?}: use letters, digits, '-' and '_'"));
-            }
-        }
+        let state_dir_at = raw.state.as_ref().and_then(|s| s.dir.as_ref()).map(|d| d.span().start);
+        let state_dir =
+            raw.state.and_then(|s| s.dir).map_or_else(|| self.dir.join(".cfgsync"), |d| self.dir.join(d.into_inner()));
+        let envs = self.env_names(&raw.envs);
 
         let files_dir = raw.files.map(|f| self.dir.join(f.dir.unwrap_or_else(|| "source".to_owned())));
         let keys = match (raw.etcd, &files_dir) {
@@ -359,14 +365,20 @@ impl Builder<'_> {
                 outputs.push(o);
             }
         }
+        if let Err(message) = crate::targets::ci_tls::ca_files(&outputs) {
+            self.problem(0, message);
+        }
         if outputs.is_empty() && self.problems.is_empty() {
             self.problem(0, "no outputs defined: add at least one `[[output]]`");
+        }
+        if !instance_set {
+            self.instance_needed(&outputs, state_dir_at, &instance);
         }
 
         if !self.problems.is_empty() {
             return Err(ConfigError { problems: self.problems });
         }
-        Ok(Config {
+        let config = Config {
             path: self.path.to_path_buf(),
             templates_dir: self.dir.join("templates"),
             dir: self.dir,
@@ -379,10 +391,81 @@ impl Builder<'_> {
             service,
             render,
             instance,
+            instance_set,
             max_prune_share,
             state_dir,
             credential_spans: self.credential_spans,
-        })
+        };
+        // Checks of the whole config: they need every path resolved.
+        let problems = super::own_files::problems(&config, env);
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(config)
+    }
+
+    /// A config without `instance` gets one from its file's name; that
+    /// name is not unique (every `/etc/cfgsync/cfgsync.toml` is
+    /// `cfgsync`, `x/app/cfgsync.toml` and `y/app/cfgsync.toml` are both
+    /// `app`), and two configs of one identity prune each other. So the
+    /// default is refused wherever what a config writes can be seen by
+    /// another: a Kubernetes, GitLab or GitHub target (shared by every
+    /// config writing to that cluster or project, records in a shared
+    /// etcd), or a `[state] dir` set explicitly (which other configs may
+    /// name too). Only a config with file targets and its state in its own
+    /// directory keeps the default: no other config reads that state
+    /// (two configs in one directory are told apart by the file state, see
+    /// [`crate::targets::file::state`]).
+    fn instance_needed(&mut self, outputs: &[Output], state_dir_at: Option<usize>, default: &str) {
+        let how = format!(
+            "set `instance = \"NAME\"` at the top of the config, a name no other cfgsync config uses where this one writes (what this config wrote before this was required carries instance {default:?}: keep that name to go on owning it, unless another config has it too)"
+        );
+        let shared = outputs
+            .iter()
+            .find_map(|o| o.targets.iter().find(|t| !matches!(t.kind, TargetKind::File(_))).map(|t| (o, t)));
+        if let Some((output, target)) = shared {
+            self.problems.push(Problem::at(
+                target.location.clone(),
+                format!(
+                    "output {:?}: a {} target writes where other cfgsync configs write too, so this config needs its own identity: {how}",
+                    output.name,
+                    target.kind.name()
+                ),
+            ));
+        } else if let Some(at) = state_dir_at {
+            self.problem(
+                at,
+                format!("`[state] dir` may be shared with other configs, so this config needs its own identity: {how}"),
+            );
+        }
+    }
+
+    /// The env names, sorted; each checked where it is written. Names
+    /// starting with `_` are cfgsync's own etcd layout (`<prefix>/_service/`,
+    /// `_state/`, `_meta/`, `_history/` and whatever comes next): an env so
+    /// named would read those records as its keys. Names starting with `.`
+    /// (`.`, `..`) would be path segments in Vault and file paths.
+    fn env_names(&mut self, raw: &BTreeMap<Spanned<String>, RawEnv>) -> Vec<String> {
+        if raw.is_empty() {
+            self.problem(0, "no environments defined: add at least one `[envs.<name>]` table");
+        }
+        for name in raw.keys() {
+            let why = if !is_valid_name(name.get_ref()) {
+                Some("use letters, digits, '-', '_' and '.'")
+            } else if name.get_ref().starts_with('_') {
+                Some(
+                    "names starting with '_' are reserved for cfgsync's own records in etcd (_service, _state, _meta, _history)",
+                )
+            } else if name.get_ref().starts_with('.') {
+                Some("names starting with '.' are reserved (they would be path segments)")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                self.problem(name.span().start, format!("invalid env name {:?}: {why}", name.get_ref()));
+            }
+        }
+        raw.keys().map(|k| k.get_ref().clone()).collect()
     }
 
     fn size(&mut self, value: Option<Spanned<String>>, default: u64, what: &str) -> u64 {
@@ -501,7 +584,17 @@ impl Builder<'_> {
             None => (raw.user.map(Spanned::into_inner), None),
         };
         let timeout = self.duration(raw.timeout, Duration::from_secs(10), "etcd timeout");
+        let raw_tls = tls::RawTls {
+            ca_file: raw.ca_file,
+            cert_file: raw.cert_file,
+            key_file: raw.key_file,
+            server_name: raw.server_name,
+            insecure: raw.insecure,
+            allow_skip_verify: None,
+        };
+        let tls = self.tls(env, "[etcd]", |r| r.etcd(raw_tls, &endpoints));
         EtcdSettings {
+            tls: Box::new(tls),
             endpoints,
             prefix,
             user,
@@ -553,12 +646,37 @@ impl Builder<'_> {
             },
         };
         let timeout = self.duration(raw.timeout, Duration::from_secs(10), "vault timeout");
+        let raw_tls = tls::RawTls {
+            ca_file: raw.ca_file,
+            cert_file: raw.cert_file,
+            key_file: raw.key_file,
+            server_name: raw.server_name,
+            insecure: raw.insecure,
+            allow_skip_verify: raw.allow_skip_verify,
+        };
+        let tls = self.tls(env, "[vault]", |r| r.vault(raw_tls, &address));
         VaultSettings {
+            tls: Box::new(tls),
             address,
             mount: raw.mount.unwrap_or_else(|| "secret".to_owned()).trim_matches('/').to_owned(),
             auth,
             timeout,
         }
+    }
+
+    /// A section's TLS settings (`super::tls`), its problems located.
+    fn tls(
+        &mut self,
+        env: &dyn Environment,
+        header: &str,
+        resolve: impl FnOnce(&mut tls::Resolve<'_>) -> TlsSettings,
+    ) -> TlsSettings {
+        let section_at = self.source.find(&format!("\n{header}")).map_or(0, |i| i + 1);
+        let mut r = tls::Resolve { env, dir: &self.dir, section_at, problems: Vec::new() };
+        let settings = resolve(&mut r);
+        let problems = tls::locate(r.problems, |offset| self.loc(offset));
+        self.problems.extend(problems);
+        settings
     }
 
     /// Records where `auth` and each of its file fields are written: the
@@ -659,11 +777,17 @@ impl Builder<'_> {
                     }
                 }
                 RawTarget::Gitlab(g) => match crate::targets::gitlab::spec::build(&name, g, &envs, &entries) {
-                    Ok(t) => targets.push(Target { location, kind: TargetKind::Gitlab(t) }),
+                    Ok(mut t) => {
+                        t.ca_file = t.ca_file.map(|p| self.dir.join(p));
+                        targets.push(Target { location, kind: TargetKind::Gitlab(t) })
+                    }
                     Err(problems) => self.target_problems(offset, problems),
                 },
                 RawTarget::Github(g) => match crate::targets::github::spec::build(&name, g, &envs, &entries) {
-                    Ok(t) => targets.push(Target { location, kind: TargetKind::Github(t) }),
+                    Ok(mut t) => {
+                        t.ca_file = t.ca_file.map(|p| self.dir.join(p));
+                        targets.push(Target { location, kind: TargetKind::Github(t) })
+                    }
                     Err(problems) => self.target_problems(offset, problems),
                 },
             }
@@ -778,6 +902,19 @@ impl Builder<'_> {
         if raw.dialect.is_some() && raw.format != Format::Dotenv {
             self.problem(offset, format!("output {output:?}: `dialect` applies to format \"dotenv\" only"));
         }
+        // Commands are rendered per env when they run: any error shows now.
+        for (what, cmd, src) in
+            [("check_cmd", &raw.check_cmd, Some("'/staged'")), ("reload_cmd", &raw.reload_cmd, None)]
+        {
+            let error =
+                cmd.as_ref().and_then(|c| envs.iter().find_map(|e| crate::render::render_command(c, e, src).err()));
+            if let Some(e) = error {
+                self.problem(
+                    offset,
+                    format!("output {output:?}: {what} {:?}: {e}", cmd.as_deref().unwrap_or_default()),
+                );
+            }
+        }
         let absolute_in_config = Path::new(&raw.path).is_absolute();
         let mut paths = BTreeMap::new();
         for env in envs {
@@ -793,6 +930,16 @@ impl Builder<'_> {
                 continue;
             }
             let path = Path::new(&rendered);
+            if let Some(name) = crate::targets::file::io::reserved_component(path) {
+                self.problem(
+                    offset,
+                    format!(
+                        "output {output:?}: path {rendered:?} (env {env:?}) goes through {:?}: names starting with .cfgsync are cfgsync's own state and temp files",
+                        name.to_string_lossy()
+                    ),
+                );
+                continue;
+            }
             if path.is_absolute() != absolute_in_config {
                 self.problem(
                     offset,

@@ -22,9 +22,18 @@
 //! - this module: the typed configuration (what the rest of cfgsync reads),
 //!   locations and problems, and the entry points [`load`] and [`parse`];
 //! - [`builder`]: the file as written (serde structs) and the builder that
-//!   turns it into a [`Config`], with every semantic check.
+//!   turns it into a [`Config`], with every semantic check;
+//! - [`document`]: reading the file into those structs, reporting every
+//!   unknown field and type error at once instead of stopping at the first;
+//! - [`own_files`]: file targets never write over what cfgsync reads itself;
+//! - [`tls`]: the TLS settings of etcd and Vault (and the CI targets' `ca_file`).
 
 mod builder;
+mod document;
+mod own_files;
+mod tls;
+
+pub use tls::{TlsSettings, host_of, is_loopback};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -184,6 +193,9 @@ pub struct Config {
     /// Written on everything cfgsync writes (`cfgsync.io/instance`, CI
     /// variable descriptions, state): prune only touches its own.
     pub instance: String,
+    /// `instance` was written in the config (else it is the default, allowed
+    /// only for file targets with the state in the config's directory).
+    pub instance_set: bool,
     /// A pass deleting more than one and more than this share of what the
     /// instance wrote at one destination stops and asks for `--allow-mass-prune`.
     pub max_prune_share: f64,
@@ -241,6 +253,9 @@ pub struct EtcdSettings {
     pub password: Option<SecretString>,
     pub password_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// CA, client certificate, server name, `insecure` (see [`tls`]).
+    /// Boxed: the settings live in enums whose other variant is a path.
+    pub tls: Box<TlsSettings>,
 }
 
 impl EtcdSettings {
@@ -256,6 +271,8 @@ pub struct VaultSettings {
     pub mount: String,
     pub auth: VaultAuth,
     pub timeout: Duration,
+    /// CA, client certificate, server name, skip-verify, `insecure` (see [`tls`]).
+    pub tls: Box<TlsSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -584,8 +601,12 @@ pub fn parse_size(text: &str) -> Option<u64> {
 
 /// The instance a config gets when it names none: its file's name when that
 /// is not `cfgsync.toml`, else its directory's (`/etc/payments/cfgsync.toml`
-/// → `payments`, `team-a.toml` → `team-a`), as a label value.
+/// → `payments`, `team-a.toml` → `team-a`), as a label value. The path is
+/// resolved first, so a symlink to the config or to its directory gives the
+/// same name as the real path.
 pub fn default_instance(path: &Path) -> String {
+    let real = path.canonicalize().ok();
+    let path = real.as_deref().unwrap_or(path);
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("cfgsync");
     let name = if stem == "cfgsync" {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -63,7 +63,7 @@ fn env_vars_override_only_existing_sections() {
     assert!(matches!(files.keys, KeysSource::Files(_)));
     let text = BASE.replace(
         "[files]",
-        "[etcd]\nendpoints = [\"http://x:1\"]\n[vault]\nauth = { method = \"approle\", role_id = \"r\" }",
+        "[etcd]\nendpoints = [\"http://x:1\"]\ninsecure = true\n[vault]\ninsecure = true\nauth = { method = \"approle\", role_id = \"r\" }",
     );
     let c = parse(Path::new("c.toml"), &text, &env).unwrap();
     let KeysSource::Etcd(e) = &c.keys else { panic!("etcd expected") };
@@ -146,4 +146,162 @@ fn relative_paths_must_stay_inside() {
     assert_eq!(normalize_within(Path::new("a/../b/c")), Some(PathBuf::from("b/c")));
     assert_eq!(normalize_within(Path::new("a/../../b")), None);
     assert_eq!(normalize_within(Path::new("./")), None);
+}
+
+/// Issue 15: an unknown field used to hide every later problem.
+#[test]
+fn every_unknown_field_and_the_semantic_problems_are_reported_at_once() {
+    let text = BASE
+        .replace("[files]", "[files]\ndirr = \"src\"")
+        .replace("kind = \"file\"", "kind = \"file\"\nmod = \"0600\"")
+        .replace("[envs.prod]", "[envs.prod]\n[vault]\nauth = { method = \"token\", tokn_file = \"t\" }")
+        + "\n[[output]]\nname = \"web\"\nenvs = [\"prd\"]\n[output.entries]\nX = { templat = \"x.tera\", key = \"k\" }\n";
+    let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err();
+    let all = err.to_string();
+    let lines: Vec<&str> = all.lines().collect();
+    assert!(lines[0].starts_with("c.toml:3:1: unknown field `dirr`"), "{all}");
+    assert!(
+        all.contains("c.toml:7:28: unknown field `tokn_file`, expected `token_file` (did you mean `token_file`?)"),
+        "{all}"
+    );
+    assert!(all.contains("c.toml:15:1: unknown field `mod`, expected one of `path`"), "{all}");
+    assert!(all.contains("(did you mean `mode`?)"), "{all}");
+    assert!(all.contains("c.toml:22:7: unknown field `templat`"), "{all}");
+    // The semantic checks ran too.
+    assert!(all.contains("output \"web\": unknown env \"prd\" (did you mean \"prod\"?)"), "{all}");
+    assert!(all.contains("both [vault] and [files] provide secrets"), "{all}");
+    assert!(all.contains("output \"web\" has no targets"), "{all}");
+    assert_eq!(err.problems.len(), 7, "{all}");
+}
+
+#[test]
+fn type_errors_are_all_reported_and_what_follows_from_them_is_not() {
+    let text = format!(
+        "interval = 5\n{}\n[[output]]\nname = \"w\"\n[output.entries]\nX = \"x\"\n[[output.target]]\nkind = \"fil\"\npath = \"x\"\n[[output.target]]\nkind = \"file\"\npth = \"x\"\n",
+        BASE.replace("[envs.prod]", "[envs.prod]\n[service]\ngrace = 20")
+    );
+    let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err();
+    let all = err.to_string();
+    assert!(all.contains("c.toml:1:12: invalid type: integer `5`, expected a string"), "{all}");
+    assert!(all.contains("c.toml:7:9: invalid type: integer `20`, expected a string"), "{all}");
+    assert!(all.contains("unknown variant `fil`, expected one of `file`"), "{all}");
+    assert!(all.contains("unknown field `pth`"), "{all}");
+    assert!(!all.contains("missing field"), "what follows from a reported problem is not reported again: {all}");
+    assert_eq!(err.problems.len(), 4, "{all}");
+    // Syntax errors end the load, all of them reported.
+    let err = parse(Path::new("c.toml"), "a = \n[b\nc = 1\n", &no_env()).unwrap_err();
+    assert!(err.problems.len() >= 2, "{err}");
+}
+
+/// Issue 15: `[envs._service]` read the election records as keys.
+#[test]
+fn env_names_of_the_reserved_layout_are_refused_where_they_are_written() {
+    for name in ["_service", "_state", "_meta", "_history", "_x", ".", ".."] {
+        let text = BASE.replace("[envs.prod]", &format!("[envs.prod]\n[envs.\"{name}\"]"));
+        let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("c.toml:5:7: invalid env name {name:?}: names starting with")), "{err}");
+    }
+    let text = BASE.replace("[envs.prod]", "[envs.prod]\n[envs.\"a b\"]");
+    let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err().to_string();
+    assert!(err.starts_with("c.toml:5:7: invalid env name \"a b\": use letters"), "{err}");
+    let text = BASE.replace("[envs.prod]", "[envs.prod]\n[envs.pre_prod]\n[envs.\"v1.2\"]");
+    parse(Path::new("c.toml"), &text, &no_env()).unwrap();
+}
+
+/// Issue 15: a target at `.cfgsync/…` overwrote the state, one named like a
+/// temp file was removed as a leftover by a later pass.
+#[test]
+fn target_paths_through_cfgsyncs_own_names_are_refused() {
+    for path in [".cfgsync/inst/files-{{ env }}.json", "out/.cfgsync-tmp-1-{{ env }}-00", "/srv/.cfgsync/{{ env }}.env"]
+    {
+        let text = BASE.replace("out/{{ env }}/api.env", path);
+        let err = parse(Path::new("/etc/cfgsync/c.toml"), &text, &no_env()).unwrap_err().to_string();
+        assert!(err.contains("c.toml:10:1: output \"api\": path"), "{path}: {err}");
+        assert!(err.contains("names starting with .cfgsync are cfgsync's own state and temp files"), "{path}: {err}");
+    }
+}
+
+/// Issue 15: a target could write over the config, a credential, a template.
+#[test]
+fn targets_never_write_over_what_cfgsync_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("cfgsync.toml");
+    let vault = "instance = \"x\"\n[etcd]\npassword_file = \"creds/etcd\"\n[vault]\nauth = { method = \"approle\", role_id = \"r\", secret_id_file = \"/run/creds/secret-id\" }\n[kubernetes]\nkubeconfig = \"kube/config\"\n[state]\ndir = \"/var/lib/cfgsync\"\n";
+    let cases = [
+        ("cfgsync.toml", "the config file"),
+        ("out/../cfgsync.toml", "the config file"),
+        ("creds/etcd", "the etcd password_file"),
+        ("/run/creds/secret-id", "the vault secret_id_file"),
+        ("kube/config", "the kubeconfig"),
+        ("templates/api/config.tera", "the templates directory"),
+        ("policies/prod.toml", "the policies directory"),
+        ("/var/lib/cfgsync/inst/x.json", "the state directory"),
+    ];
+    let one_env = BASE.replace("[envs.staging]\n", "");
+    for (path, what) in cases {
+        let text = one_env.replace("[files]", vault).replace("out/{{ env }}/api.env", path);
+        let err = parse(&config_path, &text, &no_env()).unwrap_err().to_string();
+        assert!(err.contains(&format!("would write over {what}")), "{path}: {err}");
+        assert!(err.contains("cfgsync.toml:18:1: output \"api\": file target"), "{path}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // The file source, and a dir target whose entry would be the config file.
+    let err = parse(&config_path, &BASE.replace("out/{{ env }}/api.env", "source/{{ env }}.toml"), &no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("would write over the file source"), "{err}");
+    let dir_target = one_env
+        .replace("A = \"{{ key(name='a') }}\"", "\"cfgsync.toml\" = \"x\"")
+        .replace("path = \"out/{{ env }}/api.env\"", &format!("path = \"{}\"\nformat = \"dir\"", dir.path().display()));
+    let err = parse(&config_path, &dir_target, &no_env()).unwrap_err().to_string();
+    assert!(err.contains("would write over the config file"), "{err}");
+    // Through a symlinked directory.
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).unwrap();
+    let err = parse(&config_path, &one_env.replace("out/{{ env }}/api.env", "link/cfgsync.toml"), &no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("would write over the config file"), "{err}");
+    // Anything else is fine.
+    parse(&config_path, &BASE.replace("out/{{ env }}/api.env", "out/{{ env }}/cfgsync.toml"), &no_env()).unwrap();
+}
+
+/// Issue 15: every shipped deployment is `/etc/cfgsync/cfgsync.toml`, so
+/// every config without `instance` was instance `cfgsync`, and
+/// `x/app/cfgsync.toml` and `y/app/cfgsync.toml` were both `app`.
+#[test]
+fn instance_is_required_where_another_config_can_see_what_this_one_writes() {
+    let shared = [
+        "kind = \"kubernetes-secret\"\nnamespace = \"api\"\nname = \"api-{{ env }}\"",
+        "kind = \"gitlab\"\nproject = \"group/app\"\nenvironment_scope = \"{{ env }}\"",
+        "kind = \"github\"\nrepo = \"acme/app\"\nenvironment = \"{{ env }}\"",
+    ];
+    for target in shared {
+        let text = format!("{BASE}[[output.target]]\n{target}\n");
+        let err = parse(Path::new("/etc/cfgsync/cfgsync.toml"), &text, &no_env()).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/cfgsync/cfgsync.toml:13:1: output \"api\": a "), "{err}");
+        assert!(err.contains("set `instance = \"NAME\"` at the top of the config"), "{err}");
+        assert!(err.contains("carries instance \"cfgsync\": keep that name"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        parse(Path::new("/etc/cfgsync/cfgsync.toml"), &format!("instance = \"payments\"\n{text}"), &no_env())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let text = BASE.replace("[files]", "[files]\n[state]\ndir = \"/var/lib/cfgsync\"");
+    let err = parse(Path::new("/srv/app/cfgsync.toml"), &text, &no_env()).unwrap_err().to_string();
+    assert!(err.starts_with("/srv/app/cfgsync.toml:4:7: `[state] dir` may be shared"), "{err}");
+    // File targets with the state in the config's own directory: the default stays.
+    let c = parse(Path::new("/srv/app/cfgsync.toml"), BASE, &no_env()).unwrap();
+    assert_eq!((c.instance.as_str(), c.instance_set), ("app", false));
+}
+
+#[test]
+fn the_default_instance_does_not_depend_on_how_the_config_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("payments")).unwrap();
+    let real = tmp.path().join("payments/cfgsync.toml");
+    std::fs::write(&real, BASE).unwrap();
+    std::os::unix::fs::symlink(&real, tmp.path().join("prod.toml")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("payments"), tmp.path().join("link")).unwrap();
+    for spelling in ["payments/cfgsync.toml", "prod.toml", "link/cfgsync.toml", "link/../payments/cfgsync.toml"] {
+        assert_eq!(default_instance(&tmp.path().join(spelling)), "payments", "{spelling}");
+    }
 }

@@ -366,6 +366,19 @@ impl<'t> Walker<'t> {
         match v {
             ExprVal::FunctionCall(call) => self.call(call),
             ExprVal::Math(m) => {
+                // Tera 1.20 panics (`unreachable!`) on a macro call in
+                // arithmetic: refused here instead of crashing a render.
+                for side in [&m.lhs, &m.rhs] {
+                    if let ExprVal::MacroCall(call) = &side.val {
+                        self.finding(
+                            format!(
+                                "macro `{}::{}` is used in arithmetic; a macro's output is text: set it to a variable and convert it (`| int`)",
+                                call.namespace, call.name
+                            ),
+                            Some(format!("{}::{}", call.namespace, call.name)),
+                        );
+                    }
+                }
                 self.expr(&m.lhs);
                 self.expr(&m.rhs);
             }
@@ -479,55 +492,165 @@ impl<'t> Walker<'t> {
     }
 }
 
-/// Refuses, before parsing, text that would nest Tera's recursive-descent
-/// parser (and later its renderer) deeper than a thread's stack can take:
-/// block tags (`{% if %}`, `{% for %}`, …) and brackets inside tags.
+/// Most block tags (`{% if %}`, `{% for %}`, …) open inside each other.
+pub const MAX_BLOCKS: usize = 64;
+/// Most brackets open inside each other in one tag.
+pub const MAX_BRACKETS: usize = 64;
+/// Most operators (`+ - * / % < > == != <= >= and or not in is`) in one tag.
+///
+/// Tera builds `1 + 1 + … + 1` into a tree as deep as the chain is long,
+/// and its renderer, the static checks here and dropping the tree all
+/// recurse over it: 150,000 terms (600 KB, well under the template size
+/// limit) overflowed a 64 MiB stack. A render recurses at most
+/// [`MAX_DEPTH`] includes and macro calls deep, each at most
+/// [`MAX_BLOCKS`] blocks and `MAX_OPERATORS + MAX_BRACKETS` levels of one
+/// expression deep. Measured in a debug build (~4 KiB per expression
+/// level), that worst case fits in 32 MiB, half the render thread's 64 MiB (`the_deepest_render_the_limits_allow_fits_the_render_stack`
+/// in `render/tests.rs` renders it; with 200 operators it needed more than
+/// 32 MiB). One expression alone (a config field, rendered on a runtime
+/// thread) fits 2 MiB. A longer expression is split with `{% set %}`.
+pub const MAX_OPERATORS: usize = 100;
+
+/// Refuses, before parsing, text that would nest Tera's parser, its
+/// renderer or the static checks deeper than a thread's stack can take:
+/// block tags nested more than [`MAX_BLOCKS`] deep, brackets inside a tag
+/// more than [`MAX_BRACKETS`] deep, more than [`MAX_OPERATORS`] operators in
+/// one tag. Returns the byte offset of the offending tag and why.
+///
+/// The scan reads the text as Tera's grammar does, so nothing can hide a
+/// tag from it: comments (`{# … #}`) and `{% raw %}` blocks are text to Tera
+/// and skipped here too; a tag ends at its closing delimiter outside string
+/// literals (which have no escapes in Tera). Where it cannot tell (a tag or
+/// comment that never closes), it counts everything that follows as one tag,
+/// which can only refuse more, never less.
 pub fn nesting_problem(text: &str) -> Option<(usize, String)> {
-    const MAX_BLOCKS: usize = 64;
-    const MAX_BRACKETS: usize = 64;
     let mut blocks: usize = 0;
-    let mut rest = text;
-    let mut offset = 0;
-    while let Some(open_at) = rest.find("{%").into_iter().chain(rest.find("{{")).min() {
-        let is_block = rest[open_at..].starts_with("{%");
-        let close = if is_block { "%}" } else { "}}" };
-        let body_start = open_at + 2;
-        let Some(len) = rest[body_start..].find(close) else { break };
-        let body = &rest[body_start..body_start + len];
-        let at = offset + open_at;
-        let mut depth: usize = 0;
-        let mut quote: Option<char> = None;
-        for c in body.chars() {
-            match (quote, c) {
-                (Some(q), c) if c == q => quote = None,
-                (Some(_), _) => {}
-                (None, '"' | '\'' | '`') => quote = Some(c),
-                (None, '(' | '[' | '{') => {
-                    depth += 1;
-                    if depth > MAX_BRACKETS {
-                        return Some((at, format!("expression nests brackets more than {MAX_BRACKETS} deep")));
-                    }
-                }
-                (None, ')' | ']' | '}') => depth = depth.saturating_sub(1),
-                (None, _) => {}
+    let mut at = 0;
+    while let Some(found) = text[at..].find('{') {
+        let open = at + found;
+        let rest = &text[open..];
+        if let Some(comment) = rest.strip_prefix("{#") {
+            // A comment ends at the first `#}`, quotes or not.
+            match comment.find("#}") {
+                Some(end) => at = open + 2 + end + 2,
+                None => return None, // Tera refuses an unclosed comment.
             }
+            continue;
         }
-        if is_block {
+        let close = if rest.starts_with("{{") {
+            "}}"
+        } else if rest.starts_with("{%") {
+            "%}"
+        } else {
+            at = open + 1;
+            continue;
+        };
+        let body_start = open + 2;
+        let (body, next) = match tag_end(&text[body_start..], close) {
+            Some(len) => (&text[body_start..body_start + len], body_start + len + 2),
+            // Unclosed (in Tera's eyes the template is broken): judge the rest whole.
+            None => (&text[body_start..], text.len()),
+        };
+        if let Some(message) = expression_problem(body) {
+            return Some((open, message));
+        }
+        at = next;
+        if close == "%}" {
             let word = body.trim().trim_start_matches('-').split_whitespace().next().unwrap_or("");
             match word {
-                "if" | "for" | "macro" | "block" | "filter" | "raw" => {
+                // Raw text ends at the first `{% endraw %}`: nothing in it is a tag.
+                "raw" => at = end_of_raw(text, at).unwrap_or(text.len()),
+                "if" | "for" | "macro" | "block" | "filter" => {
                     blocks += 1;
                     if blocks > MAX_BLOCKS {
-                        return Some((at, format!("block tags nest more than {MAX_BLOCKS} deep")));
+                        return Some((open, format!("block tags nest more than {MAX_BLOCKS} deep")));
                     }
                 }
                 w if w.starts_with("end") => blocks = blocks.saturating_sub(1),
                 _ => {}
             }
         }
-        let consumed = body_start + len + 2;
-        rest = &rest[consumed..];
-        offset += consumed;
+    }
+    None
+}
+
+/// The length of a tag's body: up to `close` outside string literals.
+fn tag_end(body: &str, close: &str) -> Option<usize> {
+    let bytes = body.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if matches!(b, b'"' | b'\'' | b'`') => quote = Some(b),
+            None if body[i..].starts_with(close) => return Some(i),
+            None => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Where the text after `{% raw %}` (from `from`) ends: after the first
+/// `{%[-] endraw [-]%}`.
+fn end_of_raw(text: &str, from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(found) = text[at..].find("{%") {
+        let start = at + found + 2;
+        let rest = text[start..].strip_prefix('-').unwrap_or(&text[start..]).trim_start();
+        if let Some(after) = rest.strip_prefix("endraw") {
+            let after = after.trim_start();
+            let after = after.strip_prefix('-').unwrap_or(after);
+            if after.starts_with("%}") {
+                return Some(text.len() - after.len() + 2);
+            }
+        }
+        at = start;
+    }
+    None
+}
+
+/// Brackets and operators in one tag's body.
+fn expression_problem(body: &str) -> Option<String> {
+    let mut depth: usize = 0;
+    let mut operators: usize = 0;
+    let mut quote: Option<char> = None;
+    let mut word = String::new();
+    let mut previous = ' ';
+    for c in body.chars().chain(std::iter::once(' ')) {
+        if quote.is_none() && (c.is_ascii_alphanumeric() || c == '_') {
+            word.push(c);
+            previous = c;
+            continue;
+        }
+        if matches!(word.as_str(), "and" | "or" | "not" | "in" | "is") {
+            operators += 1;
+        }
+        word.clear();
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'' | '`') => quote = Some(c),
+            (None, '(' | '[' | '{') => {
+                depth += 1;
+                if depth > MAX_BRACKETS {
+                    return Some(format!("expression nests brackets more than {MAX_BRACKETS} deep"));
+                }
+            }
+            (None, ')' | ']' | '}') => depth = depth.saturating_sub(1),
+            (None, '+' | '-' | '*' | '/' | '%' | '<' | '>') => operators += 1,
+            // `==` and `!=` (a lone `=` names an argument or sets a variable).
+            (None, '=') if matches!(previous, '=' | '!') => operators += 1,
+            (None, _) => {}
+        }
+        if operators > MAX_OPERATORS {
+            return Some(format!(
+                "one tag has more than {MAX_OPERATORS} operators; split the expression with {{% set %}}"
+            ));
+        }
+        previous = c;
     }
     None
 }

@@ -33,11 +33,20 @@
 //! write access to production, so what they can do is an allow-list:
 //! - no process environment (`get_env` refused at validate and replaced at
 //!   runtime), no clock, no randomness (not compiled in);
-//! - no files but those under the config's `templates/` (symlinks resolved;
-//!   one pointing outside is refused) and the shipped [`library`];
-//! - no recursion: include/import/macro cycles and chains deeper than
-//!   [`check::MAX_DEPTH`] are refused at validate; so is text nesting
-//!   blocks or brackets deeper than the parser's stack can take;
+//! - no files but those under the config's `templates/` and the shipped
+//!   [`library`]: `templates` itself is not a link, links below it resolve
+//!   inside it, nothing cfgsync reads itself (config, credentials, source,
+//!   state) is a template, and a template only its owner can read is
+//!   refused in an output that reads no secret (see [`collect_template_files`]);
+//! - no recursion: include/import/extends/macro cycles and chains deeper
+//!   than [`check::MAX_DEPTH`] are refused at validate; so is text nesting
+//!   blocks or brackets, or chaining operators, deeper than a stack can
+//!   take ([`check::nesting_problem`]: Tera, the static checks and dropping
+//!   a parsed template all recurse over the expression tree, which is as
+//!   deep as an operator chain is long). Every recursion over input in the
+//!   render path is bounded so; the one Tera does over values a template
+//!   builds at run time (`{% set_global s = [s] %}` in a loop) cannot be
+//!   bounded by a scan, and is contained by the render worker (below);
 //! - [`Limits`]: bytes per entry and per output (checked as text is
 //!   written), elements `range` may produce, and a time budget per output
 //!   (checked on every write and function call). The service and the CLI
@@ -247,12 +256,16 @@ impl Templates {
     fn compile_here(config: &Config) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut files = Vec::new();
-        collect_template_files(&config.templates_dir, &mut files, &mut problems);
+        collect_template_files(config, &mut files, &mut problems);
         let mut sources: Vec<(String, String)> = Vec::new();
         let mut origins: HashMap<String, Origin> = HashMap::new();
-        for (name, path, text) in files {
-            origins.insert(name.clone(), Origin::File(path));
-            sources.push((name, text));
+        let mut private: HashMap<String, PathBuf> = HashMap::new();
+        for file in files {
+            if file.private {
+                private.insert(file.name.clone(), file.shown.clone());
+            }
+            origins.insert(file.name.clone(), Origin::File(file.shown));
+            sources.push((file.name, file.text));
         }
         // Only what is not a simple template goes to Tera.
         let mut simple = HashMap::new();
@@ -306,6 +319,7 @@ impl Templates {
             let mut analysis = Analysis::default();
             let mut literal_names = BTreeSet::new();
             let mut entries = Vec::new();
+            let mut private_used = Vec::new();
             for entry in &output.entries {
                 let template_name = match &entry.template {
                     EntryTemplate::Key(k) => {
@@ -340,6 +354,9 @@ impl Templates {
                     }
                 };
                 for t in analyzer.reach(&template_name) {
+                    if let Some(path) = private.get(&t) {
+                        private_used.push((entry.location.clone(), entry.name.clone(), path.display().to_string()));
+                    }
                     users.entry(t).or_insert_with(|| (output.name.clone(), entry.name.clone()));
                 }
                 analysis.secret_paths.extend(analyzer.secret_paths(&template_name));
@@ -348,6 +365,7 @@ impl Templates {
             }
             analysis.literal_names = Arc::new(literal_names);
             secret_safety(output, &analysis, &mut problems);
+            private_template_problems(output, &analysis, &private_used, &mut problems);
             outputs.push(CompiledOutput { name: output.name.clone(), envs: output.envs.clone(), entries, analysis });
         }
         let mut findings: Vec<check::Finding> = Vec::new();
@@ -591,6 +609,12 @@ fn build_tera(
         }
     }
     if problems.is_empty() {
+        // Tera links `extends` chains by recursion, once per template:
+        // refuse a chain deeper than the graph check allows before it does.
+        if let Some((name, message)) = extends_problem(&tera) {
+            problems.push(problem(name, None, message));
+            return (tera, problems);
+        }
         if let Err(e) = tera.build_inheritance_chains() {
             problems.push(problem("", None, without_internal_names(&tera_error_text(&e))));
         } else if let Err(e) = tera.check_macro_files() {
@@ -598,6 +622,31 @@ fn build_tera(
         }
     }
     (tera, problems)
+}
+
+/// Refuses what Tera's linking of `extends` chains would recurse on without
+/// end or too deep: it follows parents by recursion, once per template, and
+/// stops at a cycle only when the chain comes back to the template it
+/// started from (`a` → `b` → `c` → `b` never does).
+fn extends_problem(tera: &Tera) -> Option<(&str, String)> {
+    let mut names: Vec<&String> = tera.templates.keys().collect();
+    names.sort();
+    for name in names {
+        let mut seen: Vec<&str> = vec![name.as_str()];
+        let mut parent = tera.templates[name].parent.as_deref();
+        while let Some(p) = parent {
+            if seen.contains(&p) {
+                seen.push(p);
+                return Some((name.as_str(), format!("templates extend each other in a cycle: {}", seen.join(" → "))));
+            }
+            seen.push(p);
+            if seen.len() - 1 > check::MAX_DEPTH {
+                return Some((name.as_str(), format!("template extends a chain more than {} deep", check::MAX_DEPTH)));
+            }
+            parent = tera.templates.get(p).and_then(|t| t.parent.as_deref());
+        }
+    }
+    None
 }
 
 /// Collects rendered text, refusing to grow past `room` bytes and stopping
@@ -775,15 +824,59 @@ pub fn without_internal_names(text: &str) -> String {
         .replace("__tera_one_off", "the field")
 }
 
+/// A template file as read from `templates/`.
+struct TemplateFile {
+    /// Its name for Tera: the path below `templates/` as listed (a link's
+    /// own name, not its target's).
+    name: String,
+    /// The path as shown in messages.
+    shown: PathBuf,
+    text: String,
+    /// Others cannot read it (no `o+r`): see [`private_template_problems`].
+    private: bool,
+}
+
 /// Reads the template files under `dir` (sorted, hidden files skipped).
-/// Symlinks are followed only to files inside `dir` itself; anything that is
-/// not a regular file (a FIFO would block the read) is refused.
-fn collect_template_files(dir: &Path, out: &mut Vec<(String, PathBuf, String)>, problems: &mut Vec<Problem>) {
-    let Ok(root) = dir.canonicalize() else { return };
-    if !root.is_dir() {
-        return;
+///
+/// What a template can read is `templates/` and nothing else, whatever the
+/// links, because its text ends up in outputs that others read:
+/// - `templates` itself must be a real directory, not a link (`templates ->
+///   .` made the config's directory, with `password_file` in it, the
+///   templates; `templates -> /elsewhere` made any directory one);
+/// - a link below it is followed only to a file or directory inside it,
+///   so the layout of a Kubernetes ConfigMap volume works (`api.tera ->
+///   ..data/api.tera`, `parts -> ..data/parts`, `..data -> ..2026_12_07_…`,
+///   all inside the mount; hidden names are not listed themselves) and
+///   `sub -> /etc` does not;
+/// - the resolved file is then opened from `templates/` one component at a
+///   time without following links (`O_NOFOLLOW`), so swapping a directory
+///   for a link after the check does not redirect the read, and only a
+///   regular file is opened (a FIFO would block the read);
+/// - never a file cfgsync itself reads ([`protected_paths`]: the config, a
+///   credential file, the embedded source, the state), even inside
+///   `templates/`.
+fn collect_template_files(config: &Config, out: &mut Vec<TemplateFile>, problems: &mut Vec<Problem>) {
+    let dir = &config.templates_dir;
+    match std::fs::symlink_metadata(dir) {
+        Err(_) => return,
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = std::fs::read_link(dir).map(|t| t.display().to_string()).unwrap_or_default();
+            problems.push(Problem {
+                location: None,
+                message: format!(
+                    "{} is a symlink (to {target}); cfgsync reads templates only from a real directory, so that a link cannot make other files (the config, a credential) templates: replace the link with the directory, or mount the templates there",
+                    dir.display()
+                ),
+            });
+            return;
+        }
+        Ok(meta) if !meta.is_dir() => return,
+        Ok(_) => {}
     }
+    let Ok(root) = dir.canonicalize() else { return };
+    let protected = protected_paths(config);
     let mut todo = vec![root.clone()];
+    let mut walked: std::collections::HashSet<PathBuf> = [root.clone()].into();
     while let Some(current) = todo.pop() {
         let entries = match std::fs::read_dir(&current) {
             Ok(e) => e,
@@ -806,34 +899,169 @@ fn collect_template_files(dir: &Path, out: &mut Vec<(String, PathBuf, String)>, 
                 refuse(problems, "a dangling symlink");
                 continue;
             };
-            if !real.starts_with(&root) {
+            let Ok(inside) = real.strip_prefix(&root) else {
                 refuse(problems, "a symlink to a file outside templates/; templates may only read templates/");
+                continue;
+            };
+            if let Some((_, what)) = protected.paths.iter().find(|(p, _)| real.starts_with(p)) {
+                refuse(problems, &format!("is {what}, which cfgsync reads itself; a template may never read it"));
                 continue;
             }
             let Ok(meta) = std::fs::metadata(&real) else { continue };
             if meta.is_dir() {
-                if real == path {
+                // Each directory once, however many links lead to it (a
+                // link to an ancestor would loop).
+                if walked.insert(real) {
                     todo.push(path);
                 }
                 continue;
             }
-            if !meta.is_file() {
-                refuse(problems, "not a regular file");
-                continue;
-            }
-            if meta.len() > MAX_TEMPLATE_FILE_BYTES {
-                refuse(problems, "larger than 1 MiB");
-                continue;
-            }
             let Ok(rel) = path.strip_prefix(&root) else { continue };
             let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-            match std::fs::read_to_string(&real) {
-                Ok(text) => out.push((name, shown, text)),
-                Err(e) => refuse(problems, &format!("cannot read: {e}")),
+            match read_below(&root, inside) {
+                Ok(read) => match protected.inodes.iter().find(|(inode, _)| *inode == read.inode) {
+                    Some((_, what)) => refuse(
+                        problems,
+                        &format!("is {what} (a hard link), which cfgsync reads itself; a template may never read it"),
+                    ),
+                    None => out.push(TemplateFile { name, shown, text: read.text, private: read.mode & 0o004 == 0 }),
+                },
+                Err(why) => refuse(problems, &why),
             }
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+/// A file read by [`read_below`].
+struct ReadFile {
+    text: String,
+    mode: u32,
+    /// (device, inode).
+    inode: (u64, u64),
+}
+
+/// Reads the regular file `root/rel` (`rel` free of links, as resolved),
+/// opening every component from its parent without following a link.
+fn read_below(root: &Path, rel: &Path) -> Result<ReadFile, String> {
+    use rustix::fs::{CWD, FileType, Mode, OFlags};
+    use std::io::Read;
+    let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let changed =
+        |e: rustix::io::Errno| format!("cannot be read without following a link ({e}): was it just replaced?");
+    let mut fd = rustix::fs::openat(CWD, root, dir_flags, Mode::empty()).map_err(changed)?;
+    let mut components = rel.components().peekable();
+    while let Some(c) = components.next() {
+        let name = c.as_os_str();
+        if components.peek().is_some() {
+            fd = rustix::fs::openat(&fd, name, dir_flags, Mode::empty()).map_err(changed)?;
+            continue;
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let file = rustix::fs::openat(&fd, name, flags, Mode::empty()).map_err(changed)?;
+        let st = rustix::fs::fstat(&file).map_err(|e| format!("cannot be read: {e}"))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err("not a regular file".to_owned());
+        }
+        if st.st_size as u64 > MAX_TEMPLATE_FILE_BYTES {
+            return Err("larger than 1 MiB".to_owned());
+        }
+        let mut text = String::new();
+        std::fs::File::from(file)
+            .take(MAX_TEMPLATE_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        if text.len() as u64 > MAX_TEMPLATE_FILE_BYTES {
+            return Err("larger than 1 MiB".to_owned());
+        }
+        return Ok(ReadFile { text, mode: st.st_mode & 0o7777, inode: (st.st_dev, st.st_ino) });
+    }
+    Err("not a file".to_owned())
+}
+
+/// The files and directories cfgsync reads or writes itself, resolved, and
+/// what each is: no template may be one of them or inside one.
+fn protected_paths(config: &Config) -> Protected {
+    let mut paths: Vec<(&Path, &'static str)> =
+        vec![(&config.path, "the config file"), (&config.state_dir, "cfgsync's state directory")];
+    match &config.keys {
+        crate::config::KeysSource::Files(dir) => paths.push((dir, "the embedded source's directory")),
+        crate::config::KeysSource::Etcd(etcd) => {
+            paths.extend(etcd.password_file.as_deref().map(|p| (p, "the etcd password_file")))
+        }
+    }
+    match &config.secrets {
+        Some(crate::config::SecretsSource::Files(dir)) => paths.push((dir, "the embedded source's directory")),
+        Some(crate::config::SecretsSource::Vault(vault)) => match &vault.auth {
+            crate::config::VaultAuth::Token { token_file, .. } => {
+                paths.extend(token_file.as_deref().map(|p| (p, "the vault token_file")))
+            }
+            crate::config::VaultAuth::AppRole { role_id_file, secret_id_file, .. } => {
+                paths.extend(role_id_file.as_deref().map(|p| (p, "the vault role_id_file")));
+                paths.extend(secret_id_file.as_deref().map(|p| (p, "the vault secret_id_file")));
+            }
+            crate::config::VaultAuth::Kubernetes { token_file, .. }
+            | crate::config::VaultAuth::Jwt { token_file, .. } => paths.push((token_file, "the vault token_file")),
+        },
+        None => {}
+    }
+    paths.extend(config.kubernetes.kubeconfig.as_deref().map(|p| (p, "the kubeconfig")));
+    // As resolved (relative paths are relative to where cfgsync runs, as
+    // when it reads them), and by inode: a hard link is the same file.
+    let mut out = Protected::default();
+    for (path, what) in paths {
+        if let Ok(real) = path.canonicalize() {
+            if let Ok(meta) = std::fs::metadata(&real) {
+                use std::os::unix::fs::MetadataExt;
+                out.inodes.push(((meta.dev(), meta.ino()), what));
+            }
+            out.paths.push((real, what));
+        }
+    }
+    out
+}
+
+/// What [`protected_paths`] found.
+#[derive(Default)]
+struct Protected {
+    /// Resolved paths: nothing at or below them is a template.
+    paths: Vec<(PathBuf, &'static str)>,
+    /// (device, inode) of each: no hard link to them is a template either.
+    inodes: Vec<((u64, u64), &'static str)>,
+}
+
+/// Refuses a template that only its owner (or group) can read in an output
+/// that reads no secret.
+///
+/// Decision: refuse rather than taint. A file kept from others says its
+/// text is not for everyone, but an output that reads no secret is written
+/// where others read it (a `0644` file, a ConfigMap, a plain CI variable,
+/// a plan's diff): copying it there would publish what its mode protects.
+/// Treating the output as tainted instead would silently turn a ConfigMap
+/// target into a validate error about a secret nobody named, and mask the
+/// plans of a file that is private only because of a umask. So `validate`
+/// says which template and how to fix it: make the template world-readable
+/// if it holds nothing secret, or keep the secret in the secret source. An
+/// output that reads a secret is tainted as a whole anyway, and may use
+/// private templates.
+fn private_template_problems(
+    output: &crate::config::Output,
+    analysis: &Analysis,
+    private_used: &[(Location, String, String)],
+    problems: &mut Vec<Problem>,
+) {
+    if analysis.reads_secrets() {
+        return;
+    }
+    for (location, entry, template) in private_used {
+        problems.push(Problem::at(
+            location.clone(),
+            format!(
+                "output {:?}, entry {entry:?}: template {template} can be read only by its owner or group, but the output reads no secret and is written where others can read it: make the template world-readable (chmod 0644) if it holds no secret, or keep the secret in the secret source and read it with secret()",
+                output.name
+            ),
+        ));
+    }
 }
 
 /// Where a template problem is: the template file, or for an inline entry
@@ -905,6 +1133,24 @@ pub fn describe_bytes(bytes: &[u8]) -> String {
             None => "text".to_owned(),
         },
         Err(e) => format!("bytes that are not UTF-8 (at byte {})", e.valid_up_to()),
+    }
+}
+
+/// Renders a file target's `check_cmd` (with `src`, the staged file's path,
+/// already shell-quoted) or `reload_cmd` (without) for `env`.
+///
+/// Decision: commands are templates like `path`, rendered per env in the
+/// same sandbox, with only their variables: `reload_cmd = "systemctl
+/// reload api@{{ env }}"` runs `… api@prod`, never the braces (the shell
+/// would have run `{{ env }}` as text). They can name no key or secret
+/// (render_field refuses functions), so no value from a source reaches a
+/// shell; env names are letters, digits, `-` and `_`, and `src` is quoted.
+/// `validate` renders them for every env, so a typo is an error at the
+/// config's line, not at the first write.
+pub fn render_command(template: &str, env: &str, src: Option<&str>) -> Result<String, String> {
+    match src {
+        Some(src) => render_field(template, &[("env", env), ("src", src)]),
+        None => render_field(template, &[("env", env)]),
     }
 }
 

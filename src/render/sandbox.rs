@@ -20,11 +20,32 @@
 //!   trip, not one per output;
 //! - is killed when an output takes half a second longer than its time
 //!   budget (the worker enforces the budget itself first; the kill is for
-//!   a template that spins without writing or calling a function).
+//!   a template that spins without writing or calling a function);
+//! - says [`FromWorker::Ready`] once it has compiled the templates and
+//!   again once it has taken in each snapshot, and the parent's clock for
+//!   an output starts only after that: what is timed is rendering, not
+//!   process start, compiling thousands of templates or decoding a large
+//!   snapshot on a loaded machine (a no-op pass over 5,000 outputs failed
+//!   "took longer than its time budget" when the first output's clock ran
+//!   from before the worker had read its config). Starting and loading have
+//!   their own, much longer bound ([`LOAD_TIMEOUT`]), so a worker that
+//!   hangs there still fails its batch.
 //!
 //! A dead or killed worker fails only the output it was rendering (as
 //! [`LimitHit::Worker`] or [`LimitHit::Time`]); a new worker is started for
 //! the rest.
+//!
+//! No worker outlives cfgsync, on any exit path: cfgsync stops and reaps
+//! its idle workers before it returns from `main` ([`Sandbox::stop_workers`],
+//! after a pass, an error, or the service's shutdown on SIGTERM/SIGINT); a
+//! worker dropped mid-render is killed (`kill_on_drop`); and each worker
+//! asks the kernel to SIGKILL it when its parent dies (`PR_SET_PDEATHSIG`,
+//! checked against the parent's pid it is given, which closes the race with
+//! a parent that died first), which covers what `main` cannot see: a
+//! one-shot command killed by a signal, a panic, an abort. A worker left
+//! without its parent would otherwise go on spinning on a template that
+//! never writes. The kernel's signal follows the *thread* that started the
+//! worker, so a pooled worker found dead before use is replaced, not used.
 //!
 //! There is a small pool of workers (one per core, at most [`MAX_WORKERS`]),
 //! so the envs of a pass render in parallel, and [`Sandbox::prewarm`]
@@ -63,6 +84,11 @@ pub const WORKER_COMMAND: &str = "__render-worker";
 /// Largest frame either side accepts: a snapshot or an output is far
 /// smaller; this only bounds a corrupted length prefix.
 const MAX_FRAME: usize = 1 << 30;
+
+/// How long a worker may take to start and compile the templates, or to
+/// take in a snapshot, before it is given up on. Not part of any output's
+/// time budget: both are linear in what the config and the sources hold.
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where outputs are rendered.
 pub struct Sandbox {
@@ -113,7 +139,13 @@ impl Pool {
 
     async fn take(&self) -> (tokio::sync::SemaphorePermit<'_>, Option<Worker>) {
         let permit = self.permits.acquire().await.expect("the pool's semaphore is never closed");
-        let slot = self.idle.lock().expect("pool lock").pop().flatten();
+        let mut slot = self.idle.lock().expect("pool lock").pop().flatten();
+        // One that died while idle is replaced rather than failing an output.
+        if let Some(w) = &mut slot
+            && !matches!(w.child.try_wait(), Ok(None))
+        {
+            slot = None;
+        }
         (permit, slot)
     }
 
@@ -166,7 +198,14 @@ struct WireSnapshot {
 
 #[derive(Serialize, Deserialize)]
 enum FromWorker {
-    Rendered { entries: Vec<(String, String)>, tainted: bool, used: BTreeSet<Use> },
+    /// The templates are compiled (after `Init`), or the snapshot is taken
+    /// in (after `Snapshot`): the next `Render` starts rendering at once.
+    Ready,
+    Rendered {
+        entries: Vec<(String, String)>,
+        tainted: bool,
+        used: BTreeSet<Use>,
+    },
     Failed(RenderError),
 }
 
@@ -301,6 +340,19 @@ impl Sandbox {
         }
     }
 
+    /// Kills and reaps every idle worker: `main` calls it before cfgsync
+    /// exits, whatever the outcome, so no worker outlives the command (the
+    /// pool is a static, which Rust never drops). Workers in use belong to
+    /// a rendering still running and are killed when it is dropped.
+    pub async fn stop_workers(&self) {
+        let Mode::Worker { pool, .. } = &self.mode else { return };
+        let workers: Vec<Worker> = pool.idle.lock().expect("pool lock").iter_mut().filter_map(Option::take).collect();
+        for mut w in workers {
+            let _ = w.child.start_kill();
+            let _ = w.child.wait().await;
+        }
+    }
+
     /// Starts the workers for `templates` in the background (a no-op in
     /// process, or when they run already), so that the first pass does not
     /// wait for them.
@@ -432,10 +484,23 @@ async fn render_batch(
     let worker = slot.as_mut().expect("started above");
     let frame = serde_json::to_vec(&ToWorker::Render { indices: indices.to_vec() }).unwrap_or_default();
     let hard_limit = templates.limits.timeout + Duration::from_millis(500);
-    let sent = async {
-        write_frame(&mut worker.stdin, wire_snapshot).await?;
-        write_frame(&mut worker.stdin, &frame).await
-    };
+    // Taking in the snapshot is not rendering: its own bound, then the clock.
+    let loaded = tokio::time::timeout(LOAD_TIMEOUT, async {
+        write_frame(&mut worker.stdin, wire_snapshot).await.map_err(|e| e.to_string())?;
+        expect_ready(&mut worker.stdout).await
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("took more than {} s to take in the snapshot", LOAD_TIMEOUT.as_secs())));
+    if let Err(cause) = loaded {
+        if let Some(mut w) = slot.take() {
+            let _ = w.child.start_kill();
+            let _ = w.child.wait().await;
+        }
+        results.push(Err(worker_error(templates, indices[0], &snapshot.env, format!("the render worker {cause}"))));
+        return;
+    }
+    let worker = slot.as_mut().expect("still there");
+    let sent = write_frame(&mut worker.stdin, &frame);
     let mut failed = tokio::time::timeout(hard_limit, sent).await.map_or(Some(true), |r| r.err().map(|_| false));
     if failed.is_none() {
         for &index in indices {
@@ -453,7 +518,7 @@ async fn render_batch(
                     results.push(Ok(Rendered { output, env, entries, tainted, used }));
                 }
                 Some(FromWorker::Failed(e)) => results.push(Err(e)),
-                None => {
+                Some(FromWorker::Ready) | None => {
                     failed = Some(answer.is_err());
                     break;
                 }
@@ -477,6 +542,7 @@ async fn render_batch(
 async fn start(exe: &std::path::Path, init: &Init) -> Result<Worker, String> {
     let mut child = tokio::process::Command::new(exe)
         .arg(WORKER_COMMAND)
+        .arg(std::process::id().to_string())
         .env_clear()
         .current_dir("/")
         .stdin(Stdio::piped())
@@ -493,8 +559,30 @@ async fn start(exe: &std::path::Path, init: &Init) -> Result<Worker, String> {
     let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the render worker has no pipes".into());
     };
-    write_frame(&mut stdin, &init.frame).await.map_err(|e| format!("cannot talk to the render worker: {e}"))?;
+    let mut stdout = stdout;
+    let ready = tokio::time::timeout(LOAD_TIMEOUT, async {
+        write_frame(&mut stdin, &init.frame).await.map_err(|e| format!("cannot talk to the render worker: {e}"))?;
+        expect_ready(&mut stdout).await.map_err(|e| format!("the render worker {e}"))
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!("the render worker took more than {} s to compile the templates", LOAD_TIMEOUT.as_secs()))
+    });
+    if let Err(e) = ready {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        return Err(e);
+    }
     Ok(Worker { child, stdin, stdout, templates: init.id })
+}
+
+/// Reads the worker's [`FromWorker::Ready`].
+async fn expect_ready(stdout: &mut ChildStdout) -> Result<(), String> {
+    let frame = read_frame(stdout).await.map_err(|e| format!("stopped before it was ready: {e}"))?;
+    match serde_json::from_slice::<FromWorker>(&frame) {
+        Ok(FromWorker::Ready) => Ok(()),
+        _ => Err("answered something else than ready".to_owned()),
+    }
 }
 
 async fn write_frame(w: &mut ChildStdin, frame: &[u8]) -> std::io::Result<()> {
@@ -515,14 +603,42 @@ async fn read_frame(r: &mut ChildStdout) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The worker: `cfgsync __render-worker`. Reads frames from stdin, answers
-/// on stdout, until stdin closes. Returns the process exit code.
+/// The worker: `cfgsync __render-worker PARENT_PID`. Reads frames from
+/// stdin, answers on stdout, until stdin closes. Returns the process exit
+/// code.
 pub fn worker_main() -> i32 {
+    let parent: Option<i32> = std::env::args().nth(2).and_then(|p| p.parse().ok());
+    if !die_with_parent(parent) {
+        return 0;
+    }
     let spawned = std::thread::Builder::new().name("render".into()).stack_size(super::STACK_BYTES).spawn(serve);
     match spawned.map(|t| t.join()) {
         Ok(Ok(code)) => code,
         _ => 70,
     }
+}
+
+/// Arranges for this worker to end when its parent (pid `parent`) does;
+/// false when the parent is gone already.
+fn die_with_parent(parent: Option<i32>) -> bool {
+    let parent_is = |p: i32| rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get()) == Some(p);
+    // Linux: the kernel sends SIGKILL. If the parent died before this was
+    // set, the worker has been adopted already: the pid check sees it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).is_err() {
+        return false;
+    }
+    // Elsewhere: a watchdog looks four times a second.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    if let Some(p) = parent {
+        let _ = std::thread::Builder::new().name("parent-watch".into()).spawn(move || {
+            while parent_is(p) {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            std::process::exit(0);
+        });
+    }
+    parent.is_none_or(parent_is)
 }
 
 fn serve() -> i32 {
@@ -551,11 +667,25 @@ fn serve() -> i32 {
         max_memory: limits.max_memory,
     };
     let Ok(templates) = Templates::from_sources(sources, outputs, limits) else { return 65 };
+    let send = |stdout: &mut dyn Write, answer: &FromWorker| -> Option<()> {
+        let bytes = serde_json::to_vec(answer).ok()?;
+        stdout
+            .write_all(&(bytes.len() as u64).to_be_bytes())
+            .and_then(|_| stdout.write_all(&bytes))
+            .and_then(|_| stdout.flush())
+            .ok()
+    };
+    if send(&mut stdout, &FromWorker::Ready).is_none() {
+        return 0;
+    }
     let mut snapshot: Option<Arc<Snapshot>> = None;
     while let Some(frame) = read(&mut stdin) {
         let indices = match serde_json::from_slice::<ToWorker>(&frame) {
             Ok(ToWorker::Snapshot(s)) => {
                 snapshot = Some(Arc::new(s.into_snapshot()));
+                if send(&mut stdout, &FromWorker::Ready).is_none() {
+                    return 0;
+                }
                 continue;
             }
             Ok(ToWorker::Render { indices }) if indices.iter().all(|i| *i < templates.outputs.len()) => indices,

@@ -566,3 +566,99 @@ C = "{{ secret(path='db', field='user') }}""#,
     let e = render("A = \"{{ key(name='nope') }}\"").unwrap_err().to_string();
     assert_eq!(e, "output \"app\", env \"prod\", entry \"A\": key \"nope\" not found");
 }
+
+#[test]
+fn no_template_text_can_overflow_a_stack() {
+    let refused = |text: &str, want: &str| {
+        let (_d, t) = with_templates(&[("main.tera", text)], "A = { template = \"main.tera\" }");
+        let e = t.err().unwrap_or_else(|| panic!("compiled: {}", &text[..text.len().min(80)])).to_string();
+        assert!(e.contains("main.tera:1:") && e.contains(want), "{e}");
+    };
+    // A long operator chain: a tree as deep as the chain is long.
+    let chain = format!("{{{{ {} }}}}", vec!["1"; 150_000].join(" + "));
+    assert!(chain.len() < 1024 * 1024, "under the template size limit");
+    refused(&chain, "more than 100 operators");
+    refused(&format!("{{% if {} %}}y{{% endif %}}", vec!["true"; 300].join(" and ")), "operators");
+    refused(&format!("{{{{ {} }}}}", vec!["1"; 300].join(" < ")), "operators");
+    // Nested filters nest through their arguments' brackets.
+    let filters = format!("{{{{ x{} }}}}", " | default(value=y".repeat(100) + &")".repeat(100));
+    refused(&filters, "brackets more than 64 deep");
+    // Nothing hides a tag from the scan: a comment or raw text holding a
+    // quote, a closing delimiter inside a string.
+    let tail = vec!["1"; 1000].join(" + ");
+    refused(&format!("{{# {{{{ \" #}}{{{{ {tail} }}}}"), "operators");
+    refused(&format!("{{% raw %}}{{{{ \"{{% endraw %}}{{{{ {tail} }}}}"), "operators");
+    refused(&format!("{{{{ \"}}}}\" ~ {tail} }}}}"), "operators");
+    refused(&format!("{{{{ 1 + {tail}"), "operators");
+    // What is text to Tera is not counted, and up to the limit is fine.
+    let raw = format!("{{% raw %}}{{{{ {tail} }}}}{{% endraw %}}ok");
+    let (_d, t) = with_templates(&[("main.tera", &raw)], "A = { template = \"main.tera\" }");
+    let t = t.unwrap();
+    assert!(t.render(0, &snapshot()).unwrap().entries["A"].expose().ends_with(b"}}ok"));
+    let at_limit = format!("{{{{ {} }}}}", vec!["1"; 101].join(" + "));
+    let (_d, t) = with_templates(&[("main.tera", &at_limit)], "A = { template = \"main.tera\" }");
+    assert_eq!(t.unwrap().render(0, &snapshot()).unwrap().entries["A"].expose(), b"101");
+}
+
+#[test]
+fn a_macro_call_in_arithmetic_is_refused_rather_than_crashing_tera() {
+    let files = [("m.tera", "{% macro one() %}1{% endmacro one %}")];
+    let (_d, t) = with_templates(&files, "A = \"{% import 'm.tera' as m %}{{ m::one() + 1 }}\"");
+    let e = t.err().expect("refused").to_string();
+    assert!(e.contains("macro `m::one` is used in arithmetic"), "{e}");
+    // As a value of its own, or compared, it is fine.
+    let (_d, t) =
+        with_templates(&files, "A = \"{% import 'm.tera' as m %}{{ m::one() }}{% if m::one() == '1' %}!{% endif %}\"");
+    assert_eq!(t.unwrap().render(0, &snapshot()).unwrap().entries["A"].expose(), b"1!");
+}
+
+#[test]
+fn extends_chains_are_refused_before_tera_links_them() {
+    // Tera's linking would recurse without end: the cycle does not come
+    // back to a.tera.
+    let files = [
+        ("a.tera", "{% extends \"b.tera\" %}"),
+        ("b.tera", "{% extends \"c.tera\" %}"),
+        ("c.tera", "{% extends \"b.tera\" %}"),
+    ];
+    let (_d, t) = with_templates(&files, "A = { template = \"a.tera\" }");
+    let e = t.err().unwrap().to_string();
+    assert!(e.contains("extend each other in a cycle: a.tera → b.tera → c.tera → b.tera"), "{e}");
+    let mut chain: Vec<(String, String)> =
+        (0..40).map(|i| (format!("t{i}.tera"), format!("{{% extends \"t{}.tera\" %}}", i + 1))).collect();
+    chain.push(("t40.tera".into(), "end".into()));
+    let files: Vec<(&str, &str)> = chain.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (_d, t) = with_templates(&files, "A = { template = \"t0.tera\" }");
+    assert!(t.err().unwrap().to_string().contains("more than 32 deep"));
+}
+
+/// The deepest a render can go within the limits: 32 macro calls, each from
+/// inside 64 blocks (the macro, 62 `if`s, the condition's `if`) at the bottom
+/// of a condition 100 operators and 63
+/// brackets deep. It renders on the render thread's stack, in a debug build
+/// too.
+#[test]
+fn the_deepest_render_the_limits_allow_fits_the_render_stack() {
+    let mut files = Vec::new();
+    for i in 0..32 {
+        let (import, call) = match i {
+            31 => (String::new(), "'x'".to_owned()),
+            _ => (format!("{{% import \"m{}.tera\" as n %}}", i + 1), "n::m()".to_owned()),
+        };
+        let condition = format!("{}{call} == 'x'{}{}", "(".repeat(63), " and true".repeat(99), ")".repeat(63));
+        let body =
+            format!("{}{{% if {condition} %}}x{{% endif %}}{}", "{% if true %}".repeat(62), "{% endif %}".repeat(62));
+        files.push((format!("m{i}.tera"), format!("{import}{{% macro m() %}}{body}{{% endmacro m %}}")));
+    }
+    files.push(("main.tera".into(), "{% import \"m0.tera\" as n %}{{ n::m() }}".into()));
+    let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (_d, t) = with_templates(&files, "A = { template = \"main.tera\" }");
+    let t = t.unwrap();
+    let rendered = std::thread::Builder::new()
+        .stack_size(STACK_BYTES)
+        .spawn(move || t.render(0, &snapshot()).map(|r| r.entries["A"].expose().to_vec()))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(rendered.unwrap(), b"x");
+}

@@ -29,6 +29,10 @@
 //! Handing an env over (surplus, env removed, shutdown) closes the fence
 //! first, waits for the env's in-flight pass, and only then deletes the key.
 //!
+//! A failed step is retried after 500 ms, and steps are floored at one
+//! per 100 ms after a burst of 5 (see [`super::floor`]): whatever wakes
+//! the loop, it never spins against etcd.
+//!
 //! Every successful read of the election keys (at least every `ttl / 3`,
 //! and on every change) goes to the status board with the time it was
 //! sent: who leads each env and its published pass record. That contact
@@ -48,11 +52,22 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Generation;
+use super::floor::Floor;
 use super::published::ServiceKeys;
 use super::status::{Board, Role, Seen};
 use crate::metrics::Metrics;
 use crate::reconcile::Fence;
 use crate::source::etcd::EtcdSource;
+
+/// How long a failed step waits before the next try.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// The floor under the election's steps: every status record published,
+/// by any replica, wakes the election (it watches the env prefixes), so
+/// steps are held to one per 100 ms after a burst of 5; the keep-alive
+/// margin (a third of the TTL) is seconds.
+const STEP_SPACING: Duration = Duration::from_millis(100);
+const STEP_BURST: u32 = 5;
 
 /// Which envs this replica may write, and until when.
 pub struct Leadership {
@@ -254,7 +269,9 @@ impl Election {
         let mut watch: Option<etcd_client::WatchStream> = None;
         let mut gen_rx = self.generation.clone();
         let mut failing_since: Option<Instant> = None;
+        let mut floor = Floor::new(STEP_SPACING, STEP_BURST);
         loop {
+            floor.take(Instant::now());
             let mut retry = None;
             match self.step(&mut lease, &mut stale, &mut watch).await {
                 Ok(()) => {
@@ -281,7 +298,7 @@ impl Election {
                         lease = None;
                     }
                     watch = None;
-                    retry = Some(Instant::now() + Duration::from_millis(500));
+                    retry = Some(Instant::now() + RETRY);
                 }
             }
             // Validity is enforced by the fence on its own; dropping the
@@ -294,14 +311,23 @@ impl Election {
                 }
                 self.lose_all();
             }
+            // After a failure, the retry: a keep-alive that is overdue
+            // (or a lease still to be granted) is what failed, and waking
+            // for it at once made the loop spin while etcd was away.
             let next_keepalive = lease.as_ref().map_or_else(Instant::now, |l| l.renewed + self.ttl / 3);
-            let wake = retry.map_or(next_keepalive, |r| r.min(next_keepalive));
+            let wake = retry.unwrap_or(next_keepalive);
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep_until(wake) => {}
                 // The env set may have changed: watch the new one.
                 r = gen_rx.changed() => if r.is_err() { break } else { watch = None },
                 changed = next_event(&mut watch) => if !changed { watch = None },
+            }
+            // The floor, whatever woke the loop (a watch that breaks at once
+            // on every try, a flood of events).
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep_until(floor.ready_at()) => {}
             }
         }
         self.hand_over_all(lease).await;

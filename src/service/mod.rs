@@ -29,6 +29,17 @@
 //! - [`crate::http`]: `/` (the status page, [`page`]), `/metrics`,
 //!   `/healthz`, `/readyz`, all read from the board.
 //!
+//! No loop can spin, whatever its state says is due ([`floor`]): worker
+//! passes are floored at twice what the interval and debounce allow (and
+//! counted: above what they and the changes that came allow, the env is
+//! `spinning` on `/readyz`),
+//! election steps at one per 100 ms after a burst (a failed step is
+//! retried after 500 ms), watch reconnects wait at least 200 ms, config
+//! reloads at least 100 ms of quiet; the reload and the watch hand their
+//! triggers to the worker, whose floor applies; status records are
+//! published once per pass; the HTTP server only answers requests (axum
+//! waits 1 s after a failed accept).
+//!
 //! What the service keeps in etcd (under `<prefix>/_service/`) and what the
 //! reconciler's etcd role must allow is listed in [`published`];
 //! `policies/reconciler.toml` grants exactly that.
@@ -38,14 +49,19 @@
 //! replica writes every env; run one such replica per set of targets.
 //!
 //! Shutdown, on SIGTERM or SIGINT: stop starting passes, let the passes in
-//! flight finish within `grace` (file writes are atomic, so a target is
-//! never half-written either way), then hand the envs over by revoking the
-//! election lease, then stop serving HTTP. Exit code 0 when everything
-//! stopped within the grace period, 1 when it had to give up. Every task is
+//! flight finish within `grace` less a reserve for the hand-over (a
+//! quarter, at most 2 s; file writes are atomic, so a target is never
+//! half-written either way), then hand the envs over by revoking the
+//! election lease, then stop serving HTTP, all within `grace`: the process
+//! exits by then. A pass still running at the end keeps its env's lease
+//! unrevoked (a hand-over waits for the env's pass, so that no two replicas
+//! write), and the others take over when it expires. Exit code 0 when
+//! everything stopped within the grace period, 1 when it had to give up. Every task is
 //! spawned on a [`TaskTracker`] and stops on a [`CancellationToken`]: nothing
 //! is fire-and-forget.
 
 mod election;
+mod floor;
 mod page;
 pub mod published;
 mod reload;
@@ -65,7 +81,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{self, Config, ConfigError, KeysSource, ProcessEnv, SecretsSource};
 use crate::http::{HttpError, Server};
@@ -256,6 +272,14 @@ fn new_generation(
     Arc::new(Generation { config, templates, sources, targets, cancel, id: fastrand::u64(..) })
 }
 
+/// The part of the shutdown grace kept for handing the envs over (revoking
+/// the election lease) and stopping HTTP once the passes are done: a
+/// quarter, at most 2 s. Passes get the rest, so the process exits within
+/// the grace.
+fn handover_reserve(grace: Duration) -> Duration {
+    (grace / 4).min(Duration::from_secs(2))
+}
+
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, ServiceError> {
     let config = config::load(config_path, &ProcessEnv)?;
@@ -276,7 +300,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
     let status = Arc::new(Board::new(
         replica.clone(),
         &config.envs,
-        config.interval,
+        status::Pacing::of(&config),
         election,
         settings.election_ttl,
         leadership.clone(),
@@ -370,7 +394,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
                 ReloadEvent::Config(loaded) => {
                     let (config, templates) = *loaded;
                     let election = leadership.enabled();
-                    status.set_envs(&config.envs, config.interval);
+                    status.set_envs(&config.envs, status::Pacing::of(&config));
                     metrics.init_series(&config.envs, &source_kinds(&config), &target_kinds(&config));
                     if !election {
                         for env in &config.envs {
@@ -399,12 +423,17 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
         grace_s = settings.grace.as_secs_f64(),
         "shutting down: no new passes; waiting for the ones in flight"
     );
+    let deadline = tokio::time::Instant::now() + settings.grace;
     stop.cancel();
     tasks.close();
-    let clean = tokio::time::timeout(settings.grace, tasks.wait()).await.is_ok();
+    let clean = tokio::time::timeout_at(deadline - handover_reserve(settings.grace), tasks.wait()).await.is_ok();
     infra.cancel();
     infra_tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), infra_tasks.wait()).await;
+    if tokio::time::timeout_at(deadline, infra_tasks.wait()).await.is_err() {
+        warn!(
+            "grace period over before the envs were handed over (a pass still holds one): the lease is not revoked; the other replicas take over when it expires"
+        );
+    }
     drop(envs);
     if clean {
         info!("stopped cleanly");
@@ -416,5 +445,36 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
             "grace period over with passes still running; exiting anyway (file writes are atomic)"
         );
         Ok(Shutdown::GraceExceeded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every task of the service is spawned on a [`super::TaskTracker`]
+    /// and stops on a cancellation token; nothing detached (a bare
+    /// `tokio::spawn`, a thread) can outlive the shutdown.
+    #[test]
+    fn no_task_of_the_service_is_spawned_detached() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("service"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .collect();
+        files.extend(["http.rs", "metrics.rs", "telemetry.rs"].map(|f| root.join(f)));
+        assert!(files.len() > 10, "{files:?}");
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                // Spelt in two halves so that this test does not find itself.
+                for (a, b) in
+                    [("tokio::", "spawn("), ("task::", "spawn("), ("thread::", "spawn("), ("spawn_", "blocking(")]
+                {
+                    let detached = format!("{a}{b}");
+                    assert!(!code.contains(&detached), "{}:{}: a detached spawn: {line}", file.display(), n + 1);
+                }
+            }
+        }
     }
 }

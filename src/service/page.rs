@@ -1,11 +1,14 @@
 //! The status page, `GET /`: one small server-rendered HTML document.
 //!
 //! For each env it shows its readiness (the same [`super::status`] verdict
-//! as `/readyz`), its leader, this replica's role, the last pass (time,
+//! as `/readyz`), its leader, this replica's role and how often it passes
+//! the env (against what the interval and debounce allow), the last pass (time,
 //! age, etcd revision), the outputs that could not be rendered, and each
-//! target with its state (ok, drift reverted, failing, backing off), the
-//! failure code, and when cfgsync last changed it; then links to
-//! `/metrics` and `/readyz`.
+//! target, named by its output and destination (kind and file or object;
+//! the id `<env>/<output>/<index>` is its tooltip), with its state (ok,
+//! drift reverted, failing, backing off), the failure code, and when
+//! cfgsync last changed it (or, when no write is known, since when it has
+//! been found unchanged); then links to `/metrics` and `/readyz`.
 //!
 //! Decisions:
 //! - **No JavaScript**, no external resources: the response carries a
@@ -19,7 +22,7 @@
 
 use std::fmt::Write;
 
-use super::published::TargetState;
+use super::published::{TargetRecord, TargetState};
 use super::status::Snapshot;
 
 /// `&`, `<`, `>`, `"`, `'` as entities: safe in element content and in
@@ -74,6 +77,15 @@ fn when(now_ms: u64, ms: Option<u64>) -> String {
     }
 }
 
+/// "Last change": cfgsync's last write, else since when it is unchanged.
+fn last_change(now_ms: u64, t: &TargetRecord) -> String {
+    match (t.last_change_ms, t.unchanged_since_ms) {
+        (Some(ms), _) => when(now_ms, Some(ms)),
+        (None, Some(since)) => format!("none since {}", when(now_ms, Some(since))),
+        (None, None) => when(now_ms, None),
+    }
+}
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}\
 th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;vertical-align:top}\
@@ -111,6 +123,15 @@ pub fn render(snap: &Snapshot) -> String {
         };
         let _ = writeln!(h, "<tr><th>leader</th><td>{leader}</td></tr>");
         let _ = writeln!(h, "<tr><th>this replica</th><td>{}</td></tr>", view.role.as_str());
+        let passes = view.passes;
+        let _ = writeln!(
+            h,
+            "<tr><th>passes here</th><td class=\"{}\">{:.1}/s over the last 10 s (interval and debounce allow {:.1}/s{})</td></tr>",
+            if passes.too_high() { "bad" } else { "ok" },
+            passes.per_second(),
+            passes.allowed_per_second(),
+            if passes.too_high() { ": more is a bug in cfgsync, see the log" } else { "" },
+        );
         if view.watch_lost {
             let _ = writeln!(h, "<tr><th>etcd watch</th><td class=\"warn\">lost (reconnecting)</td></tr>");
         }
@@ -147,7 +168,7 @@ pub fn render(snap: &Snapshot) -> String {
                 }
                 let _ = writeln!(
                     h,
-                    "<table><tr><th>target</th><th>kind</th><th>where</th><th>state</th><th>last change</th></tr>"
+                    "<table><tr><th>output</th><th>destination</th><th>state</th><th>last change</th></tr>"
                 );
                 for t in &r.targets {
                     let (class, label) = match t.state {
@@ -159,11 +180,12 @@ pub fn render(snap: &Snapshot) -> String {
                     let code = t.code.as_deref().map(|c| format!(" (<code>{}</code>)", escape(c))).unwrap_or_default();
                     let _ = writeln!(
                         h,
-                        "<tr class=\"target\"><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td class=\"{class}\">{label}{code}</td><td>{}</td></tr>",
+                        "<tr class=\"target\" title=\"{}\"><td><code>{}</code></td><td>{} <code>{}</code></td><td class=\"{class}\">{label}{code}</td><td>{}</td></tr>",
                         escape(&t.id),
+                        escape(t.output_name()),
                         escape(&t.kind),
                         escape(&t.address),
-                        when(now, t.last_change_ms),
+                        last_change(now, t),
                     );
                 }
                 let _ = writeln!(h, "</table>");
@@ -205,14 +227,28 @@ mod tests {
             ok: false,
             code: Some("check_rejected".into()),
             outputs: vec![OutputRecord { name: hostile.into(), code: "render_missing".into() }],
-            targets: vec![TargetRecord {
-                id: format!("prod/{hostile}/0"),
-                kind: "file".into(),
-                address: format!("out/{hostile}"),
-                state: TargetState::DriftReverted,
-                code: None,
-                last_change_ms: Some(500),
-            }],
+            targets: vec![
+                TargetRecord {
+                    id: format!("prod/{hostile}/0"),
+                    output: hostile.into(),
+                    kind: "file".into(),
+                    address: format!("out/{hostile}"),
+                    state: TargetState::DriftReverted,
+                    code: None,
+                    last_change_ms: Some(500),
+                    unchanged_since_ms: None,
+                },
+                TargetRecord {
+                    id: "prod/web/0".into(),
+                    output: String::new(),
+                    kind: "kubernetes-secret".into(),
+                    address: "prod/web/web".into(),
+                    state: TargetState::Ok,
+                    code: None,
+                    last_change_ms: None,
+                    unchanged_since_ms: Some(1_000),
+                },
+            ],
         };
         let mut view = EnvView::new(Role::Leader);
         view.record = Some(record);
@@ -228,5 +264,9 @@ mod tests {
         assert!(html.contains("drift reverted"));
         assert!(html.contains("<a href=\"/metrics\">") && html.contains("<a href=\"/readyz\">"));
         assert!(html.contains("60 s ago"), "{html}");
+        // Targets by output and destination; the id is the tooltip.
+        assert!(html.contains("<tr class=\"target\" title=\"prod/web/0\"><td><code>web</code></td><td>kubernetes-secret <code>prod/web/web</code></td>"), "{html}");
+        assert!(!html.contains("<code>prod/web/0</code>"), "{html}");
+        assert!(html.contains("none since <time title=\"1970-01-01 00:00:01 UTC\">60 s ago</time>"), "{html}");
     }
 }

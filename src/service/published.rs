@@ -106,6 +106,10 @@ impl TargetState {
 pub struct TargetRecord {
     /// `<env>/<output>/<index>`.
     pub id: String,
+    /// The output it belongs to (empty in a record from before this field:
+    /// [`TargetRecord::output_name`] reads it from the id then).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
     pub kind: String,
     /// The file, or the object as `context/namespace/name`.
     pub address: String,
@@ -116,6 +120,22 @@ pub struct TargetRecord {
     /// When cfgsync last wrote it (Unix ms), as far as any leader knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change_ms: Option<u64>,
+    /// When no write is known: since when passes have found it as it
+    /// should be (Unix ms), so "last change" says "not since then".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchanged_since_ms: Option<u64>,
+}
+
+impl TargetRecord {
+    /// The output's name, from the id (`<env>/<output>/<index>`) in a
+    /// record that does not carry it.
+    pub fn output_name(&self) -> &str {
+        if !self.output.is_empty() {
+            return &self.output;
+        }
+        let rest = self.id.split_once('/').map_or(self.id.as_str(), |(_, r)| r);
+        rest.rsplit_once('/').map_or(rest, |(o, _)| o)
+    }
 }
 
 /// An output that could not be rendered in the last pass.
@@ -245,14 +265,20 @@ mod tests {
             outputs: vec![OutputRecord { name: "api".into(), code: "render_missing".into() }],
             targets: vec![TargetRecord {
                 id: "prod/api/0".into(),
+                output: "api".into(),
                 kind: "file".into(),
                 address: "out/prod/api.env".into(),
                 state: TargetState::Failing,
                 code: Some("check_rejected".into()),
                 last_change_ms: Some(3),
+                unchanged_since_ms: None,
             }],
         };
         assert_eq!(EnvRecord::parse(r.to_json().as_bytes()), Some(r.clone()));
+        // A record from before `output`: the name comes from the id.
+        let old = r.to_json().replace("\"output\":\"api\",", "");
+        let old = EnvRecord::parse(old.as_bytes()).unwrap();
+        assert_eq!((old.targets[0].output.as_str(), old.targets[0].output_name()), ("", "api"));
         let forged = r.to_json().replace("check_rejected", "password is hunter2");
         let parsed = EnvRecord::parse(forged.as_bytes()).unwrap();
         assert_eq!(parsed.targets[0].code.as_deref(), Some("invalid_code"));

@@ -8,7 +8,12 @@
 //!    `etcd_denied`, `etcd_auth_failed` or `starting`);
 //! 2. with an election: some replica holds the env's leader key (else
 //!    `no_leader`, code `unled`);
-//! 3. the env's last pass, by whoever led it, is known (else `pending`,
+//! 3. this replica did not pass the env more often in the last 10 s than
+//!    its interval, its debounce and the changes that came allow (else
+//!    `spinning`, code
+//!    `pass_rate_high`: a bug in the service's bookkeeping, held to twice
+//!    that rate by the [`super::floor`]; the log says which trigger);
+//! 4. the env's last pass, by whoever led it, is known (else `pending`,
 //!    `no_pass_yet`), succeeded (else `failing` with the pass's first
 //!    failure code, e.g. `vault_denied`, `check_rejected`) and ended within
 //!    two intervals (else `stale`, `no_recent_pass`).
@@ -37,6 +42,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::election::Leadership;
+use super::floor::{Rate, WINDOW};
 use super::published::{EnvRecord, TargetState};
 use crate::http::Views;
 use crate::metrics::Metrics;
@@ -58,6 +64,43 @@ impl Role {
             Role::Leader => "leader",
             Role::Follower => "follower",
         }
+    }
+}
+
+/// What paces an env's passes: the config's interval and debounce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    pub interval: Duration,
+    pub debounce: Duration,
+}
+
+impl Pacing {
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self { interval: config.interval, debounce: config.service.debounce }
+    }
+}
+
+/// This replica's passes of an env in the last [`WINDOW`], and how many
+/// the interval and debounce allow, with the changes that came in it
+/// (see [`super::floor`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassRate {
+    pub recent: u32,
+    pub allowed: u32,
+}
+
+impl PassRate {
+    pub fn too_high(&self) -> bool {
+        self.recent > self.allowed
+    }
+
+    /// Passes per second over the window.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.recent) / WINDOW.as_secs_f64()
+    }
+
+    pub fn allowed_per_second(&self) -> f64 {
+        f64::from(self.allowed) / WINDOW.as_secs_f64()
     }
 }
 
@@ -83,11 +126,21 @@ pub struct EnvView {
     pub record_invalid: bool,
     /// This replica's etcd watch on the env is down.
     pub watch_lost: bool,
+    /// This replica's passes of the env; filled in by [`Board::snapshot`].
+    pub passes: PassRate,
 }
 
 impl EnvView {
     pub(super) fn new(role: Role) -> Self {
-        Self { role, leader: None, record: None, record_revision: 0, record_invalid: false, watch_lost: false }
+        Self {
+            role,
+            leader: None,
+            record: None,
+            record_revision: 0,
+            record_invalid: false,
+            watch_lost: false,
+            passes: PassRate::default(),
+        }
     }
 }
 
@@ -135,8 +188,10 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 }
 
 struct Inner {
-    interval: Duration,
+    pacing: Pacing,
     envs: BTreeMap<String, EnvView>,
+    /// When this replica's passes of each env started.
+    passes: BTreeMap<String, Rate>,
     contact: Contact,
 }
 
@@ -175,6 +230,9 @@ fn judge(
             return Verdict::not("no_leader", "unled");
         }
     }
+    if view.passes.too_high() {
+        return Verdict::not("spinning", "pass_rate_high");
+    }
     if view.record_invalid {
         return Verdict::not("failing", "invalid_record");
     }
@@ -201,7 +259,7 @@ impl Board {
     pub fn new(
         replica: String,
         envs: &[String],
-        interval: Duration,
+        pacing: Pacing,
         election: bool,
         election_ttl: Duration,
         leadership: Arc<Leadership>,
@@ -217,7 +275,7 @@ impl Board {
             leadership,
             metrics,
             recovered,
-            inner: Mutex::new(Inner { interval, envs, contact: Contact::default() }),
+            inner: Mutex::new(Inner { pacing, envs, passes: BTreeMap::new(), contact: Contact::default() }),
         }
     }
 
@@ -226,12 +284,13 @@ impl Board {
         f(&mut guard)
     }
 
-    /// Follows a config reload: the env set and the interval.
-    pub fn set_envs(&self, envs: &[String], interval: Duration) {
+    /// Follows a config reload: the env set, the interval and debounce.
+    pub fn set_envs(&self, envs: &[String], pacing: Pacing) {
         let role = if self.election { Role::Follower } else { Role::Standalone };
         self.with(|inner| {
-            inner.interval = interval;
+            inner.pacing = pacing;
             inner.envs.retain(|e, _| envs.contains(e));
+            inner.passes.retain(|e, _| envs.contains(e));
             for e in envs {
                 inner.envs.entry(e.clone()).or_insert_with(|| EnvView::new(role));
             }
@@ -310,6 +369,18 @@ impl Board {
         });
     }
 
+    /// This replica starts a pass of `env`; `for_change`: an etcd or file
+    /// change asked for it.
+    pub fn pass_started(&self, env: &str, at: Instant, for_change: bool) {
+        self.with(|inner| inner.passes.entry(env.to_owned()).or_default().record(at, for_change));
+    }
+
+    /// This replica's passes of `env` in the last [`WINDOW`], and the allowance.
+    pub fn pass_rate(&self, env: &str) -> PassRate {
+        let now = Instant::now();
+        self.with(|inner| rate_of(inner, env, now))
+    }
+
     /// The env's last known record (for carrying "last change" over).
     pub fn record_of(&self, env: &str) -> Option<EnvRecord> {
         self.with(|inner| inner.envs.get(env).and_then(|v| v.record.clone()))
@@ -325,11 +396,22 @@ impl Board {
                 .envs
                 .iter()
                 .map(|(name, v)| {
-                    let verdict = judge(v, self.election, &inner.contact, self.contact_valid, inner.interval, clock);
-                    (name.clone(), v.clone(), verdict)
+                    let mut v = v.clone();
+                    v.passes = rate_of(inner, name, clock.now);
+                    let interval = inner.pacing.interval;
+                    let verdict = judge(&v, self.election, &inner.contact, self.contact_valid, interval, clock);
+                    (name.clone(), v, verdict)
                 })
                 .collect(),
         })
+    }
+}
+
+fn rate_of(inner: &Inner, env: &str, now: Instant) -> PassRate {
+    let Pacing { interval, debounce } = inner.pacing;
+    match inner.passes.get(env) {
+        Some(r) => PassRate { recent: r.count(now).0, allowed: r.allowed(now, interval, debounce) },
+        None => PassRate { recent: 0, allowed: Rate::default().allowed(now, interval, debounce) },
     }
 }
 
@@ -350,6 +432,10 @@ impl Views for Board {
             if v.watch_lost {
                 e["watch"] = json!("lost");
             }
+            e["passes_per_second"] = json!({
+                "last_10s": v.passes.per_second(),
+                "allowed": v.passes.allowed_per_second(),
+            });
             if let Some(r) = &v.record {
                 let outputs: Map<String, Value> = r.outputs.iter().map(|o| (o.name.clone(), json!(o.code))).collect();
                 if !outputs.is_empty() {
@@ -359,7 +445,16 @@ impl Views for Board {
                     .targets
                     .iter()
                     .filter(|t| matches!(t.state, TargetState::Failing | TargetState::BackingOff))
-                    .map(|t| (t.id.clone(), json!({ "state": t.state.as_str(), "code": t.code })))
+                    .map(|t| {
+                        let target = json!({
+                            "state": t.state.as_str(),
+                            "code": t.code,
+                            "output": t.output_name(),
+                            "kind": t.kind,
+                            "address": t.address,
+                        });
+                        (t.id.clone(), target)
+                    })
                     .collect();
                 if !targets.is_empty() {
                     e["targets"] = Value::Object(targets);
@@ -376,11 +471,13 @@ impl Views for Board {
 
     /// Gauges that depend on time are set when scraped: `cfgsync_leader`
     /// from the fence itself, `cfgsync_env_led` and `cfgsync_env_ready`
-    /// from the same judgement as `/readyz`.
+    /// from the same judgement as `/readyz`, the pass rate from the same
+    /// count.
     fn refresh_metrics(&self) {
-        for (env, _, verdict) in self.snapshot().envs {
+        for (env, view, verdict) in self.snapshot().envs {
             let led = !self.election || verdict.state != "no_leader";
             self.metrics.set_env_state(&env, led, verdict.ready());
+            self.metrics.set_pass_rate(&env, view.passes.per_second(), view.passes.allowed_per_second());
             self.metrics.set_leader(&env, self.leadership.leads(&env));
         }
     }
@@ -389,6 +486,7 @@ impl Views for Board {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::floor::WINDOW;
     use crate::service::published::TargetRecord;
 
     fn record(ok: bool, at_ms: u64) -> EnvRecord {
@@ -401,11 +499,13 @@ mod tests {
             outputs: Vec::new(),
             targets: vec![TargetRecord {
                 id: "prod/api/0".into(),
+                output: "api".into(),
                 kind: "file".into(),
                 address: "out/prod/api.env".into(),
                 state: if ok { TargetState::Ok } else { TargetState::BackingOff },
                 code: (!ok).then(|| "check_rejected".to_owned()),
                 last_change_ms: None,
+                unchanged_since_ms: None,
             }],
         }
     }
@@ -416,7 +516,7 @@ mod tests {
         Board::new(
             "r1".into(),
             &["prod".to_owned()],
-            Duration::from_secs(60),
+            Pacing { interval: Duration::from_secs(60), debounce: Duration::from_millis(200) },
             election,
             Duration::from_secs(15),
             leadership,
@@ -457,7 +557,7 @@ mod tests {
         let body = b.readiness().1;
         assert_eq!(
             body["envs"]["prod"]["targets"]["prod/api/0"],
-            json!({"state": "backing_off", "code": "check_rejected"})
+            json!({"state": "backing_off", "code": "check_rejected", "output": "api", "kind": "file", "address": "out/prod/api.env"})
         );
         observe(&b, Some("r2"), Some(&record(true, now_ms)), 6);
         assert_eq!(state(&b), (true, "ok".into(), None));
@@ -495,6 +595,34 @@ mod tests {
         assert!(b.readiness().0, "the read was sent before the publish landed");
         observe(&b, Some("r1"), Some(&record(false, now_ms)), 11);
         assert!(!b.readiness().0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_env_passed_more_often_than_interval_and_debounce_allow_is_not_ready() {
+        let b = board(false);
+        b.record("prod", record(true, unix_ms(SystemTime::now())), 0);
+        // 32 passes per 10 s nothing asked for, and 100 more for changes
+        // (two per 200 ms debounce): a window at the most a correct worker
+        // runs is ready.
+        for i in 0..132 {
+            b.pass_started("prod", Instant::now(), i < 100);
+            tokio::time::advance(WINDOW / 133).await;
+        }
+        assert_eq!(state(&b), (true, "ok".into(), None));
+        assert_eq!(b.readiness().1["envs"]["prod"]["passes_per_second"], json!({ "last_10s": 13.2, "allowed": 13.2 }));
+        // One more for a change (above two per debounce): spinning.
+        b.pass_started("prod", Instant::now(), true);
+        assert_eq!(state(&b), (false, "spinning".into(), Some("pass_rate_high".into())));
+        b.refresh_metrics();
+        let text = b.metrics.encode();
+        assert!(text.contains("cfgsync_pass_rate{env=\"prod\"} 13.3\n"), "{text}");
+        assert!(text.contains("cfgsync_pass_rate_allowed{env=\"prod\"} 13.2\n"), "{text}");
+        assert!(text.contains("cfgsync_env_ready{env=\"prod\"} 0\n"), "{text}");
+        assert!(super::super::page::render(&b.snapshot()).contains("pass_rate_high"));
+        // A quiet window later: ready again.
+        tokio::time::advance(WINDOW).await;
+        b.record("prod", record(true, unix_ms(SystemTime::now())), 0);
+        assert_eq!(state(&b), (true, "ok".into(), None));
     }
 
     #[test]

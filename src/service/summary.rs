@@ -33,6 +33,8 @@ pub struct Failure {
 #[derive(Debug, Clone)]
 pub struct TargetSummary {
     pub id: String,
+    /// The output it belongs to.
+    pub output: String,
     pub kind: &'static str,
     pub address: String,
     /// The pass found it different from what it should be.
@@ -95,6 +97,7 @@ impl PassSummary {
                     }
                     s.targets.push(TargetSummary {
                         id: t.id.clone(),
+                        output: o.output.clone(),
                         kind: t.kind,
                         address: t.address.clone(),
                         needs_write,
@@ -142,6 +145,7 @@ pub fn source_label(kind: SourceKind) -> &'static str {
 pub fn source_code(e: &SourceError) -> String {
     let what = match e {
         SourceError::Connect { .. } => "unreachable",
+        SourceError::Tls { .. } => "tls_failed",
         SourceError::Auth { .. } => "auth_failed",
         SourceError::Denied { .. } => "denied",
         SourceError::Read { .. } => "read_failed",

@@ -21,6 +21,12 @@
 //!   interval), so the env recovers within seconds of the source;
 //! - when the election reaches etcd again after failing, a led env passes
 //!   at once instead of waiting for the interval;
+//! - a backoff is keyed by target id (`<env>/<output>/<index>`), which a
+//!   reload may give to another target or to none: a new config starts
+//!   every backoff afresh, and a due backoff whose target a full pass did
+//!   not reach (gone from the env, its output not rendered) is forgotten,
+//!   or, while the sources fail, waits for their retry. A retry that stays
+//!   due would run a pass after every pass (issue 15: 5,628 passes in 66 s);
 //! - drift (a target changed by someone else after cfgsync wrote it) is
 //!   recognised by remembering a hash of what was last written for each
 //!   target, counted, logged and reverted by the same pass.
@@ -39,10 +45,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Generation;
 use super::election::Leadership;
+use super::floor::Floor;
 use super::published::{EnvRecord, OutputRecord, PublishError, Publisher, TargetRecord, TargetState};
 use super::status::{Board, unix_ms};
 use super::summary::PassSummary;
@@ -84,6 +91,24 @@ impl Reason {
             Reason::Retry => "target backoff over",
             Reason::SourceRetry => "source backoff over",
             Reason::EtcdRecovered => "etcd reachable again",
+        }
+    }
+
+    /// The `reason` label of `cfgsync_passes_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Reason::Start => "start",
+            Reason::Interval => "interval",
+            Reason::Watch => "watch",
+            Reason::WatchLost => "watch_lost",
+            Reason::WatchResumed => "watch_resumed",
+            Reason::Resync => "resync",
+            Reason::SourceFile => "source_file",
+            Reason::ConfigReloaded => "config_reloaded",
+            Reason::Elected => "elected",
+            Reason::Retry => "retry",
+            Reason::SourceRetry => "source_retry",
+            Reason::EtcdRecovered => "etcd_recovered",
         }
     }
 }
@@ -162,6 +187,7 @@ struct Backoff {
     failures: u32,
     until: Instant,
     code: String,
+    output: String,
     kind: String,
     address: String,
 }
@@ -193,6 +219,9 @@ struct Memory {
     written: BTreeMap<String, u64>,
     /// When cfgsync last wrote each target (Unix ms).
     last_change: BTreeMap<String, u64>,
+    /// When a pass first found each target as it should be (Unix ms): with
+    /// no write known, "last change" is "not since then".
+    unchanged_since: BTreeMap<String, u64>,
     /// The env's keys as the last pass read them (config generation, keys):
     /// a watch pass reads only what changed since and applies it to these.
     keys: Option<(u64, Arc<crate::source::KeysAt>)>,
@@ -200,6 +229,69 @@ struct Memory {
     /// next watch pass reads them too, so that its keys are all at its
     /// revision, and the revision of the newest.
     unread: (BTreeSet<String>, Option<i64>),
+    /// The config generation that `backoff`, `written` and `last_change`
+    /// (keyed by target id) were learnt under.
+    generation: Option<u64>,
+}
+
+impl Memory {
+    /// Follows a new config generation. Target ids are
+    /// `<env>/<output>/<index>`: after a reload the same id may name
+    /// another target, or none. Backoffs start afresh (the new config gets
+    /// a fresh try at every target, and a backoff of a target that is gone
+    /// would stay due forever), and what is remembered of ids the env no
+    /// longer has is forgotten.
+    fn adopt(&mut self, generation: &Generation, env: &str) {
+        if self.generation == Some(generation.id) {
+            return;
+        }
+        let first = self.generation.is_none();
+        self.generation = Some(generation.id);
+        if first {
+            return;
+        }
+        let ids: BTreeSet<String> = generation
+            .config
+            .outputs
+            .iter()
+            .filter(|o| o.envs.iter().any(|e| e == env))
+            .flat_map(|o| (0..o.targets.len()).map(|i| reconcile::target_id(env, &o.name, i)))
+            .collect();
+        if !self.backoff.is_empty() {
+            debug!(env, targets = self.backoff.len(), "config reloaded: backing-off targets get a fresh try");
+            self.backoff.clear();
+        }
+        self.written.retain(|id, _| ids.contains(id));
+        self.last_change.retain(|id, _| ids.contains(id));
+        self.unchanged_since.retain(|id, _| ids.contains(id));
+    }
+
+    /// After a full pass that started at `started`: a backoff that was due
+    /// (so not skipped) but whose target the pass did not report (gone from
+    /// the env, or its output did not render) would stay due and run a pass
+    /// after every pass. While the env's sources fail it waits for their
+    /// retry (that pass retries it); otherwise it is forgotten, and the
+    /// target gets a fresh try whenever a pass reaches it again. Returns how
+    /// many were settled.
+    fn settle_unreported(&mut self, summary: &PassSummary, started: Instant) -> usize {
+        let reported: BTreeSet<&str> = summary.targets.iter().map(|t| t.id.as_str()).collect();
+        let source_retry = summary.source.as_ref().and(self.source_retry.as_ref()).map(|b| b.until);
+        let mut settled = 0;
+        self.backoff.retain(|id, b| {
+            if b.until > started || reported.contains(id.as_str()) {
+                return true;
+            }
+            settled += 1;
+            match source_retry {
+                Some(at) => {
+                    b.until = b.until.max(at);
+                    true
+                }
+                None => false,
+            }
+        });
+        settled
+    }
 }
 
 pub struct Worker {
@@ -295,14 +387,26 @@ impl Worker {
         let mut pending = Some(Pending::at_once(Reason::Start));
         let mut next_tick = Instant::now() + jittered(self.generation.borrow().config.interval);
         let mut memory = Memory::default();
+        let mut floor = {
+            let g = self.generation.borrow();
+            Floor::for_passes(g.config.interval, g.config.service.debounce)
+        };
+        let mut over_allowance = false;
         loop {
-            let debounce = self.generation.borrow().config.service.debounce;
+            let (debounce, interval) = {
+                let g = self.generation.borrow();
+                (g.config.service.debounce, g.config.interval)
+            };
+            floor.retune_passes(interval, debounce);
             let retry_at = memory.backoff.values().map(|b| b.until).min();
             let source_retry_at = memory.source_retry.as_ref().map(|b| b.until);
             let mut wake = next_tick;
             for at in [pending.as_ref().map(|p| p.due(debounce)), retry_at, source_retry_at].into_iter().flatten() {
                 wake = wake.min(at);
             }
+            // The floor: however the state above came to be, a timed wake
+            // (and so a pass) comes at most at the floor's rate.
+            wake = wake.max(floor.ready_at());
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return,
@@ -353,6 +457,8 @@ impl Worker {
                 () = sleep_until(wake) => {}
             }
             let now = Instant::now();
+            floor.take(now);
+            over_allowance = self.warn_over_allowance(over_allowance, floor.spacing());
             let mut changed_keys = None;
             let mut changed_at = None;
             let reason = if pending.as_ref().is_some_and(|p| p.due(debounce) <= now) {
@@ -370,6 +476,7 @@ impl Worker {
                 continue;
             };
             let generation = self.generation.borrow().clone();
+            memory.adopt(&generation, &self.env);
             let dropped = self.overflow.swap(false, Ordering::SeqCst);
             let full = changed_keys.is_none() || next_tick <= now || dropped;
             if full && (next_tick <= now || reason != Reason::Retry) {
@@ -432,6 +539,8 @@ impl Worker {
             return true;
         }
         let now = Instant::now();
+        self.status.pass_started(&self.env, now, matches!(reason, Reason::Watch | Reason::SourceFile));
+        self.metrics.pass_started(&self.env, reason.label());
         let skip: BTreeSet<String> =
             memory.backoff.iter().filter(|(_, b)| b.until > now).map(|(id, _)| id.clone()).collect();
         let partial = only.is_some();
@@ -480,6 +589,12 @@ impl Worker {
         }
         let interval = generation.config.interval;
         let drifted = self.learn(&summary, memory, interval);
+        if !partial && !summary.targets.iter().any(|t| t.fenced) {
+            let settled = memory.settle_unreported(&summary, now);
+            if settled > 0 {
+                debug!(env = %self.env, settled, "backoffs of targets this pass did not reach settled");
+            }
+        }
         let backing_off: Vec<&String> = skip.iter().filter(|id| memory.backoff.contains_key(*id)).collect();
         let ok = !summary.failed() && backing_off.is_empty();
         let writes = summary.targets.iter().filter_map(|t| {
@@ -525,6 +640,25 @@ impl Worker {
         ok
     }
 
+    /// Logs when this env's passes go above what its interval and debounce
+    /// allow, and when they are back under; returns whether they are above.
+    fn warn_over_allowance(&self, was_over: bool, spacing: Duration) -> bool {
+        let rate = self.status.pass_rate(&self.env);
+        let over = rate.too_high();
+        if over && !was_over {
+            error!(
+                env = %self.env,
+                passes_per_s = rate.per_second(),
+                allowed_per_s = rate.allowed_per_second(),
+                floor_ms = spacing.as_secs_f64() * 1000.0,
+                "the env passes more often than its interval and debounce allow: a bug in cfgsync (please report it with this log; cfgsync_passes_total says which trigger); held to one pass per floor_ms, and /readyz says spinning"
+            );
+        } else if was_over && !over {
+            info!(env = %self.env, passes_per_s = rate.per_second(), allowed_per_s = rate.allowed_per_second(), "the env's pass rate is back within its allowance");
+        }
+        over
+    }
+
     /// Updates backoffs, drift and change memory from a pass; returns the
     /// targets whose drift it reverted.
     fn learn(&self, summary: &PassSummary, memory: &mut Memory, interval: Duration) -> BTreeSet<String> {
@@ -534,6 +668,7 @@ impl Worker {
                     failures: 0,
                     until: Instant::now(),
                     code: String::new(),
+                    output: String::new(),
                     kind: String::new(),
                     address: String::new(),
                 });
@@ -559,6 +694,7 @@ impl Worker {
                         failures: 0,
                         until: Instant::now(),
                         code: String::new(),
+                        output: t.output.clone(),
                         kind: t.kind.to_owned(),
                         address: t.address.clone(),
                     });
@@ -577,6 +713,7 @@ impl Worker {
                     if t.wrote {
                         memory.last_change.insert(t.id.clone(), now_ms);
                     }
+                    memory.unchanged_since.entry(t.id.clone()).or_insert(now_ms);
                     memory.written.insert(t.id.clone(), t.desired_hash);
                 }
             }
@@ -594,12 +731,21 @@ impl Worker {
         ok: bool,
     ) -> EnvRecord {
         let previous = self.status.record_of(&self.env);
-        let last_change = |id: &str| {
-            memory
-                .last_change
-                .get(id)
-                .copied()
-                .or_else(|| previous.as_ref()?.targets.iter().find(|t| t.id == id).and_then(|t| t.last_change_ms))
+        // What the previous record (maybe another leader's, from before a
+        // restart) knew of the same target: same id, kind and address.
+        let before = |id: &str, kind: &str, address: &str| {
+            previous.as_ref()?.targets.iter().find(|t| t.id == id && t.kind == kind && t.address == address).cloned()
+        };
+        // (last change, unchanged since): a known write, else since when
+        // passes found it as it should be (the earliest anyone knows).
+        let times = |id: &str, kind: &str, address: &str| {
+            let before = before(id, kind, address);
+            let last = memory.last_change.get(id).copied().or_else(|| before.as_ref()?.last_change_ms);
+            if last.is_some() {
+                return (last, None);
+            }
+            let since = [memory.unchanged_since.get(id).copied(), before.and_then(|b| b.unchanged_since_ms)];
+            (None, since.into_iter().flatten().min())
         };
         let mut targets: Vec<TargetRecord> = summary
             .targets
@@ -610,25 +756,31 @@ impl Worker {
                     (None, true) => TargetState::DriftReverted,
                     (None, false) => TargetState::Ok,
                 };
+                let (last_change_ms, unchanged_since_ms) = times(&t.id, t.kind, &t.address);
                 TargetRecord {
                     id: t.id.clone(),
+                    output: t.output.clone(),
                     kind: t.kind.to_owned(),
                     address: t.address.clone(),
                     state,
                     code: t.error.as_ref().map(|f| f.code.clone()),
-                    last_change_ms: last_change(&t.id),
+                    last_change_ms,
+                    unchanged_since_ms,
                 }
             })
             .collect();
         for id in backing_off {
             if let Some(b) = memory.backoff.get(*id) {
+                let (last_change_ms, unchanged_since_ms) = times(id, &b.kind, &b.address);
                 targets.push(TargetRecord {
                     id: (*id).clone(),
+                    output: b.output.clone(),
                     kind: b.kind.clone(),
                     address: b.address.clone(),
                     state: TargetState::BackingOff,
                     code: Some(b.code.clone()),
-                    last_change_ms: last_change(id),
+                    last_change_ms,
+                    unchanged_since_ms,
                 });
             }
         }
@@ -740,6 +892,45 @@ mod tests {
         assert!(p.keys.is_none(), "anything but a watch event needs a full pass");
         p.merge(Trigger::debounced(Reason::Watch, 3, vec!["c".into()]), t0);
         assert!(p.keys.is_none(), "and stays full");
+    }
+
+    fn backoff(until: Instant) -> Backoff {
+        Backoff {
+            failures: 1,
+            until,
+            code: "check_rejected".into(),
+            output: "api".into(),
+            kind: "file".into(),
+            address: "out".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_due_backoff_whose_target_the_pass_did_not_reach_is_settled() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let mut memory = Memory::default();
+        memory.backoff.insert("prod/gone/0".into(), backoff(t0));
+        memory.backoff.insert("prod/waiting/0".into(), backoff(later));
+        let summary = PassSummary::default();
+        assert_eq!(memory.settle_unreported(&summary, t0), 1);
+        assert!(!memory.backoff.contains_key("prod/gone/0"), "due and not reached: forgotten");
+        assert!(memory.backoff.contains_key("prod/waiting/0"), "skipped by the pass: kept");
+
+        // While the sources fail, a due backoff waits for their retry.
+        memory.backoff.insert("prod/gone/0".into(), backoff(t0));
+        memory.source_retry = Some(backoff(t0 + Duration::from_secs(2)));
+        let failed = PassSummary {
+            source: Some(("file", super::super::summary::Failure { code: "file_invalid".into() })),
+            ..Default::default()
+        };
+        assert_eq!(memory.settle_unreported(&failed, t0), 1);
+        assert_eq!(memory.backoff["prod/gone/0"].until, t0 + Duration::from_secs(2));
+        assert_eq!(
+            memory.backoff.values().map(|b| b.until).min(),
+            Some(t0 + Duration::from_secs(2)),
+            "nothing due now"
+        );
     }
 
     #[test]

@@ -13,6 +13,25 @@
 //! point in time however many keys there are. The gRPC decode limit is
 //! raised as well, so a page of large values does not trip tonic's 4 MiB
 //! default.
+//!
+//! # TLS
+//!
+//! ```toml
+//! endpoints = ["https://etcd-1.internal:2379"]
+//! ca_file = "/etc/cfgsync/etcd-ca.pem"     # ETCDCTL_CACERT
+//! cert_file = "/etc/cfgsync/etcd.pem"      # ETCDCTL_CERT, with key_file (ETCDCTL_KEY)
+//! key_file = "/etc/cfgsync/etcd-key.pem"
+//! ```
+//!
+//! `https://` endpoints use tonic's rustls (aws-lc-rs). With a client
+//! certificate and no `user`, etcd started with `--client-cert-auth` takes
+//! the certificate's CN as the user: no password. Every etcd use goes
+//! through [`EtcdSource::connect`] (reads, the watch, point reads, the
+//! election, state, `set`, `import`, `policy`), which builds a new client
+//! when a TLS file changed on disk (see [`super::tls`]), and checks one
+//! handshake per endpoint before building one, so that a wrong CA, an
+//! expired certificate or a name mismatch is one line naming the endpoint.
+//! A failure there fails the env closed like any other read failure.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,6 +39,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use tokio::sync::Mutex;
 
+use super::tls::{Material, Probe, Stamp, check_handshake};
 use super::{KeyData, KeyOrigin, KeyValue, Request, Snapshot, Source, SourceError, SourceKind};
 use crate::config::EtcdSettings;
 use crate::secret::SecretString;
@@ -33,18 +53,78 @@ const MAX_DECODE: usize = 64 * 1024 * 1024;
 
 pub struct EtcdSource {
     settings: EtcdSettings,
-    client: Mutex<Option<Client>>,
+    /// The client, and the TLS files' stamp it was built with.
+    client: Mutex<Option<(Client, Stamp)>>,
+    /// The client certificate's CN, once read: the etcd user when there is
+    /// no `user` (etcd's certificate auth).
+    common_name: std::sync::Mutex<Option<String>>,
     /// How many connection attempts failed, and the last one's error.
     failed: std::sync::Mutex<(u64, Option<SourceError>)>,
 }
 
 impl EtcdSource {
     pub fn new(settings: EtcdSettings) -> Self {
-        Self { settings, client: Mutex::new(None), failed: std::sync::Mutex::new((0, None)) }
+        Self {
+            settings,
+            client: Mutex::new(None),
+            common_name: std::sync::Mutex::new(None),
+            failed: std::sync::Mutex::new((0, None)),
+        }
     }
 
     fn who(&self) -> String {
-        self.settings.user.as_ref().map(|u| format!(" as user {u:?}")).unwrap_or_default()
+        if let Some(u) = &self.settings.user {
+            return format!(" as user {u:?}");
+        }
+        match &*self.common_name.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(cn) => format!(" as certificate CN {cn:?}"),
+            None => String::new(),
+        }
+    }
+
+    /// Who the server takes us for: the `user`, else the client
+    /// certificate's CN (known once connected), else nobody (no auth).
+    pub fn identity(&self) -> Identity {
+        if let Some(u) = &self.settings.user {
+            return Identity::User(u.clone());
+        }
+        match &*self.common_name.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(cn) => Identity::Certificate(cn.clone()),
+            None => Identity::Anonymous,
+        }
+    }
+
+    pub fn settings(&self) -> &EtcdSettings {
+        &self.settings
+    }
+
+    /// Whether the endpoints are `https://`.
+    fn uses_tls(&self) -> bool {
+        self.settings.endpoints.iter().all(|e| e.starts_with("https://"))
+    }
+
+    /// The per-pass warning of `insecure = true` with a plain endpoint
+    /// that is not on this machine.
+    fn warn_if_insecure(&self, env: &str) {
+        if !self.settings.tls.insecure {
+            return;
+        }
+        let remote: Vec<&str> = self
+            .settings
+            .endpoints
+            .iter()
+            .filter(|e| {
+                e.strip_prefix("http://").is_some_and(|r| !crate::config::is_loopback(crate::config::host_of(r)))
+            })
+            .map(String::as_str)
+            .collect();
+        if !remote.is_empty() {
+            tracing::warn!(
+                env,
+                endpoints = remote.join(","),
+                "etcd: plain http:// to another machine (insecure = true): keys and credentials cross the network in clear"
+            );
+        }
     }
 
     fn password(&self) -> Result<Option<SecretString>, SourceError> {
@@ -73,8 +153,12 @@ impl EtcdSource {
     pub(crate) async fn connect(&self) -> Result<Client, SourceError> {
         let failures_before = self.failed.lock().unwrap_or_else(|p| p.into_inner()).0;
         let mut guard = self.client.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
+        if let Some((c, stamp)) = guard.as_ref() {
+            if !self.uses_tls() || *stamp == Stamp::of(&self.settings.tls) {
+                return Ok(c.clone());
+            }
+            tracing::info!("etcd: a TLS file changed on disk; connecting again with it");
+            *guard = None;
         }
         if let (failures, Some(e)) = &*self.failed.lock().unwrap_or_else(|p| p.into_inner())
             && *failures != failures_before
@@ -82,8 +166,8 @@ impl EtcdSource {
             return Err(e.clone());
         }
         match self.dial().await {
-            Ok(client) => {
-                *guard = Some(client.clone());
+            Ok((client, stamp)) => {
+                *guard = Some((client.clone(), stamp));
                 Ok(client)
             }
             Err(e) => {
@@ -94,12 +178,43 @@ impl EtcdSource {
         }
     }
 
+    /// The TLS options for tonic, after reading the files and checking a
+    /// handshake with the endpoints (see the module doc).
+    async fn tls(&self) -> Result<(etcd_client::TlsOptions, Stamp), SourceError> {
+        let tls = &self.settings.tls;
+        let endpoints = self.settings.endpoints.join(",");
+        let error =
+            |endpoint: String, cause: String| SourceError::Tls { source_kind: SourceKind::Etcd, endpoint, cause };
+        let material = Material::read(tls).map_err(|cause| error(endpoints.clone(), cause))?;
+        *self.common_name.lock().unwrap_or_else(|p| p.into_inner()) = material.common_name.clone();
+        let config = std::sync::Arc::new(material.rustls(tls, &[b"h2"]).map_err(|c| error(endpoints.clone(), c))?);
+        let checks = self.settings.endpoints.iter().map(|endpoint| {
+            let config = config.clone();
+            async move { (endpoint, check_handshake(endpoint, tls, config, self.settings.timeout, Probe::Http2).await) }
+        });
+        let results = futures_util::future::join_all(checks).await;
+        if results.iter().all(|(_, r)| r.is_err()) {
+            let mut failed = results.into_iter().filter_map(|(endpoint, r)| r.err().map(|cause| (endpoint, cause)));
+            let (endpoint, cause) = failed.next().expect("at least one endpoint");
+            let others: Vec<String> = failed.map(|(e, c)| format!("{e}: {c}")).collect();
+            let cause = if others.is_empty() { cause } else { format!("{cause}; {}", others.join("; ")) };
+            return Err(error(endpoint.clone(), cause));
+        }
+        Ok((material.tonic(tls), material.stamp))
+    }
+
     /// One attempt to connect (and log in).
-    async fn dial(&self) -> Result<Client, SourceError> {
+    async fn dial(&self) -> Result<(Client, Stamp), SourceError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.settings.timeout)
             .with_timeout(self.settings.timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let mut stamp = Stamp::default();
+        if self.uses_tls() {
+            let (tls, s) = self.tls().await?;
+            options = options.with_tls(tls);
+            stamp = s;
+        }
         if let Some(user) = &self.settings.user {
             let password = self.password()?.ok_or_else(|| SourceError::Auth {
                 source_kind: SourceKind::Etcd,
@@ -108,7 +223,7 @@ impl EtcdSource {
             })?;
             options = options.with_user(user.clone(), password.expose()).with_auto_token_refresh(true);
         }
-        let endpoints = self.settings.endpoints.join(",");
+        let endpoints = crate::text::redact_urls(&self.settings.endpoints.join(",")).into_owned();
         let connect = Client::connect(&self.settings.endpoints, Some(options));
         let client = match tokio::time::timeout(self.settings.timeout, connect).await {
             Err(_) => {
@@ -129,12 +244,12 @@ impl EtcdSource {
                 return Err(SourceError::Connect {
                     source_kind: SourceKind::Etcd,
                     endpoint: endpoints,
-                    cause: e.to_string(),
+                    cause: crate::text::redact_urls(&e.to_string()).into_owned(),
                 });
             }
             Ok(Ok(c)) => c,
         };
-        Ok(client)
+        Ok((client, stamp))
     }
 
     /// Reads every key under `prefix` at one revision.
@@ -278,8 +393,21 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// Whom etcd takes the client for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "by", content = "name", rename_all = "snake_case")]
+pub enum Identity {
+    /// `user` with a password.
+    User(String),
+    /// No user: the client certificate's CN (etcd's `--client-cert-auth`).
+    Certificate(String),
+    /// Neither: etcd without auth (or refusing everything).
+    Anonymous,
+}
+
 impl Source for EtcdSource {
     async fn fetch(&self, request: &Request) -> Result<Snapshot, SourceError> {
+        self.warn_if_insecure(&request.env);
         let prefix = self.settings.env_prefix(&request.env);
         let (keys, revision) = self.bounded(&prefix, self.read_prefix(&prefix)).await?;
         Ok(Snapshot { env: request.env.clone(), keys, secrets: BTreeMap::new(), revision: Some(revision) })

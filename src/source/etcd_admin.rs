@@ -336,6 +336,52 @@ pub async fn apply_role(
     Ok(change)
 }
 
+/// Whether the caller may read keys under `prefix`, asked of the server:
+/// a count-only range, which etcd checks like any read.
+pub async fn can_read(client: &Client, settings: &EtcdSettings, prefix: &str) -> Result<bool, SourceError> {
+    let options = etcd_client::GetOptions::new().with_range(prefix_end(prefix.as_bytes())).with_count_only();
+    match client.kv_client().get(prefix, Some(options)).await {
+        Ok(_) => Ok(true),
+        Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::PermissionDenied => Ok(false),
+        Err(e) => Err(read_error(settings, prefix, e)),
+    }
+}
+
+/// Whether the caller may write keys under `prefix`, asked of the server
+/// without writing: a transaction whose condition never holds (a key's
+/// version below 0) and whose branch puts a key under `prefix`. etcd checks
+/// the permissions of both branches before evaluating the condition, so a
+/// denial is an answer and an allowed put is never executed. The condition
+/// reads the key, so a role that may write but not read answers "no".
+pub async fn can_write(client: &Client, settings: &EtcdSettings, prefix: &str) -> Result<bool, SourceError> {
+    let key = format!("{prefix}cfgsync-whoami-probe");
+    let txn = Txn::new().when([Compare::version(key.as_str(), CompareOp::Less, 0)]).and_then([TxnOp::put(
+        key.as_str(),
+        "never written",
+        None,
+    )]);
+    match client.kv_client().txn(txn).await {
+        Ok(resp) if !resp.succeeded() => Ok(true),
+        Ok(_) => Err(SourceError::Invalid {
+            source_kind: SourceKind::Etcd,
+            path: key,
+            cause: "a condition that cannot hold held: the probe key was written".to_owned(),
+        }),
+        Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::PermissionDenied => Ok(false),
+        Err(e) => Err(read_error(settings, prefix, e)),
+    }
+}
+
+/// The roles of etcd user `name`, as the server says (etcd lets a user read
+/// their own record); `Err` is why not, in words.
+pub async fn user_roles(client: &Client, name: &str) -> Result<Vec<String>, String> {
+    match client.auth_client().user_get(name).await {
+        Ok(resp) => Ok(resp.roles().to_vec()),
+        Err(etcd_client::Error::GRpcStatus(s)) => Err(status_text(&s)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

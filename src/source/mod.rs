@@ -14,8 +14,10 @@
 pub mod etcd;
 pub mod etcd_admin;
 pub mod file;
+pub mod tls;
 pub mod vault;
 pub mod vault_admin;
+pub mod x509;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -182,6 +184,11 @@ impl fmt::Display for SourceKind {
 pub enum SourceError {
     #[error("{source_kind}: cannot connect to {endpoint}: {cause}")]
     Connect { source_kind: SourceKind, endpoint: String, cause: String },
+    /// A TLS problem: our files (a CA, a certificate, a key), or the
+    /// server's certificate or its refusal of ours. `endpoint` names the
+    /// server, or the setting when no server was contacted.
+    #[error("{source_kind}: TLS to {endpoint}: {cause}")]
+    Tls { source_kind: SourceKind, endpoint: String, cause: String },
     #[error("{source_kind}: cannot authenticate{who}: {cause}")]
     Auth { source_kind: SourceKind, who: String, cause: String },
     #[error("{source_kind}: permission denied reading {path}{who}{detail}")]
@@ -198,6 +205,7 @@ impl SourceError {
     pub fn kind(&self) -> SourceKind {
         match self {
             SourceError::Connect { source_kind, .. }
+            | SourceError::Tls { source_kind, .. }
             | SourceError::Auth { source_kind, .. }
             | SourceError::Denied { source_kind, .. }
             | SourceError::Read { source_kind, .. }

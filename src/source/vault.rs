@@ -34,6 +34,24 @@
 //! call `maintain`; they log in on first use, and a session whose TTL has run
 //! out is replaced on the next fetch. Tokens live in [`SecretString`] and
 //! the vaultrs client only.
+//!
+//! # TLS
+//!
+//! ```toml
+//! address = "https://vault.internal:8200"
+//! ca_file = "/etc/cfgsync/vault-ca.pem"     # VAULT_CACERT
+//! cert_file = "/etc/cfgsync/vault.pem"      # VAULT_CLIENT_CERT, with key_file (VAULT_CLIENT_KEY)
+//! key_file = "/etc/cfgsync/vault-key.pem"
+//! server_name = "vault.internal"            # VAULT_TLS_SERVER_NAME
+//! ```
+//!
+//! The HTTP client is built here (reqwest over the rustls configuration of
+//! [`super::tls`]), not by vaultrs from the process environment: vaultrs
+//! would read `VAULT_SKIP_VERIFY` and `VAULT_CLIENT_CERT` itself, behind
+//! the config's back. When a TLS file changes on disk, the next use builds
+//! a new HTTP client for the same token. A request that fails in transport
+//! is explained by one TLS handshake with the server (wrong CA, expired,
+//! name mismatch, client certificate refused): one line naming the address.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -48,6 +66,7 @@ use vaultrs::api::kv2::requests::ReadSecretRequest;
 use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
+use super::tls::{Material, Stamp};
 use super::{Request, Secret, Snapshot, Source, SourceError, SourceKind};
 use crate::config::{VaultAuth, VaultSettings};
 use crate::secret::SecretString;
@@ -92,6 +111,8 @@ struct Session {
     /// the token's max TTL: log in again instead of renewing.
     granted: Duration,
     renewable: bool,
+    /// The TLS files the client's HTTP client was built with.
+    stamp: Stamp,
 }
 
 impl Session {
@@ -99,7 +120,7 @@ impl Session {
         let now = Instant::now();
         let (expires_at, renew_at) =
             if ttl.is_zero() { (None, None) } else { (Some(now + ttl), Some(now + ttl * 2 / 3)) };
-        Self { client: Arc::new(client), expires_at, renew_at, granted, renewable }
+        Self { client: Arc::new(client), expires_at, renew_at, granted, renewable, stamp: Stamp::default() }
     }
 
     fn usable(&self) -> bool {
@@ -140,22 +161,105 @@ impl VaultSource {
         }
     }
 
+    fn tls_error(&self, cause: String) -> SourceError {
+        SourceError::Tls { source_kind: SourceKind::Vault, endpoint: self.settings.address.clone(), cause }
+    }
+
     fn new_client(&self, token: &SecretString) -> Result<VaultClient, SourceError> {
+        // Every TLS setting explicit: vaultrs's defaults read the process
+        // environment (VAULT_SKIP_VERIFY, VAULT_CLIENT_CERT, ...).
         let settings = VaultClientSettingsBuilder::default()
             .address(&self.settings.address)
             .token(token.expose())
             .timeout(Some(self.settings.timeout))
+            .ca_certs(Vec::new())
+            .identity(None)
+            .verify(true)
             .build()
             .map_err(|e| SourceError::Connect {
                 source_kind: SourceKind::Vault,
-                endpoint: self.settings.address.clone(),
+                endpoint: crate::text::redact_urls(&self.settings.address).into_owned(),
                 cause: e.to_string(),
             })?;
-        VaultClient::new(settings).map_err(|e| SourceError::Connect {
+        let mut client = VaultClient::new(settings).map_err(|e| SourceError::Connect {
             source_kind: SourceKind::Vault,
-            endpoint: self.settings.address.clone(),
+            endpoint: crate::text::redact_urls(&self.settings.address).into_owned(),
             cause: e.to_string(),
-        })
+        })?;
+        if self.settings.tls.is_custom() {
+            client.http = self.http()?.0;
+        }
+        Ok(client)
+    }
+
+    /// An HTTP client with the configured TLS, and the stamp of its files.
+    fn http(&self) -> Result<(rustify::clients::reqwest::Client, Stamp), SourceError> {
+        let tls = &self.settings.tls;
+        let material = Material::read(tls).map_err(|c| self.tls_error(c))?;
+        let builder = reqwest::Client::builder().timeout(self.settings.timeout);
+        let http = material.reqwest(tls, builder).map_err(|c| self.tls_error(c))?;
+        Ok((rustify::clients::reqwest::Client::new(&self.settings.address, http), material.stamp))
+    }
+
+    /// The session's client again with a new HTTP client when a TLS file
+    /// changed on disk since it was built: same token, new certificates.
+    fn follow_tls_files(&self, session: &mut Session) -> Result<(), SourceError> {
+        if !self.settings.tls.is_custom() || session.stamp == Stamp::of(&self.settings.tls) {
+            return Ok(());
+        }
+        tracing::info!("vault: a TLS file changed on disk; connecting again with it");
+        let (http, stamp) = self.http()?;
+        let old = session.client.as_ref();
+        session.client = Arc::new(VaultClient { http, middle: old.middle.clone(), settings: old.settings.clone() });
+        session.stamp = stamp;
+        Ok(())
+    }
+
+    /// A transport failure explained: one TLS handshake with the server
+    /// says what is wrong with the certificates, when that is what it is.
+    async fn explain_transport(&self, e: SourceError) -> SourceError {
+        let transport = match &e {
+            SourceError::Auth { cause, .. } | SourceError::Read { cause, .. } | SourceError::Connect { cause, .. } => {
+                cause.contains("request failed")
+            }
+            _ => false,
+        };
+        if !transport || !self.settings.address.starts_with("https://") {
+            return e;
+        }
+        let tls = &self.settings.tls;
+        let config = match Material::read(tls).and_then(|m| m.rustls(tls, &[b"http/1.1"])) {
+            Ok(c) => Arc::new(c),
+            Err(cause) => return self.tls_error(cause),
+        };
+        let probe = super::tls::Probe::Http1;
+        match super::tls::check_handshake(&self.settings.address, tls, config, self.settings.timeout, probe).await {
+            Err(cause) => self.tls_error(cause),
+            Ok(()) => e,
+        }
+    }
+
+    /// The per-pass warnings: verification off, or plain http:// to
+    /// another machine.
+    fn warn_if_insecure(&self, env: &str) {
+        let tls = &self.settings.tls;
+        if tls.skip_verify {
+            tracing::warn!(
+                env,
+                address = self.settings.address,
+                "vault: VAULT_SKIP_VERIFY (allowed by allow_skip_verify): the server's certificate is not verified"
+            );
+        }
+        if tls.insecure
+            && let Some(rest) = self.settings.address.strip_prefix("http://")
+            && !crate::config::is_loopback(crate::config::host_of(rest))
+        {
+            tracing::warn!(
+                env,
+                address = self.settings.address,
+                "vault: plain http:// to another machine (insecure = true): tokens and secret values cross the network in clear"
+            );
+        }
     }
 
     /// The current client, logging in when there is no usable session.
@@ -167,7 +271,8 @@ impl VaultSource {
     pub(crate) async fn client(&self) -> Result<Arc<VaultClient>, SourceError> {
         let failures_before = self.failed.lock().unwrap_or_else(|p| p.into_inner()).0;
         let mut guard = self.session.lock().await;
-        if let Some(s) = guard.as_ref().filter(|s| s.usable()) {
+        if let Some(s) = guard.as_mut().filter(|s| s.usable()) {
+            self.follow_tls_files(s)?;
             return Ok(s.client.clone());
         }
         if let (failures, Some(e)) = &*self.failed.lock().unwrap_or_else(|p| p.into_inner())
@@ -182,7 +287,14 @@ impl VaultSource {
     }
 
     async fn login_counted(&self) -> Result<Session, SourceError> {
-        match self.login().await {
+        let logged_in = match self.login().await {
+            Ok(mut s) => {
+                s.stamp = Stamp::of(&self.settings.tls);
+                Ok(s)
+            }
+            Err(e) => Err(self.explain_transport(e).await),
+        };
+        match logged_in {
             Ok(s) => {
                 self.event(CredentialEvent::LoggedIn);
                 tracing::info!(method = self.method(), ttl_s = s.granted.as_secs(), "vault: logged in");
@@ -389,7 +501,9 @@ pub(crate) fn client_error_text(e: &ClientError) -> String {
             if errors.is_empty() { format!("HTTP {code}") } else { format!("HTTP {code}: {}", errors.join("; ")) }
         }
         ClientError::RestClientError { source } => match source {
-            rustify::errors::ClientError::RequestError { source, .. } => format!("request failed: {source:#}"),
+            rustify::errors::ClientError::RequestError { source, .. } => {
+                crate::text::redact_urls(&format!("request failed: {source:#}")).into_owned()
+            }
             other => other.to_string(),
         },
         other => other.to_string(),
@@ -447,6 +561,7 @@ async fn read_one(client: Arc<VaultClient>, mount: String, full_path: String) ->
 
 impl Source for VaultSource {
     async fn fetch(&self, request: &Request) -> Result<Snapshot, SourceError> {
+        self.warn_if_insecure(&request.env);
         let mut snapshot = Snapshot { env: request.env.clone(), ..Default::default() };
         if request.secret_paths.is_empty() {
             return Ok(snapshot);
@@ -474,7 +589,8 @@ impl Source for VaultSource {
                     self.refresh_if_refused(&client).await;
                     return Err(e);
                 }
-                other => other?,
+                Err(e) => return Err(self.explain_transport(e).await),
+                Ok(o) => o,
             };
             if let ReadOutcome::Found(secret) = outcome {
                 found.insert(path, secret);

@@ -249,6 +249,88 @@ pub async fn token_role(client: &VaultClient) -> String {
     }
 }
 
+/// Who a token is, as Vault says (`lookup-self`): without the token itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenIdentity {
+    pub display_name: String,
+    /// The auth method's login path (`auth/approle/login`), empty for a
+    /// token created directly.
+    pub path: String,
+    pub policies: Vec<String>,
+    pub entity_id: String,
+    /// Seconds left; 0 for a token that never expires.
+    pub ttl: u64,
+    pub renewable: bool,
+    /// The auth method's metadata (role name, service account, ...).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// `lookup-self`, kept to what identifies the token.
+pub async fn token_identity(client: &VaultClient) -> Result<TokenIdentity, SourceError> {
+    let resp =
+        vaultrs::token::lookup_self(client).await.map_err(|e| read_failure("auth/token/lookup-self".to_owned(), e))?;
+    let mut policies = resp.policies.clone();
+    policies.extend(resp.identity_policies.clone().unwrap_or_default());
+    policies.sort();
+    policies.dedup();
+    Ok(TokenIdentity {
+        display_name: resp.display_name.clone(),
+        path: resp.path.clone(),
+        policies,
+        entity_id: resp.entity_id.clone(),
+        ttl: resp.ttl,
+        renewable: resp.renewable.unwrap_or(false),
+        meta: resp.meta.clone().unwrap_or_default().into_iter().collect(),
+    })
+}
+
+/// The token's capabilities on each of `paths` (full API paths such as
+/// `secret/data/prod/api/db`), from `sys/capabilities-self`: Vault
+/// evaluates its own policies, nothing is guessed here.
+pub async fn capabilities(
+    client: &VaultClient,
+    paths: &[String],
+) -> Result<BTreeMap<String, Vec<String>>, SourceError> {
+    let shown = "sys/capabilities-self".to_owned();
+    let url = format!("{}/v1/sys/capabilities-self", client.settings.address.as_str().trim_end_matches('/'));
+    let fail = |cause: String| SourceError::Read { source_kind: SourceKind::Vault, path: shown.clone(), cause };
+    let mut token = reqwest::header::HeaderValue::from_str(&client.settings.token)
+        .map_err(|_| fail("the token is not a valid header value".to_owned()))?;
+    token.set_sensitive(true);
+    let resp = client
+        .http
+        .http
+        .post(url)
+        .header("X-Vault-Token", token)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::json!({ "paths": paths }).to_string())
+        .send()
+        .await
+        .map_err(|e| fail(format!("request failed: {e:#}")))?;
+    let status = resp.status().as_u16();
+    if status == 403 {
+        return Err(SourceError::Denied {
+            source_kind: SourceKind::Vault,
+            path: shown,
+            who: String::new(),
+            detail: " (HTTP 403)".to_owned(),
+        });
+    }
+    if status != 200 {
+        return Err(fail(format!("HTTP {status}")));
+    }
+    let bytes = resp.bytes().await.map_err(|e| fail(format!("reading the answer: {e}")))?;
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| fail(format!("not JSON: {e}")))?;
+    let data = body.get("data").unwrap_or(&body);
+    paths
+        .iter()
+        .map(|p| {
+            let caps = data.get(p).and_then(|c| c.as_array()).ok_or_else(|| fail(format!("no answer for {p}")))?;
+            Ok((p.clone(), caps.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect()))
+        })
+        .collect()
+}
+
 /// What [`ensure_generated_field`] did (or, in a dry run, would do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -300,6 +382,15 @@ pub enum PolicyChange {
     Created,
     Updated,
     Unchanged,
+}
+
+/// The rules of ACL policy `name`; `None` when there is no such policy.
+pub async fn read_policy(client: &VaultClient, name: &str) -> Result<Option<String>, VaultAdminError> {
+    match vaultrs::sys::policy::read(client, name).await {
+        Ok(p) => Ok(Some(p.rules)),
+        Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+        Err(e) => Err(VaultAdminError::WritePolicy { name: name.to_owned(), cause: error_text(&e) }),
+    }
 }
 
 /// Makes ACL policy `name` hold exactly `rules`.

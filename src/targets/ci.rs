@@ -272,11 +272,18 @@ pub struct Client {
     http: std::sync::OnceLock<reqwest::Client>,
     pub retry: Retry,
     clock: std::sync::Arc<dyn Clock>,
+    /// Servers with a private CA (`ca_file`, see [`super::ci_tls`]).
+    trust: super::ci_tls::Trust,
 }
 
 impl Client {
     pub fn new(retry: Retry) -> Self {
-        Self { http: std::sync::OnceLock::new(), retry, clock: std::sync::Arc::new(SystemClock::default()) }
+        Self {
+            http: std::sync::OnceLock::new(),
+            retry,
+            trust: Default::default(),
+            clock: std::sync::Arc::new(SystemClock::default()),
+        }
     }
 
     /// The same client waiting by `clock`.
@@ -285,16 +292,35 @@ impl Client {
         self
     }
 
+    /// Trusts each server's private CA (`ca_file` on the targets).
+    pub fn with_trust(mut self, trust: super::ci_tls::Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    fn builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("cfgsync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(self.retry.timeout)
+    }
+
     fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("cfgsync/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(self.retry.timeout)
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new())
-        })
+        self.http.get_or_init(|| self.builder().build().unwrap_or_else(|_| reqwest::Client::new()))
+    }
+
+    /// The client for `call`: its server's own CA, else the default.
+    fn http_for(&self, call: &Call<'_>) -> Result<reqwest::Client, CiError> {
+        match self.trust.client_for(&call.url, || self.builder()) {
+            None => Ok(self.http().clone()),
+            Some(Ok(client)) => Ok(client),
+            Some(Err(cause)) => Err(CiError::Connect {
+                dest: call.dest.to_owned(),
+                op: call.op.clone(),
+                cause: format!("TLS: {cause}"),
+            }),
+        }
     }
 
     /// Sends `call`, retrying as the module doc says. Any answer that is
@@ -305,9 +331,10 @@ impl Client {
         let mut attempt = 0;
         // Secondary rate limits answered without a wait: each waits longer.
         let mut unsaid = 0;
+        let http = self.http_for(call)?;
         loop {
             attempt += 1;
-            let mut request = self.http().request(call.method.clone(), call.url.clone()).headers(call.headers.clone());
+            let mut request = http.request(call.method.clone(), call.url.clone()).headers(call.headers.clone());
             if let Some(body) = &call.body {
                 request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
             }
@@ -429,6 +456,7 @@ fn rate_limit_wait(answer: &Answer, now: u64, unsaid: &mut u32) -> Option<Durati
 /// `http://` on a loopback address; no query or fragment. Returns it
 /// without a trailing slash.
 pub fn check_base_url(text: &str) -> Result<String, String> {
+    let text = &*crate::text::redact_urls(text); // refused if redacted: errors never quote a credential
     let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     let host = url.host_str().unwrap_or_default();
     let loopback = host == "localhost"

@@ -181,7 +181,7 @@ fn out_of_band_edits_are_drift_and_are_reverted() {
 fn an_unmaskable_secret_is_refused_before_any_request() {
     let gitlab = GitlabEmulator::start();
     let config = format!(
-        "[files]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nPIN = \"{{{{ secret(path='api/db', field='pin') }}}}\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\nproject = \"group/app\"\n",
+        "instance = \"ci-tests\"\n[files]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nPIN = \"{{{{ secret(path='api/db', field='pin') }}}}\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\nproject = \"group/app\"\n",
         gitlab.url()
     );
     let project = Project::new(&config).with_env("GITLAB_TOKEN", GITLAB_TOKEN);
@@ -302,7 +302,7 @@ fn one_failing_project_fails_only_its_targets() {
     let target =
         |url: String| format!("[[output.target]]\nkind = \"gitlab\"\nurl = \"{url}\"\nproject = \"group/app\"\n");
     let config = format!(
-        "[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"{{{{ key(name='web/host') }}}}\"\n{}{}[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n",
+        "instance = \"ci-tests\"\n[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"{{{{ key(name='web/host') }}}}\"\n{}{}[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n",
         target(good.url()),
         target(bad.url()),
         github.url()
@@ -324,7 +324,7 @@ fn one_failing_project_fails_only_its_targets() {
 fn without_a_token_nothing_is_sent_and_the_variable_is_named() {
     let gitlab = GitlabEmulator::start();
     let config = format!(
-        "[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"x\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\ngroup = \"group\"\ntoken_env = \"MY_GITLAB_TOKEN\"\n",
+        "instance = \"ci-tests\"\n[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"x\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\ngroup = \"group\"\ntoken_env = \"MY_GITLAB_TOKEN\"\n",
         gitlab.url()
     );
     let project = Project::new(&config);
@@ -349,7 +349,8 @@ fn with_etcd_the_record_lives_under_the_state_prefix() {
         "[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nDB_PASSWORD = \"{{{{ secret(path='api/db', field='password') }}}}\"\nHOST = \"{{{{ key(name='web/host') }}}}\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n",
         github.url()
     );
-    let project = Project::new(&server_config(&etcd, &vault, &rest)).with_env("GITHUB_TOKEN", GITHUB_TOKEN);
+    let project = Project::new(&format!("instance = \"ci-tests\"\n{}", server_config(&etcd, &vault, &rest)))
+        .with_env("GITHUB_TOKEN", GITHUB_TOKEN);
     project.write("vault-token", &vault.root_token);
     ok(project.run(&["reconcile", "--once"]));
     let repo = GithubScope::repo("acme", "app");
@@ -429,7 +430,7 @@ fn every_page_of_a_list_is_read() {
         github.put_secret(&repo, &format!("HAND_{i:03}"), b"x");
     }
     let config = format!(
-        "[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nZZ_HOST = \"h\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\nproject = \"group/app\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n[[output]]\nname = \"api\"\n[output.entries]\nZZ_PASSWORD = \"{{{{ secret(path='api/db', field='password') }}}}\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n",
+        "instance = \"ci-tests\"\n[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nZZ_HOST = \"h\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\nproject = \"group/app\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n[[output]]\nname = \"api\"\n[output.entries]\nZZ_PASSWORD = \"{{{{ secret(path='api/db', field='password') }}}}\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n",
         gitlab.url(),
         github.url(),
         github.url()

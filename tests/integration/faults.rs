@@ -590,6 +590,7 @@ pub struct KubeBed {
 }
 
 pub const KUBE_CONFIG: &str = r#"interval = "1h"
+instance = "faults"
 
 [files]
 

@@ -12,7 +12,8 @@ pub(super) const CANARY: &str = "CANARY-5b0e-kube";
 /// untainted one to a ConfigMap, in namespace `api` of context `<env>`.
 pub(super) fn config(extra_outputs: &str) -> String {
     format!(
-        r#"[files]
+        r#"instance = "kube-tests"
+[files]
 
 [kubernetes]
 kubeconfig = "kubeconfig"
@@ -406,7 +407,9 @@ fn oversized_objects_are_refused_before_any_request() {
 /// README quotes. One LIST per namespace; writes only for what changed.
 #[test]
 fn requests_per_pass_at_scale() {
-    let mut text = String::from("[files]\n\n[kubernetes]\nkubeconfig = \"kubeconfig\"\n\n[envs.prod]\n");
+    let mut text = String::from(
+        "instance = \"kube-tests\"\n[files]\n\n[kubernetes]\nkubeconfig = \"kubeconfig\"\n\n[envs.prod]\n",
+    );
     for i in 0..100 {
         text.push_str(&format!(
             "\n[[output]]\nname = \"app{i:03}\"\n[output.entries]\nVALUE = \"{{{{ key(name='k{i:03}') }}}}\"\n[[output.target]]\nkind = \"kubernetes-configmap\"\ncontext = \"prod\"\nnamespace = \"ns{}\"\nname = \"app{i:03}\"\n",

@@ -35,7 +35,8 @@ fn managers(obj: &Value) -> Vec<String> {
 fn bed(extra: &str) -> Bed {
     let bed = Bed::new(extra);
     let config = bed.project.read("cfgsync.toml");
-    bed.project.write("cfgsync.toml", &format!("instance = \"team-a\"\n{config}"));
+    // `Bed` names its own instance; these tests are team-a's.
+    bed.project.write("cfgsync.toml", &config.replacen("instance = \"kube-tests\"", "instance = \"team-a\"", 1));
     bed
 }
 

@@ -175,6 +175,11 @@ fn check_config(line: usize, text: &str) {
     with_template_files(&p, &toml::from_str(&config).unwrap());
     assert_ok(&p.run(&["validate"]), "validate", &format!("README.md:{line}"), &config);
 
+    // Targets that need servers (Kubernetes, GitLab, GitHub): `validate`
+    // only here; the TLS deployment block runs against servers below.
+    if ["kubernetes-secret", "kubernetes-configmap", "\"gitlab\"", "\"github\""].iter().any(|k| text.contains(k)) {
+        return;
+    }
     let p = Project::new("");
     let config = on_file_source(&p, text);
     p.write("cfgsync.toml", &config);
@@ -444,4 +449,126 @@ fn the_reference_deployments_config_validates() {
     let config = with_credentials(&p, text);
     p.write("cfgsync.toml", &config);
     assert_ok(&p.run(&["validate"]), "validate", "deploy/kubernetes/management/configmap.yaml", &config);
+}
+
+/// The `toml` block under `heading` in README.md.
+fn block_under(heading: &str) -> String {
+    let readme = readme();
+    let at = readme.find(heading).unwrap_or_else(|| panic!("README.md has no {heading:?}"));
+    let line = readme[..at].lines().count();
+    toml_blocks(&readme).into_iter().find(|(l, _)| *l > line).map(|(_, b)| b).expect("a toml block below it")
+}
+
+/// The deployment section's TLS and mutual TLS example, run as written
+/// against real servers: etcd requiring client certificates, OpenBao
+/// requiring them too, two Kubernetes API servers (one per env's context)
+/// requiring them through the kubeconfig, and a GitLab behind a private CA.
+/// Only the addresses and file paths are replaced by the test bed's.
+#[test]
+fn the_tls_deployment_example_runs_against_tls_servers() {
+    use base64::Engine;
+    use kube_emulator::tls::{TlsFront, TlsIdentity};
+
+    use crate::support::pki::{Pki, Validity};
+    use crate::support::servers::{EtcdTls, VaultTls};
+    use crate::support::{Etcd, Vault};
+
+    let text = block_under("### TLS and mutual TLS");
+    let pki = Pki::new("estate");
+    let etcd = Etcd::start_tls(EtcdTls {
+        trusted_ca: pki.ca_file.clone(),
+        server: pki.server("etcd", &[], Validity::Current),
+        client_cert_auth: true,
+        ctl_ca: pki.ca_file.clone(),
+        ctl_client: pki.client("etcdctl", "root", Validity::Current),
+    });
+    let vault = Vault::start_tls(VaultTls {
+        server: pki.server("vault", &[], Validity::Current),
+        client_ca: Some(pki.ca_file.clone()),
+    });
+    let front_identity = |client_ca: bool| {
+        let server = pki.server("front", &[], Validity::Current);
+        TlsIdentity {
+            cert_pem: std::fs::read(&server.cert).unwrap(),
+            key_pem: std::fs::read(&server.key).unwrap(),
+            client_ca_pem: client_ca.then(|| std::fs::read(&pki.ca_file).unwrap()),
+        }
+    };
+    let gitlab = kube_emulator::GitlabEmulator::start();
+    let gitlab_tls = TlsFront::start(gitlab.addr(), &front_identity(false)).unwrap();
+    let clusters: Vec<(&str, kube_emulator::Emulator)> =
+        ["staging", "prod"].into_iter().map(|env| (env, kube_emulator::Emulator::start(env))).collect();
+    let fronts: Vec<TlsFront> =
+        clusters.iter().map(|(_, e)| TlsFront::start(e.addr(), &front_identity(true)).unwrap()).collect();
+    for (env, cluster) in &clusters {
+        cluster.create_namespace("api");
+        etcd.put(&format!("/cfgsync/{env}/api/db_host"), &format!("db.{env}.internal"));
+        vault.kv_put(&format!("{env}/api/db"), &[("password", &format!("readme-tls-{env}"))]);
+        vault.kv_put(&format!("{env}/cfgsync/fingerprint"), &[("key", &format!("fingerprint-{env}"))]);
+    }
+
+    // The files the example names, made for the bed.
+    let p = Project::new("");
+    let client = pki.client("cfgsync", "cfgsync", Validity::Current);
+    let b64 = |path: &std::path::Path| base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap());
+    let mut kubeconfig = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for ((env, _), front) in clusters.iter().zip(&fronts) {
+        kubeconfig.push_str(&format!(
+            "- name: {env}\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n",
+            front.url(),
+            b64(&pki.ca_file)
+        ));
+    }
+    kubeconfig.push_str("contexts:\n");
+    for (env, _) in &clusters {
+        kubeconfig.push_str(&format!("- name: {env}\n  context:\n    cluster: {env}\n    user: cfgsync\n"));
+    }
+    kubeconfig.push_str(&format!(
+        "current-context: prod\nusers:\n- name: cfgsync\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(&client.cert),
+        b64(&client.key)
+    ));
+    p.write("kubeconfig", &kubeconfig);
+    p.write("run/credentials/cfgsync/vault-token", &vault.root_token);
+    let bed = p.dir.path().display().to_string();
+    let mut config = text
+        .replace(
+            "[\"https://etcd-1.internal:2379\", \"https://etcd-2.internal:2379\"]",
+            &format!("[\"{}\"]", etcd.endpoint),
+        )
+        .replace("https://vault.internal:8200", vault.tls_addr.as_ref().unwrap())
+        .replace("https://gitlab.internal", &gitlab_tls.url())
+        .replace("/etc/cfgsync/kubeconfig", &format!("{bed}/kubeconfig"))
+        .replace("\"/run/", &format!("\"{bed}/run/"));
+    let files = [
+        ("etcd-ca.pem", &pki.ca_file),
+        ("etcd-client.pem", &client.cert),
+        ("etcd-client-key.pem", &client.key),
+        ("vault-ca.pem", &pki.ca_file),
+        ("vault-client.pem", &client.cert),
+        ("vault-client-key.pem", &client.key),
+        ("gitlab-ca.pem", &pki.ca_file),
+    ];
+    for (name, path) in files {
+        let placeholder = format!("/etc/cfgsync/tls/{name}");
+        assert!(config.contains(&placeholder), "the example names {placeholder}");
+        config = config.replace(&placeholder, &path.display().to_string());
+    }
+    assert!(!config.contains(".internal"), "every address replaced:\n{config}");
+    p.write("cfgsync.toml", &config);
+    let p = p.with_env("GITLAB_TOKEN", "glpat-readme");
+
+    let run = p.run(&["reconcile", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}\n{config}");
+    for (env, cluster) in &clusters {
+        let secret = cluster.get_object(kube_emulator::Kind::Secret, "api", "api").expect("the Secret");
+        let host = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["DATABASE_HOST"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(host, format!("db.{env}.internal").as_bytes());
+        let variable = gitlab
+            .variable(&kube_emulator::GitlabOwner::project("platform/api"), "DATABASE_PASSWORD", env)
+            .expect("the GitLab variable");
+        assert_eq!(variable.value, format!("readme-tls-{env}"));
+    }
 }

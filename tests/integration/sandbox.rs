@@ -289,3 +289,59 @@ fn a_bad_template_hot_reloaded_into_the_service_never_stops_it() {
     assert!(service.try_exit().is_none(), "the service is still running:\n{}", service.log());
     assert_eq!(read_or_empty(&p.path("out/app.env")), "A=db.two-app\n", "the failed output keeps its last good file");
 }
+
+/// The render worker through a wrapper that starts it `delay` late, as a
+/// loaded machine or a config of thousands of templates does.
+fn slow_worker(dir: &std::path::Path, delay: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = dir.join("slow-worker");
+    // The worker runs with an empty environment: the path is in the script.
+    let script = format!("#!/bin/sh\nsleep {delay}\nexec '{}' \"$@\"\n", env!("CARGO_BIN_EXE_cfgsync"));
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outputs_time_budget_counts_rendering_only_not_the_worker_starting() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[files]
+[envs.prod]
+[render]
+timeout = "100ms"
+
+[[output]]
+name = "app"
+[output.entries]
+A = "{% for i in range(end=3) %}{{ i }}{% endfor %}"
+[[output.target]]
+kind = "file"
+path = "out/app.env"
+"#;
+    let config =
+        cfgsync::config::parse(&dir.path().join("cfgsync.toml"), text, &BTreeMap::<String, String>::new()).unwrap();
+    let templates = cfgsync::render::Templates::compile(&config).unwrap();
+    assert!(templates.runs_tera(0), "a Tera output: it renders in the worker");
+    // Starting takes ten times the budget (and more than the half-second
+    // grace the parent gives a rendering): only rendering is timed.
+    let sandbox = cfgsync::render::sandbox::Sandbox::worker(slow_worker(dir.path(), "1"));
+    let snapshot = Arc::new(cfgsync::source::Snapshot { env: "prod".into(), ..Default::default() });
+    let started = Instant::now();
+    let results = sandbox.render(&templates, &snapshot, &[0]).await;
+    let rendered = results.into_iter().next().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rendered.entries["A"].expose(), b"012");
+    assert!(started.elapsed() >= Duration::from_secs(1), "the delay was there");
+    // A template that overruns the budget still fails, on the worker's clock.
+    // 2.7·10¹⁰ empty iterations: no write, no call; the parent's kill stops it.
+    let spin = "{% set r = range(end=3000) %}{% for i in r %}{% for j in r %}{% for k in r %}{% endfor %}{% endfor %}{% endfor %}";
+    let slow = text.replace("{% for i in range(end=3) %}{{ i }}{% endfor %}", spin);
+    let config =
+        cfgsync::config::parse(&dir.path().join("cfgsync.toml"), &slow, &BTreeMap::<String, String>::new()).unwrap();
+    let templates = cfgsync::render::Templates::compile(&config).unwrap();
+    let results = sandbox.render(&templates, &snapshot, &[0]).await;
+    let e = results.into_iter().next().unwrap().expect_err("over the budget");
+    assert!(e.to_string().contains("time budget"), "{e}");
+}

@@ -331,3 +331,30 @@ fn a_failing_target_backs_off_without_delaying_the_others() {
     });
     assert!(svc.log().contains("target failed; backing off"));
 }
+
+/// After a restart nothing is written (the targets are as they should
+/// be), and nothing recorded when they were: "last change" says since when
+/// they are unchanged instead of nothing; targets are named by output and
+/// destination.
+#[test]
+fn the_status_page_fills_last_change_after_a_restart() {
+    let p = files_project();
+    let rows = |svc: &Service| -> Vec<String> {
+        let (_, html) = svc.get("/").unwrap();
+        html.split("<tr class=\"target\"").skip(1).map(|r| r.split("</tr>").next().unwrap().to_owned()).collect()
+    };
+    let mut svc = Service::start(&p, &[], &[]);
+    svc.wait_ready(Duration::from_secs(20));
+    for row in rows(&svc) {
+        assert!(row.contains("<td><code>api</code></td><td>file <code>out/"), "{row}");
+        assert!(row.ends_with("ago</time></td>") && !row.contains("none since"), "written now: {row}");
+    }
+    svc.kill();
+    let svc = Service::start(&p, &[], &[]);
+    svc.wait_ready(Duration::from_secs(20));
+    let rows = rows(&svc);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in rows {
+        assert!(row.contains("<td>none since <time title="), "unchanged since the first pass: {row}");
+    }
+}

@@ -235,3 +235,34 @@ fn metrics_parse_with_the_reference_parser_and_carry_the_service_metrics() {
     assert_eq!(family("cfgsync_leader")[1], "gauge");
     assert_eq!(sample("cfgsync_leader", "cfgsync_leader", serde_json::json!({"env": "prod"})), 1.0);
 }
+
+/// SIGTERM while a destination hangs (a check that takes far longer than
+/// the grace): the process exits within the grace, code 1, whatever the
+/// election's hand-over waits for; the stuck write never lands half-done.
+#[test]
+fn sigterm_with_a_pass_stuck_past_the_grace_exits_within_the_grace() {
+    let etcd = Etcd::start();
+    etcd.put("/cfgsync/prod/counter", "1");
+    let grace = Duration::from_secs(2);
+    let config = etcd_config(&etcd, "grace = \"2s\"").replace(
+        "path = \"out/{{ env }}/app.env\"",
+        "path = \"out/{{ env }}/app.env\"\ncheck_cmd = \"touch {{src}}.checking; sleep 60\"",
+    );
+    let p = Project::new(&config);
+    let mut svc = Service::start(&p, &[], &[]);
+    wait_until("the check to start", Duration::from_secs(30), || {
+        crate::service::temp_files(p.dir.path())
+            .iter()
+            .any(|f| f.to_string_lossy().ends_with(".checking"))
+            .then_some(())
+    });
+    let sent = Instant::now();
+    svc.signal("TERM");
+    let status = svc.wait_exit(grace + Duration::from_secs(10));
+    let took = sent.elapsed();
+    assert_eq!(status.code(), Some(1), "the grace ran out: exit 1\n{}", svc.log());
+    assert!(took < grace + Duration::from_millis(700), "exited {took:?} after SIGTERM, grace {grace:?}\n{}", svc.log());
+    assert!(took >= grace - Duration::from_millis(100), "the pass got its grace: {took:?}");
+    assert!(svc.log().contains("grace period over"), "{}", svc.log());
+    assert!(read_or_empty(&p.path("out/prod/app.env")).is_empty(), "the checked write never landed");
+}

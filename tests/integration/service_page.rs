@@ -73,10 +73,21 @@ fn assert_page(html: &str, how: &str) {
     assert!(!html.contains(CANARY), "{how}: a secret on the page");
     for env in ["staging", "prod"] {
         assert!(html.contains(&format!("env <code>{env}</code>")), "{how}: env {env}:\n{html}");
-        for target in ["api/0", "web/0", "web/1"] {
-            assert!(html.contains(&format!("<code>{env}/{target}</code>")), "{how}: target {env}/{target}:\n{html}");
+        // Each target by its output and destination, its id as the tooltip.
+        for (id, output, file) in
+            [("api/0", "api", "api.env"), ("web/0", "web", "web&lt;i&gt;.env"), ("web/1", "web", "web-checked.env")]
+        {
+            let row = format!(
+                "<tr class=\"target\" title=\"{env}/{id}\"><td><code>{output}</code></td><td>file <code>out/{env}/{file}</code></td>"
+            );
+            assert!(html.contains(&row), "{how}: target {env}/{id} as {row}:\n{html}");
         }
-        assert!(html.contains(&format!("out/{env}/web&lt;i&gt;.env</code>")), "{how}: escaped path:\n{html}");
+    }
+    // Every target that was written says when.
+    let rows: Vec<&str> = html.split("<tr class=\"target\"").skip(1).collect();
+    let written = rows.iter().filter(|r| !r.contains("failing") && !r.contains("backing off"));
+    for row in written {
+        assert!(row.contains("ago</time></td></tr>"), "{how}: a last change:\n{row}");
     }
     assert!(!html.contains("web<i>"), "{how}: a name became markup");
     assert!(html.contains("<code>P1</code>"), "{how}: the leader");
@@ -144,5 +155,5 @@ fn the_status_page_shows_every_env_and_target_in_plain_http_and_a_real_browser()
     // What the browser built from the page: the parsed and serialized DOM.
     assert!(dom.contains("<title>cfgsync status</title>"), "{dom}\n{err}");
     assert_page(&dom, "chromium");
-    assert_eq!(dom.matches("<tr class=\"target\">").count(), 6, "six targets in the DOM:\n{dom}");
+    assert_eq!(dom.matches("<tr class=\"target\" title=").count(), 6, "six targets in the DOM:\n{dom}");
 }

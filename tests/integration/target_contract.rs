@@ -17,7 +17,17 @@
 //! 7. fail closed on a destination failure: nothing written or deleted;
 //! 8. prune: once everything is readable again, the removed output's items
 //!    are deleted — and only those: the other instance's and the hand-made
-//!    ones are untouched.
+//!    ones are untouched;
+//! 9. records are the same whatever the cwd and the spelling of `--config`:
+//!    after runs with `--config` absolute, relative from another cwd and
+//!    through a symlinked directory, the later runs write and prune nothing;
+//! 10. a foreign item at our address (made by hand, another tool's, another
+//!     instance's under another env) is neither written nor deleted: the
+//!     target fails naming it and how to adopt it, and once its output is
+//!     removed from the config it is still there;
+//! 11. prune deletes only the exact object observed: between the plan
+//!     (in-process `plan_env`) and its apply, the object planned for deletion
+//!     is replaced by someone else's — it is not deleted.
 //!
 //! The kind-specific parts (where a value is read back, how a hand edit is
 //! made, how a destination is broken) are the [`Kind`] implementations.
@@ -44,8 +54,9 @@ trait Kind {
         String::new()
     }
     /// The `[[output.target]]` body of `output`; `base`: the main project's
-    /// directory (a file target of another instance writes there too).
-    fn target(&self, base: &Path, output: &str) -> String;
+    /// directory (a file target of another instance writes there too);
+    /// `here`: the config is the main project's, in `base`.
+    fn target(&self, base: &Path, output: &str, here: bool) -> String;
     /// Files the kind needs next to a config (a kubeconfig).
     fn prepare(&self, _project: &Project) {}
     /// The value of an entry as the destination holds it.
@@ -61,9 +72,21 @@ trait Kind {
     fn hand_made(&self, base: &Path) -> bool;
     fn break_destination(&self, base: &Path);
     fn heal(&self, base: &Path);
+    /// Makes items by hand exactly where outputs `taken` (entry `TAKEN`)
+    /// and `taken2` (`TAKEN2`) write: one made by a person or another tool,
+    /// one of another cfgsync instance for another env where the kind
+    /// marks those (else another hand-made one).
+    fn make_foreign(&self, base: &Path);
+    /// Whether the items of [`Kind::make_foreign`] are exactly as made.
+    fn foreign_intact(&self, base: &Path) -> bool;
+    /// Replaces the item of `output`'s `entry` by someone else's, as could
+    /// happen between a plan and its apply.
+    fn replace(&self, base: &Path, output: &str, entry: &str);
+    /// Whether the replacement of [`Kind::replace`] is still there.
+    fn replaced(&self, base: &Path, output: &str, entry: &str) -> bool;
 }
 
-fn outputs(kind: &dyn Kind, base: &Path, names: &[&str]) -> String {
+fn outputs(kind: &dyn Kind, base: &Path, here: bool, names: &[&str]) -> String {
     let mut text = String::new();
     for name in names {
         let entries = match *name {
@@ -73,18 +96,27 @@ fn outputs(kind: &dyn Kind, base: &Path, names: &[&str]) -> String {
             "web" => "HOST = \"{{ key(name='web/host') }}\"",
             "old" => "OLD = \"{{ key(name='old/value') }}\"",
             "other" => "OTHER = \"{{ key(name='other/value') }}\"",
+            "taken" => "TAKEN = \"{{ key(name='other/value') }}\"",
+            "taken2" => "TAKEN2 = \"{{ key(name='other/value') }}\"",
+            "gone" => "GONE = \"{{ key(name='old/value') }}\"",
             _ => unreachable!(),
         };
         text.push_str(&format!(
             "\n[[output]]\nname = \"{name}\"\n[output.entries]\n{entries}\n[[output.target]]\n{}\n",
-            kind.target(base, name)
+            kind.target(base, name, here)
         ));
     }
     text
 }
 
+/// A config of `instance`; the main project's (team-a, in `base`) or another one's.
 fn config(kind: &dyn Kind, base: &Path, instance: &str, names: &[&str]) -> String {
-    format!("instance = \"{instance}\"\n[files]\n{}\n[envs.prod]\n{}", kind.preamble(), outputs(kind, base, names))
+    let here = instance == "team-a";
+    format!(
+        "instance = \"{instance}\"\n[files]\n{}\n[envs.prod]\n{}",
+        kind.preamble(),
+        outputs(kind, base, here, names)
+    )
 }
 
 fn source(host: &str) -> String {
@@ -151,6 +183,40 @@ fn fenced_pass(project: &Project) -> cfgsync::reconcile::EnvReport {
                 .await;
         reconcile::apply_env(plan, Some(&Closed)).await
     })
+}
+
+/// One in-process pass with `between` run after the plan and before its apply.
+fn pass_between(project: &Project, between: impl FnOnce()) -> cfgsync::reconcile::EnvReport {
+    use cfgsync::reconcile::{self, PassOptions, Targets};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = cfgsync::config::load(&project.path("cfgsync.toml"), &cfgsync::config::ProcessEnv).unwrap();
+        let templates = cfgsync::render::Templates::compile(&config).unwrap_or_else(|e| panic!("{e}"));
+        let sources = cfgsync::source::Sources::new(&config);
+        let snapshot = sources.fetch(&reconcile::request(&config, &templates, "prod", None)).await.unwrap();
+        let targets = Targets::new(&config, None);
+        let options = PassOptions::default();
+        let plan =
+            reconcile::plan_env(&config, &templates, &targets, Arc::new(snapshot), true, &options, &Default::default())
+                .await;
+        between();
+        reconcile::apply_env(plan, None).await
+    })
+}
+
+/// The binary run in `cwd` with `--config` spelled `config`, with the
+/// environment [`Project::command`] gives it.
+fn run_in(project: &Project, cwd: &Path, config: &str, args: &[&str]) -> Run {
+    let template = project.command(args);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cfgsync"));
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.current_dir(cwd).arg("--config").arg(config).args(args);
+    crate::support::run_output(cmd.output().unwrap())
 }
 
 fn contract(kind: &dyn Kind) {
@@ -262,7 +328,57 @@ fn contract(kind: &dyn Kind) {
     assert!(kind.hand_made(&base), "{name}: hand-made untouched");
     kind.reset(&base);
     ok(project.run(&["reconcile", "--once"]), &format!("{name}: final"));
-    assert_eq!(kind.writes(&base), 0, "{name}: quiet at the end");
+    assert_eq!(kind.writes(&base), 0, "{name}: quiet after the prune");
+
+    // 9. the same records whatever the cwd and the spelling of --config.
+    let parent = base.parent().unwrap();
+    let dir_name = base.file_name().unwrap().to_str().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&base, elsewhere.path().join("link")).unwrap();
+    let absolute = project.path("cfgsync.toml");
+    let spellings = [
+        (parent.to_path_buf(), absolute.to_str().unwrap().to_owned(), "absolute, from the parent"),
+        (parent.to_path_buf(), format!("{dir_name}/cfgsync.toml"), "relative, from the parent"),
+        (elsewhere.path().to_path_buf(), "link/cfgsync.toml".to_owned(), "through a symlinked directory"),
+        (base.join("out"), "../cfgsync.toml".to_owned(), "relative, from below"),
+    ];
+    for (cwd, config, how) in &spellings {
+        std::fs::create_dir_all(cwd).unwrap();
+        kind.reset(&base);
+        let run = ok(run_in(&project, cwd, config, &["reconcile", "--once"]), &format!("{name}: {how}"));
+        assert_eq!(kind.writes(&base), 0, "{name}: {how}: nothing written: {run:?}");
+        assert!(!run.stdout.contains("pruned") && !run.stdout.contains("deleted"), "{name}: {how}: {run:?}");
+    }
+    assert_eq!(kind.read(&base, "web", "HOST").as_deref(), Some("web-host-3"), "{name}: still converged");
+    assert_eq!(kind.read(&base, "api", "DB_PASSWORD").as_deref(), Some(PASSWORD), "{name}: still converged");
+
+    // 10. a foreign item at our address: neither written nor deleted.
+    kind.make_foreign(&base);
+    assert!(kind.foreign_intact(&base), "{name}: made by hand");
+    write_config(&["api", "web", "taken", "taken2"]);
+    let run = failed(project.run(&["reconcile", "--once"]), &format!("{name}: foreign items at our address"));
+    assert!(kind.foreign_intact(&base), "{name}: a foreign item is not written: {run:?}");
+    let said = run.all().to_lowercase();
+    assert!(
+        said.contains("taken") && said.contains("adopt"),
+        "{name}: the error names it and how to adopt it: {run:?}"
+    );
+    assert_eq!(kind.read(&base, "web", "HOST").as_deref(), Some("web-host-3"), "{name}: the others converge");
+    write_config(&["api", "web"]);
+    let run = ok(project.run(&["reconcile", "--once"]), &format!("{name}: foreign items' outputs removed"));
+    assert!(kind.foreign_intact(&base), "{name}: a foreign item is not deleted: {run:?}");
+
+    // 11. prune deletes only the exact object observed.
+    write_config(&["api", "web", "gone"]);
+    ok(project.run(&["reconcile", "--once"]), &format!("{name}: gone created"));
+    assert_eq!(kind.read(&base, "gone", "GONE").as_deref(), Some("old-value-1"), "{name}: gone created");
+    write_config(&["api", "web"]);
+    let report = pass_between(&project, || kind.replace(&base, "gone", "GONE"));
+    let pruned: Vec<String> = report.pruned.iter().map(|c| format!("{} {:?}", c.address, c.action)).collect();
+    assert!(
+        kind.replaced(&base, "gone", "GONE"),
+        "{name}: an object replaced between the plan and its apply is not deleted (pruned: {pruned:?})"
+    );
 }
 
 // --- files -----------------------------------------------------------------
@@ -270,6 +386,8 @@ fn contract(kind: &dyn Kind) {
 #[derive(Default)]
 struct Files {
     before: RefCell<Vec<FileState>>,
+    /// The inode of [`Kind::replace`]'s file.
+    replacement: RefCell<Option<u64>>,
 }
 
 fn snapshot(base: &Path) -> Vec<FileState> {
@@ -299,8 +417,13 @@ impl Kind for Files {
         "file"
     }
 
-    fn target(&self, base: &Path, output: &str) -> String {
-        format!("kind = \"file\"\npath = \"{}/out/{output}.env\"", base.display())
+    /// Relative to the config's directory in the main project (so that the
+    /// spelling of `--config` matters, step 9), absolute in the other one.
+    fn target(&self, base: &Path, output: &str, here: bool) -> String {
+        match here {
+            true => format!("kind = \"file\"\npath = \"out/{output}.env\""),
+            false => format!("kind = \"file\"\npath = \"{}/out/{output}.env\"", base.display()),
+        }
     }
 
     fn read(&self, base: &Path, output: &str, entry: &str) -> Option<String> {
@@ -348,6 +471,35 @@ impl Kind for Files {
         std::fs::remove_file(base.join("out")).unwrap();
         std::fs::rename(base.join("out.real"), base.join("out")).unwrap();
     }
+
+    /// Files cfgsync has no record of, at the targets' paths.
+    fn make_foreign(&self, base: &Path) {
+        std::fs::write(base.join("out/taken.env"), "TAKEN=made-by-hand\n").unwrap();
+        std::fs::write(base.join("out/taken2.env"), "TAKEN2=another-tool\n").unwrap();
+    }
+
+    fn foreign_intact(&self, base: &Path) -> bool {
+        std::fs::read_to_string(base.join("out/taken.env")).is_ok_and(|t| t == "TAKEN=made-by-hand\n")
+            && std::fs::read_to_string(base.join("out/taken2.env")).is_ok_and(|t| t == "TAKEN2=another-tool\n")
+    }
+
+    /// Another file, same content, in its place (a new inode).
+    fn replace(&self, base: &Path, output: &str, _entry: &str) {
+        use std::os::unix::fs::MetadataExt;
+        let path = base.join("out").join(format!("{output}.env"));
+        let content = std::fs::read(&path).unwrap();
+        let other = base.join("out").join(format!("{output}.env.new"));
+        std::fs::write(&other, content).unwrap();
+        std::fs::set_permissions(&other, std::fs::metadata(&path).unwrap().permissions()).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        *self.replacement.borrow_mut() = Some(std::fs::metadata(&path).unwrap().ino());
+    }
+
+    fn replaced(&self, base: &Path, output: &str, _entry: &str) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let path = base.join("out").join(format!("{output}.env"));
+        std::fs::metadata(path).is_ok_and(|m| Some(m.ino()) == *self.replacement.borrow())
+    }
 }
 
 #[test]
@@ -359,6 +511,8 @@ fn contract_file() {
 
 struct Kube {
     cluster: Emulator,
+    /// The uid of the object [`Kind::replace`] replaced.
+    replaced_uid: RefCell<Option<Value>>,
 }
 
 impl Kind for Kube {
@@ -374,7 +528,7 @@ impl Kind for Kube {
         project.write("kubeconfig", &self.cluster.kubeconfig_yaml());
     }
 
-    fn target(&self, _base: &Path, output: &str) -> String {
+    fn target(&self, _base: &Path, output: &str, _here: bool) -> String {
         format!("kind = \"kubernetes-secret\"\ncontext = \"prod\"\nnamespace = \"apps\"\nname = \"{output}\"")
     }
 
@@ -424,13 +578,74 @@ impl Kind for Kube {
     fn heal(&self, _base: &Path) {
         self.cluster.clear_fault();
     }
+
+    /// `taken`: a Secret another tool (Helm) manages; `taken2`: another
+    /// cfgsync instance's, for another env.
+    fn make_foreign(&self, _base: &Path) {
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        self.cluster
+            .put_object(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "taken", "namespace": "apps", "labels": {"app.kubernetes.io/managed-by": "Helm"}},
+                "data": {"TAKEN": b64("helm-value")}
+            }))
+            .unwrap();
+        self.cluster
+            .put_object(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "taken2", "namespace": "apps", "labels": {
+                    "app.kubernetes.io/managed-by": "cfgsync", "cfgsync.io/instance": "team-b",
+                    "cfgsync.io/env": "staging", "cfgsync.io/output": "taken2"
+                }},
+                "data": {"TAKEN2": b64("team-b-staging-value")}
+            }))
+            .unwrap();
+    }
+
+    fn foreign_intact(&self, _base: &Path) -> bool {
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let intact = |name: &str, entry: &str, value: &str, labels: Value| {
+            self.cluster.get_object(KubeKind::Secret, "apps", name).is_some_and(|o| {
+                o["data"] == serde_json::json!({ entry: b64(value) }) && o["metadata"]["labels"] == labels
+            })
+        };
+        intact("taken", "TAKEN", "helm-value", serde_json::json!({"app.kubernetes.io/managed-by": "Helm"}))
+            && intact(
+                "taken2",
+                "TAKEN2",
+                "team-b-staging-value",
+                serde_json::json!({
+                    "app.kubernetes.io/managed-by": "cfgsync", "cfgsync.io/instance": "team-b",
+                    "cfgsync.io/env": "staging", "cfgsync.io/output": "taken2"
+                }),
+            )
+    }
+
+    /// Deleted and made again (same name, labels and data; a new uid).
+    fn replace(&self, _base: &Path, output: &str, _entry: &str) {
+        let mut o = self.cluster.get_object(KubeKind::Secret, "apps", output).unwrap();
+        *self.replaced_uid.borrow_mut() = Some(o["metadata"]["uid"].clone());
+        assert!(self.cluster.delete_object(KubeKind::Secret, "apps", output));
+        if let Some(m) = o["metadata"].as_object_mut() {
+            for field in ["uid", "resourceVersion", "creationTimestamp", "managedFields"] {
+                m.remove(field);
+            }
+        }
+        self.cluster.put_object(o).unwrap();
+    }
+
+    fn replaced(&self, _base: &Path, output: &str, _entry: &str) -> bool {
+        self.cluster
+            .get_object(KubeKind::Secret, "apps", output)
+            .is_some_and(|o| Some(&o["metadata"]["uid"]) != self.replaced_uid.borrow().as_ref())
+    }
 }
 
 #[test]
 fn contract_kubernetes() {
     let cluster = Emulator::start("prod");
     cluster.create_namespace("apps");
-    contract(&Kube { cluster });
+    contract(&Kube { cluster, replaced_uid: RefCell::new(None) });
 }
 
 // --- GitLab ------------------------------------------------------------------
@@ -450,7 +665,7 @@ impl Kind for Gitlab {
 
     /// The emulator takes any token; HOME is set in every process the
     /// tests start (in-process too), so it serves as one.
-    fn target(&self, _base: &Path, _output: &str) -> String {
+    fn target(&self, _base: &Path, _output: &str, _here: bool) -> String {
         format!("kind = \"gitlab\"\nurl = \"{}\"\nproject = \"group/app\"\ntoken_env = \"HOME\"", self.gitlab.url())
     }
 
@@ -489,6 +704,39 @@ impl Kind for Gitlab {
     fn heal(&self, _base: &Path) {
         self.gitlab.clear_fault();
     }
+
+    /// `TAKEN`: made by hand; `TAKEN2`: marked by another instance, for another env.
+    fn make_foreign(&self, _base: &Path) {
+        for v in foreign_gitlab_variables() {
+            self.gitlab.put_variable(&project(), v);
+        }
+    }
+
+    fn foreign_intact(&self, _base: &Path) -> bool {
+        foreign_gitlab_variables()
+            .into_iter()
+            .all(|v| self.gitlab.variable(&project(), &v.key, "prod").is_some_and(|live| live == v))
+    }
+
+    /// Changed by hand after cfgsync recorded it.
+    fn replace(&self, _base: &Path, _output: &str, entry: &str) {
+        let mut v = self.gitlab.variable(&project(), entry, "prod").unwrap();
+        v.value = "changed-by-hand".to_owned();
+        self.gitlab.put_variable(&project(), v);
+    }
+
+    fn replaced(&self, _base: &Path, _output: &str, entry: &str) -> bool {
+        self.gitlab.variable(&project(), entry, "prod").is_some_and(|v| v.value == "changed-by-hand")
+    }
+}
+
+fn foreign_gitlab_variables() -> Vec<GitlabVariable> {
+    let mut hand = GitlabVariable::new("TAKEN", "made-by-hand");
+    hand.environment_scope = "prod".into();
+    let mut other = GitlabVariable::new("TAKEN2", "team-b-value");
+    other.environment_scope = "prod".into();
+    other.description = Some("managed by cfgsync instance team-b, env staging, output taken2".into());
+    vec![hand, other]
 }
 
 #[test]
@@ -511,7 +759,7 @@ impl Kind for Github {
         "github"
     }
 
-    fn target(&self, _base: &Path, _output: &str) -> String {
+    fn target(&self, _base: &Path, _output: &str, _here: bool) -> String {
         format!("kind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\ntoken_env = \"HOME\"", self.github.url())
     }
 
@@ -553,6 +801,29 @@ impl Kind for Github {
 
     fn heal(&self, _base: &Path) {
         self.github.clear_fault();
+    }
+
+    /// A variable and a secret made by hand at the names cfgsync would write.
+    fn make_foreign(&self, _base: &Path) {
+        self.github.put_variable(&repo(), "TAKEN", "made-by-hand");
+        self.github.put_secret(&repo(), "TAKEN2", b"another-tool");
+    }
+
+    fn foreign_intact(&self, _base: &Path) -> bool {
+        self.github.variable(&repo(), "TAKEN").is_some_and(|v| v.value == "made-by-hand")
+            && self.github.secret_plaintext(&repo(), "TAKEN2").as_deref() == Some("another-tool")
+            && self.github.variable(&repo(), "TAKEN2").is_none()
+            && self.github.secret(&repo(), "TAKEN").is_none()
+    }
+
+    /// Changed by hand after cfgsync recorded it (a later `updated_at`).
+    fn replace(&self, _base: &Path, _output: &str, entry: &str) {
+        self.github.advance_clock(std::time::Duration::from_secs(5));
+        self.github.put_variable(&repo(), entry, "changed-by-hand");
+    }
+
+    fn replaced(&self, _base: &Path, _output: &str, entry: &str) -> bool {
+        self.github.variable(&repo(), entry).is_some_and(|v| v.value == "changed-by-hand")
     }
 }
 

@@ -26,6 +26,8 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::secret::Content;
+
 /// Observed files larger than this are compared by size only: nothing
 /// cfgsync writes is near it (outputs are limited to a few MiB).
 pub const MAX_READ: u64 = 64 * 1024 * 1024;
@@ -33,6 +35,17 @@ pub const MAX_READ: u64 = 64 * 1024 * 1024;
 /// Prefix of every temp file cfgsync creates (and the only files it removes
 /// without having recorded them).
 pub const TEMP_PREFIX: &str = ".cfgsync-";
+
+/// The first component of `path` that names one of cfgsync's own files
+/// (`.cfgsync/`, the default state directory; `.cfgsync-tmp-…`, a temp
+/// file a later pass may remove as a leftover), if any: a target writing
+/// there would corrupt the state or lose its file.
+pub fn reserved_component(path: &Path) -> Option<&OsStr> {
+    path.components().find_map(|c| match c {
+        Component::Normal(name) if name.as_bytes().starts_with(b".cfgsync") => Some(name),
+        _ => None,
+    })
+}
 
 /// Why a path cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +134,23 @@ fn open_component(parent: &OwnedFd, name: &OsStr, at: &Path, base: &Path, flags:
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     /// `None` when larger than [`MAX_READ`] (compared by size only).
-    pub content: Option<Vec<u8>>,
+    /// Secret unless others may read the file ([`held_secret`]); the plan
+    /// refines that with the record of what was written.
+    pub content: Option<Content>,
     pub size: u64,
     pub mode: u32,
+    /// Device and inode: which file this is, so a prune removes only the
+    /// very file it observed (not one put in its place since).
+    pub id: (u64, u64),
+}
+
+/// Whether a file with `mode` is taken to hold a secret: anything others
+/// cannot read. cfgsync writes every tainted output so ([`crate::config::secret_mode_problem`]),
+/// and a file its owner keeps from others is no file to print in a plan
+/// either; a world-readable file is already visible to every user of the
+/// machine.
+pub fn held_secret(mode: u32) -> bool {
+    mode & 0o004 == 0
 }
 
 /// Reads `name` in `dir` without following a symlink and without opening
@@ -154,15 +181,17 @@ pub fn read(dir: &OwnedFd, dir_path: &Path, name: &OsStr) -> Result<Option<Found
     }
     let size = st.st_size as u64;
     let mode = st.st_mode & 0o7777;
+    let id = (st.st_dev, st.st_ino);
     if size > MAX_READ {
-        return Ok(Some(Found { content: None, size, mode }));
+        return Ok(Some(Found { content: None, size, mode, id }));
     }
     let mut content = Vec::with_capacity(size as usize);
     std::fs::File::from(fd).take(MAX_READ + 1).read_to_end(&mut content).map_err(|e| io_err(&path, e))?;
     if content.len() as u64 > MAX_READ {
-        return Ok(Some(Found { content: None, size: content.len() as u64, mode }));
+        return Ok(Some(Found { content: None, size: content.len() as u64, mode, id }));
     }
-    Ok(Some(Found { size: content.len() as u64, content: Some(content), mode }))
+    let size = content.len() as u64;
+    Ok(Some(Found { size, content: Some(Content::new(content, held_secret(mode))), mode, id }))
 }
 
 /// What kind of entry `name` is in `dir` (without following it).
@@ -319,7 +348,12 @@ mod tests {
         assert!(stale_temp_files(&dir, "staging").is_empty(), "another env's pass may be writing it");
         commit(&dir, tmp.path(), &staged, OsStr::new("app.env")).unwrap();
         let found = read(&dir, tmp.path(), OsStr::new("app.env")).unwrap().unwrap();
-        assert_eq!((found.content.as_deref(), found.mode), (Some(&b"A=1\n"[..]), 0o640));
+        assert_eq!((found.content.as_ref().map(Content::expose), found.mode), (Some(&b"A=1\n"[..]), 0o640));
+        assert!(found.content.as_ref().is_some_and(Content::is_secret), "others cannot read it: secret");
+        let staged = stage(&dir, tmp.path(), "prod", b"B=1\n", 0o644).unwrap();
+        commit(&dir, tmp.path(), &staged, OsStr::new("b.env")).unwrap();
+        let found = read(&dir, tmp.path(), OsStr::new("b.env")).unwrap().unwrap();
+        assert_eq!(found.content.as_ref().and_then(Content::shown).as_deref(), Some("B=1\n"), "world-readable: plain");
         std::fs::write(tmp.path().join(".cfgsync-tmp-999999999-prod-00"), "partial").unwrap();
         assert_eq!(
             stale_temp_files(&dir, "prod"),

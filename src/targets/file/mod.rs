@@ -7,7 +7,7 @@
 //! format = "dotenv"                   # dotenv | json | yaml | raw | dir
 //! mode = "0640"                       # default 0600 if the output read a secret, else 0644
 //! check_cmd = "envcheck {{src}}"      # run on the staged file before it replaces the old one
-//! reload_cmd = "systemctl reload api" # run after a real change only (pull: only with --reload)
+//! reload_cmd = "systemctl reload api@{{ env }}" # after a real change only (pull: only with --reload)
 //! trusted_dir = "/srv/app"            # a directory whose own path may contain symlinks
 //! ```
 //!
@@ -22,10 +22,20 @@
 //! - **Modes**: a file holding secrets gets `0600`, or the explicit mode if
 //!   it gives others nothing (checked at `validate` and again here).
 //! - **Ownership**: every file written is recorded per instance and env
-//!   ([`state`]); a recorded file no target wants any more (a removed
-//!   target, an entry removed from a `dir` output) is deleted — only in a
-//!   pass where every source was read, only while it still holds what
-//!   cfgsync wrote, never more than the prune share at once.
+//!   ([`state`]), keyed relative to the config's directory whatever the
+//!   cwd or the spelling of `--config`; a recorded file no target wants any
+//!   more (a removed target, an entry removed from a `dir` output) is
+//!   deleted — only in a pass where every source was read, only while it
+//!   is still the very file observed (same inode) holding what cfgsync
+//!   wrote, never more than the prune share at once.
+//! - **Foreign files**: a file at a target path that this instance has no
+//!   record of (a person's, another tool's, another config's) is not
+//!   written: the target fails, saying how to adopt it. Adoption is making
+//!   it hold exactly what the target writes — `cfgsync import` of its values
+//!   into the source, for a dotenv file — which the next pass finds and
+//!   records without writing; or moving it away. (A file that already is
+//!   what the target writes, content and mode, changes in nothing when
+//!   recorded.)
 //! - **Drift**: a file that no longer holds what cfgsync recorded writing,
 //!   when the source did not change, was edited by hand: restored and
 //!   counted as drift.
@@ -33,6 +43,8 @@
 //!   next pass over their directory (shown in the plan).
 //! - Output of `check_cmd`/`reload_cmd` is shown only for outputs that read
 //!   no secret: a checker that echoes the offending line could print one.
+//! - `check_cmd` and `reload_cmd` are templates like `path`, with `env`
+//!   (and `src`, quoted, for `check_cmd`): see [`crate::render::render_command`].
 
 pub mod io;
 pub mod state;
@@ -62,6 +74,8 @@ pub struct FileKind {
     /// `[state] dir`.
     state_dir: PathBuf,
     states: Mutex<BTreeMap<String, FileState>>,
+    /// The config's directory, to key records ([`state::ConfigDir`]).
+    config_dir: std::sync::OnceLock<state::ConfigDir>,
 }
 
 /// A directory files are written into: a trusted base and the path below it.
@@ -113,7 +127,11 @@ pub enum Op {
     Delete {
         name: OsString,
         path: PathBuf,
+        /// The record's key.
+        key: PathBuf,
         fingerprint: String,
+        /// The file observed (device, inode): only that one is removed.
+        id: (u64, u64),
     },
     Cleanup {
         name: OsString,
@@ -126,7 +144,12 @@ pub enum Op {
 
 impl FileKind {
     pub fn new(state_dir: PathBuf) -> Self {
-        Self { state_dir, states: Mutex::new(BTreeMap::new()) }
+        Self { state_dir, states: Mutex::new(BTreeMap::new()), config_dir: std::sync::OnceLock::new() }
+    }
+
+    /// The config's directory, as records are keyed from it.
+    fn config_dir(&self, ctx: &Ctx<'_>) -> &state::ConfigDir {
+        self.config_dir.get_or_init(|| state::ConfigDir::new(&ctx.config.dir))
     }
 
     /// Runs `f` on the env's state, loading it first.
@@ -134,8 +157,17 @@ impl FileKind {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         if !states.contains_key(ctx.env) {
             let path = state::path(&self.state_dir, ctx.instance, ctx.env);
-            let s = FileState::load(&path)
+            let mut s = FileState::load(&path)
                 .map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+            if !ctx.config.instance_set {
+                // The real file's name, whatever link the config was named through.
+                let real = ctx.config.path.canonicalize().unwrap_or_else(|_| ctx.config.path.clone());
+                let name = real.file_name().unwrap_or_default().to_string_lossy();
+                s.claim(&name).map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+            }
+            if s.needs_migration() {
+                s.migrate(self.config_dir(ctx));
+            }
             states.insert(ctx.env.to_owned(), s);
         }
         Ok(f(states.get_mut(ctx.env).expect("inserted above")))
@@ -195,19 +227,32 @@ impl Target for FileKind {
     fn recorded(&self, ctx: &Ctx<'_>, scopes: &mut BTreeMap<Dir, Self::Scope>) {
         let recorded: Vec<PathBuf> = self.with_state(ctx, |s| s.files.keys().cloned().collect()).unwrap_or_default();
         // A recorded file joins the destination the config already names for
-        // its directory (however that one was split into base and rest).
-        let mut by_path: std::collections::HashMap<PathBuf, Dir> =
-            scopes.keys().map(|d| (d.path(), d.clone())).collect();
-        for path in recorded {
-            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { continue };
-            let split = split(dir, ctx, None);
-            let dest = by_path.entry(split.path()).or_insert(split).clone();
+        // its directory (however that one was split into base and rest, and
+        // however the config's path was spelled: records are keyed canonically).
+        let config_dir = self.config_dir(ctx);
+        let mut by_key: std::collections::HashMap<PathBuf, Dir> =
+            scopes.keys().map(|d| (config_dir.key(&d.path()), d.clone())).collect();
+        for key in recorded {
+            let (Some(dir_key), Some(name)) = (key.parent(), key.file_name()) else { continue };
+            let dest = by_key
+                .entry(dir_key.to_path_buf())
+                .or_insert_with(|| split(&config_dir.path(dir_key), ctx, None))
+                .clone();
             scopes.entry(dest).or_default().insert(name.to_owned());
         }
     }
 
-    fn desired(&self, spec: &FileTarget, rendered: &Rendered, _ctx: &Ctx<'_>) -> Result<Vec<DesiredFile>, TargetError> {
+    fn desired(&self, spec: &FileTarget, rendered: &Rendered, ctx: &Ctx<'_>) -> Result<Vec<DesiredFile>, TargetError> {
         let path = &spec.paths[&rendered.env];
+        // Refused at validate too; checked again on the path as rendered for this pass.
+        if let Some(name) = io::reserved_component(&self.config_dir(ctx).key(path)) {
+            let shown = crate::cmd::display_path(path);
+            let reason = format!(
+                "{shown}: goes through {:?}: names starting with .cfgsync are cfgsync's own state and temp files",
+                name.to_string_lossy()
+            );
+            return Err(TargetError::Unsafe { reason, path: shown });
+        }
         let mode = file_mode(spec, rendered.tainted);
         if rendered.tainted
             && let Err(why) = crate::config::secret_mode_problem(mode)
@@ -273,14 +318,16 @@ impl Target for FileKind {
     ) -> DestPlan<Op> {
         let mut plan = DestPlan::default();
         let dir_path = dest.path();
+        let config_dir = self.config_dir(ctx);
+        let dir_key = config_dir.key(&dir_path);
         let records = self.with_state(ctx, |s| {
-            // Paths order by component, so everything under a directory is
+            // Keys order by component, so everything under a directory is
             // one range of the map: no walk over every record per directory.
             let here: BTreeMap<PathBuf, state::Record> = s
                 .files
-                .range(dir_path.clone()..)
-                .take_while(|(p, _)| p.starts_with(&dir_path))
-                .filter(|(p, _)| p.parent() == Some(dir_path.as_path()))
+                .range(dir_key.clone()..)
+                .take_while(|(p, _)| p.starts_with(&dir_key))
+                .filter(|(p, _)| p.parent() == Some(dir_key.as_path()))
                 .map(|(p, r)| (p.clone(), r.clone()))
                 .collect();
             (here, s.fingerprinter())
@@ -294,20 +341,20 @@ impl Target for FileKind {
                 return plan;
             }
         };
-        // Paths some target still claims, rendered or not.
+        // Keys some target still claims, rendered or not.
         let mut claimed: BTreeSet<PathBuf> = BTreeSet::new();
         let mut claimed_dirs: BTreeSet<PathBuf> = BTreeSet::new();
         for claim in claims {
-            let spec_path = &claim.spec.paths[ctx.env];
+            let spec_key = config_dir.key(&claim.spec.paths[ctx.env]);
             let Some(items) = claim.items else {
                 if claim.spec.format == Format::Dir {
-                    claimed_dirs.insert(spec_path.clone());
+                    claimed_dirs.insert(spec_key);
                 } else {
-                    claimed.insert(spec_path.clone());
+                    claimed.insert(spec_key);
                 }
                 continue;
             };
-            claimed.extend(items.iter().map(|f| f.path.clone()));
+            claimed.extend(items.iter().map(|f| config_dir.key(&f.path)));
             let mut changes = Vec::new();
             let mut error = None;
             for file in items {
@@ -321,8 +368,14 @@ impl Target for FileKind {
                     }
                     found => {
                         let found = found.and_then(|f| f.as_ref().ok()).and_then(|f| f.as_ref());
-                        let recorded = records.get(&file.path).map(|r| r.fingerprint.as_str());
-                        changes.push(plan_file(file, found, recorded, &fingerprint, claim.spec, ctx));
+                        let record = records.get(&config_dir.key(&file.path));
+                        if let (Some(found), None) = (found, record)
+                            && !holds_exactly(found, &file)
+                        {
+                            error = Some(not_ours(&file.path, ctx));
+                            break;
+                        }
+                        changes.push(plan_file(file, found, record, &fingerprint, claim.spec, ctx));
                     }
                 }
             }
@@ -335,14 +388,15 @@ impl Target for FileKind {
         // What this instance wrote here that nothing claims any more.
         let mut deletes = Vec::new();
         let ours_here = records.len();
-        for (path, record) in &records {
-            if claimed.contains(path) || claimed_dirs.iter().any(|d| path.starts_with(d)) {
+        for (key, record) in &records {
+            if claimed.contains(key) || claimed_dirs.iter().any(|d| key.starts_with(d)) {
                 continue;
             }
-            let Some(name) = path.file_name() else { continue };
+            let Some(name) = key.file_name() else { continue };
+            let path = &dir_path.join(name);
             match observed.files.get(name) {
                 Some(Ok(Some(found)))
-                    if found.content.as_deref().map(&fingerprint) == Some(record.fingerprint.clone()) =>
+                    if found.content.as_ref().map(|c| fingerprint(c.expose())) == Some(record.fingerprint.clone()) =>
                 {
                     let mut change = Change::new("file", crate::cmd::display_path(path), Action::Delete, false);
                     change.notes.push(format!("output {:?} no longer writes it", record.output));
@@ -352,7 +406,9 @@ impl Target for FileKind {
                         op: Op::Delete {
                             name: name.to_owned(),
                             path: path.clone(),
+                            key: key.clone(),
                             fingerprint: record.fingerprint.clone(),
+                            id: found.id,
                         },
                     });
                 }
@@ -401,7 +457,8 @@ impl Target for FileKind {
             }
             let result = match &p.op {
                 Op::Keep { file } => {
-                    let _ = self.with_state(ctx, |s| s.record(file.path.clone(), &file.output, file.content.expose()));
+                    let key = self.config_dir(ctx).key(&file.path);
+                    let _ = self.with_state(ctx, |s| s.record(key, &file.output, &file.content));
                     Ok(())
                 }
                 Op::Write { file, check_cmd, reload_cmd, content_changed } => {
@@ -412,8 +469,8 @@ impl Target for FileKind {
                     };
                     if result.is_ok() {
                         info!(env = ctx.env, output = %file.output, path = %crate::cmd::display_path(&file.path), action = p.change.action.name(), "file written");
-                        let _ =
-                            self.with_state(ctx, |s| s.record(file.path.clone(), &file.output, file.content.expose()));
+                        let key = self.config_dir(ctx).key(&file.path);
+                        let _ = self.with_state(ctx, |s| s.record(key, &file.output, &file.content));
                         if let Some(cmd) = reload_cmd
                             && *content_changed
                         {
@@ -422,16 +479,20 @@ impl Target for FileKind {
                     }
                     result
                 }
-                Op::Delete { name, path, fingerprint } => {
-                    // Checked again right before removing: it must still be what we wrote.
-                    let still = io::read(&fd, &dir_path, name).ok().flatten().and_then(|f| f.content);
-                    let ours = self
-                        .with_state(ctx, |s| still.as_deref().map(|c| s.fingerprint(c)) == Some(fingerprint.clone()));
+                Op::Delete { name, path, key, fingerprint, id } => {
+                    // Checked again right before removing: it must still be the
+                    // very file observed (same inode: not one put in its place,
+                    // even with the same content) and hold what we wrote.
+                    let still =
+                        io::read(&fd, &dir_path, name).ok().flatten().filter(|f| f.id == *id).and_then(|f| f.content);
+                    let ours = self.with_state(ctx, |s| {
+                        still.as_ref().map(|c| s.fingerprint(c.expose())) == Some(fingerprint.clone())
+                    });
                     match ours {
                         Ok(true) => io::remove(&fd, &dir_path, name)
                             .map(|()| {
                                 info!(env = ctx.env, path = %crate::cmd::display_path(path), "file pruned");
-                                let _ = self.with_state(ctx, |s| s.forget(path));
+                                let _ = self.with_state(ctx, |s| s.forget(key));
                             })
                             .map_err(TargetError::from),
                         _ => Err(TargetError::PruneModified { path: crate::cmd::display_path(path) }),
@@ -452,7 +513,7 @@ impl Target for FileKind {
             if failed_slots.contains(&slot) || !ctx.run_reload {
                 continue;
             }
-            let result = reload(&cmd, &path, secret).await;
+            let result = reload(&cmd, &path, secret, ctx.env).await;
             if let Some(last) = out.iter_mut().rev().find(|a| a.slot == slot) {
                 match result {
                     Ok(()) => last.reloaded = true,
@@ -476,21 +537,57 @@ impl Target for FileKind {
     }
 }
 
+/// Whether `found` already is `file`, content and mode: a file nobody
+/// recorded that holds exactly what the target writes is taken over by
+/// recording it (nothing about it changes; this is how a file whose values
+/// were imported into the source is adopted).
+fn holds_exactly(found: &io::Found, file: &DesiredFile) -> bool {
+    found.content.as_ref().map(Content::expose) == Some(file.content.expose()) && found.mode == file.mode
+}
+
+/// A file at a target path that this instance has no record of writing:
+/// someone else's (a person's, another tool's, another config's).
+fn not_ours(path: &Path, ctx: &Ctx<'_>) -> TargetError {
+    let shown = crate::cmd::display_path(path);
+    let reason = format!(
+        "{shown}: exists, and cfgsync instance {:?} has no record of writing it (env {}): not overwritten. To hand it to cfgsync, adopt it: copy its values into the source (`cfgsync import --env {} dotenv:{shown}` for a dotenv file), and the next pass, finding it exactly as it would write it, records it as its own; or move it away and cfgsync writes its own",
+        ctx.instance, ctx.env, ctx.env
+    );
+    TargetError::Unsafe { path: shown, reason }
+}
+
+/// What a file held, judged for showing: secret when the record says this
+/// instance wrote it from a tainted output (whatever it holds now: a hand
+/// edit of a secret file keeps most of the secret), plain when the record
+/// proves these are the bytes written from a plain output, else as its
+/// mode says ([`io::held_secret`]).
+fn held(found: &io::Found, record: Option<&state::Record>, fingerprint: &dyn Fn(&[u8]) -> String) -> Option<Content> {
+    let content = found.content.as_ref()?;
+    let secret = match record {
+        Some(r) if r.tainted == Some(true) => true,
+        Some(r) if r.tainted == Some(false) && fingerprint(content.expose()) == r.fingerprint => false,
+        _ => content.is_secret(),
+    };
+    Some(Content::new(content.expose(), secret))
+}
+
 /// Decides the change for one file.
 fn plan_file(
     file: DesiredFile,
     found: Option<&io::Found>,
-    recorded: Option<&str>,
+    record: Option<&state::Record>,
     fingerprint: &dyn Fn(&[u8]) -> String,
     spec: &FileTarget,
     ctx: &Ctx<'_>,
 ) -> (Change, Op) {
     let secret = file.content.is_secret();
     let address = crate::cmd::display_path(&file.path);
-    let old_content = found.and_then(|f| f.content.as_deref());
+    let recorded = record.map(|r| r.fingerprint.as_str());
+    let held = found.and_then(|f| held(f, record, fingerprint));
+    let old_content = held.as_ref().map(Content::expose);
     let content_changed = match found {
         None => true,
-        Some(f) => f.content.as_deref() != Some(file.content.expose()),
+        Some(f) => f.content.as_ref().map(Content::expose) != Some(file.content.expose()),
     };
     let mode_changed = found.is_some_and(|f| f.mode != file.mode);
     let action = match (found, content_changed || mode_changed) {
@@ -546,10 +643,8 @@ fn plan_file(
             }];
         }
         match file.content.shown() {
-            Some(new) => {
-                let old = old_content.map(String::from_utf8_lossy).unwrap_or_default();
-                change.diff = Some(plan::unified_diff(&old, &new, &file.path));
-            }
+            // An absent file, or one too large to read, diffs against nothing.
+            Some(_) => change.diff_between(held.as_ref(), &file.content, &file.path),
             None if change.entries.is_empty() || action == Action::Create => {
                 change.notes.push("secret content masked".to_owned())
             }
@@ -585,8 +680,11 @@ async fn write(
     let staged = io::stage(fd, dir, env, file.content.expose(), file.mode)?;
     if let Some(cmd) = check_cmd {
         let src = shell_quote(&staged.path.display().to_string());
-        let cmd = cmd.replace("{{src}}", &src).replace("{{ src }}", &src);
-        if let Err(detail) = run(&cmd, file.content.is_secret()).await {
+        let checked = match crate::render::render_command(cmd, env, Some(&src)) {
+            Ok(cmd) => run(&cmd, file.content.is_secret()).await,
+            Err(e) => Err(format!("check_cmd {cmd:?}: {e}")),
+        };
+        if let Err(detail) = checked {
             io::discard(fd, &staged);
             return Err(TargetError::Check { path: shown, detail });
         }
@@ -594,9 +692,13 @@ async fn write(
     Ok(io::commit(fd, dir, &staged, &file.name)?)
 }
 
-/// Runs `reload_cmd` after a real change.
-async fn reload(cmd: &str, path: &Path, secret: bool) -> Result<(), TargetError> {
-    run(cmd, secret).await.map_err(|detail| TargetError::Reload { path: crate::cmd::display_path(path), detail })
+/// Runs `reload_cmd`, rendered for `env`, after a real change.
+async fn reload(cmd: &str, path: &Path, secret: bool, env: &str) -> Result<(), TargetError> {
+    let ran = match crate::render::render_command(cmd, env, None) {
+        Ok(cmd) => run(&cmd, secret).await,
+        Err(e) => Err(format!("reload_cmd {cmd:?}: {e}")),
+    };
+    ran.map_err(|detail| TargetError::Reload { path: crate::cmd::display_path(path), detail })
 }
 
 async fn run(cmd: &str, secret: bool) -> Result<(), String> {

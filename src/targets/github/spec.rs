@@ -33,6 +33,8 @@ pub struct RawGithubTarget {
     selected_repository_ids: Vec<u64>,
     /// Each entry's secret or variable name; templated with `name` and `env`.
     key: Option<String>,
+    /// A private CA for GitHub Enterprise Server (relative: to the config's directory).
+    ca_file: Option<std::path::PathBuf>,
 }
 
 /// Where secrets and variables live.
@@ -93,6 +95,8 @@ pub struct GithubTarget {
     /// adopted item had).
     pub visibility_set: bool,
     pub selected_repository_ids: Vec<u64>,
+    /// A private CA for `api_url` (see `crate::targets::ci_tls`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Builds the typed target; every problem, with the entry's location when
@@ -244,6 +248,7 @@ pub fn build(
         visibility,
         visibility_set,
         selected_repository_ids: raw.selected_repository_ids,
+        ca_file: raw.ca_file,
     })
 }
 

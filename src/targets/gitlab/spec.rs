@@ -37,6 +37,8 @@ pub struct RawGitlabTarget {
     /// Values are not expanded (`$X` stays literal). Default true: a
     /// rendered value is final.
     raw: Option<bool>,
+    /// A private CA for the server (relative: to the config's directory).
+    ca_file: Option<std::path::PathBuf>,
 }
 
 /// A project or a group, by path or numeric id.
@@ -94,6 +96,8 @@ pub struct GitlabTarget {
     pub hidden: Option<bool>,
     /// `None`: not set in the config (true, or what an adopted variable had).
     pub raw: Option<bool>,
+    /// A private CA for `url` (see `crate::targets::ci_tls`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl GitlabTarget {
@@ -204,7 +208,15 @@ pub fn build(
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(GitlabTarget { url, token_env, addresses, protected: raw.protected, hidden: raw.hidden, raw: raw.raw })
+    Ok(GitlabTarget {
+        url,
+        token_env,
+        addresses,
+        protected: raw.protected,
+        hidden: raw.hidden,
+        raw: raw.raw,
+        ca_file: raw.ca_file,
+    })
 }
 
 /// A project or group path (`group/sub/app`) or a numeric id.

@@ -20,7 +20,7 @@ fn config(target: &str) -> Config {
 
 fn problems(target: &str) -> String {
     let text = format!(
-        "[files]\n[envs.prod]\n[envs.staging]\n\n[[output]]\nname = \"api\"\n[output.entries]\npw = \"x\"\nhost = \"y\"\n[[output.target]]\nkind = \"gitlab\"\n{target}\n"
+        "instance = \"team-a\"\n[files]\n[envs.prod]\n[envs.staging]\n\n[[output]]\nname = \"api\"\n[output.entries]\npw = \"x\"\nhost = \"y\"\n[[output.target]]\nkind = \"gitlab\"\n{target}\n"
     );
     match config::parse(std::path::Path::new("/cfg/cfgsync.toml"), &text, &BTreeMap::<String, String>::new()) {
         Ok(_) => String::new(),

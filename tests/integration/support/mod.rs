@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod pki;
 pub mod proxy;
 pub mod servers;
 
@@ -40,6 +41,19 @@ impl std::fmt::Debug for Run {
     }
 }
 
+/// The TLS variables cfgsync reads: never inherited from the test's shell.
+pub const TLS_VARIABLES: [&str; 9] = [
+    "ETCDCTL_CACERT",
+    "ETCDCTL_CERT",
+    "ETCDCTL_KEY",
+    "VAULT_CACERT",
+    "VAULT_CAPATH",
+    "VAULT_CLIENT_CERT",
+    "VAULT_CLIENT_KEY",
+    "VAULT_TLS_SERVER_NAME",
+    "VAULT_SKIP_VERIFY",
+];
+
 impl Project {
     pub fn new(config: &str) -> Self {
         let p = Self { dir: tempfile::tempdir().unwrap(), env: Vec::new() };
@@ -68,7 +82,10 @@ impl Project {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfgsync"));
-        for var in ["VAULT_ADDR", "VAULT_TOKEN", "ETCDCTL_ENDPOINTS", "ETCDCTL_USER", "CFGSYNC_CONFIG", "RUST_LOG"] {
+        for var in ["VAULT_ADDR", "VAULT_TOKEN", "ETCDCTL_ENDPOINTS", "ETCDCTL_USER", "CFGSYNC_CONFIG", "RUST_LOG"]
+            .into_iter()
+            .chain(TLS_VARIABLES)
+        {
             cmd.env_remove(var);
         }
         cmd.env("NO_COLOR", "1").env("HOME", self.dir.path());

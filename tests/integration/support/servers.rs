@@ -48,7 +48,32 @@ pub struct Etcd {
     child: Option<Child>,
     /// Set once `enable_auth_with_reader` has run: `ctl` then logs in as root.
     root_password: Mutex<Option<String>>,
+    /// Set by [`Etcd::start_tls`]: the client URL is `https://`.
+    pub tls: Option<EtcdTls>,
     dir: TempDir,
+}
+
+/// A certificate and its key, as PEM files (made by `support::pki`).
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How [`Etcd::start_tls`] serves TLS.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// `--trusted-ca-file`: the CA client certificates must chain to.
+    pub trusted_ca: PathBuf,
+    /// `--cert-file` / `--key-file`.
+    pub server: CertFiles,
+    /// `--client-cert-auth`: a client certificate is required, and with
+    /// auth enabled its CN is the user.
+    pub client_cert_auth: bool,
+    /// The CA etcdctl trusts, and the certificate it presents (CN `root`,
+    /// which is etcd's root user once auth is on).
+    pub ctl_ca: PathBuf,
+    pub ctl_client: CertFiles,
 }
 
 impl Etcd {
@@ -56,20 +81,33 @@ impl Etcd {
 
     /// Starts a single-member cluster and waits until `/health` says it is healthy.
     pub fn start() -> Etcd {
+        Self::start_with(None)
+    }
+
+    /// Starts a single-member cluster serving clients over TLS (peers stay
+    /// plain: there are none), and waits until `etcdctl endpoint health`
+    /// over TLS says it is healthy.
+    pub fn start_tls(tls: EtcdTls) -> Etcd {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<EtcdTls>) -> Etcd {
         let etcd = binary("CFGSYNC_TEST_ETCD", "etcd");
         let etcdctl = binary("CFGSYNC_TEST_ETCDCTL", "etcdctl");
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let client_port = free_port();
             let peer_port = free_port();
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let mut server = Etcd {
-                endpoint: format!("http://127.0.0.1:{client_port}"),
+                endpoint: format!("{scheme}://127.0.0.1:{client_port}"),
                 client_port,
                 peer_port,
                 etcd: etcd.clone(),
                 etcdctl: etcdctl.clone(),
                 child: None,
                 root_password: Mutex::new(None),
+                tls: tls.clone(),
                 dir: temp_dir("cfgsync-etcd-"),
             };
             match server.launch() {
@@ -133,12 +171,30 @@ impl Etcd {
         let mut cmd = Command::new(&self.etcdctl);
         scrub_env(&mut cmd, &["ETCD_", "ETCDCTL_"]);
         cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={}", self.endpoint));
+        cmd.args(ctl_tls_args(self.tls.as_ref()));
         let own_credentials = args.iter().any(|a| a.starts_with("--user") || a.starts_with("--password"));
         let root_password = if own_credentials { None } else { self.root_password.lock().unwrap().clone() };
         if let Some(password) = root_password {
             cmd.arg(format!("--user=root:{password}"));
         }
         cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
+        cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", self.etcdctl.display()))
+    }
+
+    /// Runs `etcdctl` over TLS presenting `client` (its CN is the user):
+    /// what that user may do, asked of the server.
+    pub fn ctl_as(&self, client: &CertFiles, args: &[&str]) -> Output {
+        let tls = self.tls.as_ref().expect("ctl_as needs a TLS server");
+        let mut cmd = Command::new(&self.etcdctl);
+        scrub_env(&mut cmd, &["ETCD_", "ETCDCTL_"]);
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .arg(format!("--cacert={}", tls.ctl_ca.display()))
+            .arg(format!("--cert={}", client.cert.display()))
+            .arg(format!("--key={}", client.key.display()))
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
         cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", self.etcdctl.display()))
     }
 
@@ -191,6 +247,7 @@ impl Etcd {
             // Cheapest password hashing: every authenticated etcdctl call pays it.
             .arg("--bcrypt-cost=4")
             .args(["--logger=zap", "--log-outputs=stderr"])
+            .args(server_tls_args(self.tls.as_ref()))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log file handle"))
@@ -198,10 +255,22 @@ impl Etcd {
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.etcd.display()));
         let child = self.child.insert(child);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.client_port));
-        let waited = wait_ready(
-            child,
-            || matches!(http_get(addr, "/health", &[]), Ok((200, body)) if body.contains("\"true\"")),
-        );
+        let (etcdctl, endpoint, tls) = (self.etcdctl.clone(), self.endpoint.clone(), self.tls.clone());
+        let waited = wait_ready(child, || match &tls {
+            None => matches!(http_get(addr, "/health", &[]), Ok((200, body)) if body.contains("\"true\"")),
+            Some(tls) => {
+                let mut cmd = Command::new(&etcdctl);
+                scrub_env(&mut cmd, &["ETCD_", "ETCDCTL_"]);
+                cmd.env("ETCDCTL_API", "3")
+                    .arg(format!("--endpoints={endpoint}"))
+                    .args(ctl_tls_args(Some(tls)))
+                    .args(["endpoint", "health", "--command-timeout=1s"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                cmd.status().is_ok_and(|s| s.success())
+            }
+        });
         let outcome = match waited {
             Waited::Ready => return Ok(()),
             Waited::Exited(status) => format!("exited ({status}) before it was ready"),
@@ -210,6 +279,33 @@ impl Etcd {
         self.stop();
         Err(launch_error("etcd", &self.endpoint, &outcome, &self.log_path()))
     }
+}
+
+/// etcd's flags for [`EtcdTls`].
+fn server_tls_args(tls: Option<&EtcdTls>) -> Vec<String> {
+    let Some(tls) = tls else { return Vec::new() };
+    let mut args = vec![
+        format!("--cert-file={}", tls.server.cert.display()),
+        format!("--key-file={}", tls.server.key.display()),
+        format!("--trusted-ca-file={}", tls.trusted_ca.display()),
+    ];
+    if tls.client_cert_auth {
+        args.push("--client-cert-auth".to_owned());
+    }
+    args
+}
+
+/// etcdctl's flags for [`EtcdTls`]. etcdctl is the tests' own tool: it
+/// skips verifying the server, which the TLS tests serve expired or
+/// misnamed certificates on purpose.
+fn ctl_tls_args(tls: Option<&EtcdTls>) -> Vec<String> {
+    let Some(tls) = tls else { return Vec::new() };
+    vec![
+        "--insecure-skip-tls-verify".to_owned(),
+        format!("--cacert={}", tls.ctl_ca.display()),
+        format!("--cert={}", tls.ctl_client.cert.display()),
+        format!("--key={}", tls.ctl_client.key.display()),
+    ]
 }
 
 impl Drop for Etcd {
@@ -229,9 +325,22 @@ pub struct Vault {
     pub addr: String,
     pub root_token: String,
     pub port: u16,
+    /// Set by [`Vault::start_tls`]: `https://127.0.0.1:PORT` of a second
+    /// listener serving TLS (the plain one stays for the helpers).
+    pub tls_addr: Option<String>,
+    tls: Option<VaultTls>,
     bao: PathBuf,
     child: Option<Child>,
     dir: TempDir,
+}
+
+/// How [`Vault::start_tls`]'s second listener serves TLS.
+#[derive(Debug, Clone)]
+pub struct VaultTls {
+    pub server: CertFiles,
+    /// `tls_client_ca_file` with `tls_require_and_verify_client_cert`:
+    /// mutual TLS.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Vault {
@@ -240,15 +349,29 @@ impl Vault {
     /// Starts `bao server -dev` and waits until `/v1/sys/health` answers 200
     /// and the KV v2 engine at `secret/` answers.
     pub fn start() -> Vault {
+        Self::start_with(None)
+    }
+
+    /// [`Vault::start`] with a second listener (from a `-config` file, as
+    /// a production server has) serving TLS with `tls`'s certificate, and
+    /// requiring client certificates when it names a client CA.
+    pub fn start_tls(tls: VaultTls) -> Vault {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<VaultTls>) -> Vault {
         let bao = binary("CFGSYNC_TEST_BAO", "bao");
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             // The dev server also binds its cluster listener on port + 1.
             let port = free_port_pair();
+            let tls_addr = tls.as_ref().map(|_| format!("https://127.0.0.1:{}", free_port_pair()));
             let mut server = Vault {
                 addr: format!("http://127.0.0.1:{port}"),
                 root_token: Self::ROOT_TOKEN.to_owned(),
                 port,
+                tls_addr,
+                tls: tls.clone(),
                 bao: bao.clone(),
                 child: None,
                 dir: temp_dir("cfgsync-bao-"),
@@ -410,6 +533,7 @@ impl Vault {
         cmd.args(["server", "-dev", "-dev-no-store-token"])
             .arg(format!("-dev-root-token-id={}", self.root_token))
             .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port))
+            .args(self.tls_listener_config())
             .env("HOME", self.dir.path())
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -438,6 +562,29 @@ impl Vault {
             kill(&mut child);
         }
         Err(launch_error("bao dev server", &self.addr, &outcome, &self.log_path()))
+    }
+}
+
+impl Vault {
+    /// `-config=FILE` with the TLS listener, when there is one.
+    fn tls_listener_config(&self) -> Vec<String> {
+        let (Some(tls), Some(addr)) = (&self.tls, &self.tls_addr) else { return Vec::new() };
+        let mut hcl = format!(
+            "listener \"tcp\" {{\n  address = \"{}\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n",
+            addr.trim_start_matches("https://"),
+            tls.server.cert.display(),
+            tls.server.key.display()
+        );
+        if let Some(ca) = &tls.client_ca {
+            hcl.push_str(&format!(
+                "  tls_client_ca_file = \"{}\"\n  tls_require_and_verify_client_cert = true\n",
+                ca.display()
+            ));
+        }
+        hcl.push_str("}\n");
+        let path = self.dir.path().join("tls-listener.hcl");
+        std::fs::write(&path, hcl).expect("write the listener config");
+        vec![format!("-config={}", path.display())]
     }
 }
 
