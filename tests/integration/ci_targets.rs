@@ -566,7 +566,7 @@ fn gitlab_free_group_variables_fail_clearly_and_never_flip_or_get_deleted() {
 fn a_github_environment_that_does_not_exist_fails_its_targets_and_is_not_created() {
     let github = GithubEmulator::start();
     let config = format!(
-        "[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"h\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\nenvironment = \"{{{{ env }}}}\"\n",
+        "instance = \"team-a\"\n[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"h\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\nenvironment = \"{{{{ env }}}}\"\n",
         github.url()
     );
     let project = Project::new(&config).with_env("GITHUB_TOKEN", GITHUB_TOKEN);
@@ -590,7 +590,7 @@ fn a_github_environment_that_does_not_exist_fails_its_targets_and_is_not_created
 fn a_github_value_over_48_kb_is_refused_before_anything_is_sent() {
     let github = GithubEmulator::start();
     let config = format!(
-        "[files]\n[envs.prod]\n[[output]]\nname = \"big\"\n[output.entries]\nBLOB = \"{{{{ key(name='blob') }}}}\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n",
+        "instance = \"team-a\"\n[files]\n[envs.prod]\n[[output]]\nname = \"big\"\n[output.entries]\nBLOB = \"{{{{ key(name='blob') }}}}\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n",
         github.url()
     );
     let project = Project::new(&config).with_env("GITHUB_TOKEN", GITHUB_TOKEN);

@@ -206,7 +206,7 @@ impl DesiredItem {
 }
 
 /// A scope as read.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Observed {
     pub secrets: Vec<api::LiveSecret>,
     pub variables: Vec<api::LiveVariable>,
@@ -240,11 +240,32 @@ enum OpKind {
     Delete {
         part: Part,
         name: String,
+        /// The item as the plan saw it: deleted only while it still is.
+        seen: Box<Seen>,
     },
     Keep {
         id: String,
         record: Option<Record>,
     },
+}
+
+/// What the plan saw of an item it prunes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Seen {
+    updated_at: String,
+    visibility: Option<String>,
+    /// Variables only.
+    value: Option<Content>,
+}
+
+impl Seen {
+    fn of_secret(s: &api::LiveSecret) -> Seen {
+        Seen { updated_at: s.updated_at.clone(), visibility: s.visibility.clone(), value: None }
+    }
+
+    fn of_variable(v: &api::LiveVariable) -> Seen {
+        Seen { updated_at: v.updated_at.clone(), visibility: v.visibility.clone(), value: Some(v.value.clone()) }
+    }
 }
 
 /// The kind: GitHub Actions secrets and variables.
@@ -256,6 +277,22 @@ pub struct GithubKind {
 impl GithubKind {
     pub fn new(client: ci::Client, store: Arc<StateStore>) -> Self {
         Self { client, store }
+    }
+
+    /// The items of the collections `parts` as they are now, by record id.
+    async fn seen_now(&self, api: &api::Api<'_>, parts: &BTreeSet<Part>) -> Result<BTreeMap<String, Seen>, CiError> {
+        let mut now = BTreeMap::new();
+        if parts.contains(&Part::Secret) {
+            for s in api.list_secrets().await? {
+                now.insert(item_id(Part::Secret, &s.name.to_ascii_uppercase()), Seen::of_secret(&s));
+            }
+        }
+        if parts.contains(&Part::Variable) {
+            for v in api.list_variables().await? {
+                now.insert(item_id(Part::Variable, &v.name.to_ascii_uppercase()), Seen::of_variable(&v));
+            }
+        }
+        Ok(now)
     }
 
     fn dest_of(spec: &GithubTarget, env: &str) -> GithubDest {
@@ -539,9 +576,23 @@ impl Target for GithubKind {
                     Part::Variable => variables.contains_key(&live_name),
                 };
                 // No mark on GitHub: an item the record does not name is
-                // someone else's, even with the value cfgsync would write.
+                // someone else's, even with the value cfgsync would write;
+                // so is the name when someone else's secret (variable)
+                // holds it and cfgsync would write a variable (secret).
                 if exists && record.is_none() {
                     error = Some(unrecorded(dest, item.part, &item.name, ctx.env).into());
+                    break;
+                }
+                let other = match item.part {
+                    Part::Secret => Part::Variable,
+                    Part::Variable => Part::Secret,
+                };
+                let taken = match other {
+                    Part::Secret => secrets.contains_key(&live_name),
+                    Part::Variable => variables.contains_key(&live_name),
+                };
+                if taken && !observed.state.items.contains_key(&item_id(other, &item.name)) {
+                    error = Some(unrecorded(dest, other, &item.name, ctx.env).into());
                     break;
                 }
                 item.keep_adopted(record);
@@ -568,9 +619,15 @@ impl Target for GithubKind {
         let mut prunes: Vec<Planned<Op>> = Vec::new();
         for (id, record) in ours.iter().filter(|(id, _)| !claimed.contains(*id)) {
             let Some((part, name)) = Part::of_id(id) else { continue };
-            let why = match part {
-                Part::Secret => secrets.get(name).and_then(|s| secret_changed(s, record)),
-                Part::Variable => variables.get(name).and_then(|v| variable_changed(v, record, ctx)),
+            let (why, seen) = match part {
+                Part::Secret => {
+                    let Some(s) = secrets.get(name) else { continue };
+                    (secret_changed(s, record), Seen::of_secret(s))
+                }
+                Part::Variable => {
+                    let Some(v) = variables.get(name) else { continue };
+                    (variable_changed(v, record, ctx), Seen::of_variable(v))
+                }
             };
             if let Some(why) = why {
                 let what = format!("{} {name}", part.name());
@@ -579,7 +636,8 @@ impl Target for GithubKind {
             }
             let mut change = Change::new(KIND, item_address(dest, part, name), Action::Delete, false);
             change.notes.push(format!("output {:?} no longer writes it", record.output));
-            prunes.push(Planned { slot: Slot::Prune, change, op: op(OpKind::Delete { part, name: name.to_owned() }) });
+            let delete = OpKind::Delete { part, name: name.to_owned(), seen: Box::new(seen) };
+            prunes.push(Planned { slot: Slot::Prune, change, op: op(delete) });
         }
         plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
         plan
@@ -606,6 +664,13 @@ impl Target for GithubKind {
         let mut sealed: Vec<(String, String)> = Vec::new();
         let (deletes, writes): (Vec<_>, Vec<_>) =
             changes.into_iter().partition(|p| matches!(p.op.what, OpKind::Delete { .. }));
+        let deletes_parts: BTreeSet<Part> = deletes
+            .iter()
+            .filter_map(|p| match &p.op.what {
+                OpKind::Delete { part, .. } => Some(*part),
+                _ => None,
+            })
+            .collect();
         // GitHub's PUT creates *or replaces* a secret: one made by someone
         // since the pass listed them must not be written over. Read the
         // names again right before creating any (one list).
@@ -638,7 +703,25 @@ impl Target for GithubKind {
             }
         };
         let (intents_empty, intent_ok) = (intents.is_empty(), intent.is_ok());
-        for p in writes.into_iter().chain(deletes) {
+        // Prune deletes only the items the plan saw: their lists are read
+        // again right before the first delete (GitHub has no conditional
+        // delete), after the writes.
+        let mut deletes = deletes.into_iter();
+        let mut writes = writes.into_iter();
+        let mut now: Option<Result<BTreeMap<String, Seen>, CiError>> = None;
+        loop {
+            let p = match writes.next() {
+                Some(p) => p,
+                None => match deletes.next() {
+                    Some(p) => {
+                        if now.is_none() && stop.is_none() {
+                            now = Some(self.seen_now(&api, &deletes_parts).await);
+                        }
+                        p
+                    }
+                    None => break,
+                },
+            };
             if p.change.action == Action::Drift {
                 warn!(env = ctx.env, address = %p.change.address, "drift: written in GitHub by someone else; restoring");
             }
@@ -693,7 +776,19 @@ impl Target for GithubKind {
                     Some(value) => api.update_variable(&item.name, value, item.visibility()).await,
                     None => Err(CiError::NotText { dest: shown.clone(), what: format!("variable {}", item.name) }),
                 },
-                (OpKind::Delete { part, name }, None) => api.delete(part.collection(), name).await,
+                (OpKind::Delete { part, name, seen }, None) => match &now {
+                    Some(Err(e)) => Err(e.clone()),
+                    Some(Ok(listed)) => match listed.get(&item_id(*part, &name.to_ascii_uppercase())) {
+                        None => Ok(()),
+                        Some(s) if s == seen.as_ref() => api.delete(part.collection(), name).await,
+                        Some(_) => Err(CiError::PruneModified {
+                            dest: shown.clone(),
+                            what: format!("{} {name}", part.name()),
+                            why: "it changed after this pass read it".to_owned(),
+                        }),
+                    },
+                    None => api.delete(part.collection(), name).await,
+                },
             };
             match (&p.op.what, &result) {
                 (OpKind::PutSecret { item, .. }, Ok(())) => {
@@ -707,7 +802,7 @@ impl Target for GithubKind {
                     touched.insert(item.id());
                     state.items.insert(item.id(), item.record(None));
                 }
-                (OpKind::Delete { part, name }, Ok(())) => {
+                (OpKind::Delete { part, name, .. }, Ok(())) => {
                     info!(env = ctx.env, dest = %shown, what = part.name(), name = %name, "pruned");
                     state.items.remove(&item_id(*part, name));
                 }

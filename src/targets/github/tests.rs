@@ -229,7 +229,18 @@ fn items_without_a_record_are_someone_elses() {
         // write; the secret, unreadable, is written with cfgsync's value.
         let mut state = DestState::default();
         state.items.insert(items[0].id(), Record { fingerprint: ci::ADOPTED_FINGERPRINT.into(), ..Default::default() });
-        let p = plan_of(&c, &keyed, Some(items), &Observed { state, ..observed });
+        // (Only the item's own kind there: the name held by the other kind,
+        // unrecorded, would be someone else's too.)
+        let p = plan_of(&c, &keyed, Some(items.clone()), &Observed { state: state.clone(), ..observed.clone() });
+        let other = if tainted { "variable HOST_GH" } else { "secret HOST_GH" };
+        assert!(p.errors[0].1.to_string().contains(&format!("{other} exists but cfgsync has no record")));
+        let mut own = observed;
+        if tainted {
+            own.variables.clear();
+        } else {
+            own.secrets.clear();
+        }
+        let p = plan_of(&c, &keyed, Some(items), &Observed { state, ..own });
         assert!(p.errors.is_empty());
         let change = &p.changes[0].change;
         if tainted {

@@ -276,6 +276,8 @@ enum OpKind {
     Delete {
         key: String,
         scope: String,
+        /// The variable as the plan saw it: deleted only while it still is.
+        seen: Box<api::LiveVariable>,
     },
     /// Nothing to send; remember it when the record lacks it.
     Keep {
@@ -563,7 +565,11 @@ impl Target for GitlabKind {
             prunes.push(Planned {
                 slot: Slot::Prune,
                 change,
-                op: op(OpKind::Delete { key: v.key.clone(), scope: v.environment_scope.clone() }),
+                op: op(OpKind::Delete {
+                    key: v.key.clone(),
+                    scope: v.environment_scope.clone(),
+                    seen: Box::new((*v).clone()),
+                }),
             });
         }
         plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
@@ -591,7 +597,25 @@ impl Target for GitlabKind {
         // Writes first, then deletes.
         let (deletes, writes): (Vec<_>, Vec<_>) =
             changes.into_iter().partition(|p| matches!(p.op.what, OpKind::Delete { .. }));
-        for p in writes.into_iter().chain(deletes) {
+        let mut deletes = deletes.into_iter().peekable();
+        // Prune deletes only the variable the plan saw: the list is read
+        // again right before the first delete (GitLab has no conditional
+        // delete), after the writes.
+        let mut now: Option<Result<Vec<api::LiveVariable>, CiError>> = None;
+        let mut writes = writes.into_iter();
+        loop {
+            let p = match writes.next() {
+                Some(p) => p,
+                None => match deletes.next() {
+                    Some(p) => {
+                        if now.is_none() && stop.is_none() {
+                            now = Some(api.list().await);
+                        }
+                        p
+                    }
+                    None => break,
+                },
+            };
             let not_text = |v: &DesiredVar| CiError::NotText {
                 dest: shown.clone(),
                 what: format!("variable {} (environment scope {})", v.key, v.environment_scope),
@@ -625,7 +649,19 @@ impl Target for GitlabKind {
                     },
                     None => Err(not_text(v)),
                 },
-                (OpKind::Delete { key, scope }, None) => api.delete(key, scope).await,
+                (OpKind::Delete { key, scope, seen }, None) => match &now {
+                    Some(Err(e)) => Err(e.clone()),
+                    Some(Ok(listed)) => match listed.iter().find(|v| v.key == *key && v.environment_scope == *scope) {
+                        None => Ok(()),
+                        Some(v) if v == seen.as_ref() => api.delete(key, scope).await,
+                        Some(_) => Err(CiError::PruneModified {
+                            dest: shown.clone(),
+                            what: format!("variable {key} (environment scope {scope})"),
+                            why: "it changed after this pass read it".to_owned(),
+                        }),
+                    },
+                    None => api.delete(key, scope).await,
+                },
             };
             match (&p.op.what, &result) {
                 (OpKind::Create(v) | OpKind::Update(v) | OpKind::Recreate(v), Ok(())) => {
@@ -633,7 +669,7 @@ impl Target for GitlabKind {
                     touched.insert(v.id());
                     state.items.insert(v.id(), v.record());
                 }
-                (OpKind::Delete { key, scope }, Ok(())) => {
+                (OpKind::Delete { key, scope, .. }, Ok(())) => {
                     info!(env = ctx.env, dest = %shown, key = %key, scope = %scope, "variable pruned");
                     state.items.remove(&item_id(key, scope));
                 }
