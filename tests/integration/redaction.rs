@@ -59,7 +59,7 @@ fn check_commands(what: &str, p: &Project, env: &[(&str, &str)]) -> Vec<Run> {
 }
 
 fn files_project(target: &str) -> Project {
-    let p = Project::new(&format!("[files]\ndir = \"source\"\n{OUTPUT}{target}"));
+    let p = Project::new(&format!("instance = \"redaction\"\n[files]\ndir = \"source\"\n{OUTPUT}{target}"));
     p.write("source/prod.toml", "[keys]\ndb_host = \"db\"\n");
     p
 }

@@ -36,7 +36,8 @@ fn gitlab_and_github_enterprise_behind_a_private_ca() {
     let github_tls = TlsFront::start(github.addr(), &identity(&server, None)).unwrap();
     let config = |ca: &str| {
         format!(
-            r#"[files]
+            r#"instance = "tls-tests"
+[files]
 [envs.prod]
 
 [[output]]
@@ -108,7 +109,7 @@ fn a_client_certificate_kubeconfig_against_an_api_server_over_mutual_tls() {
             b64(&pki.ca_file)
         )
     };
-    let config = "[files]\n[envs.prod]\n\n[kubernetes]\nkubeconfig = \"kubeconfig\"\n\n[[output]]\nname = \"api\"\n[output.entries]\nDB_PASSWORD = \"{{ secret(path='api/db', field='password') }}\"\n[[output.target]]\nkind = \"kubernetes-secret\"\ncontext = \"prod\"\nnamespace = \"api\"\nname = \"api\"\n";
+    let config = "instance = \"tls-tests\"\n[files]\n[envs.prod]\n\n[kubernetes]\nkubeconfig = \"kubeconfig\"\n\n[[output]]\nname = \"api\"\n[output.entries]\nDB_PASSWORD = \"{{ secret(path='api/db', field='password') }}\"\n[[output.target]]\nkind = \"kubernetes-secret\"\ncontext = \"prod\"\nnamespace = \"api\"\nname = \"api\"\n";
     let p = Project::new(config);
     p.write("source/prod.toml", &source());
 
