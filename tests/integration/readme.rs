@@ -290,7 +290,8 @@ fn fragments_are_wrapped_and_alternatives_found() {
     assert_eq!(v[1], "[vault]\nauth = { method = \"jwt\", token_file = \"t\" }\n# dir = \"x\"\n");
     let w = wrapped("interval = \"1m\"\n[service]\ngrace = \"5s\"\n");
     assert!(
-        w.starts_with("interval = \"1m\"\ninstance = \"docs\"\n[files]\n") && w.ends_with("[service]\ngrace = \"5s\"\n"),
+        w.starts_with("interval = \"1m\"\ninstance = \"docs\"\n[files]\n")
+            && w.ends_with("[service]\ngrace = \"5s\"\n"),
         "{w}"
     );
     let w = wrapped("instance = \"payments\"\n[kubernetes]\n");
@@ -678,7 +679,11 @@ fn parse_session(what: &str, block: &str) -> Vec<Step> {
         }
         let words: Vec<&str> = command.split_whitespace().skip_while(|w| w.contains('=')).collect();
         assert_eq!(words.first(), Some(&"cfgsync"), "{what}: `{command}` is not a cfgsync command");
-        steps.push(Step { args: words[1..].iter().map(|w| w.to_string()).collect(), output: String::new(), code: None });
+        steps.push(Step {
+            args: words[1..].iter().map(|w| w.to_string()).collect(),
+            output: String::new(),
+            code: None,
+        });
     }
     assert!(!steps.is_empty(), "{what}: no `$ cfgsync` command in the block");
     steps
@@ -708,8 +713,14 @@ fn sessions_are_parsed_as_a_shell_shows_them() {
         "$ ETCDCTL_USER=root:… cfgsync diff a b   # note\nx\n  y\n$ echo $?\n1\n$ cfgsync plan --env prod\n",
     );
     assert_eq!(steps.len(), 2, "{steps:?}");
-    assert_eq!((steps[0].args.join(" "), steps[0].output.as_str(), steps[0].code), ("diff a b".into(), "x\n  y\n", Some(1)));
-    assert_eq!((steps[1].args.join(" "), steps[1].output.as_str(), steps[1].code), ("plan --env prod".into(), "", None));
+    assert_eq!(
+        (steps[0].args.join(" "), steps[0].output.as_str(), steps[0].code),
+        ("diff a b".into(), "x\n  y\n", Some(1))
+    );
+    assert_eq!(
+        (steps[1].args.join(" "), steps[1].output.as_str(), steps[1].code),
+        ("plan --env prod".into(), "", None)
+    );
 }
 
 /// The `cfgsync` binary run in `dir` with `args` as they are, as a person
@@ -731,12 +742,8 @@ fn run_in(dir: &Path, args: &[&str]) -> Run {
 #[test]
 fn the_plan_example_in_the_command_reference_is_what_plan_prints() {
     let repo = tempfile::tempdir().unwrap();
-    let copy = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(root().join("examples"))
-        .arg(repo.path())
-        .status()
-        .unwrap();
+    let copy =
+        std::process::Command::new("cp").arg("-r").arg(root().join("examples")).arg(repo.path()).status().unwrap();
     assert!(copy.success());
     let quickstart = repo.path().join("examples/quickstart");
     let _ = std::fs::remove_dir_all(quickstart.join("out"));
@@ -891,17 +898,18 @@ fn anchors(text: &str) -> BTreeSet<String> {
 /// The targets of the inline links (`[text](target)`) of one line of prose.
 fn link_targets(line: &str) -> Vec<&str> {
     line.match_indices("](")
-        .filter_map(|(i, _)| line[i + 2..].split_once(')').map(|(target, _)| target.split_whitespace().next().unwrap_or("")))
+        .filter_map(|(i, _)| {
+            line[i + 2..].split_once(')').map(|(target, _)| target.split_whitespace().next().unwrap_or(""))
+        })
         .collect()
 }
 
 #[test]
 fn anchors_and_links_are_found_as_github_makes_them() {
-    let a = anchors("# cfgsync\n## `cfgsync import --env E FROM`: day one\n```\n# not a heading\n```\n## Two\n## Two\n#nope\n");
-    assert_eq!(
-        a.into_iter().collect::<Vec<_>>(),
-        ["cfgsync", "cfgsync-import---env-e-from-day-one", "two", "two-1"],
+    let a = anchors(
+        "# cfgsync\n## `cfgsync import --env E FROM`: day one\n```\n# not a heading\n```\n## Two\n## Two\n#nope\n",
     );
+    assert_eq!(a.into_iter().collect::<Vec<_>>(), ["cfgsync", "cfgsync-import---env-e-from-day-one", "two", "two-1"],);
     assert_eq!(link_targets("see [a](docs/a.md#x) and [`b`](../b/ \"t\"), not (c)"), ["docs/a.md#x", "../b/"]);
     assert_eq!(prose("a `[x](y)` [z](w)\n```\n[q](r)\n```\n")[0], (1, "a   [z](w)".to_owned()));
 }
@@ -983,8 +991,52 @@ fn the_ci_session_is_what_cfgsync_prints() {
     replay(&format!("{name}, {heading}"), &session_under(name, heading), |args| {
         let mut run = p.run(args);
         for text in [&mut run.stdout, &mut run.stderr] {
-            *text = text.replace(&gitlab.url(), "https://gitlab.example.com").replace(&format!(" at {}", github.url()), "");
+            *text =
+                text.replace(&gitlab.url(), "https://gitlab.example.com").replace(&format!(" at {}", github.url()), "");
         }
         run
     });
+}
+
+/// docs/benchmarks.md ("The service"): a burst of puts, each within a
+/// debounce of the previous one, is two passes and two writes — the first
+/// change at once (the leading edge), the rest together once the burst is
+/// over. (The debounce is long here so that a slow `etcdctl` cannot make
+/// two bursts of one.)
+#[test]
+fn a_burst_of_puts_is_two_passes_and_two_writes() {
+    use std::time::{Duration, Instant};
+
+    use crate::service::{Service, read_or_empty, wait_until};
+    use crate::support::Etcd;
+
+    let debounce = Duration::from_secs(3);
+    let etcd = Etcd::start();
+    etcd.put("/cfgsync/prod/a", "0");
+    let p = Project::new(&format!(
+        "interval = \"1h\"\n[etcd]\nendpoints = [\"{}\"]\n[service]\ndebounce = \"3s\"\n[envs.prod]\n\
+         [[output]]\nname = \"a\"\n[output.entries]\nA = \"{{{{ key(name='a') }}}}\"\n\
+         [[output.target]]\nkind = \"file\"\npath = \"out/a.env\"\n",
+        etcd.endpoint
+    ));
+    let svc = Service::start(&p, &[], &[]);
+    svc.wait_ready(Duration::from_secs(30));
+    let file = p.path("out/a.env");
+    wait_until("the first pass", Duration::from_secs(10), || (read_or_empty(&file) == "A=0\n").then_some(()));
+    let writes = || svc.log().lines().filter(|l| l.contains("file written") && l.contains("action=\"update\"")).count();
+    let watch_passes = || svc.log().matches("reason=\"etcd watch\"").count();
+    assert_eq!((writes(), watch_passes()), (0, 0), "{}", svc.log());
+
+    let first = Instant::now();
+    etcd.put("/cfgsync/prod/a", "1");
+    wait_until("the leading edge", Duration::from_secs(10), || (read_or_empty(&file) == "A=1\n").then_some(()));
+    assert!(first.elapsed() < debounce, "the first change of a burst goes at once: {:?}", first.elapsed());
+    let rest = Instant::now();
+    for value in 2..=5 {
+        etcd.put("/cfgsync/prod/a", &value.to_string());
+    }
+    assert!(rest.elapsed() < debounce, "the puts came within a debounce of each other: {:?}", rest.elapsed());
+    wait_until("the rest of the burst", Duration::from_secs(30), || (read_or_empty(&file) == "A=5\n").then_some(()));
+    wait_until("the pass's log line", Duration::from_secs(10), || (watch_passes() == 2).then_some(()));
+    assert_eq!(writes(), 2, "two writes, A=1 and A=5: {}", svc.log());
 }
