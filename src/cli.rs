@@ -238,6 +238,9 @@ pub enum PolicyCommand {
   kubernetes-configmap:CONTEXT/NAMESPACE/NAME a ConfigMap's data (plain)
   gitlab:GROUP/PROJECT                        a project's CI/CD variables (masked ones secret)
   gitlab-group:GROUP                          a group's CI/CD variables (masked ones secret)
+  github:OWNER/REPO                           a repository's Actions variables (secrets: --adopt only)
+  github-env:OWNER/REPO/ENVIRONMENT           an environment's Actions variables (secrets: --adopt only)
+  github-org:ORG                              an organization's Actions variables (secrets: --adopt only)
 
 Plain values become etcd keys <prefix>/<env>/<KEY_PREFIX><name>; secret values become fields of
 the Vault secret <mount>/<env>/<SECRET_PATH>. A value that exists with another value is kept
@@ -270,10 +273,13 @@ pub struct ImportArgs {
     /// GitLab: the instance (default https://gitlab.com).
     #[arg(long, value_name = "URL")]
     pub gitlab_url: Option<String>,
-    /// GitLab: the environment variable holding the API token (default GITLAB_TOKEN).
+    /// GitHub: the API (default https://api.github.com; GitHub Enterprise Server: https://HOST/api/v3).
+    #[arg(long, value_name = "URL")]
+    pub github_url: Option<String>,
+    /// GitLab, GitHub: the environment variable holding the API token (default GITLAB_TOKEN, GITHUB_TOKEN).
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
-    /// GitLab: record the imported variables as this config's, so that a gitlab target rendering the same values takes them over (its first pass only adds cfgsync's description).
+    /// GitLab, GitHub: record the imported variables (and GitHub secrets) as this config's, so that a target rendering them takes them over (GitLab: its first pass only adds cfgsync's description; GitHub: it writes each secret's value once).
     #[arg(long)]
     pub adopt: bool,
     /// Who decided these values (recorded with every value written, as `cfgsync set` does).

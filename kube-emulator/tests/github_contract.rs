@@ -87,7 +87,7 @@ async fn errors_drops_latency_and_down_then_recovery() {
 fn the_binary_prints_its_url_and_serves_until_sigterm() {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_github-emulator"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--environment", "o/r/prod"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -100,6 +100,10 @@ fn the_binary_prints_its_url_and_serves_until_sigterm() {
     let auth = [("authorization".to_string(), "Bearer x".to_string())];
     let r = rt.block_on(http::send(&url, "GET", "/orgs/o/actions/secrets/public-key", &auth, None)).unwrap();
     assert_eq!(r.status, 200);
+    let r = rt.block_on(http::send(&url, "GET", "/repos/o/r/environments/prod/variables", &auth, None)).unwrap();
+    assert_eq!(r.status, 200, "--environment creates it");
+    let r = rt.block_on(http::send(&url, "GET", "/repos/o/r/environments/qa/variables", &auth, None)).unwrap();
+    assert_eq!(r.status, 404, "any other does not exist");
     let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let status = child.wait().unwrap();

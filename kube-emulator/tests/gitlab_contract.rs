@@ -232,6 +232,31 @@ async fn group_put_without_a_filter_updates_the_first_variable_with_the_key() {
 }
 
 #[tokio::test]
+async fn gitlab_free_groups_ignore_environment_scope_and_answer_as_if_not() {
+    // spec/requests/api/group_variables_spec.rb, `group_scoped_ci_variables` not licensed:
+    // POST with environment_scope creates the variable with scope `*` (201); a second one with
+    // the same key and another scope is then a duplicate of `*` (400); PUT with
+    // environment_scope keeps `*` (200). Projects scope variables on every tier.
+    let gl = GitlabEmulator::start();
+    gl.set_free_tier(true);
+    let c = client(&gl);
+    let r = create(&c, GROUP, json!({"key": "G", "value": "prod", "environment_scope": "production"})).await;
+    assert_eq!((r.status, r.json()["environment_scope"].clone()), (201, json!("*")));
+    let r = create(&c, GROUP, json!({"key": "G", "value": "staging", "environment_scope": "staging"})).await;
+    assert_eq!((r.status, r.json()), (400, json!({"message": {"key": ["(G) has already been taken"]}})));
+    let put = c.req("PUT", &format!("{GROUP}/G")).json(&json!({"environment_scope": "staging"})).send().await;
+    assert_eq!((put.status, put.json()["environment_scope"].clone()), (200, json!("*")));
+    let owner = GitlabOwner::group("group");
+    let all: Vec<(String, String)> = gl.variables(&owner).into_iter().map(|v| (v.environment_scope, v.value)).collect();
+    assert_eq!(all, [("*".to_owned(), "prod".to_owned())]);
+    let r = create(&c, PROJECT, json!({"key": "P", "value": "v", "environment_scope": "production"})).await;
+    assert_eq!((r.status, r.json()["environment_scope"].clone()), (201, json!("production")), "projects scope");
+    gl.set_free_tier(false);
+    let r = create(&c, GROUP, json!({"key": "G", "value": "staging", "environment_scope": "staging"})).await;
+    assert_eq!((r.status, r.json()["environment_scope"].clone()), (201, json!("staging")), "Premium");
+}
+
+#[tokio::test]
 async fn keys_are_validated_with_gitlabs_messages() {
     // Docs: key "must have no more than 255 characters; only A-Z, a-z, 0-9, and _ are allowed".
     let gl = GitlabEmulator::start();
@@ -454,7 +479,7 @@ async fn injected_errors_drops_and_latency_then_recovery() {
 fn the_binary_prints_its_url_and_serves_until_sigterm() {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gitlab-emulator"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--free"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -466,6 +491,11 @@ fn the_binary_prints_its_url_and_serves_until_sigterm() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let r = rt.block_on(http::send(&url, "GET", PROJECT, &[("PRIVATE-TOKEN".into(), "x".into())], None)).unwrap();
     assert_eq!(r.status, 200);
+    // --free: GitLab Free's group variables.
+    let headers = [("PRIVATE-TOKEN".into(), "x".into()), ("content-type".into(), "application/json".into())];
+    let body = br#"{"key":"G","value":"v","environment_scope":"production"}"#.to_vec();
+    let r = rt.block_on(http::send(&url, "POST", GROUP, &headers, Some(body))).unwrap();
+    assert_eq!((r.status, r.json()["environment_scope"].clone()), (201, json!("*")));
     let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let status = child.wait().unwrap();

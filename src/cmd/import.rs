@@ -99,12 +99,25 @@
 //!     not one another cfgsync wrote) in that record — the same store and
 //!     key the target uses, for this config's instance, `--gitlab-url`,
 //!     project or group as typed, environment scope and `--token-env`, so
-//!     the target must name them the same way. Its first pass then sends
-//!     one update per variable, which adds cfgsync's description (and any
-//!     flag the target sets otherwise), and later passes send none.
+//!     the target must name them the same way — with the flags it has
+//!     (`protected`, `raw`, `variable_type`), which the target keeps where
+//!     its config does not set them. Its first pass then sends one update
+//!     per variable, which adds cfgsync's description and nothing else
+//!     (unless the target sets a flag otherwise: the plan says so, in
+//!     words), and later passes send none.
 //!     Adoption is explicit because a record also makes every pass read
 //!     that project and lets cfgsync prune what it then owns; an import
 //!     that only copies values should not change who owns them.
+//!   - a GitHub target refuses any existing item its record does not name
+//!     (GitHub items carry no mark). `github:OWNER/REPO`,
+//!     `github-env:OWNER/REPO/ENVIRONMENT` and `github-org:ORG` import the
+//!     variables (plain: GitHub shows them) and, with `--adopt`, record
+//!     them; a secret's value cannot be read back, so secrets are named as
+//!     not importable and, with `--adopt`, recorded all the same: the
+//!     target's first pass writes each once with cfgsync's value, and takes
+//!     an adopted variable with the same value over without a write.
+//!     `--github-url` and `--token-env` (default `GITHUB_TOKEN`) name the
+//!     API as the target does.
 //! - **GitLab scopes**: only variables of `--environment-scope` (default:
 //!   the env's name) and of `*` are read; a `*` variable shadowed by one of
 //!   the exact scope is left out, as GitLab would for a job of that env.
@@ -136,17 +149,14 @@ use crate::config::Config;
 use crate::secret::Content;
 use crate::source::{etcd_admin, vault_admin};
 use crate::targets::ci::{self, CiError};
-use crate::targets::gitlab;
 use crate::targets::kubernetes::KubeClients;
+use crate::targets::{github, gitlab};
 use crate::text::one_line;
 use destination::{Current, Destinations};
-pub use origin::{Fetched, Found, Origin, Unimportable};
+pub use origin::{Adoptable, Fetched, Found, Origin, Unimportable};
 use report::{Places, Written, json_document, print_plan, report_incomplete};
 
-/// The fingerprint an adopted variable is recorded with: never one a
-/// rendering produces (those start with `sha256:` or `hmac-sha256:`), so
-/// the target's first pass sees "source changed", an update, not drift.
-pub const ADOPTED_FINGERPRINT: &str = "imported";
+pub use crate::targets::ci::ADOPTED_FINGERPRINT;
 
 /// Usage errors and origins that cannot be read: exit code 2, nothing
 /// written. Names files, lines, objects and variables, never a value.
@@ -176,7 +186,7 @@ pub enum ImportError {
     )]
     NoToken { dest: String, var: String },
     #[error("{0}; nothing written")]
-    Gitlab(Box<CiError>),
+    Ci(Box<CiError>),
     #[error(
         "{count} value(s) are secret ({names}): name the Vault secret whose fields they become with --secret-path, e.g. --secret-path api/imported; nothing written"
     )]
@@ -190,6 +200,12 @@ struct GitlabSettings {
     scope: String,
 }
 
+/// GitHub settings of the command line, checked.
+struct GithubSettings {
+    url: String,
+    token_env: String,
+}
+
 /// The command line, checked: whatever can be wrong with it is found
 /// before anything is read.
 struct Request {
@@ -201,6 +217,7 @@ struct Request {
     secret: Vec<String>,
     overwrite: bool,
     gitlab: Option<GitlabSettings>,
+    github: Option<GithubSettings>,
     adopt: bool,
     owner: Option<String>,
     reason: Option<String>,
@@ -251,34 +268,52 @@ impl Request {
                 ),
             ));
         }
-        let gitlab_only = [
-            ("environment-scope", &args.environment_scope),
-            ("gitlab-url", &args.gitlab_url),
-            ("token-env", &args.token_env),
-        ];
-        if !origin.is_gitlab() {
-            if let Some((flag, Some(value))) = gitlab_only.iter().find(|(_, v)| v.is_some()) {
-                return Err(flag_error(flag, value, "applies to gitlab: and gitlab-group: only"));
+        let gitlab_only = [("environment-scope", &args.environment_scope), ("gitlab-url", &args.gitlab_url)];
+        if !origin.is_gitlab()
+            && let Some((flag, Some(value))) = gitlab_only.iter().find(|(_, v)| v.is_some())
+        {
+            return Err(flag_error(flag, value, "applies to gitlab: and gitlab-group: only"));
+        }
+        if !origin.is_github()
+            && let Some(value) = &args.github_url
+        {
+            return Err(flag_error("github-url", value, "applies to github:, github-env: and github-org: only"));
+        }
+        let ci = origin.is_gitlab() || origin.is_github();
+        if !ci {
+            if let Some(value) = &args.token_env {
+                return Err(flag_error("token-env", value, "applies to gitlab: and github: origins only"));
             }
             if args.adopt {
                 return Err(switch_error(
                     "adopt",
-                    "applies to gitlab: and gitlab-group: only: a Kubernetes object is adopted by annotating it cfgsync.io/adopt=<instance> (kubectl annotate), file targets take an existing file over, without a record",
+                    "applies to gitlab: and github: origins only: a Kubernetes object is adopted by annotating it cfgsync.io/adopt=<instance> (kubectl annotate), file targets take an existing file over, without a record",
                 ));
             }
         }
-        let gitlab = if origin.is_gitlab() {
-            let url_text = args.gitlab_url.as_deref().unwrap_or(gitlab::spec::DEFAULT_URL);
-            let url = ci::check_base_url(url_text).map_err(|why| flag_error("gitlab-url", url_text, why))?;
-            let token_env = args.token_env.clone().unwrap_or_else(|| gitlab::spec::DEFAULT_TOKEN_ENV.to_owned());
+        let token_env = |default: &str| -> Result<String, CmdError> {
+            let token_env = args.token_env.clone().unwrap_or_else(|| default.to_owned());
             if !ci::is_env_var_name(&token_env) {
                 return Err(flag_error("token-env", &token_env, "not an environment variable name"));
             }
+            Ok(token_env)
+        };
+        let gitlab = if origin.is_gitlab() {
+            let url_text = args.gitlab_url.as_deref().unwrap_or(gitlab::spec::DEFAULT_URL);
+            let url = ci::check_base_url(url_text).map_err(|why| flag_error("gitlab-url", url_text, why))?;
+            let token_env = token_env(gitlab::spec::DEFAULT_TOKEN_ENV)?;
             let scope = args.environment_scope.clone().unwrap_or_else(|| args.env.clone());
             if scope.trim().is_empty() {
                 return Err(flag_error("environment-scope", &scope, "give a scope, e.g. prod or *"));
             }
             Some(GitlabSettings { url, token_env, scope })
+        } else {
+            None
+        };
+        let github = if origin.is_github() {
+            let url_text = args.github_url.as_deref().unwrap_or(github::spec::DEFAULT_API_URL);
+            let url = ci::check_base_url(url_text).map_err(|why| flag_error("github-url", url_text, why))?;
+            Some(GithubSettings { url, token_env: token_env(github::spec::DEFAULT_TOKEN_ENV)? })
         } else {
             None
         };
@@ -295,6 +330,7 @@ impl Request {
             secret: args.secret.clone(),
             overwrite: args.overwrite,
             gitlab,
+            github,
             adopt: args.adopt,
             owner: args.owner.clone(),
             reason: args.reason.clone(),
@@ -309,6 +345,11 @@ impl Request {
         let matches = |globs: &[String]| globs.iter().any(|g| glob_match(g, &found.name));
         let origin_says = if self.origin.is_dotenv() { !matches(&self.plain) } else { found.secret };
         origin_says || matches(&self.secret)
+    }
+
+    /// What adopted items are called: `GitLab variable(s)`, `GitHub item(s)`.
+    fn adopted_noun(&self) -> &'static str {
+        if self.origin.is_github() { "GitHub variable(s) and secret(s)" } else { "GitLab variable(s)" }
     }
 
     /// `cfgsync set-secret E PATH`, to which a field name is added.
@@ -404,8 +445,8 @@ struct Plan {
     items: Vec<Item>,
     unimportable: Vec<Unimportable>,
     notes: Vec<String>,
-    /// `(key, scope)` of the GitLab variables to record as adopted.
-    adopt: Vec<(String, String)>,
+    /// The CI items to record as adopted.
+    adopt: Vec<Adoptable>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -484,6 +525,7 @@ fn plan(
     mapped: Vec<(Found, bool, Dest)>,
     unimportable: Vec<Unimportable>,
     notes: Vec<String>,
+    adopt_only: Vec<Adoptable>,
     current: &Current,
 ) -> Plan {
     let mut items = Vec::new();
@@ -511,11 +553,12 @@ fn plan(
             State::Differs if request.overwrite => Outcome::Replace,
             State::Differs => Outcome::Keep,
         };
-        let adopt_scope = found.adoptable_scope.filter(|_| request.adopt && outcome != Outcome::Keep);
-        if let Some(scope) = &adopt_scope
-            && !current.recorded.contains(&gitlab::item_id(&found.name, scope))
+        let adoptable = found.adoptable.filter(|_| request.adopt && outcome != Outcome::Keep);
+        let adopt_scope = adoptable.as_ref().and_then(|a| a.scope.clone());
+        if let Some(a) = adoptable
+            && !current.recorded.contains(&a.id)
         {
-            adopt.push((found.name.clone(), scope.clone()));
+            adopt.push(a);
         }
         items.push(Item {
             value: Content::new(text.as_bytes().to_vec(), secret),
@@ -529,6 +572,9 @@ fn plan(
             adopt_scope,
         });
     }
+    if request.adopt {
+        adopt.extend(adopt_only.into_iter().filter(|a| !current.recorded.contains(&a.id)));
+    }
     Plan { items, unimportable, notes, adopt }
 }
 
@@ -541,8 +587,9 @@ pub async fn run(
 ) -> Result<ExitCode, CmdError> {
     let request = Request::new(ctx.config, args, ctx.output)?;
     let config = ctx.config;
-    let fetched = read_origin(&request, config, kubeconfig).await?;
+    let mut fetched = read_origin(&request, config, kubeconfig).await?;
     let notes = fetched.notes.clone();
+    let adopt_only = std::mem::take(&mut fetched.adopt_only);
     let (mut mapped, unimportable) = classify(&request, fetched);
     let clients = Clients::new(config);
     let places = locate(&request, config, &clients, &mut mapped)?;
@@ -551,7 +598,7 @@ pub async fn run(
         Err(e) => return failed(&request, &[e]),
     };
     let places = Places { record: destinations.record(), ..places };
-    let plan = plan(&request, mapped, unimportable, notes, &current);
+    let plan = plan(&request, mapped, unimportable, notes, adopt_only, &current);
 
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -583,7 +630,7 @@ pub async fn run(
     if !request.yes {
         let mut question = format!("Write {} value(s) into env {}", plan.writes(), request.env);
         if !plan.adopt.is_empty() {
-            question.push_str(&format!(" and adopt {} GitLab variable(s)", plan.adopt.len()));
+            question.push_str(&format!(" and adopt {} {}", plan.adopt.len(), request.adopted_noun()));
         }
         if !confirm(&format!("{question}?"))? {
             writeln!(out, "nothing written")?;
@@ -654,6 +701,7 @@ fn locate(
         },
         record: None,
         instance: config.instance.clone(),
+        adopted_noun: request.adopted_noun(),
     })
 }
 
@@ -688,6 +736,11 @@ async fn read_origin(
             let Some(g) = &request.gitlab else { unreachable!("checked with the command line") };
             let access = origin::GitlabAccess { url: &g.url, token_env: &g.token_env, scope: &g.scope };
             origin::read_gitlab(owner, &access, &request.set_secret_hint()).await
+        }
+        Origin::Github(scope) => {
+            let Some(g) = &request.github else { unreachable!("checked with the command line") };
+            let access = origin::GithubAccess { url: &g.url, token_env: &g.token_env };
+            origin::read_github(scope, &access, &request.set_secret_hint()).await
         }
     }
 }

@@ -9,9 +9,11 @@
 //!   marked sensitive; no redirect is followed (a redirect to another host
 //!   would carry `PRIVATE-TOKEN` there); request bodies are never logged.
 //! - **Rate limits are honoured, within bounds**: 429, and 403 carrying
-//!   `Retry-After` or `x-ratelimit-remaining: 0` (GitHub's secondary and
-//!   primary limits), wait as the server asks (`Retry-After`, else
-//!   `x-ratelimit-reset`), at most [`Retry::attempts`] tries and
+//!   `Retry-After`, `x-ratelimit-remaining: 0` or GitHub's "secondary rate
+//!   limit" message, wait as the server asks (`Retry-After`, else
+//!   `x-ratelimit-reset` when the remaining count is 0, else at least a
+//!   minute, doubling while it repeats, as GitHub documents), by the
+//!   client's [`Clock`] (a test's does not sleep), at most [`Retry::attempts`] tries and
 //!   [`Retry::deadline`] in all for one request; a wait longer than what is
 //!   left fails the request at once, naming the wait. 5xx answers and
 //!   connection failures are tried [`Retry::error_attempts`] times (0.5 s,
@@ -54,9 +56,9 @@ pub enum CiError {
     )]
     Unmaskable { output: String, entry: String, key: String, dest: String, reason: String },
     #[error(
-        "{dest}: {what} exists but was not written by cfgsync; not overwritten: delete it, set its description to {marker:?}, or take its value into etcd or Vault with `cfgsync import --adopt`, to let this instance adopt it"
+        "{dest}: {what} exists but was not written by cfgsync; not overwritten: delete it, set its description to {marker:?}, or take its value into etcd or Vault with `cfgsync import --adopt` (here: `{adopt}`), to let this instance adopt it"
     )]
-    Unmanaged { dest: String, what: String, marker: String },
+    Unmanaged { dest: String, what: String, marker: String, adopt: String },
     #[error(
         "{dest}: {what} is written by output {first:?} and output {second:?}; give one of them another key (`key = \"PREFIX_{{{{ name }}}}\"`)"
     )]
@@ -67,6 +69,36 @@ pub enum CiError {
     NoFingerprintKey { output: String },
     #[error("{dest}: sealing secret {name} for GitHub failed: {cause}")]
     Seal { dest: String, name: String, cause: String },
+    /// GitHub items carry no mark: one cfgsync has no record of is someone else's.
+    #[error(
+        "{dest}: {what} exists but cfgsync has no record of writing it (made by hand, by another tool or by another cfgsync instance); not written, and never deleted: delete it, or adopt it explicitly with `cfgsync import --adopt` (here: `{adopt}`){after}"
+    )]
+    Unrecorded { dest: String, what: String, adopt: String, after: String },
+    #[error(
+        "{dest}: {what} is not deleted: {why} since cfgsync wrote it; delete it by hand if it is not wanted any more"
+    )]
+    PruneModified { dest: String, what: String, why: String },
+    #[error(
+        "{dest}: GitLab keeps variable {key} with environment scope \"*\" although scope {scope:?} was asked for: GitLab Free ignores environment_scope on group variables (scoped group variables need Premium), so every env would share one variable. Not written again, and nothing deleted: delete {key} (environment scope *) from the group if it should not be visible to every environment, then use a project target, or environment_scope = \"*\" with one env"
+    )]
+    FreeTierScope { dest: String, key: String, scope: String },
+    #[error(
+        "output {output:?}, entry {entry:?}: {what} would be {size} bytes, more than GitHub's limit of {limit} bytes (48 KB); nothing was sent to {dest}"
+    )]
+    TooLarge { dest: String, what: String, output: String, entry: String, size: usize, limit: usize },
+    #[error(
+        "{dest}: would hold {count} {what}, more than GitHub's limit of {limit} per {scope}; nothing was sent: write fewer, or spread them over more scopes"
+    )]
+    TooMany { dest: String, what: &'static str, count: usize, limit: usize, scope: &'static str },
+    #[error("{dest}: {op}: HTTP 404: {hint}")]
+    NotFound { dest: String, op: String, hint: String },
+    #[error("{dest}: {what}: the value is not UTF-8 text, which CI variables and secrets hold; nothing was sent")]
+    NotText { dest: String, what: String },
+    /// GitLab: marked by another instance (or this one for another env).
+    #[error(
+        "{dest}: {what} is written by cfgsync instance {owner}, not this one ({ours:?}); not written, and never deleted: to hand it over, remove it from what that instance writes (it then deletes it) and this one creates its own, or set its description to {marker:?} to adopt it as it is"
+    )]
+    OtherInstance { dest: String, what: String, owner: String, ours: String, marker: String },
 }
 
 impl CiError {
@@ -83,6 +115,14 @@ impl CiError {
             CiError::Duplicate { .. } => "duplicate_key",
             CiError::NoFingerprintKey { .. } => "no_fingerprint_key",
             CiError::Seal { .. } => "seal_failed",
+            CiError::Unrecorded { .. } => "not_managed",
+            CiError::PruneModified { .. } => "prune_modified",
+            CiError::FreeTierScope { .. } => "free_tier_scope",
+            CiError::TooLarge { .. } => "too_large",
+            CiError::TooMany { .. } => "too_many",
+            CiError::NotFound { .. } => "not_found",
+            CiError::NotText { .. } => "not_text",
+            CiError::OtherInstance { .. } => "owned_by_other_instance",
         }
     }
 }
@@ -188,19 +228,68 @@ fn message(body: &[u8]) -> Option<String> {
     Some(crate::text::shorten(&crate::text::escape_controls(&text, false), 300).into_owned())
 }
 
+/// The time the client waits by: when a request started, the wall clock
+/// (`x-ratelimit-reset` is a Unix time) and the waits between tries. A test
+/// passes one that records a wait instead of sleeping it, so that a
+/// minute-long rate-limit wait is tested in no time.
+pub trait Clock: Send + Sync {
+    /// A monotonic instant, as time since an arbitrary start.
+    fn now(&self) -> Duration;
+    /// Seconds since the Unix epoch.
+    fn unix_now(&self) -> u64;
+    fn sleep(&self, wait: Duration) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// The real clock: tokio's sleep (so `tokio::time::pause` applies too).
+pub struct SystemClock {
+    start: Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self { start: Instant::now() }
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn unix_now(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    fn sleep(&self, wait: Duration) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep(wait))
+    }
+}
+
 /// The CI kinds' HTTP client.
 pub struct Client {
     /// Built at the first request: building it loads the system's CA
     /// certificates, which a pass without CI targets never needs.
     http: std::sync::OnceLock<reqwest::Client>,
     pub retry: Retry,
+    clock: std::sync::Arc<dyn Clock>,
     /// Servers with a private CA (`ca_file`, see [`super::ci_tls`]).
     trust: super::ci_tls::Trust,
 }
 
 impl Client {
     pub fn new(retry: Retry) -> Self {
-        Self { http: std::sync::OnceLock::new(), retry, trust: Default::default() }
+        Self {
+            http: std::sync::OnceLock::new(),
+            retry,
+            trust: Default::default(),
+            clock: std::sync::Arc::new(SystemClock::default()),
+        }
+    }
+
+    /// The same client waiting by `clock`.
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Trusts each server's private CA (`ca_file` on the targets).
@@ -237,9 +326,11 @@ impl Client {
     /// Sends `call`, retrying as the module doc says. Any answer that is
     /// not retried is returned, success or not.
     pub async fn send(&self, call: &Call<'_>) -> Result<Answer, CiError> {
-        let start = Instant::now();
+        let start = self.clock.now();
         let repeatable = call.method != Method::POST;
         let mut attempt = 0;
+        // Secondary rate limits answered without a wait: each waits longer.
+        let mut unsaid = 0;
         let http = self.http_for(call)?;
         loop {
             attempt += 1;
@@ -258,7 +349,7 @@ impl Client {
             let (wait, failure) = match sent {
                 Ok(answer) => {
                     trace!(method = %call.method, path = call.url.path(), status = answer.status, attempt, "CI request");
-                    match rate_limit_wait(&answer) {
+                    match rate_limit_wait(&answer, self.clock.unix_now(), &mut unsaid) {
                         Some(wait) => {
                             let detail = format!("HTTP {}, retry after {} s", answer.status, wait.as_secs());
                             (wait, Failure::RateLimited(detail))
@@ -281,7 +372,7 @@ impl Client {
                     }
                 }
             };
-            let left = self.retry.deadline.saturating_sub(start.elapsed());
+            let left = self.retry.deadline.saturating_sub(self.clock.now().saturating_sub(start));
             let most = match failure {
                 Failure::RateLimited(_) => self.retry.attempts,
                 Failure::Final(_) => self.retry.error_attempts,
@@ -298,7 +389,7 @@ impl Client {
                 });
             }
             debug!(dest = call.dest, op = %call.op, attempt, wait_ms = wait.as_millis() as u64, "CI request retried");
-            tokio::time::sleep(wait).await;
+            self.clock.sleep(wait).await;
         }
     }
 }
@@ -334,10 +425,18 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// How long a rate-limited answer asks to wait; `None` when it is not one.
-fn rate_limit_wait(answer: &Answer) -> Option<Duration> {
+/// GitHub's rules ("Rate limits for the REST API"): a primary limit is a 403
+/// or 429 with `x-ratelimit-remaining: 0`, to wait until `x-ratelimit-reset`
+/// (Unix seconds, `now` by the client's clock); a secondary limit is a 403
+/// or 429 whose message says so: `retry-after` if present, else the reset
+/// as above, else at least one minute, longer each time it repeats
+/// (`unsaid` counts those). A plain 403 is a permission problem, not retried.
+fn rate_limit_wait(answer: &Answer, now: u64, unsaid: &mut u32) -> Option<Duration> {
     let retry_after = answer.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
     let exhausted = answer.header("x-ratelimit-remaining").is_some_and(|v| v.trim() == "0");
-    let limited = answer.status == 429 || (answer.status == 403 && (retry_after.is_some() || exhausted));
+    let secondary = matches!(answer.status, 403 | 429)
+        && message(&answer.body).is_some_and(|m| m.to_ascii_lowercase().contains("secondary rate limit"));
+    let limited = answer.status == 429 || (answer.status == 403 && (retry_after.is_some() || exhausted || secondary));
     if !limited {
         return None;
     }
@@ -345,8 +444,12 @@ fn rate_limit_wait(answer: &Answer) -> Option<Duration> {
         return Some(Duration::from_secs(secs.max(1)));
     }
     let reset = answer.header("x-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    Some(Duration::from_secs(reset.map_or(60, |r| r.saturating_sub(now)).max(1)))
+    if let (true, Some(reset)) = (exhausted, reset) {
+        return Some(Duration::from_secs(reset.saturating_sub(now).max(1)));
+    }
+    // Neither header: at least a minute, doubling while it repeats.
+    *unsaid += 1;
+    Some(Duration::from_secs(60u64.saturating_mul(1 << (*unsaid - 1).min(4))))
 }
 
 /// Parses and checks an API base URL from the config: `https://`, or
@@ -380,7 +483,18 @@ pub fn check_base_url(text: &str) -> Result<String, String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-/// Whether `name` can name an environment variable (`token_env`).
+/// The fingerprint an adopted item is recorded with (`cfgsync import
+/// --adopt`): never one a rendering produces (those start with `sha256:` or
+/// `hmac-sha256:`), so the target's first pass sees "source changed", an
+/// update, not drift.
+pub const ADOPTED_FINGERPRINT: &str = "imported";
+
+/// Whether a record is of an item a target wrote (not one only adopted,
+/// which no target has written yet): only those are ever pruned.
+pub fn written_by_a_target(record: &super::state::Record) -> bool {
+    !record.output.is_empty() && record.fingerprint != ADOPTED_FINGERPRINT
+}
+
 /// The name each entry of an output becomes at one CI destination: the
 /// target's `key` schema rendered with `env` and the entry's `name`. A name
 /// `invalid` refuses (it says why, completing "entry E would be NOUN N (env
@@ -424,6 +538,7 @@ pub fn entry_names(
     names
 }
 
+/// Whether `name` can name an environment variable (`token_env`).
 pub fn is_env_var_name(name: &str) -> bool {
     !name.is_empty()
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -469,16 +584,26 @@ mod tests {
 
     #[test]
     fn rate_limits_are_recognised() {
-        assert_eq!(rate_limit_wait(&answer(429, &[("retry-after", "3")])), Some(Duration::from_secs(3)));
-        assert_eq!(rate_limit_wait(&answer(403, &[("retry-after", "60")])), Some(Duration::from_secs(60)));
-        let reset = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 30;
-        let w =
-            rate_limit_wait(&answer(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset.to_string())]))
-                .unwrap();
-        assert!((29..=30).contains(&w.as_secs()), "{w:?}");
-        assert_eq!(rate_limit_wait(&answer(403, &[])), None, "a plain 403 is a permission problem");
-        assert_eq!(rate_limit_wait(&answer(404, &[("retry-after", "1")])), None);
-        assert_eq!(rate_limit_wait(&answer(429, &[])), Some(Duration::from_secs(60)));
+        let now = 1_767_225_600;
+        let wait = |a: &Answer| rate_limit_wait(a, now, &mut 0);
+        assert_eq!(wait(&answer(429, &[("retry-after", "3")])), Some(Duration::from_secs(3)));
+        assert_eq!(wait(&answer(403, &[("retry-after", "60")])), Some(Duration::from_secs(60)));
+        let reset = (now + 30).to_string();
+        let exhausted = answer(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset)]);
+        assert_eq!(wait(&exhausted), Some(Duration::from_secs(30)));
+        assert_eq!(wait(&answer(403, &[])), None, "a plain 403 is a permission problem");
+        assert_eq!(wait(&answer(404, &[("retry-after", "1")])), None);
+        assert_eq!(wait(&answer(429, &[])), Some(Duration::from_secs(60)));
+        // GitHub's secondary limit without either header: at least a
+        // minute, longer each time it repeats.
+        let mut secondary = answer(403, &[("x-ratelimit-remaining", "12"), ("x-ratelimit-reset", &reset)]);
+        secondary.body = br#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}"#.to_vec();
+        let mut unsaid = 0;
+        assert_eq!(rate_limit_wait(&secondary, now, &mut unsaid), Some(Duration::from_secs(60)));
+        assert_eq!(rate_limit_wait(&secondary, now, &mut unsaid), Some(Duration::from_secs(120)));
+        let mut denied = answer(403, &[]);
+        denied.body = br#"{"message":"Resource not accessible by integration"}"#.to_vec();
+        assert_eq!(wait(&denied), None);
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //!   from the recorded one): an update;
 //! - someone wrote the item behind its back (GitHub's `updated_at` differs
 //!   from the recorded one): drift, restored;
-//! - an item is its own to prune (GitHub has no field to mark ownership).
+//! - an item is its own to write over and prune (GitHub has no field to
+//!   mark ownership): an existing item the record does not name is
+//!   someone else's until `cfgsync import --adopt` records it;
+//! - the item is still exactly what was written (its attributes as
+//!   written are recorded too) before prune deletes it.
 //!
-//! No record (a first pass, or a lost store) means "write, and record":
-//! never "delete".
+//! No record (a first pass, or a lost store) never means "delete".
 //!
 //! Two stores, one format (JSON, one document per destination):
 //! - **etcd**, when `[etcd]` is configured: `<prefix>/_state/<env>/<kind>/<instance>/<destination>`,
@@ -46,7 +49,7 @@ pub struct DestState {
     pub items: BTreeMap<String, Record>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// `hmac-sha256:…` for secret values, `sha256:…` for others.
     pub fingerprint: String,
@@ -54,6 +57,15 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
     pub output: String,
+    /// The item's attributes as cfgsync wrote them (GitLab's flags, a
+    /// GitHub organization item's visibility): prune deletes an item only
+    /// while it still has them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// The attributes an item made elsewhere had when `cfgsync import
+    /// --adopt` took it over: the kind keeps them where its config is silent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adopted: BTreeMap<String, String>,
 }
 
 /// Where one destination's record lives.
@@ -323,6 +335,7 @@ mod tests {
                 fingerprint: "hmac-sha256:ab".into(),
                 updated_at: Some("2026-01-01T00:00:00Z".into()),
                 output: "api".into(),
+                ..Default::default()
             },
         );
         store.save(&k, &s).await.unwrap();

@@ -71,6 +71,7 @@ fn tail(log: &str) -> String {
 #[test]
 fn every_github_request_cfgsync_sends_is_valid_against_githubs_openapi_description() {
     let github = GithubEmulator::start();
+    github.create_environment("acme", "app", "prod");
     let prism = Prism::from_env(&github.url()).unwrap_or_else(|e| panic!("{e}"));
     let project = Project::new(&config(prism.url(), true)).with_env("GITHUB_TOKEN", "openapi-test-token");
     project.write("source/prod.toml", &source(1));

@@ -70,6 +70,7 @@ impl Bed {
     fn new(gitlab_extra: &str) -> Bed {
         let (gitlab, github) = (GitlabEmulator::start(), GithubEmulator::start());
         github.freeze_clock(1_767_225_600);
+        github.create_environment("acme", "app", "prod");
         let config = format!(
             "instance = \"team-a\"\n[files]\n[envs.prod]\n{}",
             outputs(&gitlab.url(), &github.url(), gitlab_extra)
@@ -446,4 +447,184 @@ fn every_page_of_a_list_is_read() {
     // 46 variables at 30 a page, 46 secrets at 100.
     assert_eq!(github.requests().get("GET", "/repos/{owner}/{repo}/actions/variables"), 2);
     assert_eq!(github.requests().get("GET", "/repos/{owner}/{repo}/actions/secrets"), 1);
+}
+
+/// Issue 15, item 3: a repository variable and an environment secret made
+/// by hand at names cfgsync's outputs want are someone else's. cfgsync does
+/// not write them, does not record them, names them with the command that
+/// adopts them, and does not delete them when the outputs go away.
+#[test]
+fn hand_made_github_items_are_never_written_recorded_or_deleted() {
+    let github = GithubEmulator::start();
+    github.freeze_clock(1_767_225_600);
+    let repo = GithubScope::repo("acme", "app");
+    github.put_variable(&repo, "CLASH_GH", "made-by-hand");
+    github.put_secret(&env_scope(), "HAND_SECRET", b"CANARY-hand-secret");
+    let before = (github.variable(&repo, "CLASH_GH").unwrap(), github.secret(&env_scope(), "HAND_SECRET").unwrap());
+    let url = github.url();
+    let with = |clashing: bool| {
+        let target = |extra: &str| {
+            format!("[[output.target]]\nkind = \"github\"\napi_url = \"{url}\"\nrepo = \"acme/app\"\n{extra}\n")
+        };
+        let mut text = format!(
+            "instance = \"team-a\"\n[files]\n[envs.prod]\n[[output]]\nname = \"keep\"\n[output.entries]\nOTHER_GH = \"x\"\n{}",
+            target("")
+        );
+        if clashing {
+            text.push_str(&format!(
+                "[[output]]\nname = \"clash\"\n[output.entries]\nCLASH_GH = \"{{{{ key(name='web/host') }}}}\"\n{}[[output]]\nname = \"hand\"\n[output.entries]\nHAND_SECRET = \"{{{{ secret(path='api/db', field='password') }}}}\"\n{}",
+                target(""),
+                target("environment = \"{{ env }}\"")
+            ));
+        }
+        text
+    };
+    let project = Project::new(&with(true)).with_env("GITHUB_TOKEN", GITHUB_TOKEN);
+    project.write("source/prod.toml", &source(PASSWORD, "web-1.internal"));
+    let run = project.run(&["reconcile", "--once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    for (what, from) in [
+        ("variable CLASH_GH exists but cfgsync has no record of writing it", "github:acme/app"),
+        ("secret HAND_SECRET exists but cfgsync has no record of writing it", "github-env:acme/app/prod"),
+    ] {
+        assert!(run.stderr.contains(what), "{what}: {run:?}");
+        let adopt = format!("`cfgsync import --env prod {from} --adopt --github-url {url}`");
+        assert!(run.stderr.contains(&adopt), "{adopt}: {run:?}");
+    }
+    assert!(!run.all().contains("CANARY"), "{run:?}");
+    let touched: Vec<String> = github
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method != "GET" && (r.path.contains("CLASH_GH") || r.path.contains("HAND_SECRET")))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(touched.is_empty(), "never written: {touched:?}");
+    assert_eq!(
+        (github.variable(&repo, "CLASH_GH").unwrap(), github.secret(&env_scope(), "HAND_SECRET").unwrap()),
+        before
+    );
+    assert_eq!(github.variable(&repo, "OTHER_GH").unwrap().value, "x", "the rest of the destination is written");
+    let state: String = walk(&project.path(".cfgsync")).iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    assert!(state.contains("OTHER_GH") && !state.contains("CLASH_GH") && !state.contains("HAND_SECRET"), "{state}");
+
+    // The outputs go away: what is not ours is not pruned.
+    project.write("cfgsync.toml", &with(false));
+    github.reset_requests();
+    ok(project.run(&["reconcile", "--once"]));
+    assert_eq!(github.requests().get("DELETE", "/repos/{owner}/{repo}/actions/variables/{name}"), 0);
+    assert_eq!(github.requests().writes(), 0, "{}", github.requests());
+    assert_eq!(
+        (github.variable(&repo, "CLASH_GH").unwrap(), github.secret(&env_scope(), "HAND_SECRET").unwrap()),
+        before
+    );
+}
+
+/// Issue 15, item 5: without Premium, GitLab stores group variables with
+/// scope `*` whatever scope is asked for. Two envs writing the same group
+/// with the default scope `{{ env }}` used to alternate create, "already
+/// taken", delete of the `*` variable and create again; now each pass fails
+/// those targets with a clear error, and the one `*` variable is neither
+/// deleted nor flipped to the other env's value.
+#[test]
+fn gitlab_free_group_variables_fail_clearly_and_never_flip_or_get_deleted() {
+    let gitlab = GitlabEmulator::start();
+    gitlab.set_free_tier(true);
+    let config = format!(
+        "instance = \"team-a\"\n[files]\n[envs.prod]\n[envs.staging]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"{{{{ key(name='web/host') }}}}\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\ngroup = \"platform\"\n",
+        gitlab.url()
+    );
+    let project = Project::new(&config).with_env("GITLAB_TOKEN", GITLAB_TOKEN);
+    project.write("source/prod.toml", "[keys]\n\"web/host\" = \"prod.internal\"\n");
+    project.write("source/staging.toml", "[keys]\n\"web/host\" = \"staging.internal\"\n");
+    let group = GitlabOwner::group("platform");
+    let mut seen: Option<String> = None;
+    for pass in 0..3 {
+        let run = project.run(&["reconcile", "--once"]);
+        assert_ne!(run.code, 0, "pass {pass}: {run:?}");
+        assert!(
+            run.stderr.contains("GitLab Free ignores environment_scope on group variables"),
+            "pass {pass}: {run:?}"
+        );
+        assert!(run.stderr.contains("use a project target, or environment_scope = \"*\" with one env"), "{run:?}");
+        let all: Vec<(String, String)> =
+            gitlab.variables(&group).into_iter().map(|v| (v.environment_scope, v.value)).collect();
+        assert_eq!(all.len(), 1, "pass {pass}: one `*` variable: {all:?}");
+        assert_eq!(all[0].0, "*");
+        let value = seen.get_or_insert_with(|| all[0].1.clone());
+        assert_eq!(&all[0].1, value, "pass {pass}: never flipped to the other env's value");
+    }
+    let log = gitlab.request_log();
+    let changes: Vec<String> =
+        log.iter().filter(|r| matches!(r.method.as_str(), "PUT" | "DELETE")).map(|r| r.path.clone()).collect();
+    assert!(changes.is_empty(), "never updated or deleted: {changes:?}");
+}
+
+/// GitHub answers 404 for the secrets and variables of an environment that
+/// does not exist, and does not create one on a write: the target fails,
+/// saying so, and nothing is sent.
+#[test]
+fn a_github_environment_that_does_not_exist_fails_its_targets_and_is_not_created() {
+    let github = GithubEmulator::start();
+    let config = format!(
+        "instance = \"team-a\"\n[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"h\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\nenvironment = \"{{{{ env }}}}\"\n",
+        github.url()
+    );
+    let project = Project::new(&config).with_env("GITHUB_TOKEN", GITHUB_TOKEN);
+    project.write("source/prod.toml", "[keys]\n");
+    let run = project.run(&["reconcile", "--once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("environment \"prod\" does not exist in repository acme/app, or the token cannot see it"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("cfgsync does not create environments"), "{run:?}");
+    assert_eq!(github.requests().writes(), 0);
+    github.create_environment("acme", "app", "prod");
+    ok(project.run(&["reconcile", "--once"]));
+    assert_eq!(github.variable(&env_scope(), "HOST").unwrap().value, "h");
+}
+
+/// GitHub takes at most 48 KB a secret or variable: a larger value fails
+/// its target with the entry named, before anything is sent.
+#[test]
+fn a_github_value_over_48_kb_is_refused_before_anything_is_sent() {
+    let github = GithubEmulator::start();
+    let config = format!(
+        "instance = \"team-a\"\n[files]\n[envs.prod]\n[[output]]\nname = \"big\"\n[output.entries]\nBLOB = \"{{{{ key(name='blob') }}}}\"\n[[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\n",
+        github.url()
+    );
+    let project = Project::new(&config).with_env("GITHUB_TOKEN", GITHUB_TOKEN);
+    project.write("source/prod.toml", &format!("[keys]\nblob = \"{}\"\n", "b".repeat(48 * 1024 + 1)));
+    for args in [&["plan"][..], &["reconcile", "--once"]] {
+        let run = project.run(args);
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(
+            run.stderr.contains(
+                "output \"big\", entry \"BLOB\": variable BLOB would be 49153 bytes, more than GitHub's limit of 49152 bytes (48 KB)"
+            ),
+            "{run:?}"
+        );
+    }
+    assert_eq!(github.requests().total(), 0, "nothing sent, not even a list: {:?}", github.request_log());
+}
+
+/// A value GitLab masks (here one cfgsync wrote from a secret) stays secret
+/// when the output stops reading secrets: the plan shows the new value,
+/// never the old one.
+#[test]
+fn an_old_masked_value_is_never_shown_when_the_output_becomes_plain() {
+    let bed = Bed::new("");
+    ok(bed.run(&["reconcile", "--once"]));
+    assert!(bed.gitlab.variable(&app(), "APP_DB_PASSWORD", "prod").unwrap().masked);
+    let config = std::fs::read_to_string(bed.project.path("cfgsync.toml")).unwrap();
+    bed.project.write(
+        "cfgsync.toml",
+        &config
+            .replace("DB_PASSWORD = \"{{ secret(path='api/db', field='password') }}\"", "DB_PASSWORD = \"now-plain\""),
+    );
+    let plan = bed.run(&["plan"]);
+    assert!(plan.stdout.contains("APP_DB_PASSWORD") && plan.stdout.contains("now-plain"), "{plan:?}");
+    assert!(!plan.all().contains(PASSWORD), "{plan:?}");
+    let json = bed.run(&["plan", "--output", "json"]);
+    assert!(!json.all().contains(PASSWORD), "{json:?}");
 }

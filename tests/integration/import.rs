@@ -10,7 +10,9 @@
 use std::process::Stdio;
 use std::time::Instant;
 
-use kube_emulator::{Emulator, Fault, GitlabEmulator, GitlabOwner, GitlabVariable, Kind, Verb};
+use kube_emulator::{
+    Emulator, Fault, GithubEmulator, GithubScope, GitlabEmulator, GitlabOwner, GitlabVariable, Kind, Verb,
+};
 use serde_json::Value;
 
 use crate::support::proxy::{FaultProxy, Inject};
@@ -18,6 +20,7 @@ use crate::support::{Etcd, FileState, Project, Run, Vault, run_output, server_co
 
 const CANARY: &str = "CANARY-91d3-import";
 const GITLAB_TOKEN: &str = "CANARY-gitlab-token-import";
+const GITHUB_TOKEN: &str = "CANARY-github-token-import";
 
 struct Bed {
     project: Project,
@@ -33,7 +36,8 @@ impl Bed {
         vault.kv_put("prod/cfgsync/fingerprint", &[("key", "fingerprint-key-prod")]);
         let config =
             format!("instance = \"team-a\"\n{}", server_config(&etcd, &vault, &format!("[envs.prod]\n{outputs}")));
-        let project = Project::new(&config).with_env("GITLAB_TOKEN", GITLAB_TOKEN);
+        let project =
+            Project::new(&config).with_env("GITLAB_TOKEN", GITLAB_TOKEN).with_env("GITHUB_TOKEN", GITHUB_TOKEN);
         project.write("vault-token", &vault.root_token);
         Bed { project, etcd, vault }
     }
@@ -43,7 +47,9 @@ impl Bed {
         let mut cmd = self.project.command(args);
         cmd.env("RUST_LOG", "trace");
         let run = run_output(cmd.output().unwrap());
-        assert!(!run.all().contains(CANARY) && !run.all().contains(GITLAB_TOKEN), "a secret leaked: {run:?}");
+        for canary in [CANARY, GITLAB_TOKEN, GITHUB_TOKEN] {
+            assert!(!run.all().contains(canary), "a secret leaked: {run:?}");
+        }
         run
     }
 
@@ -584,6 +590,7 @@ fn ci_outputs(url: &str) -> String {
 name = "ci"
 [output.entries]
 DB_HOST = "{{{{ key(name='ci/DB_HOST') }}}}"
+IMAGE_TAG = "{{{{ key(name='ci/IMAGE_TAG') }}}}"
 REGION = "{{{{ key(name='ci/REGION') }}}}"
 [[output.target]]
 kind = "gitlab"
@@ -628,15 +635,24 @@ fn gitlab_import_then_adopt_then_the_first_reconcile_only_adds_descriptions() {
     (deploy.masked, deploy.hidden) = (true, true);
     let mut protected = variable("RELEASE_TOKEN", &format!("{CANARY}-release"), "prod");
     (protected.masked, protected.protected) = (true, true);
+    // Flags a gitlab target's defaults differ from (raw = true, not
+    // protected, file only for several lines): adopted, they are kept.
+    let mut host = variable("DB_HOST", "db.prod.internal", "prod");
+    host.protected = true;
+    let mut tag = variable("IMAGE_TAG", "pre-$CI_COMMIT_SHA", "prod");
+    tag.raw = false;
+    let mut region = variable("REGION", "eu-central", "prod");
+    region.variable_type = "file".into();
     for v in [
-        variable("DB_HOST", "db.prod.internal", "prod"),
+        host,
         password,
         deploy,
         protected,
+        tag,
         variable("LOG_LEVEL", "info", "*"),
         variable("LOG_LEVEL", "debug", "staging"),
         variable("REGION", "eu", "*"),
-        variable("REGION", "eu-central", "prod"),
+        region,
     ] {
         gitlab.put_variable(&app, v);
     }
@@ -655,18 +671,23 @@ fn gitlab_import_then_adopt_then_the_first_reconcile_only_adds_descriptions() {
 import into env prod from GitLab project group/app (environment scope prod)
   + DB_HOST → etcd /cfgsync/prod/ci/DB_HOST (new)
       + db.prod.internal
+      note: protected in GitLab: kept when adopted (--adopt), unless the gitlab target sets protected itself
   + DB_PASSWORD → vault secret/prod/ci/imported#DB_PASSWORD (secret, new)
+  + IMAGE_TAG → etcd /cfgsync/prod/ci/IMAGE_TAG (new)
+      + pre-$CI_COMMIT_SHA
+      note: expanded in GitLab (raw = false) and holds a `$`: imported as written, not expanded; kept expanded when adopted (--adopt), unless the gitlab target sets raw itself
   + LOG_LEVEL → etcd /cfgsync/prod/ci/LOG_LEVEL (new)
       + info
   + REGION → etcd /cfgsync/prod/ci/REGION (new)
       + eu-central
+      note: a file variable in GitLab: kept a file variable when adopted (--adopt)
   + RELEASE_TOKEN → vault secret/prod/ci/imported#RELEASE_TOKEN (secret, new)
-      note: protected in GitLab: set protected = true on the gitlab target to keep it so
-  x DEPLOY_KEY: not importable: hidden in GitLab: its value cannot be read back; set it with `cfgsync set-secret prod ci/imported DEPLOY_KEY`
+      note: protected in GitLab: kept when adopted (--adopt), unless the gitlab target sets protected itself
+  x DEPLOY_KEY: not importable: hidden in GitLab: its value cannot be read back; set it with `cfgsync set-secret prod ci/imported DEPLOY_KEY` (--adopt records it as this instance's: the first pass then writes cfgsync's value over it)
 note: REGION: the variable of environment scope * is shadowed by the one of scope prod (imported)
 note: 1 variable(s) of other environment scopes left out (--environment-scope chooses one)
-5 new, 0 same, 0 differ, 1 not importable
-written: vault secret/prod/ci/imported version 1 (2 fields), etcd revision 2 (3 keys)
+6 new, 0 same, 0 differ, 1 not importable
+written: vault secret/prod/ci/imported version 1 (2 fields), etcd revision 2 (4 keys)
 "
     );
     assert!(r.stderr.contains("error: 1 value(s) could not be imported (named above)"), "{r:?}");
@@ -696,20 +717,36 @@ written: vault secret/prod/ci/imported version 1 (2 fields), etcd revision 2 (3 
     code(&r, 1);
     assert!(
         r.stdout.contains(
-            "adopt: LOG_LEVEL (environment scope *); DB_HOST, DB_PASSWORD, REGION, RELEASE_TOKEN (environment scope prod) as instance \"team-a\"'s, recorded in etcd key /cfgsync/_state/prod/gitlab/team-a/http%3A%2F%2F127.0.0.1%3A"
+            "adopt: LOG_LEVEL (environment scope *); DB_HOST, DB_PASSWORD, IMAGE_TAG, REGION, RELEASE_TOKEN (environment scope prod); DEPLOY_KEY (environment scope prod, hidden: its value written by the first pass) as instance \"team-a\"'s, recorded in etcd key /cfgsync/_state/prod/gitlab/team-a/http%3A%2F%2F127.0.0.1%3A"
         ),
         "{r:?}"
     );
     assert!(
-        r.stdout.ends_with("0 new, 5 same, 0 differ, 1 not importable\nwritten: 5 GitLab variable(s) adopted\n"),
+        r.stdout.ends_with("0 new, 6 same, 0 differ, 1 not importable\nwritten: 7 GitLab variable(s) adopted\n"),
         "{r:?}"
     );
     assert_eq!(gitlab.requests().total(), 1);
     let record = bed.etcd.ctl_ok(&["get", "--prefix", "--print-value-only", "/cfgsync/_state/prod/gitlab/team-a/"]);
     let record: Value = serde_json::from_str(&record).unwrap();
     let ids: Vec<&str> = record["items"].as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(ids, ["DB_HOST@prod", "DB_PASSWORD@prod", "LOG_LEVEL@*", "REGION@prod", "RELEASE_TOKEN@prod"]);
+    assert_eq!(
+        ids,
+        [
+            "DB_HOST@prod",
+            "DB_PASSWORD@prod",
+            "DEPLOY_KEY@prod",
+            "IMAGE_TAG@prod",
+            "LOG_LEVEL@*",
+            "REGION@prod",
+            "RELEASE_TOKEN@prod"
+        ]
+    );
     assert_eq!(record["items"]["DB_HOST@prod"]["fingerprint"], "imported");
+    assert_eq!(
+        record["items"]["IMAGE_TAG@prod"]["adopted"],
+        serde_json::json!({"hidden": "false", "protected": "false", "raw": "false", "variable_type": "env_var"}),
+        "the flags to keep are recorded"
+    );
 
     // The first reconcile: its list, then one update per variable a target
     // renders, each only adding cfgsync's description (values as they were).
@@ -730,6 +767,7 @@ written: vault secret/prod/ci/imported version 1 (2 fields), etcd revision 2 (3 
         ("GET".to_owned(), "/api/v4/projects/group%2Fapp/variables".to_owned(), "per_page=100&page=1".to_owned()),
         put("DB_HOST", "prod"),
         put("DB_PASSWORD", "prod"),
+        put("IMAGE_TAG", "prod"),
         put("LOG_LEVEL", "*"),
         put("REGION", "prod"),
     ];
@@ -738,7 +776,17 @@ written: vault secret/prod/ci/imported version 1 (2 fields), etcd revision 2 (3 
     for v in gitlab.variables(&app) {
         let old = before.iter().find(|o| o.key == v.key && o.environment_scope == v.environment_scope).unwrap();
         assert_eq!(v.value, old.value, "{} keeps its value", v.key);
-        let adopted = [("DB_HOST", "prod"), ("DB_PASSWORD", "prod"), ("LOG_LEVEL", "*"), ("REGION", "prod")];
+        // Issue 15, item 4: raw stays false (`$CI_COMMIT_SHA` keeps
+        // expanding), protected stays true, a one-line file stays a file.
+        let flags = |v: &GitlabVariable| (v.variable_type.clone(), v.protected, v.masked, v.hidden, v.raw);
+        assert_eq!(flags(&v), flags(old), "{} keeps its flags", v.key);
+        let adopted = [
+            ("DB_HOST", "prod"),
+            ("DB_PASSWORD", "prod"),
+            ("IMAGE_TAG", "prod"),
+            ("LOG_LEVEL", "*"),
+            ("REGION", "prod"),
+        ];
         if adopted.contains(&(v.key.as_str(), v.environment_scope.as_str())) {
             assert!(
                 v.description
@@ -759,8 +807,111 @@ written: vault secret/prod/ci/imported version 1 (2 fields), etcd revision 2 (3 
     let revision = bed.revision();
     let r = import(&["--adopt"]);
     code(&r, 1);
-    assert!(r.stdout.ends_with("0 new, 5 same, 0 differ, 1 not importable\nnothing to write\n"), "{r:?}");
+    assert!(r.stdout.ends_with("0 new, 6 same, 0 differ, 1 not importable\nnothing to write\n"), "{r:?}");
     assert_eq!(bed.revision(), revision);
+}
+
+// ---------------------------------------------------------------------------
+// GitHub
+// ---------------------------------------------------------------------------
+
+/// Issue 15, item 3, the way out: hand-made GitHub items are refused until
+/// `cfgsync import --adopt` records them. An adopted variable whose value
+/// is imported is taken over without a write; an adopted secret (GitHub
+/// never shows its value) is written once with cfgsync's value. From then
+/// on they are this instance's: quiet passes, and pruned when unclaimed.
+#[test]
+fn github_import_adopt_then_reconcile_takes_hand_made_items_over() {
+    let github = GithubEmulator::start();
+    github.freeze_clock(1_767_225_600);
+    let (repo, env) = (GithubScope::repo("acme", "app"), GithubScope::environment("acme", "app", "prod"));
+    github.put_variable(&repo, "CLASH_GH", "made-by-hand");
+    github.put_secret(&env, "HAND_SECRET", format!("{CANARY}-hand").as_bytes());
+    let url = github.url();
+    let outputs = |with: bool| {
+        if !with {
+            return "[[output]]\nname = \"keep\"\n[output.entries]\nX = \"x\"\n[[output.target]]\nkind = \"file\"\npath = \"out/keep.env\"\n".to_owned();
+        }
+        format!(
+            r#"
+[[output]]
+name = "gh"
+[output.entries]
+CLASH_GH = "{{{{ key(name='gh/CLASH_GH') }}}}"
+[[output.target]]
+kind = "github"
+api_url = "{url}"
+repo = "acme/app"
+
+[[output]]
+name = "gh-secret"
+[output.entries]
+HAND_SECRET = "{{{{ secret(path='gh/imported', field='HAND_SECRET') }}}}"
+[[output.target]]
+kind = "github"
+api_url = "{url}"
+repo = "acme/app"
+environment = "{{{{ env }}}}"
+"#
+        )
+    };
+    let bed = Bed::new(&outputs(true));
+    bed.vault.kv_put("prod/gh/imported", &[("HAND_SECRET", &format!("{CANARY}-ours"))]);
+    let import = |from: &str, extra: &[&str]| {
+        let mut a = vec!["import", "--env", "prod", from, "--github-url", &url, "--key-prefix", "gh/", "--yes"];
+        a.extend(extra);
+        bed.run(&a)
+    };
+    // Values first, without adopting: refused.
+    let r = import("github:acme/app", &[]);
+    code(&r, 0);
+    assert!(r.stdout.contains("+ CLASH_GH → etcd /cfgsync/prod/gh/CLASH_GH (new)\n      + made-by-hand\n"), "{r:?}");
+    assert_eq!(bed.key("gh/CLASH_GH").as_deref(), Some("made-by-hand"));
+    let r = bed.run(&["reconcile", "--once"]);
+    code(&r, 1);
+    assert!(r.stderr.contains("variable CLASH_GH exists but cfgsync has no record of writing it"), "{r:?}");
+    assert!(r.stderr.contains("secret HAND_SECRET exists but cfgsync has no record of writing it"), "{r:?}");
+    assert_eq!(github.requests().writes(), 0);
+
+    // --adopt: the variable (value imported already) and the secret.
+    let r = import("github:acme/app", &["--adopt"]);
+    code(&r, 0);
+    assert!(r.stdout.contains("adopt: CLASH_GH (variable) as instance \"team-a\"'s"), "{r:?}");
+    assert!(r.stdout.ends_with("written: 1 GitHub variable(s) and secret(s) adopted\n"), "{r:?}");
+    let r = import("github-env:acme/app/prod", &["--adopt", "--secret-path", "gh/imported"]);
+    code(&r, 1);
+    assert!(
+        r.stdout.contains("x HAND_SECRET: not importable: a GitHub secret: its value cannot be read back"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout.contains("adopt: HAND_SECRET (secret, its value written by the first pass: GitHub cannot show it)"),
+        "{r:?}"
+    );
+
+    github.advance_clock(std::time::Duration::from_secs(5));
+    github.reset_requests();
+    let r = bed.run(&["reconcile", "--once"]);
+    code(&r, 0);
+    let writes: Vec<(String, String)> =
+        github.request_log().into_iter().filter(|r| r.method != "GET").map(|r| (r.method, r.path)).collect();
+    assert_eq!(
+        writes,
+        [("PUT".to_owned(), "/repos/acme/app/environments/prod/secrets/HAND_SECRET".to_owned())],
+        "the variable is taken over as it is; the secret is written once"
+    );
+    assert_eq!(github.variable(&repo, "CLASH_GH").unwrap().value, "made-by-hand");
+    assert_eq!(github.secret_plaintext(&env, "HAND_SECRET"), Some(format!("{CANARY}-ours")));
+    github.reset_requests();
+    code(&bed.run(&["reconcile", "--once"]), 0);
+    assert_eq!(github.requests().writes(), 0, "then quiet: {}", github.requests());
+
+    // Now this instance's: pruned when no output writes them.
+    let config = std::fs::read_to_string(bed.project.path("cfgsync.toml")).unwrap();
+    bed.project.write("cfgsync.toml", &config.replace(&outputs(true), &outputs(false)));
+    code(&bed.run(&["reconcile", "--once"]), 0);
+    assert_eq!(github.variable(&repo, "CLASH_GH"), None);
+    assert_eq!(github.secret(&env, "HAND_SECRET"), None);
 }
 
 // ---------------------------------------------------------------------------

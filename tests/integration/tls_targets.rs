@@ -31,6 +31,8 @@ fn source() -> String {
 fn gitlab_and_github_enterprise_behind_a_private_ca() {
     let pki = Pki::new("ci");
     let (gitlab, github) = (GitlabEmulator::start(), GithubEmulator::start());
+    // GitHub answers 404 for an environment that does not exist.
+    github.create_environment("acme", "app", "prod");
     let server = pki.server("ci", &[], Validity::Current);
     let gitlab_tls = TlsFront::start(gitlab.addr(), &identity(&server, None)).unwrap();
     let github_tls = TlsFront::start(github.addr(), &identity(&server, None)).unwrap();

@@ -1,7 +1,7 @@
 //! `github-emulator`: the GitHub Actions secrets and variables API emulator, by hand.
 //!
 //! ```text
-//! github-emulator --listen 127.0.0.1:0
+//! github-emulator --listen 127.0.0.1:0 --environment acme/app/prod
 //! curl -H 'Authorization: Bearer x' "$URL/repos/acme/app/actions/secrets/public-key"
 //! ```
 //!
@@ -25,6 +25,20 @@ struct Args {
     /// Log every request on stderr.
     #[arg(long, short)]
     verbose: bool,
+    /// A repository environment that exists, `OWNER/REPO/NAME` (repeatable):
+    /// the secrets and variables of any other answer 404, as on GitHub.
+    #[arg(long, value_name = "OWNER/REPO/NAME", value_parser = environment)]
+    environment: Vec<(String, String, String)>,
+}
+
+fn environment(text: &str) -> Result<(String, String, String), String> {
+    let mut parts = text.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(o), Some(r), Some(e)) if !o.is_empty() && !r.is_empty() && !e.is_empty() => {
+            Ok((o.to_owned(), r.to_owned(), e.to_owned()))
+        }
+        _ => Err("give OWNER/REPO/NAME, e.g. acme/app/prod".to_owned()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -36,7 +50,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    eprintln!("github-emulator: serving {} (any bearer token; every repo, org and environment exists)", emulator.url());
+    for (owner, repo, name) in &args.environment {
+        emulator.create_environment(owner, repo, name);
+    }
+    eprintln!(
+        "github-emulator: serving {} (any bearer token; every repo and org exists, environments as given with --environment)",
+        emulator.url()
+    );
     if let Err(e) = cli::announce_and_wait(&emulator.url()) {
         eprintln!("github-emulator: cannot wait for a signal: {e}");
         return ExitCode::from(2);

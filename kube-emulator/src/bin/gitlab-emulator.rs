@@ -1,7 +1,7 @@
 //! `gitlab-emulator`: the GitLab CI/CD variables API emulator, by hand.
 //!
 //! ```text
-//! gitlab-emulator --listen 127.0.0.1:0
+//! gitlab-emulator --listen 127.0.0.1:0 [--free]
 //! curl -H 'PRIVATE-TOKEN: x' "$URL/api/v4/projects/group%2Fapp/variables"
 //! ```
 //!
@@ -25,6 +25,10 @@ struct Args {
     /// Log every request on stderr.
     #[arg(long, short)]
     verbose: bool,
+    /// Behave as GitLab Free: group variables ignore `environment_scope`
+    /// (stored as `*`), as without Premium's scoped group variables.
+    #[arg(long)]
+    free: bool,
 }
 
 fn main() -> ExitCode {
@@ -36,7 +40,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    eprintln!("gitlab-emulator: serving {}/api/v4 (any PRIVATE-TOKEN; every project and group exists)", emulator.url());
+    emulator.set_free_tier(args.free);
+    let tier = if args.free { "GitLab Free: group variables are all of scope *" } else { "Premium" };
+    eprintln!(
+        "gitlab-emulator: serving {}/api/v4 (any PRIVATE-TOKEN; every project and group exists; {tier})",
+        emulator.url()
+    );
     if let Err(e) = cli::announce_and_wait(&emulator.url()) {
         eprintln!("gitlab-emulator: cannot wait for a signal: {e}");
         return ExitCode::from(2);

@@ -21,7 +21,7 @@
 //! - Lists are sorted by name; a `Link` header appears only when there is
 //!   more than one page.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -43,6 +43,17 @@ const ENCRYPTED_VALUE_PATTERN: &str =
     r"^(?:[A-Za-z0-9+\/]{4})*(?:[A-Za-z0-9+\/]{2}==|[A-Za-z0-9+\/]{3}=|[A-Za-z0-9+\/]{4})$";
 const SECONDARY_RATE_LIMIT: &str = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID 0000:0000:0000000:0000000:00000000.";
 const SECONDARY_RATE_LIMIT_DOCS: &str = "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits";
+const PRIMARY_RATE_LIMIT: &str = "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, please include the request ID 0000:0000:0000000:0000000:00000000.";
+const PRIMARY_RATE_LIMIT_DOCS: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api";
+/// GitHub's documented limits ("Secrets reference", "Variables reference"):
+/// 48 KB a value, and how many a scope may hold.
+pub(crate) const MAX_VALUE_BYTES: usize = 48 * 1024;
+const MAX_SECRETS: [(ScopeKind, usize); 3] = [(ScopeKind::Repo, 100), (ScopeKind::Env, 100), (ScopeKind::Org, 1000)];
+const MAX_VARIABLES: [(ScopeKind, usize); 3] = [(ScopeKind::Repo, 500), (ScopeKind::Env, 100), (ScopeKind::Org, 1000)];
+
+fn most(table: &[(ScopeKind, usize); 3], kind: ScopeKind) -> usize {
+    table.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
+}
 
 /// Which kind of thing a request addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,11 +251,48 @@ impl ScopeData {
 #[derive(Default)]
 pub(crate) struct Store {
     pub scopes: BTreeMap<GithubScope, ScopeData>,
+    /// Repository environments that exist (normalized scopes): GitHub
+    /// answers 404 for the secrets and variables of any other.
+    pub environments: BTreeSet<GithubScope>,
+    /// Rate-limit answers to give to the next requests, in order.
+    pub limits: VecDeque<Limit>,
 }
 
 impl Store {
     pub fn scope(&mut self, scope: &GithubScope) -> &mut ScopeData {
         self.scopes.entry(scope.normalized()).or_default()
+    }
+
+    /// Whether requests may address `scope`: repositories and
+    /// organizations always, environments once created.
+    pub fn exists(&self, scope: &GithubScope) -> bool {
+        scope.kind() != ScopeKind::Env || self.environments.contains(&scope.normalized())
+    }
+}
+
+/// A rate-limit answer GitHub gives, as the REST docs describe them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// A secondary rate limit answered 403 with neither `retry-after` nor
+    /// `x-ratelimit-remaining: 0`: the client must wait at least a minute.
+    SecondaryWithoutRetryAfter,
+    /// The primary limit: 403, `x-ratelimit-remaining: 0` and
+    /// `x-ratelimit-reset` at this Unix time.
+    PrimaryExhausted { reset_unix: u64 },
+}
+
+fn limit_reply(limit: Limit, now: u64) -> Reply {
+    match limit {
+        Limit::SecondaryWithoutRetryAfter => error(403, SECONDARY_RATE_LIMIT, SECONDARY_RATE_LIMIT_DOCS)
+            .header("x-ratelimit-limit", "5000")
+            .header("x-ratelimit-remaining", "4990")
+            .header("x-ratelimit-reset", (now + 3600).to_string()),
+        Limit::PrimaryExhausted { reset_unix } => error(403, PRIMARY_RATE_LIMIT, PRIMARY_RATE_LIMIT_DOCS)
+            .header("x-ratelimit-limit", "5000")
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-used", "5000")
+            .header("x-ratelimit-resource", "core")
+            .header("x-ratelimit-reset", reset_unix.to_string()),
     }
 }
 
@@ -353,6 +401,12 @@ pub(crate) fn handle(store: &mut Store, clock: &Clock, req: &ApiRequest, base_ur
     }
     if !authenticated(req) {
         return error(401, "Requires authentication", REST_DOCS);
+    }
+    if let Some(limit) = store.limits.pop_front() {
+        return limit_reply(limit, clock.now());
+    }
+    if !store.exists(&scope) {
+        return error(404, "Not Found", &docs);
     }
     let data = store.scope(&scope);
     let reply = match (resource, name) {
@@ -526,6 +580,16 @@ fn put_secret(data: &mut ScopeData, clock: &Clock, req: &ApiRequest, kind: Scope
         }
         None => None,
     };
+    if plaintext.as_ref().is_some_and(|p| p.len() > MAX_VALUE_BYTES) {
+        return error(422, "Secret value is too large (48 KB max)", docs);
+    }
+    if !data.secrets.contains_key(&key) && data.secrets.len() >= most(&MAX_SECRETS, kind) {
+        return error(
+            422,
+            &format!("Limit reached - there can be at most {} secrets here", most(&MAX_SECRETS, kind)),
+            docs,
+        );
+    }
     let now = clock.now();
     let visibility = map.get("visibility").and_then(Value::as_str).map(str::to_string);
     match data.secrets.get_mut(&key) {
@@ -574,6 +638,16 @@ fn create_variable(data: &mut ScopeData, clock: &Clock, req: &ApiRequest, kind: 
     if data.variables.contains_key(&key) {
         return error(409, "Already exists - Variable already exists", docs);
     }
+    if map.get("value").and_then(Value::as_str).is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
+        return error(422, "Variable value is too large (48 KB max)", docs);
+    }
+    if data.variables.len() >= most(&MAX_VARIABLES, kind) {
+        return error(
+            422,
+            &format!("Limit reached - there can be at most {} variables here", most(&MAX_VARIABLES, kind)),
+            docs,
+        );
+    }
     let now = clock.now();
     data.variables.insert(
         key.clone(),
@@ -606,6 +680,9 @@ fn update_variable(
     let key = name.to_ascii_uppercase();
     if !data.variables.contains_key(&key) {
         return error(404, "Not Found", docs);
+    }
+    if map.get("value").and_then(Value::as_str).is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
+        return error(422, "Variable value is too large (48 KB max)", docs);
     }
     let new_key = match map.get("name").and_then(Value::as_str) {
         Some(new) => {

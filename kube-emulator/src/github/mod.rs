@@ -15,8 +15,14 @@
 //! ```
 //!
 //! Decisions:
-//! - Every repository, organization and environment named in a request
-//!   exists, with any token; names are case-insensitive.
+//! - Every repository and organization named in a request exists, with any
+//!   token; names are case-insensitive. A repository environment exists
+//!   only once created ([`GithubEmulator::create_environment`], or seeded
+//!   through it): GitHub answers 404 for the secrets and variables of an
+//!   environment that does not exist, and does not create one on a write.
+//! - GitHub's documented limits are enforced: 48 KB a secret (its
+//!   plaintext) or variable value, and 100 secrets / 500 variables a
+//!   repository, 100 / 100 an environment, 1,000 / 1,000 an organization.
 //! - Each scope gets its own X25519 key pair on first use, stable for the
 //!   emulator's lifetime unless a test rotates it.
 //! - A test controls the clock (`freeze_clock`, `advance_clock`) instead of
@@ -24,6 +30,8 @@
 
 mod api;
 pub mod prism;
+
+pub use api::Limit;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -219,11 +227,23 @@ impl GithubEmulator {
         lock(&self.state.store).scope(scope).variables.keys().cloned().collect()
     }
 
+    /// Creates a repository environment (as `PUT /repos/{owner}/{repo}/environments/{name}` would).
+    pub fn create_environment(&self, owner: &str, repo: &str, environment: &str) {
+        lock(&self.state.store).environments.insert(GithubScope::environment(owner, repo, environment).normalized());
+    }
+
+    /// Answers the next requests, one each, with these rate-limit answers
+    /// (before anything else is checked), as GitHub's REST docs describe them.
+    pub fn rate_limit_next(&self, answers: &[Limit]) {
+        lock(&self.state.store).limits.extend(answers.iter().copied());
+    }
+
     /// Creates or replaces a secret directly (no request counted), e.g. to
-    /// seed one made by hand.
+    /// seed one made by hand; an environment scope is created with it.
     pub fn put_secret(&self, scope: &GithubScope, name: &str, plaintext: &[u8]) {
         let now = self.state.clock.now();
         let mut store = lock(&self.state.store);
+        seed_scope(&mut store, scope);
         let data = store.scope(scope);
         let key = name.to_ascii_uppercase();
         let created_at = data.secrets.get(&key).map_or(now, |s| s.created_at);
@@ -241,10 +261,12 @@ impl GithubEmulator {
         );
     }
 
-    /// Creates or replaces a variable directly (no request counted).
+    /// Creates or replaces a variable directly (no request counted); an
+    /// environment scope is created with it.
     pub fn put_variable(&self, scope: &GithubScope, name: &str, value: &str) {
         let now = self.state.clock.now();
         let mut store = lock(&self.state.store);
+        seed_scope(&mut store, scope);
         let data = store.scope(scope);
         let key = name.to_ascii_uppercase();
         let created_at = data.variables.get(&key).map_or(now, |v| v.created_at);
@@ -293,6 +315,13 @@ impl GithubEmulator {
     /// Stops the server and waits for its thread.
     pub fn stop(mut self) {
         self.server.shutdown();
+    }
+}
+
+/// A seeded item's environment exists from then on.
+fn seed_scope(store: &mut api::Store, scope: &GithubScope) {
+    if let GithubScope::Environment { .. } = scope {
+        store.environments.insert(scope.normalized());
     }
 }
 

@@ -17,6 +17,9 @@
 //!   `\A[a-zA-Z0-9_+=/@:.~-]{8,}\z`; masked raw values `\A\S{8,}\z`.
 //! - `masked_and_hidden` (create only) sets hidden and masked; a hidden
 //!   variable's value is `null` in every answer and its masking cannot change.
+//! - GitLab Free (`Store::free_tier`): group variables ignore
+//!   `environment_scope` on create (stored as `*`) and update, answering
+//!   201/200 all the same; the filter still selects.
 //! - Numeric ids and full paths name owners; the emulator treats each
 //!   distinct one as its own owner unless linked (`GitlabEmulator::link_project`).
 
@@ -47,6 +50,11 @@ pub(crate) struct Store {
     owners: BTreeMap<(OwnerKind, String), Vec<GitlabVariable>>,
     /// A numeric id or path → the canonical owner name it stands for.
     aliases: BTreeMap<(OwnerKind, String), String>,
+    /// GitLab Free: group variables ignore `environment_scope` (scoped
+    /// group variables are the licensed feature `group_scoped_ci_variables`):
+    /// a create stores `*`, an update keeps the scope it had; both answer
+    /// 201/200 as if nothing were dropped (`spec/requests/api/group_variables_spec.rb`).
+    pub free_tier: bool,
 }
 
 impl Store {
@@ -351,12 +359,18 @@ pub(crate) fn handle(store: &mut Store, req: &ApiRequest, base_url: &str) -> Rep
     };
     match (req.method.as_str(), key) {
         ("GET", None) => list(store, kind, &owner_id, &params, req, base_url),
-        ("POST", None) => create(store, kind, &owner_id, &params),
+        ("POST", None) => {
+            let free = store.free_tier && kind == OwnerKind::Group;
+            create(store, kind, &owner_id, &params, free)
+        }
         ("GET", Some(key)) => match find(store.list_mut(kind, &owner_id), &key, &params, kind) {
             Ok(i) => Reply::json(200, JSON, &entity(&store.list_mut(kind, &owner_id)[i])),
             Err(reply) => reply,
         },
-        ("PUT", Some(key)) => update(store, kind, &owner_id, &key, &params),
+        ("PUT", Some(key)) => {
+            let free = store.free_tier && kind == OwnerKind::Group;
+            update(store, kind, &owner_id, &key, &params, free)
+        }
         ("DELETE", Some(key)) => {
             let list = store.list_mut(kind, &owner_id);
             match find(list, &key, &params, kind) {
@@ -472,7 +486,7 @@ fn variable_type(params: &Params, invalid: &mut Vec<String>) -> Option<String> {
     }
 }
 
-fn create(store: &mut Store, kind: OwnerKind, owner: &str, params: &Params) -> Reply {
+fn create(store: &mut Store, kind: OwnerKind, owner: &str, params: &Params, free: bool) -> Reply {
     let mut problems = Vec::new();
     let key = params.text("key");
     let value = params.text("value");
@@ -499,7 +513,7 @@ fn create(store: &mut Store, kind: OwnerKind, owner: &str, params: &Params) -> R
         masked: hidden || masked.unwrap_or(false),
         hidden,
         raw: raw.unwrap_or(false),
-        environment_scope: params.text("environment_scope").unwrap_or_else(|| "*".into()),
+        environment_scope: params.text("environment_scope").filter(|_| !free).unwrap_or_else(|| "*".into()),
         description: params.text("description"),
     };
     let list = store.list_mut(kind, owner);
@@ -513,7 +527,7 @@ fn create(store: &mut Store, kind: OwnerKind, owner: &str, params: &Params) -> R
     Reply::json(201, JSON, &body)
 }
 
-fn update(store: &mut Store, kind: OwnerKind, owner: &str, key: &str, params: &Params) -> Reply {
+fn update(store: &mut Store, kind: OwnerKind, owner: &str, key: &str, params: &Params, free: bool) -> Reply {
     let mut problems = Vec::new();
     let protected = flag(params, "protected", kind, &mut problems);
     let masked = flag(params, "masked", kind, &mut problems);
@@ -557,7 +571,7 @@ fn update(store: &mut Store, kind: OwnerKind, owner: &str, key: &str, params: &P
     if let Some(t) = vtype {
         v.variable_type = t;
     }
-    if let Some(scope) = params.text("environment_scope") {
+    if let Some(scope) = params.text("environment_scope").filter(|_| !free) {
         v.environment_scope = scope;
     }
     if params.get("description").is_some() {

@@ -183,6 +183,13 @@ impl GitlabEmulator {
         lock(&self.store).put(owner, variable);
     }
 
+    /// GitLab Free (true) or Premium (false, the default): without Premium,
+    /// GitLab drops `environment_scope` on group variables (a create stores
+    /// `*`, an update keeps the scope) and answers as if it had not.
+    pub fn set_free_tier(&self, free: bool) {
+        lock(&self.store).free_tier = free;
+    }
+
     /// Makes project `id` and project `path` one project (as in GitLab,
     /// where both name it in URLs).
     pub fn link_project(&self, id: u64, path: &str) {

@@ -12,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use crypto_box::aead::OsRng;
 use crypto_box::{PublicKey, SecretKey};
+use kube_emulator::github::Limit;
 use kube_emulator::{Fault, GithubEmulator, GithubScope};
 use serde_json::{Value, json};
 
@@ -35,6 +36,9 @@ macro_rules! for_each_github_scenario {
             organization_variables_carry_visibility,
             missing_things_are_404_and_no_token_is_401,
             rate_limits_answer_429_or_403_with_retry_after,
+            rate_limits_without_retry_after_carry_githubs_headers,
+            environments_that_do_not_exist_are_404,
+            values_over_48_kb_and_items_over_the_scope_limit_are_422,
         );
     };
 }
@@ -87,6 +91,7 @@ pub async fn public_keys_are_32_byte_x25519_keys_stable_per_scope(c: &Client, gh
     assert_eq!((id1.clone(), k1.as_bytes()), (id2, k2.as_bytes()), "stable");
     assert!(!id1.is_empty() && id1.bytes().all(|b| b.is_ascii_digit()), "{id1:?}");
     let (_, org) = public_key(c, "/orgs/pk-org/actions").await;
+    gh.create_environment("pk-owner", "app", "production");
     let (_, env) = public_key(c, "/repos/pk-owner/app/environments/production").await;
     assert_ne!(k1.as_bytes(), org.as_bytes());
     assert_ne!(k1.as_bytes(), env.as_bytes());
@@ -124,6 +129,7 @@ pub async fn environment_secrets_have_their_own_key(c: &Client, gh: &GithubEmula
     // (`/repos/{owner}/{repo}/environments/{environment_name}/secrets/...`).
     let env = "/repos/env-owner/app/environments/production";
     let repo = "/repos/env-owner/app/actions";
+    gh.create_environment("env-owner", "app", "production");
     let r = put_secret(c, env, "API_TOKEN", b"env-canary", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(
@@ -377,6 +383,7 @@ pub async fn variables_crud_for_repositories_and_environments(c: &Client, gh: &G
     // Docs "Create/Get/Update/Delete a repository (environment) variable": POST 201 (409 if it
     // exists: "Already exists - Variable already exists"), GET {name,value,created_at,updated_at},
     // PATCH 204 (may rename), DELETE 204.
+    gh.create_environment("var-owner", "app", "staging");
     for base in ["/repos/var-owner/app/actions", "/repos/var-owner/app/environments/staging"] {
         let r = c
             .req("POST", &format!("{base}/variables"))
@@ -492,4 +499,68 @@ pub async fn rate_limits_answer_429_or_403_with_retry_after(c: &Client, gh: &Git
     assert_eq!((r.status, r.header("retry-after"), r.json()["status"].clone()), (403, Some("60"), json!("403")));
     let r = c.req("GET", &format!("{base}/secrets")).send().await;
     assert_eq!(r.status, 200, "served again");
+}
+
+pub async fn rate_limits_without_retry_after_carry_githubs_headers(c: &Client, gh: &GithubEmulator) {
+    // Docs "Rate limits for the REST API": a secondary limit may come without retry-after (wait
+    // at least a minute); the primary limit is x-ratelimit-remaining 0 until x-ratelimit-reset.
+    let base = "/repos/limit-owner/app/actions";
+    gh.rate_limit_next(&[Limit::SecondaryWithoutRetryAfter, Limit::PrimaryExhausted { reset_unix: 1_767_229_200 }]);
+    let r = c.req("GET", &format!("{base}/variables")).send().await;
+    assert_eq!((r.status, r.header("retry-after")), (403, None));
+    assert!(r.json()["message"].as_str().unwrap().starts_with("You have exceeded a secondary rate limit"));
+    assert_ne!(r.header("x-ratelimit-remaining"), Some("0"));
+    let r = c.req("GET", &format!("{base}/variables")).send().await;
+    assert_eq!(
+        (r.status, r.header("x-ratelimit-remaining"), r.header("x-ratelimit-reset")),
+        (403, Some("0"), Some("1767229200"))
+    );
+    assert!(r.json()["message"].as_str().unwrap().starts_with("API rate limit exceeded"));
+    assert_eq!(c.req("GET", &format!("{base}/variables")).send().await.status, 200, "served again");
+}
+
+pub async fn environments_that_do_not_exist_are_404(c: &Client, gh: &GithubEmulator) {
+    // An environment is created by PUT /repos/{owner}/{repo}/environments/{name} (or a
+    // deployment), never by writing a secret or variable into it: those answer 404 until then.
+    let base = "/repos/noenv-owner/app/environments/qa";
+    for (method, path) in [("GET", "secrets"), ("GET", "variables"), ("GET", "secrets/public-key")] {
+        let r = c.req(method, &format!("{base}/{path}")).send().await;
+        assert_eq!((r.status, r.json()["message"].clone()), (404, json!("Not Found")), "{method} {path}");
+    }
+    let r = c.req("POST", &format!("{base}/variables")).json(&json!({"name": "A", "value": "b"})).send().await;
+    assert_eq!(r.status, 404);
+    assert!(gh.variable_names(&GithubScope::environment("noenv-owner", "app", "qa")).is_empty());
+    gh.create_environment("noenv-owner", "app", "QA");
+    let r = c.req("POST", &format!("{base}/variables")).json(&json!({"name": "A", "value": "b"})).send().await;
+    assert_eq!(r.status, 201, "created, names case-insensitive");
+}
+
+pub async fn values_over_48_kb_and_items_over_the_scope_limit_are_422(c: &Client, gh: &GithubEmulator) {
+    // Docs "Secrets reference" / "Variables reference": 48 KB a value; 100 secrets and 500
+    // variables a repository (100 and 100 an environment, 1,000 and 1,000 an organization).
+    let base = "/repos/big-owner/app/actions";
+    let scope = GithubScope::repo("big-owner", "app");
+    let at_limit = vec![b'x'; 48 * 1024];
+    let r = put_secret(c, base, "JUST_FITS", &at_limit, json!({})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = put_secret(c, base, "TOO_BIG", &[at_limit.as_slice(), b"x"].concat(), json!({})).await;
+    assert_eq!((r.status, r.json()["message"].clone()), (422, json!("Secret value is too large (48 KB max)")));
+    assert_eq!(gh.secret(&scope, "TOO_BIG"), None);
+    let big = "v".repeat(48 * 1024 + 1);
+    let r = c.req("POST", &format!("{base}/variables")).json(&json!({"name": "BIG", "value": big})).send().await;
+    assert_eq!((r.status, r.json()["message"].clone()), (422, json!("Variable value is too large (48 KB max)")));
+    let r = c.req("POST", &format!("{base}/variables")).json(&json!({"name": "SMALL", "value": "v"})).send().await;
+    assert_eq!(r.status, 201);
+    let r = c.req("PATCH", &format!("{base}/variables/SMALL")).json(&json!({"value": big})).send().await;
+    assert_eq!(r.status, 422);
+    assert_eq!(gh.variable(&scope, "SMALL").unwrap().value, "v", "unchanged");
+    for i in 0..99 {
+        gh.put_secret(&scope, &format!("S{i:03}"), b"x");
+    }
+    assert_eq!(gh.secret_names(&scope).len(), 100);
+    let r = put_secret(c, base, "ONE_MORE", b"x", json!({})).await;
+    assert_eq!(r.status, 422);
+    assert!(r.json()["message"].as_str().unwrap().contains("at most 100 secrets"), "{}", r.text());
+    let r = put_secret(c, base, "S000", b"replaced", json!({})).await;
+    assert_eq!(r.status, 204, "replacing one is not adding one");
 }

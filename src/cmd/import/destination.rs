@@ -1,6 +1,6 @@
 //! The destinations of `cfgsync import`: etcd (plain values), Vault (one
-//! KV v2 secret for the secret values) and, with `--adopt`, the GitLab
-//! target's record. Opened only for what the values need; read once for
+//! KV v2 secret for the secret values) and, with `--adopt`, the GitLab or
+//! GitHub target's record. Opened only for what the values need; read once for
 //! the plan ([`Current`]), then written check-and-set against what was read.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +15,8 @@ use crate::config::{Config, EtcdSettings};
 use crate::secret::SecretString;
 use crate::source::etcd_admin::{self, GuardedPut, Meta};
 use crate::source::{Secret, vault_admin};
-use crate::targets::gitlab::{self, GitlabDest};
+use crate::targets::github::GithubDest;
+use crate::targets::gitlab::GitlabDest;
 use crate::targets::state::{DestState, Record, StateKey, StateStore};
 
 /// The most bytes of keys and values one etcd transaction carries (etcd's
@@ -33,10 +34,11 @@ pub(super) struct Current {
     pub recorded: BTreeSet<String>,
 }
 
-/// The GitLab target's record, to add the adopted variables to.
+/// The CI target's record, to add the adopted items to.
 struct Adoption {
     store: StateStore,
-    dest: GitlabDest,
+    /// The destination as the kind records it.
+    dest: serde_json::Value,
     key: StateKey,
     state: DestState,
 }
@@ -87,17 +89,26 @@ impl<'a> Destinations<'a> {
             }
             _ => None,
         };
-        let record = match (&request.origin, &request.gitlab) {
-            (Origin::Gitlab(owner), Some(g)) if request.adopt => {
-                let store = StateStore::new(config);
+        let target = match (&request.origin, &request.gitlab, &request.github) {
+            (Origin::Gitlab(owner), Some(g), _) if request.adopt => {
                 let dest = GitlabDest { url: g.url.clone(), owner: owner.clone(), token_env: g.token_env.clone() };
-                let key = dest.state_key(&config.instance, &request.env);
+                Some((dest.state_key(&config.instance, &request.env), serde_json::to_value(&dest)))
+            }
+            (Origin::Github(scope), _, Some(g)) if request.adopt => {
+                let dest = GithubDest { api_url: g.url.clone(), scope: scope.clone(), token_env: g.token_env.clone() };
+                Some((dest.state_key(&config.instance, &request.env), serde_json::to_value(&dest)))
+            }
+            _ => None,
+        };
+        let record = match target {
+            Some((key, dest)) => {
+                let store = StateStore::new(config);
                 let state =
                     store.load(&key).await.map_err(|cause| format!("reading {}: {cause}", store.describe(&key)))?;
                 current.recorded = state.items.keys().cloned().collect();
-                Some(Adoption { store, dest, key, state })
+                Some(Adoption { store, dest: dest.unwrap_or_default(), key, state })
             }
-            _ => None,
+            None => None,
         };
         Ok((Destinations { etcd, vault, record }, current))
     }
@@ -125,17 +136,17 @@ impl<'a> Destinations<'a> {
         if let Some(Adoption { store, dest, key, mut state }) = self.record
             && !plan.adopt.is_empty()
         {
-            for (k, scope) in &plan.adopt {
-                state.items.entry(gitlab::item_id(k, scope)).or_insert_with(|| Record {
+            for a in &plan.adopt {
+                state.items.entry(a.id.clone()).or_insert_with(|| Record {
                     fingerprint: ADOPTED_FINGERPRINT.to_owned(),
-                    updated_at: None,
-                    output: String::new(),
+                    adopted: a.attributes.clone(),
+                    ..Record::default()
                 });
             }
-            state.dest = serde_json::to_value(&dest).unwrap_or_default();
+            state.dest = dest;
             if let Err(cause) = store.save(&key, &state).await {
                 let e = format!(
-                    "recording the adopted variables in {}: {cause}; the values were written, the variables not adopted: run the import again",
+                    "recording the adopted items in {}: {cause}; the values were written, the items not adopted: run the import again",
                     store.describe(&key)
                 );
                 return (written, Some(e));
@@ -144,6 +155,12 @@ impl<'a> Destinations<'a> {
         }
         (written, None)
     }
+}
+
+/// A value as text (readers keep only text; never an empty string for
+/// bytes that are not).
+fn text(item: &Item) -> Result<&str, String> {
+    item.value.expose_str().ok_or_else(|| format!("{}: the value is not UTF-8 text; nothing written", item.name))
 }
 
 /// Owner and reason after the flags (as `cfgsync set` merges them).
@@ -175,8 +192,7 @@ async fn write_vault(
     let mut fields = current.secret.as_ref().map(|s| s.fields.clone()).unwrap_or_default();
     for item in &writes {
         if let Dest::Field { field } = &item.dest {
-            // Values were checked to be text when read.
-            fields.insert(field.clone(), SecretString::new(item.value.expose_str().unwrap_or_default()));
+            fields.insert(field.clone(), SecretString::new(text(item)?));
         }
     }
     // A secret whose latest version is deleted reads as absent:
@@ -251,11 +267,8 @@ async fn write_etcd(
     // One group per value: its key, and its sibling when owner/reason are recorded.
     let mut groups: Vec<Vec<GuardedPut>> = Vec::new();
     for (item, name, path) in &writes {
-        let mut group = vec![GuardedPut {
-            key: (*path).to_owned(),
-            value: item.value.expose_str().unwrap_or_default().to_owned(),
-            seen_mod_revision: item.seen,
-        }];
+        let mut group =
+            vec![GuardedPut { key: (*path).to_owned(), value: text(item)?.to_owned(), seen_mod_revision: item.seen }];
         if with_meta {
             let meta_key = etcd_admin::meta_path(settings, &request.env, name);
             let (meta, seen) = match metas.get(&meta_key) {

@@ -20,6 +20,7 @@ use crate::config::ObjectKind;
 use crate::format::FormatError;
 use crate::secret::SecretString;
 use crate::targets::ci;
+use crate::targets::github::{Scope as GithubScope, api as github_api, spec::name_problem as github_name_problem};
 use crate::targets::gitlab::{Owner, api as gitlab_api, parse_marker};
 use crate::targets::kubernetes::{KubeClients, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_OUTPUT, client};
 
@@ -30,7 +31,16 @@ use crate::targets::kubernetes::{KubeClients, LABEL_INSTANCE, LABEL_MANAGED_BY, 
 pub const MAX_DOTENV_BYTES: u64 = 1024 * 1024;
 
 /// The FROM kinds, as spelled.
-const KINDS: [&str; 5] = ["dotenv", "kubernetes-secret", "kubernetes-configmap", "gitlab", "gitlab-group"];
+const KINDS: [&str; 8] = [
+    "dotenv",
+    "kubernetes-secret",
+    "kubernetes-configmap",
+    "gitlab",
+    "gitlab-group",
+    "github",
+    "github-env",
+    "github-org",
+];
 
 /// Where to import from (the FROM argument, parsed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +51,8 @@ pub enum Origin {
     Kubernetes { object: ObjectKind, context: String, namespace: String, name: String },
     /// `gitlab:GROUP/PROJECT` (or a numeric project id), `gitlab-group:GROUP`.
     Gitlab(Owner),
+    /// `github:OWNER/REPO`, `github-env:OWNER/REPO/ENVIRONMENT`, `github-org:ORG`.
+    Github(GithubScope),
 }
 
 impl FromStr for Origin {
@@ -90,6 +102,26 @@ impl FromStr for Origin {
                 }
                 Ok(Origin::Gitlab(Owner::Group(rest.to_owned())))
             }
+            "github" => match rest.split('/').collect::<Vec<_>>().as_slice() {
+                [owner, repo] if clean_name(owner) && clean_name(repo) => {
+                    Ok(Origin::Github(GithubScope::Repo { owner: (*owner).to_owned(), repo: (*repo).to_owned() }))
+                }
+                _ => Err(bad("give github:OWNER/REPO".into())),
+            },
+            "github-env" => match rest.splitn(3, '/').collect::<Vec<_>>().as_slice() {
+                [owner, repo, environment]
+                    if clean_name(owner) && clean_name(repo) && !environment.trim().is_empty() =>
+                {
+                    Ok(Origin::Github(GithubScope::Environment {
+                        owner: (*owner).to_owned(),
+                        repo: (*repo).to_owned(),
+                        environment: (*environment).to_owned(),
+                    }))
+                }
+                _ => Err(bad("give github-env:OWNER/REPO/ENVIRONMENT".into())),
+            },
+            "github-org" if clean_name(rest) => Ok(Origin::Github(GithubScope::Org { org: rest.to_owned() })),
+            "github-org" => Err(bad("give github-org:ORG".into())),
             other => {
                 let kinds: Vec<String> = KINDS.iter().map(|k| (*k).to_owned()).collect();
                 let hint =
@@ -101,7 +133,12 @@ impl FromStr for Origin {
 }
 
 fn examples() -> &'static str {
-    "dotenv:PATH, kubernetes-secret:CONTEXT/NAMESPACE/NAME, kubernetes-configmap:CONTEXT/NAMESPACE/NAME, gitlab:GROUP/PROJECT or gitlab-group:GROUP"
+    "dotenv:PATH, kubernetes-secret:CONTEXT/NAMESPACE/NAME, kubernetes-configmap:CONTEXT/NAMESPACE/NAME, gitlab:GROUP/PROJECT, gitlab-group:GROUP, github:OWNER/REPO, github-env:OWNER/REPO/ENVIRONMENT or github-org:ORG"
+}
+
+/// A GitHub account or repository name: one non-empty segment.
+fn clean_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', ' ']) && name != "." && name != ".."
 }
 
 /// A GitLab path: non-empty segments without white space.
@@ -119,6 +156,7 @@ impl fmt::Display for Origin {
             }
             Origin::Gitlab(Owner::Project(p)) => write!(f, "gitlab:{p}"),
             Origin::Gitlab(Owner::Group(g)) => write!(f, "gitlab-group:{g}"),
+            Origin::Github(scope) => f.write_str(&github_from(scope)),
         }
     }
 }
@@ -132,6 +170,7 @@ impl Origin {
                 format!("Kubernetes {object} {namespace}/{name} (context {context})")
             }
             Origin::Gitlab(owner) => format!("GitLab {owner}"),
+            Origin::Github(scope) => format!("GitHub {scope}"),
         }
     }
 
@@ -142,6 +181,19 @@ impl Origin {
 
     pub fn is_gitlab(&self) -> bool {
         matches!(self, Origin::Gitlab(_))
+    }
+
+    pub fn is_github(&self) -> bool {
+        matches!(self, Origin::Github(_))
+    }
+}
+
+/// FROM for a GitHub scope, as typed (`github:acme/app`).
+pub fn github_from(scope: &GithubScope) -> String {
+    match scope {
+        GithubScope::Repo { owner, repo } => format!("github:{owner}/{repo}"),
+        GithubScope::Environment { owner, repo, environment } => format!("github-env:{owner}/{repo}/{environment}"),
+        GithubScope::Org { org } => format!("github-org:{org}"),
     }
 }
 
@@ -156,15 +208,32 @@ pub struct Found {
     /// Things a person should know before importing it (GitLab flags a
     /// gitlab target would change).
     pub notes: Vec<String>,
-    /// GitLab: the environment scope of a variable cfgsync may adopt
-    /// (`None`: not a GitLab variable, or one cfgsync wrote).
-    pub adoptable_scope: Option<String>,
+    /// A CI item cfgsync may adopt (`None`: not a CI item, or one cfgsync wrote).
+    pub adoptable: Option<Adoptable>,
 }
 
 impl Found {
     fn new(name: String, value: SecretString, secret: bool) -> Self {
-        Self { name, value, secret, notes: Vec::new(), adoptable_scope: None }
+        Self { name, value, secret, notes: Vec::new(), adoptable: None }
     }
+}
+
+/// A CI item `--adopt` may record as this instance's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoptable {
+    /// The target's record key: `KEY@scope` (GitLab), `variable/NAME` or
+    /// `secret/NAME` (GitHub).
+    pub id: String,
+    /// Its name, for the plan.
+    pub name: String,
+    /// What it is, for the plan: `environment scope prod`, `variable`,
+    /// `secret, …`; the plan lists names by this.
+    pub group: String,
+    /// What the target keeps where its config is silent (GitLab:
+    /// `protected`, `raw`, `variable_type`; GitHub org items: `visibility`).
+    pub attributes: BTreeMap<String, String>,
+    /// GitLab: the scope (for the JSON document).
+    pub scope: Option<String>,
 }
 
 /// A value the origin has but that cannot be imported, and why (never
@@ -183,6 +252,10 @@ pub struct Fetched {
     /// About the origin as a whole (an object cfgsync wrote itself,
     /// variables of other environment scopes left out).
     pub notes: Vec<String>,
+    /// Items that cannot be imported but may be adopted all the same
+    /// (GitHub secrets: their values cannot be read back, so the target's
+    /// first pass writes cfgsync's value over them).
+    pub adopt_only: Vec<Adoptable>,
 }
 
 /// A value as text an etcd key or a Vault field can hold, or why not.
@@ -344,7 +417,7 @@ pub async fn read_gitlab(
     };
     let http = ci::Client::new(ci::Retry::default());
     let api = gitlab_api::Api::new(&http, access.url, owner, &token, dest);
-    let listed = api.list().await.map_err(|e| ImportError::Gitlab(Box::new(e)))?;
+    let listed = api.list().await.map_err(|e| ImportError::Ci(Box::new(e)))?;
     let mut fetched = Fetched::default();
     let (mut exact, mut any): (BTreeMap<String, gitlab_api::LiveVariable>, BTreeMap<String, gitlab_api::LiveVariable>) =
         Default::default();
@@ -373,40 +446,155 @@ pub async fn read_gitlab(
     let mut all: Vec<gitlab_api::LiveVariable> = exact.into_values().chain(any.into_values()).collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
     for v in all {
+        // What the gitlab target keeps of an adopted variable where its
+        // config is silent (masking follows the output's taint).
+        let adoptable = |group: String| {
+            let attributes = [
+                ("protected", v.protected.to_string()),
+                ("raw", v.raw.to_string()),
+                ("variable_type", v.variable_type.clone()),
+                ("hidden", v.hidden.to_string()),
+            ];
+            Adoptable {
+                id: crate::targets::gitlab::item_id(&v.key, &v.environment_scope),
+                name: v.key.clone(),
+                group,
+                attributes: attributes.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                scope: Some(v.environment_scope.clone()),
+            }
+        };
+        let marker = parse_marker(v.description.as_deref());
         let value = match (&v.value, v.hidden) {
-            (Some(value), false) => SecretString::new(value.clone()),
-            _ => {
-                fetched.unimportable.push(Unimportable {
-                    name: v.key.clone(),
-                    reason: format!(
-                        "hidden in GitLab: its value cannot be read back; set it with `{set_secret_hint} {}`",
-                        v.key
-                    ),
-                });
+            (Some(value), false) => text_value(value.expose().to_vec()),
+            _ => Err(format!(
+                "hidden in GitLab: its value cannot be read back; set it with `{set_secret_hint} {}`{}",
+                v.key,
+                if marker.is_none() {
+                    " (--adopt records it as this instance's: the first pass then writes cfgsync's value over it)"
+                } else {
+                    ""
+                }
+            )),
+        };
+        let value = match value {
+            Ok(value) => value,
+            Err(reason) => {
+                if v.hidden && marker.is_none() {
+                    fetched.adopt_only.push(adoptable(format!(
+                        "environment scope {}, hidden: its value written by the first pass",
+                        v.environment_scope
+                    )));
+                }
+                fetched.unimportable.push(Unimportable { name: v.key.clone(), reason });
                 continue;
             }
         };
         let mut found = Found::new(v.key.clone(), value, v.masked || v.hidden);
-        match parse_marker(v.description.as_deref()) {
+        match marker {
             Some((instance, env, output)) => found
                 .notes
                 .push(format!("written by cfgsync (instance {instance}, env {env}, output {output}): not adopted")),
-            None => found.adoptable_scope = Some(v.environment_scope.clone()),
+            None => found.adoptable = Some(adoptable(format!("environment scope {}", v.environment_scope))),
         }
         if v.protected {
-            found.notes.push("protected in GitLab: set protected = true on the gitlab target to keep it so".into());
-        }
-        if v.variable_type == "file" {
             found.notes.push(
-                "a file variable in GitLab: a gitlab target writes multi-line values of outputs that read no secret as file variables, others as env_var".into(),
+                "protected in GitLab: kept when adopted (--adopt), unless the gitlab target sets protected itself"
+                    .into(),
             );
         }
+        if v.variable_type == "file" {
+            found.notes.push("a file variable in GitLab: kept a file variable when adopted (--adopt)".into());
+        }
         if !v.raw && found.value.expose().contains('$') {
-            found
-                .notes
-                .push("expanded in GitLab (raw = false) and holds a `$`: imported as written, not expanded".into());
+            found.notes.push(
+                "expanded in GitLab (raw = false) and holds a `$`: imported as written, not expanded; kept expanded when adopted (--adopt), unless the gitlab target sets raw itself".into(),
+            );
         }
         fetched.found.push(found);
+    }
+    Ok(fetched)
+}
+
+// ---------------------------------------------------------------------------
+// GitHub
+// ---------------------------------------------------------------------------
+
+/// How to reach GitHub.
+pub struct GithubAccess<'a> {
+    /// Checked base URL, no trailing slash.
+    pub url: &'a str,
+    pub token_env: &'a str,
+}
+
+/// Lists a repository's, environment's or organization's Actions variables
+/// (plain: GitHub shows them to anyone who may read the repository) and
+/// secrets (whose values GitHub never gives back: not importable, but
+/// adoptable).
+pub async fn read_github(
+    scope: &GithubScope,
+    access: &GithubAccess<'_>,
+    set_secret_hint: &str,
+) -> Result<Fetched, ImportError> {
+    let dest = format!("GitHub {scope}");
+    let token = match std::env::var(access.token_env) {
+        Ok(t) if !t.trim().is_empty() => SecretString::new(t.trim()),
+        _ => return Err(ImportError::NoToken { dest, var: access.token_env.to_owned() }),
+    };
+    let http = ci::Client::new(ci::Retry::default());
+    let api = github_api::Api::new(&http, access.url, scope, &token, dest);
+    let fail = |e: ci::CiError| ImportError::Ci(Box::new(e));
+    let variables = api.list_variables().await.map_err(fail)?;
+    let secrets = api.list_secrets().await.map_err(fail)?;
+    let mut fetched = Fetched::default();
+    let visibility = |v: &Option<String>| -> BTreeMap<String, String> {
+        v.iter().map(|v| ("visibility".to_owned(), v.clone())).collect()
+    };
+    for v in variables {
+        let name = v.name.to_ascii_uppercase();
+        match text_value(v.value.expose().to_vec()) {
+            Ok(value) => {
+                let mut found = Found::new(name.clone(), value, false);
+                if github_name_problem(&name).is_none() {
+                    found.adoptable = Some(Adoptable {
+                        id: format!("variable/{name}"),
+                        name: name.clone(),
+                        group: "variable".to_owned(),
+                        attributes: visibility(&v.visibility),
+                        scope: None,
+                    });
+                }
+                if let Some(vis) = &v.visibility {
+                    found.notes.push(format!(
+                        "visibility {vis} in GitHub: kept when adopted (--adopt), unless the github target sets visibility itself"
+                    ));
+                }
+                fetched.found.push(found);
+            }
+            Err(reason) => fetched.unimportable.push(Unimportable { name, reason }),
+        }
+    }
+    for s in secrets {
+        let name = s.name.to_ascii_uppercase();
+        fetched.unimportable.push(Unimportable {
+            name: name.clone(),
+            reason: format!(
+                "a GitHub secret: its value cannot be read back; set it with `{set_secret_hint} {name}`{}",
+                if github_name_problem(&name).is_none() {
+                    " (--adopt records it as this instance's: the first pass then writes cfgsync's value over it)"
+                } else {
+                    ""
+                }
+            ),
+        });
+        if github_name_problem(&name).is_none() {
+            fetched.adopt_only.push(Adoptable {
+                id: format!("secret/{name}"),
+                name,
+                group: "secret, its value written by the first pass: GitHub cannot show it".to_owned(),
+                attributes: visibility(&s.visibility),
+                scope: None,
+            });
+        }
     }
     Ok(fetched)
 }

@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::{Dest, Item, Outcome, Plan, Request, State};
 use crate::cmd::terminal::Style;
-use crate::targets::gitlab;
 use crate::text::{escape_controls, shorten};
 
 /// Where the destinations are, for messages.
@@ -20,6 +19,8 @@ pub(super) struct Places {
     /// Where adopted variables are recorded.
     pub record: Option<String>,
     pub instance: String,
+    /// What adopted items are called (`GitLab variable(s)`).
+    pub adopted_noun: &'static str,
 }
 
 /// A plain value for one line of text.
@@ -77,12 +78,12 @@ pub(super) fn print_plan(
         writeln!(out, "note: {}", safe(note))?;
     }
     if !plan.adopt.is_empty() {
-        let mut by_scope: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (key, scope) in &plan.adopt {
-            by_scope.entry(scope.as_str()).or_default().push(key);
+        let mut by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for a in &plan.adopt {
+            by_group.entry(a.group.as_str()).or_default().push(&a.name);
         }
         let list: Vec<String> =
-            by_scope.iter().map(|(scope, keys)| format!("{} (environment scope {scope})", keys.join(", "))).collect();
+            by_group.iter().map(|(group, names)| format!("{} ({group})", names.join(", "))).collect();
         writeln!(
             out,
             "adopt: {} as instance {:?}'s, recorded in {}",
@@ -128,7 +129,7 @@ impl Written {
             parts.push(format!("etcd revision {r} ({} key{})", self.keys, if self.keys == 1 { "" } else { "s" }));
         }
         if self.adopted > 0 {
-            parts.push(format!("{} GitLab variable(s) adopted", self.adopted));
+            parts.push(format!("{} {} adopted", self.adopted, places.adopted_noun));
         }
         if parts.is_empty() { "nothing written".to_owned() } else { format!("written: {}", parts.join(", ")) }
     }
@@ -188,7 +189,7 @@ pub(super) fn json_document(
             adopt_scope: i.adopt_scope.as_deref(),
         })
         .collect();
-    let adopt: Vec<String> = plan.adopt.iter().map(|(k, s)| gitlab::item_id(k, s)).collect();
+    let adopt: Vec<&str> = plan.adopt.iter().map(|a| a.id.as_str()).collect();
     serde_json::json!({
         "env": request.env,
         "from": request.origin.to_string(),

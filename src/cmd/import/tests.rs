@@ -134,7 +134,19 @@ fn flags_are_checked_before_anything_is_read() {
             "--plain \"HOST\": applies to dotenv files only",
         ),
         (&["import", "--env", "prod", "gitlab:g/app", "--plain", "HOST"], "import never makes a secret plain"),
-        (&["import", "--env", "prod", "dotenv:.env", "--adopt"], "--adopt: applies to gitlab: and gitlab-group: only"),
+        (
+            &["import", "--env", "prod", "dotenv:.env", "--adopt"],
+            "--adopt: applies to gitlab: and github: origins only",
+        ),
+        (
+            &["import", "--env", "prod", "gitlab:g/app", "--github-url", "https://ghe.example.com/api/v3"],
+            "--github-url \"https://ghe.example.com/api/v3\": applies to github:",
+        ),
+        (&["import", "--env", "prod", "github:acme/app", "--gitlab-url", "https://x.example"], "applies to gitlab:"),
+        (&["import", "--env", "prod", "github:acme/app", "--github-url", "http://ghe.example.com"], "unencrypted"),
+        (&["import", "--env", "prod", "github:acme"], "give github:OWNER/REPO"),
+        (&["import", "--env", "prod", "github-env:acme/app"], "give github-env:OWNER/REPO/ENVIRONMENT"),
+        (&["import", "--env", "prod", "github-org:"], "give github-org:ORG"),
         (
             &["import", "--env", "prod", "dotenv:.env", "--environment-scope", "prod"],
             "--environment-scope \"prod\": applies to gitlab:",
@@ -159,10 +171,17 @@ fn flags_are_checked_before_anything_is_read() {
         (g.url.as_str(), g.token_env.as_str(), g.scope.as_str()),
         ("https://gl.example.com", "GITLAB_TOKEN", "prod")
     );
+    let r = request(&["import", "--env", "prod", "github-env:acme/app/prod east", "--adopt"]).unwrap();
+    let g = r.github.as_ref().unwrap();
+    assert_eq!((g.url.as_str(), g.token_env.as_str()), ("https://api.github.com", "GITHUB_TOKEN"));
+    assert_eq!(r.origin.to_string(), "github-env:acme/app/prod east");
+    assert_eq!(r.origin.describe(), "GitHub environment \"prod east\" of repository acme/app");
+    let r = request(&["import", "--env", "prod", "github-org:acme", "--token-env", "ORG_TOKEN"]).unwrap();
+    assert_eq!((r.origin.to_string().as_str(), r.github.unwrap().token_env.as_str()), ("github-org:acme", "ORG_TOKEN"));
 }
 
 fn found(name: &str, value: &str, secret: bool) -> Found {
-    Found { name: name.into(), value: SecretString::new(value), secret, notes: Vec::new(), adoptable_scope: None }
+    Found { name: name.into(), value: SecretString::new(value), secret, notes: Vec::new(), adoptable: None }
 }
 
 fn fetched(values: &[(&str, &str, bool)]) -> Fetched {
@@ -279,12 +298,17 @@ fn sample(overwrite: bool) -> (Request, Plan) {
         &[("/cfgsync/prod/api/P_SAME", "same"), ("/cfgsync/prod/api/P_DIFF", "in etcd")],
         &[("S_SAME", &format!("{CANARY}-same")), ("S_DIFF", &format!("{CANARY}-in-vault")), ("OTHER", CANARY)],
     );
-    let p = plan(&r, mapped, unimportable, vec!["a note about the origin".into()], &current);
+    let p = plan(&r, mapped, unimportable, vec!["a note about the origin".into()], Vec::new(), &current);
     (r, p)
 }
 
 fn places() -> Places {
-    Places { secret: Some("secret/prod/api/imported".into()), record: None, instance: "team-a".into() }
+    Places {
+        secret: Some("secret/prod/api/imported".into()),
+        record: None,
+        instance: "team-a".into(),
+        adopted_noun: "GitLab variable(s)",
+    }
 }
 
 #[test]
@@ -350,7 +374,7 @@ fn names_and_notes_from_a_server_are_escaped_too() {
     values.notes.push("note\nsecond line".into());
     let notes = values.notes.clone();
     let (mapped, unimportable) = classify(&r, values);
-    let p = plan(&r, mapped, unimportable, notes, &Current::default());
+    let p = plan(&r, mapped, unimportable, notes, Vec::new(), &Current::default());
     let mut text = Vec::new();
     print_plan(&r, &p, &places(), Style::plain(), &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
@@ -371,7 +395,7 @@ fn adoption_takes_what_etcd_and_vault_will_hold_and_not_what_is_recorded() {
         ("KNOWN", "k", false),
     ]);
     for f in &mut values.found {
-        f.adoptable_scope = (f.name != "OURS").then(|| "prod".to_owned());
+        f.adoptable = (f.name != "OURS").then(|| adoptable(&f.name));
     }
     let (mut mapped, unimportable) = classify(&r, values);
     for (_, _, d) in &mut mapped {
@@ -381,8 +405,23 @@ fn adoption_takes_what_etcd_and_vault_will_hold_and_not_what_is_recorded() {
     }
     let mut current = current_with(&[("/cfgsync/prod/SAME", "s"), ("/cfgsync/prod/DIFF", "other")], &[]);
     current.recorded.insert("KNOWN@prod".into());
-    let p = plan(&r, mapped, unimportable, Vec::new(), &current);
-    assert_eq!(p.adopt, [("NEW".to_owned(), "prod".to_owned()), ("SAME".to_owned(), "prod".to_owned())]);
+    let p = plan(&r, mapped, unimportable, Vec::new(), vec![adoptable("HIDDEN"), adoptable("KNOWN")], &current);
+    let ids: Vec<&str> = p.adopt.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["NEW@prod", "SAME@prod", "HIDDEN@prod"], "what cannot be imported is adopted all the same");
+    assert_eq!(p.adopt[0].attributes["protected"], "true", "the flags to keep go with it");
+    let without = request(&["import", "--env", "prod", "gitlab:g/app", "--secret-path", "ci"]).unwrap();
+    let p = plan(&without, Vec::new(), Vec::new(), Vec::new(), vec![adoptable("HIDDEN")], &Current::default());
+    assert!(p.adopt.is_empty(), "only with --adopt");
+}
+
+fn adoptable(name: &str) -> Adoptable {
+    Adoptable {
+        id: format!("{name}@prod"),
+        name: name.into(),
+        group: "environment scope prod".into(),
+        attributes: [("protected".to_owned(), "true".to_owned())].into(),
+        scope: Some("prod".into()),
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 
 use super::spec::Scope;
-use crate::secret::SecretString;
+use crate::secret::{Content, SecretString};
 use crate::targets::ci::{self, Call, CiError, Client};
 
 /// GitHub's maxima per page.
@@ -29,13 +29,35 @@ pub struct LiveSecret {
     pub visibility: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// A variable as listed; its value read back lives in [`Content`] like
+/// every other value (plain: GitHub variables are readable by design).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawVariable")]
 pub struct LiveVariable {
     pub name: String,
-    pub value: String,
+    pub value: Content,
     pub updated_at: String,
-    #[serde(default)]
     pub visibility: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawVariable {
+    name: String,
+    value: String,
+    updated_at: String,
+    #[serde(default)]
+    visibility: Option<String>,
+}
+
+impl From<RawVariable> for LiveVariable {
+    fn from(r: RawVariable) -> Self {
+        LiveVariable {
+            name: r.name,
+            value: Content::plain(r.value.into_bytes()),
+            updated_at: r.updated_at,
+            visibility: r.visibility,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -48,6 +70,20 @@ struct SecretPage {
 struct VariablePage {
     total_count: usize,
     variables: Vec<LiveVariable>,
+}
+
+/// The most bytes GitHub takes in one secret (its plaintext) or variable
+/// value: 48 KB ("Secrets reference", "Variables reference").
+pub const MAX_VALUE_BYTES: usize = 48 * 1024;
+
+/// How many secrets and variables GitHub lets one scope hold.
+pub fn max_items(scope: &Scope, secrets: bool) -> (usize, &'static str) {
+    match (scope, secrets) {
+        (Scope::Org { .. }, _) => (1000, "organization"),
+        (Scope::Repo { .. }, true) => (100, "repository"),
+        (Scope::Repo { .. }, false) => (500, "repository"),
+        (Scope::Environment { .. }, _) => (100, "environment"),
+    }
 }
 
 /// A scope's public key, to seal secrets for it.
@@ -112,53 +148,72 @@ impl<'a> Api<'a> {
         if answer.success() || tolerate.contains(&answer.status) {
             return Ok(answer);
         }
+        if answer.status == 404 {
+            return Err(CiError::NotFound { dest: self.dest.clone(), op: call.op.clone(), hint: self.missing() });
+        }
         Err(answer.error(call))
     }
 
-    pub async fn list_secrets(&self) -> Result<Vec<LiveSecret>, CiError> {
-        let mut all = Vec::new();
+    /// What a 404 from this scope most likely means.
+    fn missing(&self) -> String {
+        match self.scope {
+            Scope::Environment { owner, repo, environment } => format!(
+                "environment {environment:?} does not exist in repository {owner}/{repo}, or the token cannot see it: create it in the repository's settings (Environments); cfgsync does not create environments"
+            ),
+            Scope::Repo { owner, repo } => {
+                format!("repository {owner}/{repo} does not exist, or the token cannot see it")
+            }
+            Scope::Org { org } => format!("organization {org} does not exist, or the token cannot see it"),
+        }
+    }
+
+    /// Every page of a list, by `page` until `total_count` items were
+    /// read. A list that changed while it was read (a name twice, or fewer
+    /// names than the last page counted) is refused: a missed item could
+    /// be written over as if it were absent. The next pass reads it again.
+    async fn list_all<T, P>(
+        &self,
+        collection: &str,
+        per_page: usize,
+        page_of: impl Fn(P) -> (usize, Vec<T>),
+        name: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>, CiError>
+    where
+        P: serde::de::DeserializeOwned,
+    {
+        let op = format!("listing {collection}");
+        let mut all: Vec<T> = Vec::new();
         for page in 1..=MAX_PAGES {
-            let mut url = self.url(&["secrets"]);
-            url.query_pairs_mut()
-                .append_pair("per_page", &SECRETS_PER_PAGE.to_string())
-                .append_pair("page", &page.to_string());
-            let call = self.call(Method::GET, url, None, false, "listing secrets".to_owned());
+            let mut url = self.url(&[collection]);
+            url.query_pairs_mut().append_pair("per_page", &per_page.to_string()).append_pair("page", &page.to_string());
+            let call = self.call(Method::GET, url, None, false, op.clone());
             let answer = self.send_ok(&call, &[]).await?;
-            let got: SecretPage = answer.json(&call)?;
-            let empty = got.secrets.is_empty();
-            all.extend(got.secrets);
-            if empty || all.len() >= got.total_count {
+            let (total, items) = page_of(answer.json(&call)?);
+            let empty = items.is_empty();
+            all.extend(items);
+            if empty || all.len() >= total {
+                let names: Vec<String> = all.iter().map(&name).collect();
+                if let Some(cause) = changed_while_read(&names, total) {
+                    return Err(CiError::Answer { dest: self.dest.clone(), op, cause });
+                }
                 return Ok(all);
             }
         }
-        Err(CiError::Answer {
-            dest: self.dest.clone(),
-            op: "listing secrets".into(),
-            cause: format!("more than {MAX_PAGES} pages"),
-        })
+        Err(CiError::Answer { dest: self.dest.clone(), op, cause: format!("more than {MAX_PAGES} pages") })
+    }
+
+    pub async fn list_secrets(&self) -> Result<Vec<LiveSecret>, CiError> {
+        self.list_all("secrets", SECRETS_PER_PAGE, |p: SecretPage| (p.total_count, p.secrets), |s| s.name.clone()).await
     }
 
     pub async fn list_variables(&self) -> Result<Vec<LiveVariable>, CiError> {
-        let mut all = Vec::new();
-        for page in 1..=MAX_PAGES {
-            let mut url = self.url(&["variables"]);
-            url.query_pairs_mut()
-                .append_pair("per_page", &VARIABLES_PER_PAGE.to_string())
-                .append_pair("page", &page.to_string());
-            let call = self.call(Method::GET, url, None, false, "listing variables".to_owned());
-            let answer = self.send_ok(&call, &[]).await?;
-            let got: VariablePage = answer.json(&call)?;
-            let empty = got.variables.is_empty();
-            all.extend(got.variables);
-            if empty || all.len() >= got.total_count {
-                return Ok(all);
-            }
-        }
-        Err(CiError::Answer {
-            dest: self.dest.clone(),
-            op: "listing variables".into(),
-            cause: format!("more than {MAX_PAGES} pages"),
-        })
+        self.list_all(
+            "variables",
+            VARIABLES_PER_PAGE,
+            |p: VariablePage| (p.total_count, p.variables),
+            |v| v.name.clone(),
+        )
+        .await
     }
 
     pub async fn public_key(&self) -> Result<PublicKey, CiError> {
@@ -238,6 +293,20 @@ impl<'a> Api<'a> {
     }
 }
 
+/// Why a list read page by page is not one consistent list: a name twice
+/// (a page shifted back), or fewer names than the last page's
+/// `total_count` (one shifted away unseen).
+fn changed_while_read(names: &[String], total: usize) -> Option<String> {
+    let distinct: std::collections::BTreeSet<String> = names.iter().map(|n| n.to_ascii_uppercase()).collect();
+    (distinct.len() != names.len() || distinct.len() < total).then(|| {
+        format!(
+            "the list changed while it was read ({} distinct names in {} items, {total} counted): the next pass reads it again",
+            distinct.len(),
+            names.len()
+        )
+    })
+}
+
 fn add_visibility(body: &mut serde_json::Value, visibility: Option<Visibility<'_>>) {
     if let Some(v) = visibility {
         body["visibility"] = v.visibility.into();
@@ -250,6 +319,14 @@ fn add_visibility(body: &mut serde_json::Value, visibility: Option<Visibility<'_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_that_changed_while_it_was_read_is_refused() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(changed_while_read(&names(&["A", "B"]), 2), None);
+        assert!(changed_while_read(&names(&["A", "B", "b"]), 3).is_some(), "one read twice");
+        assert!(changed_while_read(&names(&["A", "B"]), 3).is_some(), "one never read");
+    }
 
     #[test]
     fn sealed_boxes_open_with_the_secret_key() {

@@ -22,14 +22,25 @@
 //!   records ([`super::state`]) a keyed fingerprint of the plaintext and the
 //!   secret's `updated_at` as listed right after. Next pass: a changed
 //!   fingerprint is an update; a different `updated_at` is a write by
-//!   someone else — drift, re-written; no record (first pass, lost record):
-//!   written, and recorded. GitHub's timestamps have one-second resolution,
-//!   so a write within the second after cfgsync's own cannot be told apart
-//!   (on GitHub either).
+//!   someone else — drift, re-written. GitHub's timestamps have one-second
+//!   resolution, so a write within the second after cfgsync's own cannot be
+//!   told apart (on GitHub either).
 //! - **Ownership**: GitHub has no field to mark an item, so what this
-//!   instance wrote is what its record names. Prune deletes only recorded
-//!   items no target claims any more — with every source read, within
-//!   `max_prune_share`; a lost record never deletes anything.
+//!   instance wrote is what its record names, and an existing name the
+//!   record does not name is someone else's (by hand, another tool, another
+//!   instance, or a lost record): never written, recorded or deleted; the
+//!   error names the `cfgsync import --adopt` that adopts it (a secret is
+//!   then written once with cfgsync's value: GitHub never shows it). A
+//!   secret is created only after the names were listed again (GitHub's
+//!   PUT would replace one made in the meantime).
+//! - **Prune** deletes only recorded items a target wrote (not ones only
+//!   adopted) that no target claims any more and that are still as written
+//!   (a secret's `updated_at`, a variable's value, an organization item's
+//!   visibility) — with every source read, within `max_prune_share`.
+//! - **Limits** are checked before anything is sent: 48 KB a value, and the
+//!   number of secrets and variables a scope may hold.
+//! - **Environments** are never created: a missing one fails its targets
+//!   with GitHub's 404 explained.
 //! - **Observe cheaply**: one paginated list of secrets and one of
 //!   variables per scope and pass, and one read of the record; a no-op pass
 //!   writes nothing. A scope none of whose targets rendered is not read.
@@ -80,13 +91,32 @@ impl fmt::Display for GithubDest {
 }
 
 impl GithubDest {
-    fn state_key(&self, ctx: &Ctx<'_>) -> StateKey {
+    /// Where the record of what `instance` wrote here for `env` lives
+    /// (also where `cfgsync import --adopt` records adopted items).
+    pub fn state_key(&self, instance: &str, env: &str) -> StateKey {
         StateKey {
             kind: KIND,
-            instance: ctx.instance.to_owned(),
-            env: ctx.env.to_owned(),
+            instance: instance.to_owned(),
+            env: env.to_owned(),
             dest: format!("{}/{}/{}", self.api_url, self.scope.segments().join("/"), self.token_env),
         }
+    }
+
+    /// `cfgsync import --env E github:… --adopt`, as this scope is named.
+    fn adopt_command(&self, env: &str) -> String {
+        let from = match &self.scope {
+            Scope::Repo { owner, repo } => format!("github:{owner}/{repo}"),
+            Scope::Environment { owner, repo, environment } => format!("github-env:{owner}/{repo}/{environment}"),
+            Scope::Org { org } => format!("github-org:{org}"),
+        };
+        let mut command = format!("cfgsync import --env {env} {from} --adopt");
+        if self.api_url != spec::DEFAULT_API_URL {
+            command.push_str(&format!(" --github-url {}", self.api_url));
+        }
+        if self.token_env != spec::DEFAULT_TOKEN_ENV {
+            command.push_str(&format!(" --token-env {}", self.token_env));
+        }
+        command
     }
 }
 
@@ -135,8 +165,12 @@ pub struct DesiredItem {
     pub value: Content,
     /// Organization scopes only.
     pub visibility: Option<String>,
+    /// The config sets `visibility` (else an adopted item keeps its own).
+    pub visibility_set: bool,
     pub selected_repository_ids: Vec<u64>,
     pub fingerprint: String,
+    /// What an adopted item had (from the record), carried along.
+    pub adopted: BTreeMap<String, String>,
 }
 
 impl DesiredItem {
@@ -145,7 +179,23 @@ impl DesiredItem {
     }
 
     fn record(&self, updated_at: Option<String>) -> Record {
-        Record { fingerprint: self.fingerprint.clone(), updated_at, output: self.output.clone() }
+        Record {
+            fingerprint: self.fingerprint.clone(),
+            updated_at,
+            output: self.output.clone(),
+            attributes: self.visibility.iter().map(|v| ("visibility".to_owned(), v.clone())).collect(),
+            adopted: self.adopted.clone(),
+        }
+    }
+
+    /// An adopted organization item keeps its visibility where the config
+    /// does not set one.
+    fn keep_adopted(&mut self, record: Option<&Record>) {
+        let Some(r) = record else { return };
+        self.adopted = r.adopted.clone();
+        if let (false, Some(_), Some(v)) = (self.visibility_set, &self.visibility, r.adopted.get("visibility")) {
+            self.visibility = Some(v.clone());
+        }
     }
 
     fn visibility(&self) -> Option<api::Visibility<'_>> {
@@ -156,7 +206,7 @@ impl DesiredItem {
 }
 
 /// A scope as read.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Observed {
     pub secrets: Vec<api::LiveSecret>,
     pub variables: Vec<api::LiveVariable>,
@@ -179,11 +229,43 @@ pub struct Op {
 
 #[derive(Debug)]
 enum OpKind {
-    PutSecret(Box<DesiredItem>),
+    /// `create`: none was listed; checked again right before the PUT,
+    /// which would replace one made in between.
+    PutSecret {
+        item: Box<DesiredItem>,
+        create: bool,
+    },
     CreateVariable(Box<DesiredItem>),
     UpdateVariable(Box<DesiredItem>),
-    Delete { part: Part, name: String },
-    Keep { id: String, record: Option<Record> },
+    Delete {
+        part: Part,
+        name: String,
+        /// The item as the plan saw it: deleted only while it still is.
+        seen: Box<Seen>,
+    },
+    Keep {
+        id: String,
+        record: Option<Record>,
+    },
+}
+
+/// What the plan saw of an item it prunes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Seen {
+    updated_at: String,
+    visibility: Option<String>,
+    /// Variables only.
+    value: Option<Content>,
+}
+
+impl Seen {
+    fn of_secret(s: &api::LiveSecret) -> Seen {
+        Seen { updated_at: s.updated_at.clone(), visibility: s.visibility.clone(), value: None }
+    }
+
+    fn of_variable(v: &api::LiveVariable) -> Seen {
+        Seen { updated_at: v.updated_at.clone(), visibility: v.visibility.clone(), value: Some(v.value.clone()) }
+    }
 }
 
 /// The kind: GitHub Actions secrets and variables.
@@ -197,6 +279,22 @@ impl GithubKind {
         Self { client, store }
     }
 
+    /// The items of the collections `parts` as they are now, by record id.
+    async fn seen_now(&self, api: &api::Api<'_>, parts: &BTreeSet<Part>) -> Result<BTreeMap<String, Seen>, CiError> {
+        let mut now = BTreeMap::new();
+        if parts.contains(&Part::Secret) {
+            for s in api.list_secrets().await? {
+                now.insert(item_id(Part::Secret, &s.name.to_ascii_uppercase()), Seen::of_secret(&s));
+            }
+        }
+        if parts.contains(&Part::Variable) {
+            for v in api.list_variables().await? {
+                now.insert(item_id(Part::Variable, &v.name.to_ascii_uppercase()), Seen::of_variable(&v));
+            }
+        }
+        Ok(now)
+    }
+
     fn dest_of(spec: &GithubTarget, env: &str) -> GithubDest {
         GithubDest {
             api_url: spec.api_url.clone(),
@@ -208,6 +306,96 @@ impl GithubKind {
 
 fn item_address(dest: &GithubDest, part: Part, name: &str) -> String {
     format!("{dest}: {} {name}", part.name())
+}
+
+fn unrecorded(dest: &GithubDest, part: Part, name: &str, env: &str) -> CiError {
+    CiError::Unrecorded {
+        dest: dest.to_string(),
+        what: format!("{} {name}", part.name()),
+        adopt: dest.adopt_command(env),
+        after: match part {
+            Part::Secret => " (GitHub never shows a secret's value: adopting it records it as this instance's, and the next pass writes cfgsync's value over it)".to_owned(),
+            Part::Variable => String::new(),
+        },
+    }
+}
+
+/// Refuses every target that creates secrets (or variables) at a scope
+/// that would then hold more than GitHub allows: nothing of theirs is
+/// sent. Writes come before deletes, so what is pruned does not count.
+fn refuse_over_the_limits(
+    dest: &GithubDest,
+    observed: &Observed,
+    planned: &mut Vec<(Slot, Vec<Planned<Op>>)>,
+    errors: &mut Vec<(Slot, TargetError)>,
+) {
+    for (part, live) in [(Part::Secret, observed.secrets.len()), (Part::Variable, observed.variables.len())] {
+        let creates = |changes: &[Planned<Op>]| {
+            changes
+                .iter()
+                .filter(|p| {
+                    p.change.action == Action::Create
+                        && match &p.op.what {
+                            OpKind::PutSecret { .. } => part == Part::Secret,
+                            OpKind::CreateVariable(_) => part == Part::Variable,
+                            _ => false,
+                        }
+                })
+                .count()
+        };
+        let count = live + planned.iter().map(|(_, c)| creates(c)).sum::<usize>();
+        let (limit, scope) = api::max_items(&dest.scope, part == Part::Secret);
+        if count <= limit {
+            continue;
+        }
+        planned.retain(|(slot, changes)| {
+            if creates(changes) == 0 {
+                return true;
+            }
+            let what = part.collection();
+            errors.push((*slot, CiError::TooMany { dest: dest.to_string(), what, count, limit, scope }.into()));
+            false
+        });
+    }
+}
+
+/// Why a secret cfgsync wrote is not the one it wrote any more, or cannot
+/// be told to be: written since (`updated_at` moved), or its visibility
+/// changed.
+fn secret_changed(live: &api::LiveSecret, record: &Record) -> Option<String> {
+    match record.updated_at.as_deref() {
+        Some(at) if at == live.updated_at => {}
+        Some(at) => return Some(format!("it was written at {} (cfgsync wrote it at {at})", live.updated_at)),
+        None => return Some("when cfgsync wrote it is not recorded, so a later write cannot be ruled out".to_owned()),
+    }
+    visibility_changed(live.visibility.as_deref(), record)
+}
+
+/// Why a variable cfgsync wrote is not the one it wrote any more: another
+/// value, or another visibility.
+fn variable_changed(live: &api::LiveVariable, record: &Record, ctx: &Ctx<'_>) -> Option<String> {
+    if ctx.keyed.fingerprint([(&live.name.to_ascii_uppercase(), live.value.expose())], false).as_deref()
+        != Some(record.fingerprint.as_str())
+    {
+        return Some("its value changed".to_owned());
+    }
+    visibility_changed(live.visibility.as_deref(), record)
+}
+
+fn visibility_changed(live: Option<&str>, record: &Record) -> Option<String> {
+    let then = record.attributes.get("visibility")?;
+    (Some(then.as_str()) != live).then(|| format!("its visibility changed ({then} → {})", live.unwrap_or("none")))
+}
+
+/// A visibility change, in words.
+fn visibility_note(old: Option<&str>, new: Option<&str>) -> String {
+    let why = match new {
+        Some("all") => " (every repository of the organization gets it, public ones too)",
+        Some("private") => " (only private and internal repositories get it)",
+        Some("selected") => " (only the selected repositories get it)",
+        _ => "",
+    };
+    format!("visibility: {} → {}{why}", old.unwrap_or("?"), new.unwrap_or("?"))
 }
 
 impl Target for GithubKind {
@@ -275,6 +463,17 @@ impl Target for GithubKind {
                     source: crate::format::FormatError::NotText { name: entry.clone() },
                 });
             }
+            if content.len() > api::MAX_VALUE_BYTES {
+                return Err(CiError::TooLarge {
+                    dest: dest.to_string(),
+                    what: format!("{} {name}", part.name()),
+                    output: rendered.output.clone(),
+                    entry: entry.clone(),
+                    size: content.len(),
+                    limit: api::MAX_VALUE_BYTES,
+                }
+                .into());
+            }
             let fingerprint = ctx
                 .keyed
                 .fingerprint([(name, content.expose())], rendered.tainted)
@@ -286,8 +485,10 @@ impl Target for GithubKind {
                 output: rendered.output.clone(),
                 value: content.clone(),
                 visibility: spec.visibility.clone(),
+                visibility_set: spec.visibility_set,
                 selected_repository_ids: spec.selected_repository_ids.clone(),
                 fingerprint,
+                adopted: BTreeMap::new(),
             });
         }
         Ok(items)
@@ -302,7 +503,7 @@ impl Target for GithubKind {
         let api = api::Api::new(&self.client, &dest.api_url, &dest.scope, &token, shown);
         let secrets = api.list_secrets().await?;
         let variables = api.list_variables().await?;
-        let key = dest.state_key(ctx);
+        let key = dest.state_key(ctx.instance, ctx.env);
         let state = self
             .store
             .load(&key)
@@ -349,11 +550,12 @@ impl Target for GithubKind {
             }
         }
         let mut wanted_by: BTreeMap<String, String> = BTreeMap::new();
+        let mut planned: Vec<(Slot, Vec<Planned<Op>>)> = Vec::new();
         for claim in claims {
             let Some(items) = claim.items else { continue };
             let mut changes = Vec::new();
             let mut error = None;
-            for item in items {
+            for mut item in items {
                 if let Some(first) = wanted_by.insert(item.id(), item.output.clone()) {
                     error = Some(
                         CiError::Duplicate {
@@ -369,6 +571,31 @@ impl Target for GithubKind {
                 let address = item_address(dest, item.part, &item.name);
                 let record = observed.state.items.get(&item.id());
                 let live_name = item.name.to_ascii_uppercase();
+                let exists = match item.part {
+                    Part::Secret => secrets.contains_key(&live_name),
+                    Part::Variable => variables.contains_key(&live_name),
+                };
+                // No mark on GitHub: an item the record does not name is
+                // someone else's, even with the value cfgsync would write;
+                // so is the name when someone else's secret (variable)
+                // holds it and cfgsync would write a variable (secret).
+                if exists && record.is_none() {
+                    error = Some(unrecorded(dest, item.part, &item.name, ctx.env).into());
+                    break;
+                }
+                let other = match item.part {
+                    Part::Secret => Part::Variable,
+                    Part::Variable => Part::Secret,
+                };
+                let taken = match other {
+                    Part::Secret => secrets.contains_key(&live_name),
+                    Part::Variable => variables.contains_key(&live_name),
+                };
+                if taken && !observed.state.items.contains_key(&item_id(other, &item.name)) {
+                    error = Some(unrecorded(dest, other, &item.name, ctx.env).into());
+                    break;
+                }
+                item.keep_adopted(record);
                 let (change, what) = match item.part {
                     Part::Secret => plan_secret(item, secrets.get(&live_name).copied(), record, address),
                     Part::Variable => plan_variable(item, variables.get(&live_name).copied(), record, address),
@@ -377,24 +604,41 @@ impl Target for GithubKind {
             }
             match error {
                 Some(e) => plan.errors.push((claim.slot, e)),
-                None => plan.changes.extend(changes),
+                None => planned.push((claim.slot, changes)),
             }
         }
+        refuse_over_the_limits(dest, observed, &mut planned, &mut plan.errors);
+        plan.changes.extend(planned.into_iter().flat_map(|(_, changes)| changes));
         if !ctx.prune {
             return plan;
         }
-        // Ours: recorded and still there.
-        let ours: Vec<(&String, &Record)> = observed.state.items.iter().filter(|(id, _)| live.contains(*id)).collect();
-        let prunes: Vec<Planned<Op>> = ours
-            .iter()
-            .filter(|(id, _)| !claimed.contains(*id))
-            .filter_map(|(id, record)| {
-                let (part, name) = Part::of_id(id)?;
-                let mut change = Change::new(KIND, item_address(dest, part, name), Action::Delete, false);
-                change.notes.push(format!("output {:?} no longer writes it", record.output));
-                Some(Planned { slot: Slot::Prune, change, op: op(OpKind::Delete { part, name: name.to_owned() }) })
-            })
-            .collect();
+        // Ours: recorded as written by a target (an item only adopted is
+        // not written yet), and still there.
+        let ours: Vec<(&String, &Record)> =
+            observed.state.items.iter().filter(|(id, r)| live.contains(*id) && ci::written_by_a_target(r)).collect();
+        let mut prunes: Vec<Planned<Op>> = Vec::new();
+        for (id, record) in ours.iter().filter(|(id, _)| !claimed.contains(*id)) {
+            let Some((part, name)) = Part::of_id(id) else { continue };
+            let (why, seen) = match part {
+                Part::Secret => {
+                    let Some(s) = secrets.get(name) else { continue };
+                    (secret_changed(s, record), Seen::of_secret(s))
+                }
+                Part::Variable => {
+                    let Some(v) = variables.get(name) else { continue };
+                    (variable_changed(v, record, ctx), Seen::of_variable(v))
+                }
+            };
+            if let Some(why) = why {
+                let what = format!("{} {name}", part.name());
+                plan.errors.push((Slot::Prune, CiError::PruneModified { dest: dest.to_string(), what, why }.into()));
+                continue;
+            }
+            let mut change = Change::new(KIND, item_address(dest, part, name), Action::Delete, false);
+            change.notes.push(format!("output {:?} no longer writes it", record.output));
+            let delete = OpKind::Delete { part, name: name.to_owned(), seen: Box::new(seen) };
+            prunes.push(Planned { slot: Slot::Prune, change, op: op(delete) });
+        }
         plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
         plan
     }
@@ -420,9 +664,73 @@ impl Target for GithubKind {
         let mut sealed: Vec<(String, String)> = Vec::new();
         let (deletes, writes): (Vec<_>, Vec<_>) =
             changes.into_iter().partition(|p| matches!(p.op.what, OpKind::Delete { .. }));
-        for p in writes.into_iter().chain(deletes) {
+        let deletes_parts: BTreeSet<Part> = deletes
+            .iter()
+            .filter_map(|p| match &p.op.what {
+                OpKind::Delete { part, .. } => Some(*part),
+                _ => None,
+            })
+            .collect();
+        // GitHub's PUT creates *or replaces* a secret: one made by someone
+        // since the pass listed them must not be written over. Read the
+        // names again right before creating any (one list).
+        let creates = writes.iter().any(|p| matches!(p.op.what, OpKind::PutSecret { create: true, .. }));
+        let existing: Result<BTreeSet<String>, CiError> = match creates {
+            true => api.list_secrets().await.map(|l| l.into_iter().map(|s| s.name.to_ascii_uppercase()).collect()),
+            false => Ok(BTreeSet::new()),
+        };
+        // What is about to be created is recorded first: an item cfgsync
+        // created but could not record afterwards (the store failed) would
+        // otherwise look like someone else's to the next pass. Recorded
+        // items that do not come to exist are dropped by the save below.
+        let intents: Vec<&DesiredItem> = writes
+            .iter()
+            .filter_map(|p| match &p.op.what {
+                OpKind::PutSecret { item, create: true } | OpKind::CreateVariable(item) => Some(item.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let intent: Result<(), (String, String)> = match intents.is_empty() {
+            true => Ok(()),
+            false => {
+                let mut planned = state.clone();
+                for item in &intents {
+                    planned.items.insert(item.id(), item.record(None));
+                }
+                planned.dest = serde_json::to_value(dest).unwrap_or_default();
+                let key = dest.state_key(ctx.instance, ctx.env);
+                self.store.save(&key, &planned).await.map_err(|cause| (self.store.describe(&key), cause))
+            }
+        };
+        let (intents_empty, intent_ok) = (intents.is_empty(), intent.is_ok());
+        // Prune deletes only the items the plan saw: their lists are read
+        // again right before the first delete (GitHub has no conditional
+        // delete), after the writes.
+        let mut deletes = deletes.into_iter();
+        let mut writes = writes.into_iter();
+        let mut now: Option<Result<BTreeMap<String, Seen>, CiError>> = None;
+        loop {
+            let p = match writes.next() {
+                Some(p) => p,
+                None => match deletes.next() {
+                    Some(p) => {
+                        if now.is_none() && stop.is_none() {
+                            now = Some(self.seen_now(&api, &deletes_parts).await);
+                        }
+                        p
+                    }
+                    None => break,
+                },
+            };
             if p.change.action == Action::Drift {
                 warn!(env = ctx.env, address = %p.change.address, "drift: written in GitHub by someone else; restoring");
+            }
+            let creates = matches!(p.op.what, OpKind::PutSecret { create: true, .. } | OpKind::CreateVariable(_));
+            if let (true, Err((path, cause))) = (creates, &intent) {
+                warn!(env = ctx.env, address = %p.change.address, path = %path, error = %cause, "not created: the record of what is created cannot be saved first");
+                let result = Err(TargetError::State { path: path.clone(), cause: cause.clone() });
+                out.push(Applied { slot: p.slot, change: p.change, result, reloaded: false });
+                continue;
             }
             let result: Result<(), CiError> = match (&p.op.what, &stop) {
                 (OpKind::Keep { id, record }, _) => {
@@ -433,10 +741,23 @@ impl Target for GithubKind {
                     Ok(())
                 }
                 (_, Some(e)) => Err(e.clone()),
-                (OpKind::PutSecret(item), None) => {
-                    let k = match key.take() {
-                        Some(k) => Ok(k),
-                        None => api.public_key().await,
+                (OpKind::PutSecret { item, create }, None) => {
+                    let made_since = match (create, &existing) {
+                        (false, _) => Ok(false),
+                        (true, Ok(names)) => Ok(names.contains(&item.name.to_ascii_uppercase())),
+                        (true, Err(e)) => Err(e.clone()),
+                    };
+                    let k = match (made_since, key.take()) {
+                        (Err(e), k) => {
+                            key = k;
+                            Err(e)
+                        }
+                        (Ok(true), k) => {
+                            key = k;
+                            Err(unrecorded(dest, Part::Secret, &item.name, ctx.env))
+                        }
+                        (Ok(false), Some(k)) => Ok(k),
+                        (Ok(false), None) => api.public_key().await,
                     };
                     match k {
                         Ok(k) => {
@@ -447,18 +768,30 @@ impl Target for GithubKind {
                         Err(e) => Err(e),
                     }
                 }
-                (OpKind::CreateVariable(item), None) => {
-                    api.create_variable(&item.name, item.value.expose_str().unwrap_or_default(), item.visibility())
-                        .await
-                }
-                (OpKind::UpdateVariable(item), None) => {
-                    api.update_variable(&item.name, item.value.expose_str().unwrap_or_default(), item.visibility())
-                        .await
-                }
-                (OpKind::Delete { part, name }, None) => api.delete(part.collection(), name).await,
+                (OpKind::CreateVariable(item), None) => match item.value.expose_str() {
+                    Some(value) => api.create_variable(&item.name, value, item.visibility()).await,
+                    None => Err(CiError::NotText { dest: shown.clone(), what: format!("variable {}", item.name) }),
+                },
+                (OpKind::UpdateVariable(item), None) => match item.value.expose_str() {
+                    Some(value) => api.update_variable(&item.name, value, item.visibility()).await,
+                    None => Err(CiError::NotText { dest: shown.clone(), what: format!("variable {}", item.name) }),
+                },
+                (OpKind::Delete { part, name, seen }, None) => match &now {
+                    Some(Err(e)) => Err(e.clone()),
+                    Some(Ok(listed)) => match listed.get(&item_id(*part, &name.to_ascii_uppercase())) {
+                        None => Ok(()),
+                        Some(s) if s == seen.as_ref() => api.delete(part.collection(), name).await,
+                        Some(_) => Err(CiError::PruneModified {
+                            dest: shown.clone(),
+                            what: format!("{} {name}", part.name()),
+                            why: "it changed after this pass read it".to_owned(),
+                        }),
+                    },
+                    None => api.delete(part.collection(), name).await,
+                },
             };
             match (&p.op.what, &result) {
-                (OpKind::PutSecret(item), Ok(())) => {
+                (OpKind::PutSecret { item, .. }, Ok(())) => {
                     info!(env = ctx.env, dest = %shown, name = %item.name, action = p.change.action.name(), "secret written");
                     touched.insert(item.id());
                     state.items.insert(item.id(), item.record(None));
@@ -469,7 +802,7 @@ impl Target for GithubKind {
                     touched.insert(item.id());
                     state.items.insert(item.id(), item.record(None));
                 }
-                (OpKind::Delete { part, name }, Ok(())) => {
+                (OpKind::Delete { part, name, .. }, Ok(())) => {
                     info!(env = ctx.env, dest = %shown, what = part.name(), name = %name, "pruned");
                     state.items.remove(&item_id(*part, name));
                 }
@@ -507,9 +840,10 @@ impl Target for GithubKind {
             }
         }
         state.items.retain(|id, _| base.live.contains(id) || touched.contains(id));
-        if state.items != base.state.items {
+        let intent_saved = !intents_empty && intent_ok;
+        if state.items != base.state.items || intent_saved {
             state.dest = serde_json::to_value(dest).unwrap_or_default();
-            let key = dest.state_key(ctx);
+            let key = dest.state_key(ctx.instance, ctx.env);
             if let Err(cause) = self.store.save(&key, &state).await {
                 let path = self.store.describe(&key);
                 warn!(env = ctx.env, dest = %shown, path = %path, error = %cause, "cannot save the record of what was written");
@@ -530,6 +864,8 @@ fn new_change(item: &DesiredItem, address: String, action: Action) -> Change {
     change
 }
 
+const ADOPTED_NOTE: &str = "adopted with `cfgsync import --adopt`: written as cfgsync's from now on";
+
 fn plan_secret(
     item: DesiredItem,
     live: Option<&api::LiveSecret>,
@@ -539,12 +875,18 @@ fn plan_secret(
     let Some(l) = live else {
         let mut change = new_change(&item, address, Action::Create);
         change.notes.push("secret content masked".to_owned());
-        return (change, OpKind::PutSecret(Box::new(item)));
+        return (change, OpKind::PutSecret { item: Box::new(item), create: true });
     };
     let mut notes = Vec::new();
+    let visibility_differs = item.visibility.is_some() && l.visibility != item.visibility;
+    if visibility_differs {
+        notes.push(visibility_note(l.visibility.as_deref(), item.visibility.as_deref()));
+    }
     let action = match record {
-        None => {
-            notes.push("no record of what was written: written again".to_owned());
+        // The planner refuses an unrecorded secret before it gets here.
+        None => return (new_change(&item, address, Action::Unchanged), OpKind::Keep { id: item.id(), record: None }),
+        Some(r) if r.fingerprint == ci::ADOPTED_FINGERPRINT => {
+            notes.push(format!("{ADOPTED_NOTE}; GitHub cannot show the secret's value, so it is written"));
             Action::Update
         }
         Some(r) if r.fingerprint != item.fingerprint => Action::Update,
@@ -556,24 +898,18 @@ fn plan_secret(
             ));
             Action::Drift
         }
-        Some(_) if item.visibility.is_some() && l.visibility != item.visibility => {
-            notes.push(format!(
-                "visibility {} → {}",
-                l.visibility.as_deref().unwrap_or("?"),
-                item.visibility.as_deref().unwrap_or("?")
-            ));
-            Action::Update
-        }
+        Some(_) if visibility_differs => Action::Update,
         Some(r) => {
             let mut change = new_change(&item, address, Action::Unchanged);
             change.entries.clear();
-            let record = (r.output != item.output).then(|| item.record(r.updated_at.clone()));
+            let outdated = r.output != item.output || *r != item.record(r.updated_at.clone());
+            let record = outdated.then(|| item.record(r.updated_at.clone()));
             return (change, OpKind::Keep { id: item.id(), record });
         }
     };
     let mut change = new_change(&item, address, action);
     change.notes = notes;
-    (change, OpKind::PutSecret(Box::new(item)))
+    (change, OpKind::PutSecret { item: Box::new(item), create: false })
 }
 
 fn plan_variable(
@@ -588,27 +924,27 @@ fn plan_variable(
         change.values.extend(new.map(|v| format!("{}: {v}", item.entry)));
         return (change, OpKind::CreateVariable(Box::new(item)));
     };
-    let value_differs = l.value.as_bytes() != item.value.expose();
+    let value_differs = l.value.expose() != item.value.expose();
     let visibility_differs = item.visibility.is_some() && l.visibility != item.visibility;
     let source_same = record.map(|r| r.fingerprint.as_str()) == Some(item.fingerprint.as_str());
     if !value_differs && !visibility_differs {
         let mut change = new_change(&item, address, Action::Unchanged);
         change.entries.clear();
-        let record = (!source_same || record.is_some_and(|r| r.output != item.output)).then(|| item.record(None));
+        let record = (!source_same || record.is_some_and(|r| *r != item.record(None))).then(|| item.record(None));
         return (change, OpKind::Keep { id: item.id(), record });
     }
     let mut change = new_change(&item, address, if source_same { Action::Drift } else { Action::Update });
     if value_differs {
-        change.values.extend(new.map(|v| format!("{}: {} → {v}", item.entry, plan::show(&l.value))));
+        let old = l.value.shown().map_or_else(|| "(secret)".to_owned(), |v| plan::show(&v));
+        change.values.extend(new.map(|v| format!("{}: {old} → {v}", item.entry)));
     } else {
         change.entries.clear();
     }
     if visibility_differs {
-        change.notes.push(format!(
-            "visibility {} → {}",
-            l.visibility.as_deref().unwrap_or("?"),
-            item.visibility.as_deref().unwrap_or("?")
-        ));
+        change.notes.push(visibility_note(l.visibility.as_deref(), item.visibility.as_deref()));
+    }
+    if record.is_some_and(|r| r.fingerprint == ci::ADOPTED_FINGERPRINT) {
+        change.notes.push(ADOPTED_NOTE.to_owned());
     }
     (change, OpKind::UpdateVariable(Box::new(item)))
 }

@@ -91,6 +91,9 @@ pub struct GithubTarget {
     pub addresses: BTreeMap<String, GithubAddress>,
     /// Organization scopes only.
     pub visibility: Option<String>,
+    /// `visibility` is set in the config (else `private`, or what an
+    /// adopted item had).
+    pub visibility_set: bool,
     pub selected_repository_ids: Vec<u64>,
     /// A private CA for `api_url` (see `crate::targets::ci_tls`).
     pub ca_file: Option<std::path::PathBuf>,
@@ -122,6 +125,7 @@ pub fn build(
         (Some(_), _, Some(_)) => problem(None, format!("output {output:?}: `environment` goes with `repo`, not `org`")),
         _ => problem(None, format!("output {output:?}: a github target needs exactly one of `org` and `repo`")),
     }
+    let visibility_set = raw.visibility.is_some();
     let visibility = match (&raw.org, raw.visibility) {
         (Some(_), None) => Some("private".to_owned()),
         (Some(_), Some(v)) if matches!(v.as_str(), "all" | "private" | "selected") => Some(v),
@@ -242,6 +246,7 @@ pub fn build(
         token_env,
         addresses,
         visibility,
+        visibility_set,
         selected_repository_ids: raw.selected_repository_ids,
         ca_file: raw.ca_file,
     })

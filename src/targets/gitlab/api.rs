@@ -11,7 +11,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::spec::Owner;
-use crate::secret::SecretString;
+use crate::secret::{Content, SecretString};
 use crate::targets::ci::{self, Answer, Call, CiError, Client};
 
 /// Variables per page: GitLab's maximum.
@@ -19,14 +19,30 @@ pub const PER_PAGE: usize = 100;
 /// A destination with more pages than this is refused rather than read forever.
 const MAX_PAGES: usize = 1000;
 
-/// A variable as listed (a hidden one's value is `None`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// A variable as listed. Its value is [`Content`]: secret (never shown,
+/// `Debug` redacts it) when GitLab masks or hides it; `None` when hidden.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawVariable")]
 pub struct LiveVariable {
     pub key: String,
-    #[serde(default)]
-    pub value: Option<String>,
-    #[serde(default = "env_var")]
+    pub value: Option<Content>,
     pub variable_type: String,
+    pub protected: bool,
+    pub masked: bool,
+    pub hidden: bool,
+    pub raw: bool,
+    pub environment_scope: String,
+    pub description: Option<String>,
+}
+
+/// A variable as GitLab's JSON has it; turned into a [`LiveVariable`] at once.
+#[derive(Deserialize)]
+struct RawVariable {
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default = "env_var")]
+    variable_type: String,
     #[serde(default)]
     pub protected: bool,
     #[serde(default)]
@@ -41,6 +57,23 @@ pub struct LiveVariable {
     pub description: Option<String>,
 }
 
+impl From<RawVariable> for LiveVariable {
+    fn from(r: RawVariable) -> Self {
+        let secret = r.masked || r.hidden;
+        LiveVariable {
+            key: r.key,
+            value: r.value.map(|v| Content::new(v.into_bytes(), secret)),
+            variable_type: r.variable_type,
+            protected: r.protected,
+            masked: r.masked,
+            hidden: r.hidden,
+            raw: r.raw,
+            environment_scope: r.environment_scope,
+            description: r.description,
+        }
+    }
+}
+
 fn env_var() -> String {
     "env_var".to_owned()
 }
@@ -52,7 +85,8 @@ fn any_scope() -> String {
 /// What cfgsync sends for one variable.
 pub struct Body<'a> {
     pub key: &'a str,
-    pub value: &'a [u8],
+    /// Text: GitLab variables hold nothing else.
+    pub value: &'a str,
     pub variable_type: &'a str,
     pub protected: bool,
     pub masked: bool,
@@ -118,7 +152,7 @@ impl<'a> Api<'a> {
                         });
                     }
                 },
-                None => return Ok(all),
+                None => return self.whole(all, &answer, call.op),
             }
         }
         Err(CiError::Answer {
@@ -126,6 +160,44 @@ impl<'a> Api<'a> {
             op: "listing variables".to_owned(),
             cause: format!("more than {MAX_PAGES} pages"),
         })
+    }
+
+    /// The list as read, unless it changed while it was read: a variable
+    /// twice (the pages shifted), or fewer than the last page's `X-Total`.
+    /// A variable missed could be taken for absent; the next pass reads
+    /// the list again.
+    fn whole(&self, all: Vec<LiveVariable>, last: &Answer, op: String) -> Result<Vec<LiveVariable>, CiError> {
+        let distinct: std::collections::BTreeSet<(&str, &str)> =
+            all.iter().map(|v| (v.key.as_str(), v.environment_scope.as_str())).collect();
+        let total = last.header("x-total").and_then(|t| t.trim().parse::<usize>().ok());
+        if distinct.len() != all.len() || total.is_some_and(|t| t != all.len()) {
+            return Err(CiError::Answer {
+                dest: self.dest.clone(),
+                op,
+                cause: format!(
+                    "the list changed while it was read ({} distinct variables in {} read, X-Total {}): the next pass reads it again",
+                    distinct.len(),
+                    all.len(),
+                    total.map_or("absent".to_owned(), |t| t.to_string())
+                ),
+            });
+        }
+        Ok(all)
+    }
+
+    /// GET one variable by key and scope (never falls back to another
+    /// scope): whether it still exists.
+    pub async fn exists(&self, key: &str, scope: &str) -> Result<bool, CiError> {
+        let mut url = self.url(Some(key));
+        url.query_pairs_mut().append_pair("filter[environment_scope]", scope);
+        let op = format!("reading variable {key} (environment scope {scope})");
+        let call = self.call(Method::GET, url, None, false, op);
+        let answer = self.client.send(&call).await?;
+        match answer.status {
+            404 => Ok(false),
+            s if (200..300).contains(&s) => Ok(true),
+            _ => Err(answer.error(&call)),
+        }
     }
 
     /// POST: a new variable.
@@ -142,12 +214,37 @@ impl<'a> Api<'a> {
         if !answer.success() {
             return Err(answer.error(&call));
         }
+        // GitLab Free creates a group variable of scope `*` whatever was
+        // asked, and says so only in the answer.
+        if let (Owner::Group(_), Ok(got)) = (self.owner, answer.json::<LiveVariable>(&call))
+            && got.key == body.key
+            && got.environment_scope == "*"
+            && body.environment_scope != "*"
+        {
+            return Err(CiError::FreeTierScope {
+                dest: self.dest.clone(),
+                key: body.key.to_owned(),
+                scope: body.environment_scope.to_owned(),
+            });
+        }
         self.check(&call, &answer, body.key, body.environment_scope)
     }
 
     /// PUT: a variable's value and flags (never `masked_and_hidden`, which
-    /// only a create can set; `masked` is left alone on a hidden one).
+    /// only a create can set; `masked` is left alone on a hidden one). A
+    /// group's PUT whose filter matches nothing updates *another* scope's
+    /// variable of that key, so for a group the variable is looked up by
+    /// key and scope (GET, which does not fall back) right before.
     pub async fn update(&self, body: &Body<'_>) -> Result<(), CiError> {
+        if let Owner::Group(_) = self.owner
+            && !self.exists(body.key, body.environment_scope).await?
+        {
+            return Err(CiError::Answer {
+                dest: self.dest.clone(),
+                op: format!("updating variable {} (environment scope {})", body.key, body.environment_scope),
+                cause: "it was deleted since the list was read (not sent: GitLab would update the variable of another scope instead); the next pass creates it".to_owned(),
+            });
+        }
         let mut json = fields(body);
         if body.hidden {
             json.remove("masked");
@@ -197,8 +294,7 @@ impl<'a> Api<'a> {
 /// The attributes create and update share.
 fn fields(b: &Body<'_>) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
-    // Values are text: the kind refuses entries that are not.
-    m.insert("value".into(), String::from_utf8_lossy(b.value).into_owned().into());
+    m.insert("value".into(), b.value.into());
     m.insert("variable_type".into(), b.variable_type.into());
     m.insert("protected".into(), b.protected.into());
     m.insert("masked".into(), b.masked.into());
@@ -209,4 +305,34 @@ fn fields(b: &Body<'_>) -> serde_json::Map<String, serde_json::Value> {
 
 fn encode(m: serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
     serde_json::to_vec(&serde_json::Value::Object(m)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn var(key: &str) -> LiveVariable {
+        serde_json::from_value(serde_json::json!({"key": key, "value": "v", "environment_scope": "prod"})).unwrap()
+    }
+
+    #[test]
+    fn a_list_that_changed_while_it_was_read_is_refused() {
+        let client = Client::new(ci::Retry::default());
+        let owner = Owner::Project("g/app".into());
+        let api = Api::new(&client, "https://gitlab.example.com", &owner, &SecretString::new("t"), "GitLab".into());
+        let last = |total: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(t) = total {
+                headers.insert("x-total", t.parse().unwrap());
+            }
+            Answer { status: 200, headers, body: Vec::new() }
+        };
+        assert_eq!(api.whole(vec![var("A"), var("B")], &last(Some("2")), "listing".into()).unwrap().len(), 2);
+        assert_eq!(api.whole(vec![var("A")], &last(None), "listing".into()).unwrap().len(), 1, "no X-Total: fine");
+        // A page shifted by a delete: one variable read twice.
+        let e = api.whole(vec![var("A"), var("B"), var("B")], &last(Some("3")), "listing".into()).unwrap_err();
+        assert!(e.to_string().contains("the list changed while it was read"), "{e}");
+        // A page shifted by a create: one variable never read.
+        assert!(api.whole(vec![var("A"), var("B")], &last(Some("3")), "listing".into()).is_err());
+    }
 }

@@ -28,11 +28,25 @@
 //!   `variable_type = "file"`.
 //! - **Ownership**: every variable carries the description `managed by
 //!   cfgsync instance <instance>, env <env>, output <output>`, and its key
-//!   comes from the target's key schema. A variable at a key cfgsync wants
-//!   that another instance wrote, or that nobody marked (made by hand) and
-//!   cfgsync's record does not name, is not overwritten: an error names it. Prune deletes only variables marked
-//!   with this instance and env that no target claims any more — in a pass
+//!   comes from the target's key schema. A variable at a key and scope
+//!   cfgsync wants that another instance (or env) marked, or that nobody
+//!   marked (made by hand) and cfgsync's record does not name, is not
+//!   overwritten: an error names it and how to hand it over or adopt it.
+//!   Prune deletes only variables marked with this instance and env, named
+//!   in the record as written by a target, that no target claims any more
+//!   and that are still as written (readable value, flags) — in a pass
 //!   where every source was read, never more than `max_prune_share` at once.
+//! - **Adopted flags are kept**: `protected`, `raw` and `variable_type` as
+//!   `cfgsync import --adopt` recorded them stay where the target's config
+//!   does not set them; a flag change the plan makes is said in words
+//!   (`protected: true → false (exposes it to unprotected branches and tags)`).
+//! - **GitLab Free** ignores `environment_scope` on group variables (stored
+//!   as `*`): an answer with another scope than asked fails the group, and
+//!   a later pass refuses before sending; never a delete or a flip. A group
+//!   update looks its variable up by key and scope first: GitLab's group
+//!   PUT falls back to another scope's variable.
+//! - **Values read back** are [`Content`], secret when masked or hidden;
+//!   an old value GitLab masks, or cfgsync wrote from a secret, is never shown.
 //! - **Drift**: a readable value or a flag that differs from what cfgsync
 //!   wants while the source did not change (the recorded fingerprint,
 //!   [`super::state`], equals the wanted one) was edited in GitLab: it is
@@ -121,14 +135,23 @@ pub struct DesiredVar {
     pub output: String,
     pub value: Content,
     pub environment_scope: String,
-    /// `env_var`, or `file` for a multi-line value.
-    pub variable_type: &'static str,
+    /// `env_var`, or `file` for a multi-line value (or what an adopted
+    /// variable had).
+    pub variable_type: String,
     pub protected: bool,
     pub masked: bool,
     pub hidden: bool,
     pub raw: bool,
+    /// The target's config sets `protected` / `raw` itself: an adopted
+    /// variable's own value does not replace it.
+    pub protected_set: bool,
+    pub raw_set: bool,
+    pub hidden_set: bool,
     pub description: String,
     pub fingerprint: String,
+    /// The flags the variable had when `cfgsync import --adopt` took it
+    /// over (from the record), carried from record to record.
+    pub adopted: BTreeMap<String, String>,
 }
 
 impl DesiredVar {
@@ -137,14 +160,60 @@ impl DesiredVar {
     }
 
     fn record(&self) -> Record {
-        Record { fingerprint: self.fingerprint.clone(), updated_at: None, output: self.output.clone() }
+        Record {
+            fingerprint: self.fingerprint.clone(),
+            updated_at: None,
+            output: self.output.clone(),
+            attributes: self.attributes(),
+            adopted: self.adopted.clone(),
+        }
     }
 
-    fn body(&self) -> api::Body<'_> {
-        api::Body {
+    /// The flags as written, as recorded (to recognise the exact variable
+    /// before pruning it).
+    fn attributes(&self) -> BTreeMap<String, String> {
+        [
+            ("variable_type", self.variable_type.clone()),
+            ("protected", self.protected.to_string()),
+            ("masked", self.masked.to_string()),
+            ("hidden", self.hidden.to_string()),
+            ("raw", self.raw.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Keeps what an adopted variable had where the config is silent:
+    /// `protected`, `raw` and `variable_type` (the config has no setting
+    /// for it). Masking follows the output's taint, as always.
+    fn keep_adopted(&mut self, record: Option<&Record>) {
+        let Some(r) = record else { return };
+        self.adopted = r.adopted.clone();
+        let flag = |name: &str| r.adopted.get(name).map(|v| v == "true");
+        if let (false, Some(p)) = (self.protected_set, flag("protected")) {
+            self.protected = p;
+        }
+        if let (false, Some(raw)) = (self.raw_set, flag("raw")) {
+            self.raw = raw;
+        }
+        if let Some(t) = r.adopted.get("variable_type").filter(|t| matches!(t.as_str(), "env_var" | "file")) {
+            self.variable_type = t.clone();
+        }
+        // A hidden variable is never made readable behind the config's
+        // back; only a masked one can be hidden.
+        if let (false, true, Some(hidden)) = (self.hidden_set, self.masked, flag("hidden")) {
+            self.hidden = hidden;
+        }
+    }
+
+    /// The request body; `None` for a value that is not text (refused by
+    /// [`GitlabKind::desired`] already).
+    fn body(&self) -> Option<api::Body<'_>> {
+        Some(api::Body {
             key: &self.key,
-            value: self.value.expose(),
-            variable_type: self.variable_type,
+            value: self.value.expose_str()?,
+            variable_type: &self.variable_type,
             protected: self.protected,
             masked: self.masked,
             hidden: self.hidden,
@@ -152,15 +221,18 @@ impl DesiredVar {
             environment_scope: &self.environment_scope,
             description: &self.description,
             secret: self.value.is_secret(),
-        }
+        })
     }
 
     fn flags(&self) -> String {
-        let mut f = vec![self.variable_type.to_owned()];
+        let mut f = vec![self.variable_type.clone()];
         for (on, name) in [(self.masked, "masked"), (self.hidden, "hidden"), (self.protected, "protected")] {
             if on {
                 f.push(name.to_owned());
             }
+        }
+        if !self.raw {
+            f.push("expanded".to_owned());
         }
         f.join(", ")
     }
@@ -172,7 +244,7 @@ pub fn item_id(key: &str, scope: &str) -> String {
 }
 
 /// A destination as read: its variables and cfgsync's record of them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Observed {
     pub variables: Vec<api::LiveVariable>,
     pub state: DestState,
@@ -204,6 +276,8 @@ enum OpKind {
     Delete {
         key: String,
         scope: String,
+        /// The variable as the plan saw it: deleted only while it still is.
+        seen: Box<api::LiveVariable>,
     },
     /// Nothing to send; remember it when the record lacks it.
     Keep {
@@ -323,7 +397,7 @@ impl Target for GitlabKind {
                 source: crate::format::FormatError::NotText { name: entry.clone() },
             })?;
             if rendered.tainted
-                && let Some(reason) = mask_problem(text, spec.raw)
+                && let Some(reason) = mask_problem(text, spec.raw_or_default())
             {
                 return Err(CiError::Unmaskable {
                     output: rendered.output.clone(),
@@ -344,13 +418,17 @@ impl Target for GitlabKind {
                 output: rendered.output.clone(),
                 value: content.clone(),
                 environment_scope: address.environment_scope.clone(),
-                variable_type: if text.contains('\n') { "file" } else { "env_var" },
-                protected: spec.protected,
+                variable_type: if text.contains('\n') { "file" } else { "env_var" }.to_owned(),
+                protected: spec.protected.unwrap_or(false),
                 masked: rendered.tainted,
-                hidden: rendered.tainted && spec.hidden,
-                raw: spec.raw,
+                hidden: rendered.tainted && spec.hidden.unwrap_or(false),
+                raw: spec.raw_or_default(),
+                protected_set: spec.protected.is_some(),
+                raw_set: spec.raw.is_some(),
+                hidden_set: spec.hidden.is_some(),
                 description: marker(ctx.instance, &rendered.env, &rendered.output),
                 fingerprint,
+                adopted: BTreeMap::new(),
             });
         }
         Ok(vars)
@@ -402,7 +480,7 @@ impl Target for GitlabKind {
             let Some(items) = claim.items else { continue };
             let mut changes = Vec::new();
             let mut error = None;
-            for var in items {
+            for mut var in items {
                 let address = variable_address(dest, &var.key, &var.environment_scope);
                 if let Some(first) = wanted_by.insert(var.id(), var.output.clone()) {
                     error = Some(
@@ -416,40 +494,28 @@ impl Target for GitlabKind {
                     );
                     break;
                 }
-                let current = live.get(&(var.key.as_str(), var.environment_scope.as_str())).copied();
-                if let Some(l) = current {
-                    match parse_marker(l.description.as_deref()) {
-                        Some((instance, env, _)) if instance == ctx.instance && env == ctx.env => {}
-                        Some((instance, env, _)) => {
-                            error = Some(TargetError::Foreign {
-                                address,
-                                what: "variable".to_owned(),
-                                owner: if instance == ctx.instance {
-                                    format!("{instance}, env {env}")
-                                } else {
-                                    instance.to_owned()
-                                },
-                                ours: ctx.instance.to_owned(),
-                            });
-                            break;
-                        }
-                        // Our record says we wrote it: someone cleared the
-                        // description (drift, restored below).
-                        None if observed.state.items.contains_key(&var.id()) => {}
-                        None => {
-                            error = Some(
-                                CiError::Unmanaged {
-                                    dest: dest.to_string(),
-                                    what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
-                                    marker: var.description.clone(),
-                                }
-                                .into(),
-                            );
-                            break;
-                        }
-                    }
-                }
                 let record = observed.state.items.get(&var.id());
+                let current = live.get(&(var.key.as_str(), var.environment_scope.as_str())).copied();
+                if let Some(e) = refusal(dest, &var, current, record, &live, observed, ctx) {
+                    error = Some(e);
+                    break;
+                }
+                var.keep_adopted(record);
+                if var.masked
+                    && let Some(reason) = var.value.expose_str().and_then(|t| mask_problem(t, var.raw))
+                {
+                    error = Some(
+                        CiError::Unmaskable {
+                            output: var.output.clone(),
+                            entry: var.entry.clone(),
+                            key: var.key.clone(),
+                            dest: dest.to_string(),
+                            reason: format!("{reason}; the adopted variable is expanded (raw = false)"),
+                        }
+                        .into(),
+                    );
+                    break;
+                }
                 let (change, what) = plan_variable(var, current, record, address);
                 changes.push(Planned { slot: claim.slot, change, op: op(what) });
             }
@@ -461,30 +527,51 @@ impl Target for GitlabKind {
         if !ctx.prune {
             return plan;
         }
+        // Ours: marked with this instance and env, and recorded as written
+        // by a target (a variable only adopted is not written yet).
         let ours: Vec<&api::LiveVariable> = observed
             .variables
             .iter()
             .filter(|v| {
                 parse_marker(v.description.as_deref())
                     .is_some_and(|(instance, env, _)| instance == ctx.instance && env == ctx.env)
+                    && observed
+                        .state
+                        .items
+                        .get(&item_id(&v.key, &v.environment_scope))
+                        .is_some_and(ci::written_by_a_target)
             })
             .collect();
-        let prunes: Vec<Planned<Op>> = ours
-            .iter()
-            .filter(|v| !claimed.contains(&(v.key.clone(), v.environment_scope.clone())))
-            .map(|v| {
-                let mut change =
-                    Change::new(KIND, variable_address(dest, &v.key, &v.environment_scope), Action::Delete, false);
-                if let Some((_, _, output)) = parse_marker(v.description.as_deref()) {
-                    change.notes.push(format!("output {output:?} no longer writes it"));
-                }
-                Planned {
-                    slot: Slot::Prune,
-                    change,
-                    op: op(OpKind::Delete { key: v.key.clone(), scope: v.environment_scope.clone() }),
-                }
-            })
-            .collect();
+        let mut prunes: Vec<Planned<Op>> = Vec::new();
+        for v in ours.iter().filter(|v| !claimed.contains(&(v.key.clone(), v.environment_scope.clone()))) {
+            let record = &observed.state.items[&item_id(&v.key, &v.environment_scope)];
+            if let Some(why) = changed_since_written(v, record, ctx) {
+                plan.errors.push((
+                    Slot::Prune,
+                    CiError::PruneModified {
+                        dest: dest.to_string(),
+                        what: format!("variable {} (environment scope {})", v.key, v.environment_scope),
+                        why,
+                    }
+                    .into(),
+                ));
+                continue;
+            }
+            let mut change =
+                Change::new(KIND, variable_address(dest, &v.key, &v.environment_scope), Action::Delete, false);
+            if let Some((_, _, output)) = parse_marker(v.description.as_deref()) {
+                change.notes.push(format!("output {output:?} no longer writes it"));
+            }
+            prunes.push(Planned {
+                slot: Slot::Prune,
+                change,
+                op: op(OpKind::Delete {
+                    key: v.key.clone(),
+                    scope: v.environment_scope.clone(),
+                    seen: Box::new((*v).clone()),
+                }),
+            });
+        }
         plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
         plan
     }
@@ -510,7 +597,29 @@ impl Target for GitlabKind {
         // Writes first, then deletes.
         let (deletes, writes): (Vec<_>, Vec<_>) =
             changes.into_iter().partition(|p| matches!(p.op.what, OpKind::Delete { .. }));
-        for p in writes.into_iter().chain(deletes) {
+        let mut deletes = deletes.into_iter().peekable();
+        // Prune deletes only the variable the plan saw: the list is read
+        // again right before the first delete (GitLab has no conditional
+        // delete), after the writes.
+        let mut now: Option<Result<Vec<api::LiveVariable>, CiError>> = None;
+        let mut writes = writes.into_iter();
+        loop {
+            let p = match writes.next() {
+                Some(p) => p,
+                None => match deletes.next() {
+                    Some(p) => {
+                        if now.is_none() && stop.is_none() {
+                            now = Some(api.list().await);
+                        }
+                        p
+                    }
+                    None => break,
+                },
+            };
+            let not_text = |v: &DesiredVar| CiError::NotText {
+                dest: shown.clone(),
+                what: format!("variable {} (environment scope {})", v.key, v.environment_scope),
+            };
             let result: Result<(), CiError> = match (&p.op.what, &stop) {
                 (OpKind::Keep { id, record }, _) => {
                     touched.insert(id.clone());
@@ -520,18 +629,39 @@ impl Target for GitlabKind {
                     Ok(())
                 }
                 (_, Some(e)) => Err(e.clone()),
-                (OpKind::Create(v), None) => api.create(&v.body()).await,
+                (OpKind::Create(v), None) => match v.body() {
+                    Some(body) => api.create(&body).await.map_err(|e| free_tier_refusal(e, v, &base, &shown)),
+                    None => Err(not_text(v)),
+                },
                 (OpKind::Update(v), None) => {
                     if p.change.action == Action::Drift {
                         warn!(dest = %shown, key = %v.key, scope = %v.environment_scope, "drift: variable edited in GitLab; restoring");
                     }
-                    api.update(&v.body()).await
+                    match v.body() {
+                        Some(body) => api.update(&body).await,
+                        None => Err(not_text(v)),
+                    }
                 }
-                (OpKind::Recreate(v), None) => match api.delete(&v.key, &v.environment_scope).await {
-                    Ok(()) => api.create(&v.body()).await,
-                    Err(e) => Err(e),
+                (OpKind::Recreate(v), None) => match v.body() {
+                    Some(body) => match api.delete(&v.key, &v.environment_scope).await {
+                        Ok(()) => api.create(&body).await,
+                        Err(e) => Err(e),
+                    },
+                    None => Err(not_text(v)),
                 },
-                (OpKind::Delete { key, scope }, None) => api.delete(key, scope).await,
+                (OpKind::Delete { key, scope, seen }, None) => match &now {
+                    Some(Err(e)) => Err(e.clone()),
+                    Some(Ok(listed)) => match listed.iter().find(|v| v.key == *key && v.environment_scope == *scope) {
+                        None => Ok(()),
+                        Some(v) if v == seen.as_ref() => api.delete(key, scope).await,
+                        Some(_) => Err(CiError::PruneModified {
+                            dest: shown.clone(),
+                            what: format!("variable {key} (environment scope {scope})"),
+                            why: "it changed after this pass read it".to_owned(),
+                        }),
+                    },
+                    None => api.delete(key, scope).await,
+                },
             };
             match (&p.op.what, &result) {
                 (OpKind::Create(v) | OpKind::Update(v) | OpKind::Recreate(v), Ok(())) => {
@@ -539,11 +669,15 @@ impl Target for GitlabKind {
                     touched.insert(v.id());
                     state.items.insert(v.id(), v.record());
                 }
-                (OpKind::Delete { key, scope }, Ok(())) => {
+                (OpKind::Delete { key, scope, .. }, Ok(())) => {
                     info!(env = ctx.env, dest = %shown, key = %key, scope = %scope, "variable pruned");
                     state.items.remove(&item_id(key, scope));
                 }
-                (_, Err(e @ (CiError::RateLimited { .. } | CiError::Connect { .. }))) => {
+                // GitLab Free: every further create would land in `*` too.
+                (
+                    _,
+                    Err(e @ (CiError::RateLimited { .. } | CiError::Connect { .. } | CiError::FreeTierScope { .. })),
+                ) => {
                     stop.get_or_insert_with(|| e.clone());
                 }
                 _ => {}
@@ -574,6 +708,147 @@ impl Target for GitlabKind {
     }
 }
 
+/// A group create refused as a duplicate although no variable of that key
+/// and scope was listed, while one of scope `*` was: GitLab Free treated
+/// the scope asked for as `*`.
+fn free_tier_refusal(e: CiError, v: &DesiredVar, base: &Base, dest: &str) -> CiError {
+    let duplicate = matches!(&e, CiError::Status { status: 400, .. })
+        && v.environment_scope != "*"
+        && dest.starts_with("GitLab group")
+        && base.live.contains(&item_id(&v.key, "*"))
+        && !base.live.contains(&v.id());
+    if duplicate {
+        return CiError::FreeTierScope {
+            dest: dest.to_owned(),
+            key: v.key.clone(),
+            scope: v.environment_scope.clone(),
+        };
+    }
+    e
+}
+
+/// Why `var` must not be written where it would go: a variable there that
+/// another instance marked, or nobody did and the record does not name
+/// (someone else's); or GitLab Free's single `*` group variable standing
+/// in for the scope asked for.
+fn refusal(
+    dest: &GitlabDest,
+    var: &DesiredVar,
+    current: Option<&api::LiveVariable>,
+    record: Option<&Record>,
+    live: &BTreeMap<(&str, &str), &api::LiveVariable>,
+    observed: &Observed,
+    ctx: &Ctx<'_>,
+) -> Option<TargetError> {
+    if let Some(l) = current {
+        return match parse_marker(l.description.as_deref()) {
+            Some((instance, env, _)) if instance == ctx.instance && env == ctx.env => None,
+            Some((instance, env, _)) => Some(
+                CiError::OtherInstance {
+                    dest: dest.to_string(),
+                    what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
+                    owner: if instance == ctx.instance {
+                        format!("{instance:?} for env {env}")
+                    } else {
+                        format!("{instance:?}")
+                    },
+                    ours: ctx.instance.to_owned(),
+                    marker: var.description.clone(),
+                }
+                .into(),
+            ),
+            // Our record says we wrote it: someone cleared the description
+            // (drift, restored).
+            None if record.is_some() => None,
+            None => Some(
+                CiError::Unmanaged {
+                    dest: dest.to_string(),
+                    what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
+                    marker: var.description.clone(),
+                    adopt: adopt_command(dest, ctx.env),
+                }
+                .into(),
+            ),
+        };
+    }
+    // GitLab Free stored an earlier create of this env's variable with
+    // scope `*` (and cfgsync, told so by the answer, did not record it):
+    // creating it again would be refused, pruning it would make the next
+    // pass create it again.
+    let free_tier = matches!(dest.owner, Owner::Group(_))
+        && var.environment_scope != "*"
+        && live.get(&(var.key.as_str(), "*")).is_some_and(|any| {
+            parse_marker(any.description.as_deref())
+                .is_some_and(|(instance, env, _)| instance == ctx.instance && env == ctx.env)
+                && !observed.state.items.contains_key(&item_id(&var.key, "*"))
+        });
+    free_tier.then(|| {
+        CiError::FreeTierScope { dest: dest.to_string(), key: var.key.clone(), scope: var.environment_scope.clone() }
+            .into()
+    })
+}
+
+/// `cfgsync import --env E gitlab:… --adopt`, as this destination is named.
+fn adopt_command(dest: &GitlabDest, env: &str) -> String {
+    let from = match &dest.owner {
+        Owner::Project(p) => format!("gitlab:{p}"),
+        Owner::Group(g) => format!("gitlab-group:{g}"),
+    };
+    let mut command = format!("cfgsync import --env {env} {from} --adopt");
+    if dest.url != spec::DEFAULT_URL {
+        command.push_str(&format!(" --gitlab-url {}", dest.url));
+    }
+    if dest.token_env != spec::DEFAULT_TOKEN_ENV {
+        command.push_str(&format!(" --token-env {}", dest.token_env));
+    }
+    command
+}
+
+/// Why a variable cfgsync wrote is not exactly what it wrote any more
+/// (its readable value or a recorded flag changed), or why that cannot be
+/// told; `None` when it is.
+fn changed_since_written(v: &api::LiveVariable, record: &Record, ctx: &Ctx<'_>) -> Option<String> {
+    let live_attributes = [
+        ("variable_type", v.variable_type.clone()),
+        ("protected", v.protected.to_string()),
+        ("masked", v.masked.to_string()),
+        ("hidden", v.hidden.to_string()),
+        ("raw", v.raw.to_string()),
+    ];
+    let changed: Vec<String> = live_attributes
+        .iter()
+        .filter_map(|(name, now)| {
+            let then = record.attributes.get(*name)?;
+            (then != now).then(|| format!("{name} {then} → {now}"))
+        })
+        .collect();
+    if !changed.is_empty() {
+        return Some(format!("its flags changed ({})", changed.join(", ")));
+    }
+    let value = v.value.as_ref()?;
+    let tainted = record.fingerprint.starts_with("hmac-sha256:");
+    match ctx.keyed.fingerprint([(&v.key, value.expose())], tainted) {
+        Some(now) if now == record.fingerprint => None,
+        Some(_) => Some("its value changed".to_owned()),
+        None => Some("whether its value changed cannot be checked without the env's fingerprint key".to_owned()),
+    }
+}
+
+/// One flag's change, in words where it changes what jobs get.
+fn flag_note(name: &str, old: &str, new: &str) -> String {
+    let why = match (name, old, new) {
+        ("protected", "true", "false") => " (exposes it to unprotected branches and tags)",
+        ("protected", "false", "true") => " (only pipelines of protected branches and tags get it)",
+        ("raw", "false", "true") => " (stops expanding $ references in its value)",
+        ("raw", "true", "false") => " ($ references in its value are expanded)",
+        ("variable_type", "file", "env_var") => " (jobs get the value itself, not the path of a file holding it)",
+        ("variable_type", "env_var", "file") => " (jobs get the path of a file holding the value, not the value)",
+        ("masked", "true", "false") => " (its value is no longer masked in job logs)",
+        _ => "",
+    };
+    format!("{name}: {old} → {new}{why}")
+}
+
 /// Decides the change for one variable.
 fn plan_variable(
     var: DesiredVar,
@@ -595,10 +870,10 @@ fn plan_variable(
     let mut flag_notes = Vec::new();
     let mut flag = |name: &str, old: String, new: String| {
         if old != new {
-            flag_notes.push(format!("{name}: {old} → {new}"));
+            flag_notes.push(flag_note(name, &old, &new));
         }
     };
-    flag("variable_type", l.variable_type.clone(), var.variable_type.to_owned());
+    flag("variable_type", l.variable_type.clone(), var.variable_type.clone());
     flag("protected", l.protected.to_string(), var.protected.to_string());
     flag("masked", l.masked.to_string(), var.masked.to_string());
     flag("raw", l.raw.to_string(), var.raw.to_string());
@@ -606,28 +881,36 @@ fn plan_variable(
     if l.hidden != var.hidden {
         change.action = Action::Update;
         change.notes.push(format!(
-            "hidden: {} → {}: deleted and created again (GitLab sets it only on create)",
-            l.hidden, var.hidden
+            "hidden: {} → {}{}: deleted and created again (GitLab sets it only on create)",
+            l.hidden,
+            var.hidden,
+            if l.hidden { " (its value becomes readable in GitLab)" } else { "" }
         ));
         change.notes.extend(flag_notes);
         return (change, OpKind::Recreate(Box::new(var)));
     }
-    let value_differs = l.value.as_ref().map(|v| v.as_bytes() != var.value.expose());
+    let value_differs = l.value.as_ref().map(|v| v.expose() != var.value.expose());
     let action = match value_differs {
         Some(differs) if differs || !flag_notes.is_empty() => {
-            if differs {
-                let old = plan::show(l.value.as_deref().unwrap_or_default());
-                change.values.extend(shown_new.map(|new| format!("{}: {old} → {new}", var.entry)));
+            // A value GitLab masks or hides, or that cfgsync wrote from a
+            // secret, stays secret after the fact: never shown.
+            let old_secret = record.is_some_and(|r| r.fingerprint.starts_with("hmac-sha256:"));
+            let old = l.value.as_ref().and_then(|v| v.shown()).filter(|_| !old_secret);
+            if differs && let Some(new) = shown_new {
+                let old = old.map_or_else(|| "(secret)".to_owned(), |o| plan::show(&o));
+                change.values.push(format!("{}: {old} → {new}", var.entry));
             }
             if source_same { Action::Drift } else { Action::Update }
         }
         Some(_) => Action::Unchanged,
         // Hidden: the value cannot be read back.
         None if !source_same => {
-            change.notes.push(if record.is_none() {
-                "hidden value: no record of what was written, written to be sure".to_owned()
-            } else {
-                "hidden value changed".to_owned()
+            change.notes.push(match record {
+                None => "hidden value: no record of what was written, written to be sure".to_owned(),
+                Some(r) if r.fingerprint == ci::ADOPTED_FINGERPRINT => {
+                    "adopted hidden variable: GitLab never shows its value, so cfgsync's is written".to_owned()
+                }
+                Some(_) => "hidden value changed".to_owned(),
             });
             Action::Update
         }
@@ -639,7 +922,10 @@ fn plan_variable(
     if action == Action::Unchanged {
         change.entries.clear();
         let id = var.id();
-        let record = (!source_same || record.is_some_and(|r| r.output != var.output)).then(|| var.record());
+        let outdated = record.is_none_or(|r| {
+            !source_same || r.output != var.output || r.attributes != var.attributes() || r.adopted != var.adopted
+        });
+        let record = outdated.then(|| var.record());
         return (change, OpKind::Keep { id, record });
     }
     if value_differs == Some(false) {

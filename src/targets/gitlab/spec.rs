@@ -30,12 +30,10 @@ pub struct RawGitlabTarget {
     environment_scope: Option<String>,
     /// The variable key of each entry; templated with `name` and `env`.
     key: Option<String>,
-    #[serde(default)]
-    protected: bool,
+    protected: Option<bool>,
     /// Secret variables are also hidden (`masked_and_hidden`): nobody can
     /// read them back in GitLab's UI or API.
-    #[serde(default)]
-    hidden: bool,
+    hidden: Option<bool>,
     /// Values are not expanded (`$X` stays literal). Default true: a
     /// rendered value is final.
     raw: Option<bool>,
@@ -92,11 +90,21 @@ pub struct GitlabTarget {
     pub url: String,
     pub token_env: String,
     pub addresses: BTreeMap<String, GitlabAddress>,
-    pub protected: bool,
-    pub hidden: bool,
-    pub raw: bool,
+    /// `None`: not set in the config (false, or what an adopted variable had).
+    pub protected: Option<bool>,
+    /// `None`: not set in the config (false, or what an adopted variable had).
+    pub hidden: Option<bool>,
+    /// `None`: not set in the config (true, or what an adopted variable had).
+    pub raw: Option<bool>,
     /// A private CA for `url` (see `crate::targets::ci_tls`).
     pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl GitlabTarget {
+    /// `raw` as configured, else its default.
+    pub fn raw_or_default(&self) -> bool {
+        self.raw.unwrap_or(true)
+    }
 }
 
 /// Builds the typed target; every problem, with the entry's location when
@@ -206,7 +214,7 @@ pub fn build(
         addresses,
         protected: raw.protected,
         hidden: raw.hidden,
-        raw: raw.raw.unwrap_or(true),
+        raw: raw.raw,
         ca_file: raw.ca_file,
     })
 }
