@@ -186,7 +186,7 @@ path = "out/db.env"
 }
 
 /// etcd, OpenBao and `cfgsync run` on one env that reads both, once its
-/// first pass wrote the file and its watch is up.
+/// first pass wrote the file and was recorded, and its watch is up.
 fn observed_service() -> (Etcd, Vault, Project, Service) {
     let (etcd, vault) = (Etcd::start(), Vault::start());
     etcd.put("/cfgsync/prod/host", "db-1.prod");
@@ -197,8 +197,13 @@ fn observed_service() -> (Etcd, Vault, Project, Service) {
     wait_until("the first pass", Duration::from_secs(30), || {
         read_or_empty(&p.path("out/db.env")).contains("HOST=db-1.prod").then_some(())
     });
-    wait_until("the etcd watch", Duration::from_secs(30), || {
-        (metric_value(&svc.metrics(), "cfgsync_watch_up{env=\"prod\",kind=\"etcd\"}") == Some(1.0)).then_some(())
+    // The pass is recorded in the metrics after its writes: wait for that too.
+    wait_until("the etcd watch and the first pass's metrics", Duration::from_secs(30), || {
+        let text = svc.metrics();
+        let watching = metric_value(&text, "cfgsync_watch_up{env=\"prod\",kind=\"etcd\"}") == Some(1.0);
+        let passed =
+            metric_value(&text, "cfgsync_reconcile_duration_seconds_count{env=\"prod\"}").is_some_and(|n| n >= 1.0);
+        (watching && passed).then_some(())
     });
     (etcd, vault, p, svc)
 }
