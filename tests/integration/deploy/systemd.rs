@@ -159,17 +159,30 @@ impl Trace {
     }
 }
 
-/// `strace -f` running `cfgsync run`; both killed on drop, and the log
-/// shown if the test failed.
+/// `strace -f` running `cfgsync run`; both killed on drop (cfgsync first:
+/// a killed strace leaves its tracee running), and the log shown if the
+/// test failed.
 struct Traced {
     strace: Child,
-    cfgsync: Option<u32>,
     log: PathBuf,
+}
+
+impl Traced {
+    /// strace's child once it runs cfgsync (strace starts short-lived probes first).
+    fn cfgsync(&self) -> Option<u32> {
+        let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_cfgsync")).ok()?;
+        let strace = self.strace.id();
+        let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).ok()?;
+        children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == binary))
+    }
 }
 
 impl Drop for Traced {
     fn drop(&mut self) {
-        if let Some(pid) = self.cfgsync {
+        if let Some(pid) = self.cfgsync() {
             let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).stderr(Stdio::null()).status();
         }
         let _ = self.strace.kill();
@@ -240,18 +253,8 @@ fn a_traced_service_stays_inside_the_units_sandbox() {
     }
     cmd.current_dir(run.get_current_dir().unwrap()).stdin(Stdio::null()).stdout(Stdio::null());
     let strace_child = cmd.stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
-    let mut traced = Traced { strace: strace_child, cfgsync: None, log: log.clone() };
-    let strace_pid = traced.strace.id();
-    // strace's child once it runs cfgsync (strace starts short-lived probes first).
-    let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_cfgsync")).unwrap();
-    let cfgsync = wait_until("strace to start cfgsync", Duration::from_secs(30), || {
-        let children = std::fs::read_to_string(format!("/proc/{strace_pid}/task/{strace_pid}/children")).ok()?;
-        children
-            .split_whitespace()
-            .filter_map(|c| c.parse::<u32>().ok())
-            .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == binary))
-    });
-    traced.cfgsync = Some(cfgsync);
+    let mut traced = Traced { strace: strace_child, log: log.clone() };
+    let cfgsync = wait_until("strace to start cfgsync", Duration::from_secs(30), || traced.cfgsync());
 
     let addr: SocketAddr = wait_until("cfgsync to listen", Duration::from_secs(60), || {
         let log = read_or_empty(&log);
@@ -266,7 +269,6 @@ fn a_traced_service_stays_inside_the_units_sandbox() {
     }
     send_signal(cfgsync, "TERM");
     let status = wait_until("cfgsync to stop", Duration::from_secs(60), || traced.strace.try_wait().unwrap());
-    traced.cfgsync = None;
     assert!(status.success(), "cfgsync run under strace: {status}\n{}", read_or_empty(&log));
 
     let seen = Trace::parse(&std::fs::read_to_string(&trace).unwrap());
