@@ -305,3 +305,12 @@ fn the_default_instance_does_not_depend_on_how_the_config_is_named() {
         assert_eq!(default_instance(&tmp.path().join(spelling)), "payments", "{spelling}");
     }
 }
+
+#[test]
+fn suggestions_are_the_closest_name_within_a_third_of_its_length() {
+    let names: Vec<String> = ["prod", "staging", "dev", "prodé"].map(String::from).into();
+    assert_eq!(suggest("prd", &names), Some("prod"));
+    assert_eq!(suggest("stagign", &names), Some("staging"));
+    assert_eq!(suggest("prodè", &names), Some("prod"), "the first of equally close names, counted in characters");
+    assert_eq!(suggest("qa", &names), None);
+}
