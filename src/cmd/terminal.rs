@@ -107,10 +107,6 @@ impl Progress {
     pub fn set_message(&self, message: &str) {
         self.bar.set_message(message.to_owned());
     }
-
-    pub fn set_length(&self, len: u64) {
-        self.bar.set_length(len);
-    }
 }
 
 impl Drop for Progress {

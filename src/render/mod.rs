@@ -428,11 +428,6 @@ impl Templates {
             .collect()
     }
 
-    /// A renderer bound to one env's snapshot (cheap: nothing is copied).
-    pub fn for_snapshot(&self, snapshot: Arc<Snapshot>) -> EnvRenderer<'_> {
-        EnvRenderer { templates: self, snapshot }
-    }
-
     /// Renders output `index` for the snapshot's env, in this process and on
     /// this thread (see [`sandbox`] for rendering in a worker process).
     pub fn render(&self, index: usize, snapshot: &Arc<Snapshot>) -> Result<Rendered, RenderError> {
@@ -673,19 +668,6 @@ impl Write for LimitedWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// Renders outputs for one env.
-pub struct EnvRenderer<'a> {
-    templates: &'a Templates,
-    snapshot: Arc<Snapshot>,
-}
-
-impl EnvRenderer<'_> {
-    /// Renders output `index` (config order) for this env.
-    pub fn render(&self, index: usize) -> Result<Rendered, RenderError> {
-        self.templates.render(index, &self.snapshot)
     }
 }
 
