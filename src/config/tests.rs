@@ -123,9 +123,14 @@ fn durations() {
     assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
     assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
     assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration(" 30s "), Some(Duration::from_secs(30)));
     assert_eq!(parse_duration("10"), None);
     assert_eq!(parse_duration("m"), None);
-    assert_eq!(parse_duration("5d"), None);
+    assert_eq!(parse_duration(""), None);
+    assert_eq!(parse_duration("99999999999999999999h"), None, "overflow");
+    // humantime's syntax is a superset of the hand parser's it replaced.
+    assert_eq!(parse_duration("1h 30min"), Some(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("5d"), Some(Duration::from_secs(5 * 86_400)));
 }
 
 #[test]
