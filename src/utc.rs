@@ -19,7 +19,8 @@ const LAST_SECOND: i64 = 253_402_300_799;
 pub fn from_unix_secs(secs: i64) -> String {
     match u64::try_from(secs) {
         Ok(s) if secs <= LAST_SECOND => {
-            let rfc3339 = humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(s)).to_string();
+            let rfc3339 =
+                humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(s)).to_string();
             // `2024-02-29T00:00:00Z`
             format!("{} {} UTC", &rfc3339[..10], &rfc3339[11..19])
         }
