@@ -50,7 +50,9 @@
 //! There is a small pool of workers (one per core, at most [`MAX_WORKERS`]),
 //! so the envs of a pass render in parallel, and [`Sandbox::prewarm`]
 //! starts them (process start, compiling the templates) while the sources
-//! are being read.
+//! are being read, on tasks the pool owns (a `TaskTracker` and a
+//! `CancellationToken`): [`Sandbox::stop_workers`] stops and awaits them
+//! before it kills the idle workers, so none starts after it.
 //!
 //! Outputs that run no Tera code — every entry a key's bytes or a
 //! [`super::simple`] template (text and `key`/`key_or`/`secret` lookups) —
@@ -73,6 +75,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{LimitHit, Limits, RenderError, Rendered, Templates, Use};
 use crate::secret::{Content, SecretString};
@@ -127,6 +131,10 @@ pub const MAX_WORKERS: usize = 4;
 struct Pool {
     permits: tokio::sync::Semaphore,
     idle: std::sync::Mutex<Vec<Option<Worker>>>,
+    /// [`Sandbox::prewarm`]'s tasks, which [`Sandbox::stop_workers`] stops
+    /// (`stop`) and waits for, so that no worker starts after it.
+    prewarming: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl Pool {
@@ -134,6 +142,8 @@ impl Pool {
         Self {
             permits: tokio::sync::Semaphore::new(size),
             idle: std::sync::Mutex::new((0..size).map(|_| None).collect()),
+            prewarming: TaskTracker::new(),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -340,12 +350,17 @@ impl Sandbox {
         }
     }
 
-    /// Kills and reaps every idle worker: `main` calls it before cfgsync
-    /// exits, whatever the outcome, so no worker outlives the command (the
-    /// pool is a static, which Rust never drops). Workers in use belong to
-    /// a rendering still running and are killed when it is dropped.
+    /// Stops prewarming (a worker being started is killed) and waits for
+    /// it, then kills and reaps every idle worker: `main` calls it before
+    /// cfgsync exits, whatever the outcome, so no worker outlives the
+    /// command (the pool is a static, which Rust never drops). Workers in
+    /// use belong to a rendering still running and are killed when it is
+    /// dropped. Later renders still start workers; prewarming stays off.
     pub async fn stop_workers(&self) {
         let Mode::Worker { pool, .. } = &self.mode else { return };
+        pool.stop.cancel();
+        pool.prewarming.close();
+        pool.prewarming.wait().await;
         let workers: Vec<Worker> = pool.idle.lock().expect("pool lock").iter_mut().filter_map(Option::take).collect();
         for mut w in workers {
             let _ = w.child.start_kill();
@@ -355,37 +370,51 @@ impl Sandbox {
 
     /// Starts the workers for `templates` in the background (a no-op in
     /// process, or when they run already), so that the first pass does not
-    /// wait for them.
+    /// wait for them. The tasks are the pool's ([`Pool::prewarming`]).
     pub fn prewarm(&'static self, templates: &Templates) {
         let Mode::Worker { exe, pool } = &self.mode else { return };
-        if !templates.any_runs_tera() {
+        if !templates.any_runs_tera() || pool.stop.is_cancelled() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let parts = InitParts::of(templates);
         let size = pool.idle.lock().expect("pool lock").len();
-        runtime.spawn(async move {
+        let task = async move {
             // Serialising thousands of templates takes a while: not on the caller's thread.
             let Ok(Ok(init)) = tokio::task::spawn_blocking(move || parts.build()).await else { return };
             let init = Arc::new(init);
             for _ in 0..size {
                 let init = init.clone();
-                tokio::spawn(async move {
-                    let Ok(permit) = pool.permits.try_acquire() else { return };
-                    let mut slot = pool.idle.lock().expect("pool lock").pop().flatten();
-                    if slot.as_ref().is_none_or(|w| w.templates != init.id) {
-                        if let Some(mut old) = slot.take() {
-                            let _ = old.child.start_kill();
-                            let _ = old.child.wait().await;
-                        }
-                        slot = start(exe, &init).await.ok();
-                    }
-                    pool.give_back(slot);
-                    drop(permit);
-                });
+                pool.prewarming.spawn(pool.stop.clone().run_until_cancelled_owned(warm(exe, pool, init)));
             }
-        });
+        };
+        pool.prewarming.spawn_on(pool.stop.clone().run_until_cancelled_owned(task), &runtime);
     }
+}
+
+/// Starts one idle worker for `init`'s templates unless one runs already
+/// or every slot is busy. Dropped when prewarming stops: a worker still
+/// starting is killed (`kill_on_drop`) and its slot given back empty.
+async fn warm(exe: &std::path::Path, pool: &Pool, init: Arc<Init>) {
+    let Ok(permit) = pool.permits.try_acquire() else { return };
+    let slot = pool.idle.lock().expect("pool lock").pop().flatten();
+    /// Gives the slot back however the task ends.
+    struct Slot<'a>(&'a Pool, Option<Worker>);
+    impl Drop for Slot<'_> {
+        fn drop(&mut self) {
+            self.0.give_back(self.1.take());
+        }
+    }
+    let mut slot = Slot(pool, slot);
+    if slot.1.as_ref().is_none_or(|w| w.templates != init.id) {
+        if let Some(mut old) = slot.1.take() {
+            let _ = old.child.start_kill();
+            let _ = old.child.wait().await;
+        }
+        slot.1 = start(exe, &init).await.ok();
+    }
+    drop(slot);
+    drop(permit);
 }
 
 /// What starting a worker for one set of templates takes.
