@@ -288,10 +288,8 @@ impl Election {
                     } else {
                         debug!(error = %e, "election step failed again");
                     }
-                    if let ElectionError::Etcd { source, .. } = &e
-                        && let Ok(client) = self.etcd.connect().await
-                    {
-                        super::watch::refresh_token_if_invalid(&client, source).await;
+                    if let ElectionError::Etcd { source, .. } = &e {
+                        self.etcd.refresh_token_if_invalid(source).await;
                     }
                     if let ElectionError::LeaseLost(id) = e {
                         stale.push(id);
