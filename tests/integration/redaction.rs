@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use crate::service::{Service, wait_until};
+use crate::service::Service;
+use crate::support::wait_until;
 use crate::support::{Etcd, Project, Run};
 
 const CANARY: &str = "CANARY-pw-9d3f";

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, read_or_empty, save_like_an_editor, wait_until};
+use crate::service::{Service, read_or_empty, save_like_an_editor};
+use crate::support::wait_until;
 use crate::support::{Project, Run};
 
 const CANARY: &str = "CANARY-9b2e-Sandbox";

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, read_or_empty, wait_until};
+use crate::service::{Service, read_or_empty};
+use crate::support::wait_until;
 use crate::support::{Etcd, Project};
 
 /// One env `prod`, one output rendering the key `counter` to a file.

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, read_or_empty, wait_until};
+use crate::service::{Service, read_or_empty};
+use crate::support::wait_until;
 use crate::support::{Etcd, Project};
 
 const TTL_S: u64 = 3;

@@ -8,7 +8,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, wait_until};
+use crate::service::Service;
+use crate::support::wait_until;
 use crate::support::{Etcd, Project, Vault};
 
 const CANARY: &str = "CANARY-4a7e-page";

@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, wait_until};
+use crate::service::Service;
+use crate::support::wait_until;
 use crate::support::{Etcd, Project, Vault};
 
 const TTL_S: u64 = 3;

@@ -10,8 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, metric_value, save_like_an_editor, wait_until};
+use crate::service::{Service, metric_value, save_like_an_editor};
 use crate::support::Project;
+use crate::support::wait_until;
 
 const CONFIG: &str = r#"
 interval = "1h"
