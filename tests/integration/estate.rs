@@ -3,7 +3,7 @@
 //! `templates/`, no input overflows a stack, renderings are timed alone,
 //! commands are rendered, and no render worker outlives a command.
 
-use crate::support::{Project, Run};
+use crate::support::{Project, Run, wait_until};
 
 /// A copy of examples/quickstart (the file source; no server needed).
 fn quickstart() -> Project {
@@ -161,7 +161,6 @@ fn deep_values_from_a_source_or_a_target_fail_their_env_only() {
 #[test]
 fn a_long_operator_chain_hot_reloaded_into_the_service_is_refused() {
     use crate::service::{Service, read_or_empty, save_like_an_editor};
-    use crate::support::wait_until;
     use std::time::Duration;
     let p = Project::new(DEPTH_CONFIG);
     p.write("source/prod.toml", "[keys]\nhost = \"db.one\"\n");

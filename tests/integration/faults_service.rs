@@ -16,8 +16,7 @@ use crate::faults::{
 use crate::service::{Service, metric_value, temp_files};
 use crate::support::disk::{Tmpfs, Unwritable};
 use crate::support::proxy::{FaultProxy, Inject};
-use crate::support::wait_until;
-use crate::support::{FileState, Project, Vault};
+use crate::support::{FileState, Project, Vault, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 

@@ -9,8 +9,7 @@
 use std::time::Duration;
 
 use crate::service::Service;
-use crate::support::wait_until;
-use crate::support::{Etcd, Project, Run};
+use crate::support::{Etcd, Project, Run, wait_until};
 
 const CANARY: &str = "CANARY-pw-9d3f";
 

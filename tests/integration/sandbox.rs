@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::service::{Service, read_or_empty, save_like_an_editor};
-use crate::support::wait_until;
-use crate::support::{Project, Run};
+use crate::support::{Project, Run, wait_until};
 
 const CANARY: &str = "CANARY-9b2e-Sandbox";
 

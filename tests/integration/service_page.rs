@@ -9,8 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::service::Service;
-use crate::support::wait_until;
-use crate::support::{Etcd, Project, Vault};
+use crate::support::{Etcd, Project, Vault, wait_until};
 
 const CANARY: &str = "CANARY-4a7e-page";
 

@@ -11,8 +11,7 @@
 use std::time::{Duration, Instant};
 
 use crate::service::{Service, metric_value, save_like_an_editor};
-use crate::support::Project;
-use crate::support::wait_until;
+use crate::support::{Project, wait_until};
 
 const CONFIG: &str = r#"
 interval = "1h"

@@ -12,8 +12,7 @@ use kube_emulator::tls::{TlsFront, TlsIdentity};
 
 use crate::service::{Service, read_or_empty};
 use crate::support::pki::{Pki, Validity};
-use crate::support::wait_until;
-use crate::support::{Etcd, Project, Vault};
+use crate::support::{Etcd, Project, Vault, wait_until};
 
 const CANARY: &str = "CANARY-2f7c-k8s-auth";
 
