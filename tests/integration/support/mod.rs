@@ -2,8 +2,6 @@
 //! an HTTP proxy that injects answers ([`proxy`]), waiting for a condition
 //! ([`servers::wait`]), a temp project with a config, and running the `cfgsync` binary.
 
-#![allow(dead_code)]
-
 pub mod disk;
 pub mod pki;
 pub mod proxy;
