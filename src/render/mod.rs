@@ -332,84 +332,59 @@ impl Templates {
             deadline: Instant::now() + self.limits.timeout,
             range_budget: self.limits.max_range.into(),
         };
-        let (result, log) = functions::with_scope(scope, || {
-            let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-            let mut total = 0usize;
-            for (entry, template) in &output.entries {
-                let room = self.limits.max_entry_bytes.min(self.limits.max_output_bytes.saturating_sub(total));
-                if let Some(key) = template.strip_prefix(KEY_PREFIX) {
-                    let bytes =
-                        functions::key_bytes(key).map_err(|e| (entry.clone(), template.clone(), Failure::Tera(e)))?;
-                    if bytes.len() > room {
-                        return Err((entry.clone(), template.clone(), Failure::Limit(LimitHit::EntrySize)));
-                    }
-                    total += bytes.len();
-                    entries.insert(entry.clone(), bytes);
-                    continue;
-                }
-                let mut out = LimitedWriter { buf: Vec::new(), room, hit: None };
-                let rendered = match self.simple.get(template) {
-                    Some(simple) => simple.render(&env, &mut out),
-                    None => self.tera.render_to(template, &context, &mut out),
-                };
-                if let Some(hit) = out.hit {
-                    let hit = if hit == LimitHit::EntrySize && room < self.limits.max_entry_bytes {
-                        LimitHit::OutputSize
-                    } else {
-                        hit
-                    };
-                    return Err((entry.clone(), template.clone(), Failure::Limit(hit)));
-                }
-                if let Err(e) = rendered {
-                    return Err((entry.clone(), template.clone(), Failure::Tera(e)));
-                }
-                total += out.buf.len();
-                entries.insert(entry.clone(), out.buf);
-            }
-            Ok(entries)
-        });
+        let (result, log) = functions::with_scope(scope, || self.render_entries(output, &env, &context));
         match result {
             Ok(entries) => {
                 let tainted = log.tainted;
                 let entries = entries.into_iter().map(|(k, v)| (k, Content::new(v, tainted))).collect();
                 Ok(Rendered { output: output.name.clone(), env, entries, tainted, used: log.used })
             }
-            Err((entry, template, failure)) => {
-                let output_names = output.analysis.literal_names.clone();
-                let output = output.name.clone();
-                if let Some(missing) = log.missing {
-                    let (Missing::Key(name) | Missing::Secret(name) | Missing::SecretField { field: name, .. }) =
-                        &missing;
-                    if !reads_secrets || output_names.contains(name) {
-                        return Err(RenderError::Missing { output, env, entry, missing });
-                    }
-                    let what = match missing {
-                        Missing::Key(_) => "a key",
-                        Missing::Secret(_) | Missing::SecretField { .. } => "a secret field",
-                    };
-                    let message = format!(
-                        "{what} was not found; its name was computed while rendering and is withheld, as this output reads secrets"
-                    );
-                    return Err(RenderError::Template { output, env, entry, template: None, message });
-                }
-                let limit = match failure {
-                    Failure::Limit(hit) => Some(hit),
-                    Failure::Tera(_) => log.limit,
-                };
-                if let Some(limit) = limit {
-                    return Err(RenderError::Limit { output, env, entry: Some(entry), limit });
-                }
-                let Failure::Tera(e) = failure else { unreachable!("limits are handled above") };
-                let message = match &log.function_error {
-                    Some(ours) => ours.clone(),
-                    None if reads_secrets || log.tainted => allow_listed(&e),
-                    None => without_internal_names(&tera_error_text(&e)),
-                };
-                let template =
-                    (!template.starts_with(INLINE_PREFIX) && !template.starts_with(KEY_PREFIX)).then_some(template);
-                Err(RenderError::Template { output, env, entry, template, message })
-            }
+            Err(failed) => Err(failed.into_error(output, env, log, reads_secrets)),
         }
+    }
+
+    /// Renders every entry of `output` in turn (inside the render's scope),
+    /// within the entry and output size limits; stops at the first failure.
+    fn render_entries(
+        &self,
+        output: &CompiledOutput,
+        env: &str,
+        context: &tera::Context,
+    ) -> Result<BTreeMap<String, Vec<u8>>, EntryFailure> {
+        let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut total = 0usize;
+        for (entry, template) in &output.entries {
+            let fail = |failure| EntryFailure { entry: entry.clone(), template: template.clone(), failure };
+            let room = self.limits.max_entry_bytes.min(self.limits.max_output_bytes.saturating_sub(total));
+            if let Some(key) = template.strip_prefix(KEY_PREFIX) {
+                let bytes = functions::key_bytes(key).map_err(|e| fail(Failure::Tera(e)))?;
+                if bytes.len() > room {
+                    return Err(fail(Failure::Limit(LimitHit::EntrySize)));
+                }
+                total += bytes.len();
+                entries.insert(entry.clone(), bytes);
+                continue;
+            }
+            let mut out = LimitedWriter { buf: Vec::new(), room, hit: None };
+            let rendered = match self.simple.get(template) {
+                Some(simple) => simple.render(env, &mut out),
+                None => self.tera.render_to(template, context, &mut out),
+            };
+            if let Some(hit) = out.hit {
+                let hit = if hit == LimitHit::EntrySize && room < self.limits.max_entry_bytes {
+                    LimitHit::OutputSize
+                } else {
+                    hit
+                };
+                return Err(fail(Failure::Limit(hit)));
+            }
+            if let Err(e) = rendered {
+                return Err(fail(Failure::Tera(e)));
+            }
+            total += out.buf.len();
+            entries.insert(entry.clone(), out.buf);
+        }
+        Ok(entries)
     }
 
     /// (name, text) of every template, for a worker compiling the same set.
@@ -462,6 +437,59 @@ pub type OutputSpec = (String, Vec<String>, Vec<(String, String)>, (BTreeSet<Str
 enum Failure {
     Tera(tera::Error),
     Limit(LimitHit),
+}
+
+/// The entry a render stopped at: its name, its template, and why.
+struct EntryFailure {
+    entry: String,
+    template: String,
+    failure: Failure,
+}
+
+impl EntryFailure {
+    /// The error to report, from what the render's `log` knows: a missing
+    /// name, a limit hit, or Tera's failure. Where the output reads
+    /// secrets, only allow-listed text (see "Errors are an allow-list").
+    fn into_error(
+        self,
+        output: &CompiledOutput,
+        env: String,
+        log: functions::RenderLog,
+        reads_secrets: bool,
+    ) -> RenderError {
+        let EntryFailure { entry, template, failure } = self;
+        let output_names = output.analysis.literal_names.clone();
+        let output = output.name.clone();
+        if let Some(missing) = log.missing {
+            let (Missing::Key(name) | Missing::Secret(name) | Missing::SecretField { field: name, .. }) = &missing;
+            if !reads_secrets || output_names.contains(name) {
+                return RenderError::Missing { output, env, entry, missing };
+            }
+            let what = match missing {
+                Missing::Key(_) => "a key",
+                Missing::Secret(_) | Missing::SecretField { .. } => "a secret field",
+            };
+            let message = format!(
+                "{what} was not found; its name was computed while rendering and is withheld, as this output reads secrets"
+            );
+            return RenderError::Template { output, env, entry, template: None, message };
+        }
+        let limit = match failure {
+            Failure::Limit(hit) => Some(hit),
+            Failure::Tera(_) => log.limit,
+        };
+        if let Some(limit) = limit {
+            return RenderError::Limit { output, env, entry: Some(entry), limit };
+        }
+        let Failure::Tera(e) = failure else { unreachable!("limits are handled above") };
+        let message = match &log.function_error {
+            Some(ours) => ours.clone(),
+            None if reads_secrets || log.tainted => allow_listed(&e),
+            None => without_internal_names(&tera_error_text(&e)),
+        };
+        let template = (!template.starts_with(INLINE_PREFIX) && !template.starts_with(KEY_PREFIX)).then_some(template);
+        RenderError::Template { output, env, entry, template, message }
+    }
 }
 
 /// Every template text of a config, and where each came from.

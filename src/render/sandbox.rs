@@ -385,35 +385,30 @@ impl Sandbox {
             let init = Arc::new(init);
             for _ in 0..size {
                 let init = init.clone();
-                pool.prewarming.spawn(pool.stop.clone().run_until_cancelled_owned(warm(exe, pool, init)));
+                pool.prewarming.spawn(warm(exe, pool, init));
             }
         };
         pool.prewarming.spawn_on(pool.stop.clone().run_until_cancelled_owned(task), &runtime);
     }
 }
 
-/// Starts one idle worker for `init`'s templates unless one runs already
-/// or every slot is busy. Dropped when prewarming stops: a worker still
-/// starting is killed (`kill_on_drop`) and its slot given back empty.
+/// Starts one idle worker for `init`'s templates unless one runs already,
+/// every slot is busy or prewarming has stopped; a worker still starting
+/// when it stops is killed and reaped ([`start`]).
 async fn warm(exe: &std::path::Path, pool: &Pool, init: Arc<Init>) {
-    let Ok(permit) = pool.permits.try_acquire() else { return };
-    let slot = pool.idle.lock().expect("pool lock").pop().flatten();
-    /// Gives the slot back however the task ends.
-    struct Slot<'a>(&'a Pool, Option<Worker>);
-    impl Drop for Slot<'_> {
-        fn drop(&mut self) {
-            self.0.give_back(self.1.take());
-        }
+    if pool.stop.is_cancelled() {
+        return;
     }
-    let mut slot = Slot(pool, slot);
-    if slot.1.as_ref().is_none_or(|w| w.templates != init.id) {
-        if let Some(mut old) = slot.1.take() {
+    let Ok(permit) = pool.permits.try_acquire() else { return };
+    let mut slot = pool.idle.lock().expect("pool lock").pop().flatten();
+    if slot.as_ref().is_none_or(|w| w.templates != init.id) {
+        if let Some(mut old) = slot.take() {
             let _ = old.child.start_kill();
             let _ = old.child.wait().await;
         }
-        slot.1 = start(exe, &init).await.ok();
+        slot = start(exe, &init, Some(&pool.stop)).await.ok();
     }
-    drop(slot);
+    pool.give_back(slot);
     drop(permit);
 }
 
@@ -502,7 +497,7 @@ async fn render_batch(
         let _ = old.child.wait().await;
     }
     if slot.is_none() {
-        match async { start(exe, &InitParts::of(templates).build()?).await }.await {
+        match async { start(exe, &InitParts::of(templates).build()?, None).await }.await {
             Ok(w) => *slot = Some(w),
             Err(e) => {
                 results.push(Err(worker_error(templates, indices[0], &snapshot.env, e)));
@@ -568,7 +563,10 @@ async fn render_batch(
     }
 }
 
-async fn start(exe: &std::path::Path, init: &Init) -> Result<Worker, String> {
+/// Starts a worker and waits until it has compiled the templates; gives up
+/// (killing and reaping it) after [`LOAD_TIMEOUT`] or once `stop` is
+/// cancelled.
+async fn start(exe: &std::path::Path, init: &Init, stop: Option<&CancellationToken>) -> Result<Worker, String> {
     let mut child = tokio::process::Command::new(exe)
         .arg(WORKER_COMMAND)
         .arg(std::process::id().to_string())
@@ -589,14 +587,22 @@ async fn start(exe: &std::path::Path, init: &Init) -> Result<Worker, String> {
         return Err("the render worker has no pipes".into());
     };
     let mut stdout = stdout;
-    let ready = tokio::time::timeout(LOAD_TIMEOUT, async {
+    let handshake = tokio::time::timeout(LOAD_TIMEOUT, async {
         write_frame(&mut stdin, &init.frame).await.map_err(|e| format!("cannot talk to the render worker: {e}"))?;
         expect_ready(&mut stdout).await.map_err(|e| format!("the render worker {e}"))
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(format!("the render worker took more than {} s to compile the templates", LOAD_TIMEOUT.as_secs()))
     });
+    let stopped = async {
+        match stop {
+            Some(stop) => stop.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let ready = tokio::select! {
+        ready = handshake => ready.unwrap_or_else(|_| {
+            Err(format!("the render worker took more than {} s to compile the templates", LOAD_TIMEOUT.as_secs()))
+        }),
+        () = stopped => Err("the render worker was no longer needed".to_owned()),
+    };
     if let Err(e) = ready {
         let _ = child.start_kill();
         let _ = child.wait().await;
