@@ -17,6 +17,7 @@
 //! - [`secret`]: the redacting [`secret::SecretString`].
 //! - [`telemetry`]: logging set-up that cannot print secrets.
 //! - [`text`]: escaping values for a terminal.
+//! - [`utc`]: points in time as people read them.
 //! - [`cmd`]: the developer commands (`diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `import`, `policy apply`, `policy plan`, `whoami`, completions, man).
 //! - [`fingerprint`]: keyed (per-run HMAC) fingerprints: "same or differs" for secrets without the value.
 //! - [`service`]: `cfgsync run`: interval + etcd watch per env, reload, leader election, shutdown.
@@ -40,3 +41,4 @@ pub mod source;
 pub mod targets;
 pub mod telemetry;
 pub mod text;
+pub mod utc;

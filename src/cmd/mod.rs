@@ -123,7 +123,6 @@ pub fn check_relative_name(what: &'static str, name: &str) -> Result<(), CmdErro
 
 /// The file target behind `kind`, if it is one. Other target kinds
 /// (Kubernetes, CI variables) are not written by laptop commands.
-#[allow(irrefutable_let_patterns)] // file is the only kind today; more are coming
 pub fn as_file(kind: &TargetKind) -> Option<&FileTarget> {
     if let TargetKind::File(f) = kind { Some(f) } else { None }
 }

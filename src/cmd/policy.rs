@@ -76,9 +76,9 @@ pub enum PolicyError {
 #[serde(deny_unknown_fields)]
 struct RawRole {
     name: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    description: Option<String>,
+    /// For people reading `policies/`; accepted and not used.
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
     #[serde(default)]
     per_env: bool,
     etcd: Option<RawEtcd>,

@@ -624,56 +624,22 @@ pub fn default_instance(path: &Path) -> String {
     if clean.is_empty() { "cfgsync".to_owned() } else { clean }
 }
 
-/// `"1m"`, `"30s"`, `"1h30m"`, `"500ms"`.
+/// `"1m"`, `"30s"`, `"1h30m"`, `"500ms"`, `"1h 30min"`, `"2d"`: humantime's
+/// syntax (a sum of number-unit spans, units from `ns` to `y`; see
+/// [`humantime::parse_duration`]). A bare number has no unit and is refused.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        total += match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "h" => Duration::from_secs(n.checked_mul(3600)?),
-            _ => return None,
-        };
-    }
-    Some(total)
+    humantime::parse_duration(text.trim()).ok()
 }
 
-/// The closest candidate by edit distance, for "did you mean" hints.
+/// The closest candidate by edit distance (Levenshtein, counted in
+/// characters), for "did you mean" hints.
 pub fn suggest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (edit_distance(word, c), c))
+        .map(|c| (strsim::levenshtein(word, c), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.as_str())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

@@ -123,9 +123,14 @@ fn durations() {
     assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
     assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
     assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration(" 30s "), Some(Duration::from_secs(30)));
     assert_eq!(parse_duration("10"), None);
     assert_eq!(parse_duration("m"), None);
-    assert_eq!(parse_duration("5d"), None);
+    assert_eq!(parse_duration(""), None);
+    assert_eq!(parse_duration("99999999999999999999h"), None, "overflow");
+    // humantime's syntax is a superset of the hand parser's it replaced.
+    assert_eq!(parse_duration("1h 30min"), Some(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("5d"), Some(Duration::from_secs(5 * 86_400)));
 }
 
 #[test]
@@ -304,4 +309,13 @@ fn the_default_instance_does_not_depend_on_how_the_config_is_named() {
     for spelling in ["payments/cfgsync.toml", "prod.toml", "link/cfgsync.toml", "link/../payments/cfgsync.toml"] {
         assert_eq!(default_instance(&tmp.path().join(spelling)), "payments", "{spelling}");
     }
+}
+
+#[test]
+fn suggestions_are_the_closest_name_within_a_third_of_its_length() {
+    let names: Vec<String> = ["prod", "staging", "dev", "prodé"].map(String::from).into();
+    assert_eq!(suggest("prd", &names), Some("prod"));
+    assert_eq!(suggest("stagign", &names), Some("staging"));
+    assert_eq!(suggest("prodè", &names), Some("prod"), "the first of equally close names, counted in characters");
+    assert_eq!(suggest("qa", &names), None);
 }

@@ -91,7 +91,7 @@ impl EnvWatch {
         let mut stream = match created {
             Err(_) => return format!("etcd: creating the watch on {} timed out", self.prefix),
             Ok(Err(e)) => {
-                refresh_token_if_invalid(&client, &e).await;
+                crate::source::etcd::refresh_token_if_invalid(&client, &e).await;
                 return format!("etcd: watching {}: {e}", self.prefix);
             }
             Ok(Ok(s)) => s,
@@ -145,24 +145,10 @@ impl EnvWatch {
                 }
                 Ok(None) => return format!("etcd: the watch on {} ended", self.prefix),
                 Err(e) => {
-                    refresh_token_if_invalid(&client, &e).await;
+                    crate::source::etcd::refresh_token_if_invalid(&client, &e).await;
                     return format!("etcd: watch on {}: {e}", self.prefix);
                 }
             }
-        }
-    }
-}
-
-/// Refreshes the client's etcd auth token when `e` says it is invalid
-/// (streams report it in the stream, where etcd-client's automatic refresh
-/// does not look).
-pub(super) async fn refresh_token_if_invalid(client: &etcd_client::Client, e: &etcd_client::Error) {
-    if let etcd_client::Error::GRpcStatus(s) = e
-        && (s.code() == tonic::Code::Unauthenticated || s.message().contains("invalid auth token"))
-    {
-        match client.refresh_token().await {
-            Ok(()) => info!("etcd: auth token refreshed"),
-            Err(e) => warn!(error = %e, "etcd: cannot refresh the auth token"),
         }
     }
 }

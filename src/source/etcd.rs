@@ -405,6 +405,31 @@ pub enum Identity {
     Anonymous,
 }
 
+/// Refreshes `client`'s auth token when `e` says it is invalid (etcd
+/// forgets its simple tokens when it restarts). Unary calls refresh inside
+/// etcd-client (`with_auto_token_refresh`); a stream reports it in the
+/// stream, where that does not look, so the watch calls this, as does the
+/// election, which classifies its errors itself.
+pub async fn refresh_token_if_invalid(client: &Client, e: &etcd_client::Error) {
+    if let etcd_client::Error::GRpcStatus(s) = e
+        && (s.code() == tonic::Code::Unauthenticated || s.message().contains("invalid auth token"))
+    {
+        match client.refresh_token().await {
+            Ok(()) => tracing::info!("etcd: auth token refreshed"),
+            Err(e) => tracing::warn!(error = %e, "etcd: cannot refresh the auth token"),
+        }
+    }
+}
+
+impl EtcdSource {
+    /// [`refresh_token_if_invalid`] on this source's client.
+    pub async fn refresh_token_if_invalid(&self, e: &etcd_client::Error) {
+        if let Ok(client) = self.connect().await {
+            refresh_token_if_invalid(&client, e).await;
+        }
+    }
+}
+
 impl Source for EtcdSource {
     async fn fetch(&self, request: &Request) -> Result<Snapshot, SourceError> {
         self.warn_if_insecure(&request.env);

@@ -13,10 +13,10 @@ use serde_json::Value;
 use crate::faults::{
     CANARY, ENVS, KubeBed, READ_ALL, SECRET_ENVS, SourceBed, assert_same_files, disk_expected, disk_seed, env_files,
 };
-use crate::service::{Service, metric_value, temp_files, wait_until};
+use crate::service::{Service, metric_value, temp_files};
 use crate::support::disk::{Tmpfs, Unwritable};
 use crate::support::proxy::{FaultProxy, Inject};
-use crate::support::{FileState, Project, Vault};
+use crate::support::{FileState, Project, Vault, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 

@@ -57,10 +57,6 @@ impl Scope {
             }
         }
     }
-
-    pub fn is_org(&self) -> bool {
-        matches!(self, Scope::Org { .. })
-    }
 }
 
 impl fmt::Display for Scope {

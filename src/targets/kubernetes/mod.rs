@@ -298,10 +298,6 @@ impl Fingerprinter {
         Self { key }
     }
 
-    pub fn has_key(&self) -> bool {
-        self.key.is_some()
-    }
-
     /// `sha256:<hex>` for untainted content, `hmac-sha256:<hex>` for tainted.
     /// `None` when the content is tainted and there is no key.
     pub fn fingerprint<'a>(
