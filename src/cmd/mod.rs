@@ -30,9 +30,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::cli::OutputFormat;
-use crate::config::{self, Config, FileTarget, Output, TargetKind};
+use crate::config::{self, Config, Output};
 use crate::render::Templates;
 use crate::source::SourceError;
+use crate::targets::TargetKind;
+use crate::targets::file::FileTarget;
 
 /// What every command gets from `main`.
 pub struct Context<'a> {

@@ -40,7 +40,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::format::{Dialect, Format};
 use crate::secret::SecretString;
 
 /// Default reconcile period of `cfgsync run`.
@@ -336,81 +335,8 @@ pub enum EntryTemplate {
 #[derive(Debug)]
 pub struct Target {
     pub location: Location,
-    pub kind: TargetKind,
-}
-
-#[derive(Debug)]
-pub enum TargetKind {
-    File(FileTarget),
-    Kubernetes(KubeTarget),
-    Gitlab(crate::targets::gitlab::GitlabTarget),
-    Github(crate::targets::github::GithubTarget),
-}
-
-impl TargetKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            TargetKind::File(_) => "file",
-            TargetKind::Kubernetes(k) => k.object.kind_name(),
-            TargetKind::Gitlab(_) => crate::targets::gitlab::KIND,
-            TargetKind::Github(_) => crate::targets::github::KIND,
-        }
-    }
-}
-
-/// Which Kubernetes object a target writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub enum ObjectKind {
-    Secret,
-    ConfigMap,
-}
-
-impl ObjectKind {
-    /// The `kind = "..."` of the target.
-    pub fn kind_name(self) -> &'static str {
-        match self {
-            ObjectKind::Secret => "kubernetes-secret",
-            ObjectKind::ConfigMap => "kubernetes-configmap",
-        }
-    }
-}
-
-impl fmt::Display for ObjectKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ObjectKind::Secret => "Secret",
-            ObjectKind::ConfigMap => "ConfigMap",
-        })
-    }
-}
-
-/// Where one Kubernetes object lives, for one env.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectAddress {
-    /// Kubeconfig context; empty means the current context / in-cluster.
-    pub context: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-#[derive(Debug)]
-pub struct KubeTarget {
-    pub object: ObjectKind,
-    /// The address for each env, rendered.
-    pub addresses: BTreeMap<String, ObjectAddress>,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// Secret `type`; `Opaque` when unset.
-    pub secret_type: Option<String>,
-    /// Workloads to roll when the object's content really changes.
-    pub restart: Vec<Restart>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Restart {
-    /// `Deployment`, `StatefulSet` or `DaemonSet`, in the object's namespace.
-    pub kind: String,
-    pub name: String,
+    /// What the target is, typed by its kind (see [`crate::targets::registry`]).
+    pub kind: crate::targets::TargetKind,
 }
 
 /// `[kubernetes]`: settings shared by every Kubernetes target.
@@ -445,22 +371,6 @@ impl Default for KubernetesSettings {
             max_prune_share_set: false,
         }
     }
-}
-
-#[derive(Debug)]
-pub struct FileTarget {
-    /// The path for each env, rendered and resolved against the config dir.
-    pub paths: BTreeMap<String, PathBuf>,
-    pub format: Format,
-    /// The reader a dotenv file is quoted for; the default ([`Dialect::Portable`])
-    /// for every other format, which has no dialects.
-    pub dialect: Dialect,
-    /// Explicit mode; otherwise 0600 for tainted outputs, 0644 for others.
-    pub mode: Option<u32>,
-    pub check_cmd: Option<String>,
-    pub reload_cmd: Option<String>,
-    /// Symlinks are followed only in this directory's own path.
-    pub trusted_dir: Option<PathBuf>,
 }
 
 /// Loads and validates `path`, reporting every problem found.

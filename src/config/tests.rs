@@ -1,7 +1,9 @@
 //! Unit tests of loading and validation.
 
-use super::builder::normalize_within;
 use super::*;
+use crate::format::Format;
+use crate::targets::TargetKind;
+use crate::targets::file::spec::normalize_within;
 
 fn no_env() -> BTreeMap<String, String> {
     BTreeMap::new()

@@ -101,9 +101,8 @@ pub enum CiError {
     OtherInstance { dest: String, what: String, owner: String, ours: String, marker: String },
 }
 
-impl CiError {
-    /// A stable code for metrics and the status page.
-    pub fn code(&self) -> &'static str {
+impl super::KindError for CiError {
+    fn code(&self) -> &'static str {
         match self {
             CiError::NoToken { .. } => "no_token",
             CiError::Connect { .. } => "unreachable",
@@ -125,11 +124,9 @@ impl CiError {
             CiError::OtherInstance { .. } => "owned_by_other_instance",
         }
     }
-}
 
-impl From<CiError> for super::TargetError {
-    fn from(e: CiError) -> Self {
-        super::TargetError::Ci(Box::new(e))
+    fn duplicate(&self) -> Box<dyn super::KindError> {
+        Box::new(self.clone())
     }
 }
 
@@ -284,6 +281,12 @@ impl Client {
             trust: Default::default(),
             clock: std::sync::Arc::new(SystemClock::default()),
         }
+    }
+
+    /// The client of a config's CI targets: default retries, each
+    /// server's private CA trusted.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Self::new(Retry::default()).with_trust(super::ci_tls::Trust::from_config(config))
     }
 
     /// The same client waiting by `clock`.

@@ -16,12 +16,12 @@ use rustix::fs::{CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::ImportError;
-use crate::config::ObjectKind;
 use crate::format::FormatError;
 use crate::secret::SecretString;
 use crate::targets::ci;
 use crate::targets::github::{Scope as GithubScope, api as github_api, spec::name_problem as github_name_problem};
 use crate::targets::gitlab::{Owner, api as gitlab_api, parse_marker};
+use crate::targets::kubernetes::ObjectKind;
 use crate::targets::kubernetes::{KubeClients, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_OUTPUT, client};
 
 /// The most a dotenv file may hold: more than any env file needs, and

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use super::destination::batches;
 use super::*;
 use crate::cli::Cli;
-use crate::config::ObjectKind;
 use crate::secret::SecretString;
 use crate::source::Secret;
 use crate::source::etcd_admin::GuardedPut;
 use crate::targets::gitlab::Owner;
+use crate::targets::kubernetes::ObjectKind;
 use clap::Parser;
 
 const CANARY: &str = "CANARY-7c1e-import";

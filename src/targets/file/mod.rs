@@ -46,7 +46,9 @@
 //! - `check_cmd` and `reload_cmd` are templates like `path`, with `env`
 //!   (and `src`, quoted, for `check_cmd`): see [`crate::render::render_command`].
 
+mod error;
 pub mod io;
+pub mod spec;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,12 +60,14 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::registry::{Kind, Problems, Setup, SpecInput};
 use super::{Applied, Claim, Ctx, Target, TargetError};
-use crate::config::{FileTarget, TargetKind};
 use crate::format::{self, Format};
 use crate::plan::{self, Action, Change, DestPlan, EntryFingerprint, Planned, Slot};
 use crate::render::Rendered;
 use crate::secret::Content;
+pub use error::FileError;
+pub use spec::FileTarget;
 use state::FileState;
 
 /// How long a `check_cmd` or `reload_cmd` may run.
@@ -196,19 +200,18 @@ fn file_mode(spec: &FileTarget, tainted: bool) -> u32 {
     spec.mode.unwrap_or(if tainted { 0o600 } else { 0o644 })
 }
 
-impl Target for FileKind {
-    type Spec = FileTarget;
-    type Dest = Dir;
-    type Scope = BTreeSet<OsString>;
-    type Item = DesiredFile;
-    type Observed = Observed;
-    type Op = Op;
+impl Kind for FileKind {
+    type Raw = spec::RawFileTarget;
+    // Files of one config's directory and state are its own.
+    const SHARED: bool = false;
+    const LOCAL: bool = true;
 
-    fn spec(target: &TargetKind) -> Option<&FileTarget> {
-        match target {
-            TargetKind::File(f) => Some(f),
-            _ => None,
-        }
+    fn build(_: &str, raw: spec::RawFileTarget, input: &SpecInput<'_>) -> Result<FileTarget, Problems> {
+        spec::build(raw, input)
+    }
+
+    fn new(setup: &Setup<'_>) -> Self {
+        FileKind::new(setup.config.state_dir.clone())
     }
 
     fn kind_name(_: &FileTarget) -> &'static str {
@@ -218,6 +221,23 @@ impl Target for FileKind {
     fn address(spec: &FileTarget, env: &str) -> String {
         crate::cmd::display_path(&spec.paths[env])
     }
+
+    /// Only a mode that lets others read is refused (the default for an
+    /// output that reads secrets is 0600).
+    fn secret_problem(spec: &FileTarget, output: &str, secret: &str) -> Option<String> {
+        let mode = spec.mode?;
+        let why = crate::config::secret_mode_problem(mode).err()?;
+        Some(format!("output {output:?} reads secret {secret:?}: mode {mode:04o} {why}"))
+    }
+}
+
+impl Target for FileKind {
+    type Spec = FileTarget;
+    type Dest = Dir;
+    type Scope = BTreeSet<OsString>;
+    type Item = DesiredFile;
+    type Observed = Observed;
+    type Op = Op;
 
     fn locate(&self, spec: &FileTarget, items: Option<&[DesiredFile]>, ctx: &Ctx<'_>, scope: &mut Self::Scope) -> Dir {
         scope.extend(items.into_iter().flatten().map(|f| f.name.clone()));
@@ -251,16 +271,17 @@ impl Target for FileKind {
                 "{shown}: goes through {:?}: names starting with .cfgsync are cfgsync's own state and temp files",
                 name.to_string_lossy()
             );
-            return Err(TargetError::Unsafe { reason, path: shown });
+            return Err(FileError::Unsafe { reason, path: shown }.into());
         }
         let mode = file_mode(spec, rendered.tainted);
         if rendered.tainted
             && let Err(why) = crate::config::secret_mode_problem(mode)
         {
             let shown = crate::cmd::display_path(path);
-            return Err(TargetError::Unsafe { reason: format!("{shown}: mode {mode:04o} {why}"), path: shown });
+            return Err(FileError::Unsafe { reason: format!("{shown}: mode {mode:04o} {why}"), path: shown }.into());
         }
-        let encode_err = |source| TargetError::Encode { path: crate::cmd::display_path(path), source };
+        let encode_err =
+            |source| TargetError::Encode { path: crate::cmd::display_path(path), source: std::sync::Arc::new(source) };
         let file = |path: PathBuf, content: Content, entries: Option<BTreeMap<String, Content>>| DesiredFile {
             name: path.file_name().unwrap_or_default().to_owned(),
             path,
@@ -360,10 +381,10 @@ impl Target for FileKind {
             for file in items {
                 match observed.files.get(&file.name) {
                     Some(Err(reason)) => {
-                        error = Some(TargetError::Unsafe {
-                            path: crate::cmd::display_path(&file.path),
-                            reason: reason.clone(),
-                        });
+                        error = Some(
+                            FileError::Unsafe { path: crate::cmd::display_path(&file.path), reason: reason.clone() }
+                                .into(),
+                        );
                         break;
                     }
                     found => {
@@ -412,9 +433,9 @@ impl Target for FileKind {
                         },
                     });
                 }
-                Some(Ok(Some(_))) if ctx.prune => {
-                    plan.errors.push((Slot::Prune, TargetError::PruneModified { path: crate::cmd::display_path(path) }))
-                }
+                Some(Ok(Some(_))) if ctx.prune => plan
+                    .errors
+                    .push((Slot::Prune, FileError::PruneModified { path: crate::cmd::display_path(path) }.into())),
                 _ => {}
             }
         }
@@ -442,7 +463,7 @@ impl Target for FileKind {
                     .map(|p| Applied {
                         slot: p.slot,
                         change: p.change,
-                        result: Err(TargetError::Unsafe { path: dest.to_string(), reason: reason.clone() }),
+                        result: Err(FileError::Unsafe { path: dest.to_string(), reason: reason.clone() }.into()),
                         reloaded: false,
                     })
                     .collect();
@@ -495,7 +516,7 @@ impl Target for FileKind {
                                 let _ = self.with_state(ctx, |s| s.forget(key));
                             })
                             .map_err(TargetError::from),
-                        _ => Err(TargetError::PruneModified { path: crate::cmd::display_path(path) }),
+                        _ => Err(FileError::PruneModified { path: crate::cmd::display_path(path) }.into()),
                     }
                 }
                 Op::Cleanup { name } => io::remove(&fd, &dir_path, name).map_err(TargetError::from),
@@ -553,7 +574,7 @@ fn not_ours(path: &Path, ctx: &Ctx<'_>) -> TargetError {
         "{shown}: exists, and cfgsync instance {:?} has no record of writing it (env {}): not overwritten. To hand it to cfgsync, adopt it: copy its values into the source (`cfgsync import --env {} dotenv:{shown}` for a dotenv file), and the next pass, finding it exactly as it would write it, records it as its own; or move it away and cfgsync writes its own",
         ctx.instance, ctx.env, ctx.env
     );
-    TargetError::Unsafe { path: shown, reason }
+    FileError::Foreign { path: shown, reason }.into()
 }
 
 /// What a file held, judged for showing: secret when the record says this
@@ -686,7 +707,7 @@ async fn write(
         };
         if let Err(detail) = checked {
             io::discard(fd, &staged);
-            return Err(TargetError::Check { path: shown, detail });
+            return Err(FileError::Check { path: shown, detail }.into());
         }
     }
     Ok(io::commit(fd, dir, &staged, &file.name)?)
@@ -698,7 +719,7 @@ async fn reload(cmd: &str, path: &Path, secret: bool, env: &str) -> Result<(), T
         Ok(cmd) => run(&cmd, secret).await,
         Err(e) => Err(format!("reload_cmd {cmd:?}: {e}")),
     };
-    ran.map_err(|detail| TargetError::Reload { path: crate::cmd::display_path(path), detail })
+    ran.map_err(|detail| FileError::Reload { path: crate::cmd::display_path(path), detail }.into())
 }
 
 async fn run(cmd: &str, secret: bool) -> Result<(), String> {

@@ -62,9 +62,9 @@ use tracing::{debug, info, warn};
 
 use super::ci::{self, CiError};
 use super::gitlab::Need;
+use super::registry::{Kind, Problems, Setup, SpecInput};
 use super::state::{DestState, Record, StateKey, StateStore};
 use super::{Applied, Claim, Ctx, Target, TargetError};
-use crate::config::TargetKind;
 use crate::plan::{self, Action, Change, DestPlan, Planned, Slot};
 use crate::render::Rendered;
 use crate::secret::Content;
@@ -398,19 +398,17 @@ fn visibility_note(old: Option<&str>, new: Option<&str>) -> String {
     format!("visibility: {} → {}{why}", old.unwrap_or("?"), new.unwrap_or("?"))
 }
 
-impl Target for GithubKind {
-    type Spec = GithubTarget;
-    type Dest = GithubDest;
-    type Scope = Need;
-    type Item = DesiredItem;
-    type Observed = Observed;
-    type Op = Op;
+impl Kind for GithubKind {
+    type Raw = spec::RawGithubTarget;
+    const SHARED: bool = true;
+    const KEYED: bool = true;
 
-    fn spec(target: &TargetKind) -> Option<&GithubTarget> {
-        match target {
-            TargetKind::Github(g) => Some(g),
-            _ => None,
-        }
+    fn build(_: &str, raw: spec::RawGithubTarget, input: &SpecInput<'_>) -> Result<GithubTarget, Problems> {
+        spec::build(raw, input)
+    }
+
+    fn new(setup: &Setup<'_>) -> Self {
+        GithubKind::new(ci::Client::for_config(setup.config), setup.state.clone())
     }
 
     fn kind_name(_: &GithubTarget) -> &'static str {
@@ -420,6 +418,23 @@ impl Target for GithubKind {
     fn address(spec: &GithubTarget, env: &str) -> String {
         Self::dest_of(spec, env).to_string()
     }
+
+    fn credential_var(spec: &GithubTarget) -> Option<&str> {
+        Some(&spec.token_env)
+    }
+
+    fn server_ca(spec: &GithubTarget) -> Option<(&str, &std::path::Path)> {
+        Some((&spec.api_url, spec.ca_file.as_deref()?))
+    }
+}
+
+impl Target for GithubKind {
+    type Spec = GithubTarget;
+    type Dest = GithubDest;
+    type Scope = Need;
+    type Item = DesiredItem;
+    type Observed = Observed;
+    type Op = Op;
 
     fn locate(&self, spec: &GithubTarget, items: Option<&[DesiredItem]>, ctx: &Ctx<'_>, need: &mut Need) -> GithubDest {
         need.0 |= items.is_some();
@@ -460,7 +475,7 @@ impl Target for GithubKind {
             if content.expose_str().is_none() {
                 return Err(TargetError::Encode {
                     path: item_address(&dest, part, name),
-                    source: crate::format::FormatError::NotText { name: entry.clone() },
+                    source: std::sync::Arc::new(crate::format::FormatError::NotText { name: entry.clone() }),
                 });
             }
             if content.len() > api::MAX_VALUE_BYTES {

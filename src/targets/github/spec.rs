@@ -6,8 +6,9 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::config::{Entry, Location};
+use crate::config::Location;
 use crate::targets::ci;
+use crate::targets::registry::{Problems, SpecInput};
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 pub const DEFAULT_TOKEN_ENV: &str = "GITHUB_TOKEN";
@@ -101,13 +102,9 @@ pub struct GithubTarget {
 
 /// Builds the typed target; every problem, with the entry's location when
 /// it is about one entry.
-pub fn build(
-    output: &str,
-    raw: RawGithubTarget,
-    envs: &[String],
-    entries: &[Entry],
-) -> Result<GithubTarget, Vec<(Option<Location>, String)>> {
-    let mut problems: Vec<(Option<Location>, String)> = Vec::new();
+pub fn build(raw: RawGithubTarget, input: &SpecInput<'_>) -> Result<GithubTarget, Problems> {
+    let (output, envs, entries) = (input.output, input.envs, input.entries);
+    let mut problems = Problems::new();
     let mut problem = |at: Option<&Location>, message: String| problems.push((at.cloned(), message));
     let api_url = match ci::check_base_url(raw.api_url.as_deref().unwrap_or(DEFAULT_API_URL)) {
         Ok(u) => u,
@@ -248,7 +245,8 @@ pub fn build(
         visibility,
         visibility_set,
         selected_repository_ids: raw.selected_repository_ids,
-        ca_file: raw.ca_file,
+        // Relative to the config's directory.
+        ca_file: raw.ca_file.map(|p| input.dir.join(p)),
     })
 }
 

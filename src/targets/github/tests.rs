@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::config::{self, Config};
 use crate::secret::SecretString;
+use crate::targets::Registered;
 use crate::targets::kubernetes::Fingerprinter;
 
 const CANARY: &str = "CANARY-77c2-github";
@@ -27,17 +28,7 @@ fn spec(c: &Config) -> &GithubTarget {
 }
 
 fn ctx<'a>(c: &'a Config, keyed: &'a Fingerprinter) -> Ctx<'a> {
-    Ctx {
-        config: c,
-        env: "prod",
-        revision: None,
-        instance: &c.instance,
-        keyed,
-        shown: None,
-        prune: true,
-        allow_mass_prune: false,
-        run_reload: false,
-    }
+    Ctx { prune: true, ..Ctx::new(c, "prod", keyed) }
 }
 
 fn rendered(entries: &[(&str, &str)], tainted: bool) -> Rendered {

@@ -71,9 +71,9 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use super::ci::{self, CiError};
+use super::registry::{Kind, Problems, Setup, SpecInput};
 use super::state::{DestState, Record, StateKey, StateStore};
 use super::{Applied, Claim, Ctx, Merge, Target, TargetError};
-use crate::config::TargetKind;
 use crate::plan::{self, Action, Change, DestPlan, Planned, Slot};
 use crate::render::Rendered;
 use crate::secret::Content;
@@ -340,19 +340,17 @@ fn variable_address(dest: &GitlabDest, key: &str, scope: &str) -> String {
     format!("{dest}: {key} (environment scope {scope})")
 }
 
-impl Target for GitlabKind {
-    type Spec = GitlabTarget;
-    type Dest = GitlabDest;
-    type Scope = Need;
-    type Item = DesiredVar;
-    type Observed = Observed;
-    type Op = Op;
+impl Kind for GitlabKind {
+    type Raw = spec::RawGitlabTarget;
+    const SHARED: bool = true;
+    const KEYED: bool = true;
 
-    fn spec(target: &TargetKind) -> Option<&GitlabTarget> {
-        match target {
-            TargetKind::Gitlab(g) => Some(g),
-            _ => None,
-        }
+    fn build(_: &str, raw: spec::RawGitlabTarget, input: &SpecInput<'_>) -> Result<GitlabTarget, Problems> {
+        spec::build(raw, input)
+    }
+
+    fn new(setup: &Setup<'_>) -> Self {
+        GitlabKind::new(ci::Client::for_config(setup.config), setup.state.clone())
     }
 
     fn kind_name(_: &GitlabTarget) -> &'static str {
@@ -363,6 +361,23 @@ impl Target for GitlabKind {
         let a = &spec.addresses[env];
         format!("{} (environment scope {})", Self::dest_of(spec, env), a.environment_scope)
     }
+
+    fn credential_var(spec: &GitlabTarget) -> Option<&str> {
+        Some(&spec.token_env)
+    }
+
+    fn server_ca(spec: &GitlabTarget) -> Option<(&str, &std::path::Path)> {
+        Some((&spec.url, spec.ca_file.as_deref()?))
+    }
+}
+
+impl Target for GitlabKind {
+    type Spec = GitlabTarget;
+    type Dest = GitlabDest;
+    type Scope = Need;
+    type Item = DesiredVar;
+    type Observed = Observed;
+    type Op = Op;
 
     fn locate(&self, spec: &GitlabTarget, items: Option<&[DesiredVar]>, ctx: &Ctx<'_>, scope: &mut Need) -> GitlabDest {
         scope.0 |= items.is_some();
@@ -394,7 +409,7 @@ impl Target for GitlabKind {
             let Some(key) = address.keys.get(entry) else { continue };
             let text = content.expose_str().ok_or_else(|| TargetError::Encode {
                 path: variable_address(&dest, key, &address.environment_scope),
-                source: crate::format::FormatError::NotText { name: entry.clone() },
+                source: std::sync::Arc::new(crate::format::FormatError::NotText { name: entry.clone() }),
             })?;
             if rendered.tainted
                 && let Some(reason) = mask_problem(text, spec.raw_or_default())

@@ -7,8 +7,9 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::config::{Entry, Location};
+use crate::config::Location;
 use crate::targets::ci;
+use crate::targets::registry::{Problems, SpecInput};
 
 pub const DEFAULT_URL: &str = "https://gitlab.com";
 pub const DEFAULT_TOKEN_ENV: &str = "GITLAB_TOKEN";
@@ -109,13 +110,9 @@ impl GitlabTarget {
 
 /// Builds the typed target; every problem, with the entry's location when
 /// it is about one entry (else `None`: the target's).
-pub fn build(
-    output: &str,
-    raw: RawGitlabTarget,
-    envs: &[String],
-    entries: &[Entry],
-) -> Result<GitlabTarget, Vec<(Option<Location>, String)>> {
-    let mut problems: Vec<(Option<Location>, String)> = Vec::new();
+pub fn build(raw: RawGitlabTarget, input: &SpecInput<'_>) -> Result<GitlabTarget, Problems> {
+    let (output, envs, entries) = (input.output, input.envs, input.entries);
+    let mut problems = Problems::new();
     let mut problem = |at: Option<&Location>, message: String| problems.push((at.cloned(), message));
     let url = match ci::check_base_url(raw.url.as_deref().unwrap_or(DEFAULT_URL)) {
         Ok(u) => u,
@@ -215,7 +212,8 @@ pub fn build(
         protected: raw.protected,
         hidden: raw.hidden,
         raw: raw.raw,
-        ca_file: raw.ca_file,
+        // Relative to the config's directory.
+        ca_file: raw.ca_file.map(|p| input.dir.join(p)),
     })
 }
 

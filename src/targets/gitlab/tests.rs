@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::config::{self, Config};
 use crate::secret::SecretString;
+use crate::targets::Registered;
 use crate::targets::kubernetes::Fingerprinter;
 
 const CANARY: &str = "CANARY-91ab-gitlab";
@@ -33,17 +34,7 @@ fn spec(c: &Config) -> &GitlabTarget {
 }
 
 fn ctx<'a>(c: &'a Config, keyed: &'a Fingerprinter, prune: bool) -> Ctx<'a> {
-    Ctx {
-        config: c,
-        env: "prod",
-        revision: Some(7),
-        instance: &c.instance,
-        keyed,
-        shown: None,
-        prune,
-        allow_mass_prune: false,
-        run_reload: false,
-    }
+    Ctx { revision: Some(7), prune, ..Ctx::new(c, "prod", keyed) }
 }
 
 fn rendered(entries: &[(&str, &str)], tainted: bool) -> Rendered {

@@ -101,9 +101,10 @@ use aws_lc_rs::{digest, hmac};
 use tracing::{info, warn};
 
 pub use client::KubeClients;
+pub use spec::{KubeTarget, ObjectAddress, ObjectKind, Restart};
 
-use super::{Applied, Claim, Ctx, Target, TargetError};
-use crate::config::{KubeTarget, ObjectAddress, ObjectKind, Restart, TargetKind};
+use super::registry::{Kind, Problems, Setup, SpecInput};
+use super::{Applied, Claim, Ctx, KindError, Target, TargetError};
 use crate::plan::{self, Action, Change, DestPlan, Planned, Slot};
 use crate::render::{Rendered, Use};
 use crate::secret::{Content, SecretString};
@@ -161,6 +162,45 @@ pub enum KubeError {
         "output {output:?} reads secrets but the env's fingerprint key is missing from the secrets source: run `cfgsync policy apply` to create it (or set [kubernetes] fingerprint_key = \"<secret path>#<field>\"){detail}"
     )]
     NoFingerprintKey { output: String, detail: String },
+    /// Another cfgsync instance's object at a target's address.
+    #[error("{address}: {what} is owned by cfgsync instance {owner:?}, not this one ({ours:?}); not written")]
+    OtherInstance { address: String, what: String, owner: String, ours: String },
+    /// An object cfgsync did not make at a target's address. `reason`
+    /// names it and says how to hand it over.
+    #[error("{reason}")]
+    Foreign { address: String, reason: String },
+    /// A write refused because the object changed, or appeared, since the
+    /// pass read it (`409`): the next pass plans it again.
+    #[error("context {context:?}: applying {kind} {namespace}/{name}: {cause}")]
+    Conflict { context: String, namespace: String, name: String, kind: ObjectKind, cause: String },
+    /// A prune refused by its preconditions (`409`): the object was
+    /// replaced or changed since the pass read it, and is kept.
+    #[error("{address}: not deleted: it changed since cfgsync wrote it")]
+    PruneConflict { address: String },
+}
+
+impl KindError for KubeError {
+    fn code(&self) -> &'static str {
+        match self {
+            KubeError::Kubeconfig(_) => "kubeconfig_invalid",
+            KubeError::Client { .. } => "kube_client_failed",
+            KubeError::List { .. } => "kube_list_failed",
+            KubeError::Apply { .. } => "kube_apply_failed",
+            KubeError::Delete { .. } => "kube_delete_failed",
+            KubeError::Restart { .. } => "kube_restart_failed",
+            KubeError::TooLarge { .. } => "object_too_large",
+            KubeError::TaintedConfigMap { .. } => "secret_to_configmap",
+            KubeError::NoFingerprintKey { .. } => "no_fingerprint_key",
+            KubeError::OtherInstance { .. } => "owned_by_other_instance",
+            KubeError::Foreign { .. } => "foreign_object",
+            KubeError::Conflict { .. } => "write_conflict",
+            KubeError::PruneConflict { .. } => "prune_precondition_failed",
+        }
+    }
+
+    fn duplicate(&self) -> Box<dyn KindError> {
+        Box::new(self.clone())
+    }
 }
 
 /// An object as cfgsync wants it.
@@ -272,13 +312,14 @@ fn not_ours(live: &LiveObject, context: &str, instance: &str) -> TargetError {
         ObjectKind::Secret => "secret",
         ObjectKind::ConfigMap => "configmap",
     };
-    TargetError::Unsafe {
-        path: address.clone(),
+    KubeError::Foreign {
+        address: address.clone(),
         reason: format!(
             "{address} exists and was not made by cfgsync ({managed_by}); not written. To hand it to instance {instance:?}: kubectl {context_flag}-n {} annotate {resource} {} {ANNOTATION_ADOPT}={instance} (the next pass then takes it over, with its data)",
             live.namespace, live.name
         ),
     }
+    .into()
 }
 
 /// The keys whose content differs between `desired` and `live` (extra live
@@ -410,22 +451,19 @@ impl KubeKind {
     }
 }
 
-impl Target for KubeKind {
-    type Spec = KubeTarget;
-    /// The kubeconfig context.
-    type Dest = String;
-    /// (namespace, kind, name): one LIST per namespace and kind, one GET
-    /// per name the LIST did not return.
-    type Scope = BTreeSet<(String, ObjectKind, String)>;
-    type Item = DesiredObject;
-    type Observed = Observed;
-    type Op = Op;
+impl Kind for KubeKind {
+    type Raw = spec::RawKubeTarget;
+    const SHARED: bool = true;
+    const KEYED: bool = true;
 
-    fn spec(target: &TargetKind) -> Option<&KubeTarget> {
-        match target {
-            TargetKind::Kubernetes(k) => Some(k),
-            _ => None,
-        }
+    fn build(tag: &str, raw: spec::RawKubeTarget, input: &SpecInput<'_>) -> Result<KubeTarget, Problems> {
+        let object = if tag == ObjectKind::ConfigMap.kind_name() { ObjectKind::ConfigMap } else { ObjectKind::Secret };
+        spec::build(object, raw, input)
+    }
+
+    fn new(setup: &Setup<'_>) -> Self {
+        let kubeconfig = setup.kubeconfig.clone().or_else(|| setup.config.kubernetes.kubeconfig.clone());
+        KubeKind::new(KubeClients::new(kubeconfig))
     }
 
     fn kind_name(spec: &KubeTarget) -> &'static str {
@@ -436,6 +474,31 @@ impl Target for KubeKind {
         let a = &spec.addresses[env];
         describe(spec.object, &a.context, &a.namespace, &a.name)
     }
+
+    /// A ConfigMap is readable by whoever may read the namespace's
+    /// configuration: an output that reads a secret goes to a Secret.
+    fn secret_problem(spec: &KubeTarget, output: &str, secret: &str) -> Option<String> {
+        (spec.object == ObjectKind::ConfigMap).then(|| {
+            let addresses: Vec<String> =
+                spec.addresses.values().map(|a| format!("{}/{} in context {:?}", a.namespace, a.name, a.context)).collect();
+            format!(
+                "output {output:?} reads secret {secret:?} and cannot go to a ConfigMap ({}): use kind = \"kubernetes-secret\"",
+                addresses.join(", ")
+            )
+        })
+    }
+}
+
+impl Target for KubeKind {
+    type Spec = KubeTarget;
+    /// The kubeconfig context.
+    type Dest = String;
+    /// (namespace, kind, name): one LIST per namespace and kind, one GET
+    /// per name the LIST did not return.
+    type Scope = BTreeSet<(String, ObjectKind, String)>;
+    type Item = DesiredObject;
+    type Observed = Observed;
+    type Op = Op;
 
     // One LIST per namespace and kind, known from the config alone.
     const OBSERVE_BEFORE_RENDER: bool = true;
@@ -646,12 +709,13 @@ fn plan_one(
     let address = describe(desired.kind, context, &desired.address.namespace, &desired.address.name);
     let adopt = match ownership(live, ctx.instance, &desired.output) {
         Ownership::Instance(owner) => {
-            return Err(TargetError::Foreign {
+            return Err(KubeError::OtherInstance {
                 address,
                 what: desired.kind.to_string(),
                 owner: owner.to_owned(),
                 ours: ctx.instance.to_owned(),
-            });
+            }
+            .into());
         }
         Ownership::Foreign(_) => return Err(not_ours(live, context, ctx.instance)),
         Ownership::Adopt => true,
@@ -951,6 +1015,38 @@ mod tests {
             refusal.ends_with("kubectl --context prod -n api annotate secret api cfgsync.io/adopt=team-a (the next pass then takes it over, with its data)"),
             "{refusal}"
         );
+    }
+
+    /// Each refusal and conflict has its own code (they were reported as
+    /// `unsafe_path`, `kube_apply_failed` and `prune_modified`).
+    #[tokio::test]
+    async fn refusals_and_conflicts_have_their_own_codes() {
+        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let d = desired(&[("A", "1")], true, &fp);
+        let mut helm = live_of(&d);
+        helm.labels = [(LABEL_MANAGED_BY.to_owned(), "Helm".to_owned())].into();
+        assert_eq!(not_ours(&helm, "prod", "team-a").code(), "foreign_object");
+        let config =
+            crate::config::parse(std::path::Path::new("/cfg/cfgsync.toml"), "instance = \"team-b\"\n[files]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nA = \"1\"\n[[output.target]]\nkind = \"file\"\npath = \"a.env\"\n", &BTreeMap::<String, String>::new())
+                .unwrap();
+        let other = plan_one(&d, Some(&live_of(&d)), "prod", &Ctx::new(&config, "prod", &fp)).err().unwrap();
+        assert_eq!(other.code(), "owned_by_other_instance");
+
+        let emulator = kube_emulator::Emulator::start("prod");
+        let dir = tempfile::tempdir().unwrap();
+        emulator.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+        let client = KubeClients::new(Some(dir.path().join("kubeconfig"))).client("prod").await.unwrap();
+        emulator.create_namespace("api");
+        client::create(&client, &d).await.unwrap();
+        let again = TargetError::from(client::create(&client, &d).await.unwrap_err());
+        assert_eq!(again.code(), "write_conflict", "{again}");
+        let stale = TargetError::from(client::apply(&client, &d, "1", false).await.unwrap_err());
+        assert_eq!(stale.code(), "write_conflict", "{stale}");
+        let mut seen = live_of(&d);
+        (seen.uid, seen.resource_version) = ("not-the-uid".into(), "1".into());
+        let kept = client::delete(&client, "prod", &seen).await.unwrap_err();
+        assert_eq!(kept.code(), "prune_precondition_failed", "{kept}");
+        assert!(emulator.get_object(kube_emulator::Kind::Secret, "api", "api").is_some());
     }
 
     fn ours_with(l: &LiveObject, labels: &[(&str, &str)]) -> LiveObject {
