@@ -40,11 +40,11 @@ use serde::Serialize;
 use tracing::{debug, trace, warn};
 
 use crate::config::Config;
-use crate::plan::{Change, DestPlan, Slot};
+use crate::fingerprint::EnvFingerprinter;
+use crate::plan::{Change, Slot};
 use crate::render::{RenderError, Rendered, Templates, Use};
 use crate::source::{KeysAt, Patch, Request, Snapshot, SourceError, Sources};
-use crate::targets::kubernetes::Fingerprinter;
-use crate::targets::{Applied, Claim, Ctx, Registered, Target, TargetError, TargetKind};
+use crate::targets::{Applied, Claim, Ctx, DestPlan, Registered, Target, TargetError, TargetKind};
 
 pub use crate::targets::{Fence, Targets};
 
@@ -316,7 +316,7 @@ pub fn request(config: &Config, templates: &Templates, env: &str, only: Option<&
     let mut secret_paths: BTreeSet<String> =
         outputs.iter().flat_map(|i| templates.analysis(*i).secret_paths.iter().cloned()).collect();
     let needs_key = outputs.iter().flat_map(|i| &config.outputs[*i].targets).any(|t| t.kind.keyed());
-    if let Some((path, _)) = &config.kubernetes.fingerprint_key
+    if let Some((path, _)) = &config.fingerprint_key
         && needs_key
     {
         secret_paths.insert(path.clone());
@@ -324,13 +324,12 @@ pub fn request(config: &Config, templates: &Templates, env: &str, only: Option<&
     Request { env: env.to_owned(), secret_paths, patch: None }
 }
 
-fn fingerprinter(config: &Config, snapshot: &Snapshot) -> Fingerprinter {
+fn fingerprinter(config: &Config, snapshot: &Snapshot) -> EnvFingerprinter {
     let key = config
-        .kubernetes
         .fingerprint_key
         .as_ref()
         .and_then(|(path, field)| snapshot.secrets.get(path)?.fields.get(field).cloned());
-    Fingerprinter::new(key)
+    EnvFingerprinter::new(key)
 }
 
 /// One env's plan: the report as it will be if applied, and what apply
@@ -346,8 +345,8 @@ struct EnvPass<'a> {
     config: &'a Config,
     env: String,
     revision: Option<i64>,
-    keyed: Fingerprinter,
-    shown: Option<crate::fingerprint::Fingerprinter>,
+    keyed: EnvFingerprinter,
+    shown: Option<crate::fingerprint::RunFingerprinter>,
     prune: bool,
     allow_mass_prune: bool,
     run_reload: bool,
@@ -423,7 +422,7 @@ async fn early_observations(config: &Config, targets: &Targets, env: &str, optio
     if options.files_only {
         return Early::default();
     }
-    let keyed = Fingerprinter::new(None);
+    let keyed = EnvFingerprinter::new(None);
     let ctx = Ctx::new(config, env, &keyed);
     let specs: Vec<&TargetKind> = config
         .outputs
@@ -522,7 +521,7 @@ async fn plan_env_observed<'a>(input: &PlanInput<'a, '_>, snapshot: Arc<Snapshot
         env: env.clone(),
         revision: snapshot.revision,
         keyed: fingerprinter(config, &snapshot),
-        shown: if options.show_fingerprints { crate::fingerprint::Fingerprinter::new().ok() } else { None },
+        shown: if options.show_fingerprints { crate::fingerprint::RunFingerprinter::new().ok() } else { None },
         // A pass that saw only some outputs cannot know what is unclaimed.
         prune: input.prune_allowed && options.only_outputs.is_none(),
         allow_mass_prune: options.allow_mass_prune,
@@ -861,3 +860,6 @@ fn claim<'s, K: Registered>(kind: &K, jobs: &[Job<'s>], ctx: &Ctx<'_>) -> Claime
     }
     claimed
 }
+
+#[cfg(test)]
+mod tests;

@@ -40,6 +40,15 @@ struct RawConfig {
     outputs: Vec<RawOutput>,
     service: Option<RawService>,
     render: Option<RawRender>,
+    fingerprint: Option<RawFingerprint>,
+}
+
+/// `[fingerprint]`: the key of the fingerprints of secret outputs.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFingerprint {
+    /// `"<secret path>#<field>"`.
+    key: Option<Spanned<String>>,
 }
 
 /// `[state]`: where cfgsync records what it wrote.
@@ -198,6 +207,7 @@ impl<'de> Deserialize<'de> for RawEntry {
 struct RawKubernetes {
     kubeconfig: Option<PathBuf>,
     max_prune_share: Option<Spanned<f64>>,
+    /// The old name of `[fingerprint] key`.
     fingerprint_key: Option<Spanned<String>>,
 }
 
@@ -247,7 +257,7 @@ impl Builder<'_> {
         }
     }
 
-    fn build(mut self, raw: RawConfig, env: &dyn Environment) -> Result<Config, ConfigError> {
+    fn build(mut self, mut raw: RawConfig, env: &dyn Environment) -> Result<Config, ConfigError> {
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL, "interval");
         let service = self.service(raw.service);
         let render = self.render(raw.render);
@@ -300,6 +310,8 @@ impl Builder<'_> {
             (None, None) => None,
         };
 
+        let old_key = raw.kubernetes.as_mut().and_then(|k| k.fingerprint_key.take());
+        let fingerprint_key = self.fingerprint_key(raw.fingerprint.and_then(|f| f.key), old_key);
         let mut kubernetes = raw.kubernetes.map(|k| self.kubernetes(k)).unwrap_or_default();
         if !kubernetes.max_prune_share_set {
             kubernetes.max_prune_share = max_prune_share;
@@ -340,6 +352,7 @@ impl Builder<'_> {
             instance_set,
             max_prune_share,
             state_dir,
+            fingerprint_key,
             credential_spans: self.credential_spans,
         };
         // Checks of the whole config: they need every path resolved.
@@ -393,13 +406,15 @@ impl Builder<'_> {
         if raw.is_empty() {
             self.problem(0, "no environments defined: add at least one `[envs.<name>]` table");
         }
+        let reserved = format!(
+            "names starting with '_' are reserved for cfgsync's own records in etcd ({})",
+            crate::source::etcd::keyspace::RESERVED.join(", ")
+        );
         for name in raw.keys() {
             let why = if !is_valid_name(name.get_ref()) {
                 Some("use letters, digits, '-', '_' and '.'")
             } else if name.get_ref().starts_with('_') {
-                Some(
-                    "names starting with '_' are reserved for cfgsync's own records in etcd (_service, _state, _meta, _history)",
-                )
+                Some(reserved.as_str())
             } else if name.get_ref().starts_with('.') {
                 Some("names starting with '.' are reserved (they would be path segments)")
             } else {
@@ -453,18 +468,40 @@ impl Builder<'_> {
                 self.problem(share.span().start, "max_prune_share must be between 0.0 and 1.0");
             }
         }
-        if let Some(key) = raw.fingerprint_key {
-            match key.get_ref().split_once('#') {
-                Some((path, field)) if !path.is_empty() && !field.is_empty() => {
-                    k.fingerprint_key = Some((path.to_owned(), field.to_owned()));
-                }
-                _ => self.problem(
+        k
+    }
+
+    /// `[fingerprint] key`, or its old name `[kubernetes] fingerprint_key`
+    /// (not both), else the default.
+    fn fingerprint_key(
+        &mut self,
+        key: Option<Spanned<String>>,
+        old: Option<Spanned<String>>,
+    ) -> Option<(String, String)> {
+        let (path, field) = DEFAULT_FINGERPRINT_KEY;
+        let default = Some((path.to_owned(), field.to_owned()));
+        let (key, name) = match (key, old) {
+            (Some(_), Some(old)) => {
+                self.problem(
+                    old.span().start,
+                    "the fingerprint key is set twice: keep `[fingerprint] key` (`[kubernetes] fingerprint_key` is its old name)",
+                );
+                return default;
+            }
+            (Some(key), None) => (key, "[fingerprint] key"),
+            (None, Some(old)) => (old, "fingerprint_key"),
+            (None, None) => return default,
+        };
+        match key.get_ref().split_once('#') {
+            Some((path, field)) if !path.is_empty() && !field.is_empty() => Some((path.to_owned(), field.to_owned())),
+            _ => {
+                self.problem(
                     key.span().start,
-                    "fingerprint_key must be \"<secret path>#<field>\", e.g. \"cfgsync/fingerprint#key\"",
-                ),
+                    format!("{name} must be \"<secret path>#<field>\", e.g. \"cfgsync/fingerprint#key\""),
+                );
+                default
             }
         }
-        k
     }
 
     fn service(&mut self, raw: Option<RawService>) -> ServiceSettings {

@@ -201,6 +201,14 @@ pub struct Config {
     /// `[state] dir`: what cfgsync wrote, per instance and env (default
     /// `<config dir>/.cfgsync`).
     pub state_dir: PathBuf,
+    /// `[fingerprint] key` (formerly `[kubernetes] fingerprint_key`, still
+    /// read): `path#field` of the secret holding the HMAC key for the
+    /// fingerprints of secret outputs ([`crate::fingerprint::EnvFingerprinter`]),
+    /// read from each env's snapshot by the keyed kinds. Defaults to
+    /// [`DEFAULT_FINGERPRINT_KEY`], which `cfgsync policy apply` creates in
+    /// Vault for every env, so it never has to be configured. Always `Some`;
+    /// an absent secret shows up when a secret output is written.
+    pub fingerprint_key: Option<(String, String)>,
     /// Where each credential setting is written (`[etcd] user` and
     /// `password_file`, the `[vault] auth` fields), for
     /// [`check_credential_files`]: keyed by setting name, e.g.
@@ -260,7 +268,7 @@ pub struct EtcdSettings {
 impl EtcdSettings {
     /// `<prefix>/<env>/`: the one range every pass reads for an env.
     pub fn env_prefix(&self, env: &str) -> String {
-        format!("{}/{env}/", self.prefix)
+        crate::source::etcd::keyspace::env_prefix(&self.prefix, env)
     }
 }
 
@@ -347,12 +355,6 @@ pub struct KubernetesSettings {
     /// A pass that would delete more than this share of our objects in a
     /// cluster stops and asks for `--allow-mass-prune`.
     pub max_prune_share: f64,
-    /// `path#field` of the secret holding the HMAC key for fingerprints of
-    /// secret outputs, read from each env's snapshot. Defaults to
-    /// [`DEFAULT_FINGERPRINT_KEY`], which `cfgsync policy apply` creates in
-    /// Vault for every env, so it never has to be configured. Always `Some`;
-    /// an absent secret shows up when a secret output is written.
-    pub fingerprint_key: Option<(String, String)>,
     /// Whether `[kubernetes] max_prune_share` was set (else the top-level one applies).
     pub max_prune_share_set: bool,
 }
@@ -363,13 +365,7 @@ pub const DEFAULT_FINGERPRINT_KEY: (&str, &str) = ("cfgsync/fingerprint", "key")
 
 impl Default for KubernetesSettings {
     fn default() -> Self {
-        let (path, field) = DEFAULT_FINGERPRINT_KEY;
-        Self {
-            kubeconfig: None,
-            max_prune_share: 0.25,
-            fingerprint_key: Some((path.to_owned(), field.to_owned())),
-            max_prune_share_set: false,
-        }
+        Self { kubeconfig: None, max_prune_share: 0.25, max_prune_share_set: false }
     }
 }
 

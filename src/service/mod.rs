@@ -91,8 +91,9 @@ use crate::render::Templates;
 use crate::source::etcd::EtcdSource;
 use crate::source::{SourceKind, Sources};
 
+use crate::source::etcd::keyspace::ServiceKeys;
 use election::{Election, Leadership};
-use published::{Publisher, ServiceKeys};
+use published::Publisher;
 use reload::{ConfigWatch, ReloadEvent, WatchSetupError};
 use status::Board;
 use worker::{Reason, Trigger, Worker};

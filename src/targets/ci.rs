@@ -64,7 +64,7 @@ pub enum CiError {
     )]
     Duplicate { dest: String, what: String, first: String, second: String },
     #[error(
-        "output {output:?} reads secrets but the env's fingerprint key is missing from the secrets source: run `cfgsync policy apply` to create it (or set [kubernetes] fingerprint_key = \"<secret path>#<field>\")"
+        "output {output:?} reads secrets but the env's fingerprint key is missing from the secrets source: run `cfgsync policy apply` to create it (or set [fingerprint] key = \"<secret path>#<field>\")"
     )]
     NoFingerprintKey { output: String },
     #[error("{dest}: sealing secret {name} for GitHub failed: {cause}")]

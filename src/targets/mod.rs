@@ -38,7 +38,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::plan::{Change, DestPlan, Planned, Slot};
+use crate::plan::{Change, Planned, Slot};
 use crate::render::Rendered;
 pub use registry::{Kind, Registered, SpecInput, TargetKind, Targets};
 
@@ -57,10 +57,8 @@ pub enum TargetError {
     /// The service's fence was closed: this replica may not write the env.
     #[error("not written: {reason} (env {env})")]
     Fenced { env: String, reason: String },
-    #[error(
-        "{dest}: refusing to delete {deletes} of {total} objects this instance wrote ({share:.0}% > {max:.0}%): re-run with --allow-mass-prune if that is intended"
-    )]
-    MassPrune { dest: String, deletes: usize, total: usize, share: f64, max: f64 },
+    #[error(transparent)]
+    MassPrune(#[from] crate::plan::MassPrune),
     /// A kind's record of what it wrote could not be read or saved.
     #[error("state {path}: {cause}")]
     State { path: String, cause: String },
@@ -91,7 +89,7 @@ impl TargetError {
             TargetError::Kind(e) => e.code(),
             TargetError::Encode { .. } => "encode_failed",
             TargetError::Fenced { .. } => "fenced",
-            TargetError::MassPrune { .. } => "mass_prune_refused",
+            TargetError::MassPrune(_) => "mass_prune_refused",
             TargetError::State { .. } => "state_failed",
         }
     }
@@ -103,14 +101,48 @@ impl TargetError {
             TargetError::Kind(e) => TargetError::Kind(e.duplicate()),
             TargetError::Encode { path, source } => TargetError::Encode { path: path.clone(), source: source.clone() },
             TargetError::Fenced { env, reason } => TargetError::Fenced { env: env.clone(), reason: reason.clone() },
-            TargetError::MassPrune { dest, deletes, total, share, max } => TargetError::MassPrune {
-                dest: dest.clone(),
-                deletes: *deletes,
-                total: *total,
-                share: *share,
-                max: *max,
-            },
+            TargetError::MassPrune(e) => TargetError::MassPrune(e.clone()),
             TargetError::State { path, cause } => TargetError::State { path: path.clone(), cause: cause.clone() },
+        }
+    }
+}
+
+/// One destination's plan.
+#[derive(Debug)]
+pub struct DestPlan<Op> {
+    pub changes: Vec<Planned<Op>>,
+    /// Targets that cannot be planned (refused content, an object owned by
+    /// another instance), and refused prunes (`Slot::Prune`).
+    pub errors: Vec<(Slot, TargetError)>,
+}
+
+impl<Op> Default for DestPlan<Op> {
+    fn default() -> Self {
+        Self { changes: Vec::new(), errors: Vec::new() }
+    }
+}
+
+impl<Op> DestPlan<Op> {
+    pub fn needs_write(&self) -> bool {
+        self.changes.iter().any(|c| c.change.action.writes())
+    }
+
+    /// Adds a destination's prunes, unless they are a mass prune
+    /// ([`crate::plan::mass_prune`]: `total` is what this instance wrote at
+    /// `dest`, `max` the share, `allow` is `--allow-mass-prune`): then the
+    /// whole prune is refused with [`TargetError::MassPrune`] and nothing
+    /// of it is planned. Every target kind prunes through this one rule.
+    pub fn add_prunes(
+        &mut self,
+        prunes: Vec<Planned<Op>>,
+        total: usize,
+        max: f64,
+        allow: bool,
+        dest: impl FnOnce() -> String,
+    ) {
+        match crate::plan::mass_prune(prunes.len(), total, max, allow, dest) {
+            Ok(()) => self.changes.extend(prunes),
+            Err(e) => self.errors.push((Slot::Prune, e.into())),
         }
     }
 }
@@ -131,9 +163,9 @@ pub struct Ctx<'a> {
     /// This config's identity on everything it writes.
     pub instance: &'a str,
     /// Keyed fingerprints of secret content, with the env's key.
-    pub keyed: &'a kubernetes::Fingerprinter,
+    pub keyed: &'a crate::fingerprint::EnvFingerprinter,
     /// Per-run fingerprints to show which secret entries change (`pull`).
-    pub shown: Option<&'a crate::fingerprint::Fingerprinter>,
+    pub shown: Option<&'a crate::fingerprint::RunFingerprinter>,
     /// Deleting what this instance wrote and no target claims any more is
     /// allowed: every env of the pass was read and every target planned.
     pub prune: bool,
@@ -146,7 +178,7 @@ impl<'a> Ctx<'a> {
     /// The one way to a context: `env` of `config`, keyed with `keyed`;
     /// no revision, nothing shown, no prune, no reload. A pass sets what
     /// it knows on top (`Ctx { prune, ..Ctx::new(…) }`).
-    pub fn new(config: &'a Config, env: &'a str, keyed: &'a kubernetes::Fingerprinter) -> Self {
+    pub fn new(config: &'a Config, env: &'a str, keyed: &'a crate::fingerprint::EnvFingerprinter) -> Self {
         Ctx {
             config,
             env,
@@ -288,5 +320,45 @@ impl Merge for () {
 
     fn covers(&self, _: &Self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+
+    fn prunes(n: usize) -> Vec<Planned<()>> {
+        (0..n)
+            .map(|i| Planned {
+                slot: Slot::Prune,
+                change: Change::new("file", format!("p{i}"), Action::Delete, false),
+                op: (),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn prunes_beyond_the_share_are_refused_whole_unless_allowed() {
+        let mut plan = DestPlan::default();
+        // One delete is never a mass prune, even of everything.
+        plan.add_prunes(prunes(1), 1, 0.5, false, || "d".to_owned());
+        assert_eq!((plan.changes.len(), plan.errors.len()), (1, 0));
+        // At the share: planned.
+        let mut plan = DestPlan::default();
+        plan.add_prunes(prunes(2), 4, 0.5, false, || "d".to_owned());
+        assert_eq!((plan.changes.len(), plan.errors.len()), (2, 0));
+        // Beyond it: nothing planned, one error naming the counts.
+        let mut plan = DestPlan::default();
+        plan.add_prunes(prunes(3), 4, 0.5, false, || "d".to_owned());
+        assert!(plan.changes.is_empty());
+        assert!(matches!(
+            &plan.errors[..],
+            [(Slot::Prune, TargetError::MassPrune(crate::plan::MassPrune { deletes: 3, total: 4, .. }))]
+        ));
+        // --allow-mass-prune lifts the guard.
+        let mut plan = DestPlan::default();
+        plan.add_prunes(prunes(3), 4, 0.5, true, || "d".to_owned());
+        assert_eq!((plan.changes.len(), plan.errors.len()), (3, 0));
     }
 }

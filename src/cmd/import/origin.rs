@@ -165,7 +165,7 @@ impl Origin {
     /// For the plan's first line: `dotenv file .env`, `Kubernetes Secret api/api (context prod)`.
     pub fn describe(&self) -> String {
         match self {
-            Origin::Dotenv(p) => format!("dotenv file {}", crate::cmd::display_path(p)),
+            Origin::Dotenv(p) => format!("dotenv file {}", crate::text::display_path(p)),
             Origin::Kubernetes { object, context, namespace, name } => {
                 format!("Kubernetes {object} {namespace}/{name} (context {context})")
             }
@@ -283,7 +283,7 @@ fn text_value(bytes: Vec<u8>) -> Result<SecretString, String> {
 /// the forms cfgsync's default dialect writes, plus comments, blank lines,
 /// `export` and CRLF), a name set twice is refused.
 pub fn read_dotenv(path: &Path) -> Result<Fetched, ImportError> {
-    let shown = crate::cmd::display_path(path);
+    let shown = crate::text::display_path(path);
     let bytes = read_bounded(path, &shown)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let line = e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;

@@ -61,9 +61,9 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::registry::{Kind, Problems, Setup, SpecInput};
-use super::{Applied, Claim, Ctx, Target, TargetError};
+use super::{Applied, Claim, Ctx, DestPlan, Target, TargetError};
 use crate::format::{self, Format};
-use crate::plan::{self, Action, Change, DestPlan, EntryFingerprint, Planned, Slot};
+use crate::plan::{self, Action, Change, EntryFingerprint, Planned, Slot};
 use crate::render::Rendered;
 use crate::secret::Content;
 pub use error::FileError;
@@ -97,7 +97,7 @@ impl Dir {
 
 impl fmt::Display for Dir {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::cmd::display_path(&self.path()))
+        f.write_str(&crate::text::display_path(&self.path()))
     }
 }
 
@@ -162,12 +162,12 @@ impl FileKind {
         if !states.contains_key(ctx.env) {
             let path = state::path(&self.state_dir, ctx.instance, ctx.env);
             let mut s = FileState::load(&path)
-                .map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+                .map_err(|cause| TargetError::State { path: crate::text::display_path(&path), cause })?;
             if !ctx.config.instance_set {
                 // The real file's name, whatever link the config was named through.
                 let real = ctx.config.path.canonicalize().unwrap_or_else(|_| ctx.config.path.clone());
                 let name = real.file_name().unwrap_or_default().to_string_lossy();
-                s.claim(&name).map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+                s.claim(&name).map_err(|cause| TargetError::State { path: crate::text::display_path(&path), cause })?;
             }
             if s.needs_migration() {
                 s.migrate(self.config_dir(ctx));
@@ -219,7 +219,7 @@ impl Kind for FileKind {
     }
 
     fn address(spec: &FileTarget, env: &str) -> String {
-        crate::cmd::display_path(&spec.paths[env])
+        crate::text::display_path(&spec.paths[env])
     }
 
     /// Only a mode that lets others read is refused (the default for an
@@ -266,7 +266,7 @@ impl Target for FileKind {
         let path = &spec.paths[&rendered.env];
         // Refused at validate too; checked again on the path as rendered for this pass.
         if let Some(name) = io::reserved_component(&self.config_dir(ctx).key(path)) {
-            let shown = crate::cmd::display_path(path);
+            let shown = crate::text::display_path(path);
             let reason = format!(
                 "{shown}: goes through {:?}: names starting with .cfgsync are cfgsync's own state and temp files",
                 name.to_string_lossy()
@@ -277,11 +277,11 @@ impl Target for FileKind {
         if rendered.tainted
             && let Err(why) = crate::config::secret_mode_problem(mode)
         {
-            let shown = crate::cmd::display_path(path);
+            let shown = crate::text::display_path(path);
             return Err(FileError::Unsafe { reason: format!("{shown}: mode {mode:04o} {why}"), path: shown }.into());
         }
         let encode_err =
-            |source| TargetError::Encode { path: crate::cmd::display_path(path), source: std::sync::Arc::new(source) };
+            |source| TargetError::Encode { path: crate::text::display_path(path), source: std::sync::Arc::new(source) };
         let file = |path: PathBuf, content: Content, entries: Option<BTreeMap<String, Content>>| DesiredFile {
             name: path.file_name().unwrap_or_default().to_owned(),
             path,
@@ -382,7 +382,7 @@ impl Target for FileKind {
                 match observed.files.get(&file.name) {
                     Some(Err(reason)) => {
                         error = Some(
-                            FileError::Unsafe { path: crate::cmd::display_path(&file.path), reason: reason.clone() }
+                            FileError::Unsafe { path: crate::text::display_path(&file.path), reason: reason.clone() }
                                 .into(),
                         );
                         break;
@@ -419,7 +419,7 @@ impl Target for FileKind {
                 Some(Ok(Some(found)))
                     if found.content.as_ref().map(|c| fingerprint(c.expose())) == Some(record.fingerprint.clone()) =>
                 {
-                    let mut change = Change::new("file", crate::cmd::display_path(path), Action::Delete, false);
+                    let mut change = Change::new("file", crate::text::display_path(path), Action::Delete, false);
                     change.notes.push(format!("output {:?} no longer writes it", record.output));
                     deletes.push(Planned {
                         slot: Slot::Prune,
@@ -435,7 +435,7 @@ impl Target for FileKind {
                 }
                 Some(Ok(Some(_))) if ctx.prune => plan
                     .errors
-                    .push((Slot::Prune, FileError::PruneModified { path: crate::cmd::display_path(path) }.into())),
+                    .push((Slot::Prune, FileError::PruneModified { path: crate::text::display_path(path) }.into())),
                 _ => {}
             }
         }
@@ -443,7 +443,8 @@ impl Target for FileKind {
             plan.add_prunes(deletes, ours_here, ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
         }
         for name in &observed.stale {
-            let mut change = Change::new("file", crate::cmd::display_path(&dir_path.join(name)), Action::Delete, false);
+            let mut change =
+                Change::new("file", crate::text::display_path(&dir_path.join(name)), Action::Delete, false);
             change.notes.push("temp file of an interrupted write".to_owned());
             plan.changes.push(Planned { slot: Slot::Prune, change, op: Op::Cleanup { name: name.clone() } });
         }
@@ -489,7 +490,7 @@ impl Target for FileKind {
                         io::chmod(&fd, &dir_path, &file.name, file.mode).map_err(TargetError::from)
                     };
                     if result.is_ok() {
-                        info!(env = ctx.env, output = %file.output, path = %crate::cmd::display_path(&file.path), action = p.change.action.name(), "file written");
+                        info!(env = ctx.env, output = %file.output, path = %crate::text::display_path(&file.path), action = p.change.action.name(), "file written");
                         let key = self.config_dir(ctx).key(&file.path);
                         let _ = self.with_state(ctx, |s| s.record(key, &file.output, &file.content));
                         if let Some(cmd) = reload_cmd
@@ -512,11 +513,11 @@ impl Target for FileKind {
                     match ours {
                         Ok(true) => io::remove(&fd, &dir_path, name)
                             .map(|()| {
-                                info!(env = ctx.env, path = %crate::cmd::display_path(path), "file pruned");
+                                info!(env = ctx.env, path = %crate::text::display_path(path), "file pruned");
                                 let _ = self.with_state(ctx, |s| s.forget(key));
                             })
                             .map_err(TargetError::from),
-                        _ => Err(FileError::PruneModified { path: crate::cmd::display_path(path) }.into()),
+                        _ => Err(FileError::PruneModified { path: crate::text::display_path(path) }.into()),
                     }
                 }
                 Op::Cleanup { name } => io::remove(&fd, &dir_path, name).map_err(TargetError::from),
@@ -552,7 +553,7 @@ impl Target for FileKind {
         if !s.dirty {
             return Ok(());
         }
-        s.save(&path).map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+        s.save(&path).map_err(|cause| TargetError::State { path: crate::text::display_path(&path), cause })?;
         s.dirty = false;
         Ok(())
     }
@@ -569,7 +570,7 @@ fn holds_exactly(found: &io::Found, file: &DesiredFile) -> bool {
 /// A file at a target path that this instance has no record of writing:
 /// someone else's (a person's, another tool's, another config's).
 fn not_ours(path: &Path, ctx: &Ctx<'_>) -> TargetError {
-    let shown = crate::cmd::display_path(path);
+    let shown = crate::text::display_path(path);
     let reason = format!(
         "{shown}: exists, and cfgsync instance {:?} has no record of writing it (env {}): not overwritten. To hand it to cfgsync, adopt it: copy its values into the source (`cfgsync import --env {} dotenv:{shown}` for a dotenv file), and the next pass, finding it exactly as it would write it, records it as its own; or move it away and cfgsync writes its own",
         ctx.instance, ctx.env, ctx.env
@@ -602,7 +603,7 @@ fn plan_file(
     ctx: &Ctx<'_>,
 ) -> (Change, Op) {
     let secret = file.content.is_secret();
-    let address = crate::cmd::display_path(&file.path);
+    let address = crate::text::display_path(&file.path);
     let recorded = record.map(|r| r.fingerprint.as_str());
     let held = found.and_then(|f| held(f, record, fingerprint));
     let old_content = held.as_ref().map(Content::expose);
@@ -697,7 +698,7 @@ async fn write(
     check_cmd: Option<&str>,
     env: &str,
 ) -> Result<(), TargetError> {
-    let shown = crate::cmd::display_path(&file.path);
+    let shown = crate::text::display_path(&file.path);
     let staged = io::stage(fd, dir, env, file.content.expose(), file.mode)?;
     if let Some(cmd) = check_cmd {
         let src = shell_quote(&staged.path.display().to_string());
@@ -719,7 +720,7 @@ async fn reload(cmd: &str, path: &Path, secret: bool, env: &str) -> Result<(), T
         Ok(cmd) => run(&cmd, secret).await,
         Err(e) => Err(format!("reload_cmd {cmd:?}: {e}")),
     };
-    ran.map_err(|detail| FileError::Reload { path: crate::cmd::display_path(path), detail }.into())
+    ran.map_err(|detail| FileError::Reload { path: crate::text::display_path(path), detail }.into())
 }
 
 async fn run(cmd: &str, secret: bool) -> Result<(), String> {
@@ -755,6 +756,3 @@ async fn run(cmd: &str, secret: bool) -> Result<(), String> {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
-
-#[cfg(test)]
-mod tests;

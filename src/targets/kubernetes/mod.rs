@@ -4,7 +4,9 @@
 //! [kubernetes]
 //! # kubeconfig = "kubeconfig"        # else --kubeconfig, KUBECONFIG (merged), ~/.kube/config, in-cluster
 //! max_prune_share = 0.25              # refuse a pass deleting more of our objects in a cluster
-//! fingerprint_key = "cfgsync/fingerprint#key"   # HMAC key for secret outputs, read per env from Vault
+//!
+//! [fingerprint]
+//! key = "cfgsync/fingerprint#key"     # HMAC key for secret outputs, read per env from Vault (old name: [kubernetes] fingerprint_key)
 //!
 //! [[output.target]]
 //! kind = "kubernetes-secret"          # or kubernetes-configmap (refused for an output that reads a secret)
@@ -56,7 +58,7 @@
 //!   stays; what only the old one held, such as a dropped key, goes). Later
 //!   passes are quiet again.
 //! - **Fingerprints**: SHA-256 for outputs that read no secret; for a tainted
-//!   output, HMAC-SHA256 with the operator's key (`fingerprint_key`), so the
+//!   output, HMAC-SHA256 with the operator's key (`[fingerprint] key`), so the
 //!   annotation never is a plain hash of a password.
 //! - **Observe cheaply**: one LIST per (cluster, namespace, kind) per pass,
 //!   with the label selector `app.kubernetes.io/managed-by=cfgsync,
@@ -97,17 +99,17 @@ pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_lc_rs::{digest, hmac};
 use tracing::{info, warn};
 
 pub use client::KubeClients;
 pub use spec::{KubeTarget, ObjectAddress, ObjectKind, Restart};
 
 use super::registry::{Kind, Problems, Setup, SpecInput};
-use super::{Applied, Claim, Ctx, KindError, Target, TargetError};
-use crate::plan::{self, Action, Change, DestPlan, Planned, Slot};
+use super::{Applied, Claim, Ctx, DestPlan, KindError, Target, TargetError};
+use crate::fingerprint::EnvFingerprinter;
+use crate::plan::{self, Action, Change, Planned, Slot};
 use crate::render::{Rendered, Use};
-use crate::secret::{Content, SecretString};
+use crate::secret::Content;
 
 /// The field manager every instance shared before managers were per
 /// instance; found on an object, it is released (see the module doc).
@@ -159,7 +161,7 @@ pub enum KubeError {
     )]
     TaintedConfigMap { output: String, secret: String, context: String, namespace: String, name: String },
     #[error(
-        "output {output:?} reads secrets but the env's fingerprint key is missing from the secrets source: run `cfgsync policy apply` to create it (or set [kubernetes] fingerprint_key = \"<secret path>#<field>\"){detail}"
+        "output {output:?} reads secrets but the env's fingerprint key is missing from the secrets source: run `cfgsync policy apply` to create it (or set [fingerprint] key = \"<secret path>#<field>\"){detail}"
     )]
     NoFingerprintKey { output: String, detail: String },
     /// Another cfgsync instance's object at a target's address.
@@ -328,48 +330,6 @@ pub fn differing_keys(desired: &DesiredObject, live: &LiveObject) -> Vec<String>
     plan::changed_entries(desired.data.iter().map(|(k, v)| (k, v.expose())), &live.bytes())
 }
 
-/// How fingerprints are computed for one env.
-#[derive(Clone)]
-pub struct Fingerprinter {
-    key: Option<SecretString>,
-}
-
-impl Fingerprinter {
-    pub fn new(key: Option<SecretString>) -> Self {
-        Self { key }
-    }
-
-    pub fn has_key(&self) -> bool {
-        self.key.is_some()
-    }
-
-    /// `sha256:<hex>` for untainted content, `hmac-sha256:<hex>` for tainted.
-    /// `None` when the content is tainted and there is no key.
-    pub fn fingerprint<'a>(
-        &self,
-        data: impl IntoIterator<Item = (&'a String, &'a [u8])>,
-        tainted: bool,
-    ) -> Option<String> {
-        let mut canonical = Vec::new();
-        for (k, v) in data {
-            canonical.extend_from_slice(&(k.len() as u64).to_be_bytes());
-            canonical.extend_from_slice(k.as_bytes());
-            canonical.extend_from_slice(&(v.len() as u64).to_be_bytes());
-            canonical.extend_from_slice(v);
-        }
-        if tainted {
-            let key = hmac::Key::new(hmac::HMAC_SHA256, self.key.as_ref()?.expose().as_bytes());
-            Some(format!("hmac-sha256:{}", hex(&hmac::sign(&key, &canonical).as_ref()[..16])))
-        } else {
-            Some(format!("sha256:{}", hex(&digest::digest(&digest::SHA256, &canonical).as_ref()[..16])))
-        }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// What apply does for one object.
 #[derive(Debug)]
 pub enum Op {
@@ -392,13 +352,13 @@ pub fn describe(kind: ObjectKind, context: &str, namespace: &str, name: &str) ->
 }
 
 /// Decides the change for one desired object given what is live.
-pub fn plan_object(desired: &DesiredObject, live: Option<&LiveObject>, fp: &Fingerprinter) -> (Change, bool) {
+pub fn plan_object(desired: &DesiredObject, live: Option<&LiveObject>, fp: &EnvFingerprinter) -> (Change, bool) {
     let (mut change, content_changed) = decide(desired, live, fp);
     change.content_hash = plan::content_hash(&[desired.fingerprint.as_bytes()]);
     (change, content_changed)
 }
 
-fn decide(desired: &DesiredObject, live: Option<&LiveObject>, fp: &Fingerprinter) -> (Change, bool) {
+fn decide(desired: &DesiredObject, live: Option<&LiveObject>, fp: &EnvFingerprinter) -> (Change, bool) {
     let a = &desired.address;
     let address = describe(desired.kind, &a.context, &a.namespace, &a.name);
     let restarts = || desired.restart.iter().map(|r| format!("{}/{}", r.kind, r.name)).collect::<Vec<_>>();
@@ -894,8 +854,9 @@ pub fn check_size(d: &DesiredObject) -> Result<(), KubeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::SecretString;
 
-    fn desired(data: &[(&str, &str)], tainted: bool, fp: &Fingerprinter) -> DesiredObject {
+    fn desired(data: &[(&str, &str)], tainted: bool, fp: &EnvFingerprinter) -> DesiredObject {
         let data: BTreeMap<String, Content> =
             data.iter().map(|(k, v)| (k.to_string(), Content::new(v.as_bytes(), tainted))).collect();
         let fingerprint = fp.fingerprint(data.iter().map(|(k, v)| (k, v.expose())), tainted).unwrap();
@@ -942,12 +903,12 @@ mod tests {
     fn fingerprints_are_keyed_for_secrets() {
         let pw = "PW".to_string();
         let data = || [(&pw, &b"CANARY-x"[..])];
-        let none = Fingerprinter::new(None);
+        let none = EnvFingerprinter::new(None);
         assert!(none.fingerprint(data(), true).is_none(), "no key, no fingerprint for secret content");
         let plain = none.fingerprint(data(), false).unwrap();
         assert!(plain.starts_with("sha256:"));
-        let k1 = Fingerprinter::new(Some(SecretString::new("k1"))).fingerprint(data(), true).unwrap();
-        let k2 = Fingerprinter::new(Some(SecretString::new("k2"))).fingerprint(data(), true).unwrap();
+        let k1 = EnvFingerprinter::new(Some(SecretString::new("k1"))).fingerprint(data(), true).unwrap();
+        let k2 = EnvFingerprinter::new(Some(SecretString::new("k2"))).fingerprint(data(), true).unwrap();
         assert!(k1.starts_with("hmac-sha256:"));
         assert_ne!(k1, k2);
         assert_ne!(k1.trim_start_matches("hmac-"), plain, "not the plain hash");
@@ -958,7 +919,7 @@ mod tests {
 
     #[test]
     fn create_unchanged_update_drift() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let d = desired(&[("A", "1"), ("B", "2")], true, &fp);
         assert_eq!(plan_object(&d, None, &fp).0.action, Action::Create);
 
@@ -993,7 +954,7 @@ mod tests {
 
     #[test]
     fn ownership_is_by_instance_label_or_explicit_adoption() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let ours = live_of(&desired(&[("A", "1")], true, &fp));
         assert_eq!(ownership(&ours, "team-a", "api"), Ownership::Ours);
         assert_eq!(ownership(&ours, "team-b", "api"), Ownership::Instance("team-a"));
@@ -1021,7 +982,7 @@ mod tests {
     /// `unsafe_path`, `kube_apply_failed` and `prune_modified`).
     #[tokio::test]
     async fn refusals_and_conflicts_have_their_own_codes() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let d = desired(&[("A", "1")], true, &fp);
         let mut helm = live_of(&d);
         helm.labels = [(LABEL_MANAGED_BY.to_owned(), "Helm".to_owned())].into();
@@ -1057,7 +1018,7 @@ mod tests {
 
     #[test]
     fn the_old_shared_field_manager_is_one_write_without_a_restart() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let d = desired(&[("A", "1")], true, &fp);
         let mut live = live_of(&d);
         live.legacy_manager = true;
@@ -1068,7 +1029,7 @@ mod tests {
 
     #[test]
     fn untainted_changes_show_values() {
-        let fp = Fingerprinter::new(None);
+        let fp = EnvFingerprinter::new(None);
         let d = desired(&[("HOST", "new")], false, &fp);
         let mut live = live_of(&desired(&[("HOST", "old")], false, &fp));
         live.data.values_mut().for_each(|v| *v = Content::plain(v.expose()));
@@ -1079,7 +1040,7 @@ mod tests {
 
     #[test]
     fn manifests_carry_ownership_and_base64_data() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let d = desired(&[("PW", "s3cr3t")], true, &fp);
         let m = manifest(&d);
         assert_eq!(m["data"]["PW"], "czNjcjN0");
@@ -1106,7 +1067,7 @@ mod tests {
 
     #[test]
     fn the_size_bound_is_never_below_the_manifest() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let values = ["", "x", "\u{1}\u{1f}\"\\", "é€😀", &"\u{7}".repeat(50_000), &"y".repeat(200_000)];
         for kind in [ObjectKind::Secret, ObjectKind::ConfigMap] {
             for tainted in [false, true] {

@@ -32,6 +32,16 @@
 //! handshake per endpoint before building one, so that a wrong CA, an
 //! expired certificate or a name mismatch is one line naming the endpoint.
 //! A failure there fails the env closed like any other read failure.
+//!
+//! Where each of cfgsync's own records lives beside the envs' keys is
+//! [`keyspace`].
+//!
+//! An `invalid auth token` (etcd restarted and forgot its simple tokens)
+//! is refreshed by etcd-client inside unary calls
+//! (`with_auto_token_refresh`); streams (the watch) and callers that see it
+//! in an error of their own call [`refresh_token_if_invalid`].
+
+pub mod keyspace;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -411,6 +421,20 @@ impl Source for EtcdSource {
         let prefix = self.settings.env_prefix(&request.env);
         let (keys, revision) = self.bounded(&prefix, self.read_prefix(&prefix)).await?;
         Ok(Snapshot { env: request.env.clone(), keys, secrets: BTreeMap::new(), revision: Some(revision) })
+    }
+}
+
+/// Refreshes the client's etcd auth token when `e` says it is invalid
+/// (streams report it in the stream, where etcd-client's automatic refresh
+/// does not look).
+pub async fn refresh_token_if_invalid(client: &etcd_client::Client, e: &etcd_client::Error) {
+    if let etcd_client::Error::GRpcStatus(s) = e
+        && (s.code() == tonic::Code::Unauthenticated || s.message().contains("invalid auth token"))
+    {
+        match client.refresh_token().await {
+            Ok(()) => tracing::info!("etcd: auth token refreshed"),
+            Err(e) => tracing::warn!(error = %e, "etcd: cannot refresh the auth token"),
+        }
     }
 }
 

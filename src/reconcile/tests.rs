@@ -1,5 +1,5 @@
-//! The file kind through the real pipeline ([`crate::reconcile`]) on a temp
-//! directory: hand-built snapshots, the in-process renderer.
+//! The pipeline with the file kind on a temp directory: hand-built
+//! snapshots, the in-process renderer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
