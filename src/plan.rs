@@ -33,9 +33,8 @@
 //! - [`Change::diff_between`]`(old, new, path)`: fills in the unified diff,
 //!   or notes why there is none;
 //! - [`value_lines`]`(names, new, old)` and [`changed_entries`]`(new, old)`
-//!   take the observed side as any [`ReadBack`]: [`Content`] (judged), or
-//!   raw `Vec<u8>` for a kind whose read side is not yet converted (shown
-//!   as is: such a kind must only pass bytes it has proven plain).
+//!   take the observed side as [`Content`], judged by the read side: there
+//!   is no other type a value read back can come in.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -221,46 +220,16 @@ pub fn mass_prune(
 /// shown although the new content may be.
 pub const PREVIOUS_SECRET: &str = "previous content was secret: not shown";
 
-/// What a target held, as its read side hands it to the plan: the bytes,
-/// and whether they may be shown. Implemented for [`Content`] (shown only
-/// when plain) and for raw bytes (always shown: only for a read side that
-/// has proven them plain; new code passes [`Content`]).
-pub trait ReadBack {
-    fn bytes(&self) -> &[u8];
-    /// The text for a person, `None` when secret.
-    fn shown(&self) -> Option<Cow<'_, str>>;
-}
-
-impl ReadBack for Content {
-    fn bytes(&self) -> &[u8] {
-        self.expose()
-    }
-
-    fn shown(&self) -> Option<Cow<'_, str>> {
-        Content::shown(self)
-    }
-}
-
-impl ReadBack for Vec<u8> {
-    fn bytes(&self) -> &[u8] {
-        self
-    }
-
-    fn shown(&self) -> Option<Cow<'_, str>> {
-        Some(String::from_utf8_lossy(self))
-    }
-}
-
 /// Names of the entries whose bytes differ between `old` and `new`.
-pub fn changed_entries<'a, O: ReadBack>(
+pub fn changed_entries<'a>(
     new: impl IntoIterator<Item = (&'a String, &'a [u8])>,
-    old: &BTreeMap<String, O>,
+    old: &BTreeMap<String, Content>,
 ) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut names = Vec::new();
     for (k, v) in new {
         seen.insert(k.as_str());
-        if old.get(k).map(ReadBack::bytes) != Some(v) {
+        if old.get(k).map(Content::expose) != Some(v) {
             names.push(k.clone());
         }
     }
@@ -273,11 +242,7 @@ pub fn changed_entries<'a, O: ReadBack>(
 /// and cut to a readable length, for the entries whose every side present
 /// may be shown: an entry whose new value or whose old value is secret gets
 /// no line at all.
-pub fn value_lines<O: ReadBack>(
-    names: &[String],
-    new: &BTreeMap<String, Content>,
-    old: &BTreeMap<String, O>,
-) -> Vec<String> {
+pub fn value_lines(names: &[String], new: &BTreeMap<String, Content>, old: &BTreeMap<String, Content>) -> Vec<String> {
     names
         .iter()
         .filter_map(|k| {
@@ -335,8 +300,12 @@ mod tests {
     fn changed_entries_name_updates_additions_and_removals() {
         let new: BTreeMap<String, Content> =
             [("A".into(), Content::secret("CANARY-new")), ("B".into(), Content::secret("same"))].into();
-        let old: BTreeMap<String, Vec<u8>> =
-            [("A".into(), b"CANARY-old".to_vec()), ("B".into(), b"same".to_vec()), ("C".into(), b"x".to_vec())].into();
+        let old: BTreeMap<String, Content> = [
+            ("A".into(), Content::plain("CANARY-old")),
+            ("B".into(), Content::plain("same")),
+            ("C".into(), Content::plain("x")),
+        ]
+        .into();
         let names = changed_entries(new.iter().map(|(k, v)| (k, v.expose())), &old);
         assert_eq!(names, ["A", "C"]);
         assert!(

@@ -637,7 +637,7 @@ fn plan_file(
         (Some(_), false) => {}
     }
     if content_changed {
-        let old_entries = old_content.and_then(|c| decode_entries(spec.format, c));
+        let old_entries = held.as_ref().and_then(|c| decode_entries(spec.format, c));
         if let Some(new) = &file.entries {
             change.entries = match (&old_entries, found) {
                 (Some(old), _) => plan::changed_entries(new.iter().map(|(k, v)| (k, v.expose())), old),
@@ -652,7 +652,7 @@ fn plan_file(
                     .iter()
                     .map(|n| EntryFingerprint {
                         entry: n.clone(),
-                        old: old.get(n).map(|v| shown.of(v).to_string()),
+                        old: old.get(n).map(|v| shown.of(v.expose()).to_string()),
                         new: new.get(n).map(|v| shown.of(v.expose()).to_string()),
                     })
                     .collect();
@@ -679,15 +679,16 @@ fn plan_file(
 }
 
 /// Decodes an observed file back into entries, where the format allows, so
-/// a plan can name the entries that changed without showing values.
-pub fn decode_entries(format: Format, content: &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
-    let text = std::str::from_utf8(content).ok()?;
+/// a plan can name the entries that changed without showing values. Each
+/// entry is as secret as the file it was read from.
+pub fn decode_entries(format: Format, content: &Content) -> Option<BTreeMap<String, Content>> {
+    let text = content.expose_str()?;
     let map: BTreeMap<String, String> = match format {
         Format::Dotenv => format::decode_dotenv(text).ok()?,
         Format::Json => serde_json::from_str(text).ok()?,
         Format::Yaml | Format::Raw | Format::Dir => return None,
     };
-    Some(map.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
+    Some(map.into_iter().map(|(k, v)| (k, Content::new(v.into_bytes(), content.is_secret()))).collect())
 }
 
 /// Stages, checks and commits one file.

@@ -256,13 +256,6 @@ pub struct LiveObject {
     pub legacy_manager: bool,
 }
 
-impl LiveObject {
-    /// The data as bytes, for a comparison that ends with this call.
-    fn bytes(&self) -> BTreeMap<String, Vec<u8>> {
-        self.data.iter().map(|(k, v)| (k.clone(), v.expose().to_vec())).collect()
-    }
-}
-
 /// What one cluster holds for a pass: the objects read, and the namespaces
 /// that could not be read (their targets fail; the others go on).
 #[derive(Debug, Default)]
@@ -327,7 +320,7 @@ fn not_ours(live: &LiveObject, context: &str, instance: &str) -> TargetError {
 /// The keys whose content differs between `desired` and `live` (extra live
 /// keys included).
 pub fn differing_keys(desired: &DesiredObject, live: &LiveObject) -> Vec<String> {
-    plan::changed_entries(desired.data.iter().map(|(k, v)| (k, v.expose())), &live.bytes())
+    plan::changed_entries(desired.data.iter().map(|(k, v)| (k, v.expose())), &live.data)
 }
 
 /// What apply does for one object.
@@ -378,7 +371,7 @@ fn decide(desired: &DesiredObject, live: Option<&LiveObject>, fp: &EnvFingerprin
         let live_fp = fp.fingerprint(live.data.iter().map(|(k, v)| (k, v.expose())), desired.tainted);
         let action = if recorded.is_some() && live_fp.as_ref() != recorded { Action::Drift } else { Action::Update };
         let mut change = Change::new(desired.kind.kind_name(), address, action, desired.tainted);
-        change.values = plan::value_lines(&differing, &desired.data, &live.bytes());
+        change.values = plan::value_lines(&differing, &desired.data, &live.data);
         change.entries = differing;
         change.notes.extend(restarts().into_iter().map(|r| format!("restart {r}")));
         return (change, true);
@@ -1036,6 +1029,21 @@ mod tests {
         live.kind = d.kind;
         let (c, _) = plan_object(&d, Some(&live), &fp);
         assert_eq!(c.values, ["HOST: \"old\" → \"new\""]);
+    }
+
+    /// A Secret's data read back is secret, even when what replaces it is
+    /// not (an output that stopped reading secrets): the old value is never
+    /// shown in the plan.
+    #[test]
+    fn what_a_secret_held_is_not_shown_when_plain_content_replaces_it() {
+        let fp = EnvFingerprinter::new(None);
+        let d = desired(&[("PASSWORD", "literal")], false, &fp);
+        let live = live_of(&desired(&[("PASSWORD", "CANARY-old-password")], false, &fp));
+        assert!(live.data.values().all(Content::is_secret), "a Secret's data is read back as secret");
+        let (c, _) = plan_object(&d, Some(&live), &fp);
+        assert_eq!(c.entries, ["PASSWORD"]);
+        assert!(c.values.is_empty(), "{:?}", c.values);
+        assert!(!format!("{c:?}").contains("CANARY"), "{c:?}");
     }
 
     #[test]
