@@ -25,6 +25,7 @@
 //! (`instance` in the config); a kind prunes only what carries its own.
 
 pub mod ci;
+pub mod ci_dest;
 pub mod ci_tls;
 pub mod file;
 pub mod github;

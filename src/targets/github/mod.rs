@@ -58,10 +58,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::ci::{self, CiError};
-use super::gitlab::Need;
+use super::ci_dest::{self, Base, CiDest, Ledger, Need};
 use super::registry::{Kind, Problems, Setup, SpecInput};
 use super::state::{DestState, Record, StateKey, StateStore};
 use super::{Applied, Claim, Ctx, DestPlan, Target, TargetError};
@@ -90,10 +90,10 @@ impl fmt::Display for GithubDest {
     }
 }
 
-impl GithubDest {
-    /// Where the record of what `instance` wrote here for `env` lives
-    /// (also where `cfgsync import --adopt` records adopted items).
-    pub fn state_key(&self, instance: &str, env: &str) -> StateKey {
+impl CiDest for GithubDest {
+    const KIND: &'static str = KIND;
+
+    fn state_key(&self, instance: &str, env: &str) -> StateKey {
         StateKey {
             kind: KIND,
             instance: instance.to_owned(),
@@ -102,6 +102,12 @@ impl GithubDest {
         }
     }
 
+    fn token_env(&self) -> &str {
+        &self.token_env
+    }
+}
+
+impl GithubDest {
     /// `cfgsync import --env E github:… --adopt`, as this scope is named.
     fn adopt_command(&self, env: &str) -> String {
         let from = match &self.scope {
@@ -213,12 +219,6 @@ pub struct Observed {
     pub state: DestState,
     /// Not read: no target there rendered.
     pub skipped: bool,
-}
-
-#[derive(Debug, Default)]
-pub struct Base {
-    state: DestState,
-    live: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -442,20 +442,7 @@ impl Target for GithubKind {
     }
 
     async fn recall(&self, ctx: &Ctx<'_>) -> Vec<(GithubDest, Need)> {
-        match self.store.list(KIND, ctx.instance, ctx.env, ctx.revision).await {
-            Ok(records) => records
-                .into_iter()
-                .filter_map(|r| serde_json::from_value::<GithubDest>(r.dest).ok())
-                .map(|d| (d, Need(true)))
-                .collect(),
-            // Debug only: a role that may not read records (a developer's
-            // `plan`) would otherwise warn on every pass. The destinations
-            // the config names still read their own record, and fail loudly.
-            Err(e) => {
-                debug!(env = ctx.env, error = %e, "cannot list GitHub records; scopes no target names are not pruned in this pass");
-                Vec::new()
-            }
-        }
+        ci_dest::recall(&self.store, ctx).await
     }
 
     fn desired(
@@ -518,12 +505,7 @@ impl Target for GithubKind {
         let api = api::Api::new(&self.client, &dest.api_url, &dest.scope, &token, shown);
         let secrets = api.list_secrets().await?;
         let variables = api.list_variables().await?;
-        let key = dest.state_key(ctx.instance, ctx.env);
-        let state = self
-            .store
-            .load(&key)
-            .await
-            .map_err(|cause| TargetError::State { path: self.store.describe(&key), cause })?;
+        let state = ci_dest::load(&self.store, dest, ctx).await?;
         Ok(Observed { secrets, variables, state, skipped: false })
     }
 
@@ -660,214 +642,234 @@ impl Target for GithubKind {
 
     async fn apply(&self, dest: &GithubDest, changes: Vec<Planned<Op>>, ctx: &Ctx<'_>) -> Vec<Applied> {
         let Some(base) = changes.first().map(|p| p.op.base.clone()) else { return Vec::new() };
-        let shown = dest.to_string();
-        let writes = changes.iter().any(|p| p.change.action.writes());
-        let token = match ci::token(&dest.token_env, &shown) {
+        let token = match ci_dest::token(dest, changes.iter().any(|p| p.change.action.writes())) {
             Ok(t) => t,
-            Err(e) if writes => {
-                return Applied::all_failed(changes, || e.clone().into());
-            }
-            Err(_) => Default::default(),
+            Err(e) => return Applied::all_failed(changes, || e.clone().into()),
         };
+        let shown = dest.to_string();
         let api = api::Api::new(&self.client, &dest.api_url, &dest.scope, &token, shown.clone());
-        let mut state = base.state.clone();
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut out: Vec<Applied> = Vec::new();
-        let mut key: Option<api::PublicKey> = None;
-        let mut stop: Option<CiError> = None;
-        // Secrets written in this pass: their `updated_at` is read afterwards.
-        let mut sealed: Vec<(String, String)> = Vec::new();
         let (deletes, writes): (Vec<_>, Vec<_>) =
             changes.into_iter().partition(|p| matches!(p.op.what, OpKind::Delete { .. }));
-        let deletes_parts: BTreeSet<Part> = deletes
+        let existing = existing_secrets(&api, &writes).await;
+        let intent = self.record_intents(dest, &base.state, &writes, ctx).await;
+        let intent_saved = intent == Some(Ok(()));
+        let mut batch = Batch {
+            existing,
+            api,
+            dest,
+            ctx,
+            shown,
+            intent: intent.unwrap_or(Ok(())),
+            key: None,
+            sealed: Vec::new(),
+            ledger: Ledger::new(base),
+        };
+        for p in writes {
+            batch.apply(p, None).await;
+        }
+        // Prune deletes only the items the plan saw: their lists are read
+        // again right before the first delete (GitHub has no conditional
+        // delete), after the writes.
+        let parts: BTreeSet<Part> = deletes
             .iter()
             .filter_map(|p| match &p.op.what {
                 OpKind::Delete { part, .. } => Some(*part),
                 _ => None,
             })
             .collect();
-        // GitHub's PUT creates *or replaces* a secret: one made by someone
-        // since the pass listed them must not be written over. Read the
-        // names again right before creating any (one list).
-        let creates = writes.iter().any(|p| matches!(p.op.what, OpKind::PutSecret { create: true, .. }));
-        let existing: Result<BTreeSet<String>, CiError> = match creates {
-            true => api.list_secrets().await.map(|l| l.into_iter().map(|s| s.name.to_ascii_uppercase()).collect()),
-            false => Ok(BTreeSet::new()),
+        let now = match deletes.is_empty() || batch.ledger.stop.is_some() {
+            true => None,
+            false => Some(self.seen_now(&batch.api, &parts).await),
         };
-        // What is about to be created is recorded first: an item cfgsync
-        // created but could not record afterwards (the store failed) would
-        // otherwise look like someone else's to the next pass. Recorded
-        // items that do not come to exist are dropped by the save below.
-        let intents: Vec<&DesiredItem> = writes
+        for p in deletes {
+            batch.apply(p, now.as_ref()).await;
+        }
+        batch.read_back_updated_at().await;
+        batch.ledger.save(&self.store, dest, ctx, intent_saved).await
+    }
+}
+
+/// GitHub's PUT creates *or replaces* a secret: one made by someone since
+/// the pass listed them must not be written over. The names are read again
+/// right before creating any (one list).
+async fn existing_secrets(api: &api::Api<'_>, writes: &[Planned<Op>]) -> Result<BTreeSet<String>, CiError> {
+    if !writes.iter().any(|p| matches!(p.op.what, OpKind::PutSecret { create: true, .. })) {
+        return Ok(BTreeSet::new());
+    }
+    api.list_secrets().await.map(|l| l.into_iter().map(|s| s.name.to_ascii_uppercase()).collect())
+}
+
+impl GithubKind {
+    /// Records what is about to be created before creating it: an item
+    /// cfgsync created but could not record afterwards (the store failed)
+    /// would otherwise look like someone else's to the next pass. Recorded
+    /// items that do not come to exist are dropped by the save after apply.
+    /// `None` when nothing is created; else whether the record was saved
+    /// (or where and why not).
+    async fn record_intents(
+        &self,
+        dest: &GithubDest,
+        state: &DestState,
+        writes: &[Planned<Op>],
+        ctx: &Ctx<'_>,
+    ) -> Option<Result<(), (String, String)>> {
+        let created: Vec<&DesiredItem> = writes
             .iter()
             .filter_map(|p| match &p.op.what {
                 OpKind::PutSecret { item, create: true } | OpKind::CreateVariable(item) => Some(item.as_ref()),
                 _ => None,
             })
             .collect();
-        let intent: Result<(), (String, String)> = match intents.is_empty() {
-            true => Ok(()),
-            false => {
-                let mut planned = state.clone();
-                for item in &intents {
-                    planned.items.insert(item.id(), item.record(None));
-                }
-                planned.dest = serde_json::to_value(dest).unwrap_or_default();
-                let key = dest.state_key(ctx.instance, ctx.env);
-                self.store.save(&key, &planned).await.map_err(|cause| (self.store.describe(&key), cause))
+        if created.is_empty() {
+            return None;
+        }
+        let mut planned = state.clone();
+        for item in created {
+            planned.items.insert(item.id(), item.record(None));
+        }
+        planned.dest = serde_json::to_value(dest).unwrap_or_default();
+        let key = dest.state_key(ctx.instance, ctx.env);
+        Some(self.store.save(&key, &planned).await.map_err(|cause| (self.store.describe(&key), cause)))
+    }
+}
+
+/// One scope's changes being applied.
+struct Batch<'a> {
+    api: api::Api<'a>,
+    dest: &'a GithubDest,
+    ctx: &'a Ctx<'a>,
+    shown: String,
+    /// The secrets listed right before the first create.
+    existing: Result<BTreeSet<String>, CiError>,
+    /// Whether what is created was recorded first (where and why not).
+    intent: Result<(), (String, String)>,
+    /// The scope's public key, fetched for the first secret.
+    key: Option<api::PublicKey>,
+    /// Secrets written in this pass (record id, name): their `updated_at`
+    /// is read afterwards.
+    sealed: Vec<(String, String)>,
+    ledger: Ledger,
+}
+
+impl Batch<'_> {
+    /// Applies one change and records its outcome; `now`: the items listed
+    /// again before the deletes.
+    async fn apply(&mut self, p: Planned<Op>, now: Option<&Result<BTreeMap<String, Seen>, CiError>>) {
+        let env = self.ctx.env;
+        if p.change.action == Action::Drift {
+            warn!(env, address = %p.change.address, "drift: written in GitHub by someone else; restoring");
+        }
+        let creates = matches!(p.op.what, OpKind::PutSecret { create: true, .. } | OpKind::CreateVariable(_));
+        if let (true, Err((path, cause))) = (creates, &self.intent) {
+            warn!(env, address = %p.change.address, path = %path, error = %cause, "not created: the record of what is created cannot be saved first");
+            let error = TargetError::State { path: path.clone(), cause: cause.clone() };
+            self.ledger.outcome(p.slot, p.change, Err(error));
+            return;
+        }
+        let result = self.execute(&p.op.what, now).await;
+        match (&p.op.what, &result) {
+            (OpKind::PutSecret { item, .. }, Ok(())) => {
+                info!(env, dest = %self.shown, name = %item.name, action = p.change.action.name(), "secret written");
+                self.ledger.written(item.id(), item.record(None));
+                self.sealed.push((item.id(), item.name.clone()));
             }
+            (OpKind::CreateVariable(item) | OpKind::UpdateVariable(item), Ok(())) => {
+                info!(env, dest = %self.shown, name = %item.name, action = p.change.action.name(), "variable written");
+                self.ledger.written(item.id(), item.record(None));
+            }
+            (OpKind::Delete { part, name, .. }, Ok(())) => {
+                info!(env, dest = %self.shown, what = part.name(), name = %name, "pruned");
+                self.ledger.deleted(&item_id(*part, name));
+            }
+            (_, Err(e @ (CiError::RateLimited { .. } | CiError::Connect { .. }))) => {
+                self.ledger.stop.get_or_insert_with(|| e.clone());
+            }
+            _ => {}
+        }
+        if let Err(e) = &result {
+            warn!(env, address = %p.change.address, error = %e, "GitHub write failed");
+        }
+        self.ledger.outcome(p.slot, p.change, result.map_err(TargetError::from));
+    }
+
+    async fn execute(
+        &mut self,
+        op: &OpKind,
+        now: Option<&Result<BTreeMap<String, Seen>, CiError>>,
+    ) -> Result<(), CiError> {
+        let not_text =
+            |item: &DesiredItem| CiError::NotText { dest: self.shown.clone(), what: format!("variable {}", item.name) };
+        match (op, &self.ledger.stop) {
+            (OpKind::Keep { id, record }, _) => {
+                self.ledger.keep(id, record.as_ref());
+                Ok(())
+            }
+            (_, Some(e)) => Err(e.clone()),
+            (OpKind::PutSecret { item, create }, None) => self.put_secret(item, *create).await,
+            (OpKind::CreateVariable(item), None) => match item.value.expose_str() {
+                Some(value) => self.api.create_variable(&item.name, value, item.visibility()).await,
+                None => Err(not_text(item)),
+            },
+            (OpKind::UpdateVariable(item), None) => match item.value.expose_str() {
+                Some(value) => self.api.update_variable(&item.name, value, item.visibility()).await,
+                None => Err(not_text(item)),
+            },
+            (OpKind::Delete { part, name, seen }, None) => match now {
+                Some(Err(e)) => Err(e.clone()),
+                Some(Ok(listed)) => match listed.get(&item_id(*part, &name.to_ascii_uppercase())) {
+                    None => Ok(()),
+                    Some(s) if s == seen.as_ref() => self.api.delete(part.collection(), name).await,
+                    Some(_) => Err(CiError::PruneModified {
+                        dest: self.shown.clone(),
+                        what: format!("{} {name}", part.name()),
+                        why: "it changed after this pass read it".to_owned(),
+                    }),
+                },
+                None => self.api.delete(part.collection(), name).await,
+            },
+        }
+    }
+
+    /// Seals and writes a secret, unless one was made at its name since
+    /// the pass listed them (`create`); the scope's key is fetched once.
+    async fn put_secret(&mut self, item: &DesiredItem, create: bool) -> Result<(), CiError> {
+        let made_since = match (create, &self.existing) {
+            (false, _) => false,
+            (true, Ok(names)) => names.contains(&item.name.to_ascii_uppercase()),
+            (true, Err(e)) => return Err(e.clone()),
         };
-        let (intents_empty, intent_ok) = (intents.is_empty(), intent.is_ok());
-        // Prune deletes only the items the plan saw: their lists are read
-        // again right before the first delete (GitHub has no conditional
-        // delete), after the writes.
-        let mut deletes = deletes.into_iter();
-        let mut writes = writes.into_iter();
-        let mut now: Option<Result<BTreeMap<String, Seen>, CiError>> = None;
-        loop {
-            let p = match writes.next() {
-                Some(p) => p,
-                None => match deletes.next() {
-                    Some(p) => {
-                        if now.is_none() && stop.is_none() {
-                            now = Some(self.seen_now(&api, &deletes_parts).await);
-                        }
-                        p
-                    }
-                    None => break,
-                },
-            };
-            if p.change.action == Action::Drift {
-                warn!(env = ctx.env, address = %p.change.address, "drift: written in GitHub by someone else; restoring");
-            }
-            let creates = matches!(p.op.what, OpKind::PutSecret { create: true, .. } | OpKind::CreateVariable(_));
-            if let (true, Err((path, cause))) = (creates, &intent) {
-                warn!(env = ctx.env, address = %p.change.address, path = %path, error = %cause, "not created: the record of what is created cannot be saved first");
-                let result = Err(TargetError::State { path: path.clone(), cause: cause.clone() });
-                out.push(Applied { slot: p.slot, change: p.change, result, reloaded: false });
-                continue;
-            }
-            let result: Result<(), CiError> = match (&p.op.what, &stop) {
-                (OpKind::Keep { id, record }, _) => {
-                    touched.insert(id.clone());
-                    if let Some(r) = record {
-                        state.items.insert(id.clone(), r.clone());
-                    }
-                    Ok(())
-                }
-                (_, Some(e)) => Err(e.clone()),
-                (OpKind::PutSecret { item, create }, None) => {
-                    let made_since = match (create, &existing) {
-                        (false, _) => Ok(false),
-                        (true, Ok(names)) => Ok(names.contains(&item.name.to_ascii_uppercase())),
-                        (true, Err(e)) => Err(e.clone()),
-                    };
-                    let k = match (made_since, key.take()) {
-                        (Err(e), k) => {
-                            key = k;
-                            Err(e)
-                        }
-                        (Ok(true), k) => {
-                            key = k;
-                            Err(unrecorded(dest, Part::Secret, &item.name, ctx.env))
-                        }
-                        (Ok(false), Some(k)) => Ok(k),
-                        (Ok(false), None) => api.public_key().await,
-                    };
-                    match k {
-                        Ok(k) => {
-                            let r = api.put_secret(&item.name, &k, item.value.expose(), item.visibility()).await;
-                            key = Some(k);
-                            r
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                (OpKind::CreateVariable(item), None) => match item.value.expose_str() {
-                    Some(value) => api.create_variable(&item.name, value, item.visibility()).await,
-                    None => Err(CiError::NotText { dest: shown.clone(), what: format!("variable {}", item.name) }),
-                },
-                (OpKind::UpdateVariable(item), None) => match item.value.expose_str() {
-                    Some(value) => api.update_variable(&item.name, value, item.visibility()).await,
-                    None => Err(CiError::NotText { dest: shown.clone(), what: format!("variable {}", item.name) }),
-                },
-                (OpKind::Delete { part, name, seen }, None) => match &now {
-                    Some(Err(e)) => Err(e.clone()),
-                    Some(Ok(listed)) => match listed.get(&item_id(*part, &name.to_ascii_uppercase())) {
-                        None => Ok(()),
-                        Some(s) if s == seen.as_ref() => api.delete(part.collection(), name).await,
-                        Some(_) => Err(CiError::PruneModified {
-                            dest: shown.clone(),
-                            what: format!("{} {name}", part.name()),
-                            why: "it changed after this pass read it".to_owned(),
-                        }),
-                    },
-                    None => api.delete(part.collection(), name).await,
-                },
-            };
-            match (&p.op.what, &result) {
-                (OpKind::PutSecret { item, .. }, Ok(())) => {
-                    info!(env = ctx.env, dest = %shown, name = %item.name, action = p.change.action.name(), "secret written");
-                    touched.insert(item.id());
-                    state.items.insert(item.id(), item.record(None));
-                    sealed.push((item.id(), item.name.clone()));
-                }
-                (OpKind::CreateVariable(item) | OpKind::UpdateVariable(item), Ok(())) => {
-                    info!(env = ctx.env, dest = %shown, name = %item.name, action = p.change.action.name(), "variable written");
-                    touched.insert(item.id());
-                    state.items.insert(item.id(), item.record(None));
-                }
-                (OpKind::Delete { part, name, .. }, Ok(())) => {
-                    info!(env = ctx.env, dest = %shown, what = part.name(), name = %name, "pruned");
-                    state.items.remove(&item_id(*part, name));
-                }
-                (_, Err(e @ (CiError::RateLimited { .. } | CiError::Connect { .. }))) => {
-                    stop.get_or_insert_with(|| e.clone());
-                }
-                _ => {}
-            }
-            if let Err(e) = &result {
-                warn!(env = ctx.env, address = %p.change.address, error = %e, "GitHub write failed");
-            }
-            out.push(Applied {
-                slot: p.slot,
-                change: p.change,
-                result: result.map_err(TargetError::from),
-                reloaded: false,
-            });
+        if made_since {
+            return Err(unrecorded(self.dest, Part::Secret, &item.name, self.ctx.env));
         }
-        if !sealed.is_empty() {
-            // The `updated_at` of our own writes, to recognise the next one
-            // that is not ours.
-            match api.list_secrets().await {
-                Ok(listed) => {
-                    let at: BTreeMap<String, String> =
-                        listed.into_iter().map(|s| (s.name.to_ascii_uppercase(), s.updated_at)).collect();
-                    for (id, name) in &sealed {
-                        if let Some(r) = state.items.get_mut(id) {
-                            r.updated_at = at.get(name).cloned();
-                        }
+        let key = match self.key.take() {
+            Some(k) => k,
+            None => self.api.public_key().await?,
+        };
+        let written = self.api.put_secret(&item.name, &key, item.value.expose(), item.visibility()).await;
+        self.key = Some(key);
+        written
+    }
+
+    /// The `updated_at` of the secrets written in this pass, to recognise
+    /// the next write that is not cfgsync's.
+    async fn read_back_updated_at(&mut self) {
+        if self.sealed.is_empty() {
+            return;
+        }
+        match self.api.list_secrets().await {
+            Ok(listed) => {
+                let at: BTreeMap<String, String> =
+                    listed.into_iter().map(|s| (s.name.to_ascii_uppercase(), s.updated_at)).collect();
+                for (id, name) in &self.sealed {
+                    if let Some(r) = self.ledger.state.items.get_mut(id) {
+                        r.updated_at = at.get(name).cloned();
                     }
                 }
-                Err(e) => {
-                    warn!(env = ctx.env, dest = %shown, error = %e, "cannot read back when the secrets were written; they are written again next pass");
-                }
+            }
+            Err(e) => {
+                warn!(env = self.ctx.env, dest = %self.shown, error = %e, "cannot read back when the secrets were written; they are written again next pass");
             }
         }
-        state.items.retain(|id, _| base.live.contains(id) || touched.contains(id));
-        let intent_saved = !intents_empty && intent_ok;
-        if state.items != base.state.items || intent_saved {
-            state.dest = serde_json::to_value(dest).unwrap_or_default();
-            let key = dest.state_key(ctx.instance, ctx.env);
-            if let Err(cause) = self.store.save(&key, &state).await {
-                let path = self.store.describe(&key);
-                warn!(env = ctx.env, dest = %shown, path = %path, error = %cause, "cannot save the record of what was written");
-                for a in out.iter_mut().filter(|a| a.result.is_ok() && a.change.action.writes()) {
-                    a.result = Err(TargetError::State { path: path.clone(), cause: cause.clone() });
-                }
-            }
-        }
-        out
     }
 }
 

@@ -68,12 +68,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::ci::{self, CiError};
+pub use super::ci_dest::Need;
+use super::ci_dest::{self, Base, CiDest, Ledger};
 use super::registry::{Kind, Problems, Setup, SpecInput};
 use super::state::{DestState, Record, StateKey, StateStore};
-use super::{Applied, Claim, Ctx, DestPlan, Merge, Target, TargetError};
+use super::{Applied, Claim, Ctx, DestPlan, Target, TargetError};
 use crate::plan::{self, Action, Change, Planned, Slot};
 use crate::render::Rendered;
 use crate::secret::Content;
@@ -99,10 +101,10 @@ impl fmt::Display for GitlabDest {
     }
 }
 
-impl GitlabDest {
-    /// Where the record of what `instance` wrote here for `env` lives
-    /// (also where `cfgsync import --adopt` records adopted variables).
-    pub fn state_key(&self, instance: &str, env: &str) -> StateKey {
+impl CiDest for GitlabDest {
+    const KIND: &'static str = KIND;
+
+    fn state_key(&self, instance: &str, env: &str) -> StateKey {
         StateKey {
             kind: KIND,
             instance: instance.to_owned(),
@@ -110,20 +112,9 @@ impl GitlabDest {
             dest: format!("{}/{}/{}/{}", self.url, self.owner.collection(), self.owner.id(), self.token_env),
         }
     }
-}
 
-/// Whether a destination must be read: some target there rendered (or it
-/// holds records to prune).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Need(pub bool);
-
-impl Merge for Need {
-    fn merge(&mut self, other: Self) {
-        self.0 |= other.0;
-    }
-
-    fn covers(&self, other: &Self) -> bool {
-        self.0 || !other.0
+    fn token_env(&self) -> &str {
+        &self.token_env
     }
 }
 
@@ -252,14 +243,6 @@ pub struct Observed {
     pub skipped: bool,
 }
 
-/// What apply starts from at a destination: the record as observed and the
-/// items that exist (a record of an item that is gone serves nothing).
-#[derive(Debug, Default)]
-pub struct Base {
-    state: DestState,
-    live: BTreeSet<String>,
-}
-
 /// What apply does for one planned change.
 #[derive(Debug)]
 pub struct Op {
@@ -385,20 +368,7 @@ impl Target for GitlabKind {
     }
 
     async fn recall(&self, ctx: &Ctx<'_>) -> Vec<(GitlabDest, Need)> {
-        match self.store.list(KIND, ctx.instance, ctx.env, ctx.revision).await {
-            Ok(records) => records
-                .into_iter()
-                .filter_map(|r| serde_json::from_value::<GitlabDest>(r.dest).ok())
-                .map(|d| (d, Need(true)))
-                .collect(),
-            // Debug only: a role that may not read records (a developer's
-            // `plan`) would otherwise warn on every pass. The destinations
-            // the config names still read their own record, and fail loudly.
-            Err(e) => {
-                debug!(env = ctx.env, error = %e, "cannot list GitLab records; destinations no target names are not pruned in this pass");
-                Vec::new()
-            }
-        }
+        ci_dest::recall(&self.store, ctx).await
     }
 
     fn desired(&self, spec: &GitlabTarget, rendered: &Rendered, ctx: &Ctx<'_>) -> Result<Vec<DesiredVar>, TargetError> {
@@ -457,12 +427,7 @@ impl Target for GitlabKind {
         let token = ci::token(&dest.token_env, &shown)?;
         let api = api::Api::new(&self.client, &dest.url, &dest.owner, &token, shown);
         let variables = api.list().await?;
-        let key = dest.state_key(ctx.instance, ctx.env);
-        let state = self
-            .store
-            .load(&key)
-            .await
-            .map_err(|cause| TargetError::State { path: self.store.describe(&key), cause })?;
+        let state = ci_dest::load(&self.store, dest, ctx).await?;
         Ok(Observed { variables, state, skipped: false })
     }
 
@@ -593,133 +558,120 @@ impl Target for GitlabKind {
 
     async fn apply(&self, dest: &GitlabDest, changes: Vec<Planned<Op>>, ctx: &Ctx<'_>) -> Vec<Applied> {
         let Some(base) = changes.first().map(|p| p.op.base.clone()) else { return Vec::new() };
-        let shown = dest.to_string();
-        let writes = changes.iter().any(|p| p.change.action.writes());
-        let token = match ci::token(&dest.token_env, &shown) {
-            Ok(t) => Some(t),
-            Err(e) if writes => {
-                return Applied::all_failed(changes, || e.clone().into());
-            }
-            Err(_) => None,
+        let token = match ci_dest::token(dest, changes.iter().any(|p| p.change.action.writes())) {
+            Ok(t) => t,
+            Err(e) => return Applied::all_failed(changes, || e.clone().into()),
         };
-        let token = token.unwrap_or_default();
+        let shown = dest.to_string();
         let api = api::Api::new(&self.client, &dest.url, &dest.owner, &token, shown.clone());
-        let mut state = base.state.clone();
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut out: Vec<Applied> = Vec::new();
-        // After a rate limit or an unreachable API, the rest waits for the next pass.
-        let mut stop: Option<CiError> = None;
+        let mut batch = Batch { api, base: base.clone(), shown, ctx, ledger: Ledger::new(base) };
         // Writes first, then deletes.
         let (deletes, writes): (Vec<_>, Vec<_>) =
             changes.into_iter().partition(|p| matches!(p.op.what, OpKind::Delete { .. }));
-        let mut deletes = deletes.into_iter().peekable();
+        for p in writes {
+            batch.apply(p, None).await;
+        }
         // Prune deletes only the variable the plan saw: the list is read
         // again right before the first delete (GitLab has no conditional
         // delete), after the writes.
-        let mut now: Option<Result<Vec<api::LiveVariable>, CiError>> = None;
-        let mut writes = writes.into_iter();
-        loop {
-            let p = match writes.next() {
-                Some(p) => p,
-                None => match deletes.next() {
-                    Some(p) => {
-                        if now.is_none() && stop.is_none() {
-                            now = Some(api.list().await);
-                        }
-                        p
-                    }
-                    None => break,
-                },
-            };
-            let not_text = |v: &DesiredVar| CiError::NotText {
-                dest: shown.clone(),
-                what: format!("variable {} (environment scope {})", v.key, v.environment_scope),
-            };
-            let result: Result<(), CiError> = match (&p.op.what, &stop) {
-                (OpKind::Keep { id, record }, _) => {
-                    touched.insert(id.clone());
-                    if let Some(r) = record {
-                        state.items.insert(id.clone(), r.clone());
-                    }
-                    Ok(())
-                }
-                (_, Some(e)) => Err(e.clone()),
-                (OpKind::Create(v), None) => match v.body() {
-                    Some(body) => api.create(&body).await.map_err(|e| free_tier_refusal(e, v, &base, &shown)),
-                    None => Err(not_text(v)),
-                },
-                (OpKind::Update(v), None) => {
-                    if p.change.action == Action::Drift {
-                        warn!(dest = %shown, key = %v.key, scope = %v.environment_scope, "drift: variable edited in GitLab; restoring");
-                    }
-                    match v.body() {
-                        Some(body) => api.update(&body).await,
-                        None => Err(not_text(v)),
-                    }
-                }
-                (OpKind::Recreate(v), None) => match v.body() {
-                    Some(body) => match api.delete(&v.key, &v.environment_scope).await {
-                        Ok(()) => api.create(&body).await,
-                        Err(e) => Err(e),
-                    },
-                    None => Err(not_text(v)),
-                },
-                (OpKind::Delete { key, scope, seen }, None) => match &now {
-                    Some(Err(e)) => Err(e.clone()),
-                    Some(Ok(listed)) => match listed.iter().find(|v| v.key == *key && v.environment_scope == *scope) {
-                        None => Ok(()),
-                        Some(v) if v == seen.as_ref() => api.delete(key, scope).await,
-                        Some(_) => Err(CiError::PruneModified {
-                            dest: shown.clone(),
-                            what: format!("variable {key} (environment scope {scope})"),
-                            why: "it changed after this pass read it".to_owned(),
-                        }),
-                    },
-                    None => api.delete(key, scope).await,
-                },
-            };
-            match (&p.op.what, &result) {
-                (OpKind::Create(v) | OpKind::Update(v) | OpKind::Recreate(v), Ok(())) => {
-                    info!(env = ctx.env, dest = %shown, key = %v.key, scope = %v.environment_scope, action = p.change.action.name(), "variable written");
-                    touched.insert(v.id());
-                    state.items.insert(v.id(), v.record());
-                }
-                (OpKind::Delete { key, scope, .. }, Ok(())) => {
-                    info!(env = ctx.env, dest = %shown, key = %key, scope = %scope, "variable pruned");
-                    state.items.remove(&item_id(key, scope));
-                }
-                // GitLab Free: every further create would land in `*` too.
-                (
-                    _,
-                    Err(e @ (CiError::RateLimited { .. } | CiError::Connect { .. } | CiError::FreeTierScope { .. })),
-                ) => {
-                    stop.get_or_insert_with(|| e.clone());
-                }
-                _ => {}
-            }
-            if let Err(e) = &result {
-                warn!(env = ctx.env, address = %p.change.address, error = %e, "GitLab write failed");
-            }
-            out.push(Applied {
-                slot: p.slot,
-                change: p.change,
-                result: result.map_err(TargetError::from),
-                reloaded: false,
-            });
+        let now = match deletes.is_empty() || batch.ledger.stop.is_some() {
+            true => None,
+            false => Some(batch.api.list().await),
+        };
+        for p in deletes {
+            batch.apply(p, now.as_ref()).await;
         }
-        state.items.retain(|id, _| base.live.contains(id) || touched.contains(id));
-        if state.items != base.state.items {
-            state.dest = serde_json::to_value(dest).unwrap_or_default();
-            let key = dest.state_key(ctx.instance, ctx.env);
-            if let Err(cause) = self.store.save(&key, &state).await {
-                let path = self.store.describe(&key);
-                warn!(env = ctx.env, dest = %shown, path = %path, error = %cause, "cannot save the record of what was written");
-                for a in out.iter_mut().filter(|a| a.result.is_ok() && a.change.action.writes()) {
-                    a.result = Err(TargetError::State { path: path.clone(), cause: cause.clone() });
+        batch.ledger.save(&self.store, dest, ctx, false).await
+    }
+}
+
+/// One destination's changes being applied.
+struct Batch<'a> {
+    api: api::Api<'a>,
+    base: Arc<Base>,
+    shown: String,
+    ctx: &'a Ctx<'a>,
+    ledger: Ledger,
+}
+
+impl Batch<'_> {
+    /// Applies one change and records its outcome; `now`: the variables
+    /// listed again before the deletes.
+    async fn apply(&mut self, p: Planned<Op>, now: Option<&Result<Vec<api::LiveVariable>, CiError>>) {
+        let result = self.execute(&p, now).await;
+        let env = self.ctx.env;
+        match (&p.op.what, &result) {
+            (OpKind::Create(v) | OpKind::Update(v) | OpKind::Recreate(v), Ok(())) => {
+                info!(env, dest = %self.shown, key = %v.key, scope = %v.environment_scope, action = p.change.action.name(), "variable written");
+                self.ledger.written(v.id(), v.record());
+            }
+            (OpKind::Delete { key, scope, .. }, Ok(())) => {
+                info!(env, dest = %self.shown, key = %key, scope = %scope, "variable pruned");
+                self.ledger.deleted(&item_id(key, scope));
+            }
+            // GitLab Free: every further create would land in `*` too.
+            (_, Err(e @ (CiError::RateLimited { .. } | CiError::Connect { .. } | CiError::FreeTierScope { .. }))) => {
+                self.ledger.stop.get_or_insert_with(|| e.clone());
+            }
+            _ => {}
+        }
+        if let Err(e) = &result {
+            warn!(env, address = %p.change.address, error = %e, "GitLab write failed");
+        }
+        self.ledger.outcome(p.slot, p.change, result.map_err(TargetError::from));
+    }
+
+    async fn execute(
+        &mut self,
+        p: &Planned<Op>,
+        now: Option<&Result<Vec<api::LiveVariable>, CiError>>,
+    ) -> Result<(), CiError> {
+        let not_text = |v: &DesiredVar| CiError::NotText {
+            dest: self.shown.clone(),
+            what: format!("variable {} (environment scope {})", v.key, v.environment_scope),
+        };
+        match (&p.op.what, &self.ledger.stop) {
+            (OpKind::Keep { id, record }, _) => {
+                self.ledger.keep(id, record.as_ref());
+                Ok(())
+            }
+            (_, Some(e)) => Err(e.clone()),
+            (OpKind::Create(v), None) => match v.body() {
+                Some(body) => {
+                    self.api.create(&body).await.map_err(|e| free_tier_refusal(e, v, &self.base, &self.shown))
+                }
+                None => Err(not_text(v)),
+            },
+            (OpKind::Update(v), None) => {
+                if p.change.action == Action::Drift {
+                    warn!(dest = %self.shown, key = %v.key, scope = %v.environment_scope, "drift: variable edited in GitLab; restoring");
+                }
+                match v.body() {
+                    Some(body) => self.api.update(&body).await,
+                    None => Err(not_text(v)),
                 }
             }
+            (OpKind::Recreate(v), None) => match v.body() {
+                Some(body) => match self.api.delete(&v.key, &v.environment_scope).await {
+                    Ok(()) => self.api.create(&body).await,
+                    Err(e) => Err(e),
+                },
+                None => Err(not_text(v)),
+            },
+            (OpKind::Delete { key, scope, seen }, None) => match now {
+                Some(Err(e)) => Err(e.clone()),
+                Some(Ok(listed)) => match listed.iter().find(|v| v.key == *key && v.environment_scope == *scope) {
+                    None => Ok(()),
+                    Some(v) if v == seen.as_ref() => self.api.delete(key, scope).await,
+                    Some(_) => Err(CiError::PruneModified {
+                        dest: self.shown.clone(),
+                        what: format!("variable {key} (environment scope {scope})"),
+                        why: "it changed after this pass read it".to_owned(),
+                    }),
+                },
+                None => self.api.delete(key, scope).await,
+            },
         }
-        out
     }
 }
 
