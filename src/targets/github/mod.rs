@@ -520,18 +520,7 @@ impl Target for GithubKind {
         if observed.skipped {
             return plan;
         }
-        // GitHub names are case-insensitive and listed upper-case.
-        let secrets: BTreeMap<String, &api::LiveSecret> =
-            observed.secrets.iter().map(|s| (s.name.to_ascii_uppercase(), s)).collect();
-        let variables: BTreeMap<String, &api::LiveVariable> =
-            observed.variables.iter().map(|v| (v.name.to_ascii_uppercase(), v)).collect();
-        let live: BTreeSet<String> = secrets
-            .keys()
-            .map(|n| item_id(Part::Secret, n))
-            .chain(variables.keys().map(|n| item_id(Part::Variable, n)))
-            .collect();
-        let base = Arc::new(Base { state: observed.state.clone(), live: live.clone() });
-        let op = |what: OpKind| Op { base: base.clone(), what };
+        let view = View::of(observed);
         // What targets claim: rendered ones their items; the others every
         // name they could write, as secret and as variable.
         let mut claimed: BTreeSet<String> = BTreeSet::new();
@@ -550,93 +539,22 @@ impl Target for GithubKind {
         let mut planned: Vec<(Slot, Vec<Planned<Op>>)> = Vec::new();
         for claim in claims {
             let Some(items) = claim.items else { continue };
-            let mut changes = Vec::new();
-            let mut error = None;
-            for mut item in items {
-                if let Some(first) = wanted_by.insert(item.id(), item.output.clone()) {
-                    error = Some(
-                        CiError::Duplicate {
-                            dest: dest.to_string(),
-                            what: format!("{} {}", item.part.name(), item.name),
-                            first,
-                            second: item.output.clone(),
-                        }
-                        .into(),
-                    );
-                    break;
-                }
-                let address = item_address(dest, item.part, &item.name);
-                let record = observed.state.items.get(&item.id());
-                let live_name = item.name.to_ascii_uppercase();
-                let exists = match item.part {
-                    Part::Secret => secrets.contains_key(&live_name),
-                    Part::Variable => variables.contains_key(&live_name),
-                };
-                // No mark on GitHub: an item the record does not name is
-                // someone else's, even with the value cfgsync would write;
-                // so is the name when someone else's secret (variable)
-                // holds it and cfgsync would write a variable (secret).
-                if exists && record.is_none() {
-                    error = Some(unrecorded(dest, item.part, &item.name, ctx.env).into());
-                    break;
-                }
-                let other = match item.part {
-                    Part::Secret => Part::Variable,
-                    Part::Variable => Part::Secret,
-                };
-                let taken = match other {
-                    Part::Secret => secrets.contains_key(&live_name),
-                    Part::Variable => variables.contains_key(&live_name),
-                };
-                if taken && !observed.state.items.contains_key(&item_id(other, &item.name)) {
-                    error = Some(unrecorded(dest, other, &item.name, ctx.env).into());
-                    break;
-                }
-                item.keep_adopted(record);
-                let (change, what) = match item.part {
-                    Part::Secret => plan_secret(item, secrets.get(&live_name).copied(), record, address),
-                    Part::Variable => plan_variable(item, variables.get(&live_name).copied(), record, address),
-                };
-                changes.push(Planned { slot: claim.slot, change, op: op(what) });
-            }
-            match error {
-                Some(e) => plan.errors.push((claim.slot, e)),
-                None => planned.push((claim.slot, changes)),
+            match view.plan_target(dest, items, &mut wanted_by, ctx) {
+                Ok(changes) => planned.push((
+                    claim.slot,
+                    changes
+                        .into_iter()
+                        .map(|(change, what)| Planned { slot: claim.slot, change, op: view.op(what) })
+                        .collect(),
+                )),
+                Err(e) => plan.errors.push((claim.slot, e)),
             }
         }
         refuse_over_the_limits(dest, observed, &mut planned, &mut plan.errors);
         plan.changes.extend(planned.into_iter().flat_map(|(_, changes)| changes));
-        if !ctx.prune {
-            return plan;
+        if ctx.prune {
+            view.plan_prunes(&mut plan, dest, &claimed, ctx);
         }
-        // Ours: recorded as written by a target (an item only adopted is
-        // not written yet), and still there.
-        let ours: Vec<(&String, &Record)> =
-            observed.state.items.iter().filter(|(id, r)| live.contains(*id) && ci::written_by_a_target(r)).collect();
-        let mut prunes: Vec<Planned<Op>> = Vec::new();
-        for (id, record) in ours.iter().filter(|(id, _)| !claimed.contains(*id)) {
-            let Some((part, name)) = Part::of_id(id) else { continue };
-            let (why, seen) = match part {
-                Part::Secret => {
-                    let Some(s) = secrets.get(name) else { continue };
-                    (secret_changed(s, record), Seen::of_secret(s))
-                }
-                Part::Variable => {
-                    let Some(v) = variables.get(name) else { continue };
-                    (variable_changed(v, record, ctx), Seen::of_variable(v))
-                }
-            };
-            if let Some(why) = why {
-                let what = format!("{} {name}", part.name());
-                plan.errors.push((Slot::Prune, CiError::PruneModified { dest: dest.to_string(), what, why }.into()));
-                continue;
-            }
-            let mut change = Change::new(KIND, item_address(dest, part, name), Action::Delete, false);
-            change.notes.push(format!("output {:?} no longer writes it", record.output));
-            let delete = OpKind::Delete { part, name: name.to_owned(), seen: Box::new(seen) };
-            prunes.push(Planned { slot: Slot::Prune, change, op: op(delete) });
-        }
-        plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
         plan
     }
 
@@ -870,6 +788,125 @@ impl Batch<'_> {
                 warn!(env = self.ctx.env, dest = %self.shown, error = %e, "cannot read back when the secrets were written; they are written again next pass");
             }
         }
+    }
+}
+
+/// A scope as the plan reads it: its secrets and variables by name
+/// (GitHub names are case-insensitive and listed upper-case).
+struct View<'o> {
+    observed: &'o Observed,
+    secrets: BTreeMap<String, &'o api::LiveSecret>,
+    variables: BTreeMap<String, &'o api::LiveVariable>,
+    base: Arc<Base>,
+}
+
+impl<'o> View<'o> {
+    fn of(observed: &'o Observed) -> Self {
+        let secrets: BTreeMap<String, &api::LiveSecret> =
+            observed.secrets.iter().map(|s| (s.name.to_ascii_uppercase(), s)).collect();
+        let variables: BTreeMap<String, &api::LiveVariable> =
+            observed.variables.iter().map(|v| (v.name.to_ascii_uppercase(), v)).collect();
+        let live: BTreeSet<String> = secrets
+            .keys()
+            .map(|n| item_id(Part::Secret, n))
+            .chain(variables.keys().map(|n| item_id(Part::Variable, n)))
+            .collect();
+        let base = Arc::new(Base { state: observed.state.clone(), live });
+        Self { observed, secrets, variables, base }
+    }
+
+    fn op(&self, what: OpKind) -> Op {
+        Op { base: self.base.clone(), what }
+    }
+
+    /// Whether `part` `name` (upper-case) exists.
+    fn exists(&self, part: Part, name: &str) -> bool {
+        match part {
+            Part::Secret => self.secrets.contains_key(name),
+            Part::Variable => self.variables.contains_key(name),
+        }
+    }
+
+    /// The changes of one rendered target, or why none of its items is
+    /// written: a name another output of this scope writes too, or one
+    /// held by an item cfgsync has no record of.
+    fn plan_target(
+        &self,
+        dest: &GithubDest,
+        items: Vec<DesiredItem>,
+        wanted_by: &mut BTreeMap<String, String>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<(Change, OpKind)>, TargetError> {
+        let state = &self.observed.state;
+        let mut changes = Vec::new();
+        for mut item in items {
+            if let Some(first) = wanted_by.insert(item.id(), item.output.clone()) {
+                let what = format!("{} {}", item.part.name(), item.name);
+                return Err(
+                    CiError::Duplicate { dest: dest.to_string(), what, first, second: item.output.clone() }.into()
+                );
+            }
+            let address = item_address(dest, item.part, &item.name);
+            let record = state.items.get(&item.id());
+            let live_name = item.name.to_ascii_uppercase();
+            // No mark on GitHub: an item the record does not name is
+            // someone else's, even with the value cfgsync would write;
+            // so is the name when someone else's secret (variable)
+            // holds it and cfgsync would write a variable (secret).
+            if self.exists(item.part, &live_name) && record.is_none() {
+                return Err(unrecorded(dest, item.part, &item.name, ctx.env).into());
+            }
+            let other = match item.part {
+                Part::Secret => Part::Variable,
+                Part::Variable => Part::Secret,
+            };
+            if self.exists(other, &live_name) && !state.items.contains_key(&item_id(other, &item.name)) {
+                return Err(unrecorded(dest, other, &item.name, ctx.env).into());
+            }
+            item.keep_adopted(record);
+            changes.push(match item.part {
+                Part::Secret => plan_secret(item, self.secrets.get(&live_name).copied(), record, address),
+                Part::Variable => plan_variable(item, self.variables.get(&live_name).copied(), record, address),
+            });
+        }
+        Ok(changes)
+    }
+
+    /// Deletes what this instance wrote here and no target claims any
+    /// more: items recorded as written by a target (one only adopted is not
+    /// written yet), still there, and still as written.
+    fn plan_prunes(&self, plan: &mut DestPlan<Op>, dest: &GithubDest, claimed: &BTreeSet<String>, ctx: &Ctx<'_>) {
+        let ours: Vec<(&String, &Record)> = self
+            .observed
+            .state
+            .items
+            .iter()
+            .filter(|(id, r)| self.base.live.contains(*id) && ci::written_by_a_target(r))
+            .collect();
+        let mut prunes: Vec<Planned<Op>> = Vec::new();
+        for (id, record) in ours.iter().filter(|(id, _)| !claimed.contains(*id)) {
+            let Some((part, name)) = Part::of_id(id) else { continue };
+            let (why, seen) = match part {
+                Part::Secret => {
+                    let Some(s) = self.secrets.get(name) else { continue };
+                    (secret_changed(s, record), Seen::of_secret(s))
+                }
+                Part::Variable => {
+                    let Some(v) = self.variables.get(name) else { continue };
+                    (variable_changed(v, record, ctx), Seen::of_variable(v))
+                }
+            };
+            if let Some(why) = why {
+                let what = format!("{} {name}", part.name());
+                plan.errors.push((Slot::Prune, CiError::PruneModified { dest: dest.to_string(), what, why }.into()));
+                continue;
+            }
+            let mut change = Change::new(KIND, item_address(dest, part, name), Action::Delete, false);
+            change.notes.push(format!("output {:?} no longer writes it", record.output));
+            let delete = OpKind::Delete { part, name: name.to_owned(), seen: Box::new(seen) };
+            prunes.push(Planned { slot: Slot::Prune, change, op: self.op(delete) });
+        }
+        plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
     }
 }
 

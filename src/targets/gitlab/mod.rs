@@ -442,13 +442,7 @@ impl Target for GitlabKind {
         if observed.skipped {
             return plan;
         }
-        let live: BTreeMap<(&str, &str), &api::LiveVariable> =
-            observed.variables.iter().map(|v| ((v.key.as_str(), v.environment_scope.as_str()), v)).collect();
-        let base = Arc::new(Base {
-            state: observed.state.clone(),
-            live: observed.variables.iter().map(|v| item_id(&v.key, &v.environment_scope)).collect(),
-        });
-        let op = |what: OpKind| Op { base: base.clone(), what };
+        let view = View::of(observed);
         // Every key a target names, rendered or not: never pruned.
         let mut claimed: BTreeSet<(String, String)> = BTreeSet::new();
         for claim in &claims {
@@ -458,101 +452,18 @@ impl Target for GitlabKind {
         let mut wanted_by: BTreeMap<String, String> = BTreeMap::new();
         for claim in claims {
             let Some(items) = claim.items else { continue };
-            let mut changes = Vec::new();
-            let mut error = None;
-            for mut var in items {
-                let address = variable_address(dest, &var.key, &var.environment_scope);
-                if let Some(first) = wanted_by.insert(var.id(), var.output.clone()) {
-                    error = Some(
-                        CiError::Duplicate {
-                            dest: dest.to_string(),
-                            what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
-                            first,
-                            second: var.output.clone(),
-                        }
-                        .into(),
-                    );
-                    break;
-                }
-                let record = observed.state.items.get(&var.id());
-                let current = live.get(&(var.key.as_str(), var.environment_scope.as_str())).copied();
-                if let Some(e) = refusal(dest, &var, current, record, &live, observed, ctx) {
-                    error = Some(e);
-                    break;
-                }
-                var.keep_adopted(record);
-                if var.masked
-                    && let Some(reason) = var.value.expose_str().and_then(|t| mask_problem(t, var.raw))
-                {
-                    error = Some(
-                        CiError::Unmaskable {
-                            output: var.output.clone(),
-                            entry: var.entry.clone(),
-                            key: var.key.clone(),
-                            dest: dest.to_string(),
-                            reason: format!("{reason}; the adopted variable is expanded (raw = false)"),
-                        }
-                        .into(),
-                    );
-                    break;
-                }
-                let (change, what) = plan_variable(var, current, record, address);
-                changes.push(Planned { slot: claim.slot, change, op: op(what) });
-            }
-            match error {
-                Some(e) => plan.errors.push((claim.slot, e)),
-                None => plan.changes.extend(changes),
+            match view.plan_target(dest, items, &mut wanted_by, ctx) {
+                Ok(changes) => plan.changes.extend(changes.into_iter().map(|(change, what)| Planned {
+                    slot: claim.slot,
+                    change,
+                    op: view.op(what),
+                })),
+                Err(e) => plan.errors.push((claim.slot, e)),
             }
         }
-        if !ctx.prune {
-            return plan;
+        if ctx.prune {
+            view.plan_prunes(&mut plan, dest, &claimed, ctx);
         }
-        // Ours: marked with this instance and env, and recorded as written
-        // by a target (a variable only adopted is not written yet).
-        let ours: Vec<&api::LiveVariable> = observed
-            .variables
-            .iter()
-            .filter(|v| {
-                parse_marker(v.description.as_deref())
-                    .is_some_and(|(instance, env, _)| instance == ctx.instance && env == ctx.env)
-                    && observed
-                        .state
-                        .items
-                        .get(&item_id(&v.key, &v.environment_scope))
-                        .is_some_and(ci::written_by_a_target)
-            })
-            .collect();
-        let mut prunes: Vec<Planned<Op>> = Vec::new();
-        for v in ours.iter().filter(|v| !claimed.contains(&(v.key.clone(), v.environment_scope.clone()))) {
-            let record = &observed.state.items[&item_id(&v.key, &v.environment_scope)];
-            if let Some(why) = changed_since_written(v, record, ctx) {
-                plan.errors.push((
-                    Slot::Prune,
-                    CiError::PruneModified {
-                        dest: dest.to_string(),
-                        what: format!("variable {} (environment scope {})", v.key, v.environment_scope),
-                        why,
-                    }
-                    .into(),
-                ));
-                continue;
-            }
-            let mut change =
-                Change::new(KIND, variable_address(dest, &v.key, &v.environment_scope), Action::Delete, false);
-            if let Some((_, _, output)) = parse_marker(v.description.as_deref()) {
-                change.notes.push(format!("output {output:?} no longer writes it"));
-            }
-            prunes.push(Planned {
-                slot: Slot::Prune,
-                change,
-                op: op(OpKind::Delete {
-                    key: v.key.clone(),
-                    scope: v.environment_scope.clone(),
-                    seen: Box::new((*v).clone()),
-                }),
-            });
-        }
-        plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
         plan
     }
 
@@ -675,6 +586,176 @@ impl Batch<'_> {
     }
 }
 
+/// A destination as the plan reads it: its variables by key and scope.
+struct View<'o> {
+    observed: &'o Observed,
+    live: BTreeMap<(&'o str, &'o str), &'o api::LiveVariable>,
+    base: Arc<Base>,
+}
+
+impl<'o> View<'o> {
+    fn of(observed: &'o Observed) -> Self {
+        let live = observed.variables.iter().map(|v| ((v.key.as_str(), v.environment_scope.as_str()), v)).collect();
+        let base = Arc::new(Base {
+            state: observed.state.clone(),
+            live: observed.variables.iter().map(|v| item_id(&v.key, &v.environment_scope)).collect(),
+        });
+        Self { observed, live, base }
+    }
+
+    fn op(&self, what: OpKind) -> Op {
+        Op { base: self.base.clone(), what }
+    }
+
+    /// The changes of one rendered target, or why none of its variables
+    /// is written: a key another output of this destination writes too, a
+    /// variable that is not this instance's, a value GitLab cannot mask.
+    fn plan_target(
+        &self,
+        dest: &GitlabDest,
+        items: Vec<DesiredVar>,
+        wanted_by: &mut BTreeMap<String, String>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<(Change, OpKind)>, TargetError> {
+        let mut changes = Vec::new();
+        for mut var in items {
+            let address = variable_address(dest, &var.key, &var.environment_scope);
+            if let Some(first) = wanted_by.insert(var.id(), var.output.clone()) {
+                let what = format!("variable {} (environment scope {})", var.key, var.environment_scope);
+                return Err(
+                    CiError::Duplicate { dest: dest.to_string(), what, first, second: var.output.clone() }.into()
+                );
+            }
+            let record = self.observed.state.items.get(&var.id());
+            let current = self.live.get(&(var.key.as_str(), var.environment_scope.as_str())).copied();
+            if let Some(e) = self.refusal(dest, &var, current, record, ctx) {
+                return Err(e);
+            }
+            var.keep_adopted(record);
+            if var.masked
+                && let Some(reason) = var.value.expose_str().and_then(|t| mask_problem(t, var.raw))
+            {
+                return Err(CiError::Unmaskable {
+                    output: var.output.clone(),
+                    entry: var.entry.clone(),
+                    key: var.key.clone(),
+                    dest: dest.to_string(),
+                    reason: format!("{reason}; the adopted variable is expanded (raw = false)"),
+                }
+                .into());
+            }
+            changes.push(plan_variable(var, current, record, address));
+        }
+        Ok(changes)
+    }
+
+    /// Why `var` must not be written where it would go: a variable there that
+    /// another instance marked, or nobody did and the record does not name
+    /// (someone else's); or GitLab Free's single `*` group variable standing
+    /// in for the scope asked for.
+    fn refusal(
+        &self,
+        dest: &GitlabDest,
+        var: &DesiredVar,
+        current: Option<&api::LiveVariable>,
+        record: Option<&Record>,
+        ctx: &Ctx<'_>,
+    ) -> Option<TargetError> {
+        if let Some(l) = current {
+            return match parse_marker(l.description.as_deref()) {
+                Some((instance, env, _)) if instance == ctx.instance && env == ctx.env => None,
+                Some((instance, env, _)) => Some(
+                    CiError::OtherInstance {
+                        dest: dest.to_string(),
+                        what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
+                        owner: if instance == ctx.instance {
+                            format!("{instance:?} for env {env}")
+                        } else {
+                            format!("{instance:?}")
+                        },
+                        ours: ctx.instance.to_owned(),
+                        marker: var.description.clone(),
+                    }
+                    .into(),
+                ),
+                // Our record says we wrote it: someone cleared the description
+                // (drift, restored).
+                None if record.is_some() => None,
+                None => Some(
+                    CiError::Unmanaged {
+                        dest: dest.to_string(),
+                        what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
+                        marker: var.description.clone(),
+                        adopt: adopt_command(dest, ctx.env),
+                    }
+                    .into(),
+                ),
+            };
+        }
+        // GitLab Free stored an earlier create of this env's variable with
+        // scope `*` (and cfgsync, told so by the answer, did not record it):
+        // creating it again would be refused, pruning it would make the next
+        // pass create it again.
+        let free_tier = matches!(dest.owner, Owner::Group(_))
+            && var.environment_scope != "*"
+            && self.live.get(&(var.key.as_str(), "*")).is_some_and(|any| {
+                parse_marker(any.description.as_deref())
+                    .is_some_and(|(instance, env, _)| instance == ctx.instance && env == ctx.env)
+                    && !self.observed.state.items.contains_key(&item_id(&var.key, "*"))
+            });
+        free_tier.then(|| {
+            CiError::FreeTierScope {
+                dest: dest.to_string(),
+                key: var.key.clone(),
+                scope: var.environment_scope.clone(),
+            }
+            .into()
+        })
+    }
+
+    /// Deletes what this instance wrote here and no target claims any more
+    /// (`claimed`: key and scope): only variables marked with this instance
+    /// and env and recorded as written by a target (one only adopted is
+    /// not written yet), still as written.
+    fn plan_prunes(
+        &self,
+        plan: &mut DestPlan<Op>,
+        dest: &GitlabDest,
+        claimed: &BTreeSet<(String, String)>,
+        ctx: &Ctx<'_>,
+    ) {
+        let state = &self.observed.state;
+        let ours: Vec<&api::LiveVariable> = self
+            .observed
+            .variables
+            .iter()
+            .filter(|v| {
+                parse_marker(v.description.as_deref())
+                    .is_some_and(|(instance, env, _)| instance == ctx.instance && env == ctx.env)
+                    && state.items.get(&item_id(&v.key, &v.environment_scope)).is_some_and(ci::written_by_a_target)
+            })
+            .collect();
+        let mut prunes: Vec<Planned<Op>> = Vec::new();
+        for v in ours.iter().filter(|v| !claimed.contains(&(v.key.clone(), v.environment_scope.clone()))) {
+            let record = &state.items[&item_id(&v.key, &v.environment_scope)];
+            if let Some(why) = changed_since_written(v, record, ctx) {
+                let what = format!("variable {} (environment scope {})", v.key, v.environment_scope);
+                plan.errors.push((Slot::Prune, CiError::PruneModified { dest: dest.to_string(), what, why }.into()));
+                continue;
+            }
+            let mut change =
+                Change::new(KIND, variable_address(dest, &v.key, &v.environment_scope), Action::Delete, false);
+            if let Some((_, _, output)) = parse_marker(v.description.as_deref()) {
+                change.notes.push(format!("output {output:?} no longer writes it"));
+            }
+            let seen = Box::new((*v).clone());
+            let delete = OpKind::Delete { key: v.key.clone(), scope: v.environment_scope.clone(), seen };
+            prunes.push(Planned { slot: Slot::Prune, change, op: self.op(delete) });
+        }
+        plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
+    }
+}
+
 /// A group create refused as a duplicate although no variable of that key
 /// and scope was listed, while one of scope `*` was: GitLab Free treated
 /// the scope asked for as `*`.
@@ -692,67 +773,6 @@ fn free_tier_refusal(e: CiError, v: &DesiredVar, base: &Base, dest: &str) -> CiE
         };
     }
     e
-}
-
-/// Why `var` must not be written where it would go: a variable there that
-/// another instance marked, or nobody did and the record does not name
-/// (someone else's); or GitLab Free's single `*` group variable standing
-/// in for the scope asked for.
-fn refusal(
-    dest: &GitlabDest,
-    var: &DesiredVar,
-    current: Option<&api::LiveVariable>,
-    record: Option<&Record>,
-    live: &BTreeMap<(&str, &str), &api::LiveVariable>,
-    observed: &Observed,
-    ctx: &Ctx<'_>,
-) -> Option<TargetError> {
-    if let Some(l) = current {
-        return match parse_marker(l.description.as_deref()) {
-            Some((instance, env, _)) if instance == ctx.instance && env == ctx.env => None,
-            Some((instance, env, _)) => Some(
-                CiError::OtherInstance {
-                    dest: dest.to_string(),
-                    what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
-                    owner: if instance == ctx.instance {
-                        format!("{instance:?} for env {env}")
-                    } else {
-                        format!("{instance:?}")
-                    },
-                    ours: ctx.instance.to_owned(),
-                    marker: var.description.clone(),
-                }
-                .into(),
-            ),
-            // Our record says we wrote it: someone cleared the description
-            // (drift, restored).
-            None if record.is_some() => None,
-            None => Some(
-                CiError::Unmanaged {
-                    dest: dest.to_string(),
-                    what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
-                    marker: var.description.clone(),
-                    adopt: adopt_command(dest, ctx.env),
-                }
-                .into(),
-            ),
-        };
-    }
-    // GitLab Free stored an earlier create of this env's variable with
-    // scope `*` (and cfgsync, told so by the answer, did not record it):
-    // creating it again would be refused, pruning it would make the next
-    // pass create it again.
-    let free_tier = matches!(dest.owner, Owner::Group(_))
-        && var.environment_scope != "*"
-        && live.get(&(var.key.as_str(), "*")).is_some_and(|any| {
-            parse_marker(any.description.as_deref())
-                .is_some_and(|(instance, env, _)| instance == ctx.instance && env == ctx.env)
-                && !observed.state.items.contains_key(&item_id(&var.key, "*"))
-        });
-    free_tier.then(|| {
-        CiError::FreeTierScope { dest: dest.to_string(), key: var.key.clone(), scope: var.environment_scope.clone() }
-            .into()
-    })
 }
 
 /// `cfgsync import --env E gitlab:… --adopt`, as this destination is named.
