@@ -1,7 +1,9 @@
 //! Unit tests of loading and validation.
 
-use super::builder::normalize_within;
 use super::*;
+use crate::format::Format;
+use crate::targets::TargetKind;
+use crate::targets::file::spec::normalize_within;
 
 fn no_env() -> BTreeMap<String, String> {
     BTreeMap::new()
@@ -318,4 +320,17 @@ fn suggestions_are_the_closest_name_within_a_third_of_its_length() {
     assert_eq!(suggest("stagign", &names), Some("staging"));
     assert_eq!(suggest("prodè", &names), Some("prod"), "the first of equally close names, counted in characters");
     assert_eq!(suggest("qa", &names), None);
+}
+
+#[test]
+fn the_fingerprint_key_has_its_own_table_and_keeps_its_old_name() {
+    let key = |extra: &str| parse(Path::new("/c/cfgsync.toml"), &format!("{extra}\n{BASE}"), &no_env());
+    let pair = |p: &str, f: &str| Some((p.to_owned(), f.to_owned()));
+    assert_eq!(key("").unwrap().fingerprint_key, pair("cfgsync/fingerprint", "key"));
+    assert_eq!(key("[fingerprint]\nkey = \"ops/fp#k\"").unwrap().fingerprint_key, pair("ops/fp", "k"));
+    assert_eq!(key("[kubernetes]\nfingerprint_key = \"old/fp#k\"").unwrap().fingerprint_key, pair("old/fp", "k"));
+    let both = key("[fingerprint]\nkey = \"a#b\"\n[kubernetes]\nfingerprint_key = \"c#d\"").unwrap_err().to_string();
+    assert!(both.contains("/c/cfgsync.toml:4:19: the fingerprint key is set twice"), "{both}");
+    let bad = key("[fingerprint]\nkey = \"nofield\"").unwrap_err().to_string();
+    assert!(bad.contains("/c/cfgsync.toml:2:7: [fingerprint] key must be \"<secret path>#<field>\""), "{bad}");
 }

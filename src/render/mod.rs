@@ -810,39 +810,16 @@ impl Write for LimitedWriter {
 }
 
 /// Refuses, before any source is read, what can already be known to be
-/// unsafe: an output that reads a secret going to a ConfigMap or to a file
-/// readable by others. (A Secret's fingerprint is always keyed:
-/// `fingerprint_key` has a default, which `policy apply` provisions.)
-/// Targets check the rendered taint again in every case (a template can
-/// only be judged fully by rendering it).
+/// unsafe: an output that reads a secret going where its kind says a
+/// secret must not go ([`crate::targets::Kind::secret_problem`]: a
+/// ConfigMap, a file readable by others). Targets check the rendered
+/// taint again in every case (a template can only be judged fully by
+/// rendering it).
 fn secret_safety(output: &crate::config::Output, analysis: &Analysis, problems: &mut Vec<Problem>) {
     let Some(secret) = analysis.secret_paths.iter().next() else { return };
     for target in &output.targets {
-        match &target.kind {
-            crate::config::TargetKind::Kubernetes(k) => match k.object {
-                crate::config::ObjectKind::ConfigMap => problems.push(Problem::at(
-                    target.location.clone(),
-                    format!(
-                        "output {:?} reads secret {secret:?} and cannot go to a ConfigMap ({}): use kind = \"kubernetes-secret\"",
-                        output.name,
-                        k.addresses.values().map(|a| format!("{}/{} in context {:?}", a.namespace, a.name, a.context)).collect::<Vec<_>>().join(", ")
-                    ),
-                )),
-                crate::config::ObjectKind::Secret => {}
-            },
-            // Secrets become masked GitLab variables and sealed GitHub
-            // secrets; values GitLab cannot mask are refused per value.
-            crate::config::TargetKind::Gitlab(_) | crate::config::TargetKind::Github(_) => {}
-            crate::config::TargetKind::File(f) => {
-                if let Some(mode) = f.mode
-                    && let Err(why) = crate::config::secret_mode_problem(mode)
-                {
-                    problems.push(Problem::at(
-                        target.location.clone(),
-                        format!("output {:?} reads secret {secret:?}: mode {mode:04o} {why}", output.name),
-                    ));
-                }
-            }
+        if let Some(message) = target.kind.secret_problem(&output.name, secret) {
+            problems.push(Problem::at(target.location.clone(), message));
         }
     }
 }

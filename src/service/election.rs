@@ -53,11 +53,11 @@ use tracing::{debug, info, warn};
 
 use super::Generation;
 use super::floor::Floor;
-use super::published::ServiceKeys;
 use super::status::{Board, Role, Seen};
 use crate::metrics::Metrics;
 use crate::reconcile::Fence;
 use crate::source::etcd::EtcdSource;
+use crate::source::etcd::keyspace::ServiceKeys;
 
 /// How long a failed step waits before the next try.
 const RETRY: Duration = Duration::from_millis(500);

@@ -12,8 +12,8 @@
 //! current revision and a full pass resyncs.
 //!
 //! An `invalid auth token` (etcd restarted and forgot its simple tokens)
-//! refreshes the client's token before reconnecting; unary calls do the same
-//! inside etcd-client (`with_auto_token_refresh`).
+//! refreshes the client's token before reconnecting
+//! ([`crate::source::etcd::refresh_token_if_invalid`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::status::Board;
 use super::worker::{Reason, Trigger};
-use crate::source::etcd::EtcdSource;
+use crate::source::etcd::{EtcdSource, refresh_token_if_invalid};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -91,7 +91,7 @@ impl EnvWatch {
         let mut stream = match created {
             Err(_) => return format!("etcd: creating the watch on {} timed out", self.prefix),
             Ok(Err(e)) => {
-                crate::source::etcd::refresh_token_if_invalid(&client, &e).await;
+                refresh_token_if_invalid(&client, &e).await;
                 return format!("etcd: watching {}: {e}", self.prefix);
             }
             Ok(Ok(s)) => s,

@@ -332,7 +332,7 @@ fn service_kube_500s_409s_and_dropped_connections() {
     // Conflicts on the Secret only, three times: the ConfigMap converges
     // at once, the Secret on a retry.
     proxy.inject(Inject::kube_conflict("PATCH", "secrets", "api", 3));
-    kube_fault(&svc, &bed, 3, "kube_apply_failed");
+    kube_fault(&svc, &bed, 3, "write_conflict");
     assert!(bed.configmap_at("prod", 3), "prod's ConfigMap converged beside the conflict");
     kube_recovered(&svc, &bed, 3);
     assert_eq!(proxy.remaining(), 0);

@@ -32,6 +32,16 @@
 //! handshake per endpoint before building one, so that a wrong CA, an
 //! expired certificate or a name mismatch is one line naming the endpoint.
 //! A failure there fails the env closed like any other read failure.
+//!
+//! Where each of cfgsync's own records lives beside the envs' keys is
+//! [`keyspace`].
+//!
+//! An `invalid auth token` (etcd restarted and forgot its simple tokens)
+//! is refreshed by etcd-client inside unary calls
+//! (`with_auto_token_refresh`); streams (the watch) and callers that see it
+//! in an error of their own call [`refresh_token_if_invalid`].
+
+pub mod keyspace;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
