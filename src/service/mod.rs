@@ -15,6 +15,9 @@
 //!   events, reloads, election) and runs [`crate::reconcile::run_pass`] for
 //!   that env, with per-target backoff, drift counting and metrics;
 //! - [`watch`]: one etcd watch per env prefix (`[etcd]` only);
+//! - [`target_watch`]: Kubernetes watches on what the env's targets write,
+//!   while this replica leads the env: drift and deletions are reverted by
+//!   a pass of the owning outputs at once;
 //! - [`election`]: one per replica; an etcd lease, one election per env and a
 //!   fair share of the envs; the [`election::Leadership`] it maintains is the
 //!   fence reconcile asks before every write batch;
@@ -67,6 +70,7 @@ pub mod published;
 mod reload;
 mod status;
 mod summary;
+mod target_watch;
 mod watch;
 mod worker;
 
@@ -235,6 +239,15 @@ impl Shared {
                 };
                 self.tasks.spawn(w.run(cancel.clone()));
             }
+            let kube_watches = target_watch::TargetWatches {
+                env: env.clone(),
+                generation: self.generation.clone(),
+                leadership: self.leadership.clone(),
+                trigger: tx.clone(),
+                status: self.status.clone(),
+                metrics: self.metrics.clone(),
+            };
+            self.tasks.spawn(kube_watches.run(cancel.clone()));
             let worker = Worker {
                 env: env.clone(),
                 replica: self.replica.clone(),

@@ -126,6 +126,9 @@ pub struct EnvView {
     pub record_invalid: bool,
     /// This replica's etcd watch on the env is down.
     pub watch_lost: bool,
+    /// Kinds of target watches (`kubernetes`, `file`) of the env that are
+    /// down: drift waits for the interval.
+    pub target_watches_down: std::collections::BTreeSet<&'static str>,
     /// This replica's passes of the env; filled in by [`Board::snapshot`].
     pub passes: PassRate,
 }
@@ -139,6 +142,7 @@ impl EnvView {
             record_revision: 0,
             record_invalid: false,
             watch_lost: false,
+            target_watches_down: Default::default(),
             passes: PassRate::default(),
         }
     }
@@ -313,6 +317,19 @@ impl Board {
         });
     }
 
+    /// A kind of target watch of `env` went down (`true`) or is back.
+    pub fn set_target_watch_down(&self, env: &str, kind: &'static str, down: bool) {
+        self.with(|inner| {
+            if let Some(v) = inner.envs.get_mut(env) {
+                if down {
+                    v.target_watches_down.insert(kind);
+                } else {
+                    v.target_watches_down.remove(kind);
+                }
+            }
+        });
+    }
+
     /// The election read its keys; the read was sent at `sent` and saw
     /// etcd at `read_revision`.
     pub fn observed(&self, sent: Instant, read_revision: i64, seen: &BTreeMap<String, Seen>) {
@@ -431,6 +448,10 @@ impl Views for Board {
             }
             if v.watch_lost {
                 e["watch"] = json!("lost");
+            }
+            if !v.target_watches_down.is_empty() {
+                // Drift is reverted at the interval until they are back.
+                e["watches_down"] = json!(v.target_watches_down);
             }
             e["passes_per_second"] = json!({
                 "last_10s": v.passes.per_second(),
