@@ -64,6 +64,7 @@
 //! is fire-and-forget.
 
 mod election;
+mod file_watch;
 mod floor;
 mod page;
 pub mod published;

@@ -1,6 +1,8 @@
 //! Kubernetes watches on what an env's passes write: a hand edit or a
 //! deletion of an owned Secret or ConfigMap is reverted within moments
-//! instead of at the next interval.
+//! instead of at the next interval. The same task runs the env's file
+//! watches ([`super::file_watch`]) under the same rules (leader only,
+//! restarted with the config).
 //!
 //! Decisions:
 //! - **One watch per (context, namespace, kind)** the env's targets write
@@ -135,6 +137,18 @@ impl TargetWatches {
                     set.spawn(w.run());
                 }
             }
+            let files = super::file_watch::paths(&generation, &self.env);
+            if leading && !files.is_empty() {
+                let f = super::file_watch::FileWatch {
+                    env: self.env.clone(),
+                    generation: generation.clone(),
+                    leadership: self.leadership.clone(),
+                    trigger: self.trigger.clone(),
+                    status: self.status.clone(),
+                    up: self.metrics.watch_up(&self.env, "file"),
+                };
+                set.spawn(f.run());
+            }
             tokio::select! {
                 () = cancel.cancelled() => return,
                 r = self.generation.changed() => if r.is_err() { return },
@@ -154,6 +168,7 @@ impl TargetWatches {
             }
             set.abort_all();
             health.clear();
+            self.status.set_target_watch_down(&self.env, "file", false);
         }
     }
 }

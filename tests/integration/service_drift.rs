@@ -211,3 +211,74 @@ name = "web"
     assert!(!follower.log().contains("a pass of its output reverts it"));
     assert_eq!(cluster.open_watches(), 1, "one watch in all: the leader's");
 }
+
+/// A file target under `run` (file source): a hand edit or a deletion is
+/// reverted at once; cfgsync's own writes, and files beside ours, make no
+/// pass; a link put in the file's place is never followed.
+#[test]
+fn hand_edits_of_managed_files_are_reverted_at_once_and_links_never_followed() {
+    let p = Project::new(
+        r#"interval = "1h"
+instance = "files"
+
+[files]
+
+[envs.prod]
+
+[[output]]
+name = "api"
+[output.entries]
+PASSWORD = "{{ secret(path='api/db', field='password') }}"
+[[output.target]]
+kind = "file"
+path = "out/api.env"
+
+[[output]]
+name = "conf"
+[output.entries]
+"a.txt" = "A={{ key(name='a') }}"
+[[output.target]]
+kind = "file"
+path = "out/conf"
+format = "dir"
+"#,
+    );
+    p.write("source/prod.toml", &format!("[keys]\na = \"1\"\n\n[secrets.\"api/db\"]\npassword = \"{CANARY}-file\"\n"));
+    let svc = Service::start(&p, &[], &[]);
+    svc.wait_ready(Duration::from_secs(30));
+    let want = format!("PASSWORD={CANARY}-file\n");
+    let api = p.path("out/api.env");
+    let conf = p.path("out/conf/a.txt");
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    wait_until("the first pass and the file watch", SOON, || {
+        (read(&api) == want
+            && read(&conf) == "A=1"
+            && svc.metric("cfgsync_watch_up{env=\"prod\",kind=\"file\"}") == Some(1.0))
+        .then_some(())
+    });
+
+    std::fs::write(&api, "PASSWORD=hand\n").unwrap();
+    wait_until("the edit reverted", SOON, || (read(&api) == want).then_some(()));
+    std::fs::remove_file(&conf).unwrap();
+    wait_until("the deleted file in a dir target recreated", SOON, || (read(&conf) == "A=1").then_some(()));
+    let passes = drift_passes(&svc);
+    assert!(passes >= 1);
+
+    // A file beside ours: no pass. Then an edit of ours as a marker: exactly one more pass.
+    std::fs::write(p.path("out/notes.txt"), "mine").unwrap();
+    crate::service::save_like_an_editor(&api, "PASSWORD=marker\n");
+    wait_until("the marker reverted", SOON, || (read(&api) == want).then_some(()));
+    assert_eq!(drift_passes(&svc), passes + 1, "{}", svc.log());
+    assert_eq!(read(&p.path("out/notes.txt")), "mine");
+
+    // A link in the file's place: the pass refuses it, nothing is written through it.
+    let victim = p.path("victim.txt");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::fs::remove_file(&api).unwrap();
+    std::os::unix::fs::symlink(&victim, &api).unwrap();
+    wait_until("the link refused", SOON, || svc.log().contains("unsafe_path").then_some(()));
+    assert_eq!(read(&victim), "untouched");
+    assert!(std::fs::symlink_metadata(&api).unwrap().file_type().is_symlink(), "the link is left for a person");
+    let log = svc.log();
+    assert!(!log.contains(CANARY), "a secret in the log:\n{log}");
+}
