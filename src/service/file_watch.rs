@@ -97,7 +97,7 @@ impl FileWatch {
             return self.down(&e);
         }
         self.up.set(true);
-        self.status.set_target_watch_down(&self.env, "file", false);
+        self.status.set_target_watch(&self.env, "file", Some(true));
         debug!(env = %self.env, directories = dirs.len(), "watching the file targets' directories");
         while let Some(first) = events.recv().await {
             let mut changed: BTreeSet<PathBuf> = first.into_iter().collect();
@@ -113,6 +113,7 @@ impl FileWatch {
                 continue;
             }
             // The records of a pass that is writing now are in once it is done.
+            self.status.watch_event(&self.env, None);
             let lock = self.leadership.pass_lock(&self.env);
             let _guard = lock.lock().await;
             let mut outputs = BTreeSet::new();
@@ -120,7 +121,9 @@ impl FileWatch {
                 let content = read_file(path);
                 let recorded = self.generation.targets.files.recorded(&self.env, path, content.as_deref());
                 if let Some((output, false)) = recorded {
-                    info!(env = %self.env, output = %output, path = %crate::text::display_path(path), "file changed outside cfgsync: a pass of its output reverts it");
+                    let shown = crate::text::display_path(path);
+                    info!(env = %self.env, output = %output, path = %shown, "file changed outside cfgsync: a pass of its output reverts it");
+                    self.status.watch_event(&self.env, Some(format!("file {shown}")));
                     outputs.insert(output);
                 }
             }
@@ -134,7 +137,7 @@ impl FileWatch {
     fn down(&self, error: &str) {
         warn!(env = %self.env, error, "cannot watch the file targets; drift is reverted at the interval");
         self.up.set(false);
-        self.status.set_target_watch_down(&self.env, "file", true);
+        self.status.set_target_watch(&self.env, "file", Some(false));
     }
 }
 

@@ -126,9 +126,16 @@ pub struct EnvView {
     pub record_invalid: bool,
     /// This replica's etcd watch on the env is down.
     pub watch_lost: bool,
-    /// Kinds of target watches (`kubernetes`, `file`) of the env that are
-    /// down: drift waits for the interval.
-    pub target_watches_down: std::collections::BTreeSet<&'static str>,
+    /// This replica's target watches of the env, by kind (`kubernetes`,
+    /// `file`): whether all of that kind are up (while one is down, drift
+    /// waits for the interval). Empty when not watching (not leading).
+    pub target_watches: BTreeMap<&'static str, bool>,
+    /// When a target watch last saw a change of what the env writes (Unix ms).
+    pub last_watch_event_ms: Option<u64>,
+    /// Drift (a hand edit, a deletion) the target watches saw and asked a
+    /// pass for, and the last object (its name, never its content) and when.
+    pub drift_seen: u64,
+    pub last_drift: Option<(u64, String)>,
     /// This replica's passes of the env; filled in by [`Board::snapshot`].
     pub passes: PassRate,
 }
@@ -142,7 +149,10 @@ impl EnvView {
             record_revision: 0,
             record_invalid: false,
             watch_lost: false,
-            target_watches_down: Default::default(),
+            target_watches: BTreeMap::new(),
+            last_watch_event_ms: None,
+            drift_seen: 0,
+            last_drift: None,
             passes: PassRate::default(),
         }
     }
@@ -317,14 +327,29 @@ impl Board {
         });
     }
 
-    /// A kind of target watch of `env` went down (`true`) or is back.
-    pub fn set_target_watch_down(&self, env: &str, kind: &'static str, down: bool) {
+    /// The target watches of `kind` of `env` are up (`Some(true)`), one is
+    /// down (`Some(false)`), or there are none (`None`: not leading).
+    pub fn set_target_watch(&self, env: &str, kind: &'static str, up: Option<bool>) {
         self.with(|inner| {
             if let Some(v) = inner.envs.get_mut(env) {
-                if down {
-                    v.target_watches_down.insert(kind);
-                } else {
-                    v.target_watches_down.remove(kind);
+                match up {
+                    Some(up) => v.target_watches.insert(kind, up),
+                    None => v.target_watches.remove(kind),
+                };
+            }
+        });
+    }
+
+    /// A target watch of `env` saw a change; `drift`: of an owned object
+    /// (described by name), which a pass now reverts.
+    pub fn watch_event(&self, env: &str, drift: Option<String>) {
+        let now = unix_ms(SystemTime::now());
+        self.with(|inner| {
+            if let Some(v) = inner.envs.get_mut(env) {
+                v.last_watch_event_ms = Some(now);
+                if let Some(object) = drift {
+                    v.drift_seen += 1;
+                    v.last_drift = Some((now, object));
                 }
             }
         });
@@ -449,9 +474,13 @@ impl Views for Board {
             if v.watch_lost {
                 e["watch"] = json!("lost");
             }
-            if !v.target_watches_down.is_empty() {
+            let down: Vec<&str> = v.target_watches.iter().filter(|(_, up)| !**up).map(|(k, _)| *k).collect();
+            if !down.is_empty() {
                 // Drift is reverted at the interval until they are back.
-                e["watches_down"] = json!(v.target_watches_down);
+                e["watches_down"] = json!(down);
+            }
+            if v.drift_seen > 0 {
+                e["drift_seen"] = json!(v.drift_seen);
             }
             e["passes_per_second"] = json!({
                 "last_10s": v.passes.per_second(),

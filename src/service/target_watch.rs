@@ -168,7 +168,7 @@ impl TargetWatches {
             }
             set.abort_all();
             health.clear();
-            self.status.set_target_watch_down(&self.env, "file", false);
+            self.status.set_target_watch(&self.env, "file", None);
         }
     }
 }
@@ -226,13 +226,13 @@ impl Health {
         } else {
             down.insert(scope.clone());
         }
-        self.status.set_target_watch_down(&self.env, "kubernetes", !down.is_empty());
+        self.status.set_target_watch(&self.env, "kubernetes", Some(down.is_empty()));
         self.up.set(down.is_empty() && self.total > 0);
     }
 
-    /// The watches stopped (not leading, new config): nothing is down.
+    /// The watches stopped (not leading, new config).
     fn clear(&self) {
-        self.status.set_target_watch_down(&self.env, "kubernetes", false);
+        self.status.set_target_watch(&self.env, "kubernetes", None);
     }
 }
 
@@ -439,6 +439,7 @@ impl ObjectWatch {
     }
 
     fn changed(&self, known: &mut Known, o: DynamicObject) {
+        self.health.status.watch_event(&self.env, None);
         let live = to_live(self.scope.kind, o);
         if live.deleting {
             return;
@@ -454,7 +455,9 @@ impl ObjectWatch {
         if !self.outputs.contains(&output) {
             return;
         }
-        info!(env = %self.env, output = %output, object = %self.describe(name), "{what}: a pass of its output reverts it");
+        let object = self.describe(name);
+        info!(env = %self.env, output = %output, object = %object, "{what}: a pass of its output reverts it");
+        self.health.status.watch_event(&self.env, Some(object));
         let _ = self.trigger.try_send(Trigger::drift(vec![output]));
     }
 }

@@ -86,6 +86,12 @@ fn hand_edits_and_deletions_of_owned_objects_are_reverted_at_once() {
     assert!(!log.contains(CANARY) && !log.contains("hand-edited"), "a value in the log:\n{log}");
     let (_, page) = svc.get("/").unwrap();
     assert!(!page.contains(CANARY));
+    // The status page and /readyz say what the watches do.
+    assert!(page.contains("<th>kubernetes watch</th><td class=\"ok\">up"), "{page}");
+    assert!(page.contains("drift seen by the watches") && page.contains("in context prod</code>"), "{page}");
+    assert!(page.contains("<th>last watch event</th>"), "{page}");
+    let (_, ready) = svc.readyz();
+    assert!(ready["envs"]["prod"]["drift_seen"].as_u64() >= Some(3), "{ready}");
 }
 
 #[test]
