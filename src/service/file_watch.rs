@@ -82,7 +82,13 @@ impl FileWatch {
         }
         let (tx, mut events) = mpsc::unbounded_channel();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res {
+            // Opening or reading a file is no change (and the watch reads
+            // the files it judges: counting that would spin); closing one
+            // written is.
+            use notify::event::{AccessKind, AccessMode};
+            if let Ok(event) = res
+                && !matches!(event.kind, notify::EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write))
+            {
                 let _ = tx.send(event.paths);
             }
         });

@@ -338,7 +338,10 @@ impl ObjectWatch {
             let ended = self.stream(&mut known, &mut version, &mut first_list, &mut backoff).await;
             match ended {
                 Ended::Closed => {
+                    // Resumed from the version seen: nothing is missed, and a
+                    // server that closes at once cannot make this spin.
                     debug!(env = %self.env, scope = ?self.scope, "watch closed by the server; watching again");
+                    tokio::time::sleep(BACKOFF_MIN).await;
                     continue;
                 }
                 Ended::Gone => {

@@ -276,6 +276,19 @@ format = "dir"
     wait_until("the marker reverted", SOON, || (read(&api) == want).then_some(()));
     assert_eq!(drift_passes(&svc), passes + 1, "{}", svc.log());
     assert_eq!(read(&p.path("out/notes.txt")), "mine");
+    // Idle, the watch costs nothing: reading the files it judges is no
+    // event (a watch that saw its own reads spun at a full core). Over a
+    // bounded window, the service uses well under half a core.
+    let cpu_ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", svc.pid)).unwrap();
+        let rest = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect::<Vec<_>>();
+        rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap()
+    };
+    let before = cpu_ticks();
+    let window = Duration::from_secs(2);
+    let busy =
+        crate::support::poll_until(window, Duration::from_millis(100), || (cpu_ticks() - before > 100).then_some(()));
+    assert!(busy.is_none(), "the idle service used more than 1 s of CPU in {window:?}");
 
     // A link in the file's place: the pass refuses it, nothing is written through it.
     let victim = p.path("victim.txt");
