@@ -464,3 +464,60 @@ impl ObjectWatch {
         let _ = self.trigger.try_send(Trigger::drift(vec![output]));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::secret::Content;
+
+    fn live(name: &str, value: &str, fingerprint: Option<&str>) -> LiveObject {
+        let mut annotations = BTreeMap::new();
+        if let Some(f) = fingerprint {
+            annotations.insert(ANNOTATION_FINGERPRINT.to_owned(), f.to_owned());
+        }
+        LiveObject {
+            kind: ObjectKind::Secret,
+            namespace: "api".into(),
+            name: name.into(),
+            data: BTreeMap::from([("K".to_owned(), Content::secret(value.as_bytes().to_vec()))]),
+            labels: BTreeMap::from([(LABEL_OUTPUT.to_owned(), "api".to_owned())]),
+            annotations,
+            type_: Some("Opaque".into()),
+            uid: "u".into(),
+            resource_version: "1".into(),
+            deleting: false,
+            finalizers: Vec::new(),
+            legacy_manager: false,
+        }
+    }
+
+    fn known() -> Known {
+        Known { objects: HashMap::new(), trusted: HashMap::new(), hasher: RunFingerprinter::new().unwrap() }
+    }
+
+    #[test]
+    fn a_plain_fingerprint_is_checked_against_the_data() {
+        let plain = EnvFingerprinter::new(None);
+        let key = "K".to_owned();
+        let fp = plain.fingerprint([(&key, &b"v1"[..])], false).unwrap();
+        let mut k = known();
+        assert!(!k.observe(&live("a", "v1", Some(&fp))), "what cfgsync wrote");
+        assert!(k.observe(&live("a", "hand", Some(&fp))), "edited under the same fingerprint");
+        assert!(!k.observe(&live("a", "v1", Some(&fp))), "reverted: ours again");
+        assert_eq!(k.objects["a"].output.as_deref(), Some("api"));
+    }
+
+    #[test]
+    fn a_keyed_fingerprint_trusts_what_came_with_it_first() {
+        let mut k = known();
+        assert!(!k.observe(&live("s", "v1", Some("hmac-sha256:one"))), "listed, or written by cfgsync");
+        assert!(k.observe(&live("s", "hand", Some("hmac-sha256:one"))), "same fingerprint, other data: drift");
+        assert!(!k.observe(&live("s", "v1", Some("hmac-sha256:one"))), "reverted");
+        assert!(!k.observe(&live("s", "v2", Some("hmac-sha256:two"))), "a new fingerprint: cfgsync wrote new content");
+        assert!(k.observe(&live("s", "v1", Some("hmac-sha256:two"))), "the old content under the new fingerprint");
+        assert!(!k.observe(&live("other", "x", Some("hmac-sha256:two"))), "per object");
+        assert!(!k.observe(&live("n", "x", None)), "no fingerprint: nothing to judge by");
+    }
+}
