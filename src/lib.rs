@@ -19,6 +19,8 @@
 //! - [`text`]: escaping values for a terminal.
 //! - [`cmd`]: the developer commands (`diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `import`, `policy apply`, `policy plan`, `whoami`, completions, man).
 //! - [`fingerprint`]: keyed (per-run HMAC) fingerprints: "same or differs" for secrets without the value.
+//! - [`history`]: the record of past passes (`<prefix>/_history/<env>/`), and what `<env>@<when>` resolves to.
+//! - [`when`]: parsing `<env>@<when>` (`rev:N`, RFC 3339, `-1h`, `-3passes`).
 //! - [`service`]: `cfgsync run`: interval + etcd watch per env, reload, leader election, shutdown.
 //! - [`http`], [`metrics`]: `/metrics`, `/healthz`, `/readyz` of the service.
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ pub mod cmd;
 pub mod config;
 pub mod fingerprint;
 pub mod format;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod plan;
@@ -40,3 +43,4 @@ pub mod source;
 pub mod targets;
 pub mod telemetry;
 pub mod text;
+pub mod when;

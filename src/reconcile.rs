@@ -143,6 +143,9 @@ pub struct EnvReport {
     /// The keys the pass read, when [`PassOptions::keep_keys`] asked for them.
     #[serde(skip)]
     pub keys: Option<Arc<KeysAt>>,
+    /// The version of every secret the snapshot read (for the history).
+    #[serde(skip)]
+    pub secret_versions: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -158,6 +161,10 @@ pub struct OutputReport {
     /// What the rendering read (for the service: which changes concern it).
     #[serde(skip)]
     pub used: BTreeSet<Use>,
+    /// The rendered output's fingerprint (keyed for secret content, as a
+    /// Kubernetes object's `cfgsync.io/fingerprint`), for the history.
+    #[serde(skip)]
+    pub fingerprint: Option<String>,
     pub targets: Vec<TargetReport>,
 }
 
@@ -226,6 +233,7 @@ impl EnvReport {
             pruned: Vec::new(),
             errors: Vec::new(),
             keys: None,
+            secret_versions: BTreeMap::new(),
         }
     }
 
@@ -515,6 +523,7 @@ async fn plan_env_observed<'a>(
         pruned: Vec::new(),
         errors: Vec::new(),
         keys: None,
+        secret_versions: snapshot.secrets.iter().filter_map(|(p, s)| Some((p.clone(), s.version?))).collect(),
     };
     // Every target of the env takes part in planning, rendered or not: what
     // it owns is then known to be claimed.
@@ -532,6 +541,7 @@ async fn plan_env_observed<'a>(
             error: None,
             skipped: not_rendered.get(&index).filter(|_| in_pass).cloned(),
             used: BTreeSet::new(),
+            fingerprint: None,
             targets: Vec::new(),
         };
         let ok = match result {
@@ -539,6 +549,7 @@ async fn plan_env_observed<'a>(
                 trace!(output = %output.name, env, tainted = r.tainted, reads = r.used.len(), "output rendered");
                 out.tainted = r.tainted;
                 out.used = r.used.clone();
+                out.fingerprint = keyed.fingerprint(r.entries.iter().map(|(k, v)| (k, v.expose())), r.tainted);
                 Some(r)
             }
             Some(Err(e)) => {

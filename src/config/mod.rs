@@ -188,6 +188,8 @@ pub struct Config {
     pub kubernetes: KubernetesSettings,
     pub outputs: Vec<Output>,
     pub service: ServiceSettings,
+    /// `[history]`: how many past passes are kept, for how long.
+    pub history: crate::history::HistorySettings,
     /// `[render]`: limits of the template sandbox.
     pub render: crate::render::Limits,
     /// Written on everything cfgsync writes (`cfgsync.io/instance`, CI
@@ -624,7 +626,7 @@ pub fn default_instance(path: &Path) -> String {
     if clean.is_empty() { "cfgsync".to_owned() } else { clean }
 }
 
-/// `"1m"`, `"30s"`, `"1h30m"`, `"500ms"`.
+/// `"1m"`, `"30s"`, `"1h30m"`, `"500ms"`, `"30d"`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = text.trim();
@@ -646,6 +648,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.checked_mul(60)?),
             "h" => Duration::from_secs(n.checked_mul(3600)?),
+            "d" => Duration::from_secs(n.checked_mul(86_400)?),
             _ => return None,
         };
     }

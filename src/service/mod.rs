@@ -66,7 +66,7 @@ mod page;
 pub mod published;
 mod reload;
 mod status;
-mod summary;
+pub(crate) mod summary;
 mod watch;
 mod worker;
 
