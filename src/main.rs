@@ -192,6 +192,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     let targets = reconcile::Targets::new(&config, cli.kubeconfig.clone());
     tracing::debug!("clients ready; pass starts");
     let report = reconcile::run_pass(&config, &templates, &sources, &targets, &options).await;
+    if !options.dry_run {
+        record_history(&config, &templates, &report).await;
+    }
     tracing::debug!("pass done; printing the report");
     // A closed stdout must not silence the `error:` lines on stderr.
     let mut out = UntilClosed { inner: io::stdout().lock(), closed: false };
@@ -209,6 +212,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     out.flush()?;
     tracing::debug!("report printed");
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// A one-shot pass that wrote is recorded in the env's history (etcd only;
+/// see [`cfgsync::history`]).
+async fn record_history(config: &Config, templates: &Templates, report: &reconcile::Report) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let replica = format!("reconcile@{}", host.trim());
+    let etcd = match &config.keys {
+        config::KeysSource::Etcd(s) => Some(std::sync::Arc::new(cfgsync::source::etcd::EtcdSource::new(s.clone()))),
+        config::KeysSource::Files(_) => None,
+    };
+    let journal = cfgsync::history::Journal::new(replica, etcd, cfgsync::history::Policy::Writes);
+    for env in &report.envs {
+        journal.pass(config, templates, env, false, None).await;
+    }
 }
 
 /// Stdout that, once its reader has gone away, drops what is written to it

@@ -147,10 +147,12 @@ fn format_duration(d: Duration) -> String {
     out
 }
 
-/// Unix milliseconds as RFC 3339 in UTC, to the second.
+/// Unix milliseconds as RFC 3339 in UTC (milliseconds only when not 0,
+/// so that what is printed names the same point when read back).
 pub fn format_ms(ms: i64) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
-        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Ok(ts) if ms.rem_euclid(1000) == 0 => ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Ok(ts) => format!("{}.{:03}Z", ts.strftime("%Y-%m-%dT%H:%M:%S"), ms.rem_euclid(1000)),
         Err(_) => format!("{ms} ms"),
     }
 }
@@ -183,6 +185,7 @@ mod tests {
             ("prod@-1pass", Some(When::Passes(1))),
             ("prod@2026-12-01T14:02:00Z", Some(When::Time(1_796_133_720_000))),
             ("prod@2026-12-01T15:02:00+01:00", Some(When::Time(1_796_133_720_000))),
+            ("prod@2026-12-01T14:02:00.042Z", Some(When::Time(1_796_133_720_042))),
         ];
         for (text, at) in cases {
             let parsed = EnvAt::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));

@@ -14,6 +14,7 @@
 //! read it, with every denial named) and [`terminal`] (colours, prompts,
 //! progress).
 
+pub mod at;
 pub mod completions;
 pub mod diff;
 pub mod explain;
@@ -83,6 +84,14 @@ pub enum CmdError {
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]
     Import(#[from] import::ImportError),
+    #[error(transparent)]
+    When(#[from] crate::when::WhenError),
+    #[error("env {env}: a past point needs etcd: the file source keeps no history of its values")]
+    NoPast { env: String },
+    #[error(transparent)]
+    Point(Box<crate::history::point::PointError>),
+    #[error("{source}")]
+    At { env: String, source: Box<crate::source::at::AtError> },
 }
 
 /// Fails with a "did you mean" hint unless `env` is defined.

@@ -226,6 +226,71 @@ impl Recorder {
     }
 }
 
+/// The recorder and where it writes, for a process that runs passes (the
+/// service, `reconcile --once`): one call per pass.
+pub struct Journal {
+    recorder: Recorder,
+    /// The process's etcd client (the service's coordination client).
+    etcd: Option<std::sync::Arc<crate::source::etcd::EtcdSource>>,
+    policy: Policy,
+}
+
+impl Journal {
+    pub fn new(
+        replica: impl Into<String>,
+        etcd: Option<std::sync::Arc<crate::source::etcd::EtcdSource>>,
+        policy: Policy,
+    ) -> Self {
+        Self { recorder: Recorder::new(replica), etcd, policy }
+    }
+
+    /// Records one env's pass when it is to be recorded; `guard`: the
+    /// leader's lease (the service with an election). A one-shot process
+    /// without etcd records nothing (see the module doc). Never fails the
+    /// pass: a record that cannot be written is logged.
+    pub async fn pass(
+        &self,
+        config: &Config,
+        templates: &Templates,
+        report: &EnvReport,
+        partial: bool,
+        guard: Option<&Guard>,
+    ) -> Option<Written> {
+        let store = HistoryStore::for_config(config, self.etcd.clone());
+        if self.policy == Policy::Writes && !store.is_etcd() {
+            return None;
+        }
+        let now = crate::when::now_ms();
+        let record = self.recorder.record_of(config, templates, report, partial, self.policy, now)?;
+        match self.recorder.write(&store, &report.env, &record, guard, &config.history).await {
+            Ok(w) => {
+                tracing::debug!(
+                    env = report.env,
+                    bytes = w.bytes,
+                    requests = w.requests,
+                    pruned = w.pruned,
+                    "pass recorded in the history"
+                );
+                Some(w)
+            }
+            Err(HistoryError::NotLeader { .. }) => {
+                tracing::debug!(env = report.env, "pass not recorded: no longer the leader");
+                self.recorder.forget(&report.env);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(env = report.env, error = %e, "pass not recorded in the history");
+                None
+            }
+        }
+    }
+
+    /// This process stopped leading `env`.
+    pub fn forget(&self, env: &str) {
+        self.recorder.forget(env);
+    }
+}
+
 /// What identifies the config a pass rendered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigStamp {

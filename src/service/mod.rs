@@ -191,6 +191,7 @@ struct Shared {
     status: Arc<Board>,
     coordination: Option<Arc<EtcdSource>>,
     publisher: Option<Arc<Publisher>>,
+    journal: Arc<crate::history::Journal>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -244,6 +245,7 @@ impl Shared {
                 revision,
                 overflow,
                 triggers: rx,
+                journal: self.journal.clone(),
             };
             self.tasks.spawn(worker.run(cancel.clone()));
             envs.insert(env.clone(), EnvHandle { trigger: tx, cancel });
@@ -355,6 +357,11 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
         status: status.clone(),
         coordination: coordination.clone(),
         publisher,
+        journal: Arc::new(crate::history::Journal::new(
+            replica.clone(),
+            coordination.clone(),
+            crate::history::Policy::Service,
+        )),
         stop: stop.clone(),
         tasks: tasks.clone(),
     };

@@ -308,6 +308,8 @@ pub struct Worker {
     /// Shared with the env's watch: a watch trigger was dropped.
     pub overflow: Arc<std::sync::atomic::AtomicBool>,
     pub triggers: mpsc::Receiver<Trigger>,
+    /// Records the env's passes in its history (see [`crate::history`]).
+    pub journal: Arc<crate::history::Journal>,
 }
 
 /// What the outputs of one env read in a full pass, indexed for the
@@ -488,6 +490,7 @@ impl Worker {
                 // backoff; start afresh if elected later.
                 debug!(env = %self.env, reason = reason.as_str(), "not leading this env; no pass");
                 memory = Memory::default();
+                self.journal.forget(&self.env);
                 continue;
             }
             let only = if full { None } else { affected(&generation, &memory, changed_keys.as_ref()) };
@@ -582,6 +585,9 @@ impl Worker {
             memory.uses = Some((generation.id, Reads::new(&generation.config, &self.env, &used)));
         }
         let summary = PassSummary::of(&report);
+        if !summary.targets.iter().any(|t| t.fenced) {
+            self.record_history(generation, &report, partial).await;
+        }
         drop(report);
         let took = started.elapsed();
         if let Some(rev) = summary.revision {
@@ -638,6 +644,18 @@ impl Worker {
         let record = self.record(&summary, memory, &drifted, &backing_off, ok);
         self.publish(record).await;
         ok
+    }
+
+    /// Records the pass in the env's history, fenced by the election lease.
+    async fn record_history(&self, generation: &Generation, report: &reconcile::Report, partial: bool) {
+        let Some(env_report) = report.envs.iter().find(|e| e.env == self.env) else { return };
+        let guard = match (&self.publisher, self.leadership.lease()) {
+            (Some(p), Some(lease)) => Some(crate::history::Guard { leader_key: p.keys.leader(&self.env), lease }),
+            // An election without a lease: not leading any more.
+            (Some(_), None) => return,
+            (None, _) => None,
+        };
+        self.journal.pass(&generation.config, &generation.templates, env_report, partial, guard.as_ref()).await;
     }
 
     /// Logs when this env's passes go above what its interval and debounce

@@ -259,6 +259,17 @@ pub async fn versions(client: &VaultClient, mount: &str, env: &str, path: &str) 
     }
 }
 
+/// The HTTP status of a Vault error, however vaultrs wrapped it.
+fn status_of(e: &ClientError) -> Option<u16> {
+    match e {
+        ClientError::APIError { code, .. } => Some(*code),
+        ClientError::RestClientError { source: rustify::errors::ClientError::ServerResponseError { code, .. } } => {
+            Some(*code)
+        }
+        _ => None,
+    }
+}
+
 /// `<mount>/<env>/<path>` at `version`. A version that cannot be read is
 /// an [`AtError`] saying why, with the oldest readable one.
 pub async fn secret_at(
@@ -277,7 +288,9 @@ pub async fn secret_at(
         .map_err(|e| SourceError::Invalid { source_kind: SourceKind::Vault, path: shown.clone(), cause: e.to_string() })?;
     match vaultrs::api::exec_with_result(client, endpoint).await {
         Ok(resp) => Ok(super::vault::secret_from_response(shown, resp)?),
-        Err(ClientError::APIError { code: 404, .. }) => {
+        // A deleted or destroyed version answers 404 with its metadata (no
+        // `errors` list), which vaultrs leaves as a REST error.
+        Err(e) if status_of(&e) == Some(404) => {
             let info = versions(client, mount, env, path).await?.unwrap_or_default();
             let oldest = OldestVersion(info.oldest_readable());
             Err(match info.versions.get(&version) {

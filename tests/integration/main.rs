@@ -14,6 +14,7 @@ mod edges;
 mod estate;
 mod faults;
 mod faults_service;
+mod history;
 mod import;
 mod kubernetes;
 mod kubernetes_ownership;
