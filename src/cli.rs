@@ -69,6 +69,12 @@ pub enum Command {
         /// Only this env.
         #[arg(long)]
         env: Option<String>,
+        /// What the targets would become if a past snapshot were rendered now: rev:N, an RFC 3339 time, -1h, -3passes (needs --env).
+        #[arg(long, value_name = "WHEN", requires = "env")]
+        at: Option<String>,
+        /// With --at: render with the config and templates of that pass (from the git commit it recorded), not today's.
+        #[arg(long, requires = "at")]
+        config_at: bool,
     },
     /// The service: reconcile every interval and on etcd/file changes, with /metrics, /healthz, /readyz and per-env leader election through etcd.
     Run {
@@ -135,9 +141,9 @@ pub struct PullArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DiffArgs {
-    /// The env on the `-` side.
+    /// The env on the `-` side; ENV@WHEN for a past point (rev:N, an RFC 3339 time, -1h, -3passes).
     pub a: String,
-    /// The env on the `+` side.
+    /// The env on the `+` side (ENV@WHEN too).
     pub b: String,
     /// Also list what is the same.
     #[arg(long)]
@@ -168,7 +174,7 @@ pub struct RunWithArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExplainArgs {
-    /// The env.
+    /// The env; ENV@WHEN for a past point (rev:N, an RFC 3339 time, -1h, -3passes).
     pub env: String,
     /// A key name (`api/db_host`) or a secret field (`api/db#password`).
     pub name: String,

@@ -167,7 +167,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             PassOptions { env, dry_run, allow_mass_prune, ..Default::default() },
             if dry_run { Mode::Plan } else { Mode::Applied },
         ),
-        Command::Plan { env } => (PassOptions { env, dry_run: true, ..Default::default() }, Mode::Plan),
+        Command::Plan { env: Some(env), at: Some(at), config_at } => {
+            return Ok(cmd::plan_at::run(&ctx, &env, &at, config_at, cli.kubeconfig.clone()).await?);
+        }
+        Command::Plan { env, .. } => (PassOptions { env, dry_run: true, ..Default::default() }, Mode::Plan),
         Command::Pull(args) => return Ok(cmd::pull::run(&ctx, &args).await?),
         Command::Diff(args) => return Ok(cmd::diff::run(&ctx, &args).await?),
         Command::RunWith(args) => return Ok(cmd::run_with::run(&ctx, &args).await?),

@@ -21,6 +21,7 @@ pub mod explain;
 pub mod import;
 pub mod inventory;
 pub mod policy;
+pub mod plan_at;
 pub mod pull;
 pub mod run_with;
 pub mod set;
@@ -92,6 +93,10 @@ pub enum CmdError {
     Point(Box<crate::history::point::PointError>),
     #[error("{source}")]
     At { env: String, source: Box<crate::source::at::AtError> },
+    #[error(transparent)]
+    ConfigAt(Box<plan_at::ConfigAtError>),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Fails with a "did you mean" hint unless `env` is defined.

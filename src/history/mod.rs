@@ -302,11 +302,16 @@ pub struct ConfigStamp {
 
 impl ConfigStamp {
     pub fn of(config: &Config, templates: &Templates) -> Self {
+        let file = std::fs::read(&config.path).unwrap_or_default();
+        Self::of_parts(&file, templates, git_commit(&config.dir))
+    }
+
+    /// The stamp of a config file's bytes and its compiled templates.
+    pub fn of_parts(file: &[u8], templates: &Templates, git: Option<String>) -> Self {
         use aws_lc_rs::digest;
         let mut ctx = digest::Context::new(&digest::SHA256);
-        let file = std::fs::read(&config.path).unwrap_or_default();
         ctx.update(&(file.len() as u64).to_be_bytes());
-        ctx.update(&file);
+        ctx.update(file);
         for (name, text) in templates.sources() {
             for part in [name.as_bytes(), text.as_bytes()] {
                 ctx.update(&(part.len() as u64).to_be_bytes());
@@ -315,7 +320,7 @@ impl ConfigStamp {
         }
         let hash = ctx.finish();
         let hex: String = hash.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-        Self { hash: format!("sha256:{hex}"), git: git_commit(&config.dir) }
+        Self { hash: format!("sha256:{hex}"), git }
     }
 }
 
