@@ -93,6 +93,18 @@ pub enum Command {
     RunWith(RunWithArgs),
     /// Where a value comes from: source, path, revision or version, owner, reason, and what uses it.
     Explain(ExplainArgs),
+    /// Who changed what in an env, when and why, and which passes carried it to which targets: one line per change.
+    Log {
+        /// The env.
+        #[arg(long)]
+        env: String,
+        /// Only changes of this key (`api/db_host`), secret (`api/db`, `api/db#password`) or output (what it reads).
+        #[arg(value_name = "KEY|OUTPUT")]
+        name: Option<String>,
+        /// Start here (rev:N, an RFC 3339 time, -1h, -3passes); default: the oldest recorded pass.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+    },
     /// Set a plain key in etcd, recording who decided it and why.
     Set(SetArgs),
     /// Set one field of a Vault secret; the value is read from stdin or a prompt, never from arguments.

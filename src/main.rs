@@ -176,6 +176,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::RunWith(args) => return Ok(cmd::run_with::run(&ctx, &args).await?),
         Command::Explain(args) => return Ok(cmd::explain::run(&ctx, &args).await?),
         Command::Set(args) => return Ok(cmd::set::run_set(&ctx, &args).await?),
+        Command::Log { env, name, since } => {
+            return Ok(cmd::log::run(&ctx, &env, name.as_deref(), since.as_deref()).await?);
+        }
         Command::SetSecret(args) => return Ok(cmd::set::run_set_secret(&ctx, &args).await?),
         Command::Import(args) => return Ok(cmd::import::run(&ctx, &args, cli.kubeconfig.clone()).await?),
         Command::Policy { command: PolicyCommand::Apply { dir, dry_run } } => {

@@ -20,6 +20,7 @@ pub mod diff;
 pub mod explain;
 pub mod import;
 pub mod inventory;
+pub mod log;
 pub mod policy;
 pub mod plan_at;
 pub mod pull;
