@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cfgsync::cli::{Cli, Command, OutputFormat, PolicyCommand};
+use cfgsync::cli::{Cli, Command, OutputFormat, PolicyCommand, RotateCommand};
 use cfgsync::cmd;
 use cfgsync::config::{self, Config, ConfigError, ProcessEnv};
 use cfgsync::reconcile::{self, PassOptions};
@@ -152,7 +152,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     // The render workers start (and compile the templates) while the
     // sources are read, for the commands that render.
     let renders = match &cli.command {
-        Command::Reconcile { .. } | Command::Plan { .. } | Command::Pull(_) | Command::RunWith(_) => true,
+        Command::Reconcile { .. }
+        | Command::Plan { .. }
+        | Command::Pull(_)
+        | Command::RunWith(_)
+        | Command::Rollback(_)
+        | Command::Rotate { .. } => true,
         Command::Diff(args) => args.rendered,
         _ => false,
     };
@@ -176,6 +181,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::RunWith(args) => return Ok(cmd::run_with::run(&ctx, &args).await?),
         Command::Explain(args) => return Ok(cmd::explain::run(&ctx, &args).await?),
         Command::Set(args) => return Ok(cmd::set::run_set(&ctx, &args).await?),
+        Command::Rollback(a) => {
+            let args = cmd::rollback::RollbackArgs {
+                env: a.env,
+                to: a.to,
+                only: a.only,
+                owner: a.owner,
+                reason: a.reason,
+                yes: a.yes,
+                dry_run: a.dry_run,
+            };
+            return Ok(cmd::rollback::run(&ctx, &args).await?);
+        }
+        Command::Rotate { command: RotateCommand::Verify { env, secret, wait } } => {
+            let args = cmd::rotate::VerifyArgs { env, secret, wait };
+            return Ok(cmd::rotate::verify(&ctx, &args, cli.kubeconfig.clone()).await?);
+        }
         Command::Log { env, name, since } => {
             return Ok(cmd::log::run(&ctx, &env, name.as_deref(), since.as_deref()).await?);
         }

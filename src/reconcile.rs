@@ -663,7 +663,7 @@ fn kind_name(t: &crate::config::TargetKind) -> &'static str {
     KubeKind::spec(t).map_or("unknown", KubeKind::kind_name)
 }
 
-fn address(t: &crate::config::TargetKind, env: &str) -> String {
+pub fn address(t: &crate::config::TargetKind, env: &str) -> String {
     if let Some(s) = FileKind::spec(t) {
         return FileKind::address(s, env);
     }

@@ -40,10 +40,10 @@ use super::{CmdError, Context, check_env};
 use crate::cli::{DiffArgs, OutputFormat};
 use crate::fingerprint::Fingerprinter;
 use crate::history::point::Point;
-use crate::when::EnvAt;
 use crate::render::Templates;
 use crate::secret::SecretString;
 use crate::source::SourceKind;
+use crate::when::EnvAt;
 
 /// How one name compares between A and B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -35,12 +35,12 @@ use serde::Serialize;
 use super::inventory::{Clients, EnvInventory, KeyClient, SecretScope, read_env};
 use super::{CmdError, Context, as_file, check_env, check_relative_name, display_path, outputs_for, split_field};
 use crate::cli::{ExplainArgs, OutputFormat};
+use crate::history::point::Point;
 use crate::render::{Rendered, Use};
 use crate::secret::SecretString;
-use crate::history::point::Point;
-use crate::source::{at, etcd_admin};
 use crate::source::vault_admin::{self, one_line};
 use crate::source::{KeyValue, Snapshot, SourceError};
+use crate::source::{at, etcd_admin};
 
 /// A value that cannot occur in real data: NUL bytes around a marker.
 const PROBE: &str = "\u{0}cfgsync-explain-probe\u{0}";
@@ -311,7 +311,12 @@ async fn explain_key(clients: &Clients, env: &str, name: &str, ex: &mut Explanat
 /// Fills in a key as it was at `point` (etcd at the point's revision, and
 /// its owner/reason sibling at the same revision); false when there was
 /// no such key then.
-async fn explain_key_at(clients: &Clients, point: &Point, name: &str, ex: &mut Explanation) -> Result<bool, ExplainError> {
+async fn explain_key_at(
+    clients: &Clients,
+    point: &Point,
+    name: &str,
+    ex: &mut Explanation,
+) -> Result<bool, ExplainError> {
     let (KeyClient::Etcd { source, settings }, Some(revision)) = (&clients.keys, point.revision) else {
         return Ok(false);
     };
@@ -370,12 +375,15 @@ async fn explain_secret(
                 // The version of the point, written when it was; owner and
                 // reason: Vault keeps one pair per secret, the current one.
                 if let Ok(Some(info)) = &mut metadata {
-                    info.version_time =
-                        at::versions(&client, mount, env, path).await.ok().flatten().and_then(|v| {
-                            v.versions.get(&version)?.created_ms.map(crate::when::format_ms)
-                        });
+                    info.version_time = at::versions(&client, mount, env, path)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|v| v.versions.get(&version)?.created_ms.map(crate::when::format_ms));
                     info.current_version = version;
-                    ex.notes.push("owner and reason are the secret's current ones (Vault keeps one pair per secret)".to_owned());
+                    ex.notes.push(
+                        "owner and reason are the secret's current ones (Vault keeps one pair per secret)".to_owned(),
+                    );
                 }
                 Ok(Some(secret))
             }

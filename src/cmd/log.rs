@@ -248,7 +248,10 @@ async fn key_changes(
     let mut out = Vec::new();
     for e in events.into_iter().filter(|e| filter.key(&e.name)) {
         let shown = |v: &Option<Vec<u8>>| {
-            v.as_ref().map(|b| shorten(&escape_controls(&crate::source::KeyData::from_bytes(b.clone()).shown(), false), 80).into_owned())
+            v.as_ref().map(|b| {
+                shorten(&escape_controls(&crate::source::KeyData::from_bytes(b.clone()).shown(), false), 80)
+                    .into_owned()
+            })
         };
         let meta = match meta_at.get(&(e.name.clone(), e.revision)) {
             Some(m) => Some(m.clone()),
@@ -310,7 +313,8 @@ async fn replay(etcd: &crate::source::etcd::EtcdSource, prefix: &str, from: i64)
         if resp.canceled() {
             break;
         }
-        let mut done = resp.events().is_empty() && !resp.created() && resp.header().is_some_and(|h| h.revision() >= now);
+        let mut done =
+            resp.events().is_empty() && !resp.created() && resp.header().is_some_and(|h| h.revision() >= now);
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             if kv.mod_revision() > now {

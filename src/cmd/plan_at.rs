@@ -90,8 +90,8 @@ pub async fn run(
     let snapshot = snapshot_at(config, templates, &point).await?;
     let targets = Targets::new(config, kubeconfig);
     let options = PassOptions { env: Some(env.to_owned()), dry_run: true, ..Default::default() };
-    let plan = reconcile::plan_env(config, templates, &targets, Arc::new(snapshot), true, &options, &BTreeMap::new())
-        .await;
+    let plan =
+        reconcile::plan_env(config, templates, &targets, Arc::new(snapshot), true, &options, &BTreeMap::new()).await;
     let report = Report { envs: vec![plan.report] };
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -100,7 +100,13 @@ pub async fn run(
         crate::cli::OutputFormat::Text => {
             let config_used = if config_at { "the config of that pass" } else { "today's config" };
             writeln!(out, "{} ({}), rendered with {config_used}:", point.shown(), point.describe())?;
-            report::print_text(&report, Mode::Plan, Style::detect(), &mut out, &mut crate::telemetry::OneLine(io::stderr()))?
+            report::print_text(
+                &report,
+                Mode::Plan,
+                Style::detect(),
+                &mut out,
+                &mut crate::telemetry::OneLine(io::stderr()),
+            )?
         }
     }
     out.flush()?;
@@ -110,7 +116,9 @@ pub async fn run(
 /// Why the recorded config cannot be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigAtError {
-    #[error("{point}: the pass recorded no git commit (the config directory was not a git repository): --config-at needs one")]
+    #[error(
+        "{point}: the pass recorded no git commit (the config directory was not a git repository): --config-at needs one"
+    )]
     NoCommit { point: String },
     #[error("git {args}: {cause}")]
     Git { args: String, cause: String },
@@ -140,7 +148,8 @@ fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, ConfigAtError> {
 fn recorded_config(config: &Config, point: &Point) -> Result<(Config, Templates), CmdError> {
     let err = |e: ConfigAtError| CmdError::ConfigAt(Box::new(e));
     let record = point.record.as_ref().map(|(_, r)| r);
-    let commit = record.and_then(|r| r.git.clone()).ok_or_else(|| err(ConfigAtError::NoCommit { point: point.shown() }))?;
+    let commit =
+        record.and_then(|r| r.git.clone()).ok_or_else(|| err(ConfigAtError::NoCommit { point: point.shown() }))?;
     let file = config.path.file_name().and_then(|f| f.to_str()).unwrap_or("cfgsync.toml");
     let text = git(&config.dir, &["show", &format!("{commit}:./{file}")]).map_err(err)?;
     let text = String::from_utf8(text)

@@ -129,17 +129,15 @@ impl Recorder {
             (Some(l), Policy::Service) => {
                 wrote
                     || l.outcome != outcome
-                    || now_ms.saturating_sub(l.at_ms) >= i64::try_from(config.history.quiet.as_millis()).unwrap_or(i64::MAX)
+                    || now_ms.saturating_sub(l.at_ms)
+                        >= i64::try_from(config.history.quiet.as_millis()).unwrap_or(i64::MAX)
             }
         };
         if !due {
             return None;
         }
-        let fingerprints: BTreeMap<&str, &str> = report
-            .outputs
-            .iter()
-            .filter_map(|o| Some((o.output.as_str(), o.fingerprint.as_deref()?)))
-            .collect();
+        let fingerprints: BTreeMap<&str, &str> =
+            report.outputs.iter().filter_map(|o| Some((o.output.as_str(), o.fingerprint.as_deref()?))).collect();
         let targets = summary
             .targets
             .iter()

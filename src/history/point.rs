@@ -85,7 +85,8 @@ fn oldest_text(keys: &[RecordKey]) -> String {
 /// Resolves `when` for `env` against its records; `now_ms` is now.
 pub async fn resolve(store: &HistoryStore, env: &str, when: &When, now_ms: i64) -> Result<Point, PointError> {
     let shown = format!("{env}@{when}");
-    let mut point = Point { env: env.to_owned(), when: when.clone(), revision: None, at_ms: None, record: None, versions: None };
+    let mut point =
+        Point { env: env.to_owned(), when: when.clone(), revision: None, at_ms: None, record: None, versions: None };
     let found: Option<(RecordKey, PassRecord)> = match when {
         When::Revision(rev) => {
             point.revision = Some(*rev);

@@ -258,7 +258,8 @@ impl HistoryStore {
                         .with_range(end.clone())
                         .with_sort(SortTarget::Key, SortOrder::Descend)
                         .with_limit(page);
-                    let resp = kv.get(env_prefix.as_str(), Some(options)).await.map_err(|e| read_error(&env_prefix, e))?;
+                    let resp =
+                        kv.get(env_prefix.as_str(), Some(options)).await.map_err(|e| read_error(&env_prefix, e))?;
                     for item in resp.kvs() {
                         let name = String::from_utf8_lossy(item.key());
                         let key = name.strip_prefix(env_prefix.as_str()).and_then(RecordKey::parse);
@@ -310,12 +311,9 @@ fn read_error(key: &str, e: etcd_client::Error) -> SourceError {
 
 fn write_error(key: &str, prefix: &str, who: String, e: etcd_client::Error) -> HistoryError {
     match e {
-        etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::PermissionDenied => HistoryError::Denied {
-            key: key.to_owned(),
-            prefix: prefix.to_owned(),
-            who,
-            reason: s.message().to_owned(),
-        },
+        etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::PermissionDenied => {
+            HistoryError::Denied { key: key.to_owned(), prefix: prefix.to_owned(), who, reason: s.message().to_owned() }
+        }
         etcd_client::Error::GRpcStatus(s) => HistoryError::Write { key: key.to_owned(), cause: s.message().to_owned() },
         other => HistoryError::Write { key: key.to_owned(), cause: other.to_string() },
     }
@@ -348,9 +346,10 @@ async fn write_etcd(
         TxnOp::get(env_prefix, Some(GetOptions::new().with_range(prefix_end(env_prefix.as_bytes())).with_count_only())),
     ];
     let mut kv = client.kv_client();
-    let resp = kv.txn(Txn::new().when(compares.clone()).and_then(ops)).await.map_err(|e| {
-        write_error(key, env_prefix, who.clone(), e)
-    })?;
+    let resp = kv
+        .txn(Txn::new().when(compares.clone()).and_then(ops))
+        .await
+        .map_err(|e| write_error(key, env_prefix, who.clone(), e))?;
     if !resp.succeeded() {
         return Err(HistoryError::NotLeader { env: env.to_owned() });
     }

@@ -14,7 +14,9 @@
 //! - [`worker`]: one per env; decides when to pass (interval, watch
 //!   events, reloads, election) and runs [`crate::reconcile::run_pass`] for
 //!   that env, with per-target backoff, drift counting and metrics;
-//! - [`watch`]: one etcd watch per env prefix (`[etcd]` only);
+//! - [`watch`]: one etcd watch per env prefix (`[etcd]` only), and
+//!   [`asked`]: one on the env's `pass` key, for passes asked for from
+//!   outside (`rotate verify`);
 //! - [`election`]: one per replica; an etcd lease, one election per env and a
 //!   fair share of the envs; the [`election::Leadership`] it maintains is the
 //!   fence reconcile asks before every write batch;
@@ -60,6 +62,7 @@
 //! spawned on a [`TaskTracker`] and stops on a [`CancellationToken`]: nothing
 //! is fire-and-forget.
 
+mod asked;
 mod election;
 mod floor;
 mod page;
@@ -233,6 +236,14 @@ impl Shared {
                     timeout: settings.timeout,
                 };
                 self.tasks.spawn(w.run(cancel.clone()));
+                let asked = asked::AskedWatch {
+                    etcd: etcd.clone(),
+                    env: env.clone(),
+                    key: ServiceKeys::new(&settings.prefix).asked(env),
+                    trigger: tx.clone(),
+                    timeout: settings.timeout,
+                };
+                self.tasks.spawn(asked.run(cancel.clone()));
             }
             let worker = Worker {
                 env: env.clone(),

@@ -8,6 +8,8 @@
 //! | `<prefix>/_service/members/<replica>` | each replica | its own |
 //! | `<prefix>/_service/envs/<env>/leader` | the env's leader (txn: only if absent) | the leader's |
 //! | `<prefix>/_service/envs/<env>/status` | the env's leader, after each pass | none |
+//! | `<prefix>/_service/envs/<env>/pass` | `rotate verify`, `rollback`: asks the leader for a pass now ([`super::asked`]) | none |
+//! | `<prefix>/_history/<env>/…` | the env's leader: its recorded passes ([`crate::history`]) | none |
 //! | `<prefix>/_state/<env>/…` | reserved for target kinds to record what they wrote | none |
 //!
 //! Decisions:
@@ -67,6 +69,11 @@ impl ServiceKeys {
 
     pub fn status(&self, env: &str) -> String {
         format!("{}status", self.env_prefix(env))
+    }
+
+    /// Put to ask the env's leader for a pass now (see [`super::asked`]).
+    pub fn asked(&self, env: &str) -> String {
+        format!("{}pass", self.env_prefix(env))
     }
 }
 

@@ -103,8 +103,7 @@ impl PassSummary {
                 }
                 let needs_write = t.changes.iter().any(|c| c.action.writes());
                 let fenced = matches!(t.error, Some(TargetError::Fenced { .. }));
-                let error =
-                    t.error.as_ref().filter(|_| !fenced).map(|e| Failure { code: target_code(e).to_owned() });
+                let error = t.error.as_ref().filter(|_| !fenced).map(|e| Failure { code: target_code(e).to_owned() });
                 let wrote = needs_write && t.applied && t.error.is_none();
                 if wrote {
                     s.changed += t.changes.iter().filter(|c| c.action.writes()).count();

@@ -74,6 +74,8 @@ pub enum Reason {
     Retry,
     SourceRetry,
     EtcdRecovered,
+    /// `cfgsync rotate verify` or `rollback` asked for a pass.
+    Asked,
 }
 
 impl Reason {
@@ -91,6 +93,7 @@ impl Reason {
             Reason::Retry => "target backoff over",
             Reason::SourceRetry => "source backoff over",
             Reason::EtcdRecovered => "etcd reachable again",
+            Reason::Asked => "asked for (rotate verify, rollback)",
         }
     }
 
@@ -109,6 +112,7 @@ impl Reason {
             Reason::Retry => "retry",
             Reason::SourceRetry => "source_retry",
             Reason::EtcdRecovered => "etcd_recovered",
+            Reason::Asked => "asked",
         }
     }
 }
@@ -542,7 +546,7 @@ impl Worker {
             return true;
         }
         let now = Instant::now();
-        self.status.pass_started(&self.env, now, matches!(reason, Reason::Watch | Reason::SourceFile));
+        self.status.pass_started(&self.env, now, matches!(reason, Reason::Watch | Reason::SourceFile | Reason::Asked));
         self.metrics.pass_started(&self.env, reason.label());
         let skip: BTreeSet<String> =
             memory.backoff.iter().filter(|(_, b)| b.until > now).map(|(id, _)| id.clone()).collect();

@@ -37,7 +37,9 @@ pub enum AtError {
     Future { env: String, revision: i64, current: i64 },
     #[error("vault: {path} version {version} was destroyed{oldest}")]
     Destroyed { path: String, version: u64, oldest: OldestVersion },
-    #[error("vault: {path} version {version} was deleted (`vault kv undelete -versions={version}` brings it back){oldest}")]
+    #[error(
+        "vault: {path} version {version} was deleted (`vault kv undelete -versions={version}` brings it back){oldest}"
+    )]
     Deleted { path: String, version: u64, oldest: OldestVersion },
     #[error("vault: {path} version {version} is no longer kept (beyond the secret's max_versions){oldest}")]
     NotKept { path: String, version: u64, oldest: OldestVersion },
@@ -157,8 +159,7 @@ pub async fn keys_at(
         let more = resp.more();
         let kvs = resp.take_kvs();
         for item in &kvs {
-            let origin =
-                KeyOrigin::Etcd { create_revision: item.create_revision(), mod_revision: item.mod_revision() };
+            let origin = KeyOrigin::Etcd { create_revision: item.create_revision(), mod_revision: item.mod_revision() };
             let name = String::from_utf8_lossy(item.key());
             let name = name.strip_prefix(prefix).unwrap_or(&name).to_owned();
             let value = match item.key_str() {
@@ -227,7 +228,12 @@ impl Versions {
 }
 
 /// The versions of `<mount>/<env>/<path>`; `None` when there is no such secret.
-pub async fn versions(client: &VaultClient, mount: &str, env: &str, path: &str) -> Result<Option<Versions>, SourceError> {
+pub async fn versions(
+    client: &VaultClient,
+    mount: &str,
+    env: &str,
+    path: &str,
+) -> Result<Option<Versions>, SourceError> {
     let shown = format!("{mount}/metadata/{env}/{path}");
     match vaultrs::kv2::read_metadata(client, mount, &format!("{env}/{path}")).await {
         Ok(m) => Ok(Some(Versions {
@@ -285,7 +291,11 @@ pub async fn secret_at(
         .path(format!("{env}/{path}"))
         .version(Some(version))
         .build()
-        .map_err(|e| SourceError::Invalid { source_kind: SourceKind::Vault, path: shown.clone(), cause: e.to_string() })?;
+        .map_err(|e| SourceError::Invalid {
+            source_kind: SourceKind::Vault,
+            path: shown.clone(),
+            cause: e.to_string(),
+        })?;
     match vaultrs::api::exec_with_result(client, endpoint).await {
         Ok(resp) => Ok(super::vault::secret_from_response(shown, resp)?),
         // A deleted or destroyed version answers 404 with its metadata (no

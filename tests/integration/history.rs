@@ -163,12 +163,18 @@ fn diff_reads_a_past_revision_and_a_past_time_and_says_what_is_gone() {
     // And against another env now.
     let run = p.run(&["diff", &format!("prod@rev:{rev}"), "staging"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stdout.contains("  ~ api/db_host\n      - db1.prod.internal\n      + db1.staging.internal\n"), "{run:?}");
+    assert!(
+        run.stdout.contains("  ~ api/db_host\n      - db1.prod.internal\n      + db1.staging.internal\n"),
+        "{run:?}"
+    );
 
     // A time before any record.
     let run = p.run(&["diff", "prod@2001-01-01T00:00:00Z", "prod"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("no pass of env prod is recorded at or before it (the oldest record is of "), "{run:?}");
+    assert!(
+        run.stderr.contains("no pass of env prod is recorded at or before it (the oldest record is of "),
+        "{run:?}"
+    );
     let run = p.run(&["diff", "prod@-9passes", "prod"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("only 2 passes of env prod are recorded"), "{run:?}");
@@ -178,7 +184,8 @@ fn diff_reads_a_past_revision_and_a_past_time_and_says_what_is_gone() {
     let run = p.run(&["diff", &format!("prod@rev:{rev}"), "prod"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("vault: secret/prod/api/db version 1 was destroyed; the oldest version still readable is 2"),
+        run.stderr
+            .contains("vault: secret/prod/api/db version 1 was destroyed; the oldest version still readable is 2"),
         "{run:?}"
     );
 
