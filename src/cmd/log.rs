@@ -290,9 +290,16 @@ struct Event {
 }
 
 /// Replays every event under `prefix` from revision `from` up to the
-/// revision current when called (a watch with its previous values; a
-/// progress request ends it when nothing more comes).
+/// revision current when called: a watch from `from`, with previous values.
+///
+/// A watch does not say when it has caught up. It ends at an event at
+/// the current revision; else after a progress notification (the current
+/// revision, no events) followed by a quiet [`QUIET`]: etcd 3.5 sends that
+/// notification only once the watch has caught up, etcd 3.4 at once, and
+/// then the events of the past within its ~100 ms sync loop.
 async fn replay(etcd: &crate::source::etcd::EtcdSource, prefix: &str, from: i64) -> Result<Vec<Event>, SourceError> {
+    const QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
     let now = at::current_revision(etcd, prefix).await?;
     if from > now {
         return Ok(Vec::new());
@@ -307,14 +314,19 @@ async fn replay(etcd: &crate::source::etcd::EtcdSource, prefix: &str, from: i64)
     let mut stream = client.watch_client().watch(prefix, Some(options)).await.map_err(read_err)?;
     stream.request_progress().await.map_err(read_err)?;
     let mut out = Vec::new();
+    let started = tokio::time::Instant::now();
+    let mut progressed = false;
     loop {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message()).await;
+        let wait = if progressed { QUIET } else { LIMIT.saturating_sub(started.elapsed()) };
+        let message = tokio::time::timeout(wait, stream.message()).await;
         let Ok(Ok(Some(resp))) = message else { break };
         if resp.canceled() {
             break;
         }
-        let mut done =
-            resp.events().is_empty() && !resp.created() && resp.header().is_some_and(|h| h.revision() >= now);
+        if resp.events().is_empty() && !resp.created() && resp.header().is_some_and(|h| h.revision() >= now) {
+            progressed = true;
+        }
+        let mut done = false;
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             if kv.mod_revision() > now {
@@ -329,14 +341,12 @@ async fn replay(etcd: &crate::source::etcd::EtcdSource, prefix: &str, from: i64)
                 value: (!deleted).then(|| kv.value().to_vec()),
                 previous: ev.prev_kv().map(|p| p.value().to_vec()),
             });
-            if kv.mod_revision() >= now {
-                done = true;
-            }
+            done |= kv.mod_revision() >= now;
         }
         if out.len() > MAX_CHANGES {
             out.drain(..out.len() - MAX_CHANGES);
         }
-        if done {
+        if done || started.elapsed() >= LIMIT {
             break;
         }
     }

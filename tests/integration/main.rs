@@ -25,6 +25,7 @@ mod library;
 mod ownership;
 mod readme;
 mod redaction;
+mod rollback;
 mod run_with_env;
 mod sandbox;
 mod servers_e2e;
