@@ -5,7 +5,9 @@
 //!
 //! One watch per env on that one key, from the revision it was started
 //! at: a request made while the service was down is not replayed (the
-//! first pass after a start reads everything anyway). A broken watch is
+//! first pass after a start reads everything anyway). An asked pass gives
+//! every target a fresh try (backoffs are cleared, as after a config
+//! reload): someone is waiting on its outcome. A broken watch is
 //! retried after 200 ms to 2 s; the interval keeps the env converging
 //! meanwhile. The value is the asker's name and time, read by nobody.
 

@@ -519,6 +519,11 @@ impl Worker {
                 }
                 _ => None,
             };
+            if reason == Reason::Asked {
+                // Someone waits on this pass (`rotate verify`): every target
+                // gets a fresh try, as after a config reload.
+                memory.backoff.clear();
+            }
             let ok = self.pass(&generation, reason, &mut memory, only, patch).await;
             if partial && !ok {
                 // The env is failing now: a full pass says so everywhere

@@ -26,6 +26,7 @@ mod ownership;
 mod readme;
 mod redaction;
 mod rollback;
+mod rotate;
 mod run_with_env;
 mod sandbox;
 mod servers_e2e;
