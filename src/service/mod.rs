@@ -234,6 +234,7 @@ impl Shared {
                     trigger: tx.clone(),
                     status: self.status.clone(),
                     timeout: settings.timeout,
+                    up: self.metrics.watch_up(env, "etcd"),
                 };
                 self.tasks.spawn(w.run(cancel.clone()));
                 let asked = asked::AskedWatch {

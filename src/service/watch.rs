@@ -45,6 +45,8 @@ pub struct EnvWatch {
     pub status: Arc<Board>,
     /// How long connecting may take (the etcd timeout).
     pub timeout: Duration,
+    /// `cfgsync_watch_up{kind="etcd"}` of the env.
+    pub up: crate::metrics::WatchUp,
 }
 
 impl EnvWatch {
@@ -56,6 +58,7 @@ impl EnvWatch {
                 () = cancel.cancelled() => return,
                 e = self.watch_once(&mut lost, &mut backoff) => e,
             };
+            self.up.set(false);
             if !lost {
                 lost = true;
                 warn!(env = %self.env, error = %error, "etcd watch lost; falling back to the interval and reconnecting");
@@ -108,6 +111,9 @@ impl EnvWatch {
                             let _ = client.refresh_token().await;
                         }
                         return format!("etcd: watch on {} canceled by the server: {reason}", self.prefix);
+                    }
+                    if resp.created() {
+                        self.up.set(true);
                     }
                     if resp.created() && *lost {
                         *lost = false;

@@ -87,9 +87,11 @@ pub enum CredentialEvent {
     LoginFailed,
 }
 
-/// Told about every [`CredentialEvent`] (the service counts them).
+/// Told about every [`CredentialEvent`] and every secret read sent to
+/// Vault (the service counts them).
 pub trait CredentialObserver: Send + Sync {
     fn credential_event(&self, method: &'static str, event: CredentialEvent);
+    fn secret_read(&self, _env: &str) {}
 }
 
 pub struct VaultSource {
@@ -576,6 +578,9 @@ impl Source for VaultSource {
                 let full = format!("{}/{path}", request.env);
                 let (client, mount, path) = (client.clone(), self.settings.mount.clone(), path.clone());
                 tasks.spawn(async move { (path, read_one(client, mount, full).await) });
+                if let Some(o) = &self.observer {
+                    o.secret_read(&request.env);
+                }
             }
             let Some(joined) = tasks.join_next().await else { break };
             let (path, outcome) = joined.map_err(|e| SourceError::Read {

@@ -9,6 +9,7 @@ mod ci_requests;
 mod ci_targets;
 mod cli;
 mod crash;
+mod deploy;
 mod dotenv_readers;
 mod edges;
 mod estate;

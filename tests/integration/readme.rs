@@ -1,7 +1,8 @@
-//! README.md's examples work when pasted, and `validate` checks what the
-//! first run would hit.
+//! README.md and every page of docs/ work when pasted, their links lead
+//! somewhere, and `validate` checks what the first run would hit.
 //!
-//! Every ```` ```toml ```` block of README.md is checked, by kind:
+//! The pages are README.md and `docs/*.md`, whoever wrote them. Every
+//! ```` ```toml ```` block of every page is checked, by kind:
 //!
 //! - **a config** (it has `[[output]]` or `[envs.`): written as
 //!   `cfgsync.toml` as shown, except that absolute credential paths
@@ -15,16 +16,26 @@
 //!   field it defines; `reconcile --once` must write each value back.
 //! - **a fragment** (anything else, e.g. a `[vault]` table or a target):
 //!   wrapped into a minimal config (the fragment's top-level keys first,
-//!   then `[files]` — or `[etcd]` when the fragment has only `[vault]` —,
-//!   `[envs.staging]`, `[envs.prod]`, an output `readme` with one entry and,
-//!   unless the fragment brings its own, a file target; then the
-//!   fragment's tables); `validate` must pass.
+//!   `instance = "docs"` unless the fragment names one, then `[files]` — or
+//!   `[etcd]` when the fragment has only `[vault]` —, `[envs.staging]`,
+//!   `[envs.prod]`, an output `readme` with one entry and, unless the
+//!   fragment brings its own, a file target; then the fragment's tables);
+//!   `validate` must pass.
 //!
 //! A commented-out alternative (`# auth = { … }` below `auth = { … }` in
 //! the same table) is checked as well, in place of the line it replaces.
-//! A block that fails names its line in README.md.
+//! A block that fails names its page and line (`docs/operations.md:42`).
+//!
+//! Sessions (a fenced block of `$ cfgsync …` lines, each followed by what
+//! it prints) that a test below names by their page and heading are run
+//! against the servers they show — the file source, kube-emulator, real
+//! etcd and OpenBao — and must print exactly what the page shows. Every
+//! relative link of every page must lead to a file, and its `#anchor` to a
+//! heading of that file. Figures the pages state about behaviour (a burst
+//! of etcd puts is two passes) or about the build (how many crates) are
+//! checked where that is cheap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::support::{Project, Run, mode};
@@ -39,11 +50,33 @@ const BED_KEYS: &[(&str, &str)] = &[
 ];
 const BED_SECRETS: &[(&str, &str, &str)] = &[("api/db", "password", "readme-password")];
 
-fn readme() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// (line in README.md, text) of each ```` ```toml ```` block, indentation
+/// A page by its path from the repository root (`docs/operations.md`).
+fn page(name: &str) -> String {
+    std::fs::read_to_string(root().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn readme() -> String {
+    page("README.md")
+}
+
+/// README.md, then every `docs/*.md` in name order: (name, text).
+fn pages() -> Vec<(String, String)> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/{n}"))
+        .collect();
+    names.sort();
+    names.insert(0, "README.md".to_owned());
+    names.into_iter().map(|n| (n.clone(), page(&n))).collect()
+}
+
+/// (line in the page, text) of each ```` ```toml ```` block, indentation
 /// (a block inside a list item) removed.
 fn toml_blocks(readme: &str) -> Vec<(usize, String)> {
     let mut blocks = Vec::new();
@@ -116,6 +149,9 @@ fn wrapped(fragment: &str) -> String {
     let head: Vec<&str> = fragment.lines().take(split).collect();
     let body: Vec<&str> = fragment.lines().skip(split).collect();
     let mut text = head.join("\n") + "\n";
+    if !head.iter().any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == "instance")) {
+        text.push_str("instance = \"docs\"\n");
+    }
     if !fragment.contains("[etcd]") && !fragment.contains("[files]") {
         text.push_str(if fragment.contains("[vault]") { "[etcd]\n" } else { "[files]\n" });
     }
@@ -168,12 +204,12 @@ fn assert_ok(run: &Run, what: &str, block: &str, text: &str) {
     assert_eq!(run.code, 0, "{block}: `{what}` fails on\n{text}\n{run:?}");
 }
 
-fn check_config(line: usize, text: &str) {
+fn check_config(at: &str, text: &str) {
     let p = Project::new("");
     let config = with_credentials(&p, text);
     p.write("cfgsync.toml", &config);
     with_template_files(&p, &toml::from_str(&config).unwrap());
-    assert_ok(&p.run(&["validate"]), "validate", &format!("README.md:{line}"), &config);
+    assert_ok(&p.run(&["validate"]), "validate", at, &config);
 
     // Targets that need servers (Kubernetes, GitLab, GitHub): `validate`
     // only here; the TLS deployment block runs against servers below.
@@ -184,11 +220,11 @@ fn check_config(line: usize, text: &str) {
     let config = on_file_source(&p, text);
     p.write("cfgsync.toml", &config);
     let run = p.run(&["plan"]);
-    assert_ok(&run, "plan", &format!("README.md:{line}"), &config);
-    assert!(run.stdout.ends_with(" 0 failed\n"), "README.md:{line}: {run:?}");
+    assert_ok(&run, "plan", at, &config);
+    assert!(run.stdout.ends_with(" 0 failed\n"), "{at}: {run:?}");
 }
 
-fn check_file_source(line: usize, text: &str) {
+fn check_file_source(at: &str, text: &str) {
     let source: toml::Table = toml::from_str(text).unwrap();
     let mut entries = String::new();
     let mut want = BTreeMap::new();
@@ -202,43 +238,49 @@ fn check_file_source(line: usize, text: &str) {
             want.insert(format!("S{i}_{j}"), value.as_str().unwrap().to_owned());
         }
     }
-    assert!(!want.is_empty(), "README.md:{line}: a file source without keys or secrets");
+    assert!(!want.is_empty(), "{at}: a file source without keys or secrets");
     let p = Project::new(&format!(
         "[files]\n[envs.staging]\n[[output]]\nname = \"readme\"\n[output.entries]\n{entries}[[output.target]]\nkind = \"file\"\npath = \"out.json\"\nformat = \"json\"\n"
     ));
     p.write("source/staging.toml", text);
     let run = p.run(&["reconcile", "--once"]);
-    assert_ok(&run, "reconcile --once", &format!("README.md:{line}"), text);
+    assert_ok(&run, "reconcile --once", at, text);
     let got: BTreeMap<String, String> = serde_json::from_str(&p.read("out.json")).unwrap();
-    assert_eq!(got, want, "README.md:{line}: the file source reads back what the block says");
+    assert_eq!(got, want, "{at}: the file source reads back what the block says");
 }
 
 #[test]
-fn every_toml_example_in_the_readme_works() {
-    let blocks = toml_blocks(&readme());
-    assert!(blocks.len() >= 6, "found {} ```toml blocks", blocks.len());
+fn every_toml_example_in_the_docs_works() {
+    let mut blocks = 0;
     let mut kinds = BTreeMap::<&str, usize>::new();
-    for (line, block) in &blocks {
-        for text in variants(block) {
-            let kind = if text.contains("[[output]]") || text.contains("[envs.") {
-                check_config(*line, &text);
-                "config"
-            } else if text.contains("[keys]") || text.contains("[secrets.") {
-                check_file_source(*line, &text);
-                "file source"
-            } else {
-                let p = Project::new("");
-                let config = with_credentials(&p, &wrapped(&text));
-                p.write("cfgsync.toml", &config);
-                assert_ok(&p.run(&["validate"]), "validate", &format!("README.md:{line}"), &config);
-                "fragment"
-            };
-            *kinds.entry(kind).or_default() += 1;
+    for (name, text) in pages() {
+        for (line, block) in toml_blocks(&text) {
+            blocks += 1;
+            let at = format!("{name}:{line}");
+            for text in variants(&block) {
+                let kind = if text.contains("[[output]]") || text.contains("[envs.") {
+                    check_config(&at, &text);
+                    "config"
+                } else if text.contains("[keys]") || text.contains("[secrets.") {
+                    check_file_source(&at, &text);
+                    "file source"
+                } else {
+                    let p = Project::new("");
+                    let config = with_credentials(&p, &wrapped(&text));
+                    p.write("cfgsync.toml", &config);
+                    assert_ok(&p.run(&["validate"]), "validate", &at, &config);
+                    "fragment"
+                };
+                *kinds.entry(kind).or_default() += 1;
+            }
         }
     }
-    // The README's main example and its alternatives, the file source, and
-    // the fragments (targets, settings, credentials) are all there.
-    assert!(kinds["config"] >= 2 && kinds["file source"] >= 1 && kinds["fragment"] >= 5, "{kinds:?}");
+    // The README's 10 blocks before the manual moved to docs/, and
+    // docs/ci-targets.md's 2: none got lost on the way.
+    assert!(blocks >= 12, "found {blocks} ```toml blocks");
+    // The main example and its alternatives, the file source, and the
+    // fragments (targets, settings, credentials) are all there.
+    assert!(kinds["config"] >= 4 && kinds["file source"] >= 1 && kinds["fragment"] >= 10, "{kinds:?}");
 }
 
 #[test]
@@ -249,7 +291,13 @@ fn fragments_are_wrapped_and_alternatives_found() {
     assert_eq!(v.len(), 2, "{v:?}");
     assert_eq!(v[1], "[vault]\nauth = { method = \"jwt\", token_file = \"t\" }\n# dir = \"x\"\n");
     let w = wrapped("interval = \"1m\"\n[service]\ngrace = \"5s\"\n");
-    assert!(w.starts_with("interval = \"1m\"\n[files]\n") && w.ends_with("[service]\ngrace = \"5s\"\n"), "{w}");
+    assert!(
+        w.starts_with("interval = \"1m\"\ninstance = \"docs\"\n[files]\n")
+            && w.ends_with("[service]\ngrace = \"5s\"\n"),
+        "{w}"
+    );
+    let w = wrapped("instance = \"payments\"\n[kubernetes]\n");
+    assert!(w.starts_with("instance = \"payments\"\n[files]\n"), "{w}");
     let w = wrapped("[[output.target]]\nkind = \"file\"\npath = \"x\"\n");
     assert_eq!(w.matches("[[output.target]]").count(), 1, "{w}");
 }
@@ -451,15 +499,20 @@ fn the_reference_deployments_config_validates() {
     assert_ok(&p.run(&["validate"]), "validate", "deploy/kubernetes/management/configmap.yaml", &config);
 }
 
-/// The `toml` block under `heading` in README.md.
-fn block_under(heading: &str) -> String {
-    let readme = readme();
-    let at = readme.find(heading).unwrap_or_else(|| panic!("README.md has no {heading:?}"));
-    let line = readme[..at].lines().count();
-    toml_blocks(&readme).into_iter().find(|(l, _)| *l > line).map(|(_, b)| b).expect("a toml block below it")
+/// The first line of `heading` in page `name`, as in the file.
+fn line_of(name: &str, text: &str, heading: &str) -> usize {
+    let at = text.find(heading).unwrap_or_else(|| panic!("{name} has no {heading:?}"));
+    text[..at].lines().count()
 }
 
-/// The deployment section's TLS and mutual TLS example, run as written
+/// The `toml` block under `heading` in page `name`.
+fn block_under(name: &str, heading: &str) -> String {
+    let text = page(name);
+    let line = line_of(name, &text, heading);
+    toml_blocks(&text).into_iter().find(|(l, _)| *l > line).map(|(_, b)| b).expect("a toml block below it")
+}
+
+/// docs/operations.md's TLS and mutual TLS example, run as written
 /// against real servers: etcd requiring client certificates, OpenBao
 /// requiring them too, two Kubernetes API servers (one per env's context)
 /// requiring them through the kubeconfig, and a GitLab behind a private CA.
@@ -473,7 +526,7 @@ fn the_tls_deployment_example_runs_against_tls_servers() {
     use crate::support::servers::{EtcdTls, VaultTls};
     use crate::support::{Etcd, Vault};
 
-    let text = block_under("### TLS and mutual TLS");
+    let text = block_under("docs/operations.md", "## TLS and mutual TLS");
     let pki = Pki::new("estate");
     let etcd = Etcd::start_tls(EtcdTls {
         trusted_ca: pki.ca_file.clone(),
@@ -570,5 +623,460 @@ fn the_tls_deployment_example_runs_against_tls_servers() {
             .variable(&kube_emulator::GitlabOwner::project("platform/api"), "DATABASE_PASSWORD", env)
             .expect("the GitLab variable");
         assert_eq!(variable.value, format!("readme-tls-{env}"));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sessions: `$ cfgsync …` and what it printed.
+
+/// One command of a session and what the page shows it printing.
+#[derive(Debug)]
+struct Step {
+    /// The arguments after `cfgsync`; variables before it (`VAULT_TOKEN=…
+    /// cfgsync …`) and a trailing `# comment` left out: the test supplies
+    /// the credentials.
+    args: Vec<String>,
+    /// stdout, then stderr.
+    output: String,
+    /// The exit code a following `$ echo $?` shows.
+    code: Option<i32>,
+}
+
+/// The first fenced block under `heading` in page `name` that starts with
+/// a `$ ` line, parsed as a session.
+fn session_under(name: &str, heading: &str) -> Vec<Step> {
+    let text = page(name);
+    let start = line_of(name, &text, heading);
+    let mut lines = text.lines().skip(start);
+    loop {
+        let mut rest = lines.by_ref().skip_while(|l| !l.trim_start().starts_with("```"));
+        assert!(rest.next().is_some(), "{name}: no session below {heading:?}");
+        let block: Vec<&str> = rest.take_while(|l| l.trim() != "```").collect();
+        if block.first().is_some_and(|l| l.starts_with("$ ")) {
+            return parse_session(&format!("{name}, {heading}"), &block.join("\n"));
+        }
+    }
+}
+
+/// The steps of a session; panics unless it holds at least one command.
+fn parse_session(what: &str, block: &str) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut code_next = false;
+    for line in block.lines() {
+        let Some(command) = line.strip_prefix("$ ") else {
+            let step = steps.last_mut().unwrap_or_else(|| panic!("{what}: output before a command"));
+            if std::mem::take(&mut code_next) {
+                step.code = Some(line.parse().unwrap_or_else(|_| panic!("{what}: `echo $?` printed {line:?}")));
+            } else {
+                step.output.push_str(line);
+                step.output.push('\n');
+            }
+            continue;
+        };
+        let command = command.split(" # ").next().unwrap().trim();
+        if command == "echo $?" {
+            assert!(!steps.is_empty(), "{what}: `echo $?` before a command");
+            code_next = true;
+            continue;
+        }
+        let words: Vec<&str> = command.split_whitespace().skip_while(|w| w.contains('=')).collect();
+        assert_eq!(words.first(), Some(&"cfgsync"), "{what}: `{command}` is not a cfgsync command");
+        steps.push(Step {
+            args: words[1..].iter().map(|w| w.to_string()).collect(),
+            output: String::new(),
+            code: None,
+        });
+    }
+    assert!(!steps.is_empty(), "{what}: no `$ cfgsync` command in the block");
+    steps
+}
+
+/// Runs each step with `run` and compares what it prints with the page.
+fn replay(what: &str, steps: &[Step], run: impl Fn(&[&str]) -> Run) {
+    for step in steps {
+        let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
+        let got = run(&args);
+        assert_eq!(
+            format!("{}{}", got.stdout, got.stderr),
+            step.output,
+            "{what}: `cfgsync {}` prints something else than the page shows ({got:?})",
+            args.join(" ")
+        );
+        if let Some(code) = step.code {
+            assert_eq!(got.code, code, "{what}: the exit code of `cfgsync {}`", args.join(" "));
+        }
+    }
+}
+
+#[test]
+fn sessions_are_parsed_as_a_shell_shows_them() {
+    let steps = parse_session(
+        "test",
+        "$ ETCDCTL_USER=root:… cfgsync diff a b   # note\nx\n  y\n$ echo $?\n1\n$ cfgsync plan --env prod\n",
+    );
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_eq!(
+        (steps[0].args.join(" "), steps[0].output.as_str(), steps[0].code),
+        ("diff a b".into(), "x\n  y\n", Some(1))
+    );
+    assert_eq!(
+        (steps[1].args.join(" "), steps[1].output.as_str(), steps[1].code),
+        ("plan --env prod".into(), "", None)
+    );
+}
+
+/// The `cfgsync` binary run in `dir` with `args` as they are, as a person
+/// at a shell in that directory would (no `--config` added).
+fn run_in(dir: &Path, args: &[&str]) -> Run {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cfgsync"));
+    for var in ["VAULT_ADDR", "VAULT_TOKEN", "ETCDCTL_ENDPOINTS", "ETCDCTL_USER", "CFGSYNC_CONFIG", "RUST_LOG"]
+        .into_iter()
+        .chain(crate::support::TLS_VARIABLES)
+    {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_COLOR", "1").env("HOME", dir).current_dir(dir).args(args);
+    crate::support::run_output(cmd.output().unwrap())
+}
+
+/// docs/commands.md's `plan` example: the quickstart after `api/log_level`
+/// changed in prod, from the repository's root.
+#[test]
+fn the_plan_example_in_the_command_reference_is_what_plan_prints() {
+    let repo = tempfile::tempdir().unwrap();
+    let copy =
+        std::process::Command::new("cp").arg("-r").arg(root().join("examples")).arg(repo.path()).status().unwrap();
+    assert!(copy.success());
+    let quickstart = repo.path().join("examples/quickstart");
+    let _ = std::fs::remove_dir_all(quickstart.join("out"));
+    let run = run_in(repo.path(), &["--config", "examples/quickstart/cfgsync.toml", "reconcile", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let source = quickstart.join("source/prod.toml");
+    let text = std::fs::read_to_string(&source).unwrap();
+    assert!(!text.contains("api/log_level"), "prod uses the default log level: {text}");
+    std::fs::write(&source, text.replace("[keys]\n", "[keys]\n\"api/log_level\" = \"debug\"\n")).unwrap();
+
+    let (name, heading) = ("docs/commands.md", "## Example");
+    replay(&format!("{name}, {heading}"), &session_under(name, heading), |args| run_in(repo.path(), args));
+}
+
+/// docs/kubernetes.md's session against kube-emulator: after a hand edit
+/// of the Secret (`kubectl patch`), a change in the source, and two of the
+/// four outputs removed from the config, `plan` shows the drift, the
+/// update and the refused mass prune; `--allow-mass-prune` applies all of
+/// it; the next pass is quiet.
+#[test]
+fn the_kubernetes_session_is_what_cfgsync_prints() {
+    use kube_emulator::{Emulator, Kind};
+
+    let outputs = |removed: bool| {
+        let mut text = String::from(
+            "instance = \"payments\"\n[files]\n\n[kubernetes]\nkubeconfig = \"kubeconfig\"\n\n[envs.prod]\n\n\
+             [[output]]\nname = \"api\"\n[output.entries]\nDB_HOST = \"{{ key(name='api/db_host') }}\"\n\
+             DB_PASSWORD = \"{{ secret(path='api/db', field='password') }}\"\n\
+             [[output.target]]\nkind = \"kubernetes-secret\"\ncontext = \"{{ env }}\"\nnamespace = \"default\"\nname = \"api\"\n\n\
+             [[output]]\nname = \"web\"\n[output.entries]\nHOST = \"{{ key(name='web/host') }}\"\n\
+             [[output.target]]\nkind = \"kubernetes-configmap\"\ncontext = \"{{ env }}\"\nnamespace = \"default\"\nname = \"web\"\n",
+        );
+        if !removed {
+            for name in ["cron", "worker"] {
+                text.push_str(&format!(
+                    "\n[[output]]\nname = \"{name}\"\n[output.entries]\nQUEUE = \"{{{{ key(name='{name}/queue') }}}}\"\n\
+                     [[output.target]]\nkind = \"kubernetes-configmap\"\ncontext = \"{{{{ env }}}}\"\nnamespace = \"default\"\nname = \"{name}\"\n"
+                ));
+            }
+        }
+        text
+    };
+    let source = |host: &str| {
+        format!(
+            "[keys]\n\"api/db_host\" = \"db.prod\"\n\"web/host\" = \"{host}\"\n\"cron/queue\" = \"cron\"\n\"worker/queue\" = \"jobs\"\n\n\
+             [secrets.\"api/db\"]\npassword = \"readme-kube-password\"\n\n[secrets.\"cfgsync/fingerprint\"]\nkey = \"readme-fingerprint-key\"\n"
+        )
+    };
+    let p = Project::new(&outputs(false));
+    p.write("source/prod.toml", &source("www.prod"));
+    let prod = Emulator::start("prod");
+    p.write("kubeconfig", &prod.kubeconfig_yaml());
+    let run = p.run(&["reconcile", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(prod.list_objects(Kind::ConfigMap, Some("default")).len(), 3, "web, cron and worker");
+
+    // A hand edit with a real kubectl, a change in the source, two outputs gone.
+    let kubectl = std::env::var("CFGSYNC_TEST_KUBECTL")
+        .unwrap_or_else(|_| panic!("CFGSYNC_TEST_KUBECTL is not set: run the tests through scripts/test.sh"));
+    let patch = std::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(p.path("kubeconfig"))
+        .args(["patch", "secret", "api", "-p", r#"{"stringData":{"DB_HOST":"db.hand-edited"}}"#])
+        .output()
+        .unwrap();
+    assert!(patch.status.success(), "{patch:?}");
+    p.write("source/prod.toml", &source("www2.prod"));
+    p.write("cfgsync.toml", &outputs(true));
+
+    let (name, heading) = ("docs/kubernetes.md", "## A session");
+    replay(&format!("{name}, {heading}"), &session_under(name, heading), |args| p.run(args));
+    assert!(prod.get_object(Kind::ConfigMap, "default", "worker").is_none(), "pruned");
+}
+
+/// docs/developer.md's `policy apply` session, against real etcd (auth
+/// enabled, as root) and OpenBao, with the repository's `policies/`.
+#[test]
+fn the_policy_apply_session_is_what_cfgsync_prints() {
+    use crate::support::{Etcd, Vault, server_config};
+
+    let (etcd, vault) = (Etcd::start(), Vault::start());
+    etcd.enable_auth_with_reader("rootpw", "alice", "alicepw", &[]);
+    let p = Project::new(&server_config(
+        &etcd,
+        &vault,
+        "[envs.staging]\n[envs.prod]\n\n[[output]]\nname = \"api\"\n[output.entries]\nA = \"x\"\n[[output.target]]\nkind = \"file\"\npath = \"out/{{ env }}.env\"\n",
+    ));
+    for policy in std::fs::read_dir(root().join("policies")).unwrap() {
+        let policy = policy.unwrap();
+        std::fs::create_dir_all(p.path("policies")).unwrap();
+        std::fs::copy(policy.path(), p.path("policies").join(policy.file_name())).unwrap();
+    }
+    let p = p.with_env("ETCDCTL_USER", "root:rootpw").with_env("VAULT_TOKEN", &vault.root_token);
+    let (name, heading) = ("docs/developer.md", "## Roles as code");
+    replay(&format!("{name}, {heading}"), &session_under(name, heading), |args| p.run(args));
+}
+
+// ---------------------------------------------------------------------------
+// Links.
+
+/// The lines of `text` outside fenced blocks, numbered from 1, with code
+/// spans (`` `…` ``) blanked out.
+fn prose(text: &str) -> Vec<(usize, String)> {
+    let mut fenced = false;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        out.push((i + 1, prose));
+    }
+    out
+}
+
+/// GitHub's anchor for a heading: lower case, letters, digits, `-` and
+/// `_` kept, spaces made `-`, everything else dropped; a repeated one gets
+/// `-1`, `-2`, ….
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut fenced = false;
+    let mut seen = BTreeMap::<String, usize>::new();
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        }
+        let Some(heading) = line.strip_prefix('#').map(|h| h.trim_start_matches('#')) else { continue };
+        if fenced || !heading.starts_with(' ') {
+            continue;
+        }
+        let slug: String = heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect();
+        let n = seen.entry(slug.clone()).or_default();
+        out.insert(if *n == 0 { slug.clone() } else { format!("{slug}-{n}") });
+        *n += 1;
+    }
+    out
+}
+
+/// The targets of the inline links (`[text](target)`) of one line of prose.
+fn link_targets(line: &str) -> Vec<&str> {
+    line.match_indices("](")
+        .filter_map(|(i, _)| {
+            line[i + 2..].split_once(')').map(|(target, _)| target.split_whitespace().next().unwrap_or(""))
+        })
+        .collect()
+}
+
+#[test]
+fn anchors_and_links_are_found_as_github_makes_them() {
+    let a = anchors(
+        "# cfgsync\n## `cfgsync import --env E FROM`: day one\n```\n# not a heading\n```\n## Two\n## Two\n#nope\n",
+    );
+    assert_eq!(a.into_iter().collect::<Vec<_>>(), ["cfgsync", "cfgsync-import---env-e-from-day-one", "two", "two-1"],);
+    assert_eq!(link_targets("see [a](docs/a.md#x) and [`b`](../b/ \"t\"), not (c)"), ["docs/a.md#x", "../b/"]);
+    assert_eq!(prose("a `[x](y)` [z](w)\n```\n[q](r)\n```\n")[0], (1, "a   [z](w)".to_owned()));
+}
+
+/// Every relative link of README.md and docs/*.md leads to a file or
+/// directory of the repository, and its `#anchor` to a heading there.
+#[test]
+fn every_relative_link_leads_somewhere() {
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for (name, text) in pages() {
+        let dir = root().join(&name).parent().unwrap().to_path_buf();
+        for (line, prose) in prose(&text) {
+            for target in link_targets(&prose) {
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                checked += 1;
+                let (path, anchor) = target.split_once('#').map_or((target, None), |(p, a)| (p, Some(a)));
+                let file = if path.is_empty() { root().join(&name) } else { dir.join(path) };
+                if !file.exists() {
+                    broken.push(format!("{name}:{line}: {target}: no file {}", file.display()));
+                    continue;
+                }
+                if let Some(anchor) = anchor {
+                    let target_text = std::fs::read_to_string(&file).unwrap_or_default();
+                    if !anchors(&target_text).contains(anchor) {
+                        broken.push(format!("{name}:{line}: {target}: no heading with the anchor #{anchor}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked >= 30, "only {checked} relative links found");
+}
+
+/// docs/ci-targets.md's session: the page's GitLab and GitHub targets on
+/// two outputs, after hand edits in both, against the emulators. The
+/// emulators' addresses are put back in what `plan` prints as the page's
+/// config has them (`https://gitlab.example.com`; GitHub's default, which
+/// is not shown).
+#[test]
+fn the_ci_session_is_what_cfgsync_prints() {
+    use kube_emulator::{GithubEmulator, GithubScope, GitlabEmulator, GitlabOwner};
+
+    let (gitlab, github) = (GitlabEmulator::start(), GithubEmulator::start());
+    github.freeze_clock(1_767_225_600);
+    github.create_environment("acme", "app", "prod");
+    let targets = format!(
+        "[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\nproject = \"group/app\"\nkey = \"APP_{{{{ name }}}}\"\nhidden = true\n\
+         [[output.target]]\nkind = \"github\"\napi_url = \"{}\"\nrepo = \"acme/app\"\nenvironment = \"{{{{ env }}}}\"\n",
+        gitlab.url(),
+        github.url()
+    );
+    let p = Project::new(&format!(
+        "instance = \"payments\"\n[files]\n[envs.prod]\n\n\
+         [[output]]\nname = \"api\"\n[output.entries]\nDB_PASSWORD = \"{{{{ secret(path='api/db', field='password') }}}}\"\n{targets}\n\
+         [[output]]\nname = \"web\"\n[output.entries]\nHOST = \"{{{{ key(name='web/host') }}}}\"\n{targets}"
+    ))
+    .with_env("GITLAB_TOKEN", "glpat-readme")
+    .with_env("GITHUB_TOKEN", "ghp-readme");
+    p.write(
+        "source/prod.toml",
+        "[keys]\n\"web/host\" = \"www2.prod\"\n\n[secrets.\"api/db\"]\npassword = \"readme-ci-password\"\n\n\
+         [secrets.\"cfgsync/fingerprint\"]\nkey = \"readme-fingerprint-key\"\n",
+    );
+    let run = p.run(&["reconcile", "--once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let project = GitlabOwner::project("group/app");
+    let mut host = gitlab.variable(&project, "APP_HOST", "prod").expect("written");
+    (host.value, host.protected) = ("hand.example".into(), true);
+    gitlab.put_variable(&project, host);
+    github.advance_clock(std::time::Duration::from_secs(2));
+    github.put_variable(&GithubScope::environment("acme", "app", "prod"), "HOST", "hand.example");
+
+    let (name, heading) = ("docs/ci-targets.md", "### Both kinds in one config");
+    replay(&format!("{name}, {heading}"), &session_under(name, heading), |args| {
+        let mut run = p.run(args);
+        for text in [&mut run.stdout, &mut run.stderr] {
+            *text =
+                text.replace(&gitlab.url(), "https://gitlab.example.com").replace(&format!(" at {}", github.url()), "");
+        }
+        run
+    });
+}
+
+/// docs/benchmarks.md ("The service"): a burst of puts, each within a
+/// debounce of the previous one, is two passes and two writes — the first
+/// change at once (the leading edge), the rest together once the burst is
+/// over. (The debounce is long here so that a slow `etcdctl` cannot make
+/// two bursts of one.)
+#[test]
+fn a_burst_of_puts_is_two_passes_and_two_writes() {
+    use std::time::{Duration, Instant};
+
+    use crate::service::{Service, read_or_empty, wait_until};
+    use crate::support::Etcd;
+
+    let debounce = Duration::from_secs(3);
+    let etcd = Etcd::start();
+    etcd.put("/cfgsync/prod/a", "0");
+    let p = Project::new(&format!(
+        "interval = \"1h\"\n[etcd]\nendpoints = [\"{}\"]\n[service]\ndebounce = \"3s\"\n[envs.prod]\n\
+         [[output]]\nname = \"a\"\n[output.entries]\nA = \"{{{{ key(name='a') }}}}\"\n\
+         [[output.target]]\nkind = \"file\"\npath = \"out/a.env\"\n",
+        etcd.endpoint
+    ));
+    let svc = Service::start(&p, &[], &[]);
+    svc.wait_ready(Duration::from_secs(30));
+    let file = p.path("out/a.env");
+    wait_until("the first pass", Duration::from_secs(10), || (read_or_empty(&file) == "A=0\n").then_some(()));
+    let writes = || svc.log().lines().filter(|l| l.contains("file written") && l.contains("action=\"update\"")).count();
+    let watch_passes = || svc.log().matches("reason=\"etcd watch\"").count();
+    assert_eq!((writes(), watch_passes()), (0, 0), "{}", svc.log());
+
+    let first = Instant::now();
+    etcd.put("/cfgsync/prod/a", "1");
+    wait_until("the leading edge", Duration::from_secs(10), || (read_or_empty(&file) == "A=1\n").then_some(()));
+    assert!(first.elapsed() < debounce, "the first change of a burst goes at once: {:?}", first.elapsed());
+    let rest = Instant::now();
+    for value in 2..=5 {
+        etcd.put("/cfgsync/prod/a", &value.to_string());
+    }
+    assert!(rest.elapsed() < debounce, "the puts came within a debounce of each other: {:?}", rest.elapsed());
+    wait_until("the rest of the burst", Duration::from_secs(30), || (read_or_empty(&file) == "A=5\n").then_some(()));
+    wait_until("the pass's log line", Duration::from_secs(10), || (watch_passes() == 2).then_some(()));
+    assert_eq!(writes(), 2, "two writes, A=1 and A=5: {}", svc.log());
+}
+
+/// The number of crates README.md and docs/building.md say the first
+/// build compiles is the release build's dependency graph now: a change of
+/// dependencies changes the figure (and makes the dated cold-build time a
+/// measurement of another graph, which the pages must then say).
+#[test]
+fn the_crate_count_on_the_pages_is_the_dependency_graphs() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let tree = std::process::Command::new(cargo)
+        .args(["tree", "--offline", "--locked", "-e", "normal,build", "--prefix", "none", "-p", "cfgsync"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(tree.status.success(), "{}", String::from_utf8_lossy(&tree.stderr));
+    let crates: BTreeSet<String> = String::from_utf8(tree.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some(format!("{} {}", words.next()?, words.next()?))
+        })
+        .collect();
+    for name in ["README.md", "docs/building.md"] {
+        let text = page(name).split_whitespace().collect::<Vec<_>>().join(" ");
+        let said = text
+            .split("downloads and compiles ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("{name} says how many crates the first build compiles"));
+        assert_eq!(
+            said,
+            crates.len().to_string(),
+            "{name}: the first build compiles {} crates now; update the figure, and say that the cold-build time was measured with another graph",
+            crates.len()
+        );
     }
 }
