@@ -117,6 +117,32 @@ impl Targets {
     }
 }
 
+impl Targets {
+    /// What `target` holds for each rendering of its output (current
+    /// first): see [`crate::targets::held_of`].
+    pub async fn held(
+        &self,
+        target: &crate::config::TargetKind,
+        rendered: &[&Rendered],
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<Vec<crate::targets::HeldItem>>, TargetError> {
+        use crate::targets::held_of;
+        if let Some(spec) = FileKind::spec(target) {
+            return held_of(&self.files, spec, rendered, ctx).await;
+        }
+        if let Some(spec) = KubeKind::spec(target) {
+            return held_of(&self.kube, spec, rendered, ctx).await;
+        }
+        if let Some(spec) = GitlabKind::spec(target) {
+            return held_of(&self.gitlab, spec, rendered, ctx).await;
+        }
+        match GithubKind::spec(target) {
+            Some(spec) => held_of(&self.github, spec, rendered, ctx).await,
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub envs: Vec<EnvReport>,

@@ -51,11 +51,8 @@ use crate::render::Rendered;
 use crate::service::published::{EnvRecord, ServiceKeys, TargetState};
 use crate::source::etcd::EtcdSource;
 use crate::source::{SourceError, Sources, at};
-use crate::targets::file::FileKind;
-use crate::targets::github::GithubKind;
-use crate::targets::gitlab::GitlabKind;
-use crate::targets::kubernetes::{Fingerprinter, KubeKind};
-use crate::targets::{Ctx, Held, HeldItem, Target, TargetError};
+use crate::targets::kubernetes::Fingerprinter;
+use crate::targets::{Ctx, Held, HeldItem};
 use crate::text::escape_controls;
 use crate::when::{format_ms, now_ms};
 
@@ -267,9 +264,13 @@ pub async fn verify(
                 checks.push(check);
                 continue;
             }
-            match held(&targets, &target.kind, &rendered, &tctx).await {
+            let only: Vec<&Rendered> = rendered.iter().map(|(_, r)| *r).collect();
+            match targets.held(&target.kind, &only, &tctx).await {
                 Err(e) => check.why = Some(crate::text::one_line(&e.to_string())),
-                Ok(by_version) => judge(&mut check, &by_version, &target.kind),
+                Ok(items) => {
+                    let by_version: Vec<(u64, Vec<HeldItem>)> = rendered.iter().map(|(v, _)| *v).zip(items).collect();
+                    judge(&mut check, &by_version, &target.kind);
+                }
             }
             if matches!(check.standing, Standing::Old | Standing::Other | Standing::Absent) && check.why.is_none() {
                 check.why = Some(why.of(&id));
@@ -376,54 +377,6 @@ fn judge(check: &mut TargetCheck, by_version: &[(u64, Vec<HeldItem>)], kind: &Ta
         }
         None => check.standing = Standing::Other,
     }
-}
-
-/// Each version's items of one target, and what the target holds for them.
-async fn held(
-    targets: &Targets,
-    kind: &TargetKind,
-    rendered: &[(u64, &Rendered)],
-    ctx: &Ctx<'_>,
-) -> Result<Vec<(u64, Vec<HeldItem>)>, TargetError> {
-    if let Some(spec) = FileKind::spec(kind) {
-        return held_of(&targets.files, spec, rendered, ctx).await;
-    }
-    if let Some(spec) = KubeKind::spec(kind) {
-        return held_of(&targets.kube, spec, rendered, ctx).await;
-    }
-    if let Some(spec) = GitlabKind::spec(kind) {
-        return held_of(&targets.gitlab, spec, rendered, ctx).await;
-    }
-    match GithubKind::spec(kind) {
-        Some(spec) => held_of(&targets.github, spec, rendered, ctx).await,
-        None => Ok(Vec::new()),
-    }
-}
-
-/// One observation of the target's destination, then each version's items
-/// asked what is held for them.
-async fn held_of<K: Target>(
-    kind: &K,
-    spec: &K::Spec,
-    rendered: &[(u64, &Rendered)],
-    ctx: &Ctx<'_>,
-) -> Result<Vec<(u64, Vec<HeldItem>)>, TargetError> {
-    let mut items = Vec::new();
-    for (v, r) in rendered {
-        items.push((*v, kind.desired(spec, r, ctx)?));
-    }
-    let mut scope = K::Scope::default();
-    let dest = match items.first() {
-        Some((_, current)) => kind.locate(spec, Some(current), ctx, &mut scope),
-        None => return Ok(Vec::new()),
-    };
-    for (_, old) in &items[1..] {
-        let mut more = K::Scope::default();
-        kind.locate(spec, Some(old), ctx, &mut more);
-        crate::targets::Merge::merge(&mut scope, more);
-    }
-    let observed = kind.observe(&dest, &scope, ctx).await?;
-    Ok(items.iter().map(|(v, its)| (*v, its.iter().map(|i| kind.held(i, &observed, ctx)).collect())).collect())
 }
 
 /// Runs or asks for a pass; says what happened, and the report when it ran here.

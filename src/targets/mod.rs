@@ -307,6 +307,31 @@ impl HeldItem {
     }
 }
 
+/// What a target holds, asked for several renderings of its output (the
+/// current one first, then older ones): one observation of its
+/// destination, then each rendering's items asked [`Target::held`].
+pub async fn held_of<K: Target>(
+    kind: &K,
+    spec: &K::Spec,
+    rendered: &[&Rendered],
+    ctx: &Ctx<'_>,
+) -> Result<Vec<Vec<HeldItem>>, TargetError> {
+    let mut items = Vec::new();
+    for r in rendered {
+        items.push(kind.desired(spec, r, ctx)?);
+    }
+    let mut scope = K::Scope::default();
+    let Some(current) = items.first() else { return Ok(Vec::new()) };
+    let dest = kind.locate(spec, Some(current), ctx, &mut scope);
+    for old in &items[1..] {
+        let mut more = K::Scope::default();
+        kind.locate(spec, Some(old), ctx, &mut more);
+        Merge::merge(&mut scope, more);
+    }
+    let observed = kind.observe(&dest, &scope, ctx).await?;
+    Ok(items.iter().map(|its| its.iter().map(|i| kind.held(i, &observed, ctx)).collect()).collect())
+}
+
 /// A fingerprint of content as [`Target::held`] compares it: keyed with
 /// the env's key for secret content (as on the targets), else SHA-256;
 /// secret content without the env's key gets a key drawn for this process
