@@ -70,7 +70,7 @@ pub enum Command {
         #[arg(long)]
         env: Option<String>,
         /// What the targets would become if a past snapshot were rendered now: rev:N, an RFC 3339 time, -1h, -3passes (needs --env).
-        #[arg(long, value_name = "WHEN", requires = "env")]
+        #[arg(long, value_name = "WHEN", requires = "env", allow_hyphen_values = true)]
         at: Option<String>,
         /// With --at: render with the config and templates of that pass (from the git commit it recorded), not today's.
         #[arg(long, requires = "at")]
@@ -102,7 +102,7 @@ pub enum Command {
         #[arg(value_name = "KEY|OUTPUT")]
         name: Option<String>,
         /// Start here (rev:N, an RFC 3339 time, -1h, -3passes); default: the oldest recorded pass.
-        #[arg(long, value_name = "WHEN")]
+        #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
         since: Option<String>,
     },
     /// Write the values of a past point back into etcd and Vault as new revisions and versions (plan first); the targets follow by the ordinary loop.
@@ -243,7 +243,7 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub env: String,
     /// The point to go back to: rev:N, an RFC 3339 time, -1h, -3passes.
-    #[arg(long, value_name = "WHEN")]
+    #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
     pub to: String,
     /// Only keys or secret paths matching this glob (`*`, `?`; `api/db#password` for one field); repeatable.
     #[arg(long, value_name = "KEY_OR_PATH_GLOB")]

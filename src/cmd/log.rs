@@ -26,8 +26,9 @@
 //!   time of the first pass that read the change (etcd keeps no times; the
 //!   service passes within its debounce of a change, so this is close). A
 //!   change no pass has read yet is shown with its revision only.
-//! - The default start is the oldest recorded pass (everything etcd still
-//!   has when none is); `--since` moves it.
+//! - The default start is what the oldest recorded pass read: the changes
+//!   after it (everything etcd still has when no pass is recorded);
+//!   `--since` moves it.
 //! - A filter names a key (`api/db_host`), a secret (`api/db` or
 //!   `api/db#password`) or an output (every name it reads).
 
@@ -126,11 +127,12 @@ pub async fn run(ctx: &Context<'_>, env: &str, name: Option<&str>, since: Option
     };
     let source_err = |source: SourceError| CmdError::Source { env: env.to_owned(), source };
     let oldest = at::oldest_revision(source, &settings.env_prefix(env)).await.map_err(source_err)?;
+    // Changes after what the starting point saw.
     let from = since_point
         .as_ref()
         .and_then(|p| p.revision)
         .or_else(|| records.first().and_then(|(k, _)| (k.revision > 0).then_some(k.revision)))
-        .unwrap_or(oldest)
+        .map_or(oldest, |r| r + 1)
         .max(oldest);
     let since_ms = since_point.as_ref().and_then(|p| p.at_ms).or_else(|| records.first().map(|(k, _)| k.at_ms));
 

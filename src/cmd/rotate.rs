@@ -439,11 +439,10 @@ async fn pass_now(
             if parts.is_empty() {
                 parts.push("nothing to write".to_owned());
             }
-            let line = format!(
-                "no service leads env {env}: ran a pass here ({}{})",
-                parts.join(", "),
-                if failed { "; something failed" } else { "" }
-            );
+            if failed && !c.contains_key("failed") {
+                parts.push("a failure".to_owned());
+            }
+            let line = format!("no service leads env {env}: ran a pass here ({})", parts.join(", "));
             (line, env_report)
         }
         Err(e) => (format!("could not ask the service for a pass ({e}); verifying what is there"), None),
@@ -508,5 +507,63 @@ impl Why {
             return format!("not yet reached: the last recorded pass read version {v}");
         }
         "it differs from what cfgsync wrote (changed by hand?), or no pass has written it since".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(wanted: &str, held: Held) -> HeldItem {
+        HeldItem { item: "x".into(), wanted: wanted.into(), held }
+    }
+
+    fn check() -> TargetCheck {
+        TargetCheck {
+            id: "prod/api/0".into(),
+            kind: "kubernetes-secret",
+            address: "a".into(),
+            standing: Standing::Unknown,
+            version: None,
+            by: None,
+            why: None,
+        }
+    }
+
+    /// The targets of a config with one Kubernetes and one file target.
+    fn targets() -> crate::config::Config {
+        let text = "instance = \"t\"\n[files]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nA = \"x\"\n[[output.target]]\nkind = \"kubernetes-configmap\"\ncontext = \"prod\"\nnamespace = \"api\"\nname = \"api\"\n[[output.target]]\nkind = \"file\"\npath = \"out/a.env\"\n";
+        crate::config::parse(std::path::Path::new("/c/cfgsync.toml"), text, &BTreeMap::<String, String>::new())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_target_is_current_old_other_absent_or_not_verifiable() {
+        let config = targets();
+        let (kube, file) = (&config.outputs[0].targets[0].kind, &config.outputs[0].targets[1].kind);
+        let versions = |held: &str| vec![(3, vec![item("v3", Held::Read(held.into()))]), (2, vec![item("v2", Held::Read(held.into()))])];
+        let mut c = check();
+        judge(&mut c, &versions("v3"), kube);
+        assert_eq!((c.standing, c.version, c.by), (Standing::Current, Some(3), Some("read")));
+        let mut c = check();
+        judge(&mut c, &versions("v2"), kube);
+        assert_eq!((c.standing, c.version), (Standing::Old, Some(2)));
+        let mut c = check();
+        judge(&mut c, &versions("by-hand"), kube);
+        assert_eq!((c.standing, c.version), (Standing::Other, None));
+        let mut c = check();
+        judge(&mut c, &[(3, vec![item("v3", Held::Absent)])], kube);
+        assert_eq!(c.standing, Standing::Absent);
+        // A file nowhere on this machine: a laptop's.
+        let mut c = check();
+        judge(&mut c, &[(3, vec![item("v3", Held::Absent)])], file);
+        assert_eq!(c.standing, Standing::NotVerifiable);
+        assert!(text_line(&c).contains("not verifiable here: a laptop's `cfgsync pull` writes it"), "{}", text_line(&c));
+        // By record: said so.
+        let mut c = check();
+        let recorded = Held::Recorded { fingerprint: "v3".into(), why: "GitHub secrets cannot be read back" };
+        judge(&mut c, &[(3, vec![item("v3", recorded)])], kube);
+        assert_eq!((c.standing, c.by), (Standing::Current, Some("record")));
+        assert!(text_line(&c).ends_with("version 3 (by the record of what was written): GitHub secrets cannot be read back"));
     }
 }

@@ -17,6 +17,7 @@ mod faults;
 mod faults_service;
 mod history;
 mod import;
+mod incidents;
 mod kubernetes;
 mod kubernetes_ownership;
 mod laptop;
