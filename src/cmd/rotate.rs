@@ -541,7 +541,9 @@ mod tests {
     fn a_target_is_current_old_other_absent_or_not_verifiable() {
         let config = targets();
         let (kube, file) = (&config.outputs[0].targets[0].kind, &config.outputs[0].targets[1].kind);
-        let versions = |held: &str| vec![(3, vec![item("v3", Held::Read(held.into()))]), (2, vec![item("v2", Held::Read(held.into()))])];
+        let versions = |held: &str| {
+            vec![(3, vec![item("v3", Held::Read(held.into()))]), (2, vec![item("v2", Held::Read(held.into()))])]
+        };
         let mut c = check();
         judge(&mut c, &versions("v3"), kube);
         assert_eq!((c.standing, c.version, c.by), (Standing::Current, Some(3), Some("read")));
@@ -558,12 +560,19 @@ mod tests {
         let mut c = check();
         judge(&mut c, &[(3, vec![item("v3", Held::Absent)])], file);
         assert_eq!(c.standing, Standing::NotVerifiable);
-        assert!(text_line(&c).contains("not verifiable here: a laptop's `cfgsync pull` writes it"), "{}", text_line(&c));
+        assert!(
+            text_line(&c).contains("not verifiable here: a laptop's `cfgsync pull` writes it"),
+            "{}",
+            text_line(&c)
+        );
         // By record: said so.
         let mut c = check();
         let recorded = Held::Recorded { fingerprint: "v3".into(), why: "GitHub secrets cannot be read back" };
         judge(&mut c, &[(3, vec![item("v3", recorded)])], kube);
         assert_eq!((c.standing, c.by), (Standing::Current, Some("record")));
-        assert!(text_line(&c).ends_with("version 3 (by the record of what was written): GitHub secrets cannot be read back"));
+        assert!(
+            text_line(&c)
+                .ends_with("version 3 (by the record of what was written): GitHub secrets cannot be read back")
+        );
     }
 }

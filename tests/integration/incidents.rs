@@ -121,9 +121,10 @@ fn masked(text: &str) -> String {
     let mut i = 0;
     let is_time = |at: usize| {
         let pattern = "dddd-dd-ddTdd:dd:dd";
-        pattern.chars().enumerate().all(|(k, p)| {
-            chars.get(at + k).is_some_and(|c| if p == 'd' { c.is_ascii_digit() } else { *c == p })
-        })
+        pattern
+            .chars()
+            .enumerate()
+            .all(|(k, p)| chars.get(at + k).is_some_and(|c| if p == 'd' { c.is_ascii_digit() } else { *c == p }))
     };
     while i < chars.len() {
         if is_time(i) {
@@ -165,8 +166,8 @@ fn replay(p: &Project, heading: &str, steps: &[Step]) {
 
 #[test]
 fn the_incident_sessions_are_what_cfgsync_prints() {
-    let page = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/incidents.md"))
-        .unwrap();
+    let page =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/incidents.md")).unwrap();
     let sessions = sessions(&page);
     assert_eq!(sessions.len(), 3, "{sessions:?}");
 
@@ -188,7 +189,17 @@ fn the_incident_sessions_are_what_cfgsync_prints() {
         assert_eq!(r.code, 0, "{args:?}: {r:?}");
     };
     ok(&["reconcile", "--once"]);
-    ok(&["set", "prod", "api/db_host", "db2.prod.internal", "--owner", "alice", "--reason", "move to the new cluster", "--yes"]);
+    ok(&[
+        "set",
+        "prod",
+        "api/db_host",
+        "db2.prod.internal",
+        "--owner",
+        "alice",
+        "--reason",
+        "move to the new cluster",
+        "--yes",
+    ]);
     ok(&["set", "prod", "web/dark_mode", "on", "--owner", "bob", "--reason", "launch", "--yes"]);
     ok(&["reconcile", "--once"]);
 
