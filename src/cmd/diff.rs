@@ -7,6 +7,11 @@
 //! `--all`). `--rendered` also renders every output for both envs and
 //! compares them entry by entry.
 //!
+//! Either side may be an env at a past point, `<env>@<when>` (`prod@-1h`,
+//! `prod@rev:1234`, see [`crate::when`]): read from etcd at the point's
+//! revision and Vault at each secret's recorded version ([`super::at`]),
+//! and named so in the header with what it resolved to.
+//!
 //! Decisions:
 //! - **Secrets are compared, never shown.** Field values are compared in
 //!   memory and printed as `(secret, differs)` / `(secret, same)`; JSON

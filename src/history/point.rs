@@ -10,6 +10,9 @@
 //!   state the targets were rendered from then.)
 //! - `@-3passes`: three recorded passes before the newest.
 //!
+//! Only passes that read a snapshot count: a recorded pass whose sources
+//! failed (no revision) is never a point.
+//!
 //! A record whose secret versions are "as before" ([`super::record`]) takes
 //! them from the records before it. Secrets a record does not name (a
 //! `diff` reads every secret of the env) are read at the version Vault's
@@ -107,8 +110,7 @@ pub async fn resolve(store: &HistoryStore, env: &str, when: &When, now_ms: i64) 
                 return Err(PointError::Future { shown });
             }
             point.at_ms = Some(at);
-            let until = RecordKey::ceil(at);
-            let found = store.newest(env, Some(&until), 1).await?.into_iter().next();
+            let found = newest_rendered(store, env, Some(RecordKey::ceil(at)), 0).await?;
             if found.is_none() {
                 let keys = store.keys(env).await?;
                 return Err(PointError::NoRecord { shown, env: env.to_owned(), oldest: oldest_text(&keys) });
@@ -116,12 +118,12 @@ pub async fn resolve(store: &HistoryStore, env: &str, when: &When, now_ms: i64) 
             found
         }
         When::Passes(n) => {
-            let wanted = *n as usize + 1;
-            let mut newest = store.newest(env, None, wanted).await?;
-            if newest.len() < wanted {
-                return Err(PointError::TooFewPasses { shown, env: env.to_owned(), count: newest.len() });
+            let found = newest_rendered(store, env, None, *n as usize).await?;
+            if found.is_none() {
+                let count = store.keys(env).await?.iter().filter(|k| k.revision > 0).count();
+                return Err(PointError::TooFewPasses { shown, env: env.to_owned(), count });
             }
-            newest.pop()
+            found
         }
     };
     if let Some((key, record)) = &found {
@@ -136,6 +138,32 @@ pub async fn resolve(store: &HistoryStore, env: &str, when: &When, now_ms: i64) 
     }
     point.record = found;
     Ok(point)
+}
+
+/// The newest record at or before `until` (`None`: the newest of all) that rendered (read a snapshot:
+/// a pass whose sources failed has no revision), after skipping `skip`
+/// such records.
+async fn newest_rendered(
+    store: &HistoryStore,
+    env: &str,
+    mut until: Option<RecordKey>,
+    mut skip: usize,
+) -> Result<Option<(RecordKey, PassRecord)>, HistoryError> {
+    loop {
+        let page = store.newest(env, until.as_ref(), 64).await?;
+        for (key, record) in &page {
+            if record.revision.is_some() {
+                if skip == 0 {
+                    return Ok(Some((key.clone(), record.clone())));
+                }
+                skip -= 1;
+            }
+        }
+        match page.last() {
+            Some((last, _)) if page.len() == 64 && last.at_ms > 0 => until = Some(last.before()),
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// The secret versions in force at record `key`: those of the newest
@@ -155,6 +183,59 @@ async fn versions_before(
         if page.len() < 64 || last.at_ms <= 0 {
             return Ok(None);
         }
-        until = RecordKey::ceil(last.at_ms - 1);
+        until = last.before();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::record::FORMAT;
+    use crate::history::store::Retention;
+    use std::time::Duration;
+
+    fn record(at_ms: i64, revision: Option<i64>) -> PassRecord {
+        PassRecord {
+            format: FORMAT,
+            at_ms,
+            replica: "r".into(),
+            revision,
+            secrets: None,
+            config: "sha256:00".into(),
+            git: None,
+            ok: revision.is_some(),
+            code: revision.is_none().then(|| "source".to_owned()),
+            partial: false,
+            unchanged: 0,
+            targets: Vec::new(),
+            pruned: Vec::new(),
+        }
+    }
+
+    /// A pass whose sources failed recorded no revision: `@-Npasses` and
+    /// `@<time>` step over it to a pass that read a snapshot, also when
+    /// more than a page of failed passes lies between.
+    #[tokio::test]
+    async fn a_failed_pass_is_never_a_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HistoryStore::Dir(dir.path().join("history"));
+        let retention = Retention { keep: 1_000, max_age: Duration::from_secs(1_000_000) };
+        let now = 1_000_000;
+        store.write("prod", &record(now - 500_000, Some(3)), None, retention).await.unwrap();
+        store.write("prod", &record(now - 400_000, Some(5)), None, retention).await.unwrap();
+        for i in 0..100 {
+            store.write("prod", &record(now - 300_000 + i, None), None, retention).await.unwrap();
+        }
+        store.write("prod", &record(now - 1_000, Some(7)), None, retention).await.unwrap();
+        let at = |w: When| {
+            let store = &store;
+            async move { resolve(store, "prod", &w, now).await.unwrap().revision }
+        };
+        assert_eq!(at(When::Passes(0)).await, Some(7));
+        assert_eq!(at(When::Passes(1)).await, Some(5), "100 failed passes lie between");
+        assert_eq!(at(When::Passes(2)).await, Some(3));
+        assert_eq!(at(When::Time(now - 250_000)).await, Some(5), "the newest record then failed");
+        let err = resolve(&store, "prod", &When::Passes(3), now).await.unwrap_err();
+        assert_eq!(err.to_string(), "prod@-3passes: only 3 passes of env prod are recorded");
     }
 }

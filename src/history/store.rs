@@ -73,6 +73,16 @@ impl RecordKey {
         RecordKey { at_ms, revision: 999_999_999_999 }
     }
 
+    /// The greatest key strictly before this one (to page on from the
+    /// oldest of a page without skipping a record of the same millisecond).
+    pub fn before(&self) -> Self {
+        if self.revision > 0 {
+            RecordKey { at_ms: self.at_ms, revision: self.revision - 1 }
+        } else {
+            RecordKey::ceil(self.at_ms - 1)
+        }
+    }
+
     /// The smallest name of a record at `at_ms` (for "everything before").
     fn floor(at_ms: i64) -> String {
         RecordKey { at_ms, revision: 0 }.name()
