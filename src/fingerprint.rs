@@ -1,4 +1,9 @@
-//! Keyed fingerprints of secret values, for "same or differs" without the value.
+//! Fingerprints: "same or differs" without the value. Two kinds, one home:
+//!
+//! - [`EnvFingerprinter`]: what cfgsync writes beside what it writes (the
+//!   `cfgsync.io/fingerprint` annotation, the CI kinds' records), stable
+//!   across runs, keyed with the env's fingerprint key for secret content;
+//! - [`RunFingerprinter`]: what a person is shown (below).
 //!
 //! `diff --rendered` and `pull` have to say whether a secret-bearing entry
 //! changed without showing it. A plain hash would let anyone holding the
@@ -13,20 +18,22 @@
 
 use std::fmt;
 
-use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::{digest, hmac};
+
+use crate::secret::SecretString;
 
 /// The system random generator failed; nothing can be fingerprinted safely.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot draw a random fingerprint key from the system")]
 pub struct KeyError;
 
-/// HMAC-SHA256 under a key drawn for this process only.
-pub struct Fingerprinter {
+/// HMAC-SHA256 under a key drawn for this process only: what is shown.
+pub struct RunFingerprinter {
     key: hmac::Key,
 }
 
-impl Fingerprinter {
+impl RunFingerprinter {
     pub fn new() -> Result<Self, KeyError> {
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new()).map_err(|_| KeyError)?;
         Ok(Self { key })
@@ -38,6 +45,48 @@ impl Fingerprinter {
         bytes.copy_from_slice(tag.as_ref());
         Fingerprint(bytes)
     }
+}
+
+/// The fingerprints written beside what cfgsync writes (annotations,
+/// records), equal across runs: SHA-256 of plain content, HMAC-SHA256
+/// under the env's key (`[fingerprint] key`, read with the env's secrets)
+/// of secret content, so that a stored fingerprint is never a plain hash
+/// of a password.
+#[derive(Clone)]
+pub struct EnvFingerprinter {
+    key: Option<SecretString>,
+}
+
+impl EnvFingerprinter {
+    pub fn new(key: Option<SecretString>) -> Self {
+        Self { key }
+    }
+
+    /// `sha256:<hex>` for untainted content, `hmac-sha256:<hex>` for tainted.
+    /// `None` when the content is tainted and there is no key.
+    pub fn fingerprint<'a>(
+        &self,
+        data: impl IntoIterator<Item = (&'a String, &'a [u8])>,
+        tainted: bool,
+    ) -> Option<String> {
+        let mut canonical = Vec::new();
+        for (k, v) in data {
+            canonical.extend_from_slice(&(k.len() as u64).to_be_bytes());
+            canonical.extend_from_slice(k.as_bytes());
+            canonical.extend_from_slice(&(v.len() as u64).to_be_bytes());
+            canonical.extend_from_slice(v);
+        }
+        if tainted {
+            let key = hmac::Key::new(hmac::HMAC_SHA256, self.key.as_ref()?.expose().as_bytes());
+            Some(format!("hmac-sha256:{}", hex(&hmac::sign(&key, &canonical).as_ref()[..16])))
+        } else {
+            Some(format!("sha256:{}", hex(&digest::digest(&digest::SHA256, &canonical).as_ref()[..16])))
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A keyed fingerprint. Compares the whole tag; shows the first 8 bytes.
@@ -65,10 +114,10 @@ mod tests {
 
     #[test]
     fn equal_values_match_within_a_run_and_keys_differ_between_runs() {
-        let a = Fingerprinter::new().unwrap();
+        let a = RunFingerprinter::new().unwrap();
         assert_eq!(a.of(b"CANARY-x"), a.of(b"CANARY-x"));
         assert_ne!(a.of(b"CANARY-x"), a.of(b"CANARY-y"));
-        let b = Fingerprinter::new().unwrap();
+        let b = RunFingerprinter::new().unwrap();
         assert_ne!(a.of(b"CANARY-x"), b.of(b"CANARY-x"), "a fresh key per run");
         let shown = a.of(b"CANARY-x").to_string();
         assert_eq!(shown.len(), 16);

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if e.is_closed_stdout() => ExitCode::SUCCESS,
         Err(Fatal::Config(e)) => {
-            print_problems(&e);
+            cmd::validate::print_problems(&e);
             ExitCode::from(2)
         }
         Err(e) => {
@@ -86,20 +86,6 @@ impl Fatal {
             Fatal::Io(e) | Fatal::Cmd(cfgsync::cmd::CmdError::Stdout(e)) => e.kind() == io::ErrorKind::BrokenPipe,
             _ => false,
         }
-    }
-}
-
-fn print_problems(e: &ConfigError) {
-    for p in &e.problems {
-        eprintln!("error: {}", one_line(&p.to_string()));
-    }
-}
-
-/// `Ok` also when the reader of stdout went away.
-fn unless_closed(result: io::Result<()>) -> io::Result<()> {
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
     }
 }
 
@@ -146,7 +132,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         templates.map(|templates| (config, templates))
     });
     if matches!(cli.command, Command::Validate) {
-        return validate(loaded, cli.output);
+        return cmd::validate::run(loaded, cli.output).map_err(|e| match e {
+            cmd::validate::ValidateError::Config(e) => Fatal::Config(e),
+            cmd::validate::ValidateError::Io(e) => Fatal::Io(e),
+        });
     }
     let (config, templates) = loaded?;
     // The render workers start (and compile the templates) while the
@@ -282,67 +271,6 @@ impl<W: Write> Write for UntilClosed<W> {
         if self.closed {
             return Ok(());
         }
-        unless_closed(self.inner.flush())
+        cmd::unless_closed(self.inner.flush())
     }
-}
-
-/// `cfgsync validate`: the config and its templates were loaded (or not).
-/// With `--output json`, stdout gets one JSON document either way.
-fn validate(loaded: Result<(Config, Templates), ConfigError>, format: OutputFormat) -> Result<ExitCode, Fatal> {
-    let (doc, code) = match loaded {
-        Ok((config, templates)) => {
-            let targets: usize = config.outputs.iter().map(|o| o.targets.len()).sum();
-            if format == OutputFormat::Text {
-                let line = format!(
-                    "{}: ok ({} envs, {} outputs, {targets} targets)",
-                    config.path.display(),
-                    config.envs.len(),
-                    config.outputs.len(),
-                );
-                unless_closed(writeln!(io::stdout().lock(), "{line}"))?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let outputs: Vec<_> = config
-                .outputs
-                .iter()
-                .enumerate()
-                .map(|(i, o)| {
-                    serde_json::json!({
-                        "name": o.name,
-                        "envs": o.envs,
-                        "secret": templates.analysis(i).reads_secrets(),
-                        "targets": o.targets.len(),
-                    })
-                })
-                .collect();
-            let doc = serde_json::json!({
-                "ok": true,
-                "config": config.path.display().to_string(),
-                "envs": config.envs,
-                "outputs": outputs,
-                "targets": targets,
-            });
-            (doc, ExitCode::SUCCESS)
-        }
-        Err(e) if format == OutputFormat::Text => return Err(Fatal::Config(e)),
-        Err(e) => {
-            print_problems(&e);
-            let problems: Vec<_> = e
-                .problems
-                .iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "file": p.location.as_ref().map(|l| l.file.display().to_string()),
-                        "line": p.location.as_ref().map(|l| l.line),
-                        "column": p.location.as_ref().map(|l| l.column),
-                        "message": p.message,
-                    })
-                })
-                .collect();
-            (serde_json::json!({ "ok": false, "problems": problems }), ExitCode::from(2))
-        }
-    };
-    let mut out = io::stdout().lock();
-    unless_closed(serde_json::to_writer_pretty(&mut out, &doc).map_err(io::Error::from).and_then(|()| writeln!(out)))?;
-    Ok(code)
 }

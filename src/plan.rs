@@ -3,8 +3,9 @@
 //! Every target kind plans into the same shapes, purely (no clients, no
 //! async): a [`Change`] is what people and scripts are shown, a
 //! [`Planned`] pairs it with the operation that carries it out, and a
-//! [`DestPlan`] holds one destination's changes (a directory, a cluster, a
-//! CI project). `plan`, `reconcile --dry-run`, `reconcile`, `pull` and the
+//! kind collects one destination's changes (a directory, a cluster, a CI
+//! project) in a `crate::targets::DestPlan`, pruning by one rule
+//! ([`mass_prune`]). `plan`, `reconcile --dry-run`, `reconcile`, `pull` and the
 //! service all build the same plan; applying it only executes what it
 //! says, so "nothing happens that `plan` would not have shown" holds by
 //! construction.
@@ -32,9 +33,8 @@
 //! - [`Change::diff_between`]`(old, new, path)`: fills in the unified diff,
 //!   or notes why there is none;
 //! - [`value_lines`]`(names, new, old)` and [`changed_entries`]`(new, old)`
-//!   take the observed side as any [`ReadBack`]: [`Content`] (judged), or
-//!   raw `Vec<u8>` for a kind whose read side is not yet converted (shown
-//!   as is: such a kind must only pass bytes it has proven plain).
+//!   take the observed side as [`Content`], judged by the read side: there
+//!   is no other type a value read back can come in.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -182,102 +182,54 @@ pub struct Planned<Op> {
     pub op: Op,
 }
 
-/// One destination's plan.
-#[derive(Debug)]
-pub struct DestPlan<Op> {
-    pub changes: Vec<Planned<Op>>,
-    /// Targets that cannot be planned (refused content, an object owned by
-    /// another instance), and refused prunes (`Slot::Prune`).
-    pub errors: Vec<(Slot, crate::targets::TargetError)>,
+/// A prune refused whole: it would delete more than one and more than the
+/// allowed share of what this instance wrote at one destination.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{dest}: refusing to delete {deletes} of {total} objects this instance wrote ({share:.0}% > {max:.0}%): re-run with --allow-mass-prune if that is intended"
+)]
+pub struct MassPrune {
+    pub dest: String,
+    pub deletes: usize,
+    pub total: usize,
+    /// Percent.
+    pub share: f64,
+    /// Percent.
+    pub max: f64,
 }
 
-impl<Op> Default for DestPlan<Op> {
-    fn default() -> Self {
-        Self { changes: Vec::new(), errors: Vec::new() }
+/// The one prune rule of every target kind: `deletes` of the `total`
+/// objects this instance wrote at `dest` are a mass prune when they are
+/// more than one and more than `max` (a share); `allow`
+/// (`--allow-mass-prune`) lifts the guard.
+pub fn mass_prune(
+    deletes: usize,
+    total: usize,
+    max: f64,
+    allow: bool,
+    dest: impl FnOnce() -> String,
+) -> Result<(), MassPrune> {
+    let share = deletes as f64 / total.max(1) as f64;
+    if deletes > 1 && share > max && !allow {
+        return Err(MassPrune { dest: dest(), deletes, total, share: share * 100.0, max: max * 100.0 });
     }
-}
-
-impl<Op> DestPlan<Op> {
-    pub fn needs_write(&self) -> bool {
-        self.changes.iter().any(|c| c.change.action.writes())
-    }
-
-    /// Adds a destination's prunes, unless they are a mass prune: more than
-    /// one delete and more than `max` (a share) of the `total` objects this
-    /// instance wrote at `dest`. Then the whole prune is refused with
-    /// [`TargetError::MassPrune`](crate::targets::TargetError::MassPrune)
-    /// and nothing of it is planned; `allow` (`--allow-mass-prune`) lifts
-    /// the guard. Every target kind prunes through this one rule.
-    pub fn add_prunes(
-        &mut self,
-        prunes: Vec<Planned<Op>>,
-        total: usize,
-        max: f64,
-        allow: bool,
-        dest: impl FnOnce() -> String,
-    ) {
-        let share = prunes.len() as f64 / total.max(1) as f64;
-        if prunes.len() > 1 && share > max && !allow {
-            self.errors.push((
-                Slot::Prune,
-                crate::targets::TargetError::MassPrune {
-                    dest: dest(),
-                    deletes: prunes.len(),
-                    total,
-                    share: share * 100.0,
-                    max: max * 100.0,
-                },
-            ));
-        } else {
-            self.changes.extend(prunes);
-        }
-    }
+    Ok(())
 }
 
 /// The note of a change whose target held secret content that is not
 /// shown although the new content may be.
 pub const PREVIOUS_SECRET: &str = "previous content was secret: not shown";
 
-/// What a target held, as its read side hands it to the plan: the bytes,
-/// and whether they may be shown. Implemented for [`Content`] (shown only
-/// when plain) and for raw bytes (always shown: only for a read side that
-/// has proven them plain; new code passes [`Content`]).
-pub trait ReadBack {
-    fn bytes(&self) -> &[u8];
-    /// The text for a person, `None` when secret.
-    fn shown(&self) -> Option<Cow<'_, str>>;
-}
-
-impl ReadBack for Content {
-    fn bytes(&self) -> &[u8] {
-        self.expose()
-    }
-
-    fn shown(&self) -> Option<Cow<'_, str>> {
-        Content::shown(self)
-    }
-}
-
-impl ReadBack for Vec<u8> {
-    fn bytes(&self) -> &[u8] {
-        self
-    }
-
-    fn shown(&self) -> Option<Cow<'_, str>> {
-        Some(String::from_utf8_lossy(self))
-    }
-}
-
 /// Names of the entries whose bytes differ between `old` and `new`.
-pub fn changed_entries<'a, O: ReadBack>(
+pub fn changed_entries<'a>(
     new: impl IntoIterator<Item = (&'a String, &'a [u8])>,
-    old: &BTreeMap<String, O>,
+    old: &BTreeMap<String, Content>,
 ) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut names = Vec::new();
     for (k, v) in new {
         seen.insert(k.as_str());
-        if old.get(k).map(ReadBack::bytes) != Some(v) {
+        if old.get(k).map(Content::expose) != Some(v) {
             names.push(k.clone());
         }
     }
@@ -290,11 +242,7 @@ pub fn changed_entries<'a, O: ReadBack>(
 /// and cut to a readable length, for the entries whose every side present
 /// may be shown: an entry whose new value or whose old value is secret gets
 /// no line at all.
-pub fn value_lines<O: ReadBack>(
-    names: &[String],
-    new: &BTreeMap<String, Content>,
-    old: &BTreeMap<String, O>,
-) -> Vec<String> {
+pub fn value_lines(names: &[String], new: &BTreeMap<String, Content>, old: &BTreeMap<String, Content>) -> Vec<String> {
     names
         .iter()
         .filter_map(|k| {
@@ -317,7 +265,7 @@ pub fn show(v: &str) -> String {
 
 /// A unified diff of two texts, with terminal controls escaped.
 pub fn unified_diff(old: &str, new: &str, path: &Path) -> String {
-    let name = crate::cmd::display_path(path);
+    let name = crate::text::display_path(path);
     let (old, new) = (crate::text::escape_controls(old, true), crate::text::escape_controls(new, true));
     similar::TextDiff::from_lines(old.as_ref(), new.as_ref())
         .unified_diff()
@@ -330,46 +278,34 @@ pub fn unified_diff(old: &str, new: &str, path: &Path) -> String {
 mod tests {
     use super::*;
 
-    fn prunes(n: usize) -> Vec<Planned<()>> {
-        (0..n)
-            .map(|i| Planned {
-                slot: Slot::Prune,
-                change: Change::new("file", format!("p{i}"), Action::Delete, false),
-                op: (),
-            })
-            .collect()
-    }
-
     #[test]
-    fn prunes_beyond_the_share_are_refused_whole_unless_allowed() {
-        let mut plan = DestPlan::default();
+    fn prunes_beyond_the_share_are_refused_unless_allowed() {
+        let d = || "d".to_owned();
         // One delete is never a mass prune, even of everything.
-        plan.add_prunes(prunes(1), 1, 0.5, false, || "d".to_owned());
-        assert_eq!((plan.changes.len(), plan.errors.len()), (1, 0));
-        // At the share: planned.
-        let mut plan = DestPlan::default();
-        plan.add_prunes(prunes(2), 4, 0.5, false, || "d".to_owned());
-        assert_eq!((plan.changes.len(), plan.errors.len()), (2, 0));
-        // Beyond it: nothing planned, one error naming the counts.
-        let mut plan = DestPlan::default();
-        plan.add_prunes(prunes(3), 4, 0.5, false, || "d".to_owned());
-        assert!(plan.changes.is_empty());
-        assert!(matches!(
-            &plan.errors[..],
-            [(Slot::Prune, crate::targets::TargetError::MassPrune { deletes: 3, total: 4, .. })]
-        ));
+        assert!(mass_prune(1, 1, 0.5, false, d).is_ok());
+        // At the share: allowed.
+        assert!(mass_prune(2, 4, 0.5, false, d).is_ok());
+        // Beyond it: refused, naming the counts.
+        let e = mass_prune(3, 4, 0.5, false, d).unwrap_err();
+        assert_eq!((e.deletes, e.total), (3, 4));
+        assert!(
+            e.to_string().starts_with("d: refusing to delete 3 of 4 objects this instance wrote (75% > 50%)"),
+            "{e}"
+        );
         // --allow-mass-prune lifts the guard.
-        let mut plan = DestPlan::default();
-        plan.add_prunes(prunes(3), 4, 0.5, true, || "d".to_owned());
-        assert_eq!((plan.changes.len(), plan.errors.len()), (3, 0));
+        assert!(mass_prune(3, 4, 0.5, true, d).is_ok());
     }
 
     #[test]
     fn changed_entries_name_updates_additions_and_removals() {
         let new: BTreeMap<String, Content> =
             [("A".into(), Content::secret("CANARY-new")), ("B".into(), Content::secret("same"))].into();
-        let old: BTreeMap<String, Vec<u8>> =
-            [("A".into(), b"CANARY-old".to_vec()), ("B".into(), b"same".to_vec()), ("C".into(), b"x".to_vec())].into();
+        let old: BTreeMap<String, Content> = [
+            ("A".into(), Content::plain("CANARY-old")),
+            ("B".into(), Content::plain("same")),
+            ("C".into(), Content::plain("x")),
+        ]
+        .into();
         let names = changed_entries(new.iter().map(|(k, v)| (k, v.expose())), &old);
         assert_eq!(names, ["A", "C"]);
         assert!(

@@ -32,7 +32,6 @@
 //! source that then fails leaves them read and unwritten.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -41,16 +40,13 @@ use serde::Serialize;
 use tracing::{debug, trace, warn};
 
 use crate::config::Config;
-use crate::plan::{Change, DestPlan, Slot};
+use crate::fingerprint::EnvFingerprinter;
+use crate::plan::{Change, Slot};
 use crate::render::{RenderError, Rendered, Templates, Use};
 use crate::source::{KeysAt, Patch, Request, Snapshot, SourceError, Sources};
-use crate::targets::file::FileKind;
-use crate::targets::github::GithubKind;
-use crate::targets::gitlab::GitlabKind;
-use crate::targets::kubernetes::{Fingerprinter, KubeClients, KubeKind};
-use crate::targets::{Applied, Claim, Ctx, Target, TargetError};
+use crate::targets::{Applied, Claim, Ctx, DestPlan, Registered, Target, TargetError, TargetKind};
 
-pub use crate::targets::Fence;
+pub use crate::targets::{Fence, Targets};
 
 /// How many destinations of one kind are observed or applied at once.
 const CONCURRENCY: usize = 16;
@@ -91,56 +87,6 @@ pub struct PassOptions {
 /// `<env>/<output>/<index>`.
 pub fn target_id(env: &str, output: &str, index: usize) -> String {
     format!("{env}/{output}/{index}")
-}
-
-/// Every target kind, built once per config.
-pub struct Targets {
-    pub files: FileKind,
-    pub kube: KubeKind,
-    pub gitlab: GitlabKind,
-    pub github: GithubKind,
-}
-
-impl Targets {
-    /// `kubeconfig`: `--kubeconfig`, else `[kubernetes] kubeconfig`.
-    pub fn new(config: &Config, kubeconfig: Option<PathBuf>) -> Self {
-        let state = Arc::new(crate::targets::state::StateStore::new(config));
-        let retry = crate::targets::ci::Retry::default();
-        let ci =
-            || crate::targets::ci::Client::new(retry).with_trust(crate::targets::ci_tls::Trust::from_config(config));
-        Self {
-            files: FileKind::new(config.state_dir.clone()),
-            kube: KubeKind::new(KubeClients::new(kubeconfig.or_else(|| config.kubernetes.kubeconfig.clone()))),
-            gitlab: GitlabKind::new(ci(), state.clone()),
-            github: GithubKind::new(ci(), state),
-        }
-    }
-}
-
-impl Targets {
-    /// What `target` holds for each rendering of its output (current
-    /// first): see [`crate::targets::held_of`].
-    pub async fn held(
-        &self,
-        target: &crate::config::TargetKind,
-        rendered: &[&Rendered],
-        ctx: &Ctx<'_>,
-    ) -> Result<Vec<Vec<crate::targets::HeldItem>>, TargetError> {
-        use crate::targets::held_of;
-        if let Some(spec) = FileKind::spec(target) {
-            return held_of(&self.files, spec, rendered, ctx).await;
-        }
-        if let Some(spec) = KubeKind::spec(target) {
-            return held_of(&self.kube, spec, rendered, ctx).await;
-        }
-        if let Some(spec) = GitlabKind::spec(target) {
-            return held_of(&self.gitlab, spec, rendered, ctx).await;
-        }
-        match GithubKind::spec(target) {
-            Some(spec) => held_of(&self.github, spec, rendered, ctx).await,
-            None => Ok(Vec::new()),
-        }
-    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -209,6 +155,21 @@ pub struct TargetReport {
     pub error: Option<TargetError>,
 }
 
+impl TargetReport {
+    /// A target in the pass, before anything is planned.
+    fn new(id: String, kind: &TargetKind, env: &str) -> Self {
+        TargetReport {
+            id,
+            kind: kind.name(),
+            address: kind.address(env),
+            changes: Vec::new(),
+            applied: false,
+            reloaded: false,
+            error: None,
+        }
+    }
+}
+
 fn ser_display_vec<T: std::fmt::Display, S: serde::Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|e| e.to_string()))
 }
@@ -250,17 +211,21 @@ impl EnvReport {
             || self.outputs.iter().any(|o| o.error.is_some() || o.targets.iter().any(|t| t.error.is_some()))
     }
 
-    fn source_failed(env: &str, e: SourceError) -> Self {
+    fn empty(env: &str, revision: Option<i64>) -> Self {
         EnvReport {
             env: env.to_owned(),
-            revision: None,
-            source_error: Some(e),
+            revision,
+            source_error: None,
             outputs: Vec::new(),
             pruned: Vec::new(),
             errors: Vec::new(),
             keys: None,
             secret_versions: BTreeMap::new(),
         }
+    }
+
+    fn source_failed(env: &str, e: SourceError) -> Self {
+        EnvReport { source_error: Some(e), ..EnvReport::empty(env, None) }
     }
 
     fn target(&mut self, slot: Slot) -> Option<&mut TargetReport> {
@@ -301,6 +266,8 @@ pub async fn run_pass(
     let early = join_all(envs.iter().map(|env| early_observations(config, targets, env, options)));
     let (fetched, early) = tokio::join!(join_all(requests.iter().map(|r| sources.fetch(r))), early);
     let prune_allowed = fetched.iter().all(Result::is_ok) && options.only_outputs.is_none();
+    let not_rendered = BTreeMap::new();
+    let input = &PlanInput { config, templates, targets, options, prune_allowed, not_rendered: &not_rendered };
     // Boxed: rustc cannot yet prove such futures `Send` for every lifetime
     // when they come from closures (rust-lang/rust#102211).
     let passes: Vec<BoxFuture<'_, EnvReport>> = envs
@@ -313,16 +280,7 @@ pub async fn run_pass(
                     Ok(s) => {
                         let snapshot = Arc::new(s);
                         let kept = options.keep_keys.then(|| snapshot.clone());
-                        let plan = plan_env_observed(
-                            config,
-                            templates,
-                            targets,
-                            snapshot,
-                            (prune_allowed, options),
-                            &BTreeMap::new(),
-                            early,
-                        )
-                        .await;
+                        let plan = plan_env_observed(input, snapshot, early).await;
                         let mut report =
                             if options.dry_run { plan.report } else { apply_env(plan, options.fence.as_deref()).await };
                         // After the writes: off the path of a watch change.
@@ -358,17 +316,15 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the sources must provide for `env`: every secret path its
 /// templates name (only those of `only`, when a pass renders some outputs
-/// only), and the fingerprint key when one of them has Kubernetes or CI
-/// targets.
+/// only), and the fingerprint key when one of them has targets of a
+/// [keyed](crate::targets::Kind::KEYED) kind.
 pub fn request(config: &Config, templates: &Templates, env: &str, only: Option<&BTreeSet<usize>>) -> Request {
     let wanted = |i: &usize| config.outputs[*i].envs.iter().any(|e| e == env) && only.is_none_or(|o| o.contains(i));
     let outputs: Vec<usize> = (0..config.outputs.len()).filter(wanted).collect();
     let mut secret_paths: BTreeSet<String> =
         outputs.iter().flat_map(|i| templates.analysis(*i).secret_paths.iter().cloned()).collect();
-    let needs_key = outputs.iter().flat_map(|i| &config.outputs[*i].targets).any(|t| {
-        KubeKind::spec(&t.kind).is_some() || GitlabKind::spec(&t.kind).is_some() || GithubKind::spec(&t.kind).is_some()
-    });
-    if let Some((path, _)) = &config.kubernetes.fingerprint_key
+    let needs_key = outputs.iter().flat_map(|i| &config.outputs[*i].targets).any(|t| t.kind.keyed());
+    if let Some((path, _)) = &config.fingerprint_key
         && needs_key
     {
         secret_paths.insert(path.clone());
@@ -376,57 +332,99 @@ pub fn request(config: &Config, templates: &Templates, env: &str, only: Option<&
     Request { env: env.to_owned(), secret_paths, patch: None }
 }
 
-fn fingerprinter(config: &Config, snapshot: &Snapshot) -> Fingerprinter {
+/// The env's fingerprinter: keyed with `[fingerprint] key` as read in
+/// `snapshot` (`rotate verify` fingerprints what targets hold with it).
+pub fn fingerprinter(config: &Config, snapshot: &Snapshot) -> EnvFingerprinter {
     let key = config
-        .kubernetes
         .fingerprint_key
         .as_ref()
         .and_then(|(path, field)| snapshot.secrets.get(path)?.fields.get(field).cloned());
-    Fingerprinter::new(key)
+    EnvFingerprinter::new(key)
 }
 
 /// One env's plan: the report as it will be if applied, and what apply
 /// executes.
 pub struct EnvPlan<'a> {
     pub report: EnvReport,
+    pass: EnvPass<'a>,
+    kinds: KindPlans<'a>,
+}
+
+/// What one env's pass knows, owned; [`EnvPass::ctx`] lends it to the kinds.
+struct EnvPass<'a> {
     config: &'a Config,
-    keyed: Fingerprinter,
-    shown: Option<crate::fingerprint::Fingerprinter>,
+    env: String,
+    revision: Option<i64>,
+    keyed: EnvFingerprinter,
+    shown: Option<crate::fingerprint::RunFingerprinter>,
     prune: bool,
     allow_mass_prune: bool,
     run_reload: bool,
-    files: KindPlan<'a, FileKind>,
-    kube: KindPlan<'a, KubeKind>,
-    gitlab: KindPlan<'a, GitlabKind>,
-    github: KindPlan<'a, GithubKind>,
 }
 
-impl<'a> EnvPlan<'a> {
+impl EnvPass<'_> {
     fn ctx(&self) -> Ctx<'_> {
         Ctx {
-            config: self.config,
-            env: &self.report.env,
-            revision: self.report.revision,
-            instance: &self.config.instance,
-            keyed: &self.keyed,
+            revision: self.revision,
             shown: self.shown.as_ref(),
             prune: self.prune,
             allow_mass_prune: self.allow_mass_prune,
             run_reload: self.run_reload,
+            ..Ctx::new(self.config, &self.env, &self.keyed)
         }
     }
-}
-
-/// Observations made before rendering, per kind that allows it
-/// ([`Target::OBSERVE_BEFORE_RENDER`]).
-#[derive(Default)]
-pub struct Early {
-    kube: Observations<KubeKind>,
 }
 
 /// What was observed at each destination, and for which scope.
 type Observations<K> =
     BTreeMap<<K as Target>::Dest, (<K as Target>::Scope, Result<<K as Target>::Observed, TargetError>)>;
+
+/// What goes over every kind in a pass, one field or one future per kind
+/// of the registry ([`crate::targets::registry`]).
+macro_rules! per_kind {
+    ($( $Variant:ident($field:ident: $Kind:path) { $($tags:tt)* } ),+ $(,)?) => {
+        /// Observations made before rendering, per kind that allows it
+        /// ([`Target::OBSERVE_BEFORE_RENDER`]).
+        #[derive(Default)]
+        pub struct Early {
+            $( $field: Observations<$Kind>, )+
+        }
+
+        impl Early {
+            async fn observe(targets: &Targets, specs: &[&TargetKind], ctx: &Ctx<'_>) -> Self {
+                let ( $( $field, )+ ) = tokio::join!( $( observe_before_render(&targets.$field, specs, ctx), )+ );
+                Early { $( $field, )+ }
+            }
+        }
+
+        /// One env's plan, per kind.
+        struct KindPlans<'a> {
+            $( $field: KindPlan<'a, $Kind>, )+
+        }
+
+        impl<'a> KindPlans<'a> {
+            /// Observes and plans every kind at once.
+            async fn plan(targets: &'a Targets, jobs: &[Job<'_>], ctx: &Ctx<'_>, early: Early, files_only: bool) -> Self {
+                let ( $( $field, )+ ) =
+                    tokio::join!( $( plan_kind(&targets.$field, jobs, ctx, early.$field, files_only), )+ );
+                KindPlans { $( $field, )+ }
+            }
+
+            fn report_into(&mut self, report: &mut EnvReport) {
+                $( self.$field.report_into(report); )+
+            }
+
+            /// Executes every kind's plan at once; the outcomes in registry order.
+            async fn apply(self, ctx: &Ctx<'_>, fence: Option<&dyn Fence>) -> Vec<Outcome> {
+                let ( $( $field, )+ ) = tokio::join!( $( self.$field.apply(ctx, fence), )+ );
+                let mut outcomes = Vec::new();
+                $( outcomes.extend($field); )+
+                outcomes
+            }
+        }
+    };
+}
+crate::targets::registry::kinds!(per_kind);
 
 /// Reads, for `env`, the destinations whose kind can be observed before
 /// anything is rendered: those of every target of the outputs in the pass.
@@ -434,19 +432,9 @@ async fn early_observations(config: &Config, targets: &Targets, env: &str, optio
     if options.files_only {
         return Early::default();
     }
-    let keyed = Fingerprinter::new(None);
-    let ctx = Ctx {
-        config,
-        env,
-        revision: None,
-        instance: &config.instance,
-        keyed: &keyed,
-        shown: None,
-        prune: false,
-        allow_mass_prune: false,
-        run_reload: false,
-    };
-    let specs = config
+    let keyed = EnvFingerprinter::new(None);
+    let ctx = Ctx::new(config, env, &keyed);
+    let specs: Vec<&TargetKind> = config
         .outputs
         .iter()
         .enumerate()
@@ -454,34 +442,23 @@ async fn early_observations(config: &Config, targets: &Targets, env: &str, optio
             o.envs.iter().any(|e| e == env) && options.only_outputs.as_ref().is_none_or(|only| only.contains(i))
         })
         .flat_map(|(_, o)| &o.targets)
-        .map(|t| &t.kind);
+        .map(|t| &t.kind)
+        .collect();
     let started = std::time::Instant::now();
-    let kube = observe_before_render(&targets.kube, specs, &ctx).await;
+    let early = Early::observe(targets, &specs, &ctx).await;
     debug!(env, took_us = started.elapsed().as_micros() as u64, "observed before rendering");
-    Early { kube }
+    early
 }
 
-async fn observe_before_render<'t, K: Target>(
-    kind: &K,
-    specs: impl Iterator<Item = &'t crate::config::TargetKind>,
-    ctx: &Ctx<'_>,
-) -> Observations<K>
-where
-    K::Spec: 't,
-{
+async fn observe_before_render<K: Registered>(kind: &K, specs: &[&TargetKind], ctx: &Ctx<'_>) -> Observations<K> {
     if !K::OBSERVE_BEFORE_RENDER {
         return BTreeMap::new();
     }
     let mut scopes: BTreeMap<K::Dest, K::Scope> = BTreeMap::new();
-    for spec in specs.filter_map(K::spec) {
+    for spec in specs.iter().filter_map(|t| K::spec(t)) {
         let mut scope = K::Scope::default();
         let dest = kind.locate(spec, None, ctx, &mut scope);
-        match scopes.get_mut(&dest) {
-            Some(existing) => crate::targets::Merge::merge(existing, scope),
-            None => {
-                scopes.insert(dest, scope);
-            }
-        }
+        merge_scope::<K>(&mut scopes, dest, scope);
     }
     type Observation<K> = (<K as Target>::Dest, <K as Target>::Scope, Result<<K as Target>::Observed, TargetError>);
     let observations: Vec<BoxFuture<'_, Observation<K>>> = scopes
@@ -498,6 +475,16 @@ where
     observed.into_iter().map(|(dest, scope, o)| (dest, (scope, o))).collect()
 }
 
+/// Adds what `scope` asks to observe at `dest`.
+fn merge_scope<K: Target>(scopes: &mut BTreeMap<K::Dest, K::Scope>, dest: K::Dest, scope: K::Scope) {
+    match scopes.get_mut(&dest) {
+        Some(existing) => crate::targets::Merge::merge(existing, scope),
+        None => {
+            scopes.insert(dest, scope);
+        }
+    }
+}
+
 /// Renders, observes and plans one env. `not_rendered`: outputs (config
 /// index) not to render, with the reason (`pull`'s denied reads).
 pub async fn plan_env<'a>(
@@ -509,224 +496,166 @@ pub async fn plan_env<'a>(
     options: &PassOptions,
     not_rendered: &BTreeMap<usize, String>,
 ) -> EnvPlan<'a> {
-    plan_env_observed(config, templates, targets, snapshot, (prune_allowed, options), not_rendered, Early::default())
-        .await
+    let input = PlanInput { config, templates, targets, options, prune_allowed, not_rendered };
+    plan_env_observed(&input, snapshot, Early::default()).await
+}
+
+/// What planning one env needs besides its snapshot.
+struct PlanInput<'a, 'p> {
+    config: &'a Config,
+    templates: &'p Templates,
+    targets: &'a Targets,
+    options: &'p PassOptions,
+    /// Every env of the pass was read.
+    prune_allowed: bool,
+    /// Outputs (config index) not to render, with the reason.
+    not_rendered: &'p BTreeMap<usize, String>,
 }
 
 /// [`plan_env`], using what was observed before rendering where it covers
-/// what the plan needs.
-async fn plan_env_observed<'a>(
-    config: &'a Config,
-    templates: &Templates,
-    targets: &'a Targets,
-    snapshot: Arc<Snapshot>,
-    (prune_allowed, options): (bool, &PassOptions),
-    not_rendered: &BTreeMap<usize, String>,
-    early: Early,
-) -> EnvPlan<'a> {
+/// what the plan needs: render, put every target of the env in the report
+/// (or, when not in this pass, among those that only claim what they
+/// own), then observe and plan every kind.
+async fn plan_env_observed<'a>(input: &PlanInput<'a, '_>, snapshot: Arc<Snapshot>, early: Early) -> EnvPlan<'a> {
+    let (config, options) = (input.config, input.options);
     let env = snapshot.env.clone();
-    let revision = snapshot.revision;
-    debug!(env, revision, keys = snapshot.keys.len(), secrets = snapshot.secrets.len(), "snapshot read");
-    let keyed = fingerprinter(config, &snapshot);
-    let wanted = |i: &usize| {
-        config.outputs[*i].envs.contains(&env)
-            && options.only_outputs.as_ref().is_none_or(|only| only.contains(i))
-            && (!options.files_only || config.outputs[*i].targets.iter().any(|t| FileKind::spec(&t.kind).is_some()))
-    };
-    let indices: Vec<usize> = (0..config.outputs.len()).filter(wanted).collect();
-    let to_render: Vec<usize> = indices.iter().copied().filter(|i| !not_rendered.contains_key(i)).collect();
-    let in_pass_set: BTreeSet<usize> = indices.iter().copied().collect();
-    let started = std::time::Instant::now();
-    let results = crate::render::sandbox::Sandbox::global().render(templates, &snapshot, &to_render).await;
-    debug!(env, outputs = to_render.len(), took_ms = started.elapsed().as_millis() as u64, "rendered");
-    let mut rendered: BTreeMap<usize, Result<Rendered, RenderError>> = to_render.into_iter().zip(results).collect();
-
-    let mut report = EnvReport {
+    debug!(
+        env,
+        revision = snapshot.revision,
+        keys = snapshot.keys.len(),
+        secrets = snapshot.secrets.len(),
+        "snapshot read"
+    );
+    let pass = EnvPass {
+        config,
         env: env.clone(),
-        revision,
-        source_error: None,
-        outputs: Vec::new(),
-        pruned: Vec::new(),
-        errors: Vec::new(),
-        keys: None,
-        secret_versions: snapshot.secrets.iter().filter_map(|(p, s)| Some((p.clone(), s.version?))).collect(),
+        revision: snapshot.revision,
+        keyed: fingerprinter(config, &snapshot),
+        shown: if options.show_fingerprints { crate::fingerprint::RunFingerprinter::new().ok() } else { None },
+        // A pass that saw only some outputs cannot know what is unclaimed.
+        prune: input.prune_allowed && options.only_outputs.is_none(),
+        allow_mass_prune: options.allow_mass_prune,
+        run_reload: !options.no_reload,
     };
+    let in_pass = outputs_in_pass(input, &env);
+    let mut rendered = render(input, &snapshot, &in_pass).await;
+    let mut report = EnvReport::empty(&env, snapshot.revision);
+    report.secret_versions = snapshot.secrets.iter().filter_map(|(p, s)| Some((p.clone(), s.version?))).collect();
     // Every target of the env takes part in planning, rendered or not: what
     // it owns is then known to be claimed.
-    let mut jobs: Vec<(Slot, usize, usize)> = Vec::new();
+    let mut slots: Vec<(Slot, usize, usize)> = Vec::new();
     let mut outputs: Vec<Option<Rendered>> = Vec::new();
-    for (index, output) in config.outputs.iter().enumerate() {
-        if !output.envs.contains(&env) {
-            continue;
-        }
-        let in_pass = in_pass_set.contains(&index);
-        let result = rendered.remove(&index);
-        let mut out = OutputReport {
-            output: output.name.clone(),
-            tainted: templates.analysis(index).reads_secrets(),
-            error: None,
-            skipped: not_rendered.get(&index).filter(|_| in_pass).cloned(),
-            used: BTreeSet::new(),
-            fingerprint: None,
-            targets: Vec::new(),
-        };
-        let ok = match result {
-            Some(Ok(r)) => {
-                trace!(output = %output.name, env, tainted = r.tainted, reads = r.used.len(), "output rendered");
-                out.tainted = r.tainted;
-                out.used = r.used.clone();
-                out.fingerprint = keyed.fingerprint(r.entries.iter().map(|(k, v)| (k, v.expose())), r.tainted);
-                Some(r)
-            }
-            Some(Err(e)) => {
-                warn!(output = %output.name, env, error = %e, "rendering failed; this output's targets are not touched");
-                out.error = Some(e);
-                None
-            }
-            None => None,
-        };
+    for (index, output) in config.outputs.iter().enumerate().filter(|(_, o)| o.envs.contains(&env)) {
+        let in_pass = in_pass.contains(&index);
+        let (mut out, ok) = output_report(input, index, rendered.remove(&index), in_pass, &env, &pass.keyed);
+        let reports = in_pass && out.error.is_none() && out.skipped.is_none();
         let position = report.outputs.len();
         for (t, target) in output.targets.iter().enumerate() {
-            if options.files_only && FileKind::spec(&target.kind).is_none() {
+            if options.files_only && !target.kind.local() {
                 continue;
             }
             let id = target_id(&env, &output.name, t);
-            let reported = in_pass && out.error.is_none() && out.skipped.is_none() && !options.skip.contains(&id);
-            let slot = if reported {
-                out.targets.push(TargetReport {
-                    id,
-                    kind: kind_name(&target.kind),
-                    address: address(&target.kind, &env),
-                    changes: Vec::new(),
-                    applied: false,
-                    reloaded: false,
-                    error: None,
-                });
+            let slot = if reports && !options.skip.contains(&id) {
+                out.targets.push(TargetReport::new(id, &target.kind, &env));
                 Slot::Target { output: position, target: out.targets.len() - 1 }
             } else {
                 Slot::Prune
             };
-            jobs.push((slot, index, t));
+            slots.push((slot, index, t));
         }
         report.outputs.push(out);
         outputs.push(ok);
     }
-    let rendered_of = |slot: Slot| match slot {
-        Slot::Target { output, .. } => outputs[output].as_ref(),
-        Slot::Prune => None,
-    };
-    let jobs: Vec<Job<'_>> = jobs
+    let jobs: Vec<Job<'_>> = slots
         .iter()
         .map(|(slot, o, t)| Job {
             slot: *slot,
             target: &config.outputs[*o].targets[*t].kind,
-            rendered: rendered_of(*slot),
+            rendered: match slot {
+                Slot::Target { output, .. } => outputs[*output].as_ref(),
+                Slot::Prune => None,
+            },
         })
         .collect();
-    let shown = if options.show_fingerprints { crate::fingerprint::Fingerprinter::new().ok() } else { None };
-    let mut plan = EnvPlan {
-        report,
-        config,
-        keyed,
-        shown,
-        // A pass that saw only some outputs cannot know what is unclaimed.
-        prune: prune_allowed && options.only_outputs.is_none(),
-        allow_mass_prune: options.allow_mass_prune,
-        run_reload: !options.no_reload,
-        files: KindPlan::empty(&targets.files),
-        kube: KindPlan::empty(&targets.kube),
-        gitlab: KindPlan::empty(&targets.gitlab),
-        github: KindPlan::empty(&targets.github),
-    };
     let started = std::time::Instant::now();
-    let (files, kube, gitlab, github) = {
-        let ctx = plan.ctx();
-        let kube_jobs: &[Job<'_>] = if options.files_only { &[] } else { &jobs };
-        // `pull` writes files only: the CI kinds do not even read their records.
-        let ci = !options.files_only;
-        tokio::join!(
-            plan_kind(&targets.files, &jobs, &ctx, BTreeMap::new()),
-            plan_kind(&targets.kube, kube_jobs, &ctx, early.kube),
-            async {
-                if ci {
-                    plan_kind(&targets.gitlab, &jobs, &ctx, BTreeMap::new()).await
-                } else {
-                    KindPlan::empty(&targets.gitlab)
-                }
-            },
-            async {
-                if ci {
-                    plan_kind(&targets.github, &jobs, &ctx, BTreeMap::new()).await
-                } else {
-                    KindPlan::empty(&targets.github)
-                }
-            },
-        )
-    };
+    let mut kinds = KindPlans::plan(input.targets, &jobs, &pass.ctx(), early, options.files_only).await;
     debug!(env, took_ms = started.elapsed().as_millis() as u64, "observed and planned");
-    let (mut files, mut kube, mut gitlab, mut github) = (files, kube, gitlab, github);
-    files.report_into(&mut plan.report);
-    kube.report_into(&mut plan.report);
-    gitlab.report_into(&mut plan.report);
-    github.report_into(&mut plan.report);
-    plan.files = files;
-    plan.kube = kube;
-    plan.gitlab = gitlab;
-    plan.github = github;
-    plan
+    kinds.report_into(&mut report);
+    EnvPlan { report, pass, kinds }
 }
 
-fn kind_name(t: &crate::config::TargetKind) -> &'static str {
-    if let Some(s) = FileKind::spec(t) {
-        return FileKind::kind_name(s);
-    }
-    if let Some(s) = GitlabKind::spec(t) {
-        return GitlabKind::kind_name(s);
-    }
-    if let Some(s) = GithubKind::spec(t) {
-        return GithubKind::kind_name(s);
-    }
-    KubeKind::spec(t).map_or("unknown", KubeKind::kind_name)
+/// The outputs of `env` this pass renders or plans (config indices).
+fn outputs_in_pass(input: &PlanInput<'_, '_>, env: &str) -> BTreeSet<usize> {
+    let (config, options) = (input.config, input.options);
+    let wanted = |i: &usize| {
+        let output = &config.outputs[*i];
+        output.envs.iter().any(|e| e == env)
+            && options.only_outputs.as_ref().is_none_or(|only| only.contains(i))
+            && (!options.files_only || output.targets.iter().any(|t| t.kind.local()))
+    };
+    (0..config.outputs.len()).filter(wanted).collect()
 }
 
-pub fn address(t: &crate::config::TargetKind, env: &str) -> String {
-    if let Some(s) = FileKind::spec(t) {
-        return FileKind::address(s, env);
-    }
-    if let Some(s) = GitlabKind::spec(t) {
-        return GitlabKind::address(s, env);
-    }
-    if let Some(s) = GithubKind::spec(t) {
-        return GithubKind::address(s, env);
-    }
-    KubeKind::spec(t).map_or_else(String::new, |s| KubeKind::address(s, env))
+/// Renders the outputs of the pass that may be rendered, in the sandbox.
+async fn render(
+    input: &PlanInput<'_, '_>,
+    snapshot: &Arc<Snapshot>,
+    in_pass: &BTreeSet<usize>,
+) -> BTreeMap<usize, Result<Rendered, RenderError>> {
+    let to_render: Vec<usize> = in_pass.iter().copied().filter(|i| !input.not_rendered.contains_key(i)).collect();
+    let started = std::time::Instant::now();
+    let results = crate::render::sandbox::Sandbox::global().render(input.templates, snapshot, &to_render).await;
+    debug!(env = snapshot.env, outputs = to_render.len(), took_ms = started.elapsed().as_millis() as u64, "rendered");
+    to_render.into_iter().zip(results).collect()
+}
+
+/// One output's report, and its rendering when it rendered.
+fn output_report(
+    input: &PlanInput<'_, '_>,
+    index: usize,
+    result: Option<Result<Rendered, RenderError>>,
+    in_pass: bool,
+    env: &str,
+    keyed: &EnvFingerprinter,
+) -> (OutputReport, Option<Rendered>) {
+    let output = &input.config.outputs[index];
+    let mut out = OutputReport {
+        output: output.name.clone(),
+        tainted: input.templates.analysis(index).reads_secrets(),
+        error: None,
+        skipped: input.not_rendered.get(&index).filter(|_| in_pass).cloned(),
+        used: BTreeSet::new(),
+        fingerprint: None,
+        targets: Vec::new(),
+    };
+    let ok = match result {
+        Some(Ok(r)) => {
+            trace!(output = %output.name, env, tainted = r.tainted, reads = r.used.len(), "output rendered");
+            out.tainted = r.tainted;
+            out.used = r.used.clone();
+            out.fingerprint = keyed.fingerprint(r.entries.iter().map(|(k, v)| (k, v.expose())), r.tainted);
+            Some(r)
+        }
+        Some(Err(e)) => {
+            warn!(output = %output.name, env, error = %e, "rendering failed; this output's targets are not touched");
+            out.error = Some(e);
+            None
+        }
+        None => None,
+    };
+    (out, ok)
 }
 
 /// Executes a plan; returns the report of what happened.
-pub async fn apply_env(mut plan: EnvPlan<'_>, fence: Option<&dyn Fence>) -> EnvReport {
-    let (file_kind, kube_kind) = (plan.files.kind, plan.kube.kind);
-    let (gitlab_kind, github_kind) = (plan.gitlab.kind, plan.github.kind);
-    let files = std::mem::replace(&mut plan.files, KindPlan::empty(file_kind));
-    let kube = std::mem::replace(&mut plan.kube, KindPlan::empty(kube_kind));
-    let gitlab = std::mem::replace(&mut plan.gitlab, KindPlan::empty(gitlab_kind));
-    let github = std::mem::replace(&mut plan.github, KindPlan::empty(github_kind));
-    plan.report.pruned.clear();
-    let (file_results, kube_results, gitlab_results, github_results) = {
-        let ctx = plan.ctx();
-        tokio::join!(
-            files.apply(&ctx, fence),
-            kube.apply(&ctx, fence),
-            gitlab.apply(&ctx, fence),
-            github.apply(&ctx, fence)
-        )
-    };
-    for results in [file_results, kube_results, gitlab_results, github_results] {
-        record_applied(&mut plan.report, results);
-    }
-    for t in plan.report.outputs.iter_mut().flat_map(|o| &mut o.targets) {
+pub async fn apply_env(plan: EnvPlan<'_>, fence: Option<&dyn Fence>) -> EnvReport {
+    let EnvPlan { mut report, pass, kinds } = plan;
+    report.pruned.clear();
+    let outcomes = kinds.apply(&pass.ctx(), fence).await;
+    record_applied(&mut report, outcomes);
+    for t in report.outputs.iter_mut().flat_map(|o| &mut o.targets) {
         t.applied = t.error.is_none();
     }
-    plan.report
+    report
 }
 
 fn record_applied(report: &mut EnvReport, results: Vec<Outcome>) {
@@ -754,7 +683,7 @@ pub struct Job<'a> {
     /// Where its outcome goes; `Slot::Prune` for a target not in this pass
     /// (not rendered, skipped): it takes part only to claim what it owns.
     pub slot: Slot,
-    pub target: &'a crate::config::TargetKind,
+    pub target: &'a TargetKind,
     pub rendered: Option<&'a Rendered>,
 }
 
@@ -864,53 +793,24 @@ async fn apply_dest<K: Target>(
 
 /// Observes and plans every destination of kind `K` for one env; `early`:
 /// what was observed before rendering (used where its scope covers what is
-/// needed now).
-async fn plan_kind<'a, K: Target>(
+/// needed now). A `files_only` pass (`pull`) plans only the
+/// [local](crate::targets::Kind::LOCAL) kinds: the others do not even read
+/// their records.
+async fn plan_kind<'a, K: Registered>(
     kind: &'a K,
     jobs: &[Job<'_>],
     ctx: &Ctx<'_>,
     mut early: Observations<K>,
+    files_only: bool,
 ) -> KindPlan<'a, K> {
-    let mut scopes: BTreeMap<K::Dest, K::Scope> = BTreeMap::new();
-    let mut claims: Claims<'_, K> = BTreeMap::new();
-    let mut errors = Vec::new();
-    for job in jobs {
-        let Some(spec) = K::spec(job.target) else { continue };
-        // A target that did not render only claims what it owns, which
-        // matters only to prune: without prune (a pass for some outputs),
-        // its destination need not even be read.
-        if job.rendered.is_none() && !ctx.prune {
-            continue;
-        }
-        let items = match job.rendered {
-            Some(r) => match kind.desired(spec, r, ctx) {
-                Ok(items) => Some(items),
-                Err(e) => {
-                    errors.push((job.slot, e));
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut scope = K::Scope::default();
-        let dest = kind.locate(spec, items.as_deref(), ctx, &mut scope);
-        match scopes.get_mut(&dest) {
-            Some(existing) => crate::targets::Merge::merge(existing, scope),
-            None => {
-                scopes.insert(dest.clone(), scope);
-            }
-        }
-        claims.entry(dest).or_default().push(Claim { slot: job.slot, spec, items });
+    if files_only && !K::LOCAL {
+        return KindPlan::empty(kind);
     }
+    let Claimed { mut scopes, mut claims, errors } = claim(kind, jobs, ctx);
     if ctx.prune {
         kind.recorded(ctx, &mut scopes);
         for (dest, scope) in kind.recall(ctx).await {
-            match scopes.get_mut(&dest) {
-                Some(existing) => crate::targets::Merge::merge(existing, scope),
-                None => {
-                    scopes.insert(dest, scope);
-                }
-            }
+            merge_scope::<K>(&mut scopes, dest, scope);
         }
     }
     type Observation<K> = (<K as Target>::Dest, Result<<K as Target>::Observed, TargetError>);
@@ -936,3 +836,44 @@ async fn plan_kind<'a, K: Target>(
     }
     KindPlan { kind, dests, errors }
 }
+
+/// What the targets of one kind claim at its destinations.
+struct Claimed<'s, K: Target> {
+    /// What to observe at each destination.
+    scopes: BTreeMap<K::Dest, K::Scope>,
+    claims: Claims<'s, K>,
+    /// Targets whose items could not be built.
+    errors: Vec<(Slot, TargetError)>,
+}
+
+/// The items each target of kind `K` wants, and where.
+fn claim<'s, K: Registered>(kind: &K, jobs: &[Job<'s>], ctx: &Ctx<'_>) -> Claimed<'s, K> {
+    let mut claimed = Claimed { scopes: BTreeMap::new(), claims: BTreeMap::new(), errors: Vec::new() };
+    for job in jobs {
+        let Some(spec) = K::spec(job.target) else { continue };
+        // A target that did not render only claims what it owns, which
+        // matters only to prune: without prune (a pass for some outputs),
+        // its destination need not even be read.
+        if job.rendered.is_none() && !ctx.prune {
+            continue;
+        }
+        let items = match job.rendered {
+            Some(r) => match kind.desired(spec, r, ctx) {
+                Ok(items) => Some(items),
+                Err(e) => {
+                    claimed.errors.push((job.slot, e));
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut scope = K::Scope::default();
+        let dest = kind.locate(spec, items.as_deref(), ctx, &mut scope);
+        merge_scope::<K>(&mut claimed.scopes, dest.clone(), scope);
+        claimed.claims.entry(dest).or_default().push(Claim { slot: job.slot, spec, items });
+    }
+    claimed
+}
+
+#[cfg(test)]
+mod tests;

@@ -11,8 +11,11 @@ use std::io::{self, Write};
 use crate::plan::{Action, Change};
 use crate::reconcile::{Report, TargetReport};
 
-/// Colours on stdout, only when it is a terminal and `NO_COLOR` is unset.
-/// The one style every command prints with.
+/// The one style every command prints with: colours on stdout when
+/// anstream would colour it (the convention clap's own help follows): never
+/// with `NO_COLOR` set (non-empty) or `CLICOLOR=0`, always with
+/// `CLICOLOR_FORCE`, else when stdout is a terminal that supports colour
+/// (not `TERM=dumb`).
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
     pub color: bool,
@@ -20,31 +23,35 @@ pub struct Style {
 
 impl Style {
     pub fn detect() -> Self {
-        Self { color: io::IsTerminal::is_terminal(&io::stdout()) && std::env::var_os("NO_COLOR").is_none() }
+        Self { color: colors(&io::stdout()) }
     }
 
     pub fn plain() -> Self {
         Self { color: false }
     }
 
-    pub fn paint(&self, code: &str, text: &str) -> String {
-        if self.color && !text.is_empty() { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+    fn paint(&self, style: anstyle::Style, text: &str) -> String {
+        if self.color && !text.is_empty() { format!("{style}{text}{style:#}") } else { text.to_owned() }
     }
 
     pub fn red(&self, t: &str) -> String {
-        self.paint("31", t)
+        self.paint(anstyle::AnsiColor::Red.on_default(), t)
     }
 
     pub fn green(&self, t: &str) -> String {
-        self.paint("32", t)
+        self.paint(anstyle::AnsiColor::Green.on_default(), t)
     }
 
     pub fn yellow(&self, t: &str) -> String {
-        self.paint("33", t)
+        self.paint(anstyle::AnsiColor::Yellow.on_default(), t)
+    }
+
+    pub fn magenta(&self, t: &str) -> String {
+        self.paint(anstyle::AnsiColor::Magenta.on_default(), t)
     }
 
     pub fn bold(&self, t: &str) -> String {
-        self.paint("1", t)
+        self.paint(anstyle::Style::new().bold(), t)
     }
 
     /// A unified diff with `-`/`+` lines coloured, each line indented.
@@ -59,6 +66,12 @@ impl Style {
         }
         Ok(())
     }
+}
+
+/// Whether text written to `stream` may carry colours (see [`Style`]); the
+/// log on stderr follows the same rule.
+pub fn colors(stream: &impl anstream::stream::RawStream) -> bool {
+    anstream::AutoStream::choice(stream) != anstream::ColorChoice::Never
 }
 
 /// Whether the report shows what would happen or what happened.
@@ -86,24 +99,19 @@ pub fn print_text(
         writeln!(out, "env {}{rev}", env.env)?;
         if let Some(e) = &env.source_error {
             failed += 1;
-            writeln!(out, "  {} source failed; no target of env {} touched", style.paint("31", "!"), env.env)?;
+            writeln!(out, "  {} source failed; no target of env {} touched", style.red("!"), env.env)?;
             writeln!(err, "error: env {}: {}", env.env, one_line(&e.to_string()))?;
             continue;
         }
         for output in &env.outputs {
             if let Some(e) = &output.error {
                 failed += 1;
-                writeln!(
-                    out,
-                    "  {} {}: not rendered; its targets are untouched",
-                    style.paint("31", "!"),
-                    output.output
-                )?;
+                writeln!(out, "  {} {}: not rendered; its targets are untouched", style.red("!"), output.output)?;
                 writeln!(err, "error: {}", one_line(&e.to_string()))?;
                 continue;
             }
             if let Some(why) = &output.skipped {
-                writeln!(out, "  {} {}: skipped: {why}", style.paint("31", "!"), output.output)?;
+                writeln!(out, "  {} {}: skipped: {why}", style.red("!"), output.output)?;
                 continue;
             }
             for target in &output.targets {
@@ -119,7 +127,7 @@ pub fn print_text(
                         writeln!(
                             out,
                             "  {} {} → {} {}: failed",
-                            style.paint("31", "!"),
+                            style.red("!"),
                             output.output,
                             target.kind,
                             target.address
@@ -187,21 +195,21 @@ fn print_change(
     let plan = mode == Mode::Plan;
     let object = is_object(c.kind);
     let (sign, verb) = match c.action {
-        Action::Create => (style.paint("32", "+"), if plan { "create" } else { "created" }),
-        Action::Update => (style.paint("33", "~"), if plan { "update" } else { "updated" }),
+        Action::Create => (style.green("+"), if plan { "create" } else { "created" }),
+        Action::Update => (style.yellow("~"), if plan { "update" } else { "updated" }),
         Action::Drift => {
             let verb = match (object, plan) {
                 (true, true) => "drift: edited in the cluster, to restore",
                 (false, true) => "drift: edited by hand, to restore",
                 (_, false) => "drift: restored",
             };
-            (style.paint("35", "!"), verb)
+            (style.magenta("!"), verb)
         }
-        Action::Delete => (style.paint("31", "-"), if plan { "delete" } else { "deleted" }),
+        Action::Delete => (style.red("-"), if plan { "delete" } else { "deleted" }),
         Action::Unchanged => ("=".to_owned(), "unchanged"),
     };
     let not_written = mode == Mode::Applied && !target.applied && c.action.writes();
-    let (sign, verb) = if not_written { (style.paint("31", "!"), "not written") } else { (sign, verb) };
+    let (sign, verb) = if not_written { (style.red("!"), "not written") } else { (sign, verb) };
     let mut details: Vec<String> = Vec::new();
     let restarts: Vec<&String> = c.notes.iter().filter(|n| n.starts_with("restart ")).collect();
     let notes = c.notes.iter().filter(|n| !n.starts_with("restart "));

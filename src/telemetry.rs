@@ -64,7 +64,7 @@ pub fn filter(default: &str) -> impl tracing_subscriber::layer::Filter<tracing_s
 
 /// Installs the global subscriber.
 pub fn init(format: LogFormat, default: &str) {
-    let color = io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let color = crate::report::colors(&io::stderr());
     let layer = match format {
         LogFormat::Text => text_layer(io::stderr, color).boxed(),
         LogFormat::Json => fmt::layer().json().with_writer(|| RedactedEvent(io::stderr())).with_target(true).boxed(),

@@ -1,5 +1,8 @@
 //! Text that reaches a person's terminal.
 //!
+//! Paths are shown relative to the working directory when below it
+//! ([`display_path`]), the same in plans, errors and logs.
+//!
 //! Values come from the source of truth, which many people can write; a
 //! value holding ESC, CR or a bidi override would otherwise rewrite what a
 //! reviewer sees in `diff`, `plan` or `explain` (move the cursor, hide a
@@ -20,6 +23,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
 /// Whether `c` must not reach a terminal as is.
 fn is_hazard(c: char) -> bool {
@@ -144,6 +148,19 @@ pub fn shorten(s: &str, max: usize) -> Cow<'_, str> {
     }
     let keep: String = s.chars().take(max).collect();
     Cow::Owned(format!("{keep}… ({} more characters)", count - max))
+}
+
+/// The path as shown: relative to the working directory when below it.
+pub fn display_path(path: &Path) -> String {
+    if path.is_relative() {
+        let clean: PathBuf = path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+        return clean.display().to_string();
+    }
+    let cwd = std::env::current_dir().ok();
+    match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
+        Some(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+        _ => path.display().to_string(),
+    }
 }
 
 #[cfg(test)]

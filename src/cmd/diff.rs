@@ -43,7 +43,7 @@ use super::inventory::{Clients, EnvInventory, Keys, SecretScope, SecretState, re
 use super::terminal::Style;
 use super::{CmdError, Context, check_env};
 use crate::cli::{DiffArgs, OutputFormat};
-use crate::fingerprint::Fingerprinter;
+use crate::fingerprint::RunFingerprinter;
 use crate::history::point::Point;
 use crate::render::Templates;
 use crate::secret::SecretString;
@@ -293,7 +293,7 @@ pub async fn compare_rendered(
     ctx: &Context<'_>,
     a: &EnvInventory,
     b: &EnvInventory,
-    fingerprints: &Fingerprinter,
+    fingerprints: &RunFingerprinter,
 ) -> Vec<OutputDiff> {
     let templates: &Templates = ctx.templates;
     let renderable = |inv: &EnvInventory| -> Vec<usize> {
@@ -401,7 +401,7 @@ pub async fn run(ctx: &Context<'_>, args: &DiffArgs) -> Result<ExitCode, CmdErro
     if show_secrets && (ctx.output == OutputFormat::Json || !io::stdout().is_terminal()) {
         return Err(CmdError::ShowSecretsNotTerminal);
     }
-    let fingerprints = Fingerprinter::new()?;
+    let fingerprints = RunFingerprinter::new()?;
     let clients = Clients::new(ctx.config);
     let read = |env: String, point: Option<Point>| {
         let paths = ctx.templates.secret_paths(&env);

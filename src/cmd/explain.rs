@@ -33,7 +33,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::inventory::{Clients, EnvInventory, KeyClient, SecretScope, read_env};
-use super::{CmdError, Context, as_file, check_env, check_relative_name, display_path, outputs_for, split_field};
+use super::{CmdError, Context, as_file, check_env, check_relative_name, outputs_for, split_field};
 use crate::cli::{ExplainArgs, OutputFormat};
 use crate::history::point::Point;
 use crate::render::{Rendered, Use};
@@ -41,6 +41,7 @@ use crate::secret::SecretString;
 use crate::source::vault_admin::{self, one_line};
 use crate::source::{KeyValue, Snapshot, SourceError};
 use crate::source::{at, etcd_admin};
+use crate::text::display_path;
 
 /// A value that cannot occur in real data: NUL bytes around a marker.
 const PROBE: &str = "\u{0}cfgsync-explain-probe\u{0}";

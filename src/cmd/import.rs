@@ -343,7 +343,7 @@ impl Request {
     /// Whether `name` is imported as a secret.
     fn is_secret(&self, found: &Found) -> bool {
         let matches = |globs: &[String]| globs.iter().any(|g| glob_match(g, &found.name));
-        let origin_says = if self.origin.is_dotenv() { !matches(&self.plain) } else { found.secret };
+        let origin_says = if self.origin.is_dotenv() { !matches(&self.plain) } else { found.value.is_secret() };
         origin_says || matches(&self.secret)
     }
 
@@ -535,7 +535,7 @@ fn plan(
         let (state, current_shown, seen) = match &dest {
             Dest::Key { path, .. } => match current.keys.get(path) {
                 None => (State::New, None, 0),
-                Some((bytes, rev)) if bytes.as_slice() == text.as_bytes() => (State::Same, None, *rev),
+                Some((bytes, rev)) if bytes.as_slice() == text => (State::Same, None, *rev),
                 Some((bytes, rev)) => {
                     let shown = crate::source::KeyData::from_bytes(bytes.clone()).shown();
                     (State::Differs, Some(shown), *rev)
@@ -543,7 +543,7 @@ fn plan(
             },
             Dest::Field { field } => match current.secret.as_ref().and_then(|s| s.fields.get(field)) {
                 None => (State::New, None, 0),
-                Some(v) if v.expose() == text => (State::Same, None, 0),
+                Some(v) if v.expose().as_bytes() == text => (State::Same, None, 0),
                 Some(_) => (State::Differs, None, 0),
             },
         };
@@ -561,7 +561,7 @@ fn plan(
             adopt.push(a);
         }
         items.push(Item {
-            value: Content::new(text.as_bytes().to_vec(), secret),
+            value: Content::new(text, secret),
             name: found.name,
             dest,
             state,

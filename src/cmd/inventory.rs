@@ -76,11 +76,6 @@ impl Clients {
         };
         Self { keys, vault }
     }
-
-    /// Where secrets come from, for messages: `vault` or `file source`.
-    pub fn secrets_kind(&self) -> SourceKind {
-        if self.vault.is_some() { SourceKind::Vault } else { SourceKind::File }
-    }
 }
 
 /// Which secret paths to read.

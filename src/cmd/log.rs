@@ -236,7 +236,7 @@ async fn key_changes(
     filter: &Filter,
 ) -> Result<Vec<Change>, SourceError> {
     let prefix = settings.env_prefix(env);
-    let meta_prefix = format!("{}/_meta/{env}/", settings.prefix);
+    let meta_prefix = crate::source::etcd::keyspace::meta_prefix(&settings.prefix, env);
     let events = replay(etcd, &prefix, from).await?;
     let metas = replay(etcd, &meta_prefix, from).await.unwrap_or_default();
     // (name, revision) → the sibling written with the change.

@@ -1,7 +1,7 @@
 //! The developer commands: what a person runs on a laptop with their own
-//! etcd and Vault credentials — `diff`, `pull`, `run-with`, `explain`,
-//! `set`, `set-secret`, `import`, `policy apply`, `policy plan`, `whoami`,
-//! `completions` and `man`.
+//! etcd and Vault credentials — `validate`, `diff`, `pull`, `run-with`,
+//! `explain`, `set`, `set-secret`, `import`, `policy apply`, `policy plan`,
+//! `whoami`, `completions` and `man`.
 //!
 //! Each command is a module with a `run` function that `main` calls with
 //! the loaded config (parsing stays in [`crate::cli`], as in ripgrep).
@@ -29,15 +29,17 @@ pub mod rotate;
 pub mod run_with;
 pub mod set;
 pub mod terminal;
+pub mod validate;
 pub mod whoami;
 
 use std::io;
-use std::path::{Path, PathBuf};
 
 use crate::cli::OutputFormat;
-use crate::config::{self, Config, FileTarget, Output, TargetKind};
+use crate::config::{self, Config, Output};
 use crate::render::Templates;
 use crate::source::SourceError;
+use crate::targets::TargetKind;
+use crate::targets::file::FileTarget;
 
 /// What every command gets from `main`.
 pub struct Context<'a> {
@@ -140,20 +142,14 @@ pub fn check_relative_name(what: &'static str, name: &str) -> Result<(), CmdErro
 
 /// The file target behind `kind`, if it is one. Other target kinds
 /// (Kubernetes, CI variables) are not written by laptop commands.
-#[allow(irrefutable_let_patterns)] // file is the only kind today; more are coming
 pub fn as_file(kind: &TargetKind) -> Option<&FileTarget> {
     if let TargetKind::File(f) = kind { Some(f) } else { None }
 }
 
-/// The path as shown: relative to the working directory when below it.
-pub fn display_path(path: &Path) -> String {
-    if path.is_relative() {
-        let clean: PathBuf = path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
-        return clean.display().to_string();
-    }
-    let cwd = std::env::current_dir().ok();
-    match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
-        Some(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
-        _ => path.display().to_string(),
+/// `Ok` also when the reader of stdout went away (`cfgsync … | head`).
+pub fn unless_closed(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }

@@ -55,7 +55,7 @@ pub async fn snapshot_at(config: &Config, templates: &Templates, point: &Point) 
     };
     let source_error = |source: SourceError| CmdError::Source { env: env.to_owned(), source };
     let client = vault.source.client().await.map_err(source_error)?;
-    let fingerprint_key = config.kubernetes.fingerprint_key.as_ref().map(|(p, _)| p.as_str());
+    let fingerprint_key = config.fingerprint_key.as_ref().map(|(p, _)| p.as_str());
     for path in &request.secret_paths {
         let version = if Some(path.as_str()) == fingerprint_key {
             at::versions(&client, &vault.mount, env, path).await.map_err(source_error)?.map(|v| v.current)

@@ -29,7 +29,7 @@
 //!   role is an administrator's act (`etcdctl user grant-role alice
 //!   cfgsync-developer`; a Vault auth method role or `vault token create
 //!   -policy=cfgsync-developer`). Enabling etcd auth is too.
-//! - **The fingerprint key** (`[kubernetes] fingerprint_key`, default
+//! - **The fingerprint key** (`[fingerprint] key`, default
 //!   `cfgsync/fingerprint#key`: secret `<mount>/<env>/cfgsync/fingerprint`,
 //!   field `key`) is created in Vault for every env where it is missing:
 //!   32 random bytes (aws-lc-rs `SystemRandom`), base64, written with
@@ -76,9 +76,9 @@ pub enum PolicyError {
 #[serde(deny_unknown_fields)]
 struct RawRole {
     name: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    description: Option<String>,
+    /// For people reading `policies/`; accepted and not used.
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
     #[serde(default)]
     per_env: bool,
     etcd: Option<RawEtcd>,
@@ -312,9 +312,7 @@ async fn reconcile_roles(ctx: &Context<'_>, roles: &[Role], dry_run: bool) -> Re
         applied.push(a);
     }
     let mut keys = Vec::new();
-    if let (Some(client), Some(v), Some((path, field))) =
-        (&vault, &clients.vault, &ctx.config.kubernetes.fingerprint_key)
-    {
+    if let (Some(client), Some(v), Some((path, field))) = (&vault, &clients.vault, &ctx.config.fingerprint_key) {
         for env in &ctx.config.envs {
             let secret = format!("{}#{field}", vault_admin::shown_path(&v.mount, env, path));
             let mut k = ProvisionedKey { env: env.clone(), secret, change: None, error: None };
@@ -512,11 +510,11 @@ mod tests {
             ]
         );
         // The keys the service writes are the ones the role grants.
-        let keys = crate::service::published::ServiceKeys::new("/cfg");
+        let keys = crate::source::etcd::keyspace::ServiceKeys::new("/cfg");
         assert!(keys.leader("prod").starts_with("/cfg/_service/envs/prod/"));
         assert!(keys.status("prod").starts_with("/cfg/_service/envs/prod/"));
         assert!(keys.member("r1").starts_with("/cfg/_service/members/"));
-        assert_eq!(crate::service::published::state_prefix("/cfg", "prod"), "/cfg/_state/prod/");
+        assert_eq!(crate::source::etcd::keyspace::state_prefix("/cfg", "prod"), "/cfg/_state/prod/");
         assert!(prod.vault_policy.as_ref().unwrap().contains("path \"kv/data/prod/*\""));
         let dev = &roles[0];
         let policy = dev.vault_policy.as_ref().unwrap();

@@ -52,7 +52,7 @@ use super::import::glob_match;
 use super::inventory::{Clients, KeyClient};
 use super::terminal::{Style, confirm};
 use super::{CmdError, Context, outputs_for};
-use crate::fingerprint::Fingerprinter;
+use crate::fingerprint::RunFingerprinter;
 use crate::secret::SecretString;
 use crate::source::at::{self, AtError};
 use crate::source::etcd::prefix_end;
@@ -146,7 +146,7 @@ pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<ExitCode, Cmd
     if let Some(vault) = &clients.vault {
         let client = vault.source.client().await.map_err(source_err)?;
         let mount = vault.mount.as_str();
-        let fingerprint_key = ctx.config.kubernetes.fingerprint_key.as_ref().map(|(p, _)| p.clone());
+        let fingerprint_key = ctx.config.fingerprint_key.as_ref().map(|(p, _)| p.clone());
         let mut paths: BTreeSet<String> = ctx.templates.secret_paths(env);
         paths.extend(point.versions.iter().flat_map(|v| v.keys().cloned()));
         if let Ok(listed) = vault_admin::list_env(&client, mount, env).await {
@@ -405,7 +405,7 @@ async fn followers(
     let sandbox = crate::render::sandbox::Sandbox::global();
     let before = sandbox.render(ctx.templates, &Arc::new(now), &indices).await;
     let later = sandbox.render(ctx.templates, &Arc::new(after), &indices).await;
-    let Ok(fp) = Fingerprinter::new() else { return Vec::new() };
+    let Ok(fp) = RunFingerprinter::new() else { return Vec::new() };
     let mut out = Vec::new();
     for ((index, b), a) in indices.iter().zip(before).zip(later) {
         let output = &ctx.config.outputs[*index];
@@ -417,7 +417,7 @@ async fn followers(
             (_, Err(e)) => format!(" (will not render: {})", one_line(&e.to_string())),
             _ => String::new(),
         };
-        let targets: Vec<String> = output.targets.iter().map(|t| crate::reconcile::address(&t.kind, env)).collect();
+        let targets: Vec<String> = output.targets.iter().map(|t| t.kind.address(env)).collect();
         out.push(format!("{}: {}{note}", output.name, targets.join(", ")));
     }
     out

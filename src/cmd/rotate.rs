@@ -44,14 +44,15 @@ use serde::Serialize;
 
 use super::inventory::Clients;
 use super::{CmdError, Context, check_env, outputs_for, split_field};
-use crate::config::{Config, KeysSource, TargetKind};
+use crate::config::{Config, KeysSource};
 use crate::history::{HistoryStore, TargetResult};
 use crate::reconcile::{self, PassOptions, Targets};
 use crate::render::Rendered;
-use crate::service::published::{EnvRecord, ServiceKeys, TargetState};
+use crate::service::published::{EnvRecord, TargetState};
 use crate::source::etcd::EtcdSource;
+use crate::source::etcd::keyspace::ServiceKeys;
 use crate::source::{SourceError, Sources, at};
-use crate::targets::kubernetes::Fingerprinter;
+use crate::targets::TargetKind;
 use crate::targets::{Ctx, Held, HeldItem};
 use crate::text::escape_controls;
 use crate::when::{format_ms, now_ms};
@@ -222,24 +223,8 @@ pub async fn verify(
         renders.push((version, sandbox.render(ctx.templates, &Arc::new(s), &indices).await));
         version -= 1;
     }
-    let keyed = Fingerprinter::new(
-        ctx.config
-            .kubernetes
-            .fingerprint_key
-            .as_ref()
-            .and_then(|(p, f)| snapshot.secrets.get(p)?.fields.get(f).cloned()),
-    );
-    let tctx = Ctx {
-        config: ctx.config,
-        env,
-        revision: snapshot.revision,
-        instance: &ctx.config.instance,
-        keyed: &keyed,
-        shown: None,
-        prune: false,
-        allow_mass_prune: false,
-        run_reload: false,
-    };
+    let keyed = crate::reconcile::fingerprinter(ctx.config, &snapshot);
+    let tctx = Ctx { revision: snapshot.revision, ..Ctx::new(ctx.config, env, &keyed) };
     let why = Why::read(ctx.config, env, path, current, own_report.as_ref()).await;
     let mut checks = Vec::new();
     for (n, index) in indices.iter().enumerate() {
@@ -248,7 +233,7 @@ pub async fn verify(
             renders.iter().filter_map(|(v, r)| Some((*v, r.get(n)?.as_ref().ok()?))).collect();
         for (t, target) in output.targets.iter().enumerate() {
             let id = reconcile::target_id(env, &output.name, t);
-            let address = reconcile::address(&target.kind, env);
+            let address = target.kind.address(env);
             let kind = target.kind.name();
             let mut check = TargetCheck {
                 id: id.clone(),

@@ -55,18 +55,9 @@ pub const CREDENTIAL_VARS: &[&str] = &[
     "GITHUB_TOKEN",
 ];
 
-/// The token variables the config's CI targets name (`token_env`).
+/// The credential variables the config's targets name (the CI kinds' `token_env`).
 fn config_credentials(config: &crate::config::Config) -> Vec<String> {
-    config
-        .outputs
-        .iter()
-        .flat_map(|o| &o.targets)
-        .filter_map(|t| match &t.kind {
-            crate::config::TargetKind::Gitlab(g) => Some(g.token_env.clone()),
-            crate::config::TargetKind::Github(g) => Some(g.token_env.clone()),
-            crate::config::TargetKind::File(_) | crate::config::TargetKind::Kubernetes(_) => None,
-        })
-        .collect()
+    config.outputs.iter().flat_map(|o| &o.targets).filter_map(|t| t.kind.credential_var().map(str::to_owned)).collect()
 }
 
 fn valid_env_name(name: &str) -> bool {

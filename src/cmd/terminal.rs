@@ -1,7 +1,8 @@
 //! The terminal: colours, confirmations, hidden prompts and progress.
 //!
 //! Decisions:
-//! - Colour only when stdout is a terminal and `NO_COLOR` is unset.
+//! - Colour only when stdout is a terminal and `NO_COLOR` is unset
+//!   ([`Style`]: anstream's rule, which clap's help follows too).
 //! - Confirmations and secret prompts talk to `/dev/tty`, not stdin/stdout,
 //!   so `printf %s "$pw" | cfgsync set-secret …` still asks on the terminal,
 //!   and a script with no terminal gets a clear error instead of a hang
@@ -106,10 +107,6 @@ impl Progress {
 
     pub fn set_message(&self, message: &str) {
         self.bar.set_message(message.to_owned());
-    }
-
-    pub fn set_length(&self, len: u64) {
-        self.bar.set_length(len);
     }
 }
 

@@ -143,14 +143,7 @@ pub async fn run(ctx: &Context<'_>, only: Option<&str>) -> Result<ExitCode, CmdE
     for env in envs {
         let mut access = Vec::new();
         if let Some((client, settings)) = &etcd {
-            let prefix = &settings.prefix;
-            for path in [
-                format!("{prefix}/{env}/"),
-                format!("{prefix}/_meta/{env}/"),
-                format!("{prefix}/_state/{env}/"),
-                format!("{prefix}/_history/{env}/"),
-                format!("{prefix}/_service/envs/{env}/"),
-            ] {
+            for path in crate::source::etcd::keyspace::env_prefixes(&settings.prefix, env) {
                 let read = etcd_admin::can_read(client, settings, &path).await;
                 let write = etcd_admin::can_write(client, settings, &path).await;
                 for e in [read.as_ref().err(), write.as_ref().err()].into_iter().flatten() {
@@ -161,7 +154,7 @@ pub async fn run(ctx: &Context<'_>, only: Option<&str>) -> Result<ExitCode, CmdE
         }
         if let Some((client, mount)) = &vault {
             let mut paths: BTreeSet<String> = ctx.templates.secret_paths(env);
-            if let Some((fingerprint, _)) = &ctx.config.kubernetes.fingerprint_key {
+            if let Some((fingerprint, _)) = &ctx.config.fingerprint_key {
                 paths.insert(fingerprint.clone());
             }
             let mut asked: Vec<String> = paths.iter().map(|p| format!("{mount}/data/{env}/{p}")).collect();

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -15,8 +15,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 use super::*;
-use crate::format::{self, Dialect, Format};
 use crate::secret::SecretString;
+use crate::targets::registry::{Problems, RawTarget, SpecInput};
 
 // ---------------------------------------------------------------------------
 // The file as written.
@@ -41,6 +41,7 @@ struct RawConfig {
     service: Option<RawService>,
     render: Option<RawRender>,
     history: Option<RawHistory>,
+    fingerprint: Option<RawFingerprint>,
 }
 
 /// `[history]`: what is kept of past passes (see [`crate::history`]).
@@ -50,6 +51,14 @@ struct RawHistory {
     keep: Option<Spanned<u64>>,
     max_age: Option<Spanned<String>>,
     quiet: Option<Spanned<String>>,
+}
+
+/// `[fingerprint]`: the key of the fingerprints of secret outputs.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFingerprint {
+    /// `"<secret path>#<field>"`.
+    key: Option<Spanned<String>>,
 }
 
 /// `[state]`: where cfgsync records what it wrote.
@@ -204,65 +213,12 @@ impl<'de> Deserialize<'de> for RawEntry {
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-enum RawTarget {
-    File(RawFileTarget),
-    KubernetesSecret(RawKubeTarget),
-    KubernetesConfigmap(RawKubeTarget),
-    Gitlab(crate::targets::gitlab::spec::RawGitlabTarget),
-    Github(crate::targets::github::spec::RawGithubTarget),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKubeTarget {
-    /// Kubeconfig context, templated by env. Empty: the current context (or
-    /// in-cluster config when there is no kubeconfig).
-    context: Option<String>,
-    namespace: String,
-    name: String,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-    #[serde(rename = "type")]
-    secret_type: Option<String>,
-    #[serde(default)]
-    restart: Vec<RawRestart>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRestart {
-    kind: String,
-    name: String,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKubernetes {
     kubeconfig: Option<PathBuf>,
     max_prune_share: Option<Spanned<f64>>,
+    /// The old name of `[fingerprint] key`.
     fingerprint_key: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFileTarget {
-    path: String,
-    #[serde(default = "default_format")]
-    format: Format,
-    /// Which reader a dotenv file is for; only with `format = "dotenv"`.
-    dialect: Option<Dialect>,
-    mode: Option<String>,
-    check_cmd: Option<String>,
-    reload_cmd: Option<String>,
-    /// A directory whose own path may contain symlinks (below it, none).
-    trusted_dir: Option<PathBuf>,
-}
-
-fn default_format() -> Format {
-    Format::Dotenv
 }
 
 /// Parses config text as if read from `path`.
@@ -311,7 +267,7 @@ impl Builder<'_> {
         }
     }
 
-    fn build(mut self, raw: RawConfig, env: &dyn Environment) -> Result<Config, ConfigError> {
+    fn build(mut self, mut raw: RawConfig, env: &dyn Environment) -> Result<Config, ConfigError> {
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL, "interval");
         let service = self.service(raw.service);
         let history = self.history(raw.history);
@@ -365,6 +321,8 @@ impl Builder<'_> {
             (None, None) => None,
         };
 
+        let old_key = raw.kubernetes.as_mut().and_then(|k| k.fingerprint_key.take());
+        let fingerprint_key = self.fingerprint_key(raw.fingerprint.and_then(|f| f.key), old_key);
         let mut kubernetes = raw.kubernetes.map(|k| self.kubernetes(k)).unwrap_or_default();
         if !kubernetes.max_prune_share_set {
             kubernetes.max_prune_share = max_prune_share;
@@ -406,6 +364,7 @@ impl Builder<'_> {
             instance_set,
             max_prune_share,
             state_dir,
+            fingerprint_key,
             credential_spans: self.credential_spans,
         };
         // Checks of the whole config: they need every path resolved.
@@ -432,9 +391,7 @@ impl Builder<'_> {
         let how = format!(
             "set `instance = \"NAME\"` at the top of the config, a name no other cfgsync config uses where this one writes (what this config wrote before this was required carries instance {default:?}: keep that name to go on owning it, unless another config has it too)"
         );
-        let shared = outputs
-            .iter()
-            .find_map(|o| o.targets.iter().find(|t| !matches!(t.kind, TargetKind::File(_))).map(|t| (o, t)));
+        let shared = outputs.iter().find_map(|o| o.targets.iter().find(|t| t.kind.shared()).map(|t| (o, t)));
         if let Some((output, target)) = shared {
             self.problems.push(Problem::at(
                 target.location.clone(),
@@ -461,13 +418,15 @@ impl Builder<'_> {
         if raw.is_empty() {
             self.problem(0, "no environments defined: add at least one `[envs.<name>]` table");
         }
+        let reserved = format!(
+            "names starting with '_' are reserved for cfgsync's own records in etcd ({})",
+            crate::source::etcd::keyspace::RESERVED.join(", ")
+        );
         for name in raw.keys() {
             let why = if !is_valid_name(name.get_ref()) {
                 Some("use letters, digits, '-', '_' and '.'")
             } else if name.get_ref().starts_with('_') {
-                Some(
-                    "names starting with '_' are reserved for cfgsync's own records in etcd (_service, _state, _meta, _history)",
-                )
+                Some(reserved.as_str())
             } else if name.get_ref().starts_with('.') {
                 Some("names starting with '.' are reserved (they would be path segments)")
             } else {
@@ -521,18 +480,40 @@ impl Builder<'_> {
                 self.problem(share.span().start, "max_prune_share must be between 0.0 and 1.0");
             }
         }
-        if let Some(key) = raw.fingerprint_key {
-            match key.get_ref().split_once('#') {
-                Some((path, field)) if !path.is_empty() && !field.is_empty() => {
-                    k.fingerprint_key = Some((path.to_owned(), field.to_owned()));
-                }
-                _ => self.problem(
+        k
+    }
+
+    /// `[fingerprint] key`, or its old name `[kubernetes] fingerprint_key`
+    /// (not both), else the default.
+    fn fingerprint_key(
+        &mut self,
+        key: Option<Spanned<String>>,
+        old: Option<Spanned<String>>,
+    ) -> Option<(String, String)> {
+        let (path, field) = DEFAULT_FINGERPRINT_KEY;
+        let default = Some((path.to_owned(), field.to_owned()));
+        let (key, name) = match (key, old) {
+            (Some(_), Some(old)) => {
+                self.problem(
+                    old.span().start,
+                    "the fingerprint key is set twice: keep `[fingerprint] key` (`[kubernetes] fingerprint_key` is its old name)",
+                );
+                return default;
+            }
+            (Some(key), None) => (key, "[fingerprint] key"),
+            (None, Some(old)) => (old, "fingerprint_key"),
+            (None, None) => return default,
+        };
+        match key.get_ref().split_once('#') {
+            Some((path, field)) if !path.is_empty() && !field.is_empty() => Some((path.to_owned(), field.to_owned())),
+            _ => {
+                self.problem(
                     key.span().start,
-                    "fingerprint_key must be \"<secret path>#<field>\", e.g. \"cfgsync/fingerprint#key\"",
-                ),
+                    format!("{name} must be \"<secret path>#<field>\", e.g. \"cfgsync/fingerprint#key\""),
+                );
+                default
             }
         }
-        k
     }
 
     fn history(&mut self, raw: Option<RawHistory>) -> crate::history::HistorySettings {
@@ -784,41 +765,18 @@ impl Builder<'_> {
         if raw.targets.is_empty() {
             self.problem(at, format!("output {name:?} has no targets: add at least one `[[output.target]]`"));
         }
+        let input = SpecInput { output: &name, envs: &envs, entries: &entries, dir: &self.dir };
         let mut targets = Vec::new();
+        let mut problems = Vec::new();
         for t in raw.targets {
             let location = self.loc(t.span().start);
-            let offset = t.span().start;
-            match t.into_inner() {
-                RawTarget::File(f) => {
-                    if let Some(ft) = self.file_target(&name, f, &envs, &entries, offset) {
-                        targets.push(Target { location, kind: TargetKind::File(ft) });
-                    }
-                }
-                RawTarget::KubernetesSecret(k) => {
-                    if let Some(kt) = self.kube_target(&name, ObjectKind::Secret, k, &envs, &entries, offset) {
-                        targets.push(Target { location, kind: TargetKind::Kubernetes(kt) });
-                    }
-                }
-                RawTarget::KubernetesConfigmap(k) => {
-                    if let Some(kt) = self.kube_target(&name, ObjectKind::ConfigMap, k, &envs, &entries, offset) {
-                        targets.push(Target { location, kind: TargetKind::Kubernetes(kt) });
-                    }
-                }
-                RawTarget::Gitlab(g) => match crate::targets::gitlab::spec::build(&name, g, &envs, &entries) {
-                    Ok(mut t) => {
-                        t.ca_file = t.ca_file.map(|p| self.dir.join(p));
-                        targets.push(Target { location, kind: TargetKind::Gitlab(t) })
-                    }
-                    Err(problems) => self.target_problems(offset, problems),
-                },
-                RawTarget::Github(g) => match crate::targets::github::spec::build(&name, g, &envs, &entries) {
-                    Ok(mut t) => {
-                        t.ca_file = t.ca_file.map(|p| self.dir.join(p));
-                        targets.push(Target { location, kind: TargetKind::Github(t) })
-                    }
-                    Err(problems) => self.target_problems(offset, problems),
-                },
+            match t.into_inner().build(&input) {
+                Ok(kind) => targets.push(Target { location, kind }),
+                Err(found) => problems.push((location, found)),
             }
+        }
+        for (location, found) in problems {
+            self.target_problems(&location, found);
         }
         if self.problems.len() != before {
             return None;
@@ -827,234 +785,10 @@ impl Builder<'_> {
     }
 
     /// Problems a target kind found: at an entry's location, else the target's.
-    fn target_problems(&mut self, offset: usize, problems: Vec<(Option<Location>, String)>) {
+    fn target_problems(&mut self, target: &Location, problems: Problems) {
         for (at, message) in problems {
-            match at {
-                Some(location) => self.problems.push(Problem::at(location, message)),
-                None => self.problem(offset, message),
-            }
+            self.problems.push(Problem::at(at.unwrap_or_else(|| target.clone()), message));
         }
-    }
-
-    fn kube_target(
-        &mut self,
-        output: &str,
-        object: ObjectKind,
-        raw: RawKubeTarget,
-        envs: &[String],
-        entries: &[Entry],
-        offset: usize,
-    ) -> Option<KubeTarget> {
-        let before = self.problems.len();
-        let mut addresses = BTreeMap::new();
-        for env in envs {
-            let mut field = |what: &str, template: &str| match render_field(template, env) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    self.problem(offset, format!("output {output:?}: {what} {template:?}: {e}"));
-                    None
-                }
-            };
-            let context = field("context", raw.context.as_deref().unwrap_or(""));
-            let namespace = field("namespace", &raw.namespace);
-            let name = field("name", &raw.name);
-            let (Some(context), Some(namespace), Some(name)) = (context, namespace, name) else { break };
-            addresses.insert(env.clone(), ObjectAddress { context, namespace, name });
-        }
-        let mut seen: BTreeMap<&ObjectAddress, &String> = BTreeMap::new();
-        for (env, a) in &addresses {
-            if let Some(other) = seen.insert(a, env) {
-                self.problem(
-                    offset,
-                    format!("output {output:?}: envs {other} and {env} would both write {object} {}/{} in context {:?}; template the name, namespace or context with {{{{ env }}}}", a.namespace, a.name, a.context),
-                );
-            }
-        }
-        self.target_problems(
-            offset,
-            crate::targets::kubernetes::spec::problems(&crate::targets::kubernetes::spec::TargetSpec {
-                output,
-                object,
-                addresses: &addresses,
-                labels: &raw.labels,
-                annotations: &raw.annotations,
-                secret_type: raw.secret_type.as_deref(),
-                entries,
-            }),
-        );
-        let mut restart = Vec::new();
-        for r in raw.restart {
-            if !matches!(r.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") {
-                self.problem(offset, format!("output {output:?}: restart kind {:?} is not supported: use Deployment, StatefulSet or DaemonSet", r.kind));
-            }
-            restart.push(Restart { kind: r.kind, name: r.name });
-        }
-        if self.problems.len() != before {
-            return None;
-        }
-        Some(KubeTarget {
-            object,
-            addresses,
-            labels: raw.labels,
-            annotations: raw.annotations,
-            secret_type: raw.secret_type,
-            restart,
-        })
-    }
-
-    fn file_target(
-        &mut self,
-        output: &str,
-        raw: RawFileTarget,
-        envs: &[String],
-        entries: &[Entry],
-        offset: usize,
-    ) -> Option<FileTarget> {
-        let before = self.problems.len();
-        let mode = raw.mode.as_deref().and_then(|m| match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
-            Ok(v) if v <= 0o777 => Some(v),
-            _ => {
-                self.problem(offset, format!("output {output:?}: invalid file mode {m:?}: use octal like \"0640\""));
-                None
-            }
-        });
-        if raw.format == Format::Raw && entries.len() != 1 {
-            self.problem(
-                offset,
-                format!(
-                    "output {output:?}: format \"raw\" writes a single entry, but the output has {}",
-                    entries.len()
-                ),
-            );
-        }
-        if raw.dialect.is_some() && raw.format != Format::Dotenv {
-            self.problem(offset, format!("output {output:?}: `dialect` applies to format \"dotenv\" only"));
-        }
-        // Commands are rendered per env when they run: any error shows now.
-        for (what, cmd, src) in
-            [("check_cmd", &raw.check_cmd, Some("'/staged'")), ("reload_cmd", &raw.reload_cmd, None)]
-        {
-            let error =
-                cmd.as_ref().and_then(|c| envs.iter().find_map(|e| crate::render::render_command(c, e, src).err()));
-            if let Some(e) = error {
-                self.problem(
-                    offset,
-                    format!("output {output:?}: {what} {:?}: {e}", cmd.as_deref().unwrap_or_default()),
-                );
-            }
-        }
-        let absolute_in_config = Path::new(&raw.path).is_absolute();
-        let mut paths = BTreeMap::new();
-        for env in envs {
-            let rendered = match render_field(&raw.path, env) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.problem(offset, format!("output {output:?}: file target path {:?}: {e}", raw.path));
-                    break;
-                }
-            };
-            if rendered.trim().is_empty() {
-                self.problem(offset, format!("output {output:?}: file target path is empty for env {env:?}"));
-                continue;
-            }
-            let path = Path::new(&rendered);
-            if let Some(name) = crate::targets::file::io::reserved_component(path) {
-                self.problem(
-                    offset,
-                    format!(
-                        "output {output:?}: path {rendered:?} (env {env:?}) goes through {:?}: names starting with .cfgsync are cfgsync's own state and temp files",
-                        name.to_string_lossy()
-                    ),
-                );
-                continue;
-            }
-            if path.is_absolute() != absolute_in_config {
-                self.problem(
-                    offset,
-                    format!(
-                        "output {output:?}: path {rendered:?} must not change between relative and absolute per env"
-                    ),
-                );
-                continue;
-            }
-            let resolved = if path.is_absolute() {
-                normalize(path)
-            } else {
-                match normalize_within(path) {
-                    // `./out/x` shown as `out/x`: paths look the same everywhere.
-                    Some(p) if self.dir == Path::new(".") => p,
-                    Some(p) => self.dir.join(p),
-                    None => {
-                        self.problem(
-                            offset,
-                            format!(
-                                "output {output:?}: path {rendered:?} (env {env:?}) leaves the config's directory; write an absolute path to allow that"
-                            ),
-                        );
-                        continue;
-                    }
-                }
-            };
-            paths.insert(env.clone(), resolved);
-        }
-        let mut by_path: BTreeMap<&PathBuf, Vec<&String>> = BTreeMap::new();
-        for (env, p) in &paths {
-            by_path.entry(p).or_default().push(env);
-        }
-        for (p, envs) in by_path {
-            if envs.len() > 1 {
-                self.problem(
-                    offset,
-                    format!(
-                        "output {output:?}: envs {} would all write {}; put {{{{ env }}}} in the path",
-                        envs.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "),
-                        p.display()
-                    ),
-                );
-            }
-        }
-        let trusted_dir = raw.trusted_dir.map(|d| normalize(&d));
-        if let Some(d) = &trusted_dir {
-            if !d.is_absolute() {
-                self.problem(
-                    offset,
-                    format!("output {output:?}: trusted_dir {:?} must be an absolute path", d.display()),
-                );
-            } else if let Some(p) = paths.values().find(|p| !p.starts_with(d)) {
-                self.problem(
-                    offset,
-                    format!("output {output:?}: path {} is not below trusted_dir {}", p.display(), d.display()),
-                );
-            }
-        }
-        // What the first pass would refuse, refused now (names are config, not data).
-        for e in entries {
-            let problem = match raw.format {
-                Format::Dir => format::check_file_name(&e.name)
-                    .err()
-                    .map(|why| format!("cannot be a file name in a dir target: {why}")),
-                Format::Dotenv if !format::dotenv::is_env_name(&e.name) => {
-                    Some("cannot be written to a dotenv file: names must match [A-Za-z_][A-Za-z0-9_]*".to_owned())
-                }
-                _ => None,
-            };
-            if let Some(why) = problem {
-                self.problems
-                    .push(Problem::at(e.location.clone(), format!("output {output:?}: entry {:?} {why}", e.name)));
-            }
-        }
-        if self.problems.len() != before {
-            return None;
-        }
-        Some(FileTarget {
-            paths,
-            format: raw.format,
-            dialect: raw.dialect.unwrap_or_default(),
-            mode,
-            check_cmd: raw.check_cmd,
-            reload_cmd: raw.reload_cmd,
-            trusted_dir,
-        })
     }
 }
 
@@ -1069,42 +803,4 @@ fn is_label_value(v: &str) -> bool {
 
 fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// Lexically normalizes a relative path; `None` when it climbs above its start.
-pub(super) fn normalize_within(path: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    let mut depth = 0usize;
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if depth == 0 {
-                    return None;
-                }
-                depth -= 1;
-                out.pop();
-            }
-            Component::Normal(p) => {
-                depth += 1;
-                out.push(p);
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    (depth > 0).then_some(out)
-}
-
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }

@@ -40,7 +40,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::format::{Dialect, Format};
 use crate::secret::SecretString;
 
 /// Default reconcile period of `cfgsync run`.
@@ -204,6 +203,14 @@ pub struct Config {
     /// `[state] dir`: what cfgsync wrote, per instance and env (default
     /// `<config dir>/.cfgsync`).
     pub state_dir: PathBuf,
+    /// `[fingerprint] key` (formerly `[kubernetes] fingerprint_key`, still
+    /// read): `path#field` of the secret holding the HMAC key for the
+    /// fingerprints of secret outputs ([`crate::fingerprint::EnvFingerprinter`]),
+    /// read from each env's snapshot by the keyed kinds. Defaults to
+    /// [`DEFAULT_FINGERPRINT_KEY`], which `cfgsync policy apply` creates in
+    /// Vault for every env, so it never has to be configured. Always `Some`;
+    /// an absent secret shows up when a secret output is written.
+    pub fingerprint_key: Option<(String, String)>,
     /// Where each credential setting is written (`[etcd] user` and
     /// `password_file`, the `[vault] auth` fields), for
     /// [`check_credential_files`]: keyed by setting name, e.g.
@@ -263,7 +270,7 @@ pub struct EtcdSettings {
 impl EtcdSettings {
     /// `<prefix>/<env>/`: the one range every pass reads for an env.
     pub fn env_prefix(&self, env: &str) -> String {
-        format!("{}/{env}/", self.prefix)
+        crate::source::etcd::keyspace::env_prefix(&self.prefix, env)
     }
 }
 
@@ -338,81 +345,8 @@ pub enum EntryTemplate {
 #[derive(Debug)]
 pub struct Target {
     pub location: Location,
-    pub kind: TargetKind,
-}
-
-#[derive(Debug)]
-pub enum TargetKind {
-    File(FileTarget),
-    Kubernetes(KubeTarget),
-    Gitlab(crate::targets::gitlab::GitlabTarget),
-    Github(crate::targets::github::GithubTarget),
-}
-
-impl TargetKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            TargetKind::File(_) => "file",
-            TargetKind::Kubernetes(k) => k.object.kind_name(),
-            TargetKind::Gitlab(_) => crate::targets::gitlab::KIND,
-            TargetKind::Github(_) => crate::targets::github::KIND,
-        }
-    }
-}
-
-/// Which Kubernetes object a target writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub enum ObjectKind {
-    Secret,
-    ConfigMap,
-}
-
-impl ObjectKind {
-    /// The `kind = "..."` of the target.
-    pub fn kind_name(self) -> &'static str {
-        match self {
-            ObjectKind::Secret => "kubernetes-secret",
-            ObjectKind::ConfigMap => "kubernetes-configmap",
-        }
-    }
-}
-
-impl fmt::Display for ObjectKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ObjectKind::Secret => "Secret",
-            ObjectKind::ConfigMap => "ConfigMap",
-        })
-    }
-}
-
-/// Where one Kubernetes object lives, for one env.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectAddress {
-    /// Kubeconfig context; empty means the current context / in-cluster.
-    pub context: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-#[derive(Debug)]
-pub struct KubeTarget {
-    pub object: ObjectKind,
-    /// The address for each env, rendered.
-    pub addresses: BTreeMap<String, ObjectAddress>,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// Secret `type`; `Opaque` when unset.
-    pub secret_type: Option<String>,
-    /// Workloads to roll when the object's content really changes.
-    pub restart: Vec<Restart>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Restart {
-    /// `Deployment`, `StatefulSet` or `DaemonSet`, in the object's namespace.
-    pub kind: String,
-    pub name: String,
+    /// What the target is, typed by its kind (see [`crate::targets::registry`]).
+    pub kind: crate::targets::TargetKind,
 }
 
 /// `[kubernetes]`: settings shared by every Kubernetes target.
@@ -423,12 +357,6 @@ pub struct KubernetesSettings {
     /// A pass that would delete more than this share of our objects in a
     /// cluster stops and asks for `--allow-mass-prune`.
     pub max_prune_share: f64,
-    /// `path#field` of the secret holding the HMAC key for fingerprints of
-    /// secret outputs, read from each env's snapshot. Defaults to
-    /// [`DEFAULT_FINGERPRINT_KEY`], which `cfgsync policy apply` creates in
-    /// Vault for every env, so it never has to be configured. Always `Some`;
-    /// an absent secret shows up when a secret output is written.
-    pub fingerprint_key: Option<(String, String)>,
     /// Whether `[kubernetes] max_prune_share` was set (else the top-level one applies).
     pub max_prune_share_set: bool,
 }
@@ -439,30 +367,8 @@ pub const DEFAULT_FINGERPRINT_KEY: (&str, &str) = ("cfgsync/fingerprint", "key")
 
 impl Default for KubernetesSettings {
     fn default() -> Self {
-        let (path, field) = DEFAULT_FINGERPRINT_KEY;
-        Self {
-            kubeconfig: None,
-            max_prune_share: 0.25,
-            fingerprint_key: Some((path.to_owned(), field.to_owned())),
-            max_prune_share_set: false,
-        }
+        Self { kubeconfig: None, max_prune_share: 0.25, max_prune_share_set: false }
     }
-}
-
-#[derive(Debug)]
-pub struct FileTarget {
-    /// The path for each env, rendered and resolved against the config dir.
-    pub paths: BTreeMap<String, PathBuf>,
-    pub format: Format,
-    /// The reader a dotenv file is quoted for; the default ([`Dialect::Portable`])
-    /// for every other format, which has no dialects.
-    pub dialect: Dialect,
-    /// Explicit mode; otherwise 0600 for tainted outputs, 0644 for others.
-    pub mode: Option<u32>,
-    pub check_cmd: Option<String>,
-    pub reload_cmd: Option<String>,
-    /// Symlinks are followed only in this directory's own path.
-    pub trusted_dir: Option<PathBuf>,
 }
 
 /// Loads and validates `path`, reporting every problem found.
@@ -626,57 +532,22 @@ pub fn default_instance(path: &Path) -> String {
     if clean.is_empty() { "cfgsync".to_owned() } else { clean }
 }
 
-/// `"1m"`, `"30s"`, `"1h30m"`, `"500ms"`, `"30d"`.
+/// `"1m"`, `"30s"`, `"1h30m"`, `"500ms"`, `"1h 30min"`, `"2d"`: humantime's
+/// syntax (a sum of number-unit spans, units from `ns` to `y`; see
+/// [`humantime::parse_duration`]). A bare number has no unit and is refused.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        total += match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "h" => Duration::from_secs(n.checked_mul(3600)?),
-            "d" => Duration::from_secs(n.checked_mul(86_400)?),
-            _ => return None,
-        };
-    }
-    Some(total)
+    humantime::parse_duration(text.trim()).ok()
 }
 
-/// The closest candidate by edit distance, for "did you mean" hints.
+/// The closest candidate by edit distance (Levenshtein, counted in
+/// characters), for "did you mean" hints.
 pub fn suggest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (edit_distance(word, c), c))
+        .map(|c| (strsim::levenshtein(word, c), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.as_str())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

@@ -23,8 +23,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Config, Environment, KeysSource, Problem, SecretsSource, TargetKind, VaultAuth};
+use super::{Config, Environment, KeysSource, Problem, SecretsSource, VaultAuth};
 use crate::format::Format;
+use crate::targets::TargetKind;
 use crate::targets::file::state::{normalize, resolve_existing};
 
 /// What cfgsync reads, by kind: a file, or everything below a directory.

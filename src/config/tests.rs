@@ -1,7 +1,9 @@
 //! Unit tests of loading and validation.
 
-use super::builder::normalize_within;
 use super::*;
+use crate::format::Format;
+use crate::targets::TargetKind;
+use crate::targets::file::spec::normalize_within;
 
 fn no_env() -> BTreeMap<String, String> {
     BTreeMap::new()
@@ -123,9 +125,14 @@ fn durations() {
     assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
     assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
     assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration(" 30s "), Some(Duration::from_secs(30)));
     assert_eq!(parse_duration("10"), None);
     assert_eq!(parse_duration("m"), None);
-    assert_eq!(parse_duration("5d"), None);
+    assert_eq!(parse_duration(""), None);
+    assert_eq!(parse_duration("99999999999999999999h"), None, "overflow");
+    // humantime's syntax is a superset of the hand parser's it replaced.
+    assert_eq!(parse_duration("1h 30min"), Some(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("5d"), Some(Duration::from_secs(5 * 86_400)));
 }
 
 #[test]
@@ -304,4 +311,26 @@ fn the_default_instance_does_not_depend_on_how_the_config_is_named() {
     for spelling in ["payments/cfgsync.toml", "prod.toml", "link/cfgsync.toml", "link/../payments/cfgsync.toml"] {
         assert_eq!(default_instance(&tmp.path().join(spelling)), "payments", "{spelling}");
     }
+}
+
+#[test]
+fn suggestions_are_the_closest_name_within_a_third_of_its_length() {
+    let names: Vec<String> = ["prod", "staging", "dev", "prodé"].map(String::from).into();
+    assert_eq!(suggest("prd", &names), Some("prod"));
+    assert_eq!(suggest("stagign", &names), Some("staging"));
+    assert_eq!(suggest("prodè", &names), Some("prod"), "the first of equally close names, counted in characters");
+    assert_eq!(suggest("qa", &names), None);
+}
+
+#[test]
+fn the_fingerprint_key_has_its_own_table_and_keeps_its_old_name() {
+    let key = |extra: &str| parse(Path::new("/c/cfgsync.toml"), &format!("{extra}\n{BASE}"), &no_env());
+    let pair = |p: &str, f: &str| Some((p.to_owned(), f.to_owned()));
+    assert_eq!(key("").unwrap().fingerprint_key, pair("cfgsync/fingerprint", "key"));
+    assert_eq!(key("[fingerprint]\nkey = \"ops/fp#k\"").unwrap().fingerprint_key, pair("ops/fp", "k"));
+    assert_eq!(key("[kubernetes]\nfingerprint_key = \"old/fp#k\"").unwrap().fingerprint_key, pair("old/fp", "k"));
+    let both = key("[fingerprint]\nkey = \"a#b\"\n[kubernetes]\nfingerprint_key = \"c#d\"").unwrap_err().to_string();
+    assert!(both.contains("/c/cfgsync.toml:4:19: the fingerprint key is set twice"), "{both}");
+    let bad = key("[fingerprint]\nkey = \"nofield\"").unwrap_err().to_string();
+    assert!(bad.contains("/c/cfgsync.toml:2:7: [fingerprint] key must be \"<secret path>#<field>\""), "{bad}");
 }

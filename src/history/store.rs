@@ -44,9 +44,7 @@ pub struct Retention {
 
 /// `<prefix>/_history/<env>/`: the env's records (read-write for its
 /// reconciler role, read for developers).
-pub fn history_prefix(prefix: &str, env: &str) -> String {
-    format!("{prefix}/_history/{env}/")
-}
+pub use crate::source::etcd::keyspace::history_prefix;
 
 /// A record's name: when its pass ended and the revision it read.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -176,7 +174,16 @@ impl HistoryStore {
             HistoryStore::Etcd { etcd, prefix, timeout } => {
                 let env_prefix = history_prefix(prefix, env);
                 let full = format!("{env_prefix}{}", key.name());
-                let work = write_etcd(etcd, env, &env_prefix, &full, &json, guard, retention, record.at_ms);
+                let write = EtcdWrite {
+                    env,
+                    env_prefix: &env_prefix,
+                    key: &full,
+                    json: &json,
+                    guard,
+                    retention,
+                    now_ms: record.at_ms,
+                };
+                let work = write_etcd(etcd, write);
                 match tokio::time::timeout(*timeout, work).await {
                     Ok(r) => r,
                     Err(_) => Err(HistoryError::Timeout { key: full }),
@@ -329,17 +336,22 @@ fn write_error(key: &str, prefix: &str, who: String, e: etcd_client::Error) -> H
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn write_etcd(
-    etcd: &EtcdSource,
-    env: &str,
-    env_prefix: &str,
-    key: &str,
-    json: &str,
-    guard: Option<&Guard>,
+/// One record to write to etcd, and what its pruning needs.
+struct EtcdWrite<'a> {
+    env: &'a str,
+    /// `<prefix>/_history/<env>/`.
+    env_prefix: &'a str,
+    /// The record's full key.
+    key: &'a str,
+    json: &'a str,
+    guard: Option<&'a Guard>,
     retention: Retention,
+    /// The record's time: what is older than `retention.max_age` before it goes.
     now_ms: i64,
-) -> Result<Written, HistoryError> {
+}
+
+async fn write_etcd(etcd: &EtcdSource, write: EtcdWrite<'_>) -> Result<Written, HistoryError> {
+    let EtcdWrite { env, env_prefix, key, json, guard, retention, now_ms } = write;
     let client = etcd.connect().await?;
     let who = match etcd.identity() {
         crate::source::etcd::Identity::User(u) => format!(" as user {u:?}"),

@@ -154,82 +154,120 @@ impl<'a> Analyzer<'a> {
                 adjacency.entry(from).or_default().push(to);
             }
         }
-        let mut findings = Vec::new();
-        // Iterative DFS with colours; depth = longest path below a node.
-        #[derive(Clone, Copy, PartialEq)]
-        enum Colour {
-            Open,
-            Done,
+        let mut search = GraphSearch::new(&adjacency, shown);
+        for &root in adjacency.keys() {
+            search.visit(root);
         }
-        let mut colour: HashMap<&GraphNode, Colour> = HashMap::new();
-        let mut depth: HashMap<&GraphNode, usize> = HashMap::new();
-        let mut reported_cycles: BTreeSet<BTreeSet<&GraphNode>> = BTreeSet::new();
-        let roots: Vec<&GraphNode> = adjacency.keys().copied().collect();
-        for root in roots {
-            if colour.contains_key(root) {
-                continue;
-            }
-            let mut stack: Vec<(&GraphNode, usize)> = vec![(root, 0)];
-            let mut path: Vec<&GraphNode> = vec![root];
-            colour.insert(root, Colour::Open);
-            while let Some((node, next)) = stack.last().copied() {
-                let children = adjacency.get(node).map(Vec::as_slice).unwrap_or(&[]);
-                if next < children.len() {
-                    stack.last_mut().expect("not empty").1 += 1;
-                    let child = children[next];
-                    match colour.get(child) {
-                        None => {
-                            colour.insert(child, Colour::Open);
-                            stack.push((child, 0));
-                            path.push(child);
-                        }
-                        Some(Colour::Open) => {
-                            let start = path.iter().position(|n| *n == child).unwrap_or(0);
-                            let cycle: Vec<&GraphNode> = path[start..].to_vec();
-                            if reported_cycles.insert(cycle.iter().copied().collect()) {
-                                let mut chain: Vec<String> = cycle.iter().map(|n| n.describe(shown)).collect();
-                                chain.push(child.describe(shown));
-                                let what = if cycle.len() == 1 { "refers to itself" } else { "is part of a cycle" };
-                                findings.push(Finding {
-                                    template: child.template().to_owned(),
-                                    message: format!(
-                                        "{} {what}: {}; templates cannot recurse (Tera would overflow the stack)",
-                                        child.describe(shown),
-                                        chain.join(" → ")
-                                    ),
-                                    needle: match child {
-                                        GraphNode::Macro { name, .. } => Some(format!("macro {name}")),
-                                        GraphNode::Template(_) => None,
-                                    },
-                                });
-                            }
-                        }
-                        Some(Colour::Done) => {}
-                    }
-                } else {
-                    let d = children.iter().filter_map(|c| depth.get(c)).map(|d| d + 1).max().unwrap_or(0);
-                    depth.insert(node, d);
-                    colour.insert(node, Colour::Done);
-                    stack.pop();
-                    path.pop();
-                }
-            }
-        }
-        if let Some((node, d)) =
-            depth.iter().filter(|(n, _)| matches!(n, GraphNode::Template(_))).max_by_key(|(_, d)| **d)
-            && *d > MAX_DEPTH
-        {
-            findings.push(Finding {
-                template: node.template().to_owned(),
-                message: format!(
-                    "{} nests includes, imports and macro calls {d} deep; at most {MAX_DEPTH} are allowed",
-                    node.describe(shown)
-                ),
-                needle: None,
-            });
-        }
+        let mut findings = search.findings;
+        findings.extend(depth_finding(&search.depth, shown));
         findings
     }
+}
+
+/// Where [`GraphSearch`] is with a node.
+#[derive(Clone, Copy, PartialEq)]
+enum Colour {
+    /// On the current path.
+    Open,
+    /// Left, with its depth known.
+    Done,
+}
+
+/// An iterative depth-first search of the include/import/macro graph with
+/// colours: finds each cycle once and the depth (longest path) below every
+/// node.
+struct GraphSearch<'g> {
+    adjacency: &'g BTreeMap<&'g GraphNode, Vec<&'g GraphNode>>,
+    shown: &'g dyn Fn(&str) -> String,
+    colour: HashMap<&'g GraphNode, Colour>,
+    depth: HashMap<&'g GraphNode, usize>,
+    reported_cycles: BTreeSet<BTreeSet<&'g GraphNode>>,
+    findings: Vec<Finding>,
+}
+
+impl<'g> GraphSearch<'g> {
+    fn new(adjacency: &'g BTreeMap<&'g GraphNode, Vec<&'g GraphNode>>, shown: &'g dyn Fn(&str) -> String) -> Self {
+        Self {
+            adjacency,
+            shown,
+            colour: HashMap::new(),
+            depth: HashMap::new(),
+            reported_cycles: BTreeSet::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    /// Searches from `root` unless an earlier search reached it.
+    fn visit(&mut self, root: &'g GraphNode) {
+        if self.colour.contains_key(root) {
+            return;
+        }
+        // (node, index of its next child); `path` is the nodes alone.
+        let mut stack: Vec<(&GraphNode, usize)> = vec![(root, 0)];
+        let mut path: Vec<&GraphNode> = vec![root];
+        self.colour.insert(root, Colour::Open);
+        while let Some((node, next)) = stack.last().copied() {
+            let children = self.adjacency.get(node).map(Vec::as_slice).unwrap_or(&[]);
+            let Some(&child) = children.get(next) else {
+                let d = children.iter().filter_map(|c| self.depth.get(c)).map(|d| d + 1).max().unwrap_or(0);
+                self.depth.insert(node, d);
+                self.colour.insert(node, Colour::Done);
+                stack.pop();
+                path.pop();
+                continue;
+            };
+            stack.last_mut().expect("not empty").1 += 1;
+            match self.colour.get(child) {
+                None => {
+                    self.colour.insert(child, Colour::Open);
+                    stack.push((child, 0));
+                    path.push(child);
+                }
+                Some(Colour::Open) => {
+                    let start = path.iter().position(|n| *n == child).unwrap_or(0);
+                    self.cycle(&path[start..], child);
+                }
+                Some(Colour::Done) => {}
+            }
+        }
+    }
+
+    /// `cycle` (a part of the path) leads back to `child`, its first node:
+    /// a finding, unless the same cycle was reported already.
+    fn cycle(&mut self, cycle: &[&'g GraphNode], child: &GraphNode) {
+        if !self.reported_cycles.insert(cycle.iter().copied().collect()) {
+            return;
+        }
+        let shown = self.shown;
+        let mut chain: Vec<String> = cycle.iter().map(|n| n.describe(shown)).collect();
+        chain.push(child.describe(shown));
+        let what = if cycle.len() == 1 { "refers to itself" } else { "is part of a cycle" };
+        self.findings.push(Finding {
+            template: child.template().to_owned(),
+            message: format!(
+                "{} {what}: {}; templates cannot recurse (Tera would overflow the stack)",
+                child.describe(shown),
+                chain.join(" → ")
+            ),
+            needle: match child {
+                GraphNode::Macro { name, .. } => Some(format!("macro {name}")),
+                GraphNode::Template(_) => None,
+            },
+        });
+    }
+}
+
+/// The deepest template, when it is deeper than [`MAX_DEPTH`].
+fn depth_finding(depth: &HashMap<&GraphNode, usize>, shown: &dyn Fn(&str) -> String) -> Option<Finding> {
+    let (node, d) = depth.iter().filter(|(n, _)| matches!(n, GraphNode::Template(_))).max_by_key(|(_, d)| **d)?;
+    (*d > MAX_DEPTH).then(|| Finding {
+        template: node.template().to_owned(),
+        message: format!(
+            "{} nests includes, imports and macro calls {d} deep; at most {MAX_DEPTH} are allowed",
+            node.describe(shown)
+        ),
+        needle: None,
+    })
 }
 
 /// Walks one template's AST.

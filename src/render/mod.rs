@@ -253,52 +253,12 @@ impl Templates {
         })
     }
 
+    /// Gathers the template texts, parses them, then analyses each
+    /// output's entries and the templates they reach; every problem is
+    /// reported, in that order.
     fn compile_here(config: &Config) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let mut files = Vec::new();
-        collect_template_files(config, &mut files, &mut problems);
-        let mut sources: Vec<(String, String)> = Vec::new();
-        let mut origins: HashMap<String, Origin> = HashMap::new();
-        let mut private: HashMap<String, PathBuf> = HashMap::new();
-        for file in files {
-            if file.private {
-                private.insert(file.name.clone(), file.shown.clone());
-            }
-            origins.insert(file.name.clone(), Origin::File(file.shown));
-            sources.push((file.name, file.text));
-        }
-        // Only what is not a simple template goes to Tera.
-        let mut simple = HashMap::new();
-        let mut tera_sources: Vec<(String, String)> = sources.clone();
-        for output in &config.outputs {
-            for entry in &output.entries {
-                if let EntryTemplate::Inline(text) = &entry.template {
-                    let name = inline_name(&output.name, &entry.name);
-                    sources.push((name.clone(), text.clone()));
-                    match simple::parse(text) {
-                        Some(s) => {
-                            simple.insert(name, s);
-                        }
-                        None => {
-                            origins.insert(name.clone(), Origin::Inline(entry.location.clone()));
-                            tera_sources.push((name, text.clone()));
-                        }
-                    }
-                }
-            }
-        }
-        // The shipped library, when something may use it: Tera 1 names
-        // every include, import and extends as a literal, so a template
-        // that uses `cfgsync/x.tera` contains that text.
-        if tera_sources.iter().any(|(_, text)| text.contains(library::PREFIX)) {
-            for (name, text) in library::SHIPPED {
-                if !origins.contains_key(*name) {
-                    origins.insert(name.to_string(), Origin::Shipped);
-                    sources.push((name.to_string(), text.to_string()));
-                    tera_sources.push((name.to_string(), text.to_string()));
-                }
-            }
-        }
+        let Sources { all, tera: tera_sources, simple, origins, private } = Sources::collect(config, &mut problems);
         let (tera, parse_problems) = build_tera(&tera_sources, |name, offset, message| {
             let text = tera_sources.iter().find(|(n, _)| n == name).map_or("", |(_, t)| t.as_str());
             Problem { location: locate(name, &origins, offset.map(|o| position(text, o))), message }
@@ -309,92 +269,21 @@ impl Templates {
             return Err(ConfigError { problems });
         }
 
-        let shown = |name: &str| shown_name(name, &origins);
         let mut analyzer = check::Analyzer::new(&tera);
-        // Problems of a template are reported once, at the template, with the
-        // first output that uses it.
-        let mut users: HashMap<String, (String, String)> = HashMap::new();
-        let mut outputs = Vec::new();
-        for output in &config.outputs {
-            let mut analysis = Analysis::default();
-            let mut literal_names = BTreeSet::new();
-            let mut entries = Vec::new();
-            let mut private_used = Vec::new();
-            for entry in &output.entries {
-                let template_name = match &entry.template {
-                    EntryTemplate::Key(k) => {
-                        literal_names.insert(k.clone());
-                        entries.push((entry.name.clone(), format!("{KEY_PREFIX}{k}")));
-                        continue;
-                    }
-                    EntryTemplate::Inline(_) => {
-                        let name = inline_name(&output.name, &entry.name);
-                        if let Some(s) = simple.get(&name) {
-                            analysis.secret_paths.extend(s.secret_paths().map(str::to_owned));
-                            s.literal_names(&mut literal_names);
-                            entries.push((entry.name.clone(), name));
-                            continue;
-                        }
-                        name
-                    }
-                    EntryTemplate::File(f) => {
-                        if !tera.templates.contains_key(f) {
-                            problems.push(Problem::at(
-                                entry.location.clone(),
-                                format!(
-                                    "output {:?}, entry {:?}: template file {} not found",
-                                    output.name,
-                                    entry.name,
-                                    config.templates_dir.join(f).display()
-                                ),
-                            ));
-                            continue;
-                        }
-                        f.clone()
-                    }
-                };
-                for t in analyzer.reach(&template_name) {
-                    if let Some(path) = private.get(&t) {
-                        private_used.push((entry.location.clone(), entry.name.clone(), path.display().to_string()));
-                    }
-                    users.entry(t).or_insert_with(|| (output.name.clone(), entry.name.clone()));
-                }
-                analysis.secret_paths.extend(analyzer.secret_paths(&template_name));
-                literal_names.extend(analyzer.literal_names(&template_name));
-                entries.push((entry.name.clone(), template_name));
-            }
-            analysis.literal_names = Arc::new(literal_names);
-            secret_safety(output, &analysis, &mut problems);
-            private_template_problems(output, &analysis, &private_used, &mut problems);
-            outputs.push(CompiledOutput { name: output.name.clone(), envs: output.envs.clone(), entries, analysis });
-        }
-        let mut findings: Vec<check::Finding> = Vec::new();
-        let mut names: Vec<&String> = users.keys().collect();
-        names.sort();
-        for name in names {
-            if let Some(f) = analyzer.facts(name) {
-                findings.extend(f.findings.iter().cloned());
-            }
-        }
-        findings.extend(analyzer.graph_findings(&shown));
-        for finding in findings {
-            let text = sources.iter().find(|(n, _)| *n == finding.template).map_or("", |(_, t)| t.as_str());
-            let at = finding.needle.as_deref().and_then(|n| text.find(n)).map(|o| position(text, o));
-            let location = locate(&finding.template, &origins, at);
-            let message = match (users.get(&finding.template), &origins.get(&finding.template)) {
-                (Some((o, e)), Some(Origin::Inline(_))) | (Some((o, e)), None) => {
-                    format!("output {o:?}, entry {e:?}: {}", finding.message)
-                }
-                (Some((o, e)), Some(_)) => format!("{} (used by output {o:?}, entry {e:?})", finding.message),
-                (None, _) => finding.message.clone(),
-            };
-            problems.push(Problem { location, message });
-        }
+        let mut users = Users::new();
+        let compiler = OutputCompiler { config, tera: &tera, simple: &simple, private: &private };
+        let outputs: Vec<CompiledOutput> = config
+            .outputs
+            .iter()
+            .map(|output| compiler.compile(output, &mut analyzer, &mut users, &mut problems))
+            .collect();
+        problems.extend(template_problems(&analyzer, &users, &all, &origins));
+        drop(analyzer);
         if !problems.is_empty() {
             problems.dedup();
             return Err(ConfigError { problems });
         }
-        let (outputs, sources) = (Arc::new(outputs), Arc::new(sources));
+        let (outputs, sources) = (Arc::new(outputs), Arc::new(all));
         Ok(Self { tera, simple, outputs, limits: config.render, sources, id: fastrand::u64(..) })
     }
 
@@ -428,11 +317,6 @@ impl Templates {
             .collect()
     }
 
-    /// A renderer bound to one env's snapshot (cheap: nothing is copied).
-    pub fn for_snapshot(&self, snapshot: Arc<Snapshot>) -> EnvRenderer<'_> {
-        EnvRenderer { templates: self, snapshot }
-    }
-
     /// Renders output `index` for the snapshot's env, in this process and on
     /// this thread (see [`sandbox`] for rendering in a worker process).
     pub fn render(&self, index: usize, snapshot: &Arc<Snapshot>) -> Result<Rendered, RenderError> {
@@ -448,84 +332,59 @@ impl Templates {
             deadline: Instant::now() + self.limits.timeout,
             range_budget: self.limits.max_range.into(),
         };
-        let (result, log) = functions::with_scope(scope, || {
-            let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-            let mut total = 0usize;
-            for (entry, template) in &output.entries {
-                let room = self.limits.max_entry_bytes.min(self.limits.max_output_bytes.saturating_sub(total));
-                if let Some(key) = template.strip_prefix(KEY_PREFIX) {
-                    let bytes =
-                        functions::key_bytes(key).map_err(|e| (entry.clone(), template.clone(), Failure::Tera(e)))?;
-                    if bytes.len() > room {
-                        return Err((entry.clone(), template.clone(), Failure::Limit(LimitHit::EntrySize)));
-                    }
-                    total += bytes.len();
-                    entries.insert(entry.clone(), bytes);
-                    continue;
-                }
-                let mut out = LimitedWriter { buf: Vec::new(), room, hit: None };
-                let rendered = match self.simple.get(template) {
-                    Some(simple) => simple.render(&env, &mut out),
-                    None => self.tera.render_to(template, &context, &mut out),
-                };
-                if let Some(hit) = out.hit {
-                    let hit = if hit == LimitHit::EntrySize && room < self.limits.max_entry_bytes {
-                        LimitHit::OutputSize
-                    } else {
-                        hit
-                    };
-                    return Err((entry.clone(), template.clone(), Failure::Limit(hit)));
-                }
-                if let Err(e) = rendered {
-                    return Err((entry.clone(), template.clone(), Failure::Tera(e)));
-                }
-                total += out.buf.len();
-                entries.insert(entry.clone(), out.buf);
-            }
-            Ok(entries)
-        });
+        let (result, log) = functions::with_scope(scope, || self.render_entries(output, &env, &context));
         match result {
             Ok(entries) => {
                 let tainted = log.tainted;
                 let entries = entries.into_iter().map(|(k, v)| (k, Content::new(v, tainted))).collect();
                 Ok(Rendered { output: output.name.clone(), env, entries, tainted, used: log.used })
             }
-            Err((entry, template, failure)) => {
-                let output_names = output.analysis.literal_names.clone();
-                let output = output.name.clone();
-                if let Some(missing) = log.missing {
-                    let (Missing::Key(name) | Missing::Secret(name) | Missing::SecretField { field: name, .. }) =
-                        &missing;
-                    if !reads_secrets || output_names.contains(name) {
-                        return Err(RenderError::Missing { output, env, entry, missing });
-                    }
-                    let what = match missing {
-                        Missing::Key(_) => "a key",
-                        Missing::Secret(_) | Missing::SecretField { .. } => "a secret field",
-                    };
-                    let message = format!(
-                        "{what} was not found; its name was computed while rendering and is withheld, as this output reads secrets"
-                    );
-                    return Err(RenderError::Template { output, env, entry, template: None, message });
-                }
-                let limit = match failure {
-                    Failure::Limit(hit) => Some(hit),
-                    Failure::Tera(_) => log.limit,
-                };
-                if let Some(limit) = limit {
-                    return Err(RenderError::Limit { output, env, entry: Some(entry), limit });
-                }
-                let Failure::Tera(e) = failure else { unreachable!("limits are handled above") };
-                let message = match &log.function_error {
-                    Some(ours) => ours.clone(),
-                    None if reads_secrets || log.tainted => allow_listed(&e),
-                    None => without_internal_names(&tera_error_text(&e)),
-                };
-                let template =
-                    (!template.starts_with(INLINE_PREFIX) && !template.starts_with(KEY_PREFIX)).then_some(template);
-                Err(RenderError::Template { output, env, entry, template, message })
-            }
+            Err(failed) => Err(failed.into_error(output, env, log, reads_secrets)),
         }
+    }
+
+    /// Renders every entry of `output` in turn (inside the render's scope),
+    /// within the entry and output size limits; stops at the first failure.
+    fn render_entries(
+        &self,
+        output: &CompiledOutput,
+        env: &str,
+        context: &tera::Context,
+    ) -> Result<BTreeMap<String, Vec<u8>>, EntryFailure> {
+        let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut total = 0usize;
+        for (entry, template) in &output.entries {
+            let fail = |failure| EntryFailure { entry: entry.clone(), template: template.clone(), failure };
+            let room = self.limits.max_entry_bytes.min(self.limits.max_output_bytes.saturating_sub(total));
+            if let Some(key) = template.strip_prefix(KEY_PREFIX) {
+                let bytes = functions::key_bytes(key).map_err(|e| fail(Failure::Tera(e)))?;
+                if bytes.len() > room {
+                    return Err(fail(Failure::Limit(LimitHit::EntrySize)));
+                }
+                total += bytes.len();
+                entries.insert(entry.clone(), bytes);
+                continue;
+            }
+            let mut out = LimitedWriter { buf: Vec::new(), room, hit: None };
+            let rendered = match self.simple.get(template) {
+                Some(simple) => simple.render(env, &mut out),
+                None => self.tera.render_to(template, context, &mut out),
+            };
+            if let Some(hit) = out.hit {
+                let hit = if hit == LimitHit::EntrySize && room < self.limits.max_entry_bytes {
+                    LimitHit::OutputSize
+                } else {
+                    hit
+                };
+                return Err(fail(Failure::Limit(hit)));
+            }
+            if let Err(e) = rendered {
+                return Err(fail(Failure::Tera(e)));
+            }
+            total += out.buf.len();
+            entries.insert(entry.clone(), out.buf);
+        }
+        Ok(entries)
     }
 
     /// (name, text) of every template, for a worker compiling the same set.
@@ -578,6 +437,280 @@ pub type OutputSpec = (String, Vec<String>, Vec<(String, String)>, (BTreeSet<Str
 enum Failure {
     Tera(tera::Error),
     Limit(LimitHit),
+}
+
+/// The entry a render stopped at: its name, its template, and why.
+struct EntryFailure {
+    entry: String,
+    template: String,
+    failure: Failure,
+}
+
+impl EntryFailure {
+    /// The error to report, from what the render's `log` knows: a missing
+    /// name, a limit hit, or Tera's failure. Where the output reads
+    /// secrets, only allow-listed text (see "Errors are an allow-list").
+    fn into_error(
+        self,
+        output: &CompiledOutput,
+        env: String,
+        log: functions::RenderLog,
+        reads_secrets: bool,
+    ) -> RenderError {
+        let EntryFailure { entry, template, failure } = self;
+        let output_names = output.analysis.literal_names.clone();
+        let output = output.name.clone();
+        if let Some(missing) = log.missing {
+            let (Missing::Key(name) | Missing::Secret(name) | Missing::SecretField { field: name, .. }) = &missing;
+            if !reads_secrets || output_names.contains(name) {
+                return RenderError::Missing { output, env, entry, missing };
+            }
+            let what = match missing {
+                Missing::Key(_) => "a key",
+                Missing::Secret(_) | Missing::SecretField { .. } => "a secret field",
+            };
+            let message = format!(
+                "{what} was not found; its name was computed while rendering and is withheld, as this output reads secrets"
+            );
+            return RenderError::Template { output, env, entry, template: None, message };
+        }
+        let limit = match failure {
+            Failure::Limit(hit) => Some(hit),
+            Failure::Tera(_) => log.limit,
+        };
+        if let Some(limit) = limit {
+            return RenderError::Limit { output, env, entry: Some(entry), limit };
+        }
+        let Failure::Tera(e) = failure else { unreachable!("limits are handled above") };
+        let message = match &log.function_error {
+            Some(ours) => ours.clone(),
+            None if reads_secrets || log.tainted => allow_listed(&e),
+            None => without_internal_names(&tera_error_text(&e)),
+        };
+        let template = (!template.starts_with(INLINE_PREFIX) && !template.starts_with(KEY_PREFIX)).then_some(template);
+        RenderError::Template { output, env, entry, template, message }
+    }
+}
+
+/// Every template text of a config, and where each came from.
+struct Sources {
+    /// (name, text) of every template, simple ones included: what the
+    /// render worker compiles.
+    all: Vec<(String, String)>,
+    /// What goes to Tera: all but the simple inline templates.
+    tera: Vec<(String, String)>,
+    /// Inline entries that are simple templates, by template name.
+    simple: HashMap<String, simple::Simple>,
+    origins: HashMap<String, Origin>,
+    /// Private template files, by name: their paths as shown.
+    private: HashMap<String, PathBuf>,
+}
+
+impl Sources {
+    /// The files under `templates/`, every inline entry, and the shipped
+    /// library when something may use it.
+    fn collect(config: &Config, problems: &mut Vec<Problem>) -> Self {
+        let mut sources = Sources {
+            all: Vec::new(),
+            tera: Vec::new(),
+            simple: HashMap::new(),
+            origins: HashMap::new(),
+            private: HashMap::new(),
+        };
+        sources.add_files(config, problems);
+        sources.add_inline(config);
+        sources.add_library();
+        sources
+    }
+
+    fn add_files(&mut self, config: &Config, problems: &mut Vec<Problem>) {
+        let mut files = Vec::new();
+        collect_template_files(config, &mut files, problems);
+        for file in files {
+            if file.private {
+                self.private.insert(file.name.clone(), file.shown.clone());
+            }
+            self.origins.insert(file.name.clone(), Origin::File(file.shown));
+            self.all.push((file.name.clone(), file.text.clone()));
+            self.tera.push((file.name, file.text));
+        }
+    }
+
+    /// Only what is not a simple template goes to Tera.
+    fn add_inline(&mut self, config: &Config) {
+        for output in &config.outputs {
+            for entry in &output.entries {
+                let EntryTemplate::Inline(text) = &entry.template else { continue };
+                let name = inline_name(&output.name, &entry.name);
+                self.all.push((name.clone(), text.clone()));
+                match simple::parse(text) {
+                    Some(s) => {
+                        self.simple.insert(name, s);
+                    }
+                    None => {
+                        self.origins.insert(name.clone(), Origin::Inline(entry.location.clone()));
+                        self.tera.push((name, text.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shipped library, when something may use it: Tera 1 names every
+    /// include, import and extends as a literal, so a template that uses
+    /// `cfgsync/x.tera` contains that text.
+    fn add_library(&mut self) {
+        if !self.tera.iter().any(|(_, text)| text.contains(library::PREFIX)) {
+            return;
+        }
+        for (name, text) in library::SHIPPED {
+            if !self.origins.contains_key(*name) {
+                self.origins.insert(name.to_string(), Origin::Shipped);
+                self.all.push((name.to_string(), text.to_string()));
+                self.tera.push((name.to_string(), text.to_string()));
+            }
+        }
+    }
+}
+
+/// Template name → the first (output, entry) that uses it: a template's
+/// problems are reported once, at the template, with its first user.
+type Users = HashMap<String, (String, String)>;
+
+/// What compiling an output reads: the config and the parsed templates.
+struct OutputCompiler<'a> {
+    config: &'a Config,
+    tera: &'a Tera,
+    simple: &'a HashMap<String, simple::Simple>,
+    private: &'a HashMap<String, PathBuf>,
+}
+
+/// What an entry renders from, once its template is known to exist.
+enum EntrySource<'a> {
+    /// A key's bytes.
+    Key(&'a String),
+    /// A simple inline template (named).
+    Simple(String, &'a simple::Simple),
+    /// A Tera template (named): inline, or a file under `templates/`.
+    Tera(String),
+}
+
+impl OutputCompiler<'_> {
+    /// The output's entries and its static analysis; its problems go to
+    /// `problems`, and the templates it reaches to `users`.
+    fn compile(
+        &self,
+        output: &crate::config::Output,
+        analyzer: &mut check::Analyzer,
+        users: &mut Users,
+        problems: &mut Vec<Problem>,
+    ) -> CompiledOutput {
+        let mut analysis = Analysis::default();
+        let mut literal_names = BTreeSet::new();
+        let mut entries = Vec::new();
+        let mut private_used = Vec::new();
+        for entry in &output.entries {
+            let source = match self.source_of(output, entry) {
+                Ok(source) => source,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            };
+            let template_name = match source {
+                EntrySource::Key(k) => {
+                    literal_names.insert(k.clone());
+                    format!("{KEY_PREFIX}{k}")
+                }
+                EntrySource::Simple(name, s) => {
+                    analysis.secret_paths.extend(s.secret_paths().map(str::to_owned));
+                    s.literal_names(&mut literal_names);
+                    name
+                }
+                EntrySource::Tera(name) => {
+                    for t in analyzer.reach(&name) {
+                        if let Some(path) = self.private.get(&t) {
+                            private_used.push((entry.location.clone(), entry.name.clone(), path.display().to_string()));
+                        }
+                        users.entry(t).or_insert_with(|| (output.name.clone(), entry.name.clone()));
+                    }
+                    analysis.secret_paths.extend(analyzer.secret_paths(&name));
+                    literal_names.extend(analyzer.literal_names(&name));
+                    name
+                }
+            };
+            entries.push((entry.name.clone(), template_name));
+        }
+        analysis.literal_names = Arc::new(literal_names);
+        secret_safety(output, &analysis, problems);
+        private_template_problems(output, &analysis, &private_used, problems);
+        CompiledOutput { name: output.name.clone(), envs: output.envs.clone(), entries, analysis }
+    }
+
+    /// What `entry` renders from; a template file that is not there is a
+    /// problem at the entry.
+    fn source_of<'e>(
+        &'e self,
+        output: &crate::config::Output,
+        entry: &'e crate::config::Entry,
+    ) -> Result<EntrySource<'e>, Problem> {
+        match &entry.template {
+            EntryTemplate::Key(k) => Ok(EntrySource::Key(k)),
+            EntryTemplate::Inline(_) => {
+                let name = inline_name(&output.name, &entry.name);
+                Ok(match self.simple.get(&name) {
+                    Some(s) => EntrySource::Simple(name, s),
+                    None => EntrySource::Tera(name),
+                })
+            }
+            EntryTemplate::File(f) if self.tera.templates.contains_key(f) => Ok(EntrySource::Tera(f.clone())),
+            EntryTemplate::File(f) => Err(Problem::at(
+                entry.location.clone(),
+                format!(
+                    "output {:?}, entry {:?}: template file {} not found",
+                    output.name,
+                    entry.name,
+                    self.config.templates_dir.join(f).display()
+                ),
+            )),
+        }
+    }
+}
+
+/// The findings of the static checks in every template some output uses,
+/// and of the include/import graph, each at its template, naming the
+/// first output and entry that use it.
+fn template_problems(
+    analyzer: &check::Analyzer,
+    users: &Users,
+    sources: &[(String, String)],
+    origins: &HashMap<String, Origin>,
+) -> Vec<Problem> {
+    let mut findings: Vec<check::Finding> = Vec::new();
+    let mut names: Vec<&String> = users.keys().collect();
+    names.sort();
+    for name in names {
+        if let Some(f) = analyzer.facts(name) {
+            findings.extend(f.findings.iter().cloned());
+        }
+    }
+    findings.extend(analyzer.graph_findings(&|name| shown_name(name, origins)));
+    findings
+        .into_iter()
+        .map(|finding| {
+            let text = sources.iter().find(|(n, _)| *n == finding.template).map_or("", |(_, t)| t.as_str());
+            let at = finding.needle.as_deref().and_then(|n| text.find(n)).map(|o| position(text, o));
+            let location = locate(&finding.template, origins, at);
+            let message = match (users.get(&finding.template), origins.get(&finding.template)) {
+                (Some((o, e)), Some(Origin::Inline(_)) | None) => {
+                    format!("output {o:?}, entry {e:?}: {}", finding.message)
+                }
+                (Some((o, e)), Some(_)) => format!("{} (used by output {o:?}, entry {e:?})", finding.message),
+                (None, _) => finding.message,
+            };
+            Problem { location, message }
+        })
+        .collect()
 }
 
 /// Parses every `(name, text)` once and links them (includes, extends,
@@ -676,53 +809,17 @@ impl Write for LimitedWriter {
     }
 }
 
-/// Renders outputs for one env.
-pub struct EnvRenderer<'a> {
-    templates: &'a Templates,
-    snapshot: Arc<Snapshot>,
-}
-
-impl EnvRenderer<'_> {
-    /// Renders output `index` (config order) for this env.
-    pub fn render(&self, index: usize) -> Result<Rendered, RenderError> {
-        self.templates.render(index, &self.snapshot)
-    }
-}
-
 /// Refuses, before any source is read, what can already be known to be
-/// unsafe: an output that reads a secret going to a ConfigMap or to a file
-/// readable by others. (A Secret's fingerprint is always keyed:
-/// `fingerprint_key` has a default, which `policy apply` provisions.)
-/// Targets check the rendered taint again in every case (a template can
-/// only be judged fully by rendering it).
+/// unsafe: an output that reads a secret going where its kind says a
+/// secret must not go ([`crate::targets::Kind::secret_problem`]: a
+/// ConfigMap, a file readable by others). Targets check the rendered
+/// taint again in every case (a template can only be judged fully by
+/// rendering it).
 fn secret_safety(output: &crate::config::Output, analysis: &Analysis, problems: &mut Vec<Problem>) {
     let Some(secret) = analysis.secret_paths.iter().next() else { return };
     for target in &output.targets {
-        match &target.kind {
-            crate::config::TargetKind::Kubernetes(k) => match k.object {
-                crate::config::ObjectKind::ConfigMap => problems.push(Problem::at(
-                    target.location.clone(),
-                    format!(
-                        "output {:?} reads secret {secret:?} and cannot go to a ConfigMap ({}): use kind = \"kubernetes-secret\"",
-                        output.name,
-                        k.addresses.values().map(|a| format!("{}/{} in context {:?}", a.namespace, a.name, a.context)).collect::<Vec<_>>().join(", ")
-                    ),
-                )),
-                crate::config::ObjectKind::Secret => {}
-            },
-            // Secrets become masked GitLab variables and sealed GitHub
-            // secrets; values GitLab cannot mask are refused per value.
-            crate::config::TargetKind::Gitlab(_) | crate::config::TargetKind::Github(_) => {}
-            crate::config::TargetKind::File(f) => {
-                if let Some(mode) = f.mode
-                    && let Err(why) = crate::config::secret_mode_problem(mode)
-                {
-                    problems.push(Problem::at(
-                        target.location.clone(),
-                        format!("output {:?} reads secret {secret:?}: mode {mode:04o} {why}", output.name),
-                    ));
-                }
-            }
+        if let Some(message) = target.kind.secret_problem(&output.name, secret) {
+            problems.push(Problem::at(target.location.clone(), message));
         }
     }
 }

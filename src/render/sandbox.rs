@@ -50,7 +50,9 @@
 //! There is a small pool of workers (one per core, at most [`MAX_WORKERS`]),
 //! so the envs of a pass render in parallel, and [`Sandbox::prewarm`]
 //! starts them (process start, compiling the templates) while the sources
-//! are being read.
+//! are being read, on tasks the pool owns (a `TaskTracker` and a
+//! `CancellationToken`): [`Sandbox::stop_workers`] stops and awaits them
+//! before it kills the idle workers, so none starts after it.
 //!
 //! Outputs that run no Tera code — every entry a key's bytes or a
 //! [`super::simple`] template (text and `key`/`key_or`/`secret` lookups) —
@@ -73,6 +75,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{LimitHit, Limits, RenderError, Rendered, Templates, Use};
 use crate::secret::{Content, SecretString};
@@ -127,6 +131,10 @@ pub const MAX_WORKERS: usize = 4;
 struct Pool {
     permits: tokio::sync::Semaphore,
     idle: std::sync::Mutex<Vec<Option<Worker>>>,
+    /// [`Sandbox::prewarm`]'s tasks, which [`Sandbox::stop_workers`] stops
+    /// (`stop`) and waits for, so that no worker starts after it.
+    prewarming: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl Pool {
@@ -134,6 +142,8 @@ impl Pool {
         Self {
             permits: tokio::sync::Semaphore::new(size),
             idle: std::sync::Mutex::new((0..size).map(|_| None).collect()),
+            prewarming: TaskTracker::new(),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -340,12 +350,17 @@ impl Sandbox {
         }
     }
 
-    /// Kills and reaps every idle worker: `main` calls it before cfgsync
-    /// exits, whatever the outcome, so no worker outlives the command (the
-    /// pool is a static, which Rust never drops). Workers in use belong to
-    /// a rendering still running and are killed when it is dropped.
+    /// Stops prewarming (a worker being started is killed) and waits for
+    /// it, then kills and reaps every idle worker: `main` calls it before
+    /// cfgsync exits, whatever the outcome, so no worker outlives the
+    /// command (the pool is a static, which Rust never drops). Workers in
+    /// use belong to a rendering still running and are killed when it is
+    /// dropped. Later renders still start workers; prewarming stays off.
     pub async fn stop_workers(&self) {
         let Mode::Worker { pool, .. } = &self.mode else { return };
+        pool.stop.cancel();
+        pool.prewarming.close();
+        pool.prewarming.wait().await;
         let workers: Vec<Worker> = pool.idle.lock().expect("pool lock").iter_mut().filter_map(Option::take).collect();
         for mut w in workers {
             let _ = w.child.start_kill();
@@ -355,37 +370,46 @@ impl Sandbox {
 
     /// Starts the workers for `templates` in the background (a no-op in
     /// process, or when they run already), so that the first pass does not
-    /// wait for them.
+    /// wait for them. The tasks are the pool's ([`Pool::prewarming`]).
     pub fn prewarm(&'static self, templates: &Templates) {
         let Mode::Worker { exe, pool } = &self.mode else { return };
-        if !templates.any_runs_tera() {
+        if !templates.any_runs_tera() || pool.stop.is_cancelled() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let parts = InitParts::of(templates);
         let size = pool.idle.lock().expect("pool lock").len();
-        runtime.spawn(async move {
+        let task = async move {
             // Serialising thousands of templates takes a while: not on the caller's thread.
             let Ok(Ok(init)) = tokio::task::spawn_blocking(move || parts.build()).await else { return };
             let init = Arc::new(init);
             for _ in 0..size {
                 let init = init.clone();
-                tokio::spawn(async move {
-                    let Ok(permit) = pool.permits.try_acquire() else { return };
-                    let mut slot = pool.idle.lock().expect("pool lock").pop().flatten();
-                    if slot.as_ref().is_none_or(|w| w.templates != init.id) {
-                        if let Some(mut old) = slot.take() {
-                            let _ = old.child.start_kill();
-                            let _ = old.child.wait().await;
-                        }
-                        slot = start(exe, &init).await.ok();
-                    }
-                    pool.give_back(slot);
-                    drop(permit);
-                });
+                pool.prewarming.spawn(warm(exe, pool, init));
             }
-        });
+        };
+        pool.prewarming.spawn_on(pool.stop.clone().run_until_cancelled_owned(task), &runtime);
     }
+}
+
+/// Starts one idle worker for `init`'s templates unless one runs already,
+/// every slot is busy or prewarming has stopped; a worker still starting
+/// when it stops is killed and reaped ([`start`]).
+async fn warm(exe: &std::path::Path, pool: &Pool, init: Arc<Init>) {
+    if pool.stop.is_cancelled() {
+        return;
+    }
+    let Ok(permit) = pool.permits.try_acquire() else { return };
+    let mut slot = pool.idle.lock().expect("pool lock").pop().flatten();
+    if slot.as_ref().is_none_or(|w| w.templates != init.id) {
+        if let Some(mut old) = slot.take() {
+            let _ = old.child.start_kill();
+            let _ = old.child.wait().await;
+        }
+        slot = start(exe, &init, Some(&pool.stop)).await.ok();
+    }
+    pool.give_back(slot);
+    drop(permit);
 }
 
 /// What starting a worker for one set of templates takes.
@@ -473,7 +497,7 @@ async fn render_batch(
         let _ = old.child.wait().await;
     }
     if slot.is_none() {
-        match async { start(exe, &InitParts::of(templates).build()?).await }.await {
+        match async { start(exe, &InitParts::of(templates).build()?, None).await }.await {
             Ok(w) => *slot = Some(w),
             Err(e) => {
                 results.push(Err(worker_error(templates, indices[0], &snapshot.env, e)));
@@ -539,7 +563,10 @@ async fn render_batch(
     }
 }
 
-async fn start(exe: &std::path::Path, init: &Init) -> Result<Worker, String> {
+/// Starts a worker and waits until it has compiled the templates; gives up
+/// (killing and reaping it) after [`LOAD_TIMEOUT`] or once `stop` is
+/// cancelled.
+async fn start(exe: &std::path::Path, init: &Init, stop: Option<&CancellationToken>) -> Result<Worker, String> {
     let mut child = tokio::process::Command::new(exe)
         .arg(WORKER_COMMAND)
         .arg(std::process::id().to_string())
@@ -560,14 +587,22 @@ async fn start(exe: &std::path::Path, init: &Init) -> Result<Worker, String> {
         return Err("the render worker has no pipes".into());
     };
     let mut stdout = stdout;
-    let ready = tokio::time::timeout(LOAD_TIMEOUT, async {
+    let handshake = tokio::time::timeout(LOAD_TIMEOUT, async {
         write_frame(&mut stdin, &init.frame).await.map_err(|e| format!("cannot talk to the render worker: {e}"))?;
         expect_ready(&mut stdout).await.map_err(|e| format!("the render worker {e}"))
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(format!("the render worker took more than {} s to compile the templates", LOAD_TIMEOUT.as_secs()))
     });
+    let stopped = async {
+        match stop {
+            Some(stop) => stop.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let ready = tokio::select! {
+        ready = handshake => ready.unwrap_or_else(|_| {
+            Err(format!("the render worker took more than {} s to compile the templates", LOAD_TIMEOUT.as_secs()))
+        }),
+        () = stopped => Err("the render worker was no longer needed".to_owned()),
+    };
     if let Err(e) = ready {
         let _ = child.start_kill();
         let _ = child.wait().await;

@@ -42,7 +42,7 @@ fn compile(entries: &str) -> (tempfile::TempDir, Result<Templates, ConfigError>)
 fn render(entries: &str) -> Result<Rendered, RenderError> {
     let (_dir, t) = compile(entries);
     let t = t.unwrap();
-    t.for_snapshot(snapshot()).render(0)
+    t.render(0, &snapshot())
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn template_files_include_and_locate_errors() {
     let c = config(dir.path(), "A = { template = \"main.tera\" }");
     let t = Templates::compile(&c).unwrap();
     assert_eq!(t.analysis(0).secret_paths.iter().collect::<Vec<_>>(), ["db"], "found through the include");
-    let r = t.for_snapshot(snapshot()).render(0).unwrap();
+    let r = t.render(0, &snapshot()).unwrap();
     assert_eq!(r.entries["A"].expose_str().unwrap(), "admin|prod");
     assert!(r.tainted);
 
@@ -156,15 +156,32 @@ fn template_files_include_and_locate_errors() {
     assert!(e.contains("template file") && e.contains("missing.tera not found"), "{e}");
 }
 
+/// A render starts from a clean log: what an earlier render on the same
+/// thread read (a secret) neither shows in the next one's `used` nor taints
+/// it.
 #[test]
 fn renders_are_independent_per_output_call() {
-    let (_d, t) = compile("A = \"{{ secret(path='db', field='user') }}\"");
-    let t = t.unwrap();
-    let r = t.for_snapshot(snapshot());
-    assert!(r.render(0).unwrap().tainted);
-    // A second render starts from a clean log.
-    let again = r.render(0).unwrap();
-    assert_eq!(again.used.len(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let output = |name: &str, entry: &str| {
+        format!(
+            "[[output]]\nname = \"{name}\"\n[output.entries]\n{entry}\n[[output.target]]\nkind = \"file\"\npath = \"out/{name}.env\"\n"
+        )
+    };
+    let text = format!(
+        "[files]\n[envs.prod]\n\n{}\n{}",
+        output("secret", "A = \"{{ secret(path='db', field='user') }}\""),
+        output("plain", "B = \"{{ key(name='db/host') }}\"")
+    );
+    let c = config::parse(&dir.path().join("cfgsync.toml"), &text, &BTreeMap::<String, String>::new()).unwrap();
+    let t = Templates::compile(&c).unwrap();
+    let s = snapshot();
+    let secret = t.render(0, &s).unwrap();
+    assert!(secret.tainted);
+    assert_eq!(secret.used, [Use::Secret("db".into())].into());
+    let plain = t.render(1, &s).unwrap();
+    assert!(!plain.tainted);
+    assert_eq!(plain.used, [Use::Key("db/host".into())].into());
+    assert_eq!(t.render(0, &s).unwrap().used, secret.used, "the same render again reads the same");
 }
 
 // ---------------------------------------------------------------------------
@@ -227,7 +244,7 @@ fn errors_after_transforming_a_secret_never_carry_it() {
             let entry = format!("A = \"{}\"", failing.replace('"', "\\\""));
             let (_d, t) = compile(&entry);
             let t = t.unwrap_or_else(|e| panic!("{entry}: {e}"));
-            let Err(e) = t.for_snapshot(snapshot()).render(0) else { continue };
+            let Err(e) = t.render(0, &snapshot()) else { continue };
             assert_no_canary(&e.to_string());
             assert_no_canary(&format!("{e:?}"));
             assert_no_canary(&serde_json::to_string(&e).unwrap());
@@ -341,7 +358,7 @@ fn imports_and_the_shipped_library_work() {
         "A = \"{% import 'macros.tera' as m %}{{ m::url(host=key(name='db/host')) }}\"\nB = \"{% import 'cfgsync/dsn.tera' as dsn %}{{ dsn::postgres(user='a@b', password=secret(path='db', field='password'), host='h', database='d') }}\"",
     );
     let t = t.unwrap();
-    let r = t.for_snapshot(snapshot()).render(0).unwrap();
+    let r = t.render(0, &snapshot()).unwrap();
     assert_eq!(r.entries["A"].expose_str().unwrap(), "https://db.internal/");
     // Everything but RFC 3986's unreserved characters is percent-encoded.
     assert_eq!(r.entries["B"].expose_str().unwrap(), format!("postgres://a%40b:{CANARY}@h:5432/d"));
@@ -351,7 +368,7 @@ fn imports_and_the_shipped_library_work() {
         &[("cfgsync/dsn.tera", "{% macro postgres(user, password, host, database) %}mine{% endmacro postgres %}")],
         "B = \"{% import 'cfgsync/dsn.tera' as dsn %}{{ dsn::postgres(user='u', password='p', host='h', database='d') }}\"",
     );
-    assert_eq!(t.unwrap().for_snapshot(snapshot()).render(0).unwrap().entries["B"].expose_str(), Some("mine"));
+    assert_eq!(t.unwrap().render(0, &snapshot()).unwrap().entries["B"].expose_str(), Some("mine"));
 }
 
 #[test]
@@ -378,7 +395,7 @@ fn limited(entries: &str, limits: Limits) -> Result<Rendered, RenderError> {
     let mut c = config(dir.path(), entries);
     c.render = limits;
     let t = Templates::compile(&c).unwrap();
-    t.for_snapshot(snapshot()).render(0)
+    t.render(0, &snapshot())
 }
 
 #[test]

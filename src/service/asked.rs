@@ -61,7 +61,7 @@ impl AskedWatch {
         let mut stream = match created {
             Err(_) => return format!("etcd: watching {} timed out", self.key),
             Ok(Err(e)) => {
-                super::watch::refresh_token_if_invalid(&client, &e).await;
+                crate::source::etcd::refresh_token_if_invalid(&client, &e).await;
                 return format!("etcd: watching {}: {e}", self.key);
             }
             Ok(Ok(s)) => s,
@@ -82,7 +82,7 @@ impl AskedWatch {
                 }
                 Ok(None) => return format!("etcd: the watch on {} ended", self.key),
                 Err(e) => {
-                    super::watch::refresh_token_if_invalid(&client, &e).await;
+                    crate::source::etcd::refresh_token_if_invalid(&client, &e).await;
                     return format!("etcd: watch on {}: {e}", self.key);
                 }
             }

@@ -53,11 +53,11 @@ use tracing::{debug, info, warn};
 
 use super::Generation;
 use super::floor::Floor;
-use super::published::ServiceKeys;
 use super::status::{Board, Role, Seen};
 use crate::metrics::Metrics;
 use crate::reconcile::Fence;
 use crate::source::etcd::EtcdSource;
+use crate::source::etcd::keyspace::ServiceKeys;
 
 /// How long a failed step waits before the next try.
 const RETRY: Duration = Duration::from_millis(500);
@@ -288,10 +288,8 @@ impl Election {
                     } else {
                         debug!(error = %e, "election step failed again");
                     }
-                    if let ElectionError::Etcd { source, .. } = &e
-                        && let Ok(client) = self.etcd.connect().await
-                    {
-                        super::watch::refresh_token_if_invalid(&client, source).await;
+                    if let ElectionError::Etcd { source, .. } = &e {
+                        self.etcd.refresh_token_if_invalid(source).await;
                     }
                     if let ElectionError::LeaseLost(id) = e {
                         stale.push(id);
@@ -433,28 +431,59 @@ impl Election {
     /// envs so this replica leads its fair share.
     async fn balance(&self, client: &Client, lease: i64, valid_until: Instant) -> Result<(), ElectionError> {
         let envs = self.envs();
-        // The configured envs, and any this replica still leads that the
-        // config no longer has (to hand them over).
-        let mut read: Vec<String> = envs.clone();
+        let mut round = self.read_round(client, &envs).await?;
+        round.mine = round.leaders.iter().filter(|(_, (_, l))| *l == lease).map(|(e, _)| e.clone()).collect();
+        let share = envs.len().div_ceil(round.members.len().max(1));
+        for env in &surplus(&round.mine, &envs, share) {
+            self.hand_over(client, env, lease).await?;
+            round.mine.remove(env);
+            round.leaders.remove(env);
+            if let Some(s) = round.seen.get_mut(env) {
+                s.leader = None;
+            }
+        }
+        if round.mine.len() < share {
+            self.campaign(client, lease, &envs, share, &mut round).await?;
+        }
+        for env in &envs {
+            let leads = round.mine.contains(env);
+            self.leadership.set(env, leads.then_some(valid_until));
+            self.status.set_role(env, if leads { Role::Leader } else { Role::Follower });
+        }
+        self.status.observed(round.sent, round.read_revision, &round.seen);
+        for env in self.leadership.led() {
+            if !envs.contains(&env) {
+                self.leadership.set(&env, None);
+            }
+        }
+        debug!(members = round.members.len(), share, leading = ?round.mine, "election balanced");
+        Ok(())
+    }
+
+    /// The election keys in one transaction: members, and the prefix of
+    /// each configured env and of any env this replica still leads that
+    /// the config no longer has (to hand it over).
+    async fn read_round(&self, client: &Client, envs: &[String]) -> Result<Round, ElectionError> {
+        let mut read: Vec<String> = envs.to_vec();
         read.extend(self.leadership.led().into_iter().filter(|e| !envs.contains(e)));
-        let mut kv = client.kv_client();
         let prefix = || Some(GetOptions::new().with_prefix());
         let mut reads = vec![TxnOp::get(self.keys.members(), prefix())];
         reads.extend(read.iter().map(|env| TxnOp::get(self.keys.env_prefix(env), prefix())));
         let sent = Instant::now();
-        let resp = self.call("read election keys", kv.txn(Txn::new().and_then(reads))).await?;
-        let read_revision = resp.header().map_or(0, |h| h.revision());
-        let mut members = BTreeSet::from([self.replica.clone()]);
-        let mut leaders: BTreeMap<String, (String, i64)> = BTreeMap::new();
-        let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+        let resp = self.call("read election keys", client.kv_client().txn(Txn::new().and_then(reads))).await?;
+        let mut round = Round {
+            members: BTreeSet::from([self.replica.clone()]),
+            leaders: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            mine: BTreeSet::new(),
+            sent,
+            read_revision: resp.header().map_or(0, |h| h.revision()),
+        };
         let members_prefix = self.keys.members();
         let mut ranges = resp.op_responses().into_iter();
         if let Some(TxnOpResponse::Get(g)) = ranges.next() {
-            for item in g.kvs() {
-                if let Some(m) = item.key_str().ok().and_then(|k| k.strip_prefix(&members_prefix)) {
-                    members.insert(m.to_owned());
-                }
-            }
+            let names = g.kvs().iter().filter_map(|item| item.key_str().ok()?.strip_prefix(&members_prefix));
+            round.members.extend(names.map(str::to_owned));
         }
         for (env, range) in read.iter().zip(ranges) {
             let TxnOpResponse::Get(g) = range else { continue };
@@ -463,85 +492,68 @@ impl Election {
                 let key = item.key();
                 if key == self.keys.leader(env).as_bytes() {
                     let holder = item.value_str().unwrap_or_default().to_owned();
-                    leaders.insert(env.clone(), (holder.clone(), item.lease()));
+                    round.leaders.insert(env.clone(), (holder.clone(), item.lease()));
                     s.leader = Some(holder);
                 } else if key == self.keys.status(env).as_bytes() {
                     s.status = Some((item.value().to_vec(), item.mod_revision()));
                 }
             }
-            seen.insert(env.clone(), s);
+            round.seen.insert(env.clone(), s);
         }
-        let mut mine: BTreeSet<String> =
-            leaders.iter().filter(|(_, (_, l))| *l == lease).map(|(e, _)| e.clone()).collect();
-        let share = envs.len().div_ceil(members.len().max(1));
+        Ok(round)
+    }
 
-        // Hand over envs no longer configured, then any surplus (the last ones).
-        let mut release: Vec<String> = mine.iter().filter(|e| !envs.contains(e)).cloned().collect();
-        let kept: Vec<String> = mine.iter().filter(|e| envs.contains(e)).cloned().collect();
-        if kept.len() > share {
-            release.extend(kept[share..].iter().cloned());
-        }
-        for env in &release {
-            self.hand_over(client, env, lease).await?;
-            mine.remove(env);
-            leaders.remove(env);
-            if let Some(s) = seen.get_mut(env) {
-                s.leader = None;
+    /// Takes unled envs while below the fair share, starting at this
+    /// replica's rank among the members, so that replicas starting together
+    /// do not race for the same env.
+    async fn campaign(
+        &self,
+        client: &Client,
+        lease: i64,
+        envs: &[String],
+        share: usize,
+        round: &mut Round,
+    ) -> Result<(), ElectionError> {
+        let rank = round.members.iter().position(|m| *m == self.replica).unwrap_or(0);
+        let unled: Vec<&String> = envs.iter().filter(|e| !round.leaders.contains_key(*e)).collect();
+        for i in 0..unled.len() {
+            if round.mine.len() >= share {
+                break;
             }
-        }
-        // Take unled envs while below the fair share, starting at our rank.
-        if mine.len() < share {
-            let rank = members.iter().position(|m| *m == self.replica).unwrap_or(0);
-            let unled: Vec<&String> = envs.iter().filter(|e| !leaders.contains_key(*e)).collect();
-            for i in 0..unled.len() {
-                if mine.len() >= share {
-                    break;
+            let env = unled[(i + rank) % unled.len()];
+            match self.try_lead(client, env, lease).await? {
+                Campaign::Won => {
+                    round.mine.insert(env.clone());
+                    round.led_by(env, self.replica.clone(), lease);
                 }
-                let env = unled[(i + rank) % unled.len()];
-                let key = self.keys.leader(env);
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(
-                        key.clone(),
-                        self.replica.clone(),
-                        Some(PutOptions::new().with_lease(lease)),
-                    )])
-                    .or_else([TxnOp::get(key, None)]);
-                let resp = self.call("campaign", kv.txn(txn)).await?;
-                if resp.succeeded() {
-                    mine.insert(env.clone());
-                    leaders.insert(env.clone(), (self.replica.clone(), lease));
-                    seen.entry(env.clone()).or_default().leader = Some(self.replica.clone());
-                } else {
-                    for op in resp.op_responses() {
-                        if let etcd_client::TxnOpResponse::Get(g) = op
-                            && let Some(item) = g.kvs().first()
-                        {
-                            let holder = item.value_str().unwrap_or_default().to_owned();
-                            seen.entry(env.clone()).or_default().leader = Some(holder.clone());
-                            leaders.insert(env.clone(), (holder, item.lease()));
-                        }
-                    }
-                }
+                Campaign::HeldBy(holder, their_lease) => round.led_by(env, holder, their_lease),
+                Campaign::Lost => {}
             }
         }
-        for env in &envs {
-            if mine.contains(env) {
-                self.leadership.set(env, Some(valid_until));
-                self.status.set_role(env, Role::Leader);
-            } else {
-                self.leadership.set(env, None);
-                self.status.set_role(env, Role::Follower);
-            }
-        }
-        self.status.observed(sent, read_revision, &seen);
-        for env in self.leadership.led() {
-            if !envs.contains(&env) {
-                self.leadership.set(&env, None);
-            }
-        }
-        debug!(members = members.len(), share, leading = ?mine, "election balanced");
         Ok(())
+    }
+
+    /// Creates `env`'s leader key on `lease` unless it exists (lease + txn,
+    /// as etcd's election recipe).
+    async fn try_lead(&self, client: &Client, env: &str, lease: i64) -> Result<Campaign, ElectionError> {
+        let key = self.keys.leader(env);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), self.replica.clone(), Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.call("campaign", client.kv_client().txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(Campaign::Won);
+        }
+        let mut outcome = Campaign::Lost;
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(g) = op
+                && let Some(item) = g.kvs().first()
+            {
+                outcome = Campaign::HeldBy(item.value_str().unwrap_or_default().to_owned(), item.lease());
+            }
+        }
+        Ok(outcome)
     }
 
     /// Closes the fence, waits for the env's pass, deletes the key if it is
@@ -578,6 +590,52 @@ async fn next_event(watch: &mut Option<etcd_client::WatchStream>) -> bool {
             Ok(None) | Err(_) => return false,
         }
     }
+}
+
+/// What one [`Election::balance`] read and decided.
+struct Round {
+    /// Every member, this replica included.
+    members: BTreeSet<String>,
+    /// Env → the holder of its leader key and the holder's lease.
+    leaders: BTreeMap<String, (String, i64)>,
+    /// What goes to the board: each env's leader and published record.
+    seen: BTreeMap<String, Seen>,
+    /// The envs this replica leads.
+    mine: BTreeSet<String>,
+    /// When the read was sent, and the etcd revision it saw.
+    sent: Instant,
+    read_revision: i64,
+}
+
+impl Round {
+    /// `holder` owns `env`'s leader key on `lease`.
+    fn led_by(&mut self, env: &str, holder: String, lease: i64) {
+        self.seen.entry(env.to_owned()).or_default().leader = Some(holder.clone());
+        self.leaders.insert(env.to_owned(), (holder, lease));
+    }
+}
+
+/// How [`Election::try_lead`] ended.
+enum Campaign {
+    /// This replica leads the env now.
+    Won,
+    /// The key exists: its holder and the holder's lease, read in the same
+    /// transaction.
+    HeldBy(String, i64),
+    /// The key exists, but the read in the same transaction returned
+    /// nothing (not expected; nothing is learnt).
+    Lost,
+}
+
+/// The envs to hand over: those no longer configured, then those beyond
+/// the fair share (the last ones).
+fn surplus(mine: &BTreeSet<String>, envs: &[String], share: usize) -> Vec<String> {
+    let mut release: Vec<String> = mine.iter().filter(|e| !envs.contains(e)).cloned().collect();
+    let kept: Vec<String> = mine.iter().filter(|e| envs.contains(e)).cloned().collect();
+    if kept.len() > share {
+        release.extend(kept[share..].iter().cloned());
+    }
+    release
 }
 
 #[cfg(test)]

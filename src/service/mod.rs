@@ -94,8 +94,9 @@ use crate::render::Templates;
 use crate::source::etcd::EtcdSource;
 use crate::source::{SourceKind, Sources};
 
+use crate::source::etcd::keyspace::ServiceKeys;
 use election::{Election, Leadership};
-use published::{Publisher, ServiceKeys};
+use published::Publisher;
 use reload::{ConfigWatch, ReloadEvent, WatchSetupError};
 use status::Board;
 use worker::{Reason, Trigger, Worker};
@@ -294,22 +295,17 @@ fn handover_reserve(grace: Duration) -> Duration {
     (grace / 4).min(Duration::from_secs(2))
 }
 
-/// Runs the service until SIGTERM or SIGINT.
+/// Runs the service until SIGTERM or SIGINT: starts what every env
+/// shares, then a worker (and an etcd watch) per env, serves reloads until
+/// a signal, and shuts down within the grace.
 pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, ServiceError> {
     let config = config::load(config_path, &ProcessEnv)?;
     let templates = Templates::compile(&config)?;
-    let replica = options.replica_id.unwrap_or_else(default_replica_id);
-    let election = matches!(config.keys, KeysSource::Etcd(_));
+    let replica = options.replica_id.clone().unwrap_or_else(default_replica_id);
     let settings = config.service.clone();
-
+    let election = matches!(config.keys, KeysSource::Etcd(_));
     let metrics = Arc::new(Metrics::new());
-    metrics.init_series(&config.envs, &source_kinds(&config), &target_kinds(&config));
-    if !election {
-        // No election: this replica writes every env.
-        for env in &config.envs {
-            metrics.set_leader(env, true);
-        }
-    }
+    init_metrics(&metrics, &config, election);
     let leadership = Arc::new(Leadership::new(election, replica.clone(), metrics.clone()));
     let status = Arc::new(Board::new(
         replica.clone(),
@@ -326,22 +322,8 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
         None => None,
     };
     let config_watch = ConfigWatch::new(&config)?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|source| ServiceError::Signal { signal: "SIGTERM", source })?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|source| ServiceError::Signal { signal: "SIGINT", source })?;
-
-    let coordination = match &config.keys {
-        KeysSource::Etcd(s) => Some(Arc::new(EtcdSource::new(s.clone()))),
-        KeysSource::Files(_) => None,
-    };
-    let keys = match &config.keys {
-        KeysSource::Etcd(s) => ServiceKeys::new(&s.prefix),
-        KeysSource::Files(_) => ServiceKeys::new(""),
-    };
-    let publisher = coordination
-        .as_ref()
-        .map(|etcd| Arc::new(Publisher { etcd: etcd.clone(), keys: keys.clone(), timeout: settings.election_ttl / 3 }));
+    let signals = Signals::new()?;
+    let coordination = Coordination::of(&config);
     info!(
         replica = %replica,
         envs = %config.envs.join(","),
@@ -349,121 +331,209 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
         election,
         "cfgsync run starting"
     );
-
-    // Workers, watches, reloads and credentials stop first; the election and
-    // HTTP after them, so envs are handed over only once no pass runs and
-    // probes answer until the end.
-    let stop = CancellationToken::new();
-    let infra = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let infra_tasks = TaskTracker::new();
-
-    let first = new_generation(config, templates, options.kubeconfig.clone(), &metrics, &stop, &tasks);
+    let lifetimes = Lifetimes::default();
+    let first =
+        new_generation(config, templates, options.kubeconfig.clone(), &metrics, &lifetimes.stop, &lifetimes.tasks);
     let (gen_tx, gen_rx) = tokio::sync::watch::channel(first);
+    let journal = Arc::new(crate::history::Journal::new(
+        replica.clone(),
+        coordination.as_ref().map(|c| c.etcd.clone()),
+        crate::history::Policy::Service,
+    ));
     let shared = Shared {
-        kubeconfig: options.kubeconfig.clone(),
-        replica: replica.clone(),
+        kubeconfig: options.kubeconfig,
+        replica,
         generation: gen_rx.clone(),
-        leadership: leadership.clone(),
-        metrics: metrics.clone(),
-        status: status.clone(),
-        coordination: coordination.clone(),
-        publisher,
-        journal: Arc::new(crate::history::Journal::new(
-            replica.clone(),
-            coordination.clone(),
-            crate::history::Policy::Service,
-        )),
-        stop: stop.clone(),
-        tasks: tasks.clone(),
+        leadership,
+        metrics,
+        status,
+        publisher: coordination.as_ref().map(|c| c.publisher(settings.election_ttl)),
+        coordination: coordination.as_ref().map(|c| c.etcd.clone()),
+        journal,
+        stop: lifetimes.stop.clone(),
+        tasks: lifetimes.tasks.clone(),
     };
-
-    if let Some(server) = server {
-        info!(addr = %server.addr, "listening");
-        let (m, s, c) = (metrics.clone(), status.clone() as Arc<dyn crate::http::Views>, infra.clone());
-        infra_tasks.spawn(async move {
-            if let Err(e) = server.serve(m, s, c).await {
-                error!(error = %e, "HTTP server stopped");
-            }
-        });
-    }
-    if let Some(etcd) = &coordination {
-        let e = Election {
-            etcd: etcd.clone(),
-            keys,
-            ttl: settings.election_ttl,
-            replica: replica.clone(),
-            leadership: leadership.clone(),
-            status: status.clone(),
-            generation: gen_rx.clone(),
-        };
-        infra_tasks.spawn(e.run(infra.clone()));
-    }
-    let (reload_tx, mut reload_rx) = mpsc::channel(16);
-    tasks.spawn(config_watch.run(gen_rx.clone(), reload_tx, metrics.clone(), stop.clone()));
-
+    shared.spawn_infra(server, coordination, settings.election_ttl, &lifetimes);
+    let (reload_tx, reload_rx) = mpsc::channel(16);
+    let watched = config_watch.run(gen_rx, reload_tx, shared.metrics.clone(), lifetimes.stop.clone());
+    lifetimes.tasks.spawn(watched);
     let mut envs = BTreeMap::new();
     shared.sync_envs(&mut envs);
-
-    let signal_name = loop {
-        tokio::select! {
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
-            Some(event) = reload_rx.recv() => match event {
-                ReloadEvent::Config(loaded) => {
-                    let (config, templates) = *loaded;
-                    let election = leadership.enabled();
-                    status.set_envs(&config.envs, status::Pacing::of(&config));
-                    metrics.init_series(&config.envs, &source_kinds(&config), &target_kinds(&config));
-                    if !election {
-                        for env in &config.envs {
-                            metrics.set_leader(env, true);
-                        }
-                    }
-                    let generation = shared.new_generation(config, templates);
-                    let old = gen_tx.send_replace(generation);
-                    old.cancel.cancel();
-                    shared.sync_envs(&mut envs);
-                    for handle in envs.values() {
-                        let _ = handle.trigger.try_send(Trigger::now(Reason::ConfigReloaded));
-                    }
-                }
-                ReloadEvent::SourceFile(env) => {
-                    if let Some(handle) = envs.get(&env) {
-                        let _ = handle.trigger.try_send(Trigger::now(Reason::SourceFile));
-                    }
-                }
-            },
-        }
-    };
-
+    let signal = shared.serve(gen_tx, &mut envs, signals, reload_rx).await;
     info!(
-        signal = signal_name,
+        signal,
         grace_s = settings.grace.as_secs_f64(),
         "shutting down: no new passes; waiting for the ones in flight"
     );
-    let deadline = tokio::time::Instant::now() + settings.grace;
-    stop.cancel();
-    tasks.close();
-    let clean = tokio::time::timeout_at(deadline - handover_reserve(settings.grace), tasks.wait()).await.is_ok();
-    infra.cancel();
-    infra_tasks.close();
-    if tokio::time::timeout_at(deadline, infra_tasks.wait()).await.is_err() {
-        warn!(
-            "grace period over before the envs were handed over (a pass still holds one): the lease is not revoked; the other replicas take over when it expires"
-        );
-    }
+    let shutdown = lifetimes.shut_down(settings.grace).await;
     drop(envs);
-    if clean {
-        info!("stopped cleanly");
-        Ok(Shutdown::Clean)
-    } else {
-        error!(
-            grace_s = settings.grace.as_secs_f64(),
-            tasks = tasks.len(),
-            "grace period over with passes still running; exiting anyway (file writes are atomic)"
-        );
-        Ok(Shutdown::GraceExceeded)
+    Ok(shutdown)
+}
+
+/// The metric series of `config`'s envs and kinds; without an election,
+/// this replica leads every env.
+fn init_metrics(metrics: &Metrics, config: &Config, election: bool) {
+    metrics.init_series(&config.envs, &source_kinds(config), &target_kinds(config));
+    if !election {
+        for env in &config.envs {
+            metrics.set_leader(env, true);
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, handled from the start.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, ServiceError> {
+        let term =
+            signal(SignalKind::terminate()).map_err(|source| ServiceError::Signal { signal: "SIGTERM", source })?;
+        let int =
+            signal(SignalKind::interrupt()).map_err(|source| ServiceError::Signal { signal: "SIGINT", source })?;
+        Ok(Self { term, int })
+    }
+}
+
+/// The etcd the replicas coordinate through (`[etcd]` configured), and
+/// where the service's own keys are.
+struct Coordination {
+    etcd: Arc<EtcdSource>,
+    keys: ServiceKeys,
+}
+
+impl Coordination {
+    fn of(config: &Config) -> Option<Self> {
+        match &config.keys {
+            KeysSource::Etcd(s) => {
+                Some(Self { etcd: Arc::new(EtcdSource::new(s.clone())), keys: ServiceKeys::new(&s.prefix) })
+            }
+            KeysSource::Files(_) => None,
+        }
+    }
+
+    /// The writer of each env's status record; every call a third of the
+    /// election TTL at most, like every election call.
+    fn publisher(&self, election_ttl: Duration) -> Arc<Publisher> {
+        Arc::new(Publisher { etcd: self.etcd.clone(), keys: self.keys.clone(), timeout: election_ttl / 3 })
+    }
+}
+
+/// What stops when. Workers, watches, reloads and credentials stop first
+/// (`stop`, `tasks`); the election and HTTP after them (`infra`), so envs
+/// are handed over only once no pass runs, and probes answer until the end.
+#[derive(Default)]
+struct Lifetimes {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    infra: CancellationToken,
+    infra_tasks: TaskTracker,
+}
+
+impl Lifetimes {
+    /// Stops everything within `grace`: the passes in flight get all of it
+    /// but the [handover reserve](handover_reserve).
+    async fn shut_down(self, grace: Duration) -> Shutdown {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.stop.cancel();
+        self.tasks.close();
+        let clean = tokio::time::timeout_at(deadline - handover_reserve(grace), self.tasks.wait()).await.is_ok();
+        self.infra.cancel();
+        self.infra_tasks.close();
+        if tokio::time::timeout_at(deadline, self.infra_tasks.wait()).await.is_err() {
+            warn!(
+                "grace period over before the envs were handed over (a pass still holds one): the lease is not revoked; the other replicas take over when it expires"
+            );
+        }
+        if clean {
+            info!("stopped cleanly");
+            Shutdown::Clean
+        } else {
+            error!(
+                grace_s = grace.as_secs_f64(),
+                tasks = self.tasks.len(),
+                "grace period over with passes still running; exiting anyway (file writes are atomic)"
+            );
+            Shutdown::GraceExceeded
+        }
+    }
+}
+
+impl Shared {
+    /// Starts the HTTP server and, with etcd, the election: they stop last.
+    fn spawn_infra(
+        &self,
+        server: Option<Server>,
+        coordination: Option<Coordination>,
+        election_ttl: Duration,
+        lifetimes: &Lifetimes,
+    ) {
+        if let Some(server) = server {
+            info!(addr = %server.addr, "listening");
+            let (m, s, c) =
+                (self.metrics.clone(), self.status.clone() as Arc<dyn crate::http::Views>, lifetimes.infra.clone());
+            lifetimes.infra_tasks.spawn(async move {
+                if let Err(e) = server.serve(m, s, c).await {
+                    error!(error = %e, "HTTP server stopped");
+                }
+            });
+        }
+        if let Some(Coordination { etcd, keys }) = coordination {
+            let e = Election {
+                etcd,
+                keys,
+                ttl: election_ttl,
+                replica: self.replica.clone(),
+                leadership: self.leadership.clone(),
+                status: self.status.clone(),
+                generation: self.generation.clone(),
+            };
+            lifetimes.infra_tasks.spawn(e.run(lifetimes.infra.clone()));
+        }
+    }
+
+    /// Serves reloads until a signal; returns its name.
+    async fn serve(
+        &self,
+        generations: tokio::sync::watch::Sender<Arc<Generation>>,
+        envs: &mut BTreeMap<String, EnvHandle>,
+        mut signals: Signals,
+        mut reloads: mpsc::Receiver<ReloadEvent>,
+    ) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = signals.term.recv() => return "SIGTERM",
+                _ = signals.int.recv() => return "SIGINT",
+                Some(event) = reloads.recv() => match event {
+                    ReloadEvent::Config(loaded) => self.reload(*loaded, &generations, envs),
+                    ReloadEvent::SourceFile(env) => {
+                        if let Some(handle) = envs.get(&env) {
+                            let _ = handle.trigger.try_send(Trigger::now(Reason::SourceFile));
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Puts a new config in place: a new generation, workers for new envs
+    /// (removed ones stop), and a pass of every env.
+    fn reload(
+        &self,
+        (config, templates): (Config, Templates),
+        generations: &tokio::sync::watch::Sender<Arc<Generation>>,
+        envs: &mut BTreeMap<String, EnvHandle>,
+    ) {
+        self.status.set_envs(&config.envs, status::Pacing::of(&config));
+        init_metrics(&self.metrics, &config, self.leadership.enabled());
+        let old = generations.send_replace(self.new_generation(config, templates));
+        old.cancel.cancel();
+        self.sync_envs(envs);
+        for handle in envs.values() {
+            let _ = handle.trigger.try_send(Trigger::now(Reason::ConfigReloaded));
+        }
     }
 }
 

@@ -16,14 +16,46 @@
 //!   any browser or `curl`. Refresh the page to refresh the data.
 //! - **Nothing secret can be on it**: it is built from the status board,
 //!   which holds states, codes, names and times only (never error text).
-//! - **Everything is escaped**: env, output and target names, addresses
-//!   and replica ids come from the config or from etcd and may hold any
-//!   characters; each one goes through [`escape`].
+//! - **Everything is escaped, by the template engine**: env, output and
+//!   target names, addresses and replica ids come from the config or from
+//!   etcd and may hold any characters. The page is the Tera template
+//!   `status.html.tera` (compiled in) with autoescape on for it, so every
+//!   `{{ value }}` goes through [`escape`] and no value is ever marked
+//!   safe; the Rust side only shapes the data ([`Page`]).
+//! - [`escape`] is Tera's escape function for this template instead of
+//!   Tera's own, which also writes `/` as `&#x2F;`: needless in HTML, and
+//!   it would turn every path on the page into entities for `curl` readers.
 
-use std::fmt::Write;
+use std::sync::LazyLock;
 
-use super::published::{TargetRecord, TargetState};
+use serde::Serialize;
+
+use super::published::{OutputRecord, TargetRecord, TargetState};
 use super::status::Snapshot;
+
+/// The template's name; autoescape is on for exactly this suffix.
+const TEMPLATE: &str = "status.html.tera";
+
+/// The compiled template, with autoescape on and [`escape`] as its escape.
+static TERA: LazyLock<Result<tera::Tera, String>> = LazyLock::new(|| {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![TEMPLATE]);
+    tera.set_escape_fn(escape);
+    tera.add_raw_template(TEMPLATE, include_str!("status.html.tera")).map_err(|e| error_text(&e))?;
+    Ok(tera)
+});
+
+/// Tera's error with its causes (the template's line is in a cause).
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
 
 /// `&`, `<`, `>`, `"`, `'` as entities: safe in element content and in
 /// quoted attribute values.
@@ -42,23 +74,6 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// `YYYY-MM-DD hh:mm:ss UTC` from Unix milliseconds.
-pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
-    let z = i64::try_from(days).unwrap_or(0) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rest / 3600, rest % 3600 / 60, rest % 60)
-}
-
 /// `12 s ago`, `3 min ago`, `2 h ago`, `4 d ago`.
 fn ago(now_ms: u64, then_ms: u64) -> String {
     let s = now_ms.saturating_sub(then_ms) / 1000;
@@ -70,131 +85,153 @@ fn ago(now_ms: u64, then_ms: u64) -> String {
     }
 }
 
-fn when(now_ms: u64, ms: Option<u64>) -> String {
-    match ms {
-        Some(ms) => format!("<time title=\"{}\">{}</time>", utc(ms), ago(now_ms, ms)),
-        None => "—".to_owned(),
+/// What the template is given: the snapshot, shaped for showing.
+#[derive(Serialize)]
+struct Page<'a> {
+    replica: &'a str,
+    election: bool,
+    ready: bool,
+    rendered_at: String,
+    envs: Vec<EnvPage<'a>>,
+}
+
+#[derive(Serialize)]
+struct EnvPage<'a> {
+    name: &'a str,
+    ready: bool,
+    state: &'a str,
+    code: Option<&'a str>,
+    leader: Option<&'a str>,
+    role: &'static str,
+    passes: Passes,
+    watch_lost: bool,
+    last_pass: Option<LastPass<'a>>,
+}
+
+/// Passes per second, as shown (one decimal).
+#[derive(Serialize)]
+struct Passes {
+    too_high: bool,
+    per_second: String,
+    allowed: String,
+}
+
+#[derive(Serialize)]
+struct LastPass<'a> {
+    at: When,
+    leader: &'a str,
+    ok: bool,
+    code: Option<&'a str>,
+    revision: Option<i64>,
+    outputs: &'a [OutputRecord],
+    targets: Vec<TargetRow<'a>>,
+}
+
+/// A point in time: its age, with its UTC time as a tooltip.
+#[derive(Serialize)]
+struct When {
+    utc: String,
+    ago: String,
+}
+
+impl When {
+    fn of(now_ms: u64, ms: u64) -> Self {
+        Self { utc: crate::utc::from_unix_ms(ms), ago: ago(now_ms, ms) }
     }
 }
 
-/// "Last change": cfgsync's last write, else since when it is unchanged.
-fn last_change(now_ms: u64, t: &TargetRecord) -> String {
-    match (t.last_change_ms, t.unchanged_since_ms) {
-        (Some(ms), _) => when(now_ms, Some(ms)),
-        (None, Some(since)) => format!("none since {}", when(now_ms, Some(since))),
-        (None, None) => when(now_ms, None),
+#[derive(Serialize)]
+struct TargetRow<'a> {
+    id: &'a str,
+    output: &'a str,
+    kind: &'a str,
+    address: &'a str,
+    /// The state's CSS class and words.
+    class: &'static str,
+    label: &'static str,
+    code: Option<&'a str>,
+    /// "Last change": cfgsync's last write, else since when it is unchanged.
+    changed: Option<When>,
+    unchanged_since: Option<When>,
+}
+
+impl<'a> TargetRow<'a> {
+    fn of(now_ms: u64, t: &'a TargetRecord) -> Self {
+        let (class, label) = match t.state {
+            TargetState::Ok => ("ok", "ok"),
+            TargetState::DriftReverted => ("warn", "drift reverted"),
+            TargetState::Failing => ("bad", "failing"),
+            TargetState::BackingOff => ("bad", "backing off"),
+        };
+        let changed = t.last_change_ms.map(|ms| When::of(now_ms, ms));
+        let unchanged_since = t.unchanged_since_ms.filter(|_| changed.is_none()).map(|ms| When::of(now_ms, ms));
+        Self {
+            id: &t.id,
+            output: t.output_name(),
+            kind: &t.kind,
+            address: &t.address,
+            class,
+            label,
+            code: t.code.as_deref(),
+            changed,
+            unchanged_since,
+        }
     }
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}\
-th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;vertical-align:top}\
-th{background:#f3f3f3}code{font-size:.95em}\
-.ok{color:#176f2c}.bad{color:#b00020;font-weight:bold}.warn{color:#9a6700}";
+impl<'a> Page<'a> {
+    fn of(snap: &'a Snapshot) -> Self {
+        let now = snap.clock.now_ms;
+        let envs = snap
+            .envs
+            .iter()
+            .map(|(env, view, verdict)| EnvPage {
+                name: env,
+                ready: verdict.ready(),
+                state: verdict.state,
+                code: verdict.code.as_deref(),
+                leader: view.leader.as_deref(),
+                role: view.role.as_str(),
+                passes: Passes {
+                    too_high: view.passes.too_high(),
+                    per_second: format!("{:.1}", view.passes.per_second()),
+                    allowed: format!("{:.1}", view.passes.allowed_per_second()),
+                },
+                watch_lost: view.watch_lost,
+                last_pass: view.record.as_ref().map(|r| LastPass {
+                    at: When::of(now, r.at_ms),
+                    leader: &r.leader,
+                    ok: r.ok,
+                    code: r.code.as_deref(),
+                    revision: r.revision,
+                    outputs: &r.outputs,
+                    targets: r.targets.iter().map(|t| TargetRow::of(now, t)).collect(),
+                }),
+            })
+            .collect();
+        Self {
+            replica: &snap.replica,
+            election: snap.election,
+            ready: snap.envs.iter().all(|(_, _, v)| v.ready()),
+            rendered_at: crate::utc::from_unix_ms(now),
+            envs,
+        }
+    }
+}
 
 /// The page for `snap`.
 pub fn render(snap: &Snapshot) -> String {
-    let now = snap.clock.now_ms;
-    let ready = snap.envs.iter().all(|(_, _, v)| v.ready());
-    let mut h = String::with_capacity(4096);
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<title>cfgsync status</title><style>{STYLE}</style></head><body>\n\
-<h1>cfgsync</h1>\n<p>Replica <code id=\"replica\">{}</code> ({}) — <span class=\"{}\" id=\"ready\">{}</span> — \
-<a href=\"/metrics\">/metrics</a> · <a href=\"/readyz\">/readyz</a> · <a href=\"/healthz\">/healthz</a></p>\n\
-<p>Rendered {}.</p>\n",
-        escape(&snap.replica),
-        if snap.election { "leader election through etcd" } else { "standalone: writes every env" },
-        if ready { "ok" } else { "bad" },
-        if ready { "ready" } else { "not ready" },
-        utc(now),
-    );
-    for (env, view, verdict) in &snap.envs {
-        let env_html = escape(env);
-        let _ = write!(h, "<section id=\"env-{env_html}\">\n<h2>env <code>{env_html}</code></h2>\n<table>\n");
-        let class = if verdict.ready() { "ok" } else { "bad" };
-        let code = verdict.code.as_deref().map(|c| format!(" (<code>{}</code>)", escape(c))).unwrap_or_default();
-        let _ = writeln!(h, "<tr><th>readiness</th><td class=\"{class}\">{}{code}</td></tr>", escape(verdict.state));
-        let leader = match (&view.leader, snap.election) {
-            (Some(l), _) => format!("<code>{}</code>", escape(l)),
-            (None, true) => "<span class=\"bad\">none</span>".to_owned(),
-            (None, false) => "this replica (no election)".to_owned(),
-        };
-        let _ = writeln!(h, "<tr><th>leader</th><td>{leader}</td></tr>");
-        let _ = writeln!(h, "<tr><th>this replica</th><td>{}</td></tr>", view.role.as_str());
-        let passes = view.passes;
-        let _ = writeln!(
-            h,
-            "<tr><th>passes here</th><td class=\"{}\">{:.1}/s over the last 10 s (interval and debounce allow {:.1}/s{})</td></tr>",
-            if passes.too_high() { "bad" } else { "ok" },
-            passes.per_second(),
-            passes.allowed_per_second(),
-            if passes.too_high() { ": more is a bug in cfgsync, see the log" } else { "" },
-        );
-        if view.watch_lost {
-            let _ = writeln!(h, "<tr><th>etcd watch</th><td class=\"warn\">lost (reconnecting)</td></tr>");
-        }
-        match &view.record {
-            None => {
-                let _ = writeln!(h, "<tr><th>last pass</th><td>none yet</td></tr>\n</table>");
-            }
-            Some(r) => {
-                let result = if r.ok {
-                    "<span class=\"ok\">succeeded</span>".to_owned()
-                } else {
-                    let code = r.code.as_deref().map(|c| format!(" (<code>{}</code>)", escape(c))).unwrap_or_default();
-                    format!("<span class=\"bad\">failed</span>{code}")
-                };
-                let _ = writeln!(
-                    h,
-                    "<tr><th>last pass</th><td>{} by <code>{}</code>: {result}</td></tr>",
-                    when(now, Some(r.at_ms)),
-                    escape(&r.leader),
-                );
-                let rev = r.revision.map_or_else(|| "—".to_owned(), |v| v.to_string());
-                let _ = writeln!(h, "<tr><th>etcd revision</th><td>{rev}</td></tr>\n</table>");
-                if !r.outputs.is_empty() {
-                    let _ = writeln!(h, "<table><tr><th>output</th><th>state</th></tr>");
-                    for o in &r.outputs {
-                        let _ = writeln!(
-                            h,
-                            "<tr><td><code>{}</code></td><td class=\"bad\">not rendered (<code>{}</code>)</td></tr>",
-                            escape(&o.name),
-                            escape(&o.code)
-                        );
-                    }
-                    let _ = writeln!(h, "</table>");
-                }
-                let _ = writeln!(
-                    h,
-                    "<table><tr><th>output</th><th>destination</th><th>state</th><th>last change</th></tr>"
-                );
-                for t in &r.targets {
-                    let (class, label) = match t.state {
-                        TargetState::Ok => ("ok", "ok"),
-                        TargetState::DriftReverted => ("warn", "drift reverted"),
-                        TargetState::Failing => ("bad", "failing"),
-                        TargetState::BackingOff => ("bad", "backing off"),
-                    };
-                    let code = t.code.as_deref().map(|c| format!(" (<code>{}</code>)", escape(c))).unwrap_or_default();
-                    let _ = writeln!(
-                        h,
-                        "<tr class=\"target\" title=\"{}\"><td><code>{}</code></td><td>{} <code>{}</code></td><td class=\"{class}\">{label}{code}</td><td>{}</td></tr>",
-                        escape(&t.id),
-                        escape(t.output_name()),
-                        escape(&t.kind),
-                        escape(&t.address),
-                        last_change(now, t),
-                    );
-                }
-                let _ = writeln!(h, "</table>");
-            }
-        }
-        let _ = writeln!(h, "</section>");
-    }
-    h.push_str("</body></html>\n");
-    h
+    let rendered = TERA.as_ref().map_err(Clone::clone).and_then(|tera| {
+        let context = tera::Context::from_serialize(Page::of(snap)).map_err(|e| error_text(&e))?;
+        tera.render(TEMPLATE, &context).map_err(|e| error_text(&e))
+    });
+    rendered.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the status page could not be rendered");
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cfgsync status</title></head>\
+<body><p>The status page could not be rendered; see the log, <a href=\"/readyz\">/readyz</a> and \
+<a href=\"/metrics\">/metrics</a>.</p></body></html>\n"
+            .to_owned()
+    })
 }
 
 #[cfg(test)]
@@ -209,12 +246,11 @@ mod tests {
     }
 
     #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_735_689_599_999), "2024-12-31 23:59:59 UTC");
+    fn ages() {
         assert_eq!(ago(200_000, 80_000), "2 min ago");
         assert_eq!(ago(80_000, 200_000), "0 s ago", "a clock ahead of ours");
+        assert_eq!(ago(10_000_000, 0), "2 h ago");
+        assert_eq!(ago(400_000_000, 0), "4 d ago");
     }
 
     #[test]
@@ -268,5 +304,96 @@ mod tests {
         assert!(html.contains("<tr class=\"target\" title=\"prod/web/0\"><td><code>web</code></td><td>kubernetes-secret <code>prod/web/web</code></td>"), "{html}");
         assert!(!html.contains("<code>prod/web/0</code>"), "{html}");
         assert!(html.contains("none since <time title=\"1970-01-01 00:00:01 UTC\">60 s ago</time>"), "{html}");
+    }
+
+    /// A snapshot whose every name is `name`: env, replica, leader, output,
+    /// target id, kind and address, codes.
+    fn everywhere(name: &str) -> Snapshot {
+        let target = |state, last_change_ms, unchanged_since_ms| TargetRecord {
+            id: format!("prod/{name}/0"),
+            output: name.into(),
+            kind: name.into(),
+            address: format!("out/{name}"),
+            state,
+            code: Some(name.into()),
+            last_change_ms,
+            unchanged_since_ms,
+        };
+        let record = EnvRecord {
+            leader: name.into(),
+            at_ms: 1_000,
+            revision: Some(0),
+            ok: false,
+            code: Some(name.into()),
+            outputs: vec![OutputRecord { name: name.into(), code: name.into() }],
+            targets: vec![
+                target(TargetState::Failing, Some(500), None),
+                target(TargetState::Ok, None, Some(700)),
+                target(TargetState::BackingOff, None, None),
+            ],
+        };
+        let mut led = EnvView::new(Role::Leader);
+        led.leader = Some(name.into());
+        led.watch_lost = true;
+        led.record = Some(record);
+        let unled = EnvView::new(Role::Follower);
+        Snapshot {
+            replica: name.into(),
+            election: true,
+            clock: Clock { now: tokio::time::Instant::now(), now_ms: 61_000 },
+            envs: vec![
+                (name.into(), led, Verdict { state: "failing", code: Some(name.into()) }),
+                (format!("{name}2"), unled, Verdict { state: "no_leader", code: None }),
+            ],
+        }
+    }
+
+    /// Canary: a name that tries to close an attribute, open a tag and run
+    /// a script, in every place the page shows a name, comes out as text.
+    #[test]
+    fn the_template_escapes_every_name_it_shows() {
+        let hostile = "CANARY\"'><script>alert(1)</script><b x='&amp;";
+        let html = render(&everywhere(hostile));
+        let escaped = "CANARY&quot;&#39;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;b x=&#39;&amp;amp;";
+        assert!(!html.contains("<script") && !html.contains("<b x"), "{html}");
+        assert!(!html.contains("CANARY\""), "an attribute closed: {html}");
+        for place in [
+            format!("<code id=\"replica\">{escaped}</code>"),
+            format!("<section id=\"env-{escaped}\">"),
+            format!("<h2>env <code>{escaped}</code></h2>"),
+            format!("<tr><th>readiness</th><td class=\"bad\">failing (<code>{escaped}</code>)</td></tr>"),
+            format!("<td><code>{escaped}</code></td>"),
+            format!("by <code>{escaped}</code>: <span class=\"bad\">failed</span> (<code>{escaped}</code>)"),
+            format!("not rendered (<code>{escaped}</code>)"),
+            format!(
+                "<tr class=\"target\" title=\"prod/{escaped}/0\"><td><code>{escaped}</code></td><td>{escaped} <code>out/{escaped}</code></td><td class=\"bad\">failing (<code>{escaped}</code>)</td>"
+            ),
+        ] {
+            assert!(html.contains(&place), "{place} not in:\n{html}");
+        }
+        let plain = render(&everywhere("web"));
+        let names = |h: &str| h.matches("web").count();
+        assert_eq!(names(&plain), html.matches(escaped).count(), "every place, and only escaped:\n{html}");
+    }
+
+    #[test]
+    fn every_state_is_shown() {
+        let html = render(&everywhere("web"));
+        for text in [
+            "<span class=\"bad\" id=\"ready\">not ready</span>",
+            "leader election through etcd",
+            "<tr><th>etcd watch</th><td class=\"warn\">lost (reconnecting)</td></tr>",
+            "<tr><th>etcd revision</th><td>0</td></tr>",
+            "<td><time title=\"1970-01-01 00:00:00 UTC\">60 s ago</time></td></tr>",
+            "none since <time title=\"1970-01-01 00:00:00 UTC\">60 s ago</time>",
+            "<td class=\"bad\">backing off (<code>web</code>)</td><td>—</td></tr>",
+            "<tr><th>leader</th><td><span class=\"bad\">none</span></td></tr>",
+            "<tr><th>last pass</th><td>none yet</td></tr>",
+            "<tr><th>this replica</th><td>follower</td></tr>",
+            "0.0/s over the last 10 s (interval and debounce allow 0.0/s)",
+        ] {
+            assert!(html.contains(text), "{text} not in:\n{html}");
+        }
+        assert!(html.ends_with("</section>\n</body></html>\n"), "{html}");
     }
 }

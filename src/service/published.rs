@@ -1,7 +1,8 @@
 //! What the service keeps in etcd, and the record of an env's last pass
 //! that its leader publishes there so every replica can judge readiness.
 //!
-//! Layout, under `[etcd] prefix` (default `/cfgsync`):
+//! Layout ([`crate::source::etcd::keyspace`] has the whole of it), under
+//! `[etcd] prefix` (default `/cfgsync`):
 //!
 //! | key | written by | lease |
 //! |---|---|---|
@@ -9,8 +10,6 @@
 //! | `<prefix>/_service/envs/<env>/leader` | the env's leader (txn: only if absent) | the leader's |
 //! | `<prefix>/_service/envs/<env>/status` | the env's leader, after each pass | none |
 //! | `<prefix>/_service/envs/<env>/pass` | `rotate verify`, `rollback`: asks the leader for a pass now ([`super::asked`]) | none |
-//! | `<prefix>/_history/<env>/…` | the env's leader: its recorded passes ([`crate::history`]) | none |
-//! | `<prefix>/_state/<env>/…` | reserved for target kinds to record what they wrote | none |
 //!
 //! Decisions:
 //! - **One prefix per env** (`_service/envs/<env>/`), so an etcd role can
@@ -36,52 +35,7 @@ use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use crate::source::etcd::EtcdSource;
-
-/// The keys under `<prefix>/_service/`.
-#[derive(Debug, Clone)]
-pub struct ServiceKeys {
-    /// `<prefix>/_service/`.
-    root: String,
-}
-
-impl ServiceKeys {
-    /// `prefix` as in `[etcd] prefix`, without a trailing slash.
-    pub fn new(prefix: &str) -> Self {
-        Self { root: format!("{prefix}/_service/") }
-    }
-
-    pub fn members(&self) -> String {
-        format!("{}members/", self.root)
-    }
-
-    pub fn member(&self, replica: &str) -> String {
-        format!("{}{replica}", self.members())
-    }
-
-    /// `<prefix>/_service/envs/<env>/`: what a reconciler of `env` may write.
-    pub fn env_prefix(&self, env: &str) -> String {
-        format!("{}envs/{env}/", self.root)
-    }
-
-    pub fn leader(&self, env: &str) -> String {
-        format!("{}leader", self.env_prefix(env))
-    }
-
-    pub fn status(&self, env: &str) -> String {
-        format!("{}status", self.env_prefix(env))
-    }
-
-    /// Put to ask the env's leader for a pass now (see [`super::asked`]).
-    pub fn asked(&self, env: &str) -> String {
-        format!("{}pass", self.env_prefix(env))
-    }
-}
-
-/// `<prefix>/_state/<env>/`: where target kinds may record what they wrote
-/// (read-write for the env's reconciler role).
-pub fn state_prefix(prefix: &str, env: &str) -> String {
-    format!("{prefix}/_state/{env}/")
-}
+use crate::source::etcd::keyspace::ServiceKeys;
 
 /// How a target fared in the env's last pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,18 +202,6 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_give_each_env_its_own_prefix() {
-        let k = ServiceKeys::new("/cfgsync");
-        assert_eq!(k.members(), "/cfgsync/_service/members/");
-        assert_eq!(k.member("r1"), "/cfgsync/_service/members/r1");
-        assert_eq!(k.leader("prod"), "/cfgsync/_service/envs/prod/leader");
-        assert_eq!(k.status("prod"), "/cfgsync/_service/envs/prod/status");
-        assert!(k.status("prod").starts_with(&k.env_prefix("prod")));
-        assert!(!k.status("prod2").starts_with(&k.env_prefix("prod")), "one env's prefix never covers another's");
-        assert_eq!(state_prefix("/cfgsync", "prod"), "/cfgsync/_state/prod/");
-    }
 
     #[test]
     fn a_record_read_back_keeps_only_sane_codes() {

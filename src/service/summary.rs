@@ -8,7 +8,9 @@
 //!   and etcd; the error's text (which names keys and paths, and for a
 //!   failed check may carry a command's output) is kept for the log only.
 //! - **Exhaustive matches** on the error enums: a new variant must get a
-//!   code here before it compiles, instead of falling into a catch-all.
+//!   code before it compiles, instead of falling into a catch-all. Source
+//!   and render codes are made here; a target's error names its own code
+//!   ([`TargetError::code`]: each kind's error type, in its folder).
 //! - Kept narrow on purpose, so that a change to the report's shape is a
 //!   change to this file only.
 
@@ -20,7 +22,6 @@ use crate::reconcile::{EnvReport, Report};
 use crate::render::RenderError;
 use crate::source::{SourceError, SourceKind};
 use crate::targets::TargetError;
-use crate::targets::kubernetes::KubeError;
 
 /// A failure, as a code. Its text was logged by reconcile, where it
 /// happened, and goes nowhere else.
@@ -89,7 +90,7 @@ impl PassSummary {
             s.source = Some((source_label(err.kind()), Failure { code: source_code(err) }));
         }
         for p in &e.errors {
-            s.prune.push(Failure { code: target_code(p).to_owned() });
+            s.prune.push(Failure { code: p.code().to_owned() });
         }
         for o in &e.outputs {
             if let Some(err) = &o.error {
@@ -103,7 +104,7 @@ impl PassSummary {
                 }
                 let needs_write = t.changes.iter().any(|c| c.action.writes());
                 let fenced = matches!(t.error, Some(TargetError::Fenced { .. }));
-                let error = t.error.as_ref().filter(|_| !fenced).map(|e| Failure { code: target_code(e).to_owned() });
+                let error = t.error.as_ref().filter(|_| !fenced).map(|e| Failure { code: e.code().to_owned() });
                 let wrote = needs_write && t.applied && t.error.is_none();
                 if wrote {
                     s.changed += t.changes.iter().filter(|c| c.action.writes()).count();
@@ -175,42 +176,11 @@ fn render_code(e: &RenderError) -> &'static str {
     }
 }
 
-fn target_code(e: &TargetError) -> &'static str {
-    match e {
-        TargetError::Observe { .. } => "observe_failed",
-        TargetError::Write { .. } => "write_failed",
-        TargetError::Check { .. } => "check_rejected",
-        TargetError::Reload { .. } => "reload_failed",
-        TargetError::Kube(k) => kube_code(k),
-        TargetError::Ci(c) => c.code(),
-        TargetError::Encode { .. } => "encode_failed",
-        TargetError::Fenced { .. } => "fenced",
-        TargetError::Unsafe { .. } => "unsafe_path",
-        TargetError::Foreign { .. } => "owned_by_other_instance",
-        TargetError::MassPrune { .. } => "mass_prune_refused",
-        TargetError::PruneModified { .. } => "prune_modified",
-        TargetError::State { .. } => "state_failed",
-    }
-}
-
-fn kube_code(e: &KubeError) -> &'static str {
-    match e {
-        KubeError::Kubeconfig(_) => "kubeconfig_invalid",
-        KubeError::Client { .. } => "kube_client_failed",
-        KubeError::List { .. } => "kube_list_failed",
-        KubeError::Apply { .. } => "kube_apply_failed",
-        KubeError::Delete { .. } => "kube_delete_failed",
-        KubeError::Restart { .. } => "kube_restart_failed",
-        KubeError::TooLarge { .. } => "object_too_large",
-        KubeError::TaintedConfigMap { .. } => "secret_to_configmap",
-        KubeError::NoFingerprintKey { .. } => "no_fingerprint_key",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reconcile::{EnvReport, OutputReport, TargetReport};
+    use crate::targets::file::FileError;
 
     fn target(id: &str, error: Option<TargetError>) -> TargetReport {
         TargetReport {
@@ -241,7 +211,10 @@ mod tests {
                         used: Default::default(),
                         fingerprint: None,
                         targets: vec![
-                            target("prod/api/0", Some(TargetError::Check { path: "p".into(), detail: secret.into() })),
+                            target(
+                                "prod/api/0",
+                                Some(FileError::Check { path: "p".into(), detail: secret.into() }.into()),
+                            ),
                             target("prod/api/1", Some(TargetError::Fenced { env: "prod".into(), reason: "r".into() })),
                         ],
                     },

@@ -12,8 +12,8 @@
 //! current revision and a full pass resyncs.
 //!
 //! An `invalid auth token` (etcd restarted and forgot its simple tokens)
-//! refreshes the client's token before reconnecting; unary calls do the same
-//! inside etcd-client (`with_auto_token_refresh`).
+//! refreshes the client's token before reconnecting
+//! ([`crate::source::etcd::refresh_token_if_invalid`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::status::Board;
 use super::worker::{Reason, Trigger};
-use crate::source::etcd::EtcdSource;
+use crate::source::etcd::{EtcdSource, refresh_token_if_invalid};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -145,24 +145,10 @@ impl EnvWatch {
                 }
                 Ok(None) => return format!("etcd: the watch on {} ended", self.prefix),
                 Err(e) => {
-                    refresh_token_if_invalid(&client, &e).await;
+                    crate::source::etcd::refresh_token_if_invalid(&client, &e).await;
                     return format!("etcd: watch on {}: {e}", self.prefix);
                 }
             }
-        }
-    }
-}
-
-/// Refreshes the client's etcd auth token when `e` says it is invalid
-/// (streams report it in the stream, where etcd-client's automatic refresh
-/// does not look).
-pub(super) async fn refresh_token_if_invalid(client: &etcd_client::Client, e: &etcd_client::Error) {
-    if let etcd_client::Error::GRpcStatus(s) = e
-        && (s.code() == tonic::Code::Unauthenticated || s.message().contains("invalid auth token"))
-    {
-        match client.refresh_token().await {
-            Ok(()) => info!("etcd: auth token refreshed"),
-            Err(e) => warn!(error = %e, "etcd: cannot refresh the auth token"),
         }
     }
 }

@@ -369,6 +369,29 @@ fn affected(generation: &Generation, memory: &Memory, keys: Option<&BTreeSet<Str
     Some(out)
 }
 
+/// What a partial pass reads: the kept keys with the changes applied.
+/// Every change since the kept keys' revision is in `changed_keys` (watch
+/// events come in revision order into one queue; an overflow or a lost
+/// watch makes the pass a full one), plus those no pass has read yet.
+fn patch_of(
+    memory: &Memory,
+    generation: &Generation,
+    changed_keys: Option<&BTreeSet<String>>,
+    changed_at: Option<i64>,
+) -> Option<crate::source::Patch> {
+    let (id, base) = memory.keys.as_ref()?;
+    let (changed, at) = (changed_keys?, changed_at?);
+    if *id != generation.id {
+        return None;
+    }
+    let (unread, unread_at) = &memory.unread;
+    Some(crate::source::Patch {
+        base: base.clone(),
+        changed: changed.union(unread).cloned().collect(),
+        at: at.max(base.revision).max(unread_at.unwrap_or(0)),
+    })
+}
+
 /// Sleeps until `wake`; returns at once when it has come (tokio's timer
 /// would fire a past deadline only at its next millisecond tick: a leading
 /// watch change would wait for it).
@@ -383,61 +406,122 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + 0.2 * fastrand::f64())
 }
 
+/// What the run loop carries from one wake to the next.
+struct Schedule {
+    /// The pass asked for by triggers, not run yet.
+    pending: Option<Pending>,
+    /// The next interval pass.
+    next_tick: Instant,
+    memory: Memory,
+    /// However the state came to be, a timed wake (and so a pass) comes at
+    /// most at the floor's rate.
+    floor: Floor,
+    /// The env passed more often than its allowance at the last wake.
+    over_allowance: bool,
+    /// This replica led the env at the last leadership change.
+    was_leading: bool,
+}
+
+/// A pass that is due: why, and for a watch pass the changes that asked
+/// for it.
+struct Due {
+    reason: Reason,
+    changed_keys: Option<BTreeSet<String>>,
+    changed_at: Option<i64>,
+}
+
+impl Schedule {
+    fn new(config: &crate::config::Config, leading: bool) -> Self {
+        Self {
+            pending: Some(Pending::at_once(Reason::Start)),
+            next_tick: Instant::now() + jittered(config.interval),
+            memory: Memory::default(),
+            floor: Floor::for_passes(config.interval, config.service.debounce),
+            over_allowance: false,
+            was_leading: leading,
+        }
+    }
+
+    /// When a target's or the sources' backoff ends, the soonest first.
+    fn retries(&self) -> (Option<Instant>, Option<Instant>) {
+        let target = self.memory.backoff.values().map(|b| b.until).min();
+        (target, self.memory.source_retry.as_ref().map(|b| b.until))
+    }
+
+    /// When to wake: the interval tick, the pending pass or a retry,
+    /// whichever comes first, but not before the floor allows.
+    fn wake_at(&self, debounce: Duration) -> Instant {
+        let (retry_at, source_retry_at) = self.retries();
+        let pending = self.pending.as_ref().map(|p| p.due(debounce));
+        let soonest = [pending, retry_at, source_retry_at].into_iter().flatten().fold(self.next_tick, Instant::min);
+        soonest.max(self.floor.ready_at())
+    }
+
+    /// A trigger came: it joins the pending pass, or starts one.
+    fn on_trigger(&mut self, t: Trigger, debounce: Duration) {
+        let now = Instant::now();
+        let seen_before = if t.debounced { self.memory.last_change_seen.replace(now) } else { None };
+        match &mut self.pending {
+            Some(p) => p.merge(t, now),
+            None => {
+                let quiet = quiet(seen_before, now, debounce);
+                self.pending = Some(Pending {
+                    reason: t.reason,
+                    debounced: t.debounced,
+                    leading: t.debounced && quiet,
+                    first: now,
+                    last: now,
+                    keys: t.debounced.then(|| t.keys.into_iter().collect()),
+                    revision: t.revision.filter(|_| t.debounced),
+                });
+            }
+        }
+    }
+
+    /// The pass due at `now`, if one is: the pending one, the interval's,
+    /// the sources' retry or a target's, in that order.
+    fn due(&mut self, now: Instant, debounce: Duration) -> Option<Due> {
+        let (retry_at, source_retry_at) = self.retries();
+        if self.pending.as_ref().is_some_and(|p| p.due(debounce) <= now) {
+            let p = self.pending.take().expect("checked above");
+            return Some(Due { reason: p.reason, changed_keys: p.keys, changed_at: p.revision });
+        }
+        let reason = if self.next_tick <= now {
+            Reason::Interval
+        } else if source_retry_at.is_some_and(|r| r <= now) {
+            Reason::SourceRetry
+        } else if retry_at.is_some_and(|r| r <= now) {
+            Reason::Retry
+        } else {
+            return None;
+        };
+        Some(Due { reason, changed_keys: None, changed_at: None })
+    }
+}
+
 impl Worker {
     /// Runs until `cancel`. A pass in flight is finished first: cancellation
     /// only stops new passes from starting.
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut led = self.leadership.subscribe();
         let mut recovered = self.status.subscribe_recovered();
-        let mut was_leading = self.leadership.leads(&self.env);
-        let mut pending = Some(Pending::at_once(Reason::Start));
-        let mut next_tick = Instant::now() + jittered(self.generation.borrow().config.interval);
-        let mut memory = Memory::default();
-        let mut floor = {
-            let g = self.generation.borrow();
-            Floor::for_passes(g.config.interval, g.config.service.debounce)
-        };
-        let mut over_allowance = false;
+        let mut schedule = Schedule::new(&self.generation.borrow().config, self.leadership.leads(&self.env));
         loop {
             let (debounce, interval) = {
                 let g = self.generation.borrow();
                 (g.config.service.debounce, g.config.interval)
             };
-            floor.retune_passes(interval, debounce);
-            let retry_at = memory.backoff.values().map(|b| b.until).min();
-            let source_retry_at = memory.source_retry.as_ref().map(|b| b.until);
-            let mut wake = next_tick;
-            for at in [pending.as_ref().map(|p| p.due(debounce)), retry_at, source_retry_at].into_iter().flatten() {
-                wake = wake.min(at);
-            }
-            // The floor: however the state above came to be, a timed wake
-            // (and so a pass) comes at most at the floor's rate.
-            wake = wake.max(floor.ready_at());
+            schedule.floor.retune_passes(interval, debounce);
+            let wake = schedule.wake_at(debounce);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return,
                 t = self.triggers.recv() => {
                     let Some(t) = t else { return };
-                    let now = Instant::now();
                     if let Some(rev) = t.revision {
                         debug!(env = %self.env, revision = rev, reason = t.reason.as_str(), "change seen");
                     }
-                    let seen_before = if t.debounced { memory.last_change_seen.replace(now) } else { None };
-                    match &mut pending {
-                        Some(p) => p.merge(t, now),
-                        None => {
-                            let quiet = quiet(seen_before, now, debounce);
-                            pending = Some(Pending {
-                                reason: t.reason,
-                                debounced: t.debounced,
-                                leading: t.debounced && quiet,
-                                first: now,
-                                last: now,
-                                keys: t.debounced.then(|| t.keys.into_iter().collect()),
-                                revision: t.revision.filter(|_| t.debounced),
-                            });
-                        }
-                    }
+                    schedule.on_trigger(t, debounce);
                     continue;
                 }
                 r = led.changed() => {
@@ -445,10 +529,10 @@ impl Worker {
                         return;
                     }
                     let leading = self.leadership.leads(&self.env);
-                    if leading && !was_leading {
-                        pending = Some(Pending::at_once(Reason::Elected));
+                    if leading && !schedule.was_leading {
+                        schedule.pending = Some(Pending::at_once(Reason::Elected));
                     }
-                    was_leading = leading;
+                    schedule.was_leading = leading;
                     continue;
                 }
                 r = recovered.changed() => {
@@ -456,81 +540,63 @@ impl Worker {
                         return;
                     }
                     if self.leadership.leads(&self.env) {
-                        pending = Some(Pending::at_once(Reason::EtcdRecovered));
+                        schedule.pending = Some(Pending::at_once(Reason::EtcdRecovered));
                     }
                     continue;
                 }
                 () = sleep_until(wake) => {}
             }
             let now = Instant::now();
-            floor.take(now);
-            over_allowance = self.warn_over_allowance(over_allowance, floor.spacing());
-            let mut changed_keys = None;
-            let mut changed_at = None;
-            let reason = if pending.as_ref().is_some_and(|p| p.due(debounce) <= now) {
-                let p = pending.take().expect("checked above");
-                changed_keys = p.keys;
-                changed_at = p.revision;
-                p.reason
-            } else if next_tick <= now {
-                Reason::Interval
-            } else if source_retry_at.is_some_and(|r| r <= now) {
-                Reason::SourceRetry
-            } else if retry_at.is_some_and(|r| r <= now) {
-                Reason::Retry
-            } else {
-                continue;
-            };
-            let generation = self.generation.borrow().clone();
-            memory.adopt(&generation, &self.env);
-            let dropped = self.overflow.swap(false, Ordering::SeqCst);
-            let full = changed_keys.is_none() || next_tick <= now || dropped;
-            if full && (next_tick <= now || reason != Reason::Retry) {
-                next_tick = now + jittered(generation.config.interval);
+            schedule.floor.take(now);
+            schedule.over_allowance = self.warn_over_allowance(schedule.over_allowance, schedule.floor.spacing());
+            if let Some(due) = schedule.due(now, debounce) {
+                self.run_due(&mut schedule, due, now).await;
             }
-            pending = None;
-            if !self.leadership.leads(&self.env) {
-                // Not this replica's env (now): the leader owns its targets'
-                // backoff; start afresh if elected later.
-                debug!(env = %self.env, reason = reason.as_str(), "not leading this env; no pass");
-                memory = Memory::default();
-                self.journal.forget(&self.env);
-                continue;
-            }
-            let only = if full { None } else { affected(&generation, &memory, changed_keys.as_ref()) };
-            if only.as_ref().is_some_and(BTreeSet::is_empty) {
-                debug!(env = %self.env, "no output reads the changed keys; no pass");
-                memory.unread.0.extend(changed_keys.into_iter().flatten());
-                memory.unread.1 = memory.unread.1.max(changed_at);
-                continue;
-            }
-            let partial = only.is_some();
-            // Every change since the kept keys' revision is in `changed_keys`
-            // (watch events come in revision order into this one queue; an
-            // overflow or a lost watch makes the pass a full one).
-            let patch = match (&memory.keys, &changed_keys, changed_at) {
-                (Some((id, base)), Some(changed), Some(at)) if partial && *id == generation.id => {
-                    let (unread, unread_at) = &memory.unread;
-                    Some(crate::source::Patch {
-                        base: base.clone(),
-                        changed: changed.union(unread).cloned().collect(),
-                        at: at.max(base.revision).max(unread_at.unwrap_or(0)),
-                    })
-                }
-                _ => None,
-            };
-            if reason == Reason::Asked {
-                // Someone waits on this pass (`rotate verify`): every target
-                // gets a fresh try, as after a config reload.
-                memory.backoff.clear();
-            }
-            let ok = self.pass(&generation, reason, &mut memory, only, patch).await;
-            if partial && !ok {
-                // The env is failing now: a full pass says so everywhere
-                // (record, /readyz), and later watch passes are full ones
-                // until a full pass succeeds again.
-                pending = Some(Pending::at_once(Reason::Resync));
-            }
+        }
+    }
+
+    /// Runs the pass that is due: a full one, or one of the outputs that
+    /// read the changed keys (none when no output reads them), on this
+    /// replica only while it leads the env.
+    async fn run_due(&self, schedule: &mut Schedule, due: Due, now: Instant) {
+        let Due { reason, changed_keys, changed_at } = due;
+        let generation = self.generation.borrow().clone();
+        let memory = &mut schedule.memory;
+        memory.adopt(&generation, &self.env);
+        let dropped = self.overflow.swap(false, Ordering::SeqCst);
+        let full = changed_keys.is_none() || schedule.next_tick <= now || dropped;
+        if full && (schedule.next_tick <= now || reason != Reason::Retry) {
+            schedule.next_tick = now + jittered(generation.config.interval);
+        }
+        schedule.pending = None;
+        if !self.leadership.leads(&self.env) {
+            // Not this replica's env (now): the leader owns its targets'
+            // backoff; start afresh if elected later.
+            debug!(env = %self.env, reason = reason.as_str(), "not leading this env; no pass");
+            *memory = Memory::default();
+            self.journal.forget(&self.env);
+            return;
+        }
+        let only = if full { None } else { affected(&generation, memory, changed_keys.as_ref()) };
+        if only.as_ref().is_some_and(BTreeSet::is_empty) {
+            debug!(env = %self.env, "no output reads the changed keys; no pass");
+            memory.unread.0.extend(changed_keys.into_iter().flatten());
+            memory.unread.1 = memory.unread.1.max(changed_at);
+            return;
+        }
+        let partial = only.is_some();
+        let patch = if partial { patch_of(memory, &generation, changed_keys.as_ref(), changed_at) } else { None };
+        if reason == Reason::Asked {
+            // Someone waits on this pass (`rotate verify`): every target
+            // gets a fresh try, as after a config reload.
+            memory.backoff.clear();
+        }
+        let ok = self.pass(&generation, reason, memory, only, patch).await;
+        if partial && !ok {
+            // The env is failing now: a full pass says so everywhere
+            // (record, /readyz), and later watch passes are full ones
+            // until a full pass succeeds again.
+            schedule.pending = Some(Pending::at_once(Reason::Resync));
         }
     }
 
@@ -566,20 +632,51 @@ impl Worker {
             ..Default::default()
         };
         let started = Instant::now();
+        let summary = self.reconcile(generation, memory, &options).await;
+        let took = started.elapsed();
+        if let Some(rev) = summary.revision {
+            self.revision.fetch_max(rev, Ordering::SeqCst);
+        }
+        let drifted = self.learn(&summary, memory, generation.config.interval);
+        let fenced = summary.targets.iter().any(|t| t.fenced);
+        if !partial && !fenced {
+            let settled = memory.settle_unreported(&summary, now);
+            if settled > 0 {
+                debug!(env = %self.env, settled, "backoffs of targets this pass did not reach settled");
+            }
+        }
+        let backing_off: Vec<&String> = skip.iter().filter(|id| memory.backoff.contains_key(*id)).collect();
+        let ok = !summary.failed() && backing_off.is_empty();
+        self.count(&summary, took, drifted.len(), ok);
+        self.log_pass(&summary, reason, took, skip.len());
+        if fenced || partial {
+            // Cut short by losing the lead: the next leader's pass tells.
+            // A pass for some outputs only leaves the env's record (a
+            // full pass's) as it was.
+            return ok;
+        }
+        let record = self.record(&summary, memory, &drifted, &backing_off, ok);
+        self.publish(record).await;
+        ok
+    }
+
+    /// Runs the reconcile pass and keeps from its report what the next
+    /// passes need: the keys read (for the next watch pass; none after a
+    /// failed read) and, from a full pass that succeeded, what each output
+    /// read (partial passes happen only while the env is healthy).
+    async fn reconcile(&self, generation: &Generation, memory: &mut Memory, options: &PassOptions) -> PassSummary {
+        let partial = options.only_outputs.is_some();
         let report = reconcile::run_pass(
             &generation.config,
             &generation.templates,
             &generation.sources,
             &generation.targets,
-            &options,
+            options,
         )
         .await;
-        // The keys read, for the next watch pass; none after a failed read.
         memory.keys =
             report.envs.iter().find(|e| e.env == self.env).and_then(|e| e.keys.clone()).map(|k| (generation.id, k));
         memory.unread = Default::default();
-        // What the outputs read, learnt from a full pass that succeeded:
-        // partial passes happen only while the env is healthy.
         if !partial {
             memory.uses = None;
         }
@@ -597,21 +694,11 @@ impl Worker {
         if !summary.targets.iter().any(|t| t.fenced) {
             self.record_history(generation, &report, partial).await;
         }
-        drop(report);
-        let took = started.elapsed();
-        if let Some(rev) = summary.revision {
-            self.revision.fetch_max(rev, Ordering::SeqCst);
-        }
-        let interval = generation.config.interval;
-        let drifted = self.learn(&summary, memory, interval);
-        if !partial && !summary.targets.iter().any(|t| t.fenced) {
-            let settled = memory.settle_unreported(&summary, now);
-            if settled > 0 {
-                debug!(env = %self.env, settled, "backoffs of targets this pass did not reach settled");
-            }
-        }
-        let backing_off: Vec<&String> = skip.iter().filter(|id| memory.backoff.contains_key(*id)).collect();
-        let ok = !summary.failed() && backing_off.is_empty();
+        summary
+    }
+
+    /// The pass's metrics: duration, drift, source failure, each write.
+    fn count(&self, summary: &PassSummary, took: Duration, drifted: usize, ok: bool) {
         let writes = summary.targets.iter().filter_map(|t| {
             let result = if t.fenced {
                 "fenced"
@@ -624,35 +711,23 @@ impl Worker {
             };
             Some((t.kind, result))
         });
-        self.metrics.record_pass(
-            &self.env,
-            took,
-            drifted.len() as u64,
-            summary.source.as_ref().map(|(s, _)| *s),
-            writes,
-            ok,
-        );
+        let source = summary.source.as_ref().map(|(s, _)| *s);
+        self.metrics.record_pass(&self.env, took, drifted as u64, source, writes, ok);
+    }
 
+    /// The pass's log line: a warning when it failed, info when it changed
+    /// something or was asked for, else debug.
+    fn log_pass(&self, summary: &PassSummary, reason: Reason, took: Duration, skipped: usize) {
         let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         let changed = summary.changed;
         if summary.failed() {
             let code = summary.first_code().unwrap_or_default();
             warn!(env = %self.env, reason = reason.as_str(), took_ms, changed, code, "pass failed (details above); other envs and targets unaffected");
         } else if changed > 0 || reason != Reason::Interval {
-            info!(env = %self.env, reason = reason.as_str(), took_ms, changed, skipped = skip.len(), "pass done");
+            info!(env = %self.env, reason = reason.as_str(), took_ms, changed, skipped, "pass done");
         } else {
             debug!(env = %self.env, reason = reason.as_str(), took_ms, "pass done, nothing changed");
         }
-
-        if summary.targets.iter().any(|t| t.fenced) || partial {
-            // Cut short by losing the lead: the next leader's pass tells.
-            // A pass for some outputs only leaves the env's record (a
-            // full pass's) as it was.
-            return ok;
-        }
-        let record = self.record(&summary, memory, &drifted, &backing_off, ok);
-        self.publish(record).await;
-        ok
     }
 
     /// Records the pass in the env's history, fenced by the election lease.

@@ -103,7 +103,7 @@ pub fn key_path(settings: &EtcdSettings, env: &str, name: &str) -> String {
 
 /// `<prefix>/_meta/<env>/<name>`: where a key's owner and reason live.
 pub fn meta_path(settings: &EtcdSettings, env: &str, name: &str) -> String {
-    format!("{}/_meta/{env}/{name}", settings.prefix)
+    super::etcd::keyspace::meta_key(&settings.prefix, env, name)
 }
 
 fn status_text(s: &tonic::Status) -> String {

@@ -127,14 +127,14 @@ impl Material {
                 return Err(format!(
                     "the client certificate {} expired on {}: renew it",
                     path.display(),
-                    x509::show_time(info.not_after)
+                    crate::utc::from_unix_secs(info.not_after)
                 ));
             }
             if now < info.not_before {
                 return Err(format!(
                     "the client certificate {} is not valid before {}",
                     path.display(),
-                    x509::show_time(info.not_before)
+                    crate::utc::from_unix_secs(info.not_before)
                 ));
             }
             common_name = info.common_name;

@@ -122,23 +122,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`, for messages.
-pub fn show_time(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // civil_from_days, the inverse of the above.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,9 +137,9 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         let info = parse(cert.der()).unwrap();
         assert_eq!(info.common_name.as_deref(), Some("cfgsync-reconciler"));
-        assert_eq!(show_time(info.not_before), "2024-02-29 00:00:00 UTC");
+        assert_eq!(crate::utc::from_unix_secs(info.not_before), "2024-02-29 00:00:00 UTC");
         // 2051: a GeneralizedTime (UTCTime ends in 2049).
-        assert_eq!(show_time(info.not_after), "2051-01-02 00:00:00 UTC");
+        assert_eq!(crate::utc::from_unix_secs(info.not_after), "2051-01-02 00:00:00 UTC");
         assert_eq!(info.not_before, 1_709_164_800);
     }
 

@@ -27,6 +27,7 @@
 //! - Plain `http://` is accepted only for loopback addresses (tests,
 //!   emulators): anything else would send the token in clear.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -35,6 +36,7 @@ use tokio::time::Instant;
 use tracing::{debug, trace};
 
 use crate::secret::SecretString;
+use crate::targets::registry::{Problems, SpecInput};
 
 /// A failed CI request or a refused CI item. Names destinations, keys and
 /// entries, never a value or a token. `Clone`: one unreachable destination
@@ -64,7 +66,7 @@ pub enum CiError {
     )]
     Duplicate { dest: String, what: String, first: String, second: String },
     #[error(
-        "output {output:?} reads secrets but the env's fingerprint key is missing from the secrets source: run `cfgsync policy apply` to create it (or set [kubernetes] fingerprint_key = \"<secret path>#<field>\")"
+        "output {output:?} reads secrets but the env's fingerprint key is missing from the secrets source: run `cfgsync policy apply` to create it (or set [fingerprint] key = \"<secret path>#<field>\")"
     )]
     NoFingerprintKey { output: String },
     #[error("{dest}: sealing secret {name} for GitHub failed: {cause}")]
@@ -101,9 +103,8 @@ pub enum CiError {
     OtherInstance { dest: String, what: String, owner: String, ours: String, marker: String },
 }
 
-impl CiError {
-    /// A stable code for metrics and the status page.
-    pub fn code(&self) -> &'static str {
+impl super::KindError for CiError {
+    fn code(&self) -> &'static str {
         match self {
             CiError::NoToken { .. } => "no_token",
             CiError::Connect { .. } => "unreachable",
@@ -125,11 +126,9 @@ impl CiError {
             CiError::OtherInstance { .. } => "owned_by_other_instance",
         }
     }
-}
 
-impl From<CiError> for super::TargetError {
-    fn from(e: CiError) -> Self {
-        super::TargetError::Ci(Box::new(e))
+    fn duplicate(&self) -> Box<dyn super::KindError> {
+        Box::new(self.clone())
     }
 }
 
@@ -284,6 +283,12 @@ impl Client {
             trust: Default::default(),
             clock: std::sync::Arc::new(SystemClock::default()),
         }
+    }
+
+    /// The client of a config's CI targets: default retries, each
+    /// server's private CA trusted.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Self::new(Retry::default()).with_trust(super::ci_tls::Trust::from_config(config))
     }
 
     /// The same client waiting by `clock`.
@@ -495,47 +500,120 @@ pub fn written_by_a_target(record: &super::state::Record) -> bool {
     !record.output.is_empty() && record.fingerprint != ADOPTED_FINGERPRINT
 }
 
-/// The name each entry of an output becomes at one CI destination: the
-/// target's `key` schema rendered with `env` and the entry's `name`. A name
-/// `invalid` refuses (it says why, completing "entry E would be NOUN N (env
-/// V)…"), and two entries with one name, are problems at the entry; a key
-/// schema that does not render is one problem for the target, and ends the
-/// walk (every entry would fail the same way).
-pub fn entry_names(
-    output: &str,
-    env: &str,
-    entries: &[crate::config::Entry],
-    key_template: &str,
-    noun: &str,
-    invalid: impl Fn(&str) -> Option<String>,
-    problem: &mut dyn FnMut(Option<&crate::config::Location>, String),
-) -> std::collections::BTreeMap<String, String> {
-    let mut names = std::collections::BTreeMap::new();
-    let mut by_name: std::collections::BTreeMap<String, &str> = std::collections::BTreeMap::new();
-    for e in entries {
-        let name = match crate::render::render_field(key_template, &[("env", env), ("name", &e.name)]) {
-            Ok(n) => n,
-            Err(err) => {
-                problem(None, format!("output {output:?}: key {key_template:?}: {err}"));
-                break;
-            }
-        };
-        if let Some(why) = invalid(&name) {
-            problem(
-                Some(&e.location),
-                format!("output {output:?}: entry {:?} would be {noun} {name:?} (env {env:?}){why}", e.name),
-            );
-            continue;
-        }
-        if let Some(first) = by_name.insert(name.clone(), &e.name) {
-            problem(
-                Some(&e.location),
-                format!("output {output:?}: entries {first:?} and {:?} would both be {noun} {name}", e.name),
-            );
-        }
-        names.insert(e.name.clone(), name);
+/// Builds a CI target's spec from its table, collecting every problem:
+/// what GitLab's and GitHub's `spec::build` share (the server, the token
+/// variable, fields rendered per env, each entry's name, one env per
+/// destination).
+pub struct SpecBuilder<'i, 'a> {
+    pub input: &'i SpecInput<'a>,
+    pub problems: Problems,
+}
+
+impl<'i, 'a> SpecBuilder<'i, 'a> {
+    pub fn new(input: &'i SpecInput<'a>) -> Self {
+        Self { input, problems: Problems::new() }
     }
-    names
+
+    /// A problem of the target: `output "NAME": {message}`.
+    pub fn problem(&mut self, message: impl std::fmt::Display) {
+        self.problems.push((None, format!("output {:?}: {message}", self.input.output)));
+    }
+
+    /// The API base URL (`what`: how the config names it, `gitlab url`),
+    /// checked ([`check_base_url`]), without a trailing slash.
+    pub fn base_url(&mut self, what: &str, url: Option<&str>, default: &str) -> String {
+        check_base_url(url.unwrap_or(default)).unwrap_or_else(|e| {
+            self.problem(format!("{what} {e}"));
+            String::new()
+        })
+    }
+
+    /// The environment variable holding the API token.
+    pub fn token_env(&mut self, token_env: Option<String>, default: &str) -> String {
+        let token_env = token_env.unwrap_or_else(|| default.to_owned());
+        if !is_env_var_name(&token_env) {
+            self.problem(format!("token_env {token_env:?} is not an environment variable name"));
+        }
+        token_env
+    }
+
+    /// `template` rendered for `env` and checked: `check` says why not
+    /// (its message follows `output "NAME": `).
+    pub fn field<T>(
+        &mut self,
+        what: &str,
+        template: &str,
+        env: &str,
+        check: impl FnOnce(String) -> Result<T, String>,
+    ) -> Option<T> {
+        let rendered = crate::render::render_field(template, &[("env", env)])
+            .map_err(|e| format!("{what} {template:?}: {e}"))
+            .and_then(check);
+        rendered.map_err(|message| self.problem(message)).ok()
+    }
+
+    /// The name each entry of the output becomes at one destination: the
+    /// target's `key` schema rendered with `env` and the entry's `name`. A
+    /// name `invalid` refuses (it says why, completing "entry E would be
+    /// NOUN N (env V)…"), and two entries with one name, are problems at
+    /// the entry; a key schema that does not render is one problem for the
+    /// target, and ends the walk (every entry would fail the same way).
+    pub fn names(
+        &mut self,
+        env: &str,
+        key_template: &str,
+        noun: &str,
+        invalid: impl Fn(&str) -> Option<String>,
+    ) -> BTreeMap<String, String> {
+        let output = self.input.output;
+        let mut names = BTreeMap::new();
+        let mut by_name: BTreeMap<String, &str> = BTreeMap::new();
+        for e in self.input.entries {
+            let name = match crate::render::render_field(key_template, &[("env", env), ("name", &e.name)]) {
+                Ok(n) => n,
+                Err(err) => {
+                    self.problem(format!("key {key_template:?}: {err}"));
+                    break;
+                }
+            };
+            let at = Some(e.location.clone());
+            if let Some(why) = invalid(&name) {
+                let message =
+                    format!("output {output:?}: entry {:?} would be {noun} {name:?} (env {env:?}){why}", e.name);
+                self.problems.push((at, message));
+                continue;
+            }
+            if let Some(first) = by_name.insert(name.clone(), &e.name) {
+                let message =
+                    format!("output {output:?}: entries {first:?} and {:?} would both be {noun} {name}", e.name);
+                self.problems.push((at, message));
+            }
+            names.insert(e.name.clone(), name);
+        }
+        names
+    }
+
+    /// Two envs must not write one destination (`dest` of each env's
+    /// address): `clash(other, env, dest)` says why.
+    pub fn one_env_each<'e, D: Ord>(
+        &mut self,
+        dests: impl IntoIterator<Item = (&'e String, D)>,
+        clash: impl Fn(&str, &str, &D) -> String,
+    ) {
+        let mut seen: BTreeMap<D, &String> = BTreeMap::new();
+        for (env, dest) in dests {
+            let clashes = seen.get(&dest).map(|other| clash(other, env, &dest));
+            seen.insert(dest, env);
+            if let Some(message) = clashes {
+                self.problem(message);
+            }
+        }
+    }
+
+    /// The spec, unless a problem was found.
+    pub fn finish<T>(self, spec: T) -> Result<T, Problems> {
+        if self.problems.is_empty() { Ok(spec) } else { Err(self.problems) }
+    }
 }
 
 /// Whether `name` can name an environment variable (`token_env`).

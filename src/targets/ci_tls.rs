@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::config::{Config, Output, TargetKind, TlsSettings};
+use crate::config::{Config, Output, TlsSettings};
 use crate::source::tls::{Material, Stamp};
 
 /// Which CA each CI server is trusted with, and the clients built for it.
@@ -45,15 +45,11 @@ pub fn ca_files(outputs: &[Output]) -> Result<BTreeMap<String, PathBuf>, String>
     let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
     for output in outputs {
         for target in &output.targets {
-            let (url, ca) = match &target.kind {
-                TargetKind::Gitlab(g) => (g.url.as_str(), g.ca_file.as_ref()),
-                TargetKind::Github(g) => (g.api_url.as_str(), g.ca_file.as_ref()),
-                _ => continue,
-            };
-            let (Some(ca), Ok(url)) = (ca, reqwest::Url::parse(url)) else { continue };
+            let Some((url, ca)) = target.kind.server_ca() else { continue };
+            let Ok(url) = reqwest::Url::parse(url) else { continue };
             let key = origin(&url);
             match found.get(&key) {
-                Some(other) if other != ca => {
+                Some(other) if other.as_path() != ca => {
                     return Err(format!(
                         "{key} is given two CAs ({} and {}): every target on one server uses one ca_file",
                         other.display(),
@@ -61,7 +57,7 @@ pub fn ca_files(outputs: &[Output]) -> Result<BTreeMap<String, PathBuf>, String>
                     ));
                 }
                 _ => {
-                    found.insert(key, ca.clone());
+                    found.insert(key, ca.to_path_buf());
                 }
             }
         }

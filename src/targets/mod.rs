@@ -14,117 +14,137 @@
 //! 4. **apply**: executes exactly the plan, after the fence said this
 //!    process may still write.
 //!
-//! [`crate::reconcile`] drives every kind the same way ([`plan_kind`]), so
-//! `plan`, `--dry-run`, `reconcile`, `pull` and the service share one
-//! pipeline, and a new kind is one new implementation: the contract suite
-//! in `tests/integration/target_contract.rs` runs against every kind.
+//! `crate::reconcile` drives every kind the same way, so `plan`,
+//! `--dry-run`, `reconcile`, `pull` and the service share one pipeline.
+//! The kinds are listed once, in [`registry`]: a new kind is its folder,
+//! one registry line, and its implementation of the contract suite in
+//! `tests/integration/target_contract.rs`, which runs against every kind
+//! (the checklist is in `docs/architecture.md`).
 //!
 //! Ownership: everything a kind writes carries the instance identity
 //! (`instance` in the config); a kind prunes only what carries its own.
 
 pub mod ci;
+pub mod ci_dest;
 pub mod ci_tls;
 pub mod file;
 pub mod github;
 pub mod gitlab;
 pub mod kubernetes;
+pub mod registry;
 pub mod state;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
-use crate::config::{Config, TargetKind};
-use crate::plan::{Change, DestPlan, Planned, Slot};
-
+use crate::config::Config;
+use crate::plan::{Change, Planned, Slot};
 use crate::render::Rendered;
+pub use registry::{Kind, Registered, SpecInput, TargetKind, Targets};
 
 /// A failed observe, plan or apply. Names the target, never a value.
+///
+/// What only one kind can fail at is that kind's own error type, in its
+/// folder ([`KindError`]: it names its code); the variants here are what
+/// the pipeline itself refuses or what several kinds share.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("reading {path}: {source}")]
-    Observe { path: String, source: std::io::Error },
-    /// `reason` names the path.
-    #[error("{reason}")]
-    Unsafe { path: String, reason: String },
-    #[error("writing {path}: {source}")]
-    Write { path: String, source: std::io::Error },
-    #[error("check_cmd rejected {path}: {detail}")]
-    Check { path: String, detail: String },
-    #[error("reload_cmd after writing {path} failed: {detail}")]
-    Reload { path: String, detail: String },
-    #[error(transparent)]
-    Kube(Box<kubernetes::KubeError>),
-    /// GitLab and GitHub.
-    #[error(transparent)]
-    Ci(Box<ci::CiError>),
+    /// A kind's own failure.
+    #[error("{0}")]
+    Kind(Box<dyn KindError>),
     #[error("encoding {path}: {source}")]
-    Encode { path: String, source: crate::format::FormatError },
+    Encode { path: String, source: Arc<crate::format::FormatError> },
     /// The service's fence was closed: this replica may not write the env.
     #[error("not written: {reason} (env {env})")]
     Fenced { env: String, reason: String },
-    #[error("{address}: {what} is owned by cfgsync instance {owner:?}, not this one ({ours:?}); not written")]
-    Foreign { address: String, what: String, owner: String, ours: String },
-    #[error(
-        "{dest}: refusing to delete {deletes} of {total} objects this instance wrote ({share:.0}% > {max:.0}%): re-run with --allow-mass-prune if that is intended"
-    )]
-    MassPrune { dest: String, deletes: usize, total: usize, share: f64, max: f64 },
-    #[error("{path}: not deleted: it changed since cfgsync wrote it")]
-    PruneModified { path: String },
+    #[error(transparent)]
+    MassPrune(#[from] crate::plan::MassPrune),
+    /// A kind's record of what it wrote could not be read or saved.
     #[error("state {path}: {cause}")]
     State { path: String, cause: String },
 }
 
+/// A kind's own error type (`FileError`, `KubeError`, `CiError`): each
+/// failure names its stable code, for `/readyz`, the status page and the
+/// record in etcd (the text, which may name keys and paths, goes to the
+/// log only). `Clone`-like: one failure of a destination is reported at
+/// each of its targets.
+pub trait KindError: std::error::Error + Send + Sync + 'static {
+    /// `[a-z0-9_]+`, stable: scripts and alerts match on it.
+    fn code(&self) -> &'static str;
+    /// An equal error.
+    fn duplicate(&self) -> Box<dyn KindError>;
+}
+
+impl<E: KindError> From<E> for TargetError {
+    fn from(e: E) -> Self {
+        TargetError::Kind(Box::new(e))
+    }
+}
+
 impl TargetError {
+    /// The stable code of this failure (see [`KindError::code`]).
+    pub fn code(&self) -> &'static str {
+        match self {
+            TargetError::Kind(e) => e.code(),
+            TargetError::Encode { .. } => "encode_failed",
+            TargetError::Fenced { .. } => "fenced",
+            TargetError::MassPrune(_) => "mass_prune_refused",
+            TargetError::State { .. } => "state_failed",
+        }
+    }
+
     /// An equal error, to report one failure of a destination at each of
     /// its targets.
     pub fn duplicate(&self) -> TargetError {
-        let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
         match self {
-            TargetError::Observe { path, source } => TargetError::Observe { path: path.clone(), source: io(source) },
-            TargetError::Write { path, source } => TargetError::Write { path: path.clone(), source: io(source) },
-            TargetError::Kube(k) => TargetError::Kube(k.clone()),
-            TargetError::Ci(c) => TargetError::Ci(c.clone()),
-            TargetError::Encode { path, source } => {
-                TargetError::Unsafe { path: path.clone(), reason: format!("encoding {path}: {source}") }
-            }
-            TargetError::Unsafe { path, reason } => TargetError::Unsafe { path: path.clone(), reason: reason.clone() },
-            TargetError::Check { path, detail } => TargetError::Check { path: path.clone(), detail: detail.clone() },
-            TargetError::Reload { path, detail } => TargetError::Reload { path: path.clone(), detail: detail.clone() },
+            TargetError::Kind(e) => TargetError::Kind(e.duplicate()),
+            TargetError::Encode { path, source } => TargetError::Encode { path: path.clone(), source: source.clone() },
             TargetError::Fenced { env, reason } => TargetError::Fenced { env: env.clone(), reason: reason.clone() },
-            TargetError::Foreign { address, what, owner, ours } => TargetError::Foreign {
-                address: address.clone(),
-                what: what.clone(),
-                owner: owner.clone(),
-                ours: ours.clone(),
-            },
-            TargetError::MassPrune { dest, deletes, total, share, max } => TargetError::MassPrune {
-                dest: dest.clone(),
-                deletes: *deletes,
-                total: *total,
-                share: *share,
-                max: *max,
-            },
-            TargetError::PruneModified { path } => TargetError::PruneModified { path: path.clone() },
+            TargetError::MassPrune(e) => TargetError::MassPrune(e.clone()),
             TargetError::State { path, cause } => TargetError::State { path: path.clone(), cause: cause.clone() },
         }
     }
 }
 
-impl From<file::io::PathError> for TargetError {
-    fn from(e: file::io::PathError) -> Self {
-        let reason = e.to_string();
-        match e {
-            file::io::PathError::Io { path, source } => TargetError::Write { path, source },
-            file::io::PathError::Symlink { path, .. } | file::io::PathError::NotRegular { path, .. } => {
-                TargetError::Unsafe { path, reason }
-            }
-        }
+/// One destination's plan.
+#[derive(Debug)]
+pub struct DestPlan<Op> {
+    pub changes: Vec<Planned<Op>>,
+    /// Targets that cannot be planned (refused content, an object owned by
+    /// another instance), and refused prunes (`Slot::Prune`).
+    pub errors: Vec<(Slot, TargetError)>,
+}
+
+impl<Op> Default for DestPlan<Op> {
+    fn default() -> Self {
+        Self { changes: Vec::new(), errors: Vec::new() }
     }
 }
 
-impl From<kubernetes::KubeError> for TargetError {
-    fn from(e: kubernetes::KubeError) -> Self {
-        TargetError::Kube(Box::new(e))
+impl<Op> DestPlan<Op> {
+    pub fn needs_write(&self) -> bool {
+        self.changes.iter().any(|c| c.change.action.writes())
+    }
+
+    /// Adds a destination's prunes, unless they are a mass prune
+    /// ([`crate::plan::mass_prune`]: `total` is what this instance wrote at
+    /// `dest`, `max` the share, `allow` is `--allow-mass-prune`): then the
+    /// whole prune is refused with [`TargetError::MassPrune`] and nothing
+    /// of it is planned. Every target kind prunes through this one rule.
+    pub fn add_prunes(
+        &mut self,
+        prunes: Vec<Planned<Op>>,
+        total: usize,
+        max: f64,
+        allow: bool,
+        dest: impl FnOnce() -> String,
+    ) {
+        match crate::plan::mass_prune(prunes.len(), total, max, allow, dest) {
+            Ok(()) => self.changes.extend(prunes),
+            Err(e) => self.errors.push((Slot::Prune, e.into())),
+        }
     }
 }
 
@@ -144,15 +164,34 @@ pub struct Ctx<'a> {
     /// This config's identity on everything it writes.
     pub instance: &'a str,
     /// Keyed fingerprints of secret content, with the env's key.
-    pub keyed: &'a kubernetes::Fingerprinter,
+    pub keyed: &'a crate::fingerprint::EnvFingerprinter,
     /// Per-run fingerprints to show which secret entries change (`pull`).
-    pub shown: Option<&'a crate::fingerprint::Fingerprinter>,
+    pub shown: Option<&'a crate::fingerprint::RunFingerprinter>,
     /// Deleting what this instance wrote and no target claims any more is
     /// allowed: every env of the pass was read and every target planned.
     pub prune: bool,
     pub allow_mass_prune: bool,
     /// Run `reload_cmd` after a change (not on a laptop unless asked).
     pub run_reload: bool,
+}
+
+impl<'a> Ctx<'a> {
+    /// The one way to a context: `env` of `config`, keyed with `keyed`;
+    /// no revision, nothing shown, no prune, no reload. A pass sets what
+    /// it knows on top (`Ctx { prune, ..Ctx::new(…) }`).
+    pub fn new(config: &'a Config, env: &'a str, keyed: &'a crate::fingerprint::EnvFingerprinter) -> Self {
+        Ctx {
+            config,
+            env,
+            revision: None,
+            instance: &config.instance,
+            keyed,
+            shown: None,
+            prune: false,
+            allow_mass_prune: false,
+            run_reload: false,
+        }
+    }
 }
 
 /// One configured target's share of a destination: what it wants
@@ -204,15 +243,6 @@ pub trait Target: Sync {
     /// env and the instance: a pass then reads such destinations while the
     /// sources are being read, not after rendering.
     const OBSERVE_BEFORE_RENDER: bool = false;
-
-    /// The spec behind a configured target, when it is of this kind.
-    fn spec(target: &TargetKind) -> Option<&Self::Spec>;
-
-    /// The kind's name in reports (`file`, `kubernetes-secret`, …).
-    fn kind_name(spec: &Self::Spec) -> &'static str;
-
-    /// Where `spec` writes for `ctx.env`, as shown to people.
-    fn address(spec: &Self::Spec, env: &str) -> String;
 
     /// The destination `spec` writes to for `ctx.env`, adding what it
     /// needs observed there (for `items`, when its output rendered) to `scope`.
@@ -341,8 +371,8 @@ pub fn content_fingerprint(ctx: &Ctx<'_>, name: &str, content: &[u8], secret: bo
     if let Some(f) = ctx.keyed.fingerprint([(&name, content)], secret) {
         return f;
     }
-    static RUN: std::sync::OnceLock<Option<crate::fingerprint::Fingerprinter>> = std::sync::OnceLock::new();
-    match RUN.get_or_init(|| crate::fingerprint::Fingerprinter::new().ok()) {
+    static RUN: std::sync::OnceLock<Option<crate::fingerprint::RunFingerprinter>> = std::sync::OnceLock::new();
+    match RUN.get_or_init(|| crate::fingerprint::RunFingerprinter::new().ok()) {
         Some(run) => {
             let mut bytes = (name.len() as u64).to_be_bytes().to_vec();
             bytes.extend_from_slice(name.as_bytes());
@@ -375,5 +405,45 @@ impl Merge for () {
 
     fn covers(&self, _: &Self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+
+    fn prunes(n: usize) -> Vec<Planned<()>> {
+        (0..n)
+            .map(|i| Planned {
+                slot: Slot::Prune,
+                change: Change::new("file", format!("p{i}"), Action::Delete, false),
+                op: (),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn prunes_beyond_the_share_are_refused_whole_unless_allowed() {
+        let mut plan = DestPlan::default();
+        // One delete is never a mass prune, even of everything.
+        plan.add_prunes(prunes(1), 1, 0.5, false, || "d".to_owned());
+        assert_eq!((plan.changes.len(), plan.errors.len()), (1, 0));
+        // At the share: planned.
+        let mut plan = DestPlan::default();
+        plan.add_prunes(prunes(2), 4, 0.5, false, || "d".to_owned());
+        assert_eq!((plan.changes.len(), plan.errors.len()), (2, 0));
+        // Beyond it: nothing planned, one error naming the counts.
+        let mut plan = DestPlan::default();
+        plan.add_prunes(prunes(3), 4, 0.5, false, || "d".to_owned());
+        assert!(plan.changes.is_empty());
+        assert!(matches!(
+            &plan.errors[..],
+            [(Slot::Prune, TargetError::MassPrune(crate::plan::MassPrune { deletes: 3, total: 4, .. }))]
+        ));
+        // --allow-mass-prune lifts the guard.
+        let mut plan = DestPlan::default();
+        plan.add_prunes(prunes(3), 4, 0.5, true, || "d".to_owned());
+        assert_eq!((plan.changes.len(), plan.errors.len()), (3, 0));
     }
 }

@@ -112,7 +112,7 @@ impl StateStore {
     fn kind_prefix(&self, kind: &str, instance: &str, env: &str) -> String {
         match self {
             StateStore::Etcd { prefix, .. } => {
-                format!("{}{kind}/{instance}/", crate::service::published::state_prefix(prefix, env))
+                format!("{}{kind}/{instance}/", crate::source::etcd::keyspace::state_prefix(prefix, env))
             }
             StateStore::Dir(dir) => dir.join(instance).join(format!("{kind}-{env}")).display().to_string() + "/",
         }
@@ -122,7 +122,7 @@ impl StateStore {
     pub fn describe(&self, key: &StateKey) -> String {
         match self {
             StateStore::Etcd { .. } => format!("etcd key {}", self.etcd_key(key)),
-            StateStore::Dir(_) => crate::cmd::display_path(&self.file(key)),
+            StateStore::Dir(_) => crate::text::display_path(&self.file(key)),
         }
     }
 
@@ -195,7 +195,7 @@ impl StateStore {
         let mut out = Vec::new();
         match self {
             StateStore::Etcd { source, prefix: root, listed } => {
-                let env_prefix = crate::service::published::state_prefix(root, env);
+                let env_prefix = crate::source::etcd::keyspace::state_prefix(root, env);
                 let mut memo = listed.lock().await;
                 let all = match (at, memo.get(env)) {
                     (Some(rev), Some((seen, all))) if *seen == rev => all.clone(),

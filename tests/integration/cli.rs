@@ -265,3 +265,47 @@ fn check_cmd_failure_keeps_the_old_file() {
     assert!(r.stderr.contains("check_cmd rejected"), "{r:?}");
     assert_eq!(p.read("out/prod/web.json"), before);
 }
+
+/// DESIGN: `NO_COLOR` respected. Colour follows anstream's rule (clap's
+/// help follows it too): on a terminal (a pty through script(1)) unless
+/// `NO_COLOR`; on a pipe only with `CLICOLOR_FORCE`; `NO_COLOR` wins over
+/// `CLICOLOR_FORCE`. The escape codes are the same as before anstyle.
+#[test]
+fn colour_on_a_terminal_or_when_forced_and_never_with_no_color() {
+    let p = project("");
+    let plan = |env: &[(&str, &str)], pty: bool| {
+        let mut cmd = p.command(&["plan", "--env", "prod"]);
+        for var in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "CI"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("TERM", "xterm");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if pty {
+            // script(1) runs the command on a new pty; its stdout is a terminal.
+            let line: Vec<String> = std::iter::once(cmd.get_program())
+                .chain(cmd.get_args())
+                .map(|a| format!("'{}'", a.to_str().unwrap()))
+                .collect();
+            let mut script = std::process::Command::new("script");
+            script.args(["-qec", &line.join(" "), "/dev/null"]).current_dir(p.dir.path());
+            script
+                .env_clear()
+                .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+                .env("PATH", std::env::var_os("PATH").unwrap());
+            cmd = script;
+        }
+        let r = crate::support::run_output(cmd.output().unwrap());
+        assert_eq!(r.code, 0, "{r:?}");
+        r.stdout.replace("\r\n", "\n")
+    };
+    let plain = plan(&[], false);
+    assert!(plain.contains("+ api → file") && !plain.contains('\x1b'), "{plain:?}");
+    let green_plus = "\x1b[32m+\x1b[0m api → file";
+    assert!(plan(&[("CLICOLOR_FORCE", "1")], false).contains(green_plus), "forced on a pipe");
+    assert_eq!(plan(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")], false), plain);
+    let tty = plan(&[], true);
+    assert!(tty.contains(green_plus), "{tty:?}");
+    assert_eq!(plan(&[("NO_COLOR", "1")], true), plain);
+}

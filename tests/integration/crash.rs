@@ -27,8 +27,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::service::temp_files;
-use crate::support::Project;
 use crate::support::disk::Tmpfs;
+use crate::support::{Project, poll_until};
 
 const FILES: usize = 1000;
 /// Bytes per file: several pages, so that a torn write could show.
@@ -155,18 +155,16 @@ fn sigkill_at_random_points_never_leaves_a_partial_file() {
         let since = SystemTime::now();
         let mut child =
             p.command(&["reconcile", "--once"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
+        // Every 2 ms: the kill point is a file count.
+        let ended = poll_until(Duration::from_secs(120), Duration::from_millis(2), || {
             if child.try_wait().unwrap().is_some() {
-                break; // finished before the kill point was seen
+                return Some(()); // finished before the kill point was seen
             }
-            if reached(&out, k, since) {
+            reached(&out, k, since).then(|| {
                 let _ = child.kill();
-                break;
-            }
-            assert!(Instant::now() < deadline, "round {round}: the pass neither reached {k} files nor exited");
-            std::thread::sleep(Duration::from_millis(2)); // poll interval
-        }
+            })
+        });
+        assert!(ended.is_some(), "round {round}: the pass neither reached {k} files nor exited");
         let status = child.wait().unwrap();
         killed_at += since.elapsed().unwrap_or_default();
         let at_new = check(&out, old, new);

@@ -3,7 +3,7 @@
 //! `templates/`, no input overflows a stack, renderings are timed alone,
 //! commands are rendered, and no render worker outlives a command.
 
-use crate::support::{Project, Run};
+use crate::support::{Project, Run, wait_until};
 
 /// A copy of examples/quickstart (the file source; no server needed).
 fn quickstart() -> Project {
@@ -160,7 +160,7 @@ fn deep_values_from_a_source_or_a_target_fail_their_env_only() {
 
 #[test]
 fn a_long_operator_chain_hot_reloaded_into_the_service_is_refused() {
-    use crate::service::{Service, read_or_empty, save_like_an_editor, wait_until};
+    use crate::service::{Service, read_or_empty, save_like_an_editor};
     use std::time::Duration;
     let p = Project::new(DEPTH_CONFIG);
     p.write("source/prod.toml", "[keys]\nhost = \"db.one\"\n");
@@ -374,7 +374,7 @@ fn cpu_ticks(pid: i32) -> u64 {
 
 #[test]
 fn no_render_worker_outlives_a_command_on_any_exit() {
-    use crate::service::wait_until;
+    use crate::support::wait_until;
     use std::time::Duration;
     // A copy of the binary under a path of this test's own (a hard link: the
     // kernel names the file it ran), so its workers can be told apart from
@@ -410,10 +410,9 @@ fn no_render_worker_outlives_a_command_on_any_exit() {
         rustix::process::kill_process(rustix::process::Pid::from_raw(parent_pid).unwrap(), signal).unwrap();
         parent.wait().unwrap();
         // Gone within a deadline (the kernel's SIGKILL is asynchronous).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !running(&exe).is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        crate::support::poll_until(Duration::from_secs(5), Duration::from_millis(25), || {
+            running(&exe).is_empty().then_some(())
+        });
         let leftover = running(&exe);
         for pid in &leftover {
             // Ours (the test's own binary path): ended so the test leaves nothing behind.

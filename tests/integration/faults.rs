@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use kube_emulator::{Emulator, Fault, Kind, Verb};
 use serde_json::Value;
 
-use crate::service::{temp_files, wait_until};
+use crate::service::temp_files;
 use crate::support::disk::{Tmpfs, Unwritable};
 use crate::support::proxy::{FaultProxy, Inject};
-use crate::support::{Etcd, FileState, Frozen, Project, Run, Vault, run_output};
+use crate::support::{Etcd, FileState, Frozen, Project, Run, Vault, run_output, wait_until};
 
 pub const CANARY: &str = "CANARY-3f7a-faults";
 

@@ -13,10 +13,10 @@ use serde_json::Value;
 use crate::faults::{
     CANARY, ENVS, KubeBed, READ_ALL, SECRET_ENVS, SourceBed, assert_same_files, disk_expected, disk_seed, env_files,
 };
-use crate::service::{Service, metric_value, temp_files, wait_until};
+use crate::service::{Service, metric_value, temp_files};
 use crate::support::disk::{Tmpfs, Unwritable};
 use crate::support::proxy::{FaultProxy, Inject};
-use crate::support::{FileState, Project, Vault};
+use crate::support::{FileState, Project, Vault, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -332,7 +332,7 @@ fn service_kube_500s_409s_and_dropped_connections() {
     // Conflicts on the Secret only, three times: the ConfigMap converges
     // at once, the Secret on a retry.
     proxy.inject(Inject::kube_conflict("PATCH", "secrets", "api", 3));
-    kube_fault(&svc, &bed, 3, "kube_apply_failed");
+    kube_fault(&svc, &bed, 3, "write_conflict");
     assert!(bed.configmap_at("prod", 3), "prod's ConfigMap converged beside the conflict");
     kube_recovered(&svc, &bed, 3);
     assert_eq!(proxy.remaining(), 0);

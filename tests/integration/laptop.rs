@@ -2,9 +2,9 @@
 //! `run-with`, `explain`, `set`, `set-secret`, completions and man.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Etcd, Project, Run, Vault, mode, run_output, server_config};
+use crate::support::{Etcd, Project, Run, Vault, mode, run_output, server_config, wait_until};
 
 pub const CANARY: &str = "CANARY-5b1d-laptop";
 
@@ -348,15 +348,6 @@ fn run_with_passes_entries_as_env_vars_and_the_exit_code() {
     assert!(r.stderr.starts_with("error: cannot run no-such-command-here: "), "{r:?}");
 }
 
-/// Polls `cond` every 20 ms until it holds or `deadline` passes.
-fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn run_with_forwards_sigterm_to_the_command() {
     let (etcd, vault) = (Etcd::start(), Vault::start());
@@ -371,11 +362,11 @@ fn run_with_forwards_sigterm_to_the_command() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the command to start", Duration::from_secs(30), || p.path("ready").exists());
+    wait_until("the command to start", Duration::from_secs(30), || p.path("ready").exists().then_some(()));
     // The shell's own `kill`: no procps needed.
     let kill = std::process::Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status().unwrap();
     assert!(kill.success());
-    wait_for("the command to exit", Duration::from_secs(10), || child.try_wait().unwrap().is_some());
+    wait_until("the command to exit", Duration::from_secs(10), || child.try_wait().unwrap());
     let r = run_output(child.wait_with_output().unwrap());
     assert_eq!(r.code, 7, "the trap ran and its exit code came back: {r:?}");
     assert_eq!(p.read("term-marker"), "info", "the command itself received SIGTERM, with the rendered env");

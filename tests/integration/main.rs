@@ -23,6 +23,7 @@ mod kubernetes_ownership;
 mod laptop;
 mod laptop_bench;
 mod laptop_roles;
+mod layers;
 mod library;
 mod ownership;
 mod readme;

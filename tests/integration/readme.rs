@@ -1009,8 +1009,9 @@ fn the_ci_session_is_what_cfgsync_prints() {
 fn a_burst_of_puts_is_two_passes_and_two_writes() {
     use std::time::{Duration, Instant};
 
-    use crate::service::{Service, read_or_empty, wait_until};
+    use crate::service::{Service, read_or_empty};
     use crate::support::Etcd;
+    use crate::support::wait_until;
 
     let debounce = Duration::from_secs(3);
     let etcd = Etcd::start();

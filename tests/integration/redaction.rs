@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::service::{Service, wait_until};
-use crate::support::{Etcd, Project, Run};
+use crate::service::Service;
+use crate::support::{Etcd, Project, Run, wait_until};
 
 const CANARY: &str = "CANARY-pw-9d3f";
 

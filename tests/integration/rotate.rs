@@ -10,8 +10,8 @@ use base64::Engine;
 use kube_emulator::{Emulator, Kind, Verb};
 use serde_json::Value;
 
-use crate::service::{Service, wait_until};
-use crate::support::{Etcd, Project, Run, Vault, server_config};
+use crate::service::Service;
+use crate::support::{Etcd, Project, Run, Vault, server_config, wait_until};
 
 const CANARY: &str = "CANARY-2c9a-rotate";
 

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, read_or_empty, save_like_an_editor, wait_until};
-use crate::support::{Project, Run};
+use crate::service::{Service, read_or_empty, save_like_an_editor};
+use crate::support::{Project, Run, wait_until};
 
 const CANARY: &str = "CANARY-9b2e-Sandbox";
 
@@ -344,4 +344,45 @@ path = "out/app.env"
     let results = sandbox.render(&templates, &snapshot, &[0]).await;
     let e = results.into_iter().next().unwrap().expect_err("over the budget");
     assert!(e.to_string().contains("time budget"), "{e}");
+}
+
+/// The live processes whose command line holds `needle`.
+fn live_processes_with(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Prewarming is a task the sandbox owns: `stop_workers` (what `main`
+/// does last) stops a worker that is still starting, and none starts
+/// after it. Before, prewarm's tasks were detached: the worker went on
+/// starting and then idled in the pool until the process exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_workers_stops_prewarming_too() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[files]\n[envs.prod]\n\n[[output]]\nname = \"app\"\n[output.entries]\nA = \"{% for i in range(end=3) %}{{ i }}{% endfor %}\"\n[[output.target]]\nkind = \"file\"\npath = \"out/app.env\"\n";
+    let config =
+        cfgsync::config::parse(&dir.path().join("cfgsync.toml"), text, &BTreeMap::<String, String>::new()).unwrap();
+    let templates = cfgsync::render::Templates::compile(&config).unwrap();
+    // Starting takes 10 s: the stop comes while the worker is starting.
+    let wrapper = slow_worker(dir.path(), "10");
+    let sandbox: &'static _ = Box::leak(Box::new(cfgsync::render::sandbox::Sandbox::worker(wrapper.clone())));
+    sandbox.prewarm(&templates);
+    let needle = wrapper.to_str().unwrap();
+    wait_until("the worker is starting", Duration::from_secs(10), || {
+        (!live_processes_with(needle).is_empty()).then_some(())
+    });
+    let started = Instant::now();
+    sandbox.stop_workers().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "stopping does not wait for the start");
+    wait_until("no worker is left", Duration::from_secs(5), || live_processes_with(needle).is_empty().then_some(()));
 }

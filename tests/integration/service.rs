@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::Project;
+use crate::support::{Project, wait_until};
 
 /// A running `cfgsync run`, killed (SIGKILL) on drop, also when a test
 /// panics. Its stderr goes to a log file outside the project, so project
@@ -19,19 +19,6 @@ pub struct Service {
     pub addr: SocketAddr,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
-}
-
-/// Polls `f` every 10 ms until it returns `Some`, or panics after `deadline`
-/// with `what` and the last state `describe` gives.
-pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 impl Service {

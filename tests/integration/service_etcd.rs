@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, read_or_empty, wait_until};
-use crate::support::{Etcd, Project};
+use crate::service::{Service, read_or_empty};
+use crate::support::{Etcd, Project, wait_until};
 
 /// One env `prod`, one output rendering the key `counter` to a file.
 pub fn etcd_config(etcd: &Etcd, extra: &str) -> String {

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, read_or_empty, wait_until};
-use crate::support::{Etcd, Project};
+use crate::service::{Service, read_or_empty};
+use crate::support::{Etcd, Project, wait_until};
 
 const TTL_S: u64 = 3;
 

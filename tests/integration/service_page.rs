@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, wait_until};
-use crate::support::{Etcd, Project, Vault};
+use crate::service::Service;
+use crate::support::{Etcd, Project, Vault, wait_until};
 
 const CANARY: &str = "CANARY-4a7e-page";
 

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, wait_until};
-use crate::support::{Etcd, Project, Vault};
+use crate::service::Service;
+use crate::support::{Etcd, Project, Vault, wait_until};
 
 const TTL_S: u64 = 3;
 const CANARY: &str = "CANARY-9d2b-readiness";

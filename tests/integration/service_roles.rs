@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::service::{Service, read_or_empty, wait_until};
-use crate::support::{Etcd, Project, Run, Vault};
+use crate::service::{Service, read_or_empty};
+use crate::support::{Etcd, Project, Run, Vault, wait_until};
 
 const CANARY: &str = "CANARY-61c0-roles";
 

@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::service::{Service, metric_value, save_like_an_editor, wait_until};
-use crate::support::Project;
+use crate::service::{Service, metric_value, save_like_an_editor};
+use crate::support::{Project, wait_until};
 
 const CONFIG: &str = r#"
 interval = "1h"

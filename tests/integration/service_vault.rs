@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::service::{Service, read_or_empty, wait_until};
-use crate::support::{Etcd, Project, Vault};
+use crate::service::{Service, read_or_empty};
+use crate::support::{Etcd, Project, Vault, wait_until};
 
 const CANARY: &str = "CANARY-9a7c-lifecycle";
 

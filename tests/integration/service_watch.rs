@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::service::{Service, read_or_empty, wait_until};
-use crate::support::{Etcd, Project};
+use crate::service::{Service, read_or_empty};
+use crate::support::{Etcd, Project, wait_until};
 
 fn config(etcd: &Etcd) -> String {
     format!(

@@ -218,22 +218,10 @@ fn held(project: &Project) -> Vec<cfgsync::targets::HeldItem> {
         let sources = cfgsync::source::Sources::new(&config);
         let snapshot = Arc::new(sources.fetch(&reconcile::request(&config, &templates, "prod", None)).await.unwrap());
         let targets = Targets::new(&config, None);
-        let key = config
-            .kubernetes
-            .fingerprint_key
-            .as_ref()
-            .and_then(|(path, field)| snapshot.secrets.get(path)?.fields.get(field).cloned());
-        let keyed = cfgsync::targets::kubernetes::Fingerprinter::new(key);
+        let keyed = reconcile::fingerprinter(&config, &snapshot);
         let ctx = cfgsync::targets::Ctx {
-            config: &config,
-            env: "prod",
             revision: snapshot.revision,
-            instance: &config.instance,
-            keyed: &keyed,
-            shown: None,
-            prune: false,
-            allow_mass_prune: false,
-            run_reload: false,
+            ..cfgsync::targets::Ctx::new(&config, "prod", &keyed)
         };
         let mut out = Vec::new();
         for (i, output) in config.outputs.iter().enumerate() {

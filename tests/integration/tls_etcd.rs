@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use crate::service::{Service, read_or_empty, wait_until};
+use crate::service::{Service, read_or_empty};
 use crate::support::pki::{Pki, Validity, replace_file};
 use crate::support::servers::EtcdTls;
-use crate::support::{Etcd, Project, Run};
+use crate::support::{Etcd, Project, Run, wait_until};
 
 fn policies_dir() -> String {
     format!("{}/policies", env!("CARGO_MANIFEST_DIR"))

@@ -10,9 +10,9 @@ use std::time::Duration;
 use kube_emulator::auth::TokenReviewer;
 use kube_emulator::tls::{TlsFront, TlsIdentity};
 
-use crate::service::{Service, read_or_empty, wait_until};
+use crate::service::{Service, read_or_empty};
 use crate::support::pki::{Pki, Validity};
-use crate::support::{Etcd, Project, Vault};
+use crate::support::{Etcd, Project, Vault, wait_until};
 
 const CANARY: &str = "CANARY-2f7c-k8s-auth";
 

@@ -15,6 +15,7 @@ use crate::config::{Config, EtcdSettings};
 use crate::secret::SecretString;
 use crate::source::etcd_admin::{self, GuardedPut, Meta};
 use crate::source::{Secret, vault_admin};
+use crate::targets::ci_dest::CiDest;
 use crate::targets::github::GithubDest;
 use crate::targets::gitlab::GitlabDest;
 use crate::targets::state::{DestState, Record, StateKey, StateStore};

@@ -16,12 +16,12 @@ use rustix::fs::{CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::ImportError;
-use crate::config::ObjectKind;
 use crate::format::FormatError;
-use crate::secret::SecretString;
+use crate::secret::{Content, SecretString};
 use crate::targets::ci;
 use crate::targets::github::{Scope as GithubScope, api as github_api, spec::name_problem as github_name_problem};
 use crate::targets::gitlab::{Owner, api as gitlab_api, parse_marker};
+use crate::targets::kubernetes::ObjectKind;
 use crate::targets::kubernetes::{KubeClients, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_OUTPUT, client};
 
 /// The most a dotenv file may hold: more than any env file needs, and
@@ -165,7 +165,7 @@ impl Origin {
     /// For the plan's first line: `dotenv file .env`, `Kubernetes Secret api/api (context prod)`.
     pub fn describe(&self) -> String {
         match self {
-            Origin::Dotenv(p) => format!("dotenv file {}", crate::cmd::display_path(p)),
+            Origin::Dotenv(p) => format!("dotenv file {}", crate::text::display_path(p)),
             Origin::Kubernetes { object, context, namespace, name } => {
                 format!("Kubernetes {object} {namespace}/{name} (context {context})")
             }
@@ -201,10 +201,10 @@ pub fn github_from(scope: &GithubScope) -> String {
 pub struct Found {
     /// The name in the origin: a dotenv name, a data key, a variable key.
     pub name: String,
-    pub value: SecretString,
-    /// What the origin says: a Secret's data and masked variables are
-    /// secret; a dotenv file says nothing (true: safe by default).
-    pub secret: bool,
+    /// Text (checked when read), as secret as the origin says: a Secret's
+    /// data and masked variables are secret; a dotenv file says nothing
+    /// (secret: safe by default).
+    pub value: Content,
     /// Things a person should know before importing it (GitLab flags a
     /// gitlab target would change).
     pub notes: Vec<String>,
@@ -213,8 +213,8 @@ pub struct Found {
 }
 
 impl Found {
-    fn new(name: String, value: SecretString, secret: bool) -> Self {
-        Self { name, value, secret, notes: Vec::new(), adoptable: None }
+    fn new(name: String, value: Content) -> Self {
+        Self { name, value, notes: Vec::new(), adoptable: None }
     }
 }
 
@@ -259,9 +259,11 @@ pub struct Fetched {
 }
 
 /// A value as text an etcd key or a Vault field can hold, or why not.
-fn text_value(bytes: Vec<u8>) -> Result<SecretString, String> {
+/// A value read from an origin, as secret as it says, when it is text
+/// without NUL (what etcd keys and Vault fields cfgsync reads carry).
+fn text_value(bytes: Vec<u8>, secret: bool) -> Result<Content, String> {
     match String::from_utf8(bytes) {
-        Ok(t) if !t.contains('\0') => Ok(SecretString::new(t)),
+        Ok(t) if !t.contains('\0') => Ok(Content::new(t, secret)),
         Ok(t) => Err(format!(
             "its value holds {}, which etcd keys and Vault fields cfgsync reads do not carry",
             crate::render::describe_bytes(t.as_bytes())
@@ -283,7 +285,7 @@ fn text_value(bytes: Vec<u8>) -> Result<SecretString, String> {
 /// the forms cfgsync's default dialect writes, plus comments, blank lines,
 /// `export` and CRLF), a name set twice is refused.
 pub fn read_dotenv(path: &Path) -> Result<Fetched, ImportError> {
-    let shown = crate::cmd::display_path(path);
+    let shown = crate::text::display_path(path);
     let bytes = read_bounded(path, &shown)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let line = e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;
@@ -299,8 +301,8 @@ pub fn read_dotenv(path: &Path) -> Result<Fetched, ImportError> {
         if let Some(first) = first_line.insert(name.clone(), line) {
             return Err(ImportError::DotenvDuplicate { path: shown, line, name, first });
         }
-        match text_value(value.into_bytes()) {
-            Ok(value) => fetched.found.push(Found::new(name, value, true)),
+        match text_value(value.into_bytes(), true) {
+            Ok(value) => fetched.found.push(Found::new(name, value)),
             Err(reason) => fetched.unimportable.push(Unimportable { name, reason }),
         }
     }
@@ -381,8 +383,8 @@ pub async fn read_kubernetes(
         ));
     }
     for (key, bytes) in data {
-        match text_value(bytes) {
-            Ok(value) => fetched.found.push(Found::new(key, value, object == ObjectKind::Secret)),
+        match text_value(bytes, object == ObjectKind::Secret) {
+            Ok(value) => fetched.found.push(Found::new(key, value)),
             Err(reason) => fetched.unimportable.push(Unimportable { name: key, reason }),
         }
     }
@@ -465,7 +467,7 @@ pub async fn read_gitlab(
         };
         let marker = parse_marker(v.description.as_deref());
         let value = match (&v.value, v.hidden) {
-            (Some(value), false) => text_value(value.expose().to_vec()),
+            (Some(value), false) => text_value(value.expose().to_vec(), v.masked),
             _ => Err(format!(
                 "hidden in GitLab: its value cannot be read back; set it with `{set_secret_hint} {}`{}",
                 v.key,
@@ -489,7 +491,7 @@ pub async fn read_gitlab(
                 continue;
             }
         };
-        let mut found = Found::new(v.key.clone(), value, v.masked || v.hidden);
+        let mut found = Found::new(v.key.clone(), value);
         match marker {
             Some((instance, env, output)) => found
                 .notes
@@ -505,7 +507,7 @@ pub async fn read_gitlab(
         if v.variable_type == "file" {
             found.notes.push("a file variable in GitLab: kept a file variable when adopted (--adopt)".into());
         }
-        if !v.raw && found.value.expose().contains('$') {
+        if !v.raw && found.value.expose().contains(&b'$') {
             found.notes.push(
                 "expanded in GitLab (raw = false) and holds a `$`: imported as written, not expanded; kept expanded when adopted (--adopt), unless the gitlab target sets raw itself".into(),
             );
@@ -551,9 +553,9 @@ pub async fn read_github(
     };
     for v in variables {
         let name = v.name.to_ascii_uppercase();
-        match text_value(v.value.expose().to_vec()) {
+        match text_value(v.value.expose().to_vec(), false) {
             Ok(value) => {
-                let mut found = Found::new(name.clone(), value, false);
+                let mut found = Found::new(name.clone(), value);
                 if github_name_problem(&name).is_none() {
                     found.adoptable = Some(Adoptable {
                         id: format!("variable/{name}"),

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use super::destination::batches;
 use super::*;
 use crate::cli::Cli;
-use crate::config::ObjectKind;
 use crate::secret::SecretString;
 use crate::source::Secret;
 use crate::source::etcd_admin::GuardedPut;
 use crate::targets::gitlab::Owner;
+use crate::targets::kubernetes::ObjectKind;
 use clap::Parser;
 
 const CANARY: &str = "CANARY-7c1e-import";
@@ -181,7 +181,7 @@ fn flags_are_checked_before_anything_is_read() {
 }
 
 fn found(name: &str, value: &str, secret: bool) -> Found {
-    Found { name: name.into(), value: SecretString::new(value), secret, notes: Vec::new(), adoptable: None }
+    Found { name: name.into(), value: Content::new(value, secret), notes: Vec::new(), adoptable: None }
 }
 
 fn fetched(values: &[(&str, &str, bool)]) -> Fetched {
@@ -444,7 +444,7 @@ fn etcd_writes_are_batched_within_etcds_limits_keeping_a_key_with_its_sibling() 
 
 fn read(dir: &Path, name: &str) -> Result<BTreeMap<String, String>, String> {
     origin::read_dotenv(&dir.join(name))
-        .map(|f| f.found.into_iter().map(|v| (v.name, v.value.expose().to_owned())).collect())
+        .map(|f| f.found.into_iter().map(|v| (v.name, v.value.expose_str().unwrap().to_owned())).collect())
         .map_err(|e| e.to_string())
 }
 

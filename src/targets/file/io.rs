@@ -61,7 +61,7 @@ pub enum PathError {
 }
 
 fn io_err(path: &Path, e: impl Into<std::io::Error>) -> PathError {
-    PathError::Io { path: crate::cmd::display_path(path), source: e.into() }
+    PathError::Io { path: crate::text::display_path(path), source: e.into() }
 }
 
 fn type_name(t: FileType) -> &'static str {
@@ -118,10 +118,10 @@ fn open_component(parent: &OwnedFd, name: &OsStr, at: &Path, base: &Path, flags:
         Ok(fd) => Ok(fd),
         Err(e) => match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
-                Err(PathError::Symlink { path: crate::cmd::display_path(at), base: crate::cmd::display_path(base) })
+                Err(PathError::Symlink { path: crate::text::display_path(at), base: crate::text::display_path(base) })
             }
             Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => Err(PathError::NotRegular {
-                path: crate::cmd::display_path(at),
+                path: crate::text::display_path(at),
                 what: type_name(FileType::from_raw_mode(st.st_mode)),
                 wanted: "directory",
             }),
@@ -163,7 +163,7 @@ pub fn read(dir: &OwnedFd, dir_path: &Path, name: &OsStr) -> Result<Option<Found
         Err(Errno::NOENT) => return Ok(None),
         Err(Errno::LOOP) => {
             return Err(PathError::NotRegular {
-                path: crate::cmd::display_path(&path),
+                path: crate::text::display_path(&path),
                 what: "symlink",
                 wanted: "regular file",
             });
@@ -174,7 +174,7 @@ pub fn read(dir: &OwnedFd, dir_path: &Path, name: &OsStr) -> Result<Option<Found
     let kind = FileType::from_raw_mode(st.st_mode);
     if kind != FileType::RegularFile {
         return Err(PathError::NotRegular {
-            path: crate::cmd::display_path(&path),
+            path: crate::text::display_path(&path),
             what: type_name(kind),
             wanted: "regular file",
         });
@@ -248,7 +248,7 @@ pub fn chmod(dir: &OwnedFd, dir_path: &Path, name: &OsStr, mode: u32) -> Result<
     let st = rustix::fs::fstat(&fd).map_err(|e| io_err(&path, e))?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(PathError::NotRegular {
-            path: crate::cmd::display_path(&path),
+            path: crate::text::display_path(&path),
             what: type_name(FileType::from_raw_mode(st.st_mode)),
             wanted: "regular file",
         });

@@ -46,7 +46,9 @@
 //! - `check_cmd` and `reload_cmd` are templates like `path`, with `env`
 //!   (and `src`, quoted, for `check_cmd`): see [`crate::render::render_command`].
 
+mod error;
 pub mod io;
+pub mod spec;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,12 +60,14 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{Applied, Claim, Ctx, Target, TargetError};
-use crate::config::{FileTarget, TargetKind};
+use super::registry::{Kind, Problems, Setup, SpecInput};
+use super::{Applied, Claim, Ctx, DestPlan, Target, TargetError};
 use crate::format::{self, Format};
-use crate::plan::{self, Action, Change, DestPlan, EntryFingerprint, Planned, Slot};
+use crate::plan::{self, Action, Change, EntryFingerprint, Planned, Slot};
 use crate::render::Rendered;
 use crate::secret::Content;
+pub use error::FileError;
+pub use spec::FileTarget;
 use state::FileState;
 
 /// How long a `check_cmd` or `reload_cmd` may run.
@@ -93,7 +97,7 @@ impl Dir {
 
 impl fmt::Display for Dir {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::cmd::display_path(&self.path()))
+        f.write_str(&crate::text::display_path(&self.path()))
     }
 }
 
@@ -124,15 +128,7 @@ pub enum Op {
         reload_cmd: Option<String>,
         content_changed: bool,
     },
-    Delete {
-        name: OsString,
-        path: PathBuf,
-        /// The record's key.
-        key: PathBuf,
-        fingerprint: String,
-        /// The file observed (device, inode): only that one is removed.
-        id: (u64, u64),
-    },
+    Delete(Prune),
     Cleanup {
         name: OsString,
     },
@@ -140,6 +136,18 @@ pub enum Op {
     Keep {
         file: DesiredFile,
     },
+}
+
+/// A file this instance wrote that no target wants any more.
+#[derive(Debug)]
+pub struct Prune {
+    name: OsString,
+    path: PathBuf,
+    /// The record's key.
+    key: PathBuf,
+    fingerprint: String,
+    /// The file observed (device, inode): only that one is removed.
+    id: (u64, u64),
 }
 
 impl FileKind {
@@ -158,12 +166,12 @@ impl FileKind {
         if !states.contains_key(ctx.env) {
             let path = state::path(&self.state_dir, ctx.instance, ctx.env);
             let mut s = FileState::load(&path)
-                .map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+                .map_err(|cause| TargetError::State { path: crate::text::display_path(&path), cause })?;
             if !ctx.config.instance_set {
                 // The real file's name, whatever link the config was named through.
                 let real = ctx.config.path.canonicalize().unwrap_or_else(|_| ctx.config.path.clone());
                 let name = real.file_name().unwrap_or_default().to_string_lossy();
-                s.claim(&name).map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+                s.claim(&name).map_err(|cause| TargetError::State { path: crate::text::display_path(&path), cause })?;
             }
             if s.needs_migration() {
                 s.migrate(self.config_dir(ctx));
@@ -173,11 +181,61 @@ impl FileKind {
         Ok(f(states.get_mut(ctx.env).expect("inserted above")))
     }
 
+    /// Records `file` as written by this instance (it is what it should be).
+    fn remember(&self, file: &DesiredFile, ctx: &Ctx<'_>) {
+        let key = self.config_dir(ctx).key(&file.path);
+        let _ = self.with_state(ctx, |s| s.record(key, &file.output, &file.content));
+    }
+
+    /// Writes `file` (only its mode when its content is as it should be)
+    /// and records it.
+    async fn write(
+        &self,
+        at: &At<'_>,
+        file: &DesiredFile,
+        check_cmd: Option<&str>,
+        content_changed: bool,
+        ctx: &Ctx<'_>,
+    ) -> Result<(), TargetError> {
+        if content_changed {
+            write(at.fd, &at.dir, file, check_cmd, ctx.env).await?;
+        } else {
+            io::chmod(at.fd, &at.dir, &file.name, file.mode)?;
+        }
+        self.remember(file, ctx);
+        Ok(())
+    }
+
+    /// Removes a file this instance wrote, checked again right before: it
+    /// must still be the very file observed (the same inode, not one put in
+    /// its place, even with the same content) holding what was written
+    /// (the recorded fingerprint).
+    fn prune(&self, at: &At<'_>, prune: &Prune, ctx: &Ctx<'_>) -> Result<(), TargetError> {
+        let Prune { name, path, key, fingerprint, id } = prune;
+        let still = io::read(at.fd, &at.dir, name).ok().flatten().filter(|f| f.id == *id).and_then(|f| f.content);
+        let ours =
+            self.with_state(ctx, |s| still.as_ref().map(|c| s.fingerprint(c.expose())).as_ref() == Some(fingerprint));
+        if !matches!(ours, Ok(true)) {
+            return Err(FileError::PruneModified { path: crate::text::display_path(path) }.into());
+        }
+        io::remove(at.fd, &at.dir, name)?;
+        info!(env = ctx.env, path = %crate::text::display_path(path), "file pruned");
+        let _ = self.with_state(ctx, |s| s.forget(key));
+        Ok(())
+    }
+
     fn dir_of(&self, spec: &FileTarget, ctx: &Ctx<'_>) -> Dir {
         let path = &spec.paths[ctx.env];
         let dir = if spec.format == Format::Dir { path.as_path() } else { path.parent().unwrap_or(Path::new(".")) };
         split(dir, ctx, spec.trusted_dir.as_deref())
     }
+}
+
+/// A directory being written: its descriptor (opened without following a
+/// link) and its path, for messages.
+struct At<'a> {
+    fd: &'a std::os::fd::OwnedFd,
+    dir: PathBuf,
 }
 
 /// The trusted base of `dir`: the config's directory, `trusted`, or `/`.
@@ -196,19 +254,18 @@ fn file_mode(spec: &FileTarget, tainted: bool) -> u32 {
     spec.mode.unwrap_or(if tainted { 0o600 } else { 0o644 })
 }
 
-impl Target for FileKind {
-    type Spec = FileTarget;
-    type Dest = Dir;
-    type Scope = BTreeSet<OsString>;
-    type Item = DesiredFile;
-    type Observed = Observed;
-    type Op = Op;
+impl Kind for FileKind {
+    type Raw = spec::RawFileTarget;
+    // Files of one config's directory and state are its own.
+    const SHARED: bool = false;
+    const LOCAL: bool = true;
 
-    fn spec(target: &TargetKind) -> Option<&FileTarget> {
-        match target {
-            TargetKind::File(f) => Some(f),
-            _ => None,
-        }
+    fn build(_: &str, raw: spec::RawFileTarget, input: &SpecInput<'_>) -> Result<FileTarget, Problems> {
+        spec::build(raw, input)
+    }
+
+    fn new(setup: &Setup<'_>) -> Self {
+        FileKind::new(setup.config.state_dir.clone())
     }
 
     fn kind_name(_: &FileTarget) -> &'static str {
@@ -216,8 +273,25 @@ impl Target for FileKind {
     }
 
     fn address(spec: &FileTarget, env: &str) -> String {
-        crate::cmd::display_path(&spec.paths[env])
+        crate::text::display_path(&spec.paths[env])
     }
+
+    /// Only a mode that lets others read is refused (the default for an
+    /// output that reads secrets is 0600).
+    fn secret_problem(spec: &FileTarget, output: &str, secret: &str) -> Option<String> {
+        let mode = spec.mode?;
+        let why = crate::config::secret_mode_problem(mode).err()?;
+        Some(format!("output {output:?} reads secret {secret:?}: mode {mode:04o} {why}"))
+    }
+}
+
+impl Target for FileKind {
+    type Spec = FileTarget;
+    type Dest = Dir;
+    type Scope = BTreeSet<OsString>;
+    type Item = DesiredFile;
+    type Observed = Observed;
+    type Op = Op;
 
     fn locate(&self, spec: &FileTarget, items: Option<&[DesiredFile]>, ctx: &Ctx<'_>, scope: &mut Self::Scope) -> Dir {
         scope.extend(items.into_iter().flatten().map(|f| f.name.clone()));
@@ -246,21 +320,22 @@ impl Target for FileKind {
         let path = &spec.paths[&rendered.env];
         // Refused at validate too; checked again on the path as rendered for this pass.
         if let Some(name) = io::reserved_component(&self.config_dir(ctx).key(path)) {
-            let shown = crate::cmd::display_path(path);
+            let shown = crate::text::display_path(path);
             let reason = format!(
                 "{shown}: goes through {:?}: names starting with .cfgsync are cfgsync's own state and temp files",
                 name.to_string_lossy()
             );
-            return Err(TargetError::Unsafe { reason, path: shown });
+            return Err(FileError::Unsafe { reason, path: shown }.into());
         }
         let mode = file_mode(spec, rendered.tainted);
         if rendered.tainted
             && let Err(why) = crate::config::secret_mode_problem(mode)
         {
-            let shown = crate::cmd::display_path(path);
-            return Err(TargetError::Unsafe { reason: format!("{shown}: mode {mode:04o} {why}"), path: shown });
+            let shown = crate::text::display_path(path);
+            return Err(FileError::Unsafe { reason: format!("{shown}: mode {mode:04o} {why}"), path: shown }.into());
         }
-        let encode_err = |source| TargetError::Encode { path: crate::cmd::display_path(path), source };
+        let encode_err =
+            |source| TargetError::Encode { path: crate::text::display_path(path), source: std::sync::Arc::new(source) };
         let file = |path: PathBuf, content: Content, entries: Option<BTreeMap<String, Content>>| DesiredFile {
             name: path.file_name().unwrap_or_default().to_owned(),
             path,
@@ -317,22 +392,9 @@ impl Target for FileKind {
         ctx: &Ctx<'_>,
     ) -> DestPlan<Op> {
         let mut plan = DestPlan::default();
-        let dir_path = dest.path();
         let config_dir = self.config_dir(ctx);
-        let dir_key = config_dir.key(&dir_path);
-        let records = self.with_state(ctx, |s| {
-            // Keys order by component, so everything under a directory is
-            // one range of the map: no walk over every record per directory.
-            let here: BTreeMap<PathBuf, state::Record> = s
-                .files
-                .range(dir_key.clone()..)
-                .take_while(|(p, _)| p.starts_with(&dir_key))
-                .filter(|(p, _)| p.parent() == Some(dir_key.as_path()))
-                .map(|(p, r)| (p.clone(), r.clone()))
-                .collect();
-            (here, s.fingerprinter())
-        });
-        let (records, fingerprint) = match records {
+        let dir_key = config_dir.key(&dest.path());
+        let (records, fingerprint) = match self.with_state(ctx, |s| (s.records_in(&dir_key), s.fingerprinter())) {
             Ok(r) => r,
             Err(e) => {
                 for c in &claims {
@@ -341,88 +403,33 @@ impl Target for FileKind {
                 return plan;
             }
         };
+        let here = Here { dest, observed, records: &records, fingerprint: &fingerprint, config_dir, ctx };
         // Keys some target still claims, rendered or not.
-        let mut claimed: BTreeSet<PathBuf> = BTreeSet::new();
-        let mut claimed_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut claimed = Claimed::default();
         for claim in claims {
             let spec_key = config_dir.key(&claim.spec.paths[ctx.env]);
             let Some(items) = claim.items else {
                 if claim.spec.format == Format::Dir {
-                    claimed_dirs.insert(spec_key);
+                    claimed.dirs.insert(spec_key);
                 } else {
-                    claimed.insert(spec_key);
+                    claimed.files.insert(spec_key);
                 }
                 continue;
             };
-            claimed.extend(items.iter().map(|f| config_dir.key(&f.path)));
-            let mut changes = Vec::new();
-            let mut error = None;
-            for file in items {
-                match observed.files.get(&file.name) {
-                    Some(Err(reason)) => {
-                        error = Some(TargetError::Unsafe {
-                            path: crate::cmd::display_path(&file.path),
-                            reason: reason.clone(),
-                        });
-                        break;
-                    }
-                    found => {
-                        let found = found.and_then(|f| f.as_ref().ok()).and_then(|f| f.as_ref());
-                        let record = records.get(&config_dir.key(&file.path));
-                        if let (Some(found), None) = (found, record)
-                            && !holds_exactly(found, &file)
-                        {
-                            error = Some(not_ours(&file.path, ctx));
-                            break;
-                        }
-                        changes.push(plan_file(file, found, record, &fingerprint, claim.spec, ctx));
-                    }
-                }
-            }
-            if let Some(e) = error {
-                plan.errors.push((claim.slot, e));
-                continue;
-            }
-            plan.changes.extend(changes.into_iter().map(|(change, op)| Planned { slot: claim.slot, change, op }));
-        }
-        // What this instance wrote here that nothing claims any more.
-        let mut deletes = Vec::new();
-        let ours_here = records.len();
-        for (key, record) in &records {
-            if claimed.contains(key) || claimed_dirs.iter().any(|d| key.starts_with(d)) {
-                continue;
-            }
-            let Some(name) = key.file_name() else { continue };
-            let path = &dir_path.join(name);
-            match observed.files.get(name) {
-                Some(Ok(Some(found)))
-                    if found.content.as_ref().map(|c| fingerprint(c.expose())) == Some(record.fingerprint.clone()) =>
-                {
-                    let mut change = Change::new("file", crate::cmd::display_path(path), Action::Delete, false);
-                    change.notes.push(format!("output {:?} no longer writes it", record.output));
-                    deletes.push(Planned {
-                        slot: Slot::Prune,
-                        change,
-                        op: Op::Delete {
-                            name: name.to_owned(),
-                            path: path.clone(),
-                            key: key.clone(),
-                            fingerprint: record.fingerprint.clone(),
-                            id: found.id,
-                        },
-                    });
-                }
-                Some(Ok(Some(_))) if ctx.prune => {
-                    plan.errors.push((Slot::Prune, TargetError::PruneModified { path: crate::cmd::display_path(path) }))
-                }
-                _ => {}
+            claimed.files.extend(items.iter().map(|f| config_dir.key(&f.path)));
+            match here.plan_target(items, claim.spec) {
+                Ok(changes) => plan.changes.extend(changes.into_iter().map(|(change, op)| Planned {
+                    slot: claim.slot,
+                    change,
+                    op,
+                })),
+                Err(e) => plan.errors.push((claim.slot, e)),
             }
         }
-        if ctx.prune && !deletes.is_empty() {
-            plan.add_prunes(deletes, ours_here, ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
-        }
+        here.plan_prunes(&mut plan, &claimed);
         for name in &observed.stale {
-            let mut change = Change::new("file", crate::cmd::display_path(&dir_path.join(name)), Action::Delete, false);
+            let path = dest.path().join(name);
+            let mut change = Change::new("file", crate::text::display_path(&path), Action::Delete, false);
             change.notes.push("temp file of an interrupted write".to_owned());
             plan.changes.push(Planned { slot: Slot::Prune, change, op: Op::Cleanup { name: name.clone() } });
         }
@@ -442,33 +449,29 @@ impl Target for FileKind {
             Some(Err(e)) => super::Held::Unknown(e.clone()),
         };
         super::HeldItem {
-            item: crate::cmd::display_path(&item.path),
+            item: crate::text::display_path(&item.path),
             wanted: super::content_fingerprint(ctx, "", item.content.expose(), secret),
             held,
         }
     }
 
     async fn apply(&self, dest: &Dir, changes: Vec<Planned<Op>>, ctx: &Ctx<'_>) -> Vec<Applied> {
-        let dir_path = dest.path();
         let fd = match io::open_dir(&dest.base, &dest.rel, true) {
             Ok(Some(fd)) => fd,
             Ok(None) => unreachable!("created when missing"),
             Err(e) => {
                 let reason = e.to_string();
                 warn!(env = ctx.env, dir = %dest, error = %reason, "directory cannot be written");
-                return changes
-                    .into_iter()
-                    .map(|p| Applied {
-                        slot: p.slot,
-                        change: p.change,
-                        result: Err(TargetError::Unsafe { path: dest.to_string(), reason: reason.clone() }),
-                        reloaded: false,
-                    })
-                    .collect();
+                let path = dest.to_string();
+                return Applied::all_failed(changes, || {
+                    FileError::Unsafe { path: path.clone(), reason: reason.clone() }.into()
+                });
             }
         };
+        let at = At { fd: &fd, dir: dest.path() };
         let mut out: Vec<Applied> = Vec::new();
         let mut failed_slots: BTreeSet<Slot> = BTreeSet::new();
+        // The targets with a reload_cmd whose content really changed.
         let mut changed_slots: BTreeMap<Slot, (String, bool, PathBuf)> = BTreeMap::new();
         for p in changes {
             if failed_slots.contains(&p.slot) {
@@ -476,48 +479,21 @@ impl Target for FileKind {
             }
             let result = match &p.op {
                 Op::Keep { file } => {
-                    let key = self.config_dir(ctx).key(&file.path);
-                    let _ = self.with_state(ctx, |s| s.record(key, &file.output, &file.content));
+                    self.remember(file, ctx);
                     Ok(())
                 }
                 Op::Write { file, check_cmd, reload_cmd, content_changed } => {
-                    let result = if *content_changed {
-                        write(&fd, &dir_path, file, check_cmd.as_deref(), ctx.env).await
-                    } else {
-                        io::chmod(&fd, &dir_path, &file.name, file.mode).map_err(TargetError::from)
-                    };
+                    let result = self.write(&at, file, check_cmd.as_deref(), *content_changed, ctx).await;
                     if result.is_ok() {
-                        info!(env = ctx.env, output = %file.output, path = %crate::cmd::display_path(&file.path), action = p.change.action.name(), "file written");
-                        let key = self.config_dir(ctx).key(&file.path);
-                        let _ = self.with_state(ctx, |s| s.record(key, &file.output, &file.content));
-                        if let Some(cmd) = reload_cmd
-                            && *content_changed
-                        {
+                        info!(env = ctx.env, output = %file.output, path = %crate::text::display_path(&file.path), action = p.change.action.name(), "file written");
+                        if let (Some(cmd), true) = (reload_cmd, *content_changed) {
                             changed_slots.insert(p.slot, (cmd.clone(), file.content.is_secret(), file.path.clone()));
                         }
                     }
                     result
                 }
-                Op::Delete { name, path, key, fingerprint, id } => {
-                    // Checked again right before removing: it must still be the
-                    // very file observed (same inode: not one put in its place,
-                    // even with the same content) and hold what we wrote.
-                    let still =
-                        io::read(&fd, &dir_path, name).ok().flatten().filter(|f| f.id == *id).and_then(|f| f.content);
-                    let ours = self.with_state(ctx, |s| {
-                        still.as_ref().map(|c| s.fingerprint(c.expose())) == Some(fingerprint.clone())
-                    });
-                    match ours {
-                        Ok(true) => io::remove(&fd, &dir_path, name)
-                            .map(|()| {
-                                info!(env = ctx.env, path = %crate::cmd::display_path(path), "file pruned");
-                                let _ = self.with_state(ctx, |s| s.forget(key));
-                            })
-                            .map_err(TargetError::from),
-                        _ => Err(TargetError::PruneModified { path: crate::cmd::display_path(path) }),
-                    }
-                }
-                Op::Cleanup { name } => io::remove(&fd, &dir_path, name).map_err(TargetError::from),
+                Op::Delete(prune) => self.prune(&at, prune, ctx),
+                Op::Cleanup { name } => io::remove(at.fd, &at.dir, name).map_err(TargetError::from),
             };
             if let Err(e) = &result {
                 warn!(env = ctx.env, address = %p.change.address, error = %e, "write failed");
@@ -550,9 +526,99 @@ impl Target for FileKind {
         if !s.dirty {
             return Ok(());
         }
-        s.save(&path).map_err(|cause| TargetError::State { path: crate::cmd::display_path(&path), cause })?;
+        s.save(&path).map_err(|cause| TargetError::State { path: crate::text::display_path(&path), cause })?;
         s.dirty = false;
         Ok(())
+    }
+}
+
+/// The record keys targets still claim in a directory: files, and whole
+/// `dir` targets that did not render.
+#[derive(Default)]
+struct Claimed {
+    files: BTreeSet<PathBuf>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Claimed {
+    fn contains(&self, key: &Path) -> bool {
+        self.files.contains(key) || self.dirs.iter().any(|d| key.starts_with(d))
+    }
+}
+
+/// One directory as the plan reads it: what is there and what this
+/// instance recorded writing there.
+struct Here<'a> {
+    dest: &'a Dir,
+    observed: &'a Observed,
+    /// Records of this directory's files, by key.
+    records: &'a BTreeMap<PathBuf, state::Record>,
+    fingerprint: &'a dyn Fn(&[u8]) -> String,
+    config_dir: &'a state::ConfigDir,
+    ctx: &'a Ctx<'a>,
+}
+
+impl Here<'_> {
+    /// The changes of one rendered target, or why none of its files is
+    /// written: one that cannot be read safely, or one this instance has
+    /// no record of writing that is not already exactly what it writes.
+    fn plan_target(&self, items: Vec<DesiredFile>, spec: &FileTarget) -> Result<Vec<(Change, Op)>, TargetError> {
+        let mut changes = Vec::new();
+        for file in items {
+            let found = match self.observed.files.get(&file.name) {
+                Some(Err(reason)) => {
+                    let path = crate::text::display_path(&file.path);
+                    return Err(FileError::Unsafe { path, reason: reason.clone() }.into());
+                }
+                found => found.and_then(|f| f.as_ref().ok()).and_then(|f| f.as_ref()),
+            };
+            let record = self.records.get(&self.config_dir.key(&file.path));
+            if let (Some(found), None) = (found, record)
+                && !holds_exactly(found, &file)
+            {
+                return Err(not_ours(&file.path, self.ctx));
+            }
+            changes.push(plan_file(file, found, record, self.fingerprint, spec, self.ctx));
+        }
+        Ok(changes)
+    }
+
+    /// Deletes what this instance wrote here that nothing claims any more,
+    /// while it is still the file observed holding what was written.
+    fn plan_prunes(&self, plan: &mut DestPlan<Op>, claimed: &Claimed) {
+        let dir_path = self.dest.path();
+        let mut deletes = Vec::new();
+        for (key, record) in self.records.iter().filter(|(key, _)| !claimed.contains(key)) {
+            let Some(name) = key.file_name() else { continue };
+            let path = &dir_path.join(name);
+            match self.observed.files.get(name) {
+                Some(Ok(Some(found)))
+                    if found.content.as_ref().map(|c| (self.fingerprint)(c.expose()))
+                        == Some(record.fingerprint.clone()) =>
+                {
+                    let mut change = Change::new("file", crate::text::display_path(path), Action::Delete, false);
+                    change.notes.push(format!("output {:?} no longer writes it", record.output));
+                    let op = Op::Delete(Prune {
+                        name: name.to_owned(),
+                        path: path.clone(),
+                        key: key.clone(),
+                        fingerprint: record.fingerprint.clone(),
+                        id: found.id,
+                    });
+                    deletes.push(Planned { slot: Slot::Prune, change, op });
+                }
+                Some(Ok(Some(_))) if self.ctx.prune => {
+                    let path = crate::text::display_path(path);
+                    plan.errors.push((Slot::Prune, FileError::PruneModified { path }.into()))
+                }
+                _ => {}
+            }
+        }
+        let ctx = self.ctx;
+        if ctx.prune && !deletes.is_empty() {
+            let ours = self.records.len();
+            plan.add_prunes(deletes, ours, ctx.config.max_prune_share, ctx.allow_mass_prune, || self.dest.to_string());
+        }
     }
 }
 
@@ -567,12 +633,12 @@ fn holds_exactly(found: &io::Found, file: &DesiredFile) -> bool {
 /// A file at a target path that this instance has no record of writing:
 /// someone else's (a person's, another tool's, another config's).
 fn not_ours(path: &Path, ctx: &Ctx<'_>) -> TargetError {
-    let shown = crate::cmd::display_path(path);
+    let shown = crate::text::display_path(path);
     let reason = format!(
         "{shown}: exists, and cfgsync instance {:?} has no record of writing it (env {}): not overwritten. To hand it to cfgsync, adopt it: copy its values into the source (`cfgsync import --env {} dotenv:{shown}` for a dotenv file), and the next pass, finding it exactly as it would write it, records it as its own; or move it away and cfgsync writes its own",
         ctx.instance, ctx.env, ctx.env
     );
-    TargetError::Unsafe { path: shown, reason }
+    FileError::Foreign { path: shown, reason }.into()
 }
 
 /// What a file held, judged for showing: secret when the record says this
@@ -600,7 +666,7 @@ fn plan_file(
     ctx: &Ctx<'_>,
 ) -> (Change, Op) {
     let secret = file.content.is_secret();
-    let address = crate::cmd::display_path(&file.path);
+    let address = crate::text::display_path(&file.path);
     let recorded = record.map(|r| r.fingerprint.as_str());
     let held = found.and_then(|f| held(f, record, fingerprint));
     let old_content = held.as_ref().map(Content::expose);
@@ -634,57 +700,74 @@ fn plan_file(
         (Some(_), false) => {}
     }
     if content_changed {
-        let old_entries = old_content.and_then(|c| decode_entries(spec.format, c));
-        if let Some(new) = &file.entries {
-            change.entries = match (&old_entries, found) {
-                (Some(old), _) => plan::changed_entries(new.iter().map(|(k, v)| (k, v.expose())), old),
-                (None, None) => new.keys().cloned().collect(),
-                (None, Some(_)) => Vec::new(),
-            };
-            if let (Some(shown), true) = (ctx.shown, secret) {
-                let empty = BTreeMap::new();
-                let old = old_entries.as_ref().unwrap_or(&empty);
-                change.fingerprints = change
-                    .entries
-                    .iter()
-                    .map(|n| EntryFingerprint {
-                        entry: n.clone(),
-                        old: old.get(n).map(|v| shown.of(v).to_string()),
-                        new: new.get(n).map(|v| shown.of(v.expose()).to_string()),
-                    })
-                    .collect();
-            }
-        } else if let (Some(shown), true) = (ctx.shown, secret) {
-            change.fingerprints = vec![EntryFingerprint {
-                entry: file.name.to_string_lossy().into_owned(),
-                old: old_content.map(|c| shown.of(c).to_string()),
-                new: Some(shown.of(file.content.expose()).to_string()),
-            }];
-        }
-        match file.content.shown() {
-            // An absent file, or one too large to read, diffs against nothing.
-            Some(_) => change.diff_between(held.as_ref(), &file.content, &file.path),
-            None if change.entries.is_empty() || action == Action::Create => {
-                change.notes.push("secret content masked".to_owned())
-            }
-            None => change.notes.push(format!("secret content masked; entries changed: {}", change.entries.join(", "))),
-        }
+        describe_content_change(&mut change, &file, held.as_ref(), found.is_some(), spec.format, ctx.shown);
     }
     let op =
         Op::Write { check_cmd: spec.check_cmd.clone(), reload_cmd: spec.reload_cmd.clone(), content_changed, file };
     (change, op)
 }
 
+/// What a change of content says without showing a secret: the entries
+/// that change (decoded from what the file `held`, where its format
+/// allows), their per-run fingerprints when `shown` asks for them, and the
+/// diff when both sides may be shown.
+fn describe_content_change(
+    change: &mut Change,
+    file: &DesiredFile,
+    held: Option<&Content>,
+    exists: bool,
+    format: Format,
+    shown: Option<&crate::fingerprint::RunFingerprinter>,
+) {
+    let secret = file.content.is_secret();
+    let old_entries = held.and_then(|c| decode_entries(format, c));
+    if let Some(new) = &file.entries {
+        change.entries = match (&old_entries, exists) {
+            (Some(old), _) => plan::changed_entries(new.iter().map(|(k, v)| (k, v.expose())), old),
+            (None, false) => new.keys().cloned().collect(),
+            (None, true) => Vec::new(),
+        };
+        if let (Some(shown), true) = (shown, secret) {
+            let empty = BTreeMap::new();
+            let old = old_entries.as_ref().unwrap_or(&empty);
+            change.fingerprints = change
+                .entries
+                .iter()
+                .map(|n| EntryFingerprint {
+                    entry: n.clone(),
+                    old: old.get(n).map(|v| shown.of(v.expose()).to_string()),
+                    new: new.get(n).map(|v| shown.of(v.expose()).to_string()),
+                })
+                .collect();
+        }
+    } else if let (Some(shown), true) = (shown, secret) {
+        change.fingerprints = vec![EntryFingerprint {
+            entry: file.name.to_string_lossy().into_owned(),
+            old: held.map(|c| shown.of(c.expose()).to_string()),
+            new: Some(shown.of(file.content.expose()).to_string()),
+        }];
+    }
+    match file.content.shown() {
+        // An absent file, or one too large to read, diffs against nothing.
+        Some(_) => change.diff_between(held, &file.content, &file.path),
+        None if change.entries.is_empty() || change.action == Action::Create => {
+            change.notes.push("secret content masked".to_owned())
+        }
+        None => change.notes.push(format!("secret content masked; entries changed: {}", change.entries.join(", "))),
+    }
+}
+
 /// Decodes an observed file back into entries, where the format allows, so
-/// a plan can name the entries that changed without showing values.
-pub fn decode_entries(format: Format, content: &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
-    let text = std::str::from_utf8(content).ok()?;
+/// a plan can name the entries that changed without showing values. Each
+/// entry is as secret as the file it was read from.
+pub fn decode_entries(format: Format, content: &Content) -> Option<BTreeMap<String, Content>> {
+    let text = content.expose_str()?;
     let map: BTreeMap<String, String> = match format {
         Format::Dotenv => format::decode_dotenv(text).ok()?,
         Format::Json => serde_json::from_str(text).ok()?,
         Format::Yaml | Format::Raw | Format::Dir => return None,
     };
-    Some(map.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
+    Some(map.into_iter().map(|(k, v)| (k, Content::new(v.into_bytes(), content.is_secret()))).collect())
 }
 
 /// Stages, checks and commits one file.
@@ -695,7 +778,7 @@ async fn write(
     check_cmd: Option<&str>,
     env: &str,
 ) -> Result<(), TargetError> {
-    let shown = crate::cmd::display_path(&file.path);
+    let shown = crate::text::display_path(&file.path);
     let staged = io::stage(fd, dir, env, file.content.expose(), file.mode)?;
     if let Some(cmd) = check_cmd {
         let src = shell_quote(&staged.path.display().to_string());
@@ -705,7 +788,7 @@ async fn write(
         };
         if let Err(detail) = checked {
             io::discard(fd, &staged);
-            return Err(TargetError::Check { path: shown, detail });
+            return Err(FileError::Check { path: shown, detail }.into());
         }
     }
     Ok(io::commit(fd, dir, &staged, &file.name)?)
@@ -717,7 +800,7 @@ async fn reload(cmd: &str, path: &Path, secret: bool, env: &str) -> Result<(), T
         Ok(cmd) => run(&cmd, secret).await,
         Err(e) => Err(format!("reload_cmd {cmd:?}: {e}")),
     };
-    ran.map_err(|detail| TargetError::Reload { path: crate::cmd::display_path(path), detail })
+    ran.map_err(|detail| FileError::Reload { path: crate::text::display_path(path), detail }.into())
 }
 
 async fn run(cmd: &str, secret: bool) -> Result<(), String> {
@@ -753,6 +836,3 @@ async fn run(cmd: &str, secret: bool) -> Result<(), String> {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
-
-#[cfg(test)]
-mod tests;

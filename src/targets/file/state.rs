@@ -163,6 +163,18 @@ impl FileState {
         (self.fingerprinter())(content)
     }
 
+    /// The records of the files directly in the directory `dir_key`.
+    /// Keys order by component, so everything under a directory is one
+    /// range of the map: no walk over every record per directory.
+    pub fn records_in(&self, dir_key: &Path) -> BTreeMap<PathBuf, Record> {
+        self.files
+            .range(dir_key.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(dir_key))
+            .filter(|(p, _)| p.parent() == Some(dir_key))
+            .map(|(p, r)| (p.clone(), r.clone()))
+            .collect()
+    }
+
     /// The fingerprint function, usable without holding the state.
     pub fn fingerprinter(&self) -> impl Fn(&[u8]) -> String + Send + Sync + use<> {
         let bytes: Vec<u8> =

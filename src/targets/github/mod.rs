@@ -58,14 +58,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::ci::{self, CiError};
-use super::gitlab::Need;
+use super::ci_dest::{self, Base, CiDest, Ledger, Need};
+use super::registry::{Kind, Problems, Setup, SpecInput};
 use super::state::{DestState, Record, StateKey, StateStore};
-use super::{Applied, Claim, Ctx, Target, TargetError};
-use crate::config::TargetKind;
-use crate::plan::{self, Action, Change, DestPlan, Planned, Slot};
+use super::{Applied, Claim, Ctx, DestPlan, Target, TargetError};
+use crate::plan::{self, Action, Change, Planned, Slot};
 use crate::render::Rendered;
 use crate::secret::Content;
 pub use spec::{GithubAddress, GithubTarget, Scope};
@@ -90,10 +90,10 @@ impl fmt::Display for GithubDest {
     }
 }
 
-impl GithubDest {
-    /// Where the record of what `instance` wrote here for `env` lives
-    /// (also where `cfgsync import --adopt` records adopted items).
-    pub fn state_key(&self, instance: &str, env: &str) -> StateKey {
+impl CiDest for GithubDest {
+    const KIND: &'static str = KIND;
+
+    fn state_key(&self, instance: &str, env: &str) -> StateKey {
         StateKey {
             kind: KIND,
             instance: instance.to_owned(),
@@ -102,6 +102,12 @@ impl GithubDest {
         }
     }
 
+    fn token_env(&self) -> &str {
+        &self.token_env
+    }
+}
+
+impl GithubDest {
     /// `cfgsync import --env E github:… --adopt`, as this scope is named.
     fn adopt_command(&self, env: &str) -> String {
         let from = match &self.scope {
@@ -213,12 +219,6 @@ pub struct Observed {
     pub state: DestState,
     /// Not read: no target there rendered.
     pub skipped: bool,
-}
-
-#[derive(Debug, Default)]
-pub struct Base {
-    state: DestState,
-    live: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -398,19 +398,17 @@ fn visibility_note(old: Option<&str>, new: Option<&str>) -> String {
     format!("visibility: {} → {}{why}", old.unwrap_or("?"), new.unwrap_or("?"))
 }
 
-impl Target for GithubKind {
-    type Spec = GithubTarget;
-    type Dest = GithubDest;
-    type Scope = Need;
-    type Item = DesiredItem;
-    type Observed = Observed;
-    type Op = Op;
+impl Kind for GithubKind {
+    type Raw = spec::RawGithubTarget;
+    const SHARED: bool = true;
+    const KEYED: bool = true;
 
-    fn spec(target: &TargetKind) -> Option<&GithubTarget> {
-        match target {
-            TargetKind::Github(g) => Some(g),
-            _ => None,
-        }
+    fn build(_: &str, raw: spec::RawGithubTarget, input: &SpecInput<'_>) -> Result<GithubTarget, Problems> {
+        spec::build(raw, input)
+    }
+
+    fn new(setup: &Setup<'_>) -> Self {
+        GithubKind::new(ci::Client::for_config(setup.config), setup.state.clone())
     }
 
     fn kind_name(_: &GithubTarget) -> &'static str {
@@ -421,26 +419,30 @@ impl Target for GithubKind {
         Self::dest_of(spec, env).to_string()
     }
 
+    fn credential_var(spec: &GithubTarget) -> Option<&str> {
+        Some(&spec.token_env)
+    }
+
+    fn server_ca(spec: &GithubTarget) -> Option<(&str, &std::path::Path)> {
+        Some((&spec.api_url, spec.ca_file.as_deref()?))
+    }
+}
+
+impl Target for GithubKind {
+    type Spec = GithubTarget;
+    type Dest = GithubDest;
+    type Scope = Need;
+    type Item = DesiredItem;
+    type Observed = Observed;
+    type Op = Op;
+
     fn locate(&self, spec: &GithubTarget, items: Option<&[DesiredItem]>, ctx: &Ctx<'_>, need: &mut Need) -> GithubDest {
         need.0 |= items.is_some();
         Self::dest_of(spec, ctx.env)
     }
 
     async fn recall(&self, ctx: &Ctx<'_>) -> Vec<(GithubDest, Need)> {
-        match self.store.list(KIND, ctx.instance, ctx.env, ctx.revision).await {
-            Ok(records) => records
-                .into_iter()
-                .filter_map(|r| serde_json::from_value::<GithubDest>(r.dest).ok())
-                .map(|d| (d, Need(true)))
-                .collect(),
-            // Debug only: a role that may not read records (a developer's
-            // `plan`) would otherwise warn on every pass. The destinations
-            // the config names still read their own record, and fail loudly.
-            Err(e) => {
-                debug!(env = ctx.env, error = %e, "cannot list GitHub records; scopes no target names are not pruned in this pass");
-                Vec::new()
-            }
-        }
+        ci_dest::recall(&self.store, ctx).await
     }
 
     fn desired(
@@ -460,7 +462,7 @@ impl Target for GithubKind {
             if content.expose_str().is_none() {
                 return Err(TargetError::Encode {
                     path: item_address(&dest, part, name),
-                    source: crate::format::FormatError::NotText { name: entry.clone() },
+                    source: std::sync::Arc::new(crate::format::FormatError::NotText { name: entry.clone() }),
                 });
             }
             if content.len() > api::MAX_VALUE_BYTES {
@@ -503,12 +505,7 @@ impl Target for GithubKind {
         let api = api::Api::new(&self.client, &dest.api_url, &dest.scope, &token, shown);
         let secrets = api.list_secrets().await?;
         let variables = api.list_variables().await?;
-        let key = dest.state_key(ctx.instance, ctx.env);
-        let state = self
-            .store
-            .load(&key)
-            .await
-            .map_err(|cause| TargetError::State { path: self.store.describe(&key), cause })?;
+        let state = ci_dest::load(&self.store, dest, ctx).await?;
         Ok(Observed { secrets, variables, state, skipped: false })
     }
 
@@ -523,18 +520,7 @@ impl Target for GithubKind {
         if observed.skipped {
             return plan;
         }
-        // GitHub names are case-insensitive and listed upper-case.
-        let secrets: BTreeMap<String, &api::LiveSecret> =
-            observed.secrets.iter().map(|s| (s.name.to_ascii_uppercase(), s)).collect();
-        let variables: BTreeMap<String, &api::LiveVariable> =
-            observed.variables.iter().map(|v| (v.name.to_ascii_uppercase(), v)).collect();
-        let live: BTreeSet<String> = secrets
-            .keys()
-            .map(|n| item_id(Part::Secret, n))
-            .chain(variables.keys().map(|n| item_id(Part::Variable, n)))
-            .collect();
-        let base = Arc::new(Base { state: observed.state.clone(), live: live.clone() });
-        let op = |what: OpKind| Op { base: base.clone(), what };
+        let view = View::of(observed);
         // What targets claim: rendered ones their items; the others every
         // name they could write, as secret and as variable.
         let mut claimed: BTreeSet<String> = BTreeSet::new();
@@ -553,93 +539,22 @@ impl Target for GithubKind {
         let mut planned: Vec<(Slot, Vec<Planned<Op>>)> = Vec::new();
         for claim in claims {
             let Some(items) = claim.items else { continue };
-            let mut changes = Vec::new();
-            let mut error = None;
-            for mut item in items {
-                if let Some(first) = wanted_by.insert(item.id(), item.output.clone()) {
-                    error = Some(
-                        CiError::Duplicate {
-                            dest: dest.to_string(),
-                            what: format!("{} {}", item.part.name(), item.name),
-                            first,
-                            second: item.output.clone(),
-                        }
-                        .into(),
-                    );
-                    break;
-                }
-                let address = item_address(dest, item.part, &item.name);
-                let record = observed.state.items.get(&item.id());
-                let live_name = item.name.to_ascii_uppercase();
-                let exists = match item.part {
-                    Part::Secret => secrets.contains_key(&live_name),
-                    Part::Variable => variables.contains_key(&live_name),
-                };
-                // No mark on GitHub: an item the record does not name is
-                // someone else's, even with the value cfgsync would write;
-                // so is the name when someone else's secret (variable)
-                // holds it and cfgsync would write a variable (secret).
-                if exists && record.is_none() {
-                    error = Some(unrecorded(dest, item.part, &item.name, ctx.env).into());
-                    break;
-                }
-                let other = match item.part {
-                    Part::Secret => Part::Variable,
-                    Part::Variable => Part::Secret,
-                };
-                let taken = match other {
-                    Part::Secret => secrets.contains_key(&live_name),
-                    Part::Variable => variables.contains_key(&live_name),
-                };
-                if taken && !observed.state.items.contains_key(&item_id(other, &item.name)) {
-                    error = Some(unrecorded(dest, other, &item.name, ctx.env).into());
-                    break;
-                }
-                item.keep_adopted(record);
-                let (change, what) = match item.part {
-                    Part::Secret => plan_secret(item, secrets.get(&live_name).copied(), record, address),
-                    Part::Variable => plan_variable(item, variables.get(&live_name).copied(), record, address),
-                };
-                changes.push(Planned { slot: claim.slot, change, op: op(what) });
-            }
-            match error {
-                Some(e) => plan.errors.push((claim.slot, e)),
-                None => planned.push((claim.slot, changes)),
+            match view.plan_target(dest, items, &mut wanted_by, ctx) {
+                Ok(changes) => planned.push((
+                    claim.slot,
+                    changes
+                        .into_iter()
+                        .map(|(change, what)| Planned { slot: claim.slot, change, op: view.op(what) })
+                        .collect(),
+                )),
+                Err(e) => plan.errors.push((claim.slot, e)),
             }
         }
         refuse_over_the_limits(dest, observed, &mut planned, &mut plan.errors);
         plan.changes.extend(planned.into_iter().flat_map(|(_, changes)| changes));
-        if !ctx.prune {
-            return plan;
+        if ctx.prune {
+            view.plan_prunes(&mut plan, dest, &claimed, ctx);
         }
-        // Ours: recorded as written by a target (an item only adopted is
-        // not written yet), and still there.
-        let ours: Vec<(&String, &Record)> =
-            observed.state.items.iter().filter(|(id, r)| live.contains(*id) && ci::written_by_a_target(r)).collect();
-        let mut prunes: Vec<Planned<Op>> = Vec::new();
-        for (id, record) in ours.iter().filter(|(id, _)| !claimed.contains(*id)) {
-            let Some((part, name)) = Part::of_id(id) else { continue };
-            let (why, seen) = match part {
-                Part::Secret => {
-                    let Some(s) = secrets.get(name) else { continue };
-                    (secret_changed(s, record), Seen::of_secret(s))
-                }
-                Part::Variable => {
-                    let Some(v) = variables.get(name) else { continue };
-                    (variable_changed(v, record, ctx), Seen::of_variable(v))
-                }
-            };
-            if let Some(why) = why {
-                let what = format!("{} {name}", part.name());
-                plan.errors.push((Slot::Prune, CiError::PruneModified { dest: dest.to_string(), what, why }.into()));
-                continue;
-            }
-            let mut change = Change::new(KIND, item_address(dest, part, name), Action::Delete, false);
-            change.notes.push(format!("output {:?} no longer writes it", record.output));
-            let delete = OpKind::Delete { part, name: name.to_owned(), seen: Box::new(seen) };
-            prunes.push(Planned { slot: Slot::Prune, change, op: op(delete) });
-        }
-        plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
         plan
     }
 
@@ -686,214 +601,353 @@ impl Target for GithubKind {
 
     async fn apply(&self, dest: &GithubDest, changes: Vec<Planned<Op>>, ctx: &Ctx<'_>) -> Vec<Applied> {
         let Some(base) = changes.first().map(|p| p.op.base.clone()) else { return Vec::new() };
-        let shown = dest.to_string();
-        let writes = changes.iter().any(|p| p.change.action.writes());
-        let token = match ci::token(&dest.token_env, &shown) {
+        let token = match ci_dest::token(dest, changes.iter().any(|p| p.change.action.writes())) {
             Ok(t) => t,
-            Err(e) if writes => {
-                return Applied::all_failed(changes, || e.clone().into());
-            }
-            Err(_) => Default::default(),
+            Err(e) => return Applied::all_failed(changes, || e.clone().into()),
         };
+        let shown = dest.to_string();
         let api = api::Api::new(&self.client, &dest.api_url, &dest.scope, &token, shown.clone());
-        let mut state = base.state.clone();
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut out: Vec<Applied> = Vec::new();
-        let mut key: Option<api::PublicKey> = None;
-        let mut stop: Option<CiError> = None;
-        // Secrets written in this pass: their `updated_at` is read afterwards.
-        let mut sealed: Vec<(String, String)> = Vec::new();
         let (deletes, writes): (Vec<_>, Vec<_>) =
             changes.into_iter().partition(|p| matches!(p.op.what, OpKind::Delete { .. }));
-        let deletes_parts: BTreeSet<Part> = deletes
+        let existing = existing_secrets(&api, &writes).await;
+        let intent = self.record_intents(dest, &base.state, &writes, ctx).await;
+        let intent_saved = intent == Some(Ok(()));
+        let mut batch = Batch {
+            existing,
+            api,
+            dest,
+            ctx,
+            shown,
+            intent: intent.unwrap_or(Ok(())),
+            key: None,
+            sealed: Vec::new(),
+            ledger: Ledger::new(base),
+        };
+        for p in writes {
+            batch.apply(p, None).await;
+        }
+        // Prune deletes only the items the plan saw: their lists are read
+        // again right before the first delete (GitHub has no conditional
+        // delete), after the writes.
+        let parts: BTreeSet<Part> = deletes
             .iter()
             .filter_map(|p| match &p.op.what {
                 OpKind::Delete { part, .. } => Some(*part),
                 _ => None,
             })
             .collect();
-        // GitHub's PUT creates *or replaces* a secret: one made by someone
-        // since the pass listed them must not be written over. Read the
-        // names again right before creating any (one list).
-        let creates = writes.iter().any(|p| matches!(p.op.what, OpKind::PutSecret { create: true, .. }));
-        let existing: Result<BTreeSet<String>, CiError> = match creates {
-            true => api.list_secrets().await.map(|l| l.into_iter().map(|s| s.name.to_ascii_uppercase()).collect()),
-            false => Ok(BTreeSet::new()),
+        let now = match deletes.is_empty() || batch.ledger.stop.is_some() {
+            true => None,
+            false => Some(self.seen_now(&batch.api, &parts).await),
         };
-        // What is about to be created is recorded first: an item cfgsync
-        // created but could not record afterwards (the store failed) would
-        // otherwise look like someone else's to the next pass. Recorded
-        // items that do not come to exist are dropped by the save below.
-        let intents: Vec<&DesiredItem> = writes
+        for p in deletes {
+            batch.apply(p, now.as_ref()).await;
+        }
+        batch.read_back_updated_at().await;
+        batch.ledger.save(&self.store, dest, ctx, intent_saved).await
+    }
+}
+
+/// GitHub's PUT creates *or replaces* a secret: one made by someone since
+/// the pass listed them must not be written over. The names are read again
+/// right before creating any (one list).
+async fn existing_secrets(api: &api::Api<'_>, writes: &[Planned<Op>]) -> Result<BTreeSet<String>, CiError> {
+    if !writes.iter().any(|p| matches!(p.op.what, OpKind::PutSecret { create: true, .. })) {
+        return Ok(BTreeSet::new());
+    }
+    api.list_secrets().await.map(|l| l.into_iter().map(|s| s.name.to_ascii_uppercase()).collect())
+}
+
+impl GithubKind {
+    /// Records what is about to be created before creating it: an item
+    /// cfgsync created but could not record afterwards (the store failed)
+    /// would otherwise look like someone else's to the next pass. Recorded
+    /// items that do not come to exist are dropped by the save after apply.
+    /// `None` when nothing is created; else whether the record was saved
+    /// (or where and why not).
+    async fn record_intents(
+        &self,
+        dest: &GithubDest,
+        state: &DestState,
+        writes: &[Planned<Op>],
+        ctx: &Ctx<'_>,
+    ) -> Option<Result<(), (String, String)>> {
+        let created: Vec<&DesiredItem> = writes
             .iter()
             .filter_map(|p| match &p.op.what {
                 OpKind::PutSecret { item, create: true } | OpKind::CreateVariable(item) => Some(item.as_ref()),
                 _ => None,
             })
             .collect();
-        let intent: Result<(), (String, String)> = match intents.is_empty() {
-            true => Ok(()),
-            false => {
-                let mut planned = state.clone();
-                for item in &intents {
-                    planned.items.insert(item.id(), item.record(None));
-                }
-                planned.dest = serde_json::to_value(dest).unwrap_or_default();
-                let key = dest.state_key(ctx.instance, ctx.env);
-                self.store.save(&key, &planned).await.map_err(|cause| (self.store.describe(&key), cause))
+        if created.is_empty() {
+            return None;
+        }
+        let mut planned = state.clone();
+        for item in created {
+            planned.items.insert(item.id(), item.record(None));
+        }
+        planned.dest = serde_json::to_value(dest).unwrap_or_default();
+        let key = dest.state_key(ctx.instance, ctx.env);
+        Some(self.store.save(&key, &planned).await.map_err(|cause| (self.store.describe(&key), cause)))
+    }
+}
+
+/// One scope's changes being applied.
+struct Batch<'a> {
+    api: api::Api<'a>,
+    dest: &'a GithubDest,
+    ctx: &'a Ctx<'a>,
+    shown: String,
+    /// The secrets listed right before the first create.
+    existing: Result<BTreeSet<String>, CiError>,
+    /// Whether what is created was recorded first (where and why not).
+    intent: Result<(), (String, String)>,
+    /// The scope's public key, fetched for the first secret.
+    key: Option<api::PublicKey>,
+    /// Secrets written in this pass (record id, name): their `updated_at`
+    /// is read afterwards.
+    sealed: Vec<(String, String)>,
+    ledger: Ledger,
+}
+
+impl Batch<'_> {
+    /// Applies one change and records its outcome; `now`: the items listed
+    /// again before the deletes.
+    async fn apply(&mut self, p: Planned<Op>, now: Option<&Result<BTreeMap<String, Seen>, CiError>>) {
+        let env = self.ctx.env;
+        if p.change.action == Action::Drift {
+            warn!(env, address = %p.change.address, "drift: written in GitHub by someone else; restoring");
+        }
+        let creates = matches!(p.op.what, OpKind::PutSecret { create: true, .. } | OpKind::CreateVariable(_));
+        if let (true, Err((path, cause))) = (creates, &self.intent) {
+            warn!(env, address = %p.change.address, path = %path, error = %cause, "not created: the record of what is created cannot be saved first");
+            let error = TargetError::State { path: path.clone(), cause: cause.clone() };
+            self.ledger.outcome(p.slot, p.change, Err(error));
+            return;
+        }
+        let result = self.execute(&p.op.what, now).await;
+        match (&p.op.what, &result) {
+            (OpKind::PutSecret { item, .. }, Ok(())) => {
+                info!(env, dest = %self.shown, name = %item.name, action = p.change.action.name(), "secret written");
+                self.ledger.written(item.id(), item.record(None));
+                self.sealed.push((item.id(), item.name.clone()));
             }
+            (OpKind::CreateVariable(item) | OpKind::UpdateVariable(item), Ok(())) => {
+                info!(env, dest = %self.shown, name = %item.name, action = p.change.action.name(), "variable written");
+                self.ledger.written(item.id(), item.record(None));
+            }
+            (OpKind::Delete { part, name, .. }, Ok(())) => {
+                info!(env, dest = %self.shown, what = part.name(), name = %name, "pruned");
+                self.ledger.deleted(&item_id(*part, name));
+            }
+            (_, Err(e @ (CiError::RateLimited { .. } | CiError::Connect { .. }))) => {
+                self.ledger.stop.get_or_insert_with(|| e.clone());
+            }
+            _ => {}
+        }
+        if let Err(e) = &result {
+            warn!(env, address = %p.change.address, error = %e, "GitHub write failed");
+        }
+        self.ledger.outcome(p.slot, p.change, result.map_err(TargetError::from));
+    }
+
+    async fn execute(
+        &mut self,
+        op: &OpKind,
+        now: Option<&Result<BTreeMap<String, Seen>, CiError>>,
+    ) -> Result<(), CiError> {
+        let not_text =
+            |item: &DesiredItem| CiError::NotText { dest: self.shown.clone(), what: format!("variable {}", item.name) };
+        match (op, &self.ledger.stop) {
+            (OpKind::Keep { id, record }, _) => {
+                self.ledger.keep(id, record.as_ref());
+                Ok(())
+            }
+            (_, Some(e)) => Err(e.clone()),
+            (OpKind::PutSecret { item, create }, None) => self.put_secret(item, *create).await,
+            (OpKind::CreateVariable(item), None) => match item.value.expose_str() {
+                Some(value) => self.api.create_variable(&item.name, value, item.visibility()).await,
+                None => Err(not_text(item)),
+            },
+            (OpKind::UpdateVariable(item), None) => match item.value.expose_str() {
+                Some(value) => self.api.update_variable(&item.name, value, item.visibility()).await,
+                None => Err(not_text(item)),
+            },
+            (OpKind::Delete { part, name, seen }, None) => match now {
+                Some(Err(e)) => Err(e.clone()),
+                Some(Ok(listed)) => match listed.get(&item_id(*part, &name.to_ascii_uppercase())) {
+                    None => Ok(()),
+                    Some(s) if s == seen.as_ref() => self.api.delete(part.collection(), name).await,
+                    Some(_) => Err(CiError::PruneModified {
+                        dest: self.shown.clone(),
+                        what: format!("{} {name}", part.name()),
+                        why: "it changed after this pass read it".to_owned(),
+                    }),
+                },
+                None => self.api.delete(part.collection(), name).await,
+            },
+        }
+    }
+
+    /// Seals and writes a secret, unless one was made at its name since
+    /// the pass listed them (`create`); the scope's key is fetched once.
+    async fn put_secret(&mut self, item: &DesiredItem, create: bool) -> Result<(), CiError> {
+        let made_since = match (create, &self.existing) {
+            (false, _) => false,
+            (true, Ok(names)) => names.contains(&item.name.to_ascii_uppercase()),
+            (true, Err(e)) => return Err(e.clone()),
         };
-        let (intents_empty, intent_ok) = (intents.is_empty(), intent.is_ok());
-        // Prune deletes only the items the plan saw: their lists are read
-        // again right before the first delete (GitHub has no conditional
-        // delete), after the writes.
-        let mut deletes = deletes.into_iter();
-        let mut writes = writes.into_iter();
-        let mut now: Option<Result<BTreeMap<String, Seen>, CiError>> = None;
-        loop {
-            let p = match writes.next() {
-                Some(p) => p,
-                None => match deletes.next() {
-                    Some(p) => {
-                        if now.is_none() && stop.is_none() {
-                            now = Some(self.seen_now(&api, &deletes_parts).await);
-                        }
-                        p
+        if made_since {
+            return Err(unrecorded(self.dest, Part::Secret, &item.name, self.ctx.env));
+        }
+        let key = match self.key.take() {
+            Some(k) => k,
+            None => self.api.public_key().await?,
+        };
+        let written = self.api.put_secret(&item.name, &key, item.value.expose(), item.visibility()).await;
+        self.key = Some(key);
+        written
+    }
+
+    /// The `updated_at` of the secrets written in this pass, to recognise
+    /// the next write that is not cfgsync's.
+    async fn read_back_updated_at(&mut self) {
+        if self.sealed.is_empty() {
+            return;
+        }
+        match self.api.list_secrets().await {
+            Ok(listed) => {
+                let at: BTreeMap<String, String> =
+                    listed.into_iter().map(|s| (s.name.to_ascii_uppercase(), s.updated_at)).collect();
+                for (id, name) in &self.sealed {
+                    if let Some(r) = self.ledger.state.items.get_mut(id) {
+                        r.updated_at = at.get(name).cloned();
                     }
-                    None => break,
-                },
+                }
+            }
+            Err(e) => {
+                warn!(env = self.ctx.env, dest = %self.shown, error = %e, "cannot read back when the secrets were written; they are written again next pass");
+            }
+        }
+    }
+}
+
+/// A scope as the plan reads it: its secrets and variables by name
+/// (GitHub names are case-insensitive and listed upper-case).
+struct View<'o> {
+    observed: &'o Observed,
+    secrets: BTreeMap<String, &'o api::LiveSecret>,
+    variables: BTreeMap<String, &'o api::LiveVariable>,
+    base: Arc<Base>,
+}
+
+impl<'o> View<'o> {
+    fn of(observed: &'o Observed) -> Self {
+        let secrets: BTreeMap<String, &api::LiveSecret> =
+            observed.secrets.iter().map(|s| (s.name.to_ascii_uppercase(), s)).collect();
+        let variables: BTreeMap<String, &api::LiveVariable> =
+            observed.variables.iter().map(|v| (v.name.to_ascii_uppercase(), v)).collect();
+        let live: BTreeSet<String> = secrets
+            .keys()
+            .map(|n| item_id(Part::Secret, n))
+            .chain(variables.keys().map(|n| item_id(Part::Variable, n)))
+            .collect();
+        let base = Arc::new(Base { state: observed.state.clone(), live });
+        Self { observed, secrets, variables, base }
+    }
+
+    fn op(&self, what: OpKind) -> Op {
+        Op { base: self.base.clone(), what }
+    }
+
+    /// Whether `part` `name` (upper-case) exists.
+    fn exists(&self, part: Part, name: &str) -> bool {
+        match part {
+            Part::Secret => self.secrets.contains_key(name),
+            Part::Variable => self.variables.contains_key(name),
+        }
+    }
+
+    /// The changes of one rendered target, or why none of its items is
+    /// written: a name another output of this scope writes too, or one
+    /// held by an item cfgsync has no record of.
+    fn plan_target(
+        &self,
+        dest: &GithubDest,
+        items: Vec<DesiredItem>,
+        wanted_by: &mut BTreeMap<String, String>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<(Change, OpKind)>, TargetError> {
+        let state = &self.observed.state;
+        let mut changes = Vec::new();
+        for mut item in items {
+            if let Some(first) = wanted_by.insert(item.id(), item.output.clone()) {
+                let what = format!("{} {}", item.part.name(), item.name);
+                return Err(
+                    CiError::Duplicate { dest: dest.to_string(), what, first, second: item.output.clone() }.into()
+                );
+            }
+            let address = item_address(dest, item.part, &item.name);
+            let record = state.items.get(&item.id());
+            let live_name = item.name.to_ascii_uppercase();
+            // No mark on GitHub: an item the record does not name is
+            // someone else's, even with the value cfgsync would write;
+            // so is the name when someone else's secret (variable)
+            // holds it and cfgsync would write a variable (secret).
+            if self.exists(item.part, &live_name) && record.is_none() {
+                return Err(unrecorded(dest, item.part, &item.name, ctx.env).into());
+            }
+            let other = match item.part {
+                Part::Secret => Part::Variable,
+                Part::Variable => Part::Secret,
             };
-            if p.change.action == Action::Drift {
-                warn!(env = ctx.env, address = %p.change.address, "drift: written in GitHub by someone else; restoring");
+            if self.exists(other, &live_name) && !state.items.contains_key(&item_id(other, &item.name)) {
+                return Err(unrecorded(dest, other, &item.name, ctx.env).into());
             }
-            let creates = matches!(p.op.what, OpKind::PutSecret { create: true, .. } | OpKind::CreateVariable(_));
-            if let (true, Err((path, cause))) = (creates, &intent) {
-                warn!(env = ctx.env, address = %p.change.address, path = %path, error = %cause, "not created: the record of what is created cannot be saved first");
-                let result = Err(TargetError::State { path: path.clone(), cause: cause.clone() });
-                out.push(Applied { slot: p.slot, change: p.change, result, reloaded: false });
-                continue;
-            }
-            let result: Result<(), CiError> = match (&p.op.what, &stop) {
-                (OpKind::Keep { id, record }, _) => {
-                    touched.insert(id.clone());
-                    if let Some(r) = record {
-                        state.items.insert(id.clone(), r.clone());
-                    }
-                    Ok(())
-                }
-                (_, Some(e)) => Err(e.clone()),
-                (OpKind::PutSecret { item, create }, None) => {
-                    let made_since = match (create, &existing) {
-                        (false, _) => Ok(false),
-                        (true, Ok(names)) => Ok(names.contains(&item.name.to_ascii_uppercase())),
-                        (true, Err(e)) => Err(e.clone()),
-                    };
-                    let k = match (made_since, key.take()) {
-                        (Err(e), k) => {
-                            key = k;
-                            Err(e)
-                        }
-                        (Ok(true), k) => {
-                            key = k;
-                            Err(unrecorded(dest, Part::Secret, &item.name, ctx.env))
-                        }
-                        (Ok(false), Some(k)) => Ok(k),
-                        (Ok(false), None) => api.public_key().await,
-                    };
-                    match k {
-                        Ok(k) => {
-                            let r = api.put_secret(&item.name, &k, item.value.expose(), item.visibility()).await;
-                            key = Some(k);
-                            r
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                (OpKind::CreateVariable(item), None) => match item.value.expose_str() {
-                    Some(value) => api.create_variable(&item.name, value, item.visibility()).await,
-                    None => Err(CiError::NotText { dest: shown.clone(), what: format!("variable {}", item.name) }),
-                },
-                (OpKind::UpdateVariable(item), None) => match item.value.expose_str() {
-                    Some(value) => api.update_variable(&item.name, value, item.visibility()).await,
-                    None => Err(CiError::NotText { dest: shown.clone(), what: format!("variable {}", item.name) }),
-                },
-                (OpKind::Delete { part, name, seen }, None) => match &now {
-                    Some(Err(e)) => Err(e.clone()),
-                    Some(Ok(listed)) => match listed.get(&item_id(*part, &name.to_ascii_uppercase())) {
-                        None => Ok(()),
-                        Some(s) if s == seen.as_ref() => api.delete(part.collection(), name).await,
-                        Some(_) => Err(CiError::PruneModified {
-                            dest: shown.clone(),
-                            what: format!("{} {name}", part.name()),
-                            why: "it changed after this pass read it".to_owned(),
-                        }),
-                    },
-                    None => api.delete(part.collection(), name).await,
-                },
-            };
-            match (&p.op.what, &result) {
-                (OpKind::PutSecret { item, .. }, Ok(())) => {
-                    info!(env = ctx.env, dest = %shown, name = %item.name, action = p.change.action.name(), "secret written");
-                    touched.insert(item.id());
-                    state.items.insert(item.id(), item.record(None));
-                    sealed.push((item.id(), item.name.clone()));
-                }
-                (OpKind::CreateVariable(item) | OpKind::UpdateVariable(item), Ok(())) => {
-                    info!(env = ctx.env, dest = %shown, name = %item.name, action = p.change.action.name(), "variable written");
-                    touched.insert(item.id());
-                    state.items.insert(item.id(), item.record(None));
-                }
-                (OpKind::Delete { part, name, .. }, Ok(())) => {
-                    info!(env = ctx.env, dest = %shown, what = part.name(), name = %name, "pruned");
-                    state.items.remove(&item_id(*part, name));
-                }
-                (_, Err(e @ (CiError::RateLimited { .. } | CiError::Connect { .. }))) => {
-                    stop.get_or_insert_with(|| e.clone());
-                }
-                _ => {}
-            }
-            if let Err(e) = &result {
-                warn!(env = ctx.env, address = %p.change.address, error = %e, "GitHub write failed");
-            }
-            out.push(Applied {
-                slot: p.slot,
-                change: p.change,
-                result: result.map_err(TargetError::from),
-                reloaded: false,
+            item.keep_adopted(record);
+            changes.push(match item.part {
+                Part::Secret => plan_secret(item, self.secrets.get(&live_name).copied(), record, address),
+                Part::Variable => plan_variable(item, self.variables.get(&live_name).copied(), record, address),
             });
         }
-        if !sealed.is_empty() {
-            // The `updated_at` of our own writes, to recognise the next one
-            // that is not ours.
-            match api.list_secrets().await {
-                Ok(listed) => {
-                    let at: BTreeMap<String, String> =
-                        listed.into_iter().map(|s| (s.name.to_ascii_uppercase(), s.updated_at)).collect();
-                    for (id, name) in &sealed {
-                        if let Some(r) = state.items.get_mut(id) {
-                            r.updated_at = at.get(name).cloned();
-                        }
-                    }
+        Ok(changes)
+    }
+
+    /// Deletes what this instance wrote here and no target claims any
+    /// more: items recorded as written by a target (one only adopted is not
+    /// written yet), still there, and still as written.
+    fn plan_prunes(&self, plan: &mut DestPlan<Op>, dest: &GithubDest, claimed: &BTreeSet<String>, ctx: &Ctx<'_>) {
+        let ours: Vec<(&String, &Record)> = self
+            .observed
+            .state
+            .items
+            .iter()
+            .filter(|(id, r)| self.base.live.contains(*id) && ci::written_by_a_target(r))
+            .collect();
+        let mut prunes: Vec<Planned<Op>> = Vec::new();
+        for (id, record) in ours.iter().filter(|(id, _)| !claimed.contains(*id)) {
+            let Some((part, name)) = Part::of_id(id) else { continue };
+            let (why, seen) = match part {
+                Part::Secret => {
+                    let Some(s) = self.secrets.get(name) else { continue };
+                    (secret_changed(s, record), Seen::of_secret(s))
                 }
-                Err(e) => {
-                    warn!(env = ctx.env, dest = %shown, error = %e, "cannot read back when the secrets were written; they are written again next pass");
+                Part::Variable => {
+                    let Some(v) = self.variables.get(name) else { continue };
+                    (variable_changed(v, record, ctx), Seen::of_variable(v))
                 }
+            };
+            if let Some(why) = why {
+                let what = format!("{} {name}", part.name());
+                plan.errors.push((Slot::Prune, CiError::PruneModified { dest: dest.to_string(), what, why }.into()));
+                continue;
             }
+            let mut change = Change::new(KIND, item_address(dest, part, name), Action::Delete, false);
+            change.notes.push(format!("output {:?} no longer writes it", record.output));
+            let delete = OpKind::Delete { part, name: name.to_owned(), seen: Box::new(seen) };
+            prunes.push(Planned { slot: Slot::Prune, change, op: self.op(delete) });
         }
-        state.items.retain(|id, _| base.live.contains(id) || touched.contains(id));
-        let intent_saved = !intents_empty && intent_ok;
-        if state.items != base.state.items || intent_saved {
-            state.dest = serde_json::to_value(dest).unwrap_or_default();
-            let key = dest.state_key(ctx.instance, ctx.env);
-            if let Err(cause) = self.store.save(&key, &state).await {
-                let path = self.store.describe(&key);
-                warn!(env = ctx.env, dest = %shown, path = %path, error = %cause, "cannot save the record of what was written");
-                for a in out.iter_mut().filter(|a| a.result.is_ok() && a.change.action.writes()) {
-                    a.result = Err(TargetError::State { path: path.clone(), cause: cause.clone() });
-                }
-            }
-        }
-        out
+        plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
     }
 }
 

@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::config::{Entry, Location};
 use crate::targets::ci;
+use crate::targets::registry::{Problems, SpecInput};
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 pub const DEFAULT_TOKEN_ENV: &str = "GITHUB_TOKEN";
@@ -57,10 +57,6 @@ impl Scope {
             }
         }
     }
-
-    pub fn is_org(&self) -> bool {
-        matches!(self, Scope::Org { .. })
-    }
 }
 
 impl fmt::Display for Scope {
@@ -101,155 +97,103 @@ pub struct GithubTarget {
 
 /// Builds the typed target; every problem, with the entry's location when
 /// it is about one entry.
-pub fn build(
-    output: &str,
-    raw: RawGithubTarget,
-    envs: &[String],
-    entries: &[Entry],
-) -> Result<GithubTarget, Vec<(Option<Location>, String)>> {
-    let mut problems: Vec<(Option<Location>, String)> = Vec::new();
-    let mut problem = |at: Option<&Location>, message: String| problems.push((at.cloned(), message));
-    let api_url = match ci::check_base_url(raw.api_url.as_deref().unwrap_or(DEFAULT_API_URL)) {
-        Ok(u) => u,
-        Err(e) => {
-            problem(None, format!("output {output:?}: github api_url {e}"));
-            String::new()
-        }
-    };
-    let token_env = raw.token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.to_owned());
-    if !ci::is_env_var_name(&token_env) {
-        problem(None, format!("output {output:?}: token_env {token_env:?} is not an environment variable name"));
-    }
+pub fn build(raw: RawGithubTarget, input: &SpecInput<'_>) -> Result<GithubTarget, Problems> {
+    let mut b = ci::SpecBuilder::new(input);
+    let api_url = b.base_url("github api_url", raw.api_url.as_deref(), DEFAULT_API_URL);
+    let token_env = b.token_env(raw.token_env.clone(), DEFAULT_TOKEN_ENV);
     match (&raw.org, &raw.repo, &raw.environment) {
         (Some(_), None, None) | (None, Some(_), _) => {}
-        (Some(_), _, Some(_)) => problem(None, format!("output {output:?}: `environment` goes with `repo`, not `org`")),
-        _ => problem(None, format!("output {output:?}: a github target needs exactly one of `org` and `repo`")),
+        (Some(_), _, Some(_)) => b.problem("`environment` goes with `repo`, not `org`"),
+        _ => b.problem("a github target needs exactly one of `org` and `repo`"),
     }
-    let visibility_set = raw.visibility.is_some();
-    let visibility = match (&raw.org, raw.visibility) {
+    let visibility = visibility(&mut b, &raw);
+    let key_template = raw.key.as_deref().unwrap_or(DEFAULT_KEY);
+    let mut addresses = BTreeMap::new();
+    for env in input.envs {
+        let scope = scope_of(&mut b, &raw, env);
+        let names = b.names(env, key_template, "GitHub secret/variable", |n| {
+            name_problem(n).map(|why| format!(": {why} (use key = \"{{{{ name | upper }}}}\" or another key schema)"))
+        });
+        if let Some(scope) = scope {
+            addresses.insert(env.clone(), GithubAddress { scope, names });
+        }
+    }
+    b.one_env_each(addresses.iter().map(|(env, a)| (env, &a.scope)), |other, env, scope| {
+        format!(
+            "envs {other} and {env} would both write the secrets and variables of GitHub {scope}; template `environment` (or the repo/org) with {{{{ env }}}}, or limit the output to one env"
+        )
+    });
+    b.finish(GithubTarget {
+        api_url,
+        token_env,
+        addresses,
+        visibility_set: raw.visibility.is_some(),
+        visibility,
+        selected_repository_ids: raw.selected_repository_ids,
+        // Relative to the config's directory.
+        ca_file: raw.ca_file.map(|p| input.dir.join(p)),
+    })
+}
+
+/// An organization's items' visibility: `private` unless set; only for
+/// organization targets.
+fn visibility(b: &mut ci::SpecBuilder<'_, '_>, raw: &RawGithubTarget) -> Option<String> {
+    let visibility = match (&raw.org, &raw.visibility) {
         (Some(_), None) => Some("private".to_owned()),
-        (Some(_), Some(v)) if matches!(v.as_str(), "all" | "private" | "selected") => Some(v),
+        (Some(_), Some(v)) if matches!(v.as_str(), "all" | "private" | "selected") => Some(v.clone()),
         (Some(_), Some(v)) => {
-            problem(None, format!("output {output:?}: visibility {v:?}: use \"all\", \"private\" or \"selected\""));
+            b.problem(format!("visibility {v:?}: use \"all\", \"private\" or \"selected\""));
             None
         }
         (None, Some(_)) => {
-            problem(None, format!("output {output:?}: `visibility` applies to organization targets only"));
+            b.problem("`visibility` applies to organization targets only");
             None
         }
         (None, None) => None,
     };
     if !raw.selected_repository_ids.is_empty() && visibility.as_deref() != Some("selected") {
-        problem(None, format!("output {output:?}: `selected_repository_ids` needs visibility = \"selected\""));
+        b.problem("`selected_repository_ids` needs visibility = \"selected\"");
     }
-    let key_template = raw.key.as_deref().unwrap_or(DEFAULT_KEY);
-    let mut addresses = BTreeMap::new();
-    for env in envs {
-        let field = |what: &str, template: &str, vars: &[(&str, &str)]| {
-            crate::render::render_field(template, vars)
-                .map_err(|e| format!("output {output:?}: {what} {template:?}: {e}"))
-        };
-        let scope = match (&raw.org, &raw.repo, &raw.environment) {
-            (Some(org), _, _) => match field("org", org, &[("env", env)]) {
-                Ok(org) if is_account(&org) => Some(Scope::Org { org }),
-                Ok(org) => {
-                    problem(
-                        None,
-                        format!("output {output:?}: org {org:?} (env {env:?}) is not a GitHub organization name"),
-                    );
-                    None
-                }
-                Err(e) => {
-                    problem(None, e);
-                    None
-                }
-            },
-            (None, Some(repo), environment) => {
-                let repo = match field("repo", repo, &[("env", env)]) {
-                    Ok(r) => match r.split_once('/') {
-                        Some((o, n)) if is_account(o) && is_repo_name(n) => Some((o.to_owned(), n.to_owned())),
-                        _ => {
-                            problem(
-                                None,
-                                format!(
-                                    "output {output:?}: repo {r:?} (env {env:?}) is not \"owner/name\" of a GitHub repository"
-                                ),
-                            );
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        problem(None, e);
-                        None
-                    }
-                };
-                let environment = match environment.as_deref().map(|e| field("environment", e, &[("env", env)])) {
-                    None => Some(None),
-                    Some(Ok(e)) if is_environment(&e) => Some(Some(e)),
-                    Some(Ok(e)) => {
-                        problem(
-                            None,
-                            format!(
-                                "output {output:?}: environment {e:?} (env {env:?}) is not a GitHub environment name (1 to 255 printable characters)"
-                            ),
-                        );
-                        None
-                    }
-                    Some(Err(e)) => {
-                        problem(None, e);
-                        None
-                    }
-                };
-                match (repo, environment) {
-                    (Some((owner, repo)), Some(None)) => Some(Scope::Repo { owner, repo }),
-                    (Some((owner, repo)), Some(Some(environment))) => {
-                        Some(Scope::Environment { owner, repo, environment })
-                    }
-                    _ => None,
-                }
+    visibility
+}
+
+/// Where `env`'s secrets and variables go: an organization, a repository,
+/// or one of its environments.
+fn scope_of(b: &mut ci::SpecBuilder<'_, '_>, raw: &RawGithubTarget, env: &str) -> Option<Scope> {
+    match (&raw.org, &raw.repo, &raw.environment) {
+        (Some(org), _, _) => b.field("org", org, env, |org| {
+            if is_account(&org) {
+                Ok(Scope::Org { org })
+            } else {
+                Err(format!("org {org:?} (env {env:?}) is not a GitHub organization name"))
             }
-            (None, None, _) => None,
-        };
-        let names = ci::entry_names(
-            output,
-            env,
-            entries,
-            key_template,
-            "GitHub secret/variable",
-            |n| {
-                name_problem(n)
-                    .map(|why| format!(": {why} (use key = \"{{{{ name | upper }}}}\" or another key schema)"))
-            },
-            &mut problem,
-        );
-        if let Some(scope) = scope {
-            addresses.insert(env.clone(), GithubAddress { scope, names });
+        }),
+        (None, Some(repo), environment) => {
+            let repo = b.field("repo", repo, env, |r| match r.split_once('/') {
+                Some((o, n)) if is_account(o) && is_repo_name(n) => Ok((o.to_owned(), n.to_owned())),
+                _ => Err(format!("repo {r:?} (env {env:?}) is not \"owner/name\" of a GitHub repository")),
+            });
+            let environment = match environment {
+                None => Some(None),
+                Some(template) => b
+                    .field("environment", template, env, |e| {
+                        if is_environment(&e) {
+                            Ok(e)
+                        } else {
+                            Err(format!(
+                                "environment {e:?} (env {env:?}) is not a GitHub environment name (1 to 255 printable characters)"
+                            ))
+                        }
+                    })
+                    .map(Some),
+            };
+            match (repo?, environment?) {
+                ((owner, repo), None) => Some(Scope::Repo { owner, repo }),
+                ((owner, repo), Some(environment)) => Some(Scope::Environment { owner, repo, environment }),
+            }
         }
+        (None, None, _) => None,
     }
-    let mut seen: BTreeMap<&Scope, &String> = BTreeMap::new();
-    for (env, a) in &addresses {
-        if let Some(other) = seen.insert(&a.scope, env) {
-            problem(
-                None,
-                format!(
-                    "output {output:?}: envs {other} and {env} would both write the secrets and variables of GitHub {}; template `environment` (or the repo/org) with {{{{ env }}}}, or limit the output to one env",
-                    a.scope
-                ),
-            );
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(GithubTarget {
-        api_url,
-        token_env,
-        addresses,
-        visibility,
-        visibility_set,
-        selected_repository_ids: raw.selected_repository_ids,
-        ca_file: raw.ca_file,
-    })
 }
 
 /// Why GitHub would refuse `name` for a secret or variable.

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::config::{self, Config};
+use crate::fingerprint::EnvFingerprinter;
 use crate::secret::SecretString;
-use crate::targets::kubernetes::Fingerprinter;
+use crate::targets::Registered;
 
 const CANARY: &str = "CANARY-77c2-github";
 
@@ -26,18 +27,8 @@ fn spec(c: &Config) -> &GithubTarget {
     GithubKind::spec(&c.outputs[0].targets[0].kind).unwrap()
 }
 
-fn ctx<'a>(c: &'a Config, keyed: &'a Fingerprinter) -> Ctx<'a> {
-    Ctx {
-        config: c,
-        env: "prod",
-        revision: None,
-        instance: &c.instance,
-        keyed,
-        shown: None,
-        prune: true,
-        allow_mass_prune: false,
-        run_reload: false,
-    }
+fn ctx<'a>(c: &'a Config, keyed: &'a EnvFingerprinter) -> Ctx<'a> {
+    Ctx { prune: true, ..Ctx::new(c, "prod", keyed) }
 }
 
 fn rendered(entries: &[(&str, &str)], tainted: bool) -> Rendered {
@@ -54,7 +45,7 @@ fn kind() -> GithubKind {
     GithubKind::new(ci::Client::new(ci::Retry::default()), Arc::new(StateStore::Dir("/nonexistent".into())))
 }
 
-fn plan_of(c: &Config, keyed: &Fingerprinter, items: Option<Vec<DesiredItem>>, observed: &Observed) -> DestPlan<Op> {
+fn plan_of(c: &Config, keyed: &EnvFingerprinter, items: Option<Vec<DesiredItem>>, observed: &Observed) -> DestPlan<Op> {
     let s = spec(c);
     let dest = GithubKind::dest_of(s, "prod");
     let claims = vec![Claim { slot: Slot::Target { output: 0, target: 0 }, spec: s, items }];
@@ -95,7 +86,7 @@ fn config_checks_names_and_scopes() {
 #[test]
 fn secrets_for_tainted_outputs_variables_for_the_others() {
     let c = config("repo = \"acme/{{ env }}\"");
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let items = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx(&c, &keyed)).unwrap();
     assert_eq!((items[0].part, items[0].fingerprint.starts_with("hmac-sha256:")), (Part::Secret, true));
     let items = kind().desired(spec(&c), &rendered(&[("HOST", "db")], false), &ctx(&c, &keyed)).unwrap();
@@ -105,7 +96,7 @@ fn secrets_for_tainted_outputs_variables_for_the_others() {
 #[test]
 fn secret_drift_is_a_newer_updated_at() {
     let c = config("repo = \"acme/{{ env }}\"");
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let items = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx(&c, &keyed)).unwrap();
     let item = &items[0];
     let at = "2026-01-01T00:00:00Z";
@@ -130,7 +121,7 @@ fn secret_drift_is_a_newer_updated_at() {
 #[test]
 fn variables_compare_values() {
     let c = config("repo = \"acme/{{ env }}\"");
-    let keyed = Fingerprinter::new(None);
+    let keyed = EnvFingerprinter::new(None);
     let items = kind().desired(spec(&c), &rendered(&[("HOST", "db.new")], false), &ctx(&c, &keyed)).unwrap();
     let var = |value: &str| api::LiveVariable {
         name: "HOST".into(),
@@ -151,7 +142,7 @@ fn variables_compare_values() {
 #[test]
 fn prune_only_what_the_record_names_and_only_as_written() {
     let c = config("repo = \"acme/{{ env }}\"");
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let record = |output: &str, at: &str| Record {
         fingerprint: "x".into(),
         output: output.into(),
@@ -199,7 +190,7 @@ fn prune_only_what_the_record_names_and_only_as_written() {
 #[test]
 fn items_without_a_record_are_someone_elses() {
     let c = config("repo = \"acme/app\"\nenvironment = \"{{ env }}\"\nkey = \"{{ name }}_GH\"");
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let at = "2026-01-01T00:00:00Z";
     for (tainted, value) in [(true, CANARY), (false, "db")] {
         let items = kind().desired(spec(&c), &rendered(&[("HOST", value)], tainted), &ctx(&c, &keyed)).unwrap();
@@ -256,7 +247,7 @@ fn items_without_a_record_are_someone_elses() {
 #[test]
 fn values_over_48_kb_and_scopes_over_their_count_are_refused_before_anything_is_sent() {
     let c = config("repo = \"acme/{{ env }}\"");
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let big = "x".repeat(48 * 1024 + 1);
     let e = kind().desired(spec(&c), &rendered(&[("PW", &big)], true), &ctx(&c, &keyed)).unwrap_err().to_string();
     assert!(e.contains("entry \"PW\": secret PW would be 49153 bytes, more than GitHub's limit of 49152 bytes"), "{e}");
@@ -334,7 +325,7 @@ async fn rate_limits_without_retry_after_wait_a_minute_or_until_the_reset() {
 async fn a_secret_made_between_plan_and_apply_is_not_written_over() {
     let github = kube_emulator::GithubEmulator::start();
     let c = config(&format!("repo = \"acme/{{{{ env }}}}\"\napi_url = \"{}\"\ntoken_env = \"HOME\"", github.url()));
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let items = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx(&c, &keyed)).unwrap();
     let p = plan_of(&c, &keyed, Some(items), &Observed::default());
     assert_eq!(p.changes[0].change.action, Action::Create);
@@ -358,7 +349,7 @@ async fn a_secret_made_between_plan_and_apply_is_not_written_over() {
 async fn an_item_is_recorded_before_it_is_created() {
     let github = kube_emulator::GithubEmulator::start();
     let c = config(&format!("repo = \"acme/{{{{ env }}}}\"\napi_url = \"{}\"\ntoken_env = \"HOME\"", github.url()));
-    let keyed = Fingerprinter::new(None);
+    let keyed = EnvFingerprinter::new(None);
     let items = kind().desired(spec(&c), &rendered(&[("HOST", "db")], false), &ctx(&c, &keyed)).unwrap();
     let p = plan_of(&c, &keyed, Some(items.clone()), &Observed::default());
     let dir = tempfile::tempdir().unwrap();

@@ -68,13 +68,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::ci::{self, CiError};
+pub use super::ci_dest::Need;
+use super::ci_dest::{self, Base, CiDest, Ledger};
+use super::registry::{Kind, Problems, Setup, SpecInput};
 use super::state::{DestState, Record, StateKey, StateStore};
-use super::{Applied, Claim, Ctx, Merge, Target, TargetError};
-use crate::config::TargetKind;
-use crate::plan::{self, Action, Change, DestPlan, Planned, Slot};
+use super::{Applied, Claim, Ctx, DestPlan, Target, TargetError};
+use crate::plan::{self, Action, Change, Planned, Slot};
 use crate::render::Rendered;
 use crate::secret::Content;
 pub use spec::{GitlabAddress, GitlabTarget, Owner};
@@ -99,10 +101,10 @@ impl fmt::Display for GitlabDest {
     }
 }
 
-impl GitlabDest {
-    /// Where the record of what `instance` wrote here for `env` lives
-    /// (also where `cfgsync import --adopt` records adopted variables).
-    pub fn state_key(&self, instance: &str, env: &str) -> StateKey {
+impl CiDest for GitlabDest {
+    const KIND: &'static str = KIND;
+
+    fn state_key(&self, instance: &str, env: &str) -> StateKey {
         StateKey {
             kind: KIND,
             instance: instance.to_owned(),
@@ -110,20 +112,9 @@ impl GitlabDest {
             dest: format!("{}/{}/{}/{}", self.url, self.owner.collection(), self.owner.id(), self.token_env),
         }
     }
-}
 
-/// Whether a destination must be read: some target there rendered (or it
-/// holds records to prune).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Need(pub bool);
-
-impl Merge for Need {
-    fn merge(&mut self, other: Self) {
-        self.0 |= other.0;
-    }
-
-    fn covers(&self, other: &Self) -> bool {
-        self.0 || !other.0
+    fn token_env(&self) -> &str {
+        &self.token_env
     }
 }
 
@@ -252,14 +243,6 @@ pub struct Observed {
     pub skipped: bool,
 }
 
-/// What apply starts from at a destination: the record as observed and the
-/// items that exist (a record of an item that is gone serves nothing).
-#[derive(Debug, Default)]
-pub struct Base {
-    state: DestState,
-    live: BTreeSet<String>,
-}
-
 /// What apply does for one planned change.
 #[derive(Debug)]
 pub struct Op {
@@ -340,19 +323,17 @@ fn variable_address(dest: &GitlabDest, key: &str, scope: &str) -> String {
     format!("{dest}: {key} (environment scope {scope})")
 }
 
-impl Target for GitlabKind {
-    type Spec = GitlabTarget;
-    type Dest = GitlabDest;
-    type Scope = Need;
-    type Item = DesiredVar;
-    type Observed = Observed;
-    type Op = Op;
+impl Kind for GitlabKind {
+    type Raw = spec::RawGitlabTarget;
+    const SHARED: bool = true;
+    const KEYED: bool = true;
 
-    fn spec(target: &TargetKind) -> Option<&GitlabTarget> {
-        match target {
-            TargetKind::Gitlab(g) => Some(g),
-            _ => None,
-        }
+    fn build(_: &str, raw: spec::RawGitlabTarget, input: &SpecInput<'_>) -> Result<GitlabTarget, Problems> {
+        spec::build(raw, input)
+    }
+
+    fn new(setup: &Setup<'_>) -> Self {
+        GitlabKind::new(ci::Client::for_config(setup.config), setup.state.clone())
     }
 
     fn kind_name(_: &GitlabTarget) -> &'static str {
@@ -364,26 +345,30 @@ impl Target for GitlabKind {
         format!("{} (environment scope {})", Self::dest_of(spec, env), a.environment_scope)
     }
 
+    fn credential_var(spec: &GitlabTarget) -> Option<&str> {
+        Some(&spec.token_env)
+    }
+
+    fn server_ca(spec: &GitlabTarget) -> Option<(&str, &std::path::Path)> {
+        Some((&spec.url, spec.ca_file.as_deref()?))
+    }
+}
+
+impl Target for GitlabKind {
+    type Spec = GitlabTarget;
+    type Dest = GitlabDest;
+    type Scope = Need;
+    type Item = DesiredVar;
+    type Observed = Observed;
+    type Op = Op;
+
     fn locate(&self, spec: &GitlabTarget, items: Option<&[DesiredVar]>, ctx: &Ctx<'_>, scope: &mut Need) -> GitlabDest {
         scope.0 |= items.is_some();
         Self::dest_of(spec, ctx.env)
     }
 
     async fn recall(&self, ctx: &Ctx<'_>) -> Vec<(GitlabDest, Need)> {
-        match self.store.list(KIND, ctx.instance, ctx.env, ctx.revision).await {
-            Ok(records) => records
-                .into_iter()
-                .filter_map(|r| serde_json::from_value::<GitlabDest>(r.dest).ok())
-                .map(|d| (d, Need(true)))
-                .collect(),
-            // Debug only: a role that may not read records (a developer's
-            // `plan`) would otherwise warn on every pass. The destinations
-            // the config names still read their own record, and fail loudly.
-            Err(e) => {
-                debug!(env = ctx.env, error = %e, "cannot list GitLab records; destinations no target names are not pruned in this pass");
-                Vec::new()
-            }
-        }
+        ci_dest::recall(&self.store, ctx).await
     }
 
     fn desired(&self, spec: &GitlabTarget, rendered: &Rendered, ctx: &Ctx<'_>) -> Result<Vec<DesiredVar>, TargetError> {
@@ -394,7 +379,7 @@ impl Target for GitlabKind {
             let Some(key) = address.keys.get(entry) else { continue };
             let text = content.expose_str().ok_or_else(|| TargetError::Encode {
                 path: variable_address(&dest, key, &address.environment_scope),
-                source: crate::format::FormatError::NotText { name: entry.clone() },
+                source: std::sync::Arc::new(crate::format::FormatError::NotText { name: entry.clone() }),
             })?;
             if rendered.tainted
                 && let Some(reason) = mask_problem(text, spec.raw_or_default())
@@ -442,12 +427,7 @@ impl Target for GitlabKind {
         let token = ci::token(&dest.token_env, &shown)?;
         let api = api::Api::new(&self.client, &dest.url, &dest.owner, &token, shown);
         let variables = api.list().await?;
-        let key = dest.state_key(ctx.instance, ctx.env);
-        let state = self
-            .store
-            .load(&key)
-            .await
-            .map_err(|cause| TargetError::State { path: self.store.describe(&key), cause })?;
+        let state = ci_dest::load(&self.store, dest, ctx).await?;
         Ok(Observed { variables, state, skipped: false })
     }
 
@@ -462,13 +442,7 @@ impl Target for GitlabKind {
         if observed.skipped {
             return plan;
         }
-        let live: BTreeMap<(&str, &str), &api::LiveVariable> =
-            observed.variables.iter().map(|v| ((v.key.as_str(), v.environment_scope.as_str()), v)).collect();
-        let base = Arc::new(Base {
-            state: observed.state.clone(),
-            live: observed.variables.iter().map(|v| item_id(&v.key, &v.environment_scope)).collect(),
-        });
-        let op = |what: OpKind| Op { base: base.clone(), what };
+        let view = View::of(observed);
         // Every key a target names, rendered or not: never pruned.
         let mut claimed: BTreeSet<(String, String)> = BTreeSet::new();
         for claim in &claims {
@@ -478,101 +452,18 @@ impl Target for GitlabKind {
         let mut wanted_by: BTreeMap<String, String> = BTreeMap::new();
         for claim in claims {
             let Some(items) = claim.items else { continue };
-            let mut changes = Vec::new();
-            let mut error = None;
-            for mut var in items {
-                let address = variable_address(dest, &var.key, &var.environment_scope);
-                if let Some(first) = wanted_by.insert(var.id(), var.output.clone()) {
-                    error = Some(
-                        CiError::Duplicate {
-                            dest: dest.to_string(),
-                            what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
-                            first,
-                            second: var.output.clone(),
-                        }
-                        .into(),
-                    );
-                    break;
-                }
-                let record = observed.state.items.get(&var.id());
-                let current = live.get(&(var.key.as_str(), var.environment_scope.as_str())).copied();
-                if let Some(e) = refusal(dest, &var, current, record, &live, observed, ctx) {
-                    error = Some(e);
-                    break;
-                }
-                var.keep_adopted(record);
-                if var.masked
-                    && let Some(reason) = var.value.expose_str().and_then(|t| mask_problem(t, var.raw))
-                {
-                    error = Some(
-                        CiError::Unmaskable {
-                            output: var.output.clone(),
-                            entry: var.entry.clone(),
-                            key: var.key.clone(),
-                            dest: dest.to_string(),
-                            reason: format!("{reason}; the adopted variable is expanded (raw = false)"),
-                        }
-                        .into(),
-                    );
-                    break;
-                }
-                let (change, what) = plan_variable(var, current, record, address);
-                changes.push(Planned { slot: claim.slot, change, op: op(what) });
-            }
-            match error {
-                Some(e) => plan.errors.push((claim.slot, e)),
-                None => plan.changes.extend(changes),
+            match view.plan_target(dest, items, &mut wanted_by, ctx) {
+                Ok(changes) => plan.changes.extend(changes.into_iter().map(|(change, what)| Planned {
+                    slot: claim.slot,
+                    change,
+                    op: view.op(what),
+                })),
+                Err(e) => plan.errors.push((claim.slot, e)),
             }
         }
-        if !ctx.prune {
-            return plan;
+        if ctx.prune {
+            view.plan_prunes(&mut plan, dest, &claimed, ctx);
         }
-        // Ours: marked with this instance and env, and recorded as written
-        // by a target (a variable only adopted is not written yet).
-        let ours: Vec<&api::LiveVariable> = observed
-            .variables
-            .iter()
-            .filter(|v| {
-                parse_marker(v.description.as_deref())
-                    .is_some_and(|(instance, env, _)| instance == ctx.instance && env == ctx.env)
-                    && observed
-                        .state
-                        .items
-                        .get(&item_id(&v.key, &v.environment_scope))
-                        .is_some_and(ci::written_by_a_target)
-            })
-            .collect();
-        let mut prunes: Vec<Planned<Op>> = Vec::new();
-        for v in ours.iter().filter(|v| !claimed.contains(&(v.key.clone(), v.environment_scope.clone()))) {
-            let record = &observed.state.items[&item_id(&v.key, &v.environment_scope)];
-            if let Some(why) = changed_since_written(v, record, ctx) {
-                plan.errors.push((
-                    Slot::Prune,
-                    CiError::PruneModified {
-                        dest: dest.to_string(),
-                        what: format!("variable {} (environment scope {})", v.key, v.environment_scope),
-                        why,
-                    }
-                    .into(),
-                ));
-                continue;
-            }
-            let mut change =
-                Change::new(KIND, variable_address(dest, &v.key, &v.environment_scope), Action::Delete, false);
-            if let Some((_, _, output)) = parse_marker(v.description.as_deref()) {
-                change.notes.push(format!("output {output:?} no longer writes it"));
-            }
-            prunes.push(Planned {
-                slot: Slot::Prune,
-                change,
-                op: op(OpKind::Delete {
-                    key: v.key.clone(),
-                    scope: v.environment_scope.clone(),
-                    seen: Box::new((*v).clone()),
-                }),
-            });
-        }
-        plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
         plan
     }
 
@@ -606,133 +497,290 @@ impl Target for GitlabKind {
 
     async fn apply(&self, dest: &GitlabDest, changes: Vec<Planned<Op>>, ctx: &Ctx<'_>) -> Vec<Applied> {
         let Some(base) = changes.first().map(|p| p.op.base.clone()) else { return Vec::new() };
-        let shown = dest.to_string();
-        let writes = changes.iter().any(|p| p.change.action.writes());
-        let token = match ci::token(&dest.token_env, &shown) {
-            Ok(t) => Some(t),
-            Err(e) if writes => {
-                return Applied::all_failed(changes, || e.clone().into());
-            }
-            Err(_) => None,
+        let token = match ci_dest::token(dest, changes.iter().any(|p| p.change.action.writes())) {
+            Ok(t) => t,
+            Err(e) => return Applied::all_failed(changes, || e.clone().into()),
         };
-        let token = token.unwrap_or_default();
+        let shown = dest.to_string();
         let api = api::Api::new(&self.client, &dest.url, &dest.owner, &token, shown.clone());
-        let mut state = base.state.clone();
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut out: Vec<Applied> = Vec::new();
-        // After a rate limit or an unreachable API, the rest waits for the next pass.
-        let mut stop: Option<CiError> = None;
+        let mut batch = Batch { api, base: base.clone(), shown, ctx, ledger: Ledger::new(base) };
         // Writes first, then deletes.
         let (deletes, writes): (Vec<_>, Vec<_>) =
             changes.into_iter().partition(|p| matches!(p.op.what, OpKind::Delete { .. }));
-        let mut deletes = deletes.into_iter().peekable();
+        for p in writes {
+            batch.apply(p, None).await;
+        }
         // Prune deletes only the variable the plan saw: the list is read
         // again right before the first delete (GitLab has no conditional
         // delete), after the writes.
-        let mut now: Option<Result<Vec<api::LiveVariable>, CiError>> = None;
-        let mut writes = writes.into_iter();
-        loop {
-            let p = match writes.next() {
-                Some(p) => p,
-                None => match deletes.next() {
-                    Some(p) => {
-                        if now.is_none() && stop.is_none() {
-                            now = Some(api.list().await);
-                        }
-                        p
-                    }
-                    None => break,
-                },
-            };
-            let not_text = |v: &DesiredVar| CiError::NotText {
-                dest: shown.clone(),
-                what: format!("variable {} (environment scope {})", v.key, v.environment_scope),
-            };
-            let result: Result<(), CiError> = match (&p.op.what, &stop) {
-                (OpKind::Keep { id, record }, _) => {
-                    touched.insert(id.clone());
-                    if let Some(r) = record {
-                        state.items.insert(id.clone(), r.clone());
-                    }
-                    Ok(())
-                }
-                (_, Some(e)) => Err(e.clone()),
-                (OpKind::Create(v), None) => match v.body() {
-                    Some(body) => api.create(&body).await.map_err(|e| free_tier_refusal(e, v, &base, &shown)),
-                    None => Err(not_text(v)),
-                },
-                (OpKind::Update(v), None) => {
-                    if p.change.action == Action::Drift {
-                        warn!(dest = %shown, key = %v.key, scope = %v.environment_scope, "drift: variable edited in GitLab; restoring");
-                    }
-                    match v.body() {
-                        Some(body) => api.update(&body).await,
-                        None => Err(not_text(v)),
-                    }
-                }
-                (OpKind::Recreate(v), None) => match v.body() {
-                    Some(body) => match api.delete(&v.key, &v.environment_scope).await {
-                        Ok(()) => api.create(&body).await,
-                        Err(e) => Err(e),
-                    },
-                    None => Err(not_text(v)),
-                },
-                (OpKind::Delete { key, scope, seen }, None) => match &now {
-                    Some(Err(e)) => Err(e.clone()),
-                    Some(Ok(listed)) => match listed.iter().find(|v| v.key == *key && v.environment_scope == *scope) {
-                        None => Ok(()),
-                        Some(v) if v == seen.as_ref() => api.delete(key, scope).await,
-                        Some(_) => Err(CiError::PruneModified {
-                            dest: shown.clone(),
-                            what: format!("variable {key} (environment scope {scope})"),
-                            why: "it changed after this pass read it".to_owned(),
-                        }),
-                    },
-                    None => api.delete(key, scope).await,
-                },
-            };
-            match (&p.op.what, &result) {
-                (OpKind::Create(v) | OpKind::Update(v) | OpKind::Recreate(v), Ok(())) => {
-                    info!(env = ctx.env, dest = %shown, key = %v.key, scope = %v.environment_scope, action = p.change.action.name(), "variable written");
-                    touched.insert(v.id());
-                    state.items.insert(v.id(), v.record());
-                }
-                (OpKind::Delete { key, scope, .. }, Ok(())) => {
-                    info!(env = ctx.env, dest = %shown, key = %key, scope = %scope, "variable pruned");
-                    state.items.remove(&item_id(key, scope));
-                }
-                // GitLab Free: every further create would land in `*` too.
-                (
-                    _,
-                    Err(e @ (CiError::RateLimited { .. } | CiError::Connect { .. } | CiError::FreeTierScope { .. })),
-                ) => {
-                    stop.get_or_insert_with(|| e.clone());
-                }
-                _ => {}
+        let now = match deletes.is_empty() || batch.ledger.stop.is_some() {
+            true => None,
+            false => Some(batch.api.list().await),
+        };
+        for p in deletes {
+            batch.apply(p, now.as_ref()).await;
+        }
+        batch.ledger.save(&self.store, dest, ctx, false).await
+    }
+}
+
+/// One destination's changes being applied.
+struct Batch<'a> {
+    api: api::Api<'a>,
+    base: Arc<Base>,
+    shown: String,
+    ctx: &'a Ctx<'a>,
+    ledger: Ledger,
+}
+
+impl Batch<'_> {
+    /// Applies one change and records its outcome; `now`: the variables
+    /// listed again before the deletes.
+    async fn apply(&mut self, p: Planned<Op>, now: Option<&Result<Vec<api::LiveVariable>, CiError>>) {
+        let result = self.execute(&p, now).await;
+        let env = self.ctx.env;
+        match (&p.op.what, &result) {
+            (OpKind::Create(v) | OpKind::Update(v) | OpKind::Recreate(v), Ok(())) => {
+                info!(env, dest = %self.shown, key = %v.key, scope = %v.environment_scope, action = p.change.action.name(), "variable written");
+                self.ledger.written(v.id(), v.record());
             }
-            if let Err(e) = &result {
-                warn!(env = ctx.env, address = %p.change.address, error = %e, "GitLab write failed");
+            (OpKind::Delete { key, scope, .. }, Ok(())) => {
+                info!(env, dest = %self.shown, key = %key, scope = %scope, "variable pruned");
+                self.ledger.deleted(&item_id(key, scope));
             }
-            out.push(Applied {
-                slot: p.slot,
-                change: p.change,
-                result: result.map_err(TargetError::from),
-                reloaded: false,
+            // GitLab Free: every further create would land in `*` too.
+            (_, Err(e @ (CiError::RateLimited { .. } | CiError::Connect { .. } | CiError::FreeTierScope { .. }))) => {
+                self.ledger.stop.get_or_insert_with(|| e.clone());
+            }
+            _ => {}
+        }
+        if let Err(e) = &result {
+            warn!(env, address = %p.change.address, error = %e, "GitLab write failed");
+        }
+        self.ledger.outcome(p.slot, p.change, result.map_err(TargetError::from));
+    }
+
+    async fn execute(
+        &mut self,
+        p: &Planned<Op>,
+        now: Option<&Result<Vec<api::LiveVariable>, CiError>>,
+    ) -> Result<(), CiError> {
+        let not_text = |v: &DesiredVar| CiError::NotText {
+            dest: self.shown.clone(),
+            what: format!("variable {} (environment scope {})", v.key, v.environment_scope),
+        };
+        match (&p.op.what, &self.ledger.stop) {
+            (OpKind::Keep { id, record }, _) => {
+                self.ledger.keep(id, record.as_ref());
+                Ok(())
+            }
+            (_, Some(e)) => Err(e.clone()),
+            (OpKind::Create(v), None) => match v.body() {
+                Some(body) => {
+                    self.api.create(&body).await.map_err(|e| free_tier_refusal(e, v, &self.base, &self.shown))
+                }
+                None => Err(not_text(v)),
+            },
+            (OpKind::Update(v), None) => {
+                if p.change.action == Action::Drift {
+                    warn!(dest = %self.shown, key = %v.key, scope = %v.environment_scope, "drift: variable edited in GitLab; restoring");
+                }
+                match v.body() {
+                    Some(body) => self.api.update(&body).await,
+                    None => Err(not_text(v)),
+                }
+            }
+            (OpKind::Recreate(v), None) => match v.body() {
+                Some(body) => match self.api.delete(&v.key, &v.environment_scope).await {
+                    Ok(()) => self.api.create(&body).await,
+                    Err(e) => Err(e),
+                },
+                None => Err(not_text(v)),
+            },
+            (OpKind::Delete { key, scope, seen }, None) => match now {
+                Some(Err(e)) => Err(e.clone()),
+                Some(Ok(listed)) => match listed.iter().find(|v| v.key == *key && v.environment_scope == *scope) {
+                    None => Ok(()),
+                    Some(v) if v == seen.as_ref() => self.api.delete(key, scope).await,
+                    Some(_) => Err(CiError::PruneModified {
+                        dest: self.shown.clone(),
+                        what: format!("variable {key} (environment scope {scope})"),
+                        why: "it changed after this pass read it".to_owned(),
+                    }),
+                },
+                None => self.api.delete(key, scope).await,
+            },
+        }
+    }
+}
+
+/// A destination as the plan reads it: its variables by key and scope.
+struct View<'o> {
+    observed: &'o Observed,
+    live: BTreeMap<(&'o str, &'o str), &'o api::LiveVariable>,
+    base: Arc<Base>,
+}
+
+impl<'o> View<'o> {
+    fn of(observed: &'o Observed) -> Self {
+        let live = observed.variables.iter().map(|v| ((v.key.as_str(), v.environment_scope.as_str()), v)).collect();
+        let base = Arc::new(Base {
+            state: observed.state.clone(),
+            live: observed.variables.iter().map(|v| item_id(&v.key, &v.environment_scope)).collect(),
+        });
+        Self { observed, live, base }
+    }
+
+    fn op(&self, what: OpKind) -> Op {
+        Op { base: self.base.clone(), what }
+    }
+
+    /// The changes of one rendered target, or why none of its variables
+    /// is written: a key another output of this destination writes too, a
+    /// variable that is not this instance's, a value GitLab cannot mask.
+    fn plan_target(
+        &self,
+        dest: &GitlabDest,
+        items: Vec<DesiredVar>,
+        wanted_by: &mut BTreeMap<String, String>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<(Change, OpKind)>, TargetError> {
+        let mut changes = Vec::new();
+        for mut var in items {
+            let address = variable_address(dest, &var.key, &var.environment_scope);
+            if let Some(first) = wanted_by.insert(var.id(), var.output.clone()) {
+                let what = format!("variable {} (environment scope {})", var.key, var.environment_scope);
+                return Err(
+                    CiError::Duplicate { dest: dest.to_string(), what, first, second: var.output.clone() }.into()
+                );
+            }
+            let record = self.observed.state.items.get(&var.id());
+            let current = self.live.get(&(var.key.as_str(), var.environment_scope.as_str())).copied();
+            if let Some(e) = self.refusal(dest, &var, current, record, ctx) {
+                return Err(e);
+            }
+            var.keep_adopted(record);
+            if var.masked
+                && let Some(reason) = var.value.expose_str().and_then(|t| mask_problem(t, var.raw))
+            {
+                return Err(CiError::Unmaskable {
+                    output: var.output.clone(),
+                    entry: var.entry.clone(),
+                    key: var.key.clone(),
+                    dest: dest.to_string(),
+                    reason: format!("{reason}; the adopted variable is expanded (raw = false)"),
+                }
+                .into());
+            }
+            changes.push(plan_variable(var, current, record, address));
+        }
+        Ok(changes)
+    }
+
+    /// Why `var` must not be written where it would go: a variable there that
+    /// another instance marked, or nobody did and the record does not name
+    /// (someone else's); or GitLab Free's single `*` group variable standing
+    /// in for the scope asked for.
+    fn refusal(
+        &self,
+        dest: &GitlabDest,
+        var: &DesiredVar,
+        current: Option<&api::LiveVariable>,
+        record: Option<&Record>,
+        ctx: &Ctx<'_>,
+    ) -> Option<TargetError> {
+        if let Some(l) = current {
+            return match parse_marker(l.description.as_deref()) {
+                Some((instance, env, _)) if instance == ctx.instance && env == ctx.env => None,
+                Some((instance, env, _)) => Some(
+                    CiError::OtherInstance {
+                        dest: dest.to_string(),
+                        what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
+                        owner: if instance == ctx.instance {
+                            format!("{instance:?} for env {env}")
+                        } else {
+                            format!("{instance:?}")
+                        },
+                        ours: ctx.instance.to_owned(),
+                        marker: var.description.clone(),
+                    }
+                    .into(),
+                ),
+                // Our record says we wrote it: someone cleared the description
+                // (drift, restored).
+                None if record.is_some() => None,
+                None => Some(
+                    CiError::Unmanaged {
+                        dest: dest.to_string(),
+                        what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
+                        marker: var.description.clone(),
+                        adopt: adopt_command(dest, ctx.env),
+                    }
+                    .into(),
+                ),
+            };
+        }
+        // GitLab Free stored an earlier create of this env's variable with
+        // scope `*` (and cfgsync, told so by the answer, did not record it):
+        // creating it again would be refused, pruning it would make the next
+        // pass create it again.
+        let free_tier = matches!(dest.owner, Owner::Group(_))
+            && var.environment_scope != "*"
+            && self.live.get(&(var.key.as_str(), "*")).is_some_and(|any| {
+                parse_marker(any.description.as_deref())
+                    .is_some_and(|(instance, env, _)| instance == ctx.instance && env == ctx.env)
+                    && !self.observed.state.items.contains_key(&item_id(&var.key, "*"))
             });
-        }
-        state.items.retain(|id, _| base.live.contains(id) || touched.contains(id));
-        if state.items != base.state.items {
-            state.dest = serde_json::to_value(dest).unwrap_or_default();
-            let key = dest.state_key(ctx.instance, ctx.env);
-            if let Err(cause) = self.store.save(&key, &state).await {
-                let path = self.store.describe(&key);
-                warn!(env = ctx.env, dest = %shown, path = %path, error = %cause, "cannot save the record of what was written");
-                for a in out.iter_mut().filter(|a| a.result.is_ok() && a.change.action.writes()) {
-                    a.result = Err(TargetError::State { path: path.clone(), cause: cause.clone() });
-                }
+        free_tier.then(|| {
+            CiError::FreeTierScope {
+                dest: dest.to_string(),
+                key: var.key.clone(),
+                scope: var.environment_scope.clone(),
             }
+            .into()
+        })
+    }
+
+    /// Deletes what this instance wrote here and no target claims any more
+    /// (`claimed`: key and scope): only variables marked with this instance
+    /// and env and recorded as written by a target (one only adopted is
+    /// not written yet), still as written.
+    fn plan_prunes(
+        &self,
+        plan: &mut DestPlan<Op>,
+        dest: &GitlabDest,
+        claimed: &BTreeSet<(String, String)>,
+        ctx: &Ctx<'_>,
+    ) {
+        let state = &self.observed.state;
+        let ours: Vec<&api::LiveVariable> = self
+            .observed
+            .variables
+            .iter()
+            .filter(|v| {
+                parse_marker(v.description.as_deref())
+                    .is_some_and(|(instance, env, _)| instance == ctx.instance && env == ctx.env)
+                    && state.items.get(&item_id(&v.key, &v.environment_scope)).is_some_and(ci::written_by_a_target)
+            })
+            .collect();
+        let mut prunes: Vec<Planned<Op>> = Vec::new();
+        for v in ours.iter().filter(|v| !claimed.contains(&(v.key.clone(), v.environment_scope.clone()))) {
+            let record = &state.items[&item_id(&v.key, &v.environment_scope)];
+            if let Some(why) = changed_since_written(v, record, ctx) {
+                let what = format!("variable {} (environment scope {})", v.key, v.environment_scope);
+                plan.errors.push((Slot::Prune, CiError::PruneModified { dest: dest.to_string(), what, why }.into()));
+                continue;
+            }
+            let mut change =
+                Change::new(KIND, variable_address(dest, &v.key, &v.environment_scope), Action::Delete, false);
+            if let Some((_, _, output)) = parse_marker(v.description.as_deref()) {
+                change.notes.push(format!("output {output:?} no longer writes it"));
+            }
+            let seen = Box::new((*v).clone());
+            let delete = OpKind::Delete { key: v.key.clone(), scope: v.environment_scope.clone(), seen };
+            prunes.push(Planned { slot: Slot::Prune, change, op: self.op(delete) });
         }
-        out
+        plan.add_prunes(prunes, ours.len(), ctx.config.max_prune_share, ctx.allow_mass_prune, || dest.to_string());
     }
 }
 
@@ -753,67 +801,6 @@ fn free_tier_refusal(e: CiError, v: &DesiredVar, base: &Base, dest: &str) -> CiE
         };
     }
     e
-}
-
-/// Why `var` must not be written where it would go: a variable there that
-/// another instance marked, or nobody did and the record does not name
-/// (someone else's); or GitLab Free's single `*` group variable standing
-/// in for the scope asked for.
-fn refusal(
-    dest: &GitlabDest,
-    var: &DesiredVar,
-    current: Option<&api::LiveVariable>,
-    record: Option<&Record>,
-    live: &BTreeMap<(&str, &str), &api::LiveVariable>,
-    observed: &Observed,
-    ctx: &Ctx<'_>,
-) -> Option<TargetError> {
-    if let Some(l) = current {
-        return match parse_marker(l.description.as_deref()) {
-            Some((instance, env, _)) if instance == ctx.instance && env == ctx.env => None,
-            Some((instance, env, _)) => Some(
-                CiError::OtherInstance {
-                    dest: dest.to_string(),
-                    what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
-                    owner: if instance == ctx.instance {
-                        format!("{instance:?} for env {env}")
-                    } else {
-                        format!("{instance:?}")
-                    },
-                    ours: ctx.instance.to_owned(),
-                    marker: var.description.clone(),
-                }
-                .into(),
-            ),
-            // Our record says we wrote it: someone cleared the description
-            // (drift, restored).
-            None if record.is_some() => None,
-            None => Some(
-                CiError::Unmanaged {
-                    dest: dest.to_string(),
-                    what: format!("variable {} (environment scope {})", var.key, var.environment_scope),
-                    marker: var.description.clone(),
-                    adopt: adopt_command(dest, ctx.env),
-                }
-                .into(),
-            ),
-        };
-    }
-    // GitLab Free stored an earlier create of this env's variable with
-    // scope `*` (and cfgsync, told so by the answer, did not record it):
-    // creating it again would be refused, pruning it would make the next
-    // pass create it again.
-    let free_tier = matches!(dest.owner, Owner::Group(_))
-        && var.environment_scope != "*"
-        && live.get(&(var.key.as_str(), "*")).is_some_and(|any| {
-            parse_marker(any.description.as_deref())
-                .is_some_and(|(instance, env, _)| instance == ctx.instance && env == ctx.env)
-                && !observed.state.items.contains_key(&item_id(&var.key, "*"))
-        });
-    free_tier.then(|| {
-        CiError::FreeTierScope { dest: dest.to_string(), key: var.key.clone(), scope: var.environment_scope.clone() }
-            .into()
-    })
 }
 
 /// `cfgsync import --env E gitlab:… --adopt`, as this destination is named.

@@ -7,8 +7,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::config::{Entry, Location};
 use crate::targets::ci;
+use crate::targets::registry::{Problems, SpecInput};
 
 pub const DEFAULT_URL: &str = "https://gitlab.com";
 pub const DEFAULT_TOKEN_ENV: &str = "GITLAB_TOKEN";
@@ -109,113 +109,64 @@ impl GitlabTarget {
 
 /// Builds the typed target; every problem, with the entry's location when
 /// it is about one entry (else `None`: the target's).
-pub fn build(
-    output: &str,
-    raw: RawGitlabTarget,
-    envs: &[String],
-    entries: &[Entry],
-) -> Result<GitlabTarget, Vec<(Option<Location>, String)>> {
-    let mut problems: Vec<(Option<Location>, String)> = Vec::new();
-    let mut problem = |at: Option<&Location>, message: String| problems.push((at.cloned(), message));
-    let url = match ci::check_base_url(raw.url.as_deref().unwrap_or(DEFAULT_URL)) {
-        Ok(u) => u,
-        Err(e) => {
-            problem(None, format!("output {output:?}: gitlab url {e}"));
-            String::new()
-        }
-    };
-    let token_env = raw.token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.to_owned());
-    if !ci::is_env_var_name(&token_env) {
-        problem(None, format!("output {output:?}: token_env {token_env:?} is not an environment variable name"));
-    }
-    let (owner_template, is_project) = match (&raw.project, &raw.group) {
-        (Some(p), None) => (p.as_str(), true),
-        (None, Some(g)) => (g.as_str(), false),
+pub fn build(raw: RawGitlabTarget, input: &SpecInput<'_>) -> Result<GitlabTarget, Problems> {
+    let mut b = ci::SpecBuilder::new(input);
+    let url = b.base_url("gitlab url", raw.url.as_deref(), DEFAULT_URL);
+    let token_env = b.token_env(raw.token_env, DEFAULT_TOKEN_ENV);
+    let owner = match (&raw.project, &raw.group) {
+        (Some(p), None) => Some((p.as_str(), true)),
+        (None, Some(g)) => Some((g.as_str(), false)),
         _ => {
-            problem(None, format!("output {output:?}: a gitlab target needs exactly one of `project` and `group`"));
-            ("", true)
+            b.problem("a gitlab target needs exactly one of `project` and `group`");
+            None
         }
     };
     let scope_template = raw.environment_scope.as_deref().unwrap_or(DEFAULT_SCOPE);
     let key_template = raw.key.as_deref().unwrap_or(DEFAULT_KEY);
     let mut addresses = BTreeMap::new();
-    for env in envs {
-        let field = |what: &str, template: &str, vars: &[(&str, &str)]| {
-            crate::render::render_field(template, vars)
-                .map_err(|e| format!("output {output:?}: {what} {template:?}: {e}"))
-        };
-        let owner = match field("gitlab project/group", owner_template, &[("env", env)]) {
-            Ok(o) if is_owner_path(&o) => Some(if is_project { Owner::Project(o) } else { Owner::Group(o) }),
-            Ok(o) => {
-                problem(
-                    None,
-                    format!(
-                        "output {output:?}: gitlab {} {o:?} (env {env:?}) is not a GitLab path (`group/app`) or numeric id",
-                        if is_project { "project" } else { "group" }
-                    ),
-                );
-                None
+    for env in input.envs {
+        let owner = owner_of(&mut b, owner.unwrap_or(("", true)), env);
+        let scope = b.field("environment_scope", scope_template, env, |s| {
+            if is_environment_scope(&s) {
+                Ok(s)
+            } else {
+                Err(format!(
+                    "environment_scope {s:?} (env {env:?}) is not valid in GitLab: at most 255 of letters, digits, '-', '_', '/', '$', '{{', '}}', '.', '*' and spaces"
+                ))
             }
-            Err(e) => {
-                problem(None, e);
-                None
-            }
-        };
-        let scope = match field("environment_scope", scope_template, &[("env", env)]) {
-            Ok(s) if is_environment_scope(&s) => Some(s),
-            Ok(s) => {
-                problem(
-                    None,
-                    format!(
-                        "output {output:?}: environment_scope {s:?} (env {env:?}) is not valid in GitLab: at most 255 of letters, digits, '-', '_', '/', '$', '{{', '}}', '.', '*' and spaces"
-                    ),
-                );
-                None
-            }
-            Err(e) => {
-                problem(None, e);
-                None
-            }
-        };
-        let keys = ci::entry_names(
-            output,
-            env,
-            entries,
-            key_template,
-            "GitLab variable",
-            |k| {
-                (!is_variable_key(k))
-                    .then(|| ", but keys may only hold letters, digits and '_' (at most 255)".to_owned())
-            },
-            &mut problem,
-        );
+        });
+        let keys = b.names(env, key_template, "GitLab variable", |k| {
+            (!is_variable_key(k)).then(|| ", but keys may only hold letters, digits and '_' (at most 255)".to_owned())
+        });
         if let (Some(owner), Some(environment_scope)) = (owner, scope) {
             addresses.insert(env.clone(), GitlabAddress { owner, environment_scope, keys });
         }
     }
-    let mut seen: BTreeMap<(&Owner, &str), &String> = BTreeMap::new();
-    for (env, a) in &addresses {
-        if let Some(other) = seen.insert((&a.owner, a.environment_scope.as_str()), env) {
-            problem(
-                None,
-                format!(
-                    "output {output:?}: envs {other} and {env} would both write the variables of GitLab {} with environment scope {:?}; template environment_scope (default \"{{{{ env }}}}\") or the project with {{{{ env }}}}",
-                    a.owner, a.environment_scope
-                ),
-            );
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(GitlabTarget {
+    b.one_env_each(addresses.iter().map(|(env, a)| (env, (&a.owner, a.environment_scope.as_str()))), |other, env, (owner, scope)| {
+        format!(
+            "envs {other} and {env} would both write the variables of GitLab {owner} with environment scope {scope:?}; template environment_scope (default \"{{{{ env }}}}\") or the project with {{{{ env }}}}"
+        )
+    });
+    b.finish(GitlabTarget {
         url,
         token_env,
         addresses,
         protected: raw.protected,
         hidden: raw.hidden,
         raw: raw.raw,
-        ca_file: raw.ca_file,
+        // Relative to the config's directory.
+        ca_file: raw.ca_file.map(|p| input.dir.join(p)),
+    })
+}
+
+/// The project or group (`template`, and whether it is a project) for `env`.
+fn owner_of(b: &mut ci::SpecBuilder<'_, '_>, (template, is_project): (&str, bool), env: &str) -> Option<Owner> {
+    b.field("gitlab project/group", template, env, |o| {
+        if !is_owner_path(&o) {
+            let what = if is_project { "project" } else { "group" };
+            return Err(format!("gitlab {what} {o:?} (env {env:?}) is not a GitLab path (`group/app`) or numeric id"));
+        }
+        Ok(if is_project { Owner::Project(o) } else { Owner::Group(o) })
     })
 }
 

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::config::{self, Config};
+use crate::fingerprint::EnvFingerprinter;
 use crate::secret::SecretString;
-use crate::targets::kubernetes::Fingerprinter;
+use crate::targets::Registered;
 
 const CANARY: &str = "CANARY-91ab-gitlab";
 
@@ -32,18 +33,8 @@ fn spec(c: &Config) -> &GitlabTarget {
     GitlabKind::spec(&c.outputs[0].targets[0].kind).unwrap()
 }
 
-fn ctx<'a>(c: &'a Config, keyed: &'a Fingerprinter, prune: bool) -> Ctx<'a> {
-    Ctx {
-        config: c,
-        env: "prod",
-        revision: Some(7),
-        instance: &c.instance,
-        keyed,
-        shown: None,
-        prune,
-        allow_mass_prune: false,
-        run_reload: false,
-    }
+fn ctx<'a>(c: &'a Config, keyed: &'a EnvFingerprinter, prune: bool) -> Ctx<'a> {
+    Ctx { revision: Some(7), prune, ..Ctx::new(c, "prod", keyed) }
 }
 
 fn rendered(entries: &[(&str, &str)], tainted: bool) -> Rendered {
@@ -76,7 +67,7 @@ fn live_of(v: &DesiredVar) -> api::LiveVariable {
 
 fn plan_of(
     c: &Config,
-    keyed: &Fingerprinter,
+    keyed: &EnvFingerprinter,
     items: Option<Vec<DesiredVar>>,
     observed: &Observed,
     prune: bool,
@@ -140,7 +131,7 @@ fn markers_round_trip() {
 #[test]
 fn unmaskable_secrets_are_refused_naming_the_entry_and_never_the_value() {
     let c = config("project = \"g/app\"");
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let e = kind().desired(spec(&c), &rendered(&[("PW", "CANARY\nsecond line")], true), &ctx(&c, &keyed, true));
     let text = e.expect_err("refused").to_string();
     assert!(text.contains("entry \"PW\"") && text.contains("line break"), "{text}");
@@ -149,7 +140,7 @@ fn unmaskable_secrets_are_refused_naming_the_entry_and_never_the_value() {
     let vars = kind().desired(spec(&c), &rendered(&[("PW", "a\nb")], false), &ctx(&c, &keyed, true)).unwrap();
     assert_eq!((vars[0].variable_type.as_str(), vars[0].masked), ("file", false));
     // No key: no fingerprint for secret content.
-    let none = Fingerprinter::new(None);
+    let none = EnvFingerprinter::new(None);
     let e = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx(&c, &none, true));
     assert!(e.err().unwrap().to_string().contains("fingerprint key"));
 }
@@ -157,7 +148,7 @@ fn unmaskable_secrets_are_refused_naming_the_entry_and_never_the_value() {
 #[test]
 fn create_unchanged_update_drift() {
     let c = config("project = \"g/app\"\nprotected = true");
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let ctx = ctx(&c, &keyed, true);
     let want = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx).unwrap();
     let v = &want[0];
@@ -198,7 +189,7 @@ fn create_unchanged_update_drift() {
 #[test]
 fn hidden_values_are_judged_by_the_record() {
     let c = config("project = \"g/app\"\nhidden = true");
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let ctx = ctx(&c, &keyed, true);
     let want = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx).unwrap();
     let v = &want[0];
@@ -228,7 +219,7 @@ fn hidden_values_are_judged_by_the_record() {
 #[test]
 fn only_own_variables_are_written_or_pruned() {
     let c = config("project = \"g/app\"");
-    let keyed = Fingerprinter::new(None);
+    let keyed = EnvFingerprinter::new(None);
     let ctx = ctx(&c, &keyed, true);
     let want = kind().desired(spec(&c), &rendered(&[("HOST", "db")], false), &ctx).unwrap();
     let mut other = live_of(&want[0]);
@@ -295,7 +286,11 @@ fn only_own_variables_are_written_or_pruned() {
     let p = plan_of(&c, &keyed, Some(want.clone()), &observed, false);
     assert!(p.changes.iter().all(|c| c.change.action != Action::Delete), "no prune unless allowed");
     let p = plan_of(&c, &keyed, Some(want.clone()), &observed, true);
-    assert!(p.errors.iter().any(|(_, e)| matches!(e, TargetError::MassPrune { deletes: 6, total: 7, .. })));
+    assert!(
+        p.errors
+            .iter()
+            .any(|(_, e)| matches!(e, TargetError::MassPrune(crate::plan::MassPrune { deletes: 6, total: 7, .. })))
+    );
     let few = Observed {
         variables: observed.variables.iter().filter(|v| !v.key.starts_with('A')).cloned().collect(),
         state: observed.state.clone(),
@@ -341,7 +336,7 @@ fn only_own_variables_are_written_or_pruned() {
 #[test]
 fn adopted_flags_are_kept_and_flag_changes_are_said_in_words() {
     let c = config("project = \"g/app\"");
-    let keyed = Fingerprinter::new(None);
+    let keyed = EnvFingerprinter::new(None);
     let ctx = ctx(&c, &keyed, true);
     let want = kind().desired(spec(&c), &rendered(&[("HOST", "pre-$CI_COMMIT_SHA")], false), &ctx).unwrap();
     let hand = api::LiveVariable {
@@ -410,7 +405,7 @@ fn adopted_flags_are_kept_and_flag_changes_are_said_in_words() {
 #[test]
 fn a_masked_or_once_secret_old_value_is_never_shown() {
     let c = config("project = \"g/app\"");
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let ctx = ctx(&c, &keyed, true);
     let want = kind().desired(spec(&c), &rendered(&[("HOST", "now-plain")], false), &ctx).unwrap();
     let mut live = live_of(&want[0]);
@@ -445,7 +440,7 @@ fn a_masked_or_once_secret_old_value_is_never_shown() {
 #[test]
 fn gitlab_free_group_variables_are_refused_not_flipped() {
     let c = config("group = \"platform\"");
-    let keyed = Fingerprinter::new(None);
+    let keyed = EnvFingerprinter::new(None);
     let ctx = ctx(&c, &keyed, true);
     let want = kind().desired(spec(&c), &rendered(&[("HOST", "db")], false), &ctx).unwrap();
     let mut any = live_of(&want[0]);
@@ -474,7 +469,7 @@ fn gitlab_free_group_variables_are_refused_not_flipped() {
 #[test]
 fn a_destination_nothing_rendered_for_is_not_read() {
     let c = config("project = \"g/app\"");
-    let keyed = Fingerprinter::new(None);
+    let keyed = EnvFingerprinter::new(None);
     let mut need = Need::default();
     let dest = kind().locate(spec(&c), None, &ctx(&c, &keyed, true), &mut need);
     assert!(!need.0);
@@ -527,7 +522,7 @@ async fn a_group_update_never_falls_back_to_another_scopes_variable() {
 #[test]
 fn an_adopted_hidden_variable_stays_hidden() {
     let c = config("project = \"g/app\"");
-    let keyed = Fingerprinter::new(Some(SecretString::new("k")));
+    let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
     let ctx = ctx(&c, &keyed, true);
     let want = kind().desired(spec(&c), &rendered(&[("PW", CANARY)], true), &ctx).unwrap();
     assert!(!want[0].hidden, "the config does not ask for hidden");

@@ -20,11 +20,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use super::spec::{ObjectKind, Restart};
 use super::{
     ANNOTATION_CONFIG_HASH, DesiredObject, KubeError, LABEL_ENV, LABEL_MANAGED_BY, LEGACY_FIELD_MANAGER, LiveObject,
     field_manager,
 };
-use crate::config::{ObjectKind, Restart};
 use crate::secret::Content;
 use crate::targets::TargetError;
 
@@ -282,22 +282,21 @@ pub async fn observe_namespace(
 
 fn write_error(d: &DesiredObject, e: &kube::Error) -> KubeError {
     let a = &d.address;
-    let cause = match e {
-        kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists" => format!(
-            "someone created it since this pass read the namespace ({}); not written: the next pass says whose it is",
-            cause(e)
-        ),
-        kube::Error::Api(s) if s.code == 409 => {
-            format!("it changed since this pass read it ({}); not written: the next pass plans it again", cause(e))
+    let (context, namespace, name, kind) = (a.context.clone(), a.namespace.clone(), a.name.clone(), d.kind);
+    match e {
+        kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists" => {
+            let cause = format!(
+                "someone created it since this pass read the namespace ({}); not written: the next pass says whose it is",
+                cause(e)
+            );
+            KubeError::Conflict { context, namespace, name, kind, cause }
         }
-        _ => cause(e),
-    };
-    KubeError::Apply {
-        context: a.context.clone(),
-        namespace: a.namespace.clone(),
-        name: a.name.clone(),
-        kind: d.kind,
-        cause,
+        kube::Error::Api(s) if s.code == 409 => {
+            let cause =
+                format!("it changed since this pass read it ({}); not written: the next pass plans it again", cause(e));
+            KubeError::Conflict { context, namespace, name, kind, cause }
+        }
+        _ => KubeError::Apply { context, namespace, name, kind, cause: cause(e) },
     }
 }
 
@@ -380,7 +379,7 @@ pub async fn delete(client: &kube::Client, context: &str, o: &LiveObject) -> Res
         Ok(_) => Ok(()),
         Err(e) if is_status(&e, 404) => Ok(()),
         Err(e) if is_status(&e, 409) => {
-            Err(TargetError::PruneModified { path: super::describe(o.kind, context, &o.namespace, &o.name) })
+            Err(KubeError::PruneConflict { address: super::describe(o.kind, context, &o.namespace, &o.name) }.into())
         }
         Err(e) => Err(TargetError::from(KubeError::Delete {
             context: context.to_owned(),

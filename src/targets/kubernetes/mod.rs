@@ -4,7 +4,9 @@
 //! [kubernetes]
 //! # kubeconfig = "kubeconfig"        # else --kubeconfig, KUBECONFIG (merged), ~/.kube/config, in-cluster
 //! max_prune_share = 0.25              # refuse a pass deleting more of our objects in a cluster
-//! fingerprint_key = "cfgsync/fingerprint#key"   # HMAC key for secret outputs, read per env from Vault
+//!
+//! [fingerprint]
+//! key = "cfgsync/fingerprint#key"     # HMAC key for secret outputs, read per env from Vault (old name: [kubernetes] fingerprint_key)
 //!
 //! [[output.target]]
 //! kind = "kubernetes-secret"          # or kubernetes-configmap (refused for an output that reads a secret)
@@ -56,7 +58,7 @@
 //!   stays; what only the old one held, such as a dropped key, goes). Later
 //!   passes are quiet again.
 //! - **Fingerprints**: SHA-256 for outputs that read no secret; for a tainted
-//!   output, HMAC-SHA256 with the operator's key (`fingerprint_key`), so the
+//!   output, HMAC-SHA256 with the operator's key (`[fingerprint] key`), so the
 //!   annotation never is a plain hash of a password.
 //! - **Observe cheaply**: one LIST per (cluster, namespace, kind) per pass,
 //!   with the label selector `app.kubernetes.io/managed-by=cfgsync,
@@ -97,16 +99,17 @@ pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_lc_rs::{digest, hmac};
 use tracing::{info, warn};
 
 pub use client::KubeClients;
+pub use spec::{KubeTarget, ObjectAddress, ObjectKind, Restart};
 
-use super::{Applied, Claim, Ctx, Target, TargetError};
-use crate::config::{KubeTarget, ObjectAddress, ObjectKind, Restart, TargetKind};
-use crate::plan::{self, Action, Change, DestPlan, Planned, Slot};
+use super::registry::{Kind, Problems, Setup, SpecInput};
+use super::{Applied, Claim, Ctx, DestPlan, KindError, Target, TargetError};
+use crate::fingerprint::EnvFingerprinter;
+use crate::plan::{self, Action, Change, Planned, Slot};
 use crate::render::{Rendered, Use};
-use crate::secret::{Content, SecretString};
+use crate::secret::Content;
 
 /// The field manager every instance shared before managers were per
 /// instance; found on an object, it is released (see the module doc).
@@ -158,9 +161,48 @@ pub enum KubeError {
     )]
     TaintedConfigMap { output: String, secret: String, context: String, namespace: String, name: String },
     #[error(
-        "output {output:?} reads secrets but the env's fingerprint key is missing from the secrets source: run `cfgsync policy apply` to create it (or set [kubernetes] fingerprint_key = \"<secret path>#<field>\"){detail}"
+        "output {output:?} reads secrets but the env's fingerprint key is missing from the secrets source: run `cfgsync policy apply` to create it (or set [fingerprint] key = \"<secret path>#<field>\"){detail}"
     )]
     NoFingerprintKey { output: String, detail: String },
+    /// Another cfgsync instance's object at a target's address.
+    #[error("{address}: {what} is owned by cfgsync instance {owner:?}, not this one ({ours:?}); not written")]
+    OtherInstance { address: String, what: String, owner: String, ours: String },
+    /// An object cfgsync did not make at a target's address. `reason`
+    /// names it and says how to hand it over.
+    #[error("{reason}")]
+    Foreign { address: String, reason: String },
+    /// A write refused because the object changed, or appeared, since the
+    /// pass read it (`409`): the next pass plans it again.
+    #[error("context {context:?}: applying {kind} {namespace}/{name}: {cause}")]
+    Conflict { context: String, namespace: String, name: String, kind: ObjectKind, cause: String },
+    /// A prune refused by its preconditions (`409`): the object was
+    /// replaced or changed since the pass read it, and is kept.
+    #[error("{address}: not deleted: it changed since cfgsync wrote it")]
+    PruneConflict { address: String },
+}
+
+impl KindError for KubeError {
+    fn code(&self) -> &'static str {
+        match self {
+            KubeError::Kubeconfig(_) => "kubeconfig_invalid",
+            KubeError::Client { .. } => "kube_client_failed",
+            KubeError::List { .. } => "kube_list_failed",
+            KubeError::Apply { .. } => "kube_apply_failed",
+            KubeError::Delete { .. } => "kube_delete_failed",
+            KubeError::Restart { .. } => "kube_restart_failed",
+            KubeError::TooLarge { .. } => "object_too_large",
+            KubeError::TaintedConfigMap { .. } => "secret_to_configmap",
+            KubeError::NoFingerprintKey { .. } => "no_fingerprint_key",
+            KubeError::OtherInstance { .. } => "owned_by_other_instance",
+            KubeError::Foreign { .. } => "foreign_object",
+            KubeError::Conflict { .. } => "write_conflict",
+            KubeError::PruneConflict { .. } => "prune_precondition_failed",
+        }
+    }
+
+    fn duplicate(&self) -> Box<dyn KindError> {
+        Box::new(self.clone())
+    }
 }
 
 /// An object as cfgsync wants it.
@@ -214,13 +256,6 @@ pub struct LiveObject {
     pub legacy_manager: bool,
 }
 
-impl LiveObject {
-    /// The data as bytes, for a comparison that ends with this call.
-    fn bytes(&self) -> BTreeMap<String, Vec<u8>> {
-        self.data.iter().map(|(k, v)| (k.clone(), v.expose().to_vec())).collect()
-    }
-}
-
 /// What one cluster holds for a pass: the objects read, and the namespaces
 /// that could not be read (their targets fail; the others go on).
 #[derive(Debug, Default)]
@@ -272,61 +307,20 @@ fn not_ours(live: &LiveObject, context: &str, instance: &str) -> TargetError {
         ObjectKind::Secret => "secret",
         ObjectKind::ConfigMap => "configmap",
     };
-    TargetError::Unsafe {
-        path: address.clone(),
+    KubeError::Foreign {
+        address: address.clone(),
         reason: format!(
             "{address} exists and was not made by cfgsync ({managed_by}); not written. To hand it to instance {instance:?}: kubectl {context_flag}-n {} annotate {resource} {} {ANNOTATION_ADOPT}={instance} (the next pass then takes it over, with its data)",
             live.namespace, live.name
         ),
     }
+    .into()
 }
 
 /// The keys whose content differs between `desired` and `live` (extra live
 /// keys included).
 pub fn differing_keys(desired: &DesiredObject, live: &LiveObject) -> Vec<String> {
-    plan::changed_entries(desired.data.iter().map(|(k, v)| (k, v.expose())), &live.bytes())
-}
-
-/// How fingerprints are computed for one env.
-#[derive(Clone)]
-pub struct Fingerprinter {
-    key: Option<SecretString>,
-}
-
-impl Fingerprinter {
-    pub fn new(key: Option<SecretString>) -> Self {
-        Self { key }
-    }
-
-    pub fn has_key(&self) -> bool {
-        self.key.is_some()
-    }
-
-    /// `sha256:<hex>` for untainted content, `hmac-sha256:<hex>` for tainted.
-    /// `None` when the content is tainted and there is no key.
-    pub fn fingerprint<'a>(
-        &self,
-        data: impl IntoIterator<Item = (&'a String, &'a [u8])>,
-        tainted: bool,
-    ) -> Option<String> {
-        let mut canonical = Vec::new();
-        for (k, v) in data {
-            canonical.extend_from_slice(&(k.len() as u64).to_be_bytes());
-            canonical.extend_from_slice(k.as_bytes());
-            canonical.extend_from_slice(&(v.len() as u64).to_be_bytes());
-            canonical.extend_from_slice(v);
-        }
-        if tainted {
-            let key = hmac::Key::new(hmac::HMAC_SHA256, self.key.as_ref()?.expose().as_bytes());
-            Some(format!("hmac-sha256:{}", hex(&hmac::sign(&key, &canonical).as_ref()[..16])))
-        } else {
-            Some(format!("sha256:{}", hex(&digest::digest(&digest::SHA256, &canonical).as_ref()[..16])))
-        }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    plan::changed_entries(desired.data.iter().map(|(k, v)| (k, v.expose())), &live.data)
 }
 
 /// What apply does for one object.
@@ -351,13 +345,13 @@ pub fn describe(kind: ObjectKind, context: &str, namespace: &str, name: &str) ->
 }
 
 /// Decides the change for one desired object given what is live.
-pub fn plan_object(desired: &DesiredObject, live: Option<&LiveObject>, fp: &Fingerprinter) -> (Change, bool) {
+pub fn plan_object(desired: &DesiredObject, live: Option<&LiveObject>, fp: &EnvFingerprinter) -> (Change, bool) {
     let (mut change, content_changed) = decide(desired, live, fp);
     change.content_hash = plan::content_hash(&[desired.fingerprint.as_bytes()]);
     (change, content_changed)
 }
 
-fn decide(desired: &DesiredObject, live: Option<&LiveObject>, fp: &Fingerprinter) -> (Change, bool) {
+fn decide(desired: &DesiredObject, live: Option<&LiveObject>, fp: &EnvFingerprinter) -> (Change, bool) {
     let a = &desired.address;
     let address = describe(desired.kind, &a.context, &a.namespace, &a.name);
     let restarts = || desired.restart.iter().map(|r| format!("{}/{}", r.kind, r.name)).collect::<Vec<_>>();
@@ -377,7 +371,7 @@ fn decide(desired: &DesiredObject, live: Option<&LiveObject>, fp: &Fingerprinter
         let live_fp = fp.fingerprint(live.data.iter().map(|(k, v)| (k, v.expose())), desired.tainted);
         let action = if recorded.is_some() && live_fp.as_ref() != recorded { Action::Drift } else { Action::Update };
         let mut change = Change::new(desired.kind.kind_name(), address, action, desired.tainted);
-        change.values = plan::value_lines(&differing, &desired.data, &live.bytes());
+        change.values = plan::value_lines(&differing, &desired.data, &live.data);
         change.entries = differing;
         change.notes.extend(restarts().into_iter().map(|r| format!("restart {r}")));
         return (change, true);
@@ -437,22 +431,19 @@ impl KubeKind {
     }
 }
 
-impl Target for KubeKind {
-    type Spec = KubeTarget;
-    /// The kubeconfig context.
-    type Dest = String;
-    /// (namespace, kind, name): one LIST per namespace and kind, one GET
-    /// per name the LIST did not return.
-    type Scope = BTreeSet<(String, ObjectKind, String)>;
-    type Item = DesiredObject;
-    type Observed = Observed;
-    type Op = Op;
+impl Kind for KubeKind {
+    type Raw = spec::RawKubeTarget;
+    const SHARED: bool = true;
+    const KEYED: bool = true;
 
-    fn spec(target: &TargetKind) -> Option<&KubeTarget> {
-        match target {
-            TargetKind::Kubernetes(k) => Some(k),
-            _ => None,
-        }
+    fn build(tag: &str, raw: spec::RawKubeTarget, input: &SpecInput<'_>) -> Result<KubeTarget, Problems> {
+        let object = if tag == ObjectKind::ConfigMap.kind_name() { ObjectKind::ConfigMap } else { ObjectKind::Secret };
+        spec::build(object, raw, input)
+    }
+
+    fn new(setup: &Setup<'_>) -> Self {
+        let kubeconfig = setup.kubeconfig.clone().or_else(|| setup.config.kubernetes.kubeconfig.clone());
+        KubeKind::new(KubeClients::new(kubeconfig))
     }
 
     fn kind_name(spec: &KubeTarget) -> &'static str {
@@ -463,6 +454,31 @@ impl Target for KubeKind {
         let a = &spec.addresses[env];
         describe(spec.object, &a.context, &a.namespace, &a.name)
     }
+
+    /// A ConfigMap is readable by whoever may read the namespace's
+    /// configuration: an output that reads a secret goes to a Secret.
+    fn secret_problem(spec: &KubeTarget, output: &str, secret: &str) -> Option<String> {
+        (spec.object == ObjectKind::ConfigMap).then(|| {
+            let addresses: Vec<String> =
+                spec.addresses.values().map(|a| format!("{}/{} in context {:?}", a.namespace, a.name, a.context)).collect();
+            format!(
+                "output {output:?} reads secret {secret:?} and cannot go to a ConfigMap ({}): use kind = \"kubernetes-secret\"",
+                addresses.join(", ")
+            )
+        })
+    }
+}
+
+impl Target for KubeKind {
+    type Spec = KubeTarget;
+    /// The kubeconfig context.
+    type Dest = String;
+    /// (namespace, kind, name): one LIST per namespace and kind, one GET
+    /// per name the LIST did not return.
+    type Scope = BTreeSet<(String, ObjectKind, String)>;
+    type Item = DesiredObject;
+    type Observed = Observed;
+    type Op = Op;
 
     // One LIST per namespace and kind, known from the config alone.
     const OBSERVE_BEFORE_RENDER: bool = true;
@@ -677,12 +693,13 @@ fn plan_one(
     let address = describe(desired.kind, context, &desired.address.namespace, &desired.address.name);
     let adopt = match ownership(live, ctx.instance, &desired.output) {
         Ownership::Instance(owner) => {
-            return Err(TargetError::Foreign {
+            return Err(KubeError::OtherInstance {
                 address,
                 what: desired.kind.to_string(),
                 owner: owner.to_owned(),
                 ours: ctx.instance.to_owned(),
-            });
+            }
+            .into());
         }
         Ownership::Foreign(_) => return Err(not_ours(live, context, ctx.instance)),
         Ownership::Adopt => true,
@@ -861,8 +878,9 @@ pub fn check_size(d: &DesiredObject) -> Result<(), KubeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::SecretString;
 
-    fn desired(data: &[(&str, &str)], tainted: bool, fp: &Fingerprinter) -> DesiredObject {
+    fn desired(data: &[(&str, &str)], tainted: bool, fp: &EnvFingerprinter) -> DesiredObject {
         let data: BTreeMap<String, Content> =
             data.iter().map(|(k, v)| (k.to_string(), Content::new(v.as_bytes(), tainted))).collect();
         let fingerprint = fp.fingerprint(data.iter().map(|(k, v)| (k, v.expose())), tainted).unwrap();
@@ -909,12 +927,12 @@ mod tests {
     fn fingerprints_are_keyed_for_secrets() {
         let pw = "PW".to_string();
         let data = || [(&pw, &b"CANARY-x"[..])];
-        let none = Fingerprinter::new(None);
+        let none = EnvFingerprinter::new(None);
         assert!(none.fingerprint(data(), true).is_none(), "no key, no fingerprint for secret content");
         let plain = none.fingerprint(data(), false).unwrap();
         assert!(plain.starts_with("sha256:"));
-        let k1 = Fingerprinter::new(Some(SecretString::new("k1"))).fingerprint(data(), true).unwrap();
-        let k2 = Fingerprinter::new(Some(SecretString::new("k2"))).fingerprint(data(), true).unwrap();
+        let k1 = EnvFingerprinter::new(Some(SecretString::new("k1"))).fingerprint(data(), true).unwrap();
+        let k2 = EnvFingerprinter::new(Some(SecretString::new("k2"))).fingerprint(data(), true).unwrap();
         assert!(k1.starts_with("hmac-sha256:"));
         assert_ne!(k1, k2);
         assert_ne!(k1.trim_start_matches("hmac-"), plain, "not the plain hash");
@@ -925,7 +943,7 @@ mod tests {
 
     #[test]
     fn create_unchanged_update_drift() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let d = desired(&[("A", "1"), ("B", "2")], true, &fp);
         assert_eq!(plan_object(&d, None, &fp).0.action, Action::Create);
 
@@ -960,7 +978,7 @@ mod tests {
 
     #[test]
     fn ownership_is_by_instance_label_or_explicit_adoption() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let ours = live_of(&desired(&[("A", "1")], true, &fp));
         assert_eq!(ownership(&ours, "team-a", "api"), Ownership::Ours);
         assert_eq!(ownership(&ours, "team-b", "api"), Ownership::Instance("team-a"));
@@ -984,6 +1002,38 @@ mod tests {
         );
     }
 
+    /// Each refusal and conflict has its own code (they were reported as
+    /// `unsafe_path`, `kube_apply_failed` and `prune_modified`).
+    #[tokio::test]
+    async fn refusals_and_conflicts_have_their_own_codes() {
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
+        let d = desired(&[("A", "1")], true, &fp);
+        let mut helm = live_of(&d);
+        helm.labels = [(LABEL_MANAGED_BY.to_owned(), "Helm".to_owned())].into();
+        assert_eq!(not_ours(&helm, "prod", "team-a").code(), "foreign_object");
+        let config =
+            crate::config::parse(std::path::Path::new("/cfg/cfgsync.toml"), "instance = \"team-b\"\n[files]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nA = \"1\"\n[[output.target]]\nkind = \"file\"\npath = \"a.env\"\n", &BTreeMap::<String, String>::new())
+                .unwrap();
+        let other = plan_one(&d, Some(&live_of(&d)), "prod", &Ctx::new(&config, "prod", &fp)).err().unwrap();
+        assert_eq!(other.code(), "owned_by_other_instance");
+
+        let emulator = kube_emulator::Emulator::start("prod");
+        let dir = tempfile::tempdir().unwrap();
+        emulator.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+        let client = KubeClients::new(Some(dir.path().join("kubeconfig"))).client("prod").await.unwrap();
+        emulator.create_namespace("api");
+        client::create(&client, &d).await.unwrap();
+        let again = TargetError::from(client::create(&client, &d).await.unwrap_err());
+        assert_eq!(again.code(), "write_conflict", "{again}");
+        let stale = TargetError::from(client::apply(&client, &d, "1", false).await.unwrap_err());
+        assert_eq!(stale.code(), "write_conflict", "{stale}");
+        let mut seen = live_of(&d);
+        (seen.uid, seen.resource_version) = ("not-the-uid".into(), "1".into());
+        let kept = client::delete(&client, "prod", &seen).await.unwrap_err();
+        assert_eq!(kept.code(), "prune_precondition_failed", "{kept}");
+        assert!(emulator.get_object(kube_emulator::Kind::Secret, "api", "api").is_some());
+    }
+
     fn ours_with(l: &LiveObject, labels: &[(&str, &str)]) -> LiveObject {
         let mut l = l.clone();
         l.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -992,7 +1042,7 @@ mod tests {
 
     #[test]
     fn the_old_shared_field_manager_is_one_write_without_a_restart() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let d = desired(&[("A", "1")], true, &fp);
         let mut live = live_of(&d);
         live.legacy_manager = true;
@@ -1003,7 +1053,7 @@ mod tests {
 
     #[test]
     fn untainted_changes_show_values() {
-        let fp = Fingerprinter::new(None);
+        let fp = EnvFingerprinter::new(None);
         let d = desired(&[("HOST", "new")], false, &fp);
         let mut live = live_of(&desired(&[("HOST", "old")], false, &fp));
         live.data.values_mut().for_each(|v| *v = Content::plain(v.expose()));
@@ -1012,9 +1062,24 @@ mod tests {
         assert_eq!(c.values, ["HOST: \"old\" → \"new\""]);
     }
 
+    /// A Secret's data read back is secret, even when what replaces it is
+    /// not (an output that stopped reading secrets): the old value is never
+    /// shown in the plan.
+    #[test]
+    fn what_a_secret_held_is_not_shown_when_plain_content_replaces_it() {
+        let fp = EnvFingerprinter::new(None);
+        let d = desired(&[("PASSWORD", "literal")], false, &fp);
+        let live = live_of(&desired(&[("PASSWORD", "CANARY-old-password")], false, &fp));
+        assert!(live.data.values().all(Content::is_secret), "a Secret's data is read back as secret");
+        let (c, _) = plan_object(&d, Some(&live), &fp);
+        assert_eq!(c.entries, ["PASSWORD"]);
+        assert!(c.values.is_empty(), "{:?}", c.values);
+        assert!(!format!("{c:?}").contains("CANARY"), "{c:?}");
+    }
+
     #[test]
     fn manifests_carry_ownership_and_base64_data() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let d = desired(&[("PW", "s3cr3t")], true, &fp);
         let m = manifest(&d);
         assert_eq!(m["data"]["PW"], "czNjcjN0");
@@ -1041,7 +1106,7 @@ mod tests {
 
     #[test]
     fn the_size_bound_is_never_below_the_manifest() {
-        let fp = Fingerprinter::new(Some(SecretString::new("key")));
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
         let values = ["", "x", "\u{1}\u{1f}\"\\", "é€😀", &"\u{7}".repeat(50_000), &"y".repeat(200_000)];
         for kind in [ObjectKind::Secret, ObjectKind::ConfigMap] {
             for tainted in [false, true] {

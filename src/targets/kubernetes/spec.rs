@@ -1,8 +1,9 @@
-//! What `cfgsync validate` checks of a Kubernetes target: everything the
-//! API server would refuse at apply that the config alone decides, by the
-//! API server's own rules (`k8s.io/apimachinery/pkg/util/validation`,
-//! `pkg/apis/core/validation`), so that a bad name fails on the laptop and
-//! not in the first pass:
+//! `kind = "kubernetes-secret"` and `"kubernetes-configmap"` in the config:
+//! the fields as written, the typed target, and what `cfgsync validate`
+//! checks of it — everything the API server would refuse at apply that the
+//! config alone decides, by the API server's own rules
+//! (`k8s.io/apimachinery/pkg/util/validation`, `pkg/apis/core/validation`),
+//! so that a bad name fails on the laptop and not in the first pass:
 //!
 //! - what becomes a label value — the output's name (`cfgsync.io/output`),
 //!   each env's name (`cfgsync.io/env`) — is at most 63 of
@@ -24,9 +25,173 @@
 //!   `kubernetes.io/service-account.name`.
 
 use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
 
 use super::{ANNOTATION_ADOPT, LABEL_MANAGED_BY};
-use crate::config::{Entry, Location, ObjectAddress, ObjectKind};
+use crate::config::Entry;
+use crate::targets::registry::{Problems, SpecInput};
+
+/// The target as written (`kind = "kubernetes-secret"` or
+/// `"kubernetes-configmap"`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubeTarget {
+    /// Kubeconfig context, templated by env. Empty: the current context (or
+    /// in-cluster config when there is no kubeconfig).
+    context: Option<String>,
+    namespace: String,
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(rename = "type")]
+    secret_type: Option<String>,
+    #[serde(default)]
+    restart: Vec<RawRestart>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    kind: String,
+    name: String,
+}
+
+/// Which Kubernetes object a target writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum ObjectKind {
+    Secret,
+    ConfigMap,
+}
+
+impl ObjectKind {
+    /// The `kind = "..."` of the target.
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            ObjectKind::Secret => "kubernetes-secret",
+            ObjectKind::ConfigMap => "kubernetes-configmap",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Secret => "Secret",
+            ObjectKind::ConfigMap => "ConfigMap",
+        })
+    }
+}
+
+/// Where one Kubernetes object lives, for one env.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectAddress {
+    /// Kubeconfig context; empty means the current context / in-cluster.
+    pub context: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A Kubernetes target, rendered for each env.
+#[derive(Debug)]
+pub struct KubeTarget {
+    pub object: ObjectKind,
+    /// The address for each env, rendered.
+    pub addresses: BTreeMap<String, ObjectAddress>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Secret `type`; `Opaque` when unset.
+    pub secret_type: Option<String>,
+    /// Workloads to roll when the object's content really changes.
+    pub restart: Vec<Restart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`, in the object's namespace.
+    pub kind: String,
+    pub name: String,
+}
+
+/// Builds the typed target of `object`; every problem, at an entry's
+/// location when it is about one entry (else `None`: the target's).
+pub fn build(object: ObjectKind, raw: RawKubeTarget, input: &SpecInput<'_>) -> Result<KubeTarget, Problems> {
+    let output = input.output;
+    let mut problems = Problems::new();
+    let addresses = addresses(object, &raw, input, &mut problems);
+    problems.extend(self::problems(&TargetSpec {
+        output,
+        object,
+        addresses: &addresses,
+        labels: &raw.labels,
+        annotations: &raw.annotations,
+        secret_type: raw.secret_type.as_deref(),
+        entries: input.entries,
+    }));
+    let mut restart = Vec::new();
+    for r in raw.restart {
+        if !matches!(r.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") {
+            problems.push((
+                None,
+                format!(
+                    "output {output:?}: restart kind {:?} is not supported: use Deployment, StatefulSet or DaemonSet",
+                    r.kind
+                ),
+            ));
+        }
+        restart.push(Restart { kind: r.kind, name: r.name });
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(KubeTarget {
+        object,
+        addresses,
+        labels: raw.labels,
+        annotations: raw.annotations,
+        secret_type: raw.secret_type,
+        restart,
+    })
+}
+
+/// The context, namespace and name rendered for each env; two envs may
+/// not write one object.
+fn addresses(
+    object: ObjectKind,
+    raw: &RawKubeTarget,
+    input: &SpecInput<'_>,
+    problems: &mut Problems,
+) -> BTreeMap<String, ObjectAddress> {
+    let output = input.output;
+    let mut addresses = BTreeMap::new();
+    for env in input.envs {
+        let mut field = |what: &str, template: &str| match crate::config::render_field(template, env) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                problems.push((None, format!("output {output:?}: {what} {template:?}: {e}")));
+                None
+            }
+        };
+        let context = field("context", raw.context.as_deref().unwrap_or(""));
+        let namespace = field("namespace", &raw.namespace);
+        let name = field("name", &raw.name);
+        let (Some(context), Some(namespace), Some(name)) = (context, namespace, name) else { break };
+        addresses.insert(env.clone(), ObjectAddress { context, namespace, name });
+    }
+    let mut seen: BTreeMap<&ObjectAddress, &String> = BTreeMap::new();
+    for (env, a) in &addresses {
+        if let Some(other) = seen.insert(a, env) {
+            problems.push((
+                None,
+                format!("output {output:?}: envs {other} and {env} would both write {object} {}/{} in context {:?}; template the name, namespace or context with {{{{ env }}}}", a.namespace, a.name, a.context),
+            ));
+        }
+    }
+    addresses
+}
 
 /// The API server's limit on an object's annotations, keys and values.
 const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
@@ -45,8 +210,8 @@ pub struct TargetSpec<'a> {
 }
 
 /// Every problem, at an entry's location or (None) the target's.
-pub fn problems(t: &TargetSpec<'_>) -> Vec<(Option<Location>, String)> {
-    let mut out: Vec<(Option<Location>, String)> = Vec::new();
+pub fn problems(t: &TargetSpec<'_>) -> Problems {
+    let mut out = Problems::new();
     let output = t.output;
     let mut target = |message: String| out.push((None, message));
     if let Err(why) = label_value(output) {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{promtool, read, repo, yaml};
-use crate::service::{Service, metric_value, read_or_empty, wait_until};
+use crate::service::{Service, metric_value, read_or_empty};
+use crate::support::wait_until;
 use crate::support::{Etcd, Project, Vault, run_output};
 
 const RULES: &str = "deploy/prometheus/cfgsync-alerts.yml";

@@ -19,8 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::{read, strace, systemd_analyze};
-use crate::service::{http_get, read_or_empty, wait_until};
+use crate::service::{http_get, read_or_empty};
 use crate::support::servers::send_signal;
+use crate::support::wait_until;
 use crate::support::{Etcd, Project, Vault, run_output};
 
 const UNIT: &str = "deploy/systemd/cfgsync.service";

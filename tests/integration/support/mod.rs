@@ -1,8 +1,6 @@
 //! Shared test helpers: real servers ([`servers`]), disk faults ([`disk`]),
-//! an HTTP proxy that injects answers ([`proxy`]), a temp project with a
-//! config, and running the `cfgsync` binary.
-
-#![allow(dead_code)]
+//! an HTTP proxy that injects answers ([`proxy`]), waiting for a condition
+//! ([`servers::wait`]), a temp project with a config, and running the `cfgsync` binary.
 
 pub mod disk;
 pub mod pki;
@@ -13,6 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub use servers::wait::{poll_until, wait_until};
 pub use servers::{Etcd, Frozen, Vault};
 
 /// A temp directory holding a cfgsync.toml and whatever else a test writes.

@@ -3,7 +3,6 @@
 //! and the broken ones the TLS suites need (expired, for another name,
 //! from another CA). Everything is written as PEM into a temp dir that
 //! lives as long as the [`Pki`].
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -11,6 +11,11 @@
 //! binary is a test failure, never a skip.
 #![allow(dead_code)]
 
+/// Polling with a deadline; a submodule here so that the benches, which
+/// include this file alone, have it too.
+#[path = "wait.rs"]
+pub mod wait;
+
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -19,7 +24,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -737,19 +742,11 @@ enum Waited {
 
 /// Polls `ready` every `POLL` until it holds, the child exits, or the deadline passes.
 fn wait_ready(child: &mut Child, mut ready: impl FnMut() -> bool) -> Waited {
-    let deadline = Instant::now() + READY_DEADLINE;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Waited::Exited(status);
-        }
-        if ready() {
-            return Waited::Ready;
-        }
-        if Instant::now() >= deadline {
-            return Waited::TimedOut;
-        }
-        std::thread::sleep(POLL);
-    }
+    let waited = wait::poll_until(READY_DEADLINE, POLL, || match child.try_wait() {
+        Ok(Some(status)) => Some(Waited::Exited(status)),
+        _ => ready().then_some(Waited::Ready),
+    });
+    waited.unwrap_or(Waited::TimedOut)
 }
 
 struct LaunchError {

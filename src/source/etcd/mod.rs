@@ -32,6 +32,16 @@
 //! handshake per endpoint before building one, so that a wrong CA, an
 //! expired certificate or a name mismatch is one line naming the endpoint.
 //! A failure there fails the env closed like any other read failure.
+//!
+//! Where each of cfgsync's own records lives beside the envs' keys is
+//! [`keyspace`].
+//!
+//! An `invalid auth token` (etcd restarted and forgot its simple tokens)
+//! is refreshed by etcd-client inside unary calls
+//! (`with_auto_token_refresh`); streams (the watch) and callers that see it
+//! in an error of their own call [`refresh_token_if_invalid`].
+
+pub mod keyspace;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -403,6 +413,31 @@ pub enum Identity {
     Certificate(String),
     /// Neither: etcd without auth (or refusing everything).
     Anonymous,
+}
+
+/// Refreshes `client`'s auth token when `e` says it is invalid (etcd
+/// forgets its simple tokens when it restarts). Unary calls refresh inside
+/// etcd-client (`with_auto_token_refresh`); a stream reports it in the
+/// stream, where that does not look, so the watch calls this, as does the
+/// election, which classifies its errors itself.
+pub async fn refresh_token_if_invalid(client: &Client, e: &etcd_client::Error) {
+    if let etcd_client::Error::GRpcStatus(s) = e
+        && (s.code() == tonic::Code::Unauthenticated || s.message().contains("invalid auth token"))
+    {
+        match client.refresh_token().await {
+            Ok(()) => tracing::info!("etcd: auth token refreshed"),
+            Err(e) => tracing::warn!(error = %e, "etcd: cannot refresh the auth token"),
+        }
+    }
+}
+
+impl EtcdSource {
+    /// [`refresh_token_if_invalid`] on this source's client.
+    pub async fn refresh_token_if_invalid(&self, e: &etcd_client::Error) {
+        if let Ok(client) = self.connect().await {
+            refresh_token_if_invalid(&client, e).await;
+        }
+    }
 }
 
 impl Source for EtcdSource {

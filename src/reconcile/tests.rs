@@ -1,5 +1,5 @@
-//! The file kind through the real pipeline ([`crate::reconcile`]) on a temp
-//! directory: hand-built snapshots, the in-process renderer.
+//! The pipeline with the file kind on a temp directory: hand-built
+//! snapshots, the in-process renderer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -276,7 +276,7 @@ check_cmd = "cat {{src}} >&2; exit 3"
 
     // A mode with bits for others is refused even if it slipped past validate.
     let Bed { dir, mut config, templates } = bed;
-    let crate::config::TargetKind::File(f) = &mut config.outputs[0].targets[0].kind else { unreachable!() };
+    let crate::targets::TargetKind::File(f) = &mut config.outputs[0].targets[0].kind else { unreachable!() };
     f.mode = Some(0o644);
     f.check_cmd = None;
     assert!(Templates::compile(&config).is_err(), "validate refuses it first");
@@ -321,4 +321,19 @@ path = "out/cert.env"
     assert_eq!(std::fs::read(bed.path("out/cert.der")).unwrap(), [0xff, 0x00, 0x01]);
     assert!(errors(&r).contains("entry \"DER\" is not text"), "{}", errors(&r));
     assert!(!bed.path("out/cert.env").exists());
+}
+
+/// A file nobody recorded at a target's path fails the target as foreign,
+/// with its own code (it was reported as `unsafe_path`).
+#[tokio::test]
+async fn a_foreign_file_is_refused_with_its_own_code() {
+    let bed = Bed::new(APP);
+    std::fs::create_dir_all(bed.path("out")).unwrap();
+    std::fs::write(bed.path("out/app.env"), "HOST=someone-elses\n").unwrap();
+    let r = bed.pass(&[("host", "a")], false).await;
+    let app = r.outputs.iter().find(|o| o.output == "app").unwrap();
+    let error = app.targets[0].error.as_ref().expect("the foreign file fails its target");
+    assert_eq!(error.code(), "foreign_file", "{error}");
+    assert!(error.to_string().contains("has no record of writing it"), "{error}");
+    assert_eq!(std::fs::read_to_string(bed.path("out/app.env")).unwrap(), "HOST=someone-elses\n");
 }

@@ -1,0 +1,138 @@
+//! cfgsync's key layout in etcd: one home for every key cfgsync reads or
+//! writes there, so that a new record kind is one function here and the
+//! names reserved for it are known everywhere (`validate` refuses an env
+//! named like one).
+//!
+//! Under `[etcd] prefix` (default `/cfgsync`):
+//!
+//! | key | what | written by |
+//! |---|---|---|
+//! | `<prefix>/<env>/<name>` | the env's keys: what templates read | people (`cfgsync set`, `import`) |
+//! | `<prefix>/_meta/<env>/<name>` | who decided a key's value, and why | `cfgsync set` |
+//! | `<prefix>/_state/<env>/<kind>/<instance>/…` | what a target kind wrote (the CI kinds' records) | the kinds |
+//! | `<prefix>/_service/members/<replica>` | each replica of `cfgsync run`, under its lease | the service |
+//! | `<prefix>/_service/envs/<env>/leader`, `…/status` | an env's leader and its last pass | the service |
+//! | `<prefix>/_service/envs/<env>/pass` | a pass asked for now | `rotate verify`, `rollback` |
+//! | `<prefix>/_history/<env>/<ms>-<rev>` | the record of a pass ([`crate::history`]) | the env's leader, a one-shot pass |
+//!
+//! Decisions:
+//! - **Everything of cfgsync's own starts with `_`** and is a sibling of
+//!   the envs, so one prefix range per env (`<prefix>/<env>/`) reads its
+//!   keys and nothing else, and env names starting with `_` are refused.
+//! - **One prefix per env** in every record kind (`_meta/<env>/`,
+//!   `_state/<env>/`, `_service/envs/<env>/`, `_history/<env>/`), so an
+//!   etcd role can grant a reconciler or a developer exactly its envs.
+
+/// Who decided a key's value.
+pub const META: &str = "_meta";
+/// What target kinds wrote.
+pub const STATE: &str = "_state";
+/// The service's membership, elections and status.
+pub const SERVICE: &str = "_service";
+/// The history of passes ([`crate::history`]).
+pub const HISTORY: &str = "_history";
+
+/// Every name cfgsync keeps its own records under, beside the envs.
+pub const RESERVED: [&str; 4] = [SERVICE, STATE, META, HISTORY];
+
+/// `<prefix>/<env>/`: the one range every pass reads for an env. `prefix`
+/// as in `[etcd] prefix`, without a trailing slash.
+pub fn env_prefix(prefix: &str, env: &str) -> String {
+    format!("{prefix}/{env}/")
+}
+
+/// `<prefix>/_meta/<env>/`.
+pub fn meta_prefix(prefix: &str, env: &str) -> String {
+    format!("{prefix}/{META}/{env}/")
+}
+
+/// `<prefix>/_meta/<env>/<name>`: where a key's owner and reason live.
+pub fn meta_key(prefix: &str, env: &str, name: &str) -> String {
+    format!("{}{name}", meta_prefix(prefix, env))
+}
+
+/// `<prefix>/_state/<env>/`: where target kinds may record what they wrote
+/// (read-write for the env's reconciler role).
+pub fn state_prefix(prefix: &str, env: &str) -> String {
+    format!("{prefix}/{STATE}/{env}/")
+}
+
+/// `<prefix>/_history/<env>/`: where the history of an env's passes goes.
+pub fn history_prefix(prefix: &str, env: &str) -> String {
+    format!("{prefix}/{HISTORY}/{env}/")
+}
+
+/// The keys under `<prefix>/_service/`.
+#[derive(Debug, Clone)]
+pub struct ServiceKeys {
+    /// `<prefix>/_service/`.
+    root: String,
+}
+
+impl ServiceKeys {
+    /// `prefix` as in `[etcd] prefix`, without a trailing slash.
+    pub fn new(prefix: &str) -> Self {
+        Self { root: format!("{prefix}/{SERVICE}/") }
+    }
+
+    pub fn members(&self) -> String {
+        format!("{}members/", self.root)
+    }
+
+    pub fn member(&self, replica: &str) -> String {
+        format!("{}{replica}", self.members())
+    }
+
+    /// `<prefix>/_service/envs/<env>/`: what a reconciler of `env` may write.
+    pub fn env_prefix(&self, env: &str) -> String {
+        format!("{}envs/{env}/", self.root)
+    }
+
+    pub fn leader(&self, env: &str) -> String {
+        format!("{}leader", self.env_prefix(env))
+    }
+
+    pub fn status(&self, env: &str) -> String {
+        format!("{}status", self.env_prefix(env))
+    }
+
+    /// Put to ask the env's leader for a pass now (`rotate verify`,
+    /// `rollback`; see `service::asked`).
+    pub fn asked(&self, env: &str) -> String {
+        format!("{}pass", self.env_prefix(env))
+    }
+}
+
+/// Every prefix cfgsync reads or writes for `env` (`whoami` checks each).
+pub fn env_prefixes(prefix: &str, env: &str) -> [String; 5] {
+    [
+        env_prefix(prefix, env),
+        meta_prefix(prefix, env),
+        state_prefix(prefix, env),
+        history_prefix(prefix, env),
+        ServiceKeys::new(prefix).env_prefix(env),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_give_each_env_its_own_prefix() {
+        let k = ServiceKeys::new("/cfgsync");
+        assert_eq!(k.members(), "/cfgsync/_service/members/");
+        assert_eq!(k.member("r1"), "/cfgsync/_service/members/r1");
+        assert_eq!(k.leader("prod"), "/cfgsync/_service/envs/prod/leader");
+        assert_eq!(k.status("prod"), "/cfgsync/_service/envs/prod/status");
+        assert!(k.status("prod").starts_with(&k.env_prefix("prod")));
+        assert!(!k.status("prod2").starts_with(&k.env_prefix("prod")), "one env's prefix never covers another's");
+        assert_eq!(env_prefix("/cfgsync", "prod"), "/cfgsync/prod/");
+        assert_eq!(meta_key("/cfgsync", "prod", "api/host"), "/cfgsync/_meta/prod/api/host");
+        assert_eq!(state_prefix("/cfgsync", "prod"), "/cfgsync/_state/prod/");
+        assert_eq!(history_prefix("/cfgsync", "prod"), "/cfgsync/_history/prod/");
+        for reserved in RESERVED {
+            assert!(reserved.starts_with('_'), "{reserved}: env names starting with '_' are refused");
+        }
+    }
+}
