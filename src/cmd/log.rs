@@ -482,7 +482,7 @@ mod tests {
         };
         assert_eq!(
             line(&c),
-            "2026-12-01T14:02:04Z~  rev 57   key api/db_host db1 → db2  by team-db: moved\\u{1b}[2J  → pass 2026-12-01T14:02:04Z by r1: prod/api/0"
+            "2026-12-01T14:02:04Z~  rev 57   key api/db_host db1 → db2  by team-db: moved\\e[2J  → pass 2026-12-01T14:02:04Z by r1: prod/api/0"
         );
     }
 }

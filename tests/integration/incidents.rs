@@ -1,7 +1,8 @@
 //! docs/incidents.md, run: each session of the page is replayed against
 //! real etcd and OpenBao and a Kubernetes emulator, after the events the
 //! page describes, and must print what the page shows — times (which
-//! differ on every run) and the host name aside.
+//! differ on every run) and the host name aside. The README's "After an
+//! incident" session is replayed the same way, in the same story.
 
 use kube_emulator::{Emulator, Verb};
 
@@ -12,7 +13,9 @@ const CANARY: &str = "CANARY-61f0-incident";
 const CONFIG: &str = r#"
 [kubernetes]
 kubeconfig = "kubeconfig"
-fingerprint_key = "cfgsync/fingerprint#key"
+
+[fingerprint]
+key = "cfgsync/fingerprint#key"
 
 [envs.prod]
 
@@ -47,7 +50,7 @@ struct Step {
 }
 
 /// The sessions of the page, by the heading they are under.
-fn sessions(page: &str) -> Vec<(String, Vec<Step>)> {
+fn sessions_of(page: &str) -> Vec<(String, Vec<Step>)> {
     let mut out: Vec<(String, Vec<Step>)> = Vec::new();
     let mut heading = String::new();
     let mut lines = page.lines();
@@ -147,7 +150,7 @@ fn masked(text: &str) -> String {
     out
 }
 
-fn replay(p: &Project, heading: &str, steps: &[Step]) {
+fn replay(p: &Project, page: &str, heading: &str, steps: &[Step]) {
     for step in steps {
         let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
         let got: Run = p.run(&args);
@@ -155,7 +158,7 @@ fn replay(p: &Project, heading: &str, steps: &[Step]) {
         assert_eq!(
             masked(&format!("{}{}", got.stdout, got.stderr)),
             masked(&step.output),
-            "docs/incidents.md, {heading}: `cfgsync {}` prints something else than the page shows ({got:?})",
+            "{page}, {heading}: `cfgsync {}` prints something else than the page shows ({got:?})",
             args.join(" ")
         );
         if let Some(code) = step.code {
@@ -164,12 +167,32 @@ fn replay(p: &Project, heading: &str, steps: &[Step]) {
     }
 }
 
+/// Moves env's oldest record `by_ms` into the past, as if its pass had run
+/// then (two etcd revisions: a delete and a put).
+fn backdate(etcd: &Etcd, env: &str, by_ms: i64) {
+    let prefix = format!("/cfgsync/_history/{env}/");
+    let out = etcd.ctl_ok(&["get", "--prefix", &prefix]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(!lines.is_empty(), "no record of {env} to move back");
+    if let Some(kv) = lines.chunks(2).next() {
+        let mut record: serde_json::Value = serde_json::from_str(kv[1]).unwrap();
+        let at = record["at_ms"].as_i64().unwrap() - by_ms;
+        let revision = record["revision"].as_i64().unwrap();
+        record["at_ms"] = at.into();
+        etcd.ctl_ok(&["del", kv[0]]);
+        etcd.put(&format!("{prefix}{at:013}-{revision:012}"), &record.to_string());
+    }
+}
+
 #[test]
 fn the_incident_sessions_are_what_cfgsync_prints() {
-    let page =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/incidents.md")).unwrap();
-    let sessions = sessions(&page);
+    let read =
+        |name: &str| std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap();
+    let sessions = sessions_of(&read("docs/incidents.md"));
     assert_eq!(sessions.len(), 3, "{sessions:?}");
+    let readme: Vec<(String, Vec<Step>)> =
+        sessions_of(&read("README.md")).into_iter().filter(|(h, _)| h == "## After an incident").collect();
+    assert_eq!(readme.len(), 1, "the README's session after an incident: {readme:?}");
 
     let etcd = Etcd::start();
     let vault = Vault::start();
@@ -204,11 +227,15 @@ fn the_incident_sessions_are_what_cfgsync_prints() {
     ok(&["reconcile", "--once"]);
 
     // What changed, and when.
-    replay(&p, &sessions[0].0, &sessions[0].1);
+    replay(&p, "docs/incidents.md", &sessions[0].0, &sessions[0].1);
+    // The first pass ran two hours ago, as far as the history knows (the
+    // README's `prod@-1h` finds it).
+    backdate(&etcd, "prod", 2 * 3600 * 1000);
+    replay(&p, "README.md", &readme[0].0, &readme[0].1);
     // Put it back.
-    replay(&p, &sessions[1].0, &sessions[1].1);
+    replay(&p, "docs/incidents.md", &sessions[1].0, &sessions[1].1);
     // A rotation, with the cluster refusing writes.
     vault.kv_put("prod/api/db", &[("password", &format!("{CANARY}-2"))]);
     kube.forbid(Some("api"), &[Verb::Create, Verb::Apply, Verb::Update, Verb::Patch]);
-    replay(&p, &sessions[2].0, &sessions[2].1);
+    replay(&p, "docs/incidents.md", &sessions[2].0, &sessions[2].1);
 }
