@@ -386,6 +386,88 @@ fn is_hash(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Action, Change};
+    use crate::reconcile::{OutputReport, TargetReport};
+
+    /// prod's report with one target that wrote (or not), failed (or not).
+    fn report(wrote: bool, failed: bool, versions: &[(&str, u64)]) -> EnvReport {
+        let mut changes = Vec::new();
+        if wrote {
+            changes.push(Change::new("file", "out/prod/api.env".into(), Action::Update, false));
+        }
+        let target = TargetReport {
+            id: "prod/api/0".into(),
+            kind: "file",
+            address: "out/prod/api.env".into(),
+            changes,
+            applied: wrote && !failed,
+            reloaded: false,
+            error: failed.then(|| crate::targets::TargetError::State { path: "p".into(), cause: "c".into() }),
+        };
+        EnvReport {
+            env: "prod".into(),
+            revision: Some(7),
+            source_error: None,
+            outputs: vec![OutputReport {
+                output: "api".into(),
+                tainted: false,
+                error: None,
+                skipped: None,
+                used: Default::default(),
+                fingerprint: Some("sha256:aa".into()),
+                targets: vec![target],
+            }],
+            pruned: Vec::new(),
+            errors: Vec::new(),
+            keys: None,
+            secret_versions: versions.iter().map(|(p, v)| ((*p).to_owned(), *v)).collect(),
+        }
+    }
+
+    /// The service records its first pass, then a pass only when it
+    /// wrote, its outcome changed, or `quiet` passed since the last
+    /// record; secret versions only when they differ from the last
+    /// record's. A one-shot pass records only when it wrote.
+    #[test]
+    fn the_service_records_writes_changes_of_outcome_and_one_quiet_pass_per_quiet() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/cfgsync.toml");
+        let config = crate::config::load(&path, &crate::config::ProcessEnv).unwrap();
+        let templates = Templates::compile(&config).unwrap_or_else(|e| panic!("{e}"));
+        let quiet = i64::try_from(config.history.quiet.as_millis()).unwrap();
+        let recorder = Recorder::new("R1");
+        let v1 = [("api/db", 1)];
+        let record = |r: &EnvReport, now: i64| {
+            let rec = recorder.record_of(&config, &templates, r, false, Policy::Service, now)?;
+            // As `write` remembers a written record.
+            let mut last = recorder.last.lock().unwrap();
+            let entry = last.entry("prod".into()).or_default();
+            entry.at_ms = rec.at_ms;
+            entry.outcome = (rec.ok, rec.code.clone());
+            if rec.secrets.is_some() {
+                entry.secrets.clone_from(&rec.secrets);
+            }
+            Some(rec)
+        };
+        let t0 = 1_000_000_000;
+        let first = record(&report(false, false, &v1), t0).expect("the first pass");
+        assert_eq!(first.secrets, Some([("api/db".to_owned(), 1)].into()));
+        assert!(record(&report(false, false, &v1), t0 + 1_000).is_none(), "a quiet pass within quiet");
+        let wrote = record(&report(true, false, &v1), t0 + 2_000).expect("a pass that wrote");
+        assert_eq!(wrote.secrets, None, "the same versions as the last record: not repeated");
+        assert_eq!(wrote.targets.len(), 1);
+        assert_eq!(wrote.targets[0].fp.as_deref(), Some("sha256:aa"));
+        let failed = record(&report(false, true, &v1), t0 + 3_000).expect("the outcome changed");
+        assert!(!failed.ok);
+        assert!(record(&report(false, true, &v1), t0 + 4_000).is_none(), "failing as before");
+        let later = record(&report(false, true, &[("api/db", 2)]), t0 + 3_000 + quiet).expect("quiet passed");
+        assert_eq!(later.secrets, Some([("api/db".to_owned(), 2)].into()), "new versions are listed");
+        // A one-shot process records writes only.
+        let once = Recorder::new("reconcile@h");
+        let r = report(false, false, &v1);
+        assert!(once.record_of(&config, &templates, &r, false, Policy::Writes, t0).is_none());
+        let r = report(true, false, &v1);
+        assert!(once.record_of(&config, &templates, &r, false, Policy::Writes, t0).is_some());
+    }
 
     #[test]
     fn git_commit_reads_loose_and_packed_refs() {

@@ -202,3 +202,57 @@ fn diff_reads_a_past_revision_and_a_past_time_and_says_what_is_gone() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains(&format!("etcd revision {} of env prod is in the future", now + 1000)), "{run:?}");
 }
+
+/// A lease granted by etcd, as a number.
+fn lease(etcd: &Etcd) -> i64 {
+    // "lease 694d9a3c1b2e4f07 granted with TTL(60s)"
+    let out = etcd.ctl_ok(&["lease", "grant", "60"]);
+    let hex = out.split_whitespace().nth(1).unwrap_or_else(|| panic!("{out}"));
+    i64::from_str_radix(hex, 16).unwrap()
+}
+
+/// The service's leader writes its records fenced by its election lease:
+/// a replica whose lease no longer holds the env's leader key (deposed,
+/// or never elected) writes nothing, and is told so.
+#[test]
+fn only_the_replica_holding_the_leader_key_records() {
+    use cfgsync::history::{Guard, HistoryError, HistoryStore, PassRecord, record::FORMAT};
+    let etcd = Etcd::start();
+    let vault = Vault::start();
+    let p = project(&etcd, &vault, OUTPUTS);
+    let config = cfgsync::config::load(&p.path("cfgsync.toml"), &cfgsync::config::ProcessEnv).unwrap();
+    let store = HistoryStore::for_config(&config, None);
+    let leader_key = "/cfgsync/_service/envs/prod/leader";
+    let (ours, theirs) = (lease(&etcd), lease(&etcd));
+    etcd.ctl_ok(&["put", "--lease", &format!("{theirs:x}"), leader_key, "R2"]);
+    let record = |at_ms: i64| PassRecord {
+        format: FORMAT,
+        at_ms,
+        replica: "R1".into(),
+        revision: Some(1),
+        secrets: None,
+        config: "sha256:00".into(),
+        git: None,
+        ok: true,
+        code: None,
+        partial: false,
+        unchanged: 0,
+        targets: Vec::new(),
+        pruned: Vec::new(),
+    };
+    let retention = config.history.retention();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let now = cfgsync::when::now_ms();
+
+    let deposed = Guard { leader_key: leader_key.into(), lease: ours };
+    let refused = rt.block_on(store.write("prod", &record(now), Some(&deposed), retention));
+    assert!(matches!(refused, Err(HistoryError::NotLeader { .. })), "{refused:?}");
+    assert!(records(&etcd, "prod").is_empty(), "a replica that does not lead wrote a record");
+
+    let leader = Guard { leader_key: leader_key.into(), lease: theirs };
+    let written = rt.block_on(store.write("prod", &record(now + 1), Some(&leader), retention)).unwrap();
+    assert_eq!(written.requests, 1, "one transaction per record: {written:?}");
+    let kept = records(&etcd, "prod");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1["at_ms"], now + 1);
+}
