@@ -114,105 +114,26 @@ pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<ExitCode, Cmd
         return Err(CmdError::NoPast { env: env.to_owned() });
     };
     let source_err = |source: SourceError| CmdError::Source { env: env.to_owned(), source };
-    let at_err = |e: AtError| CmdError::At { env: env.to_owned(), source: Box::new(e) };
     let revision = point.revision.ok_or_else(|| CmdError::NoPast { env: env.to_owned() })?;
-    let prefix = settings.env_prefix(env);
-    let only = |name: &str| args.only.is_empty() || args.only.iter().any(|g| glob_match(g, name));
-
-    // Then and now: keys.
-    let then_keys = at::keys_at(source, env, &prefix, revision).await.map_err(at_err)?;
-    let read_now = at::current_revision(source, &prefix).await.map_err(source_err)?;
-    let now_keys = at::keys_at(source, env, &prefix, read_now).await.map_err(at_err)?;
-    let mut keys = Vec::new();
-    let names: BTreeSet<&String> = then_keys.keys().chain(now_keys.keys()).collect();
-    for name in names {
-        let (then, now) = (then_keys.get(name), now_keys.get(name));
-        if then.map(|v| v.data.as_bytes()) == now.map(|v| v.data.as_bytes()) || !only(name) {
-            continue;
-        }
-        keys.push(KeyStep {
-            name: name.clone(),
-            then: then.map(|v| v.data.as_bytes().to_vec()),
-            now: now.map(|v| v.data.as_bytes().to_vec()),
-            seen: now.map_or(0, mod_revision),
-        });
-    }
-
-    // Then and now: secrets.
-    let mut secrets = Vec::new();
-    let mut left = Vec::new();
-    let mut now_secrets: BTreeMap<String, Secret> = BTreeMap::new();
-    let mut after_secrets: BTreeMap<String, Secret> = BTreeMap::new();
-    if let Some(vault) = &clients.vault {
-        let client = vault.source.client().await.map_err(source_err)?;
-        let mount = vault.mount.as_str();
-        let fingerprint_key = ctx.config.fingerprint_key.as_ref().map(|(p, _)| p.clone());
-        let mut paths: BTreeSet<String> = ctx.templates.secret_paths(env);
-        paths.extend(point.versions.iter().flat_map(|v| v.keys().cloned()));
-        if let Ok(listed) = vault_admin::list_env(&client, mount, env).await {
-            paths.extend(listed);
-        }
-        for path in paths {
-            if Some(&path) == fingerprint_key.as_ref() {
-                continue;
-            }
-            let current = at::versions(&client, mount, env, &path).await.map_err(source_err)?;
-            let now = vault_admin::read_secret(&client, mount, env, &path).await.map_err(source_err)?;
-            if let Some(s) = &now {
-                now_secrets.insert(path.clone(), s.clone());
-            }
-            let whole = only(&path);
-            let fields_only: Vec<&String> = args.only.iter().filter(|g| g.contains('#')).collect();
-            let then_version = version_of(&client, mount, &point, &path).await.map_err(source_err)?;
-            let Some(then_version) = then_version else {
-                if now.is_some() && whole {
-                    left.push(Left {
-                        name: format!("secret {path}"),
-                        why: format!("did not exist at {}: left as it is", point.shown()),
-                    });
-                }
-                continue;
-            };
-            let then = at::secret_at(&client, mount, env, &path, then_version).await.map_err(at_err)?;
-            let now_fields = now.as_ref().map(|s| s.fields.clone()).unwrap_or_default();
-            let mut fields = if whole { then.fields.clone() } else { now_fields.clone() };
-            if !whole {
-                for (f, v) in &then.fields {
-                    if fields_only.iter().any(|g| glob_match(g, &format!("{path}#{f}"))) {
-                        fields.insert(f.clone(), v.clone());
-                    }
-                }
-            }
-            let names: BTreeSet<&String> = fields.keys().chain(now_fields.keys()).collect();
-            let changed: Vec<String> = names
-                .into_iter()
-                .filter(|f| fields.get(*f).map(SecretString::expose) != now_fields.get(*f).map(SecretString::expose))
-                .cloned()
-                .collect();
-            if changed.is_empty() {
-                if let Some(s) = now {
-                    after_secrets.insert(path.clone(), s);
-                }
-                continue;
-            }
-            after_secrets.insert(path.clone(), Secret { fields: fields.clone(), version: None });
-            secrets.push(SecretStep { path, fields, changed, then_version, seen: current.map_or(0, |c| c.current) });
-        }
-    }
+    let keys = key_steps(source, &settings.env_prefix(env), env, revision, args).await?;
+    let secrets = match &clients.vault {
+        Some(vault) => secret_steps(ctx, vault, env, &point, args).await?,
+        None => SecretPlan::default(),
+    };
 
     let style = Style::detect();
     let stdout = io::stdout();
     let mut out = stdout.lock();
     writeln!(out, "rollback {env} to {} ({})", point.shown(), point.describe())?;
-    if keys.is_empty() && secrets.is_empty() {
-        for l in &left {
+    if keys.steps.is_empty() && secrets.steps.is_empty() {
+        for l in &secrets.left {
             writeln!(out, "  = {}: {}", l.name, l.why)?;
         }
         writeln!(out, "nothing to roll back: {env} already holds what it held then")?;
         return Ok(ExitCode::SUCCESS);
     }
-    print_plan(&keys, &secrets, &left, style, &mut out)?;
-    let followers = followers(ctx, env, &now_keys, &keys, now_secrets, after_secrets, read_now).await;
+    print_plan(&keys.steps, &secrets.steps, &secrets.left, style, &mut out)?;
+    let followers = followers(ctx, env, &keys.now, &keys.steps, secrets.now, secrets.after, keys.read_at).await;
     writeln!(out, "targets that will follow (by the next pass):")?;
     if followers.is_empty() {
         writeln!(out, "  (none: no output renders differently)")?;
@@ -221,8 +142,8 @@ pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<ExitCode, Cmd
         writeln!(out, "  {f}")?;
     }
     out.flush()?;
-    let ops = keys.len() * 2;
-    if ops > MAX_TXN_OPS {
+    let (read_now, keys, secrets) = (keys.read_at, keys.steps, secrets.steps);
+    if keys.len() * 2 > MAX_TXN_OPS {
         eprintln!(
             "error: the rollback changes {} keys: one etcd transaction holds {} (two operations per key, value and owner/reason); narrow it with --only",
             keys.len(),
@@ -240,83 +161,28 @@ pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<ExitCode, Cmd
         return Ok(ExitCode::from(1));
     }
 
-    let who = args
-        .owner
-        .clone()
-        .or_else(|| settings.user.clone())
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".to_owned());
-    let mut reason = format!("rollback to {} (etcd revision {revision}) by {who}", point.shown());
-    if let Some(r) = &args.reason {
-        reason.push_str(&format!(": {r}"));
-    }
-    let meta = Meta { owner: Some(who.clone()), reason: Some(reason.clone()), other: BTreeMap::new() };
-
+    let audit = Audit::of(args, settings.user.as_deref(), &point.shown(), revision);
     // Vault's versions checked again right before the etcd write.
     if let Some(vault) = &clients.vault
-        && !secrets.is_empty()
+        && let Some(changed) = vault_changed(vault, env, &secrets).await.map_err(source_err)?
     {
-        let client = vault.source.client().await.map_err(source_err)?;
-        for s in &secrets {
-            let current = at::versions(&client, &vault.mount, env, &s.path).await.map_err(source_err)?;
-            if current.map_or(0, |c| c.current) != s.seen {
-                let shown = vault_admin::shown_path(&vault.mount, env, &s.path);
-                eprintln!(
-                    "error: {shown} changed since it was shown (it is no longer version {}); nothing was written: run the command again",
-                    s.seen
-                );
-                return Ok(ExitCode::from(1));
-            }
-        }
+        eprintln!("error: {changed}; nothing was written: run the command again");
+        return Ok(ExitCode::from(1));
     }
-    let written_at = if keys.is_empty() {
-        None
-    } else {
-        match write_keys(source, settings, env, &keys, &meta, read_now).await {
-            Ok(rev) => Some(rev),
+    if !keys.is_empty() {
+        match write_keys(source, settings, env, &keys, &audit.meta(), read_now).await {
+            Ok(rev) => writeln!(out, "etcd: {} keys written back at revision {rev}", keys.len())?,
             Err(message) => {
                 eprintln!("error: {}", one_line(&message));
                 eprintln!("error: nothing written");
                 return Ok(ExitCode::from(1));
             }
         }
+    }
+    let failed = match &clients.vault {
+        Some(vault) => write_secrets(vault, env, &secrets, &audit, &mut out).await?,
+        None => false,
     };
-    if let Some(rev) = written_at {
-        writeln!(out, "etcd: {} keys written back at revision {rev}", keys.len())?;
-    }
-    let mut failed = false;
-    if let Some(vault) = &clients.vault {
-        let client = vault.source.client().await.map_err(source_err)?;
-        for s in &secrets {
-            let shown = vault_admin::shown_path(&vault.mount, env, &s.path);
-            match vault_admin::write_secret(&client, &vault.mount, env, &s.path, &s.fields, s.seen).await {
-                Ok(version) => {
-                    writeln!(out, "vault: {shown}: version {} written again as version {version}", s.then_version)?;
-                    let mut custom = at::versions(&client, &vault.mount, env, &s.path)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|v| v.custom_metadata)
-                        .unwrap_or_default();
-                    custom.insert("owner".into(), who.clone());
-                    custom.insert("reason".into(), reason.clone());
-                    if let Err(e) =
-                        vault_admin::write_custom_metadata(&client, &vault.mount, env, &s.path, &custom).await
-                    {
-                        eprintln!(
-                            "error: {shown}: written, but owner and reason were not: {}",
-                            one_line(&e.to_string())
-                        );
-                        failed = true;
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {}: not rolled back: {}", shown, one_line(&e.to_string()));
-                    failed = true;
-                }
-            }
-        }
-    }
     if !secrets.is_empty() {
         super::rotate::request_pass(ctx.config, env, &mut out).await;
     }
@@ -324,7 +190,214 @@ pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<ExitCode, Cmd
     out.flush()?;
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
+/// The keys to write back, and the env's keys as they are now.
+struct KeyPlan {
+    steps: Vec<KeyStep>,
+    now: BTreeMap<String, KeyValue>,
+    /// The revision `now` was read at (the transaction's guard).
+    read_at: i64,
+}
 
+/// Reads the env's keys then and now; the ones `--only` names that differ.
+async fn key_steps(
+    source: &crate::source::etcd::EtcdSource,
+    prefix: &str,
+    env: &str,
+    revision: i64,
+    args: &RollbackArgs,
+) -> Result<KeyPlan, CmdError> {
+    let source_err = |source: SourceError| CmdError::Source { env: env.to_owned(), source };
+    let at_err = |e: AtError| CmdError::At { env: env.to_owned(), source: Box::new(e) };
+    let then_keys = at::keys_at(source, env, prefix, revision).await.map_err(at_err)?;
+    let read_at = at::current_revision(source, prefix).await.map_err(source_err)?;
+    let now = at::keys_at(source, env, prefix, read_at).await.map_err(at_err)?;
+    let mut steps = Vec::new();
+    let names: BTreeSet<&String> = then_keys.keys().chain(now.keys()).collect();
+    for name in names {
+        let (then, current) = (then_keys.get(name), now.get(name));
+        if then.map(|v| v.data.as_bytes()) == current.map(|v| v.data.as_bytes()) || !args.names(name) {
+            continue;
+        }
+        steps.push(KeyStep {
+            name: name.clone(),
+            then: then.map(|v| v.data.as_bytes().to_vec()),
+            now: current.map(|v| v.data.as_bytes().to_vec()),
+            seen: current.map_or(0, mod_revision),
+        });
+    }
+    Ok(KeyPlan { steps, now, read_at })
+}
+
+/// The secrets to write back, what is left as it is, and the env's
+/// secrets now and after the rollback (to find the targets that follow).
+#[derive(Default)]
+struct SecretPlan {
+    steps: Vec<SecretStep>,
+    left: Vec<Left>,
+    now: BTreeMap<String, Secret>,
+    after: BTreeMap<String, Secret>,
+}
+
+/// Reads every secret of the env at the point's version and now (the
+/// fingerprint key aside); the ones `--only` names that differ.
+async fn secret_steps(
+    ctx: &Context<'_>,
+    vault: &super::inventory::VaultClientSide,
+    env: &str,
+    point: &crate::history::point::Point,
+    args: &RollbackArgs,
+) -> Result<SecretPlan, CmdError> {
+    let source_err = |source: SourceError| CmdError::Source { env: env.to_owned(), source };
+    let at_err = |e: AtError| CmdError::At { env: env.to_owned(), source: Box::new(e) };
+    let mut plan = SecretPlan::default();
+    let client = vault.source.client().await.map_err(source_err)?;
+    let mount = vault.mount.as_str();
+    let fingerprint_key = ctx.config.fingerprint_key.as_ref().map(|(p, _)| p.clone());
+    let mut paths: BTreeSet<String> = ctx.templates.secret_paths(env);
+    paths.extend(point.versions.iter().flat_map(|v| v.keys().cloned()));
+    if let Ok(listed) = vault_admin::list_env(&client, mount, env).await {
+        paths.extend(listed);
+    }
+    let fields_only: Vec<&String> = args.only.iter().filter(|g| g.contains('#')).collect();
+    for path in paths {
+        if Some(&path) == fingerprint_key.as_ref() {
+            continue;
+        }
+        let current = at::versions(&client, mount, env, &path).await.map_err(source_err)?;
+        let now = vault_admin::read_secret(&client, mount, env, &path).await.map_err(source_err)?;
+        if let Some(s) = &now {
+            plan.now.insert(path.clone(), s.clone());
+        }
+        let whole = args.names(&path);
+        let Some(then_version) = version_of(&client, mount, point, &path).await.map_err(source_err)? else {
+            if now.is_some() && whole {
+                let why = format!("did not exist at {}: left as it is", point.shown());
+                plan.left.push(Left { name: format!("secret {path}"), why });
+            }
+            continue;
+        };
+        let then = at::secret_at(&client, mount, env, &path, then_version).await.map_err(at_err)?;
+        let now_fields = now.as_ref().map(|s| s.fields.clone()).unwrap_or_default();
+        let mut fields = if whole { then.fields.clone() } else { now_fields.clone() };
+        if !whole {
+            for (f, v) in &then.fields {
+                if fields_only.iter().any(|g| glob_match(g, &format!("{path}#{f}"))) {
+                    fields.insert(f.clone(), v.clone());
+                }
+            }
+        }
+        let names: BTreeSet<&String> = fields.keys().chain(now_fields.keys()).collect();
+        let changed: Vec<String> = names
+            .into_iter()
+            .filter(|f| fields.get(*f).map(SecretString::expose) != now_fields.get(*f).map(SecretString::expose))
+            .cloned()
+            .collect();
+        if changed.is_empty() {
+            if let Some(s) = now {
+                plan.after.insert(path.clone(), s);
+            }
+            continue;
+        }
+        plan.after.insert(path.clone(), Secret { fields: fields.clone(), version: None });
+        plan.steps.push(SecretStep { path, fields, changed, then_version, seen: current.map_or(0, |c| c.current) });
+    }
+    Ok(plan)
+}
+
+impl RollbackArgs {
+    /// `--only` names `name` (no `--only`: everything).
+    fn names(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| glob_match(g, name))
+    }
+}
+
+/// Who rolls back, and the reason written with every value.
+struct Audit {
+    who: String,
+    reason: String,
+}
+
+impl Audit {
+    /// `--owner`, else the etcd user, else `$USER`; the reason names the point.
+    fn of(args: &RollbackArgs, etcd_user: Option<&str>, point: &str, revision: i64) -> Self {
+        let who = args
+            .owner
+            .clone()
+            .or_else(|| etcd_user.map(str::to_owned))
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let mut reason = format!("rollback to {point} (etcd revision {revision}) by {who}");
+        if let Some(r) = &args.reason {
+            reason.push_str(&format!(": {r}"));
+        }
+        Audit { who, reason }
+    }
+
+    fn meta(&self) -> Meta {
+        Meta { owner: Some(self.who.clone()), reason: Some(self.reason.clone()), other: BTreeMap::new() }
+    }
+}
+
+/// The first secret whose version moved since the plan read it, in words.
+async fn vault_changed(
+    vault: &super::inventory::VaultClientSide,
+    env: &str,
+    secrets: &[SecretStep],
+) -> Result<Option<String>, SourceError> {
+    if secrets.is_empty() {
+        return Ok(None);
+    }
+    let client = vault.source.client().await?;
+    for s in secrets {
+        let current = at::versions(&client, &vault.mount, env, &s.path).await?;
+        if current.map_or(0, |c| c.current) != s.seen {
+            let shown = vault_admin::shown_path(&vault.mount, env, &s.path);
+            return Ok(Some(format!("{shown} changed since it was shown (it is no longer version {})", s.seen)));
+        }
+    }
+    Ok(None)
+}
+
+/// Writes each secret back (check-and-set on the version the plan read),
+/// then its owner and reason; returns whether any failed.
+async fn write_secrets(
+    vault: &super::inventory::VaultClientSide,
+    env: &str,
+    secrets: &[SecretStep],
+    audit: &Audit,
+    out: &mut impl Write,
+) -> Result<bool, CmdError> {
+    if secrets.is_empty() {
+        return Ok(false);
+    }
+    let client = vault.source.client().await.map_err(|source| CmdError::Source { env: env.to_owned(), source })?;
+    let mut failed = false;
+    for s in secrets {
+        let shown = vault_admin::shown_path(&vault.mount, env, &s.path);
+        let version = match vault_admin::write_secret(&client, &vault.mount, env, &s.path, &s.fields, s.seen).await {
+            Ok(version) => version,
+            Err(e) => {
+                eprintln!("error: {}: not rolled back: {}", shown, one_line(&e.to_string()));
+                failed = true;
+                continue;
+            }
+        };
+        writeln!(out, "vault: {shown}: version {} written again as version {version}", s.then_version)?;
+        let mut custom = at::versions(&client, &vault.mount, env, &s.path)
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.custom_metadata)
+            .unwrap_or_default();
+        custom.insert("owner".into(), audit.who.clone());
+        custom.insert("reason".into(), audit.reason.clone());
+        if let Err(e) = vault_admin::write_custom_metadata(&client, &vault.mount, env, &s.path, &custom).await {
+            eprintln!("error: {shown}: written, but owner and reason were not: {}", one_line(&e.to_string()));
+            failed = true;
+        }
+    }
+    Ok(failed)
+}
 fn mod_revision(v: &KeyValue) -> i64 {
     match v.origin {
         crate::source::KeyOrigin::Etcd { mod_revision, .. } => mod_revision,

@@ -216,6 +216,20 @@ fn a_change_between_the_plan_and_the_write_aborts_the_rollback() {
     assert!(out.contains("etcd: api/db_host (now at revision "), "{out}");
     assert_eq!(etcd.ctl_ok(&["get", "--print-value-only", "/cfgsync/prod/api/db_host"]), "db-other.prod.internal\n");
 
+    // A secret the plan writes back gets a new version meanwhile: checked
+    // before anything is written, so etcd is not written either.
+    let (out, success) = rollback_with_change_meanwhile(&p, &format!("rev:{first_rev}"), || {
+        vault.kv_put("prod/api/db", &[("password", &format!("{CANARY}-prod-3"))]);
+    });
+    assert!(!success, "{out}");
+    assert!(
+        out.contains("secret/prod/api/db changed since it was shown (it is no longer version 2); nothing was written"),
+        "{out}"
+    );
+    assert!(!out.contains(CANARY), "{out}");
+    assert_eq!(etcd.ctl_ok(&["get", "--print-value-only", "/cfgsync/prod/api/db_host"]), "db-other.prod.internal\n");
+    assert_eq!(secret(&vault, "prod/api/db")["data"]["metadata"]["version"], 3, "Vault not written");
+
     // Without the change, the same rollback goes through.
     let (out, success) = rollback_with_change_meanwhile(&p, &format!("rev:{first_rev}"), || {});
     assert!(success, "{out}");
