@@ -203,26 +203,8 @@ pub async fn verify(
         .collect();
     let request = reconcile::request(ctx.config, ctx.templates, env, Some(&indices.iter().copied().collect()));
     let snapshot = Sources::new(ctx.config).fetch(&request).await.map_err(source_err)?;
-    // The current version first, then the older ones still readable.
-    let mut renders: Vec<(u64, Vec<Result<Rendered, crate::render::RenderError>>)> = Vec::new();
-    let sandbox = crate::render::sandbox::Sandbox::global();
-    let mut version = current;
-    while renders.len() <= VERSIONS_BACK as usize && version > 0 {
-        let mut s = snapshot.clone();
-        if version != current {
-            match at::secret_at(&client, &vault.mount, env, path, version).await {
-                Ok(secret) => {
-                    s.secrets.insert(path.to_owned(), secret);
-                }
-                Err(_) => {
-                    version -= 1;
-                    continue;
-                }
-            }
-        }
-        renders.push((version, sandbox.render(ctx.templates, &Arc::new(s), &indices).await));
-        version -= 1;
-    }
+    let secret = SecretAt { client: &client, mount: &vault.mount, env, path, current };
+    let renders = render_versions(ctx, &secret, &snapshot, &indices).await;
     let keyed = crate::reconcile::fingerprinter(ctx.config, &snapshot);
     let tctx = Ctx { revision: snapshot.revision, ..Ctx::new(ctx.config, env, &keyed) };
     let why = Why::read(ctx.config, env, path, current, own_report.as_ref()).await;
@@ -282,21 +264,65 @@ pub async fn verify(
             serde_json::to_writer_pretty(&mut out, &report).map_err(io::Error::from)?;
             writeln!(out)?;
         }
-        crate::cli::OutputFormat::Text => {
-            let written = written.map(|w| format!(" (written {w})")).unwrap_or_default();
-            writeln!(out, "{shown}: version {current}{written}")?;
-            writeln!(out, "pass: {}", report.pass)?;
-            for c in &report.targets {
-                writeln!(out, "{}", text_line(c))?;
-            }
-            if report.targets.is_empty() {
-                writeln!(out, "  (no output of env {env} reads {path})")?;
-            }
-            writeln!(out, "{verified} of {verifiable} verifiable targets hold version {current}")?;
-        }
+        crate::cli::OutputFormat::Text => print_text(&mut out, &report, written, path)?,
     }
     out.flush()?;
     Ok(if verified == verifiable { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The secret whose versions are verified.
+struct SecretAt<'a> {
+    client: &'a vaultrs::client::VaultClient,
+    mount: &'a str,
+    env: &'a str,
+    path: &'a str,
+    current: u64,
+}
+
+/// The outputs `indices` rendered from `snapshot` with each version of the
+/// secret: the current one first, then the older ones still readable (at
+/// most [`VERSIONS_BACK`] of them).
+async fn render_versions(
+    ctx: &Context<'_>,
+    secret: &SecretAt<'_>,
+    snapshot: &crate::source::Snapshot,
+    indices: &[usize],
+) -> Vec<(u64, Vec<Result<Rendered, crate::render::RenderError>>)> {
+    let mut renders = Vec::new();
+    let sandbox = crate::render::sandbox::Sandbox::global();
+    let mut version = secret.current;
+    while renders.len() <= VERSIONS_BACK as usize && version > 0 {
+        let mut s = snapshot.clone();
+        if version != secret.current {
+            match at::secret_at(secret.client, secret.mount, secret.env, secret.path, version).await {
+                Ok(old) => {
+                    s.secrets.insert(secret.path.to_owned(), old);
+                }
+                Err(_) => {
+                    version -= 1;
+                    continue;
+                }
+            }
+        }
+        renders.push((version, sandbox.render(ctx.templates, &Arc::new(s), indices).await));
+        version -= 1;
+    }
+    renders
+}
+
+/// The verification as text: the secret, the pass, one line per target.
+fn print_text(out: &mut impl Write, report: &Verification, written: Option<String>, path: &str) -> io::Result<()> {
+    let (current, env) = (report.version, &report.env);
+    let written = written.map(|w| format!(" (written {w})")).unwrap_or_default();
+    writeln!(out, "{}: version {current}{written}", report.secret)?;
+    writeln!(out, "pass: {}", report.pass)?;
+    for c in &report.targets {
+        writeln!(out, "{}", text_line(c))?;
+    }
+    if report.targets.is_empty() {
+        writeln!(out, "  (no output of env {env} reads {path})")?;
+    }
+    writeln!(out, "{} of {} verifiable targets hold version {current}", report.verified, report.verifiable)
 }
 
 fn text_line(c: &TargetCheck) -> String {
