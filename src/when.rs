@@ -23,6 +23,9 @@
 //!   `-1y`, `-2weeks` work too). Times are parsed by `jiff`, not humantime:
 //!   humantime reads only `Z` times, and an RFC 3339 time may carry any
 //!   offset (`+01:00`); jiff is in the tree already (k8s-openapi).
+//!   Times are printed as RFC 3339 with milliseconds ([`format_ms`]), not
+//!   in [`crate::utc`]'s `… UTC` shape: a time `log` or `diff` prints can
+//!   be pasted back as a point and names the same record.
 
 use std::fmt;
 use std::time::Duration;
