@@ -14,7 +14,9 @@
 //! - [`worker`]: one per env; decides when to pass (interval, watch
 //!   events, reloads, election) and runs [`crate::reconcile::run_pass`] for
 //!   that env, with per-target backoff, drift counting and metrics;
-//! - [`watch`]: one etcd watch per env prefix (`[etcd]` only);
+//! - [`watch`]: one etcd watch per env prefix (`[etcd]` only), and
+//!   [`asked`]: one on the env's `pass` key, for passes asked for from
+//!   outside (`rotate verify`);
 //! - [`target_watch`]: Kubernetes watches on what the env's targets write,
 //!   while this replica leads the env: drift and deletions are reverted by
 //!   a pass of the owning outputs at once;
@@ -63,6 +65,7 @@
 //! spawned on a [`TaskTracker`] and stops on a [`CancellationToken`]: nothing
 //! is fire-and-forget.
 
+mod asked;
 mod election;
 mod file_watch;
 mod floor;
@@ -70,7 +73,7 @@ mod page;
 pub mod published;
 mod reload;
 mod status;
-mod summary;
+pub(crate) mod summary;
 mod target_watch;
 mod watch;
 mod worker;
@@ -197,6 +200,7 @@ struct Shared {
     status: Arc<Board>,
     coordination: Option<Arc<EtcdSource>>,
     publisher: Option<Arc<Publisher>>,
+    journal: Arc<crate::history::Journal>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -239,6 +243,14 @@ impl Shared {
                     up: self.metrics.watch_up(env, "etcd"),
                 };
                 self.tasks.spawn(w.run(cancel.clone()));
+                let asked = asked::AskedWatch {
+                    etcd: etcd.clone(),
+                    env: env.clone(),
+                    key: ServiceKeys::new(&settings.prefix).asked(env),
+                    trigger: tx.clone(),
+                    timeout: settings.timeout,
+                };
+                self.tasks.spawn(asked.run(cancel.clone()));
             }
             let kube_watches = target_watch::TargetWatches {
                 env: env.clone(),
@@ -260,6 +272,7 @@ impl Shared {
                 revision,
                 overflow,
                 triggers: rx,
+                journal: self.journal.clone(),
             };
             self.tasks.spawn(worker.run(cancel.clone()));
             envs.insert(env.clone(), EnvHandle { trigger: tx, cancel });
@@ -336,6 +349,11 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
     let first =
         new_generation(config, templates, options.kubeconfig.clone(), &metrics, &lifetimes.stop, &lifetimes.tasks);
     let (gen_tx, gen_rx) = tokio::sync::watch::channel(first);
+    let journal = Arc::new(crate::history::Journal::new(
+        replica.clone(),
+        coordination.as_ref().map(|c| c.etcd.clone()),
+        crate::history::Policy::Service,
+    ));
     let shared = Shared {
         kubeconfig: options.kubeconfig,
         replica,
@@ -345,6 +363,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
         status,
         publisher: coordination.as_ref().map(|c| c.publisher(settings.election_ttl)),
         coordination: coordination.as_ref().map(|c| c.etcd.clone()),
+        journal,
         stop: lifetimes.stop.clone(),
         tasks: lifetimes.tasks.clone(),
     };
