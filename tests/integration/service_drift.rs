@@ -293,8 +293,11 @@ format = "dir"
     // A link in the file's place: the pass refuses it, nothing is written through it.
     let victim = p.path("victim.txt");
     std::fs::write(&victim, "untouched").unwrap();
-    std::fs::remove_file(&api).unwrap();
-    std::os::unix::fs::symlink(&victim, &api).unwrap();
+    // Put in place atomically: the file is never missing (a pass that saw
+    // it missing would write a new file over the link, not through it).
+    let link = p.path("out/link.tmp");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    std::fs::rename(&link, &api).unwrap();
     wait_until("the link refused", SOON, || svc.log().contains("unsafe_path").then_some(()));
     assert_eq!(read(&victim), "untouched");
     assert!(std::fs::symlink_metadata(&api).unwrap().file_type().is_symlink(), "the link is left for a person");
