@@ -26,8 +26,10 @@
 # half-started estate (a server died) is stopped and started afresh.
 # `bash examples/estate/down.sh` stops everything and removes .run/ and out/.
 #
-# The binaries: cfgsync and the emulators from `cargo build` in the
-# repository (a warm build takes seconds), or from CFGSYNC_BIN_DIR when set.
+# The binaries: cfgsync and the emulators from `cargo build --release` in
+# the repository (after the README's first command, only the emulators are
+# compiled), or from CFGSYNC_BIN_DIR when set (the walk's test uses its own
+# build).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -88,9 +90,13 @@ if [[ -n ${CFGSYNC_BIN_DIR:-} ]]; then
     bin=$CFGSYNC_BIN_DIR
 else
     command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
-    say "building cfgsync and the emulators (cargo build --workspace --bins)"
-    (cd "$repo" && cargo build --quiet --locked --workspace --bins >&2)
-    bin=${CARGO_TARGET_DIR:-$repo/target}/debug
+    # The release build of the README's first command is reused as it is
+    # (the same package selection, so the same features); the emulators are
+    # built on their own (-p: their features do not change cfgsync's).
+    say "building cfgsync and the emulators (cargo build --release)"
+    (cd "$repo" && cargo build --quiet --locked --release -p cfgsync --bin cfgsync >&2)
+    (cd "$repo" && cargo build --quiet --locked --release -p kube-emulator --bins >&2)
+    bin=${CARGO_TARGET_DIR:-$repo/target}/release
 fi
 for b in cfgsync kube-emulator gitlab-emulator github-emulator; do
     [[ -x $bin/$b ]] || die "$bin/$b is not an executable file"

@@ -245,7 +245,7 @@ fn the_walk_is_what_cfgsync_prints() {
     let kubectl_dir = Path::new(&kubectl).parent().unwrap().display().to_string();
     // Longest first: the clone's path is inside the temp dir, the bin dir may be too.
     let replace = [
-        (bin.display().to_string(), "/home/me/cfgsync/target/debug"),
+        (bin.display().to_string(), "/home/me/cfgsync/target/release"),
         (clone.display().to_string(), "/home/me/cfgsync"),
         (kubectl_dir, "/usr/local/bin"),
     ];
@@ -269,6 +269,7 @@ fn the_walk_is_what_cfgsync_prints() {
         }
         let want = normalised(&want, &[]);
         let deadline = Instant::now() + Duration::from_secs(20);
+        let step_started = Instant::now();
         loop {
             let (got, code) = shell.run(&step.command);
             let got = normalised(&got, &replace);
@@ -282,6 +283,17 @@ fn the_walk_is_what_cfgsync_prints() {
             panic!(
                 "docs/walk.md:{}: `{}` (exit {code}) prints something else than the page shows:\n--- page\n{want}--- got\n{got}",
                 step.line, step.command
+            );
+        }
+        eprintln!("walk: {:>5.1}s  {}", step_started.elapsed().as_secs_f64(), step.command);
+        // Again while up: the variables only, nothing started twice.
+        if step.command == "bash examples/estate/up.sh" {
+            let (again, code) = shell.run(&step.command);
+            let env = std::fs::read_to_string(&shell.env_file).unwrap();
+            assert_eq!(
+                (code, again),
+                (0, format!("up.sh: the estate is already up; its variables (.run/env.sh):\n{env}")),
+                "up.sh, run again"
             );
         }
         // Once the page's readiness check passed: the status page shows each
