@@ -136,17 +136,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     let (config, templates) = loaded?;
     // The render workers start (and compile the templates) while the
     // sources are read, for the commands that render.
-    let renders = match &cli.command {
-        Command::Reconcile { .. }
-        | Command::Plan { .. }
-        | Command::Pull(_)
-        | Command::RunWith(_)
-        | Command::Rollback(_)
-        | Command::Rotate { .. } => true,
-        Command::Diff(args) => args.rendered,
-        _ => false,
-    };
-    if renders {
+    if renders(&cli.command) {
         cfgsync::render::sandbox::Sandbox::global().prewarm(&templates);
         tracing::debug!("render workers starting");
     }
@@ -166,18 +156,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::RunWith(args) => return Ok(cmd::run_with::run(&ctx, &args).await?),
         Command::Explain(args) => return Ok(cmd::explain::run(&ctx, &args).await?),
         Command::Set(args) => return Ok(cmd::set::run_set(&ctx, &args).await?),
-        Command::Rollback(a) => {
-            let args = cmd::rollback::RollbackArgs {
-                env: a.env,
-                to: a.to,
-                only: a.only,
-                owner: a.owner,
-                reason: a.reason,
-                yes: a.yes,
-                dry_run: a.dry_run,
-            };
-            return Ok(cmd::rollback::run(&ctx, &args).await?);
-        }
+        Command::Rollback(a) => return Ok(cmd::rollback::run(&ctx, &rollback_args(a)).await?),
         Command::Rotate { command: RotateCommand::Verify { env, secret, wait } } => {
             let args = cmd::rotate::VerifyArgs { env, secret, wait };
             return Ok(cmd::rotate::verify(&ctx, &args, cli.kubeconfig.clone()).await?);
@@ -201,6 +180,33 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         check_env(&config, env)?;
     }
     pass(&config, &templates, &options, mode, cli.output, cli.kubeconfig).await
+}
+
+/// `rollback`'s flags as the command takes them.
+fn rollback_args(a: cfgsync::cli::RollbackArgs) -> cmd::rollback::RollbackArgs {
+    cmd::rollback::RollbackArgs {
+        env: a.env,
+        to: a.to,
+        only: a.only,
+        owner: a.owner,
+        reason: a.reason,
+        yes: a.yes,
+        dry_run: a.dry_run,
+    }
+}
+
+/// Whether `command` renders templates (its render workers start early).
+fn renders(command: &Command) -> bool {
+    match command {
+        Command::Reconcile { .. }
+        | Command::Plan { .. }
+        | Command::Pull(_)
+        | Command::RunWith(_)
+        | Command::Rollback(_)
+        | Command::Rotate { .. } => true,
+        Command::Diff(args) => args.rendered,
+        _ => false,
+    }
 }
 
 /// `cfgsync run`: the service, until it is stopped.
