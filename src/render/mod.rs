@@ -502,6 +502,26 @@ impl EntryFailure {
     }
 }
 
+impl Rendered {
+    /// The same rendering with only the entries named in `names` (a
+    /// target's `entries`/`exclude`). Taint is the output's: an output that
+    /// read a secret is secret as a whole, whichever entries a target takes.
+    pub fn select(&self, names: &BTreeSet<String>) -> Rendered {
+        Rendered {
+            output: self.output.clone(),
+            env: self.env.clone(),
+            entries: self
+                .entries
+                .iter()
+                .filter(|(k, _)| names.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            tainted: self.tainted,
+            used: self.used.clone(),
+        }
+    }
+}
+
 /// Every template text of a config, and where each came from.
 struct Sources {
     /// (name, text) of every template, simple ones included: what the
