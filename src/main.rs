@@ -190,7 +190,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         // (Text stays line by line, in step with its `error:` lines on stderr.)
         OutputFormat::Json => {
             let mut buffered = io::BufWriter::with_capacity(1 << 16, &mut out);
-            report::print_json(&report, &mut buffered)?;
+            report::print_json(&report, mode, &mut buffered)?;
             buffered.flush()?;
         }
         OutputFormat::Text => report::print_text(&report, mode, Style::detect(), &mut out, &mut OneLine(io::stderr()))?,

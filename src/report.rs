@@ -81,9 +81,68 @@ pub enum Mode {
     Applied,
 }
 
-pub fn print_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, report)?;
+/// The report and, under `summary`, the counts of the text's last line.
+pub fn print_json(report: &Report, mode: Mode, out: &mut dyn Write) -> io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct WithSummary<'a> {
+        #[serde(flatten)]
+        report: &'a Report,
+        /// Whether the counts are of what happened (`reconcile`) or of
+        /// what would happen (`plan`, `--dry-run`).
+        applied: bool,
+        summary: Summary,
+    }
+    let with = WithSummary { report, applied: mode == Mode::Applied, summary: Summary::of(report, mode) };
+    serde_json::to_writer_pretty(&mut *out, &with)?;
     writeln!(out)
+}
+
+/// The counts of a pass, as `--output json` carries them: every key always
+/// present, so a script can read `summary.failed` without a default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    /// Edited by someone else; restored (or to restore).
+    pub drift: usize,
+    pub unchanged: usize,
+    /// Changes of targets that failed: not written.
+    pub not_written: usize,
+    /// Sources, outputs and targets that failed (the text's `N failed`).
+    pub failed: usize,
+}
+
+impl Summary {
+    pub fn of(report: &Report, mode: Mode) -> Self {
+        let counts = report.counts(mode == Mode::Applied);
+        let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+        Summary {
+            create: n("create"),
+            update: n("update"),
+            delete: n("delete"),
+            drift: n("drift"),
+            unchanged: n("unchanged"),
+            not_written: n("failed"),
+            failed: failures(report),
+        }
+    }
+}
+
+/// How many sources, outputs and targets failed, and failures of an env
+/// that belong to no target.
+fn failures(report: &Report) -> usize {
+    report
+        .envs
+        .iter()
+        .map(|env| {
+            let outputs = env
+                .outputs
+                .iter()
+                .map(|o| usize::from(o.error.is_some()) + o.targets.iter().filter(|t| t.error.is_some()).count());
+            usize::from(env.source_error.is_some()) + outputs.sum::<usize>() + env.errors.len()
+        })
+        .sum()
 }
 
 pub fn print_text(

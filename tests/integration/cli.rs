@@ -309,3 +309,29 @@ fn colour_on_a_terminal_or_when_forced_and_never_with_no_color() {
     assert!(tty.contains(green_plus), "{tty:?}");
     assert_eq!(plan(&[("NO_COLOR", "1")], true), plain);
 }
+
+/// Issue 21: `--output json` of `plan` and `reconcile` carries the counts
+/// of the text's last line.
+#[test]
+fn json_reports_carry_the_summary_counts() {
+    let p = project("");
+    let summary = |args: &[&str]| {
+        let r = p.run(args);
+        let json: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+        (r.code, json["applied"].clone(), json["summary"].clone())
+    };
+    let zero = serde_json::json!({"create": 0, "update": 0, "delete": 0, "drift": 0, "unchanged": 0, "not_written": 0, "failed": 0});
+    let with = |changes: &[(&str, usize)]| {
+        let mut v = zero.clone();
+        for (k, n) in changes {
+            v[*k] = (*n).into();
+        }
+        v
+    };
+    assert_eq!(summary(&["--output", "json", "plan"]), (0, false.into(), with(&[("create", 4)])));
+    assert_eq!(summary(&["--output", "json", "reconcile", "--once"]), (0, true.into(), with(&[("create", 4)])));
+    assert_eq!(summary(&["--output", "json", "reconcile", "--once"]), (0, true.into(), with(&[("unchanged", 4)])));
+    // A failing output counts as failed; the other envs' files stay unchanged.
+    p.write("source/prod.toml", &p.read("source/prod.toml").replace("\"web/host\"", "\"web/hostx\""));
+    assert_eq!(summary(&["--output", "json", "plan"]), (1, false.into(), with(&[("unchanged", 3), ("failed", 1)])));
+}
