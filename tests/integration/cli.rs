@@ -335,3 +335,20 @@ fn json_reports_carry_the_summary_counts() {
     p.write("source/prod.toml", &p.read("source/prod.toml").replace("\"web/host\"", "\"web/hostx\""));
     assert_eq!(summary(&["--output", "json", "plan"]), (1, false.into(), with(&[("unchanged", 3), ("failed", 1)])));
 }
+
+/// Issue 21: `explain` names what each target writes (the object, the CI
+/// variables), and only the targets that take an entry using the value.
+#[test]
+fn explain_names_the_objects_that_use_a_value() {
+    let p = Project::new(
+        "instance = \"t\"\n[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"{{ key(name='web/host') }}\"\nPORT = \"{{ key(name='web/port') }}\"\n[[output.target]]\nkind = \"kubernetes-configmap\"\ncontext = \"{{ env }}\"\nnamespace = \"default\"\nname = \"web\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"http://127.0.0.1:9\"\nproject = \"group/web\"\nentries = [\"PORT\"]\n[[output.target]]\nkind = \"file\"\npath = \"out/web.env\"\n",
+    );
+    p.write("source/prod.toml", "[keys]\n\"web/host\" = \"www\"\n\"web/port\" = \"80\"\n");
+    let r = p.run(&["explain", "prod", "web/host"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("→ ConfigMap default/web in context prod (defined at "), "{r:?}");
+    assert!(r.stdout.contains("→ file "), "{r:?}");
+    assert!(!r.stdout.contains("GitLab"), "the GitLab target takes only PORT: {r:?}");
+    let r = p.run(&["explain", "prod", "web/port"]);
+    assert!(r.stdout.contains("→ GitLab project group/web"), "{r:?}");
+}
