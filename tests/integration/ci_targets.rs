@@ -668,3 +668,17 @@ fn a_target_takes_only_the_entries_it_selects() {
     );
     assert_eq!(gitlab.requests().total(), 0);
 }
+
+/// Issue 21: a CI target's variables are listed under one line naming the
+/// project (and its URL), not each on a line repeating it.
+#[test]
+fn plan_names_a_ci_destination_once_per_target() {
+    let bed = Bed::new("");
+    let plan = ok(bed.run(&["plan"]));
+    let url = bed.gitlab.url();
+    assert_eq!(plan.stdout.matches(url.as_str()).count(), 2, "once per GitLab target: {plan:?}");
+    let header = format!("  api → GitLab project group/app at {url} (environment scope prod):\n");
+    assert!(plan.stdout.contains(&header), "{plan:?}");
+    assert!(plan.stdout.contains("\n    + APP_DB_PASSWORD (create"), "{plan:?}");
+    assert!(plan.stdout.contains("\n    + secret DB_PASSWORD (create"), "{plan:?}");
+}
