@@ -115,6 +115,19 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Names from the config, one a line, for the shell completion scripts.
+    #[command(hide = true)]
+    CompleteNames {
+        #[arg(value_enum)]
+        what: NameKind,
+    },
+}
+
+/// What `complete-names` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NameKind {
+    Envs,
+    Outputs,
 }
 
 #[derive(Debug, Clone, clap::Args)]

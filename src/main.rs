@@ -118,6 +118,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     match &cli.command {
         Command::Completions { shell } => return Ok(cmd::completions::completions(*shell)?),
         Command::Man { out_dir } => return Ok(cmd::completions::man(out_dir.as_deref())?),
+        Command::CompleteNames { what } => return Ok(cmd::completions::names(&cli.config, *what)),
         _ => {}
     }
     let validating = matches!(cli.command, Command::Validate);
@@ -171,7 +172,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             return Ok(cmd::policy::run_plan(&ctx, dir.as_deref()).await?);
         }
         Command::Whoami { env } => return Ok(cmd::whoami::run(&ctx, env.as_deref()).await?),
-        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled before loading the config"),
+        Command::Completions { .. } | Command::Man { .. } | Command::CompleteNames { .. } => {
+            unreachable!("handled before loading the config")
+        }
         Command::Run { .. } => unreachable!("handled above"),
     };
     if let Some(env) = &options.env {
