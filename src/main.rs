@@ -172,6 +172,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             return Ok(cmd::policy::run_plan(&ctx, dir.as_deref()).await?);
         }
         Command::Whoami { env } => return Ok(cmd::whoami::run(&ctx, env.as_deref()).await?),
+        Command::Status { env } => return Ok(cmd::status::run(&ctx, env.as_deref()).await?),
         Command::Completions { .. } | Command::Man { .. } | Command::CompleteNames { .. } => {
             unreachable!("handled before loading the config")
         }

@@ -24,7 +24,7 @@ fn developer(etcd: &Etcd, vault: &Vault, p: &Project) -> String {
     assert_eq!(
         r.stdout,
         "\
-etcd role cfgsync-developer: create, grant read /cfgsync/staging/*, grant read /cfgsync/prod/*, grant read /cfgsync/_meta/staging/*, grant read /cfgsync/_meta/prod/*
+etcd role cfgsync-developer: create, grant read /cfgsync/staging/*, grant read /cfgsync/prod/*, grant read /cfgsync/_meta/staging/*, grant read /cfgsync/_meta/prod/*, grant read /cfgsync/_service/*
 vault policy cfgsync-developer: create
 etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*
 vault policy cfgsync-reconciler-prod: create
@@ -91,6 +91,11 @@ secrets:
     // Issue 21: the fingerprint key is cfgsync's own, not a value anyone
     // decided: neither compared nor named as "no access".
     assert!(!r.stdout.contains("cfgsync/fingerprint"), "{r:?}");
+
+    // The developer sees the service's state (none runs here: no leader).
+    let r = run_as(&p, "alice:alicepw", &token, &["status", "--env", "prod"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("env prod\n  leader:    (none)\n  last pass: (none recorded)\n"), "{r:?}");
 
     let r = run_as(&p, "alice:alicepw", &token, &["diff", "staging", "prod", "--allow-partial"]);
     assert_eq!(r.code, 1, "--allow-partial: the plain differences decide: {r:?}");
