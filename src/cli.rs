@@ -69,6 +69,12 @@ pub enum Command {
         /// Only this env.
         #[arg(long)]
         env: Option<String>,
+        /// What the targets would become if a past snapshot were rendered now: rev:N, an RFC 3339 time, -1h, -3passes (needs --env).
+        #[arg(long, value_name = "WHEN", requires = "env", allow_hyphen_values = true)]
+        at: Option<String>,
+        /// With --at: render with the config and templates of that pass (from the git commit it recorded), not today's.
+        #[arg(long, requires = "at")]
+        config_at: bool,
     },
     /// The service: reconcile every interval and on etcd/file changes, with /metrics, /healthz, /readyz and per-env leader election through etcd.
     Run {
@@ -87,6 +93,25 @@ pub enum Command {
     RunWith(RunWithArgs),
     /// Where a value comes from: source, path, revision or version, owner, reason, and what uses it.
     Explain(ExplainArgs),
+    /// Who changed what in an env, when and why, and which passes carried it to which targets: one line per change.
+    Log {
+        /// The env.
+        #[arg(long)]
+        env: String,
+        /// Only changes of this key (`api/db_host`), secret (`api/db`, `api/db#password`) or output (what it reads).
+        #[arg(value_name = "KEY|OUTPUT")]
+        name: Option<String>,
+        /// Start here (rev:N, an RFC 3339 time, -1h, -3passes); default: the oldest recorded pass.
+        #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
+        since: Option<String>,
+    },
+    /// Write the values of a past point back into etcd and Vault as new revisions and versions (plan first); the targets follow by the ordinary loop.
+    Rollback(RollbackArgs),
+    /// Secret rotations: `rotate verify` checks that every target using a secret holds its current version.
+    Rotate {
+        #[command(subcommand)]
+        command: RotateCommand,
+    },
     /// Set a plain key in etcd, recording who decided it and why.
     Set(SetArgs),
     /// Set one field of a Vault secret; the value is read from stdin or a prompt, never from arguments.
@@ -154,9 +179,9 @@ pub struct PullArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DiffArgs {
-    /// The env on the `-` side.
+    /// The env on the `-` side; ENV@WHEN for a past point (rev:N, an RFC 3339 time, -1h, -3passes).
     pub a: String,
-    /// The env on the `+` side.
+    /// The env on the `+` side (ENV@WHEN too).
     pub b: String,
     /// Also list what is the same.
     #[arg(long)]
@@ -187,7 +212,7 @@ pub struct RunWithArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExplainArgs {
-    /// The env.
+    /// The env; ENV@WHEN for a past point (rev:N, an RFC 3339 time, -1h, -3passes).
     pub env: String,
     /// A key name (`api/db_host`) or a secret field (`api/db#password`).
     pub name: String,
@@ -229,6 +254,51 @@ pub struct SetSecretArgs {
     /// Write without asking.
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RollbackArgs {
+    /// The env.
+    #[arg(long)]
+    pub env: String,
+    /// The point to go back to: rev:N, an RFC 3339 time, -1h, -3passes.
+    #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
+    pub to: String,
+    /// Only keys or secret paths matching this glob (`*`, `?`; `api/db#password` for one field); repeatable.
+    #[arg(long, value_name = "KEY_OR_PATH_GLOB")]
+    pub only: Vec<String>,
+    /// Who decides this (recorded as the owner; default: your etcd user, else $USER).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Why (added to the recorded reason, "rollback to <point> by <who>").
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Show the plan, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RotateCommand {
+    /// Ask for a pass now, then check that every target using the secret holds its current version; exit 0 only when every verifiable one does.
+    Verify {
+        /// The env.
+        #[arg(long)]
+        env: String,
+        /// The secret, as PATH#FIELD (e.g. api/db#password).
+        #[arg(long, value_name = "PATH#FIELD")]
+        secret: String,
+        /// How long to wait for the running service's pass.
+        #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_wait)]
+        wait: std::time::Duration,
+    },
+}
+
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(text).ok_or_else(|| format!("invalid duration {text:?}: use e.g. 30s, 2m"))
 }
 
 #[derive(Debug, Clone, Subcommand)]

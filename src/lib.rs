@@ -18,8 +18,10 @@
 //! - [`telemetry`]: logging set-up that cannot print secrets.
 //! - [`text`]: escaping values for a terminal; paths as shown.
 //! - [`utc`]: points in time as people read them.
-//! - [`cmd`]: the commands besides a pass (`validate`, `diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `import`, `policy apply`, `policy plan`, `whoami`, completions, man).
+//! - [`cmd`]: the commands besides a pass (`validate`, `diff`, `pull`, `run-with`, `explain`, `set`, `set-secret`, `import`, `policy apply`, `policy plan`, `whoami`, `log`, `rollback`, `rotate verify`, completions, man).
 //! - [`fingerprint`]: "same or differs" for secrets without the value: the fingerprints written beside what cfgsync writes (keyed per env) and those shown (keyed per run).
+//! - [`history`]: the record of past passes (`<prefix>/_history/<env>/`), and what `<env>@<when>` resolves to.
+//! - [`when`]: parsing `<env>@<when>` (`rev:N`, RFC 3339, `-1h`, `-3passes`).
 //! - [`service`]: `cfgsync run`: interval + etcd watch per env, reload, leader election, shutdown.
 //! - [`http`], [`metrics`]: `/metrics`, `/healthz`, `/readyz` of the service.
 //!
@@ -35,6 +37,7 @@ pub mod cmd;
 pub mod config;
 pub mod fingerprint;
 pub mod format;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod plan;
@@ -48,3 +51,4 @@ pub mod targets;
 pub mod telemetry;
 pub mod text;
 pub mod utc;
+pub mod when;

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cfgsync::cli::{Cli, Command, OutputFormat, PolicyCommand};
+use cfgsync::cli::{Cli, Command, OutputFormat, PolicyCommand, RotateCommand};
 use cfgsync::cmd;
 use cfgsync::config::{self, Config, ConfigError, ProcessEnv};
 use cfgsync::reconcile::{self, PassOptions};
@@ -142,7 +142,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     // The render workers start (and compile the templates) while the
     // sources are read, for the commands that render.
     let renders = match &cli.command {
-        Command::Reconcile { .. } | Command::Plan { .. } | Command::Pull(_) | Command::RunWith(_) => true,
+        Command::Reconcile { .. }
+        | Command::Plan { .. }
+        | Command::Pull(_)
+        | Command::RunWith(_)
+        | Command::Rollback(_)
+        | Command::Rotate { .. } => true,
         Command::Diff(args) => args.rendered,
         _ => false,
     };
@@ -157,12 +162,34 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             PassOptions { env, dry_run, allow_mass_prune, ..Default::default() },
             if dry_run { Mode::Plan } else { Mode::Applied },
         ),
-        Command::Plan { env } => (PassOptions { env, dry_run: true, ..Default::default() }, Mode::Plan),
+        Command::Plan { env: Some(env), at: Some(at), config_at } => {
+            return Ok(cmd::plan_at::run(&ctx, &env, &at, config_at, cli.kubeconfig.clone()).await?);
+        }
+        Command::Plan { env, .. } => (PassOptions { env, dry_run: true, ..Default::default() }, Mode::Plan),
         Command::Pull(args) => return Ok(cmd::pull::run(&ctx, &args).await?),
         Command::Diff(args) => return Ok(cmd::diff::run(&ctx, &args).await?),
         Command::RunWith(args) => return Ok(cmd::run_with::run(&ctx, &args).await?),
         Command::Explain(args) => return Ok(cmd::explain::run(&ctx, &args).await?),
         Command::Set(args) => return Ok(cmd::set::run_set(&ctx, &args).await?),
+        Command::Rollback(a) => {
+            let args = cmd::rollback::RollbackArgs {
+                env: a.env,
+                to: a.to,
+                only: a.only,
+                owner: a.owner,
+                reason: a.reason,
+                yes: a.yes,
+                dry_run: a.dry_run,
+            };
+            return Ok(cmd::rollback::run(&ctx, &args).await?);
+        }
+        Command::Rotate { command: RotateCommand::Verify { env, secret, wait } } => {
+            let args = cmd::rotate::VerifyArgs { env, secret, wait };
+            return Ok(cmd::rotate::verify(&ctx, &args, cli.kubeconfig.clone()).await?);
+        }
+        Command::Log { env, name, since } => {
+            return Ok(cmd::log::run(&ctx, &env, name.as_deref(), since.as_deref()).await?);
+        }
         Command::SetSecret(args) => return Ok(cmd::set::run_set_secret(&ctx, &args).await?),
         Command::Import(args) => return Ok(cmd::import::run(&ctx, &args, cli.kubeconfig.clone()).await?),
         Command::Policy { command: PolicyCommand::Apply { dir, dry_run } } => {
@@ -185,6 +212,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     let targets = reconcile::Targets::new(&config, cli.kubeconfig.clone());
     tracing::debug!("clients ready; pass starts");
     let report = reconcile::run_pass(&config, &templates, &sources, &targets, &options).await;
+    if !options.dry_run {
+        record_history(&config, &templates, &report).await;
+    }
     tracing::debug!("pass done; printing the report");
     // A closed stdout must not silence the `error:` lines on stderr.
     let mut out = UntilClosed { inner: io::stdout().lock(), closed: false };
@@ -202,6 +232,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     out.flush()?;
     tracing::debug!("report printed");
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// A one-shot pass that wrote is recorded in the env's history (etcd only;
+/// see [`cfgsync::history`]).
+async fn record_history(config: &Config, templates: &Templates, report: &reconcile::Report) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let replica = format!("reconcile@{}", host.trim());
+    let etcd = match &config.keys {
+        config::KeysSource::Etcd(s) => Some(std::sync::Arc::new(cfgsync::source::etcd::EtcdSource::new(s.clone()))),
+        config::KeysSource::Files(_) => None,
+    };
+    let journal = cfgsync::history::Journal::new(replica, etcd, cfgsync::history::Policy::Writes);
+    for env in &report.envs {
+        journal.pass(config, templates, env, false, None).await;
+    }
 }
 
 /// Stdout that, once its reader has gone away, drops what is written to it

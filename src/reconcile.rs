@@ -115,6 +115,9 @@ pub struct EnvReport {
     /// The keys the pass read, when [`PassOptions::keep_keys`] asked for them.
     #[serde(skip)]
     pub keys: Option<Arc<KeysAt>>,
+    /// The version of every secret the snapshot read (for the history).
+    #[serde(skip)]
+    pub secret_versions: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +133,10 @@ pub struct OutputReport {
     /// What the rendering read (for the service: which changes concern it).
     #[serde(skip)]
     pub used: BTreeSet<Use>,
+    /// The rendered output's fingerprint (keyed for secret content, as a
+    /// Kubernetes object's `cfgsync.io/fingerprint`), for the history.
+    #[serde(skip)]
+    pub fingerprint: Option<String>,
     pub targets: Vec<TargetReport>,
 }
 
@@ -213,6 +220,7 @@ impl EnvReport {
             pruned: Vec::new(),
             errors: Vec::new(),
             keys: None,
+            secret_versions: BTreeMap::new(),
         }
     }
 
@@ -324,7 +332,9 @@ pub fn request(config: &Config, templates: &Templates, env: &str, only: Option<&
     Request { env: env.to_owned(), secret_paths, patch: None }
 }
 
-fn fingerprinter(config: &Config, snapshot: &Snapshot) -> EnvFingerprinter {
+/// The env's fingerprinter: keyed with `[fingerprint] key` as read in
+/// `snapshot` (`rotate verify` fingerprints what targets hold with it).
+pub fn fingerprinter(config: &Config, snapshot: &Snapshot) -> EnvFingerprinter {
     let key = config
         .fingerprint_key
         .as_ref()
@@ -530,13 +540,14 @@ async fn plan_env_observed<'a>(input: &PlanInput<'a, '_>, snapshot: Arc<Snapshot
     let in_pass = outputs_in_pass(input, &env);
     let mut rendered = render(input, &snapshot, &in_pass).await;
     let mut report = EnvReport::empty(&env, snapshot.revision);
+    report.secret_versions = snapshot.secrets.iter().filter_map(|(p, s)| Some((p.clone(), s.version?))).collect();
     // Every target of the env takes part in planning, rendered or not: what
     // it owns is then known to be claimed.
     let mut slots: Vec<(Slot, usize, usize)> = Vec::new();
     let mut outputs: Vec<Option<Rendered>> = Vec::new();
     for (index, output) in config.outputs.iter().enumerate().filter(|(_, o)| o.envs.contains(&env)) {
         let in_pass = in_pass.contains(&index);
-        let (mut out, ok) = output_report(input, index, rendered.remove(&index), in_pass, &env);
+        let (mut out, ok) = output_report(input, index, rendered.remove(&index), in_pass, &env, &pass.keyed);
         let reports = in_pass && out.error.is_none() && out.skipped.is_none();
         let position = report.outputs.len();
         for (t, target) in output.targets.iter().enumerate() {
@@ -625,6 +636,7 @@ fn output_report(
     result: Option<Result<Rendered, RenderError>>,
     in_pass: bool,
     env: &str,
+    keyed: &EnvFingerprinter,
 ) -> (OutputReport, Option<Rendered>) {
     let output = &input.config.outputs[index];
     let mut out = OutputReport {
@@ -633,6 +645,7 @@ fn output_report(
         error: None,
         skipped: input.not_rendered.get(&index).filter(|_| in_pass).cloned(),
         used: BTreeSet::new(),
+        fingerprint: None,
         targets: Vec::new(),
     };
     let ok = match result {
@@ -640,6 +653,7 @@ fn output_report(
             trace!(output = %output.name, env, tainted = r.tainted, reads = r.used.len(), "output rendered");
             out.tainted = r.tainted;
             out.used = r.used.clone();
+            out.fingerprint = keyed.fingerprint(r.entries.iter().map(|(k, v)| (k, v.expose())), r.tainted);
             Some(r)
         }
         Some(Err(e)) => {

@@ -35,6 +35,7 @@ mod servers;
 mod bao;
 mod confd;
 mod floor;
+mod history;
 mod load;
 mod measure;
 mod spec;
@@ -405,6 +406,10 @@ fn run_fleet(fleet: Fleet, settings: &Settings) {
     progress(&row);
     rows.push(row);
 
+    let history =
+        history::measure(&mut bed, rows.iter().find(|r| r.name.starts_with("reconcile, one key")).expect("row"), runs);
+    progress(&history.diff_at);
+
     let mut row = Row { name: format!("pull --env {FILE_ENV} (files up to date)"), samples: Vec::new() };
     for _ in 0..runs {
         let s = bed.cfgsync(&["pull", "--env", FILE_ENV]);
@@ -419,7 +424,15 @@ fn run_fleet(fleet: Fleet, settings: &Settings) {
 
     let watched = (settings.watch_changes > 0).then(|| watch::run(&mut bed, settings.watch_changes));
 
+    let diff_at_s = history.diff_at.secs().median;
+    let diff_at_vault = history.diff_at.median(|s| s.vault.total() as f64);
+    let diff_at_ranges = history.diff_at.median(|s| s.ranges() as f64);
+    rows.push(history.diff_at);
     print_table(&fleet, &rows, watched.as_ref());
+    println!(
+        "history: {} records; a cold pass's record (prod, every target written) {} bytes; a one-key pass's (dev) {} bytes, {} etcd txn(s) per pass",
+        history.records, history.cold_bytes, history.onekey_bytes, history.onekey_txns
+    );
     let figure = |name: &str| rows.iter().find(|r| r.name.starts_with(name)).expect("row");
     let (cold, noop, floor, one, validate, diff, pull) = (
         figure("reconcile, cold"),
@@ -457,6 +470,12 @@ fn run_fleet(fleet: Fleet, settings: &Settings) {
         format!("cold_files={}", cold.median(|s| s.files_written.len() as f64)),
         format!("diff_vault_requests={}", diff.median(|s| s.vault.total() as f64)),
         format!("pull_vault_reads={}", pull.median(|s| s.vault.total() as f64)),
+        format!("history_cold_bytes={}", history.cold_bytes),
+        format!("history_onekey_bytes={}", history.onekey_bytes),
+        format!("history_onekey_txns={}", history.onekey_txns),
+        format!("diff_at_s={diff_at_s:.3}"),
+        format!("diff_at_vault_requests={diff_at_vault}"),
+        format!("diff_at_etcd_ranges={diff_at_ranges}"),
     ];
     if let Some(w) = &watched {
         line.push(format!("watch_changes={}", w.latencies_ms.len()));

@@ -7,6 +7,11 @@
 //! `--all`). `--rendered` also renders every output for both envs and
 //! compares them entry by entry.
 //!
+//! Either side may be an env at a past point, `<env>@<when>` (`prod@-1h`,
+//! `prod@rev:1234`, see [`crate::when`]): read from etcd at the point's
+//! revision and Vault at each secret's recorded version ([`super::at`]),
+//! and named so in the header with what it resolved to.
+//!
 //! Decisions:
 //! - **Secrets are compared, never shown.** Field values are compared in
 //!   memory and printed as `(secret, differs)` / `(secret, same)`; JSON
@@ -33,14 +38,17 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::at;
 use super::inventory::{Clients, EnvInventory, Keys, SecretScope, SecretState, read_env};
 use super::terminal::Style;
 use super::{CmdError, Context, check_env};
 use crate::cli::{DiffArgs, OutputFormat};
 use crate::fingerprint::RunFingerprinter;
+use crate::history::point::Point;
 use crate::render::Templates;
 use crate::secret::SecretString;
 use crate::source::SourceKind;
+use crate::when::EnvAt;
 
 /// How one name compares between A and B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -141,6 +149,9 @@ pub struct DiffReport {
     pub summary: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revisions: Option<BTreeMap<String, i64>>,
+    /// What each side named at a point (`prod@-1h`) resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points: Option<BTreeMap<String, String>>,
     pub keys: Vec<KeyDiff>,
     pub secrets: Vec<SecretDiff>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -266,6 +277,7 @@ pub fn compare(a: &EnvInventory, b: &EnvInventory) -> DiffReport {
         partial: false,
         summary: Summary::default(),
         revisions: (!revisions.is_empty()).then_some(revisions),
+        points: None,
         keys,
         secrets,
         rendered: None,
@@ -379,28 +391,34 @@ pub async fn compare_rendered(
     out
 }
 
-/// `cfgsync diff A B`.
+/// `cfgsync diff A B` (either may be `<env>@<when>`, see [`crate::when`]).
 pub async fn run(ctx: &Context<'_>, args: &DiffArgs) -> Result<ExitCode, CmdError> {
-    check_env(ctx.config, &args.a)?;
-    check_env(ctx.config, &args.b)?;
+    let (side_a, side_b) = (EnvAt::parse(&args.a)?, EnvAt::parse(&args.b)?);
+    check_env(ctx.config, &side_a.env)?;
+    check_env(ctx.config, &side_b.env)?;
+    let (point_a, point_b) = tokio::try_join!(at::resolve(ctx.config, &side_a), at::resolve(ctx.config, &side_b))?;
     let show_secrets = args.show_secrets;
     if show_secrets && (ctx.output == OutputFormat::Json || !io::stdout().is_terminal()) {
         return Err(CmdError::ShowSecretsNotTerminal);
     }
     let fingerprints = RunFingerprinter::new()?;
     let clients = Clients::new(ctx.config);
-    let read = |env: String| {
+    let read = |env: String, point: Option<Point>| {
         let paths = ctx.templates.secret_paths(&env);
         let clients = &clients;
         async move {
-            read_env(clients, &env, &SecretScope::All, &paths, &|| {})
-                .await
-                .map_err(|source| CmdError::Source { env, source })
+            match point {
+                Some(p) => at::read_env_at(clients, &p, &SecretScope::All, &paths).await,
+                None => read_env(clients, &env, &SecretScope::All, &paths, &|| {})
+                    .await
+                    .map_err(|source| CmdError::Source { env, source }),
+            }
         }
     };
-    let (a, b) = tokio::join!(read(args.a.clone()), read(args.b.clone()));
+    let (a, b) = tokio::join!(read(side_a.env.clone(), point_a.clone()), read(side_b.env.clone(), point_b.clone()));
     let (a, b) = (a?, b?);
     let mut report = compare(&a, &b);
+    name_points(&mut report, (&side_a, point_a.as_ref(), &a), (&side_b, point_b.as_ref(), &b));
     if args.rendered {
         report.rendered = Some(compare_rendered(ctx, &a, &b, &fingerprints).await);
         report.count();
@@ -423,6 +441,26 @@ pub async fn run(ctx: &Context<'_>, args: &DiffArgs) -> Result<ExitCode, CmdErro
     }
     out.flush()?;
     Ok(ExitCode::from(exit_code(&report, args.allow_partial)))
+}
+
+/// Names the sides as asked (`prod@-1h`), with what each point resolved
+/// to, and keys the revisions by those names (both sides may be one env).
+fn name_points(
+    report: &mut DiffReport,
+    a: (&EnvAt, Option<&Point>, &EnvInventory),
+    b: (&EnvAt, Option<&Point>, &EnvInventory),
+) {
+    report.a = a.0.to_string();
+    report.b = b.0.to_string();
+    if report.a == report.b {
+        return;
+    }
+    let revisions: BTreeMap<String, i64> =
+        [a, b].iter().filter_map(|(name, _, inv)| Some((name.to_string(), inv.revision()?))).collect();
+    report.revisions = (!revisions.is_empty()).then_some(revisions);
+    let points: BTreeMap<String, String> =
+        [a, b].iter().filter_map(|(name, p, _)| Some((name.to_string(), p.as_ref()?.describe()))).collect();
+    report.points = (!points.is_empty()).then_some(points);
 }
 
 /// diff(1): 0 same, 1 different, 2 trouble (here: a partial comparison,
@@ -458,8 +496,12 @@ const MAX_SHOWN_CHARS: usize = 200;
 /// that stdout is a terminal.
 pub fn print_text(report: &DiffReport, style: Style, show_secrets: bool, out: &mut dyn Write) -> io::Result<()> {
     let (a, b) = (&report.a, &report.b);
-    writeln!(out, "{}", style.bold(&format!("--- {a}")))?;
-    writeln!(out, "{}", style.bold(&format!("+++ {b}")))?;
+    let point = |name: &str| match report.points.as_ref().and_then(|p| p.get(name)) {
+        Some(d) => format!(" ({d})"),
+        None => String::new(),
+    };
+    writeln!(out, "{}", style.bold(&format!("--- {a}{}", point(a))))?;
+    writeln!(out, "{}", style.bold(&format!("+++ {b}{}", point(b))))?;
     let marker = |s: Status| match s {
         Status::Changed => style.yellow("~"),
         Status::OnlyInA => style.red("-"),

@@ -35,11 +35,12 @@ use serde::Serialize;
 use super::inventory::{Clients, EnvInventory, KeyClient, SecretScope, read_env};
 use super::{CmdError, Context, as_file, check_env, check_relative_name, outputs_for, split_field};
 use crate::cli::{ExplainArgs, OutputFormat};
+use crate::history::point::Point;
 use crate::render::{Rendered, Use};
 use crate::secret::SecretString;
-use crate::source::etcd_admin;
 use crate::source::vault_admin::{self, one_line};
 use crate::source::{KeyValue, Snapshot, SourceError};
+use crate::source::{at, etcd_admin};
 use crate::text::display_path;
 
 /// A value that cannot occur in real data: NUL bytes around a marker.
@@ -56,11 +57,26 @@ pub enum ExplainError {
     NoField { path: String, field: String, fields: String },
     #[error("{}", one_line(&.0.to_string()))]
     Source(#[from] SourceError),
+    /// A past point that cannot be read (compacted, destroyed): exit 2.
+    #[error("{0}")]
+    At(Box<crate::source::at::AtError>),
+}
+
+impl From<crate::source::at::AtError> for ExplainError {
+    fn from(e: crate::source::at::AtError) -> Self {
+        match e {
+            crate::source::at::AtError::Source(s) => ExplainError::Source(s),
+            other => ExplainError::At(Box::new(other)),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
 pub struct Explanation {
     pub env: String,
+    /// `prod@rev:1234` and what it resolved to, for an env named at a past point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<PointShown>,
     pub name: String,
     pub kind: &'static str,
     pub source: String,
@@ -85,6 +101,12 @@ pub struct Explanation {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     pub used_by: Vec<Usage>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PointShown {
+    pub point: String,
+    pub resolved: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,10 +179,12 @@ impl Subject {
     }
 }
 
-/// `cfgsync explain E NAME`.
+/// `cfgsync explain E NAME` (`E` may be `<env>@<when>`).
 pub async fn run(ctx: &Context<'_>, args: &ExplainArgs) -> Result<ExitCode, CmdError> {
-    let env = args.env.as_str();
+    let env_at = crate::when::EnvAt::parse(&args.env)?;
+    let env = env_at.env.as_str();
     check_env(ctx.config, env)?;
+    let point = super::at::resolve(ctx.config, &env_at).await?;
     let clients = Clients::new(ctx.config);
     let subject = match split_field(&args.name) {
         Some((path, field)) => {
@@ -174,6 +198,7 @@ pub async fn run(ctx: &Context<'_>, args: &ExplainArgs) -> Result<ExitCode, CmdE
     };
     let mut ex = Explanation {
         env: env.to_owned(),
+        at: point.as_ref().map(|p| PointShown { point: p.shown(), resolved: p.describe() }),
         name: args.name.clone(),
         kind: "key",
         source: String::new(),
@@ -189,14 +214,15 @@ pub async fn run(ctx: &Context<'_>, args: &ExplainArgs) -> Result<ExitCode, CmdE
         notes: Vec::new(),
         used_by: Vec::new(),
     };
-    let subject = match find(&clients, env, subject, &mut ex).await {
+    let subject = match find(&clients, env, point.as_ref(), subject, &mut ex).await {
         Ok(s) => s,
+        Err(ExplainError::At(e)) => return Err(CmdError::At { env: env.to_owned(), source: e }),
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(1));
         }
     };
-    find_uses(ctx, &clients, env, &subject, &mut ex).await;
+    find_uses(ctx, &clients, env, point.as_ref(), &subject, &mut ex).await;
 
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -213,20 +239,30 @@ pub async fn run(ctx: &Context<'_>, args: &ExplainArgs) -> Result<ExitCode, CmdE
 
 /// Fills in what `subject` is; a name without `#` that is no key may be a
 /// whole secret.
-async fn find(clients: &Clients, env: &str, subject: Subject, ex: &mut Explanation) -> Result<Subject, ExplainError> {
+async fn find(
+    clients: &Clients,
+    env: &str,
+    point: Option<&Point>,
+    subject: Subject,
+    ex: &mut Explanation,
+) -> Result<Subject, ExplainError> {
     match &subject {
         Subject::Key(name) => {
-            if explain_key(clients, env, name, ex).await? {
+            let found = match point {
+                Some(p) => explain_key_at(clients, p, name, ex).await?,
+                None => explain_key(clients, env, name, ex).await?,
+            };
+            if found {
                 return Ok(subject);
             }
-            if explain_secret(clients, env, name, None, ex).await? {
+            if explain_secret(clients, env, point, name, None, ex).await? {
                 return Ok(Subject::Secret(name.clone()));
             }
             let hint = if clients.vault.is_some() { "" } else { " (no [vault] configured)" };
             Err(ExplainError::NotFound { name: name.clone(), env: env.to_owned(), hint })
         }
         Subject::Field { path, field } => {
-            if explain_secret(clients, env, path, Some(field), ex).await? {
+            if explain_secret(clients, env, point, path, Some(field), ex).await? {
                 return Ok(subject);
             }
             Err(ExplainError::NoSecret { path: path.clone(), env: env.to_owned() })
@@ -273,6 +309,40 @@ async fn explain_key(clients: &Clients, env: &str, name: &str, ex: &mut Explanat
     }
 }
 
+/// Fills in a key as it was at `point` (etcd at the point's revision, and
+/// its owner/reason sibling at the same revision); false when there was
+/// no such key then.
+async fn explain_key_at(
+    clients: &Clients,
+    point: &Point,
+    name: &str,
+    ex: &mut Explanation,
+) -> Result<bool, ExplainError> {
+    let (KeyClient::Etcd { source, settings }, Some(revision)) = (&clients.keys, point.revision) else {
+        return Ok(false);
+    };
+    let env = point.env.as_str();
+    let key = etcd_admin::key_path(settings, env, name);
+    let Some((value, create, modified, version)) = at::key_at(source, env, &key, revision).await? else {
+        return Ok(false);
+    };
+    ex.source = "etcd".to_owned();
+    ex.path = key;
+    ex.value = Some(crate::source::KeyData::from_bytes(value).shown());
+    ex.revision = Some(Revision { create, modified, version });
+    let meta_key = etcd_admin::meta_path(settings, env, name);
+    match at::key_at(source, env, &meta_key, revision).await {
+        Ok(Some((bytes, ..))) => match etcd_admin::Meta::parse(&String::from_utf8_lossy(&bytes)) {
+            Ok(meta) => set_owner(ex, &meta.owner, &meta.reason),
+            Err(e) => ex.notes.push(format!("owner and reason unknown: {meta_key}: {e}")),
+        },
+        Ok(None) => {}
+        Err(e) => ex.notes.push(format!("owner and reason unknown: {}", one_line(&e.to_string()))),
+    }
+    ex.metadata_path = Some(format!("{meta_key} (at revision {revision})"));
+    Ok(true)
+}
+
 fn set_owner(ex: &mut Explanation, owner: &Option<String>, reason: &Option<String>) {
     ex.owner = owner.clone();
     ex.reason = reason.clone();
@@ -283,17 +353,43 @@ fn set_owner(ex: &mut Explanation, owner: &Option<String>, reason: &Option<Strin
 async fn explain_secret(
     clients: &Clients,
     env: &str,
+    point: Option<&Point>,
     path: &str,
     field: Option<&String>,
     ex: &mut Explanation,
 ) -> Result<bool, ExplainError> {
     let Some(vault) = &clients.vault else {
+        if point.is_some() {
+            return Ok(false);
+        }
         return explain_file_secret(clients, env, path, field, ex).await;
     };
     let client = vault.source.client().await?;
     let mount = &vault.mount;
-    let metadata = vault_admin::read_metadata(&client, mount, env, path).await;
-    let data = vault_admin::read_secret(&client, mount, env, path).await;
+    let mut metadata = vault_admin::read_metadata(&client, mount, env, path).await;
+    let data = match point {
+        None => vault_admin::read_secret(&client, mount, env, path).await,
+        Some(p) => match super::at::version_of(&client, mount, p, path).await? {
+            None => return Ok(false),
+            Some(version) => {
+                let secret = at::secret_at(&client, mount, env, path, version).await?;
+                // The version of the point, written when it was; owner and
+                // reason: Vault keeps one pair per secret, the current one.
+                if let Ok(Some(info)) = &mut metadata {
+                    info.version_time = at::versions(&client, mount, env, path)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|v| v.versions.get(&version)?.created_ms.map(crate::when::format_ms));
+                    info.current_version = version;
+                    ex.notes.push(
+                        "owner and reason are the secret's current ones (Vault keeps one pair per secret)".to_owned(),
+                    );
+                }
+                Ok(Some(secret))
+            }
+        },
+    };
     let data = match (&metadata, data) {
         (Err(_), Err(e)) => return Err(e.into()),
         (_, d) => d,
@@ -373,13 +469,24 @@ async fn explain_file_secret(
 }
 
 /// Lists every output of the env that reads the subject, with entries and targets.
-async fn find_uses(ctx: &Context<'_>, clients: &Clients, env: &str, subject: &Subject, ex: &mut Explanation) {
+async fn find_uses(
+    ctx: &Context<'_>,
+    clients: &Clients,
+    env: &str,
+    point: Option<&Point>,
+    subject: &Subject,
+    ex: &mut Explanation,
+) {
     let paths = ctx.templates.secret_paths(env);
-    let inventory: EnvInventory = match read_env(clients, env, &SecretScope::Paths(paths.clone()), &paths, &|| {}).await
-    {
+    let scope = SecretScope::Paths(paths.clone());
+    let read = match point {
+        Some(p) => super::at::read_env_at(clients, p, &scope, &paths).await.map_err(|e| e.to_string()),
+        None => read_env(clients, env, &scope, &paths, &|| {}).await.map_err(|e| e.to_string()),
+    };
+    let inventory: EnvInventory = match read {
         Ok(i) => i,
         Err(e) => {
-            ex.notes.push(format!("uses unknown: {}", one_line(&e.to_string())));
+            ex.notes.push(format!("uses unknown: {}", one_line(&e)));
             return;
         }
     };
@@ -468,8 +575,14 @@ fn targets_of(output: &crate::config::Output, env: &str, entries: &[String]) -> 
 }
 
 fn print_text(ex: &Explanation, out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "{} {}", ex.env, ex.name)?;
     let row = |out: &mut dyn Write, label: &str, value: &str| writeln!(out, "  {label:<9} {value}");
+    match &ex.at {
+        Some(at) => {
+            writeln!(out, "{} {}", at.point, ex.name)?;
+            row(out, "point:", &at.resolved)?;
+        }
+        None => writeln!(out, "{} {}", ex.env, ex.name)?,
+    }
     let mut source = format!("{} {}", ex.source, ex.path);
     if let Some(f) = &ex.field {
         source.push_str(&format!(", field {f:?}"));

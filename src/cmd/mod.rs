@@ -14,13 +14,18 @@
 //! read it, with every denial named) and [`terminal`] (colours, prompts,
 //! progress).
 
+pub mod at;
 pub mod completions;
 pub mod diff;
 pub mod explain;
 pub mod import;
 pub mod inventory;
+pub mod log;
+pub mod plan_at;
 pub mod policy;
 pub mod pull;
+pub mod rollback;
+pub mod rotate;
 pub mod run_with;
 pub mod set;
 pub mod status;
@@ -86,6 +91,18 @@ pub enum CmdError {
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]
     Import(#[from] import::ImportError),
+    #[error(transparent)]
+    When(#[from] crate::when::WhenError),
+    #[error("env {env}: a past point needs etcd: the file source keeps no history of its values")]
+    NoPast { env: String },
+    #[error(transparent)]
+    Point(Box<crate::history::point::PointError>),
+    #[error("{source}")]
+    At { env: String, source: Box<crate::source::at::AtError> },
+    #[error(transparent)]
+    ConfigAt(Box<plan_at::ConfigAtError>),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Fails with a "did you mean" hint unless `env` is defined.

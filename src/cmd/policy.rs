@@ -507,6 +507,7 @@ mod tests {
                 grant(Access::Readwrite, "/cfg/_service/members/"),
                 grant(Access::Readwrite, "/cfg/_service/envs/prod/"),
                 grant(Access::Readwrite, "/cfg/_state/prod/"),
+                grant(Access::Readwrite, "/cfg/_history/prod/"),
             ]
         );
         // The keys the service writes are the ones the role grants.
@@ -515,6 +516,7 @@ mod tests {
         assert!(keys.status("prod").starts_with("/cfg/_service/envs/prod/"));
         assert!(keys.member("r1").starts_with("/cfg/_service/members/"));
         assert_eq!(crate::source::etcd::keyspace::state_prefix("/cfg", "prod"), "/cfg/_state/prod/");
+        assert_eq!(crate::source::etcd::keyspace::history_prefix("/cfg", "prod"), "/cfg/_history/prod/");
         assert!(prod.vault_policy.as_ref().unwrap().contains("path \"kv/data/prod/*\""));
         let dev = &roles[0];
         let policy = dev.vault_policy.as_ref().unwrap();

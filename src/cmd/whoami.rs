@@ -4,7 +4,7 @@
 //! - **etcd**: the user is `user` (a password) or, without one, the client
 //!   certificate's CN (etcd's `--client-cert-auth`); its roles come from
 //!   etcd (a user may read their own record). Per env, each prefix cfgsync
-//!   uses (`<prefix>/<env>/`, `_meta/<env>/`, `_state/<env>/`,
+//!   uses (`<prefix>/<env>/`, `_meta/<env>/`, `_state/<env>/`, `_history/<env>/`,
 //!   `_service/envs/<env>/`) is checked for read with a count-only range
 //!   and for write with a transaction whose condition never holds, so
 //!   nothing is written (see [`etcd_admin::can_write`]).

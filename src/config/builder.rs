@@ -40,7 +40,17 @@ struct RawConfig {
     outputs: Vec<RawOutput>,
     service: Option<RawService>,
     render: Option<RawRender>,
+    history: Option<RawHistory>,
     fingerprint: Option<RawFingerprint>,
+}
+
+/// `[history]`: what is kept of past passes (see [`crate::history`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHistory {
+    keep: Option<Spanned<u64>>,
+    max_age: Option<Spanned<String>>,
+    quiet: Option<Spanned<String>>,
 }
 
 /// `[fingerprint]`: the key of the fingerprints of secret outputs.
@@ -273,6 +283,7 @@ impl Builder<'_> {
     fn build(mut self, mut raw: RawConfig, env: &dyn Environment) -> Result<Config, ConfigError> {
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL, "interval");
         let service = self.service(raw.service);
+        let history = self.history(raw.history);
         let render = self.render(raw.render);
         let instance_set = raw.instance.is_some();
         let instance = match raw.instance {
@@ -360,6 +371,7 @@ impl Builder<'_> {
             kubernetes,
             outputs,
             service,
+            history,
             render,
             instance,
             instance_set,
@@ -515,6 +527,22 @@ impl Builder<'_> {
                 default
             }
         }
+    }
+
+    fn history(&mut self, raw: Option<RawHistory>) -> crate::history::HistorySettings {
+        let default = crate::history::HistorySettings::default();
+        let Some(raw) = raw else { return default };
+        let keep = match raw.keep {
+            Some(k) if (1..=100_000).contains(k.get_ref()) => *k.get_ref() as usize,
+            Some(k) => {
+                self.problem(k.span().start, "history keep must be between 1 and 100000 (records per env)");
+                default.keep
+            }
+            None => default.keep,
+        };
+        let max_age = self.duration(raw.max_age, default.max_age, "history max_age");
+        let quiet = self.duration(raw.quiet, default.quiet, "history quiet");
+        crate::history::HistorySettings { keep, max_age, quiet }
     }
 
     fn service(&mut self, raw: Option<RawService>) -> ServiceSettings {

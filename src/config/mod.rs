@@ -187,6 +187,8 @@ pub struct Config {
     pub kubernetes: KubernetesSettings,
     pub outputs: Vec<Output>,
     pub service: ServiceSettings,
+    /// `[history]`: how many past passes are kept, for how long.
+    pub history: crate::history::HistorySettings,
     /// `[render]`: limits of the template sandbox.
     pub render: crate::render::Limits,
     /// Written on everything cfgsync writes (`cfgsync.io/instance`, CI

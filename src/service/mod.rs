@@ -14,7 +14,9 @@
 //! - [`worker`]: one per env; decides when to pass (interval, watch
 //!   events, reloads, election) and runs [`crate::reconcile::run_pass`] for
 //!   that env, with per-target backoff, drift counting and metrics;
-//! - [`watch`]: one etcd watch per env prefix (`[etcd]` only);
+//! - [`watch`]: one etcd watch per env prefix (`[etcd]` only), and
+//!   [`asked`]: one on the env's `pass` key, for passes asked for from
+//!   outside (`rotate verify`);
 //! - [`election`]: one per replica; an etcd lease, one election per env and a
 //!   fair share of the envs; the [`election::Leadership`] it maintains is the
 //!   fence reconcile asks before every write batch;
@@ -60,13 +62,14 @@
 //! spawned on a [`TaskTracker`] and stops on a [`CancellationToken`]: nothing
 //! is fire-and-forget.
 
+mod asked;
 mod election;
 mod floor;
 mod page;
 pub mod published;
 mod reload;
 mod status;
-mod summary;
+pub(crate) mod summary;
 mod watch;
 mod worker;
 
@@ -192,6 +195,7 @@ struct Shared {
     status: Arc<Board>,
     coordination: Option<Arc<EtcdSource>>,
     publisher: Option<Arc<Publisher>>,
+    journal: Arc<crate::history::Journal>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -234,6 +238,14 @@ impl Shared {
                     up: self.metrics.watch_up(env, "etcd"),
                 };
                 self.tasks.spawn(w.run(cancel.clone()));
+                let asked = asked::AskedWatch {
+                    etcd: etcd.clone(),
+                    env: env.clone(),
+                    key: ServiceKeys::new(&settings.prefix).asked(env),
+                    trigger: tx.clone(),
+                    timeout: settings.timeout,
+                };
+                self.tasks.spawn(asked.run(cancel.clone()));
             }
             let worker = Worker {
                 env: env.clone(),
@@ -246,6 +258,7 @@ impl Shared {
                 revision,
                 overflow,
                 triggers: rx,
+                journal: self.journal.clone(),
             };
             self.tasks.spawn(worker.run(cancel.clone()));
             envs.insert(env.clone(), EnvHandle { trigger: tx, cancel });
@@ -322,6 +335,11 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
     let first =
         new_generation(config, templates, options.kubeconfig.clone(), &metrics, &lifetimes.stop, &lifetimes.tasks);
     let (gen_tx, gen_rx) = tokio::sync::watch::channel(first);
+    let journal = Arc::new(crate::history::Journal::new(
+        replica.clone(),
+        coordination.as_ref().map(|c| c.etcd.clone()),
+        crate::history::Policy::Service,
+    ));
     let shared = Shared {
         kubeconfig: options.kubeconfig,
         replica,
@@ -331,6 +349,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<Shutdown, Se
         status,
         publisher: coordination.as_ref().map(|c| c.publisher(settings.election_ttl)),
         coordination: coordination.as_ref().map(|c| c.etcd.clone()),
+        journal,
         stop: lifetimes.stop.clone(),
         tasks: lifetimes.tasks.clone(),
     };

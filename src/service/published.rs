@@ -9,6 +9,7 @@
 //! | `<prefix>/_service/members/<replica>` | each replica | its own |
 //! | `<prefix>/_service/envs/<env>/leader` | the env's leader (txn: only if absent) | the leader's |
 //! | `<prefix>/_service/envs/<env>/status` | the env's leader, after each pass | none |
+//! | `<prefix>/_service/envs/<env>/pass` | `rotate verify`, `rollback`: asks the leader for a pass now ([`super::asked`]) | none |
 //!
 //! Decisions:
 //! - **One prefix per env** (`_service/envs/<env>/`), so an etcd role can

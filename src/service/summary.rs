@@ -18,7 +18,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use crate::plan::Action;
-use crate::reconcile::Report;
+use crate::reconcile::{EnvReport, Report};
 use crate::render::RenderError;
 use crate::source::{SourceError, SourceKind};
 use crate::targets::TargetError;
@@ -71,46 +71,58 @@ impl PassSummary {
     pub fn of(report: &Report) -> Self {
         let mut s = PassSummary::default();
         for e in &report.envs {
-            s.revision = s.revision.or(e.revision);
-            if let Some(err) = &e.source_error {
-                s.source = Some((source_label(err.kind()), Failure { code: source_code(err) }));
-            }
-            for p in &e.errors {
-                s.prune.push(Failure { code: p.code().to_owned() });
-            }
-            for o in &e.outputs {
-                if let Some(err) = &o.error {
-                    s.outputs.push((o.output.clone(), Failure { code: render_code(err).to_owned() }));
-                }
-                for t in &o.targets {
-                    let mut hasher = DefaultHasher::new();
-                    for c in &t.changes {
-                        c.address.hash(&mut hasher);
-                        c.content_hash.hash(&mut hasher);
-                    }
-                    let needs_write = t.changes.iter().any(|c| c.action.writes());
-                    let fenced = matches!(t.error, Some(TargetError::Fenced { .. }));
-                    let error = t.error.as_ref().filter(|_| !fenced).map(|e| Failure { code: e.code().to_owned() });
-                    let wrote = needs_write && t.applied && t.error.is_none();
-                    if wrote {
-                        s.changed += t.changes.iter().filter(|c| c.action.writes()).count();
-                    }
-                    s.targets.push(TargetSummary {
-                        id: t.id.clone(),
-                        output: o.output.clone(),
-                        kind: t.kind,
-                        address: t.address.clone(),
-                        needs_write,
-                        wrote,
-                        drift_seen: t.changes.iter().any(|c| c.action == Action::Drift),
-                        desired_hash: hasher.finish(),
-                        error,
-                        fenced,
-                    });
-                }
-            }
+            s.add(e);
         }
         s
+    }
+
+    /// One env's pass (the history records them env by env).
+    pub fn of_env(env: &EnvReport) -> Self {
+        let mut s = PassSummary::default();
+        s.add(env);
+        s
+    }
+
+    fn add(&mut self, e: &EnvReport) {
+        let s = self;
+        s.revision = s.revision.or(e.revision);
+        if let Some(err) = &e.source_error {
+            s.source = Some((source_label(err.kind()), Failure { code: source_code(err) }));
+        }
+        for p in &e.errors {
+            s.prune.push(Failure { code: p.code().to_owned() });
+        }
+        for o in &e.outputs {
+            if let Some(err) = &o.error {
+                s.outputs.push((o.output.clone(), Failure { code: render_code(err).to_owned() }));
+            }
+            for t in &o.targets {
+                let mut hasher = DefaultHasher::new();
+                for c in &t.changes {
+                    c.address.hash(&mut hasher);
+                    c.content_hash.hash(&mut hasher);
+                }
+                let needs_write = t.changes.iter().any(|c| c.action.writes());
+                let fenced = matches!(t.error, Some(TargetError::Fenced { .. }));
+                let error = t.error.as_ref().filter(|_| !fenced).map(|e| Failure { code: e.code().to_owned() });
+                let wrote = needs_write && t.applied && t.error.is_none();
+                if wrote {
+                    s.changed += t.changes.iter().filter(|c| c.action.writes()).count();
+                }
+                s.targets.push(TargetSummary {
+                    id: t.id.clone(),
+                    output: o.output.clone(),
+                    kind: t.kind,
+                    address: t.address.clone(),
+                    needs_write,
+                    wrote,
+                    drift_seen: t.changes.iter().any(|c| c.action == Action::Drift),
+                    desired_hash: hasher.finish(),
+                    error,
+                    fenced,
+                });
+            }
+        }
     }
 
     /// Anything failed (a fenced target is not a failure).
@@ -197,6 +209,7 @@ mod tests {
                         error: None,
                         skipped: None,
                         used: Default::default(),
+                        fingerprint: None,
                         targets: vec![
                             target(
                                 "prod/api/0",
@@ -217,12 +230,14 @@ mod tests {
                         }),
                         skipped: None,
                         used: Default::default(),
+                        fingerprint: None,
                         targets: Vec::new(),
                     },
                 ],
                 pruned: Vec::new(),
                 errors: Vec::new(),
                 keys: None,
+                secret_versions: Default::default(),
             }],
         };
         let s = PassSummary::of(&report);

@@ -74,6 +74,8 @@ pub enum Reason {
     Retry,
     SourceRetry,
     EtcdRecovered,
+    /// `cfgsync rotate verify` or `rollback` asked for a pass.
+    Asked,
 }
 
 impl Reason {
@@ -91,6 +93,7 @@ impl Reason {
             Reason::Retry => "target backoff over",
             Reason::SourceRetry => "source backoff over",
             Reason::EtcdRecovered => "etcd reachable again",
+            Reason::Asked => "asked for (rotate verify, rollback)",
         }
     }
 
@@ -109,6 +112,7 @@ impl Reason {
             Reason::Retry => "retry",
             Reason::SourceRetry => "source_retry",
             Reason::EtcdRecovered => "etcd_recovered",
+            Reason::Asked => "asked",
         }
     }
 }
@@ -308,6 +312,8 @@ pub struct Worker {
     /// Shared with the env's watch: a watch trigger was dropped.
     pub overflow: Arc<std::sync::atomic::AtomicBool>,
     pub triggers: mpsc::Receiver<Trigger>,
+    /// Records the env's passes in its history (see [`crate::history`]).
+    pub journal: Arc<crate::history::Journal>,
 }
 
 /// What the outputs of one env read in a full pass, indexed for the
@@ -568,6 +574,7 @@ impl Worker {
             // backoff; start afresh if elected later.
             debug!(env = %self.env, reason = reason.as_str(), "not leading this env; no pass");
             *memory = Memory::default();
+            self.journal.forget(&self.env);
             return;
         }
         let only = if full { None } else { affected(&generation, memory, changed_keys.as_ref()) };
@@ -579,6 +586,11 @@ impl Worker {
         }
         let partial = only.is_some();
         let patch = if partial { patch_of(memory, &generation, changed_keys.as_ref(), changed_at) } else { None };
+        if reason == Reason::Asked {
+            // Someone waits on this pass (`rotate verify`): every target
+            // gets a fresh try, as after a config reload.
+            memory.backoff.clear();
+        }
         let ok = self.pass(&generation, reason, memory, only, patch).await;
         if partial && !ok {
             // The env is failing now: a full pass says so everywhere
@@ -605,7 +617,7 @@ impl Worker {
             return true;
         }
         let now = Instant::now();
-        self.status.pass_started(&self.env, now, matches!(reason, Reason::Watch | Reason::SourceFile));
+        self.status.pass_started(&self.env, now, matches!(reason, Reason::Watch | Reason::SourceFile | Reason::Asked));
         self.metrics.pass_started(&self.env, reason.label());
         let skip: BTreeSet<String> =
             memory.backoff.iter().filter(|(_, b)| b.until > now).map(|(id, _)| id.clone()).collect();
@@ -678,7 +690,11 @@ impl Worker {
                 .collect();
             memory.uses = Some((generation.id, Reads::new(&generation.config, &self.env, &used)));
         }
-        PassSummary::of(&report)
+        let summary = PassSummary::of(&report);
+        if !summary.targets.iter().any(|t| t.fenced) {
+            self.record_history(generation, &report, partial).await;
+        }
+        summary
     }
 
     /// The pass's metrics: duration, drift, source failure, each write.
@@ -712,6 +728,18 @@ impl Worker {
         } else {
             debug!(env = %self.env, reason = reason.as_str(), took_ms, "pass done, nothing changed");
         }
+    }
+
+    /// Records the pass in the env's history, fenced by the election lease.
+    async fn record_history(&self, generation: &Generation, report: &reconcile::Report, partial: bool) {
+        let Some(env_report) = report.envs.iter().find(|e| e.env == self.env) else { return };
+        let guard = match (&self.publisher, self.leadership.lease()) {
+            (Some(p), Some(lease)) => Some(crate::history::Guard { leader_key: p.keys.leader(&self.env), lease }),
+            // An election without a lease: not leading any more.
+            (Some(_), None) => return,
+            (None, _) => None,
+        };
+        self.journal.pass(&generation.config, &generation.templates, env_report, partial, guard.as_ref()).await;
     }
 
     /// Logs when this env's passes go above what its interval and debounce

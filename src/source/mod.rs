@@ -11,6 +11,7 @@
 //! [`Sources`] merges the two halves into one snapshot. Any failure of either
 //! half fails the whole fetch: callers must not render a partial snapshot.
 
+pub mod at;
 pub mod etcd;
 pub mod etcd_admin;
 pub mod file;

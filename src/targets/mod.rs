@@ -297,6 +297,90 @@ pub trait Target: Sync {
     fn commit(&self, _ctx: &Ctx<'_>) -> Result<(), TargetError> {
         Ok(())
     }
+
+    /// Reports the fingerprint the destination holds for `item` (read back
+    /// from what [`Target::observe`] saw; where a value cannot be read back,
+    /// a GitHub secret, the fingerprint recorded when it was written),
+    /// beside `item`'s own: equal exactly when the destination holds what
+    /// `item` wants. `rotate verify` asks it of every target using a secret.
+    fn held(&self, item: &Self::Item, observed: &Self::Observed, ctx: &Ctx<'_>) -> HeldItem;
+}
+
+/// What a destination holds for one item ([`Target::held`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    /// Read back: the fingerprint of what is there.
+    Read(String),
+    /// Cannot be read back: the fingerprint recorded when cfgsync wrote it.
+    Recorded { fingerprint: String, why: &'static str },
+    /// Nothing there.
+    Absent,
+    /// Cannot be told, and why.
+    Unknown(String),
+}
+
+/// One item of a target: its name, the fingerprint it wants, what is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldItem {
+    pub item: String,
+    pub wanted: String,
+    pub held: Held,
+}
+
+impl HeldItem {
+    /// The destination holds exactly what the item wants.
+    pub fn matches(&self) -> bool {
+        match &self.held {
+            Held::Read(f) | Held::Recorded { fingerprint: f, .. } => *f == self.wanted,
+            Held::Absent | Held::Unknown(_) => false,
+        }
+    }
+}
+
+/// What a target holds, asked for several renderings of its output (the
+/// current one first, then older ones): one observation of its
+/// destination, then each rendering's items asked [`Target::held`].
+pub async fn held_of<K: Target>(
+    kind: &K,
+    spec: &K::Spec,
+    rendered: &[&Rendered],
+    ctx: &Ctx<'_>,
+) -> Result<Vec<Vec<HeldItem>>, TargetError> {
+    let mut items = Vec::new();
+    for r in rendered {
+        items.push(kind.desired(spec, r, ctx)?);
+    }
+    let mut scope = K::Scope::default();
+    let Some(current) = items.first() else { return Ok(Vec::new()) };
+    let dest = kind.locate(spec, Some(current), ctx, &mut scope);
+    for old in &items[1..] {
+        let mut more = K::Scope::default();
+        kind.locate(spec, Some(old), ctx, &mut more);
+        Merge::merge(&mut scope, more);
+    }
+    let observed = kind.observe(&dest, &scope, ctx).await?;
+    Ok(items.iter().map(|its| its.iter().map(|i| kind.held(i, &observed, ctx)).collect()).collect())
+}
+
+/// A fingerprint of content as [`Target::held`] compares it: keyed with
+/// the env's key for secret content (as on the targets), else SHA-256;
+/// secret content without the env's key gets a key drawn for this process
+/// (`run:`), good for comparing within one command, never stored.
+pub fn content_fingerprint(ctx: &Ctx<'_>, name: &str, content: &[u8], secret: bool) -> String {
+    let name = name.to_owned();
+    if let Some(f) = ctx.keyed.fingerprint([(&name, content)], secret) {
+        return f;
+    }
+    static RUN: std::sync::OnceLock<Option<crate::fingerprint::RunFingerprinter>> = std::sync::OnceLock::new();
+    match RUN.get_or_init(|| crate::fingerprint::RunFingerprinter::new().ok()) {
+        Some(run) => {
+            let mut bytes = (name.len() as u64).to_be_bytes().to_vec();
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(content);
+            format!("run:{}", run.of(&bytes))
+        }
+        None => "run:unavailable".to_owned(),
+    }
 }
 
 /// Scopes of one destination gathered from several targets.

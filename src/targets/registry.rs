@@ -11,7 +11,7 @@
 //! each `kind = "…"` it is written with in the config. Everything that goes
 //! over every kind is generated from that list: the config's
 //! `[[output.target]]` tables ([`RawTarget`]), the typed targets, building
-//! the kinds, and — through `kinds!(callback)` — a pass's per-kind plans in
+//! the kinds, asking a target what it holds ([`Targets::held`]), and — through `kinds!(callback)` — a pass's per-kind plans in
 //! [`crate::reconcile`]. Nothing else in cfgsync names the kinds.
 //!
 //! What is said about a kind anywhere else (its name and address in
@@ -28,9 +28,10 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::Target;
 use super::state::StateStore;
+use super::{Ctx, HeldItem, Target, TargetError};
 use crate::config::{Config, Entry, Location};
+use crate::render::Rendered;
 
 /// Calls `$callback! { … }` with every kind (see the module doc for the
 /// form of an entry). **The registry line of a new kind goes here.**
@@ -181,6 +182,19 @@ macro_rules! registry {
             pub fn new(config: &Config, kubeconfig: Option<PathBuf>) -> Self {
                 let setup = Setup { config, kubeconfig, state: Arc::new(StateStore::new(config)) };
                 Self { $( $field: <$Kind as Kind>::new(&setup), )+ }
+            }
+
+            /// What `target` holds for each rendering of its output
+            /// (current first), asked of its kind: see [`super::held_of`].
+            pub async fn held(
+                &self,
+                target: &TargetKind,
+                rendered: &[&Rendered],
+                ctx: &Ctx<'_>,
+            ) -> Result<Vec<Vec<HeldItem>>, TargetError> {
+                match target {
+                    $( TargetKind::$Variant(spec) => super::held_of(&self.$field, spec, rendered, ctx).await, )+
+                }
             }
         }
 

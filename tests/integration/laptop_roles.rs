@@ -24,13 +24,13 @@ fn developer(etcd: &Etcd, vault: &Vault, p: &Project) -> String {
     assert_eq!(
         r.stdout,
         "\
-etcd role cfgsync-developer: create, grant read /cfgsync/staging/*, grant read /cfgsync/prod/*, grant read /cfgsync/_meta/staging/*, grant read /cfgsync/_meta/prod/*, grant read /cfgsync/_service/*
+etcd role cfgsync-developer: create, grant read /cfgsync/staging/*, grant read /cfgsync/prod/*, grant read /cfgsync/_meta/staging/*, grant read /cfgsync/_meta/prod/*, grant read /cfgsync/_history/staging/*, grant read /cfgsync/_history/prod/*, grant read /cfgsync/_service/*
 vault policy cfgsync-developer: create
-etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*
+etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*, grant readwrite /cfgsync/_history/prod/*
 vault policy cfgsync-reconciler-prod: create
-etcd role cfgsync-reconciler-qa: create, grant read /cfgsync/qa/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/qa/*, grant readwrite /cfgsync/_state/qa/*
+etcd role cfgsync-reconciler-qa: create, grant read /cfgsync/qa/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/qa/*, grant readwrite /cfgsync/_state/qa/*, grant readwrite /cfgsync/_history/qa/*
 vault policy cfgsync-reconciler-qa: create
-etcd role cfgsync-reconciler-staging: create, grant read /cfgsync/staging/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/staging/*, grant readwrite /cfgsync/_state/staging/*
+etcd role cfgsync-reconciler-staging: create, grant read /cfgsync/staging/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/staging/*, grant readwrite /cfgsync/_state/staging/*, grant readwrite /cfgsync/_history/staging/*
 vault policy cfgsync-reconciler-staging: create
 vault fingerprint key secret/prod/cfgsync/fingerprint#key: create (random 32 bytes)
 vault fingerprint key secret/qa/cfgsync/fingerprint#key: create (random 32 bytes)

@@ -72,7 +72,7 @@ fn the_shipped_reconciler_roles_run_the_service_and_staging_cannot_touch_prod() 
     let dir = policies_dir();
     let r = run_as(&p, "root:rootpw", &["policy", "apply", "--dir", &dir]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*\n"), "{r:?}");
+    assert!(r.stdout.contains("etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*, grant readwrite /cfgsync/_history/prod/*\n"), "{r:?}");
 
     etcd.ctl_ok(&["user", "add", "reconciler", "--new-user-password=recpw"]);
     for env in ["staging", "prod"] {
@@ -92,6 +92,9 @@ fn the_shipped_reconciler_roles_run_the_service_and_staging_cannot_touch_prod() 
         let record: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
         assert_eq!((record["leader"].as_str(), record["ok"].as_bool()), (Some("R1"), Some(true)), "{record}");
         assert!(!status.contains(CANARY));
+        // And the pass it recorded in the env's history (the role allows it).
+        let history = etcd.ctl_ok(&["get", "--prefix", "--print-value-only", &format!("/cfgsync/_history/{env}/")]);
+        assert!(history.contains("\"replica\":\"R1\""), "{history}");
     }
     // It follows a change with those roles only.
     etcd.put("/cfgsync/prod/db_host", "db2.prod");

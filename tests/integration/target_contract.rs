@@ -27,7 +27,11 @@
 //!     removed from the config it is still there;
 //! 11. prune deletes only the exact object observed: between the plan
 //!     (in-process `plan_env`) and its apply, the object planned for deletion
-//!     is replaced by someone else's — it is not deleted.
+//!     is replaced by someone else's — it is not deleted;
+//! 12. reports the fingerprint it holds (`Target::held`, in-process, after
+//!     steps 1 and 4): every item matches what its output wants once
+//!     written — read back, or by the record for GitHub secrets (which
+//!     cannot be read back) —, and a hand-edited one does not.
 //!
 //! The kind-specific parts (where a value is read back, how a hand edit is
 //! made, how a destination is broken) are the [`Kind`] implementations.
@@ -204,6 +208,35 @@ fn pass_between(project: &Project, between: impl FnOnce()) -> cfgsync::reconcile
     })
 }
 
+/// What every target of outputs `api` and `web` holds (step 12, in-process).
+fn held(project: &Project) -> Vec<cfgsync::targets::HeldItem> {
+    use cfgsync::reconcile::{self, Targets};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = cfgsync::config::load(&project.path("cfgsync.toml"), &cfgsync::config::ProcessEnv).unwrap();
+        let templates = cfgsync::render::Templates::compile(&config).unwrap_or_else(|e| panic!("{e}"));
+        let sources = cfgsync::source::Sources::new(&config);
+        let snapshot = Arc::new(sources.fetch(&reconcile::request(&config, &templates, "prod", None)).await.unwrap());
+        let targets = Targets::new(&config, None);
+        let keyed = reconcile::fingerprinter(&config, &snapshot);
+        let ctx = cfgsync::targets::Ctx {
+            revision: snapshot.revision,
+            ..cfgsync::targets::Ctx::new(&config, "prod", &keyed)
+        };
+        let mut out = Vec::new();
+        for (i, output) in config.outputs.iter().enumerate() {
+            if !["api", "web"].contains(&output.name.as_str()) {
+                continue;
+            }
+            let rendered = templates.render(i, &snapshot).unwrap();
+            for t in &output.targets {
+                out.extend(targets.held(&t.kind, &[&rendered], &ctx).await.unwrap().remove(0));
+            }
+        }
+        out
+    })
+}
+
 /// The binary run in `cwd` with `--config` spelled `config`, with the
 /// environment [`Project::command`] gives it.
 fn run_in(project: &Project, cwd: &Path, config: &str, args: &[&str]) -> Run {
@@ -246,6 +279,16 @@ fn contract(kind: &dyn Kind) {
     assert_eq!(kind.read(&base, "api", "DB_USER").as_deref(), Some("api-user-1"), "{name}: create");
     assert_eq!(kind.read(&base, "web", "HOST").as_deref(), Some("web-host-1"), "{name}: create");
     assert_eq!(kind.read(&base, "old", "OLD").as_deref(), Some("old-value-1"), "{name}: create");
+    // 12. reports the fingerprint it holds.
+    let items = held(&project);
+    assert!(items.len() >= 2, "{name}: {items:?}");
+    for item in &items {
+        assert!(item.matches(), "{name}: {} holds what it should: {item:?}", item.item);
+        let by_record = matches!(item.held, cfgsync::targets::Held::Recorded { .. });
+        let github_secret = name == "github" && item.item.starts_with("secret ");
+        assert_eq!(by_record, github_secret, "{name}: read back unless it cannot be: {item:?}");
+        assert!(!format!("{item:?}").contains(PASSWORD), "{name}: no value in what is held: {item:?}");
+    }
 
     // 2. no-op
     kind.reset(&base);
@@ -263,6 +306,8 @@ fn contract(kind: &dyn Kind) {
     kind.edit(&base, "api", "DB_USER", "hand-edited-user");
     assert_eq!(kind.read(&base, "api", "DB_USER").as_deref(), Some("hand-edited-user"));
     assert_eq!(planned(&project), [("api".to_owned(), "drift".to_owned())], "{name}: plan of a hand edit");
+    let edited: Vec<_> = held(&project).into_iter().filter(|i| !i.matches()).collect();
+    assert!(!edited.is_empty(), "{name}: step 12: the hand-edited item does not hold what it should");
     ok(project.run(&["reconcile", "--once"]), &format!("{name}: drift"));
     assert_eq!(kind.read(&base, "api", "DB_USER").as_deref(), Some("api-user-1"), "{name}: drift reverted");
     assert_eq!(kind.read(&base, "api", "DB_PASSWORD").as_deref(), Some(PASSWORD), "{name}: drift reverted");

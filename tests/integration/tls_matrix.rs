@@ -178,6 +178,17 @@ fn the_shipped_roles_allow_and_deny_exactly_what_policies_say_at_the_backend_and
                 expected(role, env, "etcd"),
                 "{role} × {env} × etcd via whoami"
             );
+            // The env's history: its reconciler records passes, developers read them.
+            let history = match *role {
+                "developer" => (true, false),
+                r if r == format!("reconciler-{env}") => (true, true),
+                _ => (false, false),
+            };
+            assert_eq!(
+                cell("etcd", &format!("/cfgsync/_history/{env}/")),
+                history,
+                "{role} × {env} × history via whoami"
+            );
             // Vault secret: at the backend, with the role's token ...
             let read =
                 estate.vault.bao(token, &["kv", "get", "-mount=secret", &format!("{env}/api/db")]).status.success();

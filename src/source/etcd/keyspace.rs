@@ -12,7 +12,8 @@
 //! | `<prefix>/_state/<env>/<kind>/<instance>/…` | what a target kind wrote (the CI kinds' records) | the kinds |
 //! | `<prefix>/_service/members/<replica>` | each replica of `cfgsync run`, under its lease | the service |
 //! | `<prefix>/_service/envs/<env>/leader`, `…/status` | an env's leader and its last pass | the service |
-//! | `<prefix>/_history/<env>/…` | reserved for the history of passes | (not written yet) |
+//! | `<prefix>/_service/envs/<env>/pass` | a pass asked for now | `rotate verify`, `rollback` |
+//! | `<prefix>/_history/<env>/<ms>-<rev>` | the record of a pass ([`crate::history`]) | the env's leader, a one-shot pass |
 //!
 //! Decisions:
 //! - **Everything of cfgsync's own starts with `_`** and is a sibling of
@@ -28,7 +29,7 @@ pub const META: &str = "_meta";
 pub const STATE: &str = "_state";
 /// The service's membership, elections and status.
 pub const SERVICE: &str = "_service";
-/// The history of passes (reserved; nothing writes it yet).
+/// The history of passes ([`crate::history`]).
 pub const HISTORY: &str = "_history";
 
 /// Every name cfgsync keeps its own records under, beside the envs.
@@ -94,14 +95,21 @@ impl ServiceKeys {
     pub fn status(&self, env: &str) -> String {
         format!("{}status", self.env_prefix(env))
     }
+
+    /// Put to ask the env's leader for a pass now (`rotate verify`,
+    /// `rollback`; see `service::asked`).
+    pub fn asked(&self, env: &str) -> String {
+        format!("{}pass", self.env_prefix(env))
+    }
 }
 
 /// Every prefix cfgsync reads or writes for `env` (`whoami` checks each).
-pub fn env_prefixes(prefix: &str, env: &str) -> [String; 4] {
+pub fn env_prefixes(prefix: &str, env: &str) -> [String; 5] {
     [
         env_prefix(prefix, env),
         meta_prefix(prefix, env),
         state_prefix(prefix, env),
+        history_prefix(prefix, env),
         ServiceKeys::new(prefix).env_prefix(env),
     ]
 }

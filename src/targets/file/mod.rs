@@ -436,6 +436,25 @@ impl Target for FileKind {
         plan
     }
 
+    /// The file's content, fingerprinted as the item's (whether the file
+    /// is this instance's is not asked here: what it holds is).
+    fn held(&self, item: &DesiredFile, observed: &Observed, ctx: &Ctx<'_>) -> super::HeldItem {
+        let secret = item.content.is_secret();
+        let held = match observed.files.get(&item.name) {
+            Some(Ok(Some(found))) => match &found.content {
+                Some(c) => super::Held::Read(super::content_fingerprint(ctx, "", c.expose(), secret)),
+                None => super::Held::Unknown(format!("larger than {} bytes: not read back", io::MAX_READ)),
+            },
+            Some(Ok(None)) | None => super::Held::Absent,
+            Some(Err(e)) => super::Held::Unknown(e.clone()),
+        };
+        super::HeldItem {
+            item: crate::text::display_path(&item.path),
+            wanted: super::content_fingerprint(ctx, "", item.content.expose(), secret),
+            held,
+        }
+    }
+
     async fn apply(&self, dest: &Dir, changes: Vec<Planned<Op>>, ctx: &Ctx<'_>) -> Vec<Applied> {
         let fd = match io::open_dir(&dest.base, &dest.rel, true) {
             Ok(Some(fd)) => fd,

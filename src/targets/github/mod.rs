@@ -558,6 +558,47 @@ impl Target for GithubKind {
         plan
     }
 
+    /// A variable's value as listed; a secret's value cannot be read back
+    /// from GitHub: the record of what was written answers, and says so.
+    fn held(&self, item: &DesiredItem, observed: &Observed, ctx: &Ctx<'_>) -> super::HeldItem {
+        let secret = item.value.is_secret();
+        let held = if observed.skipped {
+            super::Held::Unknown("not read".to_owned())
+        } else {
+            match item.part {
+                Part::Variable => match observed.variables.iter().find(|v| v.name.eq_ignore_ascii_case(&item.name)) {
+                    None => super::Held::Absent,
+                    Some(v) => match ctx.keyed.fingerprint([(&item.name, v.value.expose())], secret) {
+                        Some(f) => super::Held::Read(f),
+                        None => super::Held::Unknown("no fingerprint key for secret content".to_owned()),
+                    },
+                },
+                Part::Secret => match observed.secrets.iter().find(|s| s.name.eq_ignore_ascii_case(&item.name)) {
+                    None => super::Held::Absent,
+                    Some(live) => {
+                        match observed.state.items.get(&item.id()) {
+                            // Written since by someone else: the record no longer says.
+                            Some(r) if r.updated_at.as_deref().is_some_and(|u| u != live.updated_at) => {
+                                super::Held::Unknown(
+                                    "changed since cfgsync wrote it (GitHub secrets cannot be read back)".to_owned(),
+                                )
+                            }
+                            Some(r) => super::Held::Recorded {
+                                fingerprint: r.fingerprint.clone(),
+                                why: "GitHub secrets cannot be read back",
+                            },
+                            None => super::Held::Unknown(
+                                "GitHub secrets cannot be read back, and there is no record of what was written"
+                                    .to_owned(),
+                            ),
+                        }
+                    }
+                },
+            }
+        };
+        super::HeldItem { item: format!("{} {}", item.part.name(), item.name), wanted: item.fingerprint.clone(), held }
+    }
+
     async fn apply(&self, dest: &GithubDest, changes: Vec<Planned<Op>>, ctx: &Ctx<'_>) -> Vec<Applied> {
         let Some(base) = changes.first().map(|p| p.op.base.clone()) else { return Vec::new() };
         let token = match ci_dest::token(dest, changes.iter().any(|p| p.change.action.writes())) {

@@ -467,6 +467,34 @@ impl Target for GitlabKind {
         plan
     }
 
+    /// The variable's value as listed; a hidden one's value is not
+    /// returned by GitLab: its record says what was written.
+    fn held(&self, var: &DesiredVar, observed: &Observed, ctx: &Ctx<'_>) -> super::HeldItem {
+        let live = observed.variables.iter().find(|v| v.key == var.key && v.environment_scope == var.environment_scope);
+        let held = match (observed.skipped, live) {
+            (true, _) => super::Held::Unknown("not read".to_owned()),
+            (false, None) => super::Held::Absent,
+            (false, Some(v)) => match &v.value {
+                Some(value) => match ctx.keyed.fingerprint([(&var.key, value.expose())], var.value.is_secret()) {
+                    Some(f) => super::Held::Read(f),
+                    None => super::Held::Unknown("no fingerprint key for secret content".to_owned()),
+                },
+                None => match observed.state.items.get(&var.id()) {
+                    Some(r) => super::Held::Recorded {
+                        fingerprint: r.fingerprint.clone(),
+                        why: "a hidden GitLab variable's value cannot be read back",
+                    },
+                    None => super::Held::Unknown("hidden, and no record of what was written".to_owned()),
+                },
+            },
+        };
+        super::HeldItem {
+            item: format!("{} (scope {})", var.key, var.environment_scope),
+            wanted: var.fingerprint.clone(),
+            held,
+        }
+    }
+
     async fn apply(&self, dest: &GitlabDest, changes: Vec<Planned<Op>>, ctx: &Ctx<'_>) -> Vec<Applied> {
         let Some(base) = changes.first().map(|p| p.op.base.clone()) else { return Vec::new() };
         let token = match ci_dest::token(dest, changes.iter().any(|p| p.change.action.writes())) {

@@ -404,6 +404,33 @@ impl KubeKind {
     }
 }
 
+impl KubeKind {
+    /// [`Target::held`]: the live object's data fingerprinted as the
+    /// `cfgsync.io/fingerprint` annotation is (so a hand edit shows).
+    fn held_object(item: &DesiredObject, observed: &Observed, ctx: &Ctx<'_>) -> super::HeldItem {
+        let a = &item.address;
+        let held = match observed
+            .objects
+            .iter()
+            .find(|o| o.kind == item.kind && o.namespace == a.namespace && o.name == a.name)
+        {
+            Some(live) => match ctx.keyed.fingerprint(live.data.iter().map(|(k, v)| (k, v.expose())), item.tainted) {
+                Some(f) => super::Held::Read(f),
+                None => super::Held::Unknown("no fingerprint key for secret content".to_owned()),
+            },
+            None => match observed.failed.get(&a.namespace) {
+                Some(e) => super::Held::Unknown(e.to_string()),
+                None => super::Held::Absent,
+            },
+        };
+        super::HeldItem {
+            item: describe(item.kind, &a.context, &a.namespace, &a.name),
+            wanted: item.fingerprint.clone(),
+            held,
+        }
+    }
+}
+
 impl Kind for KubeKind {
     type Raw = spec::RawKubeTarget;
     const SHARED: bool = true;
@@ -607,6 +634,10 @@ impl Target for KubeKind {
         let max = ctx.config.kubernetes.max_prune_share;
         plan.add_prunes(prunes, ours.len(), max, ctx.allow_mass_prune, || format!("context {context:?}"));
         plan
+    }
+
+    fn held(&self, item: &DesiredObject, observed: &Observed, ctx: &Ctx<'_>) -> super::HeldItem {
+        Self::held_object(item, observed, ctx)
     }
 
     async fn apply(&self, context: &String, changes: Vec<Planned<Op>>, ctx: &Ctx<'_>) -> Vec<Applied> {
