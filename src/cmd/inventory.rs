@@ -83,7 +83,7 @@ impl Clients {
     }
 
     /// Whether secret `path` is cfgsync's own and not asked for by a template.
-    fn hides(&self, path: &str, template_paths: &BTreeSet<String>) -> bool {
+    pub fn hides(&self, path: &str, template_paths: &BTreeSet<String>) -> bool {
         self.internal.contains(path) && !template_paths.contains(path)
     }
 }
