@@ -11,6 +11,7 @@
 //!   exits 1), else 0, as ripgrep does.
 
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -107,12 +108,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             replica_id: replica_id.clone(),
             kubeconfig: cli.kubeconfig.clone(),
         };
-        return match cfgsync::service::run(&cli.config, options).await {
-            Ok(cfgsync::service::Shutdown::Clean) => Ok(ExitCode::SUCCESS),
-            Ok(cfgsync::service::Shutdown::GraceExceeded) => Ok(ExitCode::from(1)),
-            Err(cfgsync::service::ServiceError::Config(e)) => Err(Fatal::Config(e)),
-            Err(e) => Err(Fatal::Service(e)),
-        };
+        return serve(&cli.config, options).await;
     }
     // These need no config file.
     match &cli.command {
@@ -141,17 +137,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     let (config, templates) = loaded?;
     // The render workers start (and compile the templates) while the
     // sources are read, for the commands that render.
-    let renders = match &cli.command {
-        Command::Reconcile { .. }
-        | Command::Plan { .. }
-        | Command::Pull(_)
-        | Command::RunWith(_)
-        | Command::Rollback(_)
-        | Command::Rotate { .. } => true,
-        Command::Diff(args) => args.rendered,
-        _ => false,
-    };
-    if renders {
+    if renders(&cli.command) {
         cfgsync::render::sandbox::Sandbox::global().prewarm(&templates);
         tracing::debug!("render workers starting");
     }
@@ -171,18 +157,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::RunWith(args) => return Ok(cmd::run_with::run(&ctx, &args).await?),
         Command::Explain(args) => return Ok(cmd::explain::run(&ctx, &args).await?),
         Command::Set(args) => return Ok(cmd::set::run_set(&ctx, &args).await?),
-        Command::Rollback(a) => {
-            let args = cmd::rollback::RollbackArgs {
-                env: a.env,
-                to: a.to,
-                only: a.only,
-                owner: a.owner,
-                reason: a.reason,
-                yes: a.yes,
-                dry_run: a.dry_run,
-            };
-            return Ok(cmd::rollback::run(&ctx, &args).await?);
-        }
+        Command::Rollback(a) => return Ok(cmd::rollback::run(&ctx, &rollback_args(a)).await?),
         Command::Rotate { command: RotateCommand::Verify { env, secret, wait } } => {
             let args = cmd::rotate::VerifyArgs { env, secret, wait };
             return Ok(cmd::rotate::verify(&ctx, &args, cli.kubeconfig.clone()).await?);
@@ -208,17 +183,66 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     if let Some(env) = &options.env {
         check_env(&config, env)?;
     }
-    let sources = Sources::new(&config);
-    let targets = reconcile::Targets::new(&config, cli.kubeconfig.clone());
+    pass(&config, &templates, &options, mode, cli.output, cli.kubeconfig).await
+}
+
+/// `rollback`'s flags as the command takes them.
+fn rollback_args(a: cfgsync::cli::RollbackArgs) -> cmd::rollback::RollbackArgs {
+    cmd::rollback::RollbackArgs {
+        env: a.env,
+        to: a.to,
+        only: a.only,
+        owner: a.owner,
+        reason: a.reason,
+        yes: a.yes,
+        dry_run: a.dry_run,
+    }
+}
+
+/// Whether `command` renders templates (its render workers start early).
+fn renders(command: &Command) -> bool {
+    match command {
+        Command::Reconcile { .. }
+        | Command::Plan { .. }
+        | Command::Pull(_)
+        | Command::RunWith(_)
+        | Command::Rollback(_)
+        | Command::Rotate { .. } => true,
+        Command::Diff(args) => args.rendered,
+        _ => false,
+    }
+}
+
+/// `cfgsync run`: the service, until it is stopped.
+async fn serve(config: &Path, options: cfgsync::service::RunOptions) -> Result<ExitCode, Fatal> {
+    match cfgsync::service::run(config, options).await {
+        Ok(cfgsync::service::Shutdown::Clean) => Ok(ExitCode::SUCCESS),
+        Ok(cfgsync::service::Shutdown::GraceExceeded) => Ok(ExitCode::from(1)),
+        Err(cfgsync::service::ServiceError::Config(e)) => Err(Fatal::Config(e)),
+        Err(e) => Err(Fatal::Service(e)),
+    }
+}
+
+/// `plan` and `reconcile --once`: one pass, and its report.
+async fn pass(
+    config: &Config,
+    templates: &Templates,
+    options: &PassOptions,
+    mode: Mode,
+    output: OutputFormat,
+    kubeconfig: Option<PathBuf>,
+) -> Result<ExitCode, Fatal> {
+    let sources = Sources::new(config);
+    let targets = reconcile::Targets::new(config, kubeconfig);
     tracing::debug!("clients ready; pass starts");
-    let report = reconcile::run_pass(&config, &templates, &sources, &targets, &options).await;
+    let report = reconcile::run_pass(config, templates, &sources, &targets, options).await;
     if !options.dry_run {
-        record_history(&config, &templates, &report).await;
+        record_history(config, templates, &report).await;
     }
     tracing::debug!("pass done; printing the report");
     // A closed stdout must not silence the `error:` lines on stderr.
     let mut out = UntilClosed { inner: io::stdout().lock(), closed: false };
-    match cli.output {
+    match output {
         // Buffered: a JSON report of thousands of targets is tens of
         // thousands of lines, and stdout would write each one on its own.
         // (Text stays line by line, in step with its `error:` lines on stderr.)

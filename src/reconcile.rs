@@ -109,8 +109,9 @@ pub struct EnvReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<Change>,
     /// Failures that belong to no single target: refused or failed prunes,
-    /// state that could not be saved.
-    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser_display_vec")]
+    /// state that could not be saved. In JSON, `errors` (the texts) and
+    /// `error_codes` (their codes, in the same order).
+    #[serde(flatten, serialize_with = "ser_failures")]
     pub errors: Vec<TargetError>,
     /// The keys the pass read, when [`PassOptions::keep_keys`] asked for them.
     #[serde(skip)]
@@ -151,7 +152,9 @@ pub struct TargetReport {
     /// True when the changes were written (not a dry run, no failure).
     pub applied: bool,
     pub reloaded: bool,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_display_opt")]
+    /// In JSON, `error` (the text) and `error_code` (its stable code, as
+    /// on `/readyz`).
+    #[serde(flatten, serialize_with = "ser_failure")]
     pub error: Option<TargetError>,
 }
 
@@ -170,8 +173,26 @@ impl TargetReport {
     }
 }
 
-fn ser_display_vec<T: std::fmt::Display, S: serde::Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|e| e.to_string()))
+/// A target's failure as `error` and `error_code`, or nothing.
+fn ser_failure<S: serde::Serializer>(e: &Option<TargetError>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(None)?;
+    if let Some(e) = e {
+        map.serialize_entry("error", &e.to_string())?;
+        map.serialize_entry("error_code", e.code())?;
+    }
+    map.end()
+}
+
+/// An env's failures as `errors` and `error_codes`, or nothing.
+fn ser_failures<S: serde::Serializer>(errors: &[TargetError], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(None)?;
+    if !errors.is_empty() {
+        map.serialize_entry("errors", &errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        map.serialize_entry("error_codes", &errors.iter().map(TargetError::code).collect::<Vec<_>>())?;
+    }
+    map.end()
 }
 
 fn ser_display_opt<T: std::fmt::Display, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -236,12 +257,20 @@ impl EnvReport {
     }
 
     /// Records an error at `slot` (the first one of a target wins).
+    /// Records a failure at its target, or at the env when it belongs to
+    /// none (a refused prune: logged here with its code, as the service
+    /// logs a target's).
     fn fail(&mut self, slot: Slot, e: TargetError) {
         match self.target(slot) {
             Some(t) => {
                 t.error.get_or_insert(e);
             }
-            None => self.errors.push(e),
+            None => {
+                if !matches!(e, TargetError::Fenced { .. }) {
+                    warn!(env = %self.env, code = e.code(), error = %e, "not pruned or not recorded");
+                }
+                self.errors.push(e);
+            }
         }
     }
 }

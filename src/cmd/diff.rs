@@ -333,19 +333,7 @@ pub async fn compare_rendered(
             out.push(diff);
             continue;
         }
-        let render = |inv: &EnvInventory, rendered: &mut std::collections::BTreeMap<usize, _>| {
-            let blockers = inv.blockers(templates.analysis(index));
-            if !blockers.is_empty() {
-                let paths: Vec<&str> = blockers.iter().map(|d| d.path.as_str()).collect();
-                return Err(NotRendered {
-                    env: inv.env.clone(),
-                    reason: format!("needs {} (no access)", paths.join(", ")),
-                });
-            }
-            let result: Result<crate::render::Rendered, crate::render::RenderError> =
-                rendered.remove(&index).expect("rendered above");
-            result.map_err(|e| NotRendered { env: inv.env.clone(), reason: e.to_string() })
-        };
+        let render = |inv: &EnvInventory, rendered: &mut Renders| take_rendered(templates, inv, index, rendered);
         let (ra, rb) = match (render(a, &mut rendered_a), render(b, &mut rendered_b)) {
             (Ok(ra), Ok(rb)) => (ra, rb),
             (Err(e), _) | (_, Err(e)) => {
@@ -357,38 +345,75 @@ pub async fn compare_rendered(
         };
         let tainted = ra.tainted || rb.tainted || tainted_static;
         diff.tainted = tainted;
-        let names: BTreeSet<&String> = ra.entries.keys().chain(rb.entries.keys()).collect();
-        for name in names {
-            let (ta, tb) = (ra.entries.get(name), rb.entries.get(name));
-            let status = match (ta, tb) {
-                (Some(x), Some(y)) => {
-                    let same = if tainted {
-                        fingerprints.of(x.expose()) == fingerprints.of(y.expose())
-                    } else {
-                        x.expose() == y.expose()
-                    };
-                    if same { Status::Same } else { Status::Changed }
-                }
-                (Some(_), None) => Status::OnlyInA,
-                (None, _) => Status::OnlyInB,
-            };
-            let text_diff = (!tainted && status != Status::Same).then(|| {
-                let shown = |c: Option<&crate::secret::Content>| {
-                    c.and_then(|c| c.shown())
-                        .map(|t| crate::text::escape_controls(&t, true).into_owned())
-                        .unwrap_or_default()
-                };
-                similar::TextDiff::from_lines(shown(ta), shown(tb))
-                    .unified_diff()
-                    .context_radius(2)
-                    .header(&format!("{}/{}/{name}", a.env, output.name), &format!("{}/{}/{name}", b.env, output.name))
-                    .to_string()
-            });
-            diff.entries.push(EntryDiff { entry: name.clone(), status, diff: text_diff });
-        }
+        let header =
+            |name: &str| (format!("{}/{}/{name}", a.env, output.name), format!("{}/{}/{name}", b.env, output.name));
+        diff.entries = compare_entries(&ra, &rb, tainted, fingerprints, header);
         out.push(diff);
     }
     out
+}
+
+/// An env's rendered outputs, by config index.
+type Renders = std::collections::BTreeMap<usize, Result<crate::render::Rendered, crate::render::RenderError>>;
+
+/// Output `index` as rendered for `inv`'s env, or why it was not: a read
+/// the caller may not do, or a failed render.
+fn take_rendered(
+    templates: &Templates,
+    inv: &EnvInventory,
+    index: usize,
+    rendered: &mut Renders,
+) -> Result<crate::render::Rendered, NotRendered> {
+    let blockers = inv.blockers(templates.analysis(index));
+    if !blockers.is_empty() {
+        let paths: Vec<&str> = blockers.iter().map(|d| d.path.as_str()).collect();
+        return Err(NotRendered { env: inv.env.clone(), reason: format!("needs {} (no access)", paths.join(", ")) });
+    }
+    let result = rendered.remove(&index).expect("rendered above");
+    result.map_err(|e| NotRendered { env: inv.env.clone(), reason: e.to_string() })
+}
+
+/// One output's entries compared: secret content by keyed fingerprint and
+/// never shown; plain content with a unified diff headed `header(name)`.
+fn compare_entries(
+    ra: &crate::render::Rendered,
+    rb: &crate::render::Rendered,
+    tainted: bool,
+    fingerprints: &RunFingerprinter,
+    header: impl Fn(&str) -> (String, String),
+) -> Vec<EntryDiff> {
+    let names: BTreeSet<&String> = ra.entries.keys().chain(rb.entries.keys()).collect();
+    let mut entries = Vec::new();
+    for name in names {
+        let (ta, tb) = (ra.entries.get(name), rb.entries.get(name));
+        let status = match (ta, tb) {
+            (Some(x), Some(y)) => {
+                let same = if tainted {
+                    fingerprints.of(x.expose()) == fingerprints.of(y.expose())
+                } else {
+                    x.expose() == y.expose()
+                };
+                if same { Status::Same } else { Status::Changed }
+            }
+            (Some(_), None) => Status::OnlyInA,
+            (None, _) => Status::OnlyInB,
+        };
+        let text_diff = (!tainted && status != Status::Same).then(|| {
+            let shown = |c: Option<&crate::secret::Content>| {
+                c.and_then(|c| c.shown())
+                    .map(|t| crate::text::escape_controls(&t, true).into_owned())
+                    .unwrap_or_default()
+            };
+            let (from, to) = header(name);
+            similar::TextDiff::from_lines(shown(ta), shown(tb))
+                .unified_diff()
+                .context_radius(2)
+                .header(&from, &to)
+                .to_string()
+        });
+        entries.push(EntryDiff { entry: name.clone(), status, diff: text_diff });
+    }
+    entries
 }
 
 /// `cfgsync diff A B` (either may be `<env>@<when>`, see [`crate::when`]).
@@ -502,80 +527,25 @@ pub fn print_text(report: &DiffReport, style: Style, show_secrets: bool, out: &m
     };
     writeln!(out, "{}", style.bold(&format!("--- {a}{}", point(a))))?;
     writeln!(out, "{}", style.bold(&format!("+++ {b}{}", point(b))))?;
-    let marker = |s: Status| match s {
-        Status::Changed => style.yellow("~"),
-        Status::OnlyInA => style.red("-"),
-        Status::OnlyInB => style.green("+"),
-        Status::Same => "=".to_owned(),
-    };
-    let red = |t: &str| style.red(t);
-    let green = |t: &str| style.green(t);
     if !report.keys.is_empty() {
         writeln!(out, "keys:")?;
         for k in &report.keys {
-            writeln!(out, "  {} {}", marker(k.status), k.name)?;
-            match k.status {
-                Status::Same => {}
-                _ => {
-                    if let Some(v) = &k.a {
-                        value_lines("-", v, red, out)?;
-                    }
-                    if let Some(v) = &k.b {
-                        value_lines("+", v, green, out)?;
-                    }
+            writeln!(out, "  {} {}", marker(&style, k.status), k.name)?;
+            if k.status != Status::Same {
+                if let Some(v) = &k.a {
+                    value_lines("-", v, |t| style.red(t), out)?;
+                }
+                if let Some(v) = &k.b {
+                    value_lines("+", v, |t| style.green(t), out)?;
                 }
             }
         }
     }
-    if !report.secrets.is_empty() {
-        writeln!(out, "secrets:")?;
-        for s in &report.secrets {
-            let what = match s.status {
-                Status::Changed => "(secret, differs)".to_owned(),
-                Status::Same => "(secret, same)".to_owned(),
-                Status::OnlyInA => format!("(secret, only in {a})"),
-                Status::OnlyInB => format!("(secret, only in {b})"),
-            };
-            writeln!(out, "  {} {}#{} {what}", marker(s.status), s.path, s.field)?;
-            if show_secrets && s.status != Status::Same {
-                if let Some(v) = &s.a {
-                    value_lines("-", v.expose(), red, out)?;
-                }
-                if let Some(v) = &s.b {
-                    value_lines("+", v.expose(), green, out)?;
-                }
-            }
-        }
-    }
+    print_secrets(report, &style, show_secrets, out)?;
     if let Some(rendered) = &report.rendered
         && !rendered.is_empty()
     {
-        writeln!(out, "rendered outputs:")?;
-        for o in rendered {
-            match o.status {
-                OutputStatus::OnlyInA => writeln!(out, "  {} {} (output only in {a})", style.red("-"), o.output)?,
-                OutputStatus::OnlyInB => writeln!(out, "  {} {} (output only in {b})", style.green("+"), o.output)?,
-                OutputStatus::NotRendered => {
-                    let n = o.not_rendered.as_ref().expect("set with NotRendered");
-                    writeln!(out, "  {} {}: not rendered in {}: {}", style.red("!"), o.output, n.env, n.reason)?;
-                }
-                OutputStatus::Compared => {
-                    for e in &o.entries {
-                        let what = match (o.tainted, e.status) {
-                            (true, Status::Changed) => " (secret, differs)".to_owned(),
-                            (true, Status::Same) => " (secret, same)".to_owned(),
-                            (_, Status::OnlyInA) => format!(" (only in {a})"),
-                            (_, Status::OnlyInB) => format!(" (only in {b})"),
-                            _ => String::new(),
-                        };
-                        writeln!(out, "  {} {}: {}{what}", marker(e.status), o.output, e.entry)?;
-                        if let Some(d) = &e.diff {
-                            style.diff_lines(d, "      ", out)?;
-                        }
-                    }
-                }
-            }
-        }
+        print_rendered(rendered, (a, b), &style, out)?;
     }
     if !report.no_access.is_empty() {
         writeln!(out, "no access:")?;
@@ -595,6 +565,75 @@ pub fn print_text(report: &DiffReport, style: Style, show_secrets: bool, out: &m
         line.push_str(" (partial)");
     }
     writeln!(out, "{line}")
+}
+
+/// The mark of a line: changed, only in A, only in B, same.
+fn marker(style: &Style, s: Status) -> String {
+    match s {
+        Status::Changed => style.yellow("~"),
+        Status::OnlyInA => style.red("-"),
+        Status::OnlyInB => style.green("+"),
+        Status::Same => "=".to_owned(),
+    }
+}
+
+/// The `secrets:` section: names and whether they differ; the values only
+/// with `--show-secrets`.
+fn print_secrets(report: &DiffReport, style: &Style, show_secrets: bool, out: &mut dyn Write) -> io::Result<()> {
+    if report.secrets.is_empty() {
+        return Ok(());
+    }
+    let (a, b) = (&report.a, &report.b);
+    writeln!(out, "secrets:")?;
+    for s in &report.secrets {
+        let what = match s.status {
+            Status::Changed => "(secret, differs)".to_owned(),
+            Status::Same => "(secret, same)".to_owned(),
+            Status::OnlyInA => format!("(secret, only in {a})"),
+            Status::OnlyInB => format!("(secret, only in {b})"),
+        };
+        writeln!(out, "  {} {}#{} {what}", marker(style, s.status), s.path, s.field)?;
+        if show_secrets && s.status != Status::Same {
+            if let Some(v) = &s.a {
+                value_lines("-", v.expose(), |t| style.red(t), out)?;
+            }
+            if let Some(v) = &s.b {
+                value_lines("+", v.expose(), |t| style.green(t), out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `rendered outputs:` section (`--rendered`) of envs `a` and `b`.
+fn print_rendered(rendered: &[OutputDiff], (a, b): (&str, &str), style: &Style, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "rendered outputs:")?;
+    for o in rendered {
+        match o.status {
+            OutputStatus::OnlyInA => writeln!(out, "  {} {} (output only in {a})", style.red("-"), o.output)?,
+            OutputStatus::OnlyInB => writeln!(out, "  {} {} (output only in {b})", style.green("+"), o.output)?,
+            OutputStatus::NotRendered => {
+                let n = o.not_rendered.as_ref().expect("set with NotRendered");
+                writeln!(out, "  {} {}: not rendered in {}: {}", style.red("!"), o.output, n.env, n.reason)?;
+            }
+            OutputStatus::Compared => {
+                for e in &o.entries {
+                    let what = match (o.tainted, e.status) {
+                        (true, Status::Changed) => " (secret, differs)".to_owned(),
+                        (true, Status::Same) => " (secret, same)".to_owned(),
+                        (_, Status::OnlyInA) => format!(" (only in {a})"),
+                        (_, Status::OnlyInB) => format!(" (only in {b})"),
+                        _ => String::new(),
+                    };
+                    writeln!(out, "  {} {}: {}{what}", marker(style, e.status), o.output, e.entry)?;
+                    if let Some(d) = &e.diff {
+                        style.diff_lines(d, "      ", out)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

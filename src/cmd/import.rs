@@ -235,88 +235,105 @@ fn switch_error(flag: &'static str, why: impl Into<String>) -> CmdError {
     ImportError::Flag { flag, value: String::new(), why: why.into() }.into()
 }
 
+/// The names given by flags: a key prefix, a secret path, globs.
+fn check_names(args: &ImportArgs) -> Result<(), CmdError> {
+    if !args.key_prefix.is_empty() && check_relative_name("key prefix", &format!("{}x", args.key_prefix)).is_err() {
+        return Err(flag_error(
+            "key-prefix",
+            &args.key_prefix,
+            "a prefix of key names relative to the env, like `api/`: no leading `/`, no empty, `.` or `..` segment",
+        ));
+    }
+    if let Some(path) = &args.secret_path {
+        check_relative_name("secret path", path)?;
+    }
+    for (flag, globs) in [("plain", &args.plain), ("secret", &args.secret)] {
+        if let Some(g) = globs.iter().find(|g| g.is_empty()) {
+            return Err(flag_error(flag, g, "an empty pattern matches nothing: give a name or a glob like 'LOG_*'"));
+        }
+    }
+    Ok(())
+}
+
+/// Flags that apply to other origins than `origin` are refused.
+fn check_flags_apply(args: &ImportArgs, origin: &Origin) -> Result<(), CmdError> {
+    if let (Some(g), false) = (args.plain.first(), origin.is_dotenv()) {
+        return Err(flag_error(
+            "plain",
+            g,
+            format!(
+                "applies to dotenv files only: {} says itself which values are secret, and import never makes a secret plain (use `cfgsync set` for that)",
+                origin.describe()
+            ),
+        ));
+    }
+    let gitlab_only = [("environment-scope", &args.environment_scope), ("gitlab-url", &args.gitlab_url)];
+    if !origin.is_gitlab()
+        && let Some((flag, Some(value))) = gitlab_only.iter().find(|(_, v)| v.is_some())
+    {
+        return Err(flag_error(flag, value, "applies to gitlab: and gitlab-group: only"));
+    }
+    if !origin.is_github()
+        && let Some(value) = &args.github_url
+    {
+        return Err(flag_error("github-url", value, "applies to github:, github-env: and github-org: only"));
+    }
+    let ci = origin.is_gitlab() || origin.is_github();
+    if !ci {
+        if let Some(value) = &args.token_env {
+            return Err(flag_error("token-env", value, "applies to gitlab: and github: origins only"));
+        }
+        if args.adopt {
+            return Err(switch_error(
+                "adopt",
+                "applies to gitlab: and github: origins only: a Kubernetes object is adopted by annotating it cfgsync.io/adopt=<instance> (kubectl annotate), file targets take an existing file over, without a record",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How to reach GitLab or GitHub, for a CI origin.
+fn ci_settings(
+    args: &ImportArgs,
+    origin: &Origin,
+) -> Result<(Option<GitlabSettings>, Option<GithubSettings>), CmdError> {
+    let token_env = |default: &str| -> Result<String, CmdError> {
+        let token_env = args.token_env.clone().unwrap_or_else(|| default.to_owned());
+        if !ci::is_env_var_name(&token_env) {
+            return Err(flag_error("token-env", &token_env, "not an environment variable name"));
+        }
+        Ok(token_env)
+    };
+    let gitlab = if origin.is_gitlab() {
+        let url_text = args.gitlab_url.as_deref().unwrap_or(gitlab::spec::DEFAULT_URL);
+        let url = ci::check_base_url(url_text).map_err(|why| flag_error("gitlab-url", url_text, why))?;
+        let token_env = token_env(gitlab::spec::DEFAULT_TOKEN_ENV)?;
+        let scope = args.environment_scope.clone().unwrap_or_else(|| args.env.clone());
+        if scope.trim().is_empty() {
+            return Err(flag_error("environment-scope", &scope, "give a scope, e.g. prod or *"));
+        }
+        Some(GitlabSettings { url, token_env, scope })
+    } else {
+        None
+    };
+    let github = if origin.is_github() {
+        let url_text = args.github_url.as_deref().unwrap_or(github::spec::DEFAULT_API_URL);
+        let url = ci::check_base_url(url_text).map_err(|why| flag_error("github-url", url_text, why))?;
+        Some(GithubSettings { url, token_env: token_env(github::spec::DEFAULT_TOKEN_ENV)? })
+    } else {
+        None
+    };
+    Ok((gitlab, github))
+}
+
 impl Request {
     fn new(config: &Config, args: &ImportArgs, output: OutputFormat) -> Result<Self, CmdError> {
         check_env(config, &args.env)?;
         let origin: Origin = args.from.parse()?;
-        if !args.key_prefix.is_empty() && check_relative_name("key prefix", &format!("{}x", args.key_prefix)).is_err() {
-            return Err(flag_error(
-                "key-prefix",
-                &args.key_prefix,
-                "a prefix of key names relative to the env, like `api/`: no leading `/`, no empty, `.` or `..` segment",
-            ));
-        }
-        if let Some(path) = &args.secret_path {
-            check_relative_name("secret path", path)?;
-        }
-        for (flag, globs) in [("plain", &args.plain), ("secret", &args.secret)] {
-            if let Some(g) = globs.iter().find(|g| g.is_empty()) {
-                return Err(flag_error(
-                    flag,
-                    g,
-                    "an empty pattern matches nothing: give a name or a glob like 'LOG_*'",
-                ));
-            }
-        }
-        if let (Some(g), false) = (args.plain.first(), origin.is_dotenv()) {
-            return Err(flag_error(
-                "plain",
-                g,
-                format!(
-                    "applies to dotenv files only: {} says itself which values are secret, and import never makes a secret plain (use `cfgsync set` for that)",
-                    origin.describe()
-                ),
-            ));
-        }
-        let gitlab_only = [("environment-scope", &args.environment_scope), ("gitlab-url", &args.gitlab_url)];
-        if !origin.is_gitlab()
-            && let Some((flag, Some(value))) = gitlab_only.iter().find(|(_, v)| v.is_some())
-        {
-            return Err(flag_error(flag, value, "applies to gitlab: and gitlab-group: only"));
-        }
-        if !origin.is_github()
-            && let Some(value) = &args.github_url
-        {
-            return Err(flag_error("github-url", value, "applies to github:, github-env: and github-org: only"));
-        }
-        let ci = origin.is_gitlab() || origin.is_github();
-        if !ci {
-            if let Some(value) = &args.token_env {
-                return Err(flag_error("token-env", value, "applies to gitlab: and github: origins only"));
-            }
-            if args.adopt {
-                return Err(switch_error(
-                    "adopt",
-                    "applies to gitlab: and github: origins only: a Kubernetes object is adopted by annotating it cfgsync.io/adopt=<instance> (kubectl annotate), file targets take an existing file over, without a record",
-                ));
-            }
-        }
-        let token_env = |default: &str| -> Result<String, CmdError> {
-            let token_env = args.token_env.clone().unwrap_or_else(|| default.to_owned());
-            if !ci::is_env_var_name(&token_env) {
-                return Err(flag_error("token-env", &token_env, "not an environment variable name"));
-            }
-            Ok(token_env)
-        };
-        let gitlab = if origin.is_gitlab() {
-            let url_text = args.gitlab_url.as_deref().unwrap_or(gitlab::spec::DEFAULT_URL);
-            let url = ci::check_base_url(url_text).map_err(|why| flag_error("gitlab-url", url_text, why))?;
-            let token_env = token_env(gitlab::spec::DEFAULT_TOKEN_ENV)?;
-            let scope = args.environment_scope.clone().unwrap_or_else(|| args.env.clone());
-            if scope.trim().is_empty() {
-                return Err(flag_error("environment-scope", &scope, "give a scope, e.g. prod or *"));
-            }
-            Some(GitlabSettings { url, token_env, scope })
-        } else {
-            None
-        };
-        let github = if origin.is_github() {
-            let url_text = args.github_url.as_deref().unwrap_or(github::spec::DEFAULT_API_URL);
-            let url = ci::check_base_url(url_text).map_err(|why| flag_error("github-url", url_text, why))?;
-            Some(GithubSettings { url, token_env: token_env(github::spec::DEFAULT_TOKEN_ENV)? })
-        } else {
-            None
-        };
+        check_names(args)?;
+        check_flags_apply(args, &origin)?;
+        let (gitlab, github) = ci_settings(args, &origin)?;
         let json = output == OutputFormat::Json;
         if json && !args.yes && !args.dry_run {
             return Err(ImportError::JsonNeedsYes.into());

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use super::inventory::{Clients, SecretScope, read_env};
 use super::{CmdError, Context, check_env, outputs_for};
 use crate::cli::RunWithArgs;
-use crate::config;
+use crate::config::{self, Config, Output};
 use crate::source::vault_admin::one_line;
 
 /// The environment variables through which cfgsync itself is given a
@@ -70,33 +70,7 @@ fn valid_env_name(name: &str) -> bool {
 pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdError> {
     let env = args.env.as_str();
     check_env(ctx.config, env)?;
-    let candidates: Vec<_> = outputs_for(ctx.config, env).collect();
-    let (index, output) = match &args.from {
-        Some(name) => match candidates.iter().find(|(_, o)| &o.name == name) {
-            Some(c) => *c,
-            None => {
-                let names: Vec<String> = candidates.iter().map(|(_, o)| o.name.clone()).collect();
-                let hint = config::suggest(name, &names).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
-                return Err(CmdError::UnknownOutput {
-                    name: name.clone(),
-                    env: env.to_owned(),
-                    hint,
-                    defined: names.join(", "),
-                });
-            }
-        },
-        None => match candidates.as_slice() {
-            [one] => *one,
-            [] => return Err(CmdError::NoOutput { env: env.to_owned() }),
-            many => {
-                return Err(CmdError::AmbiguousOutput {
-                    env: env.to_owned(),
-                    count: many.len(),
-                    outputs: many.iter().map(|(_, o)| o.name.as_str()).collect::<Vec<_>>().join(", "),
-                });
-            }
-        },
-    };
+    let (index, output) = choose_output(ctx.config, env, args.from.as_deref())?;
 
     let paths = ctx.templates.analysis(index).secret_paths.clone();
     let clients = Clients::new(ctx.config);
@@ -125,6 +99,59 @@ pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdE
             return Ok(ExitCode::from(1));
         }
     };
+    check_entries(&rendered)?;
+
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    let mut command = std::process::Command::new(program);
+    command.args(rest);
+    for var in CREDENTIAL_VARS.iter().map(|v| v.to_string()).chain(config_credentials(ctx.config)) {
+        command.env_remove(var);
+    }
+    command.envs(rendered.entries.iter().map(|(k, v)| (k, std::ffi::OsStr::from_bytes(v.expose()))));
+    // Only returns on failure.
+    let error = command.exec();
+    eprintln!("error: cannot run {}: {error}", program.to_string_lossy());
+    Ok(ExitCode::from(match error.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    }))
+}
+
+/// The output whose entries the command gets: `--from`, or the env's
+/// only one.
+fn choose_output<'c>(config: &'c Config, env: &str, from: Option<&str>) -> Result<(usize, &'c Output), CmdError> {
+    let candidates: Vec<_> = outputs_for(config, env).collect();
+    let chosen = match from {
+        Some(name) => match candidates.iter().find(|(_, o)| o.name == name) {
+            Some(c) => *c,
+            None => {
+                let names: Vec<String> = candidates.iter().map(|(_, o)| o.name.clone()).collect();
+                let hint = config::suggest(name, &names).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+                return Err(CmdError::UnknownOutput {
+                    name: name.to_owned(),
+                    env: env.to_owned(),
+                    hint,
+                    defined: names.join(", "),
+                });
+            }
+        },
+        None => match candidates.as_slice() {
+            [one] => *one,
+            [] => return Err(CmdError::NoOutput { env: env.to_owned() }),
+            many => {
+                return Err(CmdError::AmbiguousOutput {
+                    env: env.to_owned(),
+                    count: many.len(),
+                    outputs: many.iter().map(|(_, o)| o.name.as_str()).collect::<Vec<_>>().join(", "),
+                });
+            }
+        },
+    };
+    Ok(chosen)
+}
+
+/// Every entry can be an environment variable: a valid name, no NUL.
+fn check_entries(rendered: &crate::render::Rendered) -> Result<(), CmdError> {
     for (name, value) in &rendered.entries {
         if !valid_env_name(name) {
             return Err(CmdError::InvalidName {
@@ -141,21 +168,7 @@ pub async fn run(ctx: &Context<'_>, args: &RunWithArgs) -> Result<ExitCode, CmdE
             });
         }
     }
-
-    let (program, rest) = args.command.split_first().expect("clap requires a command");
-    let mut command = std::process::Command::new(program);
-    command.args(rest);
-    for var in CREDENTIAL_VARS.iter().map(|v| v.to_string()).chain(config_credentials(ctx.config)) {
-        command.env_remove(var);
-    }
-    command.envs(rendered.entries.iter().map(|(k, v)| (k, std::ffi::OsStr::from_bytes(v.expose()))));
-    // Only returns on failure.
-    let error = command.exec();
-    eprintln!("error: cannot run {}: {error}", program.to_string_lossy());
-    Ok(ExitCode::from(match error.kind() {
-        std::io::ErrorKind::NotFound => 127,
-        _ => 126,
-    }))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -137,6 +137,40 @@ pub async fn run_set(ctx: &Context<'_>, args: &SetArgs) -> Result<ExitCode, CmdE
     }
 }
 
+/// A secret's field name: not empty, no `#` (it separates path and field).
+fn check_field(field: &str) -> Result<(), CmdError> {
+    if field.is_empty() || field.contains('#') {
+        return Err(CmdError::InvalidName {
+            what: "field",
+            name: field.to_owned(),
+            why: "use a non-empty name without '#'",
+        });
+    }
+    Ok(())
+}
+
+/// The secret at `path` of `env` and its metadata, each `None` when absent.
+async fn read_current(
+    client: &vaultrs::client::VaultClient,
+    mount: &str,
+    env: &str,
+    path: &str,
+) -> Result<(Option<crate::source::Secret>, Option<vault_admin::SecretInfo>), crate::source::SourceError> {
+    let current = vault_admin::read_secret(client, mount, env, path).await?;
+    let info = vault_admin::read_metadata(client, mount, env, path).await?;
+    Ok((current, info))
+}
+
+/// A secret's custom metadata with the owner and reason of `meta` set.
+fn with_meta(mut custom: BTreeMap<String, String>, meta: &Meta) -> BTreeMap<String, String> {
+    for (k, v) in [("owner", &meta.owner), ("reason", &meta.reason)] {
+        if let Some(v) = v {
+            custom.insert(k.to_owned(), v.clone());
+        }
+    }
+    custom
+}
+
 fn failed(message: &str) -> Result<ExitCode, CmdError> {
     eprintln!("error: {}", one_line(message));
     eprintln!("error: nothing written");
@@ -147,13 +181,7 @@ fn failed(message: &str) -> Result<ExitCode, CmdError> {
 pub async fn run_set_secret(ctx: &Context<'_>, args: &SetSecretArgs) -> Result<ExitCode, CmdError> {
     check_env(ctx.config, &args.env)?;
     check_relative_name("secret path", &args.path)?;
-    if args.field.is_empty() || args.field.contains('#') {
-        return Err(CmdError::InvalidName {
-            what: "field",
-            name: args.field.clone(),
-            why: "use a non-empty name without '#'",
-        });
-    }
+    check_field(&args.field)?;
     let clients = Clients::new(ctx.config);
     let Some(vault) = &clients.vault else {
         return Err(CmdError::NeedsSource {
@@ -172,12 +200,8 @@ pub async fn run_set_secret(ctx: &Context<'_>, args: &SetSecretArgs) -> Result<E
         Ok(c) => c,
         Err(e) => return failed(&e.to_string()),
     };
-    let current = match vault_admin::read_secret(&client, &vault.mount, env, path).await {
-        Ok(c) => c,
-        Err(e) => return failed(&e.to_string()),
-    };
-    let info = match vault_admin::read_metadata(&client, &vault.mount, env, path).await {
-        Ok(i) => i,
+    let (current, info) = match read_current(&client, &vault.mount, env, path).await {
+        Ok(read) => read,
         Err(e) => return failed(&e.to_string()),
     };
     let custom = info.as_ref().map(|i| i.custom_metadata.clone()).unwrap_or_default();
@@ -224,12 +248,7 @@ pub async fn run_set_secret(ctx: &Context<'_>, args: &SetSecretArgs) -> Result<E
         };
     }
     if meta_changed {
-        let mut custom = custom;
-        for (k, v) in [("owner", &next_meta.owner), ("reason", &next_meta.reason)] {
-            if let Some(v) = v {
-                custom.insert(k.to_owned(), v.clone());
-            }
-        }
+        let custom = with_meta(custom, &next_meta);
         if let Err(e) = vault_admin::write_custom_metadata(&client, &vault.mount, env, path, &custom).await {
             eprintln!("error: {}", one_line(&e.to_string()));
             if value_changed {

@@ -286,53 +286,13 @@ impl Builder<'_> {
         let history = self.history(raw.history);
         let render = self.render(raw.render);
         let instance_set = raw.instance.is_some();
-        let instance = match raw.instance {
-            Some(i) => {
-                if !is_label_value(i.get_ref()) {
-                    self.problem(
-                        i.span().start,
-                        format!("invalid instance {:?}: use at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit", i.get_ref()),
-                    );
-                }
-                i.into_inner()
-            }
-            None => default_instance(self.path),
-        };
-        let max_prune_share = match raw.max_prune_share {
-            Some(s) if (0.0..=1.0).contains(s.get_ref()) => *s.get_ref(),
-            Some(s) => {
-                self.problem(s.span().start, "max_prune_share must be between 0.0 and 1.0");
-                0.25
-            }
-            None => 0.25,
-        };
+        let instance = self.instance(raw.instance);
+        let max_prune_share = self.max_prune_share(raw.max_prune_share);
         let state_dir_at = raw.state.as_ref().and_then(|s| s.dir.as_ref()).map(|d| d.span().start);
         let state_dir =
             raw.state.and_then(|s| s.dir).map_or_else(|| self.dir.join(".cfgsync"), |d| self.dir.join(d.into_inner()));
         let envs = self.env_names(&raw.envs);
-
-        let files_dir = raw.files.map(|f| self.dir.join(f.dir.unwrap_or_else(|| "source".to_owned())));
-        let keys = match (raw.etcd, &files_dir) {
-            (Some(_), Some(_)) => {
-                self.problem(0, "both [etcd] and [files] provide keys: keep one of them");
-                None
-            }
-            (Some(etcd), None) => Some(KeysSource::Etcd(self.etcd(etcd, env))),
-            (None, Some(dir)) => Some(KeysSource::Files(dir.clone())),
-            (None, None) => {
-                self.problem(0, "no source configured: add an [etcd] section, or [files] for the embedded file source");
-                None
-            }
-        };
-        let secrets = match (raw.vault, &files_dir) {
-            (Some(_), Some(_)) => {
-                self.problem(0, "both [vault] and [files] provide secrets: keep one of them");
-                None
-            }
-            (Some(vault), None) => Some(SecretsSource::Vault(self.vault(vault, env))),
-            (None, Some(dir)) => Some(SecretsSource::Files(dir.clone())),
-            (None, None) => None,
-        };
+        let (keys, secrets) = self.sources(raw.etcd, raw.vault, raw.files, env);
 
         let old_key = raw.kubernetes.as_mut().and_then(|k| k.fingerprint_key.take());
         let fingerprint_key = self.fingerprint_key(raw.fingerprint.and_then(|f| f.key), old_key);
@@ -340,19 +300,7 @@ impl Builder<'_> {
         if !kubernetes.max_prune_share_set {
             kubernetes.max_prune_share = max_prune_share;
         }
-        let mut outputs = Vec::new();
-        let mut seen = BTreeSet::new();
-        for raw_output in raw.outputs {
-            if let Some(o) = self.output(raw_output, &envs, &mut seen) {
-                outputs.push(o);
-            }
-        }
-        if let Err(message) = crate::targets::ci_tls::ca_files(&outputs) {
-            self.problem(0, message);
-        }
-        if outputs.is_empty() && self.problems.is_empty() {
-            self.problem(0, "no outputs defined: add at least one `[[output]]`");
-        }
+        let outputs = self.outputs(raw.outputs, &envs);
         if !instance_set {
             self.instance_needed(&outputs, state_dir_at, &instance);
         }
@@ -386,6 +334,87 @@ impl Builder<'_> {
             return Err(ConfigError { problems });
         }
         Ok(config)
+    }
+
+    /// `instance`, or the default from the file's name.
+    fn instance(&mut self, raw: Option<Spanned<String>>) -> String {
+        match raw {
+            Some(i) => {
+                if !is_label_value(i.get_ref()) {
+                    self.problem(
+                        i.span().start,
+                        format!("invalid instance {:?}: use at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit", i.get_ref()),
+                    );
+                }
+                i.into_inner()
+            }
+            None => default_instance(self.path),
+        }
+    }
+
+    /// `max_prune_share`, between 0 and 1 (default 0.25).
+    fn max_prune_share(&mut self, raw: Option<Spanned<f64>>) -> f64 {
+        match raw {
+            Some(s) if (0.0..=1.0).contains(s.get_ref()) => *s.get_ref(),
+            Some(s) => {
+                self.problem(s.span().start, "max_prune_share must be between 0.0 and 1.0");
+                0.25
+            }
+            None => 0.25,
+        }
+    }
+
+    /// Where keys and secrets come from: etcd and Vault, or `[files]` for
+    /// both; one source of each.
+    fn sources(
+        &mut self,
+        etcd: Option<RawEtcd>,
+        vault: Option<RawVault>,
+        files: Option<RawFiles>,
+        env: &dyn Environment,
+    ) -> (Option<KeysSource>, Option<SecretsSource>) {
+        let files_dir = files.map(|f| self.dir.join(f.dir.unwrap_or_else(|| "source".to_owned())));
+        let keys = match (etcd, &files_dir) {
+            (Some(_), Some(_)) => {
+                self.problem(0, "both [etcd] and [files] provide keys: keep one of them");
+                None
+            }
+            (Some(etcd), None) => Some(KeysSource::Etcd(self.etcd(etcd, env))),
+            (None, Some(dir)) => Some(KeysSource::Files(dir.clone())),
+            (None, None) => {
+                self.problem(0, "no source configured: add an [etcd] section, or [files] for the embedded file source");
+                None
+            }
+        };
+        let secrets = match (vault, &files_dir) {
+            (Some(_), Some(_)) => {
+                self.problem(0, "both [vault] and [files] provide secrets: keep one of them");
+                None
+            }
+            (Some(vault), None) => Some(SecretsSource::Vault(self.vault(vault, env))),
+            (None, Some(dir)) => Some(SecretsSource::Files(dir.clone())),
+            (None, None) => None,
+        };
+        (keys, secrets)
+    }
+
+    /// Every `[[output]]`, and what is checked across them (one CA per
+    /// server, at least one output).
+    fn outputs(&mut self, raw: Vec<RawOutput>, envs: &[String]) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        let mut seen = BTreeSet::new();
+        for raw_output in raw {
+            if let Some(o) = self.output(raw_output, envs, &mut seen) {
+                outputs.push(o);
+            }
+        }
+        if let Err(message) = crate::targets::ci_tls::ca_files(&outputs) {
+            self.problem(0, message);
+        }
+        if outputs.is_empty() && self.problems.is_empty() {
+            self.problem(0, "no outputs defined: add at least one `[[output]]`");
+        }
+        outputs
     }
 
     /// A config without `instance` gets one from its file's name; that

@@ -221,8 +221,11 @@ pub struct Config {
 /// `[service]`: how `cfgsync run` behaves; the one-shot commands ignore it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSettings {
-    /// Quiet time after an etcd or file change before the pass it triggers
-    /// (0 = none), so a burst of puts becomes one pass.
+    /// Quiet time that coalesces etcd or file changes (0 = none): a change
+    /// a debounce after the previous one goes at once (the leading edge);
+    /// the ones that follow within a debounce wait until none came for a
+    /// debounce and go in one pass (at most 5 × debounce after the first).
+    /// A burst of puts is two passes, not one.
     pub debounce: Duration,
     /// On SIGTERM/SIGINT, how long in-flight writes may take before exit.
     pub grace: Duration,

@@ -43,6 +43,11 @@ impl Bed {
         }
         let fields = [("pw".to_owned(), crate::secret::SecretString::new(CANARY))].into();
         snapshot.secrets.insert("db".into(), Secret { fields, version: None });
+        self.pass_on(snapshot, options).await
+    }
+
+    /// One pass of `snapshot` (planned only on a dry run).
+    async fn pass_on(&self, snapshot: Snapshot, options: PassOptions) -> EnvReport {
         let targets = Targets::new(&self.config, None);
         let dry_run = options.dry_run;
         let plan = reconcile::plan_env(
@@ -305,19 +310,7 @@ path = "out/cert.env"
     );
     let mut snapshot = Snapshot { env: "prod".into(), ..Default::default() };
     snapshot.keys.insert("der".into(), KeyValue::new(vec![0xff, 0x00, 0x01], KeyOrigin::File));
-    let targets = Targets::new(&bed.config, None);
-    let options = PassOptions::default();
-    let plan = reconcile::plan_env(
-        &bed.config,
-        &bed.templates,
-        &targets,
-        Arc::new(snapshot),
-        true,
-        &options,
-        &BTreeMap::new(),
-    )
-    .await;
-    let r = reconcile::apply_env(plan, None).await;
+    let r = bed.pass_on(snapshot, PassOptions::default()).await;
     assert_eq!(std::fs::read(bed.path("out/cert.der")).unwrap(), [0xff, 0x00, 0x01]);
     assert!(errors(&r).contains("entry \"DER\" is not text"), "{}", errors(&r));
     assert!(!bed.path("out/cert.env").exists());

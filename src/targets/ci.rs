@@ -648,6 +648,24 @@ pub fn headers(pairs: &[(&'static str, HeaderValue)]) -> HeaderMap {
     map
 }
 
+/// What the CI kinds' tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::render::Rendered;
+    use crate::secret::Content;
+
+    /// Output `api` of env `prod`, with `entries`.
+    pub fn rendered(entries: &[(&str, &str)], tainted: bool) -> Rendered {
+        Rendered {
+            output: "api".into(),
+            env: "prod".into(),
+            entries: entries.iter().map(|(k, v)| (k.to_string(), Content::new(v.as_bytes(), tainted))).collect(),
+            tainted,
+            used: Default::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

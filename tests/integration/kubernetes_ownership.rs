@@ -69,6 +69,20 @@ fn an_object_someone_else_made_is_neither_written_nor_taken_over_until_adopted()
     assert_eq!(requests.get(Verb::Apply, "secrets") + requests.get(Verb::Create, "secrets"), 0, "{requests}");
     assert!(bed.prod.get_object(Kind::ConfigMap, "api", "web").is_some(), "the other target is written");
     assert_eq!(bed.prod.requests().verb(Verb::Delete), 0, "never deleted");
+    // Scripts see the refusal's own code beside its text.
+    let r = bed.run(&["reconcile", "--once", "--env", "prod", "--output", "json"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    let targets: Vec<&Value> = report["envs"][0]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|o| o["targets"].as_array().unwrap())
+        .filter(|t| t.get("error").is_some())
+        .collect();
+    let [target] = targets[..] else { panic!("one failed target: {report}") };
+    assert_eq!(target["error_code"], "foreign_object", "{report}");
+    assert!(target["error"].as_str().unwrap().contains(refusal), "{report}");
 
     // Explicit adoption: the annotation names this instance.
     let k = bed.kubectl("prod", &["-n", "api", "annotate", "secret", "api", "cfgsync.io/adopt=team-a"]);
@@ -189,6 +203,9 @@ fn prune_deletes_only_the_object_it_observed() {
         errors.iter().any(|e| e == "ConfigMap api/old in context prod: not deleted: it changed since cfgsync wrote it"),
         "{errors:?}"
     );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["error_codes"], json!(["prune_precondition_failed"]), "{json}");
+    assert_eq!(json["errors"], json!(errors), "the codes stand in the order of the texts: {json}");
     assert_eq!(
         data(&bed.prod.get_object(Kind::ConfigMap, "api", "old").expect("the new object survives"), "OLD"),
         "theirs"

@@ -105,3 +105,132 @@ fn the_scan_sees_inline_paths_and_groups_not_comments() {
     let found: Vec<String> = named_modules(text).into_iter().map(|(_, m)| m).collect();
     assert_eq!(found, ["cmd", "text", "service"]);
 }
+
+/// One line of the registry's `kinds!`: `Variant(field: $crate::targets::<folder>::<Type>) { Raw = "tag", … }`.
+#[derive(Debug)]
+struct RegistryLine {
+    folder: String,
+    kind_type: String,
+    tags: Vec<String>,
+}
+
+/// The lines of `kinds!` in `src/targets/registry.rs`.
+fn registry_lines() -> Vec<RegistryLine> {
+    let text = std::fs::read_to_string(src().join("targets/registry.rs")).unwrap();
+    let start = text.find("$callback! {").expect("kinds! calls $callback! { … }");
+    let body = &text[start..];
+    let body = &body[..body.find("\n        }\n").expect("the end of the kinds! list")];
+    let mut lines = Vec::new();
+    let mut rest = body;
+    while let Some(at) = rest.find("$crate::targets::") {
+        let path = &rest[at + "$crate::targets::".len()..];
+        let path = &path[..path.find(')').unwrap()];
+        let (folder, kind_type) = path.split_once("::").unwrap();
+        let tags_from = at + rest[at..].find('{').unwrap();
+        let tags_to = tags_from + rest[tags_from..].find('}').unwrap();
+        let tags = rest[tags_from..tags_to].split('"').skip(1).step_by(2).map(str::to_owned).collect();
+        lines.push(RegistryLine { folder: folder.to_owned(), kind_type: kind_type.to_owned(), tags });
+        rest = &rest[tags_to..];
+    }
+    lines
+}
+
+/// The contract's kinds in `tests/integration/target_contract.rs`: the
+/// `kind = "…"` each writes (its `name`) → the test running the contract
+/// on it.
+fn contract_tests() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/target_contract.rs");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut found = Vec::new();
+    for block in text.split("\nimpl Kind for ").skip(1) {
+        let name: String = block.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        let tag = block.split("fn name(&self) -> &'static str {").nth(1).and_then(|t| t.split('"').nth(1));
+        let runs = text.split("#[test]\nfn ").skip(1).find_map(|test| {
+            let (test_name, body) = test.split_once("()").unwrap();
+            let body = &body[..body.find("\n}\n").unwrap_or(body.len())];
+            (body.contains(&format!("contract(&{name} {{")) || body.contains(&format!("contract(&{name}::")))
+                .then(|| test_name.to_owned())
+        });
+        if let (Some(tag), Some(test)) = (tag, runs) {
+            found.push((tag.to_owned(), test));
+        }
+    }
+    found
+}
+
+/// The "add a kind" checklist of `docs/architecture.md`, kept true: every
+/// kind of the registry is its folder (the kind's `impl Target` and `impl
+/// Kind` in its `mod.rs`, its table in `spec.rs`), one registry line, an
+/// error type with codes (`impl KindError`, in its folder or shared with
+/// its like in `src/targets/`), and the contract suite run on it; the page
+/// names each. Nothing outside `src/targets/` names a kind's type.
+#[test]
+fn every_kind_follows_the_add_a_kind_checklist() {
+    let root = src();
+    let lines = registry_lines();
+    assert_eq!(lines.len(), 4, "the four kinds of the registry: {lines:?}");
+    let contracts = contract_tests();
+    let page = std::fs::read_to_string(root.join("../docs/architecture.md")).unwrap();
+    let mut kind_errors = Vec::new();
+    rust_files(&root.join("targets"), &mut kind_errors);
+    let kind_errors: Vec<(PathBuf, String)> = kind_errors
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read_to_string(&p).unwrap()))
+        .filter(|(_, text)| text.contains("KindError for "))
+        .collect();
+    let mut missing = Vec::new();
+    for line in &lines {
+        let folder = root.join("targets").join(&line.folder);
+        let module = std::fs::read_to_string(folder.join("mod.rs")).unwrap_or_default();
+        let ty = &line.kind_type;
+        for (what, ok) in [
+            ("its folder with mod.rs", !module.is_empty()),
+            ("its table as written, in spec.rs", folder.join("spec.rs").is_file()),
+            ("`impl Target` in mod.rs", module.contains(&format!("Target for {ty} "))),
+            ("`impl Kind` in mod.rs", module.contains(&format!("Kind for {ty} "))),
+            ("a module doc", module.starts_with("//!")),
+        ] {
+            if !ok {
+                missing.push(format!("{}: {what}", line.folder));
+            }
+        }
+        // Its error type: in its folder, or a shared one its folder uses.
+        let has_errors = kind_errors.iter().any(|(path, text)| {
+            let error_type: String = text
+                .split("KindError for ")
+                .nth(1)
+                .unwrap_or_default()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            path.starts_with(&folder) || (!error_type.is_empty() && module.contains(&error_type))
+        });
+        if !has_errors {
+            missing.push(format!("{}: an error type with `impl KindError` (a code per variant)", line.folder));
+        }
+        match contracts.iter().find(|(tag, _)| line.tags.contains(tag)) {
+            None => missing
+                .push(format!("{}: a contract kind in target_contract.rs writing one of {:?}", line.folder, line.tags)),
+            Some((_, test)) => {
+                if !page.contains(&format!("`{test}`")) {
+                    missing.push(format!("docs/architecture.md: the contract test `{test}`"));
+                }
+            }
+        }
+        if !page.contains(&format!("`targets/{}/`", line.folder)) {
+            missing.push(format!("docs/architecture.md: the folder `targets/{}/`", line.folder));
+        }
+    }
+    // Nothing but the registry and the kind's own folder names the kind's type.
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    for file in files.iter().filter(|f| !f.starts_with(root.join("targets"))) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in &lines {
+            if text.contains(&format!("{}::{}", line.folder, line.kind_type)) {
+                missing.push(format!("{} names {}::{}", file.display(), line.folder, line.kind_type));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "the add-a-kind checklist (docs/architecture.md):\n{}", missing.join("\n"));
+}

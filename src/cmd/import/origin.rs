@@ -421,11 +421,24 @@ pub async fn read_gitlab(
     let api = gitlab_api::Api::new(&http, access.url, owner, &token, dest);
     let listed = api.list().await.map_err(|e| ImportError::Ci(Box::new(e)))?;
     let mut fetched = Fetched::default();
+    for v in of_scope(listed, access.scope, &mut fetched) {
+        read_gitlab_variable(v, set_secret_hint, &mut fetched);
+    }
+    Ok(fetched)
+}
+
+/// The variables of `scope`, and those of `*` no variable of `scope`
+/// shadows, by key; notes what is left out.
+fn of_scope(
+    listed: Vec<gitlab_api::LiveVariable>,
+    scope: &str,
+    fetched: &mut Fetched,
+) -> Vec<gitlab_api::LiveVariable> {
     let (mut exact, mut any): (BTreeMap<String, gitlab_api::LiveVariable>, BTreeMap<String, gitlab_api::LiveVariable>) =
         Default::default();
     let mut other_scopes = 0usize;
     for v in listed {
-        if v.environment_scope == access.scope {
+        if v.environment_scope == scope {
             exact.insert(v.key.clone(), v);
         } else if v.environment_scope == "*" {
             any.insert(v.key.clone(), v);
@@ -435,8 +448,7 @@ pub async fn read_gitlab(
     }
     for (key, _) in any.iter().filter(|(k, _)| exact.contains_key(*k)) {
         fetched.notes.push(format!(
-            "{key}: the variable of environment scope * is shadowed by the one of scope {} (imported)",
-            access.scope
+            "{key}: the variable of environment scope * is shadowed by the one of scope {scope} (imported)"
         ));
     }
     any.retain(|k, _| !exact.contains_key(k));
@@ -447,74 +459,76 @@ pub async fn read_gitlab(
     }
     let mut all: Vec<gitlab_api::LiveVariable> = exact.into_values().chain(any.into_values()).collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
-    for v in all {
-        // What the gitlab target keeps of an adopted variable where its
-        // config is silent (masking follows the output's taint).
-        let adoptable = |group: String| {
-            let attributes = [
-                ("protected", v.protected.to_string()),
-                ("raw", v.raw.to_string()),
-                ("variable_type", v.variable_type.clone()),
-                ("hidden", v.hidden.to_string()),
-            ];
-            Adoptable {
-                id: crate::targets::gitlab::item_id(&v.key, &v.environment_scope),
-                name: v.key.clone(),
-                group,
-                attributes: attributes.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-                scope: Some(v.environment_scope.clone()),
+    all
+}
+
+/// One GitLab variable: found (with what adopting it keeps), adoptable
+/// only (hidden: its value cannot be read), or not importable.
+fn read_gitlab_variable(v: gitlab_api::LiveVariable, set_secret_hint: &str, fetched: &mut Fetched) {
+    // What the gitlab target keeps of an adopted variable where its
+    // config is silent (masking follows the output's taint).
+    let adoptable = |group: String| {
+        let attributes = [
+            ("protected", v.protected.to_string()),
+            ("raw", v.raw.to_string()),
+            ("variable_type", v.variable_type.clone()),
+            ("hidden", v.hidden.to_string()),
+        ];
+        Adoptable {
+            id: crate::targets::gitlab::item_id(&v.key, &v.environment_scope),
+            name: v.key.clone(),
+            group,
+            attributes: attributes.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            scope: Some(v.environment_scope.clone()),
+        }
+    };
+    let marker = parse_marker(v.description.as_deref());
+    let value = match (&v.value, v.hidden) {
+        (Some(value), false) => text_value(value.expose().to_vec(), v.masked),
+        _ => Err(format!(
+            "hidden in GitLab: its value cannot be read back; set it with `{set_secret_hint} {}`{}",
+            v.key,
+            if marker.is_none() {
+                " (--adopt records it as this instance's: the first pass then writes cfgsync's value over it)"
+            } else {
+                ""
             }
-        };
-        let marker = parse_marker(v.description.as_deref());
-        let value = match (&v.value, v.hidden) {
-            (Some(value), false) => text_value(value.expose().to_vec(), v.masked),
-            _ => Err(format!(
-                "hidden in GitLab: its value cannot be read back; set it with `{set_secret_hint} {}`{}",
-                v.key,
-                if marker.is_none() {
-                    " (--adopt records it as this instance's: the first pass then writes cfgsync's value over it)"
-                } else {
-                    ""
-                }
-            )),
-        };
-        let value = match value {
-            Ok(value) => value,
-            Err(reason) => {
-                if v.hidden && marker.is_none() {
-                    fetched.adopt_only.push(adoptable(format!(
-                        "environment scope {}, hidden: its value written by the first pass",
-                        v.environment_scope
-                    )));
-                }
-                fetched.unimportable.push(Unimportable { name: v.key.clone(), reason });
-                continue;
+        )),
+    };
+    let value = match value {
+        Ok(value) => value,
+        Err(reason) => {
+            if v.hidden && marker.is_none() {
+                fetched.adopt_only.push(adoptable(format!(
+                    "environment scope {}, hidden: its value written by the first pass",
+                    v.environment_scope
+                )));
             }
-        };
-        let mut found = Found::new(v.key.clone(), value);
-        match marker {
-            Some((instance, env, output)) => found
-                .notes
-                .push(format!("written by cfgsync (instance {instance}, env {env}, output {output}): not adopted")),
-            None => found.adoptable = Some(adoptable(format!("environment scope {}", v.environment_scope))),
+            fetched.unimportable.push(Unimportable { name: v.key.clone(), reason });
+            return;
         }
-        if v.protected {
-            found.notes.push(
-                "protected in GitLab: kept when adopted (--adopt), unless the gitlab target sets protected itself"
-                    .into(),
-            );
-        }
-        if v.variable_type == "file" {
-            found.notes.push("a file variable in GitLab: kept a file variable when adopted (--adopt)".into());
-        }
-        if !v.raw && found.value.expose().contains(&b'$') {
-            found.notes.push(
-                "expanded in GitLab (raw = false) and holds a `$`: imported as written, not expanded; kept expanded when adopted (--adopt), unless the gitlab target sets raw itself".into(),
-            );
-        }
-        fetched.found.push(found);
+    };
+    let mut found = Found::new(v.key.clone(), value);
+    match marker {
+        Some((instance, env, output)) => found
+            .notes
+            .push(format!("written by cfgsync (instance {instance}, env {env}, output {output}): not adopted")),
+        None => found.adoptable = Some(adoptable(format!("environment scope {}", v.environment_scope))),
     }
-    Ok(fetched)
+    if v.protected {
+        found.notes.push(
+            "protected in GitLab: kept when adopted (--adopt), unless the gitlab target sets protected itself".into(),
+        );
+    }
+    if v.variable_type == "file" {
+        found.notes.push("a file variable in GitLab: kept a file variable when adopted (--adopt)".into());
+    }
+    if !v.raw && found.value.expose().contains(&b'$') {
+        found.notes.push(
+            "expanded in GitLab (raw = false) and holds a `$`: imported as written, not expanded; kept expanded when adopted (--adopt), unless the gitlab target sets raw itself".into(),
+        );
+    }
+    fetched.found.push(found);
 }
 
 // ---------------------------------------------------------------------------

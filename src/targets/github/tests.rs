@@ -8,6 +8,7 @@ use crate::config::{self, Config};
 use crate::fingerprint::EnvFingerprinter;
 use crate::secret::SecretString;
 use crate::targets::Registered;
+use crate::targets::ci::test_support::rendered;
 
 const CANARY: &str = "CANARY-77c2-github";
 
@@ -29,16 +30,6 @@ fn spec(c: &Config) -> &GithubTarget {
 
 fn ctx<'a>(c: &'a Config, keyed: &'a EnvFingerprinter) -> Ctx<'a> {
     Ctx { prune: true, ..Ctx::new(c, "prod", keyed) }
-}
-
-fn rendered(entries: &[(&str, &str)], tainted: bool) -> Rendered {
-    Rendered {
-        output: "api".into(),
-        env: "prod".into(),
-        entries: entries.iter().map(|(k, v)| (k.to_string(), Content::new(v.as_bytes(), tainted))).collect(),
-        tainted,
-        used: Default::default(),
-    }
 }
 
 fn kind() -> GithubKind {

@@ -8,6 +8,7 @@ use crate::config::{self, Config};
 use crate::fingerprint::EnvFingerprinter;
 use crate::secret::SecretString;
 use crate::targets::Registered;
+use crate::targets::ci::test_support::rendered;
 
 const CANARY: &str = "CANARY-91ab-gitlab";
 
@@ -35,16 +36,6 @@ fn spec(c: &Config) -> &GitlabTarget {
 
 fn ctx<'a>(c: &'a Config, keyed: &'a EnvFingerprinter, prune: bool) -> Ctx<'a> {
     Ctx { revision: Some(7), prune, ..Ctx::new(c, "prod", keyed) }
-}
-
-fn rendered(entries: &[(&str, &str)], tainted: bool) -> Rendered {
-    Rendered {
-        output: "api".into(),
-        env: "prod".into(),
-        entries: entries.iter().map(|(k, v)| (k.to_string(), Content::new(v.as_bytes(), tainted))).collect(),
-        tainted,
-        used: Default::default(),
-    }
 }
 
 fn kind() -> GitlabKind {

@@ -179,6 +179,16 @@ pub enum KubeError {
     /// replaced or changed since the pass read it, and is kept.
     #[error("{address}: not deleted: it changed since cfgsync wrote it")]
     PruneConflict { address: String },
+    /// The object at a target's address is being deleted (held by its
+    /// finalizers): not written, created again once it is gone.
+    #[error(
+        "{address}: it is being deleted (finalizers: {finalizers}); not written: it is created again once it is gone"
+    )]
+    BeingDeleted { address: String, finalizers: String },
+    /// A write that left keys other than the source says: another field
+    /// manager owns them (server-side apply does not take them over).
+    #[error("{address}: written, but keys {keys} still differ from the source: another field manager keeps them")]
+    FieldsKept { address: String, keys: String },
 }
 
 impl KindError for KubeError {
@@ -197,6 +207,8 @@ impl KindError for KubeError {
             KubeError::Foreign { .. } => "foreign_object",
             KubeError::Conflict { .. } => "write_conflict",
             KubeError::PruneConflict { .. } => "prune_precondition_failed",
+            KubeError::BeingDeleted { .. } => "object_being_deleted",
+            KubeError::FieldsKept { .. } => "fields_kept_by_other_manager",
         }
     }
 
@@ -706,17 +718,7 @@ fn plan_one(
         Ownership::Ours => false,
     };
     if live.deleting {
-        return Err(KubeError::Apply {
-            context: desired.address.context.clone(),
-            namespace: desired.address.namespace.clone(),
-            name: desired.address.name.clone(),
-            kind: desired.kind,
-            cause: format!(
-                "it is being deleted (finalizers: {}); not written: it is created again once it is gone",
-                live.finalizers.join(", ")
-            ),
-        }
-        .into());
+        return Err(KubeError::BeingDeleted { address, finalizers: live.finalizers.join(", ") }.into());
     }
     let (mut change, content_changed) = plan_object(desired, Some(live), ctx.keyed);
     if adopt {
@@ -755,16 +757,8 @@ async fn write_object(
         Some((resource_version, release_legacy)) => {
             let left = client::apply(client, desired, resource_version, release_legacy).await?;
             if !left.is_empty() {
-                return Err(KubeError::Apply {
-                    context: a.context.clone(),
-                    namespace: a.namespace.clone(),
-                    name: a.name.clone(),
-                    kind: desired.kind,
-                    cause: format!(
-                        "written, but keys {} still differ from the source: another field manager keeps them",
-                        left.join(", ")
-                    ),
-                });
+                let address = describe(desired.kind, &a.context, &a.namespace, &a.name);
+                return Err(KubeError::FieldsKept { address, keys: left.join(", ") });
             }
         }
     }
@@ -1003,7 +997,8 @@ mod tests {
     }
 
     /// Each refusal and conflict has its own code (they were reported as
-    /// `unsafe_path`, `kube_apply_failed` and `prune_modified`).
+    /// `unsafe_path`, `kube_apply_failed` and `prune_modified`; an object
+    /// being deleted as `kube_apply_failed`).
     #[tokio::test]
     async fn refusals_and_conflicts_have_their_own_codes() {
         let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
@@ -1011,11 +1006,30 @@ mod tests {
         let mut helm = live_of(&d);
         helm.labels = [(LABEL_MANAGED_BY.to_owned(), "Helm".to_owned())].into();
         assert_eq!(not_ours(&helm, "prod", "team-a").code(), "foreign_object");
-        let config =
-            crate::config::parse(std::path::Path::new("/cfg/cfgsync.toml"), "instance = \"team-b\"\n[files]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nA = \"1\"\n[[output.target]]\nkind = \"file\"\npath = \"a.env\"\n", &BTreeMap::<String, String>::new())
-                .unwrap();
+        let config_text = |instance: &str| {
+            format!(
+                "instance = \"{instance}\"\n[files]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nA = \"1\"\n[[output.target]]\nkind = \"file\"\npath = \"a.env\"\n"
+            )
+        };
+        let config = crate::config::parse(
+            std::path::Path::new("/cfg/cfgsync.toml"),
+            &config_text("team-b"),
+            &BTreeMap::<String, String>::new(),
+        )
+        .unwrap();
         let other = plan_one(&d, Some(&live_of(&d)), "prod", &Ctx::new(&config, "prod", &fp)).err().unwrap();
         assert_eq!(other.code(), "owned_by_other_instance");
+        let config = crate::config::parse(
+            std::path::Path::new("/cfg/cfgsync.toml"),
+            &config_text("team-a"),
+            &BTreeMap::<String, String>::new(),
+        )
+        .unwrap();
+        let mut held = live_of(&d);
+        (held.deleting, held.finalizers) = (true, vec!["example.com/hold".into()]);
+        let deleting = plan_one(&d, Some(&held), "prod", &Ctx::new(&config, "prod", &fp)).err().unwrap();
+        assert_eq!(deleting.code(), "object_being_deleted", "{deleting}");
+        assert!(deleting.to_string().contains("finalizers: example.com/hold"), "{deleting}");
 
         let emulator = kube_emulator::Emulator::start("prod");
         let dir = tempfile::tempdir().unwrap();
