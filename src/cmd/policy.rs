@@ -46,6 +46,12 @@
 //!   lines of a Vault policy that would change, and an exit code like
 //!   diff(1)'s (0 nothing to do, 1 changes, 2 could not tell), for CI.
 //! - Every problem in every file is reported in one run, with file:line.
+//! - **Which policies**: `--policies DIR` when given; else `policies/`
+//!   next to the config file when that directory exists; else the ones
+//!   shipped with cfgsync (the repository's `policies/`, built into the
+//!   binary), so a first `policy apply` needs no copy of them. The first
+//!   line says which was used (`"policies"` in `--output json`): applying
+//!   roles from a directory nobody meant is the mistake this prevents.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -141,6 +147,70 @@ fn render(text: &str, vars: &Vars<'_>, env: Option<&str>) -> Result<String, Stri
     crate::render::render_field(text, &ctx)
 }
 
+/// The policies shipped with cfgsync: the repository's `policies/`.
+const SHIPPED: &[(&str, &str)] = &[
+    ("developer.toml", include_str!("../../policies/developer.toml")),
+    ("reconciler.toml", include_str!("../../policies/reconciler.toml")),
+];
+
+/// Where the roles come from (module doc: "Which policies").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// `--policies DIR`.
+    Flag(PathBuf),
+    /// `policies/` next to the config file.
+    NextToConfig(PathBuf),
+    /// Built into the binary.
+    Shipped,
+}
+
+impl PolicySource {
+    /// `--policies DIR`, else `policies/` next to the config when it is
+    /// there, else the shipped ones.
+    pub fn resolve(flag: Option<&Path>, config_dir: &Path) -> Self {
+        if let Some(dir) = flag {
+            return Self::Flag(dir.to_path_buf());
+        }
+        let next = config_dir.join("policies");
+        // A file or a dangling link named `policies` is still what the
+        // user meant: reading it fails with its name, never a silent switch.
+        if std::fs::symlink_metadata(&next).is_ok() { Self::NextToConfig(next) } else { Self::Shipped }
+    }
+
+    /// The roles of this source, rendered.
+    pub fn load(&self, vars: &Vars<'_>) -> Result<Vec<Role>, PolicyError> {
+        match self {
+            Self::Flag(dir) | Self::NextToConfig(dir) => load(dir, vars),
+            Self::Shipped => load_texts(
+                SHIPPED
+                    .iter()
+                    .map(|(name, text)| (Path::new("(shipped with cfgsync)").join(name), Ok((*text).to_owned()))),
+                vars,
+            ),
+        }
+    }
+
+    /// The line that says which policies were used.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Flag(dir) => format!("policies: {} (--policies)", crate::text::display_path(dir)),
+            Self::NextToConfig(dir) => format!("policies: {} (next to the config)", crate::text::display_path(dir)),
+            Self::Shipped => {
+                "policies: the ones shipped with cfgsync (no policies/ next to the config; --policies DIR names another)"
+                    .to_owned()
+            }
+        }
+    }
+
+    /// `"policies"` in `--output json`: the directory, or `"shipped"`.
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Self::Flag(dir) | Self::NextToConfig(dir) => dir.display().to_string().into(),
+            Self::Shipped => "shipped".into(),
+        }
+    }
+}
+
 /// Reads and renders every `*.toml` in `dir`, reporting every problem.
 pub fn load(dir: &Path, vars: &Vars<'_>) -> Result<Vec<Role>, PolicyError> {
     let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir { dir: dir.to_path_buf(), source })?;
@@ -152,11 +222,25 @@ pub fn load(dir: &Path, vars: &Vars<'_>) -> Result<Vec<Role>, PolicyError> {
     if files.is_empty() {
         return Err(PolicyError::Empty { dir: dir.to_path_buf() });
     }
+    load_texts(
+        files.into_iter().map(|file| {
+            let text = std::fs::read_to_string(&file);
+            (file, text)
+        }),
+        vars,
+    )
+}
+
+/// Parses and renders each (file, text) in order, reporting every problem.
+fn load_texts(
+    files: impl IntoIterator<Item = (PathBuf, io::Result<String>)>,
+    vars: &Vars<'_>,
+) -> Result<Vec<Role>, PolicyError> {
     let mut problems = Vec::new();
     let mut roles: Vec<Role> = Vec::new();
-    for file in files {
+    for (file, text) in files {
         let at = |offset: usize, text: &str| Location::at(&file, text, offset);
-        let text = match std::fs::read_to_string(&file) {
+        let text = match text {
             Ok(t) => t,
             Err(e) => {
                 problems.push(Problem { location: None, message: format!("cannot read {}: {e}", file.display()) });
@@ -343,12 +427,13 @@ impl Outcome {
         roles + keys
     }
 
-    fn print(&self, ctx: &Context<'_>, dry_run: bool, plan: bool) -> Result<(), CmdError> {
+    fn print(&self, ctx: &Context<'_>, source: &PolicySource, dry_run: bool, plan: bool) -> Result<(), CmdError> {
         let stdout = io::stdout();
         let mut out = stdout.lock();
         match ctx.output {
             OutputFormat::Json => {
                 let mut doc: BTreeMap<&str, serde_json::Value> = [
+                    ("policies", source.json()),
                     ("roles", serde_json::to_value(&self.applied).map_err(io::Error::from)?),
                     ("fingerprint_keys", serde_json::to_value(&self.keys).map_err(io::Error::from)?),
                 ]
@@ -360,6 +445,7 @@ impl Outcome {
                 writeln!(out)?;
             }
             OutputFormat::Text => {
+                writeln!(out, "{}", source.describe())?;
                 let diffs = if plan { self.policy_diffs.as_slice() } else { &[] };
                 print_text(&self.applied, &self.keys, diffs, dry_run && !plan, self.etcd, self.vault, &mut out)?;
                 if plan {
@@ -387,13 +473,13 @@ impl Outcome {
 
 /// `cfgsync policy apply`.
 pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> Result<ExitCode, CmdError> {
-    let dir = dir.map_or_else(|| ctx.config.dir.join("policies"), Path::to_path_buf);
-    let roles = load(&dir, &Vars::of(ctx.config))?;
+    let source = PolicySource::resolve(dir, &ctx.config.dir);
+    let roles = source.load(&Vars::of(ctx.config))?;
     let outcome = match reconcile_roles(ctx, &roles, dry_run).await {
         Ok(o) => o,
         Err(_) => return Ok(ExitCode::from(1)),
     };
-    outcome.print(ctx, dry_run, false)?;
+    outcome.print(ctx, &source, dry_run, false)?;
     Ok(if outcome.failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
@@ -401,13 +487,13 @@ pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> 
 /// the servers hold now; exit 0 nothing, 1 changes, 2 could not tell (like
 /// diff(1)).
 pub async fn run_plan(ctx: &Context<'_>, dir: Option<&Path>) -> Result<ExitCode, CmdError> {
-    let dir = dir.map_or_else(|| ctx.config.dir.join("policies"), Path::to_path_buf);
-    let roles = load(&dir, &Vars::of(ctx.config))?;
+    let source = PolicySource::resolve(dir, &ctx.config.dir);
+    let roles = source.load(&Vars::of(ctx.config))?;
     let outcome = match reconcile_roles(ctx, &roles, true).await {
         Ok(o) => o,
         Err(code) => return Ok(code),
     };
-    outcome.print(ctx, true, true)?;
+    outcome.print(ctx, &source, true, true)?;
     Ok(if outcome.failed {
         ExitCode::from(2)
     } else if outcome.changes() > 0 {
@@ -521,6 +607,32 @@ mod tests {
         let dev = &roles[0];
         let policy = dev.vault_policy.as_ref().unwrap();
         assert!(policy.contains("kv/data/staging/*") && !policy.contains("kv/data/prod/"), "{policy}");
+    }
+
+    #[test]
+    fn the_flag_wins_then_policies_next_to_the_config_then_the_shipped_ones() {
+        let config_dir = tempfile::tempdir().unwrap();
+        let elsewhere = Path::new("/elsewhere/policies");
+        assert_eq!(PolicySource::resolve(None, config_dir.path()), PolicySource::Shipped);
+        assert_eq!(PolicySource::resolve(Some(elsewhere), config_dir.path()), PolicySource::Flag(elsewhere.into()));
+        std::fs::create_dir(config_dir.path().join("policies")).unwrap();
+        let next = config_dir.path().join("policies");
+        assert_eq!(PolicySource::resolve(None, config_dir.path()), PolicySource::NextToConfig(next));
+        assert_eq!(PolicySource::resolve(Some(elsewhere), config_dir.path()), PolicySource::Flag(elsewhere.into()));
+    }
+
+    /// The shipped policies are the repository's `policies/`, every file.
+    #[test]
+    fn the_shipped_policies_are_the_repositorys() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let envs = vec!["prod".to_owned(), "staging".to_owned()];
+        let vars = Vars { prefix: "/cfg", mount: "kv", envs: &envs };
+        let from_dir = load(&dir, &vars).unwrap();
+        let shipped = PolicySource::Shipped.load(&vars).unwrap();
+        let strip = |roles: Vec<Role>| -> Vec<Role> {
+            roles.into_iter().map(|r| Role { file: r.file.file_name().unwrap().into(), ..r }).collect()
+        };
+        assert_eq!(strip(shipped), strip(from_dir));
     }
 
     #[test]

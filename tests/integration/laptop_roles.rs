@@ -23,7 +23,8 @@ fn developer(etcd: &Etcd, vault: &Vault, p: &Project) -> String {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(
         r.stdout,
-        "\
+        format!("policies: {dir} (--policies)\n")
+            + "\
 etcd role cfgsync-developer: create, grant read /cfgsync/staging/*, grant read /cfgsync/prod/*, grant read /cfgsync/_meta/staging/*, grant read /cfgsync/_meta/prod/*, grant read /cfgsync/_history/staging/*, grant read /cfgsync/_history/prod/*, grant read /cfgsync/_service/*
 vault policy cfgsync-developer: create
 etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*, grant readwrite /cfgsync/_history/prod/*
@@ -40,7 +41,7 @@ vault fingerprint key secret/staging/cfgsync/fingerprint#key: create (random 32 
     // Applying again changes nothing.
     let r = run_as(p, "root:rootpw", &vault.root_token, &["policy", "apply", "--dir", &dir]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.lines().all(|l| l.ends_with(": unchanged")), "{r:?}");
+    assert!(r.stdout.lines().skip(1).all(|l| l.ends_with(": unchanged")), "{r:?}");
     etcd.ctl_ok(&["user", "grant-role", "alice", "cfgsync-developer"]);
     vault.bao_ok(&["token", "create", "-orphan", "-policy=cfgsync-developer", "-field=token"]).trim().to_owned()
 }

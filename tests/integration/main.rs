@@ -49,3 +49,4 @@ mod tls_matrix;
 mod tls_targets;
 mod tls_vault;
 mod vault_kubernetes_auth;
+mod walk;

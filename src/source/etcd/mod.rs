@@ -235,12 +235,29 @@ impl EtcdSource {
         }
         let endpoints = crate::text::redact_urls(&self.settings.endpoints.join(",")).into_owned();
         let connect = Client::connect(&self.settings.endpoints, Some(options));
-        let client = match tokio::time::timeout(self.settings.timeout, connect).await {
+        // TCP connect and the log-in are bounded by `timeout` each inside the
+        // client; this bounds the whole.
+        let client = match tokio::time::timeout(self.settings.timeout * 2, connect).await {
             Err(_) => {
                 return Err(SourceError::Connect {
                     source_kind: SourceKind::Etcd,
                     endpoint: endpoints,
-                    cause: format!("timed out after {} s", self.settings.timeout.as_secs()),
+                    cause: format!("timed out after {} s", (self.settings.timeout * 2).as_secs()),
+                });
+            }
+            // The log-in itself timed out or lost the server: a transport
+            // failure, named by endpoint like any other, not an auth verdict
+            // (which of the two timeouts fires first is a race).
+            Ok(Err(etcd_client::Error::GRpcStatus(s)))
+                if matches!(
+                    s.code(),
+                    tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled
+                ) =>
+            {
+                return Err(SourceError::Connect {
+                    source_kind: SourceKind::Etcd,
+                    endpoint: endpoints,
+                    cause: crate::text::redact_urls(&status_text(&s)).into_owned(),
                 });
             }
             Ok(Err(etcd_client::Error::GRpcStatus(s))) => {
