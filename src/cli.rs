@@ -122,6 +122,12 @@ pub enum Command {
         #[arg(long)]
         env: Option<String>,
     },
+    /// The service's state read from etcd, as its followers read it: each env's leader, last pass and failing targets; exit 0 all well, 1 an env without a leader or failing, 2 error.
+    Status {
+        /// Only this env.
+        #[arg(long)]
+        env: Option<String>,
+    },
     /// Adopt what already exists (a dotenv file, a Kubernetes Secret or ConfigMap, GitLab CI variables) into etcd and Vault for one env; shows the plan first.
     Import(ImportArgs),
     /// Manage the etcd roles and Vault policies described in `policies/`.
@@ -140,6 +146,19 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Names from the config, one a line, for the shell completion scripts.
+    #[command(hide = true)]
+    CompleteNames {
+        #[arg(value_enum)]
+        what: NameKind,
+    },
+}
+
+/// What `complete-names` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NameKind {
+    Envs,
+    Outputs,
 }
 
 #[derive(Debug, Clone, clap::Args)]

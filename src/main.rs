@@ -114,6 +114,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     match &cli.command {
         Command::Completions { shell } => return Ok(cmd::completions::completions(*shell)?),
         Command::Man { out_dir } => return Ok(cmd::completions::man(out_dir.as_deref())?),
+        Command::CompleteNames { what } => return Ok(cmd::completions::names(&cli.config, *what)),
         _ => {}
     }
     let validating = matches!(cli.command, Command::Validate);
@@ -173,7 +174,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             return Ok(cmd::policy::run_plan(&ctx, dir.as_deref()).await?);
         }
         Command::Whoami { env } => return Ok(cmd::whoami::run(&ctx, env.as_deref()).await?),
-        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled before loading the config"),
+        Command::Status { env } => return Ok(cmd::status::run(&ctx, env.as_deref()).await?),
+        Command::Completions { .. } | Command::Man { .. } | Command::CompleteNames { .. } => {
+            unreachable!("handled before loading the config")
+        }
         Command::Run { .. } => unreachable!("handled above"),
     };
     if let Some(env) = &options.env {
@@ -244,7 +248,7 @@ async fn pass(
         // (Text stays line by line, in step with its `error:` lines on stderr.)
         OutputFormat::Json => {
             let mut buffered = io::BufWriter::with_capacity(1 << 16, &mut out);
-            report::print_json(&report, &mut buffered)?;
+            report::print_json(&report, mode, &mut buffered)?;
             buffered.flush()?;
         }
         OutputFormat::Text => report::print_text(&report, mode, Style::detect(), &mut out, &mut OneLine(io::stderr()))?,

@@ -595,13 +595,15 @@ async fn plan_env_observed<'a>(input: &PlanInput<'a, '_>, snapshot: Arc<Snapshot
         report.outputs.push(out);
         outputs.push(ok);
     }
+    let selected = selected_entries(config, &slots, &outputs);
     let jobs: Vec<Job<'_>> = slots
         .iter()
-        .map(|(slot, o, t)| Job {
+        .zip(&selected)
+        .map(|((slot, o, t), selected)| Job {
             slot: *slot,
             target: &config.outputs[*o].targets[*t].kind,
             rendered: match slot {
-                Slot::Target { output, .. } => outputs[*output].as_ref(),
+                Slot::Target { output, .. } => selected.as_ref().or(outputs[*output].as_ref()),
                 Slot::Prune => None,
             },
         })
@@ -611,6 +613,24 @@ async fn plan_env_observed<'a>(input: &PlanInput<'a, '_>, snapshot: Arc<Snapshot
     debug!(env, took_ms = started.elapsed().as_millis() as u64, "observed and planned");
     kinds.report_into(&mut report);
     EnvPlan { report, pass, kinds }
+}
+
+/// For each slot whose target takes only some entries of its output
+/// (`entries`/`exclude`), the rendering with only those; `None` where the
+/// target takes the whole rendering (or there is none).
+fn selected_entries(
+    config: &Config,
+    slots: &[(Slot, usize, usize)],
+    outputs: &[Option<Rendered>],
+) -> Vec<Option<Rendered>> {
+    slots
+        .iter()
+        .map(|(slot, o, t)| {
+            let names = config.outputs[*o].targets[*t].selected.as_ref()?;
+            let Slot::Target { output, .. } = slot else { return None };
+            Some(outputs[*output].as_ref()?.select(names))
+        })
+        .collect()
 }
 
 /// The outputs of `env` this pass renders or plans (config indices).

@@ -81,9 +81,68 @@ pub enum Mode {
     Applied,
 }
 
-pub fn print_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, report)?;
+/// The report and, under `summary`, the counts of the text's last line.
+pub fn print_json(report: &Report, mode: Mode, out: &mut dyn Write) -> io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct WithSummary<'a> {
+        #[serde(flatten)]
+        report: &'a Report,
+        /// Whether the counts are of what happened (`reconcile`) or of
+        /// what would happen (`plan`, `--dry-run`).
+        applied: bool,
+        summary: Summary,
+    }
+    let with = WithSummary { report, applied: mode == Mode::Applied, summary: Summary::of(report, mode) };
+    serde_json::to_writer_pretty(&mut *out, &with)?;
     writeln!(out)
+}
+
+/// The counts of a pass, as `--output json` carries them: every key always
+/// present, so a script can read `summary.failed` without a default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    /// Edited by someone else; restored (or to restore).
+    pub drift: usize,
+    pub unchanged: usize,
+    /// Changes of targets that failed: not written.
+    pub not_written: usize,
+    /// Sources, outputs and targets that failed (the text's `N failed`).
+    pub failed: usize,
+}
+
+impl Summary {
+    pub fn of(report: &Report, mode: Mode) -> Self {
+        let counts = report.counts(mode == Mode::Applied);
+        let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+        Summary {
+            create: n("create"),
+            update: n("update"),
+            delete: n("delete"),
+            drift: n("drift"),
+            unchanged: n("unchanged"),
+            not_written: n("failed"),
+            failed: failures(report),
+        }
+    }
+}
+
+/// How many sources, outputs and targets failed, and failures of an env
+/// that belong to no target.
+fn failures(report: &Report) -> usize {
+    report
+        .envs
+        .iter()
+        .map(|env| {
+            let outputs = env
+                .outputs
+                .iter()
+                .map(|o| usize::from(o.error.is_some()) + o.targets.iter().filter(|t| t.error.is_some()).count());
+            usize::from(env.source_error.is_some()) + outputs.sum::<usize>() + env.errors.len()
+        })
+        .sum()
 }
 
 pub fn print_text(
@@ -115,8 +174,10 @@ pub fn print_text(
                 continue;
             }
             for target in &output.targets {
-                for change in &target.changes {
-                    print_change(&output.output, change, target, mode, style, out)?;
+                if !print_grouped(&output.output, target, mode, style, out)? {
+                    for change in &target.changes {
+                        print_change(&output.output, change, target, mode, style, out)?;
+                    }
                 }
                 if target.reloaded {
                     writeln!(out, "      reload_cmd ran")?;
@@ -192,6 +253,15 @@ fn print_change(
     style: Style,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    let (sign, what) = describe_change(c, target, mode, style);
+    // Objects and CI variables name their kind in the address already.
+    let shown_kind = if c.kind == "file" { "file " } else { "" };
+    writeln!(out, "  {sign} {output} → {shown_kind}{} {what}", c.address)?;
+    print_change_body(c, mode, style, "      ", out)
+}
+
+/// A change's sign and `(<what happens>)`.
+fn describe_change(c: &Change, target: &TargetReport, mode: Mode, style: Style) -> (String, String) {
     let plan = mode == Mode::Plan;
     let object = is_object(c.kind);
     let (sign, verb) = match c.action {
@@ -237,18 +307,52 @@ fn print_change(
     }
     let separator = if object { "; " } else { ": " };
     let details = if details.is_empty() { String::new() } else { format!("{separator}{}", details.join("; ")) };
-    // Objects and CI variables name their kind in the address already.
-    let shown_kind = if c.kind == "file" { "file " } else { "" };
-    writeln!(out, "  {sign} {output} → {shown_kind}{} ({verb}{details})", c.address)?;
-    if plan {
+    (sign, format!("({verb}{details})"))
+}
+
+/// What a plan shows under a change's line: values, a diff, fingerprints.
+fn print_change_body(c: &Change, mode: Mode, style: Style, indent: &str, out: &mut dyn Write) -> io::Result<()> {
+    if mode == Mode::Plan {
         for v in &c.values {
-            writeln!(out, "      {v}")?;
+            writeln!(out, "{indent}{v}")?;
         }
         if let Some(diff) = &c.diff {
-            style.diff_lines(diff, "      ", out)?;
+            style.diff_lines(diff, indent, out)?;
         }
     }
     print_fingerprints(&c.fingerprints, out)
+}
+
+/// The changes of a target that writes several items at one destination
+/// (CI variables: `<destination>: <item>`), under one line naming the
+/// destination, so that its URL is not repeated on every item's line.
+/// `false` when the changes are not of that shape (then each is printed
+/// on its own line).
+fn print_grouped(
+    output: &str,
+    target: &TargetReport,
+    mode: Mode,
+    style: Style,
+    out: &mut dyn Write,
+) -> io::Result<bool> {
+    let items: Option<Vec<&str>> = target.changes.iter().map(|c| grouped_item(&target.address, &c.address)).collect();
+    let Some(items) = items.filter(|i| i.len() > 1 && target.kind != "file") else { return Ok(false) };
+    writeln!(out, "  {output} → {}:", target.address)?;
+    for (c, item) in target.changes.iter().zip(items) {
+        let (sign, what) = describe_change(c, target, mode, style);
+        writeln!(out, "    {sign} {item} {what}")?;
+        print_change_body(c, mode, style, "        ", out)?;
+    }
+    Ok(true)
+}
+
+/// `APP_HOST` of `GitLab project g/app at URL: APP_HOST (environment scope
+/// prod)` under `GitLab project g/app at URL (environment scope prod)`:
+/// what the change's address adds to its target's.
+fn grouped_item<'a>(target: &str, change: &'a str) -> Option<&'a str> {
+    let (dest, item) = change.rsplit_once(": ")?;
+    let suffix = target.strip_prefix(dest)?;
+    Some(if suffix.is_empty() { item } else { item.strip_suffix(suffix)? })
 }
 
 /// `--show-fingerprints`: one line per secret entry that changes, aligned.

@@ -110,6 +110,8 @@ pub async fn read_env_at(
     if matches!(scope, SecretScope::All) {
         paths.extend(point.versions.iter().flat_map(|v| v.keys().cloned()));
     }
+    // cfgsync's own secrets (the fingerprint key) as `read_env` leaves them out.
+    paths.retain(|p| !clients.hides(p, template_paths));
     for path in paths {
         let state = match version_of(&client, mount, point, &path).await {
             Ok(None) => SecretState::Absent,

@@ -503,14 +503,7 @@ async fn find_uses(
     let mut rendered_all: BTreeMap<usize, _> = indices.iter().copied().zip(plain).collect();
     let mut probed_all: BTreeMap<usize, _> = indices.iter().copied().zip(probed).collect();
     for (index, output) in outputs_for(ctx.config, env) {
-        let targets: Vec<String> = output
-            .targets
-            .iter()
-            .map(|t| match as_file(&t.kind) {
-                Some(f) => format!("file {}", display_path(&f.paths[env])),
-                None => format!("{} (defined at {})", t.kind.name(), t.location),
-            })
-            .collect();
+        let targets = targets_of(output, env, &[]);
         let analysis = ctx.templates.analysis(index);
         let statically_reads_secret = match subject {
             Subject::Field { path, .. } | Subject::Secret(path) => analysis.secret_paths.contains(path),
@@ -561,8 +554,24 @@ async fn find_uses(
             // Reads another field of the same secret only.
             continue;
         }
+        let targets = targets_of(output, env, &entries);
         ex.used_by.push(Usage { output: output.name.clone(), entries, targets, note });
     }
+}
+
+/// Each target of `output` that takes one of `entries` (any, when empty),
+/// by what it writes for `env` (the file, the object, the CI variables),
+/// and where the config defines it.
+fn targets_of(output: &crate::config::Output, env: &str, entries: &[String]) -> Vec<String> {
+    output
+        .targets
+        .iter()
+        .filter(|t| entries.is_empty() || entries.iter().any(|e| t.selects(e)))
+        .map(|t| match as_file(&t.kind) {
+            Some(f) => format!("file {}", display_path(&f.paths[env])),
+            None => format!("{} (defined at {})", t.kind.address(env), t.location),
+        })
+        .collect()
 }
 
 fn print_text(ex: &Explanation, out: &mut dyn Write) -> io::Result<()> {

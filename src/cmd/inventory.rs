@@ -40,6 +40,10 @@ const PARALLEL_READS: usize = 32;
 pub struct Clients {
     pub keys: KeyClient,
     pub vault: Option<VaultClientSide>,
+    /// Secret paths cfgsync keeps for itself (the `[fingerprint] key`):
+    /// not configuration anyone decided, so never listed, compared or
+    /// named as "no access" unless a template reads them.
+    pub internal: BTreeSet<String>,
 }
 
 pub enum KeyClient {
@@ -74,7 +78,13 @@ impl Clients {
             }
             _ => None,
         };
-        Self { keys, vault }
+        let internal = config.fingerprint_key.iter().map(|(path, _)| path.clone()).collect();
+        Self { keys, vault, internal }
+    }
+
+    /// Whether secret `path` is cfgsync's own and not asked for by a template.
+    pub fn hides(&self, path: &str, template_paths: &BTreeSet<String>) -> bool {
+        self.internal.contains(path) && !template_paths.contains(path)
     }
 }
 
@@ -216,7 +226,10 @@ pub async fn read_env(
     };
     let secrets = async {
         match &clients.vault {
-            Some(v) => read_vault(v, env, scope, template_paths, on_read).await.map(Some),
+            Some(v) => {
+                let hidden = |p: &str| clients.hides(p, template_paths);
+                read_vault(v, env, scope, template_paths, &hidden, on_read).await.map(Some)
+            }
             None => Ok(None),
         }
     };
@@ -232,7 +245,12 @@ pub async fn read_env(
             inventory.keys = Keys::Read { keys: snapshot.keys, revision: snapshot.revision };
             if clients.vault.is_none() {
                 // The file source holds the secrets too.
-                inventory.secrets = snapshot.secrets.into_iter().map(|(p, s)| (p, SecretState::Read(s))).collect();
+                inventory.secrets = snapshot
+                    .secrets
+                    .into_iter()
+                    .filter(|(p, _)| !clients.hides(p, template_paths))
+                    .map(|(p, s)| (p, SecretState::Read(s)))
+                    .collect();
                 if let SecretScope::Paths(paths) = scope {
                     for p in paths {
                         inventory.secrets.entry(p.clone()).or_insert(SecretState::Absent);
@@ -275,6 +293,7 @@ async fn read_vault(
     env: &str,
     scope: &SecretScope,
     template_paths: &BTreeSet<String>,
+    hidden: &(dyn Fn(&str) -> bool + Sync),
     on_read: &(dyn Fn() + Sync),
 ) -> Result<VaultSide, SourceError> {
     let client = side.source.client().await?;
@@ -282,7 +301,7 @@ async fn read_vault(
     let paths: BTreeSet<String> = match scope {
         SecretScope::Paths(p) => p.clone(),
         SecretScope::All => match vault_admin::list_env(&client, &side.mount, env).await {
-            Ok(listed) => listed.into_iter().chain(template_paths.iter().cloned()).collect(),
+            Ok(listed) => listed.into_iter().filter(|p| !hidden(p)).chain(template_paths.iter().cloned()).collect(),
             Err(e @ SourceError::Denied { .. }) => {
                 let path = match &e {
                     SourceError::Denied { path, .. } => path.clone(),

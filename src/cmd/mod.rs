@@ -1,7 +1,7 @@
 //! The developer commands: what a person runs on a laptop with their own
 //! etcd and Vault credentials — `validate`, `diff`, `pull`, `run-with`,
 //! `explain`, `set`, `set-secret`, `import`, `policy apply`, `policy plan`,
-//! `whoami`, `completions` and `man`.
+//! `whoami`, `status`, `completions` and `man`.
 //!
 //! Each command is a module with a `run` function that `main` calls with
 //! the loaded config (parsing stays in [`crate::cli`], as in ripgrep).
@@ -28,6 +28,7 @@ pub mod rollback;
 pub mod rotate;
 pub mod run_with;
 pub mod set;
+pub mod status;
 pub mod terminal;
 pub mod validate;
 pub mod whoami;

@@ -96,7 +96,7 @@ pub async fn run(
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match ctx.output {
-        crate::cli::OutputFormat::Json => report::print_json(&report, &mut out)?,
+        crate::cli::OutputFormat::Json => report::print_json(&report, report::Mode::Plan, &mut out)?,
         crate::cli::OutputFormat::Text => {
             let config_used = if config_at { "the config of that pass" } else { "today's config" };
             writeln!(out, "{} ({}), rendered with {config_used}:", point.shown(), point.describe())?;

@@ -169,8 +169,21 @@ struct RawOutput {
     #[serde(default)]
     entries: BTreeMap<Spanned<String>, Spanned<RawEntry>>,
     #[serde(default, rename = "target")]
-    targets: Vec<Spanned<RawTarget>>,
+    targets: Vec<Spanned<RawTargetTable>>,
 }
+
+/// An `[[output.target]]` table: the kind's own fields, and the entry
+/// selection every kind shares (see [`super::Selection`]).
+#[derive(Deserialize)]
+struct RawTargetTable {
+    #[serde(flatten)]
+    kind: RawTarget,
+    entries: Option<NameList>,
+    exclude: Option<NameList>,
+}
+
+/// A list of names as written, each with its place.
+type NameList = Spanned<Vec<Spanned<String>>>;
 
 /// An entry is an inline template string, `{ template = "file.tera" }`, or
 /// `{ key = "name" }` (a key's bytes, verbatim).
@@ -794,13 +807,19 @@ impl Builder<'_> {
         if raw.targets.is_empty() {
             self.problem(at, format!("output {name:?} has no targets: add at least one `[[output.target]]`"));
         }
-        let input = SpecInput { output: &name, envs: &envs, entries: &entries, dir: &self.dir };
         let mut targets = Vec::new();
         let mut problems = Vec::new();
         for t in raw.targets {
             let location = self.loc(t.span().start);
-            match t.into_inner().build(&input) {
-                Ok(kind) => targets.push(Target { location, kind }),
+            let table = t.into_inner();
+            let Some(selected) = self.selection(&name, &entries, table.entries, table.exclude) else { continue };
+            let chosen: Vec<Entry> = match &selected {
+                Some(names) => entries.iter().filter(|e| names.contains(&e.name)).cloned().collect(),
+                None => entries.clone(),
+            };
+            let input = SpecInput { output: &name, envs: &envs, entries: &chosen, dir: &self.dir };
+            match table.kind.build(&input) {
+                Ok(kind) => targets.push(Target { location, kind, selected }),
                 Err(found) => problems.push((location, found)),
             }
         }
@@ -811,6 +830,57 @@ impl Builder<'_> {
             return None;
         }
         Some(Output { name, location: self.loc(at), envs, entries, targets })
+    }
+
+    /// A target's `entries = [...]` or `exclude = [...]`, as the names of
+    /// the entries it takes (`Some`), or every entry (`None`); `None` for
+    /// the whole when there is a problem (each one reported where it is).
+    fn selection(
+        &mut self,
+        output: &str,
+        entries: &[Entry],
+        take: Option<NameList>,
+        exclude: Option<NameList>,
+    ) -> Option<Option<BTreeSet<String>>> {
+        let (list, excluding) = match (take, exclude) {
+            (None, None) => return Some(None),
+            (Some(_), Some(e)) => {
+                self.problem(
+                    e.span().start,
+                    format!("output {output:?}: a target takes `entries` or `exclude`, not both: keep one"),
+                );
+                return None;
+            }
+            (Some(t), None) => (t, false),
+            (None, Some(e)) => (e, true),
+        };
+        let before = self.problems.len();
+        let known: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+        let mut names = BTreeSet::new();
+        for name in list.get_ref() {
+            if known.contains(name.get_ref()) {
+                names.insert(name.get_ref().clone());
+                continue;
+            }
+            let hint = suggest(name.get_ref(), &known).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+            let field = if excluding { "exclude" } else { "entries" };
+            self.problem(
+                name.span().start,
+                format!(
+                    "output {output:?}: target `{field}` names {:?}, which is not an entry of the output{hint}; entries: {}",
+                    name.get_ref(),
+                    known.join(", ")
+                ),
+            );
+        }
+        if excluding {
+            names = known.into_iter().filter(|n| !names.contains(n)).collect();
+        }
+        if names.is_empty() && self.problems.len() == before {
+            let why = if excluding { "`exclude` leaves no entry" } else { "`entries` is empty" };
+            self.problem(list.span().start, format!("output {output:?}: the target takes nothing: {why}"));
+        }
+        (self.problems.len() == before).then_some(Some(names))
     }
 
     /// Problems a target kind found: at an entry's location, else the target's.

@@ -35,7 +35,7 @@ mod tls;
 
 pub use tls::{TlsSettings, host_of, is_loopback};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -327,14 +327,14 @@ pub struct Output {
     pub targets: Vec<Target>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub name: String,
     pub location: Location,
     pub template: EntryTemplate,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum EntryTemplate {
     Inline(String),
     /// Relative to `templates/`.
@@ -350,6 +350,18 @@ pub struct Target {
     pub location: Location,
     /// What the target is, typed by its kind (see [`crate::targets::registry`]).
     pub kind: crate::targets::TargetKind,
+    /// The entries it takes (`entries = [...]`, or every entry but those
+    /// of `exclude = [...]`); `None`: every entry of the output. The kind
+    /// was built from these entries only, and every pass hands it only
+    /// these (see [`Target::selects`]).
+    pub selected: Option<BTreeSet<String>>,
+}
+
+impl Target {
+    /// Whether the target takes entry `name`.
+    pub fn selects(&self, name: &str) -> bool {
+        self.selected.as_ref().is_none_or(|s| s.contains(name))
+    }
 }
 
 /// `[kubernetes]`: settings shared by every Kubernetes target.

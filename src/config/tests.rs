@@ -334,3 +334,38 @@ fn the_fingerprint_key_has_its_own_table_and_keeps_its_old_name() {
     let bad = key("[fingerprint]\nkey = \"nofield\"").unwrap_err().to_string();
     assert!(bad.contains("/c/cfgsync.toml:2:7: [fingerprint] key must be \"<secret path>#<field>\""), "{bad}");
 }
+
+/// Issue 21: `entries`/`exclude` on a target, on every kind.
+#[test]
+fn a_target_selects_entries_by_name_and_unknown_names_are_errors_at_their_line() {
+    let output = |selection: &str| {
+        format!(
+            "{BASE}\n[[output]]\nname = \"web\"\n[output.entries]\nA = \"a\"\nB = \"b\"\nC = \"c\"\n[[output.target]]\nkind = \"file\"\npath = \"out/{{{{ env }}}}.env\"\n{selection}\n"
+        )
+    };
+    let ok = parse(Path::new("c.toml"), &output("entries = [\"A\", \"C\"]"), &no_env()).unwrap();
+    let target = &ok.outputs.last().unwrap().targets[0];
+    assert!(target.selects("A") && !target.selects("B") && target.selects("C"));
+    let ok = parse(Path::new("c.toml"), &output("exclude = [\"B\"]"), &no_env()).unwrap();
+    let target = &ok.outputs.last().unwrap().targets[0];
+    assert_eq!(target.selected.as_ref().unwrap().iter().collect::<Vec<_>>(), ["A", "C"]);
+    let text = output("exclude = [\"NOPE\", \"A\"]");
+    let line = text.lines().position(|l| l.starts_with("exclude")).unwrap() + 1;
+    let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("c.toml:{line}:12: output \"web\": target `exclude` names \"NOPE\", which is not an entry of the output; entries: A, B, C")),
+        "{err}"
+    );
+    let err = parse(Path::new("c.toml"), &output("entries = [\"A\"]\nexclude = [\"B\"]"), &no_env()).unwrap_err();
+    assert!(err.to_string().contains("`entries` or `exclude`, not both"), "{err}");
+    let err = parse(Path::new("c.toml"), &output("entries = []"), &no_env()).unwrap_err();
+    assert!(err.to_string().contains("the target takes nothing"), "{err}");
+    // Every kind takes the fields (the selection is not the kind's).
+    let kube = output("entries = [\"A\"]").replace(
+        "kind = \"file\"\npath = \"out/{{ env }}.env\"",
+        "kind = \"kubernetes-configmap\"\nnamespace = \"web\"\nname = \"web-{{ env }}\"",
+    );
+    let kube = format!("instance = \"t\"\n{kube}");
+    let c = parse(Path::new("c.toml"), &kube, &no_env()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.outputs.last().unwrap().targets[0].selects("B"));
+}

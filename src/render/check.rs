@@ -75,6 +75,20 @@ pub struct Facts {
     pub findings: Vec<Finding>,
     /// Graph edges from this template's nodes.
     pub edges: Vec<(GraphNode, GraphNode)>,
+    /// Its `throw` calls whose message is template text, whole or in part.
+    pub throws: Vec<ThrowSite>,
+}
+
+/// A `throw` whose message is written in the template, whole
+/// (`throw(message="…")`) or in part (`"dsn::" ~ who ~ ": bad port"`): the
+/// literal parts are template text, known safe to show even where the
+/// output reads secrets; a computed part is not (see [`super::thrown`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrowSite {
+    pub template: String,
+    /// The message in order: `Some(text)` written in the template, `None`
+    /// for a part computed while rendering. Never two `None`s in a row.
+    pub parts: Vec<Option<String>>,
 }
 
 /// What one template says about itself, without the rest of the set (its
@@ -143,6 +157,11 @@ impl<'a> Analyzer<'a> {
             .filter_map(|t| self.facts.get(t))
             .flat_map(|f| f.literal_names.iter().cloned())
             .collect()
+    }
+
+    /// The `throw` sites of anything `template` reaches.
+    pub fn throws(&mut self, template: &str) -> Vec<ThrowSite> {
+        self.reach(template).iter().filter_map(|t| self.facts.get(t)).flat_map(|f| f.throws.iter().cloned()).collect()
     }
 
     /// Cycles and chains deeper than [`MAX_DEPTH`] in the whole graph, each
@@ -510,6 +529,9 @@ impl<'t> Walker<'t> {
                 self.facts.literal_names.insert(v.clone());
             }
         }
+        if call.name == "throw" {
+            self.throw_site(call);
+        }
         if call.name == "secret" || call.name == "secrets" {
             match call.args.get("path") {
                 Some(Expr { val: ExprVal::String(p), negated: false, filters }) if filters.is_empty() => {
@@ -526,6 +548,34 @@ impl<'t> Walker<'t> {
         }
         for e in call.args.values() {
             self.expr(e);
+        }
+    }
+}
+
+impl Walker<'_> {
+    /// Records a `throw` whose message has literal text. A message with a
+    /// filter or a negation is computed as a whole and recorded nowhere.
+    fn throw_site(&mut self, call: &FunctionCall) {
+        let Some(Expr { val, negated: false, filters }) = call.args.get("message") else { return };
+        if !filters.is_empty() {
+            return;
+        }
+        let values = match val {
+            ExprVal::StringConcat(c) => c.values.iter().collect(),
+            other => vec![other],
+        };
+        let mut parts: Vec<Option<String>> = Vec::new();
+        for v in values {
+            match (v, parts.last_mut()) {
+                (ExprVal::String(s), Some(Some(last))) => last.push_str(s),
+                (ExprVal::String(s), _) => parts.push(Some(s.clone())),
+                (_, Some(None)) => {}
+                (_, _) => parts.push(None),
+            }
+        }
+        if parts.iter().any(|p| p.as_ref().is_some_and(|t| !t.is_empty())) {
+            let template = self.name().to_owned();
+            self.facts.throws.push(ThrowSite { template, parts });
         }
     }
 }

@@ -42,6 +42,9 @@ pub(super) struct RenderLog {
     pub function_error: Option<String>,
     /// A limit was hit (time, range).
     pub limit: Option<super::LimitHit>,
+    /// The message of the `throw` that stopped the rendering: text that
+    /// may hold a secret, never shown as it is (see [`super::thrown`]).
+    pub thrown: Option<String>,
 }
 
 thread_local! {
@@ -341,6 +344,19 @@ fn refuse_env(_: &HashMap<String, Value>) -> tera::Result<Value> {
 
 /// Registers the cfgsync functions (and the replacements of Tera's
 /// `range` and `get_env`) on `tera`.
+/// Tera's `throw`, which also records the message, so that the error can
+/// say which `throw` of the templates stopped the rendering.
+fn throw(args: &HashMap<String, Value>) -> tera::Result<Value> {
+    let Ok(scope) = current() else {
+        let message =
+            args.get("message").and_then(Value::as_str).unwrap_or("throw() was called without a text message");
+        return Err(tera::Error::msg(message));
+    };
+    let message = str_arg("throw", args_of("throw", args, &scope)?, "message", &scope)?;
+    scope.log.borrow_mut().thrown = Some(message.to_owned());
+    Err(tera::Error::msg(message))
+}
+
 pub(super) fn register(tera: &mut Tera) {
     tera.register_function("key", key);
     tera.register_function("key_or", key_or);
@@ -350,6 +366,7 @@ pub(super) fn register(tera: &mut Tera) {
     tera.register_function("secrets", secrets);
     tera.register_function("range", range);
     tera.register_function("get_env", refuse_env);
+    tera.register_function("throw", throw);
 }
 
 /// Whether the thread's scope recorded a limit (used by the writer).

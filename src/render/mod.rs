@@ -62,14 +62,17 @@
 //! enough). It says only what is known safe: output, env, entry, template
 //! file, the kind of failure and names (the filter or function that failed,
 //! the missing key or secret). Messages of cfgsync's own functions are
-//! built from names and always shown. Outputs that read no secret get
-//! Tera's full message, with Tera's internal template names replaced.
+//! built from names and always shown, and so is the template text of a
+//! `throw` (its file, line and literal parts, see [`thrown`]). Outputs
+//! that read no secret get Tera's full message, with Tera's internal
+//! template names replaced.
 
 pub mod check;
 mod functions;
 pub mod library;
 pub mod sandbox;
 pub mod simple;
+mod thrown;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -332,14 +335,21 @@ impl Templates {
             deadline: Instant::now() + self.limits.timeout,
             range_budget: self.limits.max_range.into(),
         };
-        let (result, log) = functions::with_scope(scope, || self.render_entries(output, &env, &context));
+        let (result, mut log) = functions::with_scope(scope, || self.render_entries(output, &env, &context));
         match result {
             Ok(entries) => {
                 let tainted = log.tainted;
                 let entries = entries.into_iter().map(|(k, v)| (k, Content::new(v, tainted))).collect();
                 Ok(Rendered { output: output.name.clone(), env, entries, tainted, used: log.used })
             }
-            Err(failed) => Err(failed.into_error(output, env, log, reads_secrets)),
+            Err(failed) => {
+                if let Some(message) = log.thrown.take() {
+                    let secret = reads_secrets || log.tainted;
+                    let shown = thrown::describe(&self.tera, &self.sources, &failed.template, &message, secret);
+                    log.function_error = log.function_error.take().or(shown);
+                }
+                Err(failed.into_error(output, env, log, reads_secrets))
+            }
         }
     }
 
@@ -489,6 +499,26 @@ impl EntryFailure {
         };
         let template = (!template.starts_with(INLINE_PREFIX) && !template.starts_with(KEY_PREFIX)).then_some(template);
         RenderError::Template { output, env, entry, template, message }
+    }
+}
+
+impl Rendered {
+    /// The same rendering with only the entries named in `names` (a
+    /// target's `entries`/`exclude`). Taint is the output's: an output that
+    /// read a secret is secret as a whole, whichever entries a target takes.
+    pub fn select(&self, names: &BTreeSet<String>) -> Rendered {
+        Rendered {
+            output: self.output.clone(),
+            env: self.env.clone(),
+            entries: self
+                .entries
+                .iter()
+                .filter(|(k, _)| names.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            tainted: self.tainted,
+            used: self.used.clone(),
+        }
     }
 }
 

@@ -456,7 +456,7 @@ fn throw_messages_are_withheld_only_where_a_secret_was_read() {
     let e = render("A = \"{{ secret(path='db', field='user') }}{{ throw(message='bad ' ~ key(name='db/host')) }}\"")
         .unwrap_err()
         .to_string();
-    assert!(!e.contains("db.internal") && e.contains("function `throw` failed"), "{e}");
+    assert!(!e.contains("db.internal") && e.contains("throw at line 1 of the entry: bad …"), "{e}");
 }
 
 #[test]
@@ -678,4 +678,55 @@ fn the_deepest_render_the_limits_allow_fits_the_render_stack() {
         .join()
         .unwrap();
     assert_eq!(rendered.unwrap(), b"x");
+}
+
+#[test]
+fn a_throw_written_in_a_template_is_shown_with_its_line_even_where_secrets_are_read() {
+    let pw = "secret(path='db', field='password')";
+    let check = "{# checks #}\n{% macro port(p) %}\n{% if p is not matching('^[0-9]+$') %}\n{{ throw(message='the port must be a number') }}\n{% endif %}\n{% endmacro port %}\n{% macro url(u) %}{{ throw(message='bad url ' ~ u ~ ' (needs a scheme)') }}{% endmacro url %}\n";
+    // A literal message: template text, shown with its file and line.
+    let (_d, t) = with_templates(
+        &[("check.tera", check)],
+        &format!("A = \"{{% import 'check.tera' as c %}}{{{{ {pw} }}}}{{{{ c::port(p={pw}) }}}}\""),
+    );
+    let e = t.unwrap().render(0, &snapshot()).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("throw at check.tera line 4: the port must be a number"), "{text}");
+    assert!(text.contains("entry \"A\""), "{text}");
+    for shown in [text, format!("{e:?}"), serde_json::to_string(&e).unwrap()] {
+        assert_no_canary(&shown);
+    }
+    // A message with a computed part: the literal parts, the rest withheld.
+    let (_d, t) = with_templates(
+        &[("check.tera", check)],
+        &format!("A = \"{{% import 'check.tera' as c %}}{{{{ c::url(u={pw}) }}}}\""),
+    );
+    let e = t.unwrap().render(0, &snapshot()).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("throw at check.tera line 7: bad url … (needs a scheme)") && text.contains("withheld"),
+        "{text}"
+    );
+    for shown in [text, format!("{e:?}"), serde_json::to_string(&e).unwrap()] {
+        assert_no_canary(&shown);
+    }
+    // A message computed as a whole stays withheld.
+    let e = render(&format!("A = \"{{{{ throw(message='x' ~ {pw} | lower) }}}}\"")).unwrap_err().to_string();
+    assert!(e.contains("function `throw` failed") && e.contains("withheld"), "{e}");
+    assert_no_canary(&e);
+    // The shipped library's refusals are readable too.
+    let e = render(&format!(
+        "A = \"{{% import 'cfgsync/dsn.tera' as dsn %}}{{{{ dsn::postgres(user='u', password={pw}, host='a host', database='d') }}}}\""
+    ))
+    .unwrap_err()
+    .to_string();
+    assert_no_canary(&e);
+    assert!(e.contains("throw at cfgsync/dsn.tera line 33: dsn::…: host must be a DNS name"), "{e}");
+    // An output that reads no secret shows the whole message, and where.
+    let (_d, t) = with_templates(
+        &[("check.tera", check)],
+        "A = \"{% import 'check.tera' as c %}{{ c::url(u=key(name='db/host')) }}\"",
+    );
+    let e = t.unwrap().render(0, &snapshot()).unwrap_err().to_string();
+    assert!(e.contains("throw at check.tera line 7: bad url db.internal (needs a scheme)"), "{e}");
 }

@@ -628,3 +628,57 @@ fn an_old_masked_value_is_never_shown_when_the_output_becomes_plain() {
     let json = bed.run(&["plan", "--output", "json"]);
     assert!(!json.all().contains(PASSWORD), "{json:?}");
 }
+
+/// Issue 21: `entries = [...]` on a target: the GitLab project takes the
+/// maskable entries of an output, the file all but one (`exclude`), from
+/// one output and one rendering.
+#[test]
+fn a_target_takes_only_the_entries_it_selects() {
+    let gitlab = GitlabEmulator::start();
+    let config = format!(
+        "instance = \"ci-tests\"\n[files]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nPASSWORD = \"{{{{ secret(path='api/db', field='password') }}}}\"\nPIN = \"{{{{ secret(path='api/db', field='pin') }}}}\"\nHOST = \"{{{{ key(name='api/host') }}}}\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"{}\"\nproject = \"group/app\"\nentries = [\"PASSWORD\"]\n[[output.target]]\nkind = \"file\"\npath = \"out/api.env\"\nexclude = [\"HOST\"]\n",
+        gitlab.url()
+    );
+    let project = Project::new(&config).with_env("GITLAB_TOKEN", GITLAB_TOKEN);
+    project.write(
+        "source/prod.toml",
+        &format!("[keys]\n\"api/host\" = \"db\"\n[secrets.\"api/db\"]\npassword = \"{PASSWORD}\"\npin = \"CANARY7\"\n[secrets.\"cfgsync/fingerprint\"]\nkey = \"k\"\n"),
+    );
+    let plan = ok(project.run(&["plan"]));
+    assert!(
+        plan.stdout.contains("PASSWORD") && !plan.stdout.contains("PIN (") && !plan.stdout.contains("HOST"),
+        "{plan:?}"
+    );
+    ok(project.run(&["reconcile", "--once"]));
+    let names: Vec<String> = gitlab.variables(&app()).into_iter().map(|v| v.key).collect();
+    assert_eq!(names, ["PASSWORD"], "the unmaskable PIN and HOST stay out of GitLab");
+    let file = project.read("out/api.env");
+    assert!(file.contains("PASSWORD=") && file.contains("PIN=CANARY7") && !file.contains("HOST"), "{file}");
+    // An unknown name is a config error at its line, exit 2, nothing sent.
+    gitlab.reset_requests();
+    project.write("cfgsync.toml", &config.replace("entries = [\"PASSWORD\"]", "entries = [\"PASWORD\"]"));
+    let run = project.run(&["plan"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("cfgsync.toml:14:12: ")
+            && run.stderr.contains(
+                "target `entries` names \"PASWORD\", which is not an entry of the output (did you mean \"PASSWORD\"?)"
+            ),
+        "{run:?}"
+    );
+    assert_eq!(gitlab.requests().total(), 0);
+}
+
+/// Issue 21: a CI target's variables are listed under one line naming the
+/// project (and its URL), not each on a line repeating it.
+#[test]
+fn plan_names_a_ci_destination_once_per_target() {
+    let bed = Bed::new("");
+    let plan = ok(bed.run(&["plan"]));
+    let url = bed.gitlab.url();
+    assert_eq!(plan.stdout.matches(url.as_str()).count(), 2, "once per GitLab target: {plan:?}");
+    let header = format!("  api → GitLab project group/app at {url} (environment scope prod):\n");
+    assert!(plan.stdout.contains(&header), "{plan:?}");
+    assert!(plan.stdout.contains("\n    + APP_DB_PASSWORD (create"), "{plan:?}");
+    assert!(plan.stdout.contains("\n    + secret DB_PASSWORD (create"), "{plan:?}");
+}

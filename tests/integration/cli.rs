@@ -309,3 +309,46 @@ fn colour_on_a_terminal_or_when_forced_and_never_with_no_color() {
     assert!(tty.contains(green_plus), "{tty:?}");
     assert_eq!(plan(&[("NO_COLOR", "1")], true), plain);
 }
+
+/// Issue 21: `--output json` of `plan` and `reconcile` carries the counts
+/// of the text's last line.
+#[test]
+fn json_reports_carry_the_summary_counts() {
+    let p = project("");
+    let summary = |args: &[&str]| {
+        let r = p.run(args);
+        let json: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+        (r.code, json["applied"].clone(), json["summary"].clone())
+    };
+    let zero = serde_json::json!({"create": 0, "update": 0, "delete": 0, "drift": 0, "unchanged": 0, "not_written": 0, "failed": 0});
+    let with = |changes: &[(&str, usize)]| {
+        let mut v = zero.clone();
+        for (k, n) in changes {
+            v[*k] = (*n).into();
+        }
+        v
+    };
+    assert_eq!(summary(&["--output", "json", "plan"]), (0, false.into(), with(&[("create", 4)])));
+    assert_eq!(summary(&["--output", "json", "reconcile", "--once"]), (0, true.into(), with(&[("create", 4)])));
+    assert_eq!(summary(&["--output", "json", "reconcile", "--once"]), (0, true.into(), with(&[("unchanged", 4)])));
+    // A failing output counts as failed; the other envs' files stay unchanged.
+    p.write("source/prod.toml", &p.read("source/prod.toml").replace("\"web/host\"", "\"web/hostx\""));
+    assert_eq!(summary(&["--output", "json", "plan"]), (1, false.into(), with(&[("unchanged", 3), ("failed", 1)])));
+}
+
+/// Issue 21: `explain` names what each target writes (the object, the CI
+/// variables), and only the targets that take an entry using the value.
+#[test]
+fn explain_names_the_objects_that_use_a_value() {
+    let p = Project::new(
+        "instance = \"t\"\n[files]\n[envs.prod]\n[[output]]\nname = \"web\"\n[output.entries]\nHOST = \"{{ key(name='web/host') }}\"\nPORT = \"{{ key(name='web/port') }}\"\n[[output.target]]\nkind = \"kubernetes-configmap\"\ncontext = \"{{ env }}\"\nnamespace = \"default\"\nname = \"web\"\n[[output.target]]\nkind = \"gitlab\"\nurl = \"http://127.0.0.1:9\"\nproject = \"group/web\"\nentries = [\"PORT\"]\n[[output.target]]\nkind = \"file\"\npath = \"out/web.env\"\n",
+    );
+    p.write("source/prod.toml", "[keys]\n\"web/host\" = \"www\"\n\"web/port\" = \"80\"\n");
+    let r = p.run(&["explain", "prod", "web/host"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("→ ConfigMap default/web in context prod (defined at "), "{r:?}");
+    assert!(r.stdout.contains("→ file "), "{r:?}");
+    assert!(!r.stdout.contains("GitLab"), "the GitLab target takes only PORT: {r:?}");
+    let r = p.run(&["explain", "prod", "web/port"]);
+    assert!(r.stdout.contains("→ GitLab project group/web"), "{r:?}");
+}

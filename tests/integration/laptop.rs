@@ -537,6 +537,88 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
     assert!(p.path("man1/cfgsync-set-secret.1").exists());
 }
 
+/// Issue 21: the man pages say EXIT STATUS, ENVIRONMENT and FILES, with
+/// EXAMPLES, and refer to no page that is not written.
+#[test]
+fn man_pages_have_the_usual_sections_and_refer_only_to_written_pages() {
+    let p = Project::new("");
+    let r = p.run(&["man"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH FILES", ".SH EXAMPLES", ".SH COMMANDS"] {
+        assert!(r.stdout.contains(section), "{section}: {}", r.stdout);
+    }
+    assert!(!r.stdout.contains("(1)"), "one page printed: it refers to no other: {}", r.stdout);
+    assert!(!r.stdout.contains("complete\\-names"), "hidden commands stay hidden");
+    let r = p.run(&["man", "--out-dir", "man1"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut pages = 0;
+    for entry in std::fs::read_dir(p.path("man1")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        pages += 1;
+        assert!(text.contains(".SH \"EXIT STATUS\"") && text.contains(".SH ENVIRONMENT"), "{}", path.display());
+        // Every `cfgsync…(1)` reference is a page in the directory.
+        for (i, _) in text.match_indices("(1)") {
+            let start =
+                text[..i].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '\\')).map_or(0, |s| s + 1);
+            let name = text[start..i].replace('\\', "");
+            if name.starts_with("cfgsync") {
+                assert!(
+                    p.path(&format!("man1/{name}.1")).exists(),
+                    "{} refers to {name}(1), not written",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(pages > 15, "{pages}");
+    assert!(!p.path("man1/cfgsync-help.1").exists() && !p.path("man1/cfgsync-complete-names.1").exists());
+}
+
+/// Issue 21: completion offers the env and output names of the config (the
+/// bash hook, run by bash itself).
+#[test]
+fn bash_completion_offers_env_and_output_names_from_the_config() {
+    let p = Project::new(
+        "[files]\n[envs.staging]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nA = \"a\"\n[[output.target]]\nkind = \"file\"\npath = \"out/{{ env }}.env\"\n",
+    );
+    let script = p.run(&["completions", "bash"]);
+    assert_eq!(script.code, 0, "{script:?}");
+    p.write("completion.bash", &script.stdout);
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_cfgsync")).parent().unwrap().to_owned();
+    let complete = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let program = format!(
+            "source completion.bash\nCOMP_WORDS=({})\nCOMP_CWORD={}\n_cfgsync_dynamic cfgsync '{}' '{}'\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            quoted.join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2]
+        );
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(program)
+            .current_dir(p.dir.path())
+            .env("PATH", format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default()))
+            .env_remove("CFGSYNC_CONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut names: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(complete("cfgsync plan --env "), ["prod", "staging"]);
+    assert_eq!(complete("cfgsync plan --env p"), ["prod"]);
+    assert_eq!(complete("cfgsync diff staging "), ["prod", "staging"]);
+    assert_eq!(complete("cfgsync run-with --env prod --from "), ["api"]);
+    p.write("other.toml", &p.read("cfgsync.toml").replace("[envs.staging]", "[envs.qa]"));
+    assert_eq!(complete("cfgsync --config other.toml explain "), ["prod", "qa"]);
+    // Elsewhere, clap's own completion.
+    assert!(complete("cfgsync pl").contains(&"plan".to_owned()));
+}
+
 /// The quickstart example (file source): the developer commands need no server.
 #[test]
 fn file_source_diff_pull_and_explain_need_no_server() {

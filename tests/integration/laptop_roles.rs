@@ -25,7 +25,7 @@ fn developer(etcd: &Etcd, vault: &Vault, p: &Project) -> String {
         r.stdout,
         format!("policies: {dir} (--policies)\n")
             + "\
-etcd role cfgsync-developer: create, grant read /cfgsync/staging/*, grant read /cfgsync/prod/*, grant read /cfgsync/_meta/staging/*, grant read /cfgsync/_meta/prod/*, grant read /cfgsync/_history/staging/*, grant read /cfgsync/_history/prod/*
+etcd role cfgsync-developer: create, grant read /cfgsync/staging/*, grant read /cfgsync/prod/*, grant read /cfgsync/_meta/staging/*, grant read /cfgsync/_meta/prod/*, grant read /cfgsync/_history/staging/*, grant read /cfgsync/_history/prod/*, grant read /cfgsync/_service/*
 vault policy cfgsync-developer: create
 etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*, grant readwrite /cfgsync/_history/prod/*
 vault policy cfgsync-reconciler-prod: create
@@ -50,7 +50,6 @@ const NO_ACCESS: &str = "\
 no access:
   ! prod: vault secret/prod/api/db as vault token \"token\" (policies cfgsync-developer, default): HTTP 403: 1 error occurred: * permission denied
   ! prod: vault secret/prod/api/extra as vault token \"token\" (policies cfgsync-developer, default): HTTP 403: 1 error occurred: * permission denied
-  ! prod: vault secret/prod/cfgsync/fingerprint as vault token \"token\" (policies cfgsync-developer, default): HTTP 403: 1 error occurred: * permission denied
 ";
 
 #[test]
@@ -85,10 +84,19 @@ keys:
       + off
 secrets:
   - api/legacy#key (secret, only in staging)
-{NO_ACCESS}3 changed, 2 only in staging, 1 only in prod, 1 same, 3 no access (partial)
+{NO_ACCESS}3 changed, 2 only in staging, 1 only in prod, 1 same, 2 no access (partial)
 "
     );
     assert_eq!(r.stdout, expected);
+
+    // Issue 21: the fingerprint key is cfgsync's own, not a value anyone
+    // decided: neither compared nor named as "no access".
+    assert!(!r.stdout.contains("cfgsync/fingerprint"), "{r:?}");
+
+    // The developer sees the service's state (none runs here: no leader).
+    let r = run_as(&p, "alice:alicepw", &token, &["status", "--env", "prod"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("env prod\n  leader:    (none)\n  last pass: (none recorded)\n"), "{r:?}");
 
     let r = run_as(&p, "alice:alicepw", &token, &["diff", "staging", "prod", "--allow-partial"]);
     assert_eq!(r.code, 1, "--allow-partial: the plain differences decide: {r:?}");

@@ -266,3 +266,40 @@ fn sigterm_with_a_pass_stuck_past_the_grace_exits_within_the_grace() {
     assert!(svc.log().contains("grace period over"), "{}", svc.log());
     assert!(read_or_empty(&p.path("out/prod/app.env")).is_empty(), "the checked write never landed");
 }
+
+/// Issue 21: `cfgsync status` shows the status page's facts from etcd,
+/// without reaching the service's port.
+#[test]
+fn status_reads_the_service_state_from_etcd() {
+    let etcd = Etcd::start();
+    etcd.put("/cfgsync/prod/counter", "0");
+    let p = Project::new(&etcd_config(&etcd, ""));
+    let svc = Service::start(&p, &["--replica-id", "replica-a"], &[]);
+    svc.wait_ready(Duration::from_secs(30));
+    let r = wait_until("status to show a successful pass", Duration::from_secs(15), || {
+        let r = p.run(&["status"]);
+        (r.code == 0).then_some(r)
+    });
+    assert!(r.stdout.starts_with("replicas: replica-a (etcd revision "), "{r:?}");
+    assert!(r.stdout.contains("env prod\n  leader:    replica-a\n  last pass: "), "{r:?}");
+    assert!(r.stdout.contains(" by replica-a: ok, etcd revision "), "{r:?}");
+    assert!(r.stdout.contains("  targets:   1 targets: 1 ok\n"), "{r:?}");
+    let r = p.run(&["--output", "json", "status", "--env", "prod"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(json["envs"][0]["leader"], "replica-a", "{json}");
+    assert_eq!(json["envs"][0]["last_pass"]["ok"], true, "{json}");
+    assert_eq!(json["envs"][0]["last_pass"]["targets"][0]["address"], "out/prod/app.env", "{json}");
+
+    // A failing pass: exit 1, the output named with its code.
+    etcd.ctl_ok(&["del", "/cfgsync/prod/counter"]);
+    let r = wait_until("status to show the failing output", Duration::from_secs(15), || {
+        let r = p.run(&["status", "--env", "prod"]);
+        (r.code == 1).then_some(r)
+    });
+    assert!(r.stdout.contains("  failing:   output app: not rendered ("), "{r:?}");
+    assert!(r.stdout.contains(": failed ("), "{r:?}");
+    drop(svc);
+    let r = p.run(&["status", "--env", "nope"]);
+    assert_eq!(r.code, 2, "{r:?}");
+}
