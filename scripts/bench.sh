@@ -3,6 +3,7 @@
 #
 #   bash scripts/bench.sh fleet N       # fleet-N: 3 envs × N apps (default 300)
 #   bash scripts/bench.sh confd         # 1,000 keys × 100 files, beside confd if it is on PATH
+#   bash scripts/bench.sh events N      # under `cfgsync run` at fleet-N: hand edits reverted, idle cost
 #   bash scripts/bench.sh profile N     # perf profiles of `validate` and a no-op pass at fleet-N
 #   bash scripts/bench.sh bed N         # load fleet-N and keep its servers up (for profiling by hand)
 #
@@ -14,6 +15,9 @@
 # Settings (environment):
 #   BENCH_RUNS=5             repetitions per measurement (medians are reported)
 #   BENCH_WATCH_CHANGES=N    puts timed under `cfgsync run`, per series (quiet, burst; default 200 up to fleet-300, else 0)
+#   BENCH_DRIFT_EDITS=100    events: hand edits of ConfigMaps/Secrets timed until reverted
+#   BENCH_FILE_EDITS=50      events: hand edits of files timed until reverted
+#   BENCH_IDLE_SECONDS=120   events: how long the idle service is watched (the figure: 600)
 #   BENCH_KEEP=1             keep the work directory (config, logs, outputs, perf data)
 #   CFGSYNC_BENCH_BIN=PATH   the cfgsync binary to measure (default: target/release/cfgsync,
 #                            built here by `cargo build --release`)
@@ -29,10 +33,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'scripts/bench.sh: %s\n' "$*" >&2; exit 2; }
 
-usage="usage: scripts/bench.sh fleet [N] | confd | profile [N] | bed [N]"
+usage="usage: scripts/bench.sh fleet [N] | events [N] | confd | profile [N] | bed [N]"
 mode=${1:-}
 case $mode in
-    fleet | profile | bed)
+    fleet | events | profile | bed)
         size=${2:-300}
         [[ $size =~ ^[0-9]+$ ]] || die "$usage (N is a number of apps)"
         args=("$mode" "$size")

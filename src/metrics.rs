@@ -20,7 +20,7 @@
 //! | `cfgsync_pass_rate_allowed` | gauge (the most passes per second the interval, debounce and changes allow) | `env` |
 //! | `cfgsync_config_reloads_total` | counter | `result` = `ok` / `rejected` |
 //! | `cfgsync_vault_credential_events_total` | counter | `method`, `event` |
-//! | `cfgsync_watch_up` | gauge (1 = this replica's watch on the env is established) | `env`, `kind` = `etcd` |
+//! | `cfgsync_watch_up` | gauge (1 = this replica's watch on the env is established) | `env`, `kind` = `etcd`, `kubernetes`, `file` |
 //! | `cfgsync_secret_reads_total` | counter (secret reads sent to Vault) | `env` |
 //!
 //! Pass values are recorded by the service's worker from the pass's

@@ -4,6 +4,7 @@
 //! ```sh
 //! bash scripts/bench.sh fleet 300        # the usual way (installs what is missing, builds --release)
 //! bash scripts/bench.sh confd            # 1,000 keys × 100 files, beside confd when it is on PATH
+//! bash scripts/bench.sh events 300       # drift reverted (objects, files) and the idle service (events.rs)
 //! bash scripts/bench.sh profile 1000     # perf profiles of `validate` and a no-op pass
 //! cargo bench --bench fleet -- fleet 300 # the same driver, no installs (measures the bench-featured binary)
 //! ```
@@ -34,6 +35,7 @@ mod servers;
 
 mod bao;
 mod confd;
+mod events;
 mod floor;
 mod history;
 mod load;
@@ -66,6 +68,11 @@ fn main() -> ExitCode {
             run_fleet(Fleet::new(300), &Settings::from_env(300));
             ExitCode::SUCCESS
         }
+        ["events", n] => {
+            let n = n.parse().unwrap_or_else(|_| panic!("fleet size must be a number, not {n:?}"));
+            events::run(Fleet::new(n), &Settings::from_env(n));
+            ExitCode::SUCCESS
+        }
         ["confd"] => {
             confd::run(&Settings::from_env(0));
             ExitCode::SUCCESS
@@ -82,7 +89,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: fleet fleet N | fleet confd | fleet profile N | fleet bed N   (see benches/fleet/main.rs)"
+                "usage: fleet fleet N | fleet events N | fleet confd | fleet profile N | fleet bed N   (see benches/fleet/main.rs)"
             );
             ExitCode::from(2)
         }

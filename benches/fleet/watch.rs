@@ -23,7 +23,7 @@ use crate::{Bed, tail};
 /// How long the service may take for its first passes, and for one change.
 const START_DEADLINE: Duration = Duration::from_secs(600);
 const CHANGE_DEADLINE: Duration = Duration::from_secs(120);
-const POLL: Duration = Duration::from_micros(500);
+pub(crate) const POLL: Duration = Duration::from_micros(500);
 
 pub struct Watched {
     /// Quiet series, sorted.
@@ -60,10 +60,10 @@ impl Watched {
 }
 
 /// The service's default debounce, which the quiet series waits out.
-const DEBOUNCE: Duration = Duration::from_millis(200);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Stops the service (SIGTERM, then SIGKILL) also when the benchmark panics.
-struct Service(Child);
+pub(crate) struct Service(pub(crate) Child);
 
 impl Drop for Service {
     fn drop(&mut self) {
@@ -81,7 +81,7 @@ impl Drop for Service {
 }
 
 /// The value of `NAME=` in a dotenv file, unquoted.
-fn dotenv_value(text: &str, name: &str) -> Option<String> {
+pub(crate) fn dotenv_value(text: &str, name: &str) -> Option<String> {
     let line = text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix('='))?;
     let v = line.trim();
     let unquoted = v
@@ -92,7 +92,7 @@ fn dotenv_value(text: &str, name: &str) -> Option<String> {
     Some(unquoted.to_owned())
 }
 
-fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + deadline;
     while Instant::now() < end {
         if done() {
@@ -103,7 +103,7 @@ fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
     false
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -112,7 +112,7 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at ") ".
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();

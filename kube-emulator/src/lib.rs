@@ -292,6 +292,7 @@ impl Emulator {
                 net: Arc::new(Net::new("kube-emulator", addr, verbose)),
                 watches: Mutex::new(tokio::task::JoinSet::new()),
                 access: Mutex::new(server::Access::default()),
+                watch: server::WatchControl::default(),
             });
             (shared.clone(), server::run(shared, listener))
         })?;
@@ -427,6 +428,24 @@ impl Emulator {
     /// before this is `410 Expired`, as on a real cluster.
     pub fn compact(&self) {
         lock(&self.shared.store).compact();
+    }
+
+    /// Ends every watch stream open now, as kube-apiserver does when it
+    /// restarts or a watch reaches its timeout: clients must watch again
+    /// from the last resourceVersion they saw.
+    pub fn close_watches(&self) {
+        self.shared.watch.close.send_modify(|n| *n += 1);
+    }
+
+    /// How many watch streams are open now.
+    pub fn open_watches(&self) -> usize {
+        self.shared.watch.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK
+    /// (default 60 s, as kube-apiserver); for watches started from now on.
+    pub fn set_bookmark_interval(&self, every: Duration) {
+        *lock(&self.shared.watch.bookmark_every) = every.max(Duration::from_millis(10));
     }
 
     /// Refuses requests in `namespace` (None: cluster-wide and in every

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub watches: Mutex<JoinSet<()>>,
     /// Who may do what ([`crate::Emulator::forbid`], `set_unauthorized`).
     pub access: Mutex<Access>,
+    /// Bookmark period, closing every stream, open streams.
+    pub watch: WatchControl,
 }
 
 /// Authentication and authorization, as far as tests need them: every
@@ -275,7 +277,73 @@ fn typed(kind: Kind, obj: &Value) -> Value {
     o
 }
 
-/// A watch: optional initial events, then the changes from the requested resourceVersion on.
+/// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK by
+/// default: kube-apiserver's watch cache sends one about every minute (and
+/// one just before it closes a watch at its timeout).
+pub(crate) const DEFAULT_BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// What tests control about watches: the bookmark period, and closing
+/// every open stream (as an apiserver restart or its timeout would).
+pub(crate) struct WatchControl {
+    pub bookmark_every: Mutex<Duration>,
+    /// Bumped to end every open watch.
+    pub close: tokio::sync::watch::Sender<u64>,
+    /// Watches streaming now.
+    pub open: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for WatchControl {
+    fn default() -> Self {
+        Self {
+            bookmark_every: Mutex::new(DEFAULT_BOOKMARK_EVERY),
+            close: tokio::sync::watch::channel(0).0,
+            open: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Counts a streaming watch while it lives.
+struct OpenWatch(Arc<Shared>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.watch.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The event a change is for a watch whose selector `selected` says
+/// whether an object matches: a change that makes an object match is
+/// `ADDED`, one that makes it stop matching `DELETED` (with the new
+/// state), as kube-apiserver's watch cache does; None when neither state
+/// matches.
+fn event_for(change: &crate::store::Change, selected: impl Fn(&Value) -> bool) -> Option<&'static str> {
+    let now = selected(&change.object);
+    match (change.event, change.previous.as_ref().map(&selected)) {
+        ("MODIFIED", Some(before)) => match (before, now) {
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
+            (false, false) => None,
+        },
+        (event, _) => now.then_some(event),
+    }
+}
+
+/// A watch, as `GET …?watch=true` on kube-apiserver:
+/// - `resourceVersion` unset or `"0"`: synthetic `ADDED` events for what
+///   exists now, then the changes ("Get State and Start at Most Recent");
+/// - `resourceVersion=N`: every change after N, or, when N is older than
+///   the history kept, one `ERROR` event with a `Status` of code 410
+///   (`Expired`, "too old resource version") and the end of the stream;
+/// - `sendInitialEvents=true`: the synthetic `ADDED` events end with a
+///   BOOKMARK annotated `k8s.io/initial-events-end`;
+/// - `allowWatchBookmarks=true`: a BOOKMARK (the kind with only
+///   `metadata.resourceVersion`, the version up to which this watch has
+///   seen every change) every bookmark period and just before the timeout.
+///
+/// The stream ends at `timeoutSeconds` (default 1800), on
+/// [`crate::Emulator::close_watches`], or when the watcher falls too far
+/// behind.
 fn watch(shared: &Arc<Shared>, req: &api::Request<'_>) -> hyper::Response<Body> {
     let (labels, fields) = match api::selectors(req) {
         Ok(s) => s,
@@ -292,30 +360,34 @@ fn watch(shared: &Arc<Shared>, req: &api::Request<'_>) -> hyper::Response<Body> 
     };
     let timeout = req.query.get("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(DEFAULT_WATCH_SECONDS);
     let initial = req.query.get("sendInitialEvents").is_some_and(|v| v == "true");
-    let from: Option<u64> = req.query.get("resourceVersion").and_then(|rv| rv.parse().ok()).filter(|rv| *rv > 0);
+    let bookmarks = req.query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let from = match req.query.get("resourceVersion").map(String::as_str).filter(|rv| !rv.is_empty()) {
+        None | Some("0") => None,
+        Some(rv) => match rv.parse::<u64>() {
+            Ok(rv) => Some(rv),
+            Err(_) => {
+                return error_response(&ApiError {
+                    code: 400,
+                    reason: "BadRequest",
+                    message: format!("invalid resource version: {rv}"),
+                    details: None,
+                });
+            }
+        },
+    };
 
     // Snapshot and subscription under one lock: no change falls between them.
-    let (mut first, mut changes) = {
+    let (mut first, mut changes, mut seen) = {
         let store = lock(&shared.store);
         let rx = store.changes.subscribe();
         let mut first: Vec<Bytes> = Vec::new();
-        if initial {
-            for ((_, ns, _), obj) in store.list(kind, None) {
-                if selected(ns, obj) {
-                    first.push(event_line("ADDED", &typed(kind, obj)));
-                }
-            }
-            let bookmark = json!({
-                "kind": kind.kind(), "apiVersion": kind.api_version(),
-                "metadata": {"resourceVersion": store.resource_version().to_string(),
-                    "annotations": {"k8s.io/initial-events-end": "true"}}
-            });
-            first.push(event_line("BOOKMARK", &bookmark));
-        } else if let Some(rv) = from {
+        if let Some(rv) = from.filter(|_| !initial) {
             match store.changes_since(rv) {
                 Some(past) => {
-                    for c in past.iter().filter(|c| c.kind == kind && selected(&c.namespace, &c.object)) {
-                        first.push(event_line(c.event, &typed(kind, &c.object)));
+                    for c in past.iter().filter(|c| c.kind == kind) {
+                        if let Some(event) = event_for(c, |o| selected(&c.namespace, o)) {
+                            first.push(event_line(event, &typed(kind, &c.object)));
+                        }
                     }
                 }
                 None => {
@@ -328,15 +400,41 @@ fn watch(shared: &Arc<Shared>, req: &api::Request<'_>) -> hyper::Response<Body> 
                     first.push(event_line("ERROR", &gone.body()));
                 }
             }
+        } else {
+            for ((_, ns, _), obj) in store.list(kind, None) {
+                if selected(ns, obj) {
+                    first.push(event_line("ADDED", &typed(kind, obj)));
+                }
+            }
+            if initial {
+                let bookmark = json!({
+                    "kind": kind.kind(), "apiVersion": kind.api_version(),
+                    "metadata": {"resourceVersion": store.resource_version().to_string(),
+                        "annotations": {"k8s.io/initial-events-end": "true"}}
+                });
+                first.push(event_line("BOOKMARK", &bookmark));
+            }
         }
-        (first, rx)
+        (first, rx, store.resource_version())
     };
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(64);
     let mut stop = shared.net.stop.subscribe();
+    let mut close = shared.watch.close.subscribe();
+    let every = *lock(&shared.watch.bookmark_every);
     let expired = first.last().is_some_and(|l| l.starts_with(b"{\"type\":\"ERROR\""));
+    shared.watch.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let open = OpenWatch(shared.clone());
+    let bookmark = move |rv: u64| {
+        event_line(
+            "BOOKMARK",
+            &json!({"kind": kind.kind(), "apiVersion": kind.api_version(),
+                "metadata": {"resourceVersion": rv.to_string()}}),
+        )
+    };
     let mut watches = lock(&shared.watches);
     while watches.try_join_next().is_some() {}
     watches.spawn(async move {
+        let _open = open;
         for line in first.drain(..) {
             if tx.send(Frame::data(line)).await.is_err() {
                 return;
@@ -345,19 +443,42 @@ fn watch(shared: &Arc<Shared>, req: &api::Request<'_>) -> hyper::Response<Body> 
         if expired {
             return;
         }
-        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+        let timeout = Duration::from_secs(timeout);
+        let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        // The last bookmark goes a little before the timeout, as the watch cache's does.
+        let last_bookmark = tokio::time::sleep(timeout.saturating_sub(Duration::from_secs(1)).max(timeout / 2));
+        tokio::pin!(last_bookmark);
+        let mut last_sent = false;
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = wait_true(&mut stop) => return,
+                _ = close.changed() => return,
+                _ = &mut last_bookmark, if bookmarks && !last_sent => {
+                    last_sent = true;
+                    if tx.send(Frame::data(bookmark(seen))).await.is_err() {
+                        return;
+                    }
+                }
+                _ = ticks.tick(), if bookmarks => {
+                    if tx.send(Frame::data(bookmark(seen))).await.is_err() {
+                        return;
+                    }
+                }
                 change = changes.recv() => match change {
-                    Ok(c) if c.kind == kind && selected(&c.namespace, &c.object) => {
-                        if tx.send(Frame::data(event_line(c.event, &typed(kind, &c.object)))).await.is_err() {
+                    Ok(c) => {
+                        seen = seen.max(c.resource_version);
+                        if c.kind != kind {
+                            continue;
+                        }
+                        if let Some(event) = event_for(&c, |o| selected(&c.namespace, o))
+                            && tx.send(Frame::data(event_line(event, &typed(kind, &c.object)))).await.is_err()
+                        {
                             return;
                         }
                     }
-                    Ok(_) => {}
                     // A watcher too slow for the channel ends, as a real watch would.
                     Err(_) => return,
                 },

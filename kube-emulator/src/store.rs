@@ -30,6 +30,10 @@ pub(crate) struct Change {
     pub event: &'static str,
     pub resource_version: u64,
     pub object: Value,
+    /// The object before a `MODIFIED` change: a watch filtered by labels
+    /// turns a change that makes an object (stop) match into `ADDED`
+    /// (`DELETED`), as kube-apiserver's watch cache does.
+    pub previous: Option<Value>,
 }
 
 pub(crate) struct Store {
@@ -129,9 +133,9 @@ impl Store {
         let rv = self.next_resource_version();
         obj["metadata"]["resourceVersion"] = rv.to_string().into();
         let key = key_of(kind, &obj);
-        let event = if self.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
-        self.objects.insert(key.clone(), obj.clone());
-        self.announce(Change { kind, namespace: key.1, event, resource_version: rv, object: obj.clone() });
+        let previous = self.objects.insert(key.clone(), obj.clone());
+        let event = if previous.is_some() { "MODIFIED" } else { "ADDED" };
+        self.announce(Change { kind, namespace: key.1, event, resource_version: rv, object: obj.clone(), previous });
         obj
     }
 
@@ -146,6 +150,7 @@ impl Store {
             event: "DELETED",
             resource_version: rv,
             object: obj.clone(),
+            previous: None,
         });
         Some(obj)
     }

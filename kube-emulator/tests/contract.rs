@@ -16,6 +16,8 @@ mod kubectl;
 mod strict;
 #[path = "contract/support.rs"]
 mod support;
+#[path = "contract/watch.rs"]
+mod watch;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

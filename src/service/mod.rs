@@ -17,6 +17,9 @@
 //! - [`watch`]: one etcd watch per env prefix (`[etcd]` only), and
 //!   [`asked`]: one on the env's `pass` key, for passes asked for from
 //!   outside (`rotate verify`);
+//! - [`target_watch`]: Kubernetes watches on what the env's targets write,
+//!   while this replica leads the env: drift and deletions are reverted by
+//!   a pass of the owning outputs at once;
 //! - [`election`]: one per replica; an etcd lease, one election per env and a
 //!   fair share of the envs; the [`election::Leadership`] it maintains is the
 //!   fence reconcile asks before every write batch;
@@ -64,12 +67,14 @@
 
 mod asked;
 mod election;
+mod file_watch;
 mod floor;
 mod page;
 pub mod published;
 mod reload;
 mod status;
 pub(crate) mod summary;
+mod target_watch;
 mod watch;
 mod worker;
 
@@ -247,6 +252,15 @@ impl Shared {
                 };
                 self.tasks.spawn(asked.run(cancel.clone()));
             }
+            let kube_watches = target_watch::TargetWatches {
+                env: env.clone(),
+                generation: self.generation.clone(),
+                leadership: self.leadership.clone(),
+                trigger: tx.clone(),
+                status: self.status.clone(),
+                metrics: self.metrics.clone(),
+            };
+            self.tasks.spawn(kube_watches.run(cancel.clone()));
             let worker = Worker {
                 env: env.clone(),
                 replica: self.replica.clone(),

@@ -105,7 +105,25 @@ struct EnvPage<'a> {
     role: &'static str,
     passes: Passes,
     watch_lost: bool,
+    target_watches: Vec<WatchRow>,
+    last_watch_event: Option<When>,
+    drift_seen: u64,
+    last_drift: Option<DriftRow<'a>>,
     last_pass: Option<LastPass<'a>>,
+}
+
+/// The target watches of one kind (`kubernetes`, `file`).
+#[derive(Serialize)]
+struct WatchRow {
+    kind: &'static str,
+    up: bool,
+}
+
+/// The last drift the watches saw: when, and the object's name.
+#[derive(Serialize)]
+struct DriftRow<'a> {
+    at: When,
+    object: &'a str,
 }
 
 /// Passes per second, as shown (one decimal).
@@ -198,6 +216,10 @@ impl<'a> Page<'a> {
                     allowed: format!("{:.1}", view.passes.allowed_per_second()),
                 },
                 watch_lost: view.watch_lost,
+                target_watches: view.target_watches.iter().map(|(kind, up)| WatchRow { kind, up: *up }).collect(),
+                last_watch_event: view.last_watch_event_ms.map(|ms| When::of(now, ms)),
+                drift_seen: view.drift_seen,
+                last_drift: view.last_drift.as_ref().map(|(ms, object)| DriftRow { at: When::of(now, *ms), object }),
                 last_pass: view.record.as_ref().map(|r| LastPass {
                     at: When::of(now, r.at_ms),
                     leader: &r.leader,

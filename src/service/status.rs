@@ -126,6 +126,16 @@ pub struct EnvView {
     pub record_invalid: bool,
     /// This replica's etcd watch on the env is down.
     pub watch_lost: bool,
+    /// This replica's target watches of the env, by kind (`kubernetes`,
+    /// `file`): whether all of that kind are up (while one is down, drift
+    /// waits for the interval). Empty when not watching (not leading).
+    pub target_watches: BTreeMap<&'static str, bool>,
+    /// When a target watch last saw a change of what the env writes (Unix ms).
+    pub last_watch_event_ms: Option<u64>,
+    /// Drift (a hand edit, a deletion) the target watches saw and asked a
+    /// pass for, and the last object (its name, never its content) and when.
+    pub drift_seen: u64,
+    pub last_drift: Option<(u64, String)>,
     /// This replica's passes of the env; filled in by [`Board::snapshot`].
     pub passes: PassRate,
 }
@@ -139,6 +149,10 @@ impl EnvView {
             record_revision: 0,
             record_invalid: false,
             watch_lost: false,
+            target_watches: BTreeMap::new(),
+            last_watch_event_ms: None,
+            drift_seen: 0,
+            last_drift: None,
             passes: PassRate::default(),
         }
     }
@@ -313,6 +327,34 @@ impl Board {
         });
     }
 
+    /// The target watches of `kind` of `env` are up (`Some(true)`), one is
+    /// down (`Some(false)`), or there are none (`None`: not leading).
+    pub fn set_target_watch(&self, env: &str, kind: &'static str, up: Option<bool>) {
+        self.with(|inner| {
+            if let Some(v) = inner.envs.get_mut(env) {
+                match up {
+                    Some(up) => v.target_watches.insert(kind, up),
+                    None => v.target_watches.remove(kind),
+                };
+            }
+        });
+    }
+
+    /// A target watch of `env` saw a change; `drift`: of an owned object
+    /// (described by name), which a pass now reverts.
+    pub fn watch_event(&self, env: &str, drift: Option<String>) {
+        let now = unix_ms(SystemTime::now());
+        self.with(|inner| {
+            if let Some(v) = inner.envs.get_mut(env) {
+                v.last_watch_event_ms = Some(now);
+                if let Some(object) = drift {
+                    v.drift_seen += 1;
+                    v.last_drift = Some((now, object));
+                }
+            }
+        });
+    }
+
     /// The election read its keys; the read was sent at `sent` and saw
     /// etcd at `read_revision`.
     pub fn observed(&self, sent: Instant, read_revision: i64, seen: &BTreeMap<String, Seen>) {
@@ -431,6 +473,14 @@ impl Views for Board {
             }
             if v.watch_lost {
                 e["watch"] = json!("lost");
+            }
+            let down: Vec<&str> = v.target_watches.iter().filter(|(_, up)| !**up).map(|(k, _)| *k).collect();
+            if !down.is_empty() {
+                // Drift is reverted at the interval until they are back.
+                e["watches_down"] = json!(down);
+            }
+            if v.drift_seen > 0 {
+                e["drift_seen"] = json!(v.drift_seen);
             }
             e["passes_per_second"] = json!({
                 "last_10s": v.passes.per_second(),

@@ -76,6 +76,8 @@ pub enum Reason {
     EtcdRecovered,
     /// `cfgsync rotate verify` or `rollback` asked for a pass.
     Asked,
+    /// A target watch saw an owned object changed or deleted outside cfgsync.
+    Drift,
 }
 
 impl Reason {
@@ -94,6 +96,7 @@ impl Reason {
             Reason::SourceRetry => "source backoff over",
             Reason::EtcdRecovered => "etcd reachable again",
             Reason::Asked => "asked for (rotate verify, rollback)",
+            Reason::Drift => "owned object changed outside cfgsync",
         }
     }
 
@@ -113,6 +116,7 @@ impl Reason {
             Reason::SourceRetry => "source_retry",
             Reason::EtcdRecovered => "etcd_recovered",
             Reason::Asked => "asked",
+            Reason::Drift => "drift",
         }
     }
 }
@@ -127,15 +131,24 @@ pub struct Trigger {
     /// The keys a watch event changed (names below the env's prefix); empty
     /// for every other reason.
     pub keys: Vec<String>,
+    /// The outputs whose targets drifted (a target watch's trigger): a pass
+    /// of just these, with the kept keys.
+    pub outputs: Vec<String>,
 }
 
 impl Trigger {
     pub fn now(reason: Reason) -> Self {
-        Self { reason, debounced: false, revision: None, keys: Vec::new() }
+        Self { reason, debounced: false, revision: None, keys: Vec::new(), outputs: Vec::new() }
     }
 
     pub fn debounced(reason: Reason, revision: i64, keys: Vec<String>) -> Self {
-        Self { reason, debounced: true, revision: Some(revision), keys }
+        Self { reason, debounced: true, revision: Some(revision), keys, outputs: Vec::new() }
+    }
+
+    /// A pass of `outputs`, whose targets changed outside cfgsync
+    /// (debounced like a key change: the first goes at once).
+    pub fn drift(outputs: Vec<String>) -> Self {
+        Self { reason: Reason::Drift, debounced: true, revision: None, keys: Vec::new(), outputs }
     }
 }
 
@@ -152,6 +165,8 @@ struct Pending {
     keys: Option<BTreeSet<String>>,
     /// The newest revision among the changes in `keys`.
     revision: Option<i64>,
+    /// Outputs to pass besides those `keys` concern (drift seen by a target watch).
+    outputs: BTreeSet<String>,
 }
 
 impl Pending {
@@ -161,7 +176,16 @@ impl Pending {
 
     fn at_once(reason: Reason) -> Self {
         let now = Instant::now();
-        Self { reason, debounced: false, leading: false, first: now, last: now, keys: None, revision: None }
+        Self {
+            reason,
+            debounced: false,
+            leading: false,
+            first: now,
+            last: now,
+            keys: None,
+            revision: None,
+            outputs: BTreeSet::new(),
+        }
     }
 
     /// Adds a trigger to what is pending.
@@ -171,6 +195,7 @@ impl Pending {
             if let Some(keys) = &mut self.keys {
                 keys.extend(t.keys);
             }
+            self.outputs.extend(t.outputs);
             self.revision = self.revision.max(t.revision);
         } else {
             self.debounced = false;
@@ -369,6 +394,12 @@ fn affected(generation: &Generation, memory: &Memory, keys: Option<&BTreeSet<Str
     Some(out)
 }
 
+/// The config indices of `names` among the outputs of `env`.
+fn output_indices(generation: &Generation, env: &str, names: &BTreeSet<String>) -> Vec<usize> {
+    let outputs = generation.config.outputs.iter().enumerate();
+    outputs.filter(|(_, o)| names.contains(&o.name) && o.envs.iter().any(|e| e == env)).map(|(i, _)| i).collect()
+}
+
 /// What a partial pass reads: the kept keys with the changes applied.
 /// Every change since the kept keys' revision is in `changed_keys` (watch
 /// events come in revision order into one queue; an overflow or a lost
@@ -380,7 +411,8 @@ fn patch_of(
     changed_at: Option<i64>,
 ) -> Option<crate::source::Patch> {
     let (id, base) = memory.keys.as_ref()?;
-    let (changed, at) = (changed_keys?, changed_at?);
+    // A drift pass changes no key: it reads at the kept keys' revision.
+    let (changed, at) = (changed_keys?, changed_at.unwrap_or(0));
     if *id != generation.id {
         return None;
     }
@@ -428,6 +460,8 @@ struct Due {
     reason: Reason,
     changed_keys: Option<BTreeSet<String>>,
     changed_at: Option<i64>,
+    /// Outputs whose targets drifted (a target watch).
+    outputs: BTreeSet<String>,
 }
 
 impl Schedule {
@@ -473,6 +507,7 @@ impl Schedule {
                     last: now,
                     keys: t.debounced.then(|| t.keys.into_iter().collect()),
                     revision: t.revision.filter(|_| t.debounced),
+                    outputs: t.outputs.into_iter().collect(),
                 });
             }
         }
@@ -484,7 +519,7 @@ impl Schedule {
         let (retry_at, source_retry_at) = self.retries();
         if self.pending.as_ref().is_some_and(|p| p.due(debounce) <= now) {
             let p = self.pending.take().expect("checked above");
-            return Some(Due { reason: p.reason, changed_keys: p.keys, changed_at: p.revision });
+            return Some(Due { reason: p.reason, changed_keys: p.keys, changed_at: p.revision, outputs: p.outputs });
         }
         let reason = if self.next_tick <= now {
             Reason::Interval
@@ -495,7 +530,7 @@ impl Schedule {
         } else {
             return None;
         };
-        Some(Due { reason, changed_keys: None, changed_at: None })
+        Some(Due { reason, changed_keys: None, changed_at: None, outputs: BTreeSet::new() })
     }
 }
 
@@ -559,7 +594,7 @@ impl Worker {
     /// read the changed keys (none when no output reads them), on this
     /// replica only while it leads the env.
     async fn run_due(&self, schedule: &mut Schedule, due: Due, now: Instant) {
-        let Due { reason, changed_keys, changed_at } = due;
+        let Due { reason, changed_keys, changed_at, outputs } = due;
         let generation = self.generation.borrow().clone();
         let memory = &mut schedule.memory;
         memory.adopt(&generation, &self.env);
@@ -577,7 +612,10 @@ impl Worker {
             self.journal.forget(&self.env);
             return;
         }
-        let only = if full { None } else { affected(&generation, memory, changed_keys.as_ref()) };
+        let mut only = if full { None } else { affected(&generation, memory, changed_keys.as_ref()) };
+        if let Some(only) = &mut only {
+            only.extend(output_indices(&generation, &self.env, &outputs));
+        }
         if only.as_ref().is_some_and(BTreeSet::is_empty) {
             debug!(env = %self.env, "no output reads the changed keys; no pass");
             memory.unread.0.extend(changed_keys.into_iter().flatten());
@@ -617,7 +655,11 @@ impl Worker {
             return true;
         }
         let now = Instant::now();
-        self.status.pass_started(&self.env, now, matches!(reason, Reason::Watch | Reason::SourceFile | Reason::Asked));
+        self.status.pass_started(
+            &self.env,
+            now,
+            matches!(reason, Reason::Watch | Reason::SourceFile | Reason::Asked | Reason::Drift),
+        );
         self.metrics.pass_started(&self.env, reason.label());
         let skip: BTreeSet<String> =
             memory.backoff.iter().filter(|(_, b)| b.until > now).map(|(id, _)| id.clone()).collect();
@@ -946,6 +988,7 @@ mod tests {
             last: t0,
             keys: None,
             revision: None,
+            outputs: BTreeSet::new(),
         };
         assert_eq!(p.due(ms(200)), t0 + ms(200));
         p.last = t0 + ms(150);
@@ -962,6 +1005,7 @@ mod tests {
             last: t0,
             keys: None,
             revision: None,
+            outputs: BTreeSet::new(),
         };
         assert_eq!(leading.due(ms(200)), t0, "the first change after a quiet period goes at once");
     }
@@ -986,6 +1030,7 @@ mod tests {
             last: t0,
             keys: Some(["a".to_owned()].into()),
             revision: Some(1),
+            outputs: BTreeSet::new(),
         };
         p.merge(Trigger::debounced(Reason::Watch, 2, vec!["b".into()]), t0);
         assert_eq!(p.keys.as_ref().map(|k| k.len()), Some(2));

@@ -181,6 +181,20 @@ impl FileKind {
         Ok(f(states.get_mut(ctx.env).expect("inserted above")))
     }
 
+    /// Who recorded writing `path` (as a target names it) for `env`, and
+    /// whether it still holds exactly that (`content`; `None`: the file is
+    /// gone): `None` when this instance recorded nothing there (or no pass
+    /// loaded the env's record yet). The service's file watch asks this
+    /// to tell a hand edit from cfgsync's own write.
+    pub fn recorded(&self, env: &str, path: &Path, content: Option<&[u8]>) -> Option<(String, bool)> {
+        let key = self.config_dir.get()?.key(path);
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let state = states.get(env)?;
+        let record = state.records_in(key.parent()?).remove(&key)?;
+        let holds = content.is_some_and(|c| state.fingerprint(c) == record.fingerprint);
+        Some((record.output, holds))
+    }
+
     /// Records `file` as written by this instance (it is what it should be).
     fn remember(&self, file: &DesiredFile, ctx: &Ctx<'_>) {
         let key = self.config_dir(ctx).key(&file.path);

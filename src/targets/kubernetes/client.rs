@@ -98,7 +98,24 @@ impl KubeClients {
         self.clients.lock().await.insert(context.to_owned(), client.clone());
         Ok(client)
     }
+
+    /// A client for long-running watches of `context` (the service's
+    /// [target watches](crate::service)): the same connection settings, but a
+    /// read may wait [`WATCH_READ_TIMEOUT`], longer than a watch's
+    /// `timeoutSeconds`, so a quiet watch is ended by the server, not cut
+    /// by the client. Not cached: one per watch task set.
+    pub async fn watch_client(&self, context: &str) -> Result<kube::Client, KubeError> {
+        let mut config = self.config(context).await?;
+        config.read_timeout = Some(WATCH_READ_TIMEOUT);
+        kube::Client::try_from(config)
+            .map_err(|e| KubeError::Client { context: context.to_owned(), cause: e.to_string() })
+    }
 }
+
+/// How long a watch read may wait: above the 290 s `timeoutSeconds` the
+/// service's watches ask for (kube-apiserver also sends a BOOKMARK about
+/// every minute to a watch that allows them).
+pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// The `proxy-url` of the cluster `context` (or the current context) names.
 fn kubeconfig_proxy(k: &Kubeconfig, context: &str) -> Option<String> {
@@ -197,13 +214,13 @@ fn resource(kind: ObjectKind) -> ApiResource {
     }
 }
 
-fn api(client: &kube::Client, kind: ObjectKind, namespace: &str) -> Api<DynamicObject> {
+pub(crate) fn api(client: &kube::Client, kind: ObjectKind, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, &resource(kind))
 }
 
 /// What cfgsync reads of an object. Plaintext goes straight into
 /// [`Content`] (secret for a Secret), never into a printable type.
-fn to_live(kind: ObjectKind, o: DynamicObject) -> LiveObject {
+pub(crate) fn to_live(kind: ObjectKind, o: DynamicObject) -> LiveObject {
     use base64::Engine;
     let decode = |v: &Value| v.as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
     let field = |name: &str| o.data.get(name).and_then(Value::as_object);
