@@ -132,7 +132,7 @@ fn diff_reads_a_past_revision_and_a_past_time_and_says_what_is_gone() {
     let rev = before["revision"].as_i64().unwrap();
     let at = before["at_ms"].as_i64().unwrap();
     // Between the passes: a time that names the first.
-    let between = jiff::Timestamp::from_millisecond(at + 1).unwrap().to_string();
+    let between = cfgsync::when::format_ms(at + 1);
 
     etcd.put("/cfgsync/prod/api/db_host", "db2.prod.internal");
     etcd.put("/cfgsync/prod/api/new_key", "new");
