@@ -291,6 +291,9 @@ fn new_generation(
     // The render workers start with the new templates before the first pass needs them.
     crate::render::sandbox::Sandbox::global().prewarm(&templates);
     let mut sources = Sources::new(&config);
+    if let Some(crate::config::SecretsSource::Vault(v)) = &config.secrets {
+        sources.cache_secrets(v.refresh);
+    }
     sources.observe_credentials(metrics.clone());
     let sources = Arc::new(sources);
     let cancel = stop.child_token();
