@@ -247,10 +247,23 @@ impl Shared {
                     etcd: etcd.clone(),
                     env: env.clone(),
                     key: ServiceKeys::new(&settings.prefix).asked(env),
+                    prefix: false,
+                    on_put: asked::asked_pass(env.clone()),
                     trigger: tx.clone(),
                     timeout: settings.timeout,
                 };
                 self.tasks.spawn(asked.run(cancel.clone()));
+                let markers = crate::source::etcd::keyspace::secret_markers(&settings.prefix, env);
+                let marked = asked::AskedWatch {
+                    etcd: etcd.clone(),
+                    env: env.clone(),
+                    key: markers.clone(),
+                    prefix: true,
+                    on_put: asked::secret_marker(env.clone(), markers, self.generation.clone()),
+                    trigger: tx.clone(),
+                    timeout: settings.timeout,
+                };
+                self.tasks.spawn(marked.run(cancel.clone()));
             }
             let kube_watches = target_watch::TargetWatches {
                 env: env.clone(),
