@@ -377,7 +377,8 @@ fn vault_refresh_defaults_to_ten_minutes_and_is_located_when_invalid() {
     let c = parse(Path::new("c.toml"), &text, &no_env()).unwrap();
     let Some(SecretsSource::Vault(v)) = &c.secrets else { panic!("vault expected") };
     assert_eq!(v.refresh, Duration::from_secs(600));
-    let c = parse(Path::new("c.toml"), &text.replace("[vault]\n", "[vault]\nrefresh = \"1h30m\"\n"), &no_env()).unwrap();
+    let c =
+        parse(Path::new("c.toml"), &text.replace("[vault]\n", "[vault]\nrefresh = \"1h30m\"\n"), &no_env()).unwrap();
     let Some(SecretsSource::Vault(v)) = &c.secrets else { panic!("vault expected") };
     assert_eq!(v.refresh, Duration::from_secs(5400));
     for bad in ["0s", "often"] {

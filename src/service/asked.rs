@@ -32,6 +32,9 @@ use crate::source::etcd::EtcdSource;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// What a put of a watched key asks for (None: nothing).
+pub type OnPut = Box<dyn Fn(&etcd_client::KeyValue) -> Option<Trigger> + Send + Sync>;
+
 pub struct AskedWatch {
     pub etcd: std::sync::Arc<EtcdSource>,
     pub env: String,
@@ -40,13 +43,13 @@ pub struct AskedWatch {
     /// Watch every key under `key` instead of `key` alone.
     pub prefix: bool,
     /// What a put of a key asks for (None: nothing).
-    pub on_put: Box<dyn Fn(&etcd_client::KeyValue) -> Option<Trigger> + Send + Sync>,
+    pub on_put: OnPut,
     pub trigger: mpsc::Sender<Trigger>,
     pub timeout: Duration,
 }
 
 /// The `on_put` of the `pass` key.
-pub fn asked_pass(env: String) -> Box<dyn Fn(&etcd_client::KeyValue) -> Option<Trigger> + Send + Sync> {
+pub fn asked_pass(env: String) -> OnPut {
     Box::new(move |_| {
         info!(env, "a pass was asked for");
         Some(Trigger::now(Reason::Asked))
@@ -60,7 +63,7 @@ pub fn secret_marker(
     env: String,
     markers: String,
     generation: tokio::sync::watch::Receiver<std::sync::Arc<super::Generation>>,
-) -> Box<dyn Fn(&etcd_client::KeyValue) -> Option<Trigger> + Send + Sync> {
+) -> OnPut {
     Box::new(move |kv| {
         let path = kv.key_str().ok()?.strip_prefix(markers.as_str()).filter(|p| !p.is_empty())?;
         let Some(version) = crate::source::secret_cache::parse_marker(kv.value()) else {

@@ -119,7 +119,12 @@ impl SecretCache {
     /// Splits `paths` of `env` into the secrets still held (read less than
     /// `refresh` ago and not `stale`) and the paths to read from Vault.
     /// A path a marker announced a newer version of is read.
-    pub fn split(&self, env: &str, paths: &BTreeSet<String>, now: Instant) -> (BTreeMap<String, Secret>, BTreeSet<String>) {
+    pub fn split(
+        &self,
+        env: &str,
+        paths: &BTreeSet<String>,
+        now: Instant,
+    ) -> (BTreeMap<String, Secret>, BTreeSet<String>) {
         let announced = self.announced.lock().unwrap_or_else(|p| p.into_inner());
         let announced = announced.get(env);
         let stale = |path: &str, held: Option<u64>| {
@@ -132,8 +137,7 @@ impl SecretCache {
         for path in paths {
             match of_env.and_then(|h| h.get(path)) {
                 Some(h)
-                    if now.saturating_duration_since(h.read_at) < self.refresh
-                        && !stale(path, h.secret.version) =>
+                    if now.saturating_duration_since(h.read_at) < self.refresh && !stale(path, h.secret.version) =>
                 {
                     reused.insert(path.clone(), h.secret.clone());
                 }

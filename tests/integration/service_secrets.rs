@@ -13,21 +13,19 @@ use crate::support::{Etcd, Project, Vault, run_output, server_config, wait_until
 const CANARY: &str = "CANARY-5e1d-refresh";
 
 fn project(etcd: &Etcd, vault: &Vault, refresh: &str) -> Project {
-    let outputs = format!(
-        r#"[envs.prod]
+    let outputs = r#"[envs.prod]
 
 [[output]]
 name = "db"
 [output.entries]
-PASSWORD = "{{{{ secret(path='db', field='password') }}}}"
-API = "{{{{ secret(path='api', field='token') }}}}"
-HOST = "{{{{ key(name='host') }}}}"
+PASSWORD = "{{ secret(path='db', field='password') }}"
+API = "{{ secret(path='api', field='token') }}"
+HOST = "{{ key(name='host') }}"
 [[output.target]]
 kind = "file"
 path = "out/db.env"
-"#
-    );
-    let config = format!("interval = \"1s\"\n{}", server_config(etcd, vault, &outputs)).replace(
+"#;
+    let config = format!("interval = \"1s\"\n{}", server_config(etcd, vault, outputs)).replace(
         "auth = { method = \"token\", token_file = \"vault-token\" }",
         &format!("auth = {{ method = \"token\", token_file = \"vault-token\" }}\nrefresh = \"{refresh}\""),
     );
