@@ -67,11 +67,11 @@ pub fn secret_marker(
     Box::new(move |kv| {
         let path = kv.key_str().ok()?.strip_prefix(markers.as_str()).filter(|p| !p.is_empty())?;
         let Some(version) = crate::source::secret_cache::parse_marker(kv.value()) else {
-            debug!(env, path, "a secret marker that is not a version number; ignored");
+            debug!(env, path = ?path, "a secret marker that is not a version number; ignored");
             return None;
         };
         generation.borrow().sources.secret_announced(&env, path, version);
-        info!(env, path, version, "a secret was written through cfgsync; reading it now");
+        info!(env, path = ?path, version, "a secret was written through cfgsync; reading it now");
         Some(Trigger::now(Reason::SecretMarked))
     })
 }
