@@ -87,6 +87,10 @@ fn refresh_holds_secrets_between_interval_passes_and_a_short_one_reads_them_agai
     let idle = reads_over_interval_passes(&svc, 3.0);
     assert_eq!(idle, 0.0);
     assert!(password_is(&p, "1").is_some(), "{}", read_or_empty(&p.path("out/db.env")));
+    // `rotate verify` asks for a pass that reads every secret now.
+    let r = p.run(&["rotate", "verify", "--env", "prod", "--secret", "db#password", "--wait", "20s"]);
+    assert!(!r.stdout.contains(CANARY) && !r.stderr.contains(CANARY), "{r:?}");
+    wait_until("the asked pass", Duration::from_secs(20), || password_is(&p, "2"));
     drop(svc);
 
     // With refresh = 2s the same change is picked up.
