@@ -655,6 +655,12 @@ pub async fn run(
         }
     }
     let (written, error) = destinations.apply(&request, &plan, &current).await;
+    // The running service reads the new version now, not within `[vault] refresh`.
+    if let (Some(version), Some(path)) = (written.vault_version, &request.secret_path)
+        && let Err(e) = crate::source::secret_cache::announce(config, &request.env, path, version).await
+    {
+        eprintln!("{}", crate::source::secret_cache::announce_failed(&request.env, path, &e));
+    }
     let errors: Vec<String> = error.into_iter().collect();
     if !request.json {
         writeln!(out, "{}", written.line(&places))?;

@@ -590,6 +590,7 @@ mod tests {
             prod.etcd.as_ref().unwrap(),
             &[
                 grant(Access::Read, "/cfg/prod/"),
+                grant(Access::Read, "/cfg/_secret-versions/prod/"),
                 grant(Access::Readwrite, "/cfg/_service/members/"),
                 grant(Access::Readwrite, "/cfg/_service/envs/prod/"),
                 grant(Access::Readwrite, "/cfg/_state/prod/"),
@@ -603,6 +604,7 @@ mod tests {
         assert!(keys.member("r1").starts_with("/cfg/_service/members/"));
         assert_eq!(crate::source::etcd::keyspace::state_prefix("/cfg", "prod"), "/cfg/_state/prod/");
         assert_eq!(crate::source::etcd::keyspace::history_prefix("/cfg", "prod"), "/cfg/_history/prod/");
+        assert_eq!(crate::source::etcd::keyspace::secret_markers("/cfg", "prod"), "/cfg/_secret-versions/prod/");
         assert!(prod.vault_policy.as_ref().unwrap().contains("path \"kv/data/prod/*\""));
         let dev = &roles[0];
         let policy = dev.vault_policy.as_ref().unwrap();

@@ -246,6 +246,10 @@ pub async fn run_set_secret(ctx: &Context<'_>, args: &SetSecretArgs) -> Result<E
             Ok(v) => v,
             Err(e) => return failed(&e.to_string()),
         };
+        // The running service reads it now, not within `[vault] refresh`.
+        if let Err(e) = crate::source::secret_cache::announce(ctx.config, env, path, version).await {
+            eprintln!("{}", crate::source::secret_cache::announce_failed(env, path, &e));
+        }
     }
     if meta_changed {
         let custom = with_meta(custom, &next_meta);

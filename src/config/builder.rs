@@ -122,6 +122,9 @@ struct RawVault {
     mount: Option<String>,
     auth: Option<Spanned<RawVaultAuth>>,
     timeout: Option<Spanned<String>>,
+    /// How long `cfgsync run` reuses a secret version it read (see
+    /// `crate::source::secret_cache`).
+    refresh: Option<Spanned<String>>,
     // TLS (see `super::tls`).
     ca_file: Option<Spanned<PathBuf>>,
     cert_file: Option<Spanned<PathBuf>>,
@@ -697,6 +700,7 @@ impl Builder<'_> {
             },
         };
         let timeout = self.duration(raw.timeout, Duration::from_secs(10), "vault timeout");
+        let refresh = self.duration(raw.refresh, crate::source::secret_cache::DEFAULT_REFRESH, "vault refresh");
         let raw_tls = tls::RawTls {
             ca_file: raw.ca_file,
             cert_file: raw.cert_file,
@@ -712,6 +716,7 @@ impl Builder<'_> {
             mount: raw.mount.unwrap_or_else(|| "secret".to_owned()).trim_matches('/').to_owned(),
             auth,
             timeout,
+            refresh,
         }
     }
 

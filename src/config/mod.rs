@@ -283,6 +283,10 @@ pub struct VaultSettings {
     pub mount: String,
     pub auth: VaultAuth,
     pub timeout: Duration,
+    /// `cfgsync run` re-reads a secret version it already read only this
+    /// long after reading it, or when a marker says it changed
+    /// ([`crate::source::secret_cache`]). One-shot commands always read.
+    pub refresh: Duration,
     /// CA, client certificate, server name, skip-verify, `insecure` (see [`tls`]).
     pub tls: Box<TlsSettings>,
 }

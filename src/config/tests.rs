@@ -369,3 +369,23 @@ fn a_target_selects_entries_by_name_and_unknown_names_are_errors_at_their_line()
     let c = parse(Path::new("c.toml"), &kube, &no_env()).unwrap_or_else(|e| panic!("{e}"));
     assert!(!c.outputs.last().unwrap().targets[0].selects("B"));
 }
+
+#[test]
+fn vault_refresh_defaults_to_ten_minutes_and_is_located_when_invalid() {
+    let vault = "[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n[vault]\naddress = \"http://127.0.0.1:8200\"\nauth = { method = \"token\", token_file = \"t\" }\n";
+    let text = BASE.replace("[files]", vault);
+    let c = parse(Path::new("c.toml"), &text, &no_env()).unwrap();
+    let Some(SecretsSource::Vault(v)) = &c.secrets else { panic!("vault expected") };
+    assert_eq!(v.refresh, Duration::from_secs(600));
+    let c =
+        parse(Path::new("c.toml"), &text.replace("[vault]\n", "[vault]\nrefresh = \"1h30m\"\n"), &no_env()).unwrap();
+    let Some(SecretsSource::Vault(v)) = &c.secrets else { panic!("vault expected") };
+    assert_eq!(v.refresh, Duration::from_secs(5400));
+    for bad in ["0s", "often"] {
+        let text = text.replace("[vault]\n", &format!("[vault]\nrefresh = \"{bad}\"\n"));
+        let line = text.lines().position(|l| l.starts_with("refresh")).unwrap() + 1;
+        let err = parse(Path::new("c.toml"), &text, &no_env()).unwrap_err().to_string();
+        assert!(err.contains(&format!("c.toml:{line}:")), "{err}");
+        assert!(err.contains(&format!("invalid vault refresh \"{bad}\"")), "{err}");
+    }
+}

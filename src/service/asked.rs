@@ -10,6 +10,14 @@
 //! reload): someone is waiting on its outcome. A broken watch is
 //! retried after 200 ms to 2 s; the interval keeps the env converging
 //! meanwhile. The value is the asker's name and time, read by nobody.
+//! An asked pass reads every secret from Vault, not the versions the
+//! service holds (`source::secret_cache`).
+//!
+//! The same watch, on a prefix, serves the secret markers
+//! (`<prefix>/_secret-versions/<env>/<path>`, put by `set-secret` and
+//! `import` after a Vault write): each tells the sources which version of
+//! which path is new, and asks for a pass that reads that path at once
+//! instead of within `[vault] refresh`.
 
 use std::time::Duration;
 
@@ -24,13 +32,48 @@ use crate::source::etcd::EtcdSource;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// What a put of a watched key asks for (None: nothing).
+pub type OnPut = Box<dyn Fn(&etcd_client::KeyValue) -> Option<Trigger> + Send + Sync>;
+
 pub struct AskedWatch {
     pub etcd: std::sync::Arc<EtcdSource>,
     pub env: String,
-    /// `<prefix>/_service/envs/<env>/pass`.
+    /// `<prefix>/_service/envs/<env>/pass`, or the prefix of the markers.
     pub key: String,
+    /// Watch every key under `key` instead of `key` alone.
+    pub prefix: bool,
+    /// What a put of a key asks for (None: nothing).
+    pub on_put: OnPut,
     pub trigger: mpsc::Sender<Trigger>,
     pub timeout: Duration,
+}
+
+/// The `on_put` of the `pass` key.
+pub fn asked_pass(env: String) -> OnPut {
+    Box::new(move |_| {
+        info!(env, "a pass was asked for");
+        Some(Trigger::now(Reason::Asked))
+    })
+}
+
+/// The `on_put` of the secret markers under `markers`: tells the current
+/// generation's sources, then asks for a pass. A marker that is not a
+/// version number is ignored (`refresh` answers for its path).
+pub fn secret_marker(
+    env: String,
+    markers: String,
+    generation: tokio::sync::watch::Receiver<std::sync::Arc<super::Generation>>,
+) -> OnPut {
+    Box::new(move |kv| {
+        let path = kv.key_str().ok()?.strip_prefix(markers.as_str()).filter(|p| !p.is_empty())?;
+        let Some(version) = crate::source::secret_cache::parse_marker(kv.value()) else {
+            debug!(env, path = ?path, "a secret marker that is not a version number; ignored");
+            return None;
+        };
+        generation.borrow().sources.secret_announced(&env, path, version);
+        info!(env, path = ?path, version, "a secret was written through cfgsync; reading it now");
+        Some(Trigger::now(Reason::SecretMarked))
+    })
 }
 
 impl AskedWatch {
@@ -56,8 +99,8 @@ impl AskedWatch {
             Err(e) => return e.to_string(),
         };
         let mut watch = client.watch_client();
-        let created =
-            tokio::time::timeout(self.timeout, watch.watch(self.key.clone(), Some(WatchOptions::new()))).await;
+        let options = if self.prefix { WatchOptions::new().with_prefix() } else { WatchOptions::new() };
+        let created = tokio::time::timeout(self.timeout, watch.watch(self.key.clone(), Some(options))).await;
         let mut stream = match created {
             Err(_) => return format!("etcd: watching {} timed out", self.key),
             Ok(Err(e)) => {
@@ -75,9 +118,10 @@ impl AskedWatch {
                     if resp.canceled() {
                         return format!("etcd: the watch on {} was canceled: {}", self.key, resp.cancel_reason());
                     }
-                    if resp.events().iter().any(|e| e.event_type() == EventType::Put) {
-                        info!(env = %self.env, "a pass was asked for");
-                        let _ = self.trigger.try_send(Trigger::now(Reason::Asked));
+                    let puts = resp.events().iter().filter(|e| e.event_type() == EventType::Put);
+                    let mut asked = puts.filter_map(|e| (self.on_put)(e.kv()?)).collect::<Vec<_>>();
+                    if let Some(t) = asked.pop() {
+                        let _ = self.trigger.try_send(t);
                     }
                 }
                 Ok(None) => return format!("etcd: the watch on {} ended", self.key),

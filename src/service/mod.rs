@@ -247,10 +247,23 @@ impl Shared {
                     etcd: etcd.clone(),
                     env: env.clone(),
                     key: ServiceKeys::new(&settings.prefix).asked(env),
+                    prefix: false,
+                    on_put: asked::asked_pass(env.clone()),
                     trigger: tx.clone(),
                     timeout: settings.timeout,
                 };
                 self.tasks.spawn(asked.run(cancel.clone()));
+                let markers = crate::source::etcd::keyspace::secret_markers(&settings.prefix, env);
+                let marked = asked::AskedWatch {
+                    etcd: etcd.clone(),
+                    env: env.clone(),
+                    key: markers.clone(),
+                    prefix: true,
+                    on_put: asked::secret_marker(env.clone(), markers, self.generation.clone()),
+                    trigger: tx.clone(),
+                    timeout: settings.timeout,
+                };
+                self.tasks.spawn(marked.run(cancel.clone()));
             }
             let kube_watches = target_watch::TargetWatches {
                 env: env.clone(),
@@ -291,6 +304,9 @@ fn new_generation(
     // The render workers start with the new templates before the first pass needs them.
     crate::render::sandbox::Sandbox::global().prewarm(&templates);
     let mut sources = Sources::new(&config);
+    if let Some(crate::config::SecretsSource::Vault(v)) = &config.secrets {
+        sources.cache_secrets(v.refresh);
+    }
     sources.observe_credentials(metrics.clone());
     let sources = Arc::new(sources);
     let cancel = stop.child_token();

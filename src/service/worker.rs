@@ -78,6 +78,8 @@ pub enum Reason {
     Asked,
     /// A target watch saw an owned object changed or deleted outside cfgsync.
     Drift,
+    /// A secret marker: `set-secret` or `import` wrote a secret's new version.
+    SecretMarked,
 }
 
 impl Reason {
@@ -97,6 +99,7 @@ impl Reason {
             Reason::EtcdRecovered => "etcd reachable again",
             Reason::Asked => "asked for (rotate verify, rollback)",
             Reason::Drift => "owned object changed outside cfgsync",
+            Reason::SecretMarked => "secret written through cfgsync",
         }
     }
 
@@ -117,6 +120,7 @@ impl Reason {
             Reason::EtcdRecovered => "etcd_recovered",
             Reason::Asked => "asked",
             Reason::Drift => "drift",
+            Reason::SecretMarked => "secret_marker",
         }
     }
 }
@@ -626,8 +630,10 @@ impl Worker {
         let patch = if partial { patch_of(memory, &generation, changed_keys.as_ref(), changed_at) } else { None };
         if reason == Reason::Asked {
             // Someone waits on this pass (`rotate verify`): every target
-            // gets a fresh try, as after a config reload.
+            // gets a fresh try, as after a config reload, and every
+            // secret is read from Vault, not the versions held.
             memory.backoff.clear();
+            generation.sources.forget_secrets(&self.env);
         }
         let ok = self.pass(&generation, reason, memory, only, patch).await;
         if partial && !ok {
@@ -658,7 +664,7 @@ impl Worker {
         self.status.pass_started(
             &self.env,
             now,
-            matches!(reason, Reason::Watch | Reason::SourceFile | Reason::Asked | Reason::Drift),
+            matches!(reason, Reason::Watch | Reason::SourceFile | Reason::Asked | Reason::Drift | Reason::SecretMarked),
         );
         self.metrics.pass_started(&self.env, reason.label());
         let skip: BTreeSet<String> =

@@ -15,6 +15,7 @@ pub mod at;
 pub mod etcd;
 pub mod etcd_admin;
 pub mod file;
+pub mod secret_cache;
 pub mod tls;
 pub mod vault;
 pub mod vault_admin;
@@ -228,6 +229,9 @@ pub struct Sources {
     /// Vault, when configured. The file source provides keys and secrets
     /// from one file, so it is read once, as the keys side.
     vault: Option<vault::VaultSource>,
+    /// `cfgsync run` only: the secret versions already read, reused until
+    /// `[vault] refresh` passes ([`secret_cache`]). None: always read.
+    cache: Option<secret_cache::SecretCache>,
 }
 
 enum KeySide {
@@ -247,7 +251,44 @@ impl Sources {
             Some(SecretsSource::Vault(v)) => Some(vault::VaultSource::new(v.clone())),
             Some(SecretsSource::Files(_)) | None => None,
         };
-        Self { keys, vault }
+        Self { keys, vault, cache: None }
+    }
+
+    /// Reuses the secret versions already read until `refresh` has passed
+    /// since they were read (`cfgsync run`; see [`secret_cache`]).
+    pub fn cache_secrets(&mut self, refresh: std::time::Duration) {
+        if self.vault.is_some() {
+            self.cache = Some(secret_cache::SecretCache::new(refresh));
+        }
+    }
+
+    /// A marker says `path` of `env` was written at `version`: the next
+    /// pass reads it (when this version is newer than the one held).
+    pub fn secret_announced(&self, env: &str, path: &str, version: u64) {
+        if let Some(c) = &self.cache {
+            c.announced(env, path, version);
+        }
+    }
+
+    /// The next pass of `env` reads every secret from Vault.
+    pub fn forget_secrets(&self, env: &str) {
+        if let Some(c) = &self.cache {
+            c.forget(env);
+        }
+    }
+
+    /// The secrets of `request` from Vault, or those still held by the
+    /// cache with only the others read.
+    async fn read_secrets(&self, vault: &vault::VaultSource, request: &Request) -> Result<Snapshot, SourceError> {
+        let Some(cache) = &self.cache else { return vault.fetch(request).await };
+        let now = std::time::Instant::now();
+        let (reused, due) = cache.split(&request.env, &request.secret_paths, now);
+        let asked = Request { env: request.env.clone(), secret_paths: due, patch: None };
+        let mut read = vault.fetch(&asked).await?;
+        cache.store(&request.env, &asked.secret_paths, &read.secrets, now);
+        tracing::debug!(env = request.env, reused = reused.len(), read = asked.secret_paths.len(), "secrets held");
+        read.secrets.extend(reused);
+        Ok(read)
     }
 
     /// Reports Vault credential renewals and logins to `observer`.
@@ -311,7 +352,7 @@ impl Sources {
         let secrets = async {
             let started = std::time::Instant::now();
             let secrets = match &self.vault {
-                Some(v) => v.fetch(request).await.map(Some),
+                Some(v) => self.read_secrets(v, request).await.map(Some),
                 None => Ok(None),
             };
             tracing::debug!(

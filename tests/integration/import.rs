@@ -209,9 +209,11 @@ import into env prod from dotenv file out/prod/api.env
     assert_eq!(bed.field("api/imported", "SESSION_KEY"), Some(format!("it's \"{CANARY}\"")));
     assert_eq!(
         bed.keys(),
-        ["/cfgsync/prod/api/API_URL", "/cfgsync/prod/api/LOG_LEVEL"],
-        "no _meta without --owner/--reason"
+        ["/cfgsync/_secret-versions/prod/api/imported", "/cfgsync/prod/api/API_URL", "/cfgsync/prod/api/LOG_LEVEL"],
+        "no _meta without --owner/--reason; the secret's marker for the service"
     );
+    let marker = bed.etcd.ctl_ok(&["get", "--print-value-only", "/cfgsync/_secret-versions/prod/api/imported"]);
+    assert_eq!(marker.trim(), "1", "the marker holds the version written, never a value");
 
     // A second import changes nothing.
     let (revision, version) = (bed.revision(), bed.secret("api/imported").unwrap()["metadata"]["version"].clone());
@@ -299,7 +301,8 @@ written: vault secret/prod/api/imported version 2 (1 field), etcd revision 3 (1 
         "{r:?}"
     );
     assert!(
-        r.stdout.ends_with("written: vault secret/prod/api/imported version 3 (1 field), etcd revision 4 (1 key)\n"),
+        // Revision 5: the first import's marker took one.
+        r.stdout.ends_with("written: vault secret/prod/api/imported version 3 (1 field), etcd revision 5 (1 key)\n"),
         "{r:?}"
     );
     assert_eq!(bed.key("api/LOG_LEVEL").as_deref(), Some("info"));
@@ -983,7 +986,7 @@ fn a_thousand_dotenv_values_take_a_few_transactions() {
     assert!(tail[0].ends_with(" (600 keys)"), "{tail:?}");
     let (txn, range, requests) =
         (etcd_calls(&bed.etcd, "Txn") - txn, etcd_calls(&bed.etcd, "Range") - range, vault_requests() - requests);
-    assert_eq!(bed.keys().len(), 600);
+    assert_eq!(bed.keys().len(), 601, "600 keys and the secret's marker");
     // 600 keys: 5 transactions of 128 gets, 5 of guarded puts; no per-key read.
     assert_eq!((txn, range), (10, 0), "etcd calls");
     // A token lookup, the secret, its metadata, one write.

@@ -27,11 +27,11 @@ fn developer(etcd: &Etcd, vault: &Vault, p: &Project) -> String {
             + "\
 etcd role cfgsync-developer: create, grant read /cfgsync/staging/*, grant read /cfgsync/prod/*, grant read /cfgsync/_meta/staging/*, grant read /cfgsync/_meta/prod/*, grant read /cfgsync/_history/staging/*, grant read /cfgsync/_history/prod/*, grant read /cfgsync/_service/*
 vault policy cfgsync-developer: create
-etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*, grant readwrite /cfgsync/_history/prod/*
+etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant read /cfgsync/_secret-versions/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*, grant readwrite /cfgsync/_history/prod/*
 vault policy cfgsync-reconciler-prod: create
-etcd role cfgsync-reconciler-qa: create, grant read /cfgsync/qa/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/qa/*, grant readwrite /cfgsync/_state/qa/*, grant readwrite /cfgsync/_history/qa/*
+etcd role cfgsync-reconciler-qa: create, grant read /cfgsync/qa/*, grant read /cfgsync/_secret-versions/qa/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/qa/*, grant readwrite /cfgsync/_state/qa/*, grant readwrite /cfgsync/_history/qa/*
 vault policy cfgsync-reconciler-qa: create
-etcd role cfgsync-reconciler-staging: create, grant read /cfgsync/staging/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/staging/*, grant readwrite /cfgsync/_state/staging/*, grant readwrite /cfgsync/_history/staging/*
+etcd role cfgsync-reconciler-staging: create, grant read /cfgsync/staging/*, grant read /cfgsync/_secret-versions/staging/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/staging/*, grant readwrite /cfgsync/_state/staging/*, grant readwrite /cfgsync/_history/staging/*
 vault policy cfgsync-reconciler-staging: create
 vault fingerprint key secret/prod/cfgsync/fingerprint#key: create (random 32 bytes)
 vault fingerprint key secret/qa/cfgsync/fingerprint#key: create (random 32 bytes)

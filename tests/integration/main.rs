@@ -40,6 +40,7 @@ mod service_ha;
 mod service_page;
 mod service_readiness;
 mod service_roles;
+mod service_secrets;
 mod service_spin;
 mod service_vault;
 mod service_watch;

@@ -72,7 +72,7 @@ fn the_shipped_reconciler_roles_run_the_service_and_staging_cannot_touch_prod() 
     let dir = policies_dir();
     let r = run_as(&p, "root:rootpw", &["policy", "apply", "--dir", &dir]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*, grant readwrite /cfgsync/_history/prod/*\n"), "{r:?}");
+    assert!(r.stdout.contains("etcd role cfgsync-reconciler-prod: create, grant read /cfgsync/prod/*, grant read /cfgsync/_secret-versions/prod/*, grant readwrite /cfgsync/_service/members/*, grant readwrite /cfgsync/_service/envs/prod/*, grant readwrite /cfgsync/_state/prod/*, grant readwrite /cfgsync/_history/prod/*\n"), "{r:?}");
 
     etcd.ctl_ok(&["user", "add", "reconciler", "--new-user-password=recpw"]);
     for env in ["staging", "prod"] {

@@ -21,6 +21,8 @@ timeout = "2s"
 address = "{}"
 auth = {auth}
 timeout = "2s"
+# Every pass reads Vault: the reads with the renewed token are the point.
+refresh = "1ms"
 
 [envs.prod]
 

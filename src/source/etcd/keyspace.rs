@@ -14,6 +14,7 @@
 //! | `<prefix>/_service/envs/<env>/leader`, `…/status` | an env's leader and its last pass | the service |
 //! | `<prefix>/_service/envs/<env>/pass` | a pass asked for now | `rotate verify`, `rollback` |
 //! | `<prefix>/_history/<env>/<ms>-<rev>` | the record of a pass ([`crate::history`]) | the env's leader, a one-shot pass |
+//! | `<prefix>/_secret-versions/<env>/<path>` | a secret's version just written to Vault (the number only, never a value), so the service reads it now ([`crate::source::secret_cache`]) | `set-secret`, `import` |
 //!
 //! Decisions:
 //! - **Everything of cfgsync's own starts with `_`** and is a sibling of
@@ -22,6 +23,10 @@
 //! - **One prefix per env** in every record kind (`_meta/<env>/`,
 //!   `_state/<env>/`, `_service/envs/<env>/`, `_history/<env>/`), so an
 //!   etcd role can grant a reconciler or a developer exactly its envs.
+//! - **Secret markers are not env keys**: under `<prefix>/<env>/` they
+//!   would be read as config by `keys()`, `pull`, `diff`, `log` and
+//!   `rollback`; under `_service/envs/<env>/` every election round would
+//!   read them. Their own prefix is watched by the env's service.
 
 /// Who decided a key's value.
 pub const META: &str = "_meta";
@@ -31,9 +36,11 @@ pub const STATE: &str = "_state";
 pub const SERVICE: &str = "_service";
 /// The history of passes ([`crate::history`]).
 pub const HISTORY: &str = "_history";
+/// The versions `set-secret` and `import` just wrote to Vault.
+pub const SECRET_VERSIONS: &str = "_secret-versions";
 
 /// Every name cfgsync keeps its own records under, beside the envs.
-pub const RESERVED: [&str; 4] = [SERVICE, STATE, META, HISTORY];
+pub const RESERVED: [&str; 5] = [SERVICE, STATE, META, HISTORY, SECRET_VERSIONS];
 
 /// `<prefix>/<env>/`: the one range every pass reads for an env. `prefix`
 /// as in `[etcd] prefix`, without a trailing slash.
@@ -60,6 +67,18 @@ pub fn state_prefix(prefix: &str, env: &str) -> String {
 /// `<prefix>/_history/<env>/`: where the history of an env's passes goes.
 pub fn history_prefix(prefix: &str, env: &str) -> String {
     format!("{prefix}/{HISTORY}/{env}/")
+}
+
+/// `<prefix>/_secret-versions/<env>/`: one marker per secret path, read
+/// (and watched) by the env's reconciler.
+pub fn secret_markers(prefix: &str, env: &str) -> String {
+    format!("{prefix}/{SECRET_VERSIONS}/{env}/")
+}
+
+/// `<prefix>/_secret-versions/<env>/<path>`: holds the version number of
+/// `path` just written.
+pub fn secret_marker(prefix: &str, env: &str, path: &str) -> String {
+    format!("{}{path}", secret_markers(prefix, env))
 }
 
 /// The keys under `<prefix>/_service/`.
@@ -131,6 +150,9 @@ mod tests {
         assert_eq!(meta_key("/cfgsync", "prod", "api/host"), "/cfgsync/_meta/prod/api/host");
         assert_eq!(state_prefix("/cfgsync", "prod"), "/cfgsync/_state/prod/");
         assert_eq!(history_prefix("/cfgsync", "prod"), "/cfgsync/_history/prod/");
+        assert_eq!(secret_marker("/cfgsync", "prod", "api/db"), "/cfgsync/_secret-versions/prod/api/db");
+        assert!(!secret_marker("/cfgsync", "prod", "db").starts_with(&env_prefix("/cfgsync", "prod")), "not a key");
+        assert!(!secret_marker("/cfgsync", "prod2", "db").starts_with(&secret_markers("/cfgsync", "prod")));
         for reserved in RESERVED {
             assert!(reserved.starts_with('_'), "{reserved}: env names starting with '_' are refused");
         }

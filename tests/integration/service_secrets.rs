@@ -1,0 +1,147 @@
+//! `[vault] refresh` and the secret markers under `cfgsync run`: an idle
+//! interval pass does not re-read the secrets it holds; a secret changed
+//! behind cfgsync's back (the bao CLI) is picked up within `refresh`; one
+//! changed through `cfgsync set-secret` propagates at once through its
+//! marker, which holds a version number and never a value.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::service::{Service, read_or_empty};
+use crate::support::{Etcd, Project, Vault, run_output, server_config, wait_until};
+
+const CANARY: &str = "CANARY-5e1d-refresh";
+
+fn project(etcd: &Etcd, vault: &Vault, refresh: &str) -> Project {
+    let outputs = r#"[envs.prod]
+
+[[output]]
+name = "db"
+[output.entries]
+PASSWORD = "{{ secret(path='db', field='password') }}"
+API = "{{ secret(path='api', field='token') }}"
+HOST = "{{ key(name='host') }}"
+[[output.target]]
+kind = "file"
+path = "out/db.env"
+"#;
+    let config = format!("interval = \"1s\"\n{}", server_config(etcd, vault, outputs)).replace(
+        "auth = { method = \"token\", token_file = \"vault-token\" }",
+        &format!("auth = {{ method = \"token\", token_file = \"vault-token\" }}\nrefresh = \"{refresh}\""),
+    );
+    let p = Project::new(&config);
+    p.write("vault-token", &vault.root_token);
+    p
+}
+
+fn seed(etcd: &Etcd, vault: &Vault) {
+    etcd.put("/cfgsync/prod/host", "db.prod");
+    vault.kv_put("prod/db", &[("password", &format!("{CANARY}-1"))]);
+    vault.kv_put("prod/api", &[("token", &format!("{CANARY}-api"))]);
+}
+
+fn password_is(p: &Project, n: &str) -> Option<()> {
+    read_or_empty(&p.path("out/db.env")).contains(&format!("PASSWORD={CANARY}-{n}\n")).then_some(())
+}
+
+fn reads(svc: &Service) -> f64 {
+    svc.metric("cfgsync_secret_reads_total{env=\"prod\"}").unwrap_or(0.0)
+}
+
+fn interval_passes(svc: &Service) -> f64 {
+    svc.metric("cfgsync_passes_total{env=\"prod\",reason=\"interval\"}").unwrap_or(0.0)
+}
+
+/// Waits for `n` more interval passes than now; returns the Vault reads
+/// they made.
+fn reads_over_interval_passes(svc: &Service, n: f64) -> f64 {
+    // Start at a pass boundary: the reads of a pass in flight are not counted.
+    let start = interval_passes(svc);
+    wait_until("an interval pass", Duration::from_secs(10), || (interval_passes(svc) > start).then_some(()));
+    let (start, before) = (interval_passes(svc), reads(svc));
+    wait_until("interval passes", Duration::from_secs(20), || (interval_passes(svc) >= start + n).then_some(()));
+    // The last counted pass may still be reading: wait for the next one to start.
+    let (_, after) = wait_until("one more interval pass", Duration::from_secs(10), || {
+        let r = reads(svc);
+        (interval_passes(svc) > start + n).then_some(((), r))
+    });
+    after - before
+}
+
+#[test]
+fn refresh_holds_secrets_between_interval_passes_and_a_short_one_reads_them_again() {
+    let (etcd, vault) = (Etcd::start(), Vault::start());
+    seed(&etcd, &vault);
+    let p = project(&etcd, &vault, "1h");
+    let svc = Service::start(&p, &[], &[]);
+    wait_until("the first write", Duration::from_secs(20), || password_is(&p, "1"));
+    let first = reads(&svc);
+    assert_eq!(first, 2.0, "the first pass reads both secrets once");
+
+    // Idle interval passes read nothing from Vault.
+    let idle = reads_over_interval_passes(&svc, 3.0);
+    assert_eq!(idle, 0.0, "an idle interval pass re-read secrets held for 1h");
+
+    // Behind cfgsync's back: not picked up by interval passes within 1h.
+    vault.kv_put("prod/db", &[("password", &format!("{CANARY}-2"))]);
+    let idle = reads_over_interval_passes(&svc, 3.0);
+    assert_eq!(idle, 0.0);
+    assert!(password_is(&p, "1").is_some(), "{}", read_or_empty(&p.path("out/db.env")));
+    // `rotate verify` asks for a pass that reads every secret now.
+    let r = p.run(&["rotate", "verify", "--env", "prod", "--secret", "db#password", "--wait", "20s"]);
+    assert!(!r.stdout.contains(CANARY) && !r.stderr.contains(CANARY), "{r:?}");
+    wait_until("the asked pass", Duration::from_secs(20), || password_is(&p, "2"));
+    drop(svc);
+
+    // With refresh = 2s the same change is picked up.
+    let p = project(&etcd, &vault, "2s");
+    let svc = Service::start(&p, &[], &[]);
+    wait_until("the current value", Duration::from_secs(20), || password_is(&p, "2"));
+    vault.kv_put("prod/db", &[("password", &format!("{CANARY}-3"))]);
+    wait_until("the value changed behind cfgsync's back", Duration::from_secs(15), || password_is(&p, "3"));
+    // And it is still not every pass: 2 secrets per 2 s at most, with 1 s passes.
+    let over_four = reads_over_interval_passes(&svc, 4.0);
+    assert!(over_four <= 6.0, "{over_four} reads over 4 interval passes with refresh 2s");
+    assert!(!svc.log().contains(CANARY), "a secret value in the log");
+}
+
+#[test]
+fn set_secret_propagates_through_its_marker_at_once_and_the_marker_holds_no_value() {
+    let (etcd, vault) = (Etcd::start(), Vault::start());
+    seed(&etcd, &vault);
+    let p = project(&etcd, &vault, "1h");
+    let svc = Service::start(&p, &[], &[("RUST_LOG", "cfgsync=debug")]);
+    wait_until("the first write", Duration::from_secs(20), || password_is(&p, "1"));
+    // Held: interval passes read nothing.
+    assert_eq!(reads_over_interval_passes(&svc, 2.0), 0.0);
+
+    let mut child = p
+        .command(&["set-secret", "prod", "db", "password", "--yes"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{CANARY}-set\n").as_bytes()).unwrap();
+    let r = run_output(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stdout.contains(CANARY) && !r.stderr.contains(CANARY), "{r:?}");
+    assert!(!r.stderr.contains("warning"), "the marker was not written: {r:?}");
+    wait_until("set-secret's value through the marker", Duration::from_secs(5), || password_is(&p, "set"));
+    assert!(svc.log().contains("a secret was written through cfgsync"), "{}", svc.log());
+
+    // The marker: the version number, nothing else; nothing of the
+    // secret anywhere in etcd.
+    let marker = etcd.ctl_ok(&["get", "--print-value-only", "/cfgsync/_secret-versions/prod/db"]);
+    assert_eq!(marker.trim(), "2");
+    let everything = etcd.ctl_ok(&["get", "--prefix", ""]);
+    assert!(!everything.contains(CANARY), "a secret value in etcd:\n{everything}");
+    // Not an env key: the file has exactly its three entries.
+    let out = read_or_empty(&p.path("out/db.env"));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(!svc.log().contains(CANARY), "a secret value in the log");
+    // Only the marked path was read again; the other stays held.
+    let held = reads(&svc);
+    assert_eq!(reads_over_interval_passes(&svc, 2.0), 0.0);
+    assert_eq!(held, 3.0, "2 at start, then only the marked path");
+}
