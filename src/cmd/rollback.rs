@@ -36,9 +36,14 @@
 //!   the plan): deleting a secret is not something a rollback guesses.
 //!   The fingerprint key is never rolled back.
 //! - **Only the sources are written.** Every target follows through the
-//!   ordinary loop: the service's watch sees the etcd change; for a
-//!   secret-only rollback, the running service is asked for a pass now
-//!   (see [`super::rotate::request_pass`]).
+//!   ordinary loop: the service's watch sees the etcd change; each secret
+//!   written back announces its new version with its marker
+//!   (`<prefix>/_secret-versions/<env>/<path>`, the same one `set-secret`
+//!   writes: [`crate::source::secret_cache::announce`]), so the running
+//!   service reads that path at once instead of within `[vault] refresh`,
+//!   and nothing else. Only when a marker cannot be written is the
+//!   service asked for a pass that reads every secret
+//!   ([`super::rotate::request_pass`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
@@ -179,13 +184,16 @@ pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<ExitCode, Cmd
             }
         }
     }
-    let failed = match &clients.vault {
+    let written = match &clients.vault {
         Some(vault) => write_secrets(vault, env, &secrets, &audit, &mut out).await?,
-        None => false,
+        None => Written::default(),
     };
-    if !secrets.is_empty() {
+    if !announce(ctx.config, env, &written.versions).await {
         super::rotate::request_pass(ctx.config, env, &mut out).await;
+    } else if !written.versions.is_empty() {
+        writeln!(out, "{}", announced(ctx.config, env).await)?;
     }
+    let failed = written.failed;
     writeln!(out, "the targets follow by the ordinary loop (`cfgsync plan --env {env}` shows what is left)")?;
     out.flush()?;
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -358,30 +366,82 @@ async fn vault_changed(
     Ok(None)
 }
 
+/// What [`write_secrets`] did.
+#[derive(Default)]
+struct Written {
+    /// The paths written, with the version each was written as.
+    versions: Vec<(String, u64)>,
+    /// A secret, or its owner and reason, could not be written.
+    failed: bool,
+}
+
+/// Puts the marker of every secret written back, so the env's running
+/// service reads those paths now; says so on stderr for each that could
+/// not be written. Returns whether every marker was written (nothing to
+/// announce counts as done).
+async fn announce(config: &crate::config::Config, env: &str, versions: &[(String, u64)]) -> bool {
+    let mut all = true;
+    for (path, version) in versions {
+        match crate::source::secret_cache::announce(config, env, path, *version).await {
+            Ok(true) => {}
+            Ok(false) => all = false,
+            Err(e) => {
+                eprintln!(
+                    "warning: {path:?} was written back, but its marker was not ({}): asking the service of env {env} for a pass instead",
+                    crate::text::escape_controls(&e, false)
+                );
+                all = false;
+            }
+        }
+    }
+    all
+}
+
+/// What the markers reached, in words: the env's leader (which reads the
+/// secrets now), or nobody.
+async fn announced(config: &crate::config::Config, env: &str) -> String {
+    let crate::config::KeysSource::Etcd(settings) = &config.keys else { return String::new() };
+    let keys = crate::source::etcd::keyspace::ServiceKeys::new(&settings.prefix);
+    let leader = match crate::source::etcd::EtcdSource::new(settings.clone()).connect().await {
+        Ok(client) => client.kv_client().get(keys.leader(env), None).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match leader.map(|r| r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())) {
+        Ok(Some(leader)) => format!(
+            "told the service (leader {}) through the secrets' markers: it reads them now",
+            escape_controls(&leader, false)
+        ),
+        Ok(None) => format!("no service leads env {env}: `cfgsync reconcile --once --env {env}` writes the targets"),
+        Err(e) => format!("the secrets' markers are written; who leads env {env} is unknown ({})", one_line(&e)),
+    }
+}
+
 /// Writes each secret back (check-and-set on the version the plan read),
-/// then its owner and reason; returns whether any failed.
+/// then its owner and reason.
 async fn write_secrets(
     vault: &super::inventory::VaultClientSide,
     env: &str,
     secrets: &[SecretStep],
     audit: &Audit,
     out: &mut impl Write,
-) -> Result<bool, CmdError> {
+) -> Result<Written, CmdError> {
+    let mut written = Written::default();
     if secrets.is_empty() {
-        return Ok(false);
+        return Ok(written);
     }
     let client = vault.source.client().await.map_err(|source| CmdError::Source { env: env.to_owned(), source })?;
-    let mut failed = false;
+    let failed = &mut written.failed;
     for s in secrets {
         let shown = vault_admin::shown_path(&vault.mount, env, &s.path);
         let version = match vault_admin::write_secret(&client, &vault.mount, env, &s.path, &s.fields, s.seen).await {
             Ok(version) => version,
             Err(e) => {
                 eprintln!("error: {}: not rolled back: {}", shown, one_line(&e.to_string()));
-                failed = true;
+                *failed = true;
                 continue;
             }
         };
+        written.versions.push((s.path.clone(), version));
         writeln!(out, "vault: {shown}: version {} written again as version {version}", s.then_version)?;
         let mut custom = at::versions(&client, &vault.mount, env, &s.path)
             .await
@@ -393,10 +453,10 @@ async fn write_secrets(
         custom.insert("reason".into(), audit.reason.clone());
         if let Err(e) = vault_admin::write_custom_metadata(&client, &vault.mount, env, &s.path, &custom).await {
             eprintln!("error: {shown}: written, but owner and reason were not: {}", one_line(&e.to_string()));
-            failed = true;
+            *failed = true;
         }
     }
-    Ok(failed)
+    Ok(written)
 }
 fn mod_revision(v: &KeyValue) -> i64 {
     match v.origin {

@@ -145,3 +145,50 @@ fn set_secret_propagates_through_its_marker_at_once_and_the_marker_holds_no_valu
     assert_eq!(reads_over_interval_passes(&svc, 2.0), 0.0);
     assert_eq!(held, 3.0, "2 at start, then only the marked path");
 }
+
+/// `cfgsync set-secret prod db password` with `value` on stdin.
+fn set_secret(p: &Project, value: &str) -> crate::support::Run {
+    let mut child = p
+        .command(&["set-secret", "prod", "db", "password", "--yes"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{value}\n").as_bytes()).unwrap();
+    run_output(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn rollback_of_a_secret_announces_it_through_its_marker_and_the_service_reads_only_that_path() {
+    let (etcd, vault) = (Etcd::start(), Vault::start());
+    seed(&etcd, &vault);
+    let p = project(&etcd, &vault, "1h");
+    let svc = Service::start(&p, &[], &[]);
+    wait_until("the first write", Duration::from_secs(20), || password_is(&p, "1"));
+    // The point to go back to: the service's first pass, which read version 1.
+    let first = crate::history::records(&etcd, "prod");
+    let first_rev = first.last().unwrap().1["revision"].as_i64().unwrap();
+
+    let r = set_secret(&p, &format!("{CANARY}-2"));
+    assert_eq!(r.code, 0, "{r:?}");
+    wait_until("set-secret's value", Duration::from_secs(5), || password_is(&p, "2"));
+    assert_eq!(reads_over_interval_passes(&svc, 2.0), 0.0, "held between passes");
+    let before = reads(&svc);
+
+    let r = p.run(&["rollback", "--env", "prod", "--to", &format!("rev:{first_rev}"), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("version 1 written again as version 3"), "{r:?}");
+    assert!(!r.all().contains(CANARY) && !r.stderr.contains("warning"), "{r:?}");
+    assert!(r.stdout.contains("told the service (leader "), "{r:?}");
+    // The marker says version 3 (a number, nothing else) ...
+    let marker = etcd.ctl_ok(&["get", "--print-value-only", "/cfgsync/_secret-versions/prod/db"]);
+    assert_eq!(marker.trim(), "3", "rollback wrote no marker");
+    // ... so the service, holding secrets for 1h, writes the restored
+    // value at once, reading that path and nothing else (an asked pass
+    // would read every secret).
+    wait_until("the restored value through the marker", Duration::from_secs(5), || password_is(&p, "1"));
+    assert_eq!(reads_over_interval_passes(&svc, 1.0), 0.0);
+    assert_eq!(reads(&svc) - before, 1.0, "only the rolled-back path is read again");
+    assert!(!svc.log().contains(CANARY), "a secret value in the log");
+}

@@ -14,7 +14,7 @@
 //! | `<prefix>/_service/envs/<env>/leader`, `…/status` | an env's leader and its last pass | the service |
 //! | `<prefix>/_service/envs/<env>/pass` | a pass asked for now | `rotate verify`, `rollback` |
 //! | `<prefix>/_history/<env>/<ms>-<rev>` | the record of a pass ([`crate::history`]) | the env's leader, a one-shot pass |
-//! | `<prefix>/_secret-versions/<env>/<path>` | a secret's version just written to Vault (the number only, never a value), so the service reads it now ([`crate::source::secret_cache`]) | `set-secret`, `import` |
+//! | `<prefix>/_secret-versions/<env>/<path>` | a secret's version just written to Vault (the number only, never a value), so the service reads it now ([`crate::source::secret_cache`]) | `set-secret`, `import`, `rollback` |
 //!
 //! Decisions:
 //! - **Everything of cfgsync's own starts with `_`** and is a sibling of
@@ -36,7 +36,7 @@ pub const STATE: &str = "_state";
 pub const SERVICE: &str = "_service";
 /// The history of passes ([`crate::history`]).
 pub const HISTORY: &str = "_history";
-/// The versions `set-secret` and `import` just wrote to Vault.
+/// The versions `set-secret`, `import` and `rollback` just wrote to Vault.
 pub const SECRET_VERSIONS: &str = "_secret-versions";
 
 /// Every name cfgsync keeps its own records under, beside the envs.
