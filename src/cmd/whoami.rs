@@ -5,9 +5,12 @@
 //!   certificate's CN (etcd's `--client-cert-auth`); its roles come from
 //!   etcd (a user may read their own record). Per env, each prefix cfgsync
 //!   uses (`<prefix>/<env>/`, `_meta/<env>/`, `_state/<env>/`, `_history/<env>/`,
-//!   `_service/envs/<env>/`) is checked for read with a count-only range
+//!   `_secret-versions/<env>/`, `_service/envs/<env>/`) is checked for read with a count-only range
 //!   and for write with a transaction whose condition never holds, so
-//!   nothing is written (see [`etcd_admin::can_write`]).
+//!   nothing is written (see [`etcd_admin::can_write`]). The secret
+//!   markers' prefix answers two questions: may the reconciler read (watch)
+//!   them, and may whoever runs `set-secret`, `import` or `rollback` write
+//!   them (else its changes reach the service only within `[vault] refresh`).
 //! - **Vault**: `lookup-self` (display name, login path, policies, TTL),
 //!   and per env `sys/capabilities-self` on each secret path the templates
 //!   read (and the fingerprint key), and on the env's metadata folder for

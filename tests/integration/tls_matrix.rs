@@ -189,6 +189,16 @@ fn the_shipped_roles_allow_and_deny_exactly_what_policies_say_at_the_backend_and
                 history,
                 "{role} × {env} × history via whoami"
             );
+            // The env's secret markers: its reconciler reads (watches)
+            // them; no shipped role writes them (an admin's set-secret,
+            // import and rollback do) ...
+            let markers = format!("/cfgsync/_secret-versions/{env}/");
+            let expected_markers = (*role == format!("reconciler-{env}"), false);
+            let read = estate.etcd.ctl_as(cert, &["get", &format!("{markers}db")]).status.success();
+            let write = estate.etcd.ctl_as(cert, &["put", &format!("{markers}db"), "1"]).status.success();
+            assert_eq!((read, write), expected_markers, "{role} × {env} × secret markers at the backend");
+            // ... and through cfgsync.
+            assert_eq!(cell("etcd", &markers), expected_markers, "{role} × {env} × secret markers via whoami");
             // Vault secret: at the backend, with the role's token ...
             let read =
                 estate.vault.bao(token, &["kv", "get", "-mount=secret", &format!("{env}/api/db")]).status.success();
@@ -204,7 +214,7 @@ fn the_shipped_roles_allow_and_deny_exactly_what_policies_say_at_the_backend_and
                 expected(role, env, "vault"),
                 "{role} × {env} × vault via whoami"
             );
-            cells += 4;
+            cells += 6;
 
             // The commands: a denied read fails closed and writes nothing.
             let out = p.path(&format!("out/{env}/app.env"));
@@ -237,5 +247,16 @@ fn the_shipped_roles_allow_and_deny_exactly_what_policies_say_at_the_backend_and
             assert!(!r.all().contains(CANARY), "{r:?}");
         }
     }
-    assert_eq!(cells, 3 * 2 * 4, "every cell of the matrix was checked");
+    assert_eq!(cells, 3 * 2 * 6, "every cell of the matrix was checked");
+    // Whoever runs set-secret (here the admin) may write the markers, and whoami says so.
+    let r = run(&admin, &["--output", "json", "whoami", "--env", "prod"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let who: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let markers = who["envs"][0]["access"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"] == "/cfgsync/_secret-versions/prod/")
+        .unwrap_or_else(|| panic!("the markers' prefix in {who}"));
+    assert_eq!((&markers["read"], &markers["write"]), (&serde_json::json!(true), &serde_json::json!(true)), "{who}");
 }

@@ -123,12 +123,13 @@ impl ServiceKeys {
 }
 
 /// Every prefix cfgsync reads or writes for `env` (`whoami` checks each).
-pub fn env_prefixes(prefix: &str, env: &str) -> [String; 5] {
+pub fn env_prefixes(prefix: &str, env: &str) -> [String; 6] {
     [
         env_prefix(prefix, env),
         meta_prefix(prefix, env),
         state_prefix(prefix, env),
         history_prefix(prefix, env),
+        secret_markers(prefix, env),
         ServiceKeys::new(prefix).env_prefix(env),
     ]
 }
