@@ -21,7 +21,7 @@
 //! | `cfgsync_config_reloads_total` | counter | `result` = `ok` / `rejected` |
 //! | `cfgsync_vault_credential_events_total` | counter | `method`, `event` |
 //! | `cfgsync_watch_up` | gauge (1 = this replica's watch on the env is established) | `env`, `kind` = `etcd`, `kubernetes`, `file` |
-//! | `cfgsync_secret_reads_total` | counter (secret reads sent to Vault) | `env` |
+//! | `cfgsync_secret_reads_total` | counter (secret reads sent to Vault; per minute: `rate(…[5m]) * 60`, or `increase(…[1m])`) | `env` |
 //!
 //! Pass values are recorded by the service's worker from the pass's
 //! summary ([`Metrics::record_pass`]), so `reconcile` itself knows nothing
@@ -45,10 +45,19 @@
 //! with its own `kind` value ([`Metrics::watch_up`]). `cfgsync_secret_reads_total`
 //! counts every KV read sent to Vault (one per referenced path per pass,
 //! whatever its outcome), the number a Vault rate-limit quota or an audit
-//! log sees. docs/observability.md is the operator's view of all of these.
+//! log sees. Its rate is Prometheus's to compute from the counter; the
+//! status page and `/readyz` show the same reads of each env over the last
+//! minute from a sliding window kept beside it ([`Metrics::secret_reads_last_minute`]:
+//! 60 one-second buckets per env, one lock and an add per read, no
+//! allocation after the first). docs/observability.md is the operator's
+//! view of all of these.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -119,6 +128,43 @@ pub struct Metrics {
     pub vault_credentials: Family<CredentialLabels, Counter>,
     pub watch_up: Family<WatchLabels, Gauge>,
     pub secret_reads: Family<EnvLabel, Counter>,
+    /// The secret reads of each env in the last minute (not exported:
+    /// Prometheus computes rates from `secret_reads`).
+    recent_secret_reads: Mutex<HashMap<String, MinuteWindow>>,
+    /// What the windows' seconds count from.
+    started: Instant,
+}
+
+/// How many seconds [`MinuteWindow`] looks back.
+const WINDOW_SECONDS: u64 = 60;
+
+/// Events in the last minute, in one-second buckets: each bucket holds the
+/// second it counts (since [`Metrics::started`]) and its count, so a bucket
+/// last written a minute ago or more is simply not summed.
+struct MinuteWindow {
+    buckets: [(u64, u32); WINDOW_SECONDS as usize],
+}
+
+impl Default for MinuteWindow {
+    fn default() -> Self {
+        Self { buckets: [(0, 0); WINDOW_SECONDS as usize] }
+    }
+}
+
+impl MinuteWindow {
+    fn add(&mut self, second: u64) {
+        let bucket = &mut self.buckets[(second % WINDOW_SECONDS) as usize];
+        if bucket.0 != second {
+            *bucket = (second, 0);
+        }
+        bucket.1 = bucket.1.saturating_add(1);
+    }
+
+    /// The events of `second` and the 59 before it.
+    fn count(&self, second: u64) -> u64 {
+        let since = (second + 1).saturating_sub(WINDOW_SECONDS);
+        self.buckets.iter().filter(|(s, _)| (since..=second).contains(s)).map(|(_, n)| u64::from(*n)).sum()
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -221,7 +267,22 @@ impl Metrics {
             vault_credentials,
             watch_up,
             secret_reads,
+            recent_secret_reads: Mutex::new(HashMap::new()),
+            started: Instant::now(),
         }
+    }
+
+    /// Seconds since [`Metrics::started`]: the windows' clock.
+    fn second(&self) -> u64 {
+        Instant::now().saturating_duration_since(self.started).as_secs()
+    }
+
+    /// The secret reads sent to Vault for `env` in the last minute; `None`
+    /// when the env has no Vault (no read counted and no series preset).
+    pub fn secret_reads_last_minute(&self, env: &str) -> Option<u64> {
+        let second = self.second();
+        let windows = self.recent_secret_reads.lock().unwrap_or_else(|p| p.into_inner());
+        windows.get(env).map(|w| w.count(second))
     }
 
     /// Creates the series known up front, so they read 0 rather than absent.
@@ -240,8 +301,10 @@ impl Metrics {
             let _ = self.source_errors.get_or_create(&SourceLabel { source: source_label(*s).to_owned() });
         }
         if sources.contains(&SourceKind::Vault) {
+            let mut windows = self.recent_secret_reads.lock().unwrap_or_else(|p| p.into_inner());
             for env in envs {
                 let _ = self.secret_reads.get_or_create(&EnvLabel { env: env.clone() });
+                windows.entry(env.clone()).or_default();
             }
         }
         for kind in target_kinds {
@@ -381,6 +444,12 @@ impl CredentialObserver for Metrics {
 
     fn secret_read(&self, env: &str) {
         let _ = self.secret_reads.get_or_create(&EnvLabel { env: env.to_owned() }).inc();
+        let second = self.second();
+        let mut windows = self.recent_secret_reads.lock().unwrap_or_else(|p| p.into_inner());
+        match windows.get_mut(env) {
+            Some(w) => w.add(second),
+            None => windows.entry(env.to_owned()).or_default().add(second),
+        }
     }
 }
 
@@ -441,5 +510,29 @@ mod tests {
         let without = Metrics::new();
         without.init_series(&["prod".to_owned()], &[SourceKind::Etcd], &[]);
         assert!(!without.encode().contains("cfgsync_secret_reads_total{"));
+        assert_eq!(without.secret_reads_last_minute("prod"), None, "no Vault: nothing to show");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_minute_of_secret_reads_slides() {
+        let m = Metrics::new();
+        m.init_series(&["prod".to_owned(), "dev".to_owned()], &[SourceKind::Vault], &[]);
+        assert_eq!(m.secret_reads_last_minute("prod"), Some(0));
+        m.secret_read("prod");
+        m.secret_read("prod");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        m.secret_read("prod");
+        assert_eq!(m.secret_reads_last_minute("prod"), Some(3));
+        assert_eq!(m.secret_reads_last_minute("dev"), Some(0), "per env");
+        // The first two leave the window a minute after they were made ...
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(m.secret_reads_last_minute("prod"), Some(1));
+        // ... and a bucket reused a minute later counts afresh.
+        m.secret_read("prod");
+        assert_eq!(m.secret_reads_last_minute("prod"), Some(2));
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(m.secret_reads_last_minute("prod"), Some(0));
+        // The counter keeps them all.
+        assert!(m.encode().contains("cfgsync_secret_reads_total{env=\"prod\"} 4\n"), "{}", m.encode());
     }
 }

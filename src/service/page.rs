@@ -8,7 +8,11 @@
 //! the id `<env>/<output>/<index>` is its tooltip), with its state (ok,
 //! drift reverted, failing, backing off), the failure code, and when
 //! cfgsync last changed it (or, when no write is known, since when it has
-//! been found unchanged); then links to `/metrics` and `/readyz`.
+//! been found unchanged); the watches on what it writes (up or down, the
+//! last event, drift they saw) and the secret reads this replica sent to
+//! Vault for it in the last minute (the counter behind them is
+//! `cfgsync_secret_reads_total` on `/metrics`); then links to `/metrics`
+//! and `/readyz`.
 //!
 //! Decisions:
 //! - **No JavaScript**, no external resources: the response carries a
@@ -109,6 +113,7 @@ struct EnvPage<'a> {
     last_watch_event: Option<When>,
     drift_seen: u64,
     last_drift: Option<DriftRow<'a>>,
+    secret_reads_last_minute: Option<u64>,
     last_pass: Option<LastPass<'a>>,
 }
 
@@ -220,6 +225,7 @@ impl<'a> Page<'a> {
                 last_watch_event: view.last_watch_event_ms.map(|ms| When::of(now, ms)),
                 drift_seen: view.drift_seen,
                 last_drift: view.last_drift.as_ref().map(|(ms, object)| DriftRow { at: When::of(now, *ms), object }),
+                secret_reads_last_minute: view.secret_reads_last_minute,
                 last_pass: view.record.as_ref().map(|r| LastPass {
                     at: When::of(now, r.at_ms),
                     leader: &r.leader,
@@ -357,6 +363,7 @@ mod tests {
         let mut led = EnvView::new(Role::Leader);
         led.leader = Some(name.into());
         led.watch_lost = true;
+        led.secret_reads_last_minute = Some(7);
         led.record = Some(record);
         let unled = EnvView::new(Role::Follower);
         Snapshot {
@@ -413,9 +420,11 @@ mod tests {
             "<tr><th>last pass</th><td>none yet</td></tr>",
             "<tr><th>this replica</th><td>follower</td></tr>",
             "0.0/s over the last 10 s (interval and debounce allow 0.0/s)",
+            "<tr><th>secret reads</th><td>7 in the last minute (sent to Vault by this replica)</td></tr>",
         ] {
             assert!(html.contains(text), "{text} not in:\n{html}");
         }
         assert!(html.ends_with("</section>\n</body></html>\n"), "{html}");
+        assert_eq!(html.matches("<th>secret reads</th>").count(), 1, "not for an env without Vault:\n{html}");
     }
 }

@@ -138,6 +138,10 @@ pub struct EnvView {
     pub last_drift: Option<(u64, String)>,
     /// This replica's passes of the env; filled in by [`Board::snapshot`].
     pub passes: PassRate,
+    /// The secret reads this replica sent to Vault for the env in the last
+    /// minute (None: no Vault); filled in by [`Board::snapshot`] from
+    /// [`Metrics::secret_reads_last_minute`].
+    pub secret_reads_last_minute: Option<u64>,
 }
 
 impl EnvView {
@@ -154,6 +158,7 @@ impl EnvView {
             drift_seen: 0,
             last_drift: None,
             passes: PassRate::default(),
+            secret_reads_last_minute: None,
         }
     }
 }
@@ -440,6 +445,7 @@ impl Board {
                 .map(|(name, v)| {
                     let mut v = v.clone();
                     v.passes = rate_of(inner, name, clock.now);
+                    v.secret_reads_last_minute = self.metrics.secret_reads_last_minute(name);
                     let interval = inner.pacing.interval;
                     let verdict = judge(&v, self.election, &inner.contact, self.contact_valid, interval, clock);
                     (name.clone(), v, verdict)
@@ -481,6 +487,9 @@ impl Views for Board {
             }
             if v.drift_seen > 0 {
                 e["drift_seen"] = json!(v.drift_seen);
+            }
+            if let Some(reads) = v.secret_reads_last_minute {
+                e["secret_reads_last_minute"] = json!(reads);
             }
             e["passes_per_second"] = json!({
                 "last_10s": v.passes.per_second(),
@@ -686,5 +695,18 @@ mod tests {
         let text = b.metrics.encode();
         assert!(text.contains("cfgsync_env_led{env=\"prod\"} 1\n"), "{text}");
         assert!(text.contains("cfgsync_env_ready{env=\"prod\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn the_secret_reads_of_the_last_minute_are_shown_per_env_with_vault_only() {
+        use crate::source::vault::CredentialObserver;
+        let b = board(false);
+        assert!(b.readiness().1["envs"]["prod"].get("secret_reads_last_minute").is_none(), "no Vault");
+        b.metrics.init_series(&["prod".to_owned()], &[crate::source::SourceKind::Vault], &[]);
+        assert_eq!(b.readiness().1["envs"]["prod"]["secret_reads_last_minute"], 0);
+        b.metrics.secret_read("prod");
+        b.metrics.secret_read("prod");
+        assert_eq!(b.readiness().1["envs"]["prod"]["secret_reads_last_minute"], 2);
+        assert!(b.status_page().contains("<tr><th>secret reads</th><td>2 in the last minute"));
     }
 }

@@ -100,6 +100,28 @@ fn assert_page(html: &str, how: &str) {
     assert!(!html.contains("<script"), "{how}: no script");
 }
 
+/// Each env's secret reads of the last minute are on the page and in
+/// `/readyz`, and agree with `cfgsync_secret_reads_total` (the service
+/// started less than a minute ago, so the window holds every read).
+fn secret_reads_shown(svc: &Service) {
+    let total = |env: &str| svc.metric(&format!("cfgsync_secret_reads_total{{env=\"{env}\"}}")).unwrap();
+    // Read the counter on both sides of the page: equal, no read came between.
+    let (html, readyz, totals) = wait_until("a quiet moment", Duration::from_secs(10), || {
+        let before = (total("staging"), total("prod"));
+        let (_, html) = get_with_headers(svc);
+        let (_, readyz) = svc.readyz();
+        (before == (total("staging"), total("prod"))).then_some((html, readyz, before))
+    });
+    for (env, n) in [("staging", totals.0), ("prod", totals.1)] {
+        assert!(n >= 1.0, "{env}: the first pass read its secret");
+        let section = html.split(&format!("<section id=\"env-{env}\">")).nth(1).unwrap();
+        let row =
+            format!("<tr><th>secret reads</th><td>{n} in the last minute (sent to Vault by this replica)</td></tr>");
+        assert!(section.split("</section>").next().unwrap().contains(&row), "{row} for {env}:\n{html}");
+        assert_eq!(readyz["envs"][env]["secret_reads_last_minute"].as_f64(), Some(n), "{readyz}");
+    }
+}
+
 #[test]
 fn the_status_page_shows_every_env_and_target_in_plain_http_and_a_real_browser() {
     let (etcd, vault) = (Etcd::start(), Vault::start());
@@ -120,6 +142,7 @@ fn the_status_page_shows_every_env_and_target_in_plain_http_and_a_real_browser()
     assert!(head.contains("content-type: text/html; charset=utf-8"), "{head}");
     assert!(head.contains("content-security-policy: default-src 'none'"), "{head}");
     assert_page(&html, "plain HTTP");
+    secret_reads_shown(&svc);
 
     let chromium = std::env::var("CFGSYNC_TEST_CHROMIUM")
         .expect("CFGSYNC_TEST_CHROMIUM: run the tests with scripts/test.sh, which installs Debian's chromium");
