@@ -107,6 +107,15 @@ pub enum Command {
     },
     /// Write the values of a past point back into etcd and Vault as new revisions and versions (plan first); the targets follow by the ordinary loop.
     Rollback(RollbackArgs),
+    /// Ask the running service to re-read every secret of an env from Vault now (not within `[vault] refresh`) and wait for that pass; exit 0 when it ran and succeeded, 1 when it failed or no service answered within --wait.
+    Refresh {
+        /// The env.
+        #[arg(long)]
+        env: String,
+        /// How long to wait for the running service's pass.
+        #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_wait)]
+        wait: std::time::Duration,
+    },
     /// Secret rotations: `rotate verify` checks that every target using a secret holds its current version.
     Rotate {
         #[command(subcommand)]

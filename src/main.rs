@@ -162,6 +162,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             let args = cmd::rotate::VerifyArgs { env, secret, wait };
             return Ok(cmd::rotate::verify(&ctx, &args, cli.kubeconfig.clone()).await?);
         }
+        Command::Refresh { env, wait } => {
+            return Ok(cmd::refresh::run(&ctx, &cmd::refresh::RefreshArgs { env, wait }).await?);
+        }
         Command::Log { env, name, since } => {
             return Ok(cmd::log::run(&ctx, &env, name.as_deref(), since.as_deref()).await?);
         }

@@ -24,6 +24,7 @@ pub mod log;
 pub mod plan_at;
 pub mod policy;
 pub mod pull;
+pub mod refresh;
 pub mod rollback;
 pub mod rotate;
 pub mod run_with;

@@ -1,5 +1,6 @@
-//! A pass asked for from outside: `cfgsync rotate verify` (and `cfgsync
-//! rollback` of secrets, which no etcd watch sees) put the key
+//! A pass asked for from outside: `cfgsync rotate verify`, `cfgsync
+//! refresh` (and `cfgsync rollback` when a secret marker could not be
+//! written) put the key
 //! `<prefix>/_service/envs/<env>/pass`; the env's worker gets an immediate
 //! pass when it changes, and passes only where it leads, as always.
 //!
@@ -14,8 +15,8 @@
 //! service holds (`source::secret_cache`).
 //!
 //! The same watch, on a prefix, serves the secret markers
-//! (`<prefix>/_secret-versions/<env>/<path>`, put by `set-secret` and
-//! `import` after a Vault write): each tells the sources which version of
+//! (`<prefix>/_secret-versions/<env>/<path>`, put by `set-secret`,
+//! `import` and `rollback` after a Vault write): each tells the sources which version of
 //! which path is new, and asks for a pass that reads that path at once
 //! instead of within `[vault] refresh`.
 

@@ -192,3 +192,53 @@ fn rollback_of_a_secret_announces_it_through_its_marker_and_the_service_reads_on
     assert_eq!(reads(&svc) - before, 1.0, "only the rolled-back path is read again");
     assert!(!svc.log().contains(CANARY), "a secret value in the log");
 }
+
+#[test]
+fn refresh_asks_the_service_to_re_read_every_secret_and_waits_for_that_pass() {
+    let (etcd, vault) = (Etcd::start(), Vault::start());
+    seed(&etcd, &vault);
+    // No interval pass in flight to answer the request before the asked
+    // one (see src/cmd/refresh.rs): interval 1h, secrets held for 1h.
+    let p = project(&etcd, &vault, "1h");
+    p.write("cfgsync.toml", &p.read("cfgsync.toml").replace("interval = \"1s\"", "interval = \"1h\""));
+    let svc = Service::start(&p, &[], &[]);
+    wait_until("the first write", Duration::from_secs(20), || password_is(&p, "1"));
+    let before = reads(&svc);
+
+    // Behind cfgsync's back: no marker.
+    vault.kv_put("prod/db", &[("password", &format!("{CANARY}-2"))]);
+    let r = p.run(&["refresh", "--env", "prod", "--wait", "20s"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("asked the service (leader "), "{r:?}");
+    assert!(r.stdout.contains(" to re-read every secret of env prod\nits pass of "), "{r:?}");
+    assert!(r.stdout.ends_with(" read them: succeeded\n"), "{r:?}");
+    // When it returns, the file holds the new value: every secret was read.
+    assert!(password_is(&p, "2").is_some(), "{}", read_or_empty(&p.path("out/db.env")));
+    assert_eq!(reads(&svc) - before, 2.0, "both secrets read again");
+    assert!(!r.all().contains(CANARY) && !svc.log().contains(CANARY), "{r:?}");
+
+    // JSON for scripts.
+    let r = p.run(&["--output", "json", "refresh", "--env", "prod"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (out["env"].as_str(), out["ran"].as_bool(), out["ok"].as_bool()),
+        (Some("prod"), Some(true), Some(true))
+    );
+
+    // No service answers: said, exit 1, within --wait. The leader key
+    // outlives a killed service until its lease expires (15 s): the
+    // request is made, and nobody answers it.
+    let mut svc = svc;
+    svc.kill();
+    let started = std::time::Instant::now();
+    let r = p.run(&["refresh", "--env", "prod", "--wait", "1s"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("published no pass of env prod within 1s: the secrets were not re-read"), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded by --wait");
+    // Once the lease is gone nobody leads: said at once.
+    etcd.ctl_ok(&["del", "/cfgsync/_service/envs/prod/leader"]);
+    let r = p.run(&["refresh", "--env", "prod"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("error: no service leads env prod: nothing was re-read"), "{r:?}");
+}

@@ -12,7 +12,7 @@
 //! | `<prefix>/_state/<env>/<kind>/<instance>/…` | what a target kind wrote (the CI kinds' records) | the kinds |
 //! | `<prefix>/_service/members/<replica>` | each replica of `cfgsync run`, under its lease | the service |
 //! | `<prefix>/_service/envs/<env>/leader`, `…/status` | an env's leader and its last pass | the service |
-//! | `<prefix>/_service/envs/<env>/pass` | a pass asked for now | `rotate verify`, `rollback` |
+//! | `<prefix>/_service/envs/<env>/pass` | a pass asked for now | `rotate verify`, `refresh`, `rollback` (when a secret marker could not be written) |
 //! | `<prefix>/_history/<env>/<ms>-<rev>` | the record of a pass ([`crate::history`]) | the env's leader, a one-shot pass |
 //! | `<prefix>/_secret-versions/<env>/<path>` | a secret's version just written to Vault (the number only, never a value), so the service reads it now ([`crate::source::secret_cache`]) | `set-secret`, `import`, `rollback` |
 //!
