@@ -18,6 +18,8 @@
 #   BENCH_DRIFT_EDITS=100    events: hand edits of ConfigMaps/Secrets timed until reverted
 #   BENCH_FILE_EDITS=50      events: hand edits of files timed until reverted
 #   BENCH_IDLE_SECONDS=120   events: how long the idle service is watched (the figure: 600)
+#   BENCH_SECRET_EDITS=20    events: `cfgsync set-secret` runs timed until the Secret and file using it follow
+#   BENCH_OLD_BINARY=1       events: measure an older cfgsync without target watches: idle figures only
 #   BENCH_KEEP=1             keep the work directory (config, logs, outputs, perf data)
 #   CFGSYNC_BENCH_BIN=PATH   the cfgsync binary to measure (default: target/release/cfgsync,
 #                            built here by `cargo build --release`)
