@@ -15,16 +15,20 @@
 //!   `<prefix>/_service/envs/<env>/pass` key its leader watches,
 //!   `crate::service::asked`): an asked pass reads every secret from Vault,
 //!   not the versions it holds, and writes what changed.
-//! - **It waits** for the leader's record of a pass published after the
+//! - **It waits** for the leader's record of the pass that answers the
 //!   request (`<prefix>/_service/envs/<env>/status`), up to `--wait`, and
 //!   says how that pass ended. Exit 0: the pass ran and succeeded; 1: it
 //!   failed (its code is named; `cfgsync status` and the status page show
 //!   which target), no service leads the env, or none answered within
 //!   `--wait` — each said on stderr. Nothing runs here: without a service,
 //!   `cfgsync reconcile --once --env E` reads every secret itself.
-//! - The answer is the first pass that ended after the request. A pass
-//!   already running when it came may end first and answer; the asked
-//!   pass runs right after it, so the targets follow a moment later.
+//! - The answer is the record of the pass that answered the request: the
+//!   service publishes the etcd revision of the newest request a pass
+//!   answers (`asked_revision`), and the command waits for one at or past
+//!   its own request's revision. A pass already running when it asked
+//!   (ends first, read the old secrets) is never taken for the answer, and
+//!   no clock is compared across hosts. A service older than this field
+//!   never answers: the command says so after `--wait`.
 //! - Needs write on `<prefix>/_service/envs/<env>/` (the asking key) and
 //!   read on the status beside it.
 
@@ -104,7 +108,7 @@ pub async fn run(ctx: &Context<'_>, args: &RefreshArgs) -> Result<ExitCode, CmdE
     let deadline = tokio::time::Instant::now() + args.wait;
     let record = loop {
         if let Some(r) = status_record(ctx.config, env).await
-            && i64::try_from(r.at_ms).unwrap_or(i64::MAX) >= asked.at_ms
+            && r.answers(asked.revision)
         {
             break r;
         }

@@ -112,10 +112,11 @@ pub struct Verification {
     pub verifiable: usize,
 }
 
-/// A pass asked of the running service: the leader and the time asked.
+/// A pass asked of the running service: the leader and the etcd revision of the request (the answering pass's record names it:
+/// [`EnvRecord::answers`]).
 pub struct Asked {
     pub leader: String,
-    pub at_ms: i64,
+    pub revision: i64,
 }
 
 /// Asks the service that leads `env` for a pass now; `Ok(None)` when none
@@ -132,13 +133,14 @@ pub async fn ask_service(config: &Config, env: &str) -> Result<Option<Asked>, St
     let at_ms = now_ms();
     let who = settings.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_default();
     let value = serde_json::json!({ "by": who, "at_ms": at_ms }).to_string();
-    client.kv_client().put(keys.asked(env), value, None).await.map_err(|e| match e {
+    let put = client.kv_client().put(keys.asked(env), value, None).await.map_err(|e| match e {
         etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::PermissionDenied => {
             format!("permission denied writing {} ({})", keys.asked(env), s.message())
         }
         other => format!("writing {}: {other}", keys.asked(env)),
     })?;
-    Ok(Some(Asked { leader: escape_controls(&leader, false).into_owned(), at_ms }))
+    let revision = put.header().map_or(i64::MAX, |h| h.revision());
+    Ok(Some(Asked { leader: escape_controls(&leader, false).into_owned(), revision }))
 }
 
 /// The env's published status record, if any.
@@ -402,7 +404,7 @@ async fn pass_now(
             let deadline = tokio::time::Instant::now() + wait;
             loop {
                 if let Some(r) = status_record(ctx.config, env).await
-                    && i64::try_from(r.at_ms).unwrap_or(i64::MAX) >= asked.at_ms
+                    && r.answers(asked.revision)
                 {
                     let line = format!(
                         "asked the service (leader {}); its pass of {} answered",

@@ -51,9 +51,9 @@ pub struct AskedWatch {
 
 /// The `on_put` of the `pass` key.
 pub fn asked_pass(env: String) -> OnPut {
-    Box::new(move |_| {
-        info!(env, "a pass was asked for");
-        Some(Trigger::now(Reason::Asked))
+    Box::new(move |kv| {
+        info!(env, revision = kv.mod_revision(), "a pass was asked for");
+        Some(Trigger::asked(kv.mod_revision()))
     })
 }
 

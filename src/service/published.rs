@@ -126,6 +126,13 @@ pub struct EnvRecord {
     pub outputs: Vec<OutputRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetRecord>,
+    /// The pass was asked for from outside (`rotate verify`, `refresh`):
+    /// the etcd revision of the newest request it answers. A waiter knows
+    /// its request's revision, so a pass that was already running when it
+    /// asked (and ends first) is never taken for the answer, and no clock
+    /// is compared across hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_revision: Option<i64>,
 }
 
 /// A code as `/readyz` may show it: `[a-z0-9_]`, at most 48 bytes.
@@ -137,6 +144,12 @@ pub fn sane_code(code: &str) -> String {
 }
 
 impl EnvRecord {
+    /// Whether this record is of a pass that answered the request put at
+    /// etcd revision `asked` (or a later one: requests coalesce).
+    pub fn answers(&self, asked: i64) -> bool {
+        self.asked_revision.is_some_and(|r| r >= asked)
+    }
+
     /// Parses a record read from etcd; `None` when it is not one.
     pub fn parse(bytes: &[u8]) -> Option<Self> {
         let mut r: EnvRecord = serde_json::from_slice(bytes).ok()?;
@@ -209,6 +222,7 @@ mod tests {
             leader: "r1".into(),
             at_ms: 5,
             revision: Some(7),
+            asked_revision: None,
             ok: false,
             code: Some("etcd_unreachable".into()),
             outputs: vec![OutputRecord { name: "api".into(), code: "render_missing".into() }],

@@ -553,6 +553,7 @@ mod tests {
             leader: "r2".into(),
             at_ms,
             revision: Some(9),
+            asked_revision: None,
             ok,
             code: (!ok).then(|| "vault_denied".to_owned()),
             outputs: Vec::new(),

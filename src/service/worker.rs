@@ -97,7 +97,7 @@ impl Reason {
             Reason::Retry => "target backoff over",
             Reason::SourceRetry => "source backoff over",
             Reason::EtcdRecovered => "etcd reachable again",
-            Reason::Asked => "asked for (rotate verify, rollback)",
+            Reason::Asked => "asked for (rotate verify, refresh, rollback)",
             Reason::Drift => "owned object changed outside cfgsync",
             Reason::SecretMarked => "secret written through cfgsync",
         }
@@ -138,21 +138,30 @@ pub struct Trigger {
     /// The outputs whose targets drifted (a target watch's trigger): a pass
     /// of just these, with the kept keys.
     pub outputs: Vec<String>,
+    /// A pass asked for from outside: the etcd revision of the request
+    /// (the `pass` key's put), published with the pass that answers it.
+    pub asked: Option<i64>,
 }
 
 impl Trigger {
     pub fn now(reason: Reason) -> Self {
-        Self { reason, debounced: false, revision: None, keys: Vec::new(), outputs: Vec::new() }
+        Self { reason, debounced: false, revision: None, keys: Vec::new(), outputs: Vec::new(), asked: None }
+    }
+
+    /// A pass asked for from outside by the request put at `revision`:
+    /// at once, reading every secret; its record names the request.
+    pub fn asked(revision: i64) -> Self {
+        Self { asked: Some(revision), ..Self::now(Reason::Asked) }
     }
 
     pub fn debounced(reason: Reason, revision: i64, keys: Vec<String>) -> Self {
-        Self { reason, debounced: true, revision: Some(revision), keys, outputs: Vec::new() }
+        Self { reason, debounced: true, revision: Some(revision), keys, outputs: Vec::new(), asked: None }
     }
 
     /// A pass of `outputs`, whose targets changed outside cfgsync
     /// (debounced like a key change: the first goes at once).
     pub fn drift(outputs: Vec<String>) -> Self {
-        Self { reason: Reason::Drift, debounced: true, revision: None, keys: Vec::new(), outputs }
+        Self { reason: Reason::Drift, debounced: true, revision: None, keys: Vec::new(), outputs, asked: None }
     }
 }
 
@@ -171,6 +180,10 @@ struct Pending {
     revision: Option<i64>,
     /// Outputs to pass besides those `keys` concern (drift seen by a target watch).
     outputs: BTreeSet<String>,
+    /// The newest request from outside this pass answers (its revision):
+    /// kept whatever trigger joins it later, so the pass stays an asked
+    /// one (every secret read) and its record names the request.
+    asked: Option<i64>,
 }
 
 impl Pending {
@@ -189,12 +202,14 @@ impl Pending {
             keys: None,
             revision: None,
             outputs: BTreeSet::new(),
+            asked: None,
         }
     }
 
     /// Adds a trigger to what is pending.
     fn merge(&mut self, t: Trigger, now: Instant) {
         self.last = now;
+        self.asked = self.asked.max(t.asked);
         if t.debounced {
             if let Some(keys) = &mut self.keys {
                 keys.extend(t.keys);
@@ -466,6 +481,8 @@ struct Due {
     changed_at: Option<i64>,
     /// Outputs whose targets drifted (a target watch).
     outputs: BTreeSet<String>,
+    /// The request from outside this pass answers (its revision).
+    asked: Option<i64>,
 }
 
 impl Schedule {
@@ -512,6 +529,7 @@ impl Schedule {
                     keys: t.debounced.then(|| t.keys.into_iter().collect()),
                     revision: t.revision.filter(|_| t.debounced),
                     outputs: t.outputs.into_iter().collect(),
+                    asked: t.asked,
                 });
             }
         }
@@ -523,7 +541,13 @@ impl Schedule {
         let (retry_at, source_retry_at) = self.retries();
         if self.pending.as_ref().is_some_and(|p| p.due(debounce) <= now) {
             let p = self.pending.take().expect("checked above");
-            return Some(Due { reason: p.reason, changed_keys: p.keys, changed_at: p.revision, outputs: p.outputs });
+            return Some(Due {
+                reason: p.reason,
+                changed_keys: p.keys,
+                changed_at: p.revision,
+                outputs: p.outputs,
+                asked: p.asked,
+            });
         }
         let reason = if self.next_tick <= now {
             Reason::Interval
@@ -534,7 +558,7 @@ impl Schedule {
         } else {
             return None;
         };
-        Some(Due { reason, changed_keys: None, changed_at: None, outputs: BTreeSet::new() })
+        Some(Due { reason, changed_keys: None, changed_at: None, outputs: BTreeSet::new(), asked: None })
     }
 }
 
@@ -598,7 +622,7 @@ impl Worker {
     /// read the changed keys (none when no output reads them), on this
     /// replica only while it leads the env.
     async fn run_due(&self, schedule: &mut Schedule, due: Due, now: Instant) {
-        let Due { reason, changed_keys, changed_at, outputs } = due;
+        let Due { reason, changed_keys, changed_at, outputs, asked } = due;
         let generation = self.generation.borrow().clone();
         let memory = &mut schedule.memory;
         memory.adopt(&generation, &self.env);
@@ -628,14 +652,14 @@ impl Worker {
         }
         let partial = only.is_some();
         let patch = if partial { patch_of(memory, &generation, changed_keys.as_ref(), changed_at) } else { None };
-        if reason == Reason::Asked {
+        if reason == Reason::Asked || asked.is_some() {
             // Someone waits on this pass (`rotate verify`): every target
             // gets a fresh try, as after a config reload, and every
             // secret is read from Vault, not the versions held.
             memory.backoff.clear();
             generation.sources.forget_secrets(&self.env);
         }
-        let ok = self.pass(&generation, reason, memory, only, patch).await;
+        let ok = self.pass(&generation, reason, memory, only, patch, asked).await;
         if partial && !ok {
             // The env is failing now: a full pass says so everywhere
             // (record, /readyz), and later watch passes are full ones
@@ -652,6 +676,7 @@ impl Worker {
         memory: &mut Memory,
         only: Option<BTreeSet<usize>>,
         patch: Option<crate::source::Patch>,
+        asked: Option<i64>,
     ) -> bool {
         let lock = self.leadership.pass_lock(&self.env);
         let _guard = lock.lock().await;
@@ -703,7 +728,7 @@ impl Worker {
             // full pass's) as it was.
             return ok;
         }
-        let record = self.record(&summary, memory, &drifted, &backing_off, ok);
+        let record = self.record(&summary, memory, &drifted, &backing_off, ok, asked);
         self.publish(record).await;
         ok
     }
@@ -879,6 +904,7 @@ impl Worker {
         drifted: &BTreeSet<String>,
         backing_off: &[&String],
         ok: bool,
+        asked: Option<i64>,
     ) -> EnvRecord {
         let previous = self.status.record_of(&self.env);
         // What the previous record (maybe another leader's, from before a
@@ -956,6 +982,7 @@ impl Worker {
                 .map(|(name, f)| OutputRecord { name: name.clone(), code: f.code.clone() })
                 .collect(),
             targets,
+            asked_revision: asked,
         }
     }
 
@@ -983,6 +1010,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_asked_pass_stays_asked_whatever_joins_it() {
+        let now = Instant::now();
+        let mut p = Pending::at_once(Reason::Start);
+        p.merge(Trigger::asked(5), now);
+        p.merge(Trigger::now(Reason::ConfigReloaded), now);
+        p.merge(Trigger::debounced(Reason::Watch, 7, vec!["a".into()]), now);
+        assert_eq!((p.reason, p.asked), (Reason::ConfigReloaded, Some(5)), "a reload after the request keeps it");
+        p.merge(Trigger::asked(9), now);
+        p.merge(Trigger::asked(8), now);
+        assert_eq!(p.asked, Some(9), "the newest request is the one answered");
+    }
+
+    #[test]
     fn debounce_waits_for_quiet_but_not_forever() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
@@ -995,6 +1035,7 @@ mod tests {
             keys: None,
             revision: None,
             outputs: BTreeSet::new(),
+            asked: None,
         };
         assert_eq!(p.due(ms(200)), t0 + ms(200));
         p.last = t0 + ms(150);
@@ -1012,6 +1053,7 @@ mod tests {
             keys: None,
             revision: None,
             outputs: BTreeSet::new(),
+            asked: None,
         };
         assert_eq!(leading.due(ms(200)), t0, "the first change after a quiet period goes at once");
     }
@@ -1037,6 +1079,7 @@ mod tests {
             keys: Some(["a".to_owned()].into()),
             revision: Some(1),
             outputs: BTreeSet::new(),
+            asked: None,
         };
         p.merge(Trigger::debounced(Reason::Watch, 2, vec!["b".into()]), t0);
         assert_eq!(p.keys.as_ref().map(|k| k.len()), Some(2));

@@ -242,3 +242,45 @@ fn refresh_asks_the_service_to_re_read_every_secret_and_waits_for_that_pass() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("error: no service leads env prod: nothing was re-read"), "{r:?}");
 }
+
+/// A pass that was already running when `refresh` asked ends first and
+/// publishes its record: it read the secrets before the request and is not
+/// the answer. Modelled without timing luck: the service is stopped (its
+/// leader key outlives it until the lease ends), `refresh` waits, and a
+/// record like the running pass's lands meanwhile, newer than the request.
+#[test]
+fn a_pass_already_running_when_refresh_asked_is_not_taken_for_its_answer() {
+    let (etcd, vault) = (Etcd::start(), Vault::start());
+    seed(&etcd, &vault);
+    let p = project(&etcd, &vault, "1h");
+    let mut svc = Service::start(&p, &[], &[]);
+    wait_until("the first write", Duration::from_secs(20), || password_is(&p, "1"));
+    let status_key = "/cfgsync/_service/envs/prod/status";
+    wait_until("the first record", Duration::from_secs(20), || {
+        let v = etcd.ctl_ok(&["get", "--print-value-only", status_key]);
+        (!v.trim().is_empty()).then_some(v)
+    });
+    svc.kill();
+
+    let waiting = p
+        .command(&["refresh", "--env", "prod", "--wait", "4s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the request", Duration::from_secs(10), || {
+        let v = etcd.ctl_ok(&["get", "--print-value-only", "/cfgsync/_service/envs/prod/pass"]);
+        (!v.trim().is_empty()).then_some(())
+    });
+    // The pass that was in flight publishes now, a minute "after" the request.
+    let mut record: serde_json::Value =
+        serde_json::from_str(etcd.ctl_ok(&["get", "--print-value-only", status_key]).trim()).unwrap();
+    assert!(record.get("asked_revision").is_none(), "{record}");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    record["at_ms"] = serde_json::json!(now_ms + 60_000);
+    etcd.ctl_ok(&["put", status_key, &record.to_string()]);
+
+    let out = run_output(waiting.wait_with_output().unwrap());
+    assert_eq!(out.code, 1, "the in-flight pass is not the answer: {out:?}");
+    assert!(out.stderr.contains("published no pass of env prod within 4s"), "{out:?}");
+}
