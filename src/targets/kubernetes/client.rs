@@ -74,7 +74,10 @@ struct Built {
 impl Built {
     /// The files are as they were when the client was built.
     fn current(&self) -> bool {
-        self.files.iter().zip(&self.stamps).all(|(files, stamp)| Stamp::of_files(files.iter().map(PathBuf::as_path)) == *stamp)
+        self.files
+            .iter()
+            .zip(&self.stamps)
+            .all(|(files, stamp)| Stamp::of_files(files.iter().map(PathBuf::as_path)) == *stamp)
     }
 }
 
@@ -188,7 +191,12 @@ impl KubeClients {
 
     /// The client of `clients` for `context`: the one built before while
     /// its files are unchanged, else a new one (with `read_timeout`).
-    async fn cached(&self, clients: &Clients, context: &str, read_timeout: Duration) -> Result<kube::Client, KubeError> {
+    async fn cached(
+        &self,
+        clients: &Clients,
+        context: &str,
+        read_timeout: Duration,
+    ) -> Result<kube::Client, KubeError> {
         let slot = clients.slot(context);
         let mut slot = slot.lock().await;
         if let Some(built) = slot.as_ref().filter(|b| b.current()) {
@@ -377,8 +385,7 @@ pub(crate) fn to_live(kind: ObjectKind, o: DynamicObject) -> LiveObject {
 
 /// Reads one namespace's objects of one kind that matter to a pass: ours
 /// for `env` (one LIST by label), and whatever is at each of `names` that
-/// the LIST did not return (one GET each: an object someone else made, or
-/// another instance's under another env label). In a steady state every
+/// the LIST did not return ([`get_missing`]). In a steady state every
 /// named object is ours and listed: no GET.
 pub async fn observe_namespace(
     client: &kube::Client,
@@ -388,20 +395,39 @@ pub async fn observe_namespace(
     env: &str,
     names: &BTreeSet<String>,
 ) -> Result<Vec<LiveObject>, KubeError> {
-    let err = |e: kube::Error| KubeError::List {
-        context: context.to_owned(),
-        namespace: namespace.to_owned(),
-        kind,
-        cause: cause(&e),
-    };
+    let params = ListParams::default().labels(&list_selector(env));
+    let listed =
+        api(client, kind, namespace).list(&params).await.map_err(|e| list_error(context, namespace, kind, &e))?;
+    let live = listed.items.into_iter().map(|o| to_live(kind, o)).collect();
+    get_missing(client, context, namespace, kind, live, names).await
+}
+
+/// What the pass's LIST selects (and the service's watch, whose store
+/// stands in for it): cfgsync's objects of `env`, every instance's.
+pub fn list_selector(env: &str) -> String {
+    format!("{LABEL_MANAGED_BY}=cfgsync,{LABEL_ENV}={env}")
+}
+
+fn list_error(context: &str, namespace: &str, kind: ObjectKind, e: &kube::Error) -> KubeError {
+    KubeError::List { context: context.to_owned(), namespace: namespace.to_owned(), kind, cause: cause(e) }
+}
+
+/// `listed` (a LIST's answer, or the watch's store of it) and, for each of
+/// `names` it lacks, what a GET finds there: an object someone else made,
+/// or another instance's under another env label.
+pub async fn get_missing(
+    client: &kube::Client,
+    context: &str,
+    namespace: &str,
+    kind: ObjectKind,
+    mut live: Vec<LiveObject>,
+    names: &BTreeSet<String>,
+) -> Result<Vec<LiveObject>, KubeError> {
     let api = api(client, kind, namespace);
-    let params = ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=cfgsync,{LABEL_ENV}={env}"));
-    let mut live: Vec<LiveObject> =
-        api.list(&params).await.map_err(err)?.items.into_iter().map(|o| to_live(kind, o)).collect();
     let missing: Vec<&String> = names.iter().filter(|n| !live.iter().any(|l| &&l.name == n)).collect();
     let gets = missing.iter().map(|name| api.get_opt(name));
     for found in futures_util::future::join_all(gets).await {
-        if let Some(o) = found.map_err(err)? {
+        if let Some(o) = found.map_err(|e| list_error(context, namespace, kind, &e))? {
             live.push(to_live(kind, o));
         }
     }
@@ -429,8 +455,9 @@ fn write_error(d: &DesiredObject, e: &kube::Error) -> KubeError {
 }
 
 /// Creates `d` with a create (never an apply: an object someone made since
-/// the pass looked is `409 AlreadyExists`, and refused).
-pub async fn create(client: &kube::Client, d: &DesiredObject) -> Result<(), KubeError> {
+/// the pass looked is `409 AlreadyExists`, and refused). Returns the object
+/// as stored.
+pub async fn create(client: &kube::Client, d: &DesiredObject) -> Result<LiveObject, KubeError> {
     let object: DynamicObject = serde_json::from_value(super::manifest(d)).map_err(|e| KubeError::Apply {
         context: d.address.context.clone(),
         namespace: d.address.namespace.clone(),
@@ -439,7 +466,8 @@ pub async fn create(client: &kube::Client, d: &DesiredObject) -> Result<(), Kube
         cause: e.to_string(),
     })?;
     let params = PostParams { field_manager: Some(field_manager(&d.instance)), ..Default::default() };
-    api(client, d.kind, &d.address.namespace).create(&params, &object).await.map(drop).map_err(|e| write_error(d, &e))
+    let created = api(client, d.kind, &d.address.namespace).create(&params, &object).await;
+    created.map(|o| to_live(d.kind, o)).map_err(|e| write_error(d, &e))
 }
 
 /// Server-side applies `d` under the instance's field manager, with
@@ -449,14 +477,15 @@ pub async fn create(client: &kube::Client, d: &DesiredObject) -> Result<(), Kube
 /// object converge where apply alone cannot: the old constant field
 /// manager lets go of its fields (`release_legacy`), and keys cfgsync does
 /// not write — another manager's, or co-owned with one — are removed with
-/// a merge patch under the same precondition. Returns the keys that are
-/// still not as desired afterwards (none when it converged).
+/// a merge patch under the same precondition. Returns the object as
+/// stored, and the keys that are still not as desired (none when it
+/// converged).
 pub async fn apply(
     client: &kube::Client,
     d: &DesiredObject,
     observed_version: &str,
     release_legacy: bool,
-) -> Result<Vec<String>, KubeError> {
+) -> Result<(LiveObject, Vec<String>), KubeError> {
     let api = api(client, d.kind, &d.address.namespace);
     let name = &d.address.name;
     let mut manifest = super::manifest(d);
@@ -494,7 +523,8 @@ pub async fn apply(
         now = api.patch(name, &params, &Patch::Merge(&removal)).await.map_err(|e| write_error(d, &e))?;
     }
     let live = to_live(d.kind, now);
-    Ok(super::differing_keys(d, &live))
+    let left = super::differing_keys(d, &live);
+    Ok((live, left))
 }
 
 /// Deletes exactly the object observed (`uid` and `resourceVersion` as
