@@ -108,9 +108,9 @@ fn a_leader_with_synced_watches_passes_without_listing() {
     assert!(!log.contains(CANARY) && !log.contains("while-down"), "a value in the log:\n{log}");
 }
 
-/// The versions the watches resume from expire (compaction) while an
-/// edit is made: one LIST per scope, the edit found and reverted, and the
-/// drift pass itself reads the fresh store.
+/// The versions the watches resume from expire (compaction) while they
+/// are down and an edit is made: one LIST per scope when they are back,
+/// the edit found and reverted, and the drift pass reads the fresh store.
 #[test]
 fn an_expired_watch_lists_once_per_scope_and_misses_nothing() {
     let bed = KubeBed::new();
@@ -124,11 +124,16 @@ fn an_expired_watch_lists_once_per_scope_and_misses_nothing() {
             && bed.prod.open_watches() == 2)
             .then_some(())
     });
+    bed.prod.forbid(None, &[Verb::Watch]);
+    bed.prod.close_watches();
+    wait_until("the watches down", SOON, || {
+        (bed.prod.open_watches() == 0 && svc.metric("cfgsync_watch_up{env=\"prod\",kind=\"kubernetes\"}") == Some(0.0))
+            .then_some(())
+    });
     let before = bed.prod.requests();
-    bed.prod.compact();
     bed.prod.put_object(edited(bed.configmap("prod").unwrap(), "HOST", "in-the-gap")).unwrap();
     bed.prod.compact();
-    bed.prod.close_watches();
+    bed.prod.clear_access();
     wait_until("the edit in the gap reverted", SOON, || bed.configmap_at("prod", 1).then_some(()));
     wait_until("the watches back", SOON, || (bed.prod.open_watches() == 2).then_some(()));
     let after = bed.prod.requests();

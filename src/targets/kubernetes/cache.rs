@@ -71,7 +71,7 @@ impl Version {
 }
 
 enum Entry {
-    Live(LiveObject, Version),
+    Live(Box<LiveObject>, Version),
     /// Deleted at or after this version (a prune's tombstone, until the
     /// watch has gone past it).
     Gone(Version),
@@ -119,7 +119,7 @@ impl Store {
 
     fn object(&mut self, live: &LiveObject) {
         match Version::parse(&live.resource_version) {
-            Some(v) => self.merge(&live.name, Entry::Live(live.clone(), v)),
+            Some(v) => self.merge(&live.name, Entry::Live(Box::new(live.clone()), v)),
             None => self.incomparable = true,
         }
     }
@@ -190,7 +190,7 @@ impl ObjectCache {
                 .objects
                 .values()
                 .filter_map(|e| match e {
-                    Entry::Live(o, _) => Some(o.clone()),
+                    Entry::Live(o, _) => Some(LiveObject::clone(o)),
                     Entry::Gone(_) => None,
                 })
                 .collect()

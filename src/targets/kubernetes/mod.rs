@@ -1076,6 +1076,77 @@ mod tests {
         assert!(emulator.get_object(kube_emulator::Kind::Secret, "api", "api").is_some());
     }
 
+    /// A pass reads a synced store instead of LISTing, and what its own
+    /// writes answered is in the store at once: with a watch that has not
+    /// delivered (here: never delivers) their events, the next pass plans
+    /// nothing, where planning from the store as the watch left it would
+    /// create again (409) and apply over a stale version (409).
+    #[tokio::test]
+    async fn passes_read_the_store_and_their_own_writes_are_in_it_at_once() {
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
+        let emulator = kube_emulator::Emulator::start("prod");
+        emulator.create_namespace("api");
+        let dir = tempfile::tempdir().unwrap();
+        emulator.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+        let config_text = "instance = \"team-a\"\n[files]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nA = \"1\"\n[[output.target]]\nkind = \"file\"\npath = \"a.env\"\n";
+        let config = crate::config::parse(
+            std::path::Path::new("/cfg/cfgsync.toml"),
+            config_text,
+            &BTreeMap::<String, String>::new(),
+        )
+        .unwrap();
+        let ctx = Ctx::new(&config, "prod", &fp);
+        let kind = KubeKind::new(KubeClients::new(Some(dir.path().join("kubeconfig"))));
+        let key =
+            ScopeKey { env: "prod".into(), context: "prod".into(), namespace: "api".into(), kind: ObjectKind::Secret };
+        let store = kind.cache.fill(key);
+        store.listed(&[], Some(&emulator.resource_version().to_string()));
+        store.synced(true);
+        let context = "prod".to_owned();
+        let scope = BTreeSet::from([("api".to_owned(), ObjectKind::Secret, "api".to_owned())]);
+        let pass = |mut d: DesiredObject| {
+            d.restart.clear();
+            let (kind, ctx, scope, context) = (&kind, &ctx, &scope, &context);
+            async move {
+                let observed = kind.observe(context, scope, ctx).await.unwrap();
+                let live = observed.objects.iter().find(|o| o.name == "api");
+                let (change, op) = plan_one(&d, live, context, ctx).unwrap();
+                let action = change.action;
+                let planned = Planned { slot: Slot::Prune, change, op };
+                for applied in kind.apply(context, vec![planned], ctx).await {
+                    applied.result.unwrap();
+                }
+                action
+            }
+        };
+        assert_eq!(pass(desired(&[("A", "1")], true, &fp)).await, Action::Create);
+        assert_eq!(pass(desired(&[("A", "1")], true, &fp)).await, Action::Unchanged);
+        assert_eq!(pass(desired(&[("A", "2")], true, &fp)).await, Action::Update);
+        assert_eq!(pass(desired(&[("A", "2")], true, &fp)).await, Action::Unchanged);
+        let requests = emulator.requests();
+        assert_eq!(requests.verb(kube_emulator::Verb::List), 0, "{requests}");
+        assert_eq!(requests.verb(kube_emulator::Verb::Get), 1, "the name before it existed: {requests}");
+        assert_eq!(requests.writes(), 2, "{requests}");
+        // A prune is in the store at once too.
+        let live = kind.cache.read(&ScopeKey {
+            env: "prod".into(),
+            context: "prod".into(),
+            namespace: "api".into(),
+            kind: ObjectKind::Secret,
+        });
+        let live = live.unwrap().pop().unwrap();
+        let prune = Planned {
+            slot: Slot::Prune,
+            change: Change::new("Secret", "api".into(), Action::Delete, false),
+            op: Op::Delete(Box::new(live)),
+        };
+        kind.apply(&context, vec![prune], &ctx).await.pop().unwrap().result.unwrap();
+        let observed = kind.observe(&context, &BTreeSet::new(), &ctx).await.unwrap();
+        assert!(observed.objects.is_empty());
+        assert!(kind.observe(&context, &scope, &ctx).await.unwrap().objects.is_empty(), "gone (one GET)");
+        assert_eq!(emulator.requests().verb(kube_emulator::Verb::List), 0);
+    }
+
     fn ours_with(l: &LiveObject, labels: &[(&str, &str)]) -> LiveObject {
         let mut l = l.clone();
         l.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
