@@ -6,12 +6,21 @@
 //!
 //! Decisions:
 //! - **One watch per (context, namespace, kind)** the env's targets write
-//!   to, selected by our labels: `app.kubernetes.io/managed-by=cfgsync`,
-//!   `cfgsync.io/env=<env>`, `cfgsync.io/instance=<instance>`. Objects
-//!   beside ours (unlabelled, another instance's, another env's) are not
-//!   selected, so the watch path never sees them, let alone touches them.
-//!   The owning output is the object's `cfgsync.io/output` label; objects
-//!   of outputs the config no longer has for the env are ignored.
+//!   to, selected as the pass's LIST selects: `app.kubernetes.io/managed-by
+//!   =cfgsync`, `cfgsync.io/env=<env>`. Unlabelled objects and another
+//!   env's are not selected. Another instance's objects of the env are
+//!   (the pass must see them to refuse writing over them), but only this
+//!   instance's (`cfgsync.io/instance`) are judged for drift: the watch
+//!   path never acts on anything else. The owning output is the object's
+//!   `cfgsync.io/output` label; objects of outputs the config no longer
+//!   has for the env are ignored.
+//! - **The watch's state is the pass's cache**: everything a watch lists
+//!   and sees goes into the scope's store
+//!   ([`crate::targets::kubernetes::cache`]) before it is judged, and while
+//!   the watch is synced (listed and streaming) the passes read the store
+//!   instead of LISTing; a watch that fails, or whose version expired,
+//!   says so, and the passes LIST until it is back. So a leader's passes
+//!   (interval, key change, drift) make no LIST at all.
 //! - **List, then watch from the list's resourceVersion**, with
 //!   `allowWatchBookmarks` and `timeoutSeconds=290`; a stream that ends
 //!   (the server's timeout, an apiserver restart) is watched again from
@@ -47,15 +56,18 @@
 //!
 //! Cost: one long-lived HTTP/1.1 connection per (context, namespace, kind)
 //! watched, i.e. per cluster as many as namespaces × kinds the env writes
-//! there, and per watched object a name, an output name and two
-//! fingerprints (~200 bytes).
+//! there, all on the context's one watch client (one TLS configuration and
+//! pool, see [`crate::targets::kubernetes::client`]); per watched object of
+//! ours a name, an output name and two fingerprints (~200 bytes), and per
+//! object the LIST returns the object in the store (what the pass held
+//! during a pass before).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kube::api::{DynamicObject, ListParams, WatchEvent, WatchParams};
+use kube::api::{ListParams, WatchEvent, WatchParams};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -67,9 +79,10 @@ use super::status::Board;
 use super::worker::Trigger;
 use crate::fingerprint::{EnvFingerprinter, Fingerprint, RunFingerprinter};
 use crate::targets::TargetKind;
-use crate::targets::kubernetes::client::{api, to_live};
+use crate::targets::kubernetes::cache::Filler;
+use crate::targets::kubernetes::client::{api, list_selector, to_live};
 use crate::targets::kubernetes::{
-    ANNOTATION_FINGERPRINT, LABEL_ENV, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_OUTPUT, LiveObject, ObjectKind,
+    ANNOTATION_FINGERPRINT, LABEL_INSTANCE, LABEL_OUTPUT, LiveObject, ObjectKind, ScopeKey,
 };
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -313,8 +326,16 @@ impl Known {
 }
 
 impl ObjectWatch {
+    /// What the pass's LIST selects, other instances' objects included:
+    /// the store stands in for that LIST ([`crate::targets::kubernetes::cache`]).
     fn selector(&self) -> String {
-        format!("{LABEL_MANAGED_BY}=cfgsync,{LABEL_ENV}={},{LABEL_INSTANCE}={}", self.env, self.instance)
+        list_selector(&self.env)
+    }
+
+    /// Only this instance's objects are judged for drift; the others are
+    /// in the store (the pass refuses them by name) and nothing more.
+    fn ours(&self, live: &LiveObject) -> bool {
+        live.labels.get(LABEL_INSTANCE) == Some(&self.instance)
     }
 
     fn describe(&self, name: &str) -> String {
@@ -331,11 +352,24 @@ impl ObjectWatch {
                 return;
             }
         };
+        let key = ScopeKey {
+            env: self.env.clone(),
+            context: self.scope.context.clone(),
+            namespace: self.scope.namespace.clone(),
+            kind: self.scope.kind,
+        };
+        // Dropped with this task: the store goes with the watch.
+        let store = self.generation.targets.kube.cache.fill(key);
         let mut version: Option<String> = None;
         let mut first_list = true;
         let mut lost = false;
         loop {
-            let ended = self.stream(&mut known, &mut version, &mut first_list, &mut backoff).await;
+            let ended = self.stream(&mut known, &store, &mut version, &mut first_list, &mut backoff).await;
+            if !matches!(ended, Ended::Closed) {
+                // Changes may be missed until the next LIST (410) or the
+                // watch is back: the passes LIST meanwhile.
+                store.synced(false);
+            }
             match ended {
                 Ended::Closed => {
                     // Resumed from the version seen: nothing is missed, and a
@@ -370,6 +404,7 @@ impl ObjectWatch {
     async fn stream(
         &self,
         known: &mut Known,
+        store: &Filler,
         version: &mut Option<String>,
         first_list: &mut bool,
         backoff: &mut Duration,
@@ -385,12 +420,17 @@ impl ObjectWatch {
                 Ok(l) => l,
                 Err(e) => return Ended::Failed(crate::targets::kubernetes::client::cause(&e)),
             };
+            let items: Vec<LiveObject> = list.items.into_iter().map(|o| to_live(self.scope.kind, o)).collect();
+            store.listed(&items, list.metadata.resource_version.as_deref());
+            // As fresh as a LIST of the pass's own, and in use before the
+            // drift found below asks for a pass; a watch that then cannot
+            // start takes it out of use again.
+            store.synced(true);
             let mut drifted = BTreeSet::new();
             let mut names = BTreeSet::new();
-            for o in list.items {
-                let live = to_live(self.scope.kind, o);
+            for live in items.iter().filter(|l| self.ours(l)) {
                 names.insert(live.name.clone());
-                if known.observe(&live) && !*first_list {
+                if known.observe(live) && !*first_list {
                     drifted.insert(live.name.clone());
                 }
             }
@@ -412,6 +452,7 @@ impl ObjectWatch {
             Ok(s) => s,
             Err(e) => return Ended::Failed(crate::targets::kubernetes::client::cause(&e)),
         };
+        store.synced(true);
         self.health.set(&self.scope, true);
         *backoff = BACKOFF_MIN;
         let mut stream = std::pin::pin!(stream);
@@ -424,27 +465,34 @@ impl ObjectWatch {
             match event {
                 WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                     *version = o.metadata.resource_version.clone().or(version.take());
-                    self.changed(known, o);
+                    // The store first: the pass a drift asks for plans from it.
+                    let live = to_live(self.scope.kind, o);
+                    store.changed(&live);
+                    self.changed(known, live);
                 }
                 WatchEvent::Deleted(o) => {
                     *version = o.metadata.resource_version.clone().or(version.take());
-                    let name = o.metadata.name.clone().unwrap_or_default();
+                    let live = to_live(self.scope.kind, o);
+                    store.deleted(&live);
+                    let name = live.name;
                     if known.objects.contains_key(&name) {
                         self.drift(known, &name, "deleted");
                         known.objects.remove(&name);
                     }
                 }
-                WatchEvent::Bookmark(b) => *version = Some(b.metadata.resource_version),
+                WatchEvent::Bookmark(b) => {
+                    store.bookmark(&b.metadata.resource_version);
+                    *version = Some(b.metadata.resource_version);
+                }
                 WatchEvent::Error(e) if e.code == 410 => return Ended::Gone,
                 WatchEvent::Error(e) => return Ended::Failed(format!("{} ({} {})", e.message, e.code, e.reason)),
             }
         }
     }
 
-    fn changed(&self, known: &mut Known, o: DynamicObject) {
+    fn changed(&self, known: &mut Known, live: LiveObject) {
         self.health.status.watch_event(&self.env, None);
-        let live = to_live(self.scope.kind, o);
-        if live.deleting {
+        if live.deleting || !self.ours(&live) {
             return;
         }
         if known.observe(&live) {

@@ -50,10 +50,15 @@ impl Stamp {
     /// The files of `settings` now. A file that cannot be looked at counts
     /// as a state of its own: when it comes back, that is a change.
     pub fn of(settings: &TlsSettings) -> Self {
+        Self::of_files(settings.files())
+    }
+
+    /// The same for any files (a kubeconfig and the files it names).
+    pub fn of_files<'a>(files: impl IntoIterator<Item = &'a Path>) -> Self {
         use std::os::unix::fs::MetadataExt;
         Stamp(
-            settings
-                .files()
+            files
+                .into_iter()
                 .map(|p| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())))
                 .collect(),
         )

@@ -337,7 +337,13 @@ fn service_kube_500s_409s_and_dropped_connections() {
     kube_recovered(&svc, &bed, 3);
     assert_eq!(proxy.remaining(), 0);
 
+    // The cluster drops every connection, the watches' too: the passes
+    // no longer read the watches' stores and LIST, which fails.
     bed.prod.set_fault(Fault::DropConnections { count: 100_000 });
+    bed.prod.close_watches();
+    wait_until("the watches down", CONVERGE, || {
+        (metric(&svc, "cfgsync_watch_up{env=\"prod\",kind=\"kubernetes\"}") == 0.0).then_some(())
+    });
     kube_fault(&svc, &bed, 4, "kube_list_failed");
     bed.prod.clear_fault();
     kube_recovered(&svc, &bed, 4);

@@ -34,6 +34,7 @@ mod run_with_env;
 mod sandbox;
 mod servers_e2e;
 mod service;
+mod service_cache;
 mod service_drift;
 mod service_etcd;
 mod service_ha;

@@ -6,9 +6,22 @@
 //!
 //! Secrets and ConfigMaps go through [`DynamicObject`]: one code path for
 //! both kinds, reading `data`/`binaryData` from the JSON the server sent.
+//!
+//! Clients ([`KubeClients`], one set per loaded config): per context, one
+//! request client and one watch client (a longer read timeout), each
+//! built on first use and shared — a `kube::Client` is a kubeconfig
+//! parse, a TLS configuration, a connection pool and a request buffer,
+//! and one per watch stream cost megabytes each at fleet-3000. Each is
+//! built again when the kubeconfig files or the files they name (CA,
+//! client certificate, key) change on disk, compared by a
+//! [`Stamp`] at each use as the sources' certificates are: a rotated
+//! certificate is used by the next request, and by each watch when it
+//! next (re)connects. A new config builds a new set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -26,13 +39,60 @@ use super::{
     field_manager,
 };
 use crate::secret::Content;
+use crate::source::tls::Stamp;
 use crate::targets::TargetError;
 
-/// Clients per kubeconfig context, built on first use.
+/// Clients per kubeconfig context, built on first use and shared: one
+/// request client and one watch client per context (see the module doc).
 pub struct KubeClients {
     /// `--kubeconfig` or `[kubernetes] kubeconfig`.
     path: Option<PathBuf>,
-    clients: Mutex<BTreeMap<String, kube::Client>>,
+    /// For requests (LIST, GET, writes): [`READ_TIMEOUT`].
+    clients: Clients,
+    /// For watches: [`WATCH_READ_TIMEOUT`]; every watch of a context
+    /// shares it (one connection pool, one TLS configuration).
+    watch_clients: Clients,
+    /// How many clients were built, of both sorts (a test counts them).
+    built: AtomicU64,
+}
+
+/// Clients per context. Each context has its own lock, held while its
+/// client is built: a thousand watches starting at once build one client,
+/// not a thousand, and other contexts do not wait.
+#[derive(Default)]
+struct Clients(std::sync::Mutex<BTreeMap<String, Arc<Mutex<Option<Built>>>>>);
+
+/// A client and what it was built from.
+struct Built {
+    client: kube::Client,
+    /// The kubeconfig files read, then the files they name (CA, client
+    /// certificate and key), each stamped just before it was read.
+    files: [Vec<PathBuf>; 2],
+    stamps: [Stamp; 2],
+}
+
+impl Built {
+    /// The files are as they were when the client was built.
+    fn current(&self) -> bool {
+        self.files
+            .iter()
+            .zip(&self.stamps)
+            .all(|(files, stamp)| Stamp::of_files(files.iter().map(PathBuf::as_path)) == *stamp)
+    }
+}
+
+impl Clients {
+    fn slot(&self, context: &str) -> Arc<Mutex<Option<Built>>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(context.to_owned()).or_default().clone()
+    }
+}
+
+/// A kube config and the files it came from (see [`Built`]).
+struct Loaded {
+    config: kube::Config,
+    files: [Vec<PathBuf>; 2],
+    stamps: [Stamp; 2],
 }
 
 /// How long a cluster may take to accept a connection / answer: one
@@ -40,12 +100,48 @@ pub struct KubeClients {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The CA an in-cluster client trusts (kube's `incluster` reads it).
+const INCLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+/// The files a kubeconfig names that the client reads when it is built
+/// (token files and exec plugins are read again by kube itself).
+fn named_files(k: &Kubeconfig) -> Vec<PathBuf> {
+    let clusters = k.clusters.iter().filter_map(|c| c.cluster.as_ref()?.certificate_authority.clone());
+    let users = k
+        .auth_infos
+        .iter()
+        .filter_map(|a| a.auth_info.as_ref())
+        .flat_map(|a| [a.client_certificate.clone(), a.client_key.clone()])
+        .flatten();
+    clusters.chain(users).map(PathBuf::from).collect()
+}
+
 impl KubeClients {
     pub fn new(path: Option<PathBuf>) -> Self {
-        Self { path, clients: Mutex::new(BTreeMap::new()) }
+        Self { path, clients: Clients::default(), watch_clients: Clients::default(), built: AtomicU64::new(0) }
     }
 
-    async fn config(&self, context: &str) -> Result<kube::Config, KubeError> {
+    /// How many clients this set has built so far.
+    pub fn built(&self) -> u64 {
+        self.built.load(Ordering::Relaxed)
+    }
+
+    /// The kubeconfig files that will be read, in the order kube reads them.
+    fn kubeconfig_files(&self) -> Vec<PathBuf> {
+        match &self.path {
+            Some(p) => vec![p.clone()],
+            None => match std::env::var_os("KUBECONFIG") {
+                Some(v) if std::env::split_paths(&v).any(|p| !p.as_os_str().is_empty()) => {
+                    std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect()
+                }
+                _ => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")).into_iter().collect(),
+            },
+        }
+    }
+
+    async fn config(&self, context: &str) -> Result<Loaded, KubeError> {
+        let kubeconfig_files = self.kubeconfig_files();
+        let kubeconfig_stamp = Stamp::of_files(kubeconfig_files.iter().map(PathBuf::as_path));
         let kubeconfig = match &self.path {
             Some(p) => {
                 Some(Kubeconfig::read_from(p).map_err(|e| KubeError::Kubeconfig(format!("{}: {e}", p.display())))?)
@@ -57,6 +153,11 @@ impl KubeClients {
             },
         };
         let client_err = |cause: String| KubeError::Client { context: context.to_owned(), cause };
+        let named = match &kubeconfig {
+            Some(k) => named_files(k),
+            None => vec![PathBuf::from(INCLUSTER_CA)],
+        };
+        let named_stamp = Stamp::of_files(named.iter().map(PathBuf::as_path));
         let (mut config, configured_proxy) = match kubeconfig {
             Some(k) => {
                 let proxy = kubeconfig_proxy(&k, context);
@@ -85,30 +186,48 @@ impl KubeClients {
         };
         config.connect_timeout = Some(CONNECT_TIMEOUT);
         config.read_timeout = Some(READ_TIMEOUT);
-        Ok(config)
+        Ok(Loaded { config, files: [kubeconfig_files, named], stamps: [kubeconfig_stamp, named_stamp] })
     }
 
-    pub async fn client(&self, context: &str) -> Result<kube::Client, KubeError> {
-        if let Some(c) = self.clients.lock().await.get(context) {
-            return Ok(c.clone());
+    /// The client of `clients` for `context`: the one built before while
+    /// its files are unchanged, else a new one (with `read_timeout`).
+    async fn cached(
+        &self,
+        clients: &Clients,
+        context: &str,
+        read_timeout: Duration,
+    ) -> Result<kube::Client, KubeError> {
+        let slot = clients.slot(context);
+        let mut slot = slot.lock().await;
+        if let Some(built) = slot.as_ref().filter(|b| b.current()) {
+            return Ok(built.client.clone());
         }
-        let config = self.config(context).await?;
+        let Loaded { mut config, files, stamps } = self.config(context).await?;
+        config.read_timeout = Some(read_timeout);
         let client = kube::Client::try_from(config)
             .map_err(|e| KubeError::Client { context: context.to_owned(), cause: e.to_string() })?;
-        self.clients.lock().await.insert(context.to_owned(), client.clone());
+        self.built.fetch_add(1, Ordering::Relaxed);
+        *slot = Some(Built { client: client.clone(), files, stamps });
         Ok(client)
     }
 
-    /// A client for long-running watches of `context` (the service's
+    /// The request client of `context`: built on first use, and again
+    /// when the kubeconfig or a file it names changed (a rotated client
+    /// certificate or CA is used from the next request on).
+    pub async fn client(&self, context: &str) -> Result<kube::Client, KubeError> {
+        self.cached(&self.clients, context, READ_TIMEOUT).await
+    }
+
+    /// The client for long-running watches of `context` (the service's
     /// [target watches](crate::service)): the same connection settings, but a
     /// read may wait [`WATCH_READ_TIMEOUT`], longer than a watch's
     /// `timeoutSeconds`, so a quiet watch is ended by the server, not cut
-    /// by the client. Not cached: one per watch task set.
+    /// by the client. One per context, shared by all its watches, and
+    /// rebuilt like [`KubeClients::client`] when its files change: a
+    /// watch that starts (or resumes) after a rotation uses the new
+    /// certificate; a stream already open keeps its connection.
     pub async fn watch_client(&self, context: &str) -> Result<kube::Client, KubeError> {
-        let mut config = self.config(context).await?;
-        config.read_timeout = Some(WATCH_READ_TIMEOUT);
-        kube::Client::try_from(config)
-            .map_err(|e| KubeError::Client { context: context.to_owned(), cause: e.to_string() })
+        self.cached(&self.watch_clients, context, WATCH_READ_TIMEOUT).await
     }
 }
 
@@ -266,8 +385,7 @@ pub(crate) fn to_live(kind: ObjectKind, o: DynamicObject) -> LiveObject {
 
 /// Reads one namespace's objects of one kind that matter to a pass: ours
 /// for `env` (one LIST by label), and whatever is at each of `names` that
-/// the LIST did not return (one GET each: an object someone else made, or
-/// another instance's under another env label). In a steady state every
+/// the LIST did not return ([`get_missing`]). In a steady state every
 /// named object is ours and listed: no GET.
 pub async fn observe_namespace(
     client: &kube::Client,
@@ -277,20 +395,39 @@ pub async fn observe_namespace(
     env: &str,
     names: &BTreeSet<String>,
 ) -> Result<Vec<LiveObject>, KubeError> {
-    let err = |e: kube::Error| KubeError::List {
-        context: context.to_owned(),
-        namespace: namespace.to_owned(),
-        kind,
-        cause: cause(&e),
-    };
+    let params = ListParams::default().labels(&list_selector(env));
+    let listed =
+        api(client, kind, namespace).list(&params).await.map_err(|e| list_error(context, namespace, kind, &e))?;
+    let live = listed.items.into_iter().map(|o| to_live(kind, o)).collect();
+    get_missing(client, context, namespace, kind, live, names).await
+}
+
+/// What the pass's LIST selects (and the service's watch, whose store
+/// stands in for it): cfgsync's objects of `env`, every instance's.
+pub fn list_selector(env: &str) -> String {
+    format!("{LABEL_MANAGED_BY}=cfgsync,{LABEL_ENV}={env}")
+}
+
+fn list_error(context: &str, namespace: &str, kind: ObjectKind, e: &kube::Error) -> KubeError {
+    KubeError::List { context: context.to_owned(), namespace: namespace.to_owned(), kind, cause: cause(e) }
+}
+
+/// `listed` (a LIST's answer, or the watch's store of it) and, for each of
+/// `names` it lacks, what a GET finds there: an object someone else made,
+/// or another instance's under another env label.
+pub async fn get_missing(
+    client: &kube::Client,
+    context: &str,
+    namespace: &str,
+    kind: ObjectKind,
+    mut live: Vec<LiveObject>,
+    names: &BTreeSet<String>,
+) -> Result<Vec<LiveObject>, KubeError> {
     let api = api(client, kind, namespace);
-    let params = ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=cfgsync,{LABEL_ENV}={env}"));
-    let mut live: Vec<LiveObject> =
-        api.list(&params).await.map_err(err)?.items.into_iter().map(|o| to_live(kind, o)).collect();
     let missing: Vec<&String> = names.iter().filter(|n| !live.iter().any(|l| &&l.name == n)).collect();
     let gets = missing.iter().map(|name| api.get_opt(name));
     for found in futures_util::future::join_all(gets).await {
-        if let Some(o) = found.map_err(err)? {
+        if let Some(o) = found.map_err(|e| list_error(context, namespace, kind, &e))? {
             live.push(to_live(kind, o));
         }
     }
@@ -318,8 +455,9 @@ fn write_error(d: &DesiredObject, e: &kube::Error) -> KubeError {
 }
 
 /// Creates `d` with a create (never an apply: an object someone made since
-/// the pass looked is `409 AlreadyExists`, and refused).
-pub async fn create(client: &kube::Client, d: &DesiredObject) -> Result<(), KubeError> {
+/// the pass looked is `409 AlreadyExists`, and refused). Returns the object
+/// as stored.
+pub async fn create(client: &kube::Client, d: &DesiredObject) -> Result<LiveObject, KubeError> {
     let object: DynamicObject = serde_json::from_value(super::manifest(d)).map_err(|e| KubeError::Apply {
         context: d.address.context.clone(),
         namespace: d.address.namespace.clone(),
@@ -328,7 +466,8 @@ pub async fn create(client: &kube::Client, d: &DesiredObject) -> Result<(), Kube
         cause: e.to_string(),
     })?;
     let params = PostParams { field_manager: Some(field_manager(&d.instance)), ..Default::default() };
-    api(client, d.kind, &d.address.namespace).create(&params, &object).await.map(drop).map_err(|e| write_error(d, &e))
+    let created = api(client, d.kind, &d.address.namespace).create(&params, &object).await;
+    created.map(|o| to_live(d.kind, o)).map_err(|e| write_error(d, &e))
 }
 
 /// Server-side applies `d` under the instance's field manager, with
@@ -338,14 +477,15 @@ pub async fn create(client: &kube::Client, d: &DesiredObject) -> Result<(), Kube
 /// object converge where apply alone cannot: the old constant field
 /// manager lets go of its fields (`release_legacy`), and keys cfgsync does
 /// not write — another manager's, or co-owned with one — are removed with
-/// a merge patch under the same precondition. Returns the keys that are
-/// still not as desired afterwards (none when it converged).
+/// a merge patch under the same precondition. Returns the object as
+/// stored, and the keys that are still not as desired (none when it
+/// converged).
 pub async fn apply(
     client: &kube::Client,
     d: &DesiredObject,
     observed_version: &str,
     release_legacy: bool,
-) -> Result<Vec<String>, KubeError> {
+) -> Result<(LiveObject, Vec<String>), KubeError> {
     let api = api(client, d.kind, &d.address.namespace);
     let name = &d.address.name;
     let mut manifest = super::manifest(d);
@@ -383,7 +523,8 @@ pub async fn apply(
         now = api.patch(name, &params, &Patch::Merge(&removal)).await.map_err(|e| write_error(d, &e))?;
     }
     let live = to_live(d.kind, now);
-    Ok(super::differing_keys(d, &live))
+    let left = super::differing_keys(d, &live);
+    Ok((live, left))
 }
 
 /// Deletes exactly the object observed (`uid` and `resourceVersion` as
@@ -445,6 +586,45 @@ mod tests {
     fn proxy_for(server: &str, vars: &[(&str, &str)]) -> Option<String> {
         let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         env_proxy(&server.parse().unwrap(), |n| vars.get(n).cloned())
+    }
+
+    /// A thousand watches of a context starting at once share one client
+    /// (they each built one, with its own pool and TLS configuration: the
+    /// idle service's memory at fleet-3000); requests have their own; a
+    /// kubeconfig replaced on disk (a rotated certificate) builds both
+    /// again, and the new ones work.
+    #[tokio::test]
+    async fn one_watch_client_per_context_built_again_when_the_kubeconfig_changes() {
+        let emulator = kube_emulator::Emulator::start("prod");
+        emulator.create_namespace("api");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        emulator.write_kubeconfig(&path).unwrap();
+        let clients = std::sync::Arc::new(KubeClients::new(Some(path.clone())));
+        let starts = (0..1000).map(|_| {
+            let clients = clients.clone();
+            async move { clients.watch_client("prod").await.map(drop) }
+        });
+        for started in futures_util::future::join_all(starts).await {
+            started.unwrap();
+        }
+        assert_eq!(clients.built(), 1, "one watch client for the context");
+        clients.client("prod").await.unwrap();
+        clients.client("prod").await.unwrap();
+        assert_eq!(clients.built(), 2, "and one request client");
+
+        // Replaced the way cert-manager or an editor does: a new file renamed over.
+        let next = dir.path().join("kubeconfig.new");
+        emulator.write_kubeconfig(&next).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        let watch = clients.watch_client("prod").await.unwrap();
+        let request = clients.client("prod").await.unwrap();
+        assert_eq!(clients.built(), 4, "both built again from the new files");
+        clients.watch_client("prod").await.unwrap();
+        assert_eq!(clients.built(), 4);
+        for c in [watch, request] {
+            api(&c, ObjectKind::Secret, "api").list(&ListParams::default()).await.unwrap();
+        }
     }
 
     #[test]

@@ -64,8 +64,11 @@
 //!   with the label selector `app.kubernetes.io/managed-by=cfgsync,
 //!   cfgsync.io/env=<env>`, plus one GET for each targeted name the LIST did
 //!   not return (none in a steady state); nothing is written when nothing
-//!   differs. Plaintext read back lives in [`Content`] (secret for a
-//!   Secret's data), never in a printable type.
+//!   differs. Under `cfgsync run`, where the leader watches that scope, the
+//!   watch's store stands in for the LIST while the watch is synced
+//!   ([`cache`]): an idle service LISTs only when a watch starts or its
+//!   version expires. Plaintext read back lives in [`Content`] (secret for
+//!   a Secret's data), never in a printable type.
 //! - **Isolation**: a namespace that cannot be read (403 Forbidden, say)
 //!   fails the targets in it, and only those; the cluster's other
 //!   namespaces are planned and written. An unreachable cluster fails its
@@ -94,13 +97,16 @@
 //!   `HTTP_PROXY` (http servers), never for `localhost` or a loopback
 //!   address nor for a host `NO_PROXY` names ([`client::env_proxy`]).
 
+pub mod cache;
 pub mod client;
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use tracing::{info, warn};
 
+pub use cache::{ObjectCache, ScopeKey};
 pub use client::KubeClients;
 pub use spec::{KubeTarget, ObjectAddress, ObjectKind, Restart};
 
@@ -408,11 +414,14 @@ fn decide(desired: &DesiredObject, live: Option<&LiveObject>, fp: &EnvFingerprin
 /// The kind: Secrets and ConfigMaps, one destination per cluster.
 pub struct KubeKind {
     pub clients: KubeClients,
+    /// What the service's watches keep of each scope they watch; a pass
+    /// reads a synced scope here instead of LISTing it ([`cache`]).
+    pub cache: Arc<ObjectCache>,
 }
 
 impl KubeKind {
     pub fn new(clients: KubeClients) -> Self {
-        Self { clients }
+        Self { clients, cache: Arc::default() }
     }
 }
 
@@ -555,13 +564,23 @@ impl Target for KubeKind {
         for (namespace, kind, name) in scope {
             by_list.entry((namespace.as_str(), *kind)).or_default().insert(name.clone());
         }
-        let reads =
-            by_list.iter().map(|((namespace, kind), names)| {
-                let client = &client;
-                async move {
-                    (*namespace, client::observe_namespace(client, context, namespace, *kind, ctx.env, names).await)
-                }
-            });
+        let reads = by_list.iter().map(|((namespace, kind), names)| {
+            let client = &client;
+            let key = ScopeKey {
+                env: ctx.env.to_owned(),
+                context: context.clone(),
+                namespace: (*namespace).to_owned(),
+                kind: *kind,
+            };
+            let cached = self.cache.read(&key);
+            async move {
+                let read = match cached {
+                    Some(listed) => client::get_missing(client, context, namespace, *kind, listed, names).await,
+                    None => client::observe_namespace(client, context, namespace, *kind, ctx.env, names).await,
+                };
+                (*namespace, read)
+            }
+        });
         let mut observed = Observed::default();
         for (namespace, result) in futures_util::future::join_all(reads).await {
             match result {
@@ -665,19 +684,21 @@ impl Target for KubeKind {
         for p in writes.into_iter().chain(deletes) {
             let result = match &p.op {
                 Op::Keep => Ok(()),
-                Op::Create { desired } => write_object(&client, desired, None, true).await.map_err(TargetError::from),
+                Op::Create { desired } => {
+                    self.write_object(&client, ctx.env, desired, None, true).await.map_err(TargetError::from)
+                }
                 Op::Apply { desired, restart, resource_version, release_legacy } => {
                     if p.change.action == Action::Drift {
                         warn!(context = %context, kind = %desired.kind, namespace = %desired.address.namespace, name = %desired.address.name,
                             keys = %p.change.entries.join(","), "drift: object edited in the cluster; restoring");
                     }
-                    write_object(&client, desired, Some((resource_version, *release_legacy)), *restart)
-                        .await
-                        .map_err(TargetError::from)
+                    let over = Some((resource_version, *release_legacy));
+                    self.write_object(&client, ctx.env, desired, over, *restart).await.map_err(TargetError::from)
                 }
                 Op::Delete(o) => {
                     let r = client::delete(&client, context, o).await;
                     if r.is_ok() {
+                        self.cache.deleted(ctx.env, context, o);
                         info!(context = %context, env = ctx.env, kind = %o.kind, namespace = %o.namespace, name = %o.name, "pruned");
                     }
                     r
@@ -742,34 +763,41 @@ fn plan_one(
     Ok((change, op))
 }
 
-/// Writes one object — a create, or an apply over the version observed —
-/// and rolls its workloads when its content changed. A write that leaves
-/// keys other than the source says is a failure, never a success.
-async fn write_object(
-    client: &kube::Client,
-    desired: &DesiredObject,
-    over: Option<(&String, bool)>,
-    restart: bool,
-) -> Result<(), KubeError> {
-    let a = &desired.address;
-    match over {
-        None => client::create(client, desired).await?,
-        Some((resource_version, release_legacy)) => {
-            let left = client::apply(client, desired, resource_version, release_legacy).await?;
-            if !left.is_empty() {
-                let address = describe(desired.kind, &a.context, &a.namespace, &a.name);
-                return Err(KubeError::FieldsKept { address, keys: left.join(", ") });
+impl KubeKind {
+    /// Writes one object — a create, or an apply over the version observed —
+    /// and rolls its workloads when its content changed. A write that leaves
+    /// keys other than the source says is a failure, never a success. What
+    /// the server answered goes into the watch's store at once, so the next
+    /// pass plans from it ([`cache`]).
+    async fn write_object(
+        &self,
+        client: &kube::Client,
+        env: &str,
+        desired: &DesiredObject,
+        over: Option<(&String, bool)>,
+        restart: bool,
+    ) -> Result<(), KubeError> {
+        let a = &desired.address;
+        match over {
+            None => self.cache.wrote(env, &a.context, &client::create(client, desired).await?),
+            Some((resource_version, release_legacy)) => {
+                let (live, left) = client::apply(client, desired, resource_version, release_legacy).await?;
+                self.cache.wrote(env, &a.context, &live);
+                if !left.is_empty() {
+                    let address = describe(desired.kind, &a.context, &a.namespace, &a.name);
+                    return Err(KubeError::FieldsKept { address, keys: left.join(", ") });
+                }
             }
         }
-    }
-    info!(context = %a.context, kind = %desired.kind, namespace = %a.namespace, name = %a.name, "object written");
-    if restart {
-        for r in &desired.restart {
-            client::restart(client, desired, r).await?;
-            info!(context = %a.context, namespace = %a.namespace, workload = %r.kind, name = %r.name, "workload restarted");
+        info!(context = %a.context, kind = %desired.kind, namespace = %a.namespace, name = %a.name, "object written");
+        if restart {
+            for r in &desired.restart {
+                client::restart(client, desired, r).await?;
+                info!(context = %a.context, namespace = %a.namespace, workload = %r.kind, name = %r.name, "workload restarted");
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The manifest cfgsync applies for `d`.
@@ -1046,6 +1074,77 @@ mod tests {
         let kept = client::delete(&client, "prod", &seen).await.unwrap_err();
         assert_eq!(kept.code(), "prune_precondition_failed", "{kept}");
         assert!(emulator.get_object(kube_emulator::Kind::Secret, "api", "api").is_some());
+    }
+
+    /// A pass reads a synced store instead of LISTing, and what its own
+    /// writes answered is in the store at once: with a watch that has not
+    /// delivered (here: never delivers) their events, the next pass plans
+    /// nothing, where planning from the store as the watch left it would
+    /// create again (409) and apply over a stale version (409).
+    #[tokio::test]
+    async fn passes_read_the_store_and_their_own_writes_are_in_it_at_once() {
+        let fp = EnvFingerprinter::new(Some(SecretString::new("key")));
+        let emulator = kube_emulator::Emulator::start("prod");
+        emulator.create_namespace("api");
+        let dir = tempfile::tempdir().unwrap();
+        emulator.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+        let config_text = "instance = \"team-a\"\n[files]\n[envs.prod]\n[[output]]\nname = \"api\"\n[output.entries]\nA = \"1\"\n[[output.target]]\nkind = \"file\"\npath = \"a.env\"\n";
+        let config = crate::config::parse(
+            std::path::Path::new("/cfg/cfgsync.toml"),
+            config_text,
+            &BTreeMap::<String, String>::new(),
+        )
+        .unwrap();
+        let ctx = Ctx::new(&config, "prod", &fp);
+        let kind = KubeKind::new(KubeClients::new(Some(dir.path().join("kubeconfig"))));
+        let key =
+            ScopeKey { env: "prod".into(), context: "prod".into(), namespace: "api".into(), kind: ObjectKind::Secret };
+        let store = kind.cache.fill(key);
+        store.listed(&[], Some(&emulator.resource_version().to_string()));
+        store.synced(true);
+        let context = "prod".to_owned();
+        let scope = BTreeSet::from([("api".to_owned(), ObjectKind::Secret, "api".to_owned())]);
+        let pass = |mut d: DesiredObject| {
+            d.restart.clear();
+            let (kind, ctx, scope, context) = (&kind, &ctx, &scope, &context);
+            async move {
+                let observed = kind.observe(context, scope, ctx).await.unwrap();
+                let live = observed.objects.iter().find(|o| o.name == "api");
+                let (change, op) = plan_one(&d, live, context, ctx).unwrap();
+                let action = change.action;
+                let planned = Planned { slot: Slot::Prune, change, op };
+                for applied in kind.apply(context, vec![planned], ctx).await {
+                    applied.result.unwrap();
+                }
+                action
+            }
+        };
+        assert_eq!(pass(desired(&[("A", "1")], true, &fp)).await, Action::Create);
+        assert_eq!(pass(desired(&[("A", "1")], true, &fp)).await, Action::Unchanged);
+        assert_eq!(pass(desired(&[("A", "2")], true, &fp)).await, Action::Update);
+        assert_eq!(pass(desired(&[("A", "2")], true, &fp)).await, Action::Unchanged);
+        let requests = emulator.requests();
+        assert_eq!(requests.verb(kube_emulator::Verb::List), 0, "{requests}");
+        assert_eq!(requests.verb(kube_emulator::Verb::Get), 1, "the name before it existed: {requests}");
+        assert_eq!(requests.writes(), 2, "{requests}");
+        // A prune is in the store at once too.
+        let live = kind.cache.read(&ScopeKey {
+            env: "prod".into(),
+            context: "prod".into(),
+            namespace: "api".into(),
+            kind: ObjectKind::Secret,
+        });
+        let live = live.unwrap().pop().unwrap();
+        let prune = Planned {
+            slot: Slot::Prune,
+            change: Change::new("Secret", "api".into(), Action::Delete, false),
+            op: Op::Delete(Box::new(live)),
+        };
+        kind.apply(&context, vec![prune], &ctx).await.pop().unwrap().result.unwrap();
+        let observed = kind.observe(&context, &BTreeSet::new(), &ctx).await.unwrap();
+        assert!(observed.objects.is_empty());
+        assert!(kind.observe(&context, &scope, &ctx).await.unwrap().objects.is_empty(), "gone (one GET)");
+        assert_eq!(emulator.requests().verb(kube_emulator::Verb::List), 0);
     }
 
     fn ours_with(l: &LiveObject, labels: &[(&str, &str)]) -> LiveObject {
