@@ -54,6 +54,28 @@
 //! `CancellationToken`): [`Sandbox::stop_workers`] stops and awaits them
 //! before it kills the idle workers, so none starts after it.
 //!
+//! One env's batch is shared by the workers that are warm and free
+//! ([`render_shared`]): lanes take a few consecutive outputs at a time
+//! from a shared cursor, each lane in its own worker, each worker as
+//! above (in order, one answer per output). A lane beyond the first joins
+//! only with a worker already started for these templates, so sharing
+//! never waits for a process to start nor holds a slot another env could
+//! use. Before, one worker rendered a whole env while the others
+//! prewarming had started stayed idle: the confd job below (one env, 100
+//! outputs) took one core's time on a machine with two.
+//!
+//! What the worker costs, measured on the confd job (`scripts/bench.sh
+//! confd`: one env, 100 outputs each looping over 1,000 keys, 7 MB
+//! rendered; 2-core VM, see docs/benchmarks.md): a worker starts and
+//! compiles the 100 templates in 3–8 ms, takes in the snapshot in under
+//! 1 ms, and renders the 100 outputs in 35 ms alone (53 ms before its
+//! answers went raw and its clock was read less often). Start-up was not
+//! what cost most: prewarming hides it behind the etcd read. What did was
+//! rendering the whole env in one worker, and base64-in-JSON answers that
+//! both sides encoded, escaped and decoded; and, on a 64 KiB pipe, a
+//! worker waiting for the parent to read each 73 KB output in pieces (the
+//! answer pipe is enlarged to 1 MiB where Linux allows).
+//!
 //! Outputs that run no Tera code — every entry a key's bytes or a
 //! [`super::simple`] template (text and `key`/`key_or`/`secret` lookups) —
 //! render in the calling process: what they do is copy snapshot values
@@ -61,8 +83,9 @@
 //! recurse, loop, or grow past the limits, so there is nothing for a worker
 //! to contain. Most fleets are mostly such outputs, and then no worker
 //! process starts at all. The protocol is length-prefixed JSON frames over the child's
-//! stdin/stdout; rendered bytes travel base64-encoded and become
-//! [`Content`] again on arrival.
+//! stdin/stdout; an output's rendered bytes follow its JSON answer as one
+//! raw frame (the answer gives each entry's length) and become [`Content`]
+//! again on arrival, without a copy for the first entry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -88,6 +111,11 @@ pub const WORKER_COMMAND: &str = "__render-worker";
 /// Largest frame either side accepts: a snapshot or an output is far
 /// smaller; this only bounds a corrupted length prefix.
 const MAX_FRAME: usize = 1 << 30;
+
+/// The size asked for the pipe a worker answers on (Linux's default
+/// `pipe-max-size`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const PIPE_BYTES: usize = 1 << 20;
 
 /// How long a worker may take to start and compile the templates, or to
 /// take in a snapshot, before it is given up on. Not part of any output's
@@ -129,6 +157,7 @@ pub const MAX_WORKERS: usize = 4;
 /// Worker slots: a batch takes a permit, then an idle slot (started on
 /// first use, or by [`Sandbox::prewarm`]).
 struct Pool {
+    size: usize,
     permits: tokio::sync::Semaphore,
     idle: std::sync::Mutex<Vec<Option<Worker>>>,
     /// [`Sandbox::prewarm`]'s tasks, which [`Sandbox::stop_workers`] stops
@@ -140,6 +169,7 @@ struct Pool {
 impl Pool {
     fn new(size: usize) -> Self {
         Self {
+            size,
             permits: tokio::sync::Semaphore::new(size),
             idle: std::sync::Mutex::new((0..size).map(|_| None).collect()),
             prewarming: TaskTracker::new(),
@@ -171,6 +201,9 @@ struct Worker {
     /// [`Templates::id`] of the set it compiled: a reloaded config gets a
     /// new worker.
     templates: u64,
+    /// The [`Sandbox::render`] call whose snapshot it holds: each call
+    /// sends it once per worker, however many requests the worker takes.
+    snapshot_of: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -211,8 +244,12 @@ enum FromWorker {
     /// The templates are compiled (after `Init`), or the snapshot is taken
     /// in (after `Snapshot`): the next `Render` starts rendering at once.
     Ready,
+    /// Followed by one more frame, the entries' bytes one after the
+    /// other, `entries` giving each one's name and length: raw bytes, not
+    /// base64 in JSON (encoding, escaping and decoding 6 MB of rendered
+    /// text was a fifth of the worker's time in the confd benchmark).
     Rendered {
-        entries: Vec<(String, String)>,
+        entries: Vec<(String, usize)>,
         tainted: bool,
         used: BTreeSet<Use>,
     },
@@ -279,10 +316,17 @@ impl Sandbox {
         Self { mode: Mode::InProcess }
     }
 
-    /// Renders in workers started as `exe __render-worker`.
+    /// Renders in workers started as `exe __render-worker`, one per core
+    /// (at most [`MAX_WORKERS`]).
     pub fn worker(exe: PathBuf) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self { mode: Mode::Worker { exe, pool: Pool::new(cores.clamp(1, MAX_WORKERS)) } }
+        Self::worker_pool(exe, cores)
+    }
+
+    /// Renders in up to `size` workers (1 to [`MAX_WORKERS`]) started as
+    /// `exe __render-worker`.
+    pub fn worker_pool(exe: PathBuf, size: usize) -> Self {
+        Self { mode: Mode::Worker { exe, pool: Pool::new(size.clamp(1, MAX_WORKERS)) } }
     }
 
     /// The worker mode when the running binary is cfgsync itself, else in
@@ -334,15 +378,8 @@ impl Sandbox {
                     tokio::task::yield_now().await;
                 }
                 if !tera.is_empty() {
-                    let (permit, mut slot) = pool.take().await;
                     let wire = serde_json::to_vec(&ToWorker::Snapshot(WireSnapshot::of(snapshot))).unwrap_or_default();
-                    let mut results = Vec::with_capacity(tera.len());
-                    while results.len() < tera.len() {
-                        let rest = &tera[results.len()..];
-                        render_batch(exe, &mut slot, templates, snapshot, &wire, rest, &mut results).await;
-                    }
-                    pool.give_back(slot);
-                    drop(permit);
+                    let results = render_shared(exe, pool, templates, snapshot, &wire, &tera).await;
                     done.extend(tera.into_iter().zip(results));
                 }
                 indices.iter().map(|i| done.remove(i).expect("every index rendered once")).collect()
@@ -476,6 +513,77 @@ fn worker_error(templates: &Templates, index: usize, env: &str, cause: String) -
     RenderError::Worker { output: templates.outputs[index].name.clone(), env: env.to_owned(), cause }
 }
 
+/// Fewest outputs of a batch worth a lane of their own.
+const MIN_SHARE: usize = 4;
+
+/// Most outputs one request of a lane carries: a lane comes back for more
+/// often enough that the lanes finish together.
+const MAX_SHARE: usize = 64;
+
+/// Renders `indices` for `snapshot` in up to [`Pool::size`] workers at
+/// once, one result per index, in order. The first lane waits for a slot
+/// (starting its worker if it has none); each other lane joins only with a
+/// worker already warm for these templates that comes free before every
+/// output is handed out, and otherwise stays out, so a batch never waits
+/// for a second worker to start nor keeps one from another env. Lanes take
+/// consecutive outputs from a shared cursor, a few at a time, so a slow
+/// output holds up only its own lane; within a lane everything is as for a
+/// single worker ([`render_batch`]: in order, a crash or a timeout fails
+/// only the output being rendered).
+async fn render_shared(
+    exe: &std::path::Path,
+    pool: &Pool,
+    templates: &Templates,
+    snapshot: &Snapshot,
+    wire_snapshot: &[u8],
+    indices: &[usize],
+) -> Vec<Result<Rendered, RenderError>> {
+    // Tells this call's snapshot from the one a worker holds from before.
+    let call = fastrand::u64(1..);
+    let lanes = pool.size.min(indices.len().div_ceil(MIN_SHARE)).max(1);
+    let share = indices.len().div_ceil(lanes * 4).clamp(1, MAX_SHARE);
+    let cursor = std::sync::atomic::AtomicUsize::new(0);
+    let handed_out = CancellationToken::new();
+    let lane = |first: bool| {
+        let (cursor, handed_out) = (&cursor, &handed_out);
+        async move {
+            let (permit, mut slot) = if first {
+                pool.take().await
+            } else {
+                tokio::select! {
+                    biased;
+                    () = handed_out.cancelled() => return Vec::new(),
+                    taken = pool.take() => taken,
+                }
+            };
+            let mut out = Vec::new();
+            if first || slot.as_ref().is_some_and(|w| w.templates == templates.id) {
+                loop {
+                    let start = cursor.fetch_add(share, std::sync::atomic::Ordering::Relaxed);
+                    if start >= indices.len() {
+                        handed_out.cancel();
+                        break;
+                    }
+                    let part = &indices[start..(start + share).min(indices.len())];
+                    let mut results = Vec::with_capacity(part.len());
+                    while results.len() < part.len() {
+                        let rest = &part[results.len()..];
+                        render_batch(exe, &mut slot, templates, snapshot, (call, wire_snapshot), rest, &mut results)
+                            .await;
+                    }
+                    out.extend((start..).zip(results));
+                }
+            }
+            pool.give_back(slot);
+            drop(permit);
+            out
+        }
+    };
+    let mut results: Vec<_> = futures_util::future::join_all((0..lanes).map(|i| lane(i == 0))).await.concat();
+    results.sort_unstable_by_key(|(position, _)| *position);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
 /// Renders `indices` in the worker in `slot` (started if needed), pushing
 /// one result per output answered onto `results`. Returns early, with a
 /// failure for the output being rendered, when the worker dies or overruns
@@ -486,7 +594,7 @@ async fn render_batch(
     slot: &mut Option<Worker>,
     templates: &Templates,
     snapshot: &Snapshot,
-    wire_snapshot: &[u8],
+    (call, wire_snapshot): (u64, &[u8]),
     indices: &[usize],
     results: &mut Vec<Result<Rendered, RenderError>>,
 ) {
@@ -509,41 +617,43 @@ async fn render_batch(
     let frame = serde_json::to_vec(&ToWorker::Render { indices: indices.to_vec() }).unwrap_or_default();
     let hard_limit = templates.limits.timeout + Duration::from_millis(500);
     // Taking in the snapshot is not rendering: its own bound, then the clock.
-    let loaded = tokio::time::timeout(LOAD_TIMEOUT, async {
-        write_frame(&mut worker.stdin, wire_snapshot).await.map_err(|e| e.to_string())?;
-        expect_ready(&mut worker.stdout).await
-    })
-    .await
-    .unwrap_or_else(|_| Err(format!("took more than {} s to take in the snapshot", LOAD_TIMEOUT.as_secs())));
-    if let Err(cause) = loaded {
-        if let Some(mut w) = slot.take() {
-            let _ = w.child.start_kill();
-            let _ = w.child.wait().await;
+    if worker.snapshot_of != call {
+        let loaded = tokio::time::timeout(LOAD_TIMEOUT, async {
+            write_frame(&mut worker.stdin, wire_snapshot).await.map_err(|e| e.to_string())?;
+            expect_ready(&mut worker.stdout).await
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("took more than {} s to take in the snapshot", LOAD_TIMEOUT.as_secs())));
+        if let Err(cause) = loaded {
+            if let Some(mut w) = slot.take() {
+                let _ = w.child.start_kill();
+                let _ = w.child.wait().await;
+            }
+            let cause = format!("the render worker {cause}");
+            results.push(Err(worker_error(templates, indices[0], &snapshot.env, cause)));
+            return;
         }
-        results.push(Err(worker_error(templates, indices[0], &snapshot.env, format!("the render worker {cause}"))));
-        return;
+        worker.snapshot_of = call;
     }
     let worker = slot.as_mut().expect("still there");
     let sent = write_frame(&mut worker.stdin, &frame);
     let mut failed = tokio::time::timeout(hard_limit, sent).await.map_or(Some(true), |r| r.err().map(|_| false));
     if failed.is_none() {
         for &index in indices {
-            let answer = tokio::time::timeout(hard_limit, read_frame(&mut worker.stdout)).await;
-            let reply = match &answer {
-                Ok(Ok(bytes)) => serde_json::from_slice::<FromWorker>(bytes).ok(),
-                Ok(Err(_)) | Err(_) => None,
-            };
+            let answer = tokio::time::timeout(hard_limit, read_answer(&mut worker.stdout)).await;
+            let timed_out = answer.is_err();
+            let reply = answer.ok().and_then(Result::ok).flatten();
             let output = templates.outputs[index].name.clone();
             let env = snapshot.env.clone();
             match reply {
-                Some(FromWorker::Rendered { entries, tainted, used }) => {
+                Some((FromWorker::Rendered { tainted, used, .. }, Some(entries))) => {
                     let entries: BTreeMap<String, Content> =
-                        entries.into_iter().map(|(k, v)| (k, Content::new(unb64(&v), tainted))).collect();
+                        entries.into_iter().map(|(k, v)| (k, Content::new(v, tainted))).collect();
                     results.push(Ok(Rendered { output, env, entries, tainted, used }));
                 }
-                Some(FromWorker::Failed(e)) => results.push(Err(e)),
-                Some(FromWorker::Ready) | None => {
-                    failed = Some(answer.is_err());
+                Some((FromWorker::Failed(e), _)) => results.push(Err(e)),
+                Some((FromWorker::Ready | FromWorker::Rendered { .. }, _)) | None => {
+                    failed = Some(timed_out);
                     break;
                 }
             }
@@ -586,6 +696,12 @@ async fn start(exe: &std::path::Path, init: &Init, stop: Option<&CancellationTok
     let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the render worker has no pipes".into());
     };
+    // A rendered output is often larger than a pipe's default 64 KiB: the
+    // worker would wait for the parent to read each one in pieces. A
+    // larger pipe lets it go on rendering (best effort: the kernel's
+    // `pipe-max-size` may refuse).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_BYTES);
     let mut stdout = stdout;
     let handshake = tokio::time::timeout(LOAD_TIMEOUT, async {
         write_frame(&mut stdin, &init.frame).await.map_err(|e| format!("cannot talk to the render worker: {e}"))?;
@@ -608,7 +724,7 @@ async fn start(exe: &std::path::Path, init: &Init, stop: Option<&CancellationTok
         let _ = child.wait().await;
         return Err(e);
     }
-    Ok(Worker { child, stdin, stdout, templates: init.id })
+    Ok(Worker { child, stdin, stdout, templates: init.id, snapshot_of: 0 })
 }
 
 /// Reads the worker's [`FromWorker::Ready`].
@@ -636,6 +752,31 @@ async fn read_frame(r: &mut ChildStdout) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0; len];
     r.read_exact(&mut buf).await?;
     Ok(buf)
+}
+
+/// Reads one answer of the worker: `None` for a frame that is not one, or
+/// a [`FromWorker::Rendered`] whose bytes do not add up to its entries'
+/// lengths (a broken worker, treated as a dead one); the entries' bytes
+/// come with a `Rendered`.
+async fn read_answer(r: &mut ChildStdout) -> std::io::Result<Option<(FromWorker, Option<Vec<(String, Vec<u8>)>>)>> {
+    let Ok(answer) = serde_json::from_slice::<FromWorker>(&read_frame(r).await?) else { return Ok(None) };
+    let FromWorker::Rendered { entries, .. } = &answer else { return Ok(Some((answer, None))) };
+    let mut body = read_frame(r).await?;
+    if entries.iter().try_fold(0usize, |sum, (_, len)| sum.checked_add(*len)) != Some(body.len()) {
+        return Ok(None);
+    }
+    // From the end, so the first entry (often the only one) keeps the
+    // frame's buffer: no copy, no fresh pages.
+    let mut bytes: Vec<(String, Vec<u8>)> = entries
+        .iter()
+        .rev()
+        .map(|(name, len)| {
+            let start = body.len() - len;
+            (name.clone(), if start == 0 { std::mem::take(&mut body) } else { body.split_off(start) })
+        })
+        .collect();
+    bytes.reverse();
+    Ok(Some((answer, Some(bytes))))
 }
 
 /// The worker: `cfgsync __render-worker PARENT_PID`. Reads frames from
@@ -728,20 +869,24 @@ fn serve() -> i32 {
         };
         let Some(snapshot) = &snapshot else { return 67 };
         for index in indices {
-            let answer = match templates.render(index, snapshot) {
-                Ok(r) => FromWorker::Rendered {
-                    entries: r.entries.iter().map(|(k, v)| (k.clone(), b64(v.expose()))).collect(),
-                    tainted: r.tainted,
-                    used: r.used,
-                },
-                Err(e) => FromWorker::Failed(e),
+            let (answer, rendered) = match templates.render(index, snapshot) {
+                Ok(mut r) => {
+                    let entries = r.entries.iter().map(|(k, v)| (k.clone(), v.expose().len())).collect();
+                    let used = std::mem::take(&mut r.used);
+                    (FromWorker::Rendered { entries, tainted: r.tainted, used }, Some(r))
+                }
+                Err(e) => (FromWorker::Failed(e), None),
             };
             let Ok(bytes) = serde_json::to_vec(&answer) else { return 68 };
-            let sent = stdout
-                .write_all(&(bytes.len() as u64).to_be_bytes())
-                .and_then(|_| stdout.write_all(&bytes))
-                .and_then(|_| stdout.flush());
-            if sent.is_err() {
+            let mut sent = stdout.write_all(&(bytes.len() as u64).to_be_bytes()).and_then(|_| stdout.write_all(&bytes));
+            if let Some(r) = &rendered {
+                let len: usize = r.entries.values().map(|v| v.expose().len()).sum();
+                sent = sent.and_then(|_| stdout.write_all(&(len as u64).to_be_bytes()));
+                for v in r.entries.values() {
+                    sent = sent.and_then(|_| stdout.write_all(v.expose()));
+                }
+            }
+            if sent.and_then(|_| stdout.flush()).is_err() {
                 return 0;
             }
         }

@@ -492,7 +492,7 @@ fn outcome(snapshot: &Arc<Snapshot>, room: usize, f: impl FnOnce(&mut LimitedWri
         deadline: std::time::Instant::now() + std::time::Duration::from_secs(10),
         range_budget: 1000.into(),
     };
-    let mut out = LimitedWriter { buf: Vec::new(), room, hit: None };
+    let mut out = LimitedWriter { buf: Vec::new(), room, hit: None, writes: 0 };
     let (result, log) = functions::with_scope(scope, || f(&mut out));
     Outcome {
         bytes: result.ok().map(|()| out.buf),

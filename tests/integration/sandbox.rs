@@ -386,3 +386,68 @@ async fn stopping_the_workers_stops_prewarming_too() {
     assert!(started.elapsed() < Duration::from_secs(5), "stopping does not wait for the start");
     wait_until("no worker is left", Duration::from_secs(5), || live_processes_with(needle).is_empty().then_some(()));
 }
+
+/// The render worker through a wrapper that copies everything the worker
+/// is sent to `dir/stdin.<pid>`, one file per worker (the worker is given
+/// the wrapper's pid as its parent: the wrapper outlives it).
+fn recording_worker(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = dir.join("recording-worker");
+    let script = format!(
+        "#!/bin/sh\ntee '{}/stdin.'$$ | '{}' __render-worker $$\n",
+        dir.display(),
+        env!("CARGO_BIN_EXE_cfgsync")
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+/// A batch of Tera outputs is shared by the warm workers, which render
+/// their parts at once; the results come back whole and in order. Before,
+/// one worker rendered the whole batch while the others (started by
+/// prewarming) stayed idle: the confd benchmark's 100 outputs took one
+/// core's time, not the machine's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_is_shared_by_the_warm_workers_in_order() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = "[files]\n[envs.prod]\n".to_owned();
+    for i in 0..40 {
+        text.push_str(&format!(
+            "\n[[output]]\nname = \"out{i}\"\n[output.entries]\nA = \"{i}:{{% for i in range(end=300) %}}{{{{ i }}}}{{% endfor %}}\"\n[[output.target]]\nkind = \"file\"\npath = \"out/{i}.env\"\n"
+        ));
+    }
+    let config =
+        cfgsync::config::parse(&dir.path().join("cfgsync.toml"), &text, &BTreeMap::<String, String>::new()).unwrap();
+    let templates = cfgsync::render::Templates::compile(&config).unwrap();
+    let sandbox: &'static _ =
+        Box::leak(Box::new(cfgsync::render::sandbox::Sandbox::worker_pool(recording_worker(dir.path()), 2)));
+    sandbox.prewarm(&templates);
+    let snapshot = Arc::new(cfgsync::source::Snapshot { env: "prod".into(), ..Default::default() });
+    let indices: Vec<usize> = (0..40).collect();
+    let loop_text: String = (0..300).map(|n| n.to_string()).collect();
+    // The first batch may start before both workers are ready; the second
+    // finds both warm in the pool.
+    for _ in 0..2 {
+        let results = sandbox.render(&templates, &snapshot, &indices).await;
+        assert_eq!(results.len(), 40);
+        for (i, result) in results.into_iter().enumerate() {
+            let rendered = result.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(rendered.output, format!("out{i}"), "in order");
+            assert_eq!(rendered.entries["A"].expose(), format!("{i}:{loop_text}").as_bytes());
+        }
+    }
+    sandbox.stop_workers().await;
+    let mut rendering = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("stdin.") {
+            let sent = std::fs::read(entry.path()).unwrap();
+            rendering.push(sent.windows(b"\"Render\"".len()).filter(|w| w == b"\"Render\"").count());
+        }
+    }
+    rendering.sort_unstable();
+    assert_eq!(rendering.len(), 2, "two workers started: {rendering:?}");
+    assert!(rendering.iter().all(|n| *n > 0), "every worker rendered part of the batches: {rendering:?}");
+}
