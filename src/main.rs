@@ -27,13 +27,6 @@ use cfgsync::telemetry::{OneLine, one_line};
 
 /// Fatal errors end here with exit code 2; failures of a pass are reported
 /// and only change the exit code.
-/// mimalloc instead of glibc's malloc: the service's memory comes and goes
-/// in bursts (a pass of the whole fleet, every watch's list at start), and
-/// glibc keeps what a burst freed in its per-thread arenas; mimalloc gives
-/// it back (docs/benchmarks.md: idle RSS at fleet-3000).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, thiserror::Error)]
 enum Fatal {
     #[error(
