@@ -9,23 +9,13 @@
 use std::time::Duration;
 
 use kube_emulator::Verb;
-use serde_json::Value;
 
 use crate::faults::{CANARY, KUBE_CONFIG, KubeBed, b64};
 use crate::service::Service;
+use crate::service_drift::edited;
 use crate::support::wait_until;
 
 const SOON: Duration = Duration::from_secs(15);
-
-/// `obj` with `data[key]` set to `value` (already encoded as stored).
-fn edited(mut obj: Value, key: &str, value: &str) -> Value {
-    obj["data"][key] = Value::String(value.to_owned());
-    if let Some(meta) = obj["metadata"].as_object_mut() {
-        meta.shift_remove("resourceVersion");
-        meta.shift_remove("managedFields");
-    }
-    obj
-}
 
 fn passes(svc: &Service, reason: &str) -> u64 {
     svc.metric(&format!("cfgsync_passes_total{{env=\"prod\",reason=\"{reason}\"}}")).unwrap_or(0.0) as u64

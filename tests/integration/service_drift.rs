@@ -18,7 +18,7 @@ use crate::support::{Etcd, Project, wait_until};
 const SOON: Duration = Duration::from_secs(10);
 
 /// `obj` with `data[key]` set to `value` (already encoded as stored).
-fn edited(mut obj: Value, key: &str, value: &str) -> Value {
+pub fn edited(mut obj: Value, key: &str, value: &str) -> Value {
     obj["data"][key] = Value::String(value.to_owned());
     if let Some(meta) = obj["metadata"].as_object_mut() {
         meta.shift_remove("resourceVersion");

@@ -115,15 +115,7 @@ fn set_secret_propagates_through_its_marker_at_once_and_the_marker_holds_no_valu
     // Held: interval passes read nothing.
     assert_eq!(reads_over_interval_passes(&svc, 2.0), 0.0);
 
-    let mut child = p
-        .command(&["set-secret", "prod", "db", "password", "--yes"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{CANARY}-set\n").as_bytes()).unwrap();
-    let r = run_output(child.wait_with_output().unwrap());
+    let r = set_secret(&p, &format!("{CANARY}-set"));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!r.stdout.contains(CANARY) && !r.stderr.contains(CANARY), "{r:?}");
     assert!(!r.stderr.contains("warning"), "the marker was not written: {r:?}");
