@@ -18,7 +18,10 @@
 //! (`<prefix>/_secret-versions/<env>/<path>`, put by `set-secret`,
 //! `import` and `rollback` after a Vault write): each tells the sources which version of
 //! which path is new, and asks for a pass that reads that path at once
-//! instead of within `[vault] refresh`.
+//! instead of within `[vault] refresh`: a pass of the outputs whose last
+//! full pass read that path (and those whose reads are not known), not of
+//! the whole env (see [`super::worker`]'s `secret_readers`; a marker of the
+//! `[fingerprint] key` passes the whole env).
 
 use std::time::Duration;
 
@@ -27,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::worker::{Reason, Trigger};
+use super::worker::Trigger;
 use crate::source::etcd::EtcdSource;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -73,7 +76,7 @@ pub fn secret_marker(
         };
         generation.borrow().sources.secret_announced(&env, path, version);
         info!(env, path = ?path, version, "a secret was written through cfgsync; reading it now");
-        Some(Trigger::now(Reason::SecretMarked))
+        Some(Trigger::secret_marked(path.to_owned()))
     })
 }
 

@@ -141,11 +141,22 @@ pub struct Trigger {
     /// A pass asked for from outside: the etcd revision of the request
     /// (the `pass` key's put), published with the pass that answers it.
     pub asked: Option<i64>,
+    /// Secret paths written through cfgsync (their markers): a pass of the
+    /// outputs that read them, with the kept keys.
+    pub secrets: Vec<String>,
 }
 
 impl Trigger {
     pub fn now(reason: Reason) -> Self {
-        Self { reason, debounced: false, revision: None, keys: Vec::new(), outputs: Vec::new(), asked: None }
+        Self {
+            reason,
+            debounced: false,
+            revision: None,
+            keys: Vec::new(),
+            outputs: Vec::new(),
+            asked: None,
+            secrets: Vec::new(),
+        }
     }
 
     /// A pass asked for from outside by the request put at `revision`:
@@ -155,13 +166,22 @@ impl Trigger {
     }
 
     pub fn debounced(reason: Reason, revision: i64, keys: Vec<String>) -> Self {
-        Self { reason, debounced: true, revision: Some(revision), keys, outputs: Vec::new(), asked: None }
+        Self { debounced: true, revision: Some(revision), keys, ..Self::now(reason) }
     }
 
     /// A pass of `outputs`, whose targets changed outside cfgsync
     /// (debounced like a key change: the first goes at once).
     pub fn drift(outputs: Vec<String>) -> Self {
-        Self { reason: Reason::Drift, debounced: true, revision: None, keys: Vec::new(), outputs, asked: None }
+        Self { debounced: true, outputs, ..Self::now(Reason::Drift) }
+    }
+
+    /// A pass of the outputs that read secret `path`, written through
+    /// cfgsync (its marker), debounced like a key change (the first goes at
+    /// once). Which outputs read it is known from the last full pass; an
+    /// output whose reads are not known is passed too, and without a full
+    /// pass of the current config the pass is a full one.
+    pub fn secret_marked(path: String) -> Self {
+        Self { debounced: true, secrets: vec![path], ..Self::now(Reason::SecretMarked) }
     }
 }
 
@@ -184,6 +204,8 @@ struct Pending {
     /// kept whatever trigger joins it later, so the pass stays an asked
     /// one (every secret read) and its record names the request.
     asked: Option<i64>,
+    /// Secret paths written through cfgsync: their readers are passed too.
+    secrets: BTreeSet<String>,
 }
 
 impl Pending {
@@ -203,6 +225,7 @@ impl Pending {
             revision: None,
             outputs: BTreeSet::new(),
             asked: None,
+            secrets: BTreeSet::new(),
         }
     }
 
@@ -215,6 +238,7 @@ impl Pending {
                 keys.extend(t.keys);
             }
             self.outputs.extend(t.outputs);
+            self.secrets.extend(t.secrets);
             self.revision = self.revision.max(t.revision);
         } else {
             self.debounced = false;
@@ -370,6 +394,8 @@ struct Reads {
     by_key: std::collections::HashMap<String, Vec<usize>>,
     /// `keys(prefix=…)` reads: (prefix, output).
     prefixes: Vec<(String, usize)>,
+    /// Secret path → outputs that read it.
+    by_secret: std::collections::HashMap<String, Vec<usize>>,
     /// Outputs of the env whose reads are not known (they did not render).
     unknown: Vec<usize>,
 }
@@ -387,7 +413,7 @@ impl Reads {
                 match u {
                     crate::render::Use::Key(k) => reads.by_key.entry(k.clone()).or_default().push(i),
                     crate::render::Use::KeyPrefix(p) => reads.prefixes.push((p.clone(), i)),
-                    crate::render::Use::Secret(_) => {}
+                    crate::render::Use::Secret(p) => reads.by_secret.entry(p.clone()).or_default().push(i),
                 }
             }
         }
@@ -413,6 +439,13 @@ fn affected(generation: &Generation, memory: &Memory, keys: Option<&BTreeSet<Str
     Some(out)
 }
 
+/// The outputs (config indices) whose last full rendering read one of
+/// `secrets` (called only when [`affected`] knew the reads of this config).
+fn secret_readers<'a>(memory: &'a Memory, secrets: &'a BTreeSet<String>) -> impl Iterator<Item = usize> + 'a {
+    let reads = memory.uses.as_ref().map(|(_, r)| r);
+    secrets.iter().filter_map(move |p| reads?.by_secret.get(p)).flatten().copied()
+}
+
 /// The config indices of `names` among the outputs of `env`.
 fn output_indices(generation: &Generation, env: &str, names: &BTreeSet<String>) -> Vec<usize> {
     let outputs = generation.config.outputs.iter().enumerate();
@@ -423,6 +456,15 @@ fn output_indices(generation: &Generation, env: &str, names: &BTreeSet<String>) 
 /// Every change since the kept keys' revision is in `changed_keys` (watch
 /// events come in revision order into one queue; an overflow or a lost
 /// watch makes the pass a full one), plus those no pass has read yet.
+///
+/// Not for a pass that reads a secret announced by its marker: the pass's
+/// revision orders it in the env's history (`prod@rev:N` takes the secret
+/// versions of the newest pass recorded at or before N, see
+/// [`crate::history::point`]), and a pass at the kept keys' revision would
+/// put the new version before its marker's put, where `rev:N` of the pass
+/// before it would find it. The marker comes from another watch than the
+/// env's keys, so the keys are not known to be unchanged up to the
+/// marker's revision: they are read again (one range read of the env).
 fn patch_of(
     memory: &Memory,
     generation: &Generation,
@@ -483,6 +525,8 @@ struct Due {
     outputs: BTreeSet<String>,
     /// The request from outside this pass answers (its revision).
     asked: Option<i64>,
+    /// Secret paths written through cfgsync.
+    secrets: BTreeSet<String>,
 }
 
 impl Schedule {
@@ -530,6 +574,7 @@ impl Schedule {
                     revision: t.revision.filter(|_| t.debounced),
                     outputs: t.outputs.into_iter().collect(),
                     asked: t.asked,
+                    secrets: t.secrets.into_iter().collect(),
                 });
             }
         }
@@ -547,6 +592,7 @@ impl Schedule {
                 changed_at: p.revision,
                 outputs: p.outputs,
                 asked: p.asked,
+                secrets: p.secrets,
             });
         }
         let reason = if self.next_tick <= now {
@@ -558,7 +604,14 @@ impl Schedule {
         } else {
             return None;
         };
-        Some(Due { reason, changed_keys: None, changed_at: None, outputs: BTreeSet::new(), asked: None })
+        Some(Due {
+            reason,
+            changed_keys: None,
+            changed_at: None,
+            outputs: BTreeSet::new(),
+            asked: None,
+            secrets: BTreeSet::new(),
+        })
     }
 }
 
@@ -622,7 +675,7 @@ impl Worker {
     /// read the changed keys (none when no output reads them), on this
     /// replica only while it leads the env.
     async fn run_due(&self, schedule: &mut Schedule, due: Due, now: Instant) {
-        let Due { reason, changed_keys, changed_at, outputs, asked } = due;
+        let Due { reason, changed_keys, changed_at, outputs, asked, secrets } = due;
         let generation = self.generation.borrow().clone();
         let memory = &mut schedule.memory;
         memory.adopt(&generation, &self.env);
@@ -640,9 +693,15 @@ impl Worker {
             self.journal.forget(&self.env);
             return;
         }
+        // The fingerprint key is read for every keyed target, not by a
+        // template: a new version of it concerns the whole env.
+        let fingerprint_key = generation.config.fingerprint_key.as_ref().map(|(path, _)| path);
+        let full = full || fingerprint_key.is_some_and(|k| secrets.contains(k));
         let mut only = if full { None } else { affected(&generation, memory, changed_keys.as_ref()) };
         if let Some(only) = &mut only {
             only.extend(output_indices(&generation, &self.env, &outputs));
+            only.extend(secret_readers(memory, &secrets));
+            debug!(env = %self.env, outputs = only.len(), reason = reason.as_str(), "a pass of some outputs");
         }
         if only.as_ref().is_some_and(BTreeSet::is_empty) {
             debug!(env = %self.env, "no output reads the changed keys; no pass");
@@ -651,7 +710,14 @@ impl Worker {
             return;
         }
         let partial = only.is_some();
-        let patch = if partial { patch_of(memory, &generation, changed_keys.as_ref(), changed_at) } else { None };
+        // A secret's marker is an etcd write: a pass that reads the new
+        // version reads the env's keys afresh, so it stands at a revision
+        // after the marker's (see [`patch_of`]).
+        let patch = if partial && secrets.is_empty() {
+            patch_of(memory, &generation, changed_keys.as_ref(), changed_at)
+        } else {
+            None
+        };
         if reason == Reason::Asked || asked.is_some() {
             // Someone waits on this pass (`rotate verify`): every target
             // gets a fresh try, as after a config reload, and every
@@ -1036,6 +1102,7 @@ mod tests {
             revision: None,
             outputs: BTreeSet::new(),
             asked: None,
+            secrets: BTreeSet::new(),
         };
         assert_eq!(p.due(ms(200)), t0 + ms(200));
         p.last = t0 + ms(150);
@@ -1054,6 +1121,7 @@ mod tests {
             revision: None,
             outputs: BTreeSet::new(),
             asked: None,
+            secrets: BTreeSet::new(),
         };
         assert_eq!(leading.due(ms(200)), t0, "the first change after a quiet period goes at once");
     }
@@ -1080,6 +1148,7 @@ mod tests {
             revision: Some(1),
             outputs: BTreeSet::new(),
             asked: None,
+            secrets: BTreeSet::new(),
         };
         p.merge(Trigger::debounced(Reason::Watch, 2, vec!["b".into()]), t0);
         assert_eq!(p.keys.as_ref().map(|k| k.len()), Some(2));

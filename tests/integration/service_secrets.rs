@@ -276,3 +276,52 @@ fn a_pass_already_running_when_refresh_asked_is_not_taken_for_its_answer() {
     assert_eq!(out.code, 1, "the in-flight pass is not the answer: {out:?}");
     assert!(out.stderr.contains("published no pass of env prod within 4s"), "{out:?}");
 }
+
+/// A secret written through cfgsync passes only the outputs that read it
+/// (known from the last full pass), not the whole env; the pass reads the
+/// env's keys again, so it is recorded at a revision after the marker's.
+#[test]
+fn a_marked_secret_passes_only_the_outputs_that_read_it() {
+    let (etcd, vault) = (Etcd::start(), Vault::start());
+    seed(&etcd, &vault);
+    let p = project(&etcd, &vault, "1h");
+    let other = "\n[[output]]\nname = \"other\"\n[output.entries]\nHOST = \"{{ key(name='host') }}\"\n[[output.target]]\nkind = \"file\"\npath = \"out/other.env\"\n";
+    p.write(
+        "cfgsync.toml",
+        &format!("{}{other}", p.read("cfgsync.toml").replace("interval = \"1s\"", "interval = \"1h\"")),
+    );
+    let svc = Service::start(&p, &[], &[("RUST_LOG", "cfgsync=debug")]);
+    wait_until("the first write", Duration::from_secs(20), || password_is(&p, "1"));
+    wait_until("the other output", Duration::from_secs(20), || {
+        read_or_empty(&p.path("out/other.env")).contains("HOST=db.prod").then_some(())
+    });
+    let recorded = wait_until("the first pass's record", Duration::from_secs(10), || {
+        let records = crate::history::records(&etcd, "prod");
+        (!records.is_empty()).then_some(records.len())
+    });
+
+    let r = set_secret(&p, &format!("{CANARY}-set"));
+    assert_eq!(r.code, 0, "{r:?}");
+    wait_until("set-secret's value through the marker", Duration::from_secs(5), || password_is(&p, "set"));
+    let log = svc.log();
+    let line = log.lines().find(|l| l.contains("a pass of some outputs")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("outputs=1") && line.contains("secret written through cfgsync"), "{line}");
+    // Its record: a partial pass that reached db's target alone (a full
+    // pass would count other's target among the unchanged ones), at a
+    // revision after the marker's put.
+    let records = wait_until("the marker pass's record", Duration::from_secs(10), || {
+        let records = crate::history::records(&etcd, "prod");
+        (records.len() > recorded).then_some(records)
+    });
+    let (_, record) = records.last().unwrap();
+    assert_eq!(record["partial"], serde_json::json!(true), "{record}");
+    assert_eq!(record["unchanged"], serde_json::json!(0), "{record}");
+    let targets: Vec<&str> = record["targets"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(targets, ["prod/db/0"], "{record}");
+    let marker = etcd.ctl_ok(&["get", "-w", "json", "/cfgsync/_secret-versions/prod/db"]);
+    let marker: serde_json::Value = serde_json::from_str(&marker).unwrap();
+    let marker_rev = marker["kvs"][0]["mod_revision"].as_i64().unwrap();
+    assert!(record["revision"].as_i64().unwrap() >= marker_rev, "{record} before the marker at {marker_rev}");
+    assert!(read_or_empty(&p.path("out/other.env")).contains("HOST=db.prod"));
+    assert!(!log.contains(CANARY), "a secret value in the log");
+}
