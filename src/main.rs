@@ -9,6 +9,13 @@
 //!   cfgsync: output stops quietly, with no panic and no "Broken pipe".
 //!   The exit code is the one already known (a pass that failed still
 //!   exits 1), else 0, as ripgrep does.
+//! - Only the commands that render, or read what the templates name,
+//!   compile the templates ([`uses_templates`]). `set`, `set-secret`,
+//!   `refresh`, `status`, `import` and `policy` load and validate the config
+//!   alone (a config error is still exit 2 with its file and line): at
+//!   fleet scale compiling is most of their start-up, and a template broken
+//!   elsewhere does not stop a value from being written — `validate`,
+//!   `plan` and the service's reload report it.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -117,6 +124,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::CompleteNames { what } => return Ok(cmd::completions::names(&cli.config, *what)),
         _ => {}
     }
+    if !uses_templates(&cli.command) {
+        let config = config::load(&cli.config, &ProcessEnv)?;
+        tracing::debug!(outputs = config.outputs.len(), "config loaded; no template compiled");
+        return Ok(without_templates(&config, cli).await?);
+    }
     let validating = matches!(cli.command, Command::Validate);
     let loaded = config::load(&cli.config, &ProcessEnv).and_then(|config| {
         tracing::debug!(outputs = config.outputs.len(), "config loaded");
@@ -156,37 +168,62 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::Diff(args) => return Ok(cmd::diff::run(&ctx, &args).await?),
         Command::RunWith(args) => return Ok(cmd::run_with::run(&ctx, &args).await?),
         Command::Explain(args) => return Ok(cmd::explain::run(&ctx, &args).await?),
-        Command::Set(args) => return Ok(cmd::set::run_set(&ctx, &args).await?),
         Command::Rollback(a) => return Ok(cmd::rollback::run(&ctx, &rollback_args(a)).await?),
         Command::Rotate { command: RotateCommand::Verify { env, secret, wait } } => {
             let args = cmd::rotate::VerifyArgs { env, secret, wait };
             return Ok(cmd::rotate::verify(&ctx, &args, cli.kubeconfig.clone()).await?);
         }
-        Command::Refresh { env, wait } => {
-            return Ok(cmd::refresh::run(&ctx, &cmd::refresh::RefreshArgs { env, wait }).await?);
-        }
         Command::Log { env, name, since } => {
             return Ok(cmd::log::run(&ctx, &env, name.as_deref(), since.as_deref()).await?);
         }
-        Command::SetSecret(args) => return Ok(cmd::set::run_set_secret(&ctx, &args).await?),
-        Command::Import(args) => return Ok(cmd::import::run(&ctx, &args, cli.kubeconfig.clone()).await?),
-        Command::Policy { command: PolicyCommand::Apply { dir, dry_run } } => {
-            return Ok(cmd::policy::run_apply(&ctx, dir.as_deref(), dry_run).await?);
-        }
-        Command::Policy { command: PolicyCommand::Plan { dir } } => {
-            return Ok(cmd::policy::run_plan(&ctx, dir.as_deref()).await?);
-        }
         Command::Whoami { env } => return Ok(cmd::whoami::run(&ctx, env.as_deref()).await?),
-        Command::Status { env } => return Ok(cmd::status::run(&ctx, env.as_deref()).await?),
         Command::Completions { .. } | Command::Man { .. } | Command::CompleteNames { .. } => {
             unreachable!("handled before loading the config")
         }
+        Command::Set(_)
+        | Command::SetSecret(_)
+        | Command::Refresh { .. }
+        | Command::Status { .. }
+        | Command::Import(_)
+        | Command::Policy { .. } => unreachable!("handled without templates above"),
         Command::Run { .. } => unreachable!("handled above"),
     };
     if let Some(env) = &options.env {
         check_env(&config, env)?;
     }
     pass(&config, &templates, &options, mode, cli.output, cli.kubeconfig).await
+}
+
+/// Whether `command` needs the compiled templates: it renders, or reads
+/// their analysis (the secret paths a template names, the outputs that use
+/// a value). The others load and validate the config only.
+fn uses_templates(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Set(_)
+            | Command::SetSecret(_)
+            | Command::Refresh { .. }
+            | Command::Status { .. }
+            | Command::Import(_)
+            | Command::Policy { .. }
+    )
+}
+
+/// The commands that need no template (see [`uses_templates`]).
+async fn without_templates(config: &Config, cli: Cli) -> Result<ExitCode, cmd::CmdError> {
+    let ctx = cmd::ConfigContext { config, output: cli.output };
+    match cli.command {
+        Command::Set(args) => cmd::set::run_set(&ctx, &args).await,
+        Command::SetSecret(args) => cmd::set::run_set_secret(&ctx, &args).await,
+        Command::Refresh { env, wait } => cmd::refresh::run(&ctx, &cmd::refresh::RefreshArgs { env, wait }).await,
+        Command::Status { env } => cmd::status::run(&ctx, env.as_deref()).await,
+        Command::Import(args) => cmd::import::run(&ctx, &args, cli.kubeconfig).await,
+        Command::Policy { command: PolicyCommand::Apply { dir, dry_run } } => {
+            cmd::policy::run_apply(&ctx, dir.as_deref(), dry_run).await
+        }
+        Command::Policy { command: PolicyCommand::Plan { dir } } => cmd::policy::run_plan(&ctx, dir.as_deref()).await,
+        _ => unreachable!("uses_templates() lists every command handled here"),
+    }
 }
 
 /// `rollback`'s flags as the command takes them.

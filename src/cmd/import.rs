@@ -143,7 +143,7 @@ use serde::Serialize;
 
 use super::inventory::{Clients, KeyClient};
 use super::terminal::{Style, confirm};
-use super::{CmdError, Context, check_env, check_relative_name};
+use super::{CmdError, ConfigContext, check_env, check_relative_name};
 use crate::cli::{ImportArgs, OutputFormat};
 use crate::config::Config;
 use crate::secret::Content;
@@ -598,7 +598,7 @@ fn plan(
 /// `cfgsync import --env E FROM`: read, classify, look at etcd and Vault,
 /// show the plan, ask, write.
 pub async fn run(
-    ctx: &Context<'_>,
+    ctx: &ConfigContext<'_>,
     args: &ImportArgs,
     kubeconfig: Option<std::path::PathBuf>,
 ) -> Result<ExitCode, CmdError> {

@@ -43,10 +43,22 @@ use crate::source::SourceError;
 use crate::targets::TargetKind;
 use crate::targets::file::FileTarget;
 
-/// What every command gets from `main`.
+/// What a command that renders or analyses templates gets from `main`.
 pub struct Context<'a> {
     pub config: &'a Config,
     pub templates: &'a Templates,
+    /// `--output`.
+    pub output: OutputFormat,
+}
+
+/// What a command that needs no template gets from `main` (`set`,
+/// `set-secret`, `refresh`, `status`, `import`, `policy`): the validated
+/// config without its compiled templates. Compiling every template is most
+/// of such a command's start-up at fleet scale, and a template broken
+/// elsewhere in the config does not stop a value from being written (the
+/// next `validate`, `plan` or service reload reports it).
+pub struct ConfigContext<'a> {
+    pub config: &'a Config,
     /// `--output`.
     pub output: OutputFormat,
 }

@@ -61,7 +61,7 @@ use std::process::ExitCode;
 use serde::{Deserialize, Serialize};
 
 use super::inventory::{Clients, KeyClient};
-use super::{CmdError, Context};
+use super::{CmdError, ConfigContext};
 use crate::cli::OutputFormat;
 use crate::config::{Config, Location, Problem, SecretsSource};
 use crate::source::etcd_admin::{self, Access, PrefixGrant, RoleChange};
@@ -348,7 +348,7 @@ struct Outcome {
 /// Makes etcd and Vault agree with `roles` (or, with `dry_run`, finds what
 /// would change). `Err` is the exit code of a source that cannot be reached
 /// (already reported).
-async fn reconcile_roles(ctx: &Context<'_>, roles: &[Role], dry_run: bool) -> Result<Outcome, ExitCode> {
+async fn reconcile_roles(ctx: &ConfigContext<'_>, roles: &[Role], dry_run: bool) -> Result<Outcome, ExitCode> {
     let clients = Clients::new(ctx.config);
     let etcd = match &clients.keys {
         KeyClient::Etcd { source, .. } => match source.connect().await {
@@ -427,7 +427,7 @@ impl Outcome {
         roles + keys
     }
 
-    fn print(&self, ctx: &Context<'_>, source: &PolicySource, dry_run: bool, plan: bool) -> Result<(), CmdError> {
+    fn print(&self, ctx: &ConfigContext<'_>, source: &PolicySource, dry_run: bool, plan: bool) -> Result<(), CmdError> {
         let stdout = io::stdout();
         let mut out = stdout.lock();
         match ctx.output {
@@ -472,7 +472,7 @@ impl Outcome {
 }
 
 /// `cfgsync policy apply`.
-pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> Result<ExitCode, CmdError> {
+pub async fn run_apply(ctx: &ConfigContext<'_>, dir: Option<&Path>, dry_run: bool) -> Result<ExitCode, CmdError> {
     let source = PolicySource::resolve(dir, &ctx.config.dir);
     let roles = source.load(&Vars::of(ctx.config))?;
     let outcome = match reconcile_roles(ctx, &roles, dry_run).await {
@@ -486,7 +486,7 @@ pub async fn run_apply(ctx: &Context<'_>, dir: Option<&Path>, dry_run: bool) -> 
 /// `cfgsync policy plan`: what `apply` would change, compared with what
 /// the servers hold now; exit 0 nothing, 1 changes, 2 could not tell (like
 /// diff(1)).
-pub async fn run_plan(ctx: &Context<'_>, dir: Option<&Path>) -> Result<ExitCode, CmdError> {
+pub async fn run_plan(ctx: &ConfigContext<'_>, dir: Option<&Path>) -> Result<ExitCode, CmdError> {
     let source = PolicySource::resolve(dir, &ctx.config.dir);
     let roles = source.load(&Vars::of(ctx.config))?;
     let outcome = match reconcile_roles(ctx, &roles, true).await {

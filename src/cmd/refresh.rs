@@ -37,7 +37,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::rotate::ask_service;
-use super::{CmdError, Context, check_env};
+use super::{CmdError, ConfigContext, check_env};
 use crate::config::KeysSource;
 use crate::service::published::EnvRecord;
 use crate::source::etcd::EtcdSource;
@@ -70,7 +70,7 @@ struct Outcome<'a> {
 }
 
 /// `cfgsync refresh`.
-pub async fn run(ctx: &Context<'_>, args: &RefreshArgs) -> Result<ExitCode, CmdError> {
+pub async fn run(ctx: &ConfigContext<'_>, args: &RefreshArgs) -> Result<ExitCode, CmdError> {
     let env = args.env.as_str();
     check_env(ctx.config, env)?;
     if !matches!(ctx.config.secrets, Some(crate::config::SecretsSource::Vault(_))) {
@@ -146,7 +146,7 @@ async fn status_record(config: &crate::config::Config, env: &str) -> Option<EnvR
     EnvRecord::parse(resp.kvs().first()?.value())
 }
 
-fn print(ctx: &Context<'_>, o: &Outcome<'_>) -> io::Result<()> {
+fn print(ctx: &ConfigContext<'_>, o: &Outcome<'_>) -> io::Result<()> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match ctx.output {

@@ -30,7 +30,7 @@ use std::process::ExitCode;
 
 use super::inventory::{Clients, KeyClient};
 use super::terminal::{Style, confirm, read_secret_value};
-use super::{CmdError, Context, check_env, check_relative_name};
+use super::{CmdError, ConfigContext, check_env, check_relative_name};
 use crate::cli::{SetArgs, SetSecretArgs};
 use crate::source::etcd_admin::{self, GuardedPut, Meta};
 use crate::source::vault_admin::{self, one_line};
@@ -66,7 +66,7 @@ fn ask(yes: bool, question: &str) -> Result<bool, CmdError> {
 }
 
 /// `cfgsync set E NAME VALUE`.
-pub async fn run_set(ctx: &Context<'_>, args: &SetArgs) -> Result<ExitCode, CmdError> {
+pub async fn run_set(ctx: &ConfigContext<'_>, args: &SetArgs) -> Result<ExitCode, CmdError> {
     check_env(ctx.config, &args.env)?;
     check_relative_name("key name", &args.name)?;
     let clients = Clients::new(ctx.config);
@@ -178,7 +178,7 @@ fn failed(message: &str) -> Result<ExitCode, CmdError> {
 }
 
 /// `cfgsync set-secret E PATH FIELD`.
-pub async fn run_set_secret(ctx: &Context<'_>, args: &SetSecretArgs) -> Result<ExitCode, CmdError> {
+pub async fn run_set_secret(ctx: &ConfigContext<'_>, args: &SetSecretArgs) -> Result<ExitCode, CmdError> {
     check_env(ctx.config, &args.env)?;
     check_relative_name("secret path", &args.path)?;
     check_field(&args.field)?;

@@ -28,7 +28,7 @@ use etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
 use serde::Serialize;
 
 use super::inventory::{Clients, KeyClient};
-use super::{CmdError, Context, check_env};
+use super::{CmdError, ConfigContext, check_env};
 use crate::cli::OutputFormat;
 use crate::report::Style;
 use crate::service::published::{EnvRecord, TargetState};
@@ -64,7 +64,7 @@ impl EnvStatus {
 }
 
 /// `cfgsync status [--env E]`.
-pub async fn run(ctx: &Context<'_>, env: Option<&str>) -> Result<ExitCode, CmdError> {
+pub async fn run(ctx: &ConfigContext<'_>, env: Option<&str>) -> Result<ExitCode, CmdError> {
     let envs: Vec<String> = match env {
         Some(e) => {
             check_env(ctx.config, e)?;

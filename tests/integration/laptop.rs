@@ -514,6 +514,59 @@ fn explain_shows_revision_version_owner_and_reason_set_through_set_and_set_secre
     assert_no_canary(&r);
 }
 
+/// `set` and `set-secret` render nothing, so they do not compile the
+/// templates: one broken elsewhere stops neither (the commands that render
+/// still refuse, exit 2). A config error stops them all, named by file and
+/// line, with nothing written.
+#[test]
+fn set_and_set_secret_write_despite_a_broken_template_but_not_despite_a_config_error() {
+    let (etcd, vault) = (Etcd::start(), Vault::start());
+    seed(&etcd, &vault);
+    let p = project(&etcd, &vault);
+    let good = p.read("cfgsync.toml");
+    let broken = good.replace("dark_mode: {{ key(name='flags/dark_mode') }}", "dark_mode: {{ key(name='flags/dark_mode') ");
+    assert_ne!(broken, good);
+    p.write("cfgsync.toml", &broken);
+    let r = p.run(&["plan", "--env", "prod"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("template syntax error"), "{r:?}");
+
+    let r = p.run(&["set", "prod", "api/db_host", "db3.prod.internal", "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(etcd.ctl_ok(&["get", "--print-value-only", "/cfgsync/prod/api/db_host"]), "db3.prod.internal\n");
+    let set_secret = |p: &Project, value: &str| {
+        let mut child = p
+            .command(&["set-secret", "prod", "api/db", "password", "--yes"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{value}\n").as_bytes()).unwrap();
+        run_output(child.wait_with_output().unwrap())
+    };
+    let r = set_secret(&p, &format!("{CANARY}-despite"));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_no_canary(&r);
+    assert!(r.stdout.ends_with("written: secret/prod/api/db version 2\n"), "{r:?}");
+
+    // A config error: exit 2, file and line, nothing written.
+    p.write("cfgsync.toml", &good.replace("[envs.prod]", "[envs.prod]\nbogus = 1"));
+    let r = p.run(&["set", "prod", "api/db_host", "db4.prod.internal", "--yes"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.starts_with("error: ") && r.stderr.contains("cfgsync.toml:") && r.stderr.contains("bogus"), "{r:?}");
+    assert_eq!(etcd.ctl_ok(&["get", "--print-value-only", "/cfgsync/prod/api/db_host"]), "db3.prod.internal\n");
+    let r = set_secret(&p, &format!("{CANARY}-not-written"));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("cfgsync.toml:") && r.stderr.contains("bogus"), "{r:?}");
+    assert_eq!(vault.bao_ok(&["kv", "get", "-mount=secret", "-field=password", "prod/api/db"]), format!("{CANARY}-despite"));
+    for args in [&["status"][..], &["refresh", "--env", "prod"], &["policy", "plan"]] {
+        let r = p.run(args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains("cfgsync.toml:") && r.stderr.contains("bogus"), "{args:?}: {r:?}");
+    }
+}
+
 #[test]
 fn completions_and_man_page_come_from_the_clap_definitions() {
     let p = Project::new("");
