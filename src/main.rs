@@ -127,7 +127,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     if !uses_templates(&cli.command) {
         let config = config::load(&cli.config, &ProcessEnv)?;
         tracing::debug!(outputs = config.outputs.len(), "config loaded; no template compiled");
-        return Ok(without_templates(&config, cli).await?);
+        let code = without_templates(&config, cli).await;
+        // The process ends here: the OS takes the config back at once,
+        // where its destructor would walk every output (a tenth of
+        // `set-secret`'s run at fleet-300).
+        std::mem::forget(config);
+        return Ok(code?);
     }
     let validating = matches!(cli.command, Command::Validate);
     let loaded = config::load(&cli.config, &ProcessEnv).and_then(|config| {

@@ -46,7 +46,7 @@ pub(super) fn deserialize<T: DeserializeOwned>(
     lines: &LineIndex,
 ) -> Result<(T, Vec<Problem>), ConfigError> {
     let at = |offset: usize| lines.location(path, source, offset);
-    let (mut doc, syntax) = DeTable::parse_recoverable(source);
+    let (parsed, syntax) = DeTable::parse_recoverable(source);
     if !syntax.is_empty() {
         let problems = syntax
             .iter()
@@ -55,6 +55,15 @@ pub(super) fn deserialize<T: DeserializeOwned>(
             .collect();
         return Err(ConfigError { problems });
     }
+    // The first round takes the tree itself: a config without problems
+    // (nearly every load) costs one parse and no copy of the tree (a tenth
+    // of a one-shot command's run at fleet scale). After an error the tree
+    // is parsed again, and each next round deserializes a copy of it.
+    let mut first_error = match T::deserialize(toml::de::Deserializer::from(parsed)) {
+        Ok(value) => return Ok((value, Vec::new())),
+        Err(e) => Some(e),
+    };
+    let mut doc = DeTable::parse_recoverable(source).0;
     let mut problems = Vec::new();
     // Paths cut out for errors other than unknown fields, and the fields
     // suggested for unknown ones: what later errors may merely follow from.
@@ -62,10 +71,13 @@ pub(super) fn deserialize<T: DeserializeOwned>(
     let mut suggested: Vec<String> = Vec::new();
     let mut only_unknown_fields = true;
     loop {
-        let error = match T::deserialize(toml::de::Deserializer::from(doc.clone())) {
-            Ok(value) if only_unknown_fields => return Ok((value, problems)),
-            Ok(_) => return Err(ConfigError { problems }),
-            Err(e) => e,
+        let error = match first_error.take() {
+            Some(e) => e,
+            None => match T::deserialize(toml::de::Deserializer::from(doc.clone())) {
+                Ok(value) if only_unknown_fields => return Ok((value, problems)),
+                Ok(_) => return Err(ConfigError { problems }),
+                Err(e) => e,
+            },
         };
         let message = error.message().trim_end();
         if problems.len() >= MAX_PROBLEMS {
