@@ -524,7 +524,8 @@ fn set_and_set_secret_write_despite_a_broken_template_but_not_despite_a_config_e
     seed(&etcd, &vault);
     let p = project(&etcd, &vault);
     let good = p.read("cfgsync.toml");
-    let broken = good.replace("dark_mode: {{ key(name='flags/dark_mode') }}", "dark_mode: {{ key(name='flags/dark_mode') ");
+    let broken =
+        good.replace("dark_mode: {{ key(name='flags/dark_mode') }}", "dark_mode: {{ key(name='flags/dark_mode') ");
     assert_ne!(broken, good);
     p.write("cfgsync.toml", &broken);
     let r = p.run(&["plan", "--env", "prod"]);
@@ -554,12 +555,18 @@ fn set_and_set_secret_write_despite_a_broken_template_but_not_despite_a_config_e
     p.write("cfgsync.toml", &good.replace("[envs.prod]", "[envs.prod]\nbogus = 1"));
     let r = p.run(&["set", "prod", "api/db_host", "db4.prod.internal", "--yes"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.starts_with("error: ") && r.stderr.contains("cfgsync.toml:") && r.stderr.contains("bogus"), "{r:?}");
+    assert!(
+        r.stderr.starts_with("error: ") && r.stderr.contains("cfgsync.toml:") && r.stderr.contains("bogus"),
+        "{r:?}"
+    );
     assert_eq!(etcd.ctl_ok(&["get", "--print-value-only", "/cfgsync/prod/api/db_host"]), "db3.prod.internal\n");
     let r = set_secret(&p, &format!("{CANARY}-not-written"));
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("cfgsync.toml:") && r.stderr.contains("bogus"), "{r:?}");
-    assert_eq!(vault.bao_ok(&["kv", "get", "-mount=secret", "-field=password", "prod/api/db"]), format!("{CANARY}-despite"));
+    assert_eq!(
+        vault.bao_ok(&["kv", "get", "-mount=secret", "-field=password", "prod/api/db"]),
+        format!("{CANARY}-despite")
+    );
     for args in [&["status"][..], &["refresh", "--env", "prod"], &["policy", "plan"]] {
         let r = p.run(args);
         assert_eq!(r.code, 2, "{args:?}: {r:?}");
