@@ -160,3 +160,33 @@ fn the_running_service_is_asked_for_the_pass() {
     assert!(history.contains("\"replica\":\"r-rotate\""), "{history}");
     assert!(svc.log().contains("a pass was asked for"), "{}", svc.log());
 }
+
+/// A new version of the `[fingerprint] key` written through `set-secret`
+/// re-keys every keyed target at once, though no template reads that path:
+/// its marker passes the whole env, not only the outputs that read it.
+#[test]
+fn a_marked_fingerprint_key_passes_the_whole_env() {
+    let (etcd, _vault, kube, p) = bed();
+    let svc = Service::start(&p, &["--replica-id", "r-rotate"], &[]);
+    svc.wait_ready(Duration::from_secs(30));
+    let fingerprint = || -> Option<String> {
+        let secret = kube.get_object(Kind::Secret, "api", "api")?;
+        secret["metadata"]["annotations"]["cfgsync.io/fingerprint"].as_str().map(str::to_owned)
+    };
+    let before = wait_until("the Secret's fingerprint", Duration::from_secs(10), fingerprint);
+    let mut child = p
+        .command(&["set-secret", "prod", "cfgsync/fingerprint", "key", "--yes"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"fingerprint-key-prod-2\n").unwrap();
+    let r = crate::support::run_output(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 0, "{r:?}");
+    // The interval is 1h: only the marker can bring the new key this soon.
+    wait_until("the Secret re-keyed with the new fingerprint key", Duration::from_secs(10), || {
+        fingerprint().filter(|f| *f != before)
+    });
+    drop(etcd);
+}
