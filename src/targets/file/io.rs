@@ -156,6 +156,20 @@ pub fn held_secret(mode: u32) -> bool {
 /// Reads `name` in `dir` without following a symlink and without opening
 /// anything but a regular file for reading. `Ok(None)` when absent.
 pub fn read(dir: &OwnedFd, dir_path: &Path, name: &OsStr) -> Result<Option<Found>, PathError> {
+    read_expecting(dir, dir_path, name, None)
+}
+
+/// [`read`], compared while it is read with what a target wants there
+/// (`expected`): a file that holds exactly those bytes is found holding
+/// them, shared (no buffer of its size is filled, nothing is copied: a
+/// pass over unchanged files touches no fresh memory for them); any other
+/// file is read as [`read`] reads it, from where it first differed.
+pub fn read_expecting(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    name: &OsStr,
+    expected: Option<&Content>,
+) -> Result<Option<Found>, PathError> {
     let path = dir_path.join(name);
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
@@ -185,13 +199,57 @@ pub fn read(dir: &OwnedFd, dir_path: &Path, name: &OsStr) -> Result<Option<Found
     if size > MAX_READ {
         return Ok(Some(Found { content: None, size, mode, id }));
     }
-    let mut content = Vec::with_capacity(size as usize);
-    std::fs::File::from(fd).take(MAX_READ + 1).read_to_end(&mut content).map_err(|e| io_err(&path, e))?;
+    let mut file = std::fs::File::from(fd);
+    let mut content = Vec::new();
+    if let Some(expected) = expected.filter(|e| e.len() as u64 == size) {
+        match read_same(&mut file, expected.expose()).map_err(|e| io_err(&path, e))? {
+            Same::Yes => {
+                return Ok(Some(Found { size, content: Some(expected.with_secret(held_secret(mode))), mode, id }));
+            }
+            Same::Differs(start) => content = start,
+        }
+    }
+    content.reserve((size as usize).saturating_sub(content.len()));
+    let limit = (MAX_READ + 1).saturating_sub(content.len() as u64);
+    file.take(limit).read_to_end(&mut content).map_err(|e| io_err(&path, e))?;
     if content.len() as u64 > MAX_READ {
         return Ok(Some(Found { content: None, size: content.len() as u64, mode, id }));
     }
     let size = content.len() as u64;
     Ok(Some(Found { size, content: Some(Content::new(content, held_secret(mode))), mode, id }))
+}
+
+/// What comparing a file with the bytes expected found.
+enum Same {
+    /// The file holds exactly `expected`, to its end.
+    Yes,
+    /// It does not: what was read of it so far (the rest follows).
+    Differs(Vec<u8>),
+}
+
+/// Reads `file` from its current offset in pieces, comparing each with
+/// `expected`, through one small buffer.
+fn read_same(file: &mut std::fs::File, expected: &[u8]) -> std::io::Result<Same> {
+    const PIECE: usize = 64 * 1024;
+    let mut buf = vec![0u8; PIECE.min(expected.len() + 1)];
+    let mut at = 0;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(if at == expected.len() { Same::Yes } else { Same::Differs(expected[..at].to_vec()) });
+        }
+        if expected.get(at..at + n) != Some(&buf[..n]) {
+            let mut read = Vec::with_capacity(expected.len().max(at + n));
+            read.extend_from_slice(&expected[..at]);
+            read.extend_from_slice(&buf[..n]);
+            return Ok(Same::Differs(read));
+        }
+        at += n;
+    }
 }
 
 /// What kind of entry `name` is in `dir` (without following it).
