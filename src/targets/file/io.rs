@@ -393,6 +393,48 @@ mod tests {
         assert!(read(&dir, &dir_path, OsStr::new("absent")).unwrap().is_none());
     }
 
+    /// A file compared with what a target wants while it is read is found
+    /// holding exactly its own bytes, whatever it holds: the wanted bytes
+    /// (shared) only when it is those to its end; any difference, at any
+    /// offset (in the first piece, beyond it, the last byte), a shorter or
+    /// a longer file, reads the file itself.
+    #[test]
+    fn a_file_compared_while_read_is_found_holding_its_own_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = open_dir(tmp.path(), Path::new(""), false).unwrap().unwrap();
+        let wanted: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let expected = Content::plain(wanted.clone());
+        let name = OsStr::new("f");
+        let found = |bytes: &[u8]| {
+            std::fs::write(tmp.path().join("f"), bytes).unwrap();
+            read_expecting(&dir, tmp.path(), name, Some(&expected)).unwrap().unwrap().content.unwrap()
+        };
+        let same = found(&wanted);
+        assert!(std::ptr::eq(same.expose(), expected.expose()), "equal: the wanted bytes, shared");
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for at in [0, 1_000, 65_536, 150_000, wanted.len() - 1] {
+            let mut edited = wanted.clone();
+            edited[at] = b'#';
+            cases.push(edited);
+        }
+        cases.push(wanted[..wanted.len() - 1].to_vec());
+        cases.push([&wanted[..], b"+"].concat());
+        cases.push(Vec::new());
+        for case in cases {
+            let got = found(&case);
+            assert!(got.expose() == case.as_slice(), "a file of {} bytes read as {} bytes", case.len(), got.len());
+            assert!(!std::ptr::eq(got.expose(), expected.expose()));
+        }
+        // Nothing wanted, or a file of another size: read as it is.
+        std::fs::write(tmp.path().join("f"), &wanted).unwrap();
+        let plain = read_expecting(&dir, tmp.path(), name, None).unwrap().unwrap().content.unwrap();
+        assert_eq!(plain.expose(), wanted.as_slice());
+        // Found secret or not as its mode says, whatever the wanted content is.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path().join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(found(&wanted).is_secret());
+    }
+
     #[test]
     fn writes_are_atomic_and_leftovers_are_recognised() {
         let tmp = tempfile::tempdir().unwrap();
