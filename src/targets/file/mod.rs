@@ -39,6 +39,14 @@
 //! - **Drift**: a file that no longer holds what cfgsync recorded writing,
 //!   when the source did not change, was edited by hand: restored and
 //!   counted as drift.
+//! - **An unchanged file costs one read and one hash**: observing compares
+//!   each file with the bytes its target wants while reading it, through a
+//!   small buffer ([`io::read_expecting`]: a file equal to them is kept as
+//!   those very bytes, shared, not as a copy), and the plan computes the
+//!   one keyed fingerprint of the wanted content that decides drift and
+//!   becomes the record apply keeps; what a file held is fingerprinted (and
+//!   judged for showing) only when it differs. The byte comparison decides
+//!   "unchanged", never a fingerprint or a timestamp alone.
 //! - **Leftovers**: temp files of a write that was killed are removed by the
 //!   next pass over their directory (shown in the plan).
 //! - Output of `check_cmd`/`reload_cmd` is shown only for outputs that read
