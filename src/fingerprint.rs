@@ -64,24 +64,37 @@ impl EnvFingerprinter {
 
     /// `sha256:<hex>` for untainted content, `hmac-sha256:<hex>` for tainted.
     /// `None` when the content is tainted and there is no key.
+    ///
+    /// What is hashed is each entry's name and bytes, each preceded by its
+    /// length (8 bytes, big-endian), fed to the hash as they are: no
+    /// canonical copy of the content is built (a pass over megabytes of
+    /// rendered output paid a copy and its fresh pages for nothing).
     pub fn fingerprint<'a>(
         &self,
         data: impl IntoIterator<Item = (&'a String, &'a [u8])>,
         tainted: bool,
     ) -> Option<String> {
-        let mut canonical = Vec::new();
-        for (k, v) in data {
-            canonical.extend_from_slice(&(k.len() as u64).to_be_bytes());
-            canonical.extend_from_slice(k.as_bytes());
-            canonical.extend_from_slice(&(v.len() as u64).to_be_bytes());
-            canonical.extend_from_slice(v);
-        }
         if tainted {
             let key = hmac::Key::new(hmac::HMAC_SHA256, self.key.as_ref()?.expose().as_bytes());
-            Some(format!("hmac-sha256:{}", hex(&hmac::sign(&key, &canonical).as_ref()[..16])))
+            let mut ctx = hmac::Context::with_key(&key);
+            feed(data, |part| ctx.update(part));
+            Some(format!("hmac-sha256:{}", hex(&ctx.sign().as_ref()[..16])))
         } else {
-            Some(format!("sha256:{}", hex(&digest::digest(&digest::SHA256, &canonical).as_ref()[..16])))
+            let mut ctx = digest::Context::new(&digest::SHA256);
+            feed(data, |part| ctx.update(part));
+            Some(format!("sha256:{}", hex(&ctx.finish().as_ref()[..16])))
         }
+    }
+}
+
+/// The canonical form of `data`, in parts: for each entry, its name's
+/// length, the name, its value's length, the value.
+fn feed<'a>(data: impl IntoIterator<Item = (&'a String, &'a [u8])>, mut update: impl FnMut(&[u8])) {
+    for (k, v) in data {
+        update(&(k.len() as u64).to_be_bytes());
+        update(k.as_bytes());
+        update(&(v.len() as u64).to_be_bytes());
+        update(v);
     }
 }
 
@@ -111,6 +124,31 @@ impl fmt::Debug for Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The canonical form the stored fingerprints were always computed over
+    /// (one buffer), which the incremental hashing must reproduce exactly:
+    /// a changed fingerprint would read as drift on every object written
+    /// before.
+    #[test]
+    fn fingerprints_are_those_of_the_canonical_buffer() {
+        let (a, b, c) = ("A".to_owned(), "BB".to_owned(), String::new());
+        let data = [(&a, &b"CANARY-1"[..]), (&b, &b""[..]), (&c, &b"x"[..])];
+        let mut canonical = Vec::new();
+        for (k, v) in data {
+            canonical.extend_from_slice(&(k.len() as u64).to_be_bytes());
+            canonical.extend_from_slice(k.as_bytes());
+            canonical.extend_from_slice(&(v.len() as u64).to_be_bytes());
+            canonical.extend_from_slice(v);
+        }
+        let plain = EnvFingerprinter::new(None);
+        let sha = hex(&digest::digest(&digest::SHA256, &canonical).as_ref()[..16]);
+        assert_eq!(plain.fingerprint(data, false), Some(format!("sha256:{sha}")));
+        assert_eq!(plain.fingerprint(data, true), None, "no key: no fingerprint of secret content");
+        let keyed = EnvFingerprinter::new(Some(SecretString::new("k")));
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let mac = hex(&hmac::sign(&key, &canonical).as_ref()[..16]);
+        assert_eq!(keyed.fingerprint(data, true), Some(format!("hmac-sha256:{mac}")));
+    }
 
     #[test]
     fn equal_values_match_within_a_run_and_keys_differ_between_runs() {

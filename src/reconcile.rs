@@ -576,7 +576,7 @@ async fn plan_env_observed<'a>(input: &PlanInput<'a, '_>, snapshot: Arc<Snapshot
     let mut outputs: Vec<Option<Rendered>> = Vec::new();
     for (index, output) in config.outputs.iter().enumerate().filter(|(_, o)| o.envs.contains(&env)) {
         let in_pass = in_pass.contains(&index);
-        let (mut out, ok) = output_report(input, index, rendered.remove(&index), in_pass, &env, &pass.keyed);
+        let (mut out, ok) = output_report(input, index, rendered.remove(&index), in_pass, &env);
         let reports = in_pass && out.error.is_none() && out.skipped.is_none();
         let position = report.outputs.len();
         for (t, target) in output.targets.iter().enumerate() {
@@ -595,6 +595,24 @@ async fn plan_env_observed<'a>(input: &PlanInput<'a, '_>, snapshot: Arc<Snapshot
         report.outputs.push(out);
         outputs.push(ok);
     }
+    // The outputs' fingerprints (for the history) are computed beside the
+    // planning, on another thread: hashing every rendered byte once more
+    // is as long as planning a pass over unchanged files, and the bytes are
+    // shared, not copied.
+    let to_fingerprint: Vec<(usize, BTreeMap<String, crate::secret::Content>, bool)> = outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(position, r)| Some((position, r.as_ref()?.entries.clone(), r.as_ref()?.tainted)))
+        .collect();
+    let keyed = pass.keyed.clone();
+    let fingerprints = tokio::task::spawn_blocking(move || {
+        to_fingerprint
+            .into_iter()
+            .map(|(position, entries, tainted)| {
+                (position, keyed.fingerprint(entries.iter().map(|(k, v)| (k, v.expose())), tainted))
+            })
+            .collect::<Vec<_>>()
+    });
     let selected = selected_entries(config, &slots, &outputs);
     let jobs: Vec<Job<'_>> = slots
         .iter()
@@ -612,6 +630,14 @@ async fn plan_env_observed<'a>(input: &PlanInput<'a, '_>, snapshot: Arc<Snapshot
     let mut kinds = KindPlans::plan(input.targets, &jobs, &pass.ctx(), early, options.files_only).await;
     debug!(env, took_ms = started.elapsed().as_millis() as u64, "observed and planned");
     kinds.report_into(&mut report);
+    match fingerprints.await {
+        Ok(fingerprints) => {
+            for (position, fingerprint) in fingerprints {
+                report.outputs[position].fingerprint = fingerprint;
+            }
+        }
+        Err(e) => warn!(env, error = %e, "cannot fingerprint the rendered outputs; the history records none"),
+    }
     EnvPlan { report, pass, kinds }
 }
 
@@ -665,7 +691,6 @@ fn output_report(
     result: Option<Result<Rendered, RenderError>>,
     in_pass: bool,
     env: &str,
-    keyed: &EnvFingerprinter,
 ) -> (OutputReport, Option<Rendered>) {
     let output = &input.config.outputs[index];
     let mut out = OutputReport {
@@ -682,7 +707,6 @@ fn output_report(
             trace!(output = %output.name, env, tainted = r.tainted, reads = r.used.len(), "output rendered");
             out.tainted = r.tainted;
             out.used = r.used.clone();
-            out.fingerprint = keyed.fingerprint(r.entries.iter().map(|(k, v)| (k, v.expose())), r.tainted);
             Some(r)
         }
         Some(Err(e)) => {

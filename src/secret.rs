@@ -12,6 +12,7 @@
 //! secret content. Neither type implements `Display` or `Serialize`.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A string that must never be printed: a Vault field, a password, a token.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -50,26 +51,41 @@ impl From<String> for SecretString {
 /// Rendered bytes and whether they are secret (the output that produced
 /// them read a secret: taint is per output, so every entry of a tainted
 /// output is secret).
+///
+/// The bytes are shared, never copied by a clone: a rendered output is
+/// held by its rendering, the items its targets want and what a file
+/// target found equal to it, and a pass over megabytes of output paid a
+/// copy (and its fresh pages) for each.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Content {
-    bytes: Vec<u8>,
+    bytes: Arc<Vec<u8>>,
     secret: bool,
 }
 
 impl Content {
     /// Content that read no secret.
     pub fn plain(bytes: impl Into<Vec<u8>>) -> Self {
-        Self { bytes: bytes.into(), secret: false }
+        Self { bytes: Arc::new(bytes.into()), secret: false }
     }
 
     /// Content derived from a secret.
     pub fn secret(bytes: impl Into<Vec<u8>>) -> Self {
-        Self { bytes: bytes.into(), secret: true }
+        Self { bytes: Arc::new(bytes.into()), secret: true }
     }
 
     /// `secret` or plain, as `tainted` says.
     pub fn new(bytes: impl Into<Vec<u8>>, tainted: bool) -> Self {
-        Self { bytes: bytes.into(), secret: tainted }
+        Self { bytes: Arc::new(bytes.into()), secret: tainted }
+    }
+
+    /// The same bytes (shared, not copied), secret as `secret` says.
+    pub fn with_secret(&self, secret: bool) -> Self {
+        Self { bytes: self.bytes.clone(), secret }
+    }
+
+    /// Whether `other` holds the same bytes: at once when they are shared.
+    pub fn same_bytes(&self, other: &[u8]) -> bool {
+        std::ptr::eq(self.bytes.as_slice(), other) || self.bytes.as_slice() == other
     }
 
     pub fn is_secret(&self) -> bool {
@@ -103,7 +119,7 @@ impl Content {
 
     /// Applies an encoder to the bytes, keeping the taint.
     pub fn map<E>(&self, f: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>) -> Result<Content, E> {
-        Ok(Content { bytes: f(&self.bytes)?, secret: self.secret })
+        Ok(Content { bytes: Arc::new(f(&self.bytes)?), secret: self.secret })
     }
 }
 

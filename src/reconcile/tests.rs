@@ -139,6 +139,33 @@ async fn create_noop_update_drift() {
     assert_eq!(std::fs::read_to_string(bed.path("out/app.env")).unwrap(), "HOST=b\n");
 }
 
+/// Files are compared with what they should hold while they are read, and
+/// an unchanged file is fingerprinted once (the record apply keeps comes
+/// from the plan): a hand edit that keeps the length is still drift, at
+/// any byte; and a file found already holding the new content records
+/// that content, so that a later hand edit of it is drift too.
+#[tokio::test]
+async fn hand_edits_of_the_same_length_are_drift_and_records_follow_unchanged_files() {
+    let bed = Bed::new(APP);
+    bed.pass(&[("host", "abcdef")], false).await;
+    let file = bed.path("out/app.env");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "HOST=abcdef\n");
+    for edit in ["XOST=abcdef\n", "HOST=abXdef\n", "HOST=abcdef\r"] {
+        std::fs::write(&file, edit).unwrap();
+        let r = bed.pass(&[("host", "abcdef")], false).await;
+        assert!(actions(&r).contains(&("app.env".into(), Action::Drift)), "{edit:?}: {:?}", actions(&r));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "HOST=abcdef\n", "{edit:?} reverted");
+    }
+    // Someone puts the next content in place before the source changes.
+    std::fs::write(&file, "HOST=ghijkl\n").unwrap();
+    let r = bed.pass(&[("host", "ghijkl")], false).await;
+    assert!(actions(&r).contains(&("app.env".into(), Action::Unchanged)), "{:?}", actions(&r));
+    std::fs::write(&file, "HOST=ghXjkl\n").unwrap();
+    let r = bed.pass(&[("host", "ghijkl")], false).await;
+    assert!(actions(&r).contains(&("app.env".into(), Action::Drift)), "{:?}", actions(&r));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "HOST=ghijkl\n");
+}
+
 #[tokio::test]
 async fn only_what_this_instance_wrote_is_pruned() {
     let bed = Bed::new(APP);

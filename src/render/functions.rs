@@ -262,12 +262,64 @@ fn keys(args: &HashMap<String, Value>) -> tera::Result<Value> {
     scope.check_deadline()?;
     let prefix = str_arg("keys", args_of("keys", args, &scope)?, "prefix", &scope)?;
     scope.use_(Use::KeyPrefix(prefix.to_owned()));
+    if let Some(listed) = KEYS_LISTED.with(|c| c.borrow().get(&scope.snapshot, prefix)) {
+        return Ok(listed);
+    }
     let mut map = tera::Map::new();
     for (k, v) in scope.snapshot.keys.range(prefix.to_owned()..).take_while(|(k, _)| k.starts_with(prefix)) {
         let text = scope.text(k, &v.data, Some(prefix))?;
         map.insert(k[prefix.len()..].trim_start_matches('/').to_owned(), Value::String(text.to_owned()));
     }
-    Ok(Value::Object(map))
+    let listed = Value::Object(map);
+    KEYS_LISTED.with(|c| c.borrow_mut().put(&scope.snapshot, prefix, &listed));
+    Ok(listed)
+}
+
+thread_local! {
+    /// What `keys()` listed for the snapshot being rendered on this thread.
+    static KEYS_LISTED: RefCell<KeysListed> = RefCell::new(KeysListed::default());
+}
+
+/// The maps `keys(prefix=…)` built from one snapshot, by prefix, so that
+/// the outputs of an env that list the same prefix (confd's job: 100 files
+/// each looping over the same 1,000 keys) build it once and clone it after
+/// (a clone copies the strings but neither checks nor hashes them again:
+/// building was 40% of rendering such an output). Only successful lists are
+/// kept: a key that is not text fails every call as it did the first time.
+/// Each call still records its read ([`Use::KeyPrefix`]).
+#[derive(Default)]
+struct KeysListed {
+    /// The snapshot the maps were built from. A `Weak` keeps its
+    /// allocation, so no other snapshot can take its address while this is
+    /// held: equal addresses are the same snapshot.
+    snapshot: std::sync::Weak<Snapshot>,
+    maps: HashMap<String, Value>,
+    /// Entries held, bounded by [`KEYS_LISTED_MAX`].
+    entries: usize,
+}
+
+/// Most entries [`KeysListed`] holds; a list that would exceed it is
+/// built at every call, as before.
+const KEYS_LISTED_MAX: usize = 100_000;
+
+impl KeysListed {
+    fn get(&self, snapshot: &Arc<Snapshot>, prefix: &str) -> Option<Value> {
+        if !std::ptr::eq(self.snapshot.as_ptr(), Arc::as_ptr(snapshot)) {
+            return None;
+        }
+        self.maps.get(prefix).cloned()
+    }
+
+    fn put(&mut self, snapshot: &Arc<Snapshot>, prefix: &str, listed: &Value) {
+        if !std::ptr::eq(self.snapshot.as_ptr(), Arc::as_ptr(snapshot)) {
+            *self = KeysListed { snapshot: Arc::downgrade(snapshot), ..KeysListed::default() };
+        }
+        let count = listed.as_object().map_or(0, |m| m.len());
+        if self.entries + count <= KEYS_LISTED_MAX {
+            self.entries += count;
+            self.maps.insert(prefix.to_owned(), listed.clone());
+        }
+    }
 }
 
 fn exists(args: &HashMap<String, Value>) -> tera::Result<Value> {

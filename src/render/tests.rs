@@ -730,3 +730,43 @@ fn a_throw_written_in_a_template_is_shown_with_its_line_even_where_secrets_are_r
     let e = t.unwrap().render(0, &snapshot()).unwrap_err().to_string();
     assert!(e.contains("throw at check.tera line 7: bad url db.internal (needs a scheme)"), "{e}");
 }
+
+/// `keys()` lists a prefix once per snapshot on a thread (the worker's),
+/// and never serves one snapshot's keys to another's rendering, even on
+/// the same thread one after the other; each rendering still records its
+/// read, and a key that is not text fails every call.
+#[test]
+fn keys_listed_once_per_snapshot_never_leak_into_another() {
+    let (_d, t) = compile(
+        "A = \"{% for k, v in keys(prefix='flags/') %}{{ k }}={{ v }},{% endfor %}\"\nB = \"{% for k, v in keys(prefix='flags/') %}{{ v }}{% endfor %}\"",
+    );
+    let t = t.unwrap();
+    let first = snapshot();
+    let r = t.render(0, &first).unwrap();
+    assert_eq!(r.entries["A"].expose_str(), Some("alpha=a,zeta=z,"));
+    assert_eq!(r.entries["B"].expose_str(), Some("az"));
+    let mut next = (*first).clone();
+    next.keys.insert("flags/alpha".into(), KeyValue::new(b"A2".to_vec(), KeyOrigin::File));
+    next.keys.remove("flags/zeta");
+    let next = Arc::new(next);
+    let r = t.render(0, &next).unwrap();
+    assert_eq!(r.entries["A"].expose_str(), Some("alpha=A2,"), "the second snapshot's keys");
+    assert!(r.used.contains(&Use::KeyPrefix("flags/".into())));
+    let r = t.render(0, &first).unwrap();
+    assert_eq!(r.entries["A"].expose_str(), Some("alpha=a,zeta=z,"), "and the first's again");
+    drop(first);
+    // A snapshot built after one was dropped may take its memory: still its own keys.
+    for i in 0..20 {
+        let mut s = (*next).clone();
+        s.keys.insert("flags/alpha".into(), KeyValue::new(format!("v{i}").into_bytes(), KeyOrigin::File));
+        let s = Arc::new(s);
+        assert_eq!(t.render(0, &s).unwrap().entries["A"].expose_str(), Some(format!("alpha=v{i},").as_str()));
+    }
+    let mut bad = (*next).clone();
+    bad.keys.insert("flags/bin".into(), KeyValue::new(vec![0xff], KeyOrigin::File));
+    let bad = Arc::new(bad);
+    for _ in 0..2 {
+        let e = t.render(0, &bad).unwrap_err().to_string();
+        assert!(e.contains("not UTF-8"), "{e}");
+    }
+}

@@ -156,6 +156,20 @@ pub fn held_secret(mode: u32) -> bool {
 /// Reads `name` in `dir` without following a symlink and without opening
 /// anything but a regular file for reading. `Ok(None)` when absent.
 pub fn read(dir: &OwnedFd, dir_path: &Path, name: &OsStr) -> Result<Option<Found>, PathError> {
+    read_expecting(dir, dir_path, name, None)
+}
+
+/// [`read`], compared while it is read with what a target wants there
+/// (`expected`): a file that holds exactly those bytes is found holding
+/// them, shared (no buffer of its size is filled, nothing is copied: a
+/// pass over unchanged files touches no fresh memory for them); any other
+/// file is read as [`read`] reads it, from where it first differed.
+pub fn read_expecting(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    name: &OsStr,
+    expected: Option<&Content>,
+) -> Result<Option<Found>, PathError> {
     let path = dir_path.join(name);
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
@@ -185,13 +199,57 @@ pub fn read(dir: &OwnedFd, dir_path: &Path, name: &OsStr) -> Result<Option<Found
     if size > MAX_READ {
         return Ok(Some(Found { content: None, size, mode, id }));
     }
-    let mut content = Vec::with_capacity(size as usize);
-    std::fs::File::from(fd).take(MAX_READ + 1).read_to_end(&mut content).map_err(|e| io_err(&path, e))?;
+    let mut file = std::fs::File::from(fd);
+    let mut content = Vec::new();
+    if let Some(expected) = expected.filter(|e| e.len() as u64 == size) {
+        match read_same(&mut file, expected.expose()).map_err(|e| io_err(&path, e))? {
+            Same::Yes => {
+                return Ok(Some(Found { size, content: Some(expected.with_secret(held_secret(mode))), mode, id }));
+            }
+            Same::Differs(start) => content = start,
+        }
+    }
+    content.reserve((size as usize).saturating_sub(content.len()));
+    let limit = (MAX_READ + 1).saturating_sub(content.len() as u64);
+    file.take(limit).read_to_end(&mut content).map_err(|e| io_err(&path, e))?;
     if content.len() as u64 > MAX_READ {
         return Ok(Some(Found { content: None, size: content.len() as u64, mode, id }));
     }
     let size = content.len() as u64;
     Ok(Some(Found { size, content: Some(Content::new(content, held_secret(mode))), mode, id }))
+}
+
+/// What comparing a file with the bytes expected found.
+enum Same {
+    /// The file holds exactly `expected`, to its end.
+    Yes,
+    /// It does not: what was read of it so far (the rest follows).
+    Differs(Vec<u8>),
+}
+
+/// Reads `file` from its current offset in pieces, comparing each with
+/// `expected`, through one small buffer.
+fn read_same(file: &mut std::fs::File, expected: &[u8]) -> std::io::Result<Same> {
+    const PIECE: usize = 64 * 1024;
+    let mut buf = vec![0u8; PIECE.min(expected.len() + 1)];
+    let mut at = 0;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(if at == expected.len() { Same::Yes } else { Same::Differs(expected[..at].to_vec()) });
+        }
+        if expected.get(at..at + n) != Some(&buf[..n]) {
+            let mut read = Vec::with_capacity(expected.len().max(at + n));
+            read.extend_from_slice(&expected[..at]);
+            read.extend_from_slice(&buf[..n]);
+            return Ok(Same::Differs(read));
+        }
+        at += n;
+    }
 }
 
 /// What kind of entry `name` is in `dir` (without following it).
@@ -333,6 +391,48 @@ mod tests {
         let e = read(&dir, &dir_path, OsStr::new("p")).unwrap_err();
         assert!(e.to_string().contains("is a FIFO"), "{e}");
         assert!(read(&dir, &dir_path, OsStr::new("absent")).unwrap().is_none());
+    }
+
+    /// A file compared with what a target wants while it is read is found
+    /// holding exactly its own bytes, whatever it holds: the wanted bytes
+    /// (shared) only when it is those to its end; any difference, at any
+    /// offset (in the first piece, beyond it, the last byte), a shorter or
+    /// a longer file, reads the file itself.
+    #[test]
+    fn a_file_compared_while_read_is_found_holding_its_own_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = open_dir(tmp.path(), Path::new(""), false).unwrap().unwrap();
+        let wanted: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let expected = Content::plain(wanted.clone());
+        let name = OsStr::new("f");
+        let found = |bytes: &[u8]| {
+            std::fs::write(tmp.path().join("f"), bytes).unwrap();
+            read_expecting(&dir, tmp.path(), name, Some(&expected)).unwrap().unwrap().content.unwrap()
+        };
+        let same = found(&wanted);
+        assert!(std::ptr::eq(same.expose(), expected.expose()), "equal: the wanted bytes, shared");
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for at in [0, 1_000, 65_536, 150_000, wanted.len() - 1] {
+            let mut edited = wanted.clone();
+            edited[at] = b'#';
+            cases.push(edited);
+        }
+        cases.push(wanted[..wanted.len() - 1].to_vec());
+        cases.push([&wanted[..], b"+"].concat());
+        cases.push(Vec::new());
+        for case in cases {
+            let got = found(&case);
+            assert!(got.expose() == case.as_slice(), "a file of {} bytes read as {} bytes", case.len(), got.len());
+            assert!(!std::ptr::eq(got.expose(), expected.expose()));
+        }
+        // Nothing wanted, or a file of another size: read as it is.
+        std::fs::write(tmp.path().join("f"), &wanted).unwrap();
+        let plain = read_expecting(&dir, tmp.path(), name, None).unwrap().unwrap().content.unwrap();
+        assert_eq!(plain.expose(), wanted.as_slice());
+        // Found secret or not as its mode says, whatever the wanted content is.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path().join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(found(&wanted).is_secret());
     }
 
     #[test]

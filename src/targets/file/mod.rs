@@ -39,6 +39,14 @@
 //! - **Drift**: a file that no longer holds what cfgsync recorded writing,
 //!   when the source did not change, was edited by hand: restored and
 //!   counted as drift.
+//! - **An unchanged file costs one read and one hash**: observing compares
+//!   each file with the bytes its target wants while reading it, through a
+//!   small buffer ([`io::read_expecting`]: a file equal to them is kept as
+//!   those very bytes, shared, not as a copy), and the plan computes the
+//!   one keyed fingerprint of the wanted content that decides drift and
+//!   becomes the record apply keeps; what a file held is fingerprinted (and
+//!   judged for showing) only when it differs. The byte comparison decides
+//!   "unchanged", never a fingerprint or a timestamp alone.
 //! - **Leftovers**: temp files of a write that was killed are removed by the
 //!   next pass over their directory (shown in the plan).
 //! - Output of `check_cmd`/`reload_cmd` is shown only for outputs that read
@@ -113,17 +121,46 @@ pub struct DesiredFile {
     pub output: String,
 }
 
+/// What to read in a directory: each file's name, with the content a
+/// target wants there when one does (compared while it is read, see
+/// [`io::read_expecting`]).
+#[derive(Default)]
+pub struct Wanted(BTreeMap<OsString, Option<Content>>);
+
+impl Wanted {
+    fn insert(&mut self, name: OsString, content: Option<Content>) {
+        let slot = self.0.entry(name).or_default();
+        if slot.is_none() {
+            *slot = content;
+        }
+    }
+}
+
+impl super::Merge for Wanted {
+    fn merge(&mut self, other: Self) {
+        for (name, content) in other.0 {
+            self.insert(name, content);
+        }
+    }
+
+    fn covers(&self, other: &Self) -> bool {
+        other.0.keys().all(|n| self.0.contains_key(n))
+    }
+}
+
 /// A directory as it is.
 pub struct Observed {
     pub files: BTreeMap<OsString, Result<Option<io::Found>, String>>,
     pub stale: Vec<OsString>,
 }
 
-/// What apply does.
+/// What apply does. `fingerprint`: the file's content's, recorded once
+/// it is in place (computed once, by the plan).
 #[derive(Debug)]
 pub enum Op {
     Write {
         file: DesiredFile,
+        fingerprint: String,
         check_cmd: Option<String>,
         reload_cmd: Option<String>,
         content_changed: bool,
@@ -135,6 +172,7 @@ pub enum Op {
     /// Nothing to do but remember what is there (unchanged files).
     Keep {
         file: DesiredFile,
+        fingerprint: String,
     },
 }
 
@@ -195,10 +233,11 @@ impl FileKind {
         Some((record.output, holds))
     }
 
-    /// Records `file` as written by this instance (it is what it should be).
-    fn remember(&self, file: &DesiredFile, ctx: &Ctx<'_>) {
+    /// Records `file` as written by this instance (it is what it should
+    /// be); `fingerprint`: its content's, as the plan computed it.
+    fn remember(&self, file: &DesiredFile, fingerprint: &str, ctx: &Ctx<'_>) {
         let key = self.config_dir(ctx).key(&file.path);
-        let _ = self.with_state(ctx, |s| s.record(key, &file.output, &file.content));
+        let _ = self.with_state(ctx, |s| s.record(key, &file.output, fingerprint.to_owned(), file.content.is_secret()));
     }
 
     /// Writes `file` (only its mode when its content is as it should be)
@@ -207,6 +246,7 @@ impl FileKind {
         &self,
         at: &At<'_>,
         file: &DesiredFile,
+        fingerprint: &str,
         check_cmd: Option<&str>,
         content_changed: bool,
         ctx: &Ctx<'_>,
@@ -216,7 +256,7 @@ impl FileKind {
         } else {
             io::chmod(at.fd, &at.dir, &file.name, file.mode)?;
         }
-        self.remember(file, ctx);
+        self.remember(file, fingerprint, ctx);
         Ok(())
     }
 
@@ -302,13 +342,15 @@ impl Kind for FileKind {
 impl Target for FileKind {
     type Spec = FileTarget;
     type Dest = Dir;
-    type Scope = BTreeSet<OsString>;
+    type Scope = Wanted;
     type Item = DesiredFile;
     type Observed = Observed;
     type Op = Op;
 
     fn locate(&self, spec: &FileTarget, items: Option<&[DesiredFile]>, ctx: &Ctx<'_>, scope: &mut Self::Scope) -> Dir {
-        scope.extend(items.into_iter().flatten().map(|f| f.name.clone()));
+        for f in items.into_iter().flatten() {
+            scope.insert(f.name.clone(), Some(f.content.clone()));
+        }
         self.dir_of(spec, ctx)
     }
 
@@ -326,7 +368,7 @@ impl Target for FileKind {
                 .entry(dir_key.to_path_buf())
                 .or_insert_with(|| split(&config_dir.path(dir_key), ctx, None))
                 .clone();
-            scopes.entry(dest).or_default().insert(name.to_owned());
+            scopes.entry(dest).or_default().insert(name.to_owned(), None);
         }
     }
 
@@ -391,10 +433,16 @@ impl Target for FileKind {
 
     async fn observe(&self, dest: &Dir, names: &Self::Scope, ctx: &Ctx<'_>) -> Result<Observed, TargetError> {
         let Some(fd) = io::open_dir(&dest.base, &dest.rel, false)? else {
-            return Ok(Observed { files: names.iter().map(|n| (n.clone(), Ok(None))).collect(), stale: Vec::new() });
+            return Ok(Observed { files: names.0.keys().map(|n| (n.clone(), Ok(None))).collect(), stale: Vec::new() });
         };
         let dir_path = dest.path();
-        let files = names.iter().map(|n| (n.clone(), io::read(&fd, &dir_path, n).map_err(|e| e.to_string()))).collect();
+        let files = names
+            .0
+            .iter()
+            .map(|(n, wanted)| {
+                (n.clone(), io::read_expecting(&fd, &dir_path, n, wanted.as_ref()).map_err(|e| e.to_string()))
+            })
+            .collect();
         Ok(Observed { files, stale: io::stale_temp_files(&fd, ctx.env) })
     }
 
@@ -492,12 +540,12 @@ impl Target for FileKind {
                 continue;
             }
             let result = match &p.op {
-                Op::Keep { file } => {
-                    self.remember(file, ctx);
+                Op::Keep { file, fingerprint } => {
+                    self.remember(file, fingerprint, ctx);
                     Ok(())
                 }
-                Op::Write { file, check_cmd, reload_cmd, content_changed } => {
-                    let result = self.write(&at, file, check_cmd.as_deref(), *content_changed, ctx).await;
+                Op::Write { file, fingerprint, check_cmd, reload_cmd, content_changed } => {
+                    let result = self.write(&at, file, fingerprint, check_cmd.as_deref(), *content_changed, ctx).await;
                     if result.is_ok() {
                         info!(env = ctx.env, output = %file.output, path = %crate::text::display_path(&file.path), action = p.change.action.name(), "file written");
                         if let (Some(cmd), true) = (reload_cmd, *content_changed) {
@@ -641,7 +689,7 @@ impl Here<'_> {
 /// recording it (nothing about it changes; this is how a file whose values
 /// were imported into the source is adopted).
 fn holds_exactly(found: &io::Found, file: &DesiredFile) -> bool {
-    found.content.as_ref().map(Content::expose) == Some(file.content.expose()) && found.mode == file.mode
+    found.content.as_ref().is_some_and(|c| c.same_bytes(file.content.expose())) && found.mode == file.mode
 }
 
 /// A file at a target path that this instance has no record of writing:
@@ -667,10 +715,17 @@ fn held(found: &io::Found, record: Option<&state::Record>, fingerprint: &dyn Fn(
         Some(r) if r.tainted == Some(false) && fingerprint(content.expose()) == r.fingerprint => false,
         _ => content.is_secret(),
     };
-    Some(Content::new(content.expose(), secret))
+    Some(content.with_secret(secret))
 }
 
 /// Decides the change for one file.
+///
+/// The keyed fingerprint of the desired content is computed once, here:
+/// it decides drift, becomes the record apply writes and keys the change's
+/// `content_hash`. What the file holds is compared byte for byte (at once
+/// when observing found it equal and kept the desired bytes), and is
+/// fingerprinted (and judged for showing) only when it differs: an
+/// unchanged file costs one hash, not three.
 fn plan_file(
     file: DesiredFile,
     found: Option<&io::Found>,
@@ -682,20 +737,23 @@ fn plan_file(
     let secret = file.content.is_secret();
     let address = crate::text::display_path(&file.path);
     let recorded = record.map(|r| r.fingerprint.as_str());
-    let held = found.and_then(|f| held(f, record, fingerprint));
-    let old_content = held.as_ref().map(Content::expose);
     let content_changed = match found {
         None => true,
-        Some(f) => f.content.as_ref().map(Content::expose) != Some(file.content.expose()),
+        Some(f) => !f.content.as_ref().is_some_and(|c| c.same_bytes(file.content.expose())),
     };
     let mode_changed = found.is_some_and(|f| f.mode != file.mode);
+    let desired_fp = fingerprint(file.content.expose());
+    // What the file held, judged for showing: only needed when it changes.
+    let held = match (found, content_changed) {
+        (Some(f), true) => held(f, record, fingerprint),
+        _ => None,
+    };
     let action = match (found, content_changed || mode_changed) {
         (None, _) => Action::Create,
         (Some(_), false) => Action::Unchanged,
         (Some(_), true) => {
             // Still what we wrote last time, but not what is there: a hand edit.
-            let desired_fp = fingerprint(file.content.expose());
-            let live_fp = old_content.map(fingerprint);
+            let live_fp = held.as_ref().map(|c| fingerprint(c.expose()));
             if content_changed && recorded == Some(desired_fp.as_str()) && live_fp.as_deref() != recorded {
                 Action::Drift
             } else {
@@ -704,9 +762,11 @@ fn plan_file(
         }
     };
     let mut change = Change::new("file", address, action, secret);
-    change.content_hash = plan::content_hash(&[file.content.expose(), &file.mode.to_be_bytes()]);
+    // The keyed fingerprint stands for the content (equal exactly when it
+    // is, under the state's key, which every pass of this instance shares).
+    change.content_hash = plan::content_hash(&[desired_fp.as_bytes(), &file.mode.to_be_bytes()]);
     if action == Action::Unchanged {
-        return (change, Op::Keep { file });
+        return (change, Op::Keep { file, fingerprint: desired_fp });
     }
     match (found, mode_changed) {
         (None, _) => change.notes.push(format!("mode {:04o}", file.mode)),
@@ -716,8 +776,13 @@ fn plan_file(
     if content_changed {
         describe_content_change(&mut change, &file, held.as_ref(), found.is_some(), spec.format, ctx.shown);
     }
-    let op =
-        Op::Write { check_cmd: spec.check_cmd.clone(), reload_cmd: spec.reload_cmd.clone(), content_changed, file };
+    let op = Op::Write {
+        check_cmd: spec.check_cmd.clone(),
+        reload_cmd: spec.reload_cmd.clone(),
+        content_changed,
+        fingerprint: desired_fp,
+        file,
+    };
     (change, op)
 }
 

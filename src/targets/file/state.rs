@@ -183,12 +183,11 @@ impl FileState {
         move |content: &[u8]| hmac::sign(&key, content).as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    pub fn record(&mut self, path: PathBuf, output: &str, content: &crate::secret::Content) {
-        let record = Record {
-            output: output.to_owned(),
-            fingerprint: self.fingerprint(content.expose()),
-            tainted: Some(content.is_secret()),
-        };
+    /// `fingerprint`: [`FileState::fingerprint`] of what the file holds,
+    /// which the plan computed once for the file (it is what tells drift
+    /// from a source change).
+    pub fn record(&mut self, path: PathBuf, output: &str, fingerprint: String, tainted: bool) {
+        let record = Record { output: output.to_owned(), fingerprint, tainted: Some(tainted) };
         if self.files.get(&path) != Some(&record) {
             self.files.insert(path, record);
             self.dirty = true;
@@ -343,7 +342,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = path(dir.path(), "inst", "prod");
         let mut s = FileState::load(&p).unwrap();
-        s.record("out/a".into(), "api", &crate::secret::Content::secret("CANARY-x"));
+        let fingerprint = s.fingerprint(b"CANARY-x");
+        s.record("out/a".into(), "api", fingerprint, true);
         assert!(s.dirty);
         s.save(&p).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
