@@ -137,16 +137,7 @@ impl TargetWatches {
             let health = Arc::new(Health::new(&self.env, &self.status, &self.metrics, scopes.len()));
             if leading && !scopes.is_empty() {
                 debug!(env = %self.env, watches = scopes.len(), "starting the Kubernetes watches");
-                for scope in scopes {
-                    let w = ObjectWatch {
-                        env: self.env.clone(),
-                        instance: generation.config.instance.clone(),
-                        outputs: outputs_of(&generation, &self.env),
-                        scope,
-                        generation: generation.clone(),
-                        trigger: self.trigger.clone(),
-                        health: health.clone(),
-                    };
+                for w in object_watches(&generation, &self.env, scopes, &self.trigger, &health) {
                     set.spawn(w.run());
                 }
             }
@@ -204,6 +195,33 @@ async fn wait_lead_change(
     }
 }
 
+/// One watch per scope of `env`. They share one set of the env's output
+/// names: a copy per watch costs scopes × outputs strings, which grows
+/// with the square of the fleet (1,800 watches × 7,000 names, ~700 MiB
+/// at fleet-3000).
+fn object_watches(
+    generation: &Arc<Generation>,
+    env: &str,
+    scopes: BTreeSet<Scope>,
+    trigger: &mpsc::Sender<Trigger>,
+    health: &Arc<Health>,
+) -> Vec<ObjectWatch> {
+    let outputs = outputs_of(generation, env);
+    let instance: Arc<str> = generation.config.instance.as_str().into();
+    scopes
+        .into_iter()
+        .map(|scope| ObjectWatch {
+            env: env.to_owned(),
+            instance: instance.clone(),
+            outputs: outputs.clone(),
+            scope,
+            generation: generation.clone(),
+            trigger: trigger.clone(),
+            health: health.clone(),
+        })
+        .collect()
+}
+
 /// The names of the outputs of `env`.
 fn outputs_of(generation: &Generation, env: &str) -> Arc<BTreeSet<String>> {
     let outputs = generation.config.outputs.iter().filter(|o| o.envs.iter().any(|e| e == env));
@@ -257,7 +275,7 @@ struct Seen {
 /// One watch on a (context, namespace, kind).
 struct ObjectWatch {
     env: String,
-    instance: String,
+    instance: Arc<str>,
     outputs: Arc<BTreeSet<String>>,
     scope: Scope,
     generation: Arc<Generation>,
@@ -335,7 +353,7 @@ impl ObjectWatch {
     /// Only this instance's objects are judged for drift; the others are
     /// in the store (the pass refuses them by name) and nothing more.
     fn ours(&self, live: &LiveObject) -> bool {
-        live.labels.get(LABEL_INSTANCE) == Some(&self.instance)
+        live.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(&*self.instance)
     }
 
     fn describe(&self, name: &str) -> String {
