@@ -135,6 +135,13 @@ pub const ANNOTATION_CONFIG_HASH: &str = "cfgsync.io/config-hash";
 /// The API server's limit on the values of a Secret's or ConfigMap's data
 /// (`MaxSecretSize`; decoded values, keys not counted).
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+/// How many reads (LIST or GET of one namespace and kind) a pass has in
+/// flight per cluster. Each is a connection of the context's client,
+/// which keeps it idle in its pool afterwards (kube's client evicts none),
+/// and each holds a LIST body while it is decoded: unbounded, a pass that
+/// LISTs (the service's first, one-shot commands) at fleet-3000 opened 600
+/// connections per cluster at once and kept them for good.
+pub const READS_PER_CLUSTER: usize = 32;
 /// The API server's limit on a request body (`MaxRequestBodyBytes`).
 pub const MAX_REQUEST_BYTES: usize = 3 * 1024 * 1024;
 
@@ -564,25 +571,33 @@ impl Target for KubeKind {
         for (namespace, kind, name) in scope {
             by_list.entry((namespace.as_str(), *kind)).or_default().insert(name.clone());
         }
-        let reads = by_list.iter().map(|((namespace, kind), names)| {
-            let client = &client;
-            let key = ScopeKey {
-                env: ctx.env.to_owned(),
-                context: context.clone(),
-                namespace: (*namespace).to_owned(),
-                kind: *kind,
-            };
-            let cached = self.cache.read(&key);
-            async move {
-                let read = match cached {
-                    Some(listed) => client::get_missing(client, context, namespace, *kind, listed, names).await,
-                    None => client::observe_namespace(client, context, namespace, *kind, ctx.env, names).await,
+        let reads: Vec<_> = by_list
+            .iter()
+            .map(|((namespace, kind), names)| {
+                let client = &client;
+                let key = ScopeKey {
+                    env: ctx.env.to_owned(),
+                    context: context.clone(),
+                    namespace: (*namespace).to_owned(),
+                    kind: *kind,
                 };
-                (*namespace, read)
-            }
-        });
+                let cached = self.cache.read(&key);
+                async move {
+                    let read = match cached {
+                        Some(listed) => client::get_missing(client, context, namespace, *kind, listed, names).await,
+                        None => client::observe_namespace(client, context, namespace, *kind, ctx.env, names).await,
+                    };
+                    (*namespace, read)
+                }
+            })
+            .collect();
         let mut observed = Observed::default();
-        for (namespace, result) in futures_util::future::join_all(reads).await {
+        let reads: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
+            futures_util::stream::iter(reads),
+            READS_PER_CLUSTER,
+        ))
+        .await;
+        for (namespace, result) in reads {
             match result {
                 Ok(objects) => observed.objects.extend(objects),
                 Err(e) => {
