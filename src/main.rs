@@ -16,11 +16,6 @@
 //!   fleet scale compiling is most of their start-up, and a template broken
 //!   elsewhere does not stop a value from being written — `validate`,
 //!   `plan` and the service's reload report it.
-//! - The service gives the memory glibc's malloc keeps back to the OS once
-//!   a minute ([`give_back_freed_memory`]): at fleet-3000 its start-up
-//!   (1,800 watch LISTs, the first passes) frees far more than it keeps,
-//!   and glibc returns only the top of each heap on its own. This is the
-//!   binary's only `unsafe` (the library forbids it).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -265,51 +260,13 @@ fn renders(command: &Command) -> bool {
 
 /// `cfgsync run`: the service, until it is stopped.
 async fn serve(config: &Path, options: cfgsync::service::RunOptions) -> Result<ExitCode, Fatal> {
-    let trimming = tokio::spawn(give_back_freed_memory());
-    let result = cfgsync::service::run(config, options).await;
-    trimming.abort();
-    match result {
+    match cfgsync::service::run(config, options).await {
         Ok(cfgsync::service::Shutdown::Clean) => Ok(ExitCode::SUCCESS),
         Ok(cfgsync::service::Shutdown::GraceExceeded) => Ok(ExitCode::from(1)),
         Err(cfgsync::service::ServiceError::Config(e)) => Err(Fatal::Config(e)),
         Err(e) => Err(Fatal::Service(e)),
     }
 }
-
-/// How often the service gives freed heap memory back (see the module doc).
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Every [`TRIM_EVERY`], `malloc_trim(0)` on a blocking thread: glibc
-/// releases the free pages inside its heaps (not only at their tops), so
-/// the service's resident memory follows what it holds, not the peak of
-/// its start-up. It takes the arenas' locks for a few milliseconds; a
-/// minute apart, that is nothing a pass notices.
-async fn give_back_freed_memory() {
-    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + TRIM_EVERY, TRIM_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        if tokio::task::spawn_blocking(trim_heap).await.is_err() {
-            return;
-        }
-    }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> std::ffi::c_int;
-    }
-    // SAFETY: glibc's `malloc_trim` takes no pointer and touches only the
-    // allocator's own free lists, under each arena's lock; any thread may
-    // call it at any time.
-    let released = unsafe { malloc_trim(0) };
-    tracing::trace!(released, "malloc_trim");
-}
-
-/// Without glibc there is no `malloc_trim`: nothing to give back here.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
 
 /// `plan` and `reconcile --once`: one pass, and its report.
 async fn pass(
