@@ -427,8 +427,8 @@ fn explain_shows_revision_version_owner_and_reason_set_through_set_and_set_secre
 
     // set-secret: the value from stdin, never in argv or output; other fields kept.
     let new_value = format!("{CANARY}-rotated");
-    let mut child = p
-        .command(&[
+    let r = p.run_with_stdin(
+        &[
             "set-secret",
             "prod",
             "api/db",
@@ -438,14 +438,9 @@ fn explain_shows_revision_version_owner_and_reason_set_through_set_and_set_secre
             "--reason",
             "rotated after INC-42",
             "--yes",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{new_value}\n").as_bytes()).unwrap();
-    let r = run_output(child.wait_with_output().unwrap());
+        ],
+        &format!("{new_value}\n"),
+    );
     assert_eq!(r.code, 0, "{r:?}");
     assert_no_canary(&r);
     assert_eq!(
@@ -536,15 +531,7 @@ fn set_and_set_secret_write_despite_a_broken_template_but_not_despite_a_config_e
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(etcd.ctl_ok(&["get", "--print-value-only", "/cfgsync/prod/api/db_host"]), "db3.prod.internal\n");
     let set_secret = |p: &Project, value: &str| {
-        let mut child = p
-            .command(&["set-secret", "prod", "api/db", "password", "--yes"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{value}\n").as_bytes()).unwrap();
-        run_output(child.wait_with_output().unwrap())
+        p.run_with_stdin(&["set-secret", "prod", "api/db", "password", "--yes"], &format!("{value}\n"))
     };
     let r = set_secret(&p, &format!("{CANARY}-despite"));
     assert_eq!(r.code, 0, "{r:?}");

@@ -140,15 +140,7 @@ fn set_secret_propagates_through_its_marker_at_once_and_the_marker_holds_no_valu
 
 /// `cfgsync set-secret prod db password` with `value` on stdin.
 fn set_secret(p: &Project, value: &str) -> crate::support::Run {
-    let mut child = p
-        .command(&["set-secret", "prod", "db", "password", "--yes"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{value}\n").as_bytes()).unwrap();
-    run_output(child.wait_with_output().unwrap())
+    p.run_with_stdin(&["set-secret", "prod", "db", "password", "--yes"], &format!("{value}\n"))
 }
 
 #[test]

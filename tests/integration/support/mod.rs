@@ -99,6 +99,15 @@ impl Project {
         run_output(self.command(args).output().unwrap())
     }
 
+    /// [`Project::run`] with `input` on stdin (as `set-secret` reads a value).
+    pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::process::Stdio;
+        let mut child =
+            self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        run_output(child.wait_with_output().unwrap())
+    }
+
     /// Every file under the project except the config, with its content,
     /// mode, inode and mtime, to prove that nothing changed.
     pub fn state(&self) -> Vec<FileState> {
